@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates the two Python virtualenvs the end-to-end tests use (redis-py 8.1 and
+# redis-py 4.5.4, each with Django 5.2 and django-redis-sessions 0.6.2) under
+# target/venv-*. Idempotent: a venv whose requirements did not change is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for flavour in redis8 redis4; do
+  venv="target/venv-$flavour"
+  req="tests/python/requirements-$flavour.txt"
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$venv/requirements.txt"; then
+    continue
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/requirements.txt"
+done

@@ -1,0 +1,503 @@
+//! Backend connections: a few long-lived connections per Redis server, shared
+//! by every client, with requests pipelined and replies matched in order.
+//!
+//! Each connection is one task that owns its socket, a queue of jobs from
+//! clients (`mpsc`) and the FIFO of replies it owes (`pending`). Reading and
+//! writing happen in the same `select!` loop, so there is no lock and no way
+//! for a full socket in one direction to stall the other. Every job gets
+//! exactly one answer: the backend's reply, or an error when the connection
+//! fails, times out or cannot be made. Nothing waits forever.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::codec::Decoder;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::{self, Endpoint, Target};
+use crate::net::Stream;
+use crate::protocol::{encode_command, BackendReplyDecoder, Reply};
+
+/// Jobs queued per connection before a client waits to add more.
+const QUEUE_DEPTH: usize = 4096;
+/// Unwritten bytes per connection before it stops taking jobs.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// A session shorter than this counts as a failed attempt for the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(1);
+
+/// Why a backend could not answer; sent to the client as an `ERR` reply.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    #[error("backend '{backend}' is unavailable: {reason}")]
+    Unavailable { backend: Arc<str>, reason: String },
+    #[error("backend '{backend}' did not answer within {timeout_ms} ms")]
+    Timeout { backend: Arc<str>, timeout_ms: u64 },
+    #[error("backend '{backend}' connection lost: {reason}")]
+    ConnectionLost { backend: Arc<str>, reason: String },
+}
+
+impl BackendError {
+    pub fn to_reply(&self) -> Reply {
+        Reply::error(format!("ERR {self}"))
+    }
+}
+
+pub type BackendResult = Result<Reply, BackendError>;
+
+/// One command for one backend.
+#[derive(Debug)]
+pub struct Job {
+    /// The command, RESP-encoded.
+    pub payload: Bytes,
+    /// The database the client has selected.
+    pub db: u32,
+    /// Where the reply goes; dropped by the connection task once answered.
+    pub reply: oneshot::Sender<BackendResult>,
+}
+
+/// What the connection tasks need to know, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub connections: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub max_pending: usize,
+    /// Databases clients may select; checked against each backend at connect.
+    pub databases: u32,
+}
+
+impl PoolSettings {
+    pub fn from_config(config: &config::Config) -> PoolSettings {
+        let pool = &config.pool;
+        PoolSettings {
+            connections: pool.connections,
+            connect_timeout: pool.connect_timeout(),
+            request_timeout: pool.request_timeout(),
+            backoff_min: Duration::from_millis(pool.backoff_min_ms),
+            backoff_max: Duration::from_millis(pool.backoff_max_ms),
+            max_pending: pool.max_pending,
+            databases: config.listen.databases,
+        }
+    }
+}
+
+/// A client's handle on one backend: the job queues of its connections.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub id: Arc<str>,
+    /// One sender per connection task; the tasks end when every handle is dropped.
+    queues: Arc<[mpsc::Sender<Job>]>,
+}
+
+impl Backend {
+    /// Starts the backend's connection tasks on the current runtime.
+    pub fn start(id: &str, target: Target, settings: Arc<PoolSettings>) -> Backend {
+        let id: Arc<str> = Arc::from(id);
+        let queues: Vec<_> = (0..settings.connections)
+            .map(|conn| {
+                let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                let task = Connection {
+                    backend: id.clone(),
+                    target: target.clone(),
+                    settings: settings.clone(),
+                    jobs: rx,
+                };
+                let span =
+                    tracing::info_span!("backend", id = %id, conn, endpoint = %target.endpoint);
+                tokio::spawn(task.run().instrument(span));
+                tx
+            })
+            .collect();
+        Backend {
+            id,
+            queues: queues.into(),
+        }
+    }
+
+    /// Queues a command and returns where its reply will arrive. A client
+    /// always uses the same connection (chosen by `client_id`), so its
+    /// commands to one backend stay in order.
+    pub async fn send(
+        &self,
+        client_id: u64,
+        payload: Bytes,
+        db: u32,
+    ) -> oneshot::Receiver<BackendResult> {
+        let (tx, rx) = oneshot::channel();
+        let index = (client_id % self.queues.len() as u64) as usize;
+        let job = Job {
+            payload,
+            db,
+            reply: tx,
+        };
+        if let Some(queue) = self.queues.get(index) {
+            if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
+                let _ = job.reply.send(Err(BackendError::ConnectionLost {
+                    backend: self.id.clone(),
+                    reason: "proxy is shutting down".into(),
+                }));
+            }
+        }
+        rx
+    }
+
+    /// Sends already split arguments.
+    pub async fn send_args(
+        &self,
+        client_id: u64,
+        args: &[Bytes],
+        db: u32,
+    ) -> oneshot::Receiver<BackendResult> {
+        let mut buf = BytesMut::new();
+        encode_command(args, &mut buf);
+        self.send(client_id, buf.freeze(), db).await
+    }
+}
+
+/// A reply the connection owes, in the order the commands were written.
+enum Owed {
+    /// A client's command.
+    Client {
+        reply: oneshot::Sender<BackendResult>,
+        sent_at: Instant,
+    },
+    /// A SELECT the proxy inserted to switch databases.
+    Select { sent_at: Instant },
+}
+
+impl Owed {
+    fn sent_at(&self) -> Instant {
+        match self {
+            Owed::Client { sent_at, .. } | Owed::Select { sent_at } => *sent_at,
+        }
+    }
+}
+
+/// Why a session on a connected socket ended.
+enum SessionEnd {
+    /// Every `Backend` handle is gone: the proxy is shutting down.
+    Closed,
+    Failed(BackendError),
+}
+
+/// One backend connection's task.
+struct Connection {
+    backend: Arc<str>,
+    target: Target,
+    settings: Arc<PoolSettings>,
+    /// Jobs from clients; closed when every `Backend` handle is dropped.
+    jobs: mpsc::Receiver<Job>,
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let mut delay = self.settings.backoff_min;
+        loop {
+            let attempt = timeout(
+                self.settings.connect_timeout,
+                connect(&self.target, self.settings.databases),
+            )
+            .await;
+            let reason = match attempt {
+                Ok(Ok((stream, db))) => {
+                    info!("backend connected");
+                    let started = Instant::now();
+                    match self.session(stream, db).await {
+                        SessionEnd::Closed => return,
+                        SessionEnd::Failed(error) => {
+                            warn!(%error, "backend connection failed");
+                            if started.elapsed() >= STABLE_SESSION {
+                                // It was working: retry at once, from the shortest delay.
+                                delay = self.settings.backoff_min;
+                                continue;
+                            }
+                            error.to_string()
+                        }
+                    }
+                }
+                Ok(Err(reason)) => reason,
+                Err(_) => format!(
+                    "connect timed out after {} ms",
+                    self.settings.connect_timeout.as_millis()
+                ),
+            };
+            warn!(reason = %reason, retry_ms = delay.as_millis() as u64, "backend unavailable");
+            // Until the next attempt, answer jobs at once instead of letting them wait.
+            let retry_at = Instant::now() + jitter(delay);
+            delay = (delay * 2).min(self.settings.backoff_max);
+            loop {
+                tokio::select! {
+                    job = self.jobs.recv() => match job {
+                        Some(job) => {
+                            let _ = job.reply.send(Err(BackendError::Unavailable {
+                                backend: self.backend.clone(),
+                                reason: reason.clone(),
+                            }));
+                        }
+                        None => return,
+                    },
+                    _ = sleep_until(retry_at) => break,
+                }
+            }
+        }
+    }
+
+    /// Serves jobs over one connected socket until it fails or the proxy stops.
+    async fn session(&mut self, stream: Stream, mut db: u32) -> SessionEnd {
+        let mut owed: VecDeque<Owed> = VecDeque::new();
+        let mut wbuf = BytesMut::with_capacity(16 * 1024);
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let request_timeout = self.settings.request_timeout;
+        // One timer for the oldest unanswered command, not one per command.
+        let deadline = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(deadline);
+        let mut armed: Option<Instant> = None;
+
+        let end = loop {
+            match owed.front() {
+                Some(first) => {
+                    let at = first.sent_at() + request_timeout;
+                    if armed != Some(at) {
+                        deadline.as_mut().reset(at);
+                        armed = Some(at);
+                    }
+                }
+                None => armed = None,
+            }
+            let can_take = owed.len() < self.settings.max_pending && wbuf.len() < WRITE_HIGH_WATER;
+
+            tokio::select! {
+                biased;
+                ready = stream.readable() => {
+                    if let Err(e) = ready {
+                        break self.lost(e.to_string());
+                    }
+                    match stream.try_read_buf(&mut rbuf) {
+                        Ok(0) => break self.lost("closed by the server".into()),
+                        Ok(_) => {
+                            if let Err(end) = self.take_replies(&mut rbuf, &mut owed) {
+                                break end;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => break self.lost(e.to_string()),
+                    }
+                }
+                ready = stream.writable(), if !wbuf.is_empty() => {
+                    if let Err(e) = ready.and_then(|_| stream.write_some(&mut wbuf)) {
+                        break self.lost(e.to_string());
+                    }
+                }
+                job = self.jobs.recv(), if can_take => {
+                    let Some(job) = job else { break SessionEnd::Closed };
+                    let now = Instant::now();
+                    self.queue(job, now, &mut db, &mut wbuf, &mut owed);
+                    // Take everything already waiting, then write it in one go.
+                    while owed.len() < self.settings.max_pending && wbuf.len() < WRITE_HIGH_WATER {
+                        match self.jobs.try_recv() {
+                            Ok(job) => self.queue(job, now, &mut db, &mut wbuf, &mut owed),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = stream.write_some(&mut wbuf) {
+                        break self.lost(e.to_string());
+                    }
+                }
+                _ = &mut deadline, if armed.is_some() => {
+                    break SessionEnd::Failed(BackendError::Timeout {
+                        backend: self.backend.clone(),
+                        timeout_ms: request_timeout.as_millis() as u64,
+                    });
+                }
+            }
+        };
+        // Whatever is still owed gets the error; its command may or may not have run.
+        let error = match &end {
+            SessionEnd::Failed(error) => error.clone(),
+            SessionEnd::Closed => BackendError::ConnectionLost {
+                backend: self.backend.clone(),
+                reason: "proxy is shutting down".into(),
+            },
+        };
+        for item in owed.drain(..) {
+            if let Owed::Client { reply, .. } = item {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        end
+    }
+
+    fn lost(&self, reason: String) -> SessionEnd {
+        SessionEnd::Failed(BackendError::ConnectionLost {
+            backend: self.backend.clone(),
+            reason,
+        })
+    }
+
+    /// Appends a job's command to the write buffer, preceded by a SELECT when
+    /// the client's database differs from the connection's.
+    fn queue(
+        &self,
+        job: Job,
+        now: Instant,
+        db: &mut u32,
+        wbuf: &mut BytesMut,
+        owed: &mut VecDeque<Owed>,
+    ) {
+        if job.reply.is_closed() {
+            // The client went away before its command was sent.
+            return;
+        }
+        if job.db != *db {
+            let index = Bytes::from(job.db.to_string());
+            encode_command(&[Bytes::from_static(b"SELECT"), index], wbuf);
+            owed.push_back(Owed::Select { sent_at: now });
+            *db = job.db;
+        }
+        wbuf.extend_from_slice(&job.payload);
+        owed.push_back(Owed::Client {
+            reply: job.reply,
+            sent_at: now,
+        });
+    }
+
+    /// Decodes every complete reply in `rbuf` and hands each to its owner.
+    fn take_replies(
+        &self,
+        rbuf: &mut BytesMut,
+        owed: &mut VecDeque<Owed>,
+    ) -> Result<(), SessionEnd> {
+        loop {
+            let frame = match BackendReplyDecoder.decode(rbuf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.lost(format!("bad reply: {e}"))),
+            };
+            let reply = Reply::from_resp2(frame);
+            match owed.pop_front() {
+                Some(Owed::Client { reply: tx, .. }) => {
+                    let _ = tx.send(Ok(reply));
+                }
+                Some(Owed::Select { .. }) => {
+                    if let Reply::Error(e) = reply {
+                        // Commands after it would run in the wrong database: drop the connection.
+                        return Err(
+                            self.lost(format!("SELECT failed: {}", String::from_utf8_lossy(&e)))
+                        );
+                    }
+                }
+                None => return Err(self.lost("reply to no request".into())),
+            }
+        }
+    }
+}
+
+/// Connects and prepares a connection: AUTH when configured, then a SELECT of
+/// the highest database clients may use, which proves the backend has them
+/// all. Returns the socket and the database it has selected.
+async fn connect(target: &Target, databases: u32) -> Result<(Stream, u32), String> {
+    let stream = match &target.endpoint {
+        Endpoint::Tcp(address) => {
+            let tcp = TcpStream::connect(address.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+            Stream::Tcp(tcp)
+        }
+        Endpoint::Unix(path) => {
+            Stream::Unix(UnixStream::connect(path).await.map_err(|e| e.to_string())?)
+        }
+    };
+    let mut handshake: Vec<(&str, Vec<Bytes>)> = Vec::new();
+    if let Some(password) = &target.password {
+        let mut args = vec![Bytes::from_static(b"AUTH")];
+        if let Some(user) = &target.username {
+            args.push(Bytes::from(user.clone()));
+        }
+        args.push(Bytes::from(password.clone()));
+        handshake.push(("AUTH", args));
+    }
+    let db = databases.saturating_sub(1);
+    handshake.push((
+        "SELECT",
+        vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())],
+    ));
+
+    let mut wbuf = BytesMut::new();
+    for (_, args) in &handshake {
+        encode_command(args, &mut wbuf);
+    }
+    stream
+        .write_all(&mut wbuf)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rbuf = BytesMut::new();
+    for (name, _) in &handshake {
+        let frame = loop {
+            if let Some(frame) = BackendReplyDecoder
+                .decode(&mut rbuf)
+                .map_err(|e| e.to_string())?
+            {
+                break frame;
+            }
+            if stream
+                .read_some(&mut rbuf)
+                .await
+                .map_err(|e| e.to_string())?
+                == 0
+            {
+                return Err(format!("closed during {name}"));
+            }
+        };
+        if let Reply::Error(e) = Reply::from_resp2(frame) {
+            let e = String::from_utf8_lossy(&e);
+            return Err(if *name == "SELECT" {
+                format!("SELECT {db} failed ({e}): the backend needs at least listen.databases = {databases} databases")
+            } else {
+                format!("{name} failed: {e}")
+            });
+        }
+    }
+    debug!(db, "handshake done");
+    Ok((stream, db))
+}
+
+/// A delay between half and all of `base`, so that many proxies do not
+/// reconnect in step.
+fn jitter(base: Duration) -> Duration {
+    let half = base / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn errors_are_redis_style() {
+        let e = BackendError::Timeout {
+            backend: "a".into(),
+            timeout_ms: 100,
+        };
+        assert_eq!(
+            e.to_reply(),
+            Reply::error("ERR backend 'a' did not answer within 100 ms")
+        );
+    }
+}

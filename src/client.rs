@@ -1,0 +1,801 @@
+//! One client connection: framing, the per-connection state Redis keeps
+//! (protocol, database, name, authentication), the commands the proxy answers
+//! itself, and routing of the rest.
+//!
+//! The handler is a single task. Requests are decoded from the read buffer and
+//! dispatched in order; each leaves a slot in `queue` holding its reply or the
+//! receiver(s) it will come from. Slots are written strictly from the front, so
+//! replies go out in request order however the backends interleave.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+use tokio_util::codec::{Decoder, Encoder};
+use tracing::{debug, Instrument};
+
+use crate::backend::{BackendError, BackendResult};
+use crate::net::Stream;
+use crate::protocol::command::{key_positions, TABLE};
+use crate::protocol::{
+    lookup, Cmd, Merge, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
+};
+use crate::server::Shared;
+
+/// Encoded but unwritten reply bytes above which the client is not read
+/// further until it reads its replies.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const NOPERM_KEY: &str =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+
+/// Where a reply will come from.
+enum Pending {
+    Ready(Reply),
+    One(oneshot::Receiver<BackendResult>),
+    Merge(Box<Merging>),
+}
+
+/// One request's place in the reply order.
+struct Slot {
+    /// The protocol in force when the request ran: a reply queued before a
+    /// HELLO is still encoded in the old protocol, as on Redis.
+    proto: Proto,
+    pending: Pending,
+    /// Close the connection once this reply is written (QUIT, protocol error).
+    close_after: bool,
+}
+
+impl Slot {
+    fn ready(proto: Proto, reply: Reply) -> Slot {
+        Slot {
+            proto,
+            pending: Pending::Ready(reply),
+            close_after: false,
+        }
+    }
+
+    /// Moves a finished result into `Ready`. With a `Context` it also
+    /// registers for wake-up; without one it only checks.
+    fn poll_ready(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+        let reply = match &mut self.pending {
+            Pending::Ready(_) => return true,
+            Pending::One(rx) => match poll_receiver(rx, cx) {
+                Some(result) => result_reply(result),
+                None => return false,
+            },
+            Pending::Merge(merging) => {
+                if !merging.poll(cx) {
+                    return false;
+                }
+                merging.finish()
+            }
+        };
+        self.pending = Pending::Ready(reply);
+        true
+    }
+}
+
+fn poll_receiver(
+    rx: &mut oneshot::Receiver<BackendResult>,
+    cx: Option<&mut Context<'_>>,
+) -> Option<BackendResult> {
+    let closed = || {
+        Err(BackendError::ConnectionLost {
+            backend: "?".into(),
+            reason: "reply dropped".into(),
+        })
+    };
+    match cx {
+        Some(cx) => match Pin::new(rx).poll(cx) {
+            Poll::Ready(result) => Some(result.unwrap_or_else(|_| closed())),
+            Poll::Pending => None,
+        },
+        None => match rx.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(closed()),
+        },
+    }
+}
+
+fn result_reply(result: BackendResult) -> Reply {
+    result.unwrap_or_else(|e| e.to_reply())
+}
+
+/// A command split over several backends, waiting for its parts.
+struct Merging {
+    parts: Vec<(Option<oneshot::Receiver<BackendResult>>, Option<Reply>)>,
+    how: MergeHow,
+}
+
+enum MergeHow {
+    Sum,
+    AllOk,
+    /// For each key of the original command: (part, index within the part's reply).
+    InKeyOrder(Vec<(usize, usize)>),
+}
+
+impl Merging {
+    fn poll(&mut self, mut cx: Option<&mut Context<'_>>) -> bool {
+        let mut done = true;
+        for (rx, result) in &mut self.parts {
+            if let Some(receiver) = rx {
+                match poll_receiver(receiver, cx.as_deref_mut()) {
+                    Some(r) => {
+                        *result = Some(result_reply(r));
+                        *rx = None;
+                    }
+                    None => done = false,
+                }
+            }
+        }
+        done
+    }
+
+    fn finish(&mut self) -> Reply {
+        let parts: Vec<Reply> = self
+            .parts
+            .iter_mut()
+            .map(|(_, r)| r.take().unwrap_or(Reply::Null))
+            .collect();
+        if let Some(error) = parts.iter().find(|r| r.is_error()) {
+            return error.clone();
+        }
+        let unexpected = || Reply::error("ERR unexpected reply from a backend");
+        match &self.how {
+            MergeHow::Sum => {
+                let mut total = 0i64;
+                for part in &parts {
+                    match part {
+                        Reply::Int(n) => total = total.saturating_add(*n),
+                        _ => return unexpected(),
+                    }
+                }
+                Reply::Int(total)
+            }
+            MergeHow::AllOk => Reply::ok(),
+            MergeHow::InKeyOrder(positions) => {
+                let mut out = Vec::with_capacity(positions.len());
+                for &(part, index) in positions {
+                    match parts.get(part) {
+                        Some(Reply::Array(items)) => {
+                            out.push(items.get(index).cloned().unwrap_or(Reply::Null))
+                        }
+                        _ => return unexpected(),
+                    }
+                }
+                Reply::Array(out)
+            }
+        }
+    }
+}
+
+/// What Redis keeps per connection, and what CLIENT INFO shows of it.
+struct State {
+    id: u64,
+    proto: Proto,
+    db: u32,
+    name: Option<Bytes>,
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
+    authenticated: bool,
+    peer: String,
+    local: String,
+    connected_at: Instant,
+    last_command_at: Instant,
+    last_command: &'static str,
+    /// Set by QUIT or a protocol error: read no further requests.
+    closing: bool,
+}
+
+/// Serves one client until it disconnects or QUITs.
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String) {
+    let now = Instant::now();
+    let mut state = State {
+        id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+        proto: Proto::Resp2,
+        db: 0,
+        name: None,
+        lib_name: None,
+        lib_ver: None,
+        authenticated: shared.config.listen.password.is_none(),
+        peer,
+        local,
+        connected_at: now,
+        last_command_at: now,
+        last_command: "NULL",
+        closing: false,
+    };
+    let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
+    if let Err(e) = run(&shared, &stream, &mut state).instrument(span).await {
+        debug!(error = %e, "client connection ended");
+    }
+}
+
+enum Event {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    ReplyReady,
+}
+
+async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
+    let limits = &shared.config.limits;
+    let mut decoder = RequestDecoder::new(limits.max_request_bytes, state.authenticated);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut queue: VecDeque<Slot> = VecDeque::new();
+    let mut eof = false;
+
+    loop {
+        // 1. Run the requests already read, as far as the pipeline limit allows.
+        while !state.closing && queue.len() < limits.max_pipeline {
+            match decoder.decode(&mut rbuf) {
+                Ok(Some(request)) => {
+                    if request.args.is_empty() {
+                        continue;
+                    }
+                    let slot = dispatch(shared, state, request).await;
+                    decoder.authenticated = state.authenticated;
+                    queue.push_back(slot);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    state.closing = true;
+                    queue.push_back(Slot {
+                        proto: state.proto,
+                        pending: Pending::Ready(Reply::error(format!("ERR {e}"))),
+                        close_after: true,
+                    });
+                }
+            }
+        }
+        // 2. Encode every reply that is ready, in order.
+        while let Some(slot) = queue.front_mut() {
+            if !slot.poll_ready(None) {
+                break;
+            }
+            let Some(slot) = queue.pop_front() else { break };
+            let close_after = slot.close_after;
+            if let Pending::Ready(reply) = slot.pending {
+                let mut encoder = ReplyEncoder { proto: slot.proto };
+                encoder
+                    .encode(reply, &mut wbuf)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            if close_after {
+                queue.clear();
+                break;
+            }
+        }
+        // 3. Write what the socket takes now.
+        stream.write_some(&mut wbuf)?;
+        if (state.closing || eof) && queue.is_empty() && wbuf.is_empty() {
+            return Ok(());
+        }
+        if eof && !state.closing {
+            // The client half-closed: answer what it sent, then finish.
+            state.closing = true;
+        }
+        // 4. Wait for the socket or for the next reply.
+        let can_read = !state.closing
+            && !eof
+            && queue.len() < limits.max_pipeline
+            && wbuf.len() < WRITE_HIGH_WATER;
+        let waiting = queue
+            .front()
+            .is_some_and(|s| !matches!(s.pending, Pending::Ready(_)));
+        let event = tokio::select! {
+            biased;
+            ready = stream.writable(), if !wbuf.is_empty() => Event::Writable(ready),
+            _ = poll_fn(|cx| poll_head(&mut queue, cx)), if waiting => Event::ReplyReady,
+            ready = stream.readable(), if can_read => Event::Readable(ready),
+        };
+        match event {
+            Event::Writable(ready) => ready?,
+            Event::ReplyReady => {}
+            Event::Readable(ready) => {
+                ready?;
+                match stream.try_read_buf(&mut rbuf) {
+                    Ok(0) => {
+                        eof = true;
+                        if queue.is_empty() && rbuf.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(n) => {
+                        shared
+                            .stats
+                            .net_input_bytes
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+fn poll_head(queue: &mut VecDeque<Slot>, cx: &mut Context<'_>) -> Poll<()> {
+    match queue.front_mut() {
+        Some(slot) => {
+            if slot.poll_ready(Some(cx)) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+        None => Poll::Pending,
+    }
+}
+
+/// Runs one request and returns its slot.
+async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot {
+    let args = request.args;
+    let proto = state.proto;
+    shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+    state.last_command_at = Instant::now();
+    let Some(spec) = lookup(&args[0]) else {
+        state.last_command = "NULL";
+        return Slot::ready(proto, unknown_command(&args));
+    };
+    state.last_command = spec.name;
+    if !spec.arity_ok(args.len()) || (spec.cmd == Cmd::MSet && args.len() % 2 == 0) {
+        return Slot::ready(proto, arity_error(spec.name));
+    }
+    if !state.authenticated && !spec.no_auth {
+        return Slot::ready(proto, Reply::error(NOAUTH));
+    }
+    match spec.route {
+        Route::Local => {
+            let reply = local(shared, state, spec, &args);
+            let close_after = spec.cmd == Cmd::Quit;
+            if close_after {
+                state.closing = true;
+            }
+            Slot {
+                proto,
+                pending: Pending::Ready(reply),
+                close_after,
+            }
+        }
+        Route::AllBackends => {
+            let mut parts = Vec::with_capacity(shared.backends.len());
+            for backend in &shared.backends {
+                parts.push((
+                    Some(backend.send_args(state.id, &args, state.db).await),
+                    None,
+                ));
+            }
+            Slot {
+                proto,
+                pending: Pending::Merge(Box::new(Merging {
+                    parts,
+                    how: MergeHow::Sum,
+                })),
+                close_after: false,
+            }
+        }
+        _ => routed(shared, state, spec, args, request.raw).await,
+    }
+}
+
+/// Sends a keyed command to the backend(s) owning its keys.
+async fn routed(
+    shared: &Shared,
+    state: &State,
+    spec: &Spec,
+    args: Vec<Bytes>,
+    raw: Option<Bytes>,
+) -> Slot {
+    let proto = state.proto;
+    let prefixes = &shared.config.keys.prefixes;
+    let mut owners: Vec<(usize, usize)> = Vec::new(); // (arg position, backend index)
+    for pos in key_positions(spec, args.len()) {
+        let key = &args[pos];
+        if !prefixes.is_empty() && !prefixes.iter().any(|p| key.starts_with(p.as_bytes())) {
+            shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
+            return Slot::ready(proto, Reply::error(NOPERM_KEY));
+        }
+        owners.push((pos, shared.router.owner(key)));
+    }
+    let first = owners.first().map_or(0, |&(_, b)| b);
+    if owners.iter().all(|&(_, b)| b == first) {
+        // One backend has every key: forward the request as it came.
+        let backend = &shared.backends[first];
+        let rx = match raw {
+            Some(raw) => backend.send(state.id, raw, state.db).await,
+            None => backend.send_args(state.id, &args, state.db).await,
+        };
+        return Slot {
+            proto,
+            pending: Pending::One(rx),
+            close_after: false,
+        };
+    }
+
+    // Split: one sub-command per backend, keys in their original order.
+    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
+    let mut positions = Vec::with_capacity(owners.len());
+    for &(pos, backend) in &owners {
+        let group = match groups.iter().position(|(b, _)| *b == backend) {
+            Some(g) => g,
+            None => {
+                groups.push((backend, vec![args[0].clone()]));
+                groups.len() - 1
+            }
+        };
+        let sub = &mut groups[group].1;
+        positions.push((group, sub.len() - 1));
+        sub.push(args[pos].clone());
+        if spec.route == Route::KeyValues {
+            if let Some(value) = args.get(pos + 1) {
+                sub.push(value.clone());
+            }
+        }
+    }
+    let how = match spec.route {
+        Route::Keys(Merge::Sum) => MergeHow::Sum,
+        Route::Keys(Merge::InKeyOrder) => MergeHow::InKeyOrder(positions),
+        _ => MergeHow::AllOk,
+    };
+    let mut parts = Vec::with_capacity(groups.len());
+    for (backend, sub) in &groups {
+        parts.push((
+            Some(
+                shared.backends[*backend]
+                    .send_args(state.id, sub, state.db)
+                    .await,
+            ),
+            None,
+        ));
+    }
+    Slot {
+        proto,
+        pending: Pending::Merge(Box::new(Merging { parts, how })),
+        close_after: false,
+    }
+}
+
+/// Redis's reply to a command it does not have.
+fn unknown_command(args: &[Bytes]) -> Reply {
+    let mut listed = String::new();
+    for arg in &args[1..] {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        let arg = String::from_utf8_lossy(arg);
+        let arg: String = arg.chars().take(room).collect();
+        listed.push_str(&format!("'{arg}' "));
+    }
+    let name = String::from_utf8_lossy(&args[0]);
+    let name: String = name.chars().take(128).collect();
+    Reply::error(format!(
+        "ERR unknown command '{name}', with args beginning with: {listed}"
+    ))
+}
+
+fn arity_error(name: &str) -> Reply {
+    Reply::error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
+    let sub = String::from_utf8_lossy(sub);
+    let sub: String = sub.chars().take(128).collect();
+    Reply::error(format!(
+        "ERR unknown subcommand '{sub}'. Try {command} HELP."
+    ))
+}
+
+/// Commands the proxy answers itself.
+fn local(shared: &Shared, state: &mut State, spec: &Spec, args: &[Bytes]) -> Reply {
+    match spec.cmd {
+        Cmd::Ping => match args.get(1) {
+            None => Reply::status("PONG"),
+            Some(msg) => Reply::Bulk(msg.clone()),
+        },
+        Cmd::Echo => Reply::Bulk(args[1].clone()),
+        Cmd::Quit => Reply::ok(),
+        Cmd::Reset => {
+            state.proto = Proto::Resp2;
+            state.db = 0;
+            state.name = None;
+            state.authenticated = shared.config.listen.password.is_none();
+            Reply::status("RESET")
+        }
+        Cmd::Auth => auth(shared, state, args),
+        Cmd::Hello => hello(shared, state, args),
+        Cmd::Select => match parse_int(&args[1]) {
+            None => Reply::error("ERR value is not an integer or out of range"),
+            Some(db) if db < 0 || db >= shared.config.listen.databases as i64 => {
+                Reply::error("ERR DB index is out of range")
+            }
+            Some(db) => {
+                state.db = db as u32;
+                Reply::ok()
+            }
+        },
+        Cmd::Client => client_command(shared, state, args),
+        Cmd::Command => command_command(args, state.proto),
+        Cmd::Info => Reply::Verbatim(Bytes::from(crate::server::info_text(shared, args.get(1)))),
+        // Routed commands never reach here.
+        _ => Reply::error("ERR internal routing error"),
+    }
+}
+
+fn parse_int(arg: &[u8]) -> Option<i64> {
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// Whether a user name and password are accepted.
+fn credentials_ok(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> bool {
+    let listen = &shared.config.listen;
+    let user_ok = match user {
+        None => true,
+        Some(user) => {
+            user == b"default"
+                || listen
+                    .username
+                    .as_deref()
+                    .is_some_and(|u| u.as_bytes() == user)
+        }
+    };
+    match &listen.password {
+        // Like Redis's default user with `nopass`: any password is accepted.
+        None => user_ok,
+        Some(expected) => user_ok && constant_time_eq(expected.as_bytes(), password),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn auth(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
+    if args.len() > 3 {
+        return Reply::error("ERR syntax error");
+    }
+    let (user, password) = match args {
+        [_, password] => {
+            if shared.config.listen.password.is_none() {
+                return Reply::error(
+                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                );
+            }
+            (None, password)
+        }
+        [_, user, password] => (Some(&user[..]), password),
+        _ => return arity_error("auth"),
+    };
+    if credentials_ok(shared, user, password) {
+        state.authenticated = true;
+        Reply::ok()
+    } else {
+        Reply::error(WRONGPASS)
+    }
+}
+
+fn hello(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
+    let mut proto = None;
+    if let Some(version) = args.get(1) {
+        match parse_int(version) {
+            None => return Reply::error("ERR Protocol version is not an integer or out of range"),
+            Some(2) => proto = Some(Proto::Resp2),
+            Some(3) => proto = Some(Proto::Resp3),
+            Some(_) => return Reply::error("NOPROTO unsupported protocol version"),
+        }
+    }
+    let mut credentials = None;
+    let mut name = None;
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - 1 - i;
+        let option = args[i].to_ascii_uppercase();
+        if option == b"AUTH" && more >= 2 {
+            credentials = Some((&args[i + 1], &args[i + 2]));
+            i += 3;
+        } else if option == b"SETNAME" && more >= 1 {
+            if let Err(e) = check_client_name(&args[i + 1]) {
+                return e;
+            }
+            name = Some(args[i + 1].clone());
+            i += 2;
+        } else {
+            return Reply::error(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(&args[i])
+            ));
+        }
+    }
+    if let Some((user, password)) = credentials {
+        if !credentials_ok(shared, Some(user), password) {
+            return Reply::error(WRONGPASS);
+        }
+        state.authenticated = true;
+    }
+    if !state.authenticated {
+        return Reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    if let Some(name) = name {
+        state.name = (!name.is_empty()).then_some(name);
+    }
+    if let Some(proto) = proto {
+        state.proto = proto;
+    }
+    Reply::Map(vec![
+        (Reply::bulk_str("server"), Reply::bulk_str("redis")),
+        (
+            Reply::bulk_str("version"),
+            Reply::bulk_str(crate::REDIS_VERSION),
+        ),
+        (Reply::bulk_str("proto"), Reply::Int(state.proto.number())),
+        (Reply::bulk_str("id"), Reply::Int(state.id as i64)),
+        (Reply::bulk_str("mode"), Reply::bulk_str("standalone")),
+        (Reply::bulk_str("role"), Reply::bulk_str("master")),
+        (Reply::bulk_str("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn check_client_name(name: &[u8]) -> Result<(), Reply> {
+    if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Err(Reply::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok(())
+}
+
+fn client_command(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
+    let sub = args[1].to_ascii_uppercase();
+    let argc = args.len();
+    let (name, arity_ok) = match &sub[..] {
+        b"SETNAME" => ("client|setname", argc == 3),
+        b"GETNAME" => ("client|getname", argc == 2),
+        b"ID" => ("client|id", argc == 2),
+        b"INFO" => ("client|info", argc == 2),
+        b"LIST" => ("client|list", argc >= 2),
+        b"SETINFO" => ("client|setinfo", argc == 4),
+        _ => return unknown_subcommand(&args[1], "CLIENT"),
+    };
+    if !arity_ok {
+        return arity_error(name);
+    }
+    match &sub[..] {
+        b"SETNAME" => match check_client_name(&args[2]) {
+            Err(e) => e,
+            Ok(()) => {
+                state.name = (!args[2].is_empty()).then(|| args[2].clone());
+                Reply::ok()
+            }
+        },
+        b"GETNAME" => state.name.clone().map_or(Reply::Null, Reply::Bulk),
+        b"ID" => Reply::Int(state.id as i64),
+        b"INFO" => Reply::Verbatim(Bytes::from(client_line(shared, state))),
+        b"LIST" => {
+            // Only this client is listed: other clients are other users' business.
+            let mut wanted = true;
+            let mut i = 2;
+            while i < argc {
+                if args[i].eq_ignore_ascii_case(b"ID") {
+                    wanted = args[i + 1..]
+                        .iter()
+                        .any(|id| parse_int(id) == Some(state.id as i64));
+                    break;
+                } else if args[i].eq_ignore_ascii_case(b"TYPE") && i + 1 < argc {
+                    wanted = args[i + 1].eq_ignore_ascii_case(b"normal");
+                    i += 2;
+                } else {
+                    return Reply::error("ERR syntax error");
+                }
+            }
+            let text = if wanted {
+                client_line(shared, state)
+            } else {
+                String::new()
+            };
+            Reply::Verbatim(Bytes::from(text))
+        }
+        _ => {
+            // SETINFO, as on Redis 7.2; clients ignore the answer either way.
+            let value = args[3].clone();
+            if args[2].eq_ignore_ascii_case(b"LIB-NAME") {
+                state.lib_name = Some(value);
+            } else if args[2].eq_ignore_ascii_case(b"LIB-VER") {
+                state.lib_ver = Some(value);
+            } else {
+                return Reply::error(format!(
+                    "ERR Unrecognized option '{}'",
+                    String::from_utf8_lossy(&args[2])
+                ));
+            }
+            Reply::ok()
+        }
+    }
+}
+
+/// One line of CLIENT LIST / CLIENT INFO, in Redis's format.
+fn client_line(_shared: &Shared, state: &State) -> String {
+    let show = |b: &Option<Bytes>| {
+        b.as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|{} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        state.id,
+        state.peer,
+        state.local,
+        show(&state.name),
+        state.connected_at.elapsed().as_secs(),
+        state.last_command_at.elapsed().as_secs(),
+        state.db,
+        if state.last_command == "client" { "info" } else { state.last_command },
+        state.proto.number(),
+        show(&state.lib_name),
+        show(&state.lib_ver),
+    )
+}
+
+fn command_command(args: &[Bytes], _proto: Proto) -> Reply {
+    let Some(sub) = args.get(1) else {
+        return Reply::Array(TABLE.iter().map(command_info).collect());
+    };
+    let sub_upper = sub.to_ascii_uppercase();
+    match &sub_upper[..] {
+        b"COUNT" if args.len() == 2 => Reply::Int(TABLE.len() as i64),
+        b"COUNT" => arity_error("command|count"),
+        b"INFO" => {
+            if args.len() == 2 {
+                return Reply::Array(TABLE.iter().map(command_info).collect());
+            }
+            Reply::Array(
+                args[2..]
+                    .iter()
+                    .map(|name| lookup(name).map_or(Reply::Null, command_info))
+                    .collect(),
+            )
+        }
+        // No documentation is served; redis-cli then simply shows no hints.
+        b"DOCS" => Reply::Map(Vec::new()),
+        _ => unknown_subcommand(sub, "COMMAND"),
+    }
+}
+
+/// A COMMAND INFO entry in Redis 7's shape.
+fn command_info(spec: &'static Spec) -> Reply {
+    let mut flags = vec![Reply::status(if spec.write { "write" } else { "readonly" })];
+    if spec.route == Route::Local {
+        flags = vec![Reply::status("fast")];
+        if spec.no_auth {
+            flags.push(Reply::status("no_auth"));
+        }
+    }
+    let (first, last, step) = spec.keys;
+    Reply::Array(vec![
+        Reply::bulk_str(spec.name),
+        Reply::Int(spec.arity as i64),
+        Reply::Set(flags),
+        Reply::Int(first),
+        Reply::Int(last),
+        Reply::Int(step),
+        Reply::Set(Vec::new()),
+        Reply::Set(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+    ])
+}

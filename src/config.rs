@@ -1,0 +1,522 @@
+//! The TOML configuration: structs, defaults, loading and validation.
+//!
+//! Every section denies unknown fields, so a typo is an error rather than a
+//! silently ignored setting. `validate` runs right after parsing and names the
+//! offending field in its message.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A config file that cannot be used; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    #[serde(default)]
+    pub keys: Keys,
+    #[serde(default)]
+    pub pool: Pool,
+    #[serde(default)]
+    pub limits: Limits,
+    pub backends: Vec<Backend>,
+}
+
+/// `[listen]`: where clients connect and how they authenticate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// TCP `host:port`.
+    pub address: Option<String>,
+    /// Path of a unix socket to listen on as well (or instead).
+    pub unix_socket: Option<PathBuf>,
+    /// Octal file mode of the unix socket, as a string ("660").
+    #[serde(default = "default_socket_mode")]
+    pub unix_socket_mode: String,
+    /// When set, clients must AUTH (or HELLO ... AUTH) first.
+    pub password: Option<String>,
+    /// The user name accepted by `AUTH user pass`, besides "default".
+    pub username: Option<String>,
+    /// How many databases SELECT accepts (0 .. databases-1); each backend must
+    /// have at least this many.
+    #[serde(default = "default_databases")]
+    pub databases: u32,
+}
+
+fn default_socket_mode() -> String {
+    "660".into()
+}
+fn default_databases() -> u32 {
+    16
+}
+
+/// `[keys]`: which keys clients may touch.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// Allowed key prefixes; empty means every key.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+}
+
+/// `[pool]`: backend connections and timeouts, for every backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Connections per backend, shared by all clients.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// The longest a request waits for its backend's reply.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// First and last reconnect delay; the delay doubles, with jitter.
+    #[serde(default = "default_backoff_min_ms")]
+    pub backoff_min_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Requests written to one backend connection but not yet answered.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+fn default_connections() -> usize {
+    2
+}
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_request_timeout_ms() -> u64 {
+    1000
+}
+fn default_backoff_min_ms() -> u64 {
+    50
+}
+fn default_backoff_max_ms() -> u64 {
+    2000
+}
+fn default_max_pending() -> usize {
+    16 * 1024
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            connections: default_connections(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            backoff_min_ms: default_backoff_min_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
+impl Pool {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// `[limits]`: what one client may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Simultaneous client connections; further ones wait in the accept queue.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// Largest request, in bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Requests one client may have in flight before the proxy stops reading it.
+    #[serde(default = "default_max_pipeline")]
+    pub max_pipeline: usize,
+}
+
+fn default_max_clients() -> usize {
+    10_000
+}
+fn default_max_request_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_pipeline() -> usize {
+    1024
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: default_max_clients(),
+            max_request_bytes: default_max_request_bytes(),
+            max_pipeline: default_max_pipeline(),
+        }
+    }
+}
+
+/// `[[backends]]`: one Redis server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Stable name; routing hashes this, never the address.
+    pub id: String,
+    /// `host:port`.
+    pub address: Option<String>,
+    pub unix_socket: Option<PathBuf>,
+    /// `redis://[[user]:password@]host:port` or `unix:///path`.
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Where a backend listens, resolved from `address`, `unix_socket` or `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => f.write_str(addr),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A backend's resolved endpoint and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub endpoint: Endpoint,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Backend {
+    /// Resolves the endpoint and credentials; a url's credentials are used
+    /// unless `username`/`password` are set explicitly.
+    pub fn target(&self, field: &str) -> Result<Target, ConfigError> {
+        let set = [
+            self.address.is_some(),
+            self.unix_socket.is_some(),
+            self.url.is_some(),
+        ];
+        if set.iter().filter(|&&s| s).count() != 1 {
+            return Err(invalid(
+                field,
+                "exactly one of address, unix_socket or url must be set",
+            ));
+        }
+        let mut target = Target {
+            endpoint: Endpoint::Tcp(String::new()),
+            username: self.username.clone(),
+            password: self.password.clone(),
+        };
+        if let Some(address) = &self.address {
+            check_host_port(address).map_err(|m| invalid(format!("{field}.address"), m))?;
+            target.endpoint = Endpoint::Tcp(address.clone());
+        } else if let Some(path) = &self.unix_socket {
+            target.endpoint = Endpoint::Unix(path.clone());
+        } else if let Some(url) = &self.url {
+            let parsed = parse_url(url).map_err(|m| invalid(format!("{field}.url"), m))?;
+            target.endpoint = parsed.endpoint;
+            target.username = target.username.or(parsed.username);
+            target.password = target.password.or(parsed.password);
+        }
+        Ok(target)
+    }
+}
+
+fn check_host_port(address: &str) -> Result<(), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{address}' is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("'{address}' has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("'{address}' has no valid port"))?;
+    Ok(())
+}
+
+/// Parses `redis://[[user]:password@]host[:port][/0]` and `unix:///path`.
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    if let Some(path) = url.strip_prefix("unix://") {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(format!("'{url}' has no socket path"));
+        }
+        return Ok(Target {
+            endpoint: Endpoint::Unix(PathBuf::from(path)),
+            username: None,
+            password: None,
+        });
+    }
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("'{url}' must start with redis:// or unix://"))?;
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, p),
+        None => (rest, ""),
+    };
+    if !path.is_empty() && path != "0" {
+        return Err(format!(
+            "'{url}': a database in the url is not supported; clients choose it with SELECT"
+        ));
+    }
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(info) => match info.split_once(':') {
+            Some((user, pass)) => (
+                (!user.is_empty()).then(|| user.to_string()),
+                Some(pass.to_string()),
+            ),
+            None => (None, Some(info.to_string())),
+        },
+    };
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:6379")
+    };
+    check_host_port(&hostport)?;
+    Ok(Target {
+        endpoint: Endpoint::Tcp(hostport),
+        username,
+        password,
+    })
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listen = &self.listen;
+        if listen.address.is_none() && listen.unix_socket.is_none() {
+            return Err(invalid("listen", "set address, unix_socket or both"));
+        }
+        if let Some(address) = &listen.address {
+            check_host_port(address).map_err(|m| invalid("listen.address", m))?;
+        }
+        self.unix_socket_mode()?;
+        if listen.databases == 0 || listen.databases > 1 << 16 {
+            return Err(invalid("listen.databases", "must be between 1 and 65536"));
+        }
+        if listen.password.as_deref() == Some("") {
+            return Err(invalid(
+                "listen.password",
+                "must not be empty; remove it to disable AUTH",
+            ));
+        }
+        if listen.username.is_some() && listen.password.is_none() {
+            return Err(invalid("listen.username", "needs listen.password"));
+        }
+        for (i, prefix) in self.keys.prefixes.iter().enumerate() {
+            if prefix.is_empty() {
+                return Err(invalid(
+                    format!("keys.prefixes[{i}]"),
+                    "must not be empty; use an empty list to allow every key",
+                ));
+            }
+        }
+        let pool = &self.pool;
+        for (field, value) in [
+            ("pool.connections", pool.connections as u64),
+            ("pool.connect_timeout_ms", pool.connect_timeout_ms),
+            ("pool.request_timeout_ms", pool.request_timeout_ms),
+            ("pool.backoff_min_ms", pool.backoff_min_ms),
+            ("pool.max_pending", pool.max_pending as u64),
+            ("limits.max_clients", self.limits.max_clients as u64),
+            (
+                "limits.max_request_bytes",
+                self.limits.max_request_bytes as u64,
+            ),
+            ("limits.max_pipeline", self.limits.max_pipeline as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if pool.backoff_max_ms < pool.backoff_min_ms {
+            return Err(invalid(
+                "pool.backoff_max_ms",
+                "must be at least pool.backoff_min_ms",
+            ));
+        }
+        if self.backends.is_empty() {
+            return Err(invalid(
+                "backends",
+                "at least one [[backends]] entry is needed",
+            ));
+        }
+        for (i, backend) in self.backends.iter().enumerate() {
+            let field = format!("backends[{i}]");
+            if backend.id.is_empty() {
+                return Err(invalid(format!("{field}.id"), "must not be empty"));
+            }
+            if !(backend.weight.is_normal() && backend.weight > 0.0) {
+                return Err(invalid(
+                    format!("{field}.weight"),
+                    "must be a positive number",
+                ));
+            }
+            if self.backends[..i].iter().any(|b| b.id == backend.id) {
+                return Err(invalid(
+                    format!("{field}.id"),
+                    format!("'{}' is used by another backend", backend.id),
+                ));
+            }
+            backend.target(&field)?;
+        }
+        Ok(())
+    }
+
+    /// The unix socket's file mode, parsed from its octal string.
+    pub fn unix_socket_mode(&self) -> Result<u32, ConfigError> {
+        let mode = &self.listen.unix_socket_mode;
+        u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "listen.unix_socket_mode",
+                    format!("'{mode}' is not an octal mode like \"660\""),
+                )
+            })
+    }
+
+    /// The router's view of the backends: `(id, weight)` in config order.
+    pub fn route_members(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.backends.iter().map(|b| (b.id.as_str(), b.weight))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [listen]
+        address = "127.0.0.1:6380"
+        [keys]
+        prefixes = ["session:"]
+        [[backends]]
+        id = "a"
+        address = "127.0.0.1:7001"
+        weight = 1
+        [[backends]]
+        id = "b"
+        url = "redis://127.0.0.1:7002"
+        weight = 2
+    "#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(config.backends.len(), 2);
+        assert_eq!(config.backends[1].weight, 2.0);
+        assert_eq!(config.pool.connections, 2);
+        assert_eq!(
+            config.backends[1].target("b").unwrap().endpoint,
+            Endpoint::Tcp("127.0.0.1:7002".into())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(&EXAMPLE.replace("weight = 2", "weight = 0")).contains("backends[1].weight"));
+        assert!(err(&EXAMPLE.replace("id = \"b\"", "id = \"a\"")).contains("backends[1].id"));
+        assert!(err(&EXAMPLE.replace("weight = 2", "wieght = 2")).contains("wieght"));
+        assert!(
+            err(&EXAMPLE.replace("redis://127.0.0.1:7002", "http://x")).contains("backends[1].url")
+        );
+        assert!(err(&EXAMPLE.replace("127.0.0.1:7001", "nowhere")).contains("backends[0].address"));
+        assert!(err(&EXAMPLE.replace("\"session:\"", "\"\"")).contains("keys.prefixes[0]"));
+        let both = EXAMPLE.replace(
+            "address = \"127.0.0.1:7001\"",
+            "address = \"127.0.0.1:7001\"\nunix_socket = \"/x\"",
+        );
+        assert!(err(&both).contains("backends[0]"));
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("redis://user:secret@10.0.0.1:7000").unwrap();
+        assert_eq!(t.endpoint, Endpoint::Tcp("10.0.0.1:7000".into()));
+        assert_eq!(
+            (t.username.as_deref(), t.password.as_deref()),
+            (Some("user"), Some("secret"))
+        );
+        let t = parse_url("redis://:secret@host").unwrap();
+        assert_eq!(t.endpoint, Endpoint::Tcp("host:6379".into()));
+        assert_eq!((t.username, t.password.as_deref()), (None, Some("secret")));
+        assert_eq!(
+            parse_url("unix:///run/redis.sock").unwrap().endpoint,
+            Endpoint::Unix("/run/redis.sock".into())
+        );
+        assert!(parse_url("redis://h:1/3").is_err());
+    }
+}

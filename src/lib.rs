@@ -1,0 +1,34 @@
+//! session-proxy: a Redis-protocol proxy for web session stores.
+//!
+//! A request travels through the modules in this order:
+//!
+//! - [`server`]: listeners (TCP, unix socket), the client limit, and the state
+//!   every connection shares (config, router, backends, INFO counters).
+//! - [`client`]: one task per client connection: framing, per-connection state
+//!   (RESP2/3, database, name, AUTH), local commands, routing, and replies
+//!   written back in request order.
+//! - [`protocol`]: request framing, the command table, replies and their
+//!   RESP2/RESP3 encoding (via `redis-protocol`).
+//! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
+//! - [`backend`]: pipelined connections to each Redis server, with timeouts and
+//!   reconnection.
+//! - [`config`]: the TOML file, defaults and validation.
+//! - [`net`], [`shutdown`]: socket and signal plumbing.
+//!
+//! Errors are typed at each boundary: [`protocol::ProtocolError`] (the client
+//! framed a request wrongly), [`backend::BackendError`] (a backend failed),
+//! [`config::ConfigError`] (the operator's file is wrong).
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod net;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod shutdown;
+
+/// The Redis version the proxy reports in HELLO and INFO: the command
+/// semantics it follows are Redis 7's.
+pub const REDIS_VERSION: &str = "7.0.0";

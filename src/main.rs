@@ -1,0 +1,130 @@
+//! The `session-proxy` binary: parse the command line, load the config, start.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use session_proxy::config::Config;
+use session_proxy::router::Router;
+use session_proxy::server::{self, Listeners, Shared};
+use session_proxy::shutdown;
+
+/// EX_USAGE from sysexits.h: the config or the command line is wrong.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "session-proxy",
+    version,
+    about = "A Redis-protocol proxy for web session stores"
+)]
+struct Cli {
+    /// The TOML config file to run with.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and exit; a bad field is named.
+    CheckConfig { file: PathBuf },
+    /// Print the backend that owns each key.
+    Route {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} backends)",
+                    file.display(),
+                    config.backends.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(e),
+        },
+        Some(Command::Route { config, keys }) => {
+            let config = match Config::load(&config) {
+                Ok(config) => config,
+                Err(e) => return usage_error(e),
+            };
+            let router = match Router::new(config.route_members()) {
+                Ok(router) => router,
+                Err(e) => return usage_error(e),
+            };
+            for key in keys {
+                let backend = &config.backends[router.owner(key.as_bytes())];
+                println!("{key}\t{}", backend.id);
+            }
+            ExitCode::SUCCESS
+        }
+        None => {
+            let Some(path) = cli.config else {
+                eprintln!("session-proxy: --config FILE is required (see --help)");
+                return ExitCode::from(EX_USAGE);
+            };
+            let config = match Config::load(&path) {
+                Ok(config) => config,
+                Err(e) => return usage_error(e),
+            };
+            init_logging(cli.log_json);
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "session-proxy failed");
+                    eprintln!("session-proxy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn usage_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("session-proxy: bad config: {e}");
+    ExitCode::from(EX_USAGE)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listeners = Listeners::bind(&config).await?;
+        let shared = Arc::new(Shared::new(config, listeners.tcp_port())?);
+        let (trigger, shutdown) = shutdown::channel();
+        tokio::spawn(async move {
+            shutdown::signal().await;
+            trigger.fire();
+        });
+        server::run(listeners, shared, shutdown).await;
+        Ok(())
+    })
+}

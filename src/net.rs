@@ -1,0 +1,90 @@
+//! A connected socket, TCP or unix, used through readiness and non-blocking
+//! reads and writes so that one task can read and write it at once without
+//! splitting it or taking a lock.
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use tokio::net::{TcpStream, UnixStream};
+
+/// Bytes reserved in a read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
+    }
+
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+        }
+    }
+
+    /// Reads what is available into `buf`. `Ok(0)` is end of stream.
+    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
+        }
+    }
+
+    /// Writes as much of `buf` as the socket takes now, removing it from `buf`.
+    /// Returns an error only for a broken socket, never for `WouldBlock`.
+    pub fn write_some(&self, buf: &mut BytesMut) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.try_write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf`, waiting for the socket as needed.
+    pub async fn write_all(&self, buf: &mut BytesMut) -> io::Result<()> {
+        loop {
+            self.write_some(buf)?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            self.writable().await?;
+        }
+    }
+
+    /// Reads once, waiting for data. `Ok(0)` is end of stream.
+    pub async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The command table: what the proxy knows about each command it accepts.
+//!
+//! One `match` on the upper-cased name yields a `&'static Spec`. Anything not
+//! in the table is answered like Redis answers an unknown command, so clients
+//! that probe for features (Lettuce, ioredis) fall back as they would on Redis.
+
+/// Which command a request is, for the handler's `match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    // Routed by key.
+    Get,
+    Set,
+    SetEx,
+    PSetEx,
+    SetNx,
+    GetEx,
+    GetDel,
+    Del,
+    Unlink,
+    Exists,
+    Touch,
+    Expire,
+    PExpire,
+    ExpireAt,
+    PExpireAt,
+    Ttl,
+    PTtl,
+    Persist,
+    Type,
+    StrLen,
+    Incr,
+    IncrBy,
+    Decr,
+    DecrBy,
+    MGet,
+    MSet,
+    // Answered by the proxy.
+    Ping,
+    Echo,
+    Quit,
+    Reset,
+    Auth,
+    Hello,
+    Select,
+    Client,
+    Command,
+    Info,
+    DbSize,
+}
+
+/// How a command reaches the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Answered by the proxy without a backend.
+    Local,
+    /// One key, the first argument.
+    Key,
+    /// Every argument is a key; split per backend and merged.
+    Keys(Merge),
+    /// Key, value pairs (MSET); split per backend, OK when every part is OK.
+    KeyValues,
+    /// Sent to every backend and summed (DBSIZE).
+    AllBackends,
+}
+
+/// How the parts of a split command are put back together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Integer replies are added (DEL, UNLINK, EXISTS, TOUCH).
+    Sum,
+    /// Array replies are put back in the order of the keys (MGET).
+    InKeyOrder,
+}
+
+/// What the table says about one command.
+#[derive(Debug)]
+pub struct Spec {
+    pub cmd: Cmd,
+    /// Lower-case name, as Redis prints it in errors and COMMAND INFO.
+    pub name: &'static str,
+    /// Redis's arity: N means exactly N words, -N at least N.
+    pub arity: i32,
+    pub route: Route,
+    /// Whether the command writes (COMMAND INFO flag; later the WAIT option).
+    pub write: bool,
+    /// Allowed before AUTH when a password is set (AUTH, HELLO, QUIT, RESET).
+    pub no_auth: bool,
+    /// First key, last key (-1: the last argument) and key step, for COMMAND INFO.
+    pub keys: (i64, i64, i64),
+}
+
+impl Spec {
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i64;
+        let arity = self.arity as i64;
+        if arity >= 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
+    }
+}
+
+macro_rules! spec {
+    ($cmd:ident, $name:literal, $arity:expr, $route:expr, write: $write:expr, keys: $keys:expr) => {
+        Spec {
+            cmd: Cmd::$cmd,
+            name: $name,
+            arity: $arity,
+            route: $route,
+            write: $write,
+            no_auth: false,
+            keys: $keys,
+        }
+    };
+    ($cmd:ident, $name:literal, $arity:expr, local, no_auth: $no_auth:expr) => {
+        Spec {
+            cmd: Cmd::$cmd,
+            name: $name,
+            arity: $arity,
+            route: Route::Local,
+            write: false,
+            no_auth: $no_auth,
+            keys: (0, 0, 0),
+        }
+    };
+}
+
+const ONE: (i64, i64, i64) = (1, 1, 1);
+const ALL: (i64, i64, i64) = (1, -1, 1);
+
+/// Every command the proxy accepts, in the order COMMAND lists them.
+pub static TABLE: &[Spec] = &[
+    spec!(Get, "get", 2, Route::Key, write: false, keys: ONE),
+    spec!(Set, "set", -3, Route::Key, write: true, keys: ONE),
+    spec!(SetEx, "setex", 4, Route::Key, write: true, keys: ONE),
+    spec!(PSetEx, "psetex", 4, Route::Key, write: true, keys: ONE),
+    spec!(SetNx, "setnx", 3, Route::Key, write: true, keys: ONE),
+    spec!(GetEx, "getex", -2, Route::Key, write: true, keys: ONE),
+    spec!(GetDel, "getdel", 2, Route::Key, write: true, keys: ONE),
+    spec!(Del, "del", -2, Route::Keys(Merge::Sum), write: true, keys: ALL),
+    spec!(Unlink, "unlink", -2, Route::Keys(Merge::Sum), write: true, keys: ALL),
+    spec!(Exists, "exists", -2, Route::Keys(Merge::Sum), write: false, keys: ALL),
+    spec!(Touch, "touch", -2, Route::Keys(Merge::Sum), write: false, keys: ALL),
+    spec!(Expire, "expire", -3, Route::Key, write: true, keys: ONE),
+    spec!(PExpire, "pexpire", -3, Route::Key, write: true, keys: ONE),
+    spec!(ExpireAt, "expireat", -3, Route::Key, write: true, keys: ONE),
+    spec!(PExpireAt, "pexpireat", -3, Route::Key, write: true, keys: ONE),
+    spec!(Ttl, "ttl", 2, Route::Key, write: false, keys: ONE),
+    spec!(PTtl, "pttl", 2, Route::Key, write: false, keys: ONE),
+    spec!(Persist, "persist", 2, Route::Key, write: true, keys: ONE),
+    spec!(Type, "type", 2, Route::Key, write: false, keys: ONE),
+    spec!(StrLen, "strlen", 2, Route::Key, write: false, keys: ONE),
+    spec!(Incr, "incr", 2, Route::Key, write: true, keys: ONE),
+    spec!(IncrBy, "incrby", 3, Route::Key, write: true, keys: ONE),
+    spec!(Decr, "decr", 2, Route::Key, write: true, keys: ONE),
+    spec!(DecrBy, "decrby", 3, Route::Key, write: true, keys: ONE),
+    spec!(MGet, "mget", -2, Route::Keys(Merge::InKeyOrder), write: false, keys: ALL),
+    spec!(MSet, "mset", -3, Route::KeyValues, write: true, keys: (1, -1, 2)),
+    spec!(Ping, "ping", -1, local, no_auth: false),
+    spec!(Echo, "echo", 2, local, no_auth: false),
+    spec!(Quit, "quit", -1, local, no_auth: true),
+    spec!(Reset, "reset", 1, local, no_auth: true),
+    spec!(Auth, "auth", -2, local, no_auth: true),
+    spec!(Hello, "hello", -1, local, no_auth: true),
+    spec!(Select, "select", 2, local, no_auth: false),
+    spec!(Client, "client", -2, local, no_auth: false),
+    spec!(Command, "command", -1, local, no_auth: false),
+    spec!(Info, "info", -1, local, no_auth: false),
+    Spec {
+        cmd: Cmd::DbSize,
+        name: "dbsize",
+        arity: 1,
+        route: Route::AllBackends,
+        write: false,
+        no_auth: false,
+        keys: (0, 0, 0),
+    },
+];
+
+/// Looks a command up by name, in any case.
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    // Names are short; anything longer than the longest one is unknown.
+    let mut upper = [0u8; 12];
+    let dst = upper.get_mut(..name.len())?;
+    for (d, s) in dst.iter_mut().zip(name) {
+        *d = s.to_ascii_uppercase();
+    }
+    let index = match &*dst {
+        b"GET" => 0,
+        b"SET" => 1,
+        b"SETEX" => 2,
+        b"PSETEX" => 3,
+        b"SETNX" => 4,
+        b"GETEX" => 5,
+        b"GETDEL" => 6,
+        b"DEL" => 7,
+        b"UNLINK" => 8,
+        b"EXISTS" => 9,
+        b"TOUCH" => 10,
+        b"EXPIRE" => 11,
+        b"PEXPIRE" => 12,
+        b"EXPIREAT" => 13,
+        b"PEXPIREAT" => 14,
+        b"TTL" => 15,
+        b"PTTL" => 16,
+        b"PERSIST" => 17,
+        b"TYPE" => 18,
+        b"STRLEN" => 19,
+        b"INCR" => 20,
+        b"INCRBY" => 21,
+        b"DECR" => 22,
+        b"DECRBY" => 23,
+        b"MGET" => 24,
+        b"MSET" => 25,
+        b"PING" => 26,
+        b"ECHO" => 27,
+        b"QUIT" => 28,
+        b"RESET" => 29,
+        b"AUTH" => 30,
+        b"HELLO" => 31,
+        b"SELECT" => 32,
+        b"CLIENT" => 33,
+        b"COMMAND" => 34,
+        b"INFO" => 35,
+        b"DBSIZE" => 36,
+        _ => return None,
+    };
+    TABLE.get(index)
+}
+
+/// The positions of the keys in a request of this command, given its argument
+/// count (arity already checked).
+pub fn key_positions(spec: &Spec, argc: usize) -> impl Iterator<Item = usize> {
+    let (first, step, end) = match spec.route {
+        Route::Key => (1, 1, 2.min(argc)),
+        Route::Keys(_) => (1, 1, argc),
+        Route::KeyValues => (1, 2, argc),
+        Route::Local | Route::AllBackends => (0, 1, 0),
+    };
+    (first..end).step_by(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_found_by_its_own_name_in_any_case() {
+        for spec in TABLE {
+            let found = lookup(spec.name.as_bytes()).unwrap();
+            assert_eq!(found.name, spec.name);
+            let upper = spec.name.to_ascii_uppercase();
+            assert_eq!(lookup(upper.as_bytes()).unwrap().cmd, spec.cmd);
+        }
+        assert!(lookup(b"HSET").is_none());
+        assert!(lookup(b"").is_none());
+        assert!(lookup(b"averyveryverylongcommand").is_none());
+    }
+
+    #[test]
+    fn arity_like_redis() {
+        let get = lookup(b"get").unwrap();
+        assert!(get.arity_ok(2) && !get.arity_ok(1) && !get.arity_ok(3));
+        let set = lookup(b"set").unwrap();
+        assert!(set.arity_ok(3) && set.arity_ok(9) && !set.arity_ok(2));
+    }
+
+    #[test]
+    fn key_positions_per_route() {
+        let pos =
+            |name: &[u8], argc| key_positions(lookup(name).unwrap(), argc).collect::<Vec<_>>();
+        assert_eq!(pos(b"set", 5), vec![1]);
+        assert_eq!(pos(b"del", 4), vec![1, 2, 3]);
+        assert_eq!(pos(b"mset", 5), vec![1, 3]);
+        assert_eq!(pos(b"ping", 2), Vec::<usize>::new());
+    }
+}

@@ -1,0 +1,268 @@
+//! Replies, in a protocol-neutral form, and their encoding in RESP2 or RESP3.
+//!
+//! Backend replies arrive as RESP2 frames (backend connections always speak
+//! RESP2); local replies are built here. Either way the bytes sent to a client
+//! are produced by `redis-protocol`'s encoders, in the protocol that client
+//! chose with HELLO.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::bytes_utils::Str;
+use redis_protocol::resp2::types::BytesFrame as Resp2Frame;
+use redis_protocol::resp3::types::{BytesFrame as Resp3Frame, VerbatimStringFormat};
+use tokio_util::codec::Encoder;
+
+/// The protocol a client speaks, as set by HELLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proto {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+impl Proto {
+    pub fn number(self) -> i64 {
+        match self {
+            Proto::Resp2 => 2,
+            Proto::Resp3 => 3,
+        }
+    }
+}
+
+/// A reply to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `+OK`: a simple string.
+    Status(Bytes),
+    /// `-ERR ...`: the full error line without the dash, code included.
+    Error(Bytes),
+    Int(i64),
+    Bulk(Bytes),
+    /// `$-1` in RESP2, `_` in RESP3.
+    Null,
+    Array(Vec<Reply>),
+    /// A RESP3 map; a flat key, value, key, value array in RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// A RESP3 set; an array in RESP2.
+    Set(Vec<Reply>),
+    /// A RESP3 verbatim `txt` string (INFO, CLIENT INFO); a bulk string in RESP2.
+    Verbatim(Bytes),
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::Status(Bytes::from_static(b"OK"))
+    }
+
+    pub fn status(s: &'static str) -> Reply {
+        Reply::Status(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// An error reply. `msg` starts with its code (`ERR`, `NOAUTH`, ...); CR and
+    /// LF become spaces, as Redis does, so a client's argument echoed in an error
+    /// cannot break the framing.
+    pub fn error(msg: impl AsRef<[u8]>) -> Reply {
+        let clean: Vec<u8> = msg
+            .as_ref()
+            .iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+            .collect();
+        Reply::Error(Bytes::from(clean))
+    }
+
+    pub fn bulk(b: impl Into<Bytes>) -> Reply {
+        Reply::Bulk(b.into())
+    }
+
+    pub fn bulk_str(s: &'static str) -> Reply {
+        Reply::Bulk(Bytes::from_static(s.as_bytes()))
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// Converts a frame read from a backend.
+    pub fn from_resp2(frame: Resp2Frame) -> Reply {
+        match frame {
+            Resp2Frame::SimpleString(s) => Reply::Status(s),
+            Resp2Frame::Error(e) => Reply::Error(e.into_inner()),
+            Resp2Frame::Integer(i) => Reply::Int(i),
+            Resp2Frame::BulkString(b) => Reply::Bulk(b),
+            Resp2Frame::Array(items) => {
+                Reply::Array(items.into_iter().map(Reply::from_resp2).collect())
+            }
+            Resp2Frame::Null => Reply::Null,
+        }
+    }
+
+    fn into_resp2(self) -> Resp2Frame {
+        match self {
+            Reply::Status(s) => Resp2Frame::SimpleString(s),
+            Reply::Error(e) => Resp2Frame::Error(to_str(e)),
+            Reply::Int(i) => Resp2Frame::Integer(i),
+            Reply::Bulk(b) | Reply::Verbatim(b) => Resp2Frame::BulkString(b),
+            Reply::Null => Resp2Frame::Null,
+            Reply::Array(items) | Reply::Set(items) => {
+                Resp2Frame::Array(items.into_iter().map(Reply::into_resp2).collect())
+            }
+            Reply::Map(pairs) => Resp2Frame::Array(
+                pairs
+                    .into_iter()
+                    .flat_map(|(k, v)| [k.into_resp2(), v.into_resp2()])
+                    .collect(),
+            ),
+        }
+    }
+
+    fn into_resp3(self) -> Resp3Frame {
+        match self {
+            Reply::Status(data) => Resp3Frame::SimpleString {
+                data,
+                attributes: None,
+            },
+            Reply::Error(e) => Resp3Frame::SimpleError {
+                data: to_str(e),
+                attributes: None,
+            },
+            Reply::Int(data) => Resp3Frame::Number {
+                data,
+                attributes: None,
+            },
+            Reply::Bulk(data) => Resp3Frame::BlobString {
+                data,
+                attributes: None,
+            },
+            Reply::Verbatim(data) => Resp3Frame::VerbatimString {
+                data,
+                format: VerbatimStringFormat::Text,
+                attributes: None,
+            },
+            Reply::Null => Resp3Frame::Null,
+            Reply::Array(items) => Resp3Frame::Array {
+                data: items.into_iter().map(Reply::into_resp3).collect(),
+                attributes: None,
+            },
+            Reply::Set(items) => Resp3Frame::Set {
+                data: items.into_iter().map(Reply::into_resp3).collect(),
+                attributes: None,
+            },
+            Reply::Map(pairs) => Resp3Frame::Map {
+                data: pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into_resp3(), v.into_resp3()))
+                    .collect(),
+                attributes: None,
+            },
+        }
+    }
+}
+
+/// Error text must be UTF-8 for the encoder; bytes that are not (from a
+/// client's binary argument echoed back) are replaced.
+fn to_str(bytes: Bytes) -> Str {
+    match Str::from_inner(bytes) {
+        Ok(s) => s,
+        Err(e) => Str::from(String::from_utf8_lossy(&e.into_inner()).into_owned()),
+    }
+}
+
+/// Encodes replies for one client in its current protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplyEncoder {
+    pub proto: Proto,
+}
+
+impl Encoder<Reply> for ReplyEncoder {
+    type Error = redis_protocol::error::RedisProtocolError;
+
+    fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        match self.proto {
+            Proto::Resp2 => {
+                redis_protocol::resp2::encode::extend_encode(dst, &reply.into_resp2(), false)?;
+            }
+            Proto::Resp3 => {
+                redis_protocol::resp3::encode::complete::extend_encode(
+                    dst,
+                    &reply.into_resp3(),
+                    false,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encodes a command as a RESP array of bulk strings, the way it is sent to a backend.
+pub fn encode_command(args: &[Bytes], dst: &mut BytesMut) {
+    let frame = Resp2Frame::Array(args.iter().cloned().map(Resp2Frame::BulkString).collect());
+    // Encoding an array of bulk strings into a growable buffer cannot fail.
+    let _ = redis_protocol::resp2::encode::extend_encode(dst, &frame, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(reply: Reply, proto: Proto) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        ReplyEncoder { proto }.encode(reply, &mut buf).unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn null_depends_on_protocol() {
+        assert_eq!(encode(Reply::Null, Proto::Resp2), b"$-1\r\n");
+        assert_eq!(encode(Reply::Null, Proto::Resp3), b"_\r\n");
+        let mget = Reply::Array(vec![Reply::bulk_str("a"), Reply::Null]);
+        assert_eq!(
+            encode(mget.clone(), Proto::Resp2),
+            b"*2\r\n$1\r\na\r\n$-1\r\n"
+        );
+        assert_eq!(encode(mget, Proto::Resp3), b"*2\r\n$1\r\na\r\n_\r\n");
+    }
+
+    #[test]
+    fn maps_keep_order_and_flatten_in_resp2() {
+        let map = Reply::Map(vec![
+            (Reply::bulk_str("server"), Reply::bulk_str("redis")),
+            (Reply::bulk_str("proto"), Reply::Int(3)),
+        ]);
+        assert_eq!(
+            encode(map.clone(), Proto::Resp3),
+            b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"
+        );
+        assert_eq!(
+            encode(map, Proto::Resp2),
+            b"*4\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"
+        );
+    }
+
+    #[test]
+    fn pubsub_lookalike_arrays_stay_arrays() {
+        // redis-protocol's own RESP2-to-RESP3 conversion would turn this MGET
+        // reply into a push frame.
+        let mget = Reply::Array(vec![
+            Reply::bulk_str("message"),
+            Reply::bulk_str("a"),
+            Reply::bulk_str("b"),
+        ]);
+        assert_eq!(encode(mget, Proto::Resp3)[0], b'*');
+    }
+
+    #[test]
+    fn errors_and_verbatim() {
+        assert_eq!(
+            encode(Reply::error("ERR a\r\nb"), Proto::Resp2),
+            b"-ERR a  b\r\n"
+        );
+        assert_eq!(encode(Reply::error("ERR x"), Proto::Resp3), b"-ERR x\r\n");
+        assert_eq!(
+            encode(Reply::Verbatim(Bytes::from_static(b"a:1")), Proto::Resp3),
+            b"=7\r\ntxt:a:1\r\n"
+        );
+        assert_eq!(
+            encode(Reply::Verbatim(Bytes::from_static(b"a:1")), Proto::Resp2),
+            b"$3\r\na:1\r\n"
+        );
+    }
+}

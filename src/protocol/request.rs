@@ -1,0 +1,422 @@
+//! Client request framing: RESP multibulk arrays and inline commands.
+//!
+//! A client request is always a flat array of bulk strings, or an inline line
+//! (`PING\r\n` from telnet or redis-benchmark). `redis-protocol` handles every
+//! reply type but has no inline mode and decodes arrays recursively without a
+//! depth bound, so a hostile `*1\r\n*1\r\n...` could exhaust the stack. This
+//! framer therefore accepts only what Redis's own `processMultibulkBuffer` and
+//! `processInlineBuffer` accept, with their error wording, and never recurses.
+//! Replies (from backends, and to clients) go through `redis-protocol`.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+/// Longest inline line or multibulk header line Redis accepts (PROTO_INLINE_MAX_SIZE).
+const MAX_LINE: usize = 64 * 1024;
+/// Limits Redis applies before a client has authenticated.
+const UNAUTH_MAX_ARGS: usize = 10;
+const UNAUTH_MAX_BULK: usize = 16 * 1024;
+/// Arguments pre-allocated per request, whatever count the client announces.
+const PREALLOC_ARGS: usize = 16;
+
+/// One client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Command name and arguments, as sent (zero-copy views into the read buffer).
+    pub args: Vec<Bytes>,
+    /// The request's exact RESP bytes when it came as a multibulk array, so a
+    /// command forwarded unchanged to one backend is not re-encoded.
+    pub raw: Option<Bytes>,
+}
+
+/// A request the client framed wrongly. After one, Redis answers the error and
+/// closes the connection; so does the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+impl ProtocolError {
+    fn new(msg: impl Into<String>) -> Self {
+        ProtocolError(msg.into())
+    }
+}
+
+impl From<std::io::Error> for ProtocolError {
+    fn from(e: std::io::Error) -> Self {
+        ProtocolError(e.to_string())
+    }
+}
+
+/// Splits a client's byte stream into [`Request`]s.
+#[derive(Debug, Clone)]
+pub struct RequestDecoder {
+    /// Largest single request accepted, in bytes (the `[limits] max_request_bytes` setting).
+    max_request_bytes: usize,
+    /// Whether the client has authenticated; before that Redis's tighter limits apply.
+    pub authenticated: bool,
+}
+
+impl RequestDecoder {
+    pub fn new(max_request_bytes: usize, authenticated: bool) -> Self {
+        RequestDecoder {
+            max_request_bytes,
+            authenticated,
+        }
+    }
+
+    fn decode_multibulk(&self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        let Some((count, mut pos)) = read_line_number(buf, 1)? else {
+            if buf.len() > MAX_LINE {
+                return Err(ProtocolError::new("too big mbulk count string"));
+            }
+            return Ok(None);
+        };
+        let count = count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+        if count <= 0 {
+            // Redis skips empty and null multibulk requests without a reply.
+            buf.advance(pos);
+            return Ok(Some(Request {
+                args: Vec::new(),
+                raw: None,
+            }));
+        }
+        if count > i32::MAX as i64 {
+            return Err(ProtocolError::new("invalid multibulk length"));
+        }
+        if !self.authenticated && count as usize > UNAUTH_MAX_ARGS {
+            return Err(ProtocolError::new("unauthenticated multibulk length"));
+        }
+        let count = count as usize;
+        // Ranges first: the buffer is split only once the whole request is here.
+        let mut ranges = Vec::with_capacity(count.min(PREALLOC_ARGS));
+        for _ in 0..count {
+            match buf.get(pos) {
+                None => return self.incomplete(buf, pos),
+                Some(b'$') => {}
+                Some(&other) => {
+                    return Err(ProtocolError::new(format!(
+                        "expected '$', got '{}'",
+                        other as char
+                    )))
+                }
+            }
+            let Some((len, after)) = read_line_number(buf, pos + 1)? else {
+                if buf.len() - pos > MAX_LINE {
+                    return Err(ProtocolError::new("too big bulk count string"));
+                }
+                return self.incomplete(buf, pos);
+            };
+            let len = match len {
+                Some(len) if len >= 0 && (len as u64) <= self.max_request_bytes as u64 => {
+                    len as usize
+                }
+                _ => return Err(ProtocolError::new("invalid bulk length")),
+            };
+            if !self.authenticated && len > UNAUTH_MAX_BULK {
+                return Err(ProtocolError::new("unauthenticated bulk length"));
+            }
+            let end = after + len;
+            if buf.len() < end + 2 {
+                // Make room for the whole value at once rather than growing per read.
+                buf.reserve((end + 2 - buf.len()).min(self.max_request_bytes));
+                return self.incomplete(buf, end + 2);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError::new("invalid bulk length"));
+            }
+            ranges.push((after, end));
+            pos = end + 2;
+        }
+        let raw = buf.split_to(pos).freeze();
+        let args = ranges
+            .into_iter()
+            .map(|(start, end)| raw.slice(start..end))
+            .collect();
+        Ok(Some(Request {
+            args,
+            raw: Some(raw),
+        }))
+    }
+
+    /// The request is not complete yet: wait for more, unless it is already too large.
+    fn incomplete(&self, buf: &BytesMut, needed: usize) -> Result<Option<Request>, ProtocolError> {
+        if needed.max(buf.len()) > self.max_request_bytes.saturating_add(MAX_LINE) {
+            return Err(ProtocolError::new("too big request"));
+        }
+        Ok(None)
+    }
+
+    fn decode_inline(&self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+            if buf.len() > MAX_LINE {
+                return Err(ProtocolError::new("too big inline request"));
+            }
+            return Ok(None);
+        };
+        if newline > MAX_LINE {
+            return Err(ProtocolError::new("too big inline request"));
+        }
+        let line = buf.split_to(newline + 1);
+        let mut line = &line[..newline];
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        let args =
+            split_args(line).ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))?;
+        Ok(Some(Request { args, raw: None }))
+    }
+}
+
+impl Decoder for RequestDecoder {
+    type Item = Request;
+    type Error = ProtocolError;
+
+    /// Returns the next request; an empty `args` is a blank line or `*0`, which
+    /// Redis ignores without a reply.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        match buf.first() {
+            None => Ok(None),
+            Some(b'*') => self.decode_multibulk(buf),
+            Some(_) => self.decode_inline(buf),
+        }
+    }
+}
+
+/// Reads a `\r\n`-terminated decimal at `start`. Returns `None` while the line is
+/// incomplete, `Some((None, _))` when it is not a number.
+#[allow(clippy::type_complexity)]
+fn read_line_number(
+    buf: &[u8],
+    start: usize,
+) -> Result<Option<(Option<i64>, usize)>, ProtocolError> {
+    let Some(rest) = buf.get(start..) else {
+        return Ok(None);
+    };
+    let window = &rest[..rest.len().min(MAX_LINE)];
+    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+        return Ok(None);
+    };
+    if window.len() < cr + 2 {
+        return Ok(None);
+    }
+    let number = std::str::from_utf8(&window[..cr])
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok());
+    Ok(Some((number, start + cr + 2)))
+}
+
+/// Splits an inline command line like Redis's `sdssplitargs`: whitespace
+/// separates arguments; "double quotes" take \n \r \t \b \a \\ \" and \xHH
+/// escapes; 'single quotes' take \'. A closing quote must be followed by a
+/// space or the end of the line. Returns `None` for unbalanced quotes.
+pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while line.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Some(args);
+        }
+        let mut current = Vec::new();
+        let mut in_double = false;
+        let mut in_single = false;
+        loop {
+            let c = line.get(i).copied();
+            if in_double {
+                match c {
+                    None => return None,
+                    Some(b'\\') if line.get(i + 1) == Some(&b'x') => {
+                        let hex = line
+                            .get(i + 2..i + 4)
+                            .and_then(|h| std::str::from_utf8(h).ok())
+                            .and_then(|h| u8::from_str_radix(h, 16).ok());
+                        if let Some(byte) = hex {
+                            current.push(byte);
+                            i += 3;
+                        } else {
+                            current.push(b'\\');
+                        }
+                    }
+                    Some(b'\\') if i + 1 < line.len() => {
+                        i += 1;
+                        current.push(match line[i] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                    }
+                    Some(b'"') => {
+                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        in_double = false;
+                        i += 1;
+                        break;
+                    }
+                    Some(other) => current.push(other),
+                }
+            } else if in_single {
+                match c {
+                    None => return None,
+                    Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                        i += 1;
+                        current.push(b'\'');
+                    }
+                    Some(b'\'') => {
+                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        in_single = false;
+                        i += 1;
+                        break;
+                    }
+                    Some(other) => current.push(other),
+                }
+            } else {
+                match c {
+                    None => break,
+                    Some(b) if b.is_ascii_whitespace() => break,
+                    Some(b'"') => in_double = true,
+                    Some(b'\'') => in_single = true,
+                    Some(other) => current.push(other),
+                }
+            }
+            i += 1;
+        }
+        debug_assert!(!in_double && !in_single);
+        args.push(Bytes::from(current));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+        let mut decoder = RequestDecoder::new(1024 * 1024, true);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(req) = decoder.decode(&mut buf)? {
+            out.push(req.args);
+        }
+        Ok(out)
+    }
+
+    fn args(list: &[&str]) -> Vec<Bytes> {
+        list.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn multibulk_and_raw_bytes() {
+        let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let mut buf = BytesMut::from(&input[..]);
+        let req = RequestDecoder::new(1024, true)
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.args, args(&["GET", "k"]));
+        assert_eq!(req.raw.as_deref(), Some(&input[..]));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn several_requests_in_one_packet() {
+        let got =
+            decode_all(b"*1\r\n$4\r\nPING\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\na\r\n$0\r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            got,
+            vec![args(&["PING"]), args(&["PING"]), args(&["SET", "a", ""])]
+        );
+    }
+
+    #[test]
+    fn incomplete_input_waits_at_every_split_point() {
+        let input = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
+        for cut in 0..input.len() {
+            let mut decoder = RequestDecoder::new(1024, true);
+            let mut buf = BytesMut::from(&input[..cut]);
+            assert_eq!(decoder.decode(&mut buf).unwrap(), None, "cut at {cut}");
+            buf.extend_from_slice(&input[cut..]);
+            let req = decoder.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(req.args, args(&["SET", "key", "value"]));
+        }
+    }
+
+    #[test]
+    fn redis_protocol_errors() {
+        let err = |input: &[u8]| decode_all(input).unwrap_err().to_string();
+        assert_eq!(err(b"*x\r\n"), "Protocol error: invalid multibulk length");
+        assert_eq!(
+            err(b"*1\r\n+PING\r\n"),
+            "Protocol error: expected '$', got '+'"
+        );
+        assert_eq!(err(b"*1\r\n$-5\r\n"), "Protocol error: invalid bulk length");
+        assert_eq!(
+            err(b"*1\r\n$2\r\nabcd\r\n"),
+            "Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            err(b"GET \"a\r\n"),
+            "Protocol error: unbalanced quotes in request"
+        );
+        assert_eq!(
+            err(b"*1\r\n*1\r\n*1\r\n"),
+            "Protocol error: expected '$', got '*'"
+        );
+    }
+
+    #[test]
+    fn sizes_are_bounded_by_configuration() {
+        let mut decoder = RequestDecoder::new(10, true);
+        let mut buf = BytesMut::from(&b"*1\r\n$11\r\n"[..]);
+        assert!(decoder.decode(&mut buf).is_err());
+        let mut buf = BytesMut::from(vec![b'a'; MAX_LINE + 1].as_slice());
+        assert!(decoder.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn unauthenticated_limits() {
+        let mut decoder = RequestDecoder::new(1 << 20, false);
+        let mut buf = BytesMut::from(&b"*11\r\n"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap_err().to_string(),
+            "Protocol error: unauthenticated multibulk length"
+        );
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap_err().to_string(),
+            "Protocol error: unauthenticated bulk length"
+        );
+    }
+
+    #[test]
+    fn empty_requests_are_skipped() {
+        assert_eq!(
+            decode_all(b"\r\n*0\r\n").unwrap(),
+            vec![Vec::<Bytes>::new(), Vec::new()]
+        );
+    }
+
+    #[test]
+    fn inline_quoting_like_sdssplitargs() {
+        assert_eq!(
+            split_args(b"  set a  b ").unwrap(),
+            args(&["set", "a", "b"])
+        );
+        assert_eq!(
+            split_args(br#"set "a b\n\x41" 'it\'s'"#).unwrap(),
+            args(&["set", "a b\nA", "it's"])
+        );
+        assert_eq!(split_args(br#"set "a"b"#), None);
+        assert_eq!(split_args(b"set 'a"), None);
+        assert_eq!(split_args(b"").unwrap(), Vec::<Bytes>::new());
+    }
+}

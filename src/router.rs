@@ -1,0 +1,304 @@
+//! Weighted rendezvous (highest random weight) routing of keys to backends.
+//!
+//! Routing is a pure function of the key bytes and the backends' `(id, weight)`
+//! pairs; addresses play no part, so moving a server or a Sentinel failover
+//! never moves a key. The scoring is the `rendezvous_hash` crate's weighted
+//! "logarithmic method"; the hash under it is pinned here:
+//!
+//! ```text
+//! seed(id)        = XXH3-64(id bytes, seed 0)
+//! h(id, key)      = XXH3-64(key bytes, seed = seed(id))
+//! score(id, key)  = ln(h / (2^64 - 1)) / weight      (f64, always <= 0)
+//! owner(key)      = the backend with the highest score; equal scores go to
+//!                   the greater id
+//! ```
+//!
+//! Only the key's raw bytes enter the hash (never `std`'s `Hash for [u8]`,
+//! whose length prefix depends on the platform's `usize`), and `DefaultHasher`
+//! is not used. The golden vectors in the tests pin the result.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use rendezvous_hash::{Capacity, Node, NodeHasher, RendezvousNodes, WeightedNode};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+/// A backend as the router sees it: its id and the id's precomputed seed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberId {
+    pub id: Arc<str>,
+    seed: u64,
+}
+
+/// A routing candidate: a backend's id and its position in the backend list.
+#[derive(Debug, Clone)]
+pub struct Member {
+    id: MemberId,
+    pub index: usize,
+}
+
+impl Node for Member {
+    type NodeId = MemberId;
+    type HashCode = u64;
+
+    fn node_id(&self) -> &MemberId {
+        &self.id
+    }
+
+    fn hash_code<H, U: Hash>(&self, hasher: &H, item: &U) -> u64
+    where
+        H: NodeHasher<MemberId>,
+    {
+        hasher.hash(&self.id, item)
+    }
+}
+
+/// The pinned hash: XXH3-64 of the key, seeded by the backend id's hash.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PinnedHasher;
+
+impl NodeHasher<MemberId> for PinnedHasher {
+    fn hash<T: Hash>(&self, node: &MemberId, item: &T) -> u64 {
+        let mut hasher = Xxh3::with_seed(node.seed);
+        item.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// A key to route. Its `Hash` feeds exactly the key bytes, nothing else.
+pub struct RouteKey<'a>(pub &'a [u8]);
+
+impl Hash for RouteKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+/// Maps keys to backend indexes.
+pub struct Router {
+    nodes: RendezvousNodes<WeightedNode<Member>, PinnedHasher>,
+}
+
+/// A bad `(id, weight)` list; config validation reports these by field.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RouterError {
+    #[error("no backends")]
+    Empty,
+    #[error("backend '{0}': weight must be a positive number")]
+    Weight(String),
+    #[error("backend id '{0}' appears twice")]
+    Duplicate(String),
+}
+
+impl Router {
+    /// Builds a router over backends given as `(id, weight)` in config order;
+    /// routes return indexes into that order.
+    pub fn new<'a>(
+        backends: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<Router, RouterError> {
+        let mut nodes = RendezvousNodes::new(PinnedHasher);
+        for (index, (id, weight)) in backends.into_iter().enumerate() {
+            let capacity =
+                Capacity::new(weight).ok_or_else(|| RouterError::Weight(id.to_string()))?;
+            let member = Member {
+                id: MemberId {
+                    id: Arc::from(id),
+                    seed: xxh3_64(id.as_bytes()),
+                },
+                index,
+            };
+            if nodes.contains(&member.id) {
+                return Err(RouterError::Duplicate(id.to_string()));
+            }
+            nodes.insert(WeightedNode::new(member, capacity));
+        }
+        if nodes.is_empty() {
+            return Err(RouterError::Empty);
+        }
+        Ok(Router { nodes })
+    }
+
+    /// The index of the backend that owns `key`.
+    ///
+    /// Same ordering as `calc_candidates(..).next()`, without its allocation
+    /// and sort: the highest `(score, id)` wins.
+    pub fn owner(&self, key: &[u8]) -> usize {
+        let item = RouteKey(key);
+        let mut best: Option<(_, &WeightedNode<Member>)> = None;
+        for node in self.nodes.iter() {
+            let score = node.hash_code(&PinnedHasher, &item);
+            let better = match &best {
+                None => true,
+                Some((best_score, best_node)) => {
+                    (score, node.node_id()) > (*best_score, best_node.node_id())
+                }
+            };
+            if better {
+                best = Some((score, node));
+            }
+        }
+        // `new` refuses an empty node set, so there is always a best.
+        best.map_or(0, |(_, node)| node.node.index)
+    }
+
+    /// Every backend index in preference order for `key`: the owner first, then
+    /// the backends that would take the key over if the ones before were gone.
+    pub fn candidates(&self, key: &[u8]) -> Vec<usize> {
+        self.nodes
+            .calc_candidates(&RouteKey(key))
+            .map(|node| node.node.index)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(list: &[(&str, f64)]) -> Router {
+        Router::new(list.iter().copied()).unwrap()
+    }
+
+    fn id_of<'a>(list: &[(&'a str, f64)], r: &Router, key: &[u8]) -> &'a str {
+        list[r.owner(key)].0
+    }
+
+    /// Golden vectors: these must never change. If this test fails, routing has
+    /// changed and every deployed proxy would move keys on upgrade.
+    #[test]
+    fn golden_vectors() {
+        assert_eq!(xxh3_64(b"a"), 0xE6C632B61E964E1F);
+        assert_eq!(xxh3_64(b"session:abc"), xxh3_64(b"session:abc"));
+        let mut h = Xxh3::with_seed(xxh3_64(b"a"));
+        h.write(b"session:abc");
+        assert_eq!(
+            h.finish(),
+            xxhash_rust::xxh3::xxh3_64_with_seed(b"session:abc", xxh3_64(b"a"))
+        );
+
+        let list = [("a", 1.0), ("b", 2.0), ("c", 1.0)];
+        let r = router(&list);
+        let keys: Vec<String> = (0..16).map(|i| format!("session:{i}")).collect();
+        let owners: String = keys
+            .iter()
+            .map(|k| id_of(&list, &r, k.as_bytes()))
+            .collect();
+        assert_eq!(owners, GOLDEN_ABC);
+        let seed_pool = [("redis1", 1.0), ("redis2", 1.0), ("redis3", 2.0)];
+        let r = router(&seed_pool);
+        let owners: Vec<&str> = ["session:x", "session:y", "session:z", "", "k"]
+            .iter()
+            .map(|k| id_of(&seed_pool, &r, k.as_bytes()))
+            .collect();
+        assert_eq!(owners, GOLDEN_POOL);
+    }
+
+    // Computed independently with Python's `xxhash` package and `math.log`.
+    const GOLDEN_ABC: &str = "bbcbbbabbcaabbab";
+    const GOLDEN_POOL: [&str; 5] = ["redis3", "redis1", "redis3", "redis2", "redis3"];
+
+    #[test]
+    fn owner_matches_crate_candidate_order() {
+        let list = [("a", 1.0), ("b", 3.0), ("c", 0.5), ("d", 1.0)];
+        let r = router(&list);
+        for i in 0..5000 {
+            let key = format!("k{i}");
+            assert_eq!(r.owner(key.as_bytes()), r.candidates(key.as_bytes())[0]);
+        }
+    }
+
+    #[test]
+    fn weights_are_respected_within_two_percent() {
+        let list = [("a", 1.0), ("b", 2.0), ("c", 1.0), ("d", 4.0)];
+        let r = router(&list);
+        let mut counts = [0usize; 4];
+        let n = 100_000;
+        for i in 0..n {
+            counts[r.owner(format!("session:{i:08x}").as_bytes())] += 1;
+        }
+        let total: f64 = list.iter().map(|(_, w)| w).sum();
+        for (i, (id, w)) in list.iter().enumerate() {
+            let expected = w / total;
+            let got = counts[i] as f64 / n as f64;
+            assert!(
+                (got - expected).abs() < 0.02,
+                "backend {id}: share {got:.4}, expected {expected:.4}"
+            );
+        }
+    }
+
+    #[test]
+    fn adding_or_removing_a_backend_moves_only_its_share() {
+        let before = [("a", 1.0), ("b", 1.0), ("c", 2.0)];
+        let after = [("a", 1.0), ("b", 1.0), ("c", 2.0), ("d", 1.0)];
+        let (r1, r2) = (router(&before), router(&after));
+        let n = 50_000;
+        let mut moved = 0;
+        for i in 0..n {
+            let key = format!("session:{i}");
+            let (o1, o2) = (
+                id_of(&before, &r1, key.as_bytes()),
+                id_of(&after, &r2, key.as_bytes()),
+            );
+            if o1 != o2 {
+                // A key only ever moves to the new backend.
+                assert_eq!(o2, "d", "key {key} moved from {o1} to {o2}");
+                moved += 1;
+            }
+        }
+        // d's share is 1/5 of the keys.
+        let share = moved as f64 / n as f64;
+        assert!((share - 0.2).abs() < 0.02, "moved share {share}");
+
+        // Removing it again moves exactly those keys back, and nothing else.
+        for i in 0..n {
+            let key = format!("session:{i}");
+            let o2 = id_of(&after, &r2, key.as_bytes());
+            if o2 != "d" {
+                assert_eq!(o2, id_of(&before, &r1, key.as_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn order_of_the_list_does_not_matter() {
+        let list1 = [("a", 1.0), ("b", 2.0), ("c", 1.0)];
+        let list2 = [("c", 1.0), ("a", 1.0), ("b", 2.0)];
+        let (r1, r2) = (router(&list1), router(&list2));
+        for i in 0..2000 {
+            let key = format!("x{i}");
+            assert_eq!(
+                id_of(&list1, &r1, key.as_bytes()),
+                id_of(&list2, &r2, key.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn bad_lists_are_refused() {
+        assert_eq!(
+            Router::new(std::iter::empty()).err(),
+            Some(RouterError::Empty)
+        );
+        assert!(matches!(
+            Router::new([("a", 0.0)]),
+            Err(RouterError::Weight(_))
+        ));
+        assert!(matches!(
+            Router::new([("a", f64::NAN)]),
+            Err(RouterError::Weight(_))
+        ));
+        assert!(matches!(
+            Router::new([("a", 1.0), ("a", 2.0)]),
+            Err(RouterError::Duplicate(_))
+        ));
+    }
+}
