@@ -364,7 +364,8 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
                 state.closing = true;
             }
             Slot {
-                proto,
+                // HELLO answers in the protocol it switches to.
+                proto: state.proto,
                 pending: Pending::Ready(reply),
                 close_after,
             }

@@ -1,0 +1,527 @@
+//! The proxy's own behaviour against real redis-server backends: routing,
+//! pipelining, handshakes, local commands, auth, key policy, databases and
+//! backend failures.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::{config_for, Proxy, RawClient, Redis};
+
+fn two_backends(extra: &str) -> (Redis, Redis, Proxy) {
+    let (a, b) = (Redis::start(), Redis::start());
+    let proxy = Proxy::start(&config_for(
+        &[("a", a.address(), 1.0), ("b", b.address(), 2.0)],
+        extra,
+    ));
+    (a, b, proxy)
+}
+
+fn key_on(proxy: &Proxy, backend: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| proxy.owner(k) == backend)
+        .unwrap_or_default()
+}
+
+#[test]
+fn keys_land_on_the_backend_the_router_names() {
+    let (a, b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    let backends = [&a, &b];
+    for i in 0..200 {
+        let key = format!("session:{i}");
+        assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
+        let owner = proxy.owner(&key);
+        assert_eq!(backends[owner].client().text(&["EXISTS", &key]), ":1\r\n");
+        assert_eq!(
+            backends[1 - owner].client().text(&["EXISTS", &key]),
+            ":0\r\n"
+        );
+    }
+    // Both backends got a share.
+    let sizes: Vec<String> = backends
+        .iter()
+        .map(|r| r.client().text(&["DBSIZE"]))
+        .collect();
+    assert!(sizes.iter().all(|s| s != ":0\r\n"), "{sizes:?}");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    let mut batch = Vec::new();
+    let n = 2000;
+    for i in 0..n {
+        let key = format!("k{}", i % 50);
+        batch.extend(RawClient::encode(&[
+            b"SET",
+            key.as_bytes(),
+            i.to_string().as_bytes(),
+        ]));
+        batch.extend(RawClient::encode(&[b"GET", key.as_bytes()]));
+        if i % 100 == 0 {
+            batch.extend(RawClient::encode(&[b"PING"]));
+        }
+    }
+    client.send_raw(&batch);
+    for i in 0..n {
+        assert_eq!(client.read_reply(), b"+OK\r\n");
+        let value = i.to_string();
+        assert_eq!(
+            client.read_reply(),
+            format!("${}\r\n{value}\r\n", value.len()).as_bytes()
+        );
+        if i % 100 == 0 {
+            assert_eq!(client.read_reply(), b"+PONG\r\n");
+        }
+    }
+}
+
+#[test]
+fn inline_commands_and_several_commands_per_packet() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    client
+        .send_raw(b"PING\r\nSET greeting \"hello world\"\r\nGET greeting\r\n*1\r\n$4\r\nPING\r\n");
+    assert_eq!(client.read_reply(), b"+PONG\r\n");
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+    assert_eq!(client.read_reply(), b"$11\r\nhello world\r\n");
+    assert_eq!(client.read_reply(), b"+PONG\r\n");
+    // A handshake pipelined the way node-redis and redis-rb send it.
+    client.send_raw(
+        &[
+            RawClient::encode(&[b"HELLO", b"3"]),
+            RawClient::encode(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"x"]),
+            RawClient::encode(&[b"SELECT", b"1"]),
+            RawClient::encode(&[b"GET", b"greeting"]),
+        ]
+        .concat(),
+    );
+    client.resp3 = true;
+    assert_eq!(client.read_reply()[0], b'%');
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+    // Database 1 is empty: a RESP3 null.
+    assert_eq!(client.read_reply(), b"_\r\n");
+}
+
+#[test]
+fn resp3_nulls_and_replies_queued_before_hello_keep_their_protocol() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    // GET is answered in RESP2 although HELLO 3 follows it in the same packet.
+    client.send_raw(
+        &[
+            RawClient::encode(&[b"GET", b"missing"]),
+            RawClient::encode(&[b"HELLO", b"3"]),
+        ]
+        .concat(),
+    );
+    assert_eq!(client.read_reply(), b"$-1\r\n");
+    client.resp3 = true;
+    assert_eq!(client.read_reply()[0], b'%');
+    assert_eq!(client.cmd(&["GET", "missing"]), b"_\r\n");
+    assert_eq!(
+        client.cmd(&["MGET", "missing", "x", "y"]),
+        b"*3\r\n_\r\n_\r\n_\r\n"
+    );
+    assert_eq!(client.cmd(&["CLIENT", "GETNAME"]), b"_\r\n");
+    // HELLO 2 switches back.
+    client.resp3 = false;
+    assert_eq!(client.cmd(&["HELLO", "2"])[0], b'*');
+    assert_eq!(client.cmd(&["GET", "missing"]), b"$-1\r\n");
+}
+
+#[test]
+fn hello_replies_like_redis_7() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    client.resp3 = true;
+    let reply = String::from_utf8(client.cmd(&["HELLO", "3", "SETNAME", "web1"])).unwrap();
+    assert!(
+        reply.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"), "{reply}");
+    assert_eq!(client.cmd(&["CLIENT", "GETNAME"]), b"$4\r\nweb1\r\n");
+    assert_eq!(
+        client.text(&["HELLO", "4"]),
+        "-NOPROTO unsupported protocol version\r\n"
+    );
+    assert_eq!(
+        client.text(&["HELLO", "x"]),
+        "-ERR Protocol version is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        client.text(&["HELLO", "3", "FOO"]),
+        "-ERR Syntax error in HELLO option 'FOO'\r\n"
+    );
+}
+
+#[test]
+fn local_commands() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["PING", "hi"]), "$2\r\nhi\r\n");
+    assert_eq!(client.text(&["ECHO", "x"]), "$1\r\nx\r\n");
+    assert_eq!(
+        client.text(&["CLIENT", "SETNAME", "my app"]),
+        "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(client.text(&["CLIENT", "SETNAME", "app"]), "+OK\r\n");
+    assert_eq!(client.text(&["CLIENT", "GETNAME"]), "$3\r\napp\r\n");
+    assert!(client.text(&["CLIENT", "ID"]).starts_with(':'));
+    assert!(client.text(&["CLIENT", "INFO"]).contains("name=app"));
+    assert!(client.text(&["CLIENT", "LIST"]).contains("name=app"));
+    assert_eq!(
+        client.text(&["CLIENT", "SETINFO", "LIB-VER", "1.0"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        client.text(&["CLIENT", "KILL", "x"]),
+        "-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n"
+    );
+    assert_eq!(
+        client.text(&["CLIENT", "SETNAME"]),
+        "-ERR wrong number of arguments for 'client|setname' command\r\n"
+    );
+    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":37\r\n");
+    assert!(client
+        .text(&["COMMAND", "INFO", "get", "nosuch"])
+        .starts_with("*2\r\n*10\r\n$3\r\nget\r\n:2\r\n"));
+    assert_eq!(client.text(&["COMMAND", "DOCS"]), "*0\r\n");
+    let info = client.text(&["INFO"]);
+    for field in [
+        "redis_version:",
+        "loading:0",
+        "role:master",
+        "connected_clients:",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field}: {info}");
+    }
+    assert!(!client.text(&["INFO", "server"]).contains("loading:0"));
+    assert_eq!(
+        client.text(&["SELECT", "16"]),
+        "-ERR DB index is out of range\r\n"
+    );
+    assert_eq!(
+        client.text(&["SELECT", "x"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(client.text(&["RESET"]), "+RESET\r\n");
+    assert_eq!(client.text(&["CLIENT", "GETNAME"]), "$-1\r\n");
+    assert_eq!(
+        client.text(&["HSET", "h", "f", "v"]),
+        "-ERR unknown command 'HSET', with args beginning with: 'h' 'f' 'v' \r\n"
+    );
+    assert_eq!(client.text(&["QUIT"]), "+OK\r\n");
+    assert!(client.is_closed());
+}
+
+#[test]
+fn dbsize_is_summed_and_select_picks_the_backend_database() {
+    let (a, b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SELECT", "2"]), "+OK\r\n");
+    for i in 0..20 {
+        client.cmd(&["SET", &format!("session:{i}"), "x"]);
+    }
+    assert_eq!(client.text(&["DBSIZE"]), ":20\r\n");
+    let mut on_backends = 0;
+    for redis in [&a, &b] {
+        let mut direct = redis.client();
+        assert_eq!(direct.text(&["DBSIZE"]), ":0\r\n", "db 0 must stay empty");
+        direct.cmd(&["SELECT", "2"]);
+        let size = direct.text(&["DBSIZE"]);
+        on_backends += size.trim_start_matches(':').trim().parse::<i64>().unwrap();
+    }
+    assert_eq!(on_backends, 20);
+    // Another client on db 0 shares the backend connections but not the database.
+    let mut other = proxy.client();
+    assert_eq!(other.text(&["GET", "session:1"]), "$-1\r\n");
+    assert_eq!(client.text(&["GET", "session:1"]), "$1\r\nx\r\n");
+}
+
+#[test]
+fn multi_key_commands_are_split_and_merged() {
+    let (a, b, proxy) = two_backends("");
+    let k0 = key_on(&proxy, 0, "m");
+    let k1 = key_on(&proxy, 1, "m");
+    let k1b = key_on(&proxy, 1, "n");
+    let mut client = proxy.client();
+    assert_eq!(
+        client.text(&["MSET", &k0, "0", &k1, "1", &k1b, "2"]),
+        "+OK\r\n"
+    );
+    assert_eq!(a.client().text(&["GET", &k0]), "$1\r\n0\r\n");
+    assert_eq!(
+        b.client().text(&["MGET", &k1, &k1b]),
+        "*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(
+        client.text(&["MGET", &k1, "nokey", &k0, &k1b]),
+        "*4\r\n$1\r\n1\r\n$-1\r\n$1\r\n0\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(client.text(&["EXISTS", &k0, &k1, &k0, "nokey"]), ":3\r\n");
+    assert_eq!(client.text(&["TOUCH", &k0, &k1]), ":2\r\n");
+    assert_eq!(client.text(&["DEL", &k0, &k1, "nokey"]), ":2\r\n");
+    assert_eq!(client.text(&["UNLINK", &k1b, &k0]), ":1\r\n");
+    assert_eq!(
+        client.text(&["MSET", &k0, "0", &k1]),
+        "-ERR wrong number of arguments for 'mset' command\r\n"
+    );
+}
+
+#[test]
+fn key_prefix_policy_refuses_before_any_backend_sees_it() {
+    let (a, b, proxy) = two_backends("[keys]\nprefixes = [\"session:\", \"cache:\"]");
+    let mut client = proxy.client();
+    let noperm =
+        "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n";
+    assert_eq!(client.text(&["SET", "other", "v"]), noperm);
+    assert_eq!(
+        client.text(&["MSET", "session:1", "v", "other", "v"]),
+        noperm
+    );
+    assert_eq!(client.text(&["DEL", "session:1", "x"]), noperm);
+    assert_eq!(client.text(&["SET", "session:1", "v"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", "cache:1", "v"]), "+OK\r\n");
+    let total: i64 = [&a, &b]
+        .iter()
+        .map(|r| {
+            r.client()
+                .text(&["DBSIZE"])
+                .trim_start_matches(':')
+                .trim()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 2, "only the allowed keys were written");
+}
+
+#[test]
+fn password_auth_like_redis() {
+    let (_a, _b, proxy) = two_backends("password = \"s3cret\"\nusername = \"web\"");
+    let mut client = proxy.client();
+    assert_eq!(
+        client.text(&["GET", "k"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        client.text(&["NOSUCH"]),
+        "-ERR unknown command 'NOSUCH', with args beginning with: \r\n"
+    );
+    assert_eq!(
+        client.text(&["AUTH", "wrong"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(
+        client.text(&["AUTH", "nobody", "s3cret"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert!(client
+        .text(&["HELLO", "3"])
+        .starts_with("-NOAUTH HELLO must be called"));
+    assert_eq!(client.text(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(client.text(&["GET", "k"]), "$-1\r\n");
+    // HELLO with AUTH, as redis-py 8 does it, and named users.
+    for user in ["default", "web"] {
+        let mut c = proxy.client();
+        c.resp3 = true;
+        assert_eq!(c.cmd(&["HELLO", "3", "AUTH", user, "s3cret"])[0], b'%');
+        assert_eq!(c.cmd(&["GET", "k"]), b"_\r\n");
+        c.resp3 = false;
+        assert_eq!(c.text(&["RESET"]), "+RESET\r\n");
+        assert_eq!(
+            c.text(&["GET", "k"]),
+            "-NOAUTH Authentication required.\r\n"
+        );
+    }
+    // Before AUTH, Redis's limits on request size apply.
+    let mut c = proxy.client();
+    c.send_raw(b"*20\r\n");
+    assert_eq!(
+        c.read_reply(),
+        b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    assert!(c.is_closed());
+}
+
+#[test]
+fn auth_without_a_password_configured() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    assert!(client
+        .text(&["AUTH", "x"])
+        .starts_with("-ERR AUTH <password> called without any password configured"));
+    assert_eq!(client.text(&["AUTH", "default", "anything"]), "+OK\r\n");
+}
+
+#[test]
+fn a_protocol_error_closes_only_that_client() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut good = proxy.client();
+    assert_eq!(good.text(&["SET", "k", "v"]), "+OK\r\n");
+    let mut bad = proxy.client();
+    // The request before the bad one is still answered.
+    bad.send_raw(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n+x\r\n");
+    assert_eq!(bad.read_reply(), b"$1\r\nv\r\n");
+    assert_eq!(
+        bad.read_reply(),
+        b"-ERR Protocol error: expected '$', got '+'\r\n"
+    );
+    assert!(bad.is_closed());
+    assert_eq!(good.text(&["GET", "k"]), "$1\r\nv\r\n");
+    // Deep nesting is refused without recursion.
+    let mut nested = proxy.client();
+    nested.send_raw(&b"*1\r\n".repeat(100_000));
+    assert_eq!(
+        nested.read_reply(),
+        b"-ERR Protocol error: expected '$', got '*'\r\n"
+    );
+    assert_eq!(good.text(&["PING"]), "+PONG\r\n");
+}
+
+#[test]
+fn large_values_survive_any_read_split() {
+    let (_a, _b, proxy) = two_backends("");
+    let mut client = proxy.client();
+    let value = "x".repeat(3 * 1024 * 1024 + 7);
+    client.send(&[b"SET", b"big", value.as_bytes()]);
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+    let reply = client.cmd(&["GET", "big"]);
+    assert_eq!(
+        reply.len(),
+        value.len() + format!("${}\r\n\r\n", value.len()).len()
+    );
+}
+
+#[test]
+fn oversized_requests_are_refused() {
+    let (_a, _b, proxy) = two_backends("[limits]\nmax_request_bytes = 1024");
+    let mut client = proxy.client();
+    client.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\n");
+    assert_eq!(
+        client.read_reply(),
+        b"-ERR Protocol error: invalid bulk length\r\n"
+    );
+    assert!(client.is_closed());
+}
+
+#[test]
+fn unix_socket_with_file_mode() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("proxy.sock");
+    let extra = format!(
+        "unix_socket = \"{}\"\nunix_socket_mode = \"600\"",
+        socket.display()
+    );
+    let _proxy = Proxy::start(&config_for(
+        &[("a", a.address(), 1.0), ("b", b.address(), 1.0)],
+        &extra,
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::Write;
+    stream
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nGET k\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < b"+OK\r\n$1\r\nv\r\n".len() {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n$1\r\nv\r\n");
+}
+
+#[test]
+fn a_down_backend_fails_fast_and_others_keep_working() {
+    let a = Redis::start();
+    let dead_port = common::free_port();
+    let proxy = Proxy::start(&config_for(
+        &[
+            ("a", a.address(), 1.0),
+            ("b", format!("127.0.0.1:{dead_port}"), 1.0),
+        ],
+        "[pool]\nconnect_timeout_ms = 200\nrequest_timeout_ms = 300\nbackoff_max_ms = 200",
+    ));
+    let on_a = key_on(&proxy, 0, "session:");
+    let on_b = key_on(&proxy, 1, "session:");
+    let mut client = proxy.client();
+    for _ in 0..5 {
+        assert_eq!(client.text(&["SET", &on_a, "v"]), "+OK\r\n");
+        let reply = client.text(&["SET", &on_b, "v"]);
+        assert!(
+            reply.starts_with("-ERR backend 'b' is unavailable"),
+            "{reply}"
+        );
+    }
+    // A command split over both reports the error; the healthy part still ran.
+    let reply = client.text(&["EXISTS", &on_a, &on_b]);
+    assert!(reply.starts_with("-ERR backend 'b'"), "{reply}");
+
+    // The backend comes up on that port: the proxy reconnects by itself.
+    let _b = Redis::start_on(dead_port, &[]);
+    let deadline = std::time::Instant::now() + common::READY_LIMIT;
+    loop {
+        if client.text(&["SET", &on_b, "v"]) == "+OK\r\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reconnected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(client.text(&["GET", &on_b]), "$1\r\nv\r\n");
+}
+
+#[test]
+fn a_stalled_backend_answers_with_a_timeout_error() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let proxy = Proxy::start(&config_for(
+        &[("a", a.address(), 1.0), ("b", b.address(), 1.0)],
+        "[pool]\nconnect_timeout_ms = 200\nrequest_timeout_ms = 300\nbackoff_max_ms = 200",
+    ));
+    let on_a = key_on(&proxy, 0, "session:");
+    let on_b = key_on(&proxy, 1, "session:");
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", &on_b, "v"]), "+OK\r\n");
+    b.signal("STOP");
+    let reply = client.text(&["GET", &on_b]);
+    let mut other = proxy.client();
+    let healthy = other.text(&["SET", &on_a, "v"]);
+    b.signal("CONT");
+    assert_eq!(reply, "-ERR backend 'b' did not answer within 300 ms\r\n");
+    assert_eq!(healthy, "+OK\r\n");
+    // After SIGCONT the proxy reconnects and serves the key again.
+    let deadline = std::time::Instant::now() + common::READY_LIMIT;
+    while client.text(&["GET", &on_b]) != "$1\r\nv\r\n" {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn backend_credentials_are_used() {
+    let a = Redis::start_with(&["--requirepass", "backendpw"]);
+    let b = Redis::start();
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\nurl = \"redis://:backendpw@{}\"\n[[backends]]\nid = \"b\"\naddress = \"{}\"\n",
+        a.address(),
+        b.address()
+    );
+    let proxy = Proxy::start(&text);
+    let on_a = key_on(&proxy, 0, "session:");
+    assert_eq!(proxy.client().text(&["SET", &on_a, "v"]), "+OK\r\n");
+}
