@@ -350,11 +350,21 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
         return Slot::ready(proto, unknown_command(&args));
     };
     state.last_command = spec.name;
-    if !spec.arity_ok(args.len()) || (spec.cmd == Cmd::MSet && args.len() % 2 == 0) {
+    // MSET needs pairs and PING at most one message; Redis checks both inside
+    // the command, so after authentication.
+    let extra_arity = match spec.cmd {
+        Cmd::MSet => args.len() % 2 == 0,
+        Cmd::Ping => args.len() > 2,
+        _ => false,
+    };
+    if !spec.arity_ok(args.len()) {
         return Slot::ready(proto, arity_error(spec.name));
     }
     if !state.authenticated && !spec.no_auth {
         return Slot::ready(proto, Reply::error(NOAUTH));
+    }
+    if extra_arity {
+        return Slot::ready(proto, arity_error(spec.name));
     }
     match spec.route {
         Route::Local => {
