@@ -1,0 +1,142 @@
+//! Django end-to-end: Django 5.2 with django-redis-sessions 0.6.2 and with its
+//! own cache session engine (RedisCache), under redis-py 8.1 (RESP3 by
+//! default) and redis-py 4.5.4 (RESP2), pointed at the proxy binary over TCP,
+//! over the unix socket, with `db` 2 and with a password. The Python side is
+//! `tests/python/django_e2e.py`; the venvs come from `scripts/setup-python.sh`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use common::{binary, free_port, write_file, RawClient, Redis, READY_LIMIT};
+
+struct ProxyProcess {
+    child: Child,
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Site {
+    backends: Vec<Redis>,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    socket: PathBuf,
+    _proxy: ProxyProcess,
+}
+
+impl Site {
+    fn start(password: Option<&str>) -> Site {
+        let backends: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let socket = dir.path().join("proxy.sock");
+        let mut text = format!(
+            "[listen]\naddress = \"127.0.0.1:{port}\"\nunix_socket = \"{}\"\n",
+            socket.display()
+        );
+        if let Some(password) = password {
+            text.push_str(&format!("password = \"{password}\"\n"));
+        }
+        text.push_str("[keys]\nprefixes = [\"session:\"]\n");
+        for (id, (redis, weight)) in ["a", "b", "c"].iter().zip(backends.iter().zip([1, 2, 1])) {
+            text.push_str(&format!(
+                "[[backends]]\nid = \"{id}\"\naddress = \"{}\"\nweight = {weight}\n",
+                redis.address()
+            ));
+        }
+        let config = write_file(dir.path(), "proxy.toml", &text);
+        let child = Command::new(binary())
+            .args(["--config", config.to_str().unwrap_or_default()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start session-proxy");
+        let proxy = ProxyProcess { child };
+        let deadline = Instant::now() + READY_LIMIT;
+        while RawClient::try_connect(port).is_err() || !socket.exists() {
+            assert!(Instant::now() < deadline, "proxy did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Site {
+            backends,
+            dir,
+            config,
+            port,
+            socket,
+            _proxy: proxy,
+        }
+    }
+
+    fn run(&self, venv: &str, engine: &str, extra: &[&str]) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join("target").join(venv).join("bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: run scripts/setup-python.sh (the README's test command does)",
+            python.display()
+        );
+        let mut command = Command::new(&python);
+        command
+            .arg(root.join("tests/python/django_e2e.py"))
+            .args(["--engine", engine])
+            .args(["--proxy-bin", binary().to_str().unwrap_or_default()])
+            .args(["--config", self.config.to_str().unwrap_or_default()])
+            .args(extra)
+            .current_dir(self.dir.path());
+        for (id, redis) in ["a", "b", "c"].iter().zip(&self.backends) {
+            command.args(["--backend", &format!("{id}={}", redis.address())]);
+        }
+        let output = command.output().expect("run python");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{venv} {engine} {extra:?} failed:\n{stdout}\n{stderr}"
+        );
+        println!("{venv} {engine} {extra:?}: {stdout}");
+        let resp = if venv == "venv-redis8" {
+            "\"resp\": \"3\""
+        } else {
+            "\"resp\": \"2\""
+        };
+        assert!(stdout.contains(resp), "expected {resp} in {stdout}");
+    }
+
+    fn all_engines(&self, venv: &str, extra: &[&str]) {
+        for engine in ["redis_sessions", "cache"] {
+            self.run(venv, engine, extra);
+        }
+    }
+}
+
+fn scenarios(venv: &str) {
+    let site = Site::start(None);
+    let port = site.port.to_string();
+    let socket = site.socket.to_str().unwrap_or_default().to_string();
+    site.all_engines(venv, &["--port", &port]);
+    site.all_engines(venv, &["--unix-socket", &socket]);
+    site.all_engines(venv, &["--port", &port, "--db", "2"]);
+    drop(site);
+
+    let site = Site::start(Some("django-pw"));
+    let port = site.port.to_string();
+    site.all_engines(venv, &["--port", &port, "--password", "django-pw"]);
+}
+
+#[test]
+fn django_with_redis_py_8_resp3() {
+    scenarios("venv-redis8");
+}
+
+#[test]
+fn django_with_redis_py_4_resp2() {
+    scenarios("venv-redis4");
+}
