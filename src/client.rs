@@ -353,7 +353,7 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
     // MSET needs pairs and PING at most one message; Redis checks both inside
     // the command, so after authentication.
     let extra_arity = match spec.cmd {
-        Cmd::MSet => args.len() % 2 == 0,
+        Cmd::MSet => args.len().is_multiple_of(2),
         Cmd::Ping => args.len() > 2,
         _ => false,
     };

@@ -421,7 +421,7 @@ fn generated_case(rng: &mut StdRng, len: usize) -> Vec<Vec<Vec<u8>>> {
                 w
             }
             7 => vec!["GETDEL".into(), key],
-            8 | 9 | 10 | 11 => {
+            8..=11 => {
                 let cmd = ["DEL", "UNLINK", "EXISTS", "TOUCH"][rng.random_range(0..4)];
                 let mut w = vec![cmd.to_string()];
                 for _ in 0..rng.random_range(1..6) {
