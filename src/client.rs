@@ -345,7 +345,7 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
     let proto = state.proto;
     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     state.last_command_at = Instant::now();
-    let Some(spec) = lookup(&args[0]) else {
+    let Some(spec) = args.first().and_then(|name| lookup(name)) else {
         state.last_command = "NULL";
         return Slot::ready(proto, unknown_command(&args));
     };

@@ -525,3 +525,23 @@ fn backend_credentials_are_used() {
     let on_a = key_on(&proxy, 0, "session:");
     assert_eq!(proxy.client().text(&["SET", &on_a, "v"]), "+OK\r\n");
 }
+
+#[test]
+fn backends_over_unix_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock_a, sock_b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let a = Redis::start_with(&["--unixsocket", sock_a.to_str().unwrap()]);
+    let b = Redis::start_with(&["--unixsocket", sock_b.to_str().unwrap()]);
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\nunix_socket = \"{}\"\n[[backends]]\nid = \"b\"\nurl = \"unix://{}\"\n",
+        sock_a.display(),
+        sock_b.display()
+    );
+    let proxy = Proxy::start(&text);
+    let mut client = proxy.client();
+    for (backend, redis) in [(0, &a), (1, &b)] {
+        let key = key_on(&proxy, backend, "session:");
+        assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
+        assert_eq!(redis.client().text(&["GET", &key]), "$1\r\nv\r\n");
+    }
+}
