@@ -20,7 +20,11 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::{self, Endpoint, Target};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use tokio::sync::{watch, Notify};
+
+use crate::config::{self, Endpoint, Source, Target};
 use crate::net::Stream;
 use crate::protocol::{encode_command, BackendReplyDecoder, Reply};
 
@@ -34,6 +38,8 @@ const STABLE_SESSION: Duration = Duration::from_secs(1);
 /// Why a backend could not answer; sent to the client as an `ERR` reply.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
+    #[error("backend '{backend}' has no known master yet")]
+    NoMaster { backend: Arc<str> },
     #[error("backend '{backend}' is unavailable: {reason}")]
     Unavailable { backend: Arc<str>, reason: String },
     #[error("backend '{backend}' did not answer within {timeout_ms} ms")]
@@ -59,6 +65,8 @@ pub struct Job {
     pub db: u32,
     /// Where the reply goes; dropped by the connection task once answered.
     pub reply: oneshot::Sender<BackendResult>,
+    /// A write: follow it with WAIT when the backend has `min_replicas_ack`.
+    pub write: bool,
 }
 
 /// What the connection tasks need to know, shared by all of them.
@@ -72,6 +80,10 @@ pub struct PoolSettings {
     pub max_pending: usize,
     /// Databases clients may select; checked against each backend at connect.
     pub databases: u32,
+    pub health_failures: u32,
+    pub health_successes: u32,
+    pub sentinel_timeout: Duration,
+    pub sentinel_recheck: Duration,
 }
 
 impl PoolSettings {
@@ -85,7 +97,62 @@ impl PoolSettings {
             backoff_max: Duration::from_millis(pool.backoff_max_ms),
             max_pending: pool.max_pending,
             databases: config.listen.databases,
+            health_failures: pool.health_failures,
+            health_successes: pool.health_successes,
+            sentinel_timeout: Duration::from_millis(pool.sentinel_timeout_ms),
+            sentinel_recheck: Duration::from_millis(pool.sentinel_recheck_ms),
         }
+    }
+}
+
+/// Whether a backend is serving, decided on streaks of results rather than
+/// on one: `failures` consecutive failures mark it down, `successes`
+/// consecutive successes mark it up again.
+#[derive(Debug)]
+pub struct Health {
+    id: Arc<str>,
+    up: AtomicBool,
+    /// Positive: consecutive successes; negative: consecutive failures.
+    streak: AtomicI64,
+    failures: i64,
+    successes: i64,
+}
+
+impl Health {
+    fn new(id: Arc<str>, settings: &PoolSettings) -> Health {
+        Health {
+            id,
+            up: AtomicBool::new(true),
+            streak: AtomicI64::new(0),
+            failures: settings.health_failures as i64,
+            successes: settings.health_successes as i64,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn success(&self) {
+        let streak = self.record(|s| if s < 0 { 1 } else { s.saturating_add(1) });
+        if streak >= self.successes && !self.up.swap(true, Ordering::Relaxed) {
+            info!(backend = %self.id, "backend is up");
+        }
+    }
+
+    fn failure(&self) {
+        let streak = self.record(|s| if s > 0 { -1 } else { s.saturating_sub(1) });
+        if -streak >= self.failures && self.up.swap(false, Ordering::Relaxed) {
+            warn!(backend = %self.id, "backend is down");
+        }
+    }
+
+    fn record(&self, step: impl Fn(i64) -> i64) -> i64 {
+        let previous = self
+            .streak
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(step(s)))
+            .unwrap_or_else(|s| s);
+        step(previous)
     }
 }
 
@@ -95,12 +162,36 @@ pub struct Backend {
     pub id: Arc<str>,
     /// One sender per connection task; the tasks end when every handle is dropped.
     queues: Arc<[mpsc::Sender<Job>]>,
+    pub health: Arc<Health>,
+    /// The address connections use: fixed, or the master the sentinels name.
+    /// The sender is kept by the Sentinel monitor task (or here, for a fixed one).
+    pub endpoint: watch::Receiver<Option<Endpoint>>,
+    /// Keeps a fixed endpoint's channel open; `None` for a Sentinel backend.
+    _fixed: Option<Arc<watch::Sender<Option<Endpoint>>>>,
 }
 
 impl Backend {
-    /// Starts the backend's connection tasks on the current runtime.
-    pub fn start(id: &str, target: Target, settings: Arc<PoolSettings>) -> Backend {
+    /// Starts the backend's connection tasks (and its Sentinel monitor) on the
+    /// current runtime.
+    pub fn start(
+        id: &str,
+        target: Target,
+        min_replicas_ack: u32,
+        settings: Arc<PoolSettings>,
+    ) -> Backend {
         let id: Arc<str> = Arc::from(id);
+        let (endpoint, fixed, recheck) = match &target.source {
+            Source::Fixed(endpoint) => {
+                let (tx, rx) = watch::channel(Some(endpoint.clone()));
+                (rx, Some(Arc::new(tx)), None)
+            }
+            Source::Sentinel(sentinel) => {
+                let (rx, recheck) =
+                    crate::sentinel::start(id.clone(), sentinel.clone(), &target, settings.clone());
+                (rx, None, Some(recheck))
+            }
+        };
+        let health = Arc::new(Health::new(id.clone(), &settings));
         let queues: Vec<_> = (0..settings.connections)
             .map(|conn| {
                 let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -109,9 +200,13 @@ impl Backend {
                     target: target.clone(),
                     settings: settings.clone(),
                     jobs: rx,
+                    endpoint: endpoint.clone(),
+                    recheck: recheck.clone(),
+                    health: health.clone(),
+                    min_replicas_ack,
+                    held: None,
                 };
-                let span =
-                    tracing::info_span!("backend", id = %id, conn, endpoint = %target.endpoint);
+                let span = tracing::info_span!("backend", id = %id, conn);
                 tokio::spawn(task.run().instrument(span));
                 tx
             })
@@ -119,7 +214,14 @@ impl Backend {
         Backend {
             id,
             queues: queues.into(),
+            health,
+            endpoint,
+            _fixed: fixed,
         }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.health.is_up()
     }
 
     /// Queues a command and returns where its reply will arrive. A client
@@ -130,6 +232,7 @@ impl Backend {
         client_id: u64,
         payload: Bytes,
         db: u32,
+        write: bool,
     ) -> oneshot::Receiver<BackendResult> {
         let (tx, rx) = oneshot::channel();
         let index = (client_id % self.queues.len() as u64) as usize;
@@ -137,6 +240,7 @@ impl Backend {
             payload,
             db,
             reply: tx,
+            write,
         };
         if let Some(queue) = self.queues.get(index) {
             if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
@@ -155,10 +259,11 @@ impl Backend {
         client_id: u64,
         args: &[Bytes],
         db: u32,
+        write: bool,
     ) -> oneshot::Receiver<BackendResult> {
         let mut buf = BytesMut::new();
         encode_command(args, &mut buf);
-        self.send(client_id, buf.freeze(), db).await
+        self.send(client_id, buf.freeze(), db, write).await
     }
 }
 
@@ -171,12 +276,23 @@ enum Owed {
     },
     /// A SELECT the proxy inserted to switch databases.
     Select { sent_at: Instant },
+    /// A write whose reply is held until the WAIT after it answers.
+    Held { sent_at: Instant },
+    /// The WAIT after a held write: it decides what the client gets.
+    Wait {
+        reply: oneshot::Sender<BackendResult>,
+        replicas: u32,
+        sent_at: Instant,
+    },
 }
 
 impl Owed {
     fn sent_at(&self) -> Instant {
         match self {
-            Owed::Client { sent_at, .. } | Owed::Select { sent_at } => *sent_at,
+            Owed::Client { sent_at, .. }
+            | Owed::Select { sent_at }
+            | Owed::Held { sent_at }
+            | Owed::Wait { sent_at, .. } => *sent_at,
         }
     }
 }
@@ -185,6 +301,8 @@ impl Owed {
 enum SessionEnd {
     /// Every `Backend` handle is gone: the proxy is shutting down.
     Closed,
+    /// The master moved; everything sent to the old one has been answered.
+    Switched,
     Failed(BackendError),
 }
 
@@ -195,58 +313,100 @@ struct Connection {
     settings: Arc<PoolSettings>,
     /// Jobs from clients; closed when every `Backend` handle is dropped.
     jobs: mpsc::Receiver<Job>,
+    /// The current address (the master, for a Sentinel group).
+    endpoint: watch::Receiver<Option<Endpoint>>,
+    /// Asks the Sentinel monitor to re-check the master at once.
+    recheck: Option<Arc<Notify>>,
+    health: Arc<Health>,
+    min_replicas_ack: u32,
+    /// The reply of a write waiting for its WAIT.
+    held: Option<Reply>,
 }
 
 impl Connection {
     async fn run(mut self) {
         let mut delay = self.settings.backoff_min;
         loop {
-            let attempt = timeout(
-                self.settings.connect_timeout,
-                connect(&self.target, self.settings.databases),
-            )
-            .await;
-            let reason = match attempt {
-                Ok(Ok((stream, db))) => {
-                    info!("backend connected");
-                    let started = Instant::now();
-                    match self.session(stream, db).await {
-                        SessionEnd::Closed => return,
-                        SessionEnd::Failed(error) => {
-                            warn!(%error, "backend connection failed");
-                            if started.elapsed() >= STABLE_SESSION {
-                                // It was working: retry at once, from the shortest delay.
-                                delay = self.settings.backoff_min;
-                                continue;
+            let current = self.endpoint.borrow_and_update().clone();
+            let reason = match current {
+                None => BackendError::NoMaster {
+                    backend: self.backend.clone(),
+                },
+                Some(endpoint) => {
+                    let attempt = timeout(
+                        self.settings.connect_timeout,
+                        connect(&endpoint, &self.target, self.settings.databases),
+                    )
+                    .await;
+                    let reason = match attempt {
+                        Ok(Ok((stream, db))) => {
+                            info!(%endpoint, "backend connected");
+                            self.health.success();
+                            let started = Instant::now();
+                            match self.session(stream, db).await {
+                                SessionEnd::Closed => return,
+                                SessionEnd::Switched => {
+                                    info!(from = %endpoint, "master switched; reconnecting");
+                                    delay = self.settings.backoff_min;
+                                    continue;
+                                }
+                                SessionEnd::Failed(error) => {
+                                    warn!(%error, "backend connection failed");
+                                    self.health.failure();
+                                    self.ask_recheck();
+                                    if started.elapsed() >= STABLE_SESSION {
+                                        // It was working: retry at once, from the shortest delay.
+                                        delay = self.settings.backoff_min;
+                                        continue;
+                                    }
+                                    error.to_string()
+                                }
                             }
-                            error.to_string()
                         }
+                        Ok(Err(reason)) => reason,
+                        Err(_) => format!(
+                            "connect to {endpoint} timed out after {} ms",
+                            self.settings.connect_timeout.as_millis()
+                        ),
+                    };
+                    self.health.failure();
+                    self.ask_recheck();
+                    BackendError::Unavailable {
+                        backend: self.backend.clone(),
+                        reason,
                     }
                 }
-                Ok(Err(reason)) => reason,
-                Err(_) => format!(
-                    "connect timed out after {} ms",
-                    self.settings.connect_timeout.as_millis()
-                ),
             };
-            warn!(reason = %reason, retry_ms = delay.as_millis() as u64, "backend unavailable");
-            // Until the next attempt, answer jobs at once instead of letting them wait.
+            warn!(error = %reason, retry_ms = delay.as_millis() as u64, "backend unavailable");
+            // Until the next attempt (or a new master), answer jobs at once
+            // instead of letting them wait.
             let retry_at = Instant::now() + jitter(delay);
             delay = (delay * 2).min(self.settings.backoff_max);
             loop {
                 tokio::select! {
                     job = self.jobs.recv() => match job {
                         Some(job) => {
-                            let _ = job.reply.send(Err(BackendError::Unavailable {
-                                backend: self.backend.clone(),
-                                reason: reason.clone(),
-                            }));
+                            let _ = job.reply.send(Err(reason.clone()));
                         }
                         None => return,
                     },
+                    changed = self.endpoint.changed() => {
+                        if changed.is_err() {
+                            // The monitor is gone: the proxy is stopping.
+                            return;
+                        }
+                        delay = self.settings.backoff_min;
+                        break;
+                    }
                     _ = sleep_until(retry_at) => break,
                 }
             }
+        }
+    }
+
+    fn ask_recheck(&self) {
+        if let Some(recheck) = &self.recheck {
+            recheck.notify_one();
         }
     }
 
@@ -260,8 +420,13 @@ impl Connection {
         let deadline = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(deadline);
         let mut armed: Option<Instant> = None;
+        // After a master switch: take no new jobs, answer what was sent, then go.
+        let mut draining = false;
 
         let end = loop {
+            if draining && owed.is_empty() {
+                break SessionEnd::Switched;
+            }
             match owed.front() {
                 Some(first) => {
                     let at = first.sent_at() + request_timeout;
@@ -272,7 +437,9 @@ impl Connection {
                 }
                 None => armed = None,
             }
-            let can_take = owed.len() < self.settings.max_pending && wbuf.len() < WRITE_HIGH_WATER;
+            let can_take = !draining
+                && owed.len() < self.settings.max_pending
+                && wbuf.len() < WRITE_HIGH_WATER;
 
             tokio::select! {
                 biased;
@@ -311,6 +478,12 @@ impl Connection {
                         break self.lost(e.to_string());
                     }
                 }
+                changed = self.endpoint.changed(), if !draining => {
+                    match changed {
+                        Ok(()) => draining = true,
+                        Err(_) => break SessionEnd::Closed,
+                    }
+                }
                 _ = &mut deadline, if armed.is_some() => {
                     break SessionEnd::Failed(BackendError::Timeout {
                         backend: self.backend.clone(),
@@ -322,16 +495,17 @@ impl Connection {
         // Whatever is still owed gets the error; its command may or may not have run.
         let error = match &end {
             SessionEnd::Failed(error) => error.clone(),
-            SessionEnd::Closed => BackendError::ConnectionLost {
+            SessionEnd::Closed | SessionEnd::Switched => BackendError::ConnectionLost {
                 backend: self.backend.clone(),
                 reason: "proxy is shutting down".into(),
             },
         };
         for item in owed.drain(..) {
-            if let Owed::Client { reply, .. } = item {
+            if let Owed::Client { reply, .. } | Owed::Wait { reply, .. } = item {
                 let _ = reply.send(Err(error.clone()));
             }
         }
+        self.held = None;
         end
     }
 
@@ -363,28 +537,77 @@ impl Connection {
             *db = job.db;
         }
         wbuf.extend_from_slice(&job.payload);
-        owed.push_back(Owed::Client {
-            reply: job.reply,
-            sent_at: now,
-        });
+        if job.write && self.min_replicas_ack > 0 {
+            // The write's reply is held until WAIT says how many replicas have it.
+            let wait_ms = (self.settings.request_timeout / 2).as_millis().max(1);
+            encode_command(
+                &[
+                    Bytes::from_static(b"WAIT"),
+                    Bytes::from(self.min_replicas_ack.to_string()),
+                    Bytes::from(wait_ms.to_string()),
+                ],
+                wbuf,
+            );
+            owed.push_back(Owed::Held { sent_at: now });
+            owed.push_back(Owed::Wait {
+                reply: job.reply,
+                replicas: self.min_replicas_ack,
+                sent_at: now,
+            });
+        } else {
+            owed.push_back(Owed::Client {
+                reply: job.reply,
+                sent_at: now,
+            });
+        }
     }
 
     /// Decodes every complete reply in `rbuf` and hands each to its owner.
     fn take_replies(
-        &self,
+        &mut self,
         rbuf: &mut BytesMut,
         owed: &mut VecDeque<Owed>,
     ) -> Result<(), SessionEnd> {
+        let mut any = false;
         loop {
             let frame = match BackendReplyDecoder.decode(rbuf) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    if any {
+                        self.health.success();
+                    }
+                    return Ok(());
+                }
                 Err(e) => return Err(self.lost(format!("bad reply: {e}"))),
             };
+            any = true;
             let reply = Reply::from_resp2(frame);
+            if let Reply::Error(e) = &reply {
+                // A demoted or restarting master: have the sentinels asked now.
+                if e.starts_with(b"READONLY") || e.starts_with(b"LOADING") {
+                    self.ask_recheck();
+                }
+            }
             match owed.pop_front() {
                 Some(Owed::Client { reply: tx, .. }) => {
                     let _ = tx.send(Ok(reply));
+                }
+                Some(Owed::Held { .. }) => self.held = Some(reply),
+                Some(Owed::Wait {
+                    reply: tx,
+                    replicas,
+                    ..
+                }) => {
+                    let write = self.held.take().unwrap_or(Reply::Null);
+                    let answer = match (&write, reply) {
+                        (Reply::Error(_), _) => write,
+                        (_, Reply::Int(acked)) if acked >= replicas as i64 => write,
+                        (_, Reply::Int(_)) => {
+                            Reply::error("NOREPLICAS Not enough good replicas to write.")
+                        }
+                        (_, other) => other,
+                    };
+                    let _ = tx.send(Ok(answer));
                 }
                 Some(Owed::Select { .. }) => {
                     if let Reply::Error(e) = reply {
@@ -400,64 +623,91 @@ impl Connection {
     }
 }
 
-/// Connects and prepares a connection: AUTH when configured, then a SELECT of
-/// the highest database clients may use, which proves the backend has them
-/// all. Returns the socket and the database it has selected.
-async fn connect(target: &Target, databases: u32) -> Result<(Stream, u32), String> {
-    let stream = match &target.endpoint {
+/// Opens a socket to an endpoint.
+pub async fn open(endpoint: &Endpoint) -> Result<Stream, String> {
+    Ok(match endpoint {
         Endpoint::Tcp(address) => {
             let tcp = TcpStream::connect(address.as_str())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{address}: {e}"))?;
             tcp.set_nodelay(true).map_err(|e| e.to_string())?;
             Stream::Tcp(tcp)
         }
-        Endpoint::Unix(path) => {
-            Stream::Unix(UnixStream::connect(path).await.map_err(|e| e.to_string())?)
-        }
-    };
-    let mut handshake: Vec<(&str, Vec<Bytes>)> = Vec::new();
-    if let Some(password) = &target.password {
-        let mut args = vec![Bytes::from_static(b"AUTH")];
-        if let Some(user) = &target.username {
-            args.push(Bytes::from(user.clone()));
-        }
-        args.push(Bytes::from(password.clone()));
-        handshake.push(("AUTH", args));
-    }
-    let db = databases.saturating_sub(1);
-    handshake.push((
-        "SELECT",
-        vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())],
-    ));
+        Endpoint::Unix(path) => Stream::Unix(
+            UnixStream::connect(path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+    })
+}
 
+/// Sends commands in one write and reads one reply per command.
+pub async fn call(
+    stream: &Stream,
+    rbuf: &mut BytesMut,
+    commands: &[Vec<Bytes>],
+) -> Result<Vec<Reply>, String> {
     let mut wbuf = BytesMut::new();
-    for (_, args) in &handshake {
+    for args in commands {
         encode_command(args, &mut wbuf);
     }
     stream
         .write_all(&mut wbuf)
         .await
         .map_err(|e| e.to_string())?;
+    let mut replies = Vec::with_capacity(commands.len());
+    while replies.len() < commands.len() {
+        match BackendReplyDecoder
+            .decode(rbuf)
+            .map_err(|e| e.to_string())?
+        {
+            Some(frame) => replies.push(Reply::from_resp2(frame)),
+            None => {
+                if stream.read_some(rbuf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("connection closed".into());
+                }
+            }
+        }
+    }
+    Ok(replies)
+}
+
+/// `AUTH [user] password`, when a password is set.
+pub fn auth_command(username: Option<&str>, password: Option<&str>) -> Option<Vec<Bytes>> {
+    let password = password?;
+    let mut args = vec![Bytes::from_static(b"AUTH")];
+    if let Some(user) = username {
+        args.push(Bytes::from(user.to_string()));
+    }
+    args.push(Bytes::from(password.to_string()));
+    Some(args)
+}
+
+/// Connects and prepares a connection: AUTH when configured, then a SELECT of
+/// the highest database clients may use, which proves the backend has them
+/// all. Returns the socket and the database it has selected.
+async fn connect(
+    endpoint: &Endpoint,
+    target: &Target,
+    databases: u32,
+) -> Result<(Stream, u32), String> {
+    let stream = open(endpoint).await?;
+    let db = databases.saturating_sub(1);
+    let mut commands = Vec::new();
+    let mut names = Vec::new();
+    if let Some(auth) = auth_command(target.username.as_deref(), target.password.as_deref()) {
+        commands.push(auth);
+        names.push("AUTH");
+    }
+    commands.push(vec![
+        Bytes::from_static(b"SELECT"),
+        Bytes::from(db.to_string()),
+    ]);
+    names.push("SELECT");
     let mut rbuf = BytesMut::new();
-    for (name, _) in &handshake {
-        let frame = loop {
-            if let Some(frame) = BackendReplyDecoder
-                .decode(&mut rbuf)
-                .map_err(|e| e.to_string())?
-            {
-                break frame;
-            }
-            if stream
-                .read_some(&mut rbuf)
-                .await
-                .map_err(|e| e.to_string())?
-                == 0
-            {
-                return Err(format!("closed during {name}"));
-            }
-        };
-        if let Reply::Error(e) = Reply::from_resp2(frame) {
+    let replies = call(&stream, &mut rbuf, &commands).await?;
+    for (name, reply) in names.iter().zip(replies) {
+        if let Reply::Error(e) = reply {
             let e = String::from_utf8_lossy(&e);
             return Err(if *name == "SELECT" {
                 format!("SELECT {db} failed ({e}): the backend needs at least listen.databases = {databases} databases")
@@ -472,7 +722,7 @@ async fn connect(target: &Target, databases: u32) -> Result<(Stream, u32), Strin
 
 /// A delay between half and all of `base`, so that many proxies do not
 /// reconnect in step.
-fn jitter(base: Duration) -> Duration {
+pub fn jitter(base: Duration) -> Duration {
     let half = base / 2;
     half + half.mul_f64(rand::rng().random::<f64>())
 }

@@ -384,7 +384,7 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
             let mut parts = Vec::with_capacity(shared.backends.len());
             for backend in &shared.backends {
                 parts.push((
-                    Some(backend.send_args(state.id, &args, state.db).await),
+                    Some(backend.send_args(state.id, &args, state.db, false).await),
                     None,
                 ));
             }
@@ -418,15 +418,19 @@ async fn routed(
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
             return Slot::ready(proto, Reply::error(NOPERM_KEY));
         }
-        owners.push((pos, shared.router.owner(key)));
+        owners.push((pos, shared.route(key)));
     }
     let first = owners.first().map_or(0, |&(_, b)| b);
     if owners.iter().all(|&(_, b)| b == first) {
         // One backend has every key: forward the request as it came.
         let backend = &shared.backends[first];
         let rx = match raw {
-            Some(raw) => backend.send(state.id, raw, state.db).await,
-            None => backend.send_args(state.id, &args, state.db).await,
+            Some(raw) => backend.send(state.id, raw, state.db, spec.write).await,
+            None => {
+                backend
+                    .send_args(state.id, &args, state.db, spec.write)
+                    .await
+            }
         };
         return Slot {
             proto,
@@ -465,7 +469,7 @@ async fn routed(
         parts.push((
             Some(
                 shared.backends[*backend]
-                    .send_args(state.id, sub, state.db)
+                    .send_args(state.id, sub, state.db, spec.write)
                     .await,
             ),
             None,

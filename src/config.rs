@@ -100,6 +100,34 @@ pub struct Pool {
     /// Requests written to one backend connection but not yet answered.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// What a key's clients get while its backend is down.
+    #[serde(default)]
+    pub on_backend_down: OnBackendDown,
+    /// Consecutive failures that mark a backend down, and consecutive
+    /// successes that mark it up again.
+    #[serde(default = "default_health_failures")]
+    pub health_failures: u32,
+    #[serde(default = "default_health_successes")]
+    pub health_successes: u32,
+    /// Timeout of each question to a sentinel (and of the ROLE check).
+    #[serde(default = "default_sentinel_timeout_ms")]
+    pub sentinel_timeout_ms: u64,
+    /// How often the master is re-checked even without a `+switch-master` event.
+    #[serde(default = "default_sentinel_recheck_ms")]
+    pub sentinel_recheck_ms: u64,
+}
+
+/// `[pool] on_backend_down`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendDown {
+    /// A fast error; no key moves, so nobody sees a stale or empty session
+    /// when the backend returns.
+    #[default]
+    Error,
+    /// The key is served by the next rendezvous candidate while its owner is
+    /// down: users get a fresh session instead of an error.
+    Next,
 }
 
 fn default_connections() -> usize {
@@ -120,6 +148,18 @@ fn default_backoff_max_ms() -> u64 {
 fn default_max_pending() -> usize {
     16 * 1024
 }
+fn default_health_failures() -> u32 {
+    3
+}
+fn default_health_successes() -> u32 {
+    2
+}
+fn default_sentinel_timeout_ms() -> u64 {
+    300
+}
+fn default_sentinel_recheck_ms() -> u64 {
+    1000
+}
 
 impl Default for Pool {
     fn default() -> Self {
@@ -130,6 +170,11 @@ impl Default for Pool {
             backoff_min_ms: default_backoff_min_ms(),
             backoff_max_ms: default_backoff_max_ms(),
             max_pending: default_max_pending(),
+            on_backend_down: OnBackendDown::default(),
+            health_failures: default_health_failures(),
+            health_successes: default_health_successes(),
+            sentinel_timeout_ms: default_sentinel_timeout_ms(),
+            sentinel_recheck_ms: default_sentinel_recheck_ms(),
         }
     }
 }
@@ -189,21 +234,47 @@ pub struct Backend {
     pub unix_socket: Option<PathBuf>,
     /// `redis://[[user]:password@]host:port` or `unix:///path`.
     pub url: Option<String>,
+    /// A Sentinel-managed master instead of a fixed address.
+    pub sentinel: Option<Sentinel>,
+    /// Credentials for the backend (the master, for a Sentinel group).
     pub username: Option<String>,
     pub password: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// Follow every write with `WAIT n`; fewer acknowledgements is an error.
+    #[serde(default)]
+    pub min_replicas_ack: u32,
 }
 
 fn default_weight() -> f64 {
     1.0
 }
 
+/// `sentinel = { master = "...", addresses = [...] }` on a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sentinel {
+    /// The master name the sentinels monitor.
+    pub master: String,
+    /// Sentinels to ask first (`host:port`); more are learned from them.
+    pub addresses: Vec<String>,
+    /// Credentials for the sentinels themselves.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
 /// Where a backend listens, resolved from `address`, `unix_socket` or `url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     Tcp(String),
     Unix(PathBuf),
+}
+
+/// Where a backend's address comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Fixed(Endpoint),
+    Sentinel(Sentinel),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -218,7 +289,7 @@ impl std::fmt::Display for Endpoint {
 /// A backend's resolved endpoint and credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub endpoint: Endpoint,
+    pub source: Source,
     pub username: Option<String>,
     pub password: Option<String>,
 }
@@ -231,28 +302,47 @@ impl Backend {
             self.address.is_some(),
             self.unix_socket.is_some(),
             self.url.is_some(),
+            self.sentinel.is_some(),
         ];
         if set.iter().filter(|&&s| s).count() != 1 {
             return Err(invalid(
                 field,
-                "exactly one of address, unix_socket or url must be set",
+                "exactly one of address, unix_socket, url or sentinel must be set",
             ));
         }
         let mut target = Target {
-            endpoint: Endpoint::Tcp(String::new()),
+            source: Source::Fixed(Endpoint::Tcp(String::new())),
             username: self.username.clone(),
             password: self.password.clone(),
         };
         if let Some(address) = &self.address {
             check_host_port(address).map_err(|m| invalid(format!("{field}.address"), m))?;
-            target.endpoint = Endpoint::Tcp(address.clone());
+            target.source = Source::Fixed(Endpoint::Tcp(address.clone()));
         } else if let Some(path) = &self.unix_socket {
-            target.endpoint = Endpoint::Unix(path.clone());
+            target.source = Source::Fixed(Endpoint::Unix(path.clone()));
         } else if let Some(url) = &self.url {
             let parsed = parse_url(url).map_err(|m| invalid(format!("{field}.url"), m))?;
-            target.endpoint = parsed.endpoint;
+            target.source = parsed.source;
             target.username = target.username.or(parsed.username);
             target.password = target.password.or(parsed.password);
+        } else if let Some(sentinel) = &self.sentinel {
+            if sentinel.master.is_empty() {
+                return Err(invalid(
+                    format!("{field}.sentinel.master"),
+                    "must not be empty",
+                ));
+            }
+            if sentinel.addresses.is_empty() {
+                return Err(invalid(
+                    format!("{field}.sentinel.addresses"),
+                    "needs at least one sentinel",
+                ));
+            }
+            for (i, address) in sentinel.addresses.iter().enumerate() {
+                check_host_port(address)
+                    .map_err(|m| invalid(format!("{field}.sentinel.addresses[{i}]"), m))?;
+            }
+            target.source = Source::Sentinel(sentinel.clone());
         }
         Ok(target)
     }
@@ -278,7 +368,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             return Err(format!("'{url}' has no socket path"));
         }
         return Ok(Target {
-            endpoint: Endpoint::Unix(PathBuf::from(path)),
+            source: Source::Fixed(Endpoint::Unix(PathBuf::from(path))),
             username: None,
             password: None,
         });
@@ -316,7 +406,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     };
     check_host_port(&hostport)?;
     Ok(Target {
-        endpoint: Endpoint::Tcp(hostport),
+        source: Source::Fixed(Endpoint::Tcp(hostport)),
         username,
         password,
     })
@@ -385,6 +475,10 @@ impl Config {
             ("pool.request_timeout_ms", pool.request_timeout_ms),
             ("pool.backoff_min_ms", pool.backoff_min_ms),
             ("pool.max_pending", pool.max_pending as u64),
+            ("pool.health_failures", pool.health_failures as u64),
+            ("pool.health_successes", pool.health_successes as u64),
+            ("pool.sentinel_timeout_ms", pool.sentinel_timeout_ms),
+            ("pool.sentinel_recheck_ms", pool.sentinel_recheck_ms),
             ("limits.max_clients", self.limits.max_clients as u64),
             (
                 "limits.max_request_bytes",
@@ -480,8 +574,8 @@ mod tests {
         assert_eq!(config.backends[1].weight, 2.0);
         assert_eq!(config.pool.connections, 2);
         assert_eq!(
-            config.backends[1].target("b").unwrap().endpoint,
-            Endpoint::Tcp("127.0.0.1:7002".into())
+            config.backends[1].target("b").unwrap().source,
+            Source::Fixed(Endpoint::Tcp("127.0.0.1:7002".into()))
         );
     }
 
@@ -503,19 +597,49 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_backends() {
+        let text = EXAMPLE.replace(
+            "address = \"127.0.0.1:7001\"",
+            "sentinel = { master = \"shard-a\", addresses = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"] }\nmin_replicas_ack = 1",
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.backends[0].min_replicas_ack, 1);
+        match config.backends[0].target("a").unwrap().source {
+            Source::Sentinel(s) => assert_eq!(s.master, "shard-a"),
+            other => panic!("{other:?}"),
+        }
+        let bad = text.replace("127.0.0.1:26380", "nowhere");
+        assert!(err(&bad).contains("backends[0].sentinel.addresses[1]"));
+        let both = text.replace("min_replicas_ack = 1", "address = \"127.0.0.1:1\"");
+        assert!(err(&both).contains("exactly one of"));
+        let policy = format!("{text}\n[pool]\non_backend_down = \"next\"");
+        assert_eq!(
+            Config::parse(&policy).unwrap().pool.on_backend_down,
+            OnBackendDown::Next
+        );
+        assert!(
+            err(&text.replace("[keys]", "[pool]\non_backend_down = \"maybe\"\n[keys]"))
+                .contains("on_backend_down")
+        );
+    }
+
+    #[test]
     fn urls() {
         let t = parse_url("redis://user:secret@10.0.0.1:7000").unwrap();
-        assert_eq!(t.endpoint, Endpoint::Tcp("10.0.0.1:7000".into()));
+        assert_eq!(
+            t.source,
+            Source::Fixed(Endpoint::Tcp("10.0.0.1:7000".into()))
+        );
         assert_eq!(
             (t.username.as_deref(), t.password.as_deref()),
             (Some("user"), Some("secret"))
         );
         let t = parse_url("redis://:secret@host").unwrap();
-        assert_eq!(t.endpoint, Endpoint::Tcp("host:6379".into()));
+        assert_eq!(t.source, Source::Fixed(Endpoint::Tcp("host:6379".into())));
         assert_eq!((t.username, t.password.as_deref()), (None, Some("secret")));
         assert_eq!(
-            parse_url("unix:///run/redis.sock").unwrap().endpoint,
-            Endpoint::Unix("/run/redis.sock".into())
+            parse_url("unix:///run/redis.sock").unwrap().source,
+            Source::Fixed(Endpoint::Unix("/run/redis.sock".into()))
         );
         assert!(parse_url("redis://h:1/3").is_err());
     }

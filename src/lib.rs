@@ -10,8 +10,10 @@
 //! - [`protocol`]: request framing, the command table, replies and their
 //!   RESP2/RESP3 encoding (via `redis-protocol`).
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
-//! - [`backend`]: pipelined connections to each Redis server, with timeouts and
-//!   reconnection.
+//! - [`backend`]: pipelined connections to each Redis server, with timeouts,
+//!   reconnection, health and the optional WAIT after writes.
+//! - [`sentinel`]: follows a Sentinel group's master and publishes it to the
+//!   backend's connections.
 //! - [`config`]: the TOML file, defaults and validation.
 //! - [`net`], [`shutdown`]: socket and signal plumbing.
 //!
@@ -26,6 +28,7 @@ pub mod config;
 pub mod net;
 pub mod protocol;
 pub mod router;
+pub mod sentinel;
 pub mod server;
 pub mod shutdown;
 

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, PoolSettings};
-use crate::config::Config;
+use crate::config::{Config, OnBackendDown};
 use crate::net::Stream;
 use crate::router::Router;
 use crate::shutdown::Shutdown;
@@ -52,7 +52,12 @@ impl Shared {
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, backend) in config.backends.iter().enumerate() {
             let target = backend.target(&format!("backends[{i}]"))?;
-            backends.push(Backend::start(&backend.id, target, settings.clone()));
+            backends.push(Backend::start(
+                &backend.id,
+                target,
+                backend.min_replicas_ack,
+                settings.clone(),
+            ));
         }
         Ok(Shared {
             config,
@@ -63,6 +68,27 @@ impl Shared {
             started: Instant::now(),
             tcp_port,
         })
+    }
+}
+
+impl Shared {
+    /// The backend that serves `key` now: its rendezvous owner, or with
+    /// `on_backend_down = "next"` and the owner down, the first candidate
+    /// after it that is up.
+    pub fn route(&self, key: &[u8]) -> usize {
+        let owner = self.router.owner(key);
+        if self.config.pool.on_backend_down == OnBackendDown::Next && !self.backends[owner].is_up()
+        {
+            if let Some(next) = self
+                .router
+                .candidates(key)
+                .into_iter()
+                .find(|&i| self.backends[i].is_up())
+            {
+                return next;
+            }
+        }
+        owner
     }
 }
 

@@ -1,0 +1,409 @@
+//! Following a Sentinel group's master.
+//!
+//! One monitor task per Sentinel backend asks every reachable sentinel for the
+//! master (`SENTINEL MASTER <name>`: address and config epoch), orders the
+//! answers (those a majority of responders agree on first, then the highest
+//! config epoch), and confirms each candidate with `ROLE` before publishing it
+//! on a `watch` channel the backend's connections follow. It re-checks on a
+//! timer, at once on a `+switch-master` event from any sentinel (one
+//! subscriber task per sentinel), and when a connection asks (after a
+//! `-READONLY` or `-LOADING` reply, or a failed connection). Unreachable
+//! sentinels are skipped and retried with backoff; the list grows from
+//! `SENTINEL SENTINELS <name>`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::codec::Decoder;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::backend::{auth_command, call, open, PoolSettings};
+use crate::config::{Endpoint, Sentinel, Target};
+use crate::protocol::{BackendReplyDecoder, Reply};
+
+/// Longest pause before retrying an unreachable sentinel.
+const SENTINEL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Re-check interval while no master is known.
+const SEARCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Starts the monitor for one backend. Returns the master channel (None until
+/// a master is confirmed) and the handle connections use to ask for a re-check.
+pub fn start(
+    backend: Arc<str>,
+    sentinel: Sentinel,
+    target: &Target,
+    settings: Arc<PoolSettings>,
+) -> (watch::Receiver<Option<Endpoint>>, Arc<Notify>) {
+    let (tx, rx) = watch::channel(None);
+    let recheck = Arc::new(Notify::new());
+    let known = sentinel
+        .addresses
+        .iter()
+        .map(|address| Known {
+            address: address.clone(),
+            retry_at: Instant::now(),
+            failures: 0,
+        })
+        .collect();
+    let monitor = Monitor {
+        sentinel,
+        master_auth: (target.username.clone(), target.password.clone()),
+        settings,
+        master: tx,
+        recheck: recheck.clone(),
+        known,
+    };
+    let span =
+        tracing::info_span!("sentinel", backend = %backend, master = %monitor.sentinel.master);
+    tokio::spawn(monitor.run().instrument(span));
+    (rx, recheck)
+}
+
+/// A sentinel the monitor knows of.
+struct Known {
+    address: String,
+    /// Not asked again before this, after failures.
+    retry_at: Instant,
+    failures: u32,
+}
+
+struct Monitor {
+    sentinel: Sentinel,
+    /// The master's credentials, for the ROLE check.
+    master_auth: (Option<String>, Option<String>),
+    settings: Arc<PoolSettings>,
+    /// Publishes the confirmed master; the monitor ends when every receiver is gone.
+    master: watch::Sender<Option<Endpoint>>,
+    /// Woken by `+switch-master` subscribers and by connections.
+    recheck: Arc<Notify>,
+    known: Vec<Known>,
+}
+
+/// One sentinel's answer.
+struct Answer {
+    index: usize,
+    result: Result<(Endpoint, u64, Vec<String>), String>,
+}
+
+impl Monitor {
+    async fn run(mut self) {
+        // Subscribers hold only a weak handle: they stop once the monitor is gone.
+        let alive = Arc::new(());
+        for known in &self.known {
+            self.subscribe(known.address.clone(), Arc::downgrade(&alive));
+        }
+        loop {
+            let found = self.discover(&alive).await;
+            match &found {
+                Some(endpoint) => {
+                    let current = self.master.borrow().clone();
+                    if current.as_ref() != Some(endpoint) {
+                        match &current {
+                            Some(old) => info!(from = %old, to = %endpoint, "master switched"),
+                            None => info!(master = %endpoint, "master found"),
+                        }
+                        self.master.send_replace(Some(endpoint.clone()));
+                    }
+                }
+                None => warn!("no sentinel named a reachable master"),
+            }
+            let wait = if found.is_some() {
+                self.settings.sentinel_recheck
+            } else {
+                SEARCH_INTERVAL.min(self.settings.sentinel_recheck)
+            };
+            tokio::select! {
+                _ = sleep(wait) => {}
+                _ = self.recheck.notified() => debug!("re-check requested"),
+                _ = self.master.closed() => return,
+            }
+        }
+    }
+
+    /// Asks the sentinels and returns the confirmed master, if any.
+    async fn discover(&mut self, alive: &Arc<()>) -> Option<Endpoint> {
+        let now = Instant::now();
+        let mut asks = JoinSet::new();
+        for (index, known) in self.known.iter().enumerate() {
+            if known.retry_at > now {
+                continue;
+            }
+            let address = known.address.clone();
+            let sentinel = self.sentinel.clone();
+            let limit = self.settings.sentinel_timeout;
+            asks.spawn(async move {
+                let result = match timeout(limit, ask_sentinel(&address, &sentinel)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+                };
+                Answer { index, result }
+            });
+        }
+        // Per address: (votes, highest epoch).
+        let mut tally: HashMap<Endpoint, (usize, u64)> = HashMap::new();
+        let mut responders = 0;
+        let mut learned = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            let Ok(Answer { index, result }) = joined else {
+                continue;
+            };
+            let Some(known) = self.known.get_mut(index) else {
+                continue;
+            };
+            match result {
+                Ok((endpoint, epoch, others)) => {
+                    known.failures = 0;
+                    responders += 1;
+                    let entry = tally.entry(endpoint).or_insert((0, 0));
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(epoch);
+                    learned.extend(others);
+                }
+                Err(error) => {
+                    known.failures += 1;
+                    let backoff = (self.settings.backoff_min
+                        * 2u32.saturating_pow(known.failures.min(16)))
+                    .min(SENTINEL_BACKOFF_MAX);
+                    known.retry_at = Instant::now() + backoff;
+                    debug!(sentinel = %known.address, %error, "sentinel unreachable");
+                }
+            }
+        }
+        for address in learned {
+            if !self.known.iter().any(|k| k.address == address) {
+                info!(sentinel = %address, "learned a sentinel");
+                self.subscribe(address.clone(), Arc::downgrade(alive));
+                self.known.push(Known {
+                    address,
+                    retry_at: Instant::now(),
+                    failures: 0,
+                });
+            }
+        }
+        let mut candidates: Vec<(Endpoint, usize, u64)> = tally
+            .into_iter()
+            .map(|(endpoint, (votes, epoch))| (endpoint, votes, epoch))
+            .collect();
+        // Majority first, then the newest configuration, then the most votes.
+        candidates.sort_by(|a, b| {
+            let majority = |votes: usize| votes * 2 > responders;
+            (majority(b.1), b.2, b.1).cmp(&(majority(a.1), a.2, a.1))
+        });
+        for (endpoint, votes, epoch) in candidates {
+            match timeout(self.settings.sentinel_timeout, self.role(&endpoint)).await {
+                Ok(Ok(role)) if role == "master" => return Some(endpoint),
+                Ok(Ok(role)) => {
+                    warn!(%endpoint, votes, epoch, %role, "sentinels name a node that is not a master")
+                }
+                Ok(Err(error)) => debug!(%endpoint, %error, "candidate master unreachable"),
+                Err(_) => debug!(%endpoint, "candidate master did not answer ROLE"),
+            }
+        }
+        None
+    }
+
+    /// The node's `ROLE`: "master", "slave" or "sentinel".
+    async fn role(&self, endpoint: &Endpoint) -> Result<String, String> {
+        let stream = open(endpoint).await?;
+        let mut commands = Vec::new();
+        let (user, password) = &self.master_auth;
+        if let Some(auth) = auth_command(user.as_deref(), password.as_deref()) {
+            commands.push(auth);
+        }
+        commands.push(vec![Bytes::from_static(b"ROLE")]);
+        let mut rbuf = BytesMut::new();
+        let replies = call(&stream, &mut rbuf, &commands).await?;
+        match replies.last() {
+            Some(Reply::Array(items)) => match items.first() {
+                Some(Reply::Bulk(role)) => Ok(String::from_utf8_lossy(role).into_owned()),
+                _ => Err("unexpected ROLE reply".into()),
+            },
+            Some(Reply::Error(e)) => Err(String::from_utf8_lossy(e).into_owned()),
+            _ => Err("unexpected ROLE reply".into()),
+        }
+    }
+
+    /// Starts a task that wakes the monitor on this sentinel's `+switch-master`.
+    fn subscribe(&self, address: String, alive: Weak<()>) {
+        let recheck = self.recheck.clone();
+        let sentinel = self.sentinel.clone();
+        let settings = self.settings.clone();
+        let span = tracing::debug_span!("subscriber", sentinel = %address);
+        tokio::spawn(
+            async move {
+                let mut delay = settings.backoff_min;
+                while alive.strong_count() > 0 {
+                    match listen(
+                        &address,
+                        &sentinel,
+                        &recheck,
+                        &alive,
+                        settings.sentinel_timeout,
+                    )
+                    .await
+                    {
+                        Ok(()) => return,
+                        Err(error) => debug!(%error, "subscription lost"),
+                    }
+                    sleep(crate::backend::jitter(delay)).await;
+                    delay = (delay * 2).min(SENTINEL_BACKOFF_MAX);
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn sentinel_endpoint(address: &str) -> Endpoint {
+    Endpoint::Tcp(address.to_string())
+}
+
+/// Asks one sentinel for the master's address and config epoch, and for the
+/// other sentinels it knows.
+async fn ask_sentinel(
+    address: &str,
+    sentinel: &Sentinel,
+) -> Result<(Endpoint, u64, Vec<String>), String> {
+    let stream = open(&sentinel_endpoint(address)).await?;
+    let mut commands = Vec::new();
+    if let Some(auth) = auth_command(sentinel.username.as_deref(), sentinel.password.as_deref()) {
+        commands.push(auth);
+    }
+    let name = Bytes::from(sentinel.master.clone());
+    commands.push(vec![
+        Bytes::from_static(b"SENTINEL"),
+        Bytes::from_static(b"MASTER"),
+        name.clone(),
+    ]);
+    commands.push(vec![
+        Bytes::from_static(b"SENTINEL"),
+        Bytes::from_static(b"SENTINELS"),
+        name,
+    ]);
+    let mut rbuf = BytesMut::new();
+    let mut replies = call(&stream, &mut rbuf, &commands).await?;
+    let others = replies.pop().unwrap_or(Reply::Null);
+    let master = replies.pop().unwrap_or(Reply::Null);
+    let fields = flat_map(&master).ok_or_else(|| match &master {
+        Reply::Error(e) => String::from_utf8_lossy(e).into_owned(),
+        _ => "unexpected SENTINEL MASTER reply".to_string(),
+    })?;
+    let ip = fields.get("ip").ok_or("no ip in SENTINEL MASTER")?;
+    let port = fields.get("port").ok_or("no port in SENTINEL MASTER")?;
+    let epoch = fields
+        .get("config-epoch")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    let mut learned = Vec::new();
+    if let Reply::Array(entries) = &others {
+        for entry in entries {
+            if let Some(f) = flat_map(entry) {
+                if let (Some(ip), Some(port)) = (f.get("ip"), f.get("port")) {
+                    learned.push(format!("{ip}:{port}"));
+                }
+            }
+        }
+    }
+    Ok((Endpoint::Tcp(format!("{ip}:{port}")), epoch, learned))
+}
+
+/// A RESP2 flat `[field, value, ...]` array as a map.
+fn flat_map(reply: &Reply) -> Option<HashMap<String, String>> {
+    let Reply::Array(items) = reply else {
+        return None;
+    };
+    let text = |r: &Reply| match r {
+        Reply::Bulk(b) | Reply::Status(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    let mut map = HashMap::new();
+    for pair in items.chunks(2) {
+        if let [k, v] = pair {
+            if let (Some(k), Some(v)) = (text(k), text(v)) {
+                map.insert(k, v);
+            }
+        }
+    }
+    Some(map)
+}
+
+/// Subscribes to `+switch-master` on one sentinel and wakes the monitor on
+/// each event for our master. Returns `Ok` once the monitor is gone.
+async fn listen(
+    address: &str,
+    sentinel: &Sentinel,
+    recheck: &Notify,
+    alive: &Weak<()>,
+    limit: Duration,
+) -> Result<(), String> {
+    let stream = timeout(limit, open(&sentinel_endpoint(address)))
+        .await
+        .map_err(|_| "connect timed out".to_string())??;
+    let mut commands = Vec::new();
+    if let Some(auth) = auth_command(sentinel.username.as_deref(), sentinel.password.as_deref()) {
+        commands.push(auth);
+    }
+    commands.push(vec![
+        Bytes::from_static(b"SUBSCRIBE"),
+        Bytes::from_static(b"+switch-master"),
+    ]);
+    let mut rbuf = BytesMut::new();
+    let replies = timeout(limit, call(&stream, &mut rbuf, &commands))
+        .await
+        .map_err(|_| "subscribe timed out".to_string())??;
+    if let Some(Reply::Error(e)) = replies.first() {
+        return Err(String::from_utf8_lossy(e).into_owned());
+    }
+    debug!("subscribed to +switch-master");
+    let prefix = format!("{} ", sentinel.master);
+    loop {
+        while let Some(frame) = BackendReplyDecoder
+            .decode(&mut rbuf)
+            .map_err(|e| e.to_string())?
+        {
+            if let Reply::Array(items) = Reply::from_resp2(frame) {
+                if let Some(Reply::Bulk(payload)) = items.get(2) {
+                    if payload.starts_with(prefix.as_bytes()) {
+                        info!(event = %String::from_utf8_lossy(payload), "+switch-master");
+                        recheck.notify_one();
+                    }
+                }
+            }
+        }
+        // Wake now and then to notice that the monitor is gone.
+        match timeout(Duration::from_secs(1), stream.read_some(&mut rbuf)).await {
+            Ok(Ok(0)) => return Err("closed by the sentinel".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                if alive.strong_count() == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_maps() {
+        let reply = Reply::Array(vec![
+            Reply::bulk_str("ip"),
+            Reply::bulk_str("127.0.0.1"),
+            Reply::bulk_str("port"),
+            Reply::bulk_str("7000"),
+        ]);
+        let map = flat_map(&reply).unwrap();
+        assert_eq!(map["ip"], "127.0.0.1");
+        assert_eq!(map["port"], "7000");
+        assert!(flat_map(&Reply::Null).is_none());
+    }
+}
