@@ -304,3 +304,245 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write file");
     path
 }
+
+/// A real redis-sentinel process.
+pub struct SentinelProc {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SentinelProc {
+    /// Starts a sentinel monitoring `name` at `master_port`, on `port`.
+    pub fn start(port: u16, name: &str, master_port: u16, down_after_ms: u64) -> SentinelProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {name} {down_after_ms}\nsentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n",
+            dir.path().display()
+        );
+        let path = write_file(dir.path(), "sentinel.conf", &conf);
+        let child = Command::new("redis-sentinel")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-sentinel must be installed (apt-get install redis-sentinel)");
+        let sentinel = SentinelProc {
+            port,
+            _dir: dir,
+            child,
+        };
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if let Ok(mut c) = RawClient::try_connect(port) {
+                if c.cmd(&["PING"]) == b"+PONG\r\n" {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-sentinel on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sentinel
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> RawClient {
+        RawClient::connect(self.port)
+    }
+
+    /// The master this sentinel names now, as "ip:port".
+    pub fn master_of(&self, name: &str) -> Option<String> {
+        let mut c = RawClient::try_connect(self.port).ok()?;
+        let reply = String::from_utf8_lossy(&c.cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name]))
+            .into_owned();
+        let parts: Vec<&str> = reply.split("\r\n").collect();
+        // *2 $len ip $len port
+        match parts.as_slice() {
+            [_, _, ip, _, port, ..] => Some(format!("{ip}:{port}")),
+            _ => None,
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SentinelProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Sentinel-managed group: one master, replicas, three sentinels.
+pub struct Group {
+    pub name: String,
+    /// The data nodes; `nodes[0]` starts as the master.
+    pub nodes: Vec<Redis>,
+    pub sentinels: Vec<SentinelProc>,
+}
+
+impl Group {
+    pub fn start(name: &str, replicas: usize, down_after_ms: u64) -> Group {
+        let ports = (0..3).map(|_| free_port()).collect();
+        Group::start_on(name, replicas, down_after_ms, ports)
+    }
+
+    /// Starts a group whose sentinels listen on the given ports.
+    pub fn start_on(
+        name: &str,
+        replicas: usize,
+        down_after_ms: u64,
+        sentinel_ports: Vec<u16>,
+    ) -> Group {
+        let master = Redis::start();
+        let mut nodes = vec![master];
+        for _ in 0..replicas {
+            let port = nodes[0].port.to_string();
+            nodes.push(Redis::start_with(&["--replicaof", "127.0.0.1", &port]));
+        }
+        let master_port = nodes[0].port;
+        let sentinels = sentinel_ports
+            .into_iter()
+            .map(|port| SentinelProc::start(port, name, master_port, down_after_ms))
+            .collect();
+        let group = Group {
+            name: name.to_string(),
+            nodes,
+            sentinels,
+        };
+        group.wait_settled();
+        group
+    }
+
+    pub fn sentinel_addresses(&self) -> Vec<String> {
+        self.sentinels.iter().map(|s| s.address()).collect()
+    }
+
+    /// The sentinels' view as a TOML inline table.
+    pub fn sentinel_toml(&self) -> String {
+        let list: Vec<String> = self
+            .sentinel_addresses()
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        format!(
+            "{{ master = \"{}\", addresses = [{}] }}",
+            self.name,
+            list.join(", ")
+        )
+    }
+
+    /// Waits until every sentinel knows every replica (in sync) and the other sentinels.
+    pub fn wait_settled(&self) {
+        let replicas = self.nodes.len() - 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let settled = self.sentinels.iter().all(|s| {
+                let mut c = s.client();
+                let reps = String::from_utf8_lossy(&c.cmd(&["SENTINEL", "REPLICAS", &self.name]))
+                    .into_owned();
+                let others =
+                    String::from_utf8_lossy(&c.cmd(&["SENTINEL", "SENTINELS", &self.name]))
+                        .into_owned();
+                reps.matches("master-link-status\r\n$2\r\nok").count() == replicas
+                    && !reps.contains("disconnected")
+                    && others.starts_with(&format!("*{}\r\n", self.sentinels.len() - 1))
+            });
+            if settled {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinel group {} did not settle",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The master the (first reachable) sentinel names.
+    pub fn master_address(&self) -> Option<String> {
+        self.sentinels.iter().find_map(|s| s.master_of(&self.name))
+    }
+
+    /// The data node at an address.
+    pub fn node(&self, address: &str) -> Option<&Redis> {
+        self.nodes.iter().find(|n| n.address() == address)
+    }
+
+    /// Forces a failover and returns once a sentinel accepted it.
+    pub fn failover(&self) {
+        self.failover_via(0);
+    }
+
+    /// Forces a failover through sentinel `index`.
+    pub fn failover_via(&self, index: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let reply = self.sentinels[index]
+                .client()
+                .text(&["SENTINEL", "FAILOVER", &self.name]);
+            if reply == "+OK\r\n" {
+                return;
+            }
+            // -NOGOODSLAVE while a replica is not ready yet; -INPROG while one runs.
+            assert!(
+                Instant::now() < deadline,
+                "SENTINEL FAILOVER kept failing: {reply}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every live sentinel names a master other than `old`; returns it.
+    pub fn wait_new_master(&self, old: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let views: Vec<Option<String>> = self
+                .sentinels
+                .iter()
+                .map(|s| s.master_of(&self.name))
+                .collect();
+            let live: Vec<&String> = views.iter().flatten().collect();
+            if !live.is_empty() && live.iter().all(|m| m.as_str() != old && *m == live[0]) {
+                return live[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failover away from {old}: {views:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The master address a proxy backend follows now.
+pub fn proxy_master(proxy: &Proxy, backend: usize) -> Option<String> {
+    match proxy.shared.backends[backend].endpoint.borrow().clone() {
+        Some(session_proxy::config::Endpoint::Tcp(address)) => Some(address),
+        _ => None,
+    }
+}
+
+/// Waits until a proxy backend follows `master`.
+pub fn wait_proxy_master(proxy: &Proxy, backend: usize, master: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy_master(proxy, backend).as_deref() != Some(master) {
+        assert!(
+            Instant::now() < deadline,
+            "proxy backend {backend} follows {:?}, not {master}",
+            proxy_master(proxy, backend)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,422 @@
+//! Following Redis Sentinel: real masters, replicas and three redis-sentinels
+//! per group, the proxy in front, a Django-like load running through it while
+//! masters are failed over, killed or stalled and sentinels die or lie.
+//! Figures (error window, client errors) are printed, not asserted: speed is
+//! measured, not tested.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{free_port, proxy_master, wait_proxy_master, Group, Proxy, RawClient, SentinelProc};
+
+/// One request of the load and what came back.
+#[derive(Debug, Clone)]
+struct Event {
+    at: Instant,
+    backend: usize,
+    write: bool,
+    ok: bool,
+    key: String,
+    value: String,
+    error: String,
+}
+
+/// A Django-like session load (SETEX 2 KiB, GET, EXISTS, DEL) on a few
+/// connections, bounded in time and count.
+struct Load {
+    stop: Arc<AtomicBool>,
+    /// Successful writes per backend, for readiness checks while it runs.
+    ok_writes: Arc<[AtomicU64; 2]>,
+    threads: Vec<JoinHandle<Vec<Event>>>,
+}
+
+const LOAD_LIMIT: Duration = Duration::from_secs(90);
+
+impl Load {
+    fn start(proxy: &Proxy, connections: usize, deletes: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok_writes: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let threads = (0..connections)
+            .map(|t| {
+                let (stop, ok_writes, shared, port) = (
+                    stop.clone(),
+                    ok_writes.clone(),
+                    proxy.shared.clone(),
+                    proxy.port,
+                );
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let mut client = RawClient::connect(port);
+                    let mut events = Vec::new();
+                    let value = "v".repeat(2048);
+                    for i in 0..1_000_000u64 {
+                        if stop.load(Ordering::Relaxed) || started.elapsed() > LOAD_LIMIT {
+                            break;
+                        }
+                        let key = format!("session:{t}:{i}");
+                        let backend = shared.router.owner(key.as_bytes());
+                        let value = format!("{i}:{value}");
+                        let mut ops: Vec<(bool, Vec<&str>)> = vec![
+                            (true, vec!["SETEX", &key, "3600", &value]),
+                            (false, vec!["GET", &key]),
+                            (false, vec!["EXISTS", &key]),
+                        ];
+                        if deletes && i % 4 == 3 {
+                            ops.push((true, vec!["DEL", &key]));
+                        }
+                        for (write, args) in ops {
+                            let reply = client.cmd(&args);
+                            let ok = !reply.starts_with(b"-");
+                            if ok && write && args[0] == "SETEX" {
+                                ok_writes[backend].fetch_add(1, Ordering::Relaxed);
+                            }
+                            events.push(Event {
+                                at: Instant::now(),
+                                backend,
+                                write: write && args[0] == "SETEX",
+                                ok,
+                                key: key.clone(),
+                                value: if args[0] == "SETEX" {
+                                    value.clone()
+                                } else {
+                                    String::new()
+                                },
+                                error: if ok {
+                                    String::new()
+                                } else {
+                                    String::from_utf8_lossy(&reply).trim().to_string()
+                                },
+                            });
+                        }
+                    }
+                    events
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok_writes,
+            threads,
+        }
+    }
+
+    fn ok_writes(&self, backend: usize) -> u64 {
+        self.ok_writes[backend].load(Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until `n` more writes to `backend` succeeded.
+    fn wait_writes(&self, backend: usize, n: u64) {
+        let target = self.ok_writes(backend) + n;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.ok_writes(backend) < target {
+            assert!(
+                Instant::now() < deadline,
+                "writes to backend {backend} did not resume"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(self) -> Vec<Event> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all: Vec<Event> = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_default())
+            .collect();
+        all.sort_by_key(|e| e.at);
+        all
+    }
+}
+
+/// Prints and returns (error window, errors on backend 0, errors elsewhere).
+fn report(
+    label: &str,
+    events: &[Event],
+    fault: Instant,
+    switched: Instant,
+    announced: Instant,
+) -> (Duration, usize, usize) {
+    let first_on_new = events
+        .iter()
+        .find(|e| e.backend == 0 && e.write && e.ok && e.at >= switched)
+        .map(|e| e.at)
+        .unwrap_or(switched);
+    let window = first_on_new.saturating_duration_since(fault);
+    let errors_a = events.iter().filter(|e| !e.ok && e.backend == 0).count();
+    let errors_other = events.iter().filter(|e| !e.ok && e.backend != 0).count();
+    let kinds: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| !e.ok)
+        .map(|e| e.error.split(':').next().unwrap_or_default())
+        .collect();
+    println!(
+        "{label}: {} requests; error window {} ms (fault to first write on the new master); \
+         proxy followed {} ms after the sentinels announced; client errors: {errors_a} on the failed shard, \
+         {errors_other} elsewhere; error kinds {kinds:?}",
+        events.len(),
+        window.as_millis(),
+        switched.saturating_duration_since(announced).as_millis(),
+    );
+    (window, errors_a, errors_other)
+}
+
+fn proxy_for(groups: &[(&str, &Group, u32)], extra: &str) -> Proxy {
+    let mut text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n{extra}\n"
+    );
+    for (id, group, ack) in groups {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"{id}\"\nsentinel = {}\nmin_replicas_ack = {ack}\n",
+            group.sentinel_toml()
+        ));
+    }
+    Proxy::start(&text)
+}
+
+fn key_on(proxy: &Proxy, backend: usize) -> String {
+    (0..)
+        .map(|i| format!("session:k{i}"))
+        .find(|k| proxy.owner(k) == backend)
+        .unwrap_or_default()
+}
+
+#[test]
+fn forced_failover_under_load_is_followed() {
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let proxy = proxy_for(&[("a", &a, 0), ("b", &b, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
+
+    let load = Load::start(&proxy, 4, true);
+    load.wait_writes(0, 200);
+    let fault = Instant::now();
+    a.failover();
+    let new = a.wait_new_master(&old);
+    let announced = Instant::now();
+    wait_proxy_master(&proxy, 0, &new);
+    let switched = Instant::now();
+    load.wait_writes(0, 500);
+    let events = load.finish();
+
+    let (_, _, errors_other) = report("SENTINEL FAILOVER", &events, fault, switched, announced);
+    assert_eq!(errors_other, 0, "the other shard must not see errors");
+    // Writes after the switch go to the new master.
+    let key = key_on(&proxy, 0);
+    assert_eq!(proxy.client().text(&["SET", &key, "after"]), "+OK\r\n");
+    let new_node = a.node(&new).unwrap();
+    assert_eq!(new_node.client().text(&["GET", &key]), "$5\r\nafter\r\n");
+    assert!(new_node.client().text(&["ROLE"]).contains("master"));
+    assert!(events
+        .iter()
+        .any(|e| e.backend == 0 && e.write && e.ok && e.at > switched));
+}
+
+#[test]
+fn killed_master_loses_no_acknowledged_write_with_min_replicas_ack() {
+    // Two replicas: the promoted one still has a replica to acknowledge writes.
+    let a = Group::start("shard-a", 2, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let proxy = proxy_for(&[("a", &a, 1), ("b", &b, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+
+    let load = Load::start(&proxy, 4, false);
+    load.wait_writes(0, 200);
+    let fault = Instant::now();
+    a.node(&old).unwrap().signal("KILL");
+    let new = a.wait_new_master(&old);
+    let announced = Instant::now();
+    wait_proxy_master(&proxy, 0, &new);
+    let switched = Instant::now();
+    load.wait_writes(0, 300);
+    let events = load.finish();
+    let (_, _, errors_other) = report(
+        "SIGKILL master, min_replicas_ack = 1",
+        &events,
+        fault,
+        switched,
+        announced,
+    );
+    assert_eq!(errors_other, 0);
+
+    // Every write the proxy acknowledged is readable after the failover.
+    let mut client = proxy.client();
+    let acknowledged: Vec<&Event> = events.iter().filter(|e| e.write && e.ok).collect();
+    assert!(acknowledged.len() > 500);
+    let mut lost = Vec::new();
+    for event in &acknowledged {
+        let reply = client.cmd(&["GET", &event.key]);
+        let want = format!("${}\r\n{}\r\n", event.value.len(), event.value);
+        if reply != want.as_bytes() {
+            lost.push(event.key.clone());
+        }
+    }
+    println!(
+        "acknowledged writes: {}, lost: {}",
+        acknowledged.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+}
+
+#[test]
+fn killed_and_lying_sentinels() {
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let master = a.master_address().unwrap();
+    let replica = a
+        .nodes
+        .iter()
+        .map(|n| n.address())
+        .find(|n| *n != master)
+        .unwrap();
+    let replica_port: u16 = replica.rsplit(':').next().unwrap().parse().unwrap();
+    // A real sentinel that names the replica as shard-a's master.
+    let liar = SentinelProc::start(free_port(), "shard-a", replica_port, 3_600_000);
+    assert_eq!(liar.master_of("shard-a").as_deref(), Some(replica.as_str()));
+
+    let mut addresses = vec![liar.address()];
+    addresses.extend(a.sentinel_addresses());
+    let list: Vec<String> = addresses.iter().map(|s| format!("\"{s}\"")).collect();
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 500\n\
+         [[backends]]\nid = \"a\"\nsentinel = {{ master = \"shard-a\", addresses = [{}] }}\n\
+         [[backends]]\nid = \"b\"\nsentinel = {}\n",
+        list.join(", "),
+        b.sentinel_toml()
+    );
+    let proxy = Proxy::start(&text);
+    // The majority and ROLE win over the liar.
+    wait_proxy_master(&proxy, 0, &master);
+    let key = key_on(&proxy, 0);
+    assert_eq!(proxy.client().text(&["SET", &key, "v"]), "+OK\r\n");
+    assert_eq!(
+        a.node(&master).unwrap().client().text(&["GET", &key]),
+        "$1\r\nv\r\n"
+    );
+
+    // With only the liar, the replica is refused: errors for shard a, shard b unaffected.
+    let only_liar = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\nsentinel = {{ master = \"shard-a\", addresses = [\"{}\"] }}\n\
+         [[backends]]\nid = \"b\"\nsentinel = {}\n",
+        liar.address(),
+        b.sentinel_toml()
+    );
+    let fooled = Proxy::start(&only_liar);
+    let key_b = key_on(&fooled, 1);
+    wait_proxy_master(&fooled, 1, &b.master_address().unwrap());
+    assert_eq!(fooled.client().text(&["SET", &key_b, "v"]), "+OK\r\n");
+    let reply = fooled.client().text(&["SET", &key_on(&fooled, 0), "v"]);
+    assert_eq!(reply, "-ERR backend 'a' has no known master yet\r\n");
+    assert_eq!(proxy_master(&fooled, 0), None);
+
+    // A killed sentinel: the rest still carry a failover to the proxy.
+    let mut a = a;
+    a.sentinels[0].kill();
+    a.failover_via(1);
+    let new = a.wait_new_master(&master);
+    wait_proxy_master(&proxy, 0, &new);
+    let mut client = proxy.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.text(&["SET", &key, "w"]) != "+OK\r\n" {
+        assert!(Instant::now() < deadline, "writes did not resume");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        a.node(&new).unwrap().client().text(&["GET", &key]),
+        "$1\r\nw\r\n"
+    );
+}
+
+#[test]
+fn stalled_master_and_sentinels_down_at_start() {
+    // Shard a's sentinels are not running when the proxy starts.
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let b = Group::start("shard-b", 1, 5000);
+    let list: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 300\nsentinel_timeout_ms = 200\n\
+         [[backends]]\nid = \"a\"\nsentinel = {{ master = \"shard-a\", addresses = [{}] }}\n\
+         [[backends]]\nid = \"b\"\nsentinel = {}\n",
+        list.join(", "),
+        b.sentinel_toml()
+    );
+    let proxy = Proxy::start(&text);
+    let (key_a, key_b) = (key_on(&proxy, 0), key_on(&proxy, 1));
+    wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", &key_b, "v"]), "+OK\r\n");
+    assert_eq!(
+        client.text(&["SET", &key_a, "v"]),
+        "-ERR backend 'a' has no known master yet\r\n"
+    );
+
+    // The sentinels come up: the proxy finds the master by itself.
+    let a = Group::start_on("shard-a", 1, 5000, ports);
+    let master = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &master);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.text(&["SET", &key_a, "v"]) != "+OK\r\n" {
+        assert!(Instant::now() < deadline, "shard a never served");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // A stalled master (SIGSTOP, shorter than the sentinels' down-after):
+    // its keys time out, the other shard serves, and it recovers after SIGCONT.
+    let node = a.node(&master).unwrap();
+    node.signal("STOP");
+    let stalled = client.text(&["GET", &key_a]);
+    let other = proxy.client().text(&["GET", &key_b]);
+    node.signal("CONT");
+    assert_eq!(stalled, "-ERR backend 'a' did not answer within 300 ms\r\n");
+    assert_eq!(other, "$1\r\nv\r\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.text(&["GET", &key_a]) != "$1\r\nv\r\n" {
+        assert!(Instant::now() < deadline, "shard a did not recover");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn on_backend_down_next_serves_from_the_next_candidate() {
+    let a = Group::start("shard-a", 1, 60_000);
+    let b = Group::start("shard-b", 1, 60_000);
+    let proxy = proxy_for(
+        &[("a", &a, 0), ("b", &b, 0)],
+        "on_backend_down = \"next\"\nhealth_failures = 2",
+    );
+    wait_proxy_master(&proxy, 0, &a.master_address().unwrap());
+    let key = key_on(&proxy, 0);
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", &key, "on-a"]), "+OK\r\n");
+    // Shard a's master dies and no failover happens (down-after is long).
+    a.node(&a.master_address().unwrap()).unwrap().signal("KILL");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = client.text(&["SET", &key, "on-b"]);
+        if reply == "+OK\r\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never moved to the next backend: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b_master = b.master_address().unwrap();
+    assert_eq!(
+        b.node(&b_master).unwrap().client().text(&["GET", &key]),
+        "$4\r\non-b\r\n"
+    );
+}
