@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::{binary, free_port, write_file, RawClient, Redis, READY_LIMIT};
+use common::{
+    binary, free_port, wait_proxy_master, write_file, Group, Proxy, RawClient, Redis, READY_LIMIT,
+};
 
 struct ProxyProcess {
     child: Child,
@@ -76,16 +78,9 @@ impl Site {
     }
 
     fn run(&self, venv: &str, engine: &str, extra: &[&str]) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join("target").join(venv).join("bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run scripts/setup-python.sh (the README's test command does)",
-            python.display()
-        );
-        let mut command = Command::new(&python);
+        let mut command = python(venv);
         command
-            .arg(root.join("tests/python/django_e2e.py"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/django_e2e.py"))
             .args(["--engine", engine])
             .args(["--proxy-bin", binary().to_str().unwrap_or_default()])
             .args(["--config", self.config.to_str().unwrap_or_default()])
@@ -117,6 +112,34 @@ impl Site {
     }
 }
 
+/// A command running the venv's Python.
+fn python(venv: &str) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target").join(venv).join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-python.sh (the README's test command does)",
+        python.display()
+    );
+    Command::new(python)
+}
+
+fn run_script(venv: &str, script: &str, args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = python(venv)
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 fn scenarios(venv: &str) {
     let site = Site::start(None);
     let port = site.port.to_string();
@@ -139,4 +162,55 @@ fn django_with_redis_py_8_resp3() {
 #[test]
 fn django_with_redis_py_4_resp2() {
     scenarios("venv-redis4");
+}
+
+#[test]
+fn django_sessions_survive_a_sentinel_failover() {
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[keys]\nprefixes = [\"session:\"]\n\
+         [pool]\nrequest_timeout_ms = 90\n\
+         [[backends]]\nid = \"a\"\nsentinel = {}\nmin_replicas_ack = 1\n\
+         [[backends]]\nid = \"b\"\nsentinel = {}\nmin_replicas_ack = 1\n",
+        a.sentinel_toml(),
+        b.sentinel_toml()
+    ));
+    let (old_a, old_b) = (a.master_address().unwrap(), b.master_address().unwrap());
+    wait_proxy_master(&proxy, 0, &old_a);
+    wait_proxy_master(&proxy, 1, &old_b);
+    let dir = tempfile::tempdir().unwrap();
+    let port = proxy.port.to_string();
+    for engine in ["redis_sessions", "cache"] {
+        let state = dir.path().join(format!("{engine}.json"));
+        let state = state.to_str().unwrap_or_default();
+        let common = ["--engine", engine, "--port", &port, "--state", state];
+        let created = run_script(
+            "venv-redis8",
+            "django_failover.py",
+            &[&common[..], &["--phase", "create"]].concat(),
+        );
+        assert!(created.contains("\"created\": 40"), "{created}");
+    }
+    // Both shards fail over; Django is pointed at the proxy, not the sentinels.
+    // The request timeout stays under django-redis-sessions' 0.1 s socket timeout.
+    a.failover();
+    b.failover();
+    let (new_a, new_b) = (a.wait_new_master(&old_a), b.wait_new_master(&old_b));
+    wait_proxy_master(&proxy, 0, &new_a);
+    wait_proxy_master(&proxy, 1, &new_b);
+    // The old masters rejoin as replicas, so writes can be acknowledged again.
+    a.wait_settled();
+    b.wait_settled();
+    for engine in ["redis_sessions", "cache"] {
+        let state = dir.path().join(format!("{engine}.json"));
+        let state = state.to_str().unwrap_or_default();
+        let common = ["--engine", engine, "--port", &port, "--state", state];
+        let verified = run_script(
+            "venv-redis8",
+            "django_failover.py",
+            &[&common[..], &["--phase", "verify"]].concat(),
+        );
+        assert!(verified.contains("\"verified\": 40"), "{verified}");
+    }
 }

@@ -13,90 +13,24 @@ database. Exits non-zero with a message on the first failure.
 import argparse
 import json
 import subprocess
-import sys
 import time
 
+import django_site  # noqa: E402
+
 parser = argparse.ArgumentParser()
-parser.add_argument("--engine", choices=["redis_sessions", "cache"], required=True)
-parser.add_argument("--port", type=int)
-parser.add_argument("--unix-socket")
-parser.add_argument("--db", type=int, default=0)
-parser.add_argument("--password")
+django_site.add_arguments(parser)
 parser.add_argument("--proxy-bin", required=True)
 parser.add_argument("--config", required=True)
 parser.add_argument("--backend", action="append", default=[], help="id=host:port")
 args = parser.parse_args()
 
-import django  # noqa: E402
 import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
 
-PREFIX = "session"
+django_site.setup(args)
 
-if args.engine == "redis_sessions":
-    session_redis = {"prefix": PREFIX, "db": args.db, "password": args.password}
-    if args.unix_socket:
-        session_redis["unix_domain_socket_path"] = args.unix_socket
-    else:
-        session_redis.update({"host": "127.0.0.1", "port": args.port})
-    engine_settings = {
-        "SESSION_ENGINE": "redis_sessions.session",
-        "SESSION_REDIS": session_redis,
-    }
-else:
-    auth = f":{args.password}@" if args.password else ""
-    if args.unix_socket:
-        location = f"unix://{auth}{args.unix_socket}?db={args.db}"
-    else:
-        location = f"redis://{auth}127.0.0.1:{args.port}/{args.db}"
-    engine_settings = {
-        "SESSION_ENGINE": "django.contrib.sessions.backends.cache",
-        "CACHES": {
-            "default": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": location,
-                "KEY_PREFIX": PREFIX,
-            }
-        },
-    }
-
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY="e2e-not-secret",
-    ALLOWED_HOSTS=["testserver"],
-    ROOT_URLCONF=__name__,
-    INSTALLED_APPS=["django.contrib.sessions"],
-    MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
-    DATABASES={},
-    USE_TZ=True,
-    **engine_settings,
-)
-django.setup()
-
-from django.http import JsonResponse  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.urls import path  # noqa: E402
 
-
-def view(request):
-    action = request.GET.get("action", "show")
-    session = request.session
-    if action == "login":
-        session["user"] = request.GET["user"]
-        session["count"] = 0
-    elif action == "incr":
-        session["count"] = session.get("count", 0) + 1
-    elif action == "cycle":
-        session.cycle_key()
-    elif action == "expire":
-        session.set_expiry(1)
-        session["expiring"] = True
-    elif action == "logout":
-        session.flush()
-    return JsonResponse({"user": session.get("user"), "count": session.get("count")})
-
-
-urlpatterns = [path("", view)]
+get = django_site.get
 
 BACKENDS = {}
 for spec in args.backend:
@@ -106,9 +40,7 @@ for spec in args.backend:
 
 
 def stored_key(session_key):
-    if args.engine == "redis_sessions":
-        return f"{PREFIX}:{session_key}"
-    return f"{PREFIX}:1:django.contrib.sessions.cache{session_key}"
+    return django_site.stored_key(args.engine, session_key)
 
 
 def owner(key):
@@ -127,8 +59,7 @@ def where(key):
 
 def check(condition, message):
     if not condition:
-        print(f"FAIL ({args.engine}): {message}", file=sys.stderr)
-        sys.exit(1)
+        django_site.fail(args.engine, message)
 
 
 def expect_on_owner(session_key):
@@ -136,17 +67,6 @@ def expect_on_owner(session_key):
     want = owner(key)
     check(where(key) == [want], f"{key} is on {where(key)}, router says {want}")
     return want
-
-
-def get(client, **params):
-    """One request; the result carries the session key the client now holds
-    (the middleware saves the session after the view, so the view cannot tell)."""
-    response = client.get("/", params)
-    check(response.status_code == 200, f"status {response.status_code}")
-    state = response.json()
-    cookie = client.cookies.get(settings.SESSION_COOKIE_NAME)
-    state["key"] = cookie.value if cookie is not None and cookie.value else None
-    return state
 
 
 client = Client()
