@@ -53,6 +53,9 @@ struct Slot {
     pending: Pending,
     /// Close the connection once this reply is written (QUIT, protocol error).
     close_after: bool,
+    /// For a reply from backends: when the client stops waiting, and which
+    /// backend(s) the error names then.
+    deadline: Option<(Instant, Arc<str>)>,
 }
 
 impl Slot {
@@ -61,7 +64,24 @@ impl Slot {
             proto,
             pending: Pending::Ready(reply),
             close_after: false,
+            deadline: None,
         }
+    }
+
+    /// A slot waiting for backends, answered with a timeout error if they
+    /// have not replied within the request timeout.
+    fn waiting(shared: &Shared, proto: Proto, pending: Pending, backends: Arc<str>) -> Slot {
+        let deadline = Instant::now() + shared.config.pool.request_timeout();
+        Slot {
+            proto,
+            pending,
+            close_after: false,
+            deadline: Some((deadline, backends)),
+        }
+    }
+
+    fn is_waiting(&self) -> bool {
+        !matches!(self.pending, Pending::Ready(_))
     }
 
     /// Moves a finished result into `Ready`. With a `Context` it also
@@ -226,6 +246,7 @@ enum Event {
     Readable(io::Result<()>),
     Writable(io::Result<()>),
     ReplyReady,
+    Timer,
 }
 
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
@@ -235,6 +256,11 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut queue: VecDeque<Slot> = VecDeque::new();
     let mut eof = false;
+    // One timer for the oldest waiting reply. Deadlines only grow along the
+    // queue, so it is re-armed when it fires early, not for every request.
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    let request_timeout = shared.config.pool.request_timeout();
 
     loop {
         // 1. Run the requests already read, as far as the pipeline limit allows.
@@ -251,11 +277,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 Ok(None) => break,
                 Err(e) => {
                     state.closing = true;
-                    queue.push_back(Slot {
-                        proto: state.proto,
-                        pending: Pending::Ready(Reply::error(format!("ERR {e}"))),
-                        close_after: true,
-                    });
+                    let mut slot = Slot::ready(state.proto, Reply::error(format!("ERR {e}")));
+                    slot.close_after = true;
+                    queue.push_back(slot);
                 }
             }
         }
@@ -291,18 +315,33 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             && !eof
             && queue.len() < limits.max_pipeline
             && wbuf.len() < WRITE_HIGH_WATER;
-        let waiting = queue
-            .front()
-            .is_some_and(|s| !matches!(s.pending, Pending::Ready(_)));
+        let waiting = queue.front().is_some_and(Slot::is_waiting);
         let event = tokio::select! {
             biased;
             ready = stream.writable(), if !wbuf.is_empty() => Event::Writable(ready),
             _ = poll_fn(|cx| poll_head(&mut queue, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
+            _ = &mut timer, if waiting => Event::Timer,
         };
         match event {
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
+            Event::Timer => {
+                if let Some(slot) = queue.front_mut() {
+                    if let Some((deadline, backends)) = slot.deadline.clone() {
+                        if deadline <= Instant::now() {
+                            // The client never waits longer than the request timeout.
+                            let error = BackendError::Timeout {
+                                backend: backends,
+                                timeout_ms: request_timeout.as_millis() as u64,
+                            };
+                            slot.pending = Pending::Ready(error.to_reply());
+                        } else {
+                            timer.as_mut().reset(deadline.into());
+                        }
+                    }
+                }
+            }
             Event::Readable(ready) => {
                 ready?;
                 match stream.try_read_buf(&mut rbuf) {
@@ -373,12 +412,10 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
             if close_after {
                 state.closing = true;
             }
-            Slot {
-                // HELLO answers in the protocol it switches to.
-                proto: state.proto,
-                pending: Pending::Ready(reply),
-                close_after,
-            }
+            // HELLO answers in the protocol it switches to.
+            let mut slot = Slot::ready(state.proto, reply);
+            slot.close_after = close_after;
+            slot
         }
         Route::AllBackends => {
             let mut parts = Vec::with_capacity(shared.backends.len());
@@ -388,14 +425,11 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
                     None,
                 ));
             }
-            Slot {
-                proto,
-                pending: Pending::Merge(Box::new(Merging {
-                    parts,
-                    how: MergeHow::Sum,
-                })),
-                close_after: false,
-            }
+            let merging = Pending::Merge(Box::new(Merging {
+                parts,
+                how: MergeHow::Sum,
+            }));
+            Slot::waiting(shared, proto, merging, Arc::from("*"))
         }
         _ => routed(shared, state, spec, args, request.raw).await,
     }
@@ -432,11 +466,7 @@ async fn routed(
                     .await
             }
         };
-        return Slot {
-            proto,
-            pending: Pending::One(rx),
-            close_after: false,
-        };
+        return Slot::waiting(shared, proto, Pending::One(rx), backend.id.clone());
     }
 
     // Split: one sub-command per backend, keys in their original order.
@@ -475,11 +505,16 @@ async fn routed(
             None,
         ));
     }
-    Slot {
+    let ids: Vec<&str> = groups
+        .iter()
+        .map(|(b, _)| &*shared.backends[*b].id)
+        .collect();
+    Slot::waiting(
+        shared,
         proto,
-        pending: Pending::Merge(Box::new(Merging { parts, how })),
-        close_after: false,
-    }
+        Pending::Merge(Box::new(Merging { parts, how })),
+        Arc::from(ids.join("', '")),
+    )
 }
 
 /// Redis's reply to a command it does not have.

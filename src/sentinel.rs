@@ -1,7 +1,8 @@
 //! Following a Sentinel group's master.
 //!
 //! One monitor task per Sentinel backend asks every reachable sentinel for the
-//! master (`SENTINEL MASTER <name>`: address and config epoch), orders the
+//! master (`SENTINEL GET-MASTER-ADDR-BY-NAME`, and the config epoch from
+//! `SENTINEL MASTER`), orders the
 //! answers (those a majority of responders agree on first, then the highest
 //! config epoch), and confirms each candidate with `ROLE` before publishing it
 //! on a `watch` channel the backend's connections follow. It re-checks on a
@@ -275,29 +276,41 @@ async fn ask_sentinel(
         commands.push(auth);
     }
     let name = Bytes::from(sentinel.master.clone());
-    commands.push(vec![
-        Bytes::from_static(b"SENTINEL"),
-        Bytes::from_static(b"MASTER"),
-        name.clone(),
-    ]);
-    commands.push(vec![
-        Bytes::from_static(b"SENTINEL"),
-        Bytes::from_static(b"SENTINELS"),
-        name,
-    ]);
+    let ask = |sub: &'static [u8]| {
+        vec![
+            Bytes::from_static(b"SENTINEL"),
+            Bytes::from_static(sub),
+            name.clone(),
+        ]
+    };
+    // The address from GET-MASTER-ADDR-BY-NAME (it names the promoted replica
+    // as soon as a failover has promoted it); the config epoch from MASTER.
+    commands.push(ask(b"GET-MASTER-ADDR-BY-NAME"));
+    commands.push(ask(b"MASTER"));
+    commands.push(ask(b"SENTINELS"));
     let mut rbuf = BytesMut::new();
     let mut replies = call(&stream, &mut rbuf, &commands).await?;
     let others = replies.pop().unwrap_or(Reply::Null);
     let master = replies.pop().unwrap_or(Reply::Null);
-    let fields = flat_map(&master).ok_or_else(|| match &master {
-        Reply::Error(e) => String::from_utf8_lossy(e).into_owned(),
-        _ => "unexpected SENTINEL MASTER reply".to_string(),
-    })?;
-    let ip = fields.get("ip").ok_or("no ip in SENTINEL MASTER")?;
-    let port = fields.get("port").ok_or("no port in SENTINEL MASTER")?;
-    let epoch = fields
-        .get("config-epoch")
-        .and_then(|e| e.parse().ok())
+    let address = replies.pop().unwrap_or(Reply::Null);
+    let (ip, port) = match &address {
+        Reply::Array(parts) => match parts.as_slice() {
+            [Reply::Bulk(ip), Reply::Bulk(port)] => (
+                String::from_utf8_lossy(ip).into_owned(),
+                String::from_utf8_lossy(port).into_owned(),
+            ),
+            _ => return Err("unexpected GET-MASTER-ADDR-BY-NAME reply".into()),
+        },
+        Reply::Error(e) => return Err(String::from_utf8_lossy(e).into_owned()),
+        _ => {
+            return Err(format!(
+                "sentinel does not know master '{}'",
+                sentinel.master
+            ))
+        }
+    };
+    let epoch = flat_map(&master)
+        .and_then(|fields| fields.get("config-epoch").and_then(|e| e.parse().ok()))
         .unwrap_or(0);
     let mut learned = Vec::new();
     if let Reply::Array(entries) = &others {

@@ -545,3 +545,36 @@ fn backends_over_unix_sockets() {
         assert_eq!(redis.client().text(&["GET", &key]), "$1\r\nv\r\n");
     }
 }
+
+#[test]
+fn a_client_never_waits_longer_than_the_request_timeout() {
+    // A backend that accepts connections but never answers (stopped before the
+    // proxy connects): the handshake hangs for the long connect timeout, yet
+    // requests get their error at the request timeout.
+    let (a, b) = (Redis::start(), Redis::start());
+    b.signal("STOP");
+    let proxy = Proxy::start(&config_for(
+        &[("a", a.address(), 1.0), ("b", b.address(), 1.0)],
+        "[pool]\nconnect_timeout_ms = 5000\nrequest_timeout_ms = 200",
+    ));
+    let on_b = key_on(&proxy, 1, "session:");
+    let on_a = key_on(&proxy, 0, "session:");
+    let mut client = proxy.client();
+    client.send_raw(
+        &[
+            RawClient::encode(&[b"GET", on_b.as_bytes()]),
+            RawClient::encode(&[b"MGET", on_a.as_bytes(), on_b.as_bytes()]),
+            RawClient::encode(&[b"PING"]),
+        ]
+        .concat(),
+    );
+    let first = String::from_utf8(client.read_reply()).unwrap();
+    let second = String::from_utf8(client.read_reply()).unwrap();
+    b.signal("CONT");
+    assert_eq!(first, "-ERR backend 'b' did not answer within 200 ms\r\n");
+    assert_eq!(
+        second,
+        "-ERR backend 'a', 'b' did not answer within 200 ms\r\n"
+    );
+    assert_eq!(client.read_reply(), b"+PONG\r\n");
+}
