@@ -20,11 +20,12 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tracing::{debug, info, warn, Instrument};
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use tokio::sync::{watch, Notify};
 
 use crate::config::{self, Endpoint, Source, Target};
+use crate::metrics::BackendMetrics;
 use crate::net::Stream;
 use crate::protocol::{encode_command, BackendReplyDecoder, Reply};
 
@@ -70,7 +71,7 @@ pub struct Job {
 }
 
 /// What the connection tasks need to know, shared by all of them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     pub connections: usize,
     pub connect_timeout: Duration,
@@ -112,6 +113,9 @@ impl PoolSettings {
 pub struct Health {
     id: Arc<str>,
     up: AtomicBool,
+    /// Connections currently established.
+    connected: AtomicUsize,
+    metrics: Arc<BackendMetrics>,
     /// Positive: consecutive successes; negative: consecutive failures.
     streak: AtomicI64,
     failures: i64,
@@ -119,10 +123,12 @@ pub struct Health {
 }
 
 impl Health {
-    fn new(id: Arc<str>, settings: &PoolSettings) -> Health {
+    fn new(id: Arc<str>, settings: &PoolSettings, metrics: Arc<BackendMetrics>) -> Health {
         Health {
             id,
             up: AtomicBool::new(true),
+            connected: AtomicUsize::new(0),
+            metrics,
             streak: AtomicI64::new(0),
             failures: settings.health_failures as i64,
             successes: settings.health_successes as i64,
@@ -136,13 +142,16 @@ impl Health {
     fn success(&self) {
         let streak = self.record(|s| if s < 0 { 1 } else { s.saturating_add(1) });
         if streak >= self.successes && !self.up.swap(true, Ordering::Relaxed) {
+            self.metrics.up.set(1.0);
             info!(backend = %self.id, "backend is up");
         }
     }
 
     fn failure(&self) {
         let streak = self.record(|s| if s > 0 { -1 } else { s.saturating_sub(1) });
+        self.metrics.errors.increment(1);
         if -streak >= self.failures && self.up.swap(false, Ordering::Relaxed) {
+            self.metrics.up.set(0.0);
             warn!(backend = %self.id, "backend is down");
         }
     }
@@ -168,6 +177,10 @@ pub struct Backend {
     pub endpoint: watch::Receiver<Option<Endpoint>>,
     /// Keeps a fixed endpoint's channel open; `None` for a Sentinel backend.
     _fixed: Option<Arc<watch::Sender<Option<Endpoint>>>>,
+    /// What it was started with, so a reload can tell whether it changed.
+    target: Target,
+    min_replicas_ack: u32,
+    settings: Arc<PoolSettings>,
 }
 
 impl Backend {
@@ -180,18 +193,24 @@ impl Backend {
         settings: Arc<PoolSettings>,
     ) -> Backend {
         let id: Arc<str> = Arc::from(id);
+        let metrics = Arc::new(BackendMetrics::new(&id));
         let (endpoint, fixed, recheck) = match &target.source {
             Source::Fixed(endpoint) => {
                 let (tx, rx) = watch::channel(Some(endpoint.clone()));
                 (rx, Some(Arc::new(tx)), None)
             }
             Source::Sentinel(sentinel) => {
-                let (rx, recheck) =
-                    crate::sentinel::start(id.clone(), sentinel.clone(), &target, settings.clone());
+                let (rx, recheck) = crate::sentinel::start(
+                    id.clone(),
+                    sentinel.clone(),
+                    &target,
+                    settings.clone(),
+                    metrics.clone(),
+                );
                 (rx, None, Some(recheck))
             }
         };
-        let health = Arc::new(Health::new(id.clone(), &settings));
+        let health = Arc::new(Health::new(id.clone(), &settings, metrics.clone()));
         let queues: Vec<_> = (0..settings.connections)
             .map(|conn| {
                 let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -205,6 +224,7 @@ impl Backend {
                     health: health.clone(),
                     min_replicas_ack,
                     held: None,
+                    metrics: metrics.clone(),
                 };
                 let span = tracing::info_span!("backend", id = %id, conn);
                 tokio::spawn(task.run().instrument(span));
@@ -217,11 +237,31 @@ impl Backend {
             health,
             endpoint,
             _fixed: fixed,
+            target,
+            min_replicas_ack,
+            settings,
         }
     }
 
     pub fn is_up(&self) -> bool {
         self.health.is_up()
+    }
+
+    /// Established connections.
+    pub fn connected(&self) -> usize {
+        self.health.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether this backend was started with these settings (a reload keeps it).
+    pub fn same_as(&self, target: &Target, min_replicas_ack: u32, settings: &PoolSettings) -> bool {
+        self.target == *target
+            && self.min_replicas_ack == min_replicas_ack
+            && *self.settings == *settings
+    }
+
+    /// Whether two handles drive the same connection tasks.
+    pub fn same_task(&self, other: &Backend) -> bool {
+        Arc::ptr_eq(&self.queues, &other.queues)
     }
 
     /// Queues a command and returns where its reply will arrive. A client
@@ -321,6 +361,7 @@ struct Connection {
     min_replicas_ack: u32,
     /// The reply of a write waiting for its WAIT.
     held: Option<Reply>,
+    metrics: Arc<BackendMetrics>,
 }
 
 impl Connection {
@@ -343,7 +384,12 @@ impl Connection {
                             info!(%endpoint, "backend connected");
                             self.health.success();
                             let started = Instant::now();
-                            match self.session(stream, db).await {
+                            self.health.connected.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.connections.increment(1.0);
+                            let end = self.session(stream, db).await;
+                            self.health.connected.fetch_sub(1, Ordering::Relaxed);
+                            self.metrics.connections.decrement(1.0);
+                            match end {
                                 SessionEnd::Closed => return,
                                 SessionEnd::Switched => {
                                     info!(from = %endpoint, "master switched; reconnecting");
@@ -423,9 +469,15 @@ impl Connection {
         // After a master switch: take no new jobs, answer what was sent, then go.
         let mut draining = false;
 
+        // The job queue is closed: drain, then end as Closed rather than Switched.
+        let mut closing = false;
         let end = loop {
             if draining && owed.is_empty() {
-                break SessionEnd::Switched;
+                break if closing {
+                    SessionEnd::Closed
+                } else {
+                    SessionEnd::Switched
+                };
             }
             match owed.front() {
                 Some(first) => {
@@ -464,7 +516,16 @@ impl Connection {
                     }
                 }
                 job = self.jobs.recv(), if can_take => {
-                    let Some(job) = job else { break SessionEnd::Closed };
+                    let Some(job) = job else {
+                        // Every handle is gone (a reload removed this backend, or
+                        // shutdown): answer what was sent, then close.
+                        if owed.is_empty() {
+                            break SessionEnd::Closed;
+                        }
+                        draining = true;
+                        closing = true;
+                        continue;
+                    };
                     let now = Instant::now();
                     self.queue(job, now, &mut db, &mut wbuf, &mut owed);
                     // Take everything already waiting, then write it in one go.
@@ -580,8 +641,15 @@ impl Connection {
                 }
                 Err(e) => return Err(self.lost(format!("bad reply: {e}"))),
             };
-            any = true;
             let reply = Reply::from_resp2(frame);
+            if !any {
+                any = true;
+                if let Some(first) = owed.front() {
+                    self.metrics
+                        .latency
+                        .record(first.sent_at().elapsed().as_secs_f64());
+                }
+            }
             if let Reply::Error(e) = &reply {
                 // A demoted or restarting master: have the sentinels asked now.
                 if e.starts_with(b"READONLY") || e.starts_with(b"LOADING") {

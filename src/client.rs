@@ -23,11 +23,11 @@ use tracing::{debug, Instrument};
 
 use crate::backend::{BackendError, BackendResult};
 use crate::net::Stream;
-use crate::protocol::command::{key_positions, TABLE};
+use crate::protocol::command::{key_positions, lookup_index, TABLE};
 use crate::protocol::{
     lookup, Cmd, Merge, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
 };
-use crate::server::Shared;
+use crate::server::{Shared, Topology};
 
 /// Encoded but unwritten reply bytes above which the client is not read
 /// further until it reads its replies.
@@ -56,6 +56,11 @@ struct Slot {
     /// For a reply from backends: when the client stops waiting, and which
     /// backend(s) the error names then.
     deadline: Option<(Instant, Arc<str>)>,
+    /// For metrics and SLOWLOG: the command-table index (`TABLE.len()` for an
+    /// unknown command), when the request was decoded, and its arguments.
+    command: usize,
+    started: Option<Instant>,
+    args: Vec<Bytes>,
 }
 
 impl Slot {
@@ -65,19 +70,20 @@ impl Slot {
             pending: Pending::Ready(reply),
             close_after: false,
             deadline: None,
+            command: TABLE.len(),
+            started: None,
+            args: Vec::new(),
         }
     }
 
     /// A slot waiting for backends, answered with a timeout error if they
     /// have not replied within the request timeout.
-    fn waiting(shared: &Shared, proto: Proto, pending: Pending, backends: Arc<str>) -> Slot {
-        let deadline = Instant::now() + shared.config.pool.request_timeout();
-        Slot {
-            proto,
-            pending,
-            close_after: false,
-            deadline: Some((deadline, backends)),
-        }
+    fn waiting(topo: &Topology, proto: Proto, pending: Pending, backends: Arc<str>) -> Slot {
+        let deadline = Instant::now() + topo.config.pool.request_timeout();
+        let mut slot = Slot::ready(proto, Reply::Null);
+        slot.pending = pending;
+        slot.deadline = Some((deadline, backends));
+        slot
     }
 
     fn is_waiting(&self) -> bool {
@@ -228,7 +234,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         name: None,
         lib_name: None,
         lib_ver: None,
-        authenticated: shared.config.listen.password.is_none(),
+        authenticated: shared.topology().config.listen.password.is_none(),
         peer,
         local,
         connected_at: now,
@@ -247,30 +253,42 @@ enum Event {
     Writable(io::Result<()>),
     ReplyReady,
     Timer,
+    Drain,
 }
 
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
-    let limits = &shared.config.limits;
-    let mut decoder = RequestDecoder::new(limits.max_request_bytes, state.authenticated);
+    // The topology in force; refreshed when a reload bumps the generation.
+    let mut generation = shared.generation.load(Ordering::Acquire);
+    let mut topo = shared.topology();
+    let max_request_bytes = topo.config.limits.max_request_bytes;
+    let mut decoder = RequestDecoder::new(max_request_bytes, state.authenticated);
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut queue: VecDeque<Slot> = VecDeque::new();
     let mut eof = false;
+    // Set when the proxy drains: the client is closed once it is idle.
+    let mut drain = shared.drain_signal.subscribe();
+    let mut draining = *drain.borrow();
     // One timer for the oldest waiting reply. Deadlines only grow along the
     // queue, so it is re-armed when it fires early, not for every request.
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
-    let request_timeout = shared.config.pool.request_timeout();
 
     loop {
+        let current = shared.generation.load(Ordering::Acquire);
+        if current != generation {
+            generation = current;
+            topo = shared.topology();
+        }
+        let max_pipeline = topo.config.limits.max_pipeline;
         // 1. Run the requests already read, as far as the pipeline limit allows.
-        while !state.closing && queue.len() < limits.max_pipeline {
+        while !state.closing && queue.len() < max_pipeline {
             match decoder.decode(&mut rbuf) {
                 Ok(Some(request)) => {
                     if request.args.is_empty() {
                         continue;
                     }
-                    let slot = dispatch(shared, state, request).await;
+                    let slot = dispatch(shared, &topo, state, request).await;
                     decoder.authenticated = state.authenticated;
                     queue.push_back(slot);
                 }
@@ -291,6 +309,17 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             let Some(slot) = queue.pop_front() else { break };
             let close_after = slot.close_after;
             if let Pending::Ready(reply) = slot.pending {
+                if let Some(started) = slot.started {
+                    observe(
+                        shared,
+                        &topo,
+                        state,
+                        slot.command,
+                        started,
+                        &slot.args,
+                        reply.is_error(),
+                    );
+                }
                 let mut encoder = ReplyEncoder { proto: slot.proto };
                 encoder
                     .encode(reply, &mut wbuf)
@@ -302,7 +331,17 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             }
         }
         // 3. Write what the socket takes now.
-        stream.write_some(&mut wbuf)?;
+        let before = wbuf.len();
+        let written = stream.write_some(&mut wbuf);
+        let sent = (before - wbuf.len()) as u64;
+        if sent > 0 {
+            shared
+                .stats
+                .net_output_bytes
+                .fetch_add(sent, Ordering::Relaxed);
+            shared.metrics.sent_bytes.increment(sent);
+        }
+        written?;
         if (state.closing || eof) && queue.is_empty() && wbuf.is_empty() {
             return Ok(());
         }
@@ -310,11 +349,26 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             // The client half-closed: answer what it sent, then finish.
             state.closing = true;
         }
+        if draining && queue.is_empty() && wbuf.is_empty() && rbuf.is_empty() {
+            // Draining and idle: close unless a request is already waiting in
+            // the socket, so nothing the client has sent goes unanswered.
+            match stream.try_read_buf(&mut rbuf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    shared
+                        .stats
+                        .net_input_bytes
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    shared.metrics.received_bytes.increment(n as u64);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
         // 4. Wait for the socket or for the next reply.
-        let can_read = !state.closing
-            && !eof
-            && queue.len() < limits.max_pipeline
-            && wbuf.len() < WRITE_HIGH_WATER;
+        let can_read =
+            !state.closing && !eof && queue.len() < max_pipeline && wbuf.len() < WRITE_HIGH_WATER;
         let waiting = queue.front().is_some_and(Slot::is_waiting);
         let event = tokio::select! {
             biased;
@@ -322,10 +376,12 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             _ = poll_fn(|cx| poll_head(&mut queue, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
             _ = &mut timer, if waiting => Event::Timer,
+            _ = drain.changed(), if !draining => Event::Drain,
         };
         match event {
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
+            Event::Drain => draining = true,
             Event::Timer => {
                 if let Some(slot) = queue.front_mut() {
                     if let Some((deadline, backends)) = slot.deadline.clone() {
@@ -333,7 +389,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                             // The client never waits longer than the request timeout.
                             let error = BackendError::Timeout {
                                 backend: backends,
-                                timeout_ms: request_timeout.as_millis() as u64,
+                                timeout_ms: topo.config.pool.request_timeout_ms,
                             };
                             slot.pending = Pending::Ready(error.to_reply());
                         } else {
@@ -356,12 +412,44 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                             .stats
                             .net_input_bytes
                             .fetch_add(n as u64, Ordering::Relaxed);
+                        shared.metrics.received_bytes.increment(n as u64);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
             }
         }
+    }
+}
+
+/// Counts a finished request in the metrics, and in SLOWLOG when slow.
+fn observe(
+    shared: &Shared,
+    topo: &Topology,
+    state: &State,
+    command: usize,
+    started: Instant,
+    args: &[Bytes],
+    error: bool,
+) {
+    let took = started.elapsed();
+    if let Some(metrics) = shared.metrics.command(command) {
+        if error {
+            metrics.error.increment(1);
+        } else {
+            metrics.ok.increment(1);
+        }
+        metrics.latency.record(took.as_secs_f64());
+    }
+    let slowlog = &topo.config.slowlog;
+    if slowlog.slower_than_us >= 0 && took.as_micros() as i64 > slowlog.slower_than_us {
+        shared.slowlog.record(
+            slowlog.max_len,
+            took,
+            args,
+            &state.peer,
+            state.name.as_ref(),
+        );
     }
 }
 
@@ -379,14 +467,34 @@ fn poll_head(queue: &mut VecDeque<Slot>, cx: &mut Context<'_>) -> Poll<()> {
 }
 
 /// Runs one request and returns its slot.
-async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot {
-    let args = request.args;
+async fn dispatch(shared: &Shared, topo: &Topology, state: &mut State, request: Request) -> Slot {
+    let started = Instant::now();
+    let command = request
+        .args
+        .first()
+        .and_then(|name| lookup_index(name))
+        .unwrap_or(TABLE.len());
+    let mut slot = execute(shared, topo, state, &request.args, request.raw).await;
+    slot.command = command;
+    slot.started = Some(started);
+    slot.args = request.args;
+    slot
+}
+
+async fn execute(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    args: &[Bytes],
+    raw: Option<Bytes>,
+) -> Slot {
     let proto = state.proto;
     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     state.last_command_at = Instant::now();
     let Some(spec) = args.first().and_then(|name| lookup(name)) else {
         state.last_command = "NULL";
-        return Slot::ready(proto, unknown_command(&args));
+        shared.metrics.refused_commands.increment(1);
+        return Slot::ready(proto, unknown_command(args));
     };
     state.last_command = spec.name;
     // MSET needs pairs and PING at most one message; Redis checks both inside
@@ -407,7 +515,7 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
     }
     match spec.route {
         Route::Local => {
-            let reply = local(shared, state, spec, &args);
+            let reply = local(shared, topo, state, spec, args);
             let close_after = spec.cmd == Cmd::Quit;
             if close_after {
                 state.closing = true;
@@ -418,10 +526,10 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
             slot
         }
         Route::AllBackends => {
-            let mut parts = Vec::with_capacity(shared.backends.len());
-            for backend in &shared.backends {
+            let mut parts = Vec::with_capacity(topo.backends.len());
+            for backend in &topo.backends {
                 parts.push((
-                    Some(backend.send_args(state.id, &args, state.db, false).await),
+                    Some(backend.send_args(state.id, args, state.db, false).await),
                     None,
                 ));
             }
@@ -429,44 +537,46 @@ async fn dispatch(shared: &Shared, state: &mut State, request: Request) -> Slot 
                 parts,
                 how: MergeHow::Sum,
             }));
-            Slot::waiting(shared, proto, merging, Arc::from("*"))
+            Slot::waiting(topo, proto, merging, Arc::from("*"))
         }
-        _ => routed(shared, state, spec, args, request.raw).await,
+        _ => routed(shared, topo, state, spec, args, raw).await,
     }
 }
 
 /// Sends a keyed command to the backend(s) owning its keys.
 async fn routed(
     shared: &Shared,
+    topo: &Topology,
     state: &State,
     spec: &Spec,
-    args: Vec<Bytes>,
+    args: &[Bytes],
     raw: Option<Bytes>,
 ) -> Slot {
     let proto = state.proto;
-    let prefixes = &shared.config.keys.prefixes;
+    let prefixes = &topo.config.keys.prefixes;
     let mut owners: Vec<(usize, usize)> = Vec::new(); // (arg position, backend index)
     for pos in key_positions(spec, args.len()) {
         let key = &args[pos];
         if !prefixes.is_empty() && !prefixes.iter().any(|p| key.starts_with(p.as_bytes())) {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.refused_keys.increment(1);
             return Slot::ready(proto, Reply::error(NOPERM_KEY));
         }
-        owners.push((pos, shared.route(key)));
+        owners.push((pos, topo.route(key)));
     }
     let first = owners.first().map_or(0, |&(_, b)| b);
     if owners.iter().all(|&(_, b)| b == first) {
         // One backend has every key: forward the request as it came.
-        let backend = &shared.backends[first];
+        let backend = &topo.backends[first];
         let rx = match raw {
             Some(raw) => backend.send(state.id, raw, state.db, spec.write).await,
             None => {
                 backend
-                    .send_args(state.id, &args, state.db, spec.write)
+                    .send_args(state.id, args, state.db, spec.write)
                     .await
             }
         };
-        return Slot::waiting(shared, proto, Pending::One(rx), backend.id.clone());
+        return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone());
     }
 
     // Split: one sub-command per backend, keys in their original order.
@@ -498,19 +608,16 @@ async fn routed(
     for (backend, sub) in &groups {
         parts.push((
             Some(
-                shared.backends[*backend]
+                topo.backends[*backend]
                     .send_args(state.id, sub, state.db, spec.write)
                     .await,
             ),
             None,
         ));
     }
-    let ids: Vec<&str> = groups
-        .iter()
-        .map(|(b, _)| &*shared.backends[*b].id)
-        .collect();
+    let ids: Vec<&str> = groups.iter().map(|(b, _)| &*topo.backends[*b].id).collect();
     Slot::waiting(
-        shared,
+        topo,
         proto,
         Pending::Merge(Box::new(Merging { parts, how })),
         Arc::from(ids.join("', '")),
@@ -551,7 +658,13 @@ fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
 }
 
 /// Commands the proxy answers itself.
-fn local(shared: &Shared, state: &mut State, spec: &Spec, args: &[Bytes]) -> Reply {
+fn local(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    spec: &Spec,
+    args: &[Bytes],
+) -> Reply {
     match spec.cmd {
         Cmd::Ping => match args.get(1) {
             None => Reply::status("PONG"),
@@ -563,14 +676,14 @@ fn local(shared: &Shared, state: &mut State, spec: &Spec, args: &[Bytes]) -> Rep
             state.proto = Proto::Resp2;
             state.db = 0;
             state.name = None;
-            state.authenticated = shared.config.listen.password.is_none();
+            state.authenticated = topo.config.listen.password.is_none();
             Reply::status("RESET")
         }
-        Cmd::Auth => auth(shared, state, args),
-        Cmd::Hello => hello(shared, state, args),
+        Cmd::Auth => auth(topo, state, args),
+        Cmd::Hello => hello(topo, state, args),
         Cmd::Select => match parse_int(&args[1]) {
             None => Reply::error("ERR value is not an integer or out of range"),
-            Some(db) if db < 0 || db >= shared.config.listen.databases as i64 => {
+            Some(db) if db < 0 || db >= topo.config.listen.databases as i64 => {
                 Reply::error("ERR DB index is out of range")
             }
             Some(db) => {
@@ -580,7 +693,12 @@ fn local(shared: &Shared, state: &mut State, spec: &Spec, args: &[Bytes]) -> Rep
         },
         Cmd::Client => client_command(shared, state, args),
         Cmd::Command => command_command(args, state.proto),
-        Cmd::Info => Reply::Verbatim(Bytes::from(crate::server::info_text(shared, args.get(1)))),
+        Cmd::Info => Reply::Verbatim(Bytes::from(crate::server::info_text(
+            shared,
+            topo,
+            args.get(1),
+        ))),
+        Cmd::Slowlog => slowlog_command(shared, args),
         // Routed commands never reach here.
         _ => Reply::error("ERR internal routing error"),
     }
@@ -591,8 +709,8 @@ fn parse_int(arg: &[u8]) -> Option<i64> {
 }
 
 /// Whether a user name and password are accepted.
-fn credentials_ok(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> bool {
-    let listen = &shared.config.listen;
+fn credentials_ok(topo: &Topology, user: Option<&[u8]>, password: &[u8]) -> bool {
+    let listen = &topo.config.listen;
     let user_ok = match user {
         None => true,
         Some(user) => {
@@ -614,13 +732,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn auth(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
+fn auth(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
     if args.len() > 3 {
         return Reply::error("ERR syntax error");
     }
     let (user, password) = match args {
         [_, password] => {
-            if shared.config.listen.password.is_none() {
+            if topo.config.listen.password.is_none() {
                 return Reply::error(
                     "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                 );
@@ -630,7 +748,7 @@ fn auth(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
         [_, user, password] => (Some(&user[..]), password),
         _ => return arity_error("auth"),
     };
-    if credentials_ok(shared, user, password) {
+    if credentials_ok(topo, user, password) {
         state.authenticated = true;
         Reply::ok()
     } else {
@@ -638,7 +756,7 @@ fn auth(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
     }
 }
 
-fn hello(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
+fn hello(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
     let mut proto = None;
     if let Some(version) = args.get(1) {
         match parse_int(version) {
@@ -671,7 +789,7 @@ fn hello(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
         }
     }
     if let Some((user, password)) = credentials {
-        if !credentials_ok(shared, Some(user), password) {
+        if !credentials_ok(topo, Some(user), password) {
             return Reply::error(WRONGPASS);
         }
         state.authenticated = true;
@@ -799,6 +917,28 @@ fn client_line(_shared: &Shared, state: &State) -> String {
         show(&state.lib_name),
         show(&state.lib_ver),
     )
+}
+
+/// SLOWLOG GET [count] | LEN | RESET.
+fn slowlog_command(shared: &Shared, args: &[Bytes]) -> Reply {
+    let sub = args[1].to_ascii_uppercase();
+    match (&sub[..], args.len()) {
+        (b"GET", 2) => shared.slowlog.get(10),
+        (b"GET", 3) => match parse_int(&args[2]) {
+            Some(n) if n < 0 => shared.slowlog.get(usize::MAX),
+            Some(n) => shared.slowlog.get(n as usize),
+            None => Reply::error("ERR value is not an integer or out of range"),
+        },
+        (b"GET", _) => arity_error("slowlog|get"),
+        (b"LEN", 2) => Reply::Int(shared.slowlog.len() as i64),
+        (b"LEN", _) => arity_error("slowlog|len"),
+        (b"RESET", 2) => {
+            shared.slowlog.reset();
+            Reply::ok()
+        }
+        (b"RESET", _) => arity_error("slowlog|reset"),
+        _ => unknown_subcommand(&args[1], "SLOWLOG"),
+    }
 }
 
 fn command_command(args: &[Bytes], _proto: Proto) -> Reply {

@@ -40,7 +40,69 @@ pub struct Config {
     pub pool: Pool,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub slowlog: Slowlog,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
     pub backends: Vec<Backend>,
+}
+
+/// `[admin]`: the HTTP listener for /metrics, /healthz, /readyz, /topology, /reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `host:port`; no admin listener when unset.
+    pub address: Option<String>,
+}
+
+/// `[slowlog]`: like Redis's slowlog-log-slower-than and slowlog-max-len.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slowlog {
+    /// Requests slower than this many microseconds are logged; negative disables.
+    #[serde(default = "default_slower_than_us")]
+    pub slower_than_us: i64,
+    #[serde(default = "default_slowlog_len")]
+    pub max_len: usize,
+}
+
+fn default_slower_than_us() -> i64 {
+    10_000
+}
+fn default_slowlog_len() -> usize {
+    128
+}
+
+impl Default for Slowlog {
+    fn default() -> Self {
+        Slowlog {
+            slower_than_us: default_slower_than_us(),
+            max_len: default_slowlog_len(),
+        }
+    }
+}
+
+/// `[shutdown]`: draining on SIGTERM/SIGINT.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Longest wait for clients to finish before the proxy exits anyway.
+    #[serde(default = "default_grace_period_ms")]
+    pub grace_period_ms: u64,
+}
+
+fn default_grace_period_ms() -> u64 {
+    10_000
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period_ms: default_grace_period_ms(),
+        }
+    }
 }
 
 /// `[listen]`: where clients connect and how they authenticate.
@@ -446,6 +508,9 @@ impl Config {
         }
         if let Some(address) = &listen.address {
             check_host_port(address).map_err(|m| invalid("listen.address", m))?;
+        }
+        if let Some(address) = &self.admin.address {
+            check_host_port(address).map_err(|m| invalid("admin.address", m))?;
         }
         self.unix_socket_mode()?;
         if listen.databases == 0 || listen.databases > 1 << 16 {

@@ -15,6 +15,8 @@
 //! - [`sentinel`]: follows a Sentinel group's master and publishes it to the
 //!   backend's connections.
 //! - [`config`]: the TOML file, defaults and validation.
+//! - [`admin`]: the HTTP listener (/metrics, /healthz, /readyz, /topology,
+//!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG.
 //! - [`net`], [`shutdown`]: socket and signal plumbing.
 //!
 //! Errors are typed at each boundary: [`protocol::ProtocolError`] (the client
@@ -22,15 +24,18 @@
 //! [`config::ConfigError`] (the operator's file is wrong).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod router;
 pub mod sentinel;
 pub mod server;
 pub mod shutdown;
+pub mod slowlog;
 
 /// The Redis version the proxy reports in HELLO and INFO: the command
 /// semantics it follows are Redis 7's.

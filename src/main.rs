@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use session_proxy::config::Config;
+use session_proxy::metrics::LATENCY_BUCKETS;
 use session_proxy::router::Router;
 use session_proxy::server::{self, Listeners, Shared};
 use session_proxy::shutdown;
@@ -82,7 +84,7 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(e),
             };
             init_logging(cli.log_json);
-            match run(config) {
+            match run(config, path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "session-proxy failed");
@@ -112,19 +114,57 @@ fn init_logging(json: bool) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // The recorder goes in before any metric handle is created.
+        let prometheus = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+            .install_recorder()?;
         let listeners = Listeners::bind(&config).await?;
-        let shared = Arc::new(Shared::new(config, listeners.tcp_port())?);
+        let admin = match &config.admin.address {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("admin.address {address}: {e}"))?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(config, listeners.tcp_port())?.with_config_path(path));
+        if let Some(listener) = admin {
+            tokio::spawn(session_proxy::admin::serve(
+                listener,
+                shared.clone(),
+                Some(prometheus),
+            ));
+        }
+        tokio::spawn(reload_on_sighup(shared.clone()));
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(async move {
             shutdown::signal().await;
             trigger.fire();
+            // A second signal while draining: stop at once.
+            shutdown::signal().await;
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(1);
         });
         server::run(listeners, shared, shutdown).await;
+        tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Re-reads the config file on every SIGHUP.
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler; reload through POST /reload");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        // The outcome is logged and counted by `reload` itself.
+        let _ = shared.reload();
+    }
 }

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::{auth_command, call, open, PoolSettings};
 use crate::config::{Endpoint, Sentinel, Target};
+use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
 
 /// Longest pause before retrying an unreachable sentinel.
@@ -39,6 +40,7 @@ pub fn start(
     sentinel: Sentinel,
     target: &Target,
     settings: Arc<PoolSettings>,
+    metrics: Arc<BackendMetrics>,
 ) -> (watch::Receiver<Option<Endpoint>>, Arc<Notify>) {
     let (tx, rx) = watch::channel(None);
     let recheck = Arc::new(Notify::new());
@@ -58,6 +60,7 @@ pub fn start(
         master: tx,
         recheck: recheck.clone(),
         known,
+        metrics,
     };
     let span =
         tracing::info_span!("sentinel", backend = %backend, master = %monitor.sentinel.master);
@@ -83,6 +86,7 @@ struct Monitor {
     /// Woken by `+switch-master` subscribers and by connections.
     recheck: Arc<Notify>,
     known: Vec<Known>,
+    metrics: Arc<BackendMetrics>,
 }
 
 /// One sentinel's answer.
@@ -105,7 +109,10 @@ impl Monitor {
                     let current = self.master.borrow().clone();
                     if current.as_ref() != Some(endpoint) {
                         match &current {
-                            Some(old) => info!(from = %old, to = %endpoint, "master switched"),
+                            Some(old) => {
+                                self.metrics.sentinel_switches.increment(1);
+                                info!(from = %old, to = %endpoint, "master switched")
+                            }
                             None => info!(master = %endpoint, "master found"),
                         }
                         self.master.send_replace(Some(endpoint.clone()));

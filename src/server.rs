@@ -1,25 +1,29 @@
-//! Listeners and what every client handler shares.
+//! Listeners, the state every client handler shares, reload and draining.
 //!
 //! `run` accepts on TCP and/or a unix socket. A semaphore permit is taken
 //! before each `accept`, so at most `limits.max_clients` clients are served and
 //! further ones wait in the kernel's queue instead of costing memory here.
+//! Everything a config file decides lives in a [`Topology`], swapped whole on
+//! reload; client handlers pick up the new one at their next request.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::backend::{Backend, PoolSettings};
 use crate::config::{Config, OnBackendDown};
+use crate::metrics::Metrics;
 use crate::net::Stream;
 use crate::router::Router;
 use crate::shutdown::Shutdown;
+use crate::slowlog::SlowLog;
 
 /// Counters shown by INFO.
 #[derive(Debug, Default)]
@@ -29,49 +33,42 @@ pub struct Stats {
     pub commands: AtomicU64,
     pub refused_keys: AtomicU64,
     pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
 }
 
-/// Everything client handlers share; built once at start.
-pub struct Shared {
+/// What one config file decides: settings, router and backends.
+pub struct Topology {
     pub config: Config,
     pub router: Router,
     /// Backends in config order, as the router's indexes refer to them.
     pub backends: Vec<Backend>,
-    pub next_client_id: AtomicU64,
-    pub stats: Stats,
-    pub started: Instant,
-    /// The TCP port clients connect to, for INFO.
-    pub tcp_port: u16,
 }
 
-impl Shared {
-    /// Builds the router and starts the backend connection tasks.
-    pub fn new(config: Config, tcp_port: u16) -> anyhow::Result<Shared> {
+impl Topology {
+    /// Builds the router and the backends, reusing the running backends of
+    /// `previous` whose id, address, credentials and pool settings are
+    /// unchanged, so their connections stay up.
+    fn build(config: Config, previous: Option<&Topology>) -> anyhow::Result<Topology> {
         let router = Router::new(config.route_members())?;
         let settings = Arc::new(PoolSettings::from_config(&config));
         let mut backends = Vec::with_capacity(config.backends.len());
-        for (i, backend) in config.backends.iter().enumerate() {
-            let target = backend.target(&format!("backends[{i}]"))?;
-            backends.push(Backend::start(
-                &backend.id,
-                target,
-                backend.min_replicas_ack,
-                settings.clone(),
-            ));
+        for (i, spec) in config.backends.iter().enumerate() {
+            let target = spec.target(&format!("backends[{i}]"))?;
+            let reused = previous
+                .and_then(|p| p.backends.iter().find(|b| *b.id == *spec.id))
+                .filter(|b| b.same_as(&target, spec.min_replicas_ack, &settings));
+            backends.push(match reused {
+                Some(backend) => backend.clone(),
+                None => Backend::start(&spec.id, target, spec.min_replicas_ack, settings.clone()),
+            });
         }
-        Ok(Shared {
+        Ok(Topology {
             config,
             router,
             backends,
-            next_client_id: AtomicU64::new(1),
-            stats: Stats::default(),
-            started: Instant::now(),
-            tcp_port,
         })
     }
-}
 
-impl Shared {
     /// The backend that serves `key` now: its rendezvous owner, or with
     /// `on_backend_down = "next"` and the owner down, the first candidate
     /// after it that is up.
@@ -89,6 +86,129 @@ impl Shared {
             }
         }
         owner
+    }
+}
+
+/// Everything client handlers share.
+pub struct Shared {
+    /// The current topology; replaced whole by `reload`.
+    topology: RwLock<Arc<Topology>>,
+    /// Bumped on every reload, so clients notice without taking the lock.
+    pub generation: AtomicU64,
+    /// Where the config came from, for reloads; `None` when built from text.
+    pub config_path: Option<PathBuf>,
+    pub next_client_id: AtomicU64,
+    pub stats: Stats,
+    pub metrics: Metrics,
+    pub slowlog: SlowLog,
+    pub started: Instant,
+    /// The TCP port clients connect to, for INFO.
+    pub tcp_port: u16,
+    /// Set when shutdown starts: /readyz fails and clients are closed once idle.
+    pub draining: AtomicBool,
+    /// Fires when draining starts; each client handler watches it.
+    pub drain_signal: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Builds the first topology and starts the backend connection tasks.
+    pub fn new(config: Config, tcp_port: u16) -> anyhow::Result<Shared> {
+        let topology = Topology::build(config, None)?;
+        let (drain_signal, _) = watch::channel(false);
+        Ok(Shared {
+            topology: RwLock::new(Arc::new(topology)),
+            generation: AtomicU64::new(0),
+            config_path: None,
+            next_client_id: AtomicU64::new(1),
+            stats: Stats::default(),
+            metrics: Metrics::new(),
+            slowlog: SlowLog::default(),
+            started: Instant::now(),
+            tcp_port,
+            draining: AtomicBool::new(false),
+            drain_signal,
+        })
+    }
+
+    pub fn with_config_path(mut self, path: PathBuf) -> Shared {
+        self.config_path = Some(path);
+        self
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        match self.topology.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the config file and swaps the topology in. An invalid file is
+    /// refused and the running topology kept.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(summary) => {
+                self.metrics.reloads_ok.increment(1);
+                info!(%summary, "config reloaded");
+            }
+            Err(error) => {
+                self.metrics.reloads_failed.increment(1);
+                warn!(error = %format!("{error:#}"), "reload refused; the running config stays");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> anyhow::Result<String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no config file to reload"))?;
+        let config = Config::load(path)?;
+        let current = self.topology();
+        if config.listen.address != current.config.listen.address
+            || config.listen.unix_socket != current.config.listen.unix_socket
+            || config.admin != current.config.admin
+        {
+            warn!("listen and admin addresses change only on restart");
+        }
+        let topology = Topology::build(config, Some(&current))?;
+        let reused = topology
+            .backends
+            .iter()
+            .filter(|b| current.backends.iter().any(|c| c.same_task(b)))
+            .count();
+        let summary = format!(
+            "{} backends ({} kept running, {} started)",
+            topology.backends.len(),
+            reused,
+            topology.backends.len() - reused
+        );
+        match self.topology.write() {
+            Ok(mut t) => *t = Arc::new(topology),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(topology),
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(summary)
+    }
+
+    /// Whether the proxy should get traffic: not draining, and every backend up.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("draining".into());
+        }
+        let down: Vec<String> = self
+            .topology()
+            .backends
+            .iter()
+            .filter(|b| !b.is_up())
+            .map(|b| b.id.to_string())
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("backends down: {}", down.join(", ")))
+        }
     }
 }
 
@@ -134,9 +254,12 @@ impl Listeners {
     }
 }
 
-/// Serves clients until `shutdown` fires.
+/// Serves clients until `shutdown` fires, then drains: stops accepting,
+/// closes each client once everything it sent is answered, and returns when
+/// all are gone or the grace period is over.
 pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdown) {
-    let limit = Arc::new(Semaphore::new(shared.config.limits.max_clients));
+    let max_clients = shared.topology().config.limits.max_clients;
+    let limit = Arc::new(Semaphore::new(max_clients));
     let tcp = listeners.tcp.map(|listener| {
         let local = listener
             .local_addr()
@@ -156,13 +279,25 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
         (task, path)
     });
     shutdown.recv().await;
-    info!("shutting down");
+    let grace = Duration::from_millis(shared.topology().config.shutdown.grace_period_ms);
+    info!(grace_ms = grace.as_millis() as u64, "draining");
+    shared.draining.store(true, Ordering::Relaxed);
     if let Some(task) = tcp {
         task.abort();
     }
     if let Some((task, path)) = unix {
         task.abort();
         let _ = std::fs::remove_file(path);
+    }
+    shared.drain_signal.send_replace(true);
+    // Every client holds a permit: having them all back means every client is gone.
+    let all_gone = limit.clone().acquire_many_owned(max_clients as u32);
+    match tokio::time::timeout(grace, all_gone).await {
+        Ok(_) => info!("all clients finished"),
+        Err(_) => warn!(
+            clients = shared.stats.connected_clients.load(Ordering::Relaxed),
+            "grace period over; closing the remaining clients"
+        ),
     }
 }
 
@@ -218,7 +353,7 @@ async fn accept_unix(
 /// Out of file descriptors and the like: wait a little rather than spin.
 async fn accept_error(e: std::io::Error) {
     warn!(error = %e, "accept failed");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String) {
@@ -230,7 +365,9 @@ async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String)
         .stats
         .connected_clients
         .fetch_add(1, Ordering::Relaxed);
+    shared.metrics.client_connections.increment(1.0);
     crate::client::serve(shared.clone(), stream, peer, local).await;
+    shared.metrics.client_connections.decrement(1.0);
     shared
         .stats
         .connected_clients
@@ -238,15 +375,16 @@ async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String)
 }
 
 /// The INFO reply: Redis's `# Section` / `field:value` text.
-pub fn info_text(shared: &Shared, section: Option<&Bytes>) -> String {
+pub fn info_text(shared: &Shared, topology: &Topology, section: Option<&Bytes>) -> String {
     let wanted = section.map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
     let show = |name: &str| match wanted.as_deref() {
         None | Some("default") | Some("all") | Some("everything") => true,
         Some(w) => w == name,
     };
     let stats = &shared.stats;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
     let mut out = String::new();
-    let mut section = |name: &str, title: &str, fields: Vec<(&str, String)>| {
+    let mut section = |name: &str, title: &str, fields: Vec<(String, String)>| {
         if !show(name) {
             return;
         }
@@ -258,79 +396,106 @@ pub fn info_text(shared: &Shared, section: Option<&Bytes>) -> String {
             out.push_str(&format!("{k}:{v}\r\n"));
         }
     };
+    let f = |k: &str, v: String| (k.to_string(), v);
     section(
         "server",
         "Server",
         vec![
-            ("redis_version", crate::REDIS_VERSION.to_string()),
-            ("redis_mode", "standalone".into()),
-            ("os", std::env::consts::OS.into()),
-            ("arch_bits", (usize::BITS).to_string()),
-            ("process_id", std::process::id().to_string()),
-            ("tcp_port", shared.tcp_port.to_string()),
-            (
+            f("redis_version", crate::REDIS_VERSION.to_string()),
+            f("redis_mode", "standalone".into()),
+            f("os", std::env::consts::OS.into()),
+            f("arch_bits", usize::BITS.to_string()),
+            f("process_id", std::process::id().to_string()),
+            f("tcp_port", shared.tcp_port.to_string()),
+            f(
                 "uptime_in_seconds",
                 shared.started.elapsed().as_secs().to_string(),
             ),
-            ("proxy_name", "session-proxy".into()),
-            ("proxy_version", env!("CARGO_PKG_VERSION").into()),
+            f("proxy_name", "session-proxy".into()),
+            f("proxy_version", env!("CARGO_PKG_VERSION").into()),
         ],
     );
     section(
         "clients",
         "Clients",
         vec![
-            (
+            f(
                 "connected_clients",
                 stats.connected_clients.load(Ordering::Relaxed).to_string(),
             ),
-            ("maxclients", shared.config.limits.max_clients.to_string()),
+            f("maxclients", topology.config.limits.max_clients.to_string()),
         ],
     );
-    section("persistence", "Persistence", vec![("loading", "0".into())]);
+    section("persistence", "Persistence", vec![f("loading", "0".into())]);
     section(
         "stats",
         "Stats",
         vec![
-            (
+            f(
                 "total_connections_received",
-                stats
-                    .connections_received
-                    .load(Ordering::Relaxed)
-                    .to_string(),
+                load(&stats.connections_received),
             ),
-            (
-                "total_commands_processed",
-                stats.commands.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "total_net_input_bytes",
-                stats.net_input_bytes.load(Ordering::Relaxed).to_string(),
-            ),
+            f("total_commands_processed", load(&stats.commands)),
+            f("total_net_input_bytes", load(&stats.net_input_bytes)),
+            f("total_net_output_bytes", load(&stats.net_output_bytes)),
         ],
     );
     section(
         "replication",
         "Replication",
-        vec![("role", "master".into()), ("connected_slaves", "0".into())],
+        vec![
+            f("role", "master".into()),
+            f("connected_slaves", "0".into()),
+        ],
     );
-    let backends: Vec<(&str, String)> = shared
-        .config
-        .backends
-        .iter()
-        .map(|b| (b.id.as_str(), format!("weight={}", b.weight)))
-        .collect();
     section(
         "proxy",
         "Proxy",
         vec![
-            ("backends", shared.backends.len().to_string()),
-            (
-                "refused_keys",
-                stats.refused_keys.load(Ordering::Relaxed).to_string(),
+            f("backends", topology.backends.len().to_string()),
+            f(
+                "backends_up",
+                topology
+                    .backends
+                    .iter()
+                    .filter(|b| b.is_up())
+                    .count()
+                    .to_string(),
             ),
+            f("refused_keys", load(&stats.refused_keys)),
+            f(
+                "config_generation",
+                shared.generation.load(Ordering::Relaxed).to_string(),
+            ),
+            f(
+                "draining",
+                u8::from(shared.draining.load(Ordering::Relaxed)).to_string(),
+            ),
+            f("slowlog_len", shared.slowlog.len().to_string()),
         ],
     );
+    let backends = topology
+        .config
+        .backends
+        .iter()
+        .zip(&topology.backends)
+        .map(|(spec, backend)| {
+            let endpoint = backend
+                .endpoint
+                .borrow()
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "none".into());
+            let value = format!(
+                "weight={},endpoint={},status={},connections={}",
+                spec.weight,
+                endpoint,
+                if backend.is_up() { "up" } else { "down" },
+                backend.connected()
+            );
+            (format!("backend_{}", spec.id), value)
+        })
+        .collect();
     section("backends", "Backends", backends);
     out
 }

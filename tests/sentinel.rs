@@ -58,7 +58,7 @@ impl Load {
                             break;
                         }
                         let key = format!("session:{t}:{i}");
-                        let backend = shared.router.owner(key.as_bytes());
+                        let backend = shared.topology().router.owner(key.as_bytes());
                         let value = format!("{i}:{value}");
                         let mut ops: Vec<(bool, Vec<&str>)> = vec![
                             (true, vec!["SETEX", &key, "3600", &value]),

@@ -46,6 +46,7 @@ pub enum Cmd {
     Command,
     Info,
     DbSize,
+    Slowlog,
 }
 
 /// How a command reaches the backends.
@@ -176,10 +177,16 @@ pub static TABLE: &[Spec] = &[
         no_auth: false,
         keys: (0, 0, 0),
     },
+    spec!(Slowlog, "slowlog", -2, local, no_auth: false),
 ];
 
 /// Looks a command up by name, in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    lookup_index(name).and_then(|i| TABLE.get(i))
+}
+
+/// The command's position in [`TABLE`], for per-command metrics.
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
     // Names are short; anything longer than the longest one is unknown.
     let mut upper = [0u8; 12];
     let dst = upper.get_mut(..name.len())?;
@@ -224,9 +231,10 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
         b"COMMAND" => 34,
         b"INFO" => 35,
         b"DBSIZE" => 36,
+        b"SLOWLOG" => 37,
         _ => return None,
     };
-    TABLE.get(index)
+    Some(index)
 }
 
 /// The positions of the keys in a request of this command, given its argument

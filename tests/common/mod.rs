@@ -164,7 +164,7 @@ impl Proxy {
 
     /// The index in the config of the backend that owns `key`.
     pub fn owner(&self, key: &str) -> usize {
-        self.shared.router.owner(key.as_bytes())
+        self.shared.topology().router.owner(key.as_bytes())
     }
 }
 
@@ -528,7 +528,11 @@ impl Group {
 
 /// The master address a proxy backend follows now.
 pub fn proxy_master(proxy: &Proxy, backend: usize) -> Option<String> {
-    match proxy.shared.backends[backend].endpoint.borrow().clone() {
+    match proxy.shared.topology().backends[backend]
+        .endpoint
+        .borrow()
+        .clone()
+    {
         Some(session_proxy::config::Endpoint::Tcp(address)) => Some(address),
         _ => None,
     }
