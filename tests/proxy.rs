@@ -578,3 +578,41 @@ fn a_client_never_waits_longer_than_the_request_timeout() {
     );
     assert_eq!(client.read_reply(), b"+PONG\r\n");
 }
+
+#[test]
+fn info_sections_and_slowlog() {
+    let (_a, _b, proxy) = two_backends("[slowlog]\nslower_than_us = 0\nmax_len = 5");
+    let mut client = proxy.client();
+    for i in 0..8 {
+        client.cmd(&["SET", &format!("session:{i}"), "v"]);
+    }
+    // The newest entry is the last SET (a command is logged after it runs).
+    let entry = client.text(&["SLOWLOG", "GET", "1"]);
+    assert!(entry.starts_with("*1\r\n*6\r\n:"), "{entry}");
+    assert!(
+        entry.contains("$3\r\nSET\r\n$9\r\nsession:7\r\n"),
+        "{entry}"
+    );
+    let info = client.text(&["INFO"]);
+    for needle in [
+        "# Server",
+        "# Clients",
+        "# Stats",
+        "# Proxy",
+        "# Backends",
+        "backend_a:weight=1,endpoint=127.0.0.1:",
+        "status=up",
+    ] {
+        assert!(info.contains(needle), "INFO lacks {needle}: {info}");
+    }
+    assert!(client.text(&["INFO", "backends"]).starts_with("$"));
+    assert!(!client.text(&["INFO", "backends"]).contains("# Server"));
+    assert_eq!(client.text(&["SLOWLOG", "LEN"]), ":5\r\n");
+    assert_eq!(client.text(&["SLOWLOG", "RESET"]), "+OK\r\n");
+    // The RESET itself is logged after it ran, as on Redis.
+    assert_eq!(client.text(&["SLOWLOG", "LEN"]), ":1\r\n");
+    assert_eq!(
+        client.text(&["SLOWLOG", "NOPE"]),
+        "-ERR unknown subcommand 'NOPE'. Try SLOWLOG HELP.\r\n"
+    );
+}
