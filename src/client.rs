@@ -78,8 +78,8 @@ impl Slot {
 
     /// A slot waiting for backends, answered with a timeout error if they
     /// have not replied within the request timeout.
-    fn waiting(topo: &Topology, proto: Proto, pending: Pending, backends: Arc<str>) -> Slot {
-        let deadline = Instant::now() + topo.config.pool.request_timeout();
+    fn waiting(topo: &Topology, proto: Proto, pending: Pending, backends: Arc<str>, now: Instant) -> Slot {
+        let deadline = now + topo.config.pool.request_timeout();
         let mut slot = Slot::ready(proto, Reply::Null);
         slot.pending = pending;
         slot.deadline = Some((deadline, backends));
@@ -281,6 +281,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             topo = shared.topology();
         }
         let max_pipeline = topo.config.limits.max_pipeline;
+        // One clock reading per pass serves every request decoded and every
+        // reply encoded in it.
+        let now = Instant::now();
         // 1. Run the requests already read, as far as the pipeline limit allows.
         while !state.closing && queue.len() < max_pipeline {
             match decoder.decode(&mut rbuf) {
@@ -288,7 +291,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                     if request.args.is_empty() {
                         continue;
                     }
-                    let slot = dispatch(shared, &topo, state, request).await;
+                    let slot = dispatch(shared, &topo, state, request, now).await;
                     decoder.authenticated = state.authenticated;
                     queue.push_back(slot);
                 }
@@ -310,12 +313,13 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             let close_after = slot.close_after;
             if let Pending::Ready(reply) = slot.pending {
                 if let Some(started) = slot.started {
+                    let took = now.saturating_duration_since(started);
                     observe(
                         shared,
                         &topo,
                         state,
                         slot.command,
-                        started,
+                        took,
                         &slot.args,
                         reply.is_error(),
                     );
@@ -428,11 +432,10 @@ fn observe(
     topo: &Topology,
     state: &State,
     command: usize,
-    started: Instant,
+    took: std::time::Duration,
     args: &[Bytes],
     error: bool,
 ) {
-    let took = started.elapsed();
     if let Some(metrics) = shared.metrics.command(command) {
         if error {
             metrics.error.increment(1);
@@ -467,14 +470,19 @@ fn poll_head(queue: &mut VecDeque<Slot>, cx: &mut Context<'_>) -> Poll<()> {
 }
 
 /// Runs one request and returns its slot.
-async fn dispatch(shared: &Shared, topo: &Topology, state: &mut State, request: Request) -> Slot {
-    let started = Instant::now();
+async fn dispatch(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    request: Request,
+    started: Instant,
+) -> Slot {
     let command = request
         .args
         .first()
         .and_then(|name| lookup_index(name))
         .unwrap_or(TABLE.len());
-    let mut slot = execute(shared, topo, state, &request.args, request.raw).await;
+    let mut slot = execute(shared, topo, state, &request.args, request.raw, started).await;
     slot.command = command;
     slot.started = Some(started);
     slot.args = request.args;
@@ -487,10 +495,11 @@ async fn execute(
     state: &mut State,
     args: &[Bytes],
     raw: Option<Bytes>,
+    now: Instant,
 ) -> Slot {
     let proto = state.proto;
     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
-    state.last_command_at = Instant::now();
+    state.last_command_at = now;
     let Some(spec) = args.first().and_then(|name| lookup(name)) else {
         state.last_command = "NULL";
         shared.metrics.refused_commands.increment(1);
@@ -537,13 +546,14 @@ async fn execute(
                 parts,
                 how: MergeHow::Sum,
             }));
-            Slot::waiting(topo, proto, merging, Arc::from("*"))
+            Slot::waiting(topo, proto, merging, Arc::from("*"), now)
         }
-        _ => routed(shared, topo, state, spec, args, raw).await,
+        _ => routed(shared, topo, state, spec, args, raw, now).await,
     }
 }
 
 /// Sends a keyed command to the backend(s) owning its keys.
+#[allow(clippy::too_many_arguments)]
 async fn routed(
     shared: &Shared,
     topo: &Topology,
@@ -551,6 +561,7 @@ async fn routed(
     spec: &Spec,
     args: &[Bytes],
     raw: Option<Bytes>,
+    now: Instant,
 ) -> Slot {
     let proto = state.proto;
     let prefixes = &topo.config.keys.prefixes;
@@ -576,7 +587,7 @@ async fn routed(
                     .await
             }
         };
-        return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone());
+        return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
     }
 
     // Split: one sub-command per backend, keys in their original order.
@@ -621,6 +632,7 @@ async fn routed(
         proto,
         Pending::Merge(Box::new(Merging { parts, how })),
         Arc::from(ids.join("', '")),
+        now,
     )
 }
 

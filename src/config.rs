@@ -46,7 +46,36 @@ pub struct Config {
     pub slowlog: Slowlog,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub runtime: Runtime,
     pub backends: Vec<Backend>,
+}
+
+/// `[runtime]`: the async runtime's threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Worker threads; 0 picks for the machine: one thread (no cross-thread
+    /// wake-ups) on two cores or fewer, one per core above that.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+impl Runtime {
+    /// The thread count to use on this machine.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                if cores <= 2 {
+                    1
+                } else {
+                    cores
+                }
+            }
+            n => n,
+        }
+    }
 }
 
 /// `[admin]`: the HTTP listener for /metrics, /healthz, /readyz, /topology, /reload.
@@ -193,7 +222,7 @@ pub enum OnBackendDown {
 }
 
 fn default_connections() -> usize {
-    2
+    1
 }
 fn default_connect_timeout_ms() -> u64 {
     1000
@@ -637,7 +666,7 @@ mod tests {
         let config = Config::parse(EXAMPLE).unwrap();
         assert_eq!(config.backends.len(), 2);
         assert_eq!(config.backends[1].weight, 2.0);
-        assert_eq!(config.pool.connections, 2);
+        assert_eq!(config.pool.connections, 1);
         assert_eq!(
             config.backends[1].target("b").unwrap().source,
             Source::Fixed(Endpoint::Tcp("127.0.0.1:7002".into()))

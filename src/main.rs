@@ -115,9 +115,17 @@ fn init_logging(json: bool) {
 }
 
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // One thread keeps every wake-up on the same core (the default on small
+    // machines); more threads scale across cores at the cost of cross-thread wake-ups.
+    let threads = config.runtime.threads();
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async {
         // The recorder goes in before any metric handle is created.
         let prometheus = PrometheusBuilder::new()

@@ -5,6 +5,7 @@
 use std::io;
 
 use bytes::{Buf, BytesMut};
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 /// Bytes reserved in a read buffer before each read.
@@ -32,13 +33,37 @@ impl Stream {
     }
 
     /// Reads what is available into `buf`. `Ok(0)` is end of stream.
+    ///
+    /// A read that leaves spare room in `buf` has drained the socket, so the
+    /// readiness is cleared right away (by answering `WouldBlock` to `try_io`
+    /// after the data is taken): the next wait goes to epoll instead of costing
+    /// one more `recv` that would only say `EAGAIN`. Data arriving later raises
+    /// a new readiness event, which that clearing does not erase.
     pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
+        let spare = buf.capacity() - buf.len();
+        let mut got = None;
+        let mut read = || {
+            let n = match self {
+                Stream::Tcp(s) => s.try_read_buf(buf)?,
+                Stream::Unix(s) => s.try_read_buf(buf)?,
+            };
+            got = Some(n);
+            if n > 0 && n < spare {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        };
+        let result = match self {
+            Stream::Tcp(s) => s.try_io(Interest::READABLE, &mut read),
+            Stream::Unix(s) => s.try_io(Interest::READABLE, &mut read),
+        };
+        match (result, got) {
+            (Ok(n), _) => Ok(n),
+            (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
+            (Err(e), _) => Err(e),
         }
     }
 
