@@ -631,8 +631,9 @@ impl Connection {
     ) -> Result<(), SessionEnd> {
         let mut any = false;
         loop {
-            let frame = match BackendReplyDecoder.decode(rbuf) {
-                Ok(Some(frame)) => frame,
+            // Only the frame's extent is decoded; its bytes go to the client as they are.
+            let frame = match redis_protocol::resp2::decode::decode_range(rbuf) {
+                Ok(Some((_, amount))) => rbuf.split_to(amount).freeze(),
                 Ok(None) => {
                     if any {
                         self.health.success();
@@ -641,7 +642,7 @@ impl Connection {
                 }
                 Err(e) => return Err(self.lost(format!("bad reply: {e}"))),
             };
-            let reply = Reply::from_resp2(frame);
+            let reply = Reply::Raw(frame);
             if !any {
                 any = true;
                 if let Some(first) = owed.front() {
@@ -650,9 +651,9 @@ impl Connection {
                         .record(first.sent_at().elapsed().as_secs_f64());
                 }
             }
-            if let Reply::Error(e) = &reply {
+            if let Reply::Raw(raw) = &reply {
                 // A demoted or restarting master: have the sentinels asked now.
-                if e.starts_with(b"READONLY") || e.starts_with(b"LOADING") {
+                if raw.starts_with(b"-READONLY") || raw.starts_with(b"-LOADING") {
                     self.ask_recheck();
                 }
             }
@@ -667,8 +668,8 @@ impl Connection {
                     ..
                 }) => {
                     let write = self.held.take().unwrap_or(Reply::Null);
-                    let answer = match (&write, reply) {
-                        (Reply::Error(_), _) => write,
+                    let answer = match (&write, reply.parsed()) {
+                        (w, _) if w.is_error() => write,
                         (_, Reply::Int(acked)) if acked >= replicas as i64 => write,
                         (_, Reply::Int(_)) => {
                             Reply::error("NOREPLICAS Not enough good replicas to write.")
@@ -678,7 +679,7 @@ impl Connection {
                     let _ = tx.send(Ok(answer));
                 }
                 Some(Owed::Select { .. }) => {
-                    if let Reply::Error(e) = reply {
+                    if let Reply::Error(e) = reply.parsed() {
                         // Commands after it would run in the wrong database: drop the connection.
                         return Err(
                             self.lost(format!("SELECT failed: {}", String::from_utf8_lossy(&e)))

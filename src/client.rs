@@ -172,7 +172,7 @@ impl Merging {
         let parts: Vec<Reply> = self
             .parts
             .iter_mut()
-            .map(|(_, r)| r.take().unwrap_or(Reply::Null))
+            .map(|(_, r)| r.take().unwrap_or(Reply::Null).parsed())
             .collect();
         if let Some(error) = parts.iter().find(|r| r.is_error()) {
             return error.clone();
@@ -445,7 +445,7 @@ fn observe(
         metrics.latency.record(took.as_secs_f64());
     }
     let slowlog = &topo.config.slowlog;
-    if slowlog.slower_than_us >= 0 && took.as_micros() as i64 > slowlog.slower_than_us {
+    if slowlog.slower_than_us >= 0 && took.as_micros() as i64 >= slowlog.slower_than_us {
         shared.slowlog.record(
             slowlog.max_len,
             took,

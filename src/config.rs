@@ -90,7 +90,8 @@ pub struct Admin {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slowlog {
-    /// Requests slower than this many microseconds are logged; negative disables.
+    /// Requests taking at least this many microseconds are logged (as Redis
+    /// does); negative disables.
     #[serde(default = "default_slower_than_us")]
     pub slower_than_us: i64,
     #[serde(default = "default_slowlog_len")]

@@ -46,6 +46,10 @@ pub enum Reply {
     Set(Vec<Reply>),
     /// A RESP3 verbatim `txt` string (INFO, CLIENT INFO); a bulk string in RESP2.
     Verbatim(Bytes),
+    /// One whole RESP2 reply exactly as a backend sent it, passed through
+    /// without decoding. RESP2 clients get these bytes as they are; RESP3
+    /// clients too unless the reply holds a null, which RESP3 spells `_`.
+    Raw(Bytes),
 }
 
 impl Reply {
@@ -78,7 +82,23 @@ impl Reply {
     }
 
     pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
+        match self {
+            Reply::Error(_) => true,
+            Reply::Raw(raw) => raw.first() == Some(&b'-'),
+            _ => false,
+        }
+    }
+
+    /// The reply decoded, for the few places that look inside one (merging
+    /// split commands, WAIT): a `Raw` reply is parsed, anything else returned.
+    pub fn parsed(self) -> Reply {
+        match self {
+            Reply::Raw(raw) => match redis_protocol::resp2::decode::decode_bytes(&raw) {
+                Ok(Some((frame, _))) => Reply::from_resp2(frame),
+                _ => Reply::error("ERR unparsable reply from a backend"),
+            },
+            other => other,
+        }
     }
 
     /// Converts a frame read from a backend.
@@ -97,6 +117,7 @@ impl Reply {
 
     fn into_resp2(self) -> Resp2Frame {
         match self {
+            raw @ Reply::Raw(_) => raw.parsed().into_resp2(),
             Reply::Status(s) => Resp2Frame::SimpleString(s),
             Reply::Error(e) => Resp2Frame::Error(to_str(e)),
             Reply::Int(i) => Resp2Frame::Integer(i),
@@ -116,6 +137,7 @@ impl Reply {
 
     fn into_resp3(self) -> Resp3Frame {
         match self {
+            raw @ Reply::Raw(_) => raw.parsed().into_resp3(),
             Reply::Status(data) => Resp3Frame::SimpleString {
                 data,
                 attributes: None,
@@ -176,6 +198,12 @@ impl Encoder<Reply> for ReplyEncoder {
     type Error = redis_protocol::error::RedisProtocolError;
 
     fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        if let Reply::Raw(raw) = &reply {
+            if self.proto == Proto::Resp2 || !has_resp2_null(raw) {
+                dst.extend_from_slice(raw);
+                return Ok(());
+            }
+        }
         match self.proto {
             Proto::Resp2 => {
                 redis_protocol::resp2::encode::extend_encode(dst, &reply.into_resp2(), false)?;
@@ -190,6 +218,12 @@ impl Encoder<Reply> for ReplyEncoder {
         }
         Ok(())
     }
+}
+
+/// Whether RESP2 bytes may hold a null (`$-1` or `*-1`). A match inside a
+/// bulk value is a false positive, which only costs a decode and re-encode.
+fn has_resp2_null(raw: &[u8]) -> bool {
+    raw.windows(3).any(|w| (w[0] == b'$' || w[0] == b'*') && w[1] == b'-' && w[2] == b'1')
 }
 
 /// Encodes a command as a RESP array of bulk strings, the way it is sent to a backend.
@@ -247,6 +281,19 @@ mod tests {
             Reply::bulk_str("b"),
         ]);
         assert_eq!(encode(mget, Proto::Resp3)[0], b'*');
+    }
+
+    #[test]
+    fn raw_replies_pass_through_and_nulls_convert() {
+        let raw = |b: &'static [u8]| Reply::Raw(Bytes::from_static(b));
+        assert_eq!(encode(raw(b"$1\r\na\r\n"), Proto::Resp3), b"$1\r\na\r\n");
+        assert_eq!(encode(raw(b"$-1\r\n"), Proto::Resp2), b"$-1\r\n");
+        assert_eq!(encode(raw(b"$-1\r\n"), Proto::Resp3), b"_\r\n");
+        assert_eq!(encode(raw(b"*2\r\n$1\r\na\r\n$-1\r\n"), Proto::Resp3), b"*2\r\n$1\r\na\r\n_\r\n");
+        // A value that merely contains "$-1" is re-encoded to the same bytes.
+        assert_eq!(encode(raw(b"$3\r\n$-1\r\n"), Proto::Resp3), b"$3\r\n$-1\r\n");
+        assert!(raw(b"-ERR x\r\n").is_error());
+        assert_eq!(raw(b":5\r\n").parsed(), Reply::Int(5));
     }
 
     #[test]
