@@ -29,8 +29,6 @@ use crate::metrics::BackendMetrics;
 use crate::net::Stream;
 use crate::protocol::{encode_command, BackendReplyDecoder, Reply};
 
-/// Jobs queued per connection before a client waits to add more.
-const QUEUE_DEPTH: usize = 4096;
 /// Unwritten bytes per connection before it stops taking jobs.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 /// A session shorter than this counts as a failed attempt for the backoff.
@@ -170,7 +168,9 @@ impl Health {
 pub struct Backend {
     pub id: Arc<str>,
     /// One sender per connection task; the tasks end when every handle is dropped.
-    queues: Arc<[mpsc::Sender<Job>]>,
+    /// Unbounded: what one client can queue is bounded by its pipeline limit
+    /// (`limits.max_pipeline`), so all of it by `max_clients` times that.
+    queues: Arc<[mpsc::UnboundedSender<Job>]>,
     pub health: Arc<Health>,
     /// The address connections use: fixed, or the master the sentinels name.
     /// The sender is kept by the Sentinel monitor task (or here, for a fixed one).
@@ -213,7 +213,7 @@ impl Backend {
         let health = Arc::new(Health::new(id.clone(), &settings, metrics.clone()));
         let queues: Vec<_> = (0..settings.connections)
             .map(|conn| {
-                let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                let (tx, rx) = mpsc::unbounded_channel();
                 let task = Connection {
                     backend: id.clone(),
                     target: target.clone(),
@@ -267,7 +267,7 @@ impl Backend {
     /// Queues a command and returns where its reply will arrive. A client
     /// always uses the same connection (chosen by `client_id`), so its
     /// commands to one backend stay in order.
-    pub async fn send(
+    pub fn send(
         &self,
         client_id: u64,
         payload: Bytes,
@@ -283,7 +283,7 @@ impl Backend {
             write,
         };
         if let Some(queue) = self.queues.get(index) {
-            if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
+            if let Err(mpsc::error::SendError(job)) = queue.send(job) {
                 let _ = job.reply.send(Err(BackendError::ConnectionLost {
                     backend: self.id.clone(),
                     reason: "proxy is shutting down".into(),
@@ -294,7 +294,7 @@ impl Backend {
     }
 
     /// Sends already split arguments.
-    pub async fn send_args(
+    pub fn send_args(
         &self,
         client_id: u64,
         args: &[Bytes],
@@ -303,7 +303,7 @@ impl Backend {
     ) -> oneshot::Receiver<BackendResult> {
         let mut buf = BytesMut::new();
         encode_command(args, &mut buf);
-        self.send(client_id, buf.freeze(), db, write).await
+        self.send(client_id, buf.freeze(), db, write)
     }
 }
 
@@ -352,7 +352,7 @@ struct Connection {
     target: Target,
     settings: Arc<PoolSettings>,
     /// Jobs from clients; closed when every `Backend` handle is dropped.
-    jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::UnboundedReceiver<Job>,
     /// The current address (the master, for a Sentinel group).
     endpoint: watch::Receiver<Option<Endpoint>>,
     /// Asks the Sentinel monitor to re-check the master at once.

@@ -78,7 +78,13 @@ impl Slot {
 
     /// A slot waiting for backends, answered with a timeout error if they
     /// have not replied within the request timeout.
-    fn waiting(topo: &Topology, proto: Proto, pending: Pending, backends: Arc<str>, now: Instant) -> Slot {
+    fn waiting(
+        topo: &Topology,
+        proto: Proto,
+        pending: Pending,
+        backends: Arc<str>,
+        now: Instant,
+    ) -> Slot {
         let deadline = now + topo.config.pool.request_timeout();
         let mut slot = Slot::ready(proto, Reply::Null);
         slot.pending = pending;
@@ -291,7 +297,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                     if request.args.is_empty() {
                         continue;
                     }
-                    let slot = dispatch(shared, &topo, state, request, now).await;
+                    let slot = dispatch(shared, &topo, state, request, now);
                     decoder.authenticated = state.authenticated;
                     queue.push_back(slot);
                 }
@@ -470,7 +476,7 @@ fn poll_head(queue: &mut VecDeque<Slot>, cx: &mut Context<'_>) -> Poll<()> {
 }
 
 /// Runs one request and returns its slot.
-async fn dispatch(
+fn dispatch(
     shared: &Shared,
     topo: &Topology,
     state: &mut State,
@@ -482,14 +488,14 @@ async fn dispatch(
         .first()
         .and_then(|name| lookup_index(name))
         .unwrap_or(TABLE.len());
-    let mut slot = execute(shared, topo, state, &request.args, request.raw, started).await;
+    let mut slot = execute(shared, topo, state, &request.args, request.raw, started);
     slot.command = command;
     slot.started = Some(started);
     slot.args = request.args;
     slot
 }
 
-async fn execute(
+fn execute(
     shared: &Shared,
     topo: &Topology,
     state: &mut State,
@@ -538,7 +544,7 @@ async fn execute(
             let mut parts = Vec::with_capacity(topo.backends.len());
             for backend in &topo.backends {
                 parts.push((
-                    Some(backend.send_args(state.id, args, state.db, false).await),
+                    Some(backend.send_args(state.id, args, state.db, false)),
                     None,
                 ));
             }
@@ -548,13 +554,13 @@ async fn execute(
             }));
             Slot::waiting(topo, proto, merging, Arc::from("*"), now)
         }
-        _ => routed(shared, topo, state, spec, args, raw, now).await,
+        _ => routed(shared, topo, state, spec, args, raw, now),
     }
 }
 
 /// Sends a keyed command to the backend(s) owning its keys.
 #[allow(clippy::too_many_arguments)]
-async fn routed(
+fn routed(
     shared: &Shared,
     topo: &Topology,
     state: &State,
@@ -580,12 +586,8 @@ async fn routed(
         // One backend has every key: forward the request as it came.
         let backend = &topo.backends[first];
         let rx = match raw {
-            Some(raw) => backend.send(state.id, raw, state.db, spec.write).await,
-            None => {
-                backend
-                    .send_args(state.id, args, state.db, spec.write)
-                    .await
-            }
+            Some(raw) => backend.send(state.id, raw, state.db, spec.write),
+            None => backend.send_args(state.id, args, state.db, spec.write),
         };
         return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
     }
@@ -618,11 +620,7 @@ async fn routed(
     let mut parts = Vec::with_capacity(groups.len());
     for (backend, sub) in &groups {
         parts.push((
-            Some(
-                topo.backends[*backend]
-                    .send_args(state.id, sub, state.db, spec.write)
-                    .await,
-            ),
+            Some(topo.backends[*backend].send_args(state.id, sub, state.db, spec.write)),
             None,
         ));
     }

@@ -119,7 +119,9 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     // machines); more threads scale across cores at the cost of cross-thread wake-ups.
     let threads = config.runtime.threads();
     let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)

@@ -220,7 +220,7 @@ fn metrics_count_known_traffic() {
     assert!(sample(&metrics, "session_proxy_sent_bytes_total").unwrap_or(0.0) > 0.0);
     assert_eq!(
         sample(&metrics, "session_proxy_backend_connections{backend=\"a\"}"),
-        Some(2.0)
+        Some(1.0)
     );
 
     let (status, body) = proxy.http("GET", "/topology");

@@ -223,7 +223,8 @@ impl Encoder<Reply> for ReplyEncoder {
 /// Whether RESP2 bytes may hold a null (`$-1` or `*-1`). A match inside a
 /// bulk value is a false positive, which only costs a decode and re-encode.
 fn has_resp2_null(raw: &[u8]) -> bool {
-    raw.windows(3).any(|w| (w[0] == b'$' || w[0] == b'*') && w[1] == b'-' && w[2] == b'1')
+    raw.windows(3)
+        .any(|w| (w[0] == b'$' || w[0] == b'*') && w[1] == b'-' && w[2] == b'1')
 }
 
 /// Encodes a command as a RESP array of bulk strings, the way it is sent to a backend.
@@ -289,9 +290,15 @@ mod tests {
         assert_eq!(encode(raw(b"$1\r\na\r\n"), Proto::Resp3), b"$1\r\na\r\n");
         assert_eq!(encode(raw(b"$-1\r\n"), Proto::Resp2), b"$-1\r\n");
         assert_eq!(encode(raw(b"$-1\r\n"), Proto::Resp3), b"_\r\n");
-        assert_eq!(encode(raw(b"*2\r\n$1\r\na\r\n$-1\r\n"), Proto::Resp3), b"*2\r\n$1\r\na\r\n_\r\n");
+        assert_eq!(
+            encode(raw(b"*2\r\n$1\r\na\r\n$-1\r\n"), Proto::Resp3),
+            b"*2\r\n$1\r\na\r\n_\r\n"
+        );
         // A value that merely contains "$-1" is re-encoded to the same bytes.
-        assert_eq!(encode(raw(b"$3\r\n$-1\r\n"), Proto::Resp3), b"$3\r\n$-1\r\n");
+        assert_eq!(
+            encode(raw(b"$3\r\n$-1\r\n"), Proto::Resp3),
+            b"$3\r\n$-1\r\n"
+        );
         assert!(raw(b"-ERR x\r\n").is_error());
         assert_eq!(raw(b":5\r\n").parsed(), Reply::Int(5));
     }
