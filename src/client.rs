@@ -32,6 +32,8 @@ use crate::server::{Shared, Topology};
 /// Encoded but unwritten reply bytes above which the client is not read
 /// further until it reads its replies.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Buffer capacity an idle client may keep.
+const IDLE_BUFFER: usize = 4096;
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -268,8 +270,10 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut topo = shared.topology();
     let max_request_bytes = topo.config.limits.max_request_bytes;
     let mut decoder = RequestDecoder::new(max_request_bytes, state.authenticated);
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    // Buffers grow on demand and are given back whenever the client is idle,
+    // so thousands of idle clients cost little memory.
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Slot> = VecDeque::new();
     let mut eof = false;
     // Set when the proxy drains: the client is closed once it is idle.
@@ -374,6 +378,17 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
+            }
+        }
+        if queue.is_empty() && rbuf.is_empty() && wbuf.is_empty() {
+            if rbuf.capacity() > IDLE_BUFFER {
+                rbuf = BytesMut::new();
+            }
+            if wbuf.capacity() > IDLE_BUFFER {
+                wbuf = BytesMut::new();
+            }
+            if queue.capacity() > 16 {
+                queue = VecDeque::new();
             }
         }
         // 4. Wait for the socket or for the next reply.

@@ -143,6 +143,16 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             None => None,
         };
         let shared = Arc::new(Shared::new(config, listeners.tcp_port())?.with_config_path(path));
+        // Histograms keep raw samples until drained: drain them on a timer,
+        // or memory would grow with every request between scrapes.
+        let upkeep = prometheus.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
         if let Some(listener) = admin {
             tokio::spawn(session_proxy::admin::serve(
                 listener,
