@@ -16,4 +16,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 # Integration tests start several redis-servers each; two at a time suits a
 # 2-core machine. (An env var, not --test-threads: the criterion bench, run
 # once here as a smoke test, does not take that flag.)
-RUST_TEST_THREADS=2 cargo test --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+RUST_TEST_THREADS=2 cargo test --lib --bins --tests --benches 2>&1 | tee "$log"
+# One line with the totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
