@@ -369,11 +369,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             match stream.try_read_buf(&mut rbuf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
-                    shared
-                        .stats
-                        .net_input_bytes
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    shared.metrics.received_bytes.increment(n as u64);
+                    count_received(shared, n);
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -433,11 +429,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                         }
                     }
                     Ok(n) => {
-                        shared
-                            .stats
-                            .net_input_bytes
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                        shared.metrics.received_bytes.increment(n as u64);
+                        count_received(shared, n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
@@ -445,6 +437,15 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             }
         }
     }
+}
+
+/// Counts bytes read from a client in INFO and the metrics.
+fn count_received(shared: &Shared, n: usize) {
+    shared
+        .stats
+        .net_input_bytes
+        .fetch_add(n as u64, Ordering::Relaxed);
+    shared.metrics.received_bytes.increment(n as u64);
 }
 
 /// Counts a finished request in the metrics, and in SLOWLOG when slow.

@@ -266,12 +266,17 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
             .map(|a| a.to_string())
             .unwrap_or_default();
         info!(address = %local, "listening on tcp");
-        tokio::spawn(accept_tcp(listener, local, shared.clone(), limit.clone()))
+        tokio::spawn(accept_loop(
+            Listener::Tcp(listener),
+            local,
+            shared.clone(),
+            limit.clone(),
+        ))
     });
     let unix = listeners.unix.map(|(listener, path)| {
         info!(path = %path.display(), "listening on unix socket");
-        let task = tokio::spawn(accept_unix(
-            listener,
+        let task = tokio::spawn(accept_loop(
+            Listener::Unix(listener),
             path.display().to_string(),
             shared.clone(),
             limit.clone(),
@@ -301,33 +306,32 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
     }
 }
 
-async fn accept_tcp(
-    listener: TcpListener,
-    local: String,
-    shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
-) {
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((socket, peer)) => {
+/// A bound listener of either kind.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Accepts one client: its socket and its peer address for logs and CLIENT LIST.
+    async fn accept(&self, local: &str) -> std::io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (socket, peer) = listener.accept().await?;
                 let _ = socket.set_nodelay(true);
-                let shared = shared.clone();
-                let local = local.clone();
-                tokio::spawn(async move {
-                    serve(shared, Stream::Tcp(socket), peer.to_string(), local).await;
-                    drop(permit);
-                });
+                Ok((Stream::Tcp(socket), peer.to_string()))
             }
-            Err(e) => accept_error(e).await,
+            Listener::Unix(listener) => {
+                let (socket, _) = listener.accept().await?;
+                Ok((Stream::Unix(socket), format!("{local}:0")))
+            }
         }
     }
 }
 
-async fn accept_unix(
-    listener: UnixListener,
+/// Accepts clients while a permit is free; each client holds its permit until it is gone.
+async fn accept_loop(
+    listener: Listener,
     local: String,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
@@ -336,12 +340,12 @@ async fn accept_unix(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
-        match listener.accept().await {
-            Ok((socket, _)) => {
+        match listener.accept(&local).await {
+            Ok((stream, peer)) => {
                 let shared = shared.clone();
                 let local = local.clone();
                 tokio::spawn(async move {
-                    serve(shared, Stream::Unix(socket), format!("{local}:0"), local).await;
+                    serve(shared, stream, peer, local).await;
                     drop(permit);
                 });
             }

@@ -5,7 +5,7 @@ pub mod reply;
 pub mod request;
 
 pub use command::{lookup, Cmd, Merge, Route, Spec};
-pub use reply::{encode_command, Proto, Reply, ReplyEncoder};
+pub use reply::{encode_args, encode_command, Proto, Reply, ReplyEncoder};
 pub use request::{ProtocolError, Request, RequestDecoder};
 
 use bytes::BytesMut;

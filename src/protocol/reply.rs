@@ -227,6 +227,14 @@ fn has_resp2_null(raw: &[u8]) -> bool {
         .any(|w| (w[0] == b'$' || w[0] == b'*') && w[1] == b'-' && w[2] == b'1')
 }
 
+/// Encodes a command given as byte slices (tools, benchmarks and tests).
+pub fn encode_args(args: &[&[u8]]) -> Vec<u8> {
+    let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+    let mut buf = BytesMut::new();
+    encode_command(&args, &mut buf);
+    buf.to_vec()
+}
+
 /// Encodes a command as a RESP array of bulk strings, the way it is sent to a backend.
 pub fn encode_command(args: &[Bytes], dst: &mut BytesMut) {
     let frame = Resp2Frame::Array(args.iter().cloned().map(Resp2Frame::BulkString).collect());

@@ -215,13 +215,7 @@ impl RawClient {
     }
 
     pub fn encode(args: &[&[u8]]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        out
+        session_proxy::protocol::encode_args(args)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
