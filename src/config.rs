@@ -719,6 +719,17 @@ mod tests {
     }
 
     #[test]
+    fn runtime_threads() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        let auto = config.runtime.threads();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(auto, if cores <= 2 { 1 } else { cores });
+        let fixed = Config::parse(&format!("{EXAMPLE}\n[runtime]\nthreads = 3")).unwrap();
+        assert_eq!(fixed.runtime.threads(), 3);
+        assert_eq!(config.pool.connections, 1);
+    }
+
+    #[test]
     fn urls() {
         let t = parse_url("redis://user:secret@10.0.0.1:7000").unwrap();
         assert_eq!(
