@@ -53,6 +53,7 @@ impl BackendError {
     }
 }
 
+/// What a client gets back for one job: the backend's reply or why there is none.
 pub type BackendResult = Result<Reply, BackendError>;
 
 /// One command for one backend.

@@ -10,6 +10,8 @@ pub struct Trigger(watch::Sender<bool>);
 #[derive(Debug, Clone)]
 pub struct Shutdown(watch::Receiver<bool>);
 
+/// A trigger (kept by whoever decides to stop: the signal task or a test) and
+/// the receiver the server waits on.
 pub fn channel() -> (Trigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
     (Trigger(tx), Shutdown(rx))
