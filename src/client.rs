@@ -295,7 +295,14 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         // reply encoded in it.
         let now = Instant::now();
         // 1. Run the requests already read, as far as the pipeline limit allows.
-        while !state.closing && queue.len() < max_pipeline {
+        // `held_back`: complete requests may still wait in `rbuf` because the
+        // pipeline was full; they need another pass, not a wait for the socket.
+        let mut held_back = false;
+        while !state.closing {
+            if queue.len() >= max_pipeline {
+                held_back = true;
+                break;
+            }
             match decoder.decode(&mut rbuf) {
                 Ok(Some(request)) => {
                     if request.args.is_empty() {
@@ -359,9 +366,12 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         if (state.closing || eof) && queue.is_empty() && wbuf.is_empty() {
             return Ok(());
         }
-        if eof && !state.closing {
+        if eof && !state.closing && !held_back {
             // The client half-closed: answer what it sent, then finish.
             state.closing = true;
+        }
+        if held_back && queue.len() < max_pipeline {
+            continue;
         }
         if draining && queue.is_empty() && wbuf.is_empty() && rbuf.is_empty() {
             // Draining and idle: close unless a request is already waiting in

@@ -616,3 +616,25 @@ fn info_sections_and_slowlog() {
         "-ERR unknown subcommand 'NOPE'. Try SLOWLOG HELP.\r\n"
     );
 }
+
+#[test]
+fn a_pipeline_deeper_than_the_limit_is_answered_in_full() {
+    // With a small pipeline limit most requests wait in the read buffer while
+    // earlier ones are answered; every one of them must still be run.
+    let (_a, _b, proxy) = two_backends("[limits]\nmax_pipeline = 3");
+    let mut client = proxy.client();
+    let mut batch = Vec::new();
+    for i in 0..500 {
+        batch.extend(RawClient::encode(&[b"PING"]));
+        batch.extend(RawClient::encode(&[
+            b"SET",
+            format!("k{i}").as_bytes(),
+            b"v",
+        ]));
+    }
+    client.send_raw(&batch);
+    for _ in 0..500 {
+        assert_eq!(client.read_reply(), b"+PONG\r\n");
+        assert_eq!(client.read_reply(), b"+OK\r\n");
+    }
+}
