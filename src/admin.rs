@@ -85,6 +85,7 @@ async fn topology(State(state): State<AdminState>) -> Json<serde_json::Value> {
                 "sentinel": spec.sentinel.as_ref().map(|s| s.master.clone()),
                 "up": backend.is_up(),
                 "connections": backend.connected(),
+                "sentinels_known": backend.sentinels_known(),
                 "min_replicas_ack": spec.min_replicas_ack,
             })
         })

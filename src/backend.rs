@@ -248,6 +248,11 @@ impl Backend {
         self.health.is_up()
     }
 
+    /// Sentinels known to this backend's monitor (0 for a fixed address).
+    pub fn sentinels_known(&self) -> usize {
+        self.health.metrics.sentinels.load(Ordering::Relaxed)
+    }
+
     /// Established connections.
     pub fn connected(&self) -> usize {
         self.health.connected.load(Ordering::Relaxed)

@@ -83,6 +83,10 @@ pub struct BackendMetrics {
     pub up: Gauge,
     pub errors: Counter,
     pub sentinel_switches: Counter,
+    /// Sentinels the monitor knows of (configured and learned); 0 for a fixed backend.
+    pub sentinels_known: Gauge,
+    /// The same count, readable here for INFO and /topology.
+    pub sentinels: std::sync::atomic::AtomicUsize,
 }
 
 impl BackendMetrics {
@@ -95,7 +99,9 @@ impl BackendMetrics {
             connections: gauge!("session_proxy_backend_connections", "backend" => id.clone()),
             up,
             errors: counter!("session_proxy_backend_errors_total", "backend" => id.clone()),
-            sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id),
+            sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id.clone()),
+            sentinels_known: gauge!("session_proxy_sentinels_known", "backend" => id),
+            sentinels: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }

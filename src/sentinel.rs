@@ -182,6 +182,7 @@ impl Monitor {
                 }
             }
         }
+        let before = self.known.len();
         for address in learned {
             if !self.known.iter().any(|k| k.address == address) {
                 info!(sentinel = %address, "learned a sentinel");
@@ -192,6 +193,18 @@ impl Monitor {
                     failures: 0,
                 });
             }
+        }
+        if self.known.len() != before
+            || self
+                .metrics
+                .sentinels
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+        {
+            self.metrics
+                .sentinels
+                .store(self.known.len(), std::sync::atomic::Ordering::Relaxed);
+            self.metrics.sentinels_known.set(self.known.len() as f64);
         }
         let mut candidates: Vec<(Endpoint, usize, u64)> = tally
             .into_iter()

@@ -491,11 +491,12 @@ pub fn info_text(shared: &Shared, topology: &Topology, section: Option<&Bytes>) 
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "none".into());
             let value = format!(
-                "weight={},endpoint={},status={},connections={}",
+                "weight={},endpoint={},status={},connections={},sentinels={}",
                 spec.weight,
                 endpoint,
                 if backend.is_up() { "up" } else { "down" },
-                backend.connected()
+                backend.connected(),
+                backend.sentinels_known()
             );
             (format!("backend_{}", spec.id), value)
         })

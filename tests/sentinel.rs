@@ -420,3 +420,37 @@ fn on_backend_down_next_serves_from_the_next_candidate() {
         "$4\r\non-b\r\n"
     );
 }
+
+#[test]
+fn sentinels_learned_from_the_first_carry_a_failover_after_it_dies() {
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    // The proxy is told of one sentinel only; it learns the other two from it.
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 500\n\
+         [[backends]]\nid = \"a\"\nsentinel = {{ master = \"shard-a\", addresses = [\"{}\"] }}\n\
+         [[backends]]\nid = \"b\"\nsentinel = {}\n",
+        a.sentinels[0].address(),
+        b.sentinel_toml()
+    );
+    let proxy = Proxy::start(&text);
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let key = key_on(&proxy, 0);
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
+    // INFO shows when the monitor knows all three.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client.text(&["INFO", "backends"]).contains("sentinels=3") {
+        assert!(
+            Instant::now() < deadline,
+            "the other sentinels were never learned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut a = a;
+    a.sentinels[0].kill();
+    a.failover_via(1);
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+}
