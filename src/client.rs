@@ -363,15 +363,15 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             shared.metrics.sent_bytes.increment(sent);
         }
         written?;
+        if held_back && queue.len() < max_pipeline {
+            continue;
+        }
         if (state.closing || eof) && queue.is_empty() && wbuf.is_empty() {
             return Ok(());
         }
-        if eof && !state.closing && !held_back {
+        if eof && !state.closing {
             // The client half-closed: answer what it sent, then finish.
             state.closing = true;
-        }
-        if held_back && queue.len() < max_pipeline {
-            continue;
         }
         if draining && queue.is_empty() && wbuf.is_empty() && rbuf.is_empty() {
             // Draining and idle: close unless a request is already waiting in

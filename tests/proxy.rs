@@ -637,4 +637,16 @@ fn a_pipeline_deeper_than_the_limit_is_answered_in_full() {
         assert_eq!(client.read_reply(), b"+PONG\r\n");
         assert_eq!(client.read_reply(), b"+OK\r\n");
     }
+    // The same after the client half-closes, with replies that are all ready
+    // at once: everything it sent is answered before the connection closes.
+    let mut client = proxy.client();
+    let pings: Vec<u8> = (0..1000)
+        .flat_map(|_| RawClient::encode(&[b"PING"]))
+        .collect();
+    client.send_raw(&pings);
+    client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    for _ in 0..1000 {
+        assert_eq!(client.read_reply(), b"+PONG\r\n");
+    }
+    assert!(client.is_closed());
 }
