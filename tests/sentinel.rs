@@ -36,6 +36,17 @@ struct Load {
 
 const LOAD_LIMIT: Duration = Duration::from_secs(90);
 
+/// These tests run one at a time: each starts ten or more processes and some
+/// drive a load as fast as they can, and on a 2-core machine two at once
+/// starve the sentinels' own timers (failure detection is time-based).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Load {
     fn start(proxy: &Proxy, connections: usize, deletes: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
@@ -187,6 +198,7 @@ fn key_on(proxy: &Proxy, backend: usize) -> String {
 
 #[test]
 fn forced_failover_under_load_is_followed() {
+    let _serial = serial();
     let a = Group::start("shard-a", 1, 1000);
     let b = Group::start("shard-b", 1, 1000);
     let proxy = proxy_for(&[("a", &a, 0), ("b", &b, 0)], "");
@@ -220,6 +232,7 @@ fn forced_failover_under_load_is_followed() {
 
 #[test]
 fn killed_master_loses_no_acknowledged_write_with_min_replicas_ack() {
+    let _serial = serial();
     // Two replicas: the promoted one still has a replica to acknowledge writes.
     let a = Group::start("shard-a", 2, 1000);
     let b = Group::start("shard-b", 1, 1000);
@@ -272,6 +285,7 @@ fn killed_master_loses_no_acknowledged_write_with_min_replicas_ack() {
 
 #[test]
 fn killed_and_lying_sentinels() {
+    let _serial = serial();
     let a = Group::start("shard-a", 1, 1000);
     let b = Group::start("shard-b", 1, 1000);
     let master = a.master_address().unwrap();
@@ -341,6 +355,7 @@ fn killed_and_lying_sentinels() {
 
 #[test]
 fn stalled_master_and_sentinels_down_at_start() {
+    let _serial = serial();
     // Shard a's sentinels are not running when the proxy starts.
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let b = Group::start("shard-b", 1, 5000);
@@ -390,6 +405,7 @@ fn stalled_master_and_sentinels_down_at_start() {
 
 #[test]
 fn on_backend_down_next_serves_from_the_next_candidate() {
+    let _serial = serial();
     let a = Group::start("shard-a", 1, 60_000);
     let b = Group::start("shard-b", 1, 60_000);
     let proxy = proxy_for(
@@ -423,6 +439,7 @@ fn on_backend_down_next_serves_from_the_next_candidate() {
 
 #[test]
 fn sentinels_learned_from_the_first_carry_a_failover_after_it_dies() {
+    let _serial = serial();
     let a = Group::start("shard-a", 1, 1000);
     let b = Group::start("shard-b", 1, 1000);
     // The proxy is told of one sentinel only; it learns the other two from it.
