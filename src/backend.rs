@@ -806,6 +806,79 @@ pub fn jitter(base: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    /// A connection task's state, without a socket, for exercising reply handling.
+    fn connection(recheck: Arc<Notify>) -> Connection {
+        let settings = Arc::new(PoolSettings::from_config(
+            &config::Config::parse(
+                "[listen]\naddress = \"127.0.0.1:1\"\n[[backends]]\nid = \"a\"\naddress = \"127.0.0.1:2\"\n",
+            )
+            .unwrap(),
+        ));
+        let metrics = Arc::new(BackendMetrics::new("a"));
+        let (_tx, jobs) = mpsc::unbounded_channel();
+        let (_etx, endpoint) = watch::channel(None);
+        Connection {
+            backend: Arc::from("a"),
+            target: Target {
+                source: Source::Fixed(Endpoint::Tcp("127.0.0.1:2".into())),
+                username: None,
+                password: None,
+            },
+            health: Arc::new(Health::new(Arc::from("a"), &settings, metrics.clone())),
+            settings,
+            jobs,
+            endpoint,
+            recheck: Some(recheck),
+            min_replicas_ack: 0,
+            held: None,
+            metrics,
+        }
+    }
+
+    #[tokio::test]
+    async fn readonly_and_loading_replies_ask_for_a_sentinel_recheck() {
+        for reply in [
+            &b"-READONLY You can't write against a read only replica.\r\n"[..],
+            b"-LOADING Redis is loading\r\n",
+        ] {
+            let recheck = Arc::new(Notify::new());
+            let mut conn = connection(recheck.clone());
+            let (tx, rx) = oneshot::channel();
+            let mut owed = VecDeque::from([Owed::Client {
+                reply: tx,
+                sent_at: Instant::now(),
+            }]);
+            let mut rbuf = BytesMut::from(reply);
+            assert!(conn.take_replies(&mut rbuf, &mut owed).is_ok());
+            // The client still gets the backend's own error...
+            assert!(rx.await.unwrap().unwrap().is_error());
+            // ...and the monitor has been woken: a stored permit is ready at once.
+            assert!(notified_now(&recheck).await, "re-check requested");
+        }
+        // An ordinary error does not ask.
+        let recheck = Arc::new(Notify::new());
+        let mut conn = connection(recheck.clone());
+        let (tx, _rx) = oneshot::channel();
+        let mut owed = VecDeque::from([Owed::Client {
+            reply: tx,
+            sent_at: Instant::now(),
+        }]);
+        let mut rbuf = BytesMut::from(
+            &b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"[..],
+        );
+        assert!(conn.take_replies(&mut rbuf, &mut owed).is_ok());
+        assert!(!notified_now(&recheck).await);
+    }
+
+    /// Whether a notification is already stored, without waiting for one.
+    async fn notified_now(notify: &Notify) -> bool {
+        tokio::select! {
+            biased;
+            _ = notify.notified() => true,
+            _ = std::future::ready(()) => false,
+        }
+    }
+
     #[test]
     fn jitter_stays_within_bounds() {
         for _ in 0..1000 {
