@@ -747,15 +747,30 @@ pub async fn call(
     Ok(replies)
 }
 
-/// `AUTH [user] password`, when a password is set.
-pub fn auth_command(username: Option<&str>, password: Option<&str>) -> Option<Vec<Bytes>> {
-    let password = password?;
-    let mut args = vec![Bytes::from_static(b"AUTH")];
+/// Like [`call`], preceded by `AUTH [user] password` in the same write when a
+/// password is set. A refused AUTH is an error; otherwise the replies are
+/// those of `commands`, one each.
+pub async fn call_with_auth(
+    stream: &Stream,
+    rbuf: &mut BytesMut,
+    username: Option<&str>,
+    password: Option<&str>,
+    commands: Vec<Vec<Bytes>>,
+) -> Result<Vec<Reply>, String> {
+    let Some(password) = password else {
+        return call(stream, rbuf, &commands).await;
+    };
+    let mut auth = vec![Bytes::from_static(b"AUTH")];
     if let Some(user) = username {
-        args.push(Bytes::from(user.to_string()));
+        auth.push(Bytes::from(user.to_string()));
     }
-    args.push(Bytes::from(password.to_string()));
-    Some(args)
+    auth.push(Bytes::from(password.to_string()));
+    let all: Vec<Vec<Bytes>> = std::iter::once(auth).chain(commands).collect();
+    let mut replies = call(stream, rbuf, &all).await?.into_iter();
+    if let Some(Reply::Error(e)) = replies.next() {
+        return Err(format!("AUTH failed: {}", String::from_utf8_lossy(&e)));
+    }
+    Ok(replies.collect())
 }
 
 /// Connects and prepares a connection: AUTH when configured, then a SELECT of
@@ -768,28 +783,21 @@ async fn connect(
 ) -> Result<(Stream, u32), String> {
     let stream = open(endpoint).await?;
     let db = databases.saturating_sub(1);
-    let mut commands = Vec::new();
-    let mut names = Vec::new();
-    if let Some(auth) = auth_command(target.username.as_deref(), target.password.as_deref()) {
-        commands.push(auth);
-        names.push("AUTH");
-    }
-    commands.push(vec![
-        Bytes::from_static(b"SELECT"),
-        Bytes::from(db.to_string()),
-    ]);
-    names.push("SELECT");
+    let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
     let mut rbuf = BytesMut::new();
-    let replies = call(&stream, &mut rbuf, &commands).await?;
-    for (name, reply) in names.iter().zip(replies) {
-        if let Reply::Error(e) = reply {
-            let e = String::from_utf8_lossy(&e);
-            return Err(if *name == "SELECT" {
-                format!("SELECT {db} failed ({e}): the backend needs at least listen.databases = {databases} databases")
-            } else {
-                format!("{name} failed: {e}")
-            });
-        }
+    let replies = call_with_auth(
+        &stream,
+        &mut rbuf,
+        target.username.as_deref(),
+        target.password.as_deref(),
+        vec![select],
+    )
+    .await?;
+    if let Some(Reply::Error(e)) = replies.first() {
+        let e = String::from_utf8_lossy(e);
+        return Err(format!(
+            "SELECT {db} failed ({e}): the backend needs at least listen.databases = {databases} databases"
+        ));
     }
     debug!(db, "handshake done");
     Ok((stream, db))

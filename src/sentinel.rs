@@ -23,7 +23,7 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::{auth_command, call, open, PoolSettings};
+use crate::backend::{call_with_auth, open, PoolSettings};
 use crate::config::{Endpoint, Sentinel, Target};
 use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
@@ -231,15 +231,18 @@ impl Monitor {
     /// The node's `ROLE`: "master", "slave" or "sentinel".
     async fn role(&self, endpoint: &Endpoint) -> Result<String, String> {
         let stream = open(endpoint).await?;
-        let mut commands = Vec::new();
         let (user, password) = &self.master_auth;
-        if let Some(auth) = auth_command(user.as_deref(), password.as_deref()) {
-            commands.push(auth);
-        }
-        commands.push(vec![Bytes::from_static(b"ROLE")]);
         let mut rbuf = BytesMut::new();
-        let replies = call(&stream, &mut rbuf, &commands).await?;
-        match replies.last() {
+        let role = vec![Bytes::from_static(b"ROLE")];
+        let replies = call_with_auth(
+            &stream,
+            &mut rbuf,
+            user.as_deref(),
+            password.as_deref(),
+            vec![role],
+        )
+        .await?;
+        match replies.first() {
             Some(Reply::Array(items)) => match items.first() {
                 Some(Reply::Bulk(role)) => Ok(String::from_utf8_lossy(role).into_owned()),
                 _ => Err("unexpected ROLE reply".into()),
@@ -291,10 +294,6 @@ async fn ask_sentinel(
     sentinel: &Sentinel,
 ) -> Result<(Endpoint, u64, Vec<String>), String> {
     let stream = open(&sentinel_endpoint(address)).await?;
-    let mut commands = Vec::new();
-    if let Some(auth) = auth_command(sentinel.username.as_deref(), sentinel.password.as_deref()) {
-        commands.push(auth);
-    }
     let name = Bytes::from(sentinel.master.clone());
     let ask = |sub: &'static [u8]| {
         vec![
@@ -305,11 +304,14 @@ async fn ask_sentinel(
     };
     // The address from GET-MASTER-ADDR-BY-NAME (it names the promoted replica
     // as soon as a failover has promoted it); the config epoch from MASTER.
-    commands.push(ask(b"GET-MASTER-ADDR-BY-NAME"));
-    commands.push(ask(b"MASTER"));
-    commands.push(ask(b"SENTINELS"));
+    let commands = vec![
+        ask(b"GET-MASTER-ADDR-BY-NAME"),
+        ask(b"MASTER"),
+        ask(b"SENTINELS"),
+    ];
     let mut rbuf = BytesMut::new();
-    let mut replies = call(&stream, &mut rbuf, &commands).await?;
+    let (user, password) = (sentinel.username.as_deref(), sentinel.password.as_deref());
+    let mut replies = call_with_auth(&stream, &mut rbuf, user, password, commands).await?;
     let others = replies.pop().unwrap_or(Reply::Null);
     let master = replies.pop().unwrap_or(Reply::Null);
     let address = replies.pop().unwrap_or(Reply::Null);
@@ -377,18 +379,18 @@ async fn listen(
     let stream = timeout(limit, open(&sentinel_endpoint(address)))
         .await
         .map_err(|_| "connect timed out".to_string())??;
-    let mut commands = Vec::new();
-    if let Some(auth) = auth_command(sentinel.username.as_deref(), sentinel.password.as_deref()) {
-        commands.push(auth);
-    }
-    commands.push(vec![
+    let subscribe = vec![
         Bytes::from_static(b"SUBSCRIBE"),
         Bytes::from_static(b"+switch-master"),
-    ]);
+    ];
+    let (user, password) = (sentinel.username.as_deref(), sentinel.password.as_deref());
     let mut rbuf = BytesMut::new();
-    let replies = timeout(limit, call(&stream, &mut rbuf, &commands))
-        .await
-        .map_err(|_| "subscribe timed out".to_string())??;
+    let replies = timeout(
+        limit,
+        call_with_auth(&stream, &mut rbuf, user, password, vec![subscribe]),
+    )
+    .await
+    .map_err(|_| "subscribe timed out".to_string())??;
     if let Some(Reply::Error(e)) = replies.first() {
         return Err(String::from_utf8_lossy(e).into_owned());
     }
