@@ -354,14 +354,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         // 3. Write what the socket takes now.
         let before = wbuf.len();
         let written = stream.write_some(&mut wbuf);
-        let sent = (before - wbuf.len()) as u64;
-        if sent > 0 {
-            shared
-                .stats
-                .net_output_bytes
-                .fetch_add(sent, Ordering::Relaxed);
-            shared.metrics.sent_bytes.increment(sent);
-        }
+        count_sent(shared, before - wbuf.len());
         written?;
         if held_back && queue.len() < max_pipeline {
             continue;
@@ -373,7 +366,8 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             // The client half-closed: answer what it sent, then finish.
             state.closing = true;
         }
-        if draining && queue.is_empty() && wbuf.is_empty() && rbuf.is_empty() {
+        let idle = queue.is_empty() && rbuf.is_empty() && wbuf.is_empty();
+        if draining && idle {
             // Draining and idle: close unless a request is already waiting in
             // the socket, so nothing the client has sent goes unanswered.
             match stream.try_read_buf(&mut rbuf) {
@@ -386,7 +380,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 Err(e) => return Err(e),
             }
         }
-        if queue.is_empty() && rbuf.is_empty() && wbuf.is_empty() {
+        if idle {
             if rbuf.capacity() > IDLE_BUFFER {
                 rbuf = BytesMut::new();
             }
@@ -446,6 +440,17 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 }
             }
         }
+    }
+}
+
+/// Counts bytes written to a client in INFO and the metrics.
+fn count_sent(shared: &Shared, n: usize) {
+    if n > 0 {
+        shared
+            .stats
+            .net_output_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        shared.metrics.sent_bytes.increment(n as u64);
     }
 }
 
