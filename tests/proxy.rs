@@ -18,13 +18,6 @@ fn two_backends(extra: &str) -> (Redis, Redis, Proxy) {
     (a, b, proxy)
 }
 
-fn key_on(proxy: &Proxy, backend: usize, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| proxy.owner(k) == backend)
-        .unwrap_or_default()
-}
-
 #[test]
 fn keys_land_on_the_backend_the_router_names() {
     let (a, b, proxy) = two_backends("");
@@ -252,9 +245,9 @@ fn dbsize_is_summed_and_select_picks_the_backend_database() {
 #[test]
 fn multi_key_commands_are_split_and_merged() {
     let (a, b, proxy) = two_backends("");
-    let k0 = key_on(&proxy, 0, "m");
-    let k1 = key_on(&proxy, 1, "m");
-    let k1b = key_on(&proxy, 1, "n");
+    let k0 = proxy.key_on(0, "m");
+    let k1 = proxy.key_on(1, "m");
+    let k1b = proxy.key_on(1, "n");
     let mut client = proxy.client();
     assert_eq!(
         client.text(&["MSET", &k0, "0", &k1, "1", &k1b, "2"]),
@@ -458,8 +451,8 @@ fn a_down_backend_fails_fast_and_others_keep_working() {
         ],
         "[pool]\nconnect_timeout_ms = 200\nrequest_timeout_ms = 300\nbackoff_max_ms = 200",
     ));
-    let on_a = key_on(&proxy, 0, "session:");
-    let on_b = key_on(&proxy, 1, "session:");
+    let on_a = proxy.key_on(0, "session:");
+    let on_b = proxy.key_on(1, "session:");
     let mut client = proxy.client();
     for _ in 0..5 {
         assert_eq!(client.text(&["SET", &on_a, "v"]), "+OK\r\n");
@@ -493,8 +486,8 @@ fn a_stalled_backend_answers_with_a_timeout_error() {
         &[("a", a.address(), 1.0), ("b", b.address(), 1.0)],
         "[pool]\nconnect_timeout_ms = 200\nrequest_timeout_ms = 300\nbackoff_max_ms = 200",
     ));
-    let on_a = key_on(&proxy, 0, "session:");
-    let on_b = key_on(&proxy, 1, "session:");
+    let on_a = proxy.key_on(0, "session:");
+    let on_b = proxy.key_on(1, "session:");
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", &on_b, "v"]), "+OK\r\n");
     b.signal("STOP");
@@ -522,7 +515,7 @@ fn backend_credentials_are_used() {
         b.address()
     );
     let proxy = Proxy::start(&text);
-    let on_a = key_on(&proxy, 0, "session:");
+    let on_a = proxy.key_on(0, "session:");
     assert_eq!(proxy.client().text(&["SET", &on_a, "v"]), "+OK\r\n");
 }
 
@@ -540,7 +533,7 @@ fn backends_over_unix_sockets() {
     let proxy = Proxy::start(&text);
     let mut client = proxy.client();
     for (backend, redis) in [(0, &a), (1, &b)] {
-        let key = key_on(&proxy, backend, "session:");
+        let key = proxy.key_on(backend, "session:");
         assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
         assert_eq!(redis.client().text(&["GET", &key]), "$1\r\nv\r\n");
     }
@@ -557,8 +550,8 @@ fn a_client_never_waits_longer_than_the_request_timeout() {
         &[("a", a.address(), 1.0), ("b", b.address(), 1.0)],
         "[pool]\nconnect_timeout_ms = 5000\nrequest_timeout_ms = 200",
     ));
-    let on_b = key_on(&proxy, 1, "session:");
-    let on_a = key_on(&proxy, 0, "session:");
+    let on_b = proxy.key_on(1, "session:");
+    let on_a = proxy.key_on(0, "session:");
     let mut client = proxy.client();
     client.send_raw(
         &[

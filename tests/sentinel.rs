@@ -189,13 +189,6 @@ fn proxy_for(groups: &[(&str, &Group, u32)], extra: &str) -> Proxy {
     Proxy::start(&text)
 }
 
-fn key_on(proxy: &Proxy, backend: usize) -> String {
-    (0..)
-        .map(|i| format!("session:k{i}"))
-        .find(|k| proxy.owner(k) == backend)
-        .unwrap_or_default()
-}
-
 #[test]
 fn forced_failover_under_load_is_followed() {
     let _serial = serial();
@@ -220,7 +213,7 @@ fn forced_failover_under_load_is_followed() {
     let (_, _, errors_other) = report("SENTINEL FAILOVER", &events, fault, switched, announced);
     assert_eq!(errors_other, 0, "the other shard must not see errors");
     // Writes after the switch go to the new master.
-    let key = key_on(&proxy, 0);
+    let key = proxy.key_on(0, "session:k");
     assert_eq!(proxy.client().text(&["SET", &key, "after"]), "+OK\r\n");
     let new_node = a.node(&new).unwrap();
     assert_eq!(new_node.client().text(&["GET", &key]), "$5\r\nafter\r\n");
@@ -313,7 +306,7 @@ fn killed_and_lying_sentinels() {
     let proxy = Proxy::start(&text);
     // The majority and ROLE win over the liar.
     wait_proxy_master(&proxy, 0, &master);
-    let key = key_on(&proxy, 0);
+    let key = proxy.key_on(0, "session:k");
     assert_eq!(proxy.client().text(&["SET", &key, "v"]), "+OK\r\n");
     assert_eq!(
         a.node(&master).unwrap().client().text(&["GET", &key]),
@@ -328,10 +321,12 @@ fn killed_and_lying_sentinels() {
         b.sentinel_toml()
     );
     let fooled = Proxy::start(&only_liar);
-    let key_b = key_on(&fooled, 1);
+    let key_b = fooled.key_on(1, "session:k");
     wait_proxy_master(&fooled, 1, &b.master_address().unwrap());
     assert_eq!(fooled.client().text(&["SET", &key_b, "v"]), "+OK\r\n");
-    let reply = fooled.client().text(&["SET", &key_on(&fooled, 0), "v"]);
+    let reply = fooled
+        .client()
+        .text(&["SET", &fooled.key_on(0, "session:k"), "v"]);
     assert_eq!(reply, "-ERR backend 'a' has no known master yet\r\n");
     assert_eq!(proxy_master(&fooled, 0), None);
 
@@ -368,7 +363,7 @@ fn stalled_master_and_sentinels_down_at_start() {
         b.sentinel_toml()
     );
     let proxy = Proxy::start(&text);
-    let (key_a, key_b) = (key_on(&proxy, 0), key_on(&proxy, 1));
+    let (key_a, key_b) = (proxy.key_on(0, "session:k"), proxy.key_on(1, "session:k"));
     wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", &key_b, "v"]), "+OK\r\n");
@@ -413,7 +408,7 @@ fn on_backend_down_next_serves_from_the_next_candidate() {
         "on_backend_down = \"next\"\nhealth_failures = 2",
     );
     wait_proxy_master(&proxy, 0, &a.master_address().unwrap());
-    let key = key_on(&proxy, 0);
+    let key = proxy.key_on(0, "session:k");
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", &key, "on-a"]), "+OK\r\n");
     // Shard a's master dies and no failover happens (down-after is long).
@@ -453,7 +448,7 @@ fn sentinels_learned_from_the_first_carry_a_failover_after_it_dies() {
     let proxy = Proxy::start(&text);
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
-    let key = key_on(&proxy, 0);
+    let key = proxy.key_on(0, "session:k");
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
     // INFO shows when the monitor knows all three.

@@ -162,6 +162,14 @@ impl Proxy {
         RawClient::connect(self.port)
     }
 
+    /// The first key `{prefix}{n}` that `backend` (an index in the config) owns.
+    pub fn key_on(&self, backend: usize, prefix: &str) -> String {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| self.owner(k) == backend)
+            .unwrap_or_default()
+    }
+
     /// The index in the config of the backend that owns `key`.
     pub fn owner(&self, key: &str) -> usize {
         self.shared.topology().router.owner(key.as_bytes())
