@@ -181,17 +181,20 @@ fn django_sessions_survive_a_sentinel_failover() {
     wait_proxy_master(&proxy, 1, &old_b);
     let dir = tempfile::tempdir().unwrap();
     let port = proxy.port.to_string();
-    for engine in ["redis_sessions", "cache"] {
-        let state = dir.path().join(format!("{engine}.json"));
-        let state = state.to_str().unwrap_or_default();
-        let common = ["--engine", engine, "--port", &port, "--state", state];
-        let created = run_script(
-            "venv-redis8",
-            "django_failover.py",
-            &[&common[..], &["--phase", "create"]].concat(),
-        );
-        assert!(created.contains("\"created\": 40"), "{created}");
-    }
+    // Runs one phase of the Django script for both engines; each engine keeps
+    // its sessions' cookies in its own state file between the phases.
+    let phase = |phase: &str, expect: &str| {
+        for engine in ["redis_sessions", "cache"] {
+            let state = dir.path().join(format!("{engine}.json"));
+            let state = state.to_str().unwrap_or_default();
+            let args = [
+                "--engine", engine, "--port", &port, "--state", state, "--phase", phase,
+            ];
+            let out = run_script("venv-redis8", "django_failover.py", &args);
+            assert!(out.contains(expect), "{engine} {phase}: {out}");
+        }
+    };
+    phase("create", "\"created\": 40");
     // Both shards fail over; Django is pointed at the proxy, not the sentinels.
     // The request timeout stays under django-redis-sessions' 0.1 s socket timeout.
     a.failover();
@@ -202,15 +205,5 @@ fn django_sessions_survive_a_sentinel_failover() {
     // The old masters rejoin as replicas, so writes can be acknowledged again.
     a.wait_settled();
     b.wait_settled();
-    for engine in ["redis_sessions", "cache"] {
-        let state = dir.path().join(format!("{engine}.json"));
-        let state = state.to_str().unwrap_or_default();
-        let common = ["--engine", engine, "--port", &port, "--state", state];
-        let verified = run_script(
-            "venv-redis8",
-            "django_failover.py",
-            &[&common[..], &["--phase", "verify"]].concat(),
-        );
-        assert!(verified.contains("\"verified\": 40"), "{verified}");
-    }
+    phase("verify", "\"verified\": 40");
 }
