@@ -534,7 +534,13 @@ impl Connection {
                     };
                     let now = Instant::now();
                     self.queue(job, now, &mut db, &mut wbuf, &mut owed);
-                    // Take everything already waiting, then write it in one go.
+                    // Let every client that is ready this turn queue its
+                    // command first (one yield puts this task behind them and
+                    // behind the next poll of the sockets), then write them
+                    // all at once: bigger batches cost Redis and the proxy
+                    // fewer syscalls per command. See benches/README.md.
+                    tokio::task::yield_now().await;
+                    // Take everything waiting, then write it in one go.
                     while owed.len() < self.settings.max_pending && wbuf.len() < WRITE_HIGH_WATER {
                         match self.jobs.try_recv() {
                             Ok(job) => self.queue(job, now, &mut db, &mut wbuf, &mut owed),
