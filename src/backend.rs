@@ -56,16 +56,50 @@ impl BackendError {
 /// What a client gets back for one job: the backend's reply or why there is none.
 pub type BackendResult = Result<Reply, BackendError>;
 
-/// One command for one backend.
+/// What a client gets back for a batch: every reply, in order, or why there are none.
+pub type BatchResult = Result<Vec<Reply>, BackendError>;
+
+/// Where a job's reply (or replies) go; dropped by the connection task once answered.
+#[derive(Debug)]
+pub enum ReplyTo {
+    One(oneshot::Sender<BackendResult>),
+    /// A batch of `count` commands answered together.
+    Many {
+        tx: oneshot::Sender<BatchResult>,
+        count: usize,
+    },
+}
+
+impl ReplyTo {
+    fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::One(tx) => tx.is_closed(),
+            ReplyTo::Many { tx, .. } => tx.is_closed(),
+        }
+    }
+
+    fn fail(self, error: BackendError) {
+        match self {
+            ReplyTo::One(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            ReplyTo::Many { tx, .. } => {
+                let _ = tx.send(Err(error));
+            }
+        }
+    }
+}
+
+/// One command, or a batch of commands from one client, for one backend.
 #[derive(Debug)]
 pub struct Job {
-    /// The command, RESP-encoded.
+    /// The command(s), RESP-encoded, back to back.
     pub payload: Bytes,
     /// The database the client has selected.
     pub db: u32,
-    /// Where the reply goes; dropped by the connection task once answered.
-    pub reply: oneshot::Sender<BackendResult>,
-    /// A write: follow it with WAIT when the backend has `min_replicas_ack`.
+    pub reply: ReplyTo,
+    /// A single write: follow it with WAIT when the backend has
+    /// `min_replicas_ack`. Batches never carry such writes.
     pub write: bool,
 }
 
@@ -281,22 +315,55 @@ impl Backend {
         write: bool,
     ) -> oneshot::Receiver<BackendResult> {
         let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            client_id,
+            Job {
+                payload,
+                db,
+                reply: ReplyTo::One(tx),
+                write,
+            },
+        );
+        rx
+    }
+
+    /// Queues `count` commands (no write that needs a WAIT among them) that
+    /// are answered together, in order.
+    pub fn send_batch(
+        &self,
+        client_id: u64,
+        payload: Bytes,
+        count: usize,
+        db: u32,
+    ) -> oneshot::Receiver<BatchResult> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            client_id,
+            Job {
+                payload,
+                db,
+                reply: ReplyTo::Many { tx, count },
+                write: false,
+            },
+        );
+        rx
+    }
+
+    /// Whether writes to this backend are followed by WAIT.
+    pub fn waits_for_replicas(&self) -> bool {
+        self.min_replicas_ack > 0
+    }
+
+    fn enqueue(&self, client_id: u64, job: Job) {
         let index = (client_id % self.queues.len() as u64) as usize;
-        let job = Job {
-            payload,
-            db,
-            reply: tx,
-            write,
-        };
         if let Some(queue) = self.queues.get(index) {
             if let Err(mpsc::error::SendError(job)) = queue.send(job) {
-                let _ = job.reply.send(Err(BackendError::ConnectionLost {
+                job.reply.fail(BackendError::ConnectionLost {
                     backend: self.id.clone(),
                     reason: "proxy is shutting down".into(),
-                }));
+                });
             }
         }
-        rx
     }
 
     /// Sends already split arguments.
@@ -320,6 +387,13 @@ enum Owed {
         reply: oneshot::Sender<BackendResult>,
         sent_at: Instant,
     },
+    /// A client's batch: the replies gathered so far, sent when all are in.
+    Batch {
+        reply: oneshot::Sender<BatchResult>,
+        count: usize,
+        replies: Vec<Reply>,
+        sent_at: Instant,
+    },
     /// A SELECT the proxy inserted to switch databases.
     Select { sent_at: Instant },
     /// A write whose reply is held until the WAIT after it answers.
@@ -336,6 +410,7 @@ impl Owed {
     fn sent_at(&self) -> Instant {
         match self {
             Owed::Client { sent_at, .. }
+            | Owed::Batch { sent_at, .. }
             | Owed::Select { sent_at }
             | Owed::Held { sent_at }
             | Owed::Wait { sent_at, .. } => *sent_at,
@@ -437,9 +512,7 @@ impl Connection {
             loop {
                 tokio::select! {
                     job = self.jobs.recv() => match job {
-                        Some(job) => {
-                            let _ = job.reply.send(Err(reason.clone()));
-                        }
+                        Some(job) => job.reply.fail(reason.clone()),
                         None => return,
                     },
                     changed = self.endpoint.changed() => {
@@ -574,8 +647,14 @@ impl Connection {
             },
         };
         for item in owed.drain(..) {
-            if let Owed::Client { reply, .. } | Owed::Wait { reply, .. } = item {
-                let _ = reply.send(Err(error.clone()));
+            match item {
+                Owed::Client { reply, .. } | Owed::Wait { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Owed::Batch { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Owed::Select { .. } | Owed::Held { .. } => {}
             }
         }
         self.held = None;
@@ -610,6 +689,18 @@ impl Connection {
             *db = job.db;
         }
         wbuf.extend_from_slice(&job.payload);
+        let reply = match job.reply {
+            ReplyTo::One(reply) => reply,
+            ReplyTo::Many { tx, count } => {
+                owed.push_back(Owed::Batch {
+                    reply: tx,
+                    count,
+                    replies: Vec::with_capacity(count),
+                    sent_at: now,
+                });
+                return;
+            }
+        };
         if job.write && self.min_replicas_ack > 0 {
             // The write's reply is held until WAIT says how many replicas have it.
             let wait_ms = (self.settings.request_timeout / 2).as_millis().max(1);
@@ -623,13 +714,13 @@ impl Connection {
             );
             owed.push_back(Owed::Held { sent_at: now });
             owed.push_back(Owed::Wait {
-                reply: job.reply,
+                reply,
                 replicas: self.min_replicas_ack,
                 sent_at: now,
             });
         } else {
             owed.push_back(Owed::Client {
-                reply: job.reply,
+                reply,
                 sent_at: now,
             });
         }
@@ -669,6 +760,15 @@ impl Connection {
                     self.ask_recheck();
                 }
             }
+            if let Some(Owed::Batch { count, replies, .. }) = owed.front_mut() {
+                replies.push(reply);
+                if replies.len() >= *count {
+                    if let Some(Owed::Batch { reply, replies, .. }) = owed.pop_front() {
+                        let _ = reply.send(Ok(replies));
+                    }
+                }
+                continue;
+            }
             match owed.pop_front() {
                 Some(Owed::Client { reply: tx, .. }) => {
                     let _ = tx.send(Ok(reply));
@@ -698,6 +798,7 @@ impl Connection {
                         );
                     }
                 }
+                Some(Owed::Batch { .. }) => {} // taken above
                 None => return Err(self.lost("reply to no request".into())),
             }
         }

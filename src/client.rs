@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, Encoder};
 use tracing::{debug, Instrument};
 
-use crate::backend::{BackendError, BackendResult};
+use crate::backend::{BackendError, BackendResult, BatchResult};
 use crate::net::Stream;
 use crate::protocol::command::{key_positions, lookup_index, TABLE};
 use crate::protocol::{
@@ -44,7 +44,167 @@ const NOPERM_KEY: &str =
 enum Pending {
     Ready(Reply),
     One(oneshot::Receiver<BackendResult>),
+    /// Reply `index` of the batch numbered `seq` (see [`Batcher`]).
+    Batched {
+        seq: u64,
+        index: usize,
+    },
     Merge(Box<Merging>),
+}
+
+/// Gathers the commands a client pipelines to one backend within one pass
+/// of its loop into one job, so a backend connection queues, and answers,
+/// one job per client per pass instead of one per command.
+///
+/// Order is kept: every command bound elsewhere (split over backends, sent
+/// to all, or needing a WAIT) first flushes what is gathered, and a batch
+/// holds one database's commands only.
+#[derive(Default)]
+struct Batcher {
+    /// Per backend with commands gathered in this pass.
+    open: Vec<OpenBatch>,
+    /// Sent batches whose replies are not all taken yet, oldest first.
+    sent: VecDeque<Batch>,
+    next_seq: u64,
+}
+
+struct OpenBatch {
+    backend: usize,
+    seq: u64,
+    db: u32,
+    /// The first command; copied into `payload` when a second one comes.
+    first: Bytes,
+    payload: BytesMut,
+    count: usize,
+}
+
+struct Batch {
+    seq: u64,
+    replies: BatchReplies,
+    /// Slots not yet answered from it.
+    left: usize,
+}
+
+enum BatchReplies {
+    One(oneshot::Receiver<BackendResult>),
+    Many(oneshot::Receiver<BatchResult>),
+    Done(BatchResult),
+}
+
+impl Batcher {
+    /// Gathers a command for `backend` and returns the slot waiting for it.
+    fn add(
+        &mut self,
+        topo: &Topology,
+        state: &State,
+        backend: usize,
+        raw: Bytes,
+        now: Instant,
+    ) -> Slot {
+        if self.open.iter().any(|open| open.db != state.db) {
+            self.flush(topo, state.id);
+        }
+        let index = match self.open.iter_mut().find(|open| open.backend == backend) {
+            Some(open) => {
+                if open.count == 1 {
+                    open.payload.extend_from_slice(&open.first);
+                }
+                open.payload.extend_from_slice(&raw);
+                open.count += 1;
+                (open.seq, open.count - 1)
+            }
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.open.push(OpenBatch {
+                    backend,
+                    seq,
+                    db: state.db,
+                    first: raw,
+                    payload: BytesMut::new(),
+                    count: 1,
+                });
+                (seq, 0)
+            }
+        };
+        let pending = Pending::Batched {
+            seq: index.0,
+            index: index.1,
+        };
+        let id = topo
+            .backends
+            .get(backend)
+            .map_or_else(|| Arc::from("?"), |b| b.id.clone());
+        Slot::waiting(topo, state.proto, pending, id, now)
+    }
+
+    /// Sends everything gathered.
+    fn flush(&mut self, topo: &Topology, client_id: u64) {
+        for open in self.open.drain(..) {
+            let Some(backend) = topo.backends.get(open.backend) else {
+                continue;
+            };
+            let replies = if open.count == 1 {
+                BatchReplies::One(backend.send(client_id, open.first, open.db, false))
+            } else {
+                BatchReplies::Many(backend.send_batch(
+                    client_id,
+                    open.payload.freeze(),
+                    open.count,
+                    open.db,
+                ))
+            };
+            self.sent.push_back(Batch {
+                seq: open.seq,
+                replies,
+                left: open.count,
+            });
+        }
+    }
+
+    /// Reply `index` of batch `seq`, if it has come.
+    fn poll(&mut self, seq: u64, index: usize, cx: Option<&mut Context<'_>>) -> Option<Reply> {
+        let Some(batch) = self.sent.iter_mut().find(|b| b.seq == seq) else {
+            return Some(reply_dropped());
+        };
+        let result = match &mut batch.replies {
+            BatchReplies::Done(_) => None,
+            BatchReplies::One(rx) => Some(poll_receiver(rx, cx)?.map(|reply| vec![reply])),
+            BatchReplies::Many(rx) => Some(poll_receiver(rx, cx)?),
+        };
+        if let Some(result) = result {
+            batch.replies = BatchReplies::Done(result);
+        }
+        let BatchReplies::Done(result) = &mut batch.replies else {
+            return None;
+        };
+        let reply = match result {
+            Ok(replies) => replies
+                .get_mut(index)
+                .map_or_else(reply_dropped, |r| std::mem::replace(r, Reply::Null)),
+            Err(e) => e.to_reply(),
+        };
+        batch.left = batch.left.saturating_sub(1);
+        Some(reply)
+    }
+
+    /// A slot waiting on batch `seq` was answered otherwise (it timed out).
+    fn abandon(&mut self, seq: u64) {
+        if let Some(batch) = self.sent.iter_mut().find(|b| b.seq == seq) {
+            batch.left = batch.left.saturating_sub(1);
+        }
+    }
+
+    /// Forgets the oldest batches once every reply in them is taken.
+    fn trim(&mut self) {
+        while self.sent.front().is_some_and(|b| b.left == 0) {
+            self.sent.pop_front();
+        }
+    }
+}
+
+fn reply_dropped() -> Reply {
+    Reply::error("ERR reply dropped by the proxy")
 }
 
 /// One request's place in the reply order.
@@ -100,9 +260,13 @@ impl Slot {
 
     /// Moves a finished result into `Ready`. With a `Context` it also
     /// registers for wake-up; without one it only checks.
-    fn poll_ready(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+    fn poll_ready(&mut self, batcher: &mut Batcher, cx: Option<&mut Context<'_>>) -> bool {
         let reply = match &mut self.pending {
             Pending::Ready(_) => return true,
+            Pending::Batched { seq, index } => match batcher.poll(*seq, *index, cx) {
+                Some(reply) => reply,
+                None => return false,
+            },
             Pending::One(rx) => match poll_receiver(rx, cx) {
                 Some(result) => result_reply(result),
                 None => return false,
@@ -119,10 +283,11 @@ impl Slot {
     }
 }
 
-fn poll_receiver(
-    rx: &mut oneshot::Receiver<BackendResult>,
+/// A backend's answer, if it has come; a dropped sender is a lost connection.
+fn poll_receiver<T>(
+    rx: &mut oneshot::Receiver<Result<T, BackendError>>,
     cx: Option<&mut Context<'_>>,
-) -> Option<BackendResult> {
+) -> Option<Result<T, BackendError>> {
     let closed = || {
         Err(BackendError::ConnectionLost {
             backend: "?".into(),
@@ -275,6 +440,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut rbuf = BytesMut::new();
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Slot> = VecDeque::new();
+    let mut batcher = Batcher::default();
     let mut eof = false;
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain_signal.subscribe();
@@ -308,12 +474,13 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                     if request.args.is_empty() {
                         continue;
                     }
-                    let slot = dispatch(shared, &topo, state, request, now);
+                    let slot = dispatch(shared, &topo, state, &mut batcher, request, now);
                     decoder.authenticated = state.authenticated;
                     queue.push_back(slot);
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    batcher.flush(&topo, state.id);
                     state.closing = true;
                     let mut slot = Slot::ready(state.proto, Reply::error(format!("ERR {e}")));
                     slot.close_after = true;
@@ -321,9 +488,10 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 }
             }
         }
+        batcher.flush(&topo, state.id);
         // 2. Encode every reply that is ready, in order.
         while let Some(slot) = queue.front_mut() {
-            if !slot.poll_ready(None) {
+            if !slot.poll_ready(&mut batcher, None) {
                 break;
             }
             let Some(slot) = queue.pop_front() else { break };
@@ -351,6 +519,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 break;
             }
         }
+        batcher.trim();
         // 3. Write what the socket takes now.
         let before = wbuf.len();
         let written = stream.write_some(&mut wbuf);
@@ -398,7 +567,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         let event = tokio::select! {
             biased;
             ready = stream.writable(), if !wbuf.is_empty() => Event::Writable(ready),
-            _ = poll_fn(|cx| poll_head(&mut queue, cx)), if waiting => Event::ReplyReady,
+            _ = poll_fn(|cx| poll_head(&mut queue, &mut batcher, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
             _ = &mut timer, if waiting => Event::Timer,
             _ = drain.changed(), if !draining => Event::Drain,
@@ -416,6 +585,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                                 backend: backends,
                                 timeout_ms: topo.config.pool.request_timeout_ms,
                             };
+                            if let Pending::Batched { seq, .. } = slot.pending {
+                                batcher.abandon(seq);
+                            }
                             slot.pending = Pending::Ready(error.to_reply());
                         } else {
                             timer.as_mut().reset(deadline.into());
@@ -493,10 +665,10 @@ fn observe(
     }
 }
 
-fn poll_head(queue: &mut VecDeque<Slot>, cx: &mut Context<'_>) -> Poll<()> {
+fn poll_head(queue: &mut VecDeque<Slot>, batcher: &mut Batcher, cx: &mut Context<'_>) -> Poll<()> {
     match queue.front_mut() {
         Some(slot) => {
-            if slot.poll_ready(Some(cx)) {
+            if slot.poll_ready(batcher, Some(cx)) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -511,6 +683,7 @@ fn dispatch(
     shared: &Shared,
     topo: &Topology,
     state: &mut State,
+    batcher: &mut Batcher,
     request: Request,
     started: Instant,
 ) -> Slot {
@@ -519,7 +692,15 @@ fn dispatch(
         .first()
         .and_then(|name| lookup_index(name))
         .unwrap_or(TABLE.len());
-    let mut slot = execute(shared, topo, state, &request.args, request.raw, started);
+    let mut slot = execute(
+        shared,
+        topo,
+        state,
+        batcher,
+        &request.args,
+        request.raw,
+        started,
+    );
     slot.command = command;
     slot.started = Some(started);
     slot.args = request.args;
@@ -530,6 +711,7 @@ fn execute(
     shared: &Shared,
     topo: &Topology,
     state: &mut State,
+    batcher: &mut Batcher,
     args: &[Bytes],
     raw: Option<Bytes>,
     now: Instant,
@@ -561,6 +743,9 @@ fn execute(
     }
     match spec.route {
         Route::Local => {
+            // Gathered commands go first: a local command may change the
+            // connection's state (SELECT, AUTH) or answer about it.
+            batcher.flush(topo, state.id);
             let reply = local(shared, topo, state, spec, args);
             let close_after = spec.cmd == Cmd::Quit;
             if close_after {
@@ -572,6 +757,7 @@ fn execute(
             slot
         }
         Route::AllBackends => {
+            batcher.flush(topo, state.id);
             let mut parts = Vec::with_capacity(topo.backends.len());
             for backend in &topo.backends {
                 parts.push((
@@ -585,7 +771,7 @@ fn execute(
             }));
             Slot::waiting(topo, proto, merging, Arc::from("*"), now)
         }
-        _ => routed(shared, topo, state, spec, args, raw, now),
+        _ => routed(shared, topo, state, batcher, spec, args, raw, now),
     }
 }
 
@@ -595,6 +781,7 @@ fn routed(
     shared: &Shared,
     topo: &Topology,
     state: &State,
+    batcher: &mut Batcher,
     spec: &Spec,
     args: &[Bytes],
     raw: Option<Bytes>,
@@ -614,14 +801,26 @@ fn routed(
     }
     let first = owners.first().map_or(0, |&(_, b)| b);
     if owners.iter().all(|&(_, b)| b == first) {
-        // One backend has every key: forward the request as it came.
+        // One backend has every key: forward the request as it came,
+        // gathered with the client's other commands for that backend.
         let backend = &topo.backends[first];
+        let waits = spec.write && backend.waits_for_replicas();
         let rx = match raw {
-            Some(raw) => backend.send(state.id, raw, state.db, spec.write),
-            None => backend.send_args(state.id, args, state.db, spec.write),
+            Some(raw) if !waits => return batcher.add(topo, state, first, raw, now),
+            Some(raw) => {
+                batcher.flush(topo, state.id);
+                backend.send(state.id, raw, state.db, spec.write)
+            }
+            None => {
+                batcher.flush(topo, state.id);
+                backend.send_args(state.id, args, state.db, spec.write)
+            }
         };
         return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
     }
+
+    // Split over backends.
+    batcher.flush(topo, state.id);
 
     // Split: one sub-command per backend, keys in their original order.
     let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();

@@ -503,6 +503,25 @@ fn a_stalled_backend_answers_with_a_timeout_error() {
         assert!(std::time::Instant::now() < deadline, "never recovered");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A pipeline to the stalled backend: every command gets the timeout, and
+    // the healthy backend's replies in between are not held back or mixed up.
+    b.signal("STOP");
+    let mut packet = Vec::new();
+    for i in 0..5 {
+        packet.extend(RawClient::encode(&[b"GET", on_b.as_bytes()]));
+        packet.extend(RawClient::encode(&[b"ECHO", i.to_string().as_bytes()]));
+        packet.extend(RawClient::encode(&[b"GET", on_a.as_bytes()]));
+    }
+    client.send_raw(&packet);
+    for i in 0..5 {
+        assert_eq!(
+            client.read_reply(),
+            b"-ERR backend 'b' did not answer within 300 ms\r\n"
+        );
+        assert_eq!(client.read_reply(), format!("$1\r\n{i}\r\n").as_bytes());
+        assert_eq!(client.read_reply(), b"$1\r\nv\r\n");
+    }
+    b.signal("CONT");
 }
 
 #[test]
@@ -608,6 +627,52 @@ fn info_sections_and_slowlog() {
         client.text(&["SLOWLOG", "NOPE"]),
         "-ERR unknown subcommand 'NOPE'. Try SLOWLOG HELP.\r\n"
     );
+}
+
+#[test]
+fn a_pipeline_keeps_its_order_across_gathered_commands_selects_and_splits() {
+    // The proxy gathers a pipeline's commands per backend and sends each group
+    // as one job; SELECT, split commands and commands for other backends in
+    // between must still see exactly the order the client sent.
+    let (_a, _b, proxy) = two_backends("");
+    let ka = proxy.key_on(0, "k");
+    let kb = proxy.key_on(1, "k");
+    let (ka, kb) = (ka.as_str(), kb.as_str());
+    let steps: &[(&[&str], &str)] = &[
+        (&["SET", ka, "a0"], "+OK\r\n"),
+        (&["SET", kb, "b0"], "+OK\r\n"),
+        (&["STRLEN", ka], ":2\r\n"),
+        (&["SELECT", "1"], "+OK\r\n"),
+        (&["GET", ka], "$-1\r\n"),
+        (&["SET", ka, "a1"], "+OK\r\n"),
+        (&["GET", kb], "$-1\r\n"),
+        (&["SELECT", "0"], "+OK\r\n"),
+        (&["GET", ka], "$2\r\na0\r\n"),
+        (&["MSET", ka, "m1", kb, "m2"], "+OK\r\n"),
+        (&["GET", kb], "$2\r\nm2\r\n"),
+        (&["MGET", kb, ka], "*2\r\n$2\r\nm2\r\n$2\r\nm1\r\n"),
+        (&["SET", ka, "a2"], "+OK\r\n"),
+        (&["DEL", ka, kb], ":2\r\n"),
+        (&["EXISTS", ka, kb], ":0\r\n"),
+        (&["SELECT", "1"], "+OK\r\n"),
+        (&["GETDEL", ka], "$2\r\na1\r\n"),
+        (&["SELECT", "0"], "+OK\r\n"),
+    ];
+    let mut client = proxy.client();
+    for round in 0..20 {
+        let packet: Vec<u8> = steps
+            .iter()
+            .flat_map(|(args, _)| {
+                let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+                RawClient::encode(&args)
+            })
+            .collect();
+        client.send_raw(&packet);
+        for (args, expected) in steps {
+            let reply = String::from_utf8_lossy(&client.read_reply()).into_owned();
+            assert_eq!(reply, *expected, "round {round}, {args:?}");
+        }
+    }
 }
 
 #[test]
