@@ -48,7 +48,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     match &state.prometheus {
         Some(handle) => (
             [("content-type", "text/plain; version=0.0.4")],
-            handle.render(),
+            handle.render() + &state.shared.metrics.render(),
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no metrics recorder\n").into_response(),

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -441,6 +441,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Slot> = VecDeque::new();
     let mut batcher = Batcher::default();
+    let mut tally = Tally::default();
     let mut eof = false;
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain_signal.subscribe();
@@ -503,6 +504,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                         shared,
                         &topo,
                         state,
+                        &mut tally,
                         slot.command,
                         took,
                         &slot.args,
@@ -520,6 +522,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             }
         }
         batcher.trim();
+        tally.flush(shared);
         // 3. Write what the socket takes now.
         let before = wbuf.len();
         let written = stream.write_some(&mut wbuf);
@@ -635,24 +638,61 @@ fn count_received(shared: &Shared, n: usize) {
     shared.metrics.received_bytes.increment(n as u64);
 }
 
+/// Finished requests of one command, outcome and latency in a row, counted
+/// in the metrics at once: a pipeline's replies, decoded in one pass and
+/// encoded in another, mostly share all three.
+#[derive(Default)]
+struct Tally {
+    command: usize,
+    error: bool,
+    took: Duration,
+    count: u64,
+}
+
+impl Tally {
+    fn add(&mut self, shared: &Shared, command: usize, error: bool, took: Duration) {
+        if self.count > 0 && (self.command, self.error, self.took) == (command, error, took) {
+            self.count += 1;
+            return;
+        }
+        self.flush(shared);
+        *self = Tally {
+            command,
+            error,
+            took,
+            count: 1,
+        };
+    }
+
+    fn flush(&mut self, shared: &Shared) {
+        if self.count == 0 {
+            return;
+        }
+        if let Some(metrics) = shared.metrics.command(self.command) {
+            if self.error {
+                metrics.error.increment(self.count);
+            } else {
+                metrics.ok.increment(self.count);
+            }
+            metrics.latency.record(self.took, self.count);
+        }
+        self.count = 0;
+    }
+}
+
 /// Counts a finished request in the metrics, and in SLOWLOG when slow.
+#[allow(clippy::too_many_arguments)]
 fn observe(
     shared: &Shared,
     topo: &Topology,
     state: &State,
+    tally: &mut Tally,
     command: usize,
-    took: std::time::Duration,
+    took: Duration,
     args: &[Bytes],
     error: bool,
 ) {
-    if let Some(metrics) = shared.metrics.command(command) {
-        if error {
-            metrics.error.increment(1);
-        } else {
-            metrics.ok.increment(1);
-        }
-        metrics.latency.record(took.as_secs_f64());
-    }
+    tally.add(shared, command, error, took);
     let slowlog = &topo.config.slowlog;
     if slowlog.slower_than_us >= 0 && took.as_micros() as i64 >= slowlog.slower_than_us {
         shared.slowlog.record(

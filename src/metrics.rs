@@ -4,6 +4,10 @@
 //! struct field; nothing is looked up by name per request. Without an
 //! installed recorder (the library used in tests) the handles are no-ops.
 
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 use crate::protocol::command::TABLE;
@@ -14,12 +18,65 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     2.5,
 ];
 
+/// The client-observed latency histogram's name.
+const REQUEST_DURATION: &str = "session_proxy_request_duration_seconds";
+
+/// A histogram over [`LATENCY_BUCKETS`] kept as counters. Recording costs two
+/// atomic adds and its memory is fixed: the exporter's own histograms keep
+/// every sample until the next upkeep, which at a million requests a second
+/// is tens of megabytes and grows with the request rate, not the config.
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative); the last is above every bound.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records `count` requests that each took `took`.
+    pub fn record(&self, took: Duration, count: u64) {
+        let seconds = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS.partition_point(|&bound| bound < seconds);
+        if let Some(counter) = self.counts.get(bucket) {
+            counter.fetch_add(count, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos
+            .fetch_add(nanos.saturating_mul(count), Ordering::Relaxed);
+    }
+
+    /// Appends the Prometheus text lines (buckets, sum, count) for one series.
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let mut cumulative = 0u64;
+        for (i, counter) in self.counts.iter().enumerate() {
+            cumulative += counter.load(Ordering::Relaxed);
+            let le = match LATENCY_BUCKETS.get(i) {
+                Some(bound) => bound.to_string(),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
 /// Per-command handles.
 pub struct CommandMetrics {
+    pub name: &'static str,
     pub ok: Counter,
     pub error: Counter,
     /// Client-observed latency: request decoded to reply encoded.
-    pub latency: Histogram,
+    pub latency: LatencyHistogram,
 }
 
 /// The proxy-wide handles.
@@ -43,9 +100,10 @@ impl Metrics {
             .chain(std::iter::once("unknown"));
         let commands = names
             .map(|name| CommandMetrics {
+                name,
                 ok: counter!("session_proxy_requests_total", "command" => name, "outcome" => "ok"),
                 error: counter!("session_proxy_requests_total", "command" => name, "outcome" => "error"),
-                latency: histogram!("session_proxy_request_duration_seconds", "command" => name),
+                latency: LatencyHistogram::default(),
             })
             .collect();
         Metrics {
@@ -63,6 +121,17 @@ impl Metrics {
     /// The handles for a command-table index (`TABLE.len()` for unknown).
     pub fn command(&self, index: usize) -> Option<&CommandMetrics> {
         self.commands.get(index)
+    }
+
+    /// The Prometheus text of what is kept here rather than in the recorder:
+    /// the per-command latency histograms.
+    pub fn render(&self) -> String {
+        let mut out = format!("# TYPE {REQUEST_DURATION} histogram\n");
+        for command in &self.commands {
+            let labels = format!("command=\"{}\"", command.name);
+            command.latency.render(REQUEST_DURATION, &labels, &mut out);
+        }
+        out
     }
 }
 
@@ -103,5 +172,49 @@ impl BackendMetrics {
             sentinels_known: gauge!("session_proxy_sentinels_known", "backend" => id),
             sentinels: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_renders_cumulative_buckets_sum_and_count() {
+        let histogram = LatencyHistogram::default();
+        histogram.record(Duration::from_micros(30), 2); // first bucket
+        histogram.record(Duration::from_micros(100), 1); // on a bound: that bucket
+        histogram.record(Duration::from_secs(3), 1); // above every bound
+        let mut out = String::new();
+        histogram.render("x_seconds", "command=\"get\"", &mut out);
+        let line = |series: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            line("x_seconds_bucket{command=\"get\",le=\"0.00005\"}").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            line("x_seconds_bucket{command=\"get\",le=\"0.0001\"}").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            line("x_seconds_bucket{command=\"get\",le=\"2.5\"}").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            line("x_seconds_bucket{command=\"get\",le=\"+Inf\"}").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            line("x_seconds_count{command=\"get\"}").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            line("x_seconds_sum{command=\"get\"}").as_deref(),
+            Some("3.00016")
+        );
     }
 }

@@ -194,6 +194,14 @@ fn metrics_count_known_traffic() {
             "session_proxy_request_duration_seconds_count{command=\"set\"}",
             10.0,
         ),
+        (
+            "session_proxy_request_duration_seconds_bucket{command=\"set\",le=\"+Inf\"}",
+            10.0,
+        ),
+        (
+            "session_proxy_request_duration_seconds_count{command=\"get\"}",
+            7.0,
+        ),
         ("session_proxy_client_connections", 1.0),
         ("session_proxy_backend_up{backend=\"a\"}", 1.0),
         ("session_proxy_backend_up{backend=\"b\"}", 1.0),
