@@ -34,6 +34,10 @@ use crate::server::{Shared, Topology};
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 /// Buffer capacity an idle client may keep.
 const IDLE_BUFFER: usize = 4096;
+/// Reply-queue capacity an idle client may keep.
+const IDLE_QUEUE: usize = 16;
+/// How long a client stays idle before its larger buffers are given back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -450,6 +454,8 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     // queue, so it is re-armed when it fires early, not for every request.
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
+    // The timer is also set to give an idle client's buffers back.
+    let mut release_armed = false;
 
     loop {
         let current = shared.generation.load(Ordering::Acquire);
@@ -552,16 +558,18 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 Err(e) => return Err(e),
             }
         }
-        if idle {
-            if rbuf.capacity() > IDLE_BUFFER {
-                rbuf = BytesMut::new();
-            }
-            if wbuf.capacity() > IDLE_BUFFER {
-                wbuf = BytesMut::new();
-            }
-            if queue.capacity() > 16 {
-                queue = VecDeque::new();
-            }
+        let oversized = rbuf.capacity() > IDLE_BUFFER
+            || wbuf.capacity() > IDLE_BUFFER
+            || queue.capacity() > IDLE_QUEUE;
+        if idle && oversized && !release_armed {
+            // Give the buffers back if the client is still idle a while from
+            // now, not at once: a busy client goes idle between every request
+            // and would otherwise allocate its buffers afresh each time.
+            // Armed at most a request timeout ahead, the timer can never be
+            // later than the deadline of a request that comes meanwhile.
+            let after = IDLE_RELEASE.min(topo.config.pool.request_timeout());
+            timer.as_mut().reset((now + after).into());
+            release_armed = true;
         }
         // 4. Wait for the socket or for the next reply.
         let can_read =
@@ -572,7 +580,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             ready = stream.writable(), if !wbuf.is_empty() => Event::Writable(ready),
             _ = poll_fn(|cx| poll_head(&mut queue, &mut batcher, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
-            _ = &mut timer, if waiting => Event::Timer,
+            _ = &mut timer, if waiting || release_armed => Event::Timer,
             _ = drain.changed(), if !draining => Event::Drain,
         };
         match event {
@@ -580,6 +588,12 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             Event::ReplyReady => {}
             Event::Drain => draining = true,
             Event::Timer => {
+                release_armed = false;
+                if queue.is_empty() && rbuf.is_empty() && wbuf.is_empty() {
+                    rbuf = BytesMut::new();
+                    wbuf = BytesMut::new();
+                    queue = VecDeque::new();
+                }
                 if let Some(slot) = queue.front_mut() {
                     if let Some((deadline, backends)) = slot.deadline.clone() {
                         if deadline <= Instant::now() {
