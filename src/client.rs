@@ -843,7 +843,10 @@ fn routed(
 ) -> Slot {
     let proto = state.proto;
     let prefixes = &topo.config.keys.prefixes;
-    let mut owners: Vec<(usize, usize)> = Vec::new(); // (arg position, backend index)
+    // (arg position, backend index), listed only once there is a second key.
+    let mut owners: Vec<(usize, usize)> = Vec::new();
+    let mut first = None;
+    let mut one_backend = true;
     for pos in key_positions(spec, args.len()) {
         let key = &args[pos];
         if !prefixes.is_empty() && !prefixes.iter().any(|p| key.starts_with(p.as_bytes())) {
@@ -851,10 +854,20 @@ fn routed(
             shared.metrics.refused_keys.increment(1);
             return Slot::ready(proto, Reply::error(NOPERM_KEY));
         }
-        owners.push((pos, topo.route(key)));
+        let owner = topo.route(key);
+        match first {
+            None => first = Some((pos, owner)),
+            Some((first_pos, first_owner)) => {
+                if owners.is_empty() {
+                    owners.push((first_pos, first_owner));
+                }
+                owners.push((pos, owner));
+                one_backend &= owner == first_owner;
+            }
+        }
     }
-    let first = owners.first().map_or(0, |&(_, b)| b);
-    if owners.iter().all(|&(_, b)| b == first) {
+    let first = first.map_or(0, |(_, b)| b);
+    if one_backend {
         // One backend has every key: forward the request as it came,
         // gathered with the client's other commands for that backend.
         let backend = &topo.backends[first];

@@ -47,6 +47,35 @@ impl From<std::io::Error> for ProtocolError {
     }
 }
 
+/// Argument ranges of a request being framed: the first few inline, the
+/// rest (a long MSET, say) on the heap.
+#[derive(Default)]
+struct Ranges {
+    inline: [(usize, usize); 8],
+    len: usize,
+    more: Vec<(usize, usize)>,
+}
+
+impl Ranges {
+    fn push(&mut self, range: (usize, usize)) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = range;
+                self.len += 1;
+            }
+            None => self.more.push(range),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.inline
+            .iter()
+            .take(self.len)
+            .chain(self.more.iter())
+            .copied()
+    }
+}
+
 /// Splits a client's byte stream into [`Request`]s.
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
@@ -87,8 +116,9 @@ impl RequestDecoder {
             return Err(ProtocolError::new("unauthenticated multibulk length"));
         }
         let count = count as usize;
-        // Ranges first: the buffer is split only once the whole request is here.
-        let mut ranges = Vec::with_capacity(count.min(PREALLOC_ARGS));
+        // Ranges first: the buffer is split only once the whole request is
+        // here. Typical commands' ranges stay on the stack.
+        let mut ranges = Ranges::default();
         for _ in 0..count {
             match buf.get(pos) {
                 None => return self.incomplete(buf, pos),
@@ -128,10 +158,8 @@ impl RequestDecoder {
             pos = end + 2;
         }
         let raw = buf.split_to(pos).freeze();
-        let args = ranges
-            .into_iter()
-            .map(|(start, end)| raw.slice(start..end))
-            .collect();
+        let mut args = Vec::with_capacity(count.min(PREALLOC_ARGS));
+        args.extend(ranges.iter().map(|(start, end)| raw.slice(start..end)));
         Ok(Some(Request {
             args,
             raw: Some(raw),
@@ -335,6 +363,21 @@ mod tests {
             got,
             vec![args(&["PING"]), args(&["PING"]), args(&["SET", "a", ""])]
         );
+    }
+
+    #[test]
+    fn requests_with_more_arguments_than_kept_inline() {
+        for count in [7, 8, 9, 40] {
+            let list: Vec<String> = std::iter::once("MSET".to_string())
+                .chain((1..count).map(|i| format!("arg{i}")))
+                .collect();
+            let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+            let mut input = format!("*{count}\r\n");
+            for arg in &list {
+                input.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            assert_eq!(decode_all(input.as_bytes()).unwrap(), vec![args(&refs)]);
+        }
     }
 
     #[test]
