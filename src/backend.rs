@@ -578,7 +578,7 @@ impl Connection {
                     if let Err(e) = ready {
                         break self.lost(e.to_string());
                     }
-                    match stream.try_read_buf(&mut rbuf) {
+                    match stream.try_read_buf(&mut rbuf, crate::net::BACKEND_READ) {
                         Ok(0) => break self.lost("closed by the server".into()),
                         Ok(_) => {
                             if let Err(end) = self.take_replies(&mut rbuf, &mut owed) {

@@ -32,6 +32,9 @@ use crate::server::{Shared, Topology};
 /// Encoded but unwritten reply bytes above which the client is not read
 /// further until it reads its replies.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Encoded replies held back while a later reply in the pipeline is still
+/// coming, at most; see step 3 of the client loop.
+const HOLD_LIMIT: usize = 64 * 1024;
 /// Buffer capacity an idle client may keep.
 const IDLE_BUFFER: usize = 4096;
 /// Reply-queue capacity an idle client may keep.
@@ -529,11 +532,20 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         }
         batcher.trim();
         tally.flush(shared);
-        // 3. Write what the socket takes now.
-        let before = wbuf.len();
-        let written = stream.write_some(&mut wbuf);
-        count_sent(shared, before - wbuf.len());
-        written?;
+        // 3. Write what the socket takes now, unless a reply further on is
+        // still to come. Like Redis, which writes a pipeline's replies once it
+        // has run the whole read buffer, replies gathered from several
+        // backends go out in one send, not one per backend that answers. The
+        // hold ends when that reply comes or times out, or at HOLD_LIMIT bytes.
+        let hold = !wbuf.is_empty()
+            && wbuf.len() < HOLD_LIMIT
+            && queue.front().is_some_and(Slot::is_waiting);
+        if !hold {
+            let before = wbuf.len();
+            let written = stream.write_some(&mut wbuf);
+            count_sent(shared, before - wbuf.len());
+            written?;
+        }
         if held_back && queue.len() < max_pipeline {
             continue;
         }
@@ -548,7 +560,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         if draining && idle {
             // Draining and idle: close unless a request is already waiting in
             // the socket, so nothing the client has sent goes unanswered.
-            match stream.try_read_buf(&mut rbuf) {
+            match stream.try_read_buf(&mut rbuf, crate::net::CLIENT_READ) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     count_received(shared, n);
@@ -577,7 +589,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         let waiting = queue.front().is_some_and(Slot::is_waiting);
         let event = tokio::select! {
             biased;
-            ready = stream.writable(), if !wbuf.is_empty() => Event::Writable(ready),
+            ready = stream.writable(), if !wbuf.is_empty() && !hold => Event::Writable(ready),
             _ = poll_fn(|cx| poll_head(&mut queue, &mut batcher, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
             _ = &mut timer, if waiting || release_armed => Event::Timer,
@@ -614,7 +626,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             }
             Event::Readable(ready) => {
                 ready?;
-                match stream.try_read_buf(&mut rbuf) {
+                match stream.try_read_buf(&mut rbuf, crate::net::CLIENT_READ) {
                     Ok(0) => {
                         eof = true;
                         if queue.is_empty() && rbuf.is_empty() {
@@ -639,6 +651,7 @@ fn count_sent(shared: &Shared, n: usize) {
             .stats
             .net_output_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
+        shared.stats.writes.fetch_add(1, Ordering::Relaxed);
         shared.metrics.sent_bytes.increment(n as u64);
     }
 }
@@ -649,6 +662,7 @@ fn count_received(shared: &Shared, n: usize) {
         .stats
         .net_input_bytes
         .fetch_add(n as u64, Ordering::Relaxed);
+    shared.stats.reads.fetch_add(1, Ordering::Relaxed);
     shared.metrics.received_bytes.increment(n as u64);
 }
 

@@ -8,8 +8,14 @@ use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
-/// Bytes reserved in a read buffer before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes reserved in a client's read buffer when it runs low.
+pub const CLIENT_READ: usize = 16 * 1024;
+/// The same for a backend connection: a batch of replies (say 200 values of
+/// 400 bytes) comes back in one or two reads instead of five or more.
+pub const BACKEND_READ: usize = 128 * 1024;
+/// What an empty, never used buffer gets first: a client that connects, says
+/// PING and sits idle does not hold a full chunk.
+const FIRST_READ: usize = 1024;
 
 #[derive(Debug)]
 pub enum Stream {
@@ -39,9 +45,13 @@ impl Stream {
     /// after the data is taken): the next wait goes to epoll instead of costing
     /// one more `recv` that would only say `EAGAIN`. Data arriving later raises
     /// a new readiness event, which that clearing does not erase.
-    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+    ///
+    /// `chunk` is reserved whenever less than a quarter of it is free.
+    pub fn try_read_buf(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        if buf.capacity() == 0 {
+            buf.reserve(chunk.min(FIRST_READ));
+        } else if buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
         }
         let spare = buf.capacity() - buf.len();
         let mut got = None;
@@ -106,7 +116,7 @@ impl Stream {
     pub async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             self.readable().await?;
-            match self.try_read_buf(buf) {
+            match self.try_read_buf(buf, CLIENT_READ) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
             }

@@ -34,6 +34,9 @@ pub struct Stats {
     pub refused_keys: AtomicU64,
     pub net_input_bytes: AtomicU64,
     pub net_output_bytes: AtomicU64,
+    /// Reads from, and writes to, client sockets that moved data.
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
 }
 
 /// What one config file decides: settings, router and backends.
@@ -442,6 +445,8 @@ pub fn info_text(shared: &Shared, topology: &Topology, section: Option<&Bytes>) 
             f("total_commands_processed", load(&stats.commands)),
             f("total_net_input_bytes", load(&stats.net_input_bytes)),
             f("total_net_output_bytes", load(&stats.net_output_bytes)),
+            f("total_reads_processed", load(&stats.reads)),
+            f("total_writes_processed", load(&stats.writes)),
         ],
     );
     section(

@@ -676,6 +676,69 @@ fn a_pipeline_keeps_its_order_across_gathered_commands_selects_and_splits() {
 }
 
 #[test]
+fn a_pipelines_replies_from_two_backends_go_out_in_one_write() {
+    // Backend b is stopped, so a's reply is ready long before b's: the proxy
+    // holds it and sends both together, as Redis sends a pipeline's replies.
+    let (a, b) = (Redis::start(), Redis::start());
+    let proxy = Proxy::start(&config_for(
+        &[("a", a.address(), 1.0), ("b", b.address(), 1.0)],
+        "[pool]\nrequest_timeout_ms = 10000",
+    ));
+    let on_a = proxy.key_on(0, "session:");
+    let on_b = proxy.key_on(1, "session:");
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", &on_a, "a"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", &on_b, "b"]), "+OK\r\n");
+    let mut info = proxy.client();
+    let mut writes = || {
+        let text = info.text(&["INFO", "stats"]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("total_writes_processed:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let gets_on_a = || {
+        let text = a.client().text(&["INFO", "commandstats"]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let gets_before = gets_on_a();
+    b.signal("STOP");
+    let before = writes();
+    client.send_raw(
+        &[
+            RawClient::encode(&[b"GET", on_a.as_bytes()]),
+            RawClient::encode(&[b"GET", on_b.as_bytes()]),
+        ]
+        .concat(),
+    );
+    let deadline = std::time::Instant::now() + common::READY_LIMIT;
+    while gets_on_a() == gets_before {
+        assert!(std::time::Instant::now() < deadline, "a never saw the GET");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // a has answered; nothing reaches the client while b's reply is missing.
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = client.stream.peek(&mut byte);
+    assert!(early.is_err(), "a reply went out early: {early:?}");
+    client
+        .stream
+        .set_read_timeout(Some(common::READY_LIMIT))
+        .unwrap();
+    b.signal("CONT");
+    assert_eq!(client.read_reply(), b"$1\r\na\r\n");
+    assert_eq!(client.read_reply(), b"$1\r\nb\r\n");
+    // One write for the pair, plus the one that carried the first INFO reply.
+    assert_eq!(writes() - before, 2);
+}
+
+#[test]
 fn a_pipeline_deeper_than_the_limit_is_answered_in_full() {
     // With a small pipeline limit most requests wait in the read buffer while
     // earlier ones are answered; every one of them must still be run.
