@@ -21,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rendezvous_hash::{Capacity, Node, NodeHasher, RendezvousNodes, WeightedNode};
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
 
 /// A backend as the router sees it: its id and the id's precomputed seed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +77,25 @@ impl Hash for RouteKey<'_> {
 /// Maps keys to backend indexes.
 pub struct Router {
     nodes: RendezvousNodes<WeightedNode<Member>, PinnedHasher>,
+    /// The same members as a flat list for [`Router::owner`], which hashes
+    /// the key in one shot (`xxh3_64_with_seed`, the same value the streaming
+    /// hasher gives) instead of through `Hash` and a streaming state.
+    flat: Vec<Flat>,
+}
+
+struct Flat {
+    id: Arc<str>,
+    seed: u64,
+    weight: f64,
+    index: usize,
+}
+
+impl Flat {
+    /// The crate's weighted score (`WeightedNode::hash_code`), computed the same way.
+    fn score(&self, key: &[u8]) -> f64 {
+        let hash = xxh3_64_with_seed(key, self.seed) as f64;
+        (hash / u64::MAX as f64).ln() / self.weight
+    }
 }
 
 /// A bad `(id, weight)` list; config validation reports these by field.
@@ -97,6 +116,7 @@ impl Router {
         backends: impl IntoIterator<Item = (&'a str, f64)>,
     ) -> Result<Router, RouterError> {
         let mut nodes = RendezvousNodes::new(PinnedHasher);
+        let mut flat = Vec::new();
         for (index, (id, weight)) in backends.into_iter().enumerate() {
             let capacity =
                 Capacity::new(weight).ok_or_else(|| RouterError::Weight(id.to_string()))?;
@@ -110,12 +130,18 @@ impl Router {
             if nodes.contains(&member.id) {
                 return Err(RouterError::Duplicate(id.to_string()));
             }
+            flat.push(Flat {
+                id: member.id.id.clone(),
+                seed: member.id.seed,
+                weight,
+                index,
+            });
             nodes.insert(WeightedNode::new(member, capacity));
         }
         if nodes.is_empty() {
             return Err(RouterError::Empty);
         }
-        Ok(Router { nodes })
+        Ok(Router { nodes, flat })
     }
 
     /// The index of the backend that owns `key`.
@@ -123,22 +149,21 @@ impl Router {
     /// Same ordering as `calc_candidates(..).next()`, without its allocation
     /// and sort: the highest `(score, id)` wins.
     pub fn owner(&self, key: &[u8]) -> usize {
-        let item = RouteKey(key);
-        let mut best: Option<(_, &WeightedNode<Member>)> = None;
-        for node in self.nodes.iter() {
-            let score = node.hash_code(&PinnedHasher, &item);
-            let better = match &best {
+        let mut best: Option<(f64, &Flat)> = None;
+        for member in &self.flat {
+            let score = member.score(key);
+            let better = match best {
                 None => true,
-                Some((best_score, best_node)) => {
-                    (score, node.node_id()) > (*best_score, best_node.node_id())
+                Some((best_score, best_member)) => {
+                    score > best_score || (score == best_score && member.id > best_member.id)
                 }
             };
             if better {
-                best = Some((score, node));
+                best = Some((score, member));
             }
         }
-        // `new` refuses an empty node set, so there is always a best.
-        best.map_or(0, |(_, node)| node.node.index)
+        // `new` refuses an empty list, so there is always a best.
+        best.map_or(0, |(_, member)| member.index)
     }
 
     /// Every backend index in preference order for `key`: the owner first, then
