@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY = os.path.join(ROOT, "target/release/session-proxy")
 LOADGEN = os.path.join(ROOT, "target/release/examples/loadgen")
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -159,6 +159,15 @@ address = "127.0.0.1:{ports['b']}"
                     f"| {label} | {name} | {rps:,.0f} | {median(label, name, 'p50_ms'):.3f} | "
                     f"{median(label, name, 'p99_ms'):.3f} | {cpu} | {rps / direct:.2f} | {rps / twemproxy:.2f} |")
         print("\n".join(lines))
+        # The ratios round by round: how far one run on this machine can stray.
+        print("\nproxy ratios per round (min / median / max):")
+        for label, _ in workloads:
+            def per_round(other):
+                return sorted(p["rps"] / o["rps"] for p, o in
+                              zip(results[(label, "proxy")], results[(label, other)]))
+            spread = [f"vs {other} {r[0]:.2f} / {statistics.median(r):.2f} / {r[-1]:.2f}"
+                      for other, r in (("direct", per_round("direct")), ("twemproxy", per_round("twemproxy")))]
+            print(f"  {label}: " + ", ".join(spread))
         print(f"\nsession-proxy peak RSS over the runs: {rss_kib(proxy.pid, 'VmHWM') / 1024:.1f} MiB")
 
         # Connection scale: 10,000 idle clients held open plus the session mix.
