@@ -24,6 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY = os.path.join(ROOT, "target/release/session-proxy")
 LOADGEN = os.path.join(ROOT, "target/release/examples/loadgen")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
+# PIN=1: the load generators on the first core, Redis and both proxies on the
+# others, instead of wherever the scheduler puts them (see benches/README.md).
+PIN = os.environ.get("PIN") == "1" and (os.cpu_count() or 1) > 1
+CLIENT_CORES = {0}
+SERVER_CORES = set(range(1, os.cpu_count() or 1))
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -38,6 +43,18 @@ def more_files():
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def client_side():
+    more_files()
+    if PIN:
+        os.sched_setaffinity(0, CLIENT_CORES)
+
+
+def server_side():
+    more_files()
+    if PIN:
+        os.sched_setaffinity(0, SERVER_CORES)
 
 
 def wait_port(port, limit=20):
@@ -69,7 +86,7 @@ def redis_benchmark(port, test, pipeline, requests):
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-c", "50",
          "-n", str(requests), "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv"],
-        capture_output=True, text=True, check=True).stdout
+        capture_output=True, text=True, check=True, preexec_fn=client_side).stdout
     row = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
     values = [v.strip('"') for v in row.split(",")]
     return {"requests": requests, "rps": float(values[1]), "p50_ms": float(values[4]), "p99_ms": float(values[6])}
@@ -78,7 +95,7 @@ def redis_benchmark(port, test, pipeline, requests):
 def django_mix(port, requests, idle=0):
     out = subprocess.run(
         [LOADGEN, "--port", str(port), "--connections", "50", "--requests", str(requests), "--idle", str(idle)],
-        capture_output=True, text=True, check=True, preexec_fn=more_files).stdout
+        capture_output=True, text=True, check=True, preexec_fn=client_side).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -90,7 +107,8 @@ def main():
         for name in ("a", "b"):
             procs.append(subprocess.Popen(
                 ["redis-server", "--port", str(ports[name]), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", work], stdout=subprocess.DEVNULL))
+                 "--appendonly", "no", "--dir", work], stdout=subprocess.DEVNULL,
+                preexec_fn=server_side))
         with open(os.path.join(work, "proxy.toml"), "w") as f:
             f.write(f"""[listen]
 address = "127.0.0.1:{ports['proxy']}"
@@ -116,9 +134,9 @@ address = "127.0.0.1:{ports['b']}"
         for name in ("a", "b"):
             wait_port(ports[name])
         proxy = subprocess.Popen([PROXY, "--config", os.path.join(work, "proxy.toml")],
-                                 stderr=subprocess.DEVNULL, preexec_fn=more_files)
+                                 stderr=subprocess.DEVNULL, preexec_fn=server_side)
         twem = subprocess.Popen(["nutcracker", "-c", os.path.join(work, "nutcracker.yml")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=more_files)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=server_side)
         procs += [proxy, twem]
         wait_port(ports["proxy"])
         wait_port(ports["twemproxy"])
@@ -174,7 +192,7 @@ address = "127.0.0.1:{ports['b']}"
         base = rss_kib(proxy.pid)
         loadgen = subprocess.Popen(
             [LOADGEN, "--port", str(ports["proxy"]), "--connections", "50", "--requests", "100000",
-             "--idle", "10000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=more_files)
+             "--idle", "10000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=client_side)
         peak = base
         while loadgen.poll() is None:
             peak = max(peak, rss_kib(proxy.pid))
@@ -194,7 +212,9 @@ address = "127.0.0.1:{ports['b']}"
                     break
         print(f"\nmachine: {os.cpu_count()} cores ({cpu_model}), "
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
-              f"{ROUNDS} interleaved rounds, medians")
+              f"{ROUNDS} interleaved rounds, medians"
+              + ("; load generators pinned to core 0, servers and proxies to the others" if PIN else
+                 "; processes placed by the scheduler"))
     finally:
         for p in procs:
             p.kill()

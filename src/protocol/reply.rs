@@ -220,11 +220,20 @@ impl Encoder<Reply> for ReplyEncoder {
     }
 }
 
-/// Whether RESP2 bytes may hold a null (`$-1` or `*-1`). A match inside a
-/// bulk value is a false positive, which only costs a decode and re-encode.
+/// Whether RESP2 bytes may hold a null (`$-1` or `*-1`). Only an array needs a
+/// scan (a session value of kilobytes is not read through for one); a match
+/// inside a value there is a false positive, which only costs a decode and
+/// re-encode.
 fn has_resp2_null(raw: &[u8]) -> bool {
-    raw.windows(3)
-        .any(|w| (w[0] == b'$' || w[0] == b'*') && w[1] == b'-' && w[2] == b'1')
+    match raw.first() {
+        // Simple strings, errors and integers hold no null; a bulk string is
+        // null only as a whole.
+        Some(b'+' | b'-' | b':') => false,
+        Some(b'$') => raw.starts_with(b"$-1"),
+        _ => raw
+            .windows(3)
+            .any(|w| (w[0] == b'$' || w[0] == b'*') && w[1] == b'-' && w[2] == b'1'),
+    }
 }
 
 /// Encodes a command given as byte slices (tools, benchmarks and tests).
@@ -307,6 +316,9 @@ mod tests {
             encode(raw(b"$3\r\n$-1\r\n"), Proto::Resp3),
             b"$3\r\n$-1\r\n"
         );
+        assert_eq!(encode(raw(b"*-1\r\n"), Proto::Resp3), b"_\r\n");
+        assert_eq!(encode(raw(b"+$-1\r\n"), Proto::Resp3), b"+$-1\r\n");
+        assert!(has_resp2_null(b"$-1\r\n") && !has_resp2_null(b"$4\r\n*-1x\r\n"));
         assert!(raw(b"-ERR x\r\n").is_error());
         assert_eq!(raw(b":5\r\n").parsed(), Reply::Int(5));
     }
