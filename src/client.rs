@@ -95,6 +95,8 @@ struct Batch {
 enum BatchReplies {
     One(oneshot::Receiver<BackendResult>),
     Many(oneshot::Receiver<BatchResult>),
+    /// A single command's answer, not yet taken.
+    DoneOne(Option<BackendResult>),
     Done(BatchResult),
 }
 
@@ -174,22 +176,20 @@ impl Batcher {
         let Some(batch) = self.sent.iter_mut().find(|b| b.seq == seq) else {
             return Some(reply_dropped());
         };
-        let result = match &mut batch.replies {
-            BatchReplies::Done(_) => None,
-            BatchReplies::One(rx) => Some(poll_receiver(rx, cx)?.map(|reply| vec![reply])),
-            BatchReplies::Many(rx) => Some(poll_receiver(rx, cx)?),
-        };
-        if let Some(result) = result {
-            batch.replies = BatchReplies::Done(result);
+        match &mut batch.replies {
+            BatchReplies::One(rx) => {
+                batch.replies = BatchReplies::DoneOne(Some(poll_receiver(rx, cx)?));
+            }
+            BatchReplies::Many(rx) => batch.replies = BatchReplies::Done(poll_receiver(rx, cx)?),
+            BatchReplies::DoneOne(_) | BatchReplies::Done(_) => {}
         }
-        let BatchReplies::Done(result) = &mut batch.replies else {
-            return None;
-        };
-        let reply = match result {
-            Ok(replies) => replies
+        let reply = match &mut batch.replies {
+            BatchReplies::DoneOne(result) => result.take().map_or_else(reply_dropped, result_reply),
+            BatchReplies::Done(Ok(replies)) => replies
                 .get_mut(index)
                 .map_or_else(reply_dropped, |r| std::mem::replace(r, Reply::Null)),
-            Err(e) => e.to_reply(),
+            BatchReplies::Done(Err(e)) => e.to_reply(),
+            BatchReplies::One(_) | BatchReplies::Many(_) => return None,
         };
         batch.left = batch.left.saturating_sub(1);
         Some(reply)
