@@ -643,20 +643,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
-        [listen]
-        address = "127.0.0.1:6380"
-        [keys]
-        prefixes = ["session:"]
-        [[backends]]
-        id = "a"
-        address = "127.0.0.1:7001"
-        weight = 1
-        [[backends]]
-        id = "b"
-        url = "redis://127.0.0.1:7002"
-        weight = 2
-    "#;
+    /// The shipped example (the issue's example config, with comments).
+    const EXAMPLE: &str = include_str!("../config/example.toml");
 
     fn err(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()

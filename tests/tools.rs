@@ -12,20 +12,8 @@ use common::{binary, config_for, free_port, write_file, Proxy, RawClient, Redis,
 use session_proxy::config::Config;
 use session_proxy::router::Router;
 
-const EXAMPLE: &str = r#"
-[listen]
-address = "127.0.0.1:6380"
-[keys]
-prefixes = ["session:"]
-[[backends]]
-id = "a"
-address = "127.0.0.1:7001"
-weight = 1
-[[backends]]
-id = "b"
-url = "redis://127.0.0.1:7002"
-weight = 2
-"#;
+/// The shipped example config, as a user would start from it.
+const EXAMPLE: &str = include_str!("../config/example.toml");
 
 #[test]
 fn check_config_accepts_good_files_and_names_the_bad_field() {
