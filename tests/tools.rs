@@ -15,15 +15,16 @@ use session_proxy::router::Router;
 /// The shipped example config, as a user would start from it.
 const EXAMPLE: &str = include_str!("../config/example.toml");
 
+/// Runs the binary with one flag or subcommand and a file.
+fn run_with_file(flag: &str, file: &std::path::Path) -> std::process::Output {
+    Command::new(binary()).arg(flag).arg(file).output().unwrap()
+}
+
 #[test]
 fn check_config_accepts_good_files_and_names_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     let good = write_file(dir.path(), "good.toml", EXAMPLE);
-    let out = Command::new(binary())
-        .args(["check-config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = run_with_file("check-config", &good);
     assert!(
         out.status.success(),
         "{}",
@@ -35,28 +36,16 @@ fn check_config_accepts_good_files_and_names_the_bad_field() {
         "bad.toml",
         &EXAMPLE.replace("weight = 2", "weight = -2"),
     );
-    let out = Command::new(binary())
-        .args(["check-config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = run_with_file("check-config", &bad);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("backends[1].weight"), "{stderr}");
 
     // Running with a bad config exits 64 too, before binding anything.
-    let out = Command::new(binary())
-        .args(["--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = run_with_file("--config", &bad);
     assert_eq!(out.status.code(), Some(64));
     let missing = dir.path().join("missing.toml");
-    let out = Command::new(binary())
-        .args(["check-config"])
-        .arg(&missing)
-        .output()
-        .unwrap();
+    let out = run_with_file("check-config", &missing);
     assert_eq!(out.status.code(), Some(64));
 }
 
