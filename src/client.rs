@@ -101,12 +101,14 @@ enum BatchReplies {
 }
 
 impl Batcher {
-    /// Gathers a command for `backend` and returns the slot waiting for it.
+    /// Gathers a command for the backend at `backend` (`id`, for a timeout
+    /// error) and returns the slot waiting for it.
     fn add(
         &mut self,
         topo: &Topology,
         state: &State,
         backend: usize,
+        id: Arc<str>,
         raw: Bytes,
         now: Instant,
     ) -> Slot {
@@ -140,10 +142,6 @@ impl Batcher {
             seq: index.0,
             index: index.1,
         };
-        let id = topo
-            .backends
-            .get(backend)
-            .map_or_else(|| Arc::from("?"), |b| b.id.clone());
         Slot::waiting(topo, state.proto, pending, id, now)
     }
 
@@ -887,7 +885,9 @@ fn routed(
         let backend = &topo.backends[first];
         let waits = spec.write && backend.waits_for_replicas();
         let rx = match raw {
-            Some(raw) if !waits => return batcher.add(topo, state, first, raw, now),
+            Some(raw) if !waits => {
+                return batcher.add(topo, state, first, backend.id.clone(), raw, now)
+            }
             Some(raw) => {
                 batcher.flush(topo, state.id);
                 backend.send(state.id, raw, state.db, spec.write)
