@@ -745,6 +745,10 @@ impl Connection {
                 }
                 Err(e) => return Err(self.lost(format!("bad reply: {e}"))),
             };
+            // A demoted or restarting master: have the sentinels asked now.
+            if frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING") {
+                self.ask_recheck();
+            }
             let reply = Reply::Raw(frame);
             if !any {
                 any = true;
@@ -754,22 +758,26 @@ impl Connection {
                         .record(first.sent_at().elapsed().as_secs_f64());
                 }
             }
-            if let Reply::Raw(raw) = &reply {
-                // A demoted or restarting master: have the sentinels asked now.
-                if raw.starts_with(b"-READONLY") || raw.starts_with(b"-LOADING") {
-                    self.ask_recheck();
-                }
-            }
-            if let Some(Owed::Batch { count, replies, .. }) = owed.front_mut() {
-                replies.push(reply);
-                if replies.len() >= *count {
-                    if let Some(Owed::Batch { reply, replies, .. }) = owed.pop_front() {
-                        let _ = reply.send(Ok(replies));
+            match owed.pop_front() {
+                Some(Owed::Batch {
+                    reply: tx,
+                    count,
+                    mut replies,
+                    sent_at,
+                }) => {
+                    replies.push(reply);
+                    if replies.len() >= count {
+                        let _ = tx.send(Ok(replies));
+                    } else {
+                        // More of the batch's replies are still to come.
+                        owed.push_front(Owed::Batch {
+                            reply: tx,
+                            count,
+                            replies,
+                            sent_at,
+                        });
                     }
                 }
-                continue;
-            }
-            match owed.pop_front() {
                 Some(Owed::Client { reply: tx, .. }) => {
                     let _ = tx.send(Ok(reply));
                 }
@@ -798,7 +806,6 @@ impl Connection {
                         );
                     }
                 }
-                Some(Owed::Batch { .. }) => {} // taken above
                 None => return Err(self.lost("reply to no request".into())),
             }
         }
