@@ -488,7 +488,6 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    batcher.flush(&topo, state.id);
                     state.closing = true;
                     let mut slot = Slot::ready(state.proto, Reply::error(format!("ERR {e}")));
                     slot.close_after = true;
@@ -884,26 +883,25 @@ fn routed(
         // gathered with the client's other commands for that backend.
         let backend = &topo.backends[first];
         let waits = spec.write && backend.waits_for_replicas();
-        let rx = match raw {
+        let raw = match raw {
             Some(raw) if !waits => {
                 return batcher.add(topo, state, first, backend.id.clone(), raw, now)
             }
-            Some(raw) => {
-                batcher.flush(topo, state.id);
-                backend.send(state.id, raw, state.db, spec.write)
-            }
-            None => {
-                batcher.flush(topo, state.id);
-                backend.send_args(state.id, args, state.db, spec.write)
-            }
+            other => other,
+        };
+        // Sent on its own (an inline request, or a write followed by WAIT),
+        // after what is gathered.
+        batcher.flush(topo, state.id);
+        let rx = match raw {
+            Some(raw) => backend.send(state.id, raw, state.db, spec.write),
+            None => backend.send_args(state.id, args, state.db, spec.write),
         };
         return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
     }
 
-    // Split over backends.
+    // Split, after what is gathered: one sub-command per backend, keys in
+    // their original order.
     batcher.flush(topo, state.id);
-
-    // Split: one sub-command per backend, keys in their original order.
     let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
     let mut positions = Vec::with_capacity(owners.len());
     for &(pos, backend) in &owners {
