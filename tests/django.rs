@@ -8,10 +8,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::Duration;
 
 use common::{
-    binary, free_port, wait_proxy_master, write_file, Group, Proxy, RawClient, Redis, READY_LIMIT,
+    binary, free_port, wait_proxy_master, wait_until, write_file, Group, Proxy, RawClient, Redis,
+    READY_LIMIT,
 };
 
 struct ProxyProcess {
@@ -62,11 +63,12 @@ impl Site {
             .spawn()
             .expect("start session-proxy");
         let proxy = ProxyProcess { child };
-        let deadline = Instant::now() + READY_LIMIT;
-        while RawClient::try_connect(port).is_err() || !socket.exists() {
-            assert!(Instant::now() < deadline, "proxy did not start");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(10),
+            "proxy did not start",
+            || RawClient::try_connect(port).is_ok() && socket.exists(),
+        );
         Site {
             backends,
             dir,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{binary, free_port, write_file, RawClient, Redis, READY_LIMIT};
+use common::{binary, free_port, wait_until, write_file, RawClient, Redis, READY_LIMIT};
 use session_proxy::config::Config;
 use session_proxy::router::Router;
 
@@ -47,13 +47,15 @@ impl Running {
             config,
             _dir: dir,
         };
-        let deadline = Instant::now() + READY_LIMIT;
-        while RawClient::try_connect(port).is_err()
-            || TcpStream::connect(("127.0.0.1", admin)).is_err()
-        {
-            assert!(Instant::now() < deadline, "proxy did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(10),
+            "proxy did not start",
+            || {
+                RawClient::try_connect(port).is_ok()
+                    && TcpStream::connect(("127.0.0.1", admin)).is_ok()
+            },
+        );
         running
     }
 
@@ -249,32 +251,37 @@ fn readyz_flips_when_a_backend_goes_down_and_when_draining_starts() {
     ));
     assert_eq!(proxy.http("GET", "/readyz").0, 200);
     drop(b);
-    let deadline = Instant::now() + READY_LIMIT;
-    loop {
-        let (status, body) = proxy.http("GET", "/readyz");
-        if status == 503 {
-            assert!(body.contains("backends down: b"), "{body}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "readyz never failed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "readyz never failed",
+        || {
+            let (status, body) = proxy.http("GET", "/readyz");
+            if status == 503 {
+                assert!(body.contains("backends down: b"), "{body}");
+            }
+            status == 503
+        },
+    );
     assert_eq!(proxy.http("GET", "/healthz").0, 200);
 
     // A client in the middle of a request keeps the proxy draining for a while.
     let mut client = proxy.client();
     client.send_raw(b"*2\r\n$3\r\nGET\r\n");
     proxy.signal("TERM");
-    let deadline = Instant::now() + READY_LIMIT;
-    loop {
-        let (status, body) = proxy.http("GET", "/readyz");
-        if body.contains("draining") {
-            assert_eq!(status, 503);
-            break;
-        }
-        assert!(Instant::now() < deadline, "readyz never reported draining");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "readyz never reported draining",
+        || {
+            let (status, body) = proxy.http("GET", "/readyz");
+            let draining = body.contains("draining");
+            if draining {
+                assert_eq!(status, 503);
+            }
+            draining
+        },
+    );
     // The grace period ends it, with exit code 0.
     let status = proxy.wait_exit(READY_LIMIT);
     assert!(status.success(), "{status:?}");
@@ -381,11 +388,12 @@ fn reload_under_load_moves_exactly_the_keys_the_router_says() {
     // Add a backend and change a weight, by SIGHUP.
     proxy.rewrite(&after);
     proxy.signal("HUP");
-    let deadline = Instant::now() + READY_LIMIT;
-    while proxy.generation() != 1 {
-        assert!(Instant::now() < deadline, "reload not applied");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "reload not applied",
+        || proxy.generation() == 1,
+    );
     // Some traffic after the reload too.
     for i in 0..200 {
         assert_eq!(

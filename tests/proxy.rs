@@ -7,7 +7,7 @@ mod common;
 use std::io::Read;
 use std::time::Duration;
 
-use common::{config_for, Proxy, RawClient, Redis};
+use common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
 
 fn two_backends(extra: &str) -> (Redis, Redis, Proxy) {
     let (a, b) = (Redis::start(), Redis::start());
@@ -468,14 +468,12 @@ fn a_down_backend_fails_fast_and_others_keep_working() {
 
     // The backend comes up on that port: the proxy reconnects by itself.
     let _b = Redis::start_on(dead_port, &[]);
-    let deadline = std::time::Instant::now() + common::READY_LIMIT;
-    loop {
-        if client.text(&["SET", &on_b, "v"]) == "+OK\r\n" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never reconnected");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "never reconnected",
+        || client.text(&["SET", &on_b, "v"]) == "+OK\r\n",
+    );
     assert_eq!(client.text(&["GET", &on_b]), "$1\r\nv\r\n");
 }
 
@@ -498,11 +496,12 @@ fn a_stalled_backend_answers_with_a_timeout_error() {
     assert_eq!(reply, "-ERR backend 'b' did not answer within 300 ms\r\n");
     assert_eq!(healthy, "+OK\r\n");
     // After SIGCONT the proxy reconnects and serves the key again.
-    let deadline = std::time::Instant::now() + common::READY_LIMIT;
-    while client.text(&["GET", &on_b]) != "$1\r\nv\r\n" {
-        assert!(std::time::Instant::now() < deadline, "never recovered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "never recovered",
+        || client.text(&["GET", &on_b]) == "$1\r\nv\r\n",
+    );
     // A pipeline to the stalled backend: every command gets the timeout, and
     // the healthy backend's replies in between are not held back or mixed up.
     b.signal("STOP");
@@ -719,11 +718,12 @@ fn a_pipelines_replies_from_two_backends_go_out_in_one_write() {
         ]
         .concat(),
     );
-    let deadline = std::time::Instant::now() + common::READY_LIMIT;
-    while gets_on_a() == gets_before {
-        assert!(std::time::Instant::now() < deadline, "a never saw the GET");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(5),
+        "a never saw the GET",
+        || gets_on_a() != gets_before,
+    );
     // a has answered; nothing reaches the client while b's reply is missing.
     client
         .stream
@@ -732,10 +732,7 @@ fn a_pipelines_replies_from_two_backends_go_out_in_one_write() {
     let mut byte = [0u8; 1];
     let early = client.stream.peek(&mut byte);
     assert!(early.is_err(), "a reply went out early: {early:?}");
-    client
-        .stream
-        .set_read_timeout(Some(common::READY_LIMIT))
-        .unwrap();
+    client.stream.set_read_timeout(Some(READY_LIMIT)).unwrap();
     b.signal("CONT");
     assert_eq!(client.read_reply(), b"$1\r\na\r\n");
     assert_eq!(client.read_reply(), b"$1\r\nb\r\n");

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{free_port, proxy_master, wait_proxy_master, Group, Proxy, RawClient, SentinelProc};
+use common::{
+    free_port, proxy_master, wait_proxy_master, wait_until, Group, Proxy, RawClient, SentinelProc,
+};
 
 /// One request of the load and what came back.
 #[derive(Debug, Clone)]
@@ -122,14 +124,13 @@ impl Load {
     /// Waits (bounded) until `n` more writes to `backend` succeeded.
     fn wait_writes(&self, backend: usize, n: u64) {
         let target = self.ok_writes(backend) + n;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.ok_writes(backend) < target {
-            assert!(
-                Instant::now() < deadline,
-                "writes to backend {backend} did not resume"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let what = format!("writes to backend {backend} did not resume");
+        wait_until(
+            Duration::from_secs(60),
+            Duration::from_millis(5),
+            &what,
+            || self.ok_writes(backend) >= target,
+        );
     }
 
     fn finish(self) -> Vec<Event> {
@@ -337,11 +338,12 @@ fn killed_and_lying_sentinels() {
     let new = a.wait_new_master(&master);
     wait_proxy_master(&proxy, 0, &new);
     let mut client = proxy.client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.text(&["SET", &key, "w"]) != "+OK\r\n" {
-        assert!(Instant::now() < deadline, "writes did not resume");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        "writes did not resume",
+        || client.text(&["SET", &key, "w"]) == "+OK\r\n",
+    );
     assert_eq!(
         a.node(&new).unwrap().client().text(&["GET", &key]),
         "$1\r\nw\r\n"
@@ -376,11 +378,12 @@ fn stalled_master_and_sentinels_down_at_start() {
     let a = Group::start_on("shard-a", 1, 5000, ports);
     let master = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &master);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.text(&["SET", &key_a, "v"]) != "+OK\r\n" {
-        assert!(Instant::now() < deadline, "shard a never served");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        "shard a never served",
+        || client.text(&["SET", &key_a, "v"]) == "+OK\r\n",
+    );
 
     // A stalled master (SIGSTOP, shorter than the sentinels' down-after):
     // its keys time out, the other shard serves, and it recovers after SIGCONT.
@@ -391,11 +394,12 @@ fn stalled_master_and_sentinels_down_at_start() {
     node.signal("CONT");
     assert_eq!(stalled, "-ERR backend 'a' did not answer within 300 ms\r\n");
     assert_eq!(other, "$1\r\nv\r\n");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.text(&["GET", &key_a]) != "$1\r\nv\r\n" {
-        assert!(Instant::now() < deadline, "shard a did not recover");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        "shard a did not recover",
+        || client.text(&["GET", &key_a]) == "$1\r\nv\r\n",
+    );
 }
 
 #[test]
@@ -452,14 +456,13 @@ fn sentinels_learned_from_the_first_carry_a_failover_after_it_dies() {
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
     // INFO shows when the monitor knows all three.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client.text(&["INFO", "backends"]).contains("sentinels=3") {
-        assert!(
-            Instant::now() < deadline,
-            "the other sentinels were never learned"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = "the other sentinels were never learned";
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        what,
+        || client.text(&["INFO", "backends"]).contains("sentinels=3"),
+    );
     let mut a = a;
     a.sentinels[0].kill();
     a.failover_via(1);

@@ -19,6 +19,16 @@ use session_proxy::shutdown;
 /// hung test, not an assertion about speed.
 pub const READY_LIMIT: Duration = Duration::from_secs(20);
 
+/// Polls `done` every `every` until it holds; fails the test with `what`
+/// once `limit` has passed (a safety net, not an assertion about speed).
+pub fn wait_until(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(every);
+    }
+}
+
 /// A free loopback port (never 6379).
 pub fn free_port() -> u16 {
     loop {
@@ -83,21 +93,13 @@ impl Redis {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if let Ok(mut c) = RawClient::try_connect(self.port) {
+        let what = format!("redis-server on {} did not start", self.port);
+        wait_until(READY_LIMIT, Duration::from_millis(10), &what, || {
+            RawClient::try_connect(self.port).is_ok_and(|mut c| {
                 let reply = c.cmd(&["PING"]);
-                if reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH") {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+                reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH")
+            })
+        });
     }
 
     /// A client connected straight to this server.
@@ -336,19 +338,10 @@ impl SentinelProc {
             _dir: dir,
             child,
         };
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if let Ok(mut c) = RawClient::try_connect(port) {
-                if c.cmd(&["PING"]) == b"+PONG\r\n" {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-sentinel on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let what = format!("redis-sentinel on {port} did not start");
+        wait_until(READY_LIMIT, Duration::from_millis(10), &what, || {
+            RawClient::try_connect(port).is_ok_and(|mut c| c.cmd(&["PING"]) == b"+PONG\r\n")
+        });
         sentinel
     }
 
@@ -447,29 +440,26 @@ impl Group {
     /// Waits until every sentinel knows every replica (in sync) and the other sentinels.
     pub fn wait_settled(&self) {
         let replicas = self.nodes.len() - 1;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let settled = self.sentinels.iter().all(|s| {
-                let mut c = s.client();
-                let reps = String::from_utf8_lossy(&c.cmd(&["SENTINEL", "REPLICAS", &self.name]))
-                    .into_owned();
-                let others =
-                    String::from_utf8_lossy(&c.cmd(&["SENTINEL", "SENTINELS", &self.name]))
-                        .into_owned();
-                reps.matches("master-link-status\r\n$2\r\nok").count() == replicas
-                    && !reps.contains("disconnected")
-                    && others.starts_with(&format!("*{}\r\n", self.sentinels.len() - 1))
-            });
-            if settled {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sentinel group {} did not settle",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("sentinel group {} did not settle", self.name);
+        wait_until(
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            &what,
+            || {
+                self.sentinels.iter().all(|s| {
+                    let mut c = s.client();
+                    let reps =
+                        String::from_utf8_lossy(&c.cmd(&["SENTINEL", "REPLICAS", &self.name]))
+                            .into_owned();
+                    let others =
+                        String::from_utf8_lossy(&c.cmd(&["SENTINEL", "SENTINELS", &self.name]))
+                            .into_owned();
+                    reps.matches("master-link-status\r\n$2\r\nok").count() == replicas
+                        && !reps.contains("disconnected")
+                        && others.starts_with(&format!("*{}\r\n", self.sentinels.len() - 1))
+                })
+            },
+        );
     }
 
     /// The master the (first reachable) sentinel names.
