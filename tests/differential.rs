@@ -366,6 +366,36 @@ fn inline_commands_match_redis() {
     }
 }
 
+#[test]
+fn malformed_lengths_match_redis() {
+    // Redis reads lengths with string2ll: a sign other than '-', a leading
+    // zero or a space makes them invalid, and the connection is closed.
+    let rig = Rig::new();
+    let inputs: [&[u8]; 9] = [
+        b"*1\r\n$04\r\nPING\r\n",
+        b"*+1\r\n$4\r\nPING\r\n",
+        b"*01\r\n$4\r\nPING\r\n",
+        b"*1\r\n$+4\r\nPING\r\n",
+        b"*-0\r\n*1\r\n$4\r\nPING\r\n",
+        b"*1\r\n$-0\r\nPING\r\n",
+        b"*1\r\n$ 4\r\nPING\r\n",
+        b"*1\r\n$4 \r\nPING\r\n",
+        b"*-5\r\n*1\r\n$4\r\nPING\r\n",
+    ];
+    for input in inputs {
+        let mut direct = rig.reference.client();
+        let mut proxied = rig.proxy.client();
+        direct.send_raw(input);
+        proxied.send_raw(input);
+        assert_eq!(
+            String::from_utf8_lossy(&proxied.read_reply()),
+            String::from_utf8_lossy(&direct.read_reply()),
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
 /// Random command sequences over a few keys: valid and invalid options, in
 /// random order, for every command of the session set.
 fn generated_case(rng: &mut StdRng, len: usize) -> Vec<Vec<Vec<u8>>> {

@@ -227,10 +227,41 @@ fn read_line_number(
     if window.len() < cr + 2 {
         return Ok(None);
     }
-    let number = std::str::from_utf8(&window[..cr])
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok());
-    Ok(Some((number, start + cr + 2)))
+    Ok(Some((string_to_i64(&window[..cr]), start + cr + 2)))
+}
+
+/// Redis's `string2ll`: an optional `-`, then digits with no leading zero (or
+/// a lone `0`), nothing else, within `i64`. Stricter than `str::parse`, which
+/// also takes `+4` and `04`; Redis calls those invalid lengths.
+fn string_to_i64(text: &[u8]) -> Option<i64> {
+    // LONG_STR_SIZE: 20 characters hold any i64.
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    if text == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if !matches!(digits.first(), Some(b'1'..=b'9')) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    if negative {
+        0i64.checked_sub_unsigned(value)
+    } else {
+        i64::try_from(value).ok()
+    }
 }
 
 /// Splits an inline command line like Redis's `sdssplitargs`: whitespace
@@ -414,6 +445,46 @@ mod tests {
             err(b"*1\r\n*1\r\n*1\r\n"),
             "Protocol error: expected '$', got '*'"
         );
+        // Lengths are read like Redis's string2ll: no sign but '-', no leading zero.
+        for count in ["+1", "01", "-0", " 1", "1 ", ""] {
+            let input = format!("*{count}\r\n$4\r\nPING\r\n");
+            assert_eq!(
+                err(input.as_bytes()),
+                "Protocol error: invalid multibulk length",
+                "{count:?}"
+            );
+        }
+        for len in ["+4", "04", "-0", " 4", "4 "] {
+            let input = format!("*1\r\n${len}\r\nPING\r\n");
+            assert_eq!(
+                err(input.as_bytes()),
+                "Protocol error: invalid bulk length",
+                "{len:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_like_string2ll() {
+        assert_eq!(string_to_i64(b"0"), Some(0));
+        assert_eq!(string_to_i64(b"7"), Some(7));
+        assert_eq!(string_to_i64(b"-7"), Some(-7));
+        assert_eq!(string_to_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(string_to_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b"9223372036854775808"[..],
+            b"-9223372036854775809",
+            b"99999999999999999999",
+            b"",
+            b"-",
+            b"+1",
+            b"00",
+            b"-0",
+            b"1x",
+            b"\xff",
+        ] {
+            assert_eq!(string_to_i64(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
