@@ -37,6 +37,8 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 const HOLD_LIMIT: usize = 64 * 1024;
 /// Buffer capacity an idle client may keep.
 const IDLE_BUFFER: usize = 4096;
+/// Smallest scratch buffer a batch of several commands is gathered in.
+const PAYLOAD_MIN: usize = 4096;
 /// Reply-queue capacity an idle client may keep.
 const IDLE_QUEUE: usize = 16;
 /// How long a client stays idle before its larger buffers are given back.
@@ -70,6 +72,10 @@ enum Pending {
 struct Batcher {
     /// Per backend with commands gathered in this pass.
     open: Vec<OpenBatch>,
+    /// Per backend (by index): the buffer an open batch's commands are copied
+    /// into. A flush splits the payload off; once the backend has written
+    /// it, the next batch reuses the same memory instead of allocating.
+    scratch: Vec<BytesMut>,
     /// Sent batches whose replies are not all taken yet, oldest first.
     sent: VecDeque<Batch>,
     next_seq: u64,
@@ -79,9 +85,9 @@ struct OpenBatch {
     backend: usize,
     seq: u64,
     db: u32,
-    /// The first command; copied into `payload` when a second one comes.
+    /// The first command; copied into the backend's scratch buffer when a
+    /// second one comes.
     first: Bytes,
-    payload: BytesMut,
     count: usize,
 }
 
@@ -117,10 +123,16 @@ impl Batcher {
         }
         let index = match self.open.iter_mut().find(|open| open.backend == backend) {
             Some(open) => {
-                if open.count == 1 {
-                    open.payload.extend_from_slice(&open.first);
+                if self.scratch.len() <= backend {
+                    self.scratch.resize_with(backend + 1, BytesMut::new);
                 }
-                open.payload.extend_from_slice(&raw);
+                if let Some(payload) = self.scratch.get_mut(backend) {
+                    if open.count == 1 {
+                        payload.reserve((open.first.len() + raw.len()).max(PAYLOAD_MIN));
+                        payload.extend_from_slice(&open.first);
+                    }
+                    payload.extend_from_slice(&raw);
+                }
                 open.count += 1;
                 (open.seq, open.count - 1)
             }
@@ -132,7 +144,6 @@ impl Batcher {
                     seq,
                     db: state.db,
                     first: raw,
-                    payload: BytesMut::new(),
                     count: 1,
                 });
                 (seq, 0)
@@ -154,12 +165,12 @@ impl Batcher {
             let replies = if open.count == 1 {
                 BatchReplies::One(backend.send(client_id, open.first, open.db, false))
             } else {
-                BatchReplies::Many(backend.send_batch(
-                    client_id,
-                    open.payload.freeze(),
-                    open.count,
-                    open.db,
-                ))
+                let payload = self
+                    .scratch
+                    .get_mut(open.backend)
+                    .map(|scratch| scratch.split().freeze())
+                    .unwrap_or_default();
+                BatchReplies::Many(backend.send_batch(client_id, payload, open.count, open.db))
             };
             self.sent.push_back(Batch {
                 seq: open.seq,
@@ -197,6 +208,13 @@ impl Batcher {
     fn abandon(&mut self, seq: u64) {
         if let Some(batch) = self.sent.iter_mut().find(|b| b.seq == seq) {
             batch.left = batch.left.saturating_sub(1);
+        }
+    }
+
+    /// Gives the scratch buffers back (the client is idle).
+    fn release(&mut self) {
+        if self.open.is_empty() && self.sent.is_empty() {
+            self.scratch = Vec::new();
         }
     }
 
@@ -569,7 +587,8 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         }
         let oversized = rbuf.capacity() > IDLE_BUFFER
             || wbuf.capacity() > IDLE_BUFFER
-            || queue.capacity() > IDLE_QUEUE;
+            || queue.capacity() > IDLE_QUEUE
+            || !batcher.scratch.is_empty();
         if idle && oversized && !release_armed {
             // Give the buffers back if the client is still idle a while from
             // now, not at once: a busy client goes idle between every request
@@ -602,6 +621,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                     rbuf = BytesMut::new();
                     wbuf = BytesMut::new();
                     queue = VecDeque::new();
+                    batcher.release();
                 }
                 if let Some(slot) = queue.front_mut() {
                     if let Some((deadline, backends)) = slot.deadline.clone() {
@@ -762,6 +782,7 @@ fn dispatch(
         topo,
         state,
         batcher,
+        command,
         &request.args,
         request.raw,
         started,
@@ -772,11 +793,14 @@ fn dispatch(
     slot
 }
 
+/// Runs the request whose command is `TABLE[command]` (out of range: unknown).
+#[allow(clippy::too_many_arguments)]
 fn execute(
     shared: &Shared,
     topo: &Topology,
     state: &mut State,
     batcher: &mut Batcher,
+    command: usize,
     args: &[Bytes],
     raw: Option<Bytes>,
     now: Instant,
@@ -784,7 +808,7 @@ fn execute(
     let proto = state.proto;
     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     state.last_command_at = now;
-    let Some(spec) = args.first().and_then(|name| lookup(name)) else {
+    let Some(spec) = TABLE.get(command) else {
         state.last_command = "NULL";
         shared.metrics.refused_commands.increment(1);
         return Slot::ready(proto, unknown_command(args));
