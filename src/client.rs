@@ -115,7 +115,7 @@ impl Batcher {
         state: &State,
         backend: usize,
         id: Arc<str>,
-        raw: Bytes,
+        raw: &Bytes,
         now: Instant,
     ) -> Slot {
         if self.open.iter().any(|open| open.db != state.db) {
@@ -131,7 +131,7 @@ impl Batcher {
                         payload.reserve((open.first.len() + raw.len()).max(PAYLOAD_MIN));
                         payload.extend_from_slice(&open.first);
                     }
-                    payload.extend_from_slice(&raw);
+                    payload.extend_from_slice(raw);
                 }
                 open.count += 1;
                 (open.seq, open.count - 1)
@@ -143,7 +143,7 @@ impl Batcher {
                     backend,
                     seq,
                     db: state.db,
-                    first: raw,
+                    first: raw.clone(),
                     count: 1,
                 });
                 (seq, 0)
@@ -245,7 +245,32 @@ struct Slot {
     /// unknown command), when the request was decoded, and its arguments.
     command: usize,
     started: Option<Instant>,
-    args: Vec<Bytes>,
+    request: Kept,
+}
+
+/// What a request leaves in its slot for SLOWLOG; its arguments are taken
+/// apart again only if it turns out slow.
+enum Kept {
+    Nothing,
+    Raw(Bytes),
+    Args(Vec<Bytes>),
+}
+
+impl Kept {
+    fn new(request: Request) -> Kept {
+        match request {
+            Request::Multibulk { raw, .. } => Kept::Raw(raw),
+            Request::Inline(args) => Kept::Args(args),
+        }
+    }
+
+    fn args(&self) -> Vec<Bytes> {
+        match self {
+            Kept::Nothing => Vec::new(),
+            Kept::Raw(raw) => Request::from_raw(raw).map_or_else(Vec::new, |r| r.args()),
+            Kept::Args(args) => args.clone(),
+        }
+    }
 }
 
 impl Slot {
@@ -257,7 +282,7 @@ impl Slot {
             deadline: None,
             command: TABLE.len(),
             started: None,
-            args: Vec::new(),
+            request: Kept::Nothing,
         }
     }
 
@@ -497,7 +522,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             }
             match decoder.decode(&mut rbuf) {
                 Ok(Some(request)) => {
-                    if request.args.is_empty() {
+                    if request.is_empty() {
                         continue;
                     }
                     let slot = dispatch(shared, &topo, state, &mut batcher, request, now);
@@ -531,7 +556,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                         &mut tally,
                         slot.command,
                         took,
-                        &slot.args,
+                        &slot.request,
                         reply.is_error(),
                     );
                 }
@@ -734,7 +759,7 @@ fn observe(
     tally: &mut Tally,
     command: usize,
     took: Duration,
-    args: &[Bytes],
+    request: &Kept,
     error: bool,
 ) {
     tally.add(shared, command, error, took);
@@ -743,7 +768,7 @@ fn observe(
         shared.slowlog.record(
             slowlog.max_len,
             took,
-            args,
+            &request.args(),
             &state.peer,
             state.name.as_ref(),
         );
@@ -772,37 +797,22 @@ fn dispatch(
     request: Request,
     started: Instant,
 ) -> Slot {
-    let command = request
-        .args
-        .first()
-        .and_then(|name| lookup_index(name))
-        .unwrap_or(TABLE.len());
-    let mut slot = execute(
-        shared,
-        topo,
-        state,
-        batcher,
-        command,
-        &request.args,
-        request.raw,
-        started,
-    );
+    let command = request.arg(0).and_then(lookup_index).unwrap_or(TABLE.len());
+    let mut slot = execute(shared, topo, state, batcher, command, &request, started);
     slot.command = command;
     slot.started = Some(started);
-    slot.args = request.args;
+    slot.request = Kept::new(request);
     slot
 }
 
 /// Runs the request whose command is `TABLE[command]` (out of range: unknown).
-#[allow(clippy::too_many_arguments)]
 fn execute(
     shared: &Shared,
     topo: &Topology,
     state: &mut State,
     batcher: &mut Batcher,
     command: usize,
-    args: &[Bytes],
-    raw: Option<Bytes>,
+    request: &Request,
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
@@ -811,17 +821,17 @@ fn execute(
     let Some(spec) = TABLE.get(command) else {
         state.last_command = "NULL";
         shared.metrics.refused_commands.increment(1);
-        return Slot::ready(proto, unknown_command(args));
+        return Slot::ready(proto, unknown_command(&request.args()));
     };
     state.last_command = spec.name;
     // MSET needs pairs and PING at most one message; Redis checks both inside
     // the command, so after authentication.
     let extra_arity = match spec.cmd {
-        Cmd::MSet => args.len().is_multiple_of(2),
-        Cmd::Ping => args.len() > 2,
+        Cmd::MSet => request.len().is_multiple_of(2),
+        Cmd::Ping => request.len() > 2,
         _ => false,
     };
-    if !spec.arity_ok(args.len()) {
+    if !spec.arity_ok(request.len()) {
         return Slot::ready(proto, arity_error(spec.name));
     }
     if !state.authenticated && !spec.no_auth {
@@ -835,7 +845,7 @@ fn execute(
             // Gathered commands go first: a local command may change the
             // connection's state (SELECT, AUTH) or answer about it.
             batcher.flush(topo, state.id);
-            let reply = local(shared, topo, state, spec, args);
+            let reply = local(shared, topo, state, spec, &request.args());
             let close_after = spec.cmd == Cmd::Quit;
             if close_after {
                 state.closing = true;
@@ -847,10 +857,11 @@ fn execute(
         }
         Route::AllBackends => {
             batcher.flush(topo, state.id);
+            let args = request.args();
             let mut parts = Vec::with_capacity(topo.backends.len());
             for backend in &topo.backends {
                 parts.push((
-                    Some(backend.send_args(state.id, args, state.db, false)),
+                    Some(backend.send_args(state.id, &args, state.db, false)),
                     None,
                 ));
             }
@@ -860,20 +871,18 @@ fn execute(
             }));
             Slot::waiting(topo, proto, merging, Arc::from("*"), now)
         }
-        _ => routed(shared, topo, state, batcher, spec, args, raw, now),
+        _ => routed(shared, topo, state, batcher, spec, request, now),
     }
 }
 
 /// Sends a keyed command to the backend(s) owning its keys.
-#[allow(clippy::too_many_arguments)]
 fn routed(
     shared: &Shared,
     topo: &Topology,
     state: &State,
     batcher: &mut Batcher,
     spec: &Spec,
-    args: &[Bytes],
-    raw: Option<Bytes>,
+    request: &Request,
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
@@ -882,8 +891,10 @@ fn routed(
     let mut owners: Vec<(usize, usize)> = Vec::new();
     let mut first = None;
     let mut one_backend = true;
-    for pos in key_positions(spec, args.len()) {
-        let key = &args[pos];
+    for pos in key_positions(spec, request.len()) {
+        let Some(key) = request.arg(pos) else {
+            continue;
+        };
         if !prefixes.is_empty() && !prefixes.iter().any(|p| key.starts_with(p.as_bytes())) {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
             shared.metrics.refused_keys.increment(1);
@@ -907,18 +918,16 @@ fn routed(
         // gathered with the client's other commands for that backend.
         let backend = &topo.backends[first];
         let waits = spec.write && backend.waits_for_replicas();
-        let raw = match raw {
-            Some(raw) if !waits => {
-                return batcher.add(topo, state, first, backend.id.clone(), raw, now)
-            }
-            other => other,
-        };
+        let raw = request.raw();
+        if let Some(raw) = raw.filter(|_| !waits) {
+            return batcher.add(topo, state, first, backend.id.clone(), raw, now);
+        }
         // Sent on its own (an inline request, or a write followed by WAIT),
         // after what is gathered.
         batcher.flush(topo, state.id);
         let rx = match raw {
-            Some(raw) => backend.send(state.id, raw, state.db, spec.write),
-            None => backend.send_args(state.id, args, state.db, spec.write),
+            Some(raw) => backend.send(state.id, raw.clone(), state.db, spec.write),
+            None => backend.send_args(state.id, &request.args(), state.db, spec.write),
         };
         return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
     }
@@ -926,6 +935,7 @@ fn routed(
     // Split, after what is gathered: one sub-command per backend, keys in
     // their original order.
     batcher.flush(topo, state.id);
+    let args = request.args();
     let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
     let mut positions = Vec::with_capacity(owners.len());
     for &(pos, backend) in &owners {

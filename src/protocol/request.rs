@@ -16,17 +16,71 @@ const MAX_LINE: usize = 64 * 1024;
 /// Limits Redis applies before a client has authenticated.
 const UNAUTH_MAX_ARGS: usize = 10;
 const UNAUTH_MAX_BULK: usize = 16 * 1024;
-/// Arguments pre-allocated per request, whatever count the client announces.
-const PREALLOC_ARGS: usize = 16;
-
-/// One client request.
+/// One client request: its command name and arguments.
+///
+/// A multibulk request keeps its exact bytes and where each argument lies in
+/// them, so a command forwarded unchanged to one backend is neither copied
+/// argument by argument nor re-encoded. An inline request (`PING\r\n` from
+/// telnet) is split into new arguments, its escapes resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Command name and arguments, as sent (zero-copy views into the read buffer).
-    pub args: Vec<Bytes>,
-    /// The request's exact RESP bytes when it came as a multibulk array, so a
-    /// command forwarded unchanged to one backend is not re-encoded.
-    pub raw: Option<Bytes>,
+pub enum Request {
+    Multibulk { raw: Bytes, ranges: Ranges },
+    Inline(Vec<Bytes>),
+}
+
+impl Request {
+    /// The number of arguments, the command name included.
+    pub fn len(&self) -> usize {
+        match self {
+            Request::Multibulk { ranges, .. } => ranges.len(),
+            Request::Inline(args) => args.len(),
+        }
+    }
+
+    /// A blank line or `*0`, which Redis ignores without a reply.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Argument `index` (0 is the command name).
+    pub fn arg(&self, index: usize) -> Option<&[u8]> {
+        match self {
+            Request::Multibulk { raw, ranges } => {
+                let (start, end) = ranges.get(index)?;
+                raw.get(start..end)
+            }
+            Request::Inline(args) => args.get(index).map(|a| &a[..]),
+        }
+    }
+
+    /// Every argument as its own `Bytes` (views into the request's bytes),
+    /// for the commands that take them apart.
+    pub fn args(&self) -> Vec<Bytes> {
+        match self {
+            Request::Multibulk { raw, ranges } => ranges
+                .iter()
+                .map(|(start, end)| raw.slice(start..end))
+                .collect(),
+            Request::Inline(args) => args.clone(),
+        }
+    }
+
+    /// The request's exact RESP bytes, when it came as a multibulk array.
+    pub fn raw(&self) -> Option<&Bytes> {
+        match self {
+            Request::Multibulk { raw, .. } => Some(raw),
+            Request::Inline(_) => None,
+        }
+    }
+
+    /// Frames a multibulk request again from the bytes `raw()` gave.
+    pub fn from_raw(raw: &[u8]) -> Option<Request> {
+        let mut buf = BytesMut::from(raw);
+        RequestDecoder::new(raw.len(), true)
+            .decode(&mut buf)
+            .ok()
+            .flatten()
+    }
 }
 
 /// A request the client framed wrongly. After one, Redis answers the error and
@@ -47,11 +101,11 @@ impl From<std::io::Error> for ProtocolError {
     }
 }
 
-/// Argument ranges of a request being framed: the first few inline, the
-/// rest (a long MSET, say) on the heap.
-#[derive(Default)]
-struct Ranges {
-    inline: [(usize, usize); 8],
+/// Where a multibulk request's arguments lie in its bytes: the first few
+/// inline, the rest (a long MSET, say) on the heap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranges {
+    inline: [(usize, usize); 6],
     len: usize,
     more: Vec<(usize, usize)>,
 }
@@ -59,11 +113,21 @@ struct Ranges {
 impl Ranges {
     fn push(&mut self, range: (usize, usize)) {
         match self.inline.get_mut(self.len) {
-            Some(slot) => {
-                *slot = range;
-                self.len += 1;
-            }
+            Some(slot) => *slot = range,
             None => self.more.push(range),
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, index: usize) -> Option<(usize, usize)> {
+        match self.inline.get(index) {
+            Some(&range) if index < self.len => Some(range),
+            Some(_) => None,
+            None => self.more.get(index - self.inline.len()).copied(),
         }
     }
 
@@ -104,10 +168,7 @@ impl RequestDecoder {
         if count <= 0 {
             // Redis skips empty and null multibulk requests without a reply.
             buf.advance(pos);
-            return Ok(Some(Request {
-                args: Vec::new(),
-                raw: None,
-            }));
+            return Ok(Some(Request::Inline(Vec::new())));
         }
         if count > i32::MAX as i64 {
             return Err(ProtocolError::new("invalid multibulk length"));
@@ -117,7 +178,7 @@ impl RequestDecoder {
         }
         let count = count as usize;
         // Ranges first: the buffer is split only once the whole request is
-        // here. Typical commands' ranges stay on the stack.
+        // here. Typical commands' ranges need no allocation.
         let mut ranges = Ranges::default();
         for _ in 0..count {
             match buf.get(pos) {
@@ -158,12 +219,7 @@ impl RequestDecoder {
             pos = end + 2;
         }
         let raw = buf.split_to(pos).freeze();
-        let mut args = Vec::with_capacity(count.min(PREALLOC_ARGS));
-        args.extend(ranges.iter().map(|(start, end)| raw.slice(start..end)));
-        Ok(Some(Request {
-            args,
-            raw: Some(raw),
-        }))
+        Ok(Some(Request::Multibulk { raw, ranges }))
     }
 
     /// The request is not complete yet: wait for more, unless it is already too large.
@@ -191,7 +247,7 @@ impl RequestDecoder {
         }
         let args =
             split_args(line).ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))?;
-        Ok(Some(Request { args, raw: None }))
+        Ok(Some(Request::Inline(args)))
     }
 }
 
@@ -361,7 +417,7 @@ mod tests {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         while let Some(req) = decoder.decode(&mut buf)? {
-            out.push(req.args);
+            out.push(req.args());
         }
         Ok(out)
     }
@@ -380,8 +436,12 @@ mod tests {
             .decode(&mut buf)
             .unwrap()
             .unwrap();
-        assert_eq!(req.args, args(&["GET", "k"]));
-        assert_eq!(req.raw.as_deref(), Some(&input[..]));
+        assert_eq!(req.args(), args(&["GET", "k"]));
+        assert_eq!(req.len(), 2);
+        assert_eq!(req.arg(1), Some(&b"k"[..]));
+        assert_eq!(req.arg(2), None);
+        assert_eq!(req.raw().map(|r| &r[..]), Some(&input[..]));
+        assert_eq!(Request::from_raw(&input[..]), Some(req));
         assert!(buf.is_empty());
     }
 
@@ -398,7 +458,7 @@ mod tests {
 
     #[test]
     fn requests_with_more_arguments_than_kept_inline() {
-        for count in [7, 8, 9, 40] {
+        for count in [5, 6, 7, 8, 40] {
             let list: Vec<String> = std::iter::once("MSET".to_string())
                 .chain((1..count).map(|i| format!("arg{i}")))
                 .collect();
@@ -408,6 +468,16 @@ mod tests {
                 input.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
             }
             assert_eq!(decode_all(input.as_bytes()).unwrap(), vec![args(&refs)]);
+            let mut buf = BytesMut::from(input.as_bytes());
+            let req = RequestDecoder::new(1024, true)
+                .decode(&mut buf)
+                .unwrap()
+                .unwrap();
+            assert_eq!(req.len(), count);
+            for (i, arg) in list.iter().enumerate() {
+                assert_eq!(req.arg(i), Some(arg.as_bytes()), "argument {i} of {count}");
+            }
+            assert_eq!(req.arg(count), None);
         }
     }
 
@@ -420,7 +490,7 @@ mod tests {
             assert_eq!(decoder.decode(&mut buf).unwrap(), None, "cut at {cut}");
             buf.extend_from_slice(&input[cut..]);
             let req = decoder.decode(&mut buf).unwrap().unwrap();
-            assert_eq!(req.args, args(&["SET", "key", "value"]));
+            assert_eq!(req.args(), args(&["SET", "key", "value"]));
         }
     }
 
