@@ -550,6 +550,12 @@ impl Connection {
 
         // The job queue is closed: drain, then end as Closed rather than Switched.
         let mut closing = false;
+        // One wait for a new master for the whole session (on a copy of the
+        // receiver, which has seen the same version): a fresh `changed()` per
+        // turn of the loop would register and unregister a waiter each time.
+        let mut endpoint = self.endpoint.clone();
+        let master_moved = endpoint.changed();
+        tokio::pin!(master_moved);
         let end = loop {
             if draining && owed.is_empty() {
                 break if closing {
@@ -624,7 +630,7 @@ impl Connection {
                         break self.lost(e.to_string());
                     }
                 }
-                changed = self.endpoint.changed(), if !draining => {
+                changed = &mut master_moved, if !draining => {
                     match changed {
                         Ok(()) => draining = true,
                         Err(_) => break SessionEnd::Closed,

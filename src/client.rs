@@ -494,6 +494,10 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain_signal.subscribe();
     let mut draining = *drain.borrow();
+    // One wait for the drain signal for the whole connection: a fresh
+    // `changed()` per pass would register and unregister a waiter each time.
+    let drain_started = drain.changed();
+    tokio::pin!(drain_started);
     // One timer for the oldest waiting reply. Deadlines only grow along the
     // queue, so it is re-armed when it fires early, not for every request.
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
@@ -634,7 +638,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             _ = poll_fn(|cx| poll_head(&mut queue, &mut batcher, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
             _ = &mut timer, if waiting || release_armed => Event::Timer,
-            _ = drain.changed(), if !draining => Event::Drain,
+            // Draining closes only an idle client, so a busy one need not
+            // look: it will once it is idle.
+            _ = &mut drain_started, if !draining && idle => Event::Drain,
         };
         match event {
             Event::Writable(ready) => ready?,

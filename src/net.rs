@@ -2,6 +2,7 @@
 //! reads and writes so that one task can read and write it at once without
 //! splitting it or taking a lock.
 
+use std::future::poll_fn;
 use std::io;
 
 use bytes::{Buf, BytesMut};
@@ -24,18 +25,28 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Waits until the socket may have data to read.
+    ///
+    /// Through `poll_read_ready`: the socket keeps one waker per direction,
+    /// which a re-poll overwrites in place. `readable()` would instead queue
+    /// a waiter on the socket's list, and take it off again, every time a
+    /// `select!` loop comes round. Only the task that owns the stream waits
+    /// on it, so one waker per direction is all it needs.
     pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-        }
+        poll_fn(|cx| match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        })
+        .await
     }
 
+    /// Waits until the socket may take more bytes; see [`Stream::readable`].
     pub async fn writable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.writable().await,
-            Stream::Unix(s) => s.writable().await,
-        }
+        poll_fn(|cx| match self {
+            Stream::Tcp(s) => s.poll_write_ready(cx),
+            Stream::Unix(s) => s.poll_write_ready(cx),
+        })
+        .await
     }
 
     /// Reads what is available into `buf`. `Ok(0)` is end of stream.
