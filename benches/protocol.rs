@@ -61,21 +61,31 @@ fn encode(c: &mut Criterion) {
 }
 
 fn route(c: &mut Criterion) {
-    let mut group = c.benchmark_group("route");
-    for n in [3usize, 16, 64] {
-        let ids: Vec<String> = (0..n).map(|i| format!("backend-{i}")).collect();
-        let router = Router::new(
-            ids.iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), 1.0 + (i % 3) as f64)),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let key = b"session:8f14e45fceea167a5a36dedd4bea2543";
-        group.bench_with_input(BenchmarkId::from_parameter(n), &router, |b, r| {
-            b.iter(|| black_box(r.owner(black_box(key))))
-        });
+    // Weights 1, 2, 3, 1, ... ("route"), and all 1 ("route_equal", where the
+    // router compares hashes without taking logarithms).
+    for (name, weight) in [
+        (
+            "route",
+            (|i: usize| 1.0 + (i % 3) as f64) as fn(usize) -> f64,
+        ),
+        ("route_equal", |_| 1.0),
+    ] {
+        let mut group = c.benchmark_group(name);
+        for n in [3usize, 16, 64] {
+            let ids: Vec<String> = (0..n).map(|i| format!("backend-{i}")).collect();
+            let router = Router::new(
+                ids.iter()
+                    .enumerate()
+                    .map(|(i, id)| (id.as_str(), weight(i))),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let key = b"session:8f14e45fceea167a5a36dedd4bea2543";
+            group.bench_with_input(BenchmarkId::from_parameter(n), &router, |b, r| {
+                b.iter(|| black_box(r.owner(black_box(key))))
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, decode, encode, route);

@@ -74,6 +74,26 @@ impl Hash for RouteKey<'_> {
     }
 }
 
+/// The index with the highest fraction, if it leads the runner-up by more
+/// than [`CLEAR_GAP`].
+fn clear_leader(fractions: impl Iterator<Item = (f64, usize)>) -> Option<usize> {
+    let mut best: Option<(f64, usize)> = None;
+    let mut second = f64::NEG_INFINITY;
+    for (fraction, index) in fractions {
+        match best {
+            Some((top, _)) if fraction <= top => second = second.max(fraction),
+            _ => {
+                if let Some((top, _)) = best {
+                    second = top;
+                }
+                best = Some((fraction, index));
+            }
+        }
+    }
+    let (top, index) = best?;
+    (top - second > top * CLEAR_GAP).then_some(index)
+}
+
 /// Maps keys to backend indexes.
 pub struct Router {
     nodes: RendezvousNodes<WeightedNode<Member>, PinnedHasher>,
@@ -81,6 +101,9 @@ pub struct Router {
     /// the key in one shot (`xxh3_64_with_seed`, the same value the streaming
     /// hasher gives) instead of through `Hash` and a streaming state.
     flat: Vec<Flat>,
+    /// Every backend has the same (plain) weight: the highest hash fraction
+    /// then has the highest score, and `owner` can skip the logarithms.
+    equal_weights: bool,
 }
 
 struct Flat {
@@ -91,12 +114,23 @@ struct Flat {
 }
 
 impl Flat {
+    /// The key's hash as a fraction of the largest hash, in [0, 1].
+    fn fraction(&self, key: &[u8]) -> f64 {
+        xxh3_64_with_seed(key, self.seed) as f64 / u64::MAX as f64
+    }
+
     /// The crate's weighted score (`WeightedNode::hash_code`), computed the same way.
     fn score(&self, key: &[u8]) -> f64 {
-        let hash = xxh3_64_with_seed(key, self.seed) as f64;
-        (hash / u64::MAX as f64).ln() / self.weight
+        self.fraction(key).ln() / self.weight
     }
 }
+
+/// Relative gap between two hash fractions beyond which their scores under
+/// one weight are certain to keep their order: `ln` turns it into a gap of
+/// at least 2^-40 against rounding errors of at most 2^-47 (scores under 64).
+const CLEAR_GAP: f64 = 1.0 / (1u64 << 40) as f64;
+/// Weights for which scores stay normal numbers, where the gap argument holds.
+const PLAIN_WEIGHTS: std::ops::RangeInclusive<f64> = 1e-6..=1e6;
 
 /// A bad `(id, weight)` list; config validation reports these by field.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -141,7 +175,15 @@ impl Router {
         if nodes.is_empty() {
             return Err(RouterError::Empty);
         }
-        Ok(Router { nodes, flat })
+        let equal_weights = flat.iter().all(|member| {
+            PLAIN_WEIGHTS.contains(&member.weight)
+                && flat.first().map(|f| f.weight) == Some(member.weight)
+        });
+        Ok(Router {
+            nodes,
+            flat,
+            equal_weights,
+        })
     }
 
     /// The index of the backend that owns `key`.
@@ -149,6 +191,27 @@ impl Router {
     /// Same ordering as `calc_candidates(..).next()`, without its allocation
     /// and sort: the highest `(score, id)` wins.
     pub fn owner(&self, key: &[u8]) -> usize {
+        if self.equal_weights {
+            if let Some(index) = self.clear_owner(key) {
+                return index;
+            }
+        }
+        self.owner_by_score(key)
+    }
+
+    /// With equal weights: the backend with the highest hash fraction, when
+    /// it leads the next one by a clear gap; `None` when the two are so close
+    /// that only the scores themselves can tell (or tie, and the ids decide).
+    fn clear_owner(&self, key: &[u8]) -> Option<usize> {
+        clear_leader(
+            self.flat
+                .iter()
+                .map(|member| (member.fraction(key), member.index)),
+        )
+    }
+
+    /// The highest `(score, id)`, scores computed in full.
+    fn owner_by_score(&self, key: &[u8]) -> usize {
         let mut best: Option<(f64, &Flat)> = None;
         for member in &self.flat {
             let score = member.score(key);
@@ -238,6 +301,57 @@ mod tests {
             let key = format!("k{i}");
             assert_eq!(r.owner(key.as_bytes()), r.candidates(key.as_bytes())[0]);
         }
+    }
+
+    #[test]
+    fn equal_weights_skip_the_logarithms_without_changing_an_owner() {
+        for list in [
+            vec![("a", 1.0), ("b", 1.0)],
+            vec![("a", 3.0), ("b", 3.0), ("c", 3.0)],
+            (0..16)
+                .map(|i| {
+                    (
+                        [
+                            "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "ra", "rb",
+                            "rc", "rd", "re", "rf",
+                        ][i],
+                        1.0,
+                    )
+                })
+                .collect(),
+        ] {
+            let r = router(&list);
+            assert!(r.equal_weights);
+            for i in 0..20_000 {
+                let key = format!("session:{i}");
+                assert_eq!(
+                    r.owner(key.as_bytes()),
+                    r.owner_by_score(key.as_bytes()),
+                    "{key}"
+                );
+                assert_eq!(r.owner(key.as_bytes()), r.candidates(key.as_bytes())[0]);
+            }
+        }
+        assert!(!router(&[("a", 1.0), ("b", 2.0)]).equal_weights);
+        assert!(!router(&[("a", 1e-9), ("b", 1e-9)]).equal_weights);
+        assert!(router(&[("only", 1.0)]).equal_weights);
+        assert_eq!(router(&[("only", 1.0)]).owner(b"k"), 0);
+    }
+
+    #[test]
+    fn close_fractions_are_left_to_the_scores() {
+        let lead = |list: &[f64]| clear_leader(list.iter().copied().zip(0..));
+        assert_eq!(lead(&[0.2, 0.7, 0.5]), Some(1));
+        assert_eq!(lead(&[0.7, 0.2]), Some(0));
+        assert_eq!(lead(&[0.3]), Some(0));
+        assert_eq!(lead(&[]), None);
+        // Ties and near ties go to the full scores (and the ids).
+        assert_eq!(lead(&[0.5, 0.5]), None);
+        assert_eq!(lead(&[0.5, 0.5 + 0.5 * CLEAR_GAP / 2.0, 0.1]), None);
+        assert_eq!(lead(&[0.0, 0.0]), None);
+        assert_eq!(lead(&[1.0, 1.0]), None);
+        assert_eq!(lead(&[0.5, 0.5 * (1.0 + 4.0 * CLEAR_GAP)]), Some(1));
+        assert_eq!(lead(&[1e-300, 0.0]), Some(0));
     }
 
     #[test]
