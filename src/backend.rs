@@ -26,7 +26,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{self, Endpoint, Source, Target};
 use crate::metrics::BackendMetrics;
-use crate::net::Stream;
+use crate::net::{Outbox, Stream};
 use crate::protocol::{encode_command, BackendReplyDecoder, Reply};
 
 /// Unwritten bytes per connection before it stops taking jobs.
@@ -538,7 +538,7 @@ impl Connection {
     /// Serves jobs over one connected socket until it fails or the proxy stops.
     async fn session(&mut self, stream: Stream, mut db: u32) -> SessionEnd {
         let mut owed: VecDeque<Owed> = VecDeque::new();
-        let mut wbuf = BytesMut::with_capacity(16 * 1024);
+        let mut wbuf = Outbox::default();
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let request_timeout = self.settings.request_timeout;
         // One timer for the oldest unanswered command, not one per command.
@@ -596,7 +596,7 @@ impl Connection {
                     }
                 }
                 ready = stream.writable(), if !wbuf.is_empty() => {
-                    if let Err(e) = ready.and_then(|_| stream.write_some(&mut wbuf)) {
+                    if let Err(e) = ready.and_then(|_| wbuf.write_to(&stream)) {
                         break self.lost(e.to_string());
                     }
                 }
@@ -626,7 +626,7 @@ impl Connection {
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = stream.write_some(&mut wbuf) {
+                    if let Err(e) = wbuf.write_to(&stream) {
                         break self.lost(e.to_string());
                     }
                 }
@@ -681,7 +681,7 @@ impl Connection {
         job: Job,
         now: Instant,
         db: &mut u32,
-        wbuf: &mut BytesMut,
+        wbuf: &mut Outbox,
         owed: &mut VecDeque<Owed>,
     ) {
         if job.reply.is_closed() {
@@ -690,11 +690,11 @@ impl Connection {
         }
         if job.db != *db {
             let index = Bytes::from(job.db.to_string());
-            encode_command(&[Bytes::from_static(b"SELECT"), index], wbuf);
+            wbuf.gather(|buf| encode_command(&[Bytes::from_static(b"SELECT"), index], buf));
             owed.push_back(Owed::Select { sent_at: now });
             *db = job.db;
         }
-        wbuf.extend_from_slice(&job.payload);
+        wbuf.push(job.payload);
         let reply = match job.reply {
             ReplyTo::One(reply) => reply,
             ReplyTo::Many { tx, count } => {
@@ -710,14 +710,12 @@ impl Connection {
         if job.write && self.min_replicas_ack > 0 {
             // The write's reply is held until WAIT says how many replicas have it.
             let wait_ms = (self.settings.request_timeout / 2).as_millis().max(1);
-            encode_command(
-                &[
-                    Bytes::from_static(b"WAIT"),
-                    Bytes::from(self.min_replicas_ack.to_string()),
-                    Bytes::from(wait_ms.to_string()),
-                ],
-                wbuf,
-            );
+            let wait = [
+                Bytes::from_static(b"WAIT"),
+                Bytes::from(self.min_replicas_ack.to_string()),
+                Bytes::from(wait_ms.to_string()),
+            ];
+            wbuf.gather(|buf| encode_command(&wait, buf));
             owed.push_back(Owed::Held { sent_at: now });
             owed.push_back(Owed::Wait {
                 reply,

@@ -2,10 +2,11 @@
 //! reads and writes so that one task can read and write it at once without
 //! splitting it or taking a lock.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -88,6 +89,13 @@ impl Stream {
         }
     }
 
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write_vectored(bufs),
+            Stream::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_write(buf),
@@ -132,5 +140,180 @@ impl Stream {
                 other => return other,
             }
         }
+    }
+}
+
+/// Pieces shorter than this are copied together into one buffer; longer ones
+/// are written as they are.
+const GATHER_BELOW: usize = 1024;
+/// Most pieces handed to one `writev`.
+const MAX_SLICES: usize = 64;
+
+/// Bytes waiting to be written to a socket, in order. A piece that comes as
+/// `Bytes` (a client's batch of commands) is written from where it is, with
+/// `writev`, instead of being copied into one buffer first; small pieces and
+/// encoded commands are gathered into one buffer between them.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    chunks: VecDeque<Bytes>,
+    /// Small pieces after the last of `chunks`, not yet sealed into a chunk.
+    small: BytesMut,
+    len: usize,
+}
+
+impl Outbox {
+    /// Bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, bytes: Bytes) {
+        if bytes.len() < GATHER_BELOW {
+            self.gather(|small| small.extend_from_slice(&bytes));
+        } else {
+            self.seal();
+            self.len += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// Appends what `write` puts in a buffer (an encoded command, say).
+    pub fn gather(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        if self.small.capacity() == 0 {
+            self.small.reserve(4096);
+        }
+        let before = self.small.len();
+        write(&mut self.small);
+        self.len += self.small.len() - before;
+    }
+
+    fn seal(&mut self) {
+        if !self.small.is_empty() {
+            self.chunks.push_back(self.small.split().freeze());
+        }
+    }
+
+    /// Writes as much as the socket takes now. Returns an error only for a
+    /// broken socket, never for `WouldBlock`.
+    pub fn write_to(&mut self, stream: &Stream) -> io::Result<()> {
+        self.seal();
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
+                *slice = IoSlice::new(chunk);
+                count += 1;
+            }
+            match stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        self.len = self.len.saturating_sub(written);
+        while written > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if front.len() <= written {
+                written -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outbox_keeps_order_across_gathered_and_whole_pieces() {
+        let mut outbox = Outbox::default();
+        let big = Bytes::from(vec![b'x'; GATHER_BELOW]);
+        outbox.push(Bytes::from_static(b"a"));
+        outbox.gather(|b| b.extend_from_slice(b"b"));
+        outbox.push(big.clone());
+        outbox.push(Bytes::from_static(b"c"));
+        outbox.push(big.clone());
+        assert_eq!(outbox.len(), 3 + 2 * GATHER_BELOW);
+        outbox.seal();
+        let mut all = Vec::new();
+        for chunk in &outbox.chunks {
+            all.extend_from_slice(chunk);
+        }
+        let mut expected = b"ab".to_vec();
+        expected.extend_from_slice(&big);
+        expected.push(b'c');
+        expected.extend_from_slice(&big);
+        assert_eq!(all, expected);
+        // Partial writes take bytes off the front, across pieces.
+        for step in [1, 2, GATHER_BELOW - 2, 3] {
+            outbox.consume(step);
+            expected.drain(..step);
+            let rest: Vec<u8> = outbox.chunks.iter().flat_map(|c| c.to_vec()).collect();
+            assert_eq!(rest, expected);
+            assert_eq!(outbox.len(), expected.len());
+        }
+        outbox.consume(outbox.len());
+        assert!(outbox.is_empty() && outbox.chunks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_outbox_survives_partial_writes_to_a_full_socket() {
+        let (near, far) = UnixStream::pair().expect("socket pair");
+        let stream = Stream::Unix(near);
+        let mut outbox = Outbox::default();
+        let mut expected = Vec::new();
+        for i in 0..600usize {
+            let piece: Vec<u8> = if i.is_multiple_of(3) {
+                (0..GATHER_BELOW * 4 + i)
+                    .map(|j| (i * 7 + j) as u8)
+                    .collect()
+            } else {
+                format!("piece {i};").into_bytes()
+            };
+            expected.extend_from_slice(&piece);
+            if i.is_multiple_of(5) {
+                outbox.gather(|buf| buf.extend_from_slice(&piece));
+            } else {
+                outbox.push(Bytes::from(piece));
+            }
+        }
+        let mut got = Vec::new();
+        let mut stalled = false;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while got.len() < expected.len() {
+            outbox.write_to(&stream).expect("write");
+            stalled |= !outbox.is_empty();
+            // Like a backend connection: read the far side, or wait for room.
+            tokio::select! {
+                ready = far.readable() => {
+                    ready.expect("readable");
+                    match far.try_read(&mut chunk) {
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("read: {e}"),
+                    }
+                }
+                ready = stream.writable(), if !outbox.is_empty() => ready.expect("writable"),
+            }
+        }
+        assert!(stalled, "the socket never filled up");
+        assert!(outbox.is_empty());
+        assert!(got == expected, "the bytes arrived changed");
     }
 }
