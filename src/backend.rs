@@ -538,7 +538,7 @@ impl Connection {
     /// Serves jobs over one connected socket until it fails or the proxy stops.
     async fn session(&mut self, stream: Stream, mut db: u32) -> SessionEnd {
         let mut owed: VecDeque<Owed> = VecDeque::new();
-        let mut wbuf = Outbox::default();
+        let mut outbox = Outbox::default();
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let request_timeout = self.settings.request_timeout;
         // One timer for the oldest unanswered command, not one per command.
@@ -576,7 +576,7 @@ impl Connection {
             }
             let can_take = !draining
                 && owed.len() < self.settings.max_pending
-                && wbuf.len() < WRITE_HIGH_WATER;
+                && outbox.len() < WRITE_HIGH_WATER;
 
             tokio::select! {
                 biased;
@@ -595,8 +595,8 @@ impl Connection {
                         Err(e) => break self.lost(e.to_string()),
                     }
                 }
-                ready = stream.writable(), if !wbuf.is_empty() => {
-                    if let Err(e) = ready.and_then(|_| wbuf.write_to(&stream)) {
+                ready = stream.writable(), if !outbox.is_empty() => {
+                    if let Err(e) = ready.and_then(|_| outbox.write_to(&stream)) {
                         break self.lost(e.to_string());
                     }
                 }
@@ -612,7 +612,7 @@ impl Connection {
                         continue;
                     };
                     let now = Instant::now();
-                    self.queue(job, now, &mut db, &mut wbuf, &mut owed);
+                    self.queue(job, now, &mut db, &mut outbox, &mut owed);
                     // Let every client that is ready this turn queue its
                     // command first (one yield puts this task behind them and
                     // behind the next poll of the sockets), then write them
@@ -620,13 +620,13 @@ impl Connection {
                     // fewer syscalls per command. See benches/README.md.
                     tokio::task::yield_now().await;
                     // Take everything waiting, then write it in one go.
-                    while owed.len() < self.settings.max_pending && wbuf.len() < WRITE_HIGH_WATER {
+                    while owed.len() < self.settings.max_pending && outbox.len() < WRITE_HIGH_WATER {
                         match self.jobs.try_recv() {
-                            Ok(job) => self.queue(job, now, &mut db, &mut wbuf, &mut owed),
+                            Ok(job) => self.queue(job, now, &mut db, &mut outbox, &mut owed),
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = wbuf.write_to(&stream) {
+                    if let Err(e) = outbox.write_to(&stream) {
                         break self.lost(e.to_string());
                     }
                 }
@@ -674,14 +674,14 @@ impl Connection {
         })
     }
 
-    /// Appends a job's command to the write buffer, preceded by a SELECT when
+    /// Appends a job's command to the outbox, preceded by a SELECT when
     /// the client's database differs from the connection's.
     fn queue(
         &self,
         job: Job,
         now: Instant,
         db: &mut u32,
-        wbuf: &mut Outbox,
+        outbox: &mut Outbox,
         owed: &mut VecDeque<Owed>,
     ) {
         if job.reply.is_closed() {
@@ -690,11 +690,11 @@ impl Connection {
         }
         if job.db != *db {
             let index = Bytes::from(job.db.to_string());
-            wbuf.gather(|buf| encode_command(&[Bytes::from_static(b"SELECT"), index], buf));
+            outbox.gather(|buf| encode_command(&[Bytes::from_static(b"SELECT"), index], buf));
             owed.push_back(Owed::Select { sent_at: now });
             *db = job.db;
         }
-        wbuf.push(job.payload);
+        outbox.push(job.payload);
         let reply = match job.reply {
             ReplyTo::One(reply) => reply,
             ReplyTo::Many { tx, count } => {
@@ -715,7 +715,7 @@ impl Connection {
                 Bytes::from(self.min_replicas_ack.to_string()),
                 Bytes::from(wait_ms.to_string()),
             ];
-            wbuf.gather(|buf| encode_command(&wait, buf));
+            outbox.gather(|buf| encode_command(&wait, buf));
             owed.push_back(Owed::Held { sent_at: now });
             owed.push_back(Owed::Wait {
                 reply,

@@ -242,7 +242,7 @@ struct Slot {
     /// backend(s) the error names then.
     deadline: Option<(Instant, Arc<str>)>,
     /// For metrics and SLOWLOG: the command-table index (`TABLE.len()` for an
-    /// unknown command), when the request was decoded, and its arguments.
+    /// unknown command), when the request was decoded, and the request.
     command: usize,
     started: Option<Instant>,
     request: Kept,
