@@ -107,14 +107,9 @@ impl Stream {
     /// Returns an error only for a broken socket, never for `WouldBlock`.
     pub fn write_some(&self, buf: &mut BytesMut) -> io::Result<()> {
         while !buf.is_empty() {
-            match self.try_write(buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    buf.advance(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match taken(self.try_write(buf))? {
+                Some(n) => buf.advance(n),
+                None => return Ok(()),
             }
         }
         Ok(())
@@ -140,6 +135,19 @@ impl Stream {
                 other => return other,
             }
         }
+    }
+}
+
+/// What one non-blocking write attempt took: `Some(bytes)` (0 when it was
+/// interrupted and may be retried), `None` when the socket is full, or the
+/// error of a broken socket.
+fn taken(attempt: io::Result<usize>) -> io::Result<Option<usize>> {
+    match attempt {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
+        Err(e) => Err(e),
     }
 }
 
@@ -208,12 +216,9 @@ impl Outbox {
                 *slice = IoSlice::new(chunk);
                 count += 1;
             }
-            match stream.try_write_vectored(&slices[..count]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.consume(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match taken(stream.try_write_vectored(&slices[..count]))? {
+                Some(written) => self.consume(written),
+                None => return Ok(()),
             }
         }
         Ok(())
