@@ -27,7 +27,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::{self, Endpoint, Source, Target};
 use crate::metrics::BackendMetrics;
 use crate::net::{Outbox, Stream};
-use crate::protocol::{encode_command, BackendReplyDecoder, Reply};
+use crate::protocol::{encode_command, reply_extent, BackendReplyDecoder, Reply};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -118,6 +118,8 @@ pub struct PoolSettings {
     pub health_successes: u32,
     pub sentinel_timeout: Duration,
     pub sentinel_recheck: Duration,
+    /// Largest reply accepted from a backend (`[limits] max_reply_bytes`).
+    pub max_reply_bytes: usize,
 }
 
 impl PoolSettings {
@@ -135,6 +137,7 @@ impl PoolSettings {
             health_successes: pool.health_successes,
             sentinel_timeout: Duration::from_millis(pool.sentinel_timeout_ms),
             sentinel_recheck: Duration::from_millis(pool.sentinel_recheck_ms),
+            max_reply_bytes: config.limits.max_reply_bytes,
         }
     }
 }
@@ -739,15 +742,21 @@ impl Connection {
         let mut any = false;
         loop {
             // Only the frame's extent is decoded; its bytes go to the client as they are.
-            let frame = match redis_protocol::resp2::decode::decode_range(rbuf) {
-                Ok(Some((_, amount))) => rbuf.split_to(amount).freeze(),
+            // The extent is found without recursion and within bounds, so a
+            // hostile or broken backend cannot overflow the stack or memory.
+            let frame = match reply_extent(rbuf, self.settings.max_reply_bytes) {
+                Ok(Some(amount)) => rbuf.split_to(amount).freeze(),
                 Ok(None) => {
                     if any {
                         self.health.success();
                     }
                     return Ok(());
                 }
-                Err(e) => return Err(self.lost(format!("bad reply: {e}"))),
+                Err(e) => {
+                    self.metrics.protocol_errors.increment(1);
+                    warn!(error = %e, "backend sent a reply the proxy refuses");
+                    return Err(self.lost(format!("bad reply: {e}")));
+                }
             };
             // A demoted or restarting master: have the sentinels asked now.
             if frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING") {
@@ -850,7 +859,7 @@ pub async fn call(
         .map_err(|e| e.to_string())?;
     let mut replies = Vec::with_capacity(commands.len());
     while replies.len() < commands.len() {
-        match BackendReplyDecoder
+        match BackendReplyDecoder::default()
             .decode(rbuf)
             .map_err(|e| e.to_string())?
         {

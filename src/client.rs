@@ -436,6 +436,9 @@ struct State {
     lib_name: Option<Bytes>,
     lib_ver: Option<Bytes>,
     authenticated: bool,
+    /// The named user (`[[users]]`) the client authenticated as; `None` for
+    /// the default user.
+    user: Option<Bytes>,
     peer: String,
     local: String,
     connected_at: Instant,
@@ -455,7 +458,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         name: None,
         lib_name: None,
         lib_ver: None,
-        authenticated: shared.topology().config.listen.password.is_none(),
+        authenticated: shared.topology().config.open_by_default(),
+        user: None,
         peer,
         local,
         connected_at: now,
@@ -475,14 +479,38 @@ enum Event {
     ReplyReady,
     Timer,
     Drain,
+    /// `[limits] idle_timeout_s` may have passed.
+    IdleTimer,
+    /// `[limits] max_memory_bytes` is exceeded and this client holds the most.
+    Evicted,
+}
+
+/// Why a client was closed by a limit.
+fn limit_closed(shared: &Shared, why: &'static str) -> io::Result<()> {
+    match why {
+        "output" => shared.metrics.closed_output.increment(1),
+        "memory" => shared.metrics.closed_memory.increment(1),
+        _ => shared.metrics.closed_idle.increment(1),
+    }
+    tracing::info!(limit = why, "client closed by a limit");
+    Ok(())
 }
 
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
     // The topology in force; refreshed when a reload bumps the generation.
     let mut generation = shared.generation.load(Ordering::Acquire);
     let mut topo = shared.topology();
-    let max_request_bytes = topo.config.limits.max_request_bytes;
-    let mut decoder = RequestDecoder::new(max_request_bytes, state.authenticated);
+    let mut decoder =
+        RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
+    // This client's share of `[limits] max_memory_bytes`.
+    let account = shared.memory.open(state.id);
+    let evicted = account.usage().evict.notified();
+    tokio::pin!(evicted);
+    // `[limits] idle_timeout_s`: armed while idle, checked against the last read.
+    let idle_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(idle_timer);
+    let mut idle_armed = false;
+    let mut last_read = Instant::now();
     // Buffers grow on demand and are given back whenever the client is idle,
     // so thousands of idle clients cost little memory.
     let mut rbuf = BytesMut::new();
@@ -510,8 +538,11 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         if current != generation {
             generation = current;
             topo = shared.topology();
+            // A reload's limits apply to open connections too.
+            decoder.max_request_bytes = topo.config.limits.max_request_bytes;
         }
-        let max_pipeline = topo.config.limits.max_pipeline;
+        let limits = &topo.config.limits;
+        let max_pipeline = limits.max_pipeline;
         // One clock reading per pass serves every request decoded and every
         // reply encoded in it.
         let now = Instant::now();
@@ -576,6 +607,11 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         }
         batcher.trim();
         tally.flush(shared);
+        // Like Redis's client-output-buffer-limit: a client that lets this
+        // much of its replies pile up unread is closed, alone.
+        if limits.client_output_bytes > 0 && wbuf.len() > limits.client_output_bytes {
+            return limit_closed(shared, "output");
+        }
         // 3. Write what the socket takes now, unless a reply further on is
         // still to come. Like Redis, which writes a pipeline's replies once it
         // has run the whole read buffer, replies gathered from several
@@ -628,6 +664,12 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             timer.as_mut().reset((now + after).into());
             release_armed = true;
         }
+        account.set(rbuf.capacity() + wbuf.capacity(), limits.max_memory_bytes);
+        let idle_timeout = Duration::from_secs(limits.idle_timeout_s);
+        if idle && !idle_timeout.is_zero() && !idle_armed {
+            idle_timer.as_mut().reset((last_read + idle_timeout).into());
+            idle_armed = true;
+        }
         // 4. Wait for the socket or for the next reply.
         let can_read =
             !state.closing && !eof && queue.len() < max_pipeline && wbuf.len() < WRITE_HIGH_WATER;
@@ -641,11 +683,21 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             // Draining closes only an idle client, so a busy one need not
             // look: it will once it is idle.
             _ = &mut drain_started, if !draining && idle => Event::Drain,
+            _ = &mut idle_timer, if idle_armed => Event::IdleTimer,
+            _ = &mut evicted => Event::Evicted,
         };
         match event {
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
             Event::Drain => draining = true,
+            Event::Evicted => return limit_closed(shared, "memory"),
+            Event::IdleTimer => {
+                idle_armed = false;
+                let idle_now = queue.is_empty() && wbuf.is_empty();
+                if idle_now && !idle_timeout.is_zero() && last_read.elapsed() >= idle_timeout {
+                    return limit_closed(shared, "idle");
+                }
+            }
             Event::Timer => {
                 release_armed = false;
                 if queue.is_empty() && rbuf.is_empty() && wbuf.is_empty() {
@@ -683,6 +735,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                     }
                     Ok(n) => {
                         count_received(shared, n);
+                        last_read = now;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
@@ -843,6 +896,26 @@ fn execute(
     if !state.authenticated && !spec.no_auth {
         return Slot::ready(proto, Reply::error(NOAUTH));
     }
+    let user = match &state.user {
+        None => None,
+        Some(name) => match topo.config.user(name) {
+            Some(user) => Some(user),
+            None if spec.no_auth => None,
+            None => {
+                // A reload removed the user: authenticate again.
+                state.authenticated = false;
+                state.user = None;
+                return Slot::ready(proto, Reply::error(NOAUTH));
+            }
+        },
+    };
+    let restricted = is_restricted(topo, user);
+    // Read-only users write nothing; a prefix-restricted client learns
+    // nothing about keys beyond its prefixes (DBSIZE counts every key).
+    if user.is_some_and(|u| u.read_only && spec.write) || (restricted && spec.cmd == Cmd::DbSize) {
+        shared.metrics.refused_commands.increment(1);
+        return Slot::ready(proto, noperm_command(spec.name));
+    }
     if extra_arity {
         return Slot::ready(proto, arity_error(spec.name));
     }
@@ -877,11 +950,25 @@ fn execute(
             }));
             Slot::waiting(topo, proto, merging, Arc::from("*"), now)
         }
-        _ => routed(shared, topo, state, batcher, spec, request, now),
+        _ => {
+            let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
+            routed(
+                shared,
+                topo,
+                state,
+                batcher,
+                spec,
+                request,
+                user_prefixes,
+                now,
+            )
+        }
     }
 }
 
-/// Sends a keyed command to the backend(s) owning its keys.
+/// Sends a keyed command to the backend(s) owning its keys; a key outside
+/// `[keys] prefixes` or the user's own `prefixes` is refused first.
+#[allow(clippy::too_many_arguments)]
 fn routed(
     shared: &Shared,
     topo: &Topology,
@@ -889,10 +976,14 @@ fn routed(
     batcher: &mut Batcher,
     spec: &Spec,
     request: &Request,
+    user_prefixes: &[String],
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
     let prefixes = &topo.config.keys.prefixes;
+    let allowed = |key: &[u8], list: &[String]| {
+        list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
+    };
     // (arg position, backend index), listed only once there is a second key.
     let mut owners: Vec<(usize, usize)> = Vec::new();
     let mut first = None;
@@ -901,7 +992,7 @@ fn routed(
         let Some(key) = request.arg(pos) else {
             continue;
         };
-        if !prefixes.is_empty() && !prefixes.iter().any(|p| key.starts_with(p.as_bytes())) {
+        if !allowed(key, prefixes) || !allowed(key, user_prefixes) {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
             shared.metrics.refused_keys.increment(1);
             return Slot::ready(proto, Reply::error(NOPERM_KEY));
@@ -983,23 +1074,31 @@ fn routed(
     )
 }
 
-/// Redis's reply to a command it does not have.
+/// Redis's reply to a command it does not have, byte for byte: arguments are
+/// echoed as C strings (up to a NUL byte), 128 bytes in all, other bytes kept
+/// as they are (not made UTF-8).
 fn unknown_command(args: &[Bytes]) -> Reply {
-    let mut listed = String::new();
+    let mut listed: Vec<u8> = Vec::new();
     for arg in &args[1..] {
         if listed.len() >= 128 {
             break;
         }
         let room = 128 - listed.len();
-        let arg = String::from_utf8_lossy(arg);
-        let arg: String = arg.chars().take(room).collect();
-        listed.push_str(&format!("'{arg}' "));
+        listed.push(b'\'');
+        listed.extend_from_slice(c_str(arg, room));
+        listed.extend_from_slice(b"' ");
     }
-    let name = String::from_utf8_lossy(&args[0]);
-    let name: String = name.chars().take(128).collect();
-    Reply::error(format!(
-        "ERR unknown command '{name}', with args beginning with: {listed}"
-    ))
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(c_str(&args[0], 128));
+    msg.extend_from_slice(b"', with args beginning with: ");
+    msg.extend_from_slice(&listed);
+    Reply::error(msg)
+}
+
+/// What C's `%.*s` prints of `arg`: up to its first NUL, at most `max` bytes.
+fn c_str(arg: &[u8], max: usize) -> &[u8] {
+    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
+    &arg[..end.min(max)]
 }
 
 fn arity_error(name: &str) -> Reply {
@@ -1009,11 +1108,10 @@ fn arity_error(name: &str) -> Reply {
 }
 
 fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
-    let sub = String::from_utf8_lossy(sub);
-    let sub: String = sub.chars().take(128).collect();
-    Reply::error(format!(
-        "ERR unknown subcommand '{sub}'. Try {command} HELP."
-    ))
+    let mut msg = b"ERR unknown subcommand '".to_vec();
+    msg.extend_from_slice(c_str(sub, 128));
+    msg.extend_from_slice(format!("'. Try {command} HELP.").as_bytes());
+    Reply::error(msg)
 }
 
 /// Commands the proxy answers itself.
@@ -1035,7 +1133,8 @@ fn local(
             state.proto = Proto::Resp2;
             state.db = 0;
             state.name = None;
-            state.authenticated = topo.config.listen.password.is_none();
+            state.authenticated = topo.config.open_by_default();
+            state.user = None;
             Reply::status("RESET")
         }
         Cmd::Auth => auth(topo, state, args),
@@ -1052,11 +1151,16 @@ fn local(
         },
         Cmd::Client => client_command(shared, state, args),
         Cmd::Command => command_command(args, state.proto),
-        Cmd::Info => Reply::Verbatim(Bytes::from(crate::server::info_text(
-            shared,
-            topo,
-            args.get(1),
-        ))),
+        Cmd::Info => {
+            // A prefix-restricted client is not shown the backends' addresses.
+            let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+            Reply::Verbatim(Bytes::from(crate::server::info_text(
+                shared,
+                topo,
+                args.get(1),
+                is_restricted(topo, user),
+            )))
+        }
         Cmd::Slowlog => slowlog_command(shared, args),
         // Routed commands never reach here.
         _ => Reply::error("ERR internal routing error"),
@@ -1067,10 +1171,12 @@ fn parse_int(arg: &[u8]) -> Option<i64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
-/// Whether a user name and password are accepted.
-fn credentials_ok(topo: &Topology, user: Option<&[u8]>, password: &[u8]) -> bool {
-    let listen = &topo.config.listen;
-    let user_ok = match user {
+/// Who a user name and password authenticate as: `Some(None)` for the
+/// default user, `Some(Some(name))` for a named one, `None` when refused.
+fn authenticate(topo: &Topology, user: Option<&[u8]>, password: &[u8]) -> Option<Option<Bytes>> {
+    let config = &topo.config;
+    let listen = &config.listen;
+    let default = match user {
         None => true,
         Some(user) => {
             user == b"default"
@@ -1080,11 +1186,29 @@ fn credentials_ok(topo: &Topology, user: Option<&[u8]>, password: &[u8]) -> bool
                     .is_some_and(|u| u.as_bytes() == user)
         }
     };
-    match &listen.password {
-        // Like Redis's default user with `nopass`: any password is accepted.
-        None => user_ok,
-        Some(expected) => user_ok && constant_time_eq(expected.as_bytes(), password),
+    if default {
+        return match &listen.password {
+            // Like Redis's default user with `nopass`: any password is
+            // accepted, unless named users exist (then it is off).
+            None => config.users.is_empty().then_some(None),
+            Some(expected) => constant_time_eq(expected.as_bytes(), password).then_some(None),
+        };
     }
+    let named = config.user(user?)?;
+    constant_time_eq(named.secret().as_bytes(), password)
+        .then(|| Some(Bytes::copy_from_slice(named.name.as_bytes())))
+}
+
+/// Whether a client sees only part of the keyspace.
+fn is_restricted(topo: &Topology, user: Option<&crate::config::User>) -> bool {
+    !topo.config.keys.prefixes.is_empty() || user.is_some_and(|u| !u.prefixes.is_empty())
+}
+
+/// Redis 7.0's reply to a command an ACL forbids.
+fn noperm_command(name: &str) -> Reply {
+    Reply::error(format!(
+        "NOPERM this user has no permissions to run the '{name}' command"
+    ))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -1107,11 +1231,13 @@ fn auth(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
         [_, user, password] => (Some(&user[..]), password),
         _ => return arity_error("auth"),
     };
-    if credentials_ok(topo, user, password) {
-        state.authenticated = true;
-        Reply::ok()
-    } else {
-        Reply::error(WRONGPASS)
+    match authenticate(topo, user, password) {
+        Some(who) => {
+            state.authenticated = true;
+            state.user = who;
+            Reply::ok()
+        }
+        None => Reply::error(WRONGPASS),
     }
 }
 
@@ -1141,17 +1267,18 @@ fn hello(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
             name = Some(args[i + 1].clone());
             i += 2;
         } else {
-            return Reply::error(format!(
-                "ERR Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(&args[i])
-            ));
+            let mut msg = b"ERR Syntax error in HELLO option '".to_vec();
+            msg.extend_from_slice(c_str(&args[i], usize::MAX));
+            msg.push(b'\'');
+            return Reply::error(msg);
         }
     }
     if let Some((user, password)) = credentials {
-        if !credentials_ok(topo, Some(user), password) {
+        let Some(who) = authenticate(topo, Some(user), password) else {
             return Reply::error(WRONGPASS);
-        }
+        };
         state.authenticated = true;
+        state.user = who;
     }
     if !state.authenticated {
         return Reply::error(
@@ -1245,10 +1372,10 @@ fn client_command(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
             } else if args[2].eq_ignore_ascii_case(b"LIB-VER") {
                 state.lib_ver = Some(value);
             } else {
-                return Reply::error(format!(
-                    "ERR Unrecognized option '{}'",
-                    String::from_utf8_lossy(&args[2])
-                ));
+                let mut msg = b"ERR Unrecognized option '".to_vec();
+                msg.extend_from_slice(c_str(&args[2], usize::MAX));
+                msg.push(b'\'');
+                return Reply::error(msg);
             }
             Reply::ok()
         }
@@ -1263,7 +1390,7 @@ fn client_line(_shared: &Shared, state: &State) -> String {
             .unwrap_or_default()
     };
     format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|{} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|{} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
         state.id,
         state.peer,
         state.local,
@@ -1272,6 +1399,7 @@ fn client_line(_shared: &Shared, state: &State) -> String {
         state.last_command_at.elapsed().as_secs(),
         state.db,
         if state.last_command == "client" { "info" } else { state.last_command },
+        state.user.as_ref().map_or("default".into(), |u| String::from_utf8_lossy(u)),
         state.proto.number(),
         show(&state.lib_name),
         show(&state.lib_ver),

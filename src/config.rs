@@ -48,7 +48,74 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub runtime: Runtime,
+    /// Named users besides the default one (`[listen] password`).
+    #[serde(default)]
+    pub users: Vec<User>,
     pub backends: Vec<Backend>,
+}
+
+/// `[[users]]`: a named user, limited to its key prefixes and, when
+/// read-only, to commands that write nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// The password itself; or read from `password_file` (its first line)
+    /// or the environment variable `password_env` when the config loads,
+    /// so it need not sit in the file. Exactly one of the three.
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// Key prefixes this user may touch (besides `[keys] prefixes`, which
+    /// apply to everyone); empty: every key the global policy allows.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl User {
+    /// Reads the password from where the config says it is.
+    fn resolve(&mut self, field: &str) -> Result<(), ConfigError> {
+        let sources = [
+            self.password.is_some(),
+            self.password_file.is_some(),
+            self.password_env.is_some(),
+        ];
+        if sources.iter().filter(|&&set| set).count() != 1 {
+            return Err(invalid(
+                field,
+                "set exactly one of password, password_file, password_env",
+            ));
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    format!("{field}.password_file"),
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            self.password = Some(text.lines().next().unwrap_or_default().to_string());
+        }
+        if let Some(var) = &self.password_env {
+            let value = std::env::var(var).map_err(|_| {
+                invalid(
+                    format!("{field}.password_env"),
+                    format!("${var} is not set"),
+                )
+            })?;
+            self.password = Some(value);
+        }
+        if self.password.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(format!("{field}.password"), "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The password, once resolved at load.
+    pub fn secret(&self) -> &str {
+        self.password.as_deref().unwrap_or_default()
+    }
 }
 
 /// `[runtime]`: the async runtime's threads.
@@ -280,7 +347,7 @@ impl Pool {
     }
 }
 
-/// `[limits]`: what one client may cost.
+/// `[limits]`: what one client, and all of them together, may cost.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -293,6 +360,22 @@ pub struct Limits {
     /// Requests one client may have in flight before the proxy stops reading it.
     #[serde(default = "default_max_pipeline")]
     pub max_pipeline: usize,
+    /// Largest reply accepted from a backend; a larger one (or one nested
+    /// too deep) is a protocol error that re-makes that connection.
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: usize,
+    /// Unread reply bytes one client may let pile up before it is closed
+    /// (Redis's client-output-buffer-limit); 0: no limit.
+    #[serde(default = "default_client_output_bytes")]
+    pub client_output_bytes: usize,
+    /// Bytes all clients' buffers may hold together; over it, the client
+    /// holding the most is closed (Redis's maxmemory-clients); 0: no limit.
+    #[serde(default = "default_max_memory_bytes")]
+    pub max_memory_bytes: usize,
+    /// Seconds a client may stay idle before it is closed (Redis's
+    /// `timeout`); 0: never.
+    #[serde(default)]
+    pub idle_timeout_s: u64,
 }
 
 fn default_max_clients() -> usize {
@@ -304,6 +387,16 @@ fn default_max_request_bytes() -> usize {
 fn default_max_pipeline() -> usize {
     1024
 }
+fn default_client_output_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_memory_bytes() -> usize {
+    1024 * 1024 * 1024
+}
+fn default_max_reply_bytes() -> usize {
+    // Redis's proto-max-bulk-len.
+    512 * 1024 * 1024
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -311,6 +404,10 @@ impl Default for Limits {
             max_clients: default_max_clients(),
             max_request_bytes: default_max_request_bytes(),
             max_pipeline: default_max_pipeline(),
+            max_reply_bytes: default_max_reply_bytes(),
+            client_output_bytes: default_client_output_bytes(),
+            max_memory_bytes: default_max_memory_bytes(),
+            idle_timeout_s: 0,
         }
     }
 }
@@ -505,6 +602,18 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 impl Config {
+    /// A named user.
+    pub fn user(&self, name: &[u8]) -> Option<&User> {
+        self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+
+    /// Whether a client starts authenticated: only when the default user
+    /// has no password and no named user is configured (named users would
+    /// mean nothing if the default user could do everything unasked).
+    pub fn open_by_default(&self) -> bool {
+        self.listen.password.is_none() && self.users.is_empty()
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -523,10 +632,13 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<config>"),
             message: e.to_string(),
         })?;
+        for (i, user) in config.users.iter_mut().enumerate() {
+            user.resolve(&format!("users[{i}]"))?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -555,6 +667,28 @@ impl Config {
         if listen.username.is_some() && listen.password.is_none() {
             return Err(invalid("listen.username", "needs listen.password"));
         }
+        for (i, user) in self.users.iter().enumerate() {
+            let field = format!("users[{i}]");
+            if user.name.is_empty()
+                || user.name == "default"
+                || listen.username.as_deref() == Some(&user.name)
+                || self.users[..i].iter().any(|u| u.name == user.name)
+            {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!(
+                        "'{}' is empty, 'default', listen.username or another user's",
+                        user.name
+                    ),
+                ));
+            }
+            if user.prefixes.iter().any(String::is_empty) {
+                return Err(invalid(
+                    format!("{field}.prefixes"),
+                    "must not hold an empty prefix",
+                ));
+            }
+        }
         for (i, prefix) in self.keys.prefixes.iter().enumerate() {
             if prefix.is_empty() {
                 return Err(invalid(
@@ -580,6 +714,7 @@ impl Config {
                 self.limits.max_request_bytes as u64,
             ),
             ("limits.max_pipeline", self.limits.max_pipeline as u64),
+            ("limits.max_reply_bytes", self.limits.max_reply_bytes as u64),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be greater than 0"));

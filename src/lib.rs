@@ -16,7 +16,8 @@
 //!   backend's connections.
 //! - [`config`]: the TOML file, defaults and validation.
 //! - [`admin`]: the HTTP listener (/metrics, /healthz, /readyz, /topology,
-//!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG.
+//!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG,
+//!   [`memory`] every client's buffers against `[limits] max_memory_bytes`.
 //! - [`net`], [`shutdown`]: socket and signal plumbing.
 //!
 //! Errors are typed at each boundary: [`protocol::ProtocolError`] (the client
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod protocol;

@@ -88,6 +88,12 @@ pub struct Metrics {
     pub sent_bytes: Counter,
     pub refused_keys: Counter,
     pub refused_commands: Counter,
+    /// Clients refused at accept because `max_clients` were connected.
+    pub rejected_clients: Counter,
+    /// Clients closed by a limit, by which: output, memory, idle.
+    pub closed_output: Counter,
+    pub closed_memory: Counter,
+    pub closed_idle: Counter,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
 }
@@ -113,6 +119,10 @@ impl Metrics {
             sent_bytes: counter!("session_proxy_sent_bytes_total"),
             refused_keys: counter!("session_proxy_refused_keys_total"),
             refused_commands: counter!("session_proxy_refused_commands_total"),
+            rejected_clients: counter!("session_proxy_rejected_clients_total"),
+            closed_output: counter!("session_proxy_clients_closed_total", "reason" => "output_limit"),
+            closed_memory: counter!("session_proxy_clients_closed_total", "reason" => "max_memory"),
+            closed_idle: counter!("session_proxy_clients_closed_total", "reason" => "idle_timeout"),
             reloads_ok: counter!("session_proxy_reloads_total", "outcome" => "ok"),
             reloads_failed: counter!("session_proxy_reloads_total", "outcome" => "error"),
         }
@@ -151,6 +161,8 @@ pub struct BackendMetrics {
     /// 1 while the backend is considered up.
     pub up: Gauge,
     pub errors: Counter,
+    /// Replies that were not valid, too deep or too large: each ended its connection.
+    pub protocol_errors: Counter,
     pub sentinel_switches: Counter,
     /// Sentinels the monitor knows of (configured and learned); 0 for a fixed backend.
     pub sentinels_known: Gauge,
@@ -168,6 +180,7 @@ impl BackendMetrics {
             connections: gauge!("session_proxy_backend_connections", "backend" => id.clone()),
             up,
             errors: counter!("session_proxy_backend_errors_total", "backend" => id.clone()),
+            protocol_errors: counter!("session_proxy_backend_protocol_errors_total", "backend" => id.clone()),
             sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id.clone()),
             sentinels_known: gauge!("session_proxy_sentinels_known", "backend" => id),
             sentinels: std::sync::atomic::AtomicUsize::new(0),

@@ -397,7 +397,7 @@ async fn listen(
     debug!("subscribed to +switch-master");
     let prefix = format!("{} ", sentinel.master);
     loop {
-        while let Some(frame) = BackendReplyDecoder
+        while let Some(frame) = BackendReplyDecoder::default()
             .decode(&mut rbuf)
             .map_err(|e| e.to_string())?
         {

@@ -1,8 +1,8 @@
 //! Listeners, the state every client handler shares, reload and draining.
 //!
-//! `run` accepts on TCP and/or a unix socket. A semaphore permit is taken
-//! before each `accept`, so at most `limits.max_clients` clients are served and
-//! further ones wait in the kernel's queue instead of costing memory here.
+//! `run` accepts on TCP and/or a unix socket. At most `limits.max_clients`
+//! clients are served, counted over every listener; one more is told so and
+//! closed, as Redis does.
 //! Everything a config file decides lives in a [`Topology`], swapped whole on
 //! reload; client handlers pick up the new one at their next request.
 
@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, PoolSettings};
 use crate::config::{Config, OnBackendDown};
+use crate::memory::ClientMemory;
 use crate::metrics::Metrics;
 use crate::net::Stream;
 use crate::router::Router;
@@ -104,6 +106,8 @@ pub struct Shared {
     pub stats: Stats,
     pub metrics: Metrics,
     pub slowlog: SlowLog,
+    /// Every client's buffer memory, for `[limits] max_memory_bytes`.
+    pub memory: Arc<ClientMemory>,
     pub started: Instant,
     /// The TCP port clients connect to, for INFO.
     pub tcp_port: u16,
@@ -126,6 +130,7 @@ impl Shared {
             stats: Stats::default(),
             metrics: Metrics::new(),
             slowlog: SlowLog::default(),
+            memory: Arc::default(),
             started: Instant::now(),
             tcp_port,
             draining: AtomicBool::new(false),
@@ -261,8 +266,9 @@ impl Listeners {
 /// closes each client once everything it sent is answered, and returns when
 /// all are gone or the grace period is over.
 pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdown) {
-    let max_clients = shared.topology().config.limits.max_clients;
-    let limit = Arc::new(Semaphore::new(max_clients));
+    // Every client task is tracked, whichever listener accepted it, so the
+    // drain can wait for all of them.
+    let clients = TaskTracker::new();
     let tcp = listeners.tcp.map(|listener| {
         let local = listener
             .local_addr()
@@ -273,7 +279,7 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
             Listener::Tcp(listener),
             local,
             shared.clone(),
-            limit.clone(),
+            clients.clone(),
         ))
     });
     let unix = listeners.unix.map(|(listener, path)| {
@@ -282,7 +288,7 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
             Listener::Unix(listener),
             path.display().to_string(),
             shared.clone(),
-            limit.clone(),
+            clients.clone(),
         ));
         (task, path)
     });
@@ -298,10 +304,9 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
         let _ = std::fs::remove_file(path);
     }
     shared.drain_signal.send_replace(true);
-    // Every client holds a permit: having them all back means every client is gone.
-    let all_gone = limit.clone().acquire_many_owned(max_clients as u32);
-    match tokio::time::timeout(grace, all_gone).await {
-        Ok(_) => info!("all clients finished"),
+    clients.close();
+    match tokio::time::timeout(grace, clients.wait()).await {
+        Ok(()) => info!("all clients finished"),
         Err(_) => warn!(
             clients = shared.stats.connected_clients.load(Ordering::Relaxed),
             "grace period over; closing the remaining clients"
@@ -332,30 +337,40 @@ impl Listener {
     }
 }
 
-/// Accepts clients while a permit is free; each client holds its permit until it is gone.
-async fn accept_loop(
-    listener: Listener,
-    local: String,
-    shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
-) {
+/// Accepts clients. One beyond `[limits] max_clients` (every listener
+/// counted together, the limit in force read at each accept) gets Redis's
+/// error and is closed, as Redis does, instead of waiting unanswered.
+async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, clients: TaskTracker) {
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         match listener.accept(&local).await {
             Ok((stream, peer)) => {
+                let max_clients = shared.topology().config.limits.max_clients;
+                let count = &shared.stats.connected_clients;
+                if count.fetch_add(1, Ordering::AcqRel) >= max_clients {
+                    count.fetch_sub(1, Ordering::AcqRel);
+                    shared.metrics.rejected_clients.increment(1);
+                    // Told on a task of its own, bounded in time, so a client
+                    // that never reads cannot hold up the accept loop.
+                    tokio::spawn(async move {
+                        let mut reply = bytes::BytesMut::from(MAX_CLIENTS_REACHED);
+                        let _ =
+                            tokio::time::timeout(REFUSE_WRITE, stream.write_all(&mut reply)).await;
+                    });
+                    continue;
+                }
                 let shared = shared.clone();
                 let local = local.clone();
-                tokio::spawn(async move {
-                    serve(shared, stream, peer, local).await;
-                    drop(permit);
-                });
+                clients.spawn(serve(shared, stream, peer, local));
             }
             Err(e) => accept_error(e).await,
         }
     }
 }
+
+/// What a client beyond the limit reads before the proxy closes it.
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+/// The longest the proxy tries to tell a refused client.
+const REFUSE_WRITE: Duration = Duration::from_secs(1);
 
 /// Out of file descriptors and the like: wait a little rather than spin.
 async fn accept_error(e: std::io::Error) {
@@ -363,14 +378,11 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// Serves one client; its slot in `connected_clients` was taken by the accept loop.
 async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String) {
     shared
         .stats
         .connections_received
-        .fetch_add(1, Ordering::Relaxed);
-    shared
-        .stats
-        .connected_clients
         .fetch_add(1, Ordering::Relaxed);
     shared.metrics.client_connections.increment(1.0);
     crate::client::serve(shared.clone(), stream, peer, local).await;
@@ -381,8 +393,15 @@ async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String)
         .fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The INFO reply: Redis's `# Section` / `field:value` text.
-pub fn info_text(shared: &Shared, topology: &Topology, section: Option<&Bytes>) -> String {
+/// The INFO reply: Redis's `# Section` / `field:value` text. A `restricted`
+/// client (one limited to key prefixes) gets no Backends section: their
+/// addresses are the operator's business.
+pub fn info_text(
+    shared: &Shared,
+    topology: &Topology,
+    section: Option<&Bytes>,
+    restricted: bool,
+) -> String {
     let wanted = section.map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
     let show = |name: &str| match wanted.as_deref() {
         None | Some("default") | Some("all") | Some("everything") => true,
@@ -506,6 +525,8 @@ pub fn info_text(shared: &Shared, topology: &Topology, section: Option<&Bytes>) 
             (format!("backend_{}", spec.id), value)
         })
         .collect();
-    section("backends", "Backends", backends);
+    if !restricted {
+        section("backends", "Backends", backends);
+    }
     out
 }

@@ -68,7 +68,7 @@ impl SlowLog {
             micros: took.as_micros() as i64,
             args: kept,
             peer: peer.to_string(),
-            name: name.cloned().unwrap_or_default(),
+            name: name.map(|n| Bytes::copy_from_slice(n)).unwrap_or_default(),
         });
         *next_id += 1;
         entries.truncate(max_len);
@@ -76,6 +76,16 @@ impl SlowLog {
 
     pub fn len(&self) -> usize {
         self.entries.lock().map_or(0, |g| g.1.len())
+    }
+
+    /// Bytes the entries' arguments and names hold: at most `max_len` x
+    /// (32 x ~150 + a name).
+    pub fn held_bytes(&self) -> usize {
+        self.entries.lock().map_or(0, |g| {
+            g.1.iter()
+                .map(|e| e.name.len() + e.peer.len() + e.args.iter().map(Bytes::len).sum::<usize>())
+                .sum()
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,11 +123,14 @@ impl SlowLog {
     }
 }
 
+/// An argument as the log keeps it: an owned copy of at most
+/// `MAX_ARG_BYTES`, never a view into the request (a view would keep the
+/// whole request, a 20 MB SET say, alive as long as the entry).
 fn trim(arg: &Bytes) -> Bytes {
     if arg.len() <= MAX_ARG_BYTES {
-        return arg.clone();
+        return Bytes::copy_from_slice(arg);
     }
-    let mut out = arg.slice(..MAX_ARG_BYTES).to_vec();
+    let mut out = arg[..MAX_ARG_BYTES].to_vec();
     out.extend_from_slice(format!("... ({} more bytes)", arg.len() - MAX_ARG_BYTES).as_bytes());
     Bytes::from(out)
 }
@@ -146,5 +159,22 @@ mod tests {
         assert!(trim(&long).ends_with(b"... (72 more bytes)"));
         log.reset();
         assert!(log.is_empty());
+    }
+
+    #[test]
+    fn entries_own_their_bytes() {
+        // A 1 MB request whose arguments are views into it, as the client
+        // handler's are: the log must not keep the request alive.
+        let mut raw = b"SET k ".to_vec();
+        raw.extend(std::iter::repeat_n(b'v', 1 << 20));
+        let request = Bytes::from(raw);
+        let args = [request.slice(0..3), request.slice(4..5), request.slice(6..)];
+        let name = request.slice(4..5);
+        let log = SlowLog::default();
+        log.record(10, Duration::from_millis(20), &args, "peer", Some(&name));
+        drop((args, name));
+        assert!(request.is_unique(), "a log entry still holds the request");
+        // 3 + 1 + (128 + the note) + name + peer.
+        assert!(log.held_bytes() < 200, "{}", log.held_bytes());
     }
 }

@@ -367,6 +367,51 @@ fn inline_commands_match_redis() {
 }
 
 #[test]
+fn inline_escapes_and_echoed_bytes_match_redis_byte_for_byte() {
+    // Each on a fresh connection: an unbalanced quote closes it.
+    let rig = Rig::new();
+    let long_line = format!("ECHO {}\r\n", "x".repeat(70_000));
+    let too_long = format!("ECHO {}\r\n", "x".repeat(90_000));
+    let inputs: Vec<&[u8]> = vec![
+        b"ECHO \"\\x41\\x4\"\r\n",
+        b"ECHO \"\\x+1\"\r\n",
+        b"ECHO \"\\xFf\\q\\t\\a\\b\\z\"\r\n",
+        b"ECHO a\x0bb\r\n",
+        b"ECHO \x0ca\r\n",
+        b"ECHO \"a\"\x0c\r\n",
+        b"ECHO 'a\\'b' \r\n",
+        b"ECHO 'a\\\"b'\r\n",
+        b"ECHO \"a\"b\r\n",
+        b"NOSUCH \xff\xfe 'x'\r\n",
+        b"*2\r\n$6\r\nNOSUCH\r\n$3\r\na\x00b\r\n",
+        b"*3\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$2\r\n\xff\xfe\r\n",
+        b"*2\r\n$6\r\nCLIENT\r\n$3\r\n\xffa\xfe\r\n",
+        long_line.as_bytes(),
+        too_long.as_bytes(),
+    ];
+    for input in inputs {
+        let mut direct = rig.reference.client();
+        let mut proxied = rig.proxy.client();
+        direct.send_raw(input);
+        proxied.send_raw(input);
+        let show = String::from_utf8_lossy(&input[..input.len().min(60)]).into_owned();
+        let want = direct
+            .try_read_reply()
+            .unwrap_or_else(|e| panic!("redis, {show:?}: {e}"));
+        let got = proxied
+            .try_read_reply()
+            .unwrap_or_else(|e| panic!("proxy, {show:?}: {e}"));
+        assert!(
+            want == got,
+            "{:?}: proxy {:?}, redis {:?}",
+            String::from_utf8_lossy(&input[..input.len().min(60)]),
+            String::from_utf8_lossy(&got[..got.len().min(80)]),
+            String::from_utf8_lossy(&want[..want.len().min(80)])
+        );
+    }
+}
+
+#[test]
 fn malformed_lengths_match_redis() {
     // Redis reads lengths with string2ll: a sign other than '-', a leading
     // zero or a space makes them invalid, and the connection is closed.

@@ -198,6 +198,15 @@ impl Encoder<Reply> for ReplyEncoder {
     type Error = redis_protocol::error::RedisProtocolError;
 
     fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        if let Reply::Error(e) = &reply {
+            // Written as it is, like Redis: an echoed argument's bytes stay
+            // bytes (the encoder's error type would have to be UTF-8).
+            dst.reserve(e.len() + 3);
+            dst.extend_from_slice(b"-");
+            dst.extend_from_slice(e);
+            dst.extend_from_slice(b"\r\n");
+            return Ok(());
+        }
         if let Reply::Raw(raw) = &reply {
             if self.proto == Proto::Resp2 || !has_resp2_null(raw) {
                 dst.extend_from_slice(raw);
@@ -330,6 +339,10 @@ mod tests {
             b"-ERR a  b\r\n"
         );
         assert_eq!(encode(Reply::error("ERR x"), Proto::Resp3), b"-ERR x\r\n");
+        assert_eq!(
+            encode(Reply::error(b"ERR \xff\xfe"), Proto::Resp2),
+            b"-ERR \xff\xfe\r\n"
+        );
         assert_eq!(
             encode(Reply::Verbatim(Bytes::from_static(b"a:1")), Proto::Resp3),
             b"=7\r\ntxt:a:1\r\n"

@@ -13,6 +13,11 @@ use tokio_util::codec::Decoder;
 
 /// Longest inline line or multibulk header line Redis accepts (PROTO_INLINE_MAX_SIZE).
 const MAX_LINE: usize = 64 * 1024;
+/// Longest inline line run. Redis refuses a line once 64 KiB have come with
+/// no newline, checking after each of its 16 KiB reads: a line sent whole
+/// is run up to 80 KiB and refused beyond. The proxy's reads are sized
+/// differently, so it applies that effective limit to the line itself.
+const INLINE_MAX: usize = MAX_LINE + 16 * 1024;
 /// Limits Redis applies before a client has authenticated.
 const UNAUTH_MAX_ARGS: usize = 10;
 const UNAUTH_MAX_BULK: usize = 16 * 1024;
@@ -144,7 +149,7 @@ impl Ranges {
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     /// Largest single request accepted, in bytes (the `[limits] max_request_bytes` setting).
-    max_request_bytes: usize,
+    pub max_request_bytes: usize,
     /// Whether the client has authenticated; before that Redis's tighter limits apply.
     pub authenticated: bool,
 }
@@ -208,8 +213,8 @@ impl RequestDecoder {
             }
             let end = after + len;
             if buf.len() < end + 2 {
-                // Make room for the whole value at once rather than growing per read.
-                buf.reserve((end + 2 - buf.len()).min(self.max_request_bytes));
+                // Nothing is reserved for the announced size: the buffer grows
+                // as the bytes arrive, so a header alone costs no memory.
                 return self.incomplete(buf, end + 2);
             }
             if &buf[end..end + 2] != b"\r\n" {
@@ -231,15 +236,17 @@ impl RequestDecoder {
     }
 
     fn decode_inline(&self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
-        let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
-            if buf.len() > MAX_LINE {
+        // Redis looks for the newline with strchr, which stops at a NUL: a
+        // line with a NUL before its newline waits for more, like one with
+        // no newline, until it is too big.
+        let window = &buf[..buf.len().min(INLINE_MAX + 1)];
+        let window = &window[..window.iter().position(|&b| b == 0).unwrap_or(window.len())];
+        let Some(newline) = window.iter().position(|&b| b == b'\n') else {
+            if buf.len() > INLINE_MAX {
                 return Err(ProtocolError::new("too big inline request"));
             }
             return Ok(None);
         };
-        if newline > MAX_LINE {
-            return Err(ProtocolError::new("too big inline request"));
-        }
         let line = buf.split_to(newline + 1);
         let mut line = &line[..newline];
         if let [rest @ .., b'\r'] = line {
@@ -320,15 +327,23 @@ fn string_to_i64(text: &[u8]) -> Option<i64> {
     }
 }
 
-/// Splits an inline command line like Redis's `sdssplitargs`: whitespace
-/// separates arguments; "double quotes" take \n \r \t \b \a \\ \" and \xHH
-/// escapes; 'single quotes' take \'. A closing quote must be followed by a
-/// space or the end of the line. Returns `None` for unbalanced quotes.
+/// Splits an inline command line exactly like Redis's `sdssplitargs`, which
+/// works on a C string: a NUL byte ends the line. Blanks (C's `isspace`:
+/// space, \t \n \v \f \r) separate arguments, but only space, \t, \n, \r and
+/// NUL end an unquoted one. "Double quotes" take \xHH (two hex digits) and a
+/// backslash before any other byte (\n \r \t \b \a stand for controls, any
+/// other byte for itself: `"\x4"` is `x4`); 'single quotes' take \' only. A
+/// closing quote must be followed by a blank or the end. Returns `None` for
+/// unbalanced quotes.
 pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    // Everything from the first NUL on is invisible to sdssplitargs.
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+    let at = |i: usize| line.get(i).copied();
+    let blank = |b: Option<u8>| b.is_some_and(is_c_space);
     let mut args = Vec::new();
     let mut i = 0;
     loop {
-        while line.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+        while blank(at(i)) {
             i += 1;
         }
         if i >= line.len() {
@@ -338,23 +353,19 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         let mut in_double = false;
         let mut in_single = false;
         loop {
-            let c = line.get(i).copied();
+            let c = at(i);
             if in_double {
                 match c {
                     None => return None,
-                    Some(b'\\') if line.get(i + 1) == Some(&b'x') => {
-                        let hex = line
-                            .get(i + 2..i + 4)
-                            .and_then(|h| std::str::from_utf8(h).ok())
-                            .and_then(|h| u8::from_str_radix(h, 16).ok());
-                        if let Some(byte) = hex {
-                            current.push(byte);
-                            i += 3;
-                        } else {
-                            current.push(b'\\');
-                        }
+                    Some(b'\\')
+                        if at(i + 1) == Some(b'x')
+                            && at(i + 2).is_some_and(|h| h.is_ascii_hexdigit())
+                            && at(i + 3).is_some_and(|h| h.is_ascii_hexdigit()) =>
+                    {
+                        current.push(hex_value(line[i + 2]) * 16 + hex_value(line[i + 3]));
+                        i += 3;
                     }
-                    Some(b'\\') if i + 1 < line.len() => {
+                    Some(b'\\') if at(i + 1).is_some() => {
                         i += 1;
                         current.push(match line[i] {
                             b'n' => b'\n',
@@ -366,10 +377,9 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         });
                     }
                     Some(b'"') => {
-                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+                        if at(i + 1).is_some() && !blank(at(i + 1)) {
                             return None;
                         }
-                        in_double = false;
                         i += 1;
                         break;
                     }
@@ -378,15 +388,14 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
             } else if in_single {
                 match c {
                     None => return None,
-                    Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                    Some(b'\\') if at(i + 1) == Some(b'\'') => {
                         i += 1;
                         current.push(b'\'');
                     }
                     Some(b'\'') => {
-                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+                        if at(i + 1).is_some() && !blank(at(i + 1)) {
                             return None;
                         }
-                        in_single = false;
                         i += 1;
                         break;
                     }
@@ -394,8 +403,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                 }
             } else {
                 match c {
-                    None => break,
-                    Some(b) if b.is_ascii_whitespace() => break,
+                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => break,
                     Some(b'"') => in_double = true,
                     Some(b'\'') => in_single = true,
                     Some(other) => current.push(other),
@@ -403,8 +411,21 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
             }
             i += 1;
         }
-        debug_assert!(!in_double && !in_single);
         args.push(Bytes::from(current));
+    }
+}
+
+/// C's `isspace` in the C locale.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        b'A'..=b'F' => digit - b'A' + 10,
+        _ => 0,
     }
 }
 
@@ -562,7 +583,17 @@ mod tests {
         let mut decoder = RequestDecoder::new(10, true);
         let mut buf = BytesMut::from(&b"*1\r\n$11\r\n"[..]);
         assert!(decoder.decode(&mut buf).is_err());
-        let mut buf = BytesMut::from(vec![b'a'; MAX_LINE + 1].as_slice());
+        let mut buf = BytesMut::from(vec![b'a'; INLINE_MAX + 1].as_slice());
+        assert!(decoder.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_nul_hides_the_inline_newline_like_strchr() {
+        let mut decoder = RequestDecoder::new(1 << 20, true);
+        let mut buf = BytesMut::from(&b"ECHO a\0b c\r\n"[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        let mut buf = BytesMut::from(&b"ECHO a\0b c\r\n"[..]);
+        buf.extend_from_slice(&vec![b'x'; INLINE_MAX]);
         assert!(decoder.decode(&mut buf).is_err());
     }
 
@@ -602,5 +633,23 @@ mod tests {
         assert_eq!(split_args(br#"set "a"b"#), None);
         assert_eq!(split_args(b"set 'a"), None);
         assert_eq!(split_args(b"").unwrap(), Vec::<Bytes>::new());
+        // What Redis 7 answers for these (checked by tests/differential.rs).
+        assert_eq!(
+            split_args(br#"ECHO "\x41\x4""#).unwrap(),
+            args(&["ECHO", "Ax4"])
+        );
+        assert_eq!(
+            split_args(br#"ECHO "\x+1""#).unwrap(),
+            args(&["ECHO", "x+1"])
+        );
+        assert_eq!(split_args(br#"ECHO "\xFf\q""#).unwrap()[1], &b"\xffq"[..]);
+        assert_eq!(
+            split_args(b"ECHO a\x0bb").unwrap(),
+            args(&["ECHO", "a\x0bb"])
+        );
+        assert_eq!(split_args(b"ECHO \x0ba").unwrap(), args(&["ECHO", "a"]));
+        assert_eq!(split_args(b"ECHO a\0b c").unwrap(), args(&["ECHO", "a"]));
+        assert_eq!(split_args(b"ECHO \"a\"\x0c").unwrap(), args(&["ECHO", "a"]));
+        assert_eq!(split_args(b"ECHO \"a\0\""), None);
     }
 }

@@ -246,14 +246,18 @@ impl RawClient {
             let framed = if self.resp3 {
                 redis_protocol::resp3::decode::complete::decode(&self.buf)
                     .map(|r| r.map(|(_, n)| n))
+                    .map_err(|e| format!("{e:?}"))
             } else {
-                redis_protocol::resp2::decode::decode(&self.buf).map(|r| r.map(|(_, n)| n))
+                // The proxy's own framing: it takes errors that are not UTF-8,
+                // as Redis sends them.
+                session_proxy::protocol::reply_extent(&self.buf, usize::MAX)
+                    .map_err(|e| format!("{e:?}"))
             };
             match framed {
                 Ok(Some(n)) => return Ok(self.buf.split_to(n).to_vec()),
                 Ok(None) => {}
                 Err(e) => panic!(
-                    "undecodable reply {:?}: {e:?}",
+                    "undecodable reply {:?}: {e}",
                     String::from_utf8_lossy(&self.buf)
                 ),
             }

@@ -1,0 +1,285 @@
+//! Framing of the RESP2 replies backends (and sentinels) send, without
+//! recursion and within bounds.
+//!
+//! `redis-protocol`'s decoders recurse once per nesting level with no limit,
+//! so a backend answering `*1\r\n` fifty thousand times overflows the stack
+//! and takes every client down with it. [`reply_extent`] finds where one
+//! reply ends with an explicit stack of element counts, refusing a reply
+//! nested deeper than [`MAX_REPLY_DEPTH`] or larger than the caller's byte
+//! limit; only a reply that passed it is ever handed to `redis-protocol`.
+
+use bytes::BytesMut;
+use redis_protocol::resp2::types::BytesFrame as Resp2Frame;
+use tokio_util::codec::Decoder;
+
+/// Deepest nesting accepted in a backend reply. Redis nests its replies a
+/// few levels (XINFO STREAM FULL and COMMAND DOCS, the deepest, about six).
+pub const MAX_REPLY_DEPTH: usize = 32;
+
+/// Largest handshake or Sentinel reply (ROLE, SENTINEL SENTINELS, a
+/// `+switch-master` message): they are a few hundred bytes.
+pub const MAX_CONTROL_REPLY: usize = 1024 * 1024;
+
+/// Longest integer, status or error line before it counts as garbage.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Why bytes from a backend are not a reply the proxy accepts. Any of these
+/// ends that backend connection; its clients get an error, nobody crashes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("reply nested deeper than {MAX_REPLY_DEPTH} levels")]
+    TooDeep,
+    #[error("reply larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("invalid reply: {0}")]
+    Invalid(&'static str),
+}
+
+/// The length of the first complete reply in `buf`, `None` while it is
+/// incomplete (and within `max_bytes`).
+pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, ReplyError> {
+    // Elements still expected by each open array, innermost last.
+    let mut open: [u32; MAX_REPLY_DEPTH] = [0; MAX_REPLY_DEPTH];
+    let mut depth = 0;
+    let mut pos = 0;
+    loop {
+        let Some(&kind) = buf.get(pos) else {
+            return incomplete(buf, max_bytes);
+        };
+        let Some((line_end, next)) = line(buf, pos + 1)? else {
+            return incomplete(buf, max_bytes);
+        };
+        pos = match kind {
+            b'+' | b'-' => next,
+            b':' => {
+                number(&buf[pos + 1..line_end]).ok_or(ReplyError::Invalid("bad integer"))?;
+                next
+            }
+            b'$' => match number(&buf[pos + 1..line_end]) {
+                Some(-1) => next,
+                Some(len) if len >= 0 => {
+                    let len = len as usize;
+                    if len > max_bytes {
+                        return Err(ReplyError::TooLarge { limit: max_bytes });
+                    }
+                    let end = next + len;
+                    if buf.len() < end + 2 {
+                        return incomplete(buf, max_bytes);
+                    }
+                    if &buf[end..end + 2] != b"\r\n" {
+                        return Err(ReplyError::Invalid("bulk string without CRLF"));
+                    }
+                    end + 2
+                }
+                _ => return Err(ReplyError::Invalid("bad bulk length")),
+            },
+            b'*' => match number(&buf[pos + 1..line_end]) {
+                Some(-1 | 0) => next,
+                Some(count) if count > 0 && count <= i64::from(u32::MAX) => {
+                    let Some(slot) = open.get_mut(depth) else {
+                        return Err(ReplyError::TooDeep);
+                    };
+                    *slot = count as u32;
+                    depth += 1;
+                    // The array's first element comes next; nothing is complete yet.
+                    pos = next;
+                    continue;
+                }
+                _ => return Err(ReplyError::Invalid("bad array length")),
+            },
+            _ => return Err(ReplyError::Invalid("unknown reply type")),
+        };
+        // One element is complete: close every array it completes.
+        loop {
+            if depth == 0 {
+                return Ok(Some(pos));
+            }
+            open[depth - 1] -= 1;
+            if open[depth - 1] > 0 {
+                break;
+            }
+            depth -= 1;
+        }
+    }
+}
+
+/// An incomplete reply is fine until it holds more than `max_bytes`.
+fn incomplete(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, ReplyError> {
+    if buf.len() > max_bytes {
+        return Err(ReplyError::TooLarge { limit: max_bytes });
+    }
+    Ok(None)
+}
+
+/// The CRLF-terminated line starting at `start`: where its CR is and where
+/// the next element starts; `None` while incomplete.
+fn line(buf: &[u8], start: usize) -> Result<Option<(usize, usize)>, ReplyError> {
+    let rest = buf.get(start..).unwrap_or_default();
+    match rest.iter().take(MAX_LINE).position(|&b| b == b'\r') {
+        Some(cr) => match rest.get(cr + 1) {
+            None => Ok(None),
+            Some(b'\n') => Ok(Some((start + cr, start + cr + 2))),
+            Some(_) => Err(ReplyError::Invalid("CR without LF")),
+        },
+        None if rest.len() >= MAX_LINE => Err(ReplyError::Invalid("line too long")),
+        None => Ok(None),
+    }
+}
+
+/// A decimal as Redis writes one: an optional `-`, then digits.
+fn number(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// Decodes whole replies for the proxy's own conversations with a server
+/// (handshakes, ROLE, Sentinel questions and events), bounded like
+/// [`reply_extent`].
+#[derive(Debug, Clone, Copy)]
+pub struct BackendReplyDecoder {
+    pub max_bytes: usize,
+}
+
+impl Default for BackendReplyDecoder {
+    fn default() -> Self {
+        BackendReplyDecoder {
+            max_bytes: MAX_CONTROL_REPLY,
+        }
+    }
+}
+
+/// Why [`BackendReplyDecoder`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    #[error("undecodable reply: {0}")]
+    Protocol(#[from] redis_protocol::error::RedisProtocolError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Decoder for BackendReplyDecoder {
+    type Item = Resp2Frame;
+    type Error = DecodeError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Resp2Frame>, DecodeError> {
+        let Some(len) = reply_extent(buf, self.max_bytes)? else {
+            return Ok(None);
+        };
+        let frame = buf.split_to(len).freeze();
+        match redis_protocol::resp2::decode::decode_bytes(&frame)? {
+            Some((frame, _)) => Ok(Some(frame)),
+            None => Err(ReplyError::Invalid("incomplete after framing").into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIG: usize = 1 << 20;
+
+    #[test]
+    fn extents_match_redis_protocol() {
+        let cases: &[&[u8]] = &[
+            b"+OK\r\n",
+            b"-ERR no\r\n",
+            b":-12\r\n",
+            b"$-1\r\n",
+            b"$0\r\n\r\n",
+            b"$3\r\nabc\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*2\r\n$1\r\na\r\n$-1\r\n",
+            b"*3\r\n*1\r\n:1\r\n*0\r\n*2\r\n+a\r\n*1\r\n$2\r\nxy\r\n",
+        ];
+        for &case in cases {
+            let mut input = case.to_vec();
+            input.extend_from_slice(b"+NEXT\r\n");
+            let expected = redis_protocol::resp2::decode::decode(&input)
+                .unwrap()
+                .unwrap()
+                .1;
+            assert_eq!(reply_extent(&input, BIG), Ok(Some(case.len())));
+            assert_eq!(expected, case.len());
+            // Every proper prefix is incomplete, never an error.
+            for cut in 0..case.len() {
+                assert_eq!(
+                    reply_extent(&case[..cut], BIG),
+                    Ok(None),
+                    "{case:?} at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let mut deep = b"*1\r\n".repeat(50_000);
+        deep.extend_from_slice(b":1\r\n");
+        assert_eq!(reply_extent(&deep, usize::MAX), Err(ReplyError::TooDeep));
+        let mut ok = b"*1\r\n".repeat(MAX_REPLY_DEPTH);
+        ok.extend_from_slice(b":1\r\n");
+        assert_eq!(reply_extent(&ok, BIG), Ok(Some(ok.len())));
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        assert_eq!(
+            reply_extent(b"$100000\r\n", 1000),
+            Err(ReplyError::TooLarge { limit: 1000 })
+        );
+        // An endless array is refused once it holds more than the limit.
+        let mut endless = b"*4000000000\r\n".to_vec();
+        endless.extend_from_slice(&b":1\r\n".repeat(300));
+        assert_eq!(
+            reply_extent(&endless, 1000),
+            Err(ReplyError::TooLarge { limit: 1000 })
+        );
+        assert_eq!(reply_extent(&endless[..900], 1000), Ok(None));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bad in [
+            &b"hello\r\n"[..],
+            b"$abc\r\n",
+            b"$3\r\nabcd\r\n",
+            b"*x\r\n",
+            b":1x\r\n",
+            b"+a\rb\r\n",
+            b"$-2\r\n",
+            b"*-5\r\n",
+        ] {
+            assert!(
+                matches!(reply_extent(bad, BIG), Err(ReplyError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_decoder_refuses_what_the_extent_refuses() {
+        let mut deep = BytesMut::from(&b"*1\r\n".repeat(10_000)[..]);
+        assert!(BackendReplyDecoder::default().decode(&mut deep).is_err());
+        let mut ok = BytesMut::from(&b"*1\r\n$1\r\na\r\n+x"[..]);
+        let frame = BackendReplyDecoder::default().decode(&mut ok).unwrap();
+        assert!(frame.is_some());
+        assert_eq!(&ok[..], b"+x");
+    }
+}

@@ -1,0 +1,261 @@
+//! No input from a client or a backend can crash or bloat the proxy: hostile
+//! backends (a small fake server playing one), client limits counted over
+//! every listener, output and memory limits that close only the offender,
+//! idle clients, and request headers that announce more than they send.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+
+/// A fake backend: answers the proxy's handshake with `+OK`, then answers
+/// whatever comes next with `payload`, sent in `repeat` writes (an endless
+/// stream is a large `repeat`; it stops when the proxy hangs up).
+struct Hostile {
+    port: u16,
+}
+
+impl Hostile {
+    fn start(head: Vec<u8>, tail: Vec<u8>, repeat: usize) -> Hostile {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (head, tail) = (head.clone(), tail.clone());
+                std::thread::spawn(move || serve_hostile(stream, &head, &tail, repeat));
+            }
+        });
+        Hostile { port }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn serve_hostile(mut stream: TcpStream, head: &[u8], tail: &[u8], repeat: usize) {
+    let mut buf = [0u8; 4096];
+    // The handshake (SELECT) gets an honest answer.
+    if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+        return;
+    }
+    if stream.write_all(b"+OK\r\n").is_err() {
+        return;
+    }
+    // The first client command gets the hostile reply.
+    if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+        return;
+    }
+    if stream.write_all(head).is_err() {
+        return;
+    }
+    for _ in 0..repeat {
+        if stream.write_all(tail).is_err() {
+            return;
+        }
+    }
+    // Keep the socket open until the proxy closes it.
+    let _ = stream.read(&mut buf);
+}
+
+#[test]
+fn hostile_backend_replies_fail_that_backend_only() {
+    let redis = Redis::start();
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>, usize)> = vec![
+        (
+            "deeply nested",
+            b"*1\r\n".repeat(50_000),
+            b":1\r\n".to_vec(),
+            1,
+        ),
+        (
+            "endless array",
+            b"*4000000000\r\n".to_vec(),
+            b":1\r\n".repeat(1024),
+            100_000,
+        ),
+        ("huge bulk header", b"$100000000000\r\n".to_vec(), vec![], 0),
+        ("garbage", b"hello world\r\n".to_vec(), vec![], 0),
+    ];
+    for (name, head, tail, repeat) in cases {
+        let hostile = Hostile::start(head, tail, repeat);
+        let proxy = Proxy::start(&config_for(
+            &[
+                ("good", redis.address(), 1.0),
+                ("bad", hostile.address(), 1.0),
+            ],
+            "[limits]\nmax_reply_bytes = 1048576\n[pool]\nrequest_timeout_ms = 5000",
+        ));
+        let on_good = proxy.key_on(0, "session:");
+        let on_bad = proxy.key_on(1, "session:");
+        let mut good = proxy.client();
+        assert_eq!(good.text(&["SET", &on_good, "v"]), "+OK\r\n", "{name}");
+        let mut victim = proxy.client();
+        let reply = victim.text(&["GET", &on_bad]);
+        assert!(
+            reply.starts_with("-ERR backend 'bad' connection lost: bad reply"),
+            "{name}: {reply}"
+        );
+        // The proxy is alive, the client that met the bad reply too, and
+        // the other backend's clients saw nothing.
+        assert_eq!(victim.text(&["PING"]), "+PONG\r\n", "{name}");
+        assert_eq!(good.text(&["GET", &on_good]), "$1\r\nv\r\n", "{name}");
+        assert_eq!(proxy.client().text(&["PING"]), "+PONG\r\n", "{name}");
+    }
+}
+
+#[test]
+fn max_clients_counts_every_listener_and_answers_like_redis() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("proxy.sock");
+    let extra = format!(
+        "unix_socket = \"{}\"\n[limits]\nmax_clients = 3",
+        socket.display()
+    );
+    let proxy = Proxy::start(&config_for(&[("a", redis.address(), 1.0)], &extra));
+    let mut tcp1 = proxy.client();
+    let mut tcp2 = proxy.client();
+    assert_eq!(tcp1.text(&["PING"]), "+PONG\r\n");
+    assert_eq!(tcp2.text(&["PING"]), "+PONG\r\n");
+    let mut unix = UnixStream::connect(&socket).unwrap();
+    unix.set_read_timeout(Some(READY_LIMIT)).unwrap();
+    unix.write_all(b"PING\r\n").unwrap();
+    let mut got = [0u8; 7];
+    unix.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"+PONG\r\n");
+    // A fourth, on either listener, is told and closed.
+    let mut fourth = proxy.client();
+    assert_eq!(
+        fourth.try_read_reply().unwrap(),
+        b"-ERR max number of clients reached\r\n"
+    );
+    assert!(fourth.is_closed());
+    let mut over = UnixStream::connect(&socket).unwrap();
+    over.set_read_timeout(Some(READY_LIMIT)).unwrap();
+    let mut text = Vec::new();
+    over.read_to_end(&mut text).unwrap();
+    assert_eq!(text, b"-ERR max number of clients reached\r\n");
+    // The three served are unaffected; once one leaves, a newcomer is served.
+    assert_eq!(tcp1.text(&["PING"]), "+PONG\r\n");
+    drop(tcp2);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "a slot never freed",
+        || {
+            let mut c = proxy.client();
+            c.cmd(&["PING"]) == b"+PONG\r\n"
+        },
+    );
+}
+
+/// Sends `count` pipelined GETs of `key` and never reads the replies.
+fn flood(port: u16, key: &str, count: usize) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let packet = RawClient::encode(&[b"GET", key.as_bytes()]).repeat(count);
+    // The proxy stops reading a client whose replies pile up, so the write
+    // may block: let a thread finish it (or fail once the proxy closes it).
+    std::thread::spawn(move || {
+        let _ = writer.write_all(&packet);
+    });
+    stream
+}
+
+/// Whether the proxy has closed `stream`: reading what is there reaches
+/// the end (or a reset) within the limit.
+fn closed_by_proxy(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(READY_LIMIT)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn the_output_limit_closes_only_the_client_that_does_not_read() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&config_for(
+        &[("a", redis.address(), 1.0)],
+        "[limits]\nclient_output_bytes = 524288",
+    ));
+    let mut normal = proxy.client();
+    let value = "x".repeat(100_000);
+    assert_eq!(normal.text(&["SET", "session:big", &value]), "+OK\r\n");
+    let mut heavy = flood(proxy.port, "session:big", 400);
+    // Before the heavy client's fate is read, the normal one keeps working.
+    for i in 0..50 {
+        let key = format!("session:n{i}");
+        assert_eq!(normal.text(&["SET", &key, "v"]), "+OK\r\n");
+        assert_eq!(normal.text(&["GET", &key]), "$1\r\nv\r\n");
+    }
+    assert!(closed_by_proxy(&mut heavy), "the heavy client stays open");
+    assert_eq!(normal.text(&["PING"]), "+PONG\r\n");
+}
+
+#[test]
+fn max_memory_closes_the_client_holding_the_most() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&config_for(
+        &[("a", redis.address(), 1.0)],
+        "[limits]\nclient_output_bytes = 0\nmax_memory_bytes = 8388608",
+    ));
+    let mut normal = proxy.client();
+    let value = "x".repeat(100_000);
+    assert_eq!(normal.text(&["SET", "session:big", &value]), "+OK\r\n");
+    let mut heavy = flood(proxy.port, "session:big", 1000);
+    assert!(closed_by_proxy(&mut heavy), "the heavy client stays open");
+    assert_eq!(normal.text(&["GET", "session:big"]).len(), 100_011);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "memory not given back",
+        || proxy.shared.memory.total() < 8 << 20,
+    );
+}
+
+#[test]
+fn idle_clients_are_closed_after_the_idle_timeout() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&config_for(
+        &[("a", redis.address(), 1.0)],
+        "[limits]\nidle_timeout_s = 1",
+    ));
+    let mut idle = proxy.client();
+    assert_eq!(idle.text(&["PING"]), "+PONG\r\n");
+    assert!(idle.is_closed());
+}
+
+#[test]
+fn a_bulk_header_reserves_nothing_until_its_bytes_come() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&config_for(&[("a", redis.address(), 1.0)], ""));
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = proxy.client();
+        c.send_raw(b"*3\r\n$3\r\nSET\r\n$9\r\nsession:k\r\n$60000000\r\nabc");
+        clients.push(c);
+    }
+    // Every header has been read (a PING behind them on a fresh client is
+    // answered, and each client's few bytes are accounted).
+    assert_eq!(proxy.client().text(&["PING"]), "+PONG\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "headers not read",
+        || proxy.shared.memory.total() > 0,
+    );
+    let total = proxy.shared.memory.total();
+    assert!(total < 4 << 20, "20 headers of 60 MB hold {total} bytes");
+}
