@@ -315,7 +315,19 @@ async fn ask_sentinel(
     let others = replies.pop().unwrap_or(Reply::Null);
     let master = replies.pop().unwrap_or(Reply::Null);
     let address = replies.pop().unwrap_or(Reply::Null);
-    let (ip, port) = match &address {
+    read_answers(&sentinel.master, &address, &master, &others)
+}
+
+/// What one sentinel's three answers say: the master's address, its config
+/// epoch and the other sentinels it knows. Pure, so the fuzz target can feed
+/// it whatever a sentinel might send.
+pub fn read_answers(
+    master_name: &str,
+    address: &Reply,
+    master: &Reply,
+    others: &Reply,
+) -> Result<(Endpoint, u64, Vec<String>), String> {
+    let (ip, port) = match address {
         Reply::Array(parts) => match parts.as_slice() {
             [Reply::Bulk(ip), Reply::Bulk(port)] => (
                 String::from_utf8_lossy(ip).into_owned(),
@@ -324,18 +336,13 @@ async fn ask_sentinel(
             _ => return Err("unexpected GET-MASTER-ADDR-BY-NAME reply".into()),
         },
         Reply::Error(e) => return Err(String::from_utf8_lossy(e).into_owned()),
-        _ => {
-            return Err(format!(
-                "sentinel does not know master '{}'",
-                sentinel.master
-            ))
-        }
+        _ => return Err(format!("sentinel does not know master '{master_name}'")),
     };
-    let epoch = flat_map(&master)
+    let epoch = flat_map(master)
         .and_then(|fields| fields.get("config-epoch").and_then(|e| e.parse().ok()))
         .unwrap_or(0);
     let mut learned = Vec::new();
-    if let Reply::Array(entries) = &others {
+    if let Reply::Array(entries) = others {
         for entry in entries {
             if let Some(f) = flat_map(entry) {
                 if let (Some(ip), Some(port)) = (f.get("ip"), f.get("port")) {
@@ -345,6 +352,17 @@ async fn ask_sentinel(
         }
     }
     Ok((Endpoint::Tcp(format!("{ip}:{port}")), epoch, learned))
+}
+
+/// Whether a message on the `+switch-master` channel is about our master
+/// (`prefix` is its name and a space).
+pub fn is_switch_for(message: &Reply, prefix: &[u8]) -> bool {
+    match message {
+        Reply::Array(items) => {
+            matches!(items.get(2), Some(Reply::Bulk(payload)) if payload.starts_with(prefix))
+        }
+        _ => false,
+    }
 }
 
 /// A RESP2 flat `[field, value, ...]` array as a map.
@@ -401,13 +419,10 @@ async fn listen(
             .decode(&mut rbuf)
             .map_err(|e| e.to_string())?
         {
-            if let Reply::Array(items) = Reply::from_resp2(frame) {
-                if let Some(Reply::Bulk(payload)) = items.get(2) {
-                    if payload.starts_with(prefix.as_bytes()) {
-                        info!(event = %String::from_utf8_lossy(payload), "+switch-master");
-                        recheck.notify_one();
-                    }
-                }
+            let message = Reply::from_resp2(frame);
+            if is_switch_for(&message, prefix.as_bytes()) {
+                info!(event = ?message, "+switch-master");
+                recheck.notify_one();
             }
         }
         // Wake now and then to notice that the monitor is gone.
