@@ -2,12 +2,13 @@
 # Runs every test: unit tests, integration tests against real redis-server
 # processes, differential tests, the Django end-to-end tests and the tool
 # tests. Needs redis-server, redis-sentinel and redis-tools (redis-cli,
-# redis-benchmark) on PATH; .ci/run installs them on a fresh machine.
+# redis-benchmark) and chromium (the status page test) on PATH; .ci/run
+# installs them on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in redis-server redis-cli redis-benchmark python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install redis-server redis-tools python3-venv" >&2; exit 1; }
+for tool in redis-server redis-cli redis-benchmark python3 chromium; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install redis-server redis-tools python3-venv chromium" >&2; exit 1; }
 done
 
 scripts/setup-python.sh

@@ -78,6 +78,14 @@ impl ReplyTo {
         }
     }
 
+    /// How many requests this answers.
+    fn requests(&self) -> u64 {
+        match self {
+            ReplyTo::One(_) => 1,
+            ReplyTo::Many { count, .. } => *count as u64,
+        }
+    }
+
     fn fail(self, error: BackendError) {
         match self {
             ReplyTo::One(tx) => {
@@ -288,6 +296,11 @@ impl Backend {
     /// Sentinels known to this backend's monitor (0 for a fixed address).
     pub fn sentinels_known(&self) -> usize {
         self.health.metrics.sentinels.load(Ordering::Relaxed)
+    }
+
+    /// The backend's counters and histograms, for INFO, /metrics and /status.
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.health.metrics
     }
 
     /// Established connections.
@@ -515,7 +528,10 @@ impl Connection {
             loop {
                 tokio::select! {
                     job = self.jobs.recv() => match job {
-                        Some(job) => job.reply.fail(reason.clone()),
+                        Some(job) => {
+                            self.metrics.failed.fetch_add(job.reply.requests(), Ordering::Relaxed);
+                            job.reply.fail(reason.clone())
+                        }
                         None => return,
                     },
                     changed = self.endpoint.changed() => {
@@ -655,17 +671,26 @@ impl Connection {
                 reason: "proxy is shutting down".into(),
             },
         };
+        let mut failed = 0u64;
         for item in owed.drain(..) {
             match item {
                 Owed::Client { reply, .. } | Owed::Wait { reply, .. } => {
+                    failed += 1;
                     let _ = reply.send(Err(error.clone()));
                 }
-                Owed::Batch { reply, .. } => {
+                Owed::Batch {
+                    reply,
+                    count,
+                    replies,
+                    ..
+                } => {
+                    failed += (count - replies.len()) as u64;
                     let _ = reply.send(Err(error.clone()));
                 }
                 Owed::Select { .. } | Owed::Held { .. } => {}
             }
         }
+        self.metrics.failed.fetch_add(failed, Ordering::Relaxed);
         self.held = None;
         end
     }
@@ -740,6 +765,7 @@ impl Connection {
         owed: &mut VecDeque<Owed>,
     ) -> Result<(), SessionEnd> {
         let mut any = false;
+        let mut taken = 0u64;
         loop {
             // Only the frame's extent is decoded; its bytes go to the client as they are.
             // The extent is found without recursion and within bounds, so a
@@ -749,6 +775,7 @@ impl Connection {
                 Ok(None) => {
                     if any {
                         self.health.success();
+                        self.metrics.replies.fetch_add(taken, Ordering::Relaxed);
                     }
                     return Ok(());
                 }
@@ -763,12 +790,11 @@ impl Connection {
                 self.ask_recheck();
             }
             let reply = Reply::Raw(frame);
+            taken += 1;
             if !any {
                 any = true;
                 if let Some(first) = owed.front() {
-                    self.metrics
-                        .latency
-                        .record(first.sent_at().elapsed().as_secs_f64());
+                    self.metrics.latency.record(first.sent_at().elapsed(), 1);
                 }
             }
             match owed.pop_front() {

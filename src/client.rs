@@ -503,7 +503,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut decoder =
         RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
     // This client's share of `[limits] max_memory_bytes`.
-    let account = shared.memory.open(state.id);
+    let account = shared.memory.open(state.id, &state.peer);
     let evicted = account.usage().evict.notified();
     tokio::pin!(evicted);
     // `[limits] idle_timeout_s`: armed while idle, checked against the last read.

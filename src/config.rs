@@ -151,6 +151,9 @@ impl Runtime {
 pub struct Admin {
     /// `host:port`; no admin listener when unset.
     pub address: Option<String>,
+    /// Whether the status page (and `/status`) lists clients' addresses.
+    #[serde(default)]
+    pub show_clients: bool,
 }
 
 /// `[slowlog]`: like Redis's slowlog-log-slower-than and slowlog-max-len.

@@ -23,6 +23,8 @@ pub struct ClientMemory {
 #[derive(Debug, Default)]
 pub struct Usage {
     bytes: AtomicUsize,
+    /// Where the client connects from, for the status page's client list.
+    peer: String,
     /// Notified when this client is to be closed for the total's sake; the
     /// client handler waits on it.
     pub evict: Notify,
@@ -43,9 +45,25 @@ impl ClientMemory {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Opens the account of client `id`.
-    pub fn open(self: &Arc<Self>, id: u64) -> Account {
-        let usage = Arc::new(Usage::default());
+    /// Every client: id, peer address and buffer bytes, by id.
+    pub fn clients(&self) -> Vec<(u64, String, usize)> {
+        let Ok(clients) = self.clients.lock() else {
+            return Vec::new();
+        };
+        let mut list: Vec<_> = clients
+            .iter()
+            .map(|(&id, u)| (id, u.peer.clone(), u.bytes.load(Ordering::Relaxed)))
+            .collect();
+        list.sort_unstable();
+        list
+    }
+
+    /// Opens the account of client `id`, connected from `peer`.
+    pub fn open(self: &Arc<Self>, id: u64, peer: &str) -> Account {
+        let usage = Arc::new(Usage {
+            peer: peer.to_string(),
+            ..Usage::default()
+        });
         if let Ok(mut clients) = self.clients.lock() {
             clients.insert(id, usage.clone());
         }
@@ -109,11 +127,15 @@ mod tests {
     #[test]
     fn the_biggest_client_is_evicted_when_the_total_is_over() {
         let memory = Arc::new(ClientMemory::default());
-        let a = memory.open(1);
-        let b = memory.open(2);
+        let a = memory.open(1, "a");
+        let b = memory.open(2, "b");
         assert_eq!(a.set(600, 1000), None);
         assert_eq!(b.set(300, 1000), None);
         assert_eq!(memory.total(), 900);
+        assert_eq!(
+            memory.clients(),
+            vec![(1, "a".to_string(), 600), (2, "b".to_string(), 300)]
+        );
         // b grows past the limit, but a holds the most.
         assert_eq!(b.set(500, 1000), Some(1));
         assert_eq!(memory.total(), 1100);

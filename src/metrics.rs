@@ -4,11 +4,13 @@
 //! struct field; nothing is looked up by name per request. Without an
 //! installed recorder (the library used in tests) the handles are no-ops.
 
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{counter, gauge, Counter, Gauge};
 
 use crate::protocol::command::TABLE;
 
@@ -20,11 +22,14 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// The client-observed latency histogram's name.
 const REQUEST_DURATION: &str = "session_proxy_request_duration_seconds";
+/// The backend round-trip histogram's name.
+pub const BACKEND_DURATION: &str = "session_proxy_backend_request_duration_seconds";
 
 /// A histogram over [`LATENCY_BUCKETS`] kept as counters. Recording costs two
 /// atomic adds and its memory is fixed: the exporter's own histograms keep
 /// every sample until the next upkeep, which at a million requests a second
 /// is tens of megabytes and grows with the request rate, not the config.
+#[derive(Debug)]
 pub struct LatencyHistogram {
     /// Per bucket (not cumulative); the last is above every bound.
     counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
@@ -53,8 +58,17 @@ impl LatencyHistogram {
             .fetch_add(nanos.saturating_mul(count), Ordering::Relaxed);
     }
 
+    /// Requests per bucket so far (not cumulative; the last is above every
+    /// bound), for the status page's percentiles.
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Appends the Prometheus text lines (buckets, sum, count) for one series.
-    fn render(&self, name: &str, labels: &str, out: &mut String) {
+    pub fn render(&self, name: &str, labels: &str, out: &mut String) {
         let mut cumulative = 0u64;
         for (i, counter) in self.counts.iter().enumerate() {
             cumulative += counter.load(Ordering::Relaxed);
@@ -154,8 +168,14 @@ impl Default for Metrics {
 /// Per-backend handles, shared by its connection tasks and its Sentinel monitor.
 #[derive(Debug)]
 pub struct BackendMetrics {
-    /// Time from writing a command to reading its reply.
-    pub latency: Histogram,
+    /// Time from writing a command to reading its reply (first reply of a
+    /// read); rendered by [`BackendMetrics::render`], read by the status page.
+    pub latency: LatencyHistogram,
+    /// Replies read from the backend, and requests answered with a backend
+    /// error instead (down, timed out, connection lost): the status page's
+    /// rates.
+    pub replies: AtomicU64,
+    pub failed: AtomicU64,
     /// Connections currently established.
     pub connections: Gauge,
     /// 1 while the backend is considered up.
@@ -168,7 +188,22 @@ pub struct BackendMetrics {
     pub sentinels_known: Gauge,
     /// The same count, readable here for INFO and /topology.
     pub sentinels: std::sync::atomic::AtomicUsize,
+    /// Their addresses, for the status page; kept by the Sentinel monitor.
+    pub sentinel_list: Mutex<Vec<String>>,
+    /// The last master switches, newest last.
+    pub switches: Mutex<VecDeque<Switch>>,
 }
+
+/// A master switch the Sentinel monitor followed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Switch {
+    pub at_unix: u64,
+    pub from: String,
+    pub to: String,
+}
+
+/// Switches kept per backend for the status page.
+const SWITCHES_KEPT: usize = 10;
 
 impl BackendMetrics {
     pub fn new(id: &str) -> BackendMetrics {
@@ -176,7 +211,9 @@ impl BackendMetrics {
         let up = gauge!("session_proxy_backend_up", "backend" => id.clone());
         up.set(1.0);
         BackendMetrics {
-            latency: histogram!("session_proxy_backend_request_duration_seconds", "backend" => id.clone()),
+            latency: LatencyHistogram::default(),
+            replies: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             connections: gauge!("session_proxy_backend_connections", "backend" => id.clone()),
             up,
             errors: counter!("session_proxy_backend_errors_total", "backend" => id.clone()),
@@ -184,8 +221,38 @@ impl BackendMetrics {
             sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id.clone()),
             sentinels_known: gauge!("session_proxy_sentinels_known", "backend" => id),
             sentinels: std::sync::atomic::AtomicUsize::new(0),
+            sentinel_list: Mutex::new(Vec::new()),
+            switches: Mutex::new(VecDeque::new()),
         }
     }
+
+    /// Records a master switch.
+    pub fn switched(&self, from: String, to: String) {
+        self.sentinel_switches.increment(1);
+        if let Ok(mut switches) = self.switches.lock() {
+            switches.push_back(Switch {
+                at_unix: unix_now(),
+                from,
+                to,
+            });
+            while switches.len() > SWITCHES_KEPT {
+                switches.pop_front();
+            }
+        }
+    }
+
+    /// The backend's latency histogram in Prometheus text.
+    pub fn render(&self, id: &str, out: &mut String) {
+        self.latency
+            .render(BACKEND_DURATION, &format!("backend=\"{id}\""), out);
+    }
+}
+
+/// Seconds since the epoch, for event times.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

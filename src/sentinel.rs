@@ -110,7 +110,7 @@ impl Monitor {
                     if current.as_ref() != Some(endpoint) {
                         match &current {
                             Some(old) => {
-                                self.metrics.sentinel_switches.increment(1);
+                                self.metrics.switched(old.to_string(), endpoint.to_string());
                                 info!(from = %old, to = %endpoint, "master switched")
                             }
                             None => info!(master = %endpoint, "master found"),
@@ -204,6 +204,9 @@ impl Monitor {
             self.metrics
                 .sentinels
                 .store(self.known.len(), std::sync::atomic::Ordering::Relaxed);
+            if let Ok(mut list) = self.metrics.sentinel_list.lock() {
+                *list = self.known.iter().map(|k| k.address.clone()).collect();
+            }
             self.metrics.sentinels_known.set(self.known.len() as f64);
         }
         let mut candidates: Vec<(Endpoint, usize, u64)> = tally

@@ -6,10 +6,11 @@
 //! Everything a config file decides lives in a [`Topology`], swapped whole on
 //! reload; client handlers pick up the new one at their next request.
 
+use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -115,7 +116,20 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Fires when draining starts; each client handler watches it.
     pub drain_signal: watch::Sender<bool>,
+    /// The last reloads, newest last, for the status page.
+    pub reloads: Mutex<VecDeque<ReloadEvent>>,
 }
+
+/// A reload, accepted or refused.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadEvent {
+    pub at_unix: u64,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Reloads kept for the status page.
+const RELOADS_KEPT: usize = 10;
 
 impl Shared {
     /// Builds the first topology and starts the backend connection tasks.
@@ -135,6 +149,7 @@ impl Shared {
             tcp_port,
             draining: AtomicBool::new(false),
             drain_signal,
+            reloads: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -154,14 +169,28 @@ impl Shared {
     /// refused and the running topology kept.
     pub fn reload(&self) -> anyhow::Result<String> {
         let result = self.try_reload();
-        match &result {
+        let detail = match &result {
             Ok(summary) => {
                 self.metrics.reloads_ok.increment(1);
                 info!(%summary, "config reloaded");
+                summary.clone()
             }
             Err(error) => {
                 self.metrics.reloads_failed.increment(1);
                 warn!(error = %format!("{error:#}"), "reload refused; the running config stays");
+                // The reason may quote the file (a password line, say): the
+                // status page gets only the fact.
+                "refused; the running config stays (the reason is in the log)".to_string()
+            }
+        };
+        if let Ok(mut reloads) = self.reloads.lock() {
+            reloads.push_back(ReloadEvent {
+                at_unix: crate::metrics::unix_now(),
+                ok: result.is_ok(),
+                detail,
+            });
+            while reloads.len() > RELOADS_KEPT {
+                reloads.pop_front();
             }
         }
         result

@@ -1,7 +1,10 @@
-//! The admin HTTP listener: `GET /metrics` (Prometheus), `/healthz` (the
-//! process serves), `/readyz` (listening, not draining, every backend up),
+//! The admin HTTP listener: `GET /` (the status page), `/status` (what it
+//! shows, as JSON), `/metrics` (Prometheus), `/healthz` (the process
+//! serves), `/readyz` (listening, not draining, every backend up),
 //! `/topology` (backends, weights, current endpoints, health, as JSON) and
 //! `POST /reload` (re-read the config file, like SIGHUP).
+
+mod status;
 
 use std::sync::Arc;
 
@@ -33,6 +36,8 @@ pub async fn serve(
         info!(%address, "admin listening");
     }
     let app = Router::new()
+        .route("/", get(page))
+        .route("/status", get(status_json))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -44,13 +49,34 @@ pub async fn serve(
     }
 }
 
+async fn page() -> Response {
+    (
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            ("cache-control", "no-store"),
+        ],
+        status::PAGE,
+    )
+        .into_response()
+}
+
+async fn status_json(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(status::status(&state.shared))
+}
+
 async fn metrics(State(state): State<AdminState>) -> Response {
     match &state.prometheus {
-        Some(handle) => (
-            [("content-type", "text/plain; version=0.0.4")],
-            handle.render() + &state.shared.metrics.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            let mut text = handle.render() + &state.shared.metrics.render();
+            text.push_str(&format!(
+                "# TYPE {} histogram\n",
+                crate::metrics::BACKEND_DURATION
+            ));
+            for backend in &state.shared.topology().backends {
+                backend.metrics().render(&backend.id, &mut text);
+            }
+            ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "no metrics recorder\n").into_response(),
     }
 }

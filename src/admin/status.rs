@@ -1,0 +1,104 @@
+//! `GET /status`: the operator's view as JSON, which the status page (`GET
+//! /`, [`PAGE`]) polls. Counters are totals since start; the page turns them
+//! into rates and recent percentiles from the difference between two polls.
+//! Nothing secret is in it: no passwords, no keys, and client addresses only
+//! with `[admin] show_clients = true`.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+
+use crate::config::Source;
+use crate::metrics::{unix_now, LATENCY_BUCKETS};
+use crate::server::Shared;
+
+/// The status page: HTML, CSS and plain JavaScript in one file, compiled in.
+pub const PAGE: &str = include_str!("status.html");
+
+/// The status as JSON.
+pub fn status(shared: &Shared) -> Value {
+    let topology = shared.topology();
+    let config = &topology.config;
+    let total_weight: f64 = config.backends.iter().map(|b| b.weight).sum();
+    let backends: Vec<Value> = config
+        .backends
+        .iter()
+        .zip(&topology.backends)
+        .map(|(spec, backend)| {
+            let metrics = backend.metrics();
+            let up = backend.is_up();
+            let sentinel = match &backend_source(spec) {
+                Some(master) => json!({
+                    "master": master,
+                    "sentinels": metrics.sentinel_list.lock().map(|l| l.clone()).unwrap_or_default(),
+                }),
+                None => Value::Null,
+            };
+            json!({
+                "id": spec.id,
+                "weight": spec.weight,
+                "share": if total_weight > 0.0 { spec.weight / total_weight } else { 0.0 },
+                "endpoint": backend.endpoint.borrow().as_ref().map(|e| e.to_string()),
+                "sentinel": sentinel,
+                "health": if up { "up" } else { "down" },
+                // While down, requests fail at once instead of waiting.
+                "circuit": if up { "closed" } else { "open" },
+                "connections": backend.connected(),
+                "pool_connections": config.pool.connections,
+                "replies_total": metrics.replies.load(Ordering::Relaxed),
+                "errors_total": metrics.failed.load(Ordering::Relaxed),
+                "latency_counts": metrics.latency.counts(),
+                "switches": metrics.switches.lock().map(|s| s.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let listen = &config.listen;
+    let tcp = listen
+        .address
+        .as_ref()
+        .map(|address| match address.rsplit_once(':') {
+            Some((host, _)) => format!("{host}:{}", shared.tcp_port),
+            None => address.clone(),
+        });
+    let clients = if config.admin.show_clients {
+        let list: Vec<Value> = shared
+            .memory
+            .clients()
+            .into_iter()
+            .map(|(id, peer, bytes)| json!({ "id": id, "peer": peer, "buffer_bytes": bytes }))
+            .collect();
+        Value::Array(list)
+    } else {
+        Value::Null
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "now_unix": unix_now(),
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "generation": shared.generation.load(Ordering::Relaxed),
+        "draining": shared.draining.load(Ordering::Relaxed),
+        "ready": shared.ready().err(),
+        "listeners": {
+            "tcp": tcp,
+            "unix": listen.unix_socket.as_ref().map(|p| p.display().to_string()),
+            "admin": config.admin.address,
+        },
+        "connected_clients": shared.stats.connected_clients.load(Ordering::Relaxed),
+        "max_clients": config.limits.max_clients,
+        "clients": clients,
+        "latency_bounds_s": LATENCY_BUCKETS,
+        "backends": backends,
+        "reloads": shared.reloads.lock().map(|r| r.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+        // Read-through migrations do not exist yet; the page shows a
+        // progress bar when this is an object.
+        "migration": Value::Null,
+    })
+}
+
+/// The Sentinel master name of a backend that follows one.
+fn backend_source(spec: &crate::config::Backend) -> Option<String> {
+    match spec.target("backends").ok()?.source {
+        Source::Sentinel(sentinel) => Some(sentinel.master),
+        Source::Fixed(_) => None,
+    }
+}
