@@ -24,6 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY = os.path.join(ROOT, "target/release/session-proxy")
 LOADGEN = os.path.join(ROOT, "target/release/examples/loadgen")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
+# Where the medians of a run go as JSON (charts.py reads them).
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "bench")
 # PIN=1: the load generators on the first core, Redis and both proxies on the
 # others, instead of wherever the scheduler puts them (see benches/README.md).
 PIN = os.environ.get("PIN") == "1" and (os.cpu_count() or 1) > 1
@@ -193,6 +195,22 @@ address = "127.0.0.1:{ports['b']}"
                       for other, r in (("direct", per_round("direct")), ("twemproxy", per_round("twemproxy")))]
             print(f"  {label}: " + ", ".join(spread))
         print(f"\nsession-proxy peak RSS over the runs: {rss_kib(proxy.pid, 'VmHWM') / 1024:.1f} MiB")
+        # The medians as JSON, for benches/charts.py (the README's chart).
+        summary = {
+            "rounds": ROUNDS,
+            "pinned": bool(PIN),
+            "workloads": [label for label, _ in workloads],
+            "targets": [name for name, _, _ in targets],
+            "rps": {label: {name: median(label, name, "rps") for name, _, _ in targets}
+                    for label, _ in workloads},
+            "cpu_s_per_m": {label: {name: median(label, name, "cpu_s_per_m") for name, _, pid in targets if pid}
+                            for label, _ in workloads},
+            "p99_ms": {label: {name: median(label, name, "p99_ms") for name, _, _ in targets}
+                       for label, _ in workloads},
+        }
+        os.makedirs(RESULTS_DIR, exist_ok=True)
+        with open(os.path.join(RESULTS_DIR, "load.json"), "w") as f:
+            json.dump(summary, f, indent=1)
 
         # Connection scale: 10,000 idle clients held open plus the session mix.
         base = rss_kib(proxy.pid)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The load benchmark in one command: installs redis and twemproxy (nutcracker)
-# if missing, builds the release binary and the load generator, and prints
-# the comparison table (benches/load.py). ROUNDS=n changes the round count.
+# if missing, builds the release binary and the load generator, prints the
+# comparison table (benches/load.py) and renders it as SVG charts in docs/
+# (benches/charts.py, with matplotlib in target/venv-bench). ROUNDS=n changes
+# the round count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -13,5 +15,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-cargo build --release --quiet --bin session-proxy --example loadgen
-exec python3 benches/load.py
+echo "== load.sh: building the release binary and the load generator" >&2
+cargo build --release --bin session-proxy --example loadgen
+venv=target/venv-bench
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  echo "== load.sh: matplotlib into $venv (for the charts)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'matplotlib>=3.7,<4'
+fi
+echo "== load.sh: running (each round prints a line on stderr)" >&2
+python3 benches/load.py
+"$venv/bin/python" benches/charts.py

@@ -10,8 +10,10 @@ for flavour in redis8 redis4; do
   if [ -x "$venv/bin/python" ] && cmp -s "$req" "$venv/requirements.txt"; then
     continue
   fi
+  echo "setting up $venv from $req (pip install, a minute or two)"
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
   cp "$req" "$venv/requirements.txt"
 done
+echo "Python venvs ready: target/venv-redis8, target/venv-redis4"

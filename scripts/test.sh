@@ -1,19 +1,52 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against real redis-server
-# processes, differential tests, the Django end-to-end tests and the tool
-# tests. Needs redis-server, redis-sentinel and redis-tools (redis-cli,
-# redis-benchmark) and chromium (the status page test) on PATH; .ci/run
-# installs them on a fresh machine.
+# and redis-sentinel processes, differential tests, the Django end-to-end
+# tests, the tool tests and the status page in headless Chromium; checks
+# formatting, clippy and the Prometheus alert rules. Prints one line per
+# phase and a summary at the end; .ci/run installs what it needs on a fresh
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
+phase() { echo "== test.sh [$(( $(date +%s) - started ))s] $*"; }
 
-for tool in redis-server redis-cli redis-benchmark python3 chromium; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install redis-server redis-tools python3-venv chromium" >&2; exit 1; }
-done
+phase "1/6 prerequisites"
+missing=()
+need() { command -v "$1" >/dev/null || missing+=("$1 (install: $2)"); }
+need cargo "rustup, https://rustup.rs, or: apt-get install cargo"
+need redis-server "apt-get install redis-server"
+need redis-sentinel "apt-get install redis-sentinel"
+need redis-cli "apt-get install redis-tools"
+need redis-benchmark "apt-get install redis-tools"
+need python3 "apt-get install python3"
+need chromium "apt-get install chromium"
+if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=("python3 venv (install: apt-get install python3-venv)")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing prerequisites:" >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  exit 1
+fi
 
+phase "2/6 Python venvs for the Django tests (first run: pip downloads Django and redis-py)"
 scripts/setup-python.sh
+
+phase "3/6 cargo fmt --check"
 cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+
+phase "4/6 cargo clippy (first run: builds every dependency, several minutes on 2 cores)"
+cargo clippy --all-targets -- -D warnings
+
+phase "5/6 alert rules and dashboard"
+python3 -c 'import json, sys; json.load(open("config/grafana-dashboard.json"))'
+if command -v promtool >/dev/null; then
+  promtool check rules config/alerts.yml
+else
+  echo "promtool not installed (apt-get install prometheus): alert rules not checked"
+fi
+
+phase "6/6 cargo test (integration tests start real Redis servers)"
 # Integration tests start several redis-servers each; two at a time suits a
 # 2-core machine. (An env var, not --test-threads: the criterion bench, run
 # once here as a smoke test, does not take that flag.)
@@ -21,4 +54,5 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 RUST_TEST_THREADS=2 cargo test --lib --bins --tests --benches 2>&1 | tee "$log"
 # One line with the totals over every test binary.
+phase "done"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"

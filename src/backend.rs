@@ -18,9 +18,10 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Decoder;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn, Instrument};
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{watch, Notify};
 
@@ -128,6 +129,7 @@ pub struct PoolSettings {
     pub sentinel_recheck: Duration,
     /// Largest reply accepted from a backend (`[limits] max_reply_bytes`).
     pub max_reply_bytes: usize,
+    pub probe_interval: Duration,
 }
 
 impl PoolSettings {
@@ -146,6 +148,7 @@ impl PoolSettings {
             sentinel_timeout: Duration::from_millis(pool.sentinel_timeout_ms),
             sentinel_recheck: Duration::from_millis(pool.sentinel_recheck_ms),
             max_reply_bytes: config.limits.max_reply_bytes,
+            probe_interval: Duration::from_millis(pool.probe_interval_ms),
         }
     }
 }
@@ -164,6 +167,10 @@ pub struct Health {
     streak: AtomicI64,
     failures: i64,
     successes: i64,
+    /// When the last success came, in ms after `since`: a backend with none
+    /// for a probe interval is idle, and probed.
+    since: Instant,
+    last_success_ms: AtomicU64,
 }
 
 impl Health {
@@ -176,7 +183,15 @@ impl Health {
             streak: AtomicI64::new(0),
             failures: settings.health_failures as i64,
             successes: settings.health_successes as i64,
+            since: Instant::now(),
+            last_success_ms: AtomicU64::new(0),
         }
+    }
+
+    /// How long since the last success (a reply, a connect or a probe).
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_success_ms.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
     }
 
     pub fn is_up(&self) -> bool {
@@ -184,6 +199,8 @@ impl Health {
     }
 
     fn success(&self) {
+        self.last_success_ms
+            .store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
         let streak = self.record(|s| if s < 0 { 1 } else { s.saturating_add(1) });
         if streak >= self.successes && !self.up.swap(true, Ordering::Relaxed) {
             self.metrics.up.set(1.0);
@@ -223,6 +240,8 @@ pub struct Backend {
     pub endpoint: watch::Receiver<Option<Endpoint>>,
     /// Keeps a fixed endpoint's channel open; `None` for a Sentinel backend.
     _fixed: Option<Arc<watch::Sender<Option<Endpoint>>>>,
+    /// Stops the health probe when the last handle is dropped.
+    _probe: Arc<DropGuard>,
     /// What it was started with, so a reload can tell whether it changed.
     target: Target,
     min_replicas_ack: u32,
@@ -257,6 +276,18 @@ impl Backend {
             }
         };
         let health = Arc::new(Health::new(id.clone(), &settings, metrics.clone()));
+        let stop_probe = CancellationToken::new();
+        let probe = Probe {
+            health: health.clone(),
+            endpoint: endpoint.clone(),
+            target: target.clone(),
+            settings: settings.clone(),
+        };
+        tokio::spawn(
+            probe
+                .run(stop_probe.clone())
+                .instrument(tracing::info_span!("probe", backend = %id)),
+        );
         let queues: Vec<_> = (0..settings.connections)
             .map(|conn| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -283,6 +314,7 @@ impl Backend {
             health,
             endpoint,
             _fixed: fixed,
+            _probe: Arc::new(stop_probe.drop_guard()),
             target,
             min_replicas_ack,
             settings,
@@ -371,6 +403,23 @@ impl Backend {
     }
 
     fn enqueue(&self, client_id: u64, job: Job) {
+        if !self.health.is_up() {
+            // Down: answer at once rather than wait on a connect attempt;
+            // the probe brings the backend back.
+            self.health.metrics.fast_failures.increment(1);
+            self.health
+                .metrics
+                .failed
+                .fetch_add(job.reply.requests(), Ordering::Relaxed);
+            job.reply.fail(BackendError::Unavailable {
+                backend: self.id.clone(),
+                reason: format!(
+                    "down; probed every {} ms",
+                    self.settings.probe_interval.as_millis()
+                ),
+            });
+            return;
+        }
         let index = (client_id % self.queues.len() as u64) as usize;
         if let Some(queue) = self.queues.get(index) {
             if let Err(mpsc::error::SendError(job)) = queue.send(job) {
@@ -848,6 +897,79 @@ impl Connection {
                 None => return Err(self.lost("reply to no request".into())),
             }
         }
+    }
+}
+
+/// The health probe of one backend: while it is down, or idle (no success
+/// for a probe interval), PING it after the usual handshake every
+/// `probe_interval`, over a connection of its own kept between probes. Its
+/// results count like any other: `health_successes` of them bring a
+/// returning backend up with no client traffic, `health_failures` mark a
+/// dead idle one down.
+struct Probe {
+    health: Arc<Health>,
+    endpoint: watch::Receiver<Option<Endpoint>>,
+    target: Target,
+    settings: Arc<PoolSettings>,
+}
+
+impl Probe {
+    async fn run(self, stop: CancellationToken) {
+        let interval = self.settings.probe_interval;
+        let mut conn: Option<(Endpoint, Stream)> = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if self.health.is_up() && self.health.idle_for() < interval {
+                continue;
+            }
+            let current = self.endpoint.borrow().clone();
+            let Some(endpoint) = current else {
+                // No master known yet: nothing to probe; the monitor searches.
+                continue;
+            };
+            if conn.as_ref().is_some_and(|(at, _)| *at != endpoint) {
+                conn = None;
+            }
+            let attempt = timeout(self.settings.connect_timeout, async {
+                if conn.is_none() {
+                    let (stream, _) =
+                        connect(&endpoint, &self.target, self.settings.databases).await?;
+                    conn = Some((endpoint.clone(), stream));
+                }
+                let Some((_, stream)) = &conn else {
+                    return Err("no connection".to_string());
+                };
+                let mut rbuf = BytesMut::new();
+                match call(stream, &mut rbuf, &[vec![Bytes::from_static(b"PING")]]).await?[..] {
+                    [Reply::Status(ref pong)] if &pong[..] == b"PONG" => Ok(()),
+                    ref other => Err(format!("PING answered {other:?}")),
+                }
+            })
+            .await;
+            match attempt {
+                Ok(Ok(())) => {
+                    self.health.metrics.probes_ok.increment(1);
+                    self.health.success();
+                }
+                Ok(Err(error)) => {
+                    debug!(%error, "probe failed");
+                    self.probe_failed(&mut conn);
+                }
+                Err(_) => {
+                    debug!("probe timed out");
+                    self.probe_failed(&mut conn);
+                }
+            }
+        }
+    }
+
+    fn probe_failed(&self, conn: &mut Option<(Endpoint, Stream)>) {
+        *conn = None;
+        self.health.metrics.probes_failed.increment(1);
+        self.health.failure();
     }
 }
 

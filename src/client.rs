@@ -468,9 +468,15 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         closing: false,
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
-    if let Err(e) = run(&shared, &stream, &mut state).instrument(span).await {
-        debug!(error = %e, "client connection ended");
+    async {
+        debug!("client connected");
+        match run(&shared, &stream, &mut state).await {
+            Ok(()) => debug!("client connection ended"),
+            Err(e) => debug!(error = %e, "client connection ended"),
+        }
     }
+    .instrument(span)
+    .await;
 }
 
 enum Event {
@@ -1406,7 +1412,23 @@ fn client_line(_shared: &Shared, state: &State) -> String {
     )
 }
 
-/// SLOWLOG GET [count] | LEN | RESET.
+/// Redis 7's SLOWLOG HELP text, line for line.
+const SLOWLOG_HELP: &[&str] = &[
+    "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET [<count>]",
+    "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+    "    Entries are made of:",
+    "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+    "    client name",
+    "LEN",
+    "    Return the length of the slowlog.",
+    "RESET",
+    "    Reset the slowlog.",
+    "HELP",
+    "    Prints this help.",
+];
+
+/// SLOWLOG GET [count] | LEN | RESET | HELP.
 fn slowlog_command(shared: &Shared, args: &[Bytes]) -> Reply {
     let sub = args[1].to_ascii_uppercase();
     match (&sub[..], args.len()) {
@@ -1424,6 +1446,13 @@ fn slowlog_command(shared: &Shared, args: &[Bytes]) -> Reply {
             Reply::ok()
         }
         (b"RESET", _) => arity_error("slowlog|reset"),
+        (b"HELP", 2) => Reply::Array(
+            SLOWLOG_HELP
+                .iter()
+                .map(|line| Reply::status(line))
+                .collect(),
+        ),
+        (b"HELP", _) => arity_error("slowlog|help"),
         _ => unknown_subcommand(&args[1], "SLOWLOG"),
     }
 }

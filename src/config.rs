@@ -277,6 +277,11 @@ pub struct Pool {
     /// How often the master is re-checked even without a `+switch-master` event.
     #[serde(default = "default_sentinel_recheck_ms")]
     pub sentinel_recheck_ms: u64,
+    /// A backend is probed (PING after the handshake) this often while it
+    /// is down or idle, so a returning backend is up without client traffic
+    /// and a dead idle one is noticed before a user's request is.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
 }
 
 /// `[pool] on_backend_down`.
@@ -319,6 +324,9 @@ fn default_health_successes() -> u32 {
 fn default_sentinel_timeout_ms() -> u64 {
     300
 }
+fn default_probe_interval_ms() -> u64 {
+    500
+}
 fn default_sentinel_recheck_ms() -> u64 {
     1000
 }
@@ -337,6 +345,7 @@ impl Default for Pool {
             health_successes: default_health_successes(),
             sentinel_timeout_ms: default_sentinel_timeout_ms(),
             sentinel_recheck_ms: default_sentinel_recheck_ms(),
+            probe_interval_ms: default_probe_interval_ms(),
         }
     }
 }
@@ -711,6 +720,7 @@ impl Config {
             ("pool.health_successes", pool.health_successes as u64),
             ("pool.sentinel_timeout_ms", pool.sentinel_timeout_ms),
             ("pool.sentinel_recheck_ms", pool.sentinel_recheck_ms),
+            ("pool.probe_interval_ms", pool.probe_interval_ms),
             ("limits.max_clients", self.limits.max_clients as u64),
             (
                 "limits.max_request_bytes",

@@ -19,7 +19,10 @@ const EX_USAGE: u8 = 64;
 #[command(
     name = "session-proxy",
     version,
-    about = "A Redis-protocol proxy for web session stores"
+    about = "A Redis-protocol proxy for web session stores",
+    after_help = "Exit codes: 0 stopped after a drain (SIGTERM/SIGINT) or a command succeeded; \
+64 bad config or command line; 1 failed to start (a port in use, say), a second signal \
+while draining, or `healthcheck` found the proxy unhealthy."
 )]
 struct Cli {
     /// The TOML config file to run with.
@@ -36,6 +39,9 @@ struct Cli {
 enum Command {
     /// Validate a config file and exit; a bad field is named.
     CheckConfig { file: PathBuf },
+    /// Ask the running proxy's admin listener (from the config) for /healthz;
+    /// exit 0 if healthy, 1 if not. For container health checks.
+    Healthcheck { file: PathBuf },
     /// Print the backend that owns each key.
     Route {
         #[arg(long, short)]
@@ -59,6 +65,19 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
+        Some(Command::Healthcheck { file }) => {
+            let config = match Config::load(&file) {
+                Ok(config) => config,
+                Err(e) => return usage_error(e),
+            };
+            match healthcheck(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("session-proxy: unhealthy: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Route { config, keys }) => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
@@ -101,11 +120,56 @@ fn usage_error(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EX_USAGE)
 }
 
+/// GET /healthz on the admin listener the config names (an unspecified
+/// host, 0.0.0.0 or [::], is asked on loopback).
+fn healthcheck(config: &Config) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+    let address = config
+        .admin
+        .address
+        .as_deref()
+        .ok_or("the config has no [admin] address")?;
+    let mut target: SocketAddr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("{address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address}: no address"))?;
+    if target.ip().is_unspecified() {
+        target.set_ip(if target.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let limit = Duration::from_secs(2);
+    let mut stream =
+        TcpStream::connect_timeout(&target, limit).map_err(|e| format!("{target}: {e}"))?;
+    stream
+        .set_read_timeout(Some(limit))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    let _ = stream.take(256).read_to_string(&mut answer);
+    match answer.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!(
+            "{target} answered {:?}",
+            answer.lines().next().unwrap_or("")
+        )),
+    }
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in a file or journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -133,6 +197,7 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         let prometheus = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
             .install_recorder()?;
+        session_proxy::metrics::describe();
         let listeners = Listeners::bind(&config).await?;
         let admin = match &config.admin.address {
             Some(address) => Some(

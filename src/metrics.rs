@@ -25,6 +25,149 @@ const REQUEST_DURATION: &str = "session_proxy_request_duration_seconds";
 /// The backend round-trip histogram's name.
 pub const BACKEND_DURATION: &str = "session_proxy_backend_request_duration_seconds";
 
+/// Every series the proxy exports: name, type, labels, meaning. `describe`
+/// gives the exporter each HELP line from here, the proxy's own histograms
+/// print theirs from here, and a test keeps README's reference table equal
+/// to it.
+pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
+    (
+        "session_proxy_requests_total",
+        "counter",
+        "command, outcome",
+        "Requests answered, by command and outcome (ok or error).",
+    ),
+    (
+        REQUEST_DURATION,
+        "histogram",
+        "command",
+        "Client-observed request latency: request decoded to reply ready, in seconds.",
+    ),
+    (
+        BACKEND_DURATION,
+        "histogram",
+        "backend",
+        "Backend round trip: command written to its reply read, in seconds.",
+    ),
+    (
+        "session_proxy_client_connections",
+        "gauge",
+        "",
+        "Client connections open now.",
+    ),
+    (
+        "session_proxy_received_bytes_total",
+        "counter",
+        "",
+        "Bytes read from clients.",
+    ),
+    (
+        "session_proxy_sent_bytes_total",
+        "counter",
+        "",
+        "Bytes written to clients.",
+    ),
+    (
+        "session_proxy_refused_keys_total",
+        "counter",
+        "",
+        "Requests refused because a key is outside the allowed prefixes.",
+    ),
+    (
+        "session_proxy_refused_commands_total",
+        "counter",
+        "",
+        "Requests refused: unknown command, or not permitted to the user.",
+    ),
+    (
+        "session_proxy_rejected_clients_total",
+        "counter",
+        "",
+        "Connections refused because max_clients were connected.",
+    ),
+    (
+        "session_proxy_clients_closed_total",
+        "counter",
+        "reason",
+        "Clients closed by a limit: output_limit, max_memory or idle_timeout.",
+    ),
+    (
+        "session_proxy_reloads_total",
+        "counter",
+        "outcome",
+        "Config reloads, by outcome (ok or error).",
+    ),
+    (
+        "session_proxy_backend_up",
+        "gauge",
+        "backend",
+        "1 while the backend is considered up, 0 while down.",
+    ),
+    (
+        "session_proxy_backend_connections",
+        "gauge",
+        "backend",
+        "Connections to the backend established now.",
+    ),
+    (
+        "session_proxy_backend_errors_total",
+        "counter",
+        "backend",
+        "Failed connects, lost connections, timeouts and failed probes.",
+    ),
+    (
+        "session_proxy_backend_protocol_errors_total",
+        "counter",
+        "backend",
+        "Backend replies refused as invalid, too deep or too large (each re-makes its connection).",
+    ),
+    (
+        "session_proxy_backend_probes_total",
+        "counter",
+        "backend, outcome",
+        "Health probes (PING) of a down or idle backend, by outcome.",
+    ),
+    (
+        "session_proxy_backend_fast_failures_total",
+        "counter",
+        "backend",
+        "Requests answered at once with an error because the backend was down.",
+    ),
+    (
+        "session_proxy_sentinel_switches_total",
+        "counter",
+        "backend",
+        "Master switches followed for a Sentinel backend.",
+    ),
+    (
+        "session_proxy_sentinels_known",
+        "gauge",
+        "backend",
+        "Sentinels known for a Sentinel backend (configured and learned).",
+    ),
+];
+
+/// Gives the installed recorder the HELP text of every series it exports.
+pub fn describe() {
+    for &(name, kind, _, help) in CATALOGUE {
+        match kind {
+            "counter" => metrics::describe_counter!(name, help),
+            "gauge" => metrics::describe_gauge!(name, help),
+            // The histograms are rendered here, with their HELP.
+            _ => {}
+        }
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of one of the proxy's own histograms.
+pub fn histogram_header(name: &str, out: &mut String) {
+    let help = CATALOGUE
+        .iter()
+        .find(|entry| entry.0 == name)
+        .map_or("", |entry| entry.3);
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+}
+
 /// A histogram over [`LATENCY_BUCKETS`] kept as counters. Recording costs two
 /// atomic adds and its memory is fixed: the exporter's own histograms keep
 /// every sample until the next upkeep, which at a million requests a second
@@ -150,7 +293,8 @@ impl Metrics {
     /// The Prometheus text of what is kept here rather than in the recorder:
     /// the per-command latency histograms.
     pub fn render(&self) -> String {
-        let mut out = format!("# TYPE {REQUEST_DURATION} histogram\n");
+        let mut out = String::new();
+        histogram_header(REQUEST_DURATION, &mut out);
         for command in &self.commands {
             let labels = format!("command=\"{}\"", command.name);
             command.latency.render(REQUEST_DURATION, &labels, &mut out);
@@ -184,6 +328,11 @@ pub struct BackendMetrics {
     /// Replies that were not valid, too deep or too large: each ended its connection.
     pub protocol_errors: Counter,
     pub sentinel_switches: Counter,
+    /// Health probes, by outcome.
+    pub probes_ok: Counter,
+    pub probes_failed: Counter,
+    /// Requests answered at once because the backend was down.
+    pub fast_failures: Counter,
     /// Sentinels the monitor knows of (configured and learned); 0 for a fixed backend.
     pub sentinels_known: Gauge,
     /// The same count, readable here for INFO and /topology.
@@ -219,6 +368,9 @@ impl BackendMetrics {
             errors: counter!("session_proxy_backend_errors_total", "backend" => id.clone()),
             protocol_errors: counter!("session_proxy_backend_protocol_errors_total", "backend" => id.clone()),
             sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id.clone()),
+            probes_ok: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "ok"),
+            probes_failed: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "error"),
+            fast_failures: counter!("session_proxy_backend_fast_failures_total", "backend" => id.clone()),
             sentinels_known: gauge!("session_proxy_sentinels_known", "backend" => id),
             sentinels: std::sync::atomic::AtomicUsize::new(0),
             sentinel_list: Mutex::new(Vec::new()),
@@ -258,6 +410,51 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alerts_and_the_dashboard_use_only_exported_series() {
+        let files = [
+            include_str!("../config/alerts.yml"),
+            include_str!("../config/grafana-dashboard.json"),
+        ];
+        let mut used = 0;
+        for text in files {
+            for (at, _) in text.match_indices("session_proxy_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    CATALOGUE.iter().any(|entry| entry.0 == base),
+                    "{name} is not a series the proxy exports"
+                );
+                used += 1;
+            }
+        }
+        assert!(used > 10);
+    }
+
+    #[test]
+    fn the_readme_reference_table_is_the_catalogue() {
+        let readme = include_str!("../README.md");
+        for &(name, kind, labels, help) in CATALOGUE {
+            let row = format!("| `{name}` | {kind} | {labels} | {help} |");
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+        let rows = readme
+            .lines()
+            .filter(|l| l.starts_with("| `session_proxy_"))
+            .count();
+        assert_eq!(
+            rows,
+            CATALOGUE.len(),
+            "README lists series the proxy does not export"
+        );
+    }
 
     #[test]
     fn latency_histogram_renders_cumulative_buckets_sum_and_count() {

@@ -121,6 +121,7 @@ fn fixed_cases() -> Vec<(&'static str, Vec<Vec<Vec<u8>>>)> {
         case(&lines.iter().map(|s| s.as_str()).collect::<Vec<_>>())
     };
     vec![
+        ("slowlog help", case(&["SLOWLOG HELP", "SLOWLOG help", "SLOWLOG HELP x", "SLOWLOG NOPE"])),
         ("get-set", case(&["GET s:1", "SET s:1 v", "GET s:1", "SET s:1 w", "GET s:1", "SET s:1 \\s", "GET s:1"])),
         (
             "set-options",

@@ -226,6 +226,18 @@ fn metrics_count_known_traffic() {
         )
         .unwrap_or(0.0);
     assert!(backend_requests >= 1.0, "{metrics}");
+    // Every series the proxy exports has its HELP and TYPE, with the type
+    // the reference table gives.
+    for &(name, kind, _, _) in session_proxy::metrics::CATALOGUE {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "no HELP for {name} in:\n{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("# TYPE {name} {kind}\n")),
+            "no TYPE {kind} for {name} in:\n{metrics}"
+        );
+    }
     assert!(sample(&metrics, "session_proxy_received_bytes_total").unwrap_or(0.0) > 0.0);
     assert!(sample(&metrics, "session_proxy_sent_bytes_total").unwrap_or(0.0) > 0.0);
     assert_eq!(
