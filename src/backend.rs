@@ -259,20 +259,20 @@ impl Backend {
     ) -> Backend {
         let id: Arc<str> = Arc::from(id);
         let metrics = Arc::new(BackendMetrics::new(&id));
-        let (endpoint, fixed, recheck) = match &target.source {
+        let (endpoint, fixed, recheck, failover) = match &target.source {
             Source::Fixed(endpoint) => {
                 let (tx, rx) = watch::channel(Some(endpoint.clone()));
-                (rx, Some(Arc::new(tx)), None)
+                (rx, Some(Arc::new(tx)), None, None)
             }
             Source::Sentinel(sentinel) => {
-                let (rx, recheck) = crate::sentinel::start(
+                let (rx, recheck, failover) = crate::sentinel::start(
                     id.clone(),
                     sentinel.clone(),
                     &target,
                     settings.clone(),
                     metrics.clone(),
                 );
-                (rx, None, Some(recheck))
+                (rx, None, Some(recheck), Some(failover))
             }
         };
         let health = Arc::new(Health::new(id.clone(), &settings, metrics.clone()));
@@ -298,6 +298,7 @@ impl Backend {
                     jobs: rx,
                     endpoint: endpoint.clone(),
                     recheck: recheck.clone(),
+                    failover: failover.clone(),
                     health: health.clone(),
                     min_replicas_ack,
                     held: None,
@@ -503,6 +504,10 @@ struct Connection {
     endpoint: watch::Receiver<Option<Endpoint>>,
     /// Asks the Sentinel monitor to re-check the master at once.
     recheck: Option<Arc<Notify>>,
+    /// True while the Sentinel group fails its master over: take no new
+    /// jobs (they wait in `jobs`, each bounded by its client's request
+    /// timeout) until the new master is published or the failover aborts.
+    failover: Option<watch::Receiver<bool>>,
     health: Arc<Health>,
     min_replicas_ack: u32,
     /// The reply of a write waiting for its WAIT.
@@ -621,9 +626,11 @@ impl Connection {
         // One wait for a new master for the whole session (on a copy of the
         // receiver, which has seen the same version): a fresh `changed()` per
         // turn of the loop would register and unregister a waiter each time.
-        let mut endpoint = self.endpoint.clone();
-        let master_moved = endpoint.changed();
+        let mut moved = self.endpoint.clone();
+        let master_moved = moved.changed();
         tokio::pin!(master_moved);
+        let endpoint = self.endpoint.clone();
+        let mut failover = self.failover.clone();
         let end = loop {
             if draining && owed.is_empty() {
                 break if closing {
@@ -642,7 +649,12 @@ impl Connection {
                 }
                 None => armed = None,
             }
+            // A failover under way, or a new master published that this
+            // session has not switched to yet: nothing more goes out here.
+            let held = failover.as_ref().is_some_and(|f| *f.borrow())
+                || endpoint.has_changed().unwrap_or(true);
             let can_take = !draining
+                && !held
                 && owed.len() < self.settings.max_pending
                 && outbox.len() < WRITE_HIGH_WATER;
 
@@ -704,6 +716,18 @@ impl Connection {
                         Err(_) => break SessionEnd::Closed,
                     }
                 }
+                // Only while held, so the usual path pays nothing for it.
+                _ = async {
+                    match failover.as_mut() {
+                        Some(f) => {
+                            if f.changed().await.is_err() {
+                                // The monitor is gone (only when the proxy stops).
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                }, if held && !draining => {}
                 _ = &mut deadline, if armed.is_some() => {
                     break SessionEnd::Failed(BackendError::Timeout {
                         backend: self.backend.clone(),
@@ -1112,6 +1136,7 @@ mod tests {
             jobs,
             endpoint,
             recheck: Some(recheck),
+            failover: None,
             min_replicas_ack: 0,
             held: None,
             metrics,

@@ -139,6 +139,18 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "Master switches followed for a Sentinel backend.",
     ),
     (
+        "session_proxy_failover_holds_total",
+        "counter",
+        "backend",
+        "Sentinel failovers during which the backend's requests were held (none reach a master being demoted).",
+    ),
+    (
+        "session_proxy_backend_holding",
+        "gauge",
+        "backend",
+        "1 while a failover holds the backend's requests, 0 otherwise.",
+    ),
+    (
         "session_proxy_sentinels_known",
         "gauge",
         "backend",
@@ -328,6 +340,10 @@ pub struct BackendMetrics {
     /// Replies that were not valid, too deep or too large: each ended its connection.
     pub protocol_errors: Counter,
     pub sentinel_switches: Counter,
+    /// Failovers during which the backend's requests were held, and 1 while
+    /// they are.
+    pub failover_holds: Counter,
+    pub holding: Gauge,
     /// Health probes, by outcome.
     pub probes_ok: Counter,
     pub probes_failed: Counter,
@@ -368,6 +384,8 @@ impl BackendMetrics {
             errors: counter!("session_proxy_backend_errors_total", "backend" => id.clone()),
             protocol_errors: counter!("session_proxy_backend_protocol_errors_total", "backend" => id.clone()),
             sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id.clone()),
+            failover_holds: counter!("session_proxy_failover_holds_total", "backend" => id.clone()),
+            holding: gauge!("session_proxy_backend_holding", "backend" => id.clone()),
             probes_ok: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "ok"),
             probes_failed: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "error"),
             fast_failures: counter!("session_proxy_backend_fast_failures_total", "backend" => id.clone()),

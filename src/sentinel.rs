@@ -41,9 +41,14 @@ pub fn start(
     target: &Target,
     settings: Arc<PoolSettings>,
     metrics: Arc<BackendMetrics>,
-) -> (watch::Receiver<Option<Endpoint>>, Arc<Notify>) {
+) -> (
+    watch::Receiver<Option<Endpoint>>,
+    Arc<Notify>,
+    watch::Receiver<bool>,
+) {
     let (tx, rx) = watch::channel(None);
     let recheck = Arc::new(Notify::new());
+    let (failover, failover_rx) = watch::channel(false);
     let known = sentinel
         .addresses
         .iter()
@@ -59,13 +64,14 @@ pub fn start(
         settings,
         master: tx,
         recheck: recheck.clone(),
+        failover: Arc::new(failover),
         known,
         metrics,
     };
     let span =
         tracing::info_span!("sentinel", backend = %backend, master = %monitor.sentinel.master);
     tokio::spawn(monitor.run().instrument(span));
-    (rx, recheck)
+    (rx, recheck, failover_rx)
 }
 
 /// A sentinel the monitor knows of.
@@ -85,6 +91,13 @@ struct Monitor {
     master: watch::Sender<Option<Endpoint>>,
     /// Woken by `+switch-master` subscribers and by connections.
     recheck: Arc<Notify>,
+    /// True from the moment the sentinels start failing the master over
+    /// until the new master is confirmed and published (or the failover is
+    /// aborted): the backend's connections take no new requests meanwhile,
+    /// so no write reaches a master that is being demoted and lost when it
+    /// resyncs. Set by the subscribers, cleared by the monitor (or by a
+    /// subscriber on an abort).
+    failover: Arc<watch::Sender<bool>>,
     known: Vec<Known>,
     metrics: Arc<BackendMetrics>,
 }
@@ -102,6 +115,9 @@ impl Monitor {
         for known in &self.known {
             self.subscribe(known.address.clone(), Arc::downgrade(&alive));
         }
+        let mut failover = self.failover.subscribe();
+        // The master when the failover began, and when; `None` when none is on.
+        let mut hold: Option<(Option<Endpoint>, Instant)> = None;
         loop {
             let found = self.discover(&alive).await;
             match &found {
@@ -120,7 +136,23 @@ impl Monitor {
                 }
                 None => warn!("no sentinel named a reachable master"),
             }
-            let wait = if found.is_some() {
+            if let Some((from, since)) = &hold {
+                // Released once the new master is published (connections
+                // have switched, or will before they take a request), or
+                // after HOLD_MAX if the sentinels never finish.
+                if *self.master.borrow() != *from {
+                    info!("failover done: held requests go to the new master");
+                    hold = None;
+                    self.metrics.holding.set(0.0);
+                    self.failover.send_replace(false);
+                } else if since.elapsed() >= HOLD_MAX {
+                    warn!("failover did not finish in time: releasing held requests to the current master");
+                    hold = None;
+                    self.metrics.holding.set(0.0);
+                    self.failover.send_replace(false);
+                }
+            }
+            let wait = if found.is_some() && hold.is_none() {
                 self.settings.sentinel_recheck
             } else {
                 SEARCH_INTERVAL.min(self.settings.sentinel_recheck)
@@ -128,6 +160,19 @@ impl Monitor {
             tokio::select! {
                 _ = sleep(wait) => {}
                 _ = self.recheck.notified() => debug!("re-check requested"),
+                changed = failover.changed() => {
+                    if changed.is_ok() {
+                        let on = *failover.borrow_and_update();
+                        if on && hold.is_none() {
+                            hold = Some((self.master.borrow().clone(), Instant::now()));
+                            self.metrics.failover_holds.increment(1);
+                            self.metrics.holding.set(1.0);
+                        } else if !on {
+                            hold = None;
+                            self.metrics.holding.set(0.0);
+                        }
+                    }
+                }
                 _ = self.master.closed() => return,
             }
         }
@@ -258,6 +303,7 @@ impl Monitor {
     /// Starts a task that wakes the monitor on this sentinel's `+switch-master`.
     fn subscribe(&self, address: String, alive: Weak<()>) {
         let recheck = self.recheck.clone();
+        let failover = self.failover.clone();
         let sentinel = self.sentinel.clone();
         let settings = self.settings.clone();
         let span = tracing::debug_span!("subscriber", sentinel = %address);
@@ -269,6 +315,7 @@ impl Monitor {
                         &address,
                         &sentinel,
                         &recheck,
+                        &failover,
                         &alive,
                         settings.sentinel_timeout,
                     )
@@ -357,6 +404,82 @@ pub fn read_answers(
     Ok((Endpoint::Tcp(format!("{ip}:{port}")), epoch, learned))
 }
 
+/// The Sentinel event channels the subscribers follow: `+switch-master`,
+/// and the failover's progress (it starts, advances, ends or aborts).
+const FAILOVER_CHANNELS: &[&str] = &[
+    "+switch-master",
+    "+try-failover",
+    "+elected-leader",
+    "+failover-state-select-slave",
+    "+selected-slave",
+    "+failover-state-send-slaveof-noone",
+    "+failover-state-wait-promotion",
+    "+promoted-slave",
+    "+failover-state-reconf-slaves",
+    "+failover-end",
+    "+failover-end-for-timeout",
+    "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave",
+    "-failover-abort-slave-timeout",
+    "-failover-abort-master-timeout",
+];
+
+/// The longest requests are held for one failover; past it they go to the
+/// current master (sentinels that never finish must not stop traffic).
+const HOLD_MAX: Duration = Duration::from_secs(30);
+
+/// What a Sentinel event says about our master's failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverEvent {
+    /// It started or is under way before the promotion: hold requests.
+    Started,
+    /// It went on past the promotion or ended: look for the new master now.
+    Progress,
+    /// It was given up: the old master stays.
+    Aborted,
+}
+
+/// Reads a pub/sub message (`message`, channel, payload) from a sentinel.
+/// Payloads name the instance as `<type> <name> <ip> <port>`, followed for a
+/// replica by `@ <master> <ip> <port>`; only events about `master` count.
+pub fn failover_event(message: &Reply, master: &str) -> Option<FailoverEvent> {
+    let Reply::Array(items) = message else {
+        return None;
+    };
+    let (Some(Reply::Bulk(kind)), Some(Reply::Bulk(channel)), Some(Reply::Bulk(payload))) =
+        (items.first(), items.get(1), items.get(2))
+    else {
+        return None;
+    };
+    if &kind[..] != b"message" {
+        return None;
+    }
+    let payload = std::str::from_utf8(payload).ok()?;
+    let words: Vec<&str> = payload.split_whitespace().collect();
+    let about = match words.iter().position(|w| *w == "@") {
+        Some(at) => words.get(at + 1).copied(),
+        None if words.first() == Some(&"master") => words.get(1).copied(),
+        None => None,
+    };
+    if about != Some(master) {
+        return None;
+    }
+    match &channel[..] {
+        b"+try-failover"
+        | b"+elected-leader"
+        | b"+failover-state-select-slave"
+        | b"+selected-slave"
+        | b"+failover-state-send-slaveof-noone"
+        | b"+failover-state-wait-promotion" => Some(FailoverEvent::Started),
+        b"+promoted-slave"
+        | b"+failover-state-reconf-slaves"
+        | b"+failover-end"
+        | b"+failover-end-for-timeout" => Some(FailoverEvent::Progress),
+        c if c.starts_with(b"-failover-abort") => Some(FailoverEvent::Aborted),
+        _ => None,
+    }
+}
+
 /// Whether a message on the `+switch-master` channel is about our master
 /// (`prefix` is its name and a space).
 pub fn is_switch_for(message: &Reply, prefix: &[u8]) -> bool {
@@ -394,16 +517,17 @@ async fn listen(
     address: &str,
     sentinel: &Sentinel,
     recheck: &Notify,
+    failover: &watch::Sender<bool>,
     alive: &Weak<()>,
     limit: Duration,
 ) -> Result<(), String> {
     let stream = timeout(limit, open(&sentinel_endpoint(address)))
         .await
         .map_err(|_| "connect timed out".to_string())??;
-    let subscribe = vec![
-        Bytes::from_static(b"SUBSCRIBE"),
-        Bytes::from_static(b"+switch-master"),
-    ];
+    let subscribe: Vec<Bytes> = std::iter::once(&b"SUBSCRIBE"[..])
+        .chain(FAILOVER_CHANNELS.iter().map(|c| c.as_bytes()))
+        .map(Bytes::copy_from_slice)
+        .collect();
     let (user, password) = (sentinel.username.as_deref(), sentinel.password.as_deref());
     let mut rbuf = BytesMut::new();
     let replies = timeout(
@@ -415,7 +539,7 @@ async fn listen(
     if let Some(Reply::Error(e)) = replies.first() {
         return Err(String::from_utf8_lossy(e).into_owned());
     }
-    debug!("subscribed to +switch-master");
+    debug!("subscribed to the failover events");
     let prefix = format!("{} ", sentinel.master);
     loop {
         while let Some(frame) = BackendReplyDecoder::default()
@@ -426,6 +550,18 @@ async fn listen(
             if is_switch_for(&message, prefix.as_bytes()) {
                 info!(event = ?message, "+switch-master");
                 recheck.notify_one();
+            }
+            match failover_event(&message, &sentinel.master) {
+                // send_replace returns the previous value: log changes only.
+                Some(FailoverEvent::Started) if !failover.send_replace(true) => {
+                    info!(event = ?message, "failover started: holding requests");
+                }
+                Some(FailoverEvent::Aborted) if failover.send_replace(false) => {
+                    info!(event = ?message, "failover aborted: requests go to the old master");
+                }
+                Some(FailoverEvent::Started | FailoverEvent::Aborted) => {}
+                Some(FailoverEvent::Progress) => recheck.notify_one(),
+                None => {}
             }
         }
         // Wake now and then to notice that the monitor is gone.
@@ -445,6 +581,55 @@ async fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failover_events_about_our_master() {
+        let message = |channel: &str, payload: &str| {
+            Reply::Array(vec![
+                Reply::bulk(Bytes::from_static(b"message")),
+                Reply::bulk(Bytes::copy_from_slice(channel.as_bytes())),
+                Reply::bulk(Bytes::copy_from_slice(payload.as_bytes())),
+            ])
+        };
+        let ours = "master shard-a 127.0.0.1 6380";
+        assert_eq!(
+            failover_event(&message("+try-failover", ours), "shard-a"),
+            Some(FailoverEvent::Started)
+        );
+        assert_eq!(
+            failover_event(
+                &message("+try-failover", "master shard-b 127.0.0.1 6390"),
+                "shard-a"
+            ),
+            None
+        );
+        assert_eq!(
+            failover_event(
+                &message(
+                    "+promoted-slave",
+                    "slave 127.0.0.1:6381 127.0.0.1 6381 @ shard-a 127.0.0.1 6380"
+                ),
+                "shard-a"
+            ),
+            Some(FailoverEvent::Progress)
+        );
+        assert_eq!(
+            failover_event(&message("-failover-abort-no-good-slave", ours), "shard-a"),
+            Some(FailoverEvent::Aborted)
+        );
+        assert_eq!(
+            failover_event(&message("+sdown", ours), "shard-a"),
+            None,
+            "not a failover event"
+        );
+        // A subscribe confirmation is not a message.
+        let confirm = Reply::Array(vec![
+            Reply::bulk(Bytes::from_static(b"subscribe")),
+            Reply::bulk(Bytes::from_static(b"+try-failover")),
+            Reply::Int(1),
+        ]);
+        assert_eq!(failover_event(&confirm, "shard-a"), None);
+    }
 
     #[test]
     fn flat_maps() {

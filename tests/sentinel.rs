@@ -224,6 +224,76 @@ fn forced_failover_under_load_is_followed() {
         .any(|e| e.backend == 0 && e.write && e.ok && e.at > switched));
 }
 
+/// Every acknowledged SETEX still reads back its value; returns how many
+/// were checked and which were lost.
+fn lost_writes(proxy: &Proxy, events: &[Event]) -> (usize, Vec<String>) {
+    let mut client = proxy.client();
+    let acknowledged: Vec<&Event> = events.iter().filter(|e| e.write && e.ok).collect();
+    let mut lost = Vec::new();
+    for event in &acknowledged {
+        let reply = client.cmd(&["GET", &event.key]);
+        let want = format!("${}\r\n{}\r\n", event.value.len(), event.value);
+        if reply != want.as_bytes() {
+            lost.push(event.key.clone());
+        }
+    }
+    (acknowledged.len(), lost)
+}
+
+#[test]
+fn planned_failover_loses_no_acknowledged_write_without_min_replicas_ack() {
+    // One replica and no WAIT: only holding requests while the sentinels
+    // fail the master over keeps the old master from acknowledging writes
+    // that vanish when it resyncs from the new one.
+    let _serial = serial();
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let proxy = proxy_for(&[("a", &a, 0), ("b", &b, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
+
+    let load = Load::start(&proxy, 4, false);
+    load.wait_writes(0, 300);
+    let fault = Instant::now();
+    a.failover();
+    let new = a.wait_new_master(&old);
+    let announced = Instant::now();
+    wait_proxy_master(&proxy, 0, &new);
+    let switched = Instant::now();
+    load.wait_writes(0, 500);
+    let events = load.finish();
+    let (_, _, errors_other) = report(
+        "SENTINEL FAILOVER, min_replicas_ack = 0",
+        &events,
+        fault,
+        switched,
+        announced,
+    );
+    assert_eq!(errors_other, 0, "the other shard must not see errors");
+    // Once the old master has resynced from the new one, every write the
+    // proxy acknowledged is there.
+    let old_node = a.node(&old).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "the old master never resynced as a replica",
+        || {
+            let info = old_node.client().text(&["INFO", "replication"]);
+            info.contains("role:slave") && info.contains("master_link_status:up")
+        },
+    );
+    let (acknowledged, lost) = lost_writes(&proxy, &events);
+    println!("acknowledged writes: {acknowledged}, lost: {}", lost.len());
+    assert!(acknowledged > 500);
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {} of {acknowledged}, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
 #[test]
 fn killed_master_loses_no_acknowledged_write_with_min_replicas_ack() {
     let _serial = serial();
