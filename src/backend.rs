@@ -533,6 +533,7 @@ impl Connection {
                     let reason = match attempt {
                         Ok(Ok((stream, db))) => {
                             info!(%endpoint, "backend connected");
+                            self.metrics.connects.increment(1);
                             self.health.success();
                             let started = Instant::now();
                             self.health.connected.fetch_add(1, Ordering::Relaxed);
@@ -618,6 +619,12 @@ impl Connection {
         let deadline = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(deadline);
         let mut armed: Option<Instant> = None;
+        // The connection is dead only when no reply bytes came for a request
+        // timeout, never because requests queued behind a big batch are old:
+        // `progress` is when bytes last came, `floor` the progress the
+        // deadline last took into account (moved forward when it fires).
+        let mut progress = Instant::now();
+        let mut floor = progress;
         // After a master switch: take no new jobs, answer what was sent, then go.
         let mut draining = false;
 
@@ -641,7 +648,7 @@ impl Connection {
             }
             match owed.front() {
                 Some(first) => {
-                    let at = first.sent_at() + request_timeout;
+                    let at = first.sent_at().max(floor) + request_timeout;
                     if armed != Some(at) {
                         deadline.as_mut().reset(at);
                         armed = Some(at);
@@ -667,6 +674,7 @@ impl Connection {
                     match stream.try_read_buf(&mut rbuf, crate::net::BACKEND_READ) {
                         Ok(0) => break self.lost("closed by the server".into()),
                         Ok(_) => {
+                            progress = Instant::now();
                             if let Err(end) = self.take_replies(&mut rbuf, &mut owed) {
                                 break end;
                             }
@@ -729,6 +737,11 @@ impl Connection {
                     }
                 }, if held && !draining => {}
                 _ = &mut deadline, if armed.is_some() => {
+                    if progress > floor && progress + request_timeout > Instant::now() {
+                        // Replies are still coming: it is alive, only busy.
+                        floor = progress;
+                        continue;
+                    }
                     break SessionEnd::Failed(BackendError::Timeout {
                         backend: self.backend.clone(),
                         timeout_ms: request_timeout.as_millis() as u64,

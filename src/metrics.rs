@@ -109,6 +109,12 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "Connections to the backend established now.",
     ),
     (
+        "session_proxy_backend_connects_total",
+        "counter",
+        "backend",
+        "Connections made to the backend since start (client connections only, not probes): it stays put while the backend is healthy.",
+    ),
+    (
         "session_proxy_backend_errors_total",
         "counter",
         "backend",
@@ -332,8 +338,10 @@ pub struct BackendMetrics {
     /// rates.
     pub replies: AtomicU64,
     pub failed: AtomicU64,
-    /// Connections currently established.
+    /// Connections currently established, and made since start (a healthy
+    /// backend's count stays put).
     pub connections: Gauge,
+    pub connects: Counter,
     /// 1 while the backend is considered up.
     pub up: Gauge,
     pub errors: Counter,
@@ -380,6 +388,7 @@ impl BackendMetrics {
             replies: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             connections: gauge!("session_proxy_backend_connections", "backend" => id.clone()),
+            connects: counter!("session_proxy_backend_connects_total", "backend" => id.clone()),
             up,
             errors: counter!("session_proxy_backend_errors_total", "backend" => id.clone()),
             protocol_errors: counter!("session_proxy_backend_protocol_errors_total", "backend" => id.clone()),

@@ -77,3 +77,77 @@ fn requests_for_a_down_backend_fail_at_once() {
         || client.text(&["GET", &on_a]) == "$1\r\nv\r\n",
     );
 }
+
+/// The ids of a server's clients other than the one asking (the proxy's).
+fn other_clients(redis: &Redis) -> Vec<String> {
+    redis
+        .client()
+        .text(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .map(String::from)
+        })
+        .collect()
+}
+
+#[test]
+fn a_busy_backend_is_not_taken_for_dead() {
+    // Eight clients pipeline 400 GETs of 100 KB and do not read: 320 MB
+    // of replies stream for far longer than the request timeout. Requests
+    // queued behind them are old, but replies keep coming: the connection
+    // must stay, and the heavy clients get their own timeouts only.
+    let a = Redis::start();
+    let proxy = Proxy::start(&config_for(
+        &[("a", a.address(), 1.0)],
+        "[pool]\nrequest_timeout_ms = 150\n[limits]\nclient_output_bytes = 0\nmax_memory_bytes = 0",
+    ));
+    let value = "x".repeat(100_000);
+    assert_eq!(
+        proxy.client().text(&["SET", "session:big", &value]),
+        "+OK\r\n"
+    );
+    let before = other_clients(&a);
+    assert!(!before.is_empty());
+    let port = proxy.port;
+    // 400 GETs fit in one of the proxy's reads: each client's are all read
+    // before replies pile up and the proxy stops reading it.
+    let packet = common::RawClient::encode(&[b"GET", b"session:big"]).repeat(400);
+    let heavy: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let packet = packet.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = writer.write_all(&packet);
+            });
+            stream
+        })
+        .collect();
+    // Until every heavy request has been answered by the backend (the
+    // replies sit in the proxy, unread), as INFO's command count shows.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the GETs never ran",
+        || {
+            let info = a.client().text(&["INFO", "commandstats"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                .and_then(|v| v.split(',').next()?.parse::<u64>().ok())
+                .is_some_and(|calls| calls >= 8 * 400)
+        },
+    );
+    drop(heavy);
+    // The connections the proxy had are the ones it still has.
+    let after = other_clients(&a);
+    for id in &before {
+        assert!(
+            after.contains(id),
+            "the proxy re-made its connection to a healthy backend ({before:?} -> {after:?})"
+        );
+    }
+}
