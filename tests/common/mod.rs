@@ -54,13 +54,28 @@ impl Redis {
         Redis::start_with(&[])
     }
 
-    /// Starts redis-server with extra `--name value` arguments.
+    /// Starts redis-server with extra `--name value` arguments on a free
+    /// port. `free_port` releases the port before redis-server binds it, so
+    /// another process can take it meanwhile: then redis-server exits, and
+    /// another port is tried.
     pub fn start_with(extra: &[&str]) -> Redis {
-        Redis::start_on(free_port(), extra)
+        for _ in 0..5 {
+            if let Some(redis) = Redis::try_start_on(free_port(), extra) {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     /// Starts redis-server on a given port.
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        Redis::try_start_on(port, extra)
+            .unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
+    }
+
+    /// Starts redis-server on `port` and waits until it answers PING;
+    /// `None` if it exits first (the port was taken).
+    fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
         let dir = tempfile::tempdir().expect("tempdir");
         let child = Command::new("redis-server")
             .args([
@@ -79,9 +94,39 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        let redis = Redis { port, dir, child };
-        redis.wait_ready();
-        redis
+        let mut redis = Redis { port, dir, child };
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if redis.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            if redis.answers_ping() {
+                return Some(redis);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One readiness probe: a refused or reset connection is "not yet".
+    fn answers_ping(&self) -> bool {
+        let Ok(mut client) = RawClient::try_connect(self.port) else {
+            return false;
+        };
+        if client
+            .stream
+            .write_all(&RawClient::encode(&[b"PING"]))
+            .is_err()
+        {
+            return false;
+        }
+        match client.try_read_reply() {
+            Ok(reply) => reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"),
+            Err(_) => false,
+        }
     }
 
     pub fn address(&self) -> String {
@@ -90,16 +135,6 @@ impl Redis {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    fn wait_ready(&self) {
-        let what = format!("redis-server on {} did not start", self.port);
-        wait_until(READY_LIMIT, Duration::from_millis(10), &what, || {
-            RawClient::try_connect(self.port).is_ok_and(|mut c| {
-                let reply = c.cmd(&["PING"]);
-                reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH")
-            })
-        });
     }
 
     /// A client connected straight to this server.
