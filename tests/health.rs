@@ -121,30 +121,30 @@ fn slow_backend(every: Duration) -> (String, Arc<AtomicUsize>) {
 
 #[test]
 fn a_busy_backend_is_not_taken_for_dead() {
-    // 40 pipelined commands answered one every 20 ms: the last waits 800 ms
-    // behind the others, longer than the 200 ms request timeout, but bytes
+    // 60 pipelined commands answered one every 20 ms: the last waits 1.2 s
+    // behind the others, longer than the 300 ms request timeout, but bytes
     // keep coming, so the connection is alive and must stay. (The client
     // gets its own timeout; that is right.)
     let (address, accepted) = slow_backend(Duration::from_millis(20));
     let proxy = Proxy::start(&config_for(
         &[("slow", address, 1.0)],
-        "[pool]\nrequest_timeout_ms = 200\nprobe_interval_ms = 60000",
+        "[pool]\nrequest_timeout_ms = 300\nprobe_interval_ms = 60000",
     ));
     let mut client = proxy.client();
-    let packet = common::RawClient::encode(&[b"SET", b"session:k", b"v"]).repeat(40);
+    let packet = common::RawClient::encode(&[b"SET", b"session:k", b"v"]).repeat(60);
     client.send_raw(&packet);
-    for _ in 0..40 {
-        // The 40 travel as one batch, answered together after 800 ms: the
+    for _ in 0..60 {
+        // The 60 travel as one batch, answered together after 1.2 s: the
         // client has had its own timeout by then. Never a lost connection.
         let reply = client.read_reply();
         assert!(
             reply == b"+OK\r\n"
-                || reply.starts_with(b"-ERR backend 'slow' did not answer within 200 ms"),
+                || reply.starts_with(b"-ERR backend 'slow' did not answer within 300 ms"),
             "{}",
             String::from_utf8_lossy(&reply)
         );
     }
-    // Once the backend has answered all 40, a new request goes over the same
+    // Once the backend has answered all 60, a new request goes over the same
     // connection.
     wait_until(
         READY_LIMIT,
