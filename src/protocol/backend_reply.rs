@@ -12,6 +12,10 @@ use bytes::BytesMut;
 use redis_protocol::resp2::types::BytesFrame as Resp2Frame;
 use tokio_util::codec::Decoder;
 
+// Redis writes every length and integer with ll2string, which string2ll
+// reads back, i64::MIN included.
+use super::request::string_to_i64;
+
 /// Deepest nesting accepted in a backend reply. Redis nests its replies a
 /// few levels (XINFO STREAM FULL and COMMAND DOCS, the deepest, about six).
 pub const MAX_REPLY_DEPTH: usize = 32;
@@ -52,10 +56,10 @@ pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, Reply
         pos = match kind {
             b'+' | b'-' => next,
             b':' => {
-                number(&buf[pos + 1..line_end]).ok_or(ReplyError::Invalid("bad integer"))?;
+                string_to_i64(&buf[pos + 1..line_end]).ok_or(ReplyError::Invalid("bad integer"))?;
                 next
             }
-            b'$' => match number(&buf[pos + 1..line_end]) {
+            b'$' => match string_to_i64(&buf[pos + 1..line_end]) {
                 Some(-1) => next,
                 Some(len) if len >= 0 => {
                     let len = len as usize;
@@ -73,7 +77,7 @@ pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, Reply
                 }
                 _ => return Err(ReplyError::Invalid("bad bulk length")),
             },
-            b'*' => match number(&buf[pos + 1..line_end]) {
+            b'*' => match string_to_i64(&buf[pos + 1..line_end]) {
                 Some(-1 | 0) => next,
                 Some(count) if count > 0 && count <= i64::from(u32::MAX) => {
                     let Some(slot) = open.get_mut(depth) else {
@@ -124,25 +128,6 @@ fn line(buf: &[u8], start: usize) -> Result<Option<(usize, usize)>, ReplyError> 
         None if rest.len() >= MAX_LINE => Err(ReplyError::Invalid("line too long")),
         None => Ok(None),
     }
-}
-
-/// A decimal as Redis writes one: an optional `-`, then digits.
-fn number(text: &[u8]) -> Option<i64> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
-    }
-    Some(if negative { -value } else { value })
 }
 
 /// Decodes whole replies for the proxy's own conversations with a server
@@ -200,6 +185,8 @@ mod tests {
             b"+OK\r\n",
             b"-ERR no\r\n",
             b":-12\r\n",
+            b":-9223372036854775808\r\n",
+            b":9223372036854775807\r\n",
             b"$-1\r\n",
             b"$0\r\n\r\n",
             b"$3\r\nabc\r\n",

@@ -296,7 +296,7 @@ fn read_line_number(
 /// Redis's `string2ll`: an optional `-`, then digits with no leading zero (or
 /// a lone `0`), nothing else, within `i64`. Stricter than `str::parse`, which
 /// also takes `+4` and `04`; Redis calls those invalid lengths.
-fn string_to_i64(text: &[u8]) -> Option<i64> {
+pub(crate) fn string_to_i64(text: &[u8]) -> Option<i64> {
     // LONG_STR_SIZE: 20 characters hold any i64.
     if text.is_empty() || text.len() > 20 {
         return None;
