@@ -437,11 +437,14 @@ pub enum FailoverEvent {
     Progress,
     /// It was given up: the old master stays.
     Aborted,
+    /// `+switch-master`: the sentinels name the new master.
+    Switched,
 }
 
 /// Reads a pub/sub message (`message`, channel, payload) from a sentinel.
 /// Payloads name the instance as `<type> <name> <ip> <port>`, followed for a
-/// replica by `@ <master> <ip> <port>`; only events about `master` count.
+/// replica by `@ <master> <ip> <port>`; `+switch-master`'s is `<master>
+/// <old ip> <old port> <new ip> <new port>`. Only events about `master` count.
 pub fn failover_event(message: &Reply, master: &str) -> Option<FailoverEvent> {
     let Reply::Array(items) = message else {
         return None;
@@ -458,6 +461,7 @@ pub fn failover_event(message: &Reply, master: &str) -> Option<FailoverEvent> {
     let words: Vec<&str> = payload.split_whitespace().collect();
     let about = match words.iter().position(|w| *w == "@") {
         Some(at) => words.get(at + 1).copied(),
+        None if &channel[..] == b"+switch-master" => words.first().copied(),
         None if words.first() == Some(&"master") => words.get(1).copied(),
         None => None,
     };
@@ -476,18 +480,8 @@ pub fn failover_event(message: &Reply, master: &str) -> Option<FailoverEvent> {
         | b"+failover-end"
         | b"+failover-end-for-timeout" => Some(FailoverEvent::Progress),
         c if c.starts_with(b"-failover-abort") => Some(FailoverEvent::Aborted),
+        b"+switch-master" => Some(FailoverEvent::Switched),
         _ => None,
-    }
-}
-
-/// Whether a message on the `+switch-master` channel is about our master
-/// (`prefix` is its name and a space).
-pub fn is_switch_for(message: &Reply, prefix: &[u8]) -> bool {
-    match message {
-        Reply::Array(items) => {
-            matches!(items.get(2), Some(Reply::Bulk(payload)) if payload.starts_with(prefix))
-        }
-        _ => false,
     }
 }
 
@@ -540,17 +534,12 @@ async fn listen(
         return Err(String::from_utf8_lossy(e).into_owned());
     }
     debug!("subscribed to the failover events");
-    let prefix = format!("{} ", sentinel.master);
     loop {
         while let Some(frame) = BackendReplyDecoder::default()
             .decode(&mut rbuf)
             .map_err(|e| e.to_string())?
         {
             let message = Reply::from_resp2(frame);
-            if is_switch_for(&message, prefix.as_bytes()) {
-                info!(event = ?message, "+switch-master");
-                recheck.notify_one();
-            }
             match failover_event(&message, &sentinel.master) {
                 // send_replace returns the previous value: log changes only.
                 Some(FailoverEvent::Started) if !failover.send_replace(true) => {
@@ -561,6 +550,10 @@ async fn listen(
                 }
                 Some(FailoverEvent::Started | FailoverEvent::Aborted) => {}
                 Some(FailoverEvent::Progress) => recheck.notify_one(),
+                Some(FailoverEvent::Switched) => {
+                    info!(event = ?message, "+switch-master");
+                    recheck.notify_one();
+                }
                 None => {}
             }
         }
@@ -616,6 +609,21 @@ mod tests {
         assert_eq!(
             failover_event(&message("-failover-abort-no-good-slave", ours), "shard-a"),
             Some(FailoverEvent::Aborted)
+        );
+        assert_eq!(
+            failover_event(
+                &message("+switch-master", "shard-a 127.0.0.1 6380 127.0.0.1 6381"),
+                "shard-a"
+            ),
+            Some(FailoverEvent::Switched)
+        );
+        assert_eq!(
+            failover_event(
+                &message("+switch-master", "shard-ab 127.0.0.1 6380 127.0.0.1 6381"),
+                "shard-a"
+            ),
+            None,
+            "another master whose name starts the same"
         );
         assert_eq!(
             failover_event(&message("+sdown", ours), "shard-a"),
