@@ -79,15 +79,13 @@ impl ReplyTo {
         }
     }
 
-    /// How many requests this answers.
-    fn requests(&self) -> u64 {
-        match self {
+    /// Answers with `error`, counting the requests it fails in `metrics`.
+    fn fail(self, error: BackendError, metrics: &BackendMetrics) {
+        let requests = match &self {
             ReplyTo::One(_) => 1,
             ReplyTo::Many { count, .. } => *count as u64,
-        }
-    }
-
-    fn fail(self, error: BackendError) {
+        };
+        metrics.failed.fetch_add(requests, Ordering::Relaxed);
         match self {
             ReplyTo::One(tx) => {
                 let _ = tx.send(Err(error));
@@ -408,26 +406,24 @@ impl Backend {
             // Down: answer at once rather than wait on a connect attempt;
             // the probe brings the backend back.
             self.health.metrics.fast_failures.increment(1);
-            self.health
-                .metrics
-                .failed
-                .fetch_add(job.reply.requests(), Ordering::Relaxed);
-            job.reply.fail(BackendError::Unavailable {
+            let error = BackendError::Unavailable {
                 backend: self.id.clone(),
                 reason: format!(
                     "down; probed every {} ms",
                     self.settings.probe_interval.as_millis()
                 ),
-            });
+            };
+            job.reply.fail(error, &self.health.metrics);
             return;
         }
         let index = (client_id % self.queues.len() as u64) as usize;
         if let Some(queue) = self.queues.get(index) {
             if let Err(mpsc::error::SendError(job)) = queue.send(job) {
-                job.reply.fail(BackendError::ConnectionLost {
+                let error = BackendError::ConnectionLost {
                     backend: self.id.clone(),
                     reason: "proxy is shutting down".into(),
-                });
+                };
+                job.reply.fail(error, &self.health.metrics);
             }
         }
     }
@@ -583,10 +579,7 @@ impl Connection {
             loop {
                 tokio::select! {
                     job = self.jobs.recv() => match job {
-                        Some(job) => {
-                            self.metrics.failed.fetch_add(job.reply.requests(), Ordering::Relaxed);
-                            job.reply.fail(reason.clone())
-                        }
+                        Some(job) => job.reply.fail(reason.clone(), &self.metrics),
                         None => return,
                     },
                     changed = self.endpoint.changed() => {

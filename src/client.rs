@@ -491,14 +491,11 @@ enum Event {
     Evicted,
 }
 
-/// Why a client was closed by a limit.
-fn limit_closed(shared: &Shared, why: &'static str) -> io::Result<()> {
-    match why {
-        "output" => shared.metrics.closed_output.increment(1),
-        "memory" => shared.metrics.closed_memory.increment(1),
-        _ => shared.metrics.closed_idle.increment(1),
-    }
-    tracing::info!(limit = why, "client closed by a limit");
+/// Ends a client that a limit closes: counted in `closed` (one of the
+/// `session_proxy_clients_closed_total` series) and logged with `limit`.
+fn limit_closed(closed: &metrics::Counter, limit: &'static str) -> io::Result<()> {
+    closed.increment(1);
+    tracing::info!(limit, "client closed by a limit");
     Ok(())
 }
 
@@ -616,7 +613,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         // Like Redis's client-output-buffer-limit: a client that lets this
         // much of its replies pile up unread is closed, alone.
         if limits.client_output_bytes > 0 && wbuf.len() > limits.client_output_bytes {
-            return limit_closed(shared, "output");
+            return limit_closed(&shared.metrics.closed_output, "output");
         }
         // 3. Write what the socket takes now, unless a reply further on is
         // still to come. Like Redis, which writes a pipeline's replies once it
@@ -696,12 +693,12 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
             Event::Drain => draining = true,
-            Event::Evicted => return limit_closed(shared, "memory"),
+            Event::Evicted => return limit_closed(&shared.metrics.closed_memory, "memory"),
             Event::IdleTimer => {
                 idle_armed = false;
                 let idle_now = queue.is_empty() && wbuf.is_empty();
                 if idle_now && !idle_timeout.is_zero() && last_read.elapsed() >= idle_timeout {
-                    return limit_closed(shared, "idle");
+                    return limit_closed(&shared.metrics.closed_idle, "idle");
                 }
             }
             Event::Timer => {

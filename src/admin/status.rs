@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
-use crate::config::Source;
 use crate::metrics::{unix_now, LATENCY_BUCKETS};
 use crate::server::Shared;
 
@@ -27,9 +26,9 @@ pub fn status(shared: &Shared) -> Value {
         .map(|(spec, backend)| {
             let metrics = backend.metrics();
             let up = backend.is_up();
-            let sentinel = match &backend_source(spec) {
-                Some(master) => json!({
-                    "master": master,
+            let sentinel = match &spec.sentinel {
+                Some(sentinel) => json!({
+                    "master": sentinel.master,
                     "sentinels": metrics.sentinel_list.lock().map(|l| l.clone()).unwrap_or_default(),
                 }),
                 None => Value::Null,
@@ -93,12 +92,4 @@ pub fn status(shared: &Shared) -> Value {
         // progress bar when this is an object.
         "migration": Value::Null,
     })
-}
-
-/// The Sentinel master name of a backend that follows one.
-fn backend_source(spec: &crate::config::Backend) -> Option<String> {
-    match spec.target("backends").ok()?.source {
-        Source::Sentinel(sentinel) => Some(sentinel.master),
-        Source::Fixed(_) => None,
-    }
 }
