@@ -183,16 +183,20 @@ fn closed_by_proxy(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// A proxy with `extra` config over one Redis, and a client that has stored
+/// a 100 KB value under `session:big` through it.
+fn with_big_value(extra: &str) -> (Redis, Proxy, RawClient) {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&config_for(&[("a", redis.address(), 1.0)], extra));
+    let mut client = proxy.client();
+    let value = "x".repeat(100_000);
+    assert_eq!(client.text(&["SET", "session:big", &value]), "+OK\r\n");
+    (redis, proxy, client)
+}
+
 #[test]
 fn the_output_limit_closes_only_the_client_that_does_not_read() {
-    let redis = Redis::start();
-    let proxy = Proxy::start(&config_for(
-        &[("a", redis.address(), 1.0)],
-        "[limits]\nclient_output_bytes = 524288",
-    ));
-    let mut normal = proxy.client();
-    let value = "x".repeat(100_000);
-    assert_eq!(normal.text(&["SET", "session:big", &value]), "+OK\r\n");
+    let (_redis, proxy, mut normal) = with_big_value("[limits]\nclient_output_bytes = 524288");
     let mut heavy = flood(proxy.port, "session:big", 400);
     // Before the heavy client's fate is read, the normal one keeps working.
     for i in 0..50 {
@@ -206,14 +210,8 @@ fn the_output_limit_closes_only_the_client_that_does_not_read() {
 
 #[test]
 fn max_memory_closes_the_client_holding_the_most() {
-    let redis = Redis::start();
-    let proxy = Proxy::start(&config_for(
-        &[("a", redis.address(), 1.0)],
-        "[limits]\nclient_output_bytes = 0\nmax_memory_bytes = 8388608",
-    ));
-    let mut normal = proxy.client();
-    let value = "x".repeat(100_000);
-    assert_eq!(normal.text(&["SET", "session:big", &value]), "+OK\r\n");
+    let (_redis, proxy, mut normal) =
+        with_big_value("[limits]\nclient_output_bytes = 0\nmax_memory_bytes = 8388608");
     let mut heavy = flood(proxy.port, "session:big", 1000);
     assert!(closed_by_proxy(&mut heavy), "the heavy client stays open");
     assert_eq!(normal.text(&["GET", "session:big"]).len(), 100_011);

@@ -146,13 +146,8 @@ impl Load {
 }
 
 /// Prints and returns (error window, errors on backend 0, errors elsewhere).
-fn report(
-    label: &str,
-    events: &[Event],
-    fault: Instant,
-    switched: Instant,
-    announced: Instant,
-) -> (Duration, usize, usize) {
+fn report(label: &str, f: &Faulted) -> (Duration, usize, usize) {
+    let (events, fault, switched, announced) = (&f.events, f.fault, f.switched, f.announced);
     let first_on_new = events
         .iter()
         .find(|e| e.backend == 0 && e.write && e.ok && e.at >= switched)
@@ -190,43 +185,47 @@ fn proxy_for(groups: &[(&str, &Group, u32)], extra: &str) -> Proxy {
     Proxy::start(&text)
 }
 
-#[test]
-fn forced_failover_under_load_is_followed() {
-    let _serial = serial();
-    let a = Group::start("shard-a", 1, 1000);
-    let b = Group::start("shard-b", 1, 1000);
-    let proxy = proxy_for(&[("a", &a, 0), ("b", &b, 0)], "");
-    let old = a.master_address().unwrap();
-    wait_proxy_master(&proxy, 0, &old);
-    wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
-
-    let load = Load::start(&proxy, 4, true);
-    load.wait_writes(0, 200);
-    let fault = Instant::now();
-    a.failover();
-    let new = a.wait_new_master(&old);
-    let announced = Instant::now();
-    wait_proxy_master(&proxy, 0, &new);
-    let switched = Instant::now();
-    load.wait_writes(0, 500);
-    let events = load.finish();
-
-    let (_, _, errors_other) = report("SENTINEL FAILOVER", &events, fault, switched, announced);
-    assert_eq!(errors_other, 0, "the other shard must not see errors");
-    // Writes after the switch go to the new master.
-    let key = proxy.key_on(0, "session:k");
-    assert_eq!(proxy.client().text(&["SET", &key, "after"]), "+OK\r\n");
-    let new_node = a.node(&new).unwrap();
-    assert_eq!(new_node.client().text(&["GET", &key]), "$5\r\nafter\r\n");
-    assert!(new_node.client().text(&["ROLE"]).contains("master"));
-    assert!(events
-        .iter()
-        .any(|e| e.backend == 0 && e.write && e.ok && e.at > switched));
+/// What a fault under load left: the load's events and when the fault
+/// came, the sentinels announced a new master, and the proxy followed.
+struct Faulted {
+    events: Vec<Event>,
+    fault: Instant,
+    announced: Instant,
+    switched: Instant,
+    new: String,
 }
 
-/// Every acknowledged SETEX still reads back its value; returns how many
-/// were checked and which were lost.
-fn lost_writes(proxy: &Proxy, events: &[Event]) -> (usize, Vec<String>) {
+/// Starts a load, lets `warm` writes to backend 0 through, applies `fault`
+/// to group `a` (whose master is `old`), follows it to the new master and
+/// lets `after` more writes through before stopping the load.
+fn fault_under_load(
+    proxy: &Proxy,
+    a: &Group,
+    old: &str,
+    deletes: bool,
+    (warm, after): (u64, u64),
+    fault: impl FnOnce(),
+) -> Faulted {
+    let load = Load::start(proxy, 4, deletes);
+    load.wait_writes(0, warm);
+    let at = Instant::now();
+    fault();
+    let new = a.wait_new_master(old);
+    let announced = Instant::now();
+    wait_proxy_master(proxy, 0, &new);
+    let switched = Instant::now();
+    load.wait_writes(0, after);
+    Faulted {
+        events: load.finish(),
+        fault: at,
+        announced,
+        switched,
+        new,
+    }
+}
+
+/// Every acknowledged SETEX (more than 500 of them) still reads back its value.
+fn assert_no_acknowledged_write_lost(proxy: &Proxy, events: &[Event]) {
     let mut client = proxy.client();
     let acknowledged: Vec<&Event> = events.iter().filter(|e| e.write && e.ok).collect();
     let mut lost = Vec::new();
@@ -237,7 +236,44 @@ fn lost_writes(proxy: &Proxy, events: &[Event]) -> (usize, Vec<String>) {
             lost.push(event.key.clone());
         }
     }
-    (acknowledged.len(), lost)
+    println!(
+        "acknowledged writes: {}, lost: {}",
+        acknowledged.len(),
+        lost.len()
+    );
+    assert!(acknowledged.len() > 500);
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {} of {}, e.g. {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+#[test]
+fn forced_failover_under_load_is_followed() {
+    let _serial = serial();
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let proxy = proxy_for(&[("a", &a, 0), ("b", &b, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
+
+    let f = fault_under_load(&proxy, &a, &old, true, (200, 500), || a.failover());
+    let (_, _, errors_other) = report("SENTINEL FAILOVER", &f);
+    assert_eq!(errors_other, 0, "the other shard must not see errors");
+    // Writes after the switch go to the new master.
+    let key = proxy.key_on(0, "session:k");
+    assert_eq!(proxy.client().text(&["SET", &key, "after"]), "+OK\r\n");
+    let new_node = a.node(&f.new).unwrap();
+    assert_eq!(new_node.client().text(&["GET", &key]), "$5\r\nafter\r\n");
+    assert!(new_node.client().text(&["ROLE"]).contains("master"));
+    assert!(f
+        .events
+        .iter()
+        .any(|e| e.backend == 0 && e.write && e.ok && e.at > f.switched));
 }
 
 #[test]
@@ -253,23 +289,8 @@ fn planned_failover_loses_no_acknowledged_write_without_min_replicas_ack() {
     wait_proxy_master(&proxy, 0, &old);
     wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
 
-    let load = Load::start(&proxy, 4, false);
-    load.wait_writes(0, 300);
-    let fault = Instant::now();
-    a.failover();
-    let new = a.wait_new_master(&old);
-    let announced = Instant::now();
-    wait_proxy_master(&proxy, 0, &new);
-    let switched = Instant::now();
-    load.wait_writes(0, 500);
-    let events = load.finish();
-    let (_, _, errors_other) = report(
-        "SENTINEL FAILOVER, min_replicas_ack = 0",
-        &events,
-        fault,
-        switched,
-        announced,
-    );
+    let f = fault_under_load(&proxy, &a, &old, false, (300, 500), || a.failover());
+    let (_, _, errors_other) = report("SENTINEL FAILOVER, min_replicas_ack = 0", &f);
     assert_eq!(errors_other, 0, "the other shard must not see errors");
     // Once the old master has resynced from the new one, every write the
     // proxy acknowledged is there.
@@ -283,15 +304,7 @@ fn planned_failover_loses_no_acknowledged_write_without_min_replicas_ack() {
             info.contains("role:slave") && info.contains("master_link_status:up")
         },
     );
-    let (acknowledged, lost) = lost_writes(&proxy, &events);
-    println!("acknowledged writes: {acknowledged}, lost: {}", lost.len());
-    assert!(acknowledged > 500);
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost: {} of {acknowledged}, e.g. {:?}",
-        lost.len(),
-        &lost[..lost.len().min(10)]
-    );
+    assert_no_acknowledged_write_lost(&proxy, &f.events);
 }
 
 #[test]
@@ -304,47 +317,14 @@ fn killed_master_loses_no_acknowledged_write_with_min_replicas_ack() {
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
 
-    let load = Load::start(&proxy, 4, false);
-    load.wait_writes(0, 200);
-    let fault = Instant::now();
-    a.node(&old).unwrap().signal("KILL");
-    let new = a.wait_new_master(&old);
-    let announced = Instant::now();
-    wait_proxy_master(&proxy, 0, &new);
-    let switched = Instant::now();
-    load.wait_writes(0, 300);
-    let events = load.finish();
-    let (_, _, errors_other) = report(
-        "SIGKILL master, min_replicas_ack = 1",
-        &events,
-        fault,
-        switched,
-        announced,
-    );
+    let f = fault_under_load(&proxy, &a, &old, false, (200, 300), || {
+        a.node(&old).unwrap().signal("KILL")
+    });
+    let (_, _, errors_other) = report("SIGKILL master, min_replicas_ack = 1", &f);
     assert_eq!(errors_other, 0);
 
     // Every write the proxy acknowledged is readable after the failover.
-    let mut client = proxy.client();
-    let acknowledged: Vec<&Event> = events.iter().filter(|e| e.write && e.ok).collect();
-    assert!(acknowledged.len() > 500);
-    let mut lost = Vec::new();
-    for event in &acknowledged {
-        let reply = client.cmd(&["GET", &event.key]);
-        let want = format!("${}\r\n{}\r\n", event.value.len(), event.value);
-        if reply != want.as_bytes() {
-            lost.push(event.key.clone());
-        }
-    }
-    println!(
-        "acknowledged writes: {}, lost: {}",
-        acknowledged.len(),
-        lost.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost: {:?}",
-        &lost[..lost.len().min(10)]
-    );
+    assert_no_acknowledged_write_lost(&proxy, &f.events);
 }
 
 #[test]

@@ -10,6 +10,8 @@ use common::{config_for, Proxy, Redis};
 const NOPERM_KEY: &str =
     "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n";
 
+const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+
 fn noperm(command: &str) -> String {
     format!("-NOPERM this user has no permissions to run the '{command}' command\r\n")
 }
@@ -75,10 +77,7 @@ fn every_prefix_and_read_only_combination() {
             c.text(&["GET", "app:1"]),
             "-NOAUTH Authentication required.\r\n"
         );
-        assert_eq!(
-            c.text(&["AUTH", name, "wrong"]),
-            "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-        );
+        assert_eq!(c.text(&["AUTH", name, "wrong"]), WRONGPASS);
         assert_eq!(c.text(&["AUTH", name, password]), "+OK\r\n", "{name}");
         assert!(c
             .text(&["CLIENT", "INFO"])
@@ -140,10 +139,7 @@ fn every_prefix_and_read_only_combination() {
     assert!(hello.starts_with('%'), "{hello}");
     assert_eq!(c.text(&["SET", "app:1", "x"]), noperm("set"));
     let mut c = proxy.client();
-    assert_eq!(
-        c.text(&["HELLO", "3", "AUTH", "nobody", "p4"]),
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-    );
+    assert_eq!(c.text(&["HELLO", "3", "AUTH", "nobody", "p4"]), WRONGPASS);
 }
 
 #[test]
@@ -153,10 +149,7 @@ fn named_users_turn_the_open_default_user_off() {
     let proxy = Proxy::start(&users_config(&redis, dir.path(), false));
     let mut c = proxy.client();
     assert_eq!(c.text(&["PING"]), "-NOAUTH Authentication required.\r\n");
-    assert_eq!(
-        c.text(&["AUTH", "default", "anything"]),
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-    );
+    assert_eq!(c.text(&["AUTH", "default", "anything"]), WRONGPASS);
     assert_eq!(c.text(&["AUTH", "rw_all", "p1"]), "+OK\r\n");
     assert_eq!(c.text(&["PING"]), "+PONG\r\n");
 }
