@@ -197,8 +197,14 @@ impl Health {
     }
 
     fn success(&self) {
+        self.success_at(Instant::now());
+    }
+
+    /// A success seen at `at` (a reply read then: the caller has the time).
+    fn success_at(&self, at: Instant) {
+        let since_start = at.saturating_duration_since(self.since);
         self.last_success_ms
-            .store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .store(since_start.as_millis() as u64, Ordering::Relaxed);
         let streak = self.record(|s| if s < 0 { 1 } else { s.saturating_add(1) });
         if streak >= self.successes && !self.up.swap(true, Ordering::Relaxed) {
             self.metrics.up.set(1.0);
@@ -631,6 +637,7 @@ impl Connection {
         tokio::pin!(master_moved);
         let endpoint = self.endpoint.clone();
         let mut failover = self.failover.clone();
+        let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
         let end = loop {
             if draining && owed.is_empty() {
                 break if closing {
@@ -651,8 +658,14 @@ impl Connection {
             }
             // A failover under way, or a new master published that this
             // session has not switched to yet: nothing more goes out here.
-            let held = failover.as_ref().is_some_and(|f| *f.borrow())
-                || endpoint.has_changed().unwrap_or(true);
+            // The flag is read again only when its version moved (an atomic
+            // load), not through the channel's lock on every turn.
+            if let Some(f) = failover.as_mut() {
+                if f.has_changed().unwrap_or(false) {
+                    failing_over = *f.borrow_and_update();
+                }
+            }
+            let held = failing_over || endpoint.has_changed().unwrap_or(true);
             let can_take = !draining
                 && !held
                 && owed.len() < self.settings.max_pending
@@ -668,7 +681,7 @@ impl Connection {
                         Ok(0) => break self.lost("closed by the server".into()),
                         Ok(_) => {
                             progress = Instant::now();
-                            if let Err(end) = self.take_replies(&mut rbuf, &mut owed) {
+                            if let Err(end) = self.take_replies(&mut rbuf, &mut owed, progress) {
                                 break end;
                             }
                         }
@@ -718,17 +731,17 @@ impl Connection {
                     }
                 }
                 // Only while held, so the usual path pays nothing for it.
-                _ = async {
+                // `changed` marks the new value seen: read it here.
+                now = async {
                     match failover.as_mut() {
-                        Some(f) => {
-                            if f.changed().await.is_err() {
-                                // The monitor is gone (only when the proxy stops).
-                                std::future::pending::<()>().await;
-                            }
-                        }
-                        None => std::future::pending::<()>().await,
+                        Some(f) => match f.changed().await {
+                            Ok(()) => *f.borrow_and_update(),
+                            // The monitor is gone (only when the proxy stops).
+                            Err(_) => std::future::pending::<bool>().await,
+                        },
+                        None => std::future::pending::<bool>().await,
                     }
-                }, if held && !draining => {}
+                }, if held && !draining => failing_over = now,
                 _ = &mut deadline, if armed.is_some() => {
                     if progress > floor && progress + request_timeout > Instant::now() {
                         // Replies are still coming: it is alive, only busy.
@@ -837,11 +850,13 @@ impl Connection {
         }
     }
 
-    /// Decodes every complete reply in `rbuf` and hands each to its owner.
+    /// Decodes every complete reply in `rbuf`, read at `read_at`, and hands
+    /// each to its owner.
     fn take_replies(
         &mut self,
         rbuf: &mut BytesMut,
         owed: &mut VecDeque<Owed>,
+        read_at: Instant,
     ) -> Result<(), SessionEnd> {
         let mut any = false;
         let mut taken = 0u64;
@@ -853,7 +868,7 @@ impl Connection {
                 Ok(Some(amount)) => rbuf.split_to(amount).freeze(),
                 Ok(None) => {
                     if any {
-                        self.health.success();
+                        self.health.success_at(read_at);
                         self.metrics.replies.fetch_add(taken, Ordering::Relaxed);
                     }
                     return Ok(());
@@ -873,7 +888,8 @@ impl Connection {
             if !any {
                 any = true;
                 if let Some(first) = owed.front() {
-                    self.metrics.latency.record(first.sent_at().elapsed(), 1);
+                    let took = read_at.saturating_duration_since(first.sent_at());
+                    self.metrics.latency.record(took, 1);
                 }
             }
             match owed.pop_front() {
@@ -1163,7 +1179,9 @@ mod tests {
                 sent_at: Instant::now(),
             }]);
             let mut rbuf = BytesMut::from(reply);
-            assert!(conn.take_replies(&mut rbuf, &mut owed).is_ok());
+            assert!(conn
+                .take_replies(&mut rbuf, &mut owed, Instant::now())
+                .is_ok());
             // The client still gets the backend's own error...
             assert!(rx.await.unwrap().unwrap().is_error());
             // ...and the monitor has been woken: a stored permit is ready at once.
@@ -1180,7 +1198,9 @@ mod tests {
         let mut rbuf = BytesMut::from(
             &b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"[..],
         );
-        assert!(conn.take_replies(&mut rbuf, &mut owed).is_ok());
+        assert!(conn
+            .take_replies(&mut rbuf, &mut owed, Instant::now())
+            .is_ok());
         assert!(!notified_now(&recheck).await);
     }
 

@@ -912,10 +912,11 @@ fn execute(
             }
         },
     };
-    let restricted = is_restricted(topo, user);
     // Read-only users write nothing; a prefix-restricted client learns
     // nothing about keys beyond its prefixes (DBSIZE counts every key).
-    if user.is_some_and(|u| u.read_only && spec.write) || (restricted && spec.cmd == Cmd::DbSize) {
+    if user.is_some_and(|u| u.read_only && spec.write)
+        || (spec.cmd == Cmd::DbSize && is_restricted(topo, user))
+    {
         shared.metrics.refused_commands.increment(1);
         return Slot::ready(proto, noperm_command(spec.name));
     }
