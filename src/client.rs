@@ -643,7 +643,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         if draining && idle {
             // Draining and idle: close unless a request is already waiting in
             // the socket, so nothing the client has sent goes unanswered.
-            match stream.try_read_buf(&mut rbuf, crate::net::CLIENT_READ) {
+            // The kernel is asked, not the readiness, which may not have
+            // seen bytes that came a moment ago.
+            match stream.read_now(&mut rbuf, crate::net::CLIENT_READ) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     count_received(shared, n);

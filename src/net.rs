@@ -19,6 +19,16 @@ pub const BACKEND_READ: usize = 128 * 1024;
 /// PING and sits idle does not hold a full chunk.
 const FIRST_READ: usize = 1024;
 
+/// Makes room for a read: `chunk` whenever less than a quarter of it is free,
+/// less the first time.
+fn reserve(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() == 0 {
+        buf.reserve(chunk.min(FIRST_READ));
+    } else if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
+    }
+}
+
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
@@ -60,11 +70,7 @@ impl Stream {
     ///
     /// `chunk` is reserved whenever less than a quarter of it is free.
     pub fn try_read_buf(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        if buf.capacity() == 0 {
-            buf.reserve(chunk.min(FIRST_READ));
-        } else if buf.capacity() - buf.len() < chunk / 4 {
-            buf.reserve(chunk);
-        }
+        reserve(buf, chunk);
         let spare = buf.capacity() - buf.len();
         let mut got = None;
         let mut read = || {
@@ -87,6 +93,26 @@ impl Stream {
             (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
             (Err(e), _) => Err(e),
         }
+    }
+
+    /// Reads what the kernel holds for this socket now, `WouldBlock` if
+    /// nothing. Unlike [`Stream::try_read_buf`] it asks the kernel, not the
+    /// runtime's readiness, which lags behind until the runtime next polls
+    /// epoll: bytes a client sent a moment ago can be in the socket while the
+    /// readiness still says "nothing". For the one place where trusting it
+    /// would lose requests: the last look before closing a draining client.
+    pub fn read_now(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        use std::io::Read;
+        reserve(buf, chunk);
+        let socket = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s),
+            Stream::Unix(s) => socket2::SockRef::from(s),
+        };
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        let read = (&*socket).read(&mut buf[start..]);
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        read
     }
 
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -244,6 +270,38 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a one-thread runtime the I/O driver runs only when the task
+    /// yields: bytes already in the socket are invisible to readiness until
+    /// then, and `read_now` still finds them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn read_now_finds_bytes_the_readiness_has_not_seen() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let stream = Stream::Tcp(socket);
+        // A first read drains the socket and clears the readiness.
+        std::io::Write::write_all(&mut peer, b"PING\r\n").unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(stream.try_read_buf(&mut buf, CLIENT_READ).unwrap(), 6);
+        buf.clear();
+        // The next bytes come while the task has not yielded.
+        std::io::Write::write_all(&mut peer, b"PING\r\n").unwrap();
+        let stale = stream.try_read_buf(&mut buf, CLIENT_READ);
+        assert_eq!(
+            stale.map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "the readiness has not seen the bytes yet"
+        );
+        assert_eq!(stream.read_now(&mut buf, CLIENT_READ).unwrap(), 6);
+        assert_eq!(&buf[..], b"PING\r\n");
+        assert_eq!(
+            stream.read_now(&mut buf, CLIENT_READ).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        drop(peer);
+        assert_eq!(stream.read_now(&mut buf, CLIENT_READ).unwrap(), 0);
+    }
 
     #[test]
     fn an_outbox_keeps_order_across_gathered_and_whole_pieces() {

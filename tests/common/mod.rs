@@ -199,6 +199,13 @@ impl Proxy {
         RawClient::connect(self.port)
     }
 
+    /// Starts the drain, as SIGTERM does, without waiting for it to end.
+    pub fn begin_shutdown(&self) {
+        if let Some(trigger) = &self.trigger {
+            trigger.fire();
+        }
+    }
+
     /// The first key `{prefix}{n}` that `backend` (an index in the config) owns.
     pub fn key_on(&self, backend: usize, prefix: &str) -> String {
         (0..)
