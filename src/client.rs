@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, Encoder};
 use tracing::{debug, Instrument};
 
-use crate::backend::{BackendError, BackendResult, BatchResult};
+use crate::backend::{BackendError, BackendResult, BatchResult, Origin, LARGE_REPLY_BYTES};
 use crate::net::Stream;
 use crate::protocol::command::{key_positions, lookup_index, TABLE};
 use crate::protocol::{
@@ -39,6 +39,18 @@ const HOLD_LIMIT: usize = 64 * 1024;
 const IDLE_BUFFER: usize = 4096;
 /// Smallest scratch buffer a batch of several commands is gathered in.
 const PAYLOAD_MIN: usize = 4096;
+/// Commands one batch towards a backend holds at most (see [`Batcher`]),
+/// and the reply bytes it is expected to bring back at most, judged by the
+/// client's average reply, which brings a batch of large GETs down to one.
+const BATCH_MAX: usize = 16;
+const BATCH_REPLY_BYTES: u64 = 64 * 1024;
+
+/// How many commands a batch may hold for a client whose replies average
+/// `reply_bytes`.
+fn batch_max(reply_bytes: u64) -> usize {
+    let fit = BATCH_REPLY_BYTES / reply_bytes.max(1);
+    (fit as usize).clamp(1, BATCH_MAX)
+}
 /// Reply-queue capacity an idle client may keep.
 const IDLE_QUEUE: usize = 16;
 /// How long a client stays idle before its larger buffers are given back.
@@ -118,8 +130,17 @@ impl Batcher {
         raw: &Bytes,
         now: Instant,
     ) -> Slot {
-        if self.open.iter().any(|open| open.db != state.db) {
-            self.flush(topo, state.id);
+        // A batch holds one database's commands, and no more than
+        // `batch_max` of them: a backend connection shares itself between
+        // clients one job at a time, so a pipeline of hundreds of large GETs
+        // must not be one job that everyone else waits behind.
+        let most = batch_max(state.reply_bytes);
+        if self
+            .open
+            .iter()
+            .any(|open| open.db != state.db || (open.backend == backend && open.count >= most))
+        {
+            self.flush(topo, state.origin());
         }
         let index = match self.open.iter_mut().find(|open| open.backend == backend) {
             Some(open) => {
@@ -157,20 +178,20 @@ impl Batcher {
     }
 
     /// Sends everything gathered.
-    fn flush(&mut self, topo: &Topology, client_id: u64) {
+    fn flush(&mut self, topo: &Topology, origin: Origin) {
         for open in self.open.drain(..) {
             let Some(backend) = topo.backends.get(open.backend) else {
                 continue;
             };
             let replies = if open.count == 1 {
-                BatchReplies::One(backend.send(client_id, open.first, open.db, false))
+                BatchReplies::One(backend.send(origin, open.first, open.db, false))
             } else {
                 let payload = self
                     .scratch
                     .get_mut(open.backend)
                     .map(|scratch| scratch.split().freeze())
                     .unwrap_or_default();
-                BatchReplies::Many(backend.send_batch(client_id, payload, open.count, open.db))
+                BatchReplies::Many(backend.send_batch(origin, payload, open.count, open.db))
             };
             self.sent.push_back(Batch {
                 seq: open.seq,
@@ -446,6 +467,27 @@ struct State {
     last_command: &'static str,
     /// Set by QUIT or a protocol error: read no further requests.
     closing: bool,
+    /// Moving average of the size of this client's replies from backends,
+    /// and whether it counts as a client of large replies (see [`Origin`]),
+    /// decided afresh only when nothing of its is in flight.
+    reply_bytes: u64,
+    large_replies: bool,
+}
+
+impl State {
+    /// Who sends a request, for the backend connection it goes on.
+    fn origin(&self) -> Origin {
+        Origin {
+            client: self.id,
+            reply_bytes: self.reply_bytes,
+            large_replies: self.large_replies,
+        }
+    }
+
+    /// Notes the size of a backend's reply to this client.
+    fn replied(&mut self, bytes: usize) {
+        self.reply_bytes = (self.reply_bytes * 7 + bytes as u64).div_ceil(8);
+    }
 }
 
 /// Serves one client until it disconnects or QUITs.
@@ -466,6 +508,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         last_command_at: now,
         last_command: "NULL",
         closing: false,
+        reply_bytes: 0,
+        large_replies: false,
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
     async {
@@ -563,6 +607,11 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                     if request.is_empty() {
                         continue;
                     }
+                    if queue.is_empty() {
+                        // Nothing of this client's is in flight: it may move
+                        // between backend connections without reordering.
+                        state.large_replies = state.reply_bytes > LARGE_REPLY_BYTES;
+                    }
                     let slot = dispatch(shared, &topo, state, &mut batcher, request, now);
                     decoder.authenticated = state.authenticated;
                     queue.push_back(slot);
@@ -576,7 +625,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 }
             }
         }
-        batcher.flush(&topo, state.id);
+        batcher.flush(&topo, state.origin());
         // 2. Encode every reply that is ready, in order.
         while let Some(slot) = queue.front_mut() {
             if !slot.poll_ready(&mut batcher, None) {
@@ -585,6 +634,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             let Some(slot) = queue.pop_front() else { break };
             let close_after = slot.close_after;
             if let Pending::Ready(reply) = slot.pending {
+                if let Reply::Raw(bytes) = &reply {
+                    state.replied(bytes.len());
+                }
                 if let Some(started) = slot.started {
                     let took = now.saturating_duration_since(started);
                     observe(
@@ -929,7 +981,7 @@ fn execute(
         Route::Local => {
             // Gathered commands go first: a local command may change the
             // connection's state (SELECT, AUTH) or answer about it.
-            batcher.flush(topo, state.id);
+            batcher.flush(topo, state.origin());
             let reply = local(shared, topo, state, spec, &request.args());
             let close_after = spec.cmd == Cmd::Quit;
             if close_after {
@@ -941,12 +993,12 @@ fn execute(
             slot
         }
         Route::AllBackends => {
-            batcher.flush(topo, state.id);
+            batcher.flush(topo, state.origin());
             let args = request.args();
             let mut parts = Vec::with_capacity(topo.backends.len());
             for backend in &topo.backends {
                 parts.push((
-                    Some(backend.send_args(state.id, &args, state.db, false)),
+                    Some(backend.send_args(state.origin(), &args, state.db, false)),
                     None,
                 ));
             }
@@ -1027,17 +1079,17 @@ fn routed(
         }
         // Sent on its own (an inline request, or a write followed by WAIT),
         // after what is gathered.
-        batcher.flush(topo, state.id);
+        batcher.flush(topo, state.origin());
         let rx = match raw {
-            Some(raw) => backend.send(state.id, raw.clone(), state.db, spec.write),
-            None => backend.send_args(state.id, &request.args(), state.db, spec.write),
+            Some(raw) => backend.send(state.origin(), raw.clone(), state.db, spec.write),
+            None => backend.send_args(state.origin(), &request.args(), state.db, spec.write),
         };
         return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
     }
 
     // Split, after what is gathered: one sub-command per backend, keys in
     // their original order.
-    batcher.flush(topo, state.id);
+    batcher.flush(topo, state.origin());
     let args = request.args();
     let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
     let mut positions = Vec::with_capacity(owners.len());
@@ -1066,7 +1118,7 @@ fn routed(
     let mut parts = Vec::with_capacity(groups.len());
     for (backend, sub) in &groups {
         parts.push((
-            Some(topo.backends[*backend].send_args(state.id, sub, state.db, spec.write)),
+            Some(topo.backends[*backend].send_args(state.origin(), sub, state.db, spec.write)),
             None,
         ));
     }

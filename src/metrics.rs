@@ -151,6 +151,18 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "Sentinel failovers during which the backend's requests were held (none reach a master being demoted).",
     ),
     (
+        "session_proxy_held_requests_total",
+        "counter",
+        "backend",
+        "Requests that reached the backend's connection while a failover held it, and waited.",
+    ),
+    (
+        "session_proxy_released_requests_total",
+        "counter",
+        "backend",
+        "Held requests sent once the failover ended (to the new master, or the old one if it aborted).",
+    ),
+    (
         "session_proxy_backend_holding",
         "gauge",
         "backend",
@@ -352,6 +364,10 @@ pub struct BackendMetrics {
     /// they are.
     pub failover_holds: Counter,
     pub holding: Gauge,
+    /// Requests that waited for a failover to end, and those of them sent
+    /// afterwards (the rest timed out or their client left).
+    pub held_requests: Counter,
+    pub released_requests: Counter,
     /// Health probes, by outcome.
     pub probes_ok: Counter,
     pub probes_failed: Counter,
@@ -395,6 +411,8 @@ impl BackendMetrics {
             sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id.clone()),
             failover_holds: counter!("session_proxy_failover_holds_total", "backend" => id.clone()),
             holding: gauge!("session_proxy_backend_holding", "backend" => id.clone()),
+            held_requests: counter!("session_proxy_held_requests_total", "backend" => id.clone()),
+            released_requests: counter!("session_proxy_released_requests_total", "backend" => id.clone()),
             probes_ok: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "ok"),
             probes_failed: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "error"),
             fast_failures: counter!("session_proxy_backend_fast_failures_total", "backend" => id.clone()),

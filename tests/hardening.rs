@@ -213,6 +213,18 @@ fn max_memory_closes_the_client_holding_the_most() {
     let (_redis, proxy, mut normal) =
         with_big_value("[limits]\nclient_output_bytes = 0\nmax_memory_bytes = 8388608");
     let mut heavy = flood(proxy.port, "session:big", 1000);
+    // Not read meanwhile: a reader could keep up with the replies, which
+    // the backend connection paces (see backend/lanes.rs).
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "the heavy client stays open",
+        || {
+            normal
+                .text(&["INFO", "clients"])
+                .contains("connected_clients:1\r\n")
+        },
+    );
     assert!(closed_by_proxy(&mut heavy), "the heavy client stays open");
     assert_eq!(normal.text(&["GET", "session:big"]).len(), 100_011);
     wait_until(

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{binary, free_port, wait_until, write_file, RawClient, Redis, READY_LIMIT};
+use common::{binary, free_port, sample, wait_until, write_file, RawClient, Redis, READY_LIMIT};
 use session_proxy::config::Config;
 use session_proxy::router::Router;
 
@@ -140,13 +140,6 @@ fn backends_toml(list: &[(&str, &Redis, f64)]) -> String {
 }
 
 /// The value of one Prometheus sample, by its full name and labels.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[test]
 fn metrics_count_known_traffic() {

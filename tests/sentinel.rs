@@ -12,7 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    free_port, proxy_master, wait_proxy_master, wait_until, Group, Proxy, RawClient, SentinelProc,
+    free_port, proxy_master, recorder, sample, wait_proxy_master, wait_until, Group, Proxy,
+    RawClient, SentinelProc,
 };
 
 /// One request of the load and what came back.
@@ -282,6 +283,7 @@ fn planned_failover_loses_no_acknowledged_write_without_min_replicas_ack() {
     // fail the master over keeps the old master from acknowledging writes
     // that vanish when it resyncs from the new one.
     let _serial = serial();
+    let metrics = recorder();
     let a = Group::start("shard-a", 1, 1000);
     let b = Group::start("shard-b", 1, 1000);
     let proxy = proxy_for(&[("a", &a, 0), ("b", &b, 0)], "");
@@ -290,6 +292,20 @@ fn planned_failover_loses_no_acknowledged_write_without_min_replicas_ack() {
     wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
 
     let f = fault_under_load(&proxy, &a, &old, false, (300, 500), || a.failover());
+    // Requests came while the failover held the backend, and went to the
+    // new master afterwards.
+    let text = metrics.render();
+    let held = sample(&text, "session_proxy_held_requests_total{backend=\"a\"}");
+    let released = sample(
+        &text,
+        "session_proxy_released_requests_total{backend=\"a\"}",
+    );
+    println!("held {held:?}, released {released:?}");
+    assert!(held.unwrap_or(0.0) > 0.0, "no request was held");
+    assert!(
+        released.unwrap_or(0.0) > 0.0,
+        "no held request was released"
+    );
     let (_, _, errors_other) = report("SENTINEL FAILOVER, min_replicas_ack = 0", &f);
     assert_eq!(errors_other, 0, "the other shard must not see errors");
     // Once the old master has resynced from the new one, every write the

@@ -19,6 +19,27 @@ use session_proxy::shutdown;
 /// hung test, not an assertion about speed.
 pub const READY_LIMIT: Duration = Duration::from_secs(20);
 
+/// The value of one Prometheus series (`name{labels}`) in `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A Prometheus recorder for this test binary, so an in-process proxy's
+/// counters can be read. Install it before starting the proxy whose counters
+/// a test reads: handles are bound to the recorder in place when made.
+pub fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the test binary's only recorder")
+    })
+}
+
 /// Polls `done` every `every` until it holds; fails the test with `what`
 /// once `limit` has passed (a safety net, not an assertion about speed).
 pub fn wait_until(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {

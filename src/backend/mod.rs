@@ -9,7 +9,7 @@
 //! fails, times out or cannot be made. Nothing waits forever.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,6 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 
 use tokio::sync::{watch, Notify};
 
+mod lanes;
+
+use lanes::{Lanes, Queued};
+
 use crate::config::{self, Endpoint, Source, Target};
 use crate::metrics::BackendMetrics;
 use crate::net::{Outbox, Stream};
@@ -32,6 +36,9 @@ use crate::protocol::{encode_command, reply_extent, BackendReplyDecoder, Reply};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// A client whose replies from backends average more than this goes on
+/// its backend's connection for large replies (see [`Origin`]).
+pub const LARGE_REPLY_BYTES: u64 = 16 * 1024;
 /// A session shorter than this counts as a failed attempt for the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(1);
 
@@ -100,6 +107,8 @@ impl ReplyTo {
 /// One command, or a batch of commands from one client, for one backend.
 #[derive(Debug)]
 pub struct Job {
+    /// The client that sent it: its lane in the connection.
+    pub client: u64,
     /// The command(s), RESP-encoded, back to back.
     pub payload: Bytes,
     /// The database the client has selected.
@@ -108,6 +117,27 @@ pub struct Job {
     /// A single write: follow it with WAIT when the backend has
     /// `min_replicas_ack`. Batches never carry such writes.
     pub write: bool,
+    /// It came while a failover held the connection.
+    held: bool,
+    /// Its client's average reply size so far (0: none yet).
+    reply_bytes: u64,
+}
+
+impl Queued for Job {
+    fn replies(&self) -> u32 {
+        match &self.reply {
+            ReplyTo::One(_) => 1,
+            ReplyTo::Many { count, .. } => *count as u32,
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn reply_bytes(&self) -> u64 {
+        self.reply_bytes
+    }
 }
 
 /// What the connection tasks need to know, shared by all of them.
@@ -230,6 +260,33 @@ impl Health {
     }
 }
 
+/// Who sends a job, which decides the connection it goes on: a client
+/// always uses the same one of `[pool] connections` (its commands to one
+/// backend stay in order), unless its replies are large (over
+/// [`LARGE_REPLY_BYTES`] on average), when it uses the backend's connection
+/// for large replies, started on first use. So a client that pipelines
+/// hundreds of 100 KB GETs queues nothing ahead of anyone's small session
+/// reads: Redis serves the two connections in turn, as it would the clients
+/// themselves. A client moves between the two only when nothing of its is
+/// in flight, so its commands still run in the order it sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub client: u64,
+    /// The average size of the client's replies so far (0: none yet).
+    pub reply_bytes: u64,
+    pub large_replies: bool,
+}
+
+/// Starts one more connection task of a backend (numbered, for its span).
+#[derive(Clone)]
+struct Spawn(Arc<dyn Fn(usize) -> mpsc::UnboundedSender<Job> + Send + Sync>);
+
+impl std::fmt::Debug for Spawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spawn")
+    }
+}
+
 /// A client's handle on one backend: the job queues of its connections.
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -238,6 +295,10 @@ pub struct Backend {
     /// Unbounded: what one client can queue is bounded by its pipeline limit
     /// (`limits.max_pipeline`), so all of it by `max_clients` times that.
     queues: Arc<[mpsc::UnboundedSender<Job>]>,
+    /// The connection for clients of large replies, started on first use.
+    bulk: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+    /// Starts one more connection task (numbered, for its span).
+    spawn: Spawn,
     pub health: Arc<Health>,
     /// The address connections use: fixed, or the master the sentinels name.
     /// The sender is kept by the Sentinel monitor task (or here, for a fixed one).
@@ -292,8 +353,10 @@ impl Backend {
                 .run(stop_probe.clone())
                 .instrument(tracing::info_span!("probe", backend = %id)),
         );
-        let queues: Vec<_> = (0..settings.connections)
-            .map(|conn| {
+        let spawn = {
+            let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
+            let (endpoint, health) = (endpoint.clone(), health.clone());
+            move |conn: usize| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = Connection {
                     backend: id.clone(),
@@ -306,16 +369,20 @@ impl Backend {
                     health: health.clone(),
                     min_replicas_ack,
                     held: None,
+                    lanes: Lanes::default(),
                     metrics: metrics.clone(),
                 };
                 let span = tracing::info_span!("backend", id = %id, conn);
                 tokio::spawn(task.run().instrument(span));
                 tx
-            })
-            .collect();
+            }
+        };
+        let queues: Vec<_> = (0..settings.connections).map(&spawn).collect();
         Backend {
             id,
             queues: queues.into(),
+            bulk: Arc::new(OnceLock::new()),
+            spawn: Spawn(Arc::new(spawn)),
             health,
             endpoint,
             _fixed: fixed,
@@ -362,19 +429,22 @@ impl Backend {
     /// commands to one backend stay in order.
     pub fn send(
         &self,
-        client_id: u64,
+        origin: Origin,
         payload: Bytes,
         db: u32,
         write: bool,
     ) -> oneshot::Receiver<BackendResult> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(
-            client_id,
+            origin,
             Job {
+                client: origin.client,
                 payload,
                 db,
                 reply: ReplyTo::One(tx),
                 write,
+                held: false,
+                reply_bytes: origin.reply_bytes,
             },
         );
         rx
@@ -384,19 +454,22 @@ impl Backend {
     /// are answered together, in order.
     pub fn send_batch(
         &self,
-        client_id: u64,
+        origin: Origin,
         payload: Bytes,
         count: usize,
         db: u32,
     ) -> oneshot::Receiver<BatchResult> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(
-            client_id,
+            origin,
             Job {
+                client: origin.client,
                 payload,
                 db,
                 reply: ReplyTo::Many { tx, count },
                 write: false,
+                held: false,
+                reply_bytes: origin.reply_bytes,
             },
         );
         rx
@@ -407,7 +480,7 @@ impl Backend {
         self.min_replicas_ack > 0
     }
 
-    fn enqueue(&self, client_id: u64, job: Job) {
+    fn enqueue(&self, origin: Origin, job: Job) {
         if !self.health.is_up() {
             // Down: answer at once rather than wait on a connect attempt;
             // the probe brings the backend back.
@@ -422,8 +495,13 @@ impl Backend {
             job.reply.fail(error, &self.health.metrics);
             return;
         }
-        let index = (client_id % self.queues.len() as u64) as usize;
-        if let Some(queue) = self.queues.get(index) {
+        let queue = if origin.large_replies {
+            Some(self.bulk.get_or_init(|| (self.spawn.0)(self.queues.len())))
+        } else {
+            self.queues
+                .get((origin.client % self.queues.len() as u64) as usize)
+        };
+        if let Some(queue) = queue {
             if let Err(mpsc::error::SendError(job)) = queue.send(job) {
                 let error = BackendError::ConnectionLost {
                     backend: self.id.clone(),
@@ -437,14 +515,14 @@ impl Backend {
     /// Sends already split arguments.
     pub fn send_args(
         &self,
-        client_id: u64,
+        origin: Origin,
         args: &[Bytes],
         db: u32,
         write: bool,
     ) -> oneshot::Receiver<BackendResult> {
         let mut buf = BytesMut::new();
         encode_command(args, &mut buf);
-        self.send(client_id, buf.freeze(), db, write)
+        self.send(origin, buf.freeze(), db, write)
     }
 }
 
@@ -452,11 +530,13 @@ impl Backend {
 enum Owed {
     /// A client's command.
     Client {
+        client: u64,
         reply: oneshot::Sender<BackendResult>,
         sent_at: Instant,
     },
     /// A client's batch: the replies gathered so far, sent when all are in.
     Batch {
+        client: u64,
         reply: oneshot::Sender<BatchResult>,
         count: usize,
         replies: Vec<Reply>,
@@ -468,6 +548,7 @@ enum Owed {
     Held { sent_at: Instant },
     /// The WAIT after a held write: it decides what the client gets.
     Wait {
+        client: u64,
         reply: oneshot::Sender<BackendResult>,
         replicas: u32,
         sent_at: Instant,
@@ -514,6 +595,9 @@ struct Connection {
     min_replicas_ack: u32,
     /// The reply of a write waiting for its WAIT.
     held: Option<Reply>,
+    /// Jobs taken from `jobs`, waiting for their client's turn; kept across
+    /// sessions (a master switch sends them to the new master).
+    lanes: Lanes<Job>,
     metrics: Arc<BackendMetrics>,
 }
 
@@ -544,7 +628,13 @@ impl Connection {
                             self.health.connected.fetch_sub(1, Ordering::Relaxed);
                             self.metrics.connections.decrement(1.0);
                             match end {
-                                SessionEnd::Closed => return,
+                                SessionEnd::Closed => {
+                                    self.fail_waiting(&BackendError::ConnectionLost {
+                                        backend: self.backend.clone(),
+                                        reason: "proxy is shutting down".into(),
+                                    });
+                                    return;
+                                }
                                 SessionEnd::Switched => {
                                     info!(from = %endpoint, "master switched; reconnecting");
                                     delay = self.settings.backoff_min;
@@ -578,6 +668,7 @@ impl Connection {
                 }
             };
             warn!(error = %reason, retry_ms = delay.as_millis() as u64, "backend unavailable");
+            self.fail_waiting(&reason);
             // Until the next attempt (or a new master), answer jobs at once
             // instead of letting them wait.
             let retry_at = Instant::now() + jitter(delay);
@@ -599,6 +690,13 @@ impl Connection {
                     _ = sleep_until(retry_at) => break,
                 }
             }
+        }
+    }
+
+    /// Answers every job waiting in the lanes with `error`.
+    fn fail_waiting(&mut self, error: &BackendError) {
+        for job in self.lanes.take_all() {
+            job.reply.fail(error.clone(), &self.metrics);
         }
     }
 
@@ -624,10 +722,10 @@ impl Connection {
         // deadline last took into account (moved forward when it fires).
         let mut progress = Instant::now();
         let mut floor = progress;
-        // After a master switch: take no new jobs, answer what was sent, then go.
-        let mut draining = false;
-
-        // The job queue is closed: drain, then end as Closed rather than Switched.
+        // After a master switch: send nothing more, answer what was sent, then
+        // go (what waits in the lanes goes to the new master).
+        let mut switching = false;
+        // The job queue is closed: send what waits, answer it, then end.
         let mut closing = false;
         // One wait for a new master for the whole session (on a copy of the
         // receiver, which has seen the same version): a fresh `changed()` per
@@ -639,22 +737,13 @@ impl Connection {
         let mut failover = self.failover.clone();
         let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
         let end = loop {
-            if draining && owed.is_empty() {
-                break if closing {
-                    SessionEnd::Closed
-                } else {
-                    SessionEnd::Switched
-                };
-            }
-            match owed.front() {
-                Some(first) => {
-                    let at = first.sent_at().max(floor) + request_timeout;
-                    if armed != Some(at) {
-                        deadline.as_mut().reset(at);
-                        armed = Some(at);
-                    }
+            if owed.is_empty() {
+                if switching {
+                    break SessionEnd::Switched;
                 }
-                None => armed = None,
+                if closing && self.lanes.queued() == 0 {
+                    break SessionEnd::Closed;
+                }
             }
             // A failover under way, or a new master published that this
             // session has not switched to yet: nothing more goes out here.
@@ -666,10 +755,22 @@ impl Connection {
                 }
             }
             let held = failing_over || endpoint.has_changed().unwrap_or(true);
-            let can_take = !draining
-                && !held
-                && owed.len() < self.settings.max_pending
-                && outbox.len() < WRITE_HIGH_WATER;
+            // Send what the lanes let go, in one write.
+            if !switching && !held && self.fill(&mut db, &mut outbox, &mut owed) {
+                if let Err(e) = outbox.write_to(&stream) {
+                    break self.lost(e.to_string());
+                }
+            }
+            match owed.front() {
+                Some(first) => {
+                    let at = first.sent_at().max(floor) + request_timeout;
+                    if armed != Some(at) {
+                        deadline.as_mut().reset(at);
+                        armed = Some(at);
+                    }
+                }
+                None => armed = None,
+            }
 
             tokio::select! {
                 biased;
@@ -694,39 +795,27 @@ impl Connection {
                         break self.lost(e.to_string());
                     }
                 }
-                job = self.jobs.recv(), if can_take => {
+                job = self.jobs.recv(), if !closing => {
                     let Some(job) = job else {
                         // Every handle is gone (a reload removed this backend, or
-                        // shutdown): answer what was sent, then close.
-                        if owed.is_empty() {
-                            break SessionEnd::Closed;
-                        }
-                        draining = true;
+                        // shutdown): send and answer what waits, then close.
                         closing = true;
                         continue;
                     };
-                    let now = Instant::now();
-                    self.queue(job, now, &mut db, &mut outbox, &mut owed);
+                    self.admit(job, held);
                     // Let every client that is ready this turn queue its
                     // command first (one yield puts this task behind them and
-                    // behind the next poll of the sockets), then write them
+                    // behind the next poll of the sockets), then send them
                     // all at once: bigger batches cost Redis and the proxy
                     // fewer syscalls per command. See benches/README.md.
                     tokio::task::yield_now().await;
-                    // Take everything waiting, then write it in one go.
-                    while owed.len() < self.settings.max_pending && outbox.len() < WRITE_HIGH_WATER {
-                        match self.jobs.try_recv() {
-                            Ok(job) => self.queue(job, now, &mut db, &mut outbox, &mut owed),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(e) = outbox.write_to(&stream) {
-                        break self.lost(e.to_string());
+                    while let Ok(job) = self.jobs.try_recv() {
+                        self.admit(job, held);
                     }
                 }
-                changed = &mut master_moved, if !draining => {
+                changed = &mut master_moved, if !switching => {
                     match changed {
-                        Ok(()) => draining = true,
+                        Ok(()) => switching = true,
                         Err(_) => break SessionEnd::Closed,
                     }
                 }
@@ -741,7 +830,7 @@ impl Connection {
                         },
                         None => std::future::pending::<bool>().await,
                     }
-                }, if held && !draining => failing_over = now,
+                }, if held && !switching => failing_over = now,
                 _ = &mut deadline, if armed.is_some() => {
                     if progress > floor && progress + request_timeout > Instant::now() {
                         // Replies are still coming: it is alive, only busy.
@@ -784,7 +873,33 @@ impl Connection {
         }
         self.metrics.failed.fetch_add(failed, Ordering::Relaxed);
         self.held = None;
+        self.lanes.clear_in_flight();
         end
+    }
+
+    /// Puts a client's job in its lane.
+    fn admit(&mut self, mut job: Job, held: bool) {
+        if held {
+            job.held = true;
+            self.metrics
+                .held_requests
+                .increment(u64::from(job.replies()));
+        }
+        self.lanes.push(job.client, job);
+    }
+
+    /// Moves jobs from the lanes to the outbox, round robin between clients,
+    /// while the connection has room. Returns whether any was added.
+    fn fill(&mut self, db: &mut u32, outbox: &mut Outbox, owed: &mut VecDeque<Owed>) -> bool {
+        let mut now = None;
+        while owed.len() < self.settings.max_pending && outbox.len() < WRITE_HIGH_WATER {
+            let Some((_, job)) = self.lanes.pop() else {
+                break;
+            };
+            let at = *now.get_or_insert_with(Instant::now);
+            self.queue(job, at, db, outbox, owed);
+        }
+        now.is_some()
     }
 
     fn lost(&self, reason: String) -> SessionEnd {
@@ -804,10 +919,12 @@ impl Connection {
         outbox: &mut Outbox,
         owed: &mut VecDeque<Owed>,
     ) {
-        if job.reply.is_closed() {
-            // The client went away before its command was sent.
-            return;
+        if job.held {
+            self.metrics
+                .released_requests
+                .increment(u64::from(job.replies()));
         }
+        let client = job.client;
         if job.db != *db {
             let index = Bytes::from(job.db.to_string());
             outbox.gather(|buf| encode_command(&[Bytes::from_static(b"SELECT"), index], buf));
@@ -819,6 +936,7 @@ impl Connection {
             ReplyTo::One(reply) => reply,
             ReplyTo::Many { tx, count } => {
                 owed.push_back(Owed::Batch {
+                    client,
                     reply: tx,
                     count,
                     replies: Vec::with_capacity(count),
@@ -838,12 +956,14 @@ impl Connection {
             outbox.gather(|buf| encode_command(&wait, buf));
             owed.push_back(Owed::Held { sent_at: now });
             owed.push_back(Owed::Wait {
+                client,
                 reply,
                 replicas: self.min_replicas_ack,
                 sent_at: now,
             });
         } else {
             owed.push_back(Owed::Client {
+                client,
                 reply,
                 sent_at: now,
             });
@@ -883,6 +1003,7 @@ impl Connection {
             if frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING") {
                 self.ask_recheck();
             }
+            let size = frame.len();
             let reply = Reply::Raw(frame);
             taken += 1;
             if !any {
@@ -894,17 +1015,20 @@ impl Connection {
             }
             match owed.pop_front() {
                 Some(Owed::Batch {
+                    client,
                     reply: tx,
                     count,
                     mut replies,
                     sent_at,
                 }) => {
+                    self.lanes.replied(client, size);
                     replies.push(reply);
                     if replies.len() >= count {
                         let _ = tx.send(Ok(replies));
                     } else {
                         // More of the batch's replies are still to come.
                         owed.push_front(Owed::Batch {
+                            client,
                             reply: tx,
                             count,
                             replies,
@@ -912,15 +1036,20 @@ impl Connection {
                         });
                     }
                 }
-                Some(Owed::Client { reply: tx, .. }) => {
+                Some(Owed::Client {
+                    client, reply: tx, ..
+                }) => {
+                    self.lanes.replied(client, size);
                     let _ = tx.send(Ok(reply));
                 }
                 Some(Owed::Held { .. }) => self.held = Some(reply),
                 Some(Owed::Wait {
+                    client,
                     reply: tx,
                     replicas,
                     ..
                 }) => {
+                    self.lanes.replied(client, size);
                     let write = self.held.take().unwrap_or(Reply::Null);
                     let answer = match (&write, reply.parsed()) {
                         (w, _) if w.is_error() => write,
@@ -1161,6 +1290,7 @@ mod tests {
             failover: None,
             min_replicas_ack: 0,
             held: None,
+            lanes: Lanes::default(),
             metrics,
         }
     }
@@ -1175,6 +1305,7 @@ mod tests {
             let mut conn = connection(recheck.clone());
             let (tx, rx) = oneshot::channel();
             let mut owed = VecDeque::from([Owed::Client {
+                client: 1,
                 reply: tx,
                 sent_at: Instant::now(),
             }]);
@@ -1192,6 +1323,7 @@ mod tests {
         let mut conn = connection(recheck.clone());
         let (tx, _rx) = oneshot::channel();
         let mut owed = VecDeque::from([Owed::Client {
+            client: 1,
             reply: tx,
             sent_at: Instant::now(),
         }]);

@@ -1,0 +1,180 @@
+//! Fair backend connections, against a real redis-server: clients that
+//! pipeline hundreds of large GETs share the backend connection with a
+//! normal client, whose requests must all come back within a 100 ms client
+//! timeout (django-redis-sessions' socket timeout turns anything slower into
+//! a logout); and clients that pipeline and never read cannot make the
+//! healthy backend's connection look dead.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+
+const BIG: usize = 100 * 1024;
+const HEAVY_CLIENTS: usize = 8;
+const PIPELINE: usize = 256;
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Heavy clients on `port`: each pipelines PIPELINE GETs of the big value,
+/// and reads every reply when `read` is set, until `stop` (or 200 rounds).
+fn heavy(port: u16, read: bool, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<u64>> {
+    (0..HEAVY_CLIENTS)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream.set_read_timeout(Some(READY_LIMIT)).unwrap();
+                // A client that never reads is blocked once the proxy stops
+                // reading it: the timeout lets it see `stop`.
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(1)))
+                    .unwrap();
+                let burst = RawClient::encode(&[b"GET", b"session:big"]).repeat(PIPELINE);
+                let reply_len = format!("${BIG}\r\n").len() + BIG + 2;
+                let mut replies = vec![0u8; reply_len * PIPELINE];
+                let mut rounds = 0;
+                while !stop.load(Ordering::Relaxed) && rounds < 200 {
+                    if stream.write_all(&burst).is_err() {
+                        break;
+                    }
+                    if read && stream.read_exact(&mut replies).is_err() {
+                        break;
+                    }
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect()
+}
+
+/// The normal client: `count` GETs of a small session, one at a time, each
+/// with the client timeout. Returns how many failed, and the slowest.
+fn normal_client(port: u16, count: usize) -> (usize, Duration) {
+    let mut client = RawClient::connect(port);
+    client
+        .stream
+        .set_read_timeout(Some(CLIENT_TIMEOUT))
+        .unwrap();
+    let (mut failed, mut slowest) = (0, Duration::ZERO);
+    for _ in 0..count {
+        let started = Instant::now();
+        client.send(&[b"GET", b"session:user"]);
+        match client.try_read_reply() {
+            Ok(reply) if reply == b"$4\r\nuser\r\n" => {}
+            _ => {
+                failed += 1;
+                // A timed-out reply may still come: start afresh.
+                client = RawClient::connect(port);
+                client
+                    .stream
+                    .set_read_timeout(Some(CLIENT_TIMEOUT))
+                    .unwrap();
+            }
+        }
+        slowest = slowest.max(started.elapsed());
+    }
+    (failed, slowest)
+}
+
+/// Connections the backend has accepted so far, asked over `direct`.
+fn connections_received(direct: &mut RawClient) -> u64 {
+    let info = direct.text(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
+
+/// A Redis with a small and a big session, a direct client on it, and the
+/// proxy in front with its connections made: the pool's, and the one for
+/// large replies (started by a client of large replies).
+fn setup() -> (Redis, RawClient, Proxy) {
+    let redis = Redis::start();
+    let mut direct = redis.client();
+    let big = vec![b'x'; BIG];
+    assert_eq!(direct.cmd(&["SET", "session:user", "user"]), b"+OK\r\n");
+    direct.send(&[b"SET", b"session:big", &big]);
+    assert_eq!(direct.read_reply(), b"+OK\r\n");
+    let proxy = Proxy::start(&config_for(&[("a", redis.address(), 1.0)], ""));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["GET", "session:user"]), "$4\r\nuser\r\n");
+    for _ in 0..4 {
+        assert_eq!(client.cmd(&["GET", "session:big"]).len(), 9 + BIG + 2);
+    }
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "no connection for large replies",
+        || proxy.shared.topology().backends[0].connected() == 2,
+    );
+    (redis, direct, proxy)
+}
+
+/// The two tests load the machine: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_normal_client_is_served_while_heavy_clients_pipeline_large_replies() {
+    let _serial = serial();
+    let (_redis, mut direct, proxy) = setup();
+    let before = connections_received(&mut direct);
+    let stop = Arc::new(AtomicBool::new(false));
+    let heavy = heavy(proxy.port, true, &stop);
+    // Wait until the heavy load is under way.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "no heavy load",
+        || {
+            proxy.shared.topology().backends[0]
+                .metrics()
+                .replies
+                .load(Ordering::Relaxed)
+                > 1000
+        },
+    );
+    let (failed, slowest) = normal_client(proxy.port, 200);
+    stop.store(true, Ordering::Relaxed);
+    let rounds: u64 = heavy.into_iter().map(|t| t.join().unwrap()).sum();
+    println!(
+        "normal client: {failed} of 200 failed, slowest {slowest:?}; heavy clients: {rounds} rounds of {PIPELINE} GETs of {BIG} bytes"
+    );
+    assert!(rounds > 0, "the heavy clients ran");
+    assert_eq!(failed, 0, "the normal client's requests timed out");
+    assert_eq!(
+        connections_received(&mut direct),
+        before,
+        "the healthy backend's connection was re-made"
+    );
+}
+
+#[test]
+fn clients_that_never_read_cannot_make_a_healthy_backend_look_dead() {
+    let _serial = serial();
+    let (_redis, mut direct, proxy) = setup();
+    let before = connections_received(&mut direct);
+    let stop = Arc::new(AtomicBool::new(false));
+    let heavy = heavy(proxy.port, false, &stop);
+    let (failed, _) = normal_client(proxy.port, 200);
+    stop.store(true, Ordering::Relaxed);
+    for t in heavy {
+        t.join().unwrap();
+    }
+    assert_eq!(failed, 0, "the normal client's requests timed out");
+    assert!(proxy.shared.ready().is_ok(), "the backend was marked down");
+    assert_eq!(
+        connections_received(&mut direct),
+        before,
+        "the healthy backend's connection was re-made"
+    );
+}
