@@ -7,7 +7,8 @@
 //! ```
 //! With `--read 0` the heavy clients never read their replies. Prints one
 //! JSON line: {"requests", "p50_ms", "p99_ms", "max_ms", "timeouts",
-//! "heavy_mb_s"}. A normal request counts as a timeout after 100 ms (the
+//! "heavy_mb_s", "late_at_s"} (when, in seconds into the run, requests took
+//! longer than the client timeout). A normal request counts as a timeout after 100 ms (the
 //! socket timeout django-redis-sessions uses), and its connection is re-made.
 
 use std::io::{Read, Write};
@@ -127,6 +128,8 @@ fn main() {
     let mut normal = connect(port, CLIENT_TIMEOUT).expect("connect");
     let mut latencies = Vec::new();
     let mut timeouts = 0u64;
+    // When (seconds into the run) requests took over the client timeout.
+    let mut late_at = Vec::new();
     let deadline = started + Duration::from_secs(args.seconds);
     while Instant::now() < deadline {
         let t = Instant::now();
@@ -137,7 +140,11 @@ fn main() {
             // A late reply may still come on the old connection: start afresh.
             normal = connect(port, CLIENT_TIMEOUT).expect("reconnect");
         }
-        latencies.push(t.elapsed());
+        let took = t.elapsed();
+        if took > CLIENT_TIMEOUT || !ok {
+            late_at.push(format!("{:.2}", (t - started).as_secs_f64()));
+        }
+        latencies.push(took);
     }
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
@@ -150,12 +157,13 @@ fn main() {
         latencies[i].as_secs_f64() * 1000.0
     };
     println!(
-        "{{\"requests\": {}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}, \"timeouts\": {}, \"heavy_mb_s\": {:.1}}}",
+        "{{\"requests\": {}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}, \"timeouts\": {}, \"heavy_mb_s\": {:.1}, \"late_at_s\": [{}]}}",
         latencies.len(),
         pick(0.50),
         pick(0.99),
         pick(1.0),
         timeouts,
-        heavy_bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6
+        heavy_bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
+        late_at.join(", ")
     );
 }

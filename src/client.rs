@@ -39,16 +39,24 @@ const HOLD_LIMIT: usize = 64 * 1024;
 const IDLE_BUFFER: usize = 4096;
 /// Smallest scratch buffer a batch of several commands is gathered in.
 const PAYLOAD_MIN: usize = 4096;
+/// Reply bytes a client encodes in one pass before it lets others run.
+const ENCODE_TURN: usize = 256 * 1024;
 /// Commands one batch towards a backend holds at most (see [`Batcher`]),
 /// and the reply bytes it is expected to bring back at most, judged by the
 /// client's average reply, which brings a batch of large GETs down to one.
 const BATCH_MAX: usize = 16;
 const BATCH_REPLY_BYTES: u64 = 64 * 1024;
+/// The most a batch holds before the client's first reply has come.
+const FIRST_BATCH: usize = 4;
 
 /// How many commands a batch may hold for a client whose replies average
 /// `reply_bytes`.
 fn batch_max(reply_bytes: u64) -> usize {
-    let fit = BATCH_REPLY_BYTES / reply_bytes.max(1);
+    if reply_bytes == 0 {
+        // No reply yet: they may be large.
+        return FIRST_BATCH;
+    }
+    let fit = BATCH_REPLY_BYTES / reply_bytes;
     (fit as usize).clamp(1, BATCH_MAX)
 }
 /// Reply-queue capacity an idle client may keep.
@@ -626,8 +634,17 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             }
         }
         batcher.flush(&topo, state.origin());
-        // 2. Encode every reply that is ready, in order.
+        // 2. Encode every reply that is ready, in order, up to ENCODE_TURN
+        // bytes: a client with megabytes of large replies ready lets the
+        // others go first (like Redis's per-client write limit per turn of
+        // its event loop), then comes back for the rest.
+        let encode_until = wbuf.len() + ENCODE_TURN;
+        let mut more_ready = false;
         while let Some(slot) = queue.front_mut() {
+            if wbuf.len() >= encode_until {
+                more_ready = true;
+                break;
+            }
             if !slot.poll_ready(&mut batcher, None) {
                 break;
             }
@@ -680,6 +697,10 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             let written = stream.write_some(&mut wbuf);
             count_sent(shared, before - wbuf.len());
             written?;
+        }
+        if more_ready {
+            tokio::task::yield_now().await;
+            continue;
         }
         if held_back && queue.len() < max_pipeline {
             continue;

@@ -11,7 +11,8 @@
 //!   RESP2/RESP3 encoding (via `redis-protocol`).
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
 //! - [`backend`]: pipelined connections to each Redis server, with timeouts,
-//!   reconnection, health and the optional WAIT after writes.
+//!   reconnection, health and the optional WAIT after writes; `backend::lanes`
+//!   shares a connection fairly between its clients.
 //! - [`sentinel`]: follows a Sentinel group's master and publishes it to the
 //!   backend's connections.
 //! - [`config`]: the TOML file, defaults and validation.

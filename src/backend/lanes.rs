@@ -21,9 +21,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// next job waits for some of them (at least one job is always allowed).
 pub const SHARE_BYTES: u64 = 256 * 1024;
 /// What a reply is expected to weigh when its client has had none yet: a
-/// new client may have 16 replies in flight until they tell how large they
+/// new client may have 4 replies in flight until they tell how large they
 /// are.
-const FIRST_GUESS: u64 = SHARE_BYTES / 16;
+const FIRST_GUESS: u64 = SHARE_BYTES / 4;
 
 /// What the lanes need to know about a job.
 pub trait Queued {
@@ -35,6 +35,11 @@ pub trait Queued {
     /// lane starts from it (lanes are forgotten when idle; clients remember).
     fn reply_bytes(&self) -> u64;
 }
+
+/// Idle lanes are kept (so a busy client's lane is not made afresh for every
+/// batch) until there are more lanes than this, or than twice as many as
+/// the last sweep left, whichever is more; then every idle one is dropped.
+const KEEP_IDLE: usize = 1024;
 
 /// Client ids are small sequential numbers: they hash to themselves.
 #[derive(Default)]
@@ -60,6 +65,9 @@ struct Lane<J> {
     in_flight: u64,
     /// Moving average of this client's reply size, in bytes.
     reply_bytes: u64,
+    /// `reply_bytes` is FIRST_GUESS, not yet anything seen: the first reply
+    /// replaces it rather than moving the average.
+    guessed: bool,
     /// Whether the lane is in `turns`.
     in_turn: bool,
 }
@@ -74,6 +82,7 @@ impl<J> Lane<J> {
             } else {
                 reply_bytes
             },
+            guessed: reply_bytes == 0,
             in_turn: false,
         }
     }
@@ -94,6 +103,8 @@ pub struct Lanes<J> {
     turns: VecDeque<u64>,
     /// Jobs waiting in all lanes.
     queued: usize,
+    /// Lanes beyond which idle ones are swept.
+    sweep_above: usize,
 }
 
 impl<J> Default for Lanes<J> {
@@ -102,6 +113,7 @@ impl<J> Default for Lanes<J> {
             lanes: HashMap::default(),
             turns: VecDeque::new(),
             queued: 0,
+            sweep_above: KEEP_IDLE,
         }
     }
 }
@@ -118,6 +130,11 @@ impl<J: Queued> Lanes<J> {
             .lanes
             .entry(client)
             .or_insert_with(|| Lane::new(job.reply_bytes()));
+        if lane.is_idle() && job.reply_bytes() > 0 {
+            // A lane kept from before: its client knows better now.
+            lane.reply_bytes = job.reply_bytes();
+            lane.guessed = false;
+        }
         lane.jobs.push_back(job);
         self.queued += 1;
         if !lane.in_turn && lane.has_room() {
@@ -147,31 +164,38 @@ impl<J: Queued> Lanes<J> {
                 }
                 return Some((client, job));
             }
-            self.forget_if_idle(client);
         }
         None
     }
 
-    /// One reply of `bytes` came back for `client`.
-    pub fn replied(&mut self, client: u64, bytes: usize) {
+    /// `replies` replies of `bytes` in all came back for `client`.
+    pub fn replied(&mut self, client: u64, replies: u32, bytes: usize) {
         let Some(lane) = self.lanes.get_mut(&client) else {
             return;
         };
-        lane.in_flight = lane.in_flight.saturating_sub(1);
-        lane.reply_bytes = (lane.reply_bytes * 7 + bytes as u64).div_ceil(8);
+        let replies = u64::from(replies.max(1));
+        lane.in_flight = lane.in_flight.saturating_sub(replies);
+        let size = (bytes as u64 / replies).max(1);
+        lane.reply_bytes = if lane.guessed {
+            size
+        } else {
+            (lane.reply_bytes * 7 + size).div_ceil(8)
+        };
+        lane.guessed = false;
         if !lane.in_turn && !lane.jobs.is_empty() && lane.has_room() {
             lane.in_turn = true;
             self.turns.push_back(client);
         }
-        self.forget_if_idle(client);
+        if lane.is_idle() && self.lanes.len() > self.sweep_above {
+            self.sweep();
+        }
     }
 
     /// The connection was lost or left: nothing is in flight any more.
     pub fn clear_in_flight(&mut self) {
-        self.lanes.retain(|_, lane| !lane.jobs.is_empty());
         for (client, lane) in &mut self.lanes {
             lane.in_flight = 0;
-            if !lane.in_turn {
+            if !lane.in_turn && !lane.jobs.is_empty() {
                 lane.in_turn = true;
                 self.turns.push_back(*client);
             }
@@ -187,14 +211,13 @@ impl<J: Queued> Lanes<J> {
         }
         self.turns.clear();
         self.queued = 0;
-        self.lanes.retain(|_, lane| !lane.is_idle());
         all
     }
 
-    fn forget_if_idle(&mut self, client: u64) {
-        if self.lanes.get(&client).is_some_and(Lane::is_idle) {
-            self.lanes.remove(&client);
-        }
+    /// Drops every idle lane.
+    fn sweep(&mut self) {
+        self.lanes.retain(|_, lane| !lane.is_idle());
+        self.sweep_above = KEEP_IDLE.max(2 * self.lanes.len());
     }
 }
 
@@ -271,28 +294,25 @@ mod tests {
         lanes.push(2, job(1000));
         assert_eq!(pop_all(&mut lanes), [(2, 1000)]);
         // Each reply that comes back lets one more of the heavy lane go.
-        lanes.replied(1, 100_000);
+        lanes.replied(1, 1, 100_000);
         assert_eq!(pop_all(&mut lanes).len(), 1);
     }
 
     #[test]
     fn small_replies_pipeline_deep() {
         let mut lanes = Lanes::default();
-        // Until its replies come, a new client has 16 in flight.
+        // Until its replies come, a new client has 4 in flight.
         for id in 0..100 {
             lanes.push(7, job(id));
         }
-        assert_eq!(pop_all(&mut lanes).len(), 16);
-        // Each small reply makes room for more.
-        for _ in 0..100 {
-            lanes.replied(7, 5);
-            pop_all(&mut lanes);
-        }
-        assert!(lanes.lanes.is_empty(), "an idle lane is forgotten");
+        assert_eq!(pop_all(&mut lanes).len(), 4);
+        // The first reply tells: small. All the rest may go.
+        lanes.replied(7, 1, 5);
+        assert_eq!(pop_all(&mut lanes).len(), 96);
         // A client known to have small replies pipelines as deep as it sends.
         for id in 0..1000 {
             lanes.push(
-                7,
+                8,
                 J {
                     reply_bytes: 5,
                     ..job(id)
@@ -300,10 +320,8 @@ mod tests {
             );
         }
         assert_eq!(pop_all(&mut lanes).len(), 1000);
-        for _ in 0..1000 {
-            lanes.replied(7, 5);
-        }
-        assert!(lanes.lanes.is_empty());
+        lanes.replied(8, 1000, 5000);
+        assert_eq!(lanes.lanes[&8].in_flight, 0);
     }
 
     #[test]
@@ -320,10 +338,25 @@ mod tests {
         );
         lanes.push(1, job(2));
         assert_eq!(pop_all(&mut lanes), [(1, 1)]);
-        for _ in 0..500 {
-            lanes.replied(1, 10_000_000);
-        }
+        lanes.replied(1, 500, 500 * 10_000_000);
         assert_eq!(pop_all(&mut lanes), [(1, 2)]);
+    }
+
+    #[test]
+    fn idle_lanes_are_swept_once_there_are_many() {
+        let mut lanes = Lanes::default();
+        // Clients come and go: their idle lanes are kept up to KEEP_IDLE...
+        for client in 0..KEEP_IDLE as u64 {
+            lanes.push(client, job(0));
+            assert_eq!(pop_all(&mut lanes), [(client, 0)]);
+            lanes.replied(client, 1, 10);
+        }
+        assert_eq!(lanes.lanes.len(), KEEP_IDLE);
+        // ...and swept by the one after.
+        lanes.push(u64::MAX, job(1));
+        assert_eq!(pop_all(&mut lanes), [(u64::MAX, 1)]);
+        lanes.replied(u64::MAX, 1, 10);
+        assert!(lanes.lanes.is_empty());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! by every client, with requests pipelined and replies matched in order.
 //!
 //! Each connection is one task that owns its socket, a queue of jobs from
-//! clients (`mpsc`) and the FIFO of replies it owes (`pending`). Reading and
+//! clients (`mpsc`), their lanes (one per client, taken in turn: see
+//! [`lanes`]) and the FIFO of replies it owes (`owed`). Reading and
 //! writing happen in the same `select!` loop, so there is no lock and no way
 //! for a full socket in one direction to stall the other. Every job gets
 //! exactly one answer: the backend's reply, or an error when the connection
@@ -36,6 +37,8 @@ use crate::protocol::{encode_command, reply_extent, BackendReplyDecoder, Reply};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Reply bytes a connection reads before it lets other tasks run.
+const READ_TURN: usize = 256 * 1024;
 /// A client whose replies from backends average more than this goes on
 /// its backend's connection for large replies (see [`Origin`]).
 pub const LARGE_REPLY_BYTES: u64 = 16 * 1024;
@@ -353,6 +356,7 @@ impl Backend {
                 .run(stop_probe.clone())
                 .instrument(tracing::info_span!("probe", backend = %id)),
         );
+        let pool = settings.connections;
         let spawn = {
             let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
             let (endpoint, health) = (endpoint.clone(), health.clone());
@@ -370,6 +374,8 @@ impl Backend {
                     min_replicas_ack,
                     held: None,
                     lanes: Lanes::default(),
+                    // The connection after the pool's is the one for large replies.
+                    read_turn: if conn >= pool { READ_TURN } else { usize::MAX },
                     metrics: metrics.clone(),
                 };
                 let span = tracing::info_span!("backend", id = %id, conn);
@@ -540,6 +546,8 @@ enum Owed {
         reply: oneshot::Sender<BatchResult>,
         count: usize,
         replies: Vec<Reply>,
+        /// Bytes of the replies so far.
+        bytes: usize,
         sent_at: Instant,
     },
     /// A SELECT the proxy inserted to switch databases.
@@ -598,6 +606,11 @@ struct Connection {
     /// Jobs taken from `jobs`, waiting for their client's turn; kept across
     /// sessions (a master switch sends them to the new master).
     lanes: Lanes<Job>,
+    /// Bytes read before letting other tasks run: READ_TURN on the
+    /// connection for large replies, which could otherwise keep reading for
+    /// milliseconds; unlimited on the others, where replies are small and a
+    /// pause would only delay them.
+    read_turn: usize,
     metrics: Arc<BackendMetrics>,
 }
 
@@ -736,6 +749,7 @@ impl Connection {
         let endpoint = self.endpoint.clone();
         let mut failover = self.failover.clone();
         let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
+        let mut read_in_turn = 0;
         let end = loop {
             if owed.is_empty() {
                 if switching {
@@ -780,10 +794,18 @@ impl Connection {
                     }
                     match stream.try_read_buf(&mut rbuf, crate::net::BACKEND_READ) {
                         Ok(0) => break self.lost("closed by the server".into()),
-                        Ok(_) => {
+                        Ok(n) => {
                             progress = Instant::now();
                             if let Err(end) = self.take_replies(&mut rbuf, &mut owed, progress) {
                                 break end;
+                            }
+                            // A stream of large replies could keep this task
+                            // reading for milliseconds: after `read_turn` bytes,
+                            // the clients it woke (and everyone else) go first.
+                            read_in_turn += n;
+                            if read_in_turn >= self.read_turn {
+                                read_in_turn = 0;
+                                tokio::task::yield_now().await;
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -940,6 +962,7 @@ impl Connection {
                     reply: tx,
                     count,
                     replies: Vec::with_capacity(count),
+                    bytes: 0,
                     sent_at: now,
                 });
                 return;
@@ -1019,11 +1042,12 @@ impl Connection {
                     reply: tx,
                     count,
                     mut replies,
+                    bytes,
                     sent_at,
                 }) => {
-                    self.lanes.replied(client, size);
                     replies.push(reply);
                     if replies.len() >= count {
+                        self.lanes.replied(client, count as u32, bytes + size);
                         let _ = tx.send(Ok(replies));
                     } else {
                         // More of the batch's replies are still to come.
@@ -1032,6 +1056,7 @@ impl Connection {
                             reply: tx,
                             count,
                             replies,
+                            bytes: bytes + size,
                             sent_at,
                         });
                     }
@@ -1039,7 +1064,7 @@ impl Connection {
                 Some(Owed::Client {
                     client, reply: tx, ..
                 }) => {
-                    self.lanes.replied(client, size);
+                    self.lanes.replied(client, 1, size);
                     let _ = tx.send(Ok(reply));
                 }
                 Some(Owed::Held { .. }) => self.held = Some(reply),
@@ -1049,7 +1074,7 @@ impl Connection {
                     replicas,
                     ..
                 }) => {
-                    self.lanes.replied(client, size);
+                    self.lanes.replied(client, 1, size);
                     let write = self.held.take().unwrap_or(Reply::Null);
                     let answer = match (&write, reply.parsed()) {
                         (w, _) if w.is_error() => write,
@@ -1291,6 +1316,7 @@ mod tests {
             min_replicas_ack: 0,
             held: None,
             lanes: Lanes::default(),
+            read_turn: usize::MAX,
             metrics,
         }
     }
