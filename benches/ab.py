@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""A/B throughput of two session-proxy binaries in front of the same two
+Redis servers, interleaved (the order alternates each round): redis-benchmark
+GET and SET, 50 clients, pipeline 1 and 16, 400-byte values, random keys, and
+the Django-like mix of examples/loadgen.rs. Prints per workload the medians
+of req/s, their ratio (B / A) and the ratio round by round. Run through
+benches/ab.sh, which builds both binaries.
+
+usage: ab.py BINARY_A BINARY_B   (ROUNDS=n, default 5)
+"""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOADGEN = os.path.join(ROOT, "target/release/examples/loadgen")
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+WORKLOADS = [("get", 1), ("set", 1), ("get", 16), ("set", 16), ("mix", 0)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, limit=20):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    sys.exit(f"nothing listens on {port}")
+
+
+def measure(port, test, pipeline):
+    if test == "mix":
+        out = subprocess.run([LOADGEN, "--port", str(port), "--connections", "50", "--requests", "200000"],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])["rps"]
+    requests = "200000" if pipeline == 1 else "1000000"
+    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-c", "50",
+                          "-n", requests, "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv"],
+                         capture_output=True, text=True, check=True).stdout
+    row = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
+    return float(row.split(",")[1].strip('"'))
+
+
+def main():
+    binaries = {"A": sys.argv[1], "B": sys.argv[2]}
+    work = tempfile.mkdtemp(prefix="session-proxy-ab-")
+    redis = [free_port(), free_port()]
+    procs = [subprocess.Popen(["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", work], stdout=subprocess.DEVNULL)
+             for p in redis]
+    try:
+        for p in redis:
+            wait_port(p)
+        ports = {}
+        for name, binary in binaries.items():
+            ports[name] = free_port()
+            path = os.path.join(work, f"{name}.toml")
+            with open(path, "w") as f:
+                f.write(f'[listen]\naddress = "127.0.0.1:{ports[name]}"\n'
+                        f'[[backends]]\nid = "a"\naddress = "127.0.0.1:{redis[0]}"\n'
+                        f'[[backends]]\nid = "b"\naddress = "127.0.0.1:{redis[1]}"\n')
+            procs.append(subprocess.Popen([binary, "--config", path], stderr=subprocess.DEVNULL))
+            wait_port(ports[name])
+        results = {}
+        for rnd in range(ROUNDS):
+            for test, pipeline in WORKLOADS:
+                for name in ("A", "B") if rnd % 2 == 0 else ("B", "A"):
+                    rps = measure(ports[name], test, pipeline)
+                    results.setdefault((test, pipeline, name), []).append(rps)
+                    print(f"round {rnd + 1}/{ROUNDS} {test} P{pipeline} {name}: {rps:,.0f}", file=sys.stderr)
+        print("| workload | A req/s | B req/s | B / A | B / A by round |")
+        print("|---|---:|---:|---:|---|")
+        for test, pipeline in WORKLOADS:
+            a, b = results[(test, pipeline, "A")], results[(test, pipeline, "B")]
+            label = "Django mix" if test == "mix" else f"{test.upper()} P{pipeline}"
+            by_round = ", ".join(f"{y / x:.2f}" for x, y in zip(a, b))
+            print(f"| {label} | {statistics.median(a):,.0f} | {statistics.median(b):,.0f} "
+                  f"| {statistics.median(b) / statistics.median(a):.3f} | {by_round} |")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
+
+if __name__ == "__main__":
+    main()
