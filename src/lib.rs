@@ -2,11 +2,14 @@
 //!
 //! A request travels through the modules in this order:
 //!
-//! - [`server`]: listeners (TCP, unix socket), the client limit, and the state
-//!   every connection shares (config, router, backends, INFO counters).
-//! - [`client`]: one task per client connection: framing, per-connection state
-//!   (RESP2/3, database, name, AUTH), local commands, routing, and replies
-//!   written back in request order.
+//! - [`server`]: listeners (TCP, unix socket), the client limit, draining.
+//! - [`shared`]: the state every connection shares (the topology: config,
+//!   router, backends; INFO counters, metrics, SLOWLOG), swapped on reload.
+//! - [`client`]: one task per client connection: the loop (`client/mod.rs`),
+//!   its batcher towards backends (`batcher.rs`), the reply order (`slot.rs`),
+//!   what each request becomes (`dispatch.rs`), and the commands answered
+//!   here, one file per family (`commands/`: AUTH, HELLO, CLIENT, COMMAND,
+//!   INFO, SLOWLOG).
 //! - [`protocol`]: request framing, the command table, replies and their
 //!   RESP2/RESP3 encoding (via `redis-protocol`).
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
@@ -37,6 +40,7 @@ pub mod protocol;
 pub mod router;
 pub mod sentinel;
 pub mod server;
+pub mod shared;
 pub mod shutdown;
 pub mod slowlog;
 

@@ -9,7 +9,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use session_proxy::config::Config;
 use session_proxy::metrics::LATENCY_BUCKETS;
 use session_proxy::router::Router;
-use session_proxy::server::{self, Listeners, Shared};
+use session_proxy::server::{self, Listeners};
+use session_proxy::shared::Shared;
 use session_proxy::shutdown;
 
 /// EX_USAGE from sysexits.h: the config or the command line is wrong.

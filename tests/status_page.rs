@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config_for, wait_until, Proxy, Redis, READY_LIMIT};
-use session_proxy::server::Shared;
+use session_proxy::shared::Shared;
 
 /// The admin listener for an in-process proxy, on a port bound here and
 /// handed over (nothing can take it in between).

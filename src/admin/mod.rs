@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::server::Shared;
+use crate::shared::Shared;
 
 #[derive(Clone)]
 struct AdminState {

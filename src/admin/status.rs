@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::metrics::{unix_now, LATENCY_BUCKETS};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The status page: HTML, CSS and plain JavaScript in one file, compiled in.
 pub const PAGE: &str = include_str!("status.html");

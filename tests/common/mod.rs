@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use session_proxy::config::Config;
-use session_proxy::server::{self, Listeners, Shared};
+use session_proxy::server::{self, Listeners};
+use session_proxy::shared::Shared;
 use session_proxy::shutdown;
 
 /// Longest a test waits for a process to become ready: a safety net against a

@@ -1,0 +1,211 @@
+//! The batcher: a client's commands for one backend, gathered within one
+//! pass of its loop into one job (see [`Batcher`]).
+
+use crate::client::*;
+
+/// Smallest scratch buffer a batch of several commands is gathered in.
+pub(in crate::client) const PAYLOAD_MIN: usize = 4096;
+
+/// Commands one batch towards a backend holds at most (see [`Batcher`]),
+/// and the reply bytes it is expected to bring back at most, judged by the
+/// client's average reply, which brings a batch of large GETs down to one.
+pub(in crate::client) const BATCH_MAX: usize = 16;
+
+pub(in crate::client) const BATCH_REPLY_BYTES: u64 = 64 * 1024;
+
+/// The most a batch holds before the client's first reply has come.
+pub(in crate::client) const FIRST_BATCH: usize = 4;
+
+/// How many commands a batch may hold for a client whose replies average
+/// `reply_bytes`.
+pub(in crate::client) fn batch_max(reply_bytes: u64) -> usize {
+    if reply_bytes == 0 {
+        // No reply yet: they may be large.
+        return FIRST_BATCH;
+    }
+    let fit = BATCH_REPLY_BYTES / reply_bytes;
+    (fit as usize).clamp(1, BATCH_MAX)
+}
+
+/// Gathers the commands a client pipelines to one backend within one pass
+/// of its loop into one job, so a backend connection queues, and answers,
+/// one job per client per pass instead of one per command.
+///
+/// Order is kept: every command bound elsewhere (split over backends, sent
+/// to all, or needing a WAIT) first flushes what is gathered, and a batch
+/// holds one database's commands only.
+#[derive(Default)]
+pub(in crate::client) struct Batcher {
+    /// Per backend with commands gathered in this pass.
+    pub(in crate::client) open: Vec<OpenBatch>,
+    /// Per backend (by index): the buffer an open batch's commands are copied
+    /// into. A flush splits the payload off; once the backend has written
+    /// it, the next batch reuses the same memory instead of allocating.
+    pub(in crate::client) scratch: Vec<BytesMut>,
+    /// Sent batches whose replies are not all taken yet, oldest first.
+    pub(in crate::client) sent: VecDeque<Batch>,
+    pub(in crate::client) next_seq: u64,
+}
+
+pub(in crate::client) struct OpenBatch {
+    pub(in crate::client) backend: usize,
+    pub(in crate::client) seq: u64,
+    pub(in crate::client) db: u32,
+    /// The first command; copied into the backend's scratch buffer when a
+    /// second one comes.
+    pub(in crate::client) first: Bytes,
+    pub(in crate::client) count: usize,
+}
+
+pub(in crate::client) struct Batch {
+    pub(in crate::client) seq: u64,
+    pub(in crate::client) replies: BatchReplies,
+    /// Slots not yet answered from it.
+    pub(in crate::client) left: usize,
+}
+
+pub(in crate::client) enum BatchReplies {
+    One(oneshot::Receiver<BackendResult>),
+    Many(oneshot::Receiver<BatchResult>),
+    /// A single command's answer, not yet taken.
+    DoneOne(Option<BackendResult>),
+    Done(BatchResult),
+}
+
+impl Batcher {
+    /// Gathers a command for the backend at `backend` (`id`, for a timeout
+    /// error) and returns the slot waiting for it.
+    pub(in crate::client) fn add(
+        &mut self,
+        topo: &Topology,
+        state: &State,
+        backend: usize,
+        id: Arc<str>,
+        raw: &Bytes,
+        now: Instant,
+    ) -> Slot {
+        // A batch holds one database's commands, and no more than
+        // `batch_max` of them: a backend connection shares itself between
+        // clients one job at a time, so a pipeline of hundreds of large GETs
+        // must not be one job that everyone else waits behind.
+        let most = batch_max(state.reply_bytes);
+        if self
+            .open
+            .iter()
+            .any(|open| open.db != state.db || (open.backend == backend && open.count >= most))
+        {
+            self.flush(topo, state.origin());
+        }
+        let index = match self.open.iter_mut().find(|open| open.backend == backend) {
+            Some(open) => {
+                if self.scratch.len() <= backend {
+                    self.scratch.resize_with(backend + 1, BytesMut::new);
+                }
+                if let Some(payload) = self.scratch.get_mut(backend) {
+                    if open.count == 1 {
+                        payload.reserve((open.first.len() + raw.len()).max(PAYLOAD_MIN));
+                        payload.extend_from_slice(&open.first);
+                    }
+                    payload.extend_from_slice(raw);
+                }
+                open.count += 1;
+                (open.seq, open.count - 1)
+            }
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.open.push(OpenBatch {
+                    backend,
+                    seq,
+                    db: state.db,
+                    first: raw.clone(),
+                    count: 1,
+                });
+                (seq, 0)
+            }
+        };
+        let pending = Pending::Batched {
+            seq: index.0,
+            index: index.1,
+        };
+        Slot::waiting(topo, state.proto, pending, id, now)
+    }
+
+    /// Sends everything gathered.
+    pub(in crate::client) fn flush(&mut self, topo: &Topology, origin: Origin) {
+        for open in self.open.drain(..) {
+            let Some(backend) = topo.backends.get(open.backend) else {
+                continue;
+            };
+            let replies = if open.count == 1 {
+                BatchReplies::One(backend.send(origin, open.first, open.db, false))
+            } else {
+                let payload = self
+                    .scratch
+                    .get_mut(open.backend)
+                    .map(|scratch| scratch.split().freeze())
+                    .unwrap_or_default();
+                BatchReplies::Many(backend.send_batch(origin, payload, open.count, open.db))
+            };
+            self.sent.push_back(Batch {
+                seq: open.seq,
+                replies,
+                left: open.count,
+            });
+        }
+    }
+
+    /// Reply `index` of batch `seq`, if it has come.
+    pub(in crate::client) fn poll(
+        &mut self,
+        seq: u64,
+        index: usize,
+        cx: Option<&mut Context<'_>>,
+    ) -> Option<Reply> {
+        let Some(batch) = self.sent.iter_mut().find(|b| b.seq == seq) else {
+            return Some(reply_dropped());
+        };
+        match &mut batch.replies {
+            BatchReplies::One(rx) => {
+                batch.replies = BatchReplies::DoneOne(Some(poll_receiver(rx, cx)?));
+            }
+            BatchReplies::Many(rx) => batch.replies = BatchReplies::Done(poll_receiver(rx, cx)?),
+            BatchReplies::DoneOne(_) | BatchReplies::Done(_) => {}
+        }
+        let reply = match &mut batch.replies {
+            BatchReplies::DoneOne(result) => result.take().map_or_else(reply_dropped, result_reply),
+            BatchReplies::Done(Ok(replies)) => replies
+                .get_mut(index)
+                .map_or_else(reply_dropped, |r| std::mem::replace(r, Reply::Null)),
+            BatchReplies::Done(Err(e)) => e.to_reply(),
+            BatchReplies::One(_) | BatchReplies::Many(_) => return None,
+        };
+        batch.left = batch.left.saturating_sub(1);
+        Some(reply)
+    }
+
+    /// A slot waiting on batch `seq` was answered otherwise (it timed out).
+    pub(in crate::client) fn abandon(&mut self, seq: u64) {
+        if let Some(batch) = self.sent.iter_mut().find(|b| b.seq == seq) {
+            batch.left = batch.left.saturating_sub(1);
+        }
+    }
+
+    /// Gives the scratch buffers back (the client is idle).
+    pub(in crate::client) fn release(&mut self) {
+        if self.open.is_empty() && self.sent.is_empty() {
+            self.scratch = Vec::new();
+        }
+    }
+
+    /// Forgets the oldest batches once every reply in them is taken.
+    pub(in crate::client) fn trim(&mut self) {
+        while self.sent.front().is_some_and(|b| b.left == 0) {
+            self.sent.pop_front();
+        }
+    }
+}
+
+pub(in crate::client) fn reply_dropped() -> Reply {
+    Reply::error("ERR reply dropped by the proxy")
+}

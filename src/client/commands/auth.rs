@@ -1,0 +1,88 @@
+//! AUTH, and the users and key-prefix permissions behind it.
+
+use crate::client::*;
+
+pub(in crate::client) const NOAUTH: &str = "NOAUTH Authentication required.";
+
+pub(in crate::client) const WRONGPASS: &str =
+    "WRONGPASS invalid username-password pair or user is disabled.";
+
+pub(in crate::client) const NOPERM_KEY: &str =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+
+/// Who a user name and password authenticate as: `Some(None)` for the
+/// default user, `Some(Some(name))` for a named one, `None` when refused.
+pub(in crate::client) fn authenticate(
+    topo: &Topology,
+    user: Option<&[u8]>,
+    password: &[u8],
+) -> Option<Option<Bytes>> {
+    let config = &topo.config;
+    let listen = &config.listen;
+    let default = match user {
+        None => true,
+        Some(user) => {
+            user == b"default"
+                || listen
+                    .username
+                    .as_deref()
+                    .is_some_and(|u| u.as_bytes() == user)
+        }
+    };
+    if default {
+        return match &listen.password {
+            // Like Redis's default user with `nopass`: any password is
+            // accepted, unless named users exist (then it is off).
+            None => config.users.is_empty().then_some(None),
+            Some(expected) => constant_time_eq(expected.as_bytes(), password).then_some(None),
+        };
+    }
+    let named = config.user(user?)?;
+    constant_time_eq(named.secret().as_bytes(), password)
+        .then(|| Some(Bytes::copy_from_slice(named.name.as_bytes())))
+}
+
+/// Whether a client sees only part of the keyspace.
+pub(in crate::client) fn is_restricted(
+    topo: &Topology,
+    user: Option<&crate::config::User>,
+) -> bool {
+    !topo.config.keys.prefixes.is_empty() || user.is_some_and(|u| !u.prefixes.is_empty())
+}
+
+/// Redis 7.0's reply to a command an ACL forbids.
+pub(in crate::client) fn noperm_command(name: &str) -> Reply {
+    Reply::error(format!(
+        "NOPERM this user has no permissions to run the '{name}' command"
+    ))
+}
+
+pub(in crate::client) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(in crate::client) fn auth(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
+    if args.len() > 3 {
+        return Reply::error("ERR syntax error");
+    }
+    let (user, password) = match args {
+        [_, password] => {
+            if topo.config.listen.password.is_none() {
+                return Reply::error(
+                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                );
+            }
+            (None, password)
+        }
+        [_, user, password] => (Some(&user[..]), password),
+        _ => return arity_error("auth"),
+    };
+    match authenticate(topo, user, password) {
+        Some(who) => {
+            state.authenticated = true;
+            state.user = who;
+            Reply::ok()
+        }
+        None => Reply::error(WRONGPASS),
+    }
+}

@@ -1,0 +1,330 @@
+//! From a decoded request to its slot: commands answered here, commands
+//! routed to a backend (one, split over several, or sent to all), and
+//! Redis's errors for what is refused.
+
+use crate::client::*;
+
+/// Runs one request and returns its slot.
+pub(in crate::client) fn dispatch(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    batcher: &mut Batcher,
+    request: Request,
+    started: Instant,
+) -> Slot {
+    let command = request.arg(0).and_then(lookup_index).unwrap_or(TABLE.len());
+    let mut slot = execute(shared, topo, state, batcher, command, &request, started);
+    slot.command = command;
+    slot.started = Some(started);
+    slot.request = Kept::new(request);
+    slot
+}
+
+/// Runs the request whose command is `TABLE[command]` (out of range: unknown).
+pub(in crate::client) fn execute(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    batcher: &mut Batcher,
+    command: usize,
+    request: &Request,
+    now: Instant,
+) -> Slot {
+    let proto = state.proto;
+    shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+    state.last_command_at = now;
+    let Some(spec) = TABLE.get(command) else {
+        state.last_command = "NULL";
+        shared.metrics.refused_commands.increment(1);
+        return Slot::ready(proto, unknown_command(&request.args()));
+    };
+    state.last_command = spec.name;
+    // MSET needs pairs and PING at most one message; Redis checks both inside
+    // the command, so after authentication.
+    let extra_arity = match spec.cmd {
+        Cmd::MSet => request.len().is_multiple_of(2),
+        Cmd::Ping => request.len() > 2,
+        _ => false,
+    };
+    if !spec.arity_ok(request.len()) {
+        return Slot::ready(proto, arity_error(spec.name));
+    }
+    if !state.authenticated && !spec.no_auth {
+        return Slot::ready(proto, Reply::error(NOAUTH));
+    }
+    let user = match &state.user {
+        None => None,
+        Some(name) => match topo.config.user(name) {
+            Some(user) => Some(user),
+            None if spec.no_auth => None,
+            None => {
+                // A reload removed the user: authenticate again.
+                state.authenticated = false;
+                state.user = None;
+                return Slot::ready(proto, Reply::error(NOAUTH));
+            }
+        },
+    };
+    // Read-only users write nothing; a prefix-restricted client learns
+    // nothing about keys beyond its prefixes (DBSIZE counts every key).
+    if user.is_some_and(|u| u.read_only && spec.write)
+        || (spec.cmd == Cmd::DbSize && is_restricted(topo, user))
+    {
+        shared.metrics.refused_commands.increment(1);
+        return Slot::ready(proto, noperm_command(spec.name));
+    }
+    if extra_arity {
+        return Slot::ready(proto, arity_error(spec.name));
+    }
+    match spec.route {
+        Route::Local => {
+            // Gathered commands go first: a local command may change the
+            // connection's state (SELECT, AUTH) or answer about it.
+            batcher.flush(topo, state.origin());
+            let reply = local(shared, topo, state, spec, &request.args());
+            let close_after = spec.cmd == Cmd::Quit;
+            if close_after {
+                state.closing = true;
+            }
+            // HELLO answers in the protocol it switches to.
+            let mut slot = Slot::ready(state.proto, reply);
+            slot.close_after = close_after;
+            slot
+        }
+        Route::AllBackends => {
+            batcher.flush(topo, state.origin());
+            let args = request.args();
+            let mut parts = Vec::with_capacity(topo.backends.len());
+            for backend in &topo.backends {
+                parts.push((
+                    Some(backend.send_args(state.origin(), &args, state.db, false)),
+                    None,
+                ));
+            }
+            let merging = Pending::Merge(Box::new(Merging {
+                parts,
+                how: MergeHow::Sum,
+            }));
+            Slot::waiting(topo, proto, merging, Arc::from("*"), now)
+        }
+        _ => {
+            let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
+            routed(
+                shared,
+                topo,
+                state,
+                batcher,
+                spec,
+                request,
+                user_prefixes,
+                now,
+            )
+        }
+    }
+}
+
+/// Sends a keyed command to the backend(s) owning its keys; a key outside
+/// `[keys] prefixes` or the user's own `prefixes` is refused first.
+#[allow(clippy::too_many_arguments)]
+pub(in crate::client) fn routed(
+    shared: &Shared,
+    topo: &Topology,
+    state: &State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    user_prefixes: &[String],
+    now: Instant,
+) -> Slot {
+    let proto = state.proto;
+    let prefixes = &topo.config.keys.prefixes;
+    let allowed = |key: &[u8], list: &[String]| {
+        list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
+    };
+    // (arg position, backend index), listed only once there is a second key.
+    let mut owners: Vec<(usize, usize)> = Vec::new();
+    let mut first = None;
+    let mut one_backend = true;
+    for pos in key_positions(spec, request.len()) {
+        let Some(key) = request.arg(pos) else {
+            continue;
+        };
+        if !allowed(key, prefixes) || !allowed(key, user_prefixes) {
+            shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.refused_keys.increment(1);
+            return Slot::ready(proto, Reply::error(NOPERM_KEY));
+        }
+        let owner = topo.route(key);
+        match first {
+            None => first = Some((pos, owner)),
+            Some((first_pos, first_owner)) => {
+                if owners.is_empty() {
+                    owners.push((first_pos, first_owner));
+                }
+                owners.push((pos, owner));
+                one_backend &= owner == first_owner;
+            }
+        }
+    }
+    let first = first.map_or(0, |(_, b)| b);
+    if one_backend {
+        // One backend has every key: forward the request as it came,
+        // gathered with the client's other commands for that backend.
+        let backend = &topo.backends[first];
+        let waits = spec.write && backend.waits_for_replicas();
+        let raw = request.raw();
+        if let Some(raw) = raw.filter(|_| !waits) {
+            return batcher.add(topo, state, first, backend.id.clone(), raw, now);
+        }
+        // Sent on its own (an inline request, or a write followed by WAIT),
+        // after what is gathered.
+        batcher.flush(topo, state.origin());
+        let rx = match raw {
+            Some(raw) => backend.send(state.origin(), raw.clone(), state.db, spec.write),
+            None => backend.send_args(state.origin(), &request.args(), state.db, spec.write),
+        };
+        return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
+    }
+
+    // Split, after what is gathered: one sub-command per backend, keys in
+    // their original order.
+    batcher.flush(topo, state.origin());
+    let args = request.args();
+    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
+    let mut positions = Vec::with_capacity(owners.len());
+    for &(pos, backend) in &owners {
+        let group = match groups.iter().position(|(b, _)| *b == backend) {
+            Some(g) => g,
+            None => {
+                groups.push((backend, vec![args[0].clone()]));
+                groups.len() - 1
+            }
+        };
+        let sub = &mut groups[group].1;
+        positions.push((group, sub.len() - 1));
+        sub.push(args[pos].clone());
+        if spec.route == Route::KeyValues {
+            if let Some(value) = args.get(pos + 1) {
+                sub.push(value.clone());
+            }
+        }
+    }
+    let how = match spec.route {
+        Route::Keys(Merge::Sum) => MergeHow::Sum,
+        Route::Keys(Merge::InKeyOrder) => MergeHow::InKeyOrder(positions),
+        _ => MergeHow::AllOk,
+    };
+    let mut parts = Vec::with_capacity(groups.len());
+    for (backend, sub) in &groups {
+        parts.push((
+            Some(topo.backends[*backend].send_args(state.origin(), sub, state.db, spec.write)),
+            None,
+        ));
+    }
+    let ids: Vec<&str> = groups.iter().map(|(b, _)| &*topo.backends[*b].id).collect();
+    Slot::waiting(
+        topo,
+        proto,
+        Pending::Merge(Box::new(Merging { parts, how })),
+        Arc::from(ids.join("', '")),
+        now,
+    )
+}
+
+/// Redis's reply to a command it does not have, byte for byte: arguments are
+/// echoed as C strings (up to a NUL byte), 128 bytes in all, other bytes kept
+/// as they are (not made UTF-8).
+pub(in crate::client) fn unknown_command(args: &[Bytes]) -> Reply {
+    let mut listed: Vec<u8> = Vec::new();
+    for arg in &args[1..] {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push(b'\'');
+        listed.extend_from_slice(c_str(arg, room));
+        listed.extend_from_slice(b"' ");
+    }
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(c_str(&args[0], 128));
+    msg.extend_from_slice(b"', with args beginning with: ");
+    msg.extend_from_slice(&listed);
+    Reply::error(msg)
+}
+
+/// What C's `%.*s` prints of `arg`: up to its first NUL, at most `max` bytes.
+pub(in crate::client) fn c_str(arg: &[u8], max: usize) -> &[u8] {
+    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
+    &arg[..end.min(max)]
+}
+
+pub(in crate::client) fn arity_error(name: &str) -> Reply {
+    Reply::error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+pub(in crate::client) fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
+    let mut msg = b"ERR unknown subcommand '".to_vec();
+    msg.extend_from_slice(c_str(sub, 128));
+    msg.extend_from_slice(format!("'. Try {command} HELP.").as_bytes());
+    Reply::error(msg)
+}
+
+/// Commands the proxy answers itself.
+pub(in crate::client) fn local(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    spec: &Spec,
+    args: &[Bytes],
+) -> Reply {
+    match spec.cmd {
+        Cmd::Ping => match args.get(1) {
+            None => Reply::status("PONG"),
+            Some(msg) => Reply::Bulk(msg.clone()),
+        },
+        Cmd::Echo => Reply::Bulk(args[1].clone()),
+        Cmd::Quit => Reply::ok(),
+        Cmd::Reset => {
+            state.proto = Proto::Resp2;
+            state.db = 0;
+            state.name = None;
+            state.authenticated = topo.config.open_by_default();
+            state.user = None;
+            Reply::status("RESET")
+        }
+        Cmd::Auth => auth(topo, state, args),
+        Cmd::Hello => hello(topo, state, args),
+        Cmd::Select => match parse_int(&args[1]) {
+            None => Reply::error("ERR value is not an integer or out of range"),
+            Some(db) if db < 0 || db >= topo.config.listen.databases as i64 => {
+                Reply::error("ERR DB index is out of range")
+            }
+            Some(db) => {
+                state.db = db as u32;
+                Reply::ok()
+            }
+        },
+        Cmd::Client => client_command(shared, state, args),
+        Cmd::Command => command_command(args, state.proto),
+        Cmd::Info => {
+            // A prefix-restricted client is not shown the backends' addresses.
+            let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+            Reply::Verbatim(Bytes::from(info_text(
+                shared,
+                topo,
+                args.get(1),
+                is_restricted(topo, user),
+            )))
+        }
+        Cmd::Slowlog => slowlog_command(shared, args),
+        // Routed commands never reach here.
+        _ => Reply::error("ERR internal routing error"),
+    }
+}
+
+pub(in crate::client) fn parse_int(arg: &[u8]) -> Option<i64> {
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}

@@ -1,0 +1,516 @@
+//! One client connection: framing, the per-connection state Redis keeps
+//! (protocol, database, name, authentication), the commands the proxy answers
+//! itself, and routing of the rest.
+//!
+//! The handler is a single task. Requests are decoded from the read buffer and
+//! dispatched in order; each leaves a slot in `queue` holding its reply or the
+//! receiver(s) it will come from. Slots are written strictly from the front, so
+//! replies go out in request order however the backends interleave.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+use tokio_util::codec::{Decoder, Encoder};
+use tracing::{debug, Instrument};
+
+use crate::backend::{BackendError, BackendResult, BatchResult, Origin, LARGE_REPLY_BYTES};
+use crate::net::Stream;
+use crate::protocol::command::{key_positions, lookup_index, TABLE};
+use crate::protocol::{
+    lookup, Cmd, Merge, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
+};
+use crate::shared::{Shared, Topology};
+
+mod batcher;
+mod commands;
+mod dispatch;
+mod slot;
+
+use batcher::*;
+use commands::*;
+use dispatch::*;
+use slot::*;
+
+/// Encoded but unwritten reply bytes above which the client is not read
+/// further until it reads its replies.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+/// Encoded replies held back while a later reply in the pipeline is still
+/// coming, at most; see step 3 of the client loop.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// Buffer capacity an idle client may keep.
+const IDLE_BUFFER: usize = 4096;
+
+/// Reply bytes a client encodes in one pass before it lets others run.
+const ENCODE_TURN: usize = 256 * 1024;
+
+/// Reply-queue capacity an idle client may keep.
+const IDLE_QUEUE: usize = 16;
+
+/// How long a client stays idle before its larger buffers are given back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// What Redis keeps per connection, and what CLIENT INFO shows of it.
+struct State {
+    id: u64,
+    proto: Proto,
+    db: u32,
+    name: Option<Bytes>,
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
+    authenticated: bool,
+    /// The named user (`[[users]]`) the client authenticated as; `None` for
+    /// the default user.
+    user: Option<Bytes>,
+    peer: String,
+    local: String,
+    connected_at: Instant,
+    last_command_at: Instant,
+    last_command: &'static str,
+    /// Set by QUIT or a protocol error: read no further requests.
+    closing: bool,
+    /// Moving average of the size of this client's replies from backends,
+    /// and whether it counts as a client of large replies (see [`Origin`]),
+    /// decided afresh only when nothing of its is in flight.
+    reply_bytes: u64,
+    large_replies: bool,
+}
+
+impl State {
+    /// Who sends a request, for the backend connection it goes on.
+    fn origin(&self) -> Origin {
+        Origin {
+            client: self.id,
+            reply_bytes: self.reply_bytes,
+            large_replies: self.large_replies,
+        }
+    }
+
+    /// Notes the size of a backend's reply to this client.
+    fn replied(&mut self, bytes: usize) {
+        self.reply_bytes = (self.reply_bytes * 7 + bytes as u64).div_ceil(8);
+    }
+}
+
+/// Serves one client until it disconnects or QUITs.
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String) {
+    let now = Instant::now();
+    let mut state = State {
+        id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+        proto: Proto::Resp2,
+        db: 0,
+        name: None,
+        lib_name: None,
+        lib_ver: None,
+        authenticated: shared.topology().config.open_by_default(),
+        user: None,
+        peer,
+        local,
+        connected_at: now,
+        last_command_at: now,
+        last_command: "NULL",
+        closing: false,
+        reply_bytes: 0,
+        large_replies: false,
+    };
+    let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
+    async {
+        debug!("client connected");
+        match run(&shared, &stream, &mut state).await {
+            Ok(()) => debug!("client connection ended"),
+            Err(e) => debug!(error = %e, "client connection ended"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+enum Event {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    ReplyReady,
+    Timer,
+    Drain,
+    /// `[limits] idle_timeout_s` may have passed.
+    IdleTimer,
+    /// `[limits] max_memory_bytes` is exceeded and this client holds the most.
+    Evicted,
+}
+
+/// Ends a client that a limit closes: counted in `closed` (one of the
+/// `session_proxy_clients_closed_total` series) and logged with `limit`.
+fn limit_closed(closed: &metrics::Counter, limit: &'static str) -> io::Result<()> {
+    closed.increment(1);
+    tracing::info!(limit, "client closed by a limit");
+    Ok(())
+}
+
+async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
+    // The topology in force; refreshed when a reload bumps the generation.
+    let mut generation = shared.generation.load(Ordering::Acquire);
+    let mut topo = shared.topology();
+    let mut decoder =
+        RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
+    // This client's share of `[limits] max_memory_bytes`.
+    let account = shared.memory.open(state.id, &state.peer);
+    let evicted = account.usage().evict.notified();
+    tokio::pin!(evicted);
+    // `[limits] idle_timeout_s`: armed while idle, checked against the last read.
+    let idle_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(idle_timer);
+    let mut idle_armed = false;
+    let mut last_read = Instant::now();
+    // Buffers grow on demand and are given back whenever the client is idle,
+    // so thousands of idle clients cost little memory.
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = BytesMut::new();
+    let mut queue: VecDeque<Slot> = VecDeque::new();
+    let mut batcher = Batcher::default();
+    let mut tally = Tally::default();
+    let mut eof = false;
+    // Set when the proxy drains: the client is closed once it is idle.
+    let mut drain = shared.drain_signal.subscribe();
+    let mut draining = *drain.borrow();
+    // One wait for the drain signal for the whole connection: a fresh
+    // `changed()` per pass would register and unregister a waiter each time.
+    let drain_started = drain.changed();
+    tokio::pin!(drain_started);
+    // One timer for the oldest waiting reply. Deadlines only grow along the
+    // queue, so it is re-armed when it fires early, not for every request.
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    // The timer is also set to give an idle client's buffers back.
+    let mut release_armed = false;
+
+    loop {
+        let current = shared.generation.load(Ordering::Acquire);
+        if current != generation {
+            generation = current;
+            topo = shared.topology();
+            // A reload's limits apply to open connections too.
+            decoder.max_request_bytes = topo.config.limits.max_request_bytes;
+        }
+        let limits = &topo.config.limits;
+        let max_pipeline = limits.max_pipeline;
+        // One clock reading per pass serves every request decoded and every
+        // reply encoded in it.
+        let now = Instant::now();
+        // 1. Run the requests already read, as far as the pipeline limit allows.
+        // `held_back`: complete requests may still wait in `rbuf` because the
+        // pipeline was full; they need another pass, not a wait for the socket.
+        let mut held_back = false;
+        while !state.closing {
+            if queue.len() >= max_pipeline {
+                held_back = true;
+                break;
+            }
+            match decoder.decode(&mut rbuf) {
+                Ok(Some(request)) => {
+                    if request.is_empty() {
+                        continue;
+                    }
+                    if queue.is_empty() {
+                        // Nothing of this client's is in flight: it may move
+                        // between backend connections without reordering.
+                        state.large_replies = state.reply_bytes > LARGE_REPLY_BYTES;
+                    }
+                    let slot = dispatch(shared, &topo, state, &mut batcher, request, now);
+                    decoder.authenticated = state.authenticated;
+                    queue.push_back(slot);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    state.closing = true;
+                    let mut slot = Slot::ready(state.proto, Reply::error(format!("ERR {e}")));
+                    slot.close_after = true;
+                    queue.push_back(slot);
+                }
+            }
+        }
+        batcher.flush(&topo, state.origin());
+        // 2. Encode every reply that is ready, in order, up to ENCODE_TURN
+        // bytes: a client with megabytes of large replies ready lets the
+        // others go first (like Redis's per-client write limit per turn of
+        // its event loop), then comes back for the rest.
+        let encode_until = wbuf.len() + ENCODE_TURN;
+        let mut more_ready = false;
+        while let Some(slot) = queue.front_mut() {
+            if wbuf.len() >= encode_until {
+                more_ready = true;
+                break;
+            }
+            if !slot.poll_ready(&mut batcher, None) {
+                break;
+            }
+            let Some(slot) = queue.pop_front() else { break };
+            let close_after = slot.close_after;
+            if let Pending::Ready(reply) = slot.pending {
+                if let Reply::Raw(bytes) = &reply {
+                    state.replied(bytes.len());
+                }
+                if let Some(started) = slot.started {
+                    let took = now.saturating_duration_since(started);
+                    observe(
+                        shared,
+                        &topo,
+                        state,
+                        &mut tally,
+                        slot.command,
+                        took,
+                        &slot.request,
+                        reply.is_error(),
+                    );
+                }
+                let mut encoder = ReplyEncoder { proto: slot.proto };
+                encoder
+                    .encode(reply, &mut wbuf)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            if close_after {
+                queue.clear();
+                break;
+            }
+        }
+        batcher.trim();
+        tally.flush(shared);
+        // Like Redis's client-output-buffer-limit: a client that lets this
+        // much of its replies pile up unread is closed, alone.
+        if limits.client_output_bytes > 0 && wbuf.len() > limits.client_output_bytes {
+            return limit_closed(&shared.metrics.closed_output, "output");
+        }
+        // 3. Write what the socket takes now, unless a reply further on is
+        // still to come. Like Redis, which writes a pipeline's replies once it
+        // has run the whole read buffer, replies gathered from several
+        // backends go out in one send, not one per backend that answers. The
+        // hold ends when that reply comes or times out, or at HOLD_LIMIT bytes.
+        let hold = !wbuf.is_empty()
+            && wbuf.len() < HOLD_LIMIT
+            && queue.front().is_some_and(Slot::is_waiting);
+        if !hold {
+            let before = wbuf.len();
+            let written = stream.write_some(&mut wbuf);
+            count_sent(shared, before - wbuf.len());
+            written?;
+        }
+        if more_ready {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if held_back && queue.len() < max_pipeline {
+            continue;
+        }
+        if (state.closing || eof) && queue.is_empty() && wbuf.is_empty() {
+            return Ok(());
+        }
+        if eof && !state.closing {
+            // The client half-closed: answer what it sent, then finish.
+            state.closing = true;
+        }
+        let idle = queue.is_empty() && rbuf.is_empty() && wbuf.is_empty();
+        if draining && idle {
+            // Draining and idle: close unless a request is already waiting in
+            // the socket, so nothing the client has sent goes unanswered.
+            // The kernel is asked, not the readiness, which may not have
+            // seen bytes that came a moment ago.
+            match stream.read_now(&mut rbuf, crate::net::CLIENT_READ) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    count_received(shared, n);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        let oversized = rbuf.capacity() > IDLE_BUFFER
+            || wbuf.capacity() > IDLE_BUFFER
+            || queue.capacity() > IDLE_QUEUE
+            || !batcher.scratch.is_empty();
+        if idle && oversized && !release_armed {
+            // Give the buffers back if the client is still idle a while from
+            // now, not at once: a busy client goes idle between every request
+            // and would otherwise allocate its buffers afresh each time.
+            // Armed at most a request timeout ahead, the timer can never be
+            // later than the deadline of a request that comes meanwhile.
+            let after = IDLE_RELEASE.min(topo.config.pool.request_timeout());
+            timer.as_mut().reset((now + after).into());
+            release_armed = true;
+        }
+        account.set(rbuf.capacity() + wbuf.capacity(), limits.max_memory_bytes);
+        let idle_timeout = Duration::from_secs(limits.idle_timeout_s);
+        if idle && !idle_timeout.is_zero() && !idle_armed {
+            idle_timer.as_mut().reset((last_read + idle_timeout).into());
+            idle_armed = true;
+        }
+        // 4. Wait for the socket or for the next reply.
+        let can_read =
+            !state.closing && !eof && queue.len() < max_pipeline && wbuf.len() < WRITE_HIGH_WATER;
+        let waiting = queue.front().is_some_and(Slot::is_waiting);
+        let event = tokio::select! {
+            biased;
+            ready = stream.writable(), if !wbuf.is_empty() && !hold => Event::Writable(ready),
+            _ = poll_fn(|cx| poll_head(&mut queue, &mut batcher, cx)), if waiting => Event::ReplyReady,
+            ready = stream.readable(), if can_read => Event::Readable(ready),
+            _ = &mut timer, if waiting || release_armed => Event::Timer,
+            // Draining closes only an idle client, so a busy one need not
+            // look: it will once it is idle.
+            _ = &mut drain_started, if !draining && idle => Event::Drain,
+            _ = &mut idle_timer, if idle_armed => Event::IdleTimer,
+            _ = &mut evicted => Event::Evicted,
+        };
+        match event {
+            Event::Writable(ready) => ready?,
+            Event::ReplyReady => {}
+            Event::Drain => draining = true,
+            Event::Evicted => return limit_closed(&shared.metrics.closed_memory, "memory"),
+            Event::IdleTimer => {
+                idle_armed = false;
+                let idle_now = queue.is_empty() && wbuf.is_empty();
+                if idle_now && !idle_timeout.is_zero() && last_read.elapsed() >= idle_timeout {
+                    return limit_closed(&shared.metrics.closed_idle, "idle");
+                }
+            }
+            Event::Timer => {
+                release_armed = false;
+                if queue.is_empty() && rbuf.is_empty() && wbuf.is_empty() {
+                    rbuf = BytesMut::new();
+                    wbuf = BytesMut::new();
+                    queue = VecDeque::new();
+                    batcher.release();
+                }
+                if let Some(slot) = queue.front_mut() {
+                    if let Some((deadline, backends)) = slot.deadline.clone() {
+                        if deadline <= Instant::now() {
+                            // The client never waits longer than the request timeout.
+                            let error = BackendError::Timeout {
+                                backend: backends,
+                                timeout_ms: topo.config.pool.request_timeout_ms,
+                            };
+                            if let Pending::Batched { seq, .. } = slot.pending {
+                                batcher.abandon(seq);
+                            }
+                            slot.pending = Pending::Ready(error.to_reply());
+                        } else {
+                            timer.as_mut().reset(deadline.into());
+                        }
+                    }
+                }
+            }
+            Event::Readable(ready) => {
+                ready?;
+                match stream.try_read_buf(&mut rbuf, crate::net::CLIENT_READ) {
+                    Ok(0) => {
+                        eof = true;
+                        if queue.is_empty() && rbuf.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(n) => {
+                        count_received(shared, n);
+                        last_read = now;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Counts bytes written to a client in INFO and the metrics.
+fn count_sent(shared: &Shared, n: usize) {
+    if n > 0 {
+        shared
+            .stats
+            .net_output_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.sent_bytes.increment(n as u64);
+    }
+}
+
+/// Counts bytes read from a client in INFO and the metrics.
+fn count_received(shared: &Shared, n: usize) {
+    shared
+        .stats
+        .net_input_bytes
+        .fetch_add(n as u64, Ordering::Relaxed);
+    shared.stats.reads.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.received_bytes.increment(n as u64);
+}
+
+/// Finished requests of one command, outcome and latency in a row, counted
+/// in the metrics at once: a pipeline's replies, decoded in one pass and
+/// encoded in another, mostly share all three.
+#[derive(Default)]
+struct Tally {
+    command: usize,
+    error: bool,
+    took: Duration,
+    count: u64,
+}
+
+impl Tally {
+    fn add(&mut self, shared: &Shared, command: usize, error: bool, took: Duration) {
+        if self.count > 0 && (self.command, self.error, self.took) == (command, error, took) {
+            self.count += 1;
+            return;
+        }
+        self.flush(shared);
+        *self = Tally {
+            command,
+            error,
+            took,
+            count: 1,
+        };
+    }
+
+    fn flush(&mut self, shared: &Shared) {
+        if self.count == 0 {
+            return;
+        }
+        if let Some(metrics) = shared.metrics.command(self.command) {
+            if self.error {
+                metrics.error.increment(self.count);
+            } else {
+                metrics.ok.increment(self.count);
+            }
+            metrics.latency.record(self.took, self.count);
+        }
+        self.count = 0;
+    }
+}
+
+/// Counts a finished request in the metrics, and in SLOWLOG when slow.
+#[allow(clippy::too_many_arguments)]
+fn observe(
+    shared: &Shared,
+    topo: &Topology,
+    state: &State,
+    tally: &mut Tally,
+    command: usize,
+    took: Duration,
+    request: &Kept,
+    error: bool,
+) {
+    tally.add(shared, command, error, took);
+    let slowlog = &topo.config.slowlog;
+    if slowlog.slower_than_us >= 0 && took.as_micros() as i64 >= slowlog.slower_than_us {
+        shared.slowlog.record(
+            slowlog.max_len,
+            took,
+            &request.args(),
+            &state.peer,
+            state.name.as_ref(),
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! A request's place in the reply order ([`Slot`]) and where its reply will
+//! come from: ready, one backend, a batch, or the merge of split replies.
+
+use crate::client::*;
+
+/// Where a reply will come from.
+pub(in crate::client) enum Pending {
+    Ready(Reply),
+    One(oneshot::Receiver<BackendResult>),
+    /// Reply `index` of the batch numbered `seq` (see [`Batcher`]).
+    Batched {
+        seq: u64,
+        index: usize,
+    },
+    Merge(Box<Merging>),
+}
+
+/// One request's place in the reply order.
+pub(in crate::client) struct Slot {
+    /// The protocol in force when the request ran: a reply queued before a
+    /// HELLO is still encoded in the old protocol, as on Redis.
+    pub(in crate::client) proto: Proto,
+    pub(in crate::client) pending: Pending,
+    /// Close the connection once this reply is written (QUIT, protocol error).
+    pub(in crate::client) close_after: bool,
+    /// For a reply from backends: when the client stops waiting, and which
+    /// backend(s) the error names then.
+    pub(in crate::client) deadline: Option<(Instant, Arc<str>)>,
+    /// For metrics and SLOWLOG: the command-table index (`TABLE.len()` for an
+    /// unknown command), when the request was decoded, and the request.
+    pub(in crate::client) command: usize,
+    pub(in crate::client) started: Option<Instant>,
+    pub(in crate::client) request: Kept,
+}
+
+/// What a request leaves in its slot for SLOWLOG; its arguments are taken
+/// apart again only if it turns out slow.
+pub(in crate::client) enum Kept {
+    Nothing,
+    Raw(Bytes),
+    Args(Vec<Bytes>),
+}
+
+impl Kept {
+    pub(in crate::client) fn new(request: Request) -> Kept {
+        match request {
+            Request::Multibulk { raw, .. } => Kept::Raw(raw),
+            Request::Inline(args) => Kept::Args(args),
+        }
+    }
+
+    pub(in crate::client) fn args(&self) -> Vec<Bytes> {
+        match self {
+            Kept::Nothing => Vec::new(),
+            Kept::Raw(raw) => Request::from_raw(raw).map_or_else(Vec::new, |r| r.args()),
+            Kept::Args(args) => args.clone(),
+        }
+    }
+}
+
+impl Slot {
+    pub(in crate::client) fn ready(proto: Proto, reply: Reply) -> Slot {
+        Slot {
+            proto,
+            pending: Pending::Ready(reply),
+            close_after: false,
+            deadline: None,
+            command: TABLE.len(),
+            started: None,
+            request: Kept::Nothing,
+        }
+    }
+
+    /// A slot waiting for backends, answered with a timeout error if they
+    /// have not replied within the request timeout.
+    pub(in crate::client) fn waiting(
+        topo: &Topology,
+        proto: Proto,
+        pending: Pending,
+        backends: Arc<str>,
+        now: Instant,
+    ) -> Slot {
+        let deadline = now + topo.config.pool.request_timeout();
+        let mut slot = Slot::ready(proto, Reply::Null);
+        slot.pending = pending;
+        slot.deadline = Some((deadline, backends));
+        slot
+    }
+
+    pub(in crate::client) fn is_waiting(&self) -> bool {
+        !matches!(self.pending, Pending::Ready(_))
+    }
+
+    /// Moves a finished result into `Ready`. With a `Context` it also
+    /// registers for wake-up; without one it only checks.
+    pub(in crate::client) fn poll_ready(
+        &mut self,
+        batcher: &mut Batcher,
+        cx: Option<&mut Context<'_>>,
+    ) -> bool {
+        let reply = match &mut self.pending {
+            Pending::Ready(_) => return true,
+            Pending::Batched { seq, index } => match batcher.poll(*seq, *index, cx) {
+                Some(reply) => reply,
+                None => return false,
+            },
+            Pending::One(rx) => match poll_receiver(rx, cx) {
+                Some(result) => result_reply(result),
+                None => return false,
+            },
+            Pending::Merge(merging) => {
+                if !merging.poll(cx) {
+                    return false;
+                }
+                merging.finish()
+            }
+        };
+        self.pending = Pending::Ready(reply);
+        true
+    }
+}
+
+/// A backend's answer, if it has come; a dropped sender is a lost connection.
+pub(in crate::client) fn poll_receiver<T>(
+    rx: &mut oneshot::Receiver<Result<T, BackendError>>,
+    cx: Option<&mut Context<'_>>,
+) -> Option<Result<T, BackendError>> {
+    let closed = || {
+        Err(BackendError::ConnectionLost {
+            backend: "?".into(),
+            reason: "reply dropped".into(),
+        })
+    };
+    match cx {
+        Some(cx) => match Pin::new(rx).poll(cx) {
+            Poll::Ready(result) => Some(result.unwrap_or_else(|_| closed())),
+            Poll::Pending => None,
+        },
+        None => match rx.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(closed()),
+        },
+    }
+}
+
+pub(in crate::client) fn result_reply(result: BackendResult) -> Reply {
+    result.unwrap_or_else(|e| e.to_reply())
+}
+
+/// A command split over several backends, waiting for its parts.
+pub(in crate::client) struct Merging {
+    pub(in crate::client) parts: Vec<(Option<oneshot::Receiver<BackendResult>>, Option<Reply>)>,
+    pub(in crate::client) how: MergeHow,
+}
+
+pub(in crate::client) enum MergeHow {
+    Sum,
+    AllOk,
+    /// For each key of the original command: (part, index within the part's reply).
+    InKeyOrder(Vec<(usize, usize)>),
+}
+
+impl Merging {
+    pub(in crate::client) fn poll(&mut self, mut cx: Option<&mut Context<'_>>) -> bool {
+        let mut done = true;
+        for (rx, result) in &mut self.parts {
+            if let Some(receiver) = rx {
+                match poll_receiver(receiver, cx.as_deref_mut()) {
+                    Some(r) => {
+                        *result = Some(result_reply(r));
+                        *rx = None;
+                    }
+                    None => done = false,
+                }
+            }
+        }
+        done
+    }
+
+    pub(in crate::client) fn finish(&mut self) -> Reply {
+        let parts: Vec<Reply> = self
+            .parts
+            .iter_mut()
+            .map(|(_, r)| r.take().unwrap_or(Reply::Null).parsed())
+            .collect();
+        if let Some(error) = parts.iter().find(|r| r.is_error()) {
+            return error.clone();
+        }
+        let unexpected = || Reply::error("ERR unexpected reply from a backend");
+        match &self.how {
+            MergeHow::Sum => {
+                let mut total = 0i64;
+                for part in &parts {
+                    match part {
+                        Reply::Int(n) => total = total.saturating_add(*n),
+                        _ => return unexpected(),
+                    }
+                }
+                Reply::Int(total)
+            }
+            MergeHow::AllOk => Reply::ok(),
+            MergeHow::InKeyOrder(positions) => {
+                let mut out = Vec::with_capacity(positions.len());
+                for &(part, index) in positions {
+                    match parts.get(part) {
+                        Some(Reply::Array(items)) => {
+                            out.push(items.get(index).cloned().unwrap_or(Reply::Null))
+                        }
+                        _ => return unexpected(),
+                    }
+                }
+                Reply::Array(out)
+            }
+        }
+    }
+}
+
+pub(in crate::client) fn poll_head(
+    queue: &mut VecDeque<Slot>,
+    batcher: &mut Batcher,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    match queue.front_mut() {
+        Some(slot) => {
+            if slot.poll_ready(batcher, Some(cx)) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+        None => Poll::Pending,
+    }
+}

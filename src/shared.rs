@@ -1,0 +1,241 @@
+//! The state every client handler shares: the [`Topology`] (everything a
+//! config file decides: config, router, backends), swapped whole on reload
+//! (client handlers pick up the new one at their next request), and the
+//! counters, metrics, SLOWLOG, memory account and drain flag that outlive it.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::backend::{Backend, PoolSettings};
+use crate::config::{Config, OnBackendDown};
+use crate::memory::ClientMemory;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::slowlog::SlowLog;
+
+/// Counters shown by INFO.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_received: AtomicU64,
+    pub connected_clients: AtomicUsize,
+    pub commands: AtomicU64,
+    pub refused_keys: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    /// Reads from, and writes to, client sockets that moved data.
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+/// What one config file decides: settings, router and backends.
+pub struct Topology {
+    pub config: Config,
+    pub router: Router,
+    /// Backends in config order, as the router's indexes refer to them.
+    pub backends: Vec<Backend>,
+}
+
+impl Topology {
+    /// Builds the router and the backends, reusing the running backends of
+    /// `previous` whose id, address, credentials and pool settings are
+    /// unchanged, so their connections stay up.
+    fn build(config: Config, previous: Option<&Topology>) -> anyhow::Result<Topology> {
+        let router = Router::new(config.route_members())?;
+        let settings = Arc::new(PoolSettings::from_config(&config));
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for (i, spec) in config.backends.iter().enumerate() {
+            let target = spec.target(&format!("backends[{i}]"))?;
+            let reused = previous
+                .and_then(|p| p.backends.iter().find(|b| *b.id == *spec.id))
+                .filter(|b| b.same_as(&target, spec.min_replicas_ack, &settings));
+            backends.push(match reused {
+                Some(backend) => backend.clone(),
+                None => Backend::start(&spec.id, target, spec.min_replicas_ack, settings.clone()),
+            });
+        }
+        Ok(Topology {
+            config,
+            router,
+            backends,
+        })
+    }
+
+    /// The backend that serves `key` now: its rendezvous owner, or with
+    /// `on_backend_down = "next"` and the owner down, the first candidate
+    /// after it that is up.
+    pub fn route(&self, key: &[u8]) -> usize {
+        let owner = self.router.owner(key);
+        if self.config.pool.on_backend_down == OnBackendDown::Next && !self.backends[owner].is_up()
+        {
+            if let Some(next) = self
+                .router
+                .candidates(key)
+                .into_iter()
+                .find(|&i| self.backends[i].is_up())
+            {
+                return next;
+            }
+        }
+        owner
+    }
+}
+
+/// Everything client handlers share.
+pub struct Shared {
+    /// The current topology; replaced whole by `reload`.
+    topology: RwLock<Arc<Topology>>,
+    /// Bumped on every reload, so clients notice without taking the lock.
+    pub generation: AtomicU64,
+    /// Where the config came from, for reloads; `None` when built from text.
+    pub config_path: Option<PathBuf>,
+    pub next_client_id: AtomicU64,
+    pub stats: Stats,
+    pub metrics: Metrics,
+    pub slowlog: SlowLog,
+    /// Every client's buffer memory, for `[limits] max_memory_bytes`.
+    pub memory: Arc<ClientMemory>,
+    pub started: Instant,
+    /// The TCP port clients connect to, for INFO.
+    pub tcp_port: u16,
+    /// Set when shutdown starts: /readyz fails and clients are closed once idle.
+    pub draining: AtomicBool,
+    /// Fires when draining starts; each client handler watches it.
+    pub drain_signal: watch::Sender<bool>,
+    /// The last reloads, newest last, for the status page.
+    pub reloads: Mutex<VecDeque<ReloadEvent>>,
+}
+
+/// A reload, accepted or refused.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadEvent {
+    pub at_unix: u64,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Reloads kept for the status page.
+const RELOADS_KEPT: usize = 10;
+
+impl Shared {
+    /// Builds the first topology and starts the backend connection tasks.
+    pub fn new(config: Config, tcp_port: u16) -> anyhow::Result<Shared> {
+        let topology = Topology::build(config, None)?;
+        let (drain_signal, _) = watch::channel(false);
+        Ok(Shared {
+            topology: RwLock::new(Arc::new(topology)),
+            generation: AtomicU64::new(0),
+            config_path: None,
+            next_client_id: AtomicU64::new(1),
+            stats: Stats::default(),
+            metrics: Metrics::new(),
+            slowlog: SlowLog::default(),
+            memory: Arc::default(),
+            started: Instant::now(),
+            tcp_port,
+            draining: AtomicBool::new(false),
+            drain_signal,
+            reloads: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub fn with_config_path(mut self, path: PathBuf) -> Shared {
+        self.config_path = Some(path);
+        self
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        match self.topology.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the config file and swaps the topology in. An invalid file is
+    /// refused and the running topology kept.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let result = self.try_reload();
+        let detail = match &result {
+            Ok(summary) => {
+                self.metrics.reloads_ok.increment(1);
+                info!(%summary, "config reloaded");
+                summary.clone()
+            }
+            Err(error) => {
+                self.metrics.reloads_failed.increment(1);
+                warn!(error = %format!("{error:#}"), "reload refused; the running config stays");
+                // The reason may quote the file (a password line, say): the
+                // status page gets only the fact.
+                "refused; the running config stays (the reason is in the log)".to_string()
+            }
+        };
+        if let Ok(mut reloads) = self.reloads.lock() {
+            reloads.push_back(ReloadEvent {
+                at_unix: crate::metrics::unix_now(),
+                ok: result.is_ok(),
+                detail,
+            });
+            while reloads.len() > RELOADS_KEPT {
+                reloads.pop_front();
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> anyhow::Result<String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no config file to reload"))?;
+        let config = Config::load(path)?;
+        let current = self.topology();
+        if config.listen.address != current.config.listen.address
+            || config.listen.unix_socket != current.config.listen.unix_socket
+            || config.admin != current.config.admin
+        {
+            warn!("listen and admin addresses change only on restart");
+        }
+        let topology = Topology::build(config, Some(&current))?;
+        let reused = topology
+            .backends
+            .iter()
+            .filter(|b| current.backends.iter().any(|c| c.same_task(b)))
+            .count();
+        let summary = format!(
+            "{} backends ({} kept running, {} started)",
+            topology.backends.len(),
+            reused,
+            topology.backends.len() - reused
+        );
+        match self.topology.write() {
+            Ok(mut t) => *t = Arc::new(topology),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(topology),
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(summary)
+    }
+
+    /// Whether the proxy should get traffic: not draining, and every backend up.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("draining".into());
+        }
+        let down: Vec<String> = self
+            .topology()
+            .backends
+            .iter()
+            .filter(|b| !b.is_up())
+            .map(|b| b.id.to_string())
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("backends down: {}", down.join(", ")))
+        }
+    }
+}
