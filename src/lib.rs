@@ -18,6 +18,8 @@
 //!   shares a connection fairly between its clients.
 //! - [`sentinel`]: follows a Sentinel group's master and publishes it to the
 //!   backend's connections.
+//! - [`dial`]: opening a socket to Redis, the handshake, a few commands with
+//!   AUTH, typed errors; the pool settings both of the above read.
 //! - [`config`]: the TOML file, defaults and validation.
 //! - [`admin`]: the HTTP listener (/metrics, /healthz, /readyz, /topology,
 //!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG,
@@ -33,6 +35,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod dial;
 pub mod memory;
 pub mod metrics;
 pub mod net;

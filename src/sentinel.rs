@@ -23,8 +23,8 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::{call_with_auth, open, PoolSettings};
 use crate::config::{Endpoint, Sentinel, Target};
+use crate::dial::{call_with_auth, jitter, open, PoolSettings};
 use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
 
@@ -278,7 +278,7 @@ impl Monitor {
 
     /// The node's `ROLE`: "master", "slave" or "sentinel".
     async fn role(&self, endpoint: &Endpoint) -> Result<String, String> {
-        let stream = open(endpoint).await?;
+        let stream = open(endpoint).await.map_err(|e| e.to_string())?;
         let (user, password) = &self.master_auth;
         let mut rbuf = BytesMut::new();
         let role = vec![Bytes::from_static(b"ROLE")];
@@ -289,7 +289,8 @@ impl Monitor {
             password.as_deref(),
             vec![role],
         )
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         match replies.first() {
             Some(Reply::Array(items)) => match items.first() {
                 Some(Reply::Bulk(role)) => Ok(String::from_utf8_lossy(role).into_owned()),
@@ -324,7 +325,7 @@ impl Monitor {
                         Ok(()) => return,
                         Err(error) => debug!(%error, "subscription lost"),
                     }
-                    sleep(crate::backend::jitter(delay)).await;
+                    sleep(jitter(delay)).await;
                     delay = (delay * 2).min(SENTINEL_BACKOFF_MAX);
                 }
             }
@@ -343,7 +344,9 @@ async fn ask_sentinel(
     address: &str,
     sentinel: &Sentinel,
 ) -> Result<(Endpoint, u64, Vec<String>), String> {
-    let stream = open(&sentinel_endpoint(address)).await?;
+    let stream = open(&sentinel_endpoint(address))
+        .await
+        .map_err(|e| e.to_string())?;
     let name = Bytes::from(sentinel.master.clone());
     let ask = |sub: &'static [u8]| {
         vec![
@@ -361,7 +364,9 @@ async fn ask_sentinel(
     ];
     let mut rbuf = BytesMut::new();
     let (user, password) = (sentinel.username.as_deref(), sentinel.password.as_deref());
-    let mut replies = call_with_auth(&stream, &mut rbuf, user, password, commands).await?;
+    let mut replies = call_with_auth(&stream, &mut rbuf, user, password, commands)
+        .await
+        .map_err(|e| e.to_string())?;
     let others = replies.pop().unwrap_or(Reply::Null);
     let master = replies.pop().unwrap_or(Reply::Null);
     let address = replies.pop().unwrap_or(Reply::Null);
@@ -517,7 +522,8 @@ async fn listen(
 ) -> Result<(), String> {
     let stream = timeout(limit, open(&sentinel_endpoint(address)))
         .await
-        .map_err(|_| "connect timed out".to_string())??;
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
     let subscribe: Vec<Bytes> = std::iter::once(&b"SUBSCRIBE"[..])
         .chain(FAILOVER_CHANNELS.iter().map(|c| c.as_bytes()))
         .map(Bytes::copy_from_slice)
@@ -529,7 +535,8 @@ async fn listen(
         call_with_auth(&stream, &mut rbuf, user, password, vec![subscribe]),
     )
     .await
-    .map_err(|_| "subscribe timed out".to_string())??;
+    .map_err(|_| "subscribe timed out".to_string())?
+    .map_err(|e| e.to_string())?;
     if let Some(Reply::Error(e)) = replies.first() {
         return Err(String::from_utf8_lossy(e).into_owned());
     }

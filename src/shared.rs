@@ -12,10 +12,12 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::backend::{Backend, PoolSettings};
+use crate::backend::{Backend, Discovery};
 use crate::config::{Config, OnBackendDown};
+use crate::config::{Source, Target};
+use crate::dial::PoolSettings;
 use crate::memory::ClientMemory;
-use crate::metrics::Metrics;
+use crate::metrics::{BackendMetrics, Metrics};
 use crate::router::Router;
 use crate::slowlog::SlowLog;
 
@@ -56,7 +58,7 @@ impl Topology {
                 .filter(|b| b.same_as(&target, spec.min_replicas_ack, &settings));
             backends.push(match reused {
                 Some(backend) => backend.clone(),
-                None => Backend::start(&spec.id, target, spec.min_replicas_ack, settings.clone()),
+                None => start_backend(&spec.id, target, spec.min_replicas_ack, &settings),
             });
         }
         Ok(Topology {
@@ -238,4 +240,38 @@ impl Shared {
             Err(format!("backends down: {}", down.join(", ")))
         }
     }
+}
+
+/// Starts a backend's connections, and for a Sentinel backend the monitor
+/// that tells them the master: the topology owns discovery, the backend only
+/// follows what it is told.
+fn start_backend(
+    id: &str,
+    target: Target,
+    min_replicas_ack: u32,
+    settings: &Arc<PoolSettings>,
+) -> Backend {
+    let id: Arc<str> = Arc::from(id);
+    let metrics = Arc::new(BackendMetrics::new(&id));
+    let discovery = match &target.source {
+        Source::Fixed(endpoint) => Discovery::fixed(endpoint.clone()),
+        Source::Sentinel(sentinel) => {
+            let (master, recheck, failover) = crate::sentinel::start(
+                id.clone(),
+                sentinel.clone(),
+                &target,
+                settings.clone(),
+                metrics.clone(),
+            );
+            Discovery::sentinel(master, recheck, failover)
+        }
+    };
+    Backend::start(
+        id,
+        target,
+        min_replicas_ack,
+        settings.clone(),
+        discovery,
+        metrics,
+    )
 }

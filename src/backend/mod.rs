@@ -14,11 +14,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rand::Rng;
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::codec::Decoder;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn, Instrument};
 
@@ -30,10 +27,12 @@ mod lanes;
 
 use lanes::{Lanes, Queued};
 
-use crate::config::{self, Endpoint, Source, Target};
+use crate::config::{Endpoint, Target};
+pub use crate::dial::PoolSettings;
+use crate::dial::{call, handshake, jitter, DialError};
 use crate::metrics::BackendMetrics;
 use crate::net::{Outbox, Stream};
-use crate::protocol::{encode_command, reply_extent, BackendReplyDecoder, Reply};
+use crate::protocol::{encode_command, reply_extent, Reply};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -143,47 +142,6 @@ impl Queued for Job {
     }
 }
 
-/// What the connection tasks need to know, shared by all of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolSettings {
-    pub connections: usize,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    pub max_pending: usize,
-    /// Databases clients may select; checked against each backend at connect.
-    pub databases: u32,
-    pub health_failures: u32,
-    pub health_successes: u32,
-    pub sentinel_timeout: Duration,
-    pub sentinel_recheck: Duration,
-    /// Largest reply accepted from a backend (`[limits] max_reply_bytes`).
-    pub max_reply_bytes: usize,
-    pub probe_interval: Duration,
-}
-
-impl PoolSettings {
-    pub fn from_config(config: &config::Config) -> PoolSettings {
-        let pool = &config.pool;
-        PoolSettings {
-            connections: pool.connections,
-            connect_timeout: pool.connect_timeout(),
-            request_timeout: pool.request_timeout(),
-            backoff_min: Duration::from_millis(pool.backoff_min_ms),
-            backoff_max: Duration::from_millis(pool.backoff_max_ms),
-            max_pending: pool.max_pending,
-            databases: config.listen.databases,
-            health_failures: pool.health_failures,
-            health_successes: pool.health_successes,
-            sentinel_timeout: Duration::from_millis(pool.sentinel_timeout_ms),
-            sentinel_recheck: Duration::from_millis(pool.sentinel_recheck_ms),
-            max_reply_bytes: config.limits.max_reply_bytes,
-            probe_interval: Duration::from_millis(pool.probe_interval_ms),
-        }
-    }
-}
-
 /// Whether a backend is serving, decided on streaks of results rather than
 /// on one: `failures` consecutive failures mark it down, `successes`
 /// consecutive successes mark it up again.
@@ -280,6 +238,45 @@ pub struct Origin {
     pub large_replies: bool,
 }
 
+/// Where a backend's connections learn the address to use: a fixed one, or
+/// the master a Sentinel monitor publishes (started by the topology, see
+/// `shared.rs`), with its re-check and failover signals.
+pub struct Discovery {
+    endpoint: watch::Receiver<Option<Endpoint>>,
+    /// Asks the Sentinel monitor to re-check the master at once.
+    recheck: Option<Arc<Notify>>,
+    /// True while the Sentinel group fails its master over.
+    failover: Option<watch::Receiver<bool>>,
+    /// Keeps a fixed endpoint's channel open.
+    keep: Option<Arc<watch::Sender<Option<Endpoint>>>>,
+}
+
+impl Discovery {
+    pub fn fixed(endpoint: Endpoint) -> Discovery {
+        let (tx, rx) = watch::channel(Some(endpoint));
+        Discovery {
+            endpoint: rx,
+            recheck: None,
+            failover: None,
+            keep: Some(Arc::new(tx)),
+        }
+    }
+
+    /// A Sentinel monitor's master, re-check request and failover flag.
+    pub fn sentinel(
+        endpoint: watch::Receiver<Option<Endpoint>>,
+        recheck: Arc<Notify>,
+        failover: watch::Receiver<bool>,
+    ) -> Discovery {
+        Discovery {
+            endpoint,
+            recheck: Some(recheck),
+            failover: Some(failover),
+            keep: None,
+        }
+    }
+}
+
 /// Starts one more connection task of a backend (numbered, for its span).
 #[derive(Clone)]
 struct Spawn(Arc<dyn Fn(usize) -> mpsc::UnboundedSender<Job> + Send + Sync>);
@@ -320,29 +317,19 @@ impl Backend {
     /// Starts the backend's connection tasks (and its Sentinel monitor) on the
     /// current runtime.
     pub fn start(
-        id: &str,
+        id: Arc<str>,
         target: Target,
         min_replicas_ack: u32,
         settings: Arc<PoolSettings>,
+        discovery: Discovery,
+        metrics: Arc<BackendMetrics>,
     ) -> Backend {
-        let id: Arc<str> = Arc::from(id);
-        let metrics = Arc::new(BackendMetrics::new(&id));
-        let (endpoint, fixed, recheck, failover) = match &target.source {
-            Source::Fixed(endpoint) => {
-                let (tx, rx) = watch::channel(Some(endpoint.clone()));
-                (rx, Some(Arc::new(tx)), None, None)
-            }
-            Source::Sentinel(sentinel) => {
-                let (rx, recheck, failover) = crate::sentinel::start(
-                    id.clone(),
-                    sentinel.clone(),
-                    &target,
-                    settings.clone(),
-                    metrics.clone(),
-                );
-                (rx, None, Some(recheck), Some(failover))
-            }
-        };
+        let Discovery {
+            endpoint,
+            recheck,
+            failover,
+            keep: fixed,
+        } = discovery;
         let health = Arc::new(Health::new(id.clone(), &settings, metrics.clone()));
         let stop_probe = CancellationToken::new();
         let probe = Probe {
@@ -626,7 +613,7 @@ impl Connection {
                 Some(endpoint) => {
                     let attempt = timeout(
                         self.settings.connect_timeout,
-                        connect(&endpoint, &self.target, self.settings.databases),
+                        handshake(&endpoint, &self.target, self.settings.databases),
                     )
                     .await;
                     let reason = match attempt {
@@ -666,7 +653,7 @@ impl Connection {
                                 }
                             }
                         }
-                        Ok(Err(reason)) => reason,
+                        Ok(Err(reason)) => reason.to_string(),
                         Err(_) => format!(
                             "connect to {endpoint} timed out after {} ms",
                             self.settings.connect_timeout.as_millis()
@@ -1136,16 +1123,16 @@ impl Probe {
             let attempt = timeout(self.settings.connect_timeout, async {
                 if conn.is_none() {
                     let (stream, _) =
-                        connect(&endpoint, &self.target, self.settings.databases).await?;
+                        handshake(&endpoint, &self.target, self.settings.databases).await?;
                     conn = Some((endpoint.clone(), stream));
                 }
                 let Some((_, stream)) = &conn else {
-                    return Err("no connection".to_string());
+                    return Err(DialError::Closed);
                 };
                 let mut rbuf = BytesMut::new();
                 match call(stream, &mut rbuf, &[vec![Bytes::from_static(b"PING")]]).await?[..] {
                     [Reply::Status(ref pong)] if &pong[..] == b"PONG" => Ok(()),
-                    ref other => Err(format!("PING answered {other:?}")),
+                    ref other => Err(DialError::Protocol(format!("PING answered {other:?}"))),
                 }
             })
             .await;
@@ -1173,121 +1160,10 @@ impl Probe {
     }
 }
 
-/// Opens a socket to an endpoint.
-pub async fn open(endpoint: &Endpoint) -> Result<Stream, String> {
-    Ok(match endpoint {
-        Endpoint::Tcp(address) => {
-            let tcp = TcpStream::connect(address.as_str())
-                .await
-                .map_err(|e| format!("{address}: {e}"))?;
-            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            Stream::Tcp(tcp)
-        }
-        Endpoint::Unix(path) => Stream::Unix(
-            UnixStream::connect(path)
-                .await
-                .map_err(|e| format!("{}: {e}", path.display()))?,
-        ),
-    })
-}
-
-/// Sends commands in one write and reads one reply per command.
-pub async fn call(
-    stream: &Stream,
-    rbuf: &mut BytesMut,
-    commands: &[Vec<Bytes>],
-) -> Result<Vec<Reply>, String> {
-    let mut wbuf = BytesMut::new();
-    for args in commands {
-        encode_command(args, &mut wbuf);
-    }
-    stream
-        .write_all(&mut wbuf)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut replies = Vec::with_capacity(commands.len());
-    while replies.len() < commands.len() {
-        match BackendReplyDecoder::default()
-            .decode(rbuf)
-            .map_err(|e| e.to_string())?
-        {
-            Some(frame) => replies.push(Reply::from_resp2(frame)),
-            None => {
-                if stream.read_some(rbuf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("connection closed".into());
-                }
-            }
-        }
-    }
-    Ok(replies)
-}
-
-/// Like [`call`], preceded by `AUTH [user] password` in the same write when a
-/// password is set. A refused AUTH is an error; otherwise the replies are
-/// those of `commands`, one each.
-pub async fn call_with_auth(
-    stream: &Stream,
-    rbuf: &mut BytesMut,
-    username: Option<&str>,
-    password: Option<&str>,
-    commands: Vec<Vec<Bytes>>,
-) -> Result<Vec<Reply>, String> {
-    let Some(password) = password else {
-        return call(stream, rbuf, &commands).await;
-    };
-    let mut auth = vec![Bytes::from_static(b"AUTH")];
-    if let Some(user) = username {
-        auth.push(Bytes::from(user.to_string()));
-    }
-    auth.push(Bytes::from(password.to_string()));
-    let all: Vec<Vec<Bytes>> = std::iter::once(auth).chain(commands).collect();
-    let mut replies = call(stream, rbuf, &all).await?.into_iter();
-    if let Some(Reply::Error(e)) = replies.next() {
-        return Err(format!("AUTH failed: {}", String::from_utf8_lossy(&e)));
-    }
-    Ok(replies.collect())
-}
-
-/// Connects and prepares a connection: AUTH when configured, then a SELECT of
-/// the highest database clients may use, which proves the backend has them
-/// all. Returns the socket and the database it has selected.
-async fn connect(
-    endpoint: &Endpoint,
-    target: &Target,
-    databases: u32,
-) -> Result<(Stream, u32), String> {
-    let stream = open(endpoint).await?;
-    let db = databases.saturating_sub(1);
-    let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
-    let mut rbuf = BytesMut::new();
-    let replies = call_with_auth(
-        &stream,
-        &mut rbuf,
-        target.username.as_deref(),
-        target.password.as_deref(),
-        vec![select],
-    )
-    .await?;
-    if let Some(Reply::Error(e)) = replies.first() {
-        let e = String::from_utf8_lossy(e);
-        return Err(format!(
-            "SELECT {db} failed ({e}): the backend needs at least listen.databases = {databases} databases"
-        ));
-    }
-    debug!(db, "handshake done");
-    Ok((stream, db))
-}
-
-/// A delay between half and all of `base`, so that many proxies do not
-/// reconnect in step.
-pub fn jitter(base: Duration) -> Duration {
-    let half = base / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{self, Source};
 
     /// A connection task's state, without a socket, for exercising reply handling.
     fn connection(recheck: Arc<Notify>) -> Connection {
@@ -1368,14 +1244,6 @@ mod tests {
             biased;
             _ = notify.notified() => true,
             _ = std::future::ready(()) => false,
-        }
-    }
-
-    #[test]
-    fn jitter_stays_within_bounds() {
-        for _ in 0..1000 {
-            let d = jitter(Duration::from_millis(100));
-            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
         }
     }
 

@@ -1,0 +1,217 @@
+//! Talking to a Redis server outside the pipelined path: opening a socket,
+//! a few commands in one write (with AUTH first when a password is set), the
+//! handshake of a backend connection, the reconnect jitter, and the
+//! [`PoolSettings`] every connection, probe and Sentinel monitor reads.
+//! Used by `backend` (connections and probes) and `sentinel` (sentinels and
+//! candidate masters); neither reaches into the other for it.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::codec::Decoder;
+use tracing::debug;
+
+use crate::config::{self, Endpoint, Target};
+use crate::net::Stream;
+use crate::protocol::{encode_command, BackendReplyDecoder, Reply};
+
+/// Why talking to a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The socket could not be opened (`{address}: {error}`).
+    #[error("{address}: {error}")]
+    Connect {
+        address: String,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The server sent something that is not RESP.
+    #[error("{0}")]
+    Protocol(String),
+    #[error("connection closed")]
+    Closed,
+    #[error("AUTH failed: {0}")]
+    Auth(String),
+    /// The backend lacks the databases clients may select.
+    #[error("SELECT {db} failed ({error}): the backend needs at least listen.databases = {databases} databases")]
+    Select {
+        db: u32,
+        error: String,
+        databases: u32,
+    },
+}
+
+/// What the connection tasks need to know, shared by all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub connections: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub max_pending: usize,
+    /// Databases clients may select; checked against each backend at connect.
+    pub databases: u32,
+    pub health_failures: u32,
+    pub health_successes: u32,
+    pub sentinel_timeout: Duration,
+    pub sentinel_recheck: Duration,
+    /// Largest reply accepted from a backend (`[limits] max_reply_bytes`).
+    pub max_reply_bytes: usize,
+    pub probe_interval: Duration,
+}
+
+impl PoolSettings {
+    pub fn from_config(config: &config::Config) -> PoolSettings {
+        let pool = &config.pool;
+        PoolSettings {
+            connections: pool.connections,
+            connect_timeout: pool.connect_timeout(),
+            request_timeout: pool.request_timeout(),
+            backoff_min: Duration::from_millis(pool.backoff_min_ms),
+            backoff_max: Duration::from_millis(pool.backoff_max_ms),
+            max_pending: pool.max_pending,
+            databases: config.listen.databases,
+            health_failures: pool.health_failures,
+            health_successes: pool.health_successes,
+            sentinel_timeout: Duration::from_millis(pool.sentinel_timeout_ms),
+            sentinel_recheck: Duration::from_millis(pool.sentinel_recheck_ms),
+            max_reply_bytes: config.limits.max_reply_bytes,
+            probe_interval: Duration::from_millis(pool.probe_interval_ms),
+        }
+    }
+}
+
+/// Opens a socket to an endpoint.
+pub async fn open(endpoint: &Endpoint) -> Result<Stream, DialError> {
+    Ok(match endpoint {
+        Endpoint::Tcp(address) => {
+            let tcp = TcpStream::connect(address.as_str())
+                .await
+                .map_err(|error| DialError::Connect {
+                    address: address.clone(),
+                    error,
+                })?;
+            tcp.set_nodelay(true)?;
+            Stream::Tcp(tcp)
+        }
+        Endpoint::Unix(path) => {
+            Stream::Unix(
+                UnixStream::connect(path)
+                    .await
+                    .map_err(|error| DialError::Connect {
+                        address: path.display().to_string(),
+                        error,
+                    })?,
+            )
+        }
+    })
+}
+
+/// Sends commands in one write and reads one reply per command.
+pub async fn call(
+    stream: &Stream,
+    rbuf: &mut BytesMut,
+    commands: &[Vec<Bytes>],
+) -> Result<Vec<Reply>, DialError> {
+    let mut wbuf = BytesMut::new();
+    for args in commands {
+        encode_command(args, &mut wbuf);
+    }
+    stream.write_all(&mut wbuf).await?;
+    let mut replies = Vec::with_capacity(commands.len());
+    while replies.len() < commands.len() {
+        match BackendReplyDecoder::default()
+            .decode(rbuf)
+            .map_err(|e| DialError::Protocol(e.to_string()))?
+        {
+            Some(frame) => replies.push(Reply::from_resp2(frame)),
+            None => {
+                if stream.read_some(rbuf).await? == 0 {
+                    return Err(DialError::Closed);
+                }
+            }
+        }
+    }
+    Ok(replies)
+}
+
+/// Like [`call`], preceded by `AUTH [user] password` in the same write when a
+/// password is set. A refused AUTH is an error; otherwise the replies are
+/// those of `commands`, one each.
+pub async fn call_with_auth(
+    stream: &Stream,
+    rbuf: &mut BytesMut,
+    username: Option<&str>,
+    password: Option<&str>,
+    commands: Vec<Vec<Bytes>>,
+) -> Result<Vec<Reply>, DialError> {
+    let Some(password) = password else {
+        return call(stream, rbuf, &commands).await;
+    };
+    let mut auth = vec![Bytes::from_static(b"AUTH")];
+    if let Some(user) = username {
+        auth.push(Bytes::from(user.to_string()));
+    }
+    auth.push(Bytes::from(password.to_string()));
+    let all: Vec<Vec<Bytes>> = std::iter::once(auth).chain(commands).collect();
+    let mut replies = call(stream, rbuf, &all).await?.into_iter();
+    if let Some(Reply::Error(e)) = replies.next() {
+        return Err(DialError::Auth(String::from_utf8_lossy(&e).into_owned()));
+    }
+    Ok(replies.collect())
+}
+
+/// Connects and prepares a connection: AUTH when configured, then a SELECT of
+/// the highest database clients may use, which proves the backend has them
+/// all. Returns the socket and the database it has selected.
+pub async fn handshake(
+    endpoint: &Endpoint,
+    target: &Target,
+    databases: u32,
+) -> Result<(Stream, u32), DialError> {
+    let stream = open(endpoint).await?;
+    let db = databases.saturating_sub(1);
+    let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
+    let mut rbuf = BytesMut::new();
+    let replies = call_with_auth(
+        &stream,
+        &mut rbuf,
+        target.username.as_deref(),
+        target.password.as_deref(),
+        vec![select],
+    )
+    .await?;
+    if let Some(Reply::Error(e)) = replies.first() {
+        return Err(DialError::Select {
+            db,
+            error: String::from_utf8_lossy(e).into_owned(),
+            databases,
+        });
+    }
+    debug!(db, "handshake done");
+    Ok((stream, db))
+}
+
+/// A delay between half and all of `base`, so that many proxies do not
+/// reconnect in step.
+pub fn jitter(base: Duration) -> Duration {
+    let half = base / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
+        }
+    }
+}
