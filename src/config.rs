@@ -51,7 +51,7 @@ pub struct Config {
     /// Named users besides the default one (`[listen] password`).
     #[serde(default)]
     pub users: Vec<User>,
-    pub backends: Vec<Backend>,
+    pub backends: Vec<BackendSpec>,
 }
 
 /// `[[users]]`: a named user, limited to its key prefixes and, when
@@ -158,63 +158,48 @@ pub struct Admin {
 
 /// `[slowlog]`: like Redis's slowlog-log-slower-than and slowlog-max-len.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Slowlog {
     /// Requests taking at least this many microseconds are logged (as Redis
     /// does); negative disables.
-    #[serde(default = "default_slower_than_us")]
     pub slower_than_us: i64,
-    #[serde(default = "default_slowlog_len")]
     pub max_len: usize,
-}
-
-fn default_slower_than_us() -> i64 {
-    10_000
-}
-fn default_slowlog_len() -> usize {
-    128
 }
 
 impl Default for Slowlog {
     fn default() -> Self {
         Slowlog {
-            slower_than_us: default_slower_than_us(),
-            max_len: default_slowlog_len(),
+            slower_than_us: 10_000,
+            max_len: 128,
         }
     }
 }
 
 /// `[shutdown]`: draining on SIGTERM/SIGINT.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// Longest wait for clients to finish before the proxy exits anyway.
-    #[serde(default = "default_grace_period_ms")]
     pub grace_period_ms: u64,
-}
-
-fn default_grace_period_ms() -> u64 {
-    10_000
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
-            grace_period_ms: default_grace_period_ms(),
+            grace_period_ms: 10_000,
         }
     }
 }
 
 /// `[listen]`: where clients connect and how they authenticate.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Listen {
     /// TCP `host:port`.
     pub address: Option<String>,
     /// Path of a unix socket to listen on as well (or instead).
     pub unix_socket: Option<PathBuf>,
     /// Octal file mode of the unix socket, as a string ("660").
-    #[serde(default = "default_socket_mode")]
     pub unix_socket_mode: String,
     /// When set, clients must AUTH (or HELLO ... AUTH) first.
     pub password: Option<String>,
@@ -222,15 +207,20 @@ pub struct Listen {
     pub username: Option<String>,
     /// How many databases SELECT accepts (0 .. databases-1); each backend must
     /// have at least this many.
-    #[serde(default = "default_databases")]
     pub databases: u32,
 }
 
-fn default_socket_mode() -> String {
-    "660".into()
-}
-fn default_databases() -> u32 {
-    16
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            address: None,
+            unix_socket: None,
+            unix_socket_mode: "660".into(),
+            password: None,
+            username: None,
+            databases: 16,
+        }
+    }
 }
 
 /// `[keys]`: which keys clients may touch.
@@ -244,43 +234,31 @@ pub struct Keys {
 
 /// `[pool]`: backend connections and timeouts, for every backend.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Pool {
     /// Connections per backend, shared by all clients.
-    #[serde(default = "default_connections")]
     pub connections: usize,
-    #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// The longest a request waits for its backend's reply.
-    #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// First and last reconnect delay; the delay doubles, with jitter.
-    #[serde(default = "default_backoff_min_ms")]
     pub backoff_min_ms: u64,
-    #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
     /// Requests written to one backend connection but not yet answered.
-    #[serde(default = "default_max_pending")]
     pub max_pending: usize,
     /// What a key's clients get while its backend is down.
-    #[serde(default)]
     pub on_backend_down: OnBackendDown,
     /// Consecutive failures that mark a backend down, and consecutive
     /// successes that mark it up again.
-    #[serde(default = "default_health_failures")]
     pub health_failures: u32,
-    #[serde(default = "default_health_successes")]
     pub health_successes: u32,
     /// Timeout of each question to a sentinel (and of the ROLE check).
-    #[serde(default = "default_sentinel_timeout_ms")]
     pub sentinel_timeout_ms: u64,
     /// How often the master is re-checked even without a `+switch-master` event.
-    #[serde(default = "default_sentinel_recheck_ms")]
     pub sentinel_recheck_ms: u64,
     /// A backend is probed (PING after the handshake) this often while it
     /// is down or idle, so a returning backend is up without client traffic
     /// and a dead idle one is noticed before a user's request is.
-    #[serde(default = "default_probe_interval_ms")]
     pub probe_interval_ms: u64,
 }
 
@@ -297,55 +275,21 @@ pub enum OnBackendDown {
     Next,
 }
 
-fn default_connections() -> usize {
-    1
-}
-fn default_connect_timeout_ms() -> u64 {
-    1000
-}
-fn default_request_timeout_ms() -> u64 {
-    1000
-}
-fn default_backoff_min_ms() -> u64 {
-    50
-}
-fn default_backoff_max_ms() -> u64 {
-    2000
-}
-fn default_max_pending() -> usize {
-    16 * 1024
-}
-fn default_health_failures() -> u32 {
-    3
-}
-fn default_health_successes() -> u32 {
-    2
-}
-fn default_sentinel_timeout_ms() -> u64 {
-    300
-}
-fn default_probe_interval_ms() -> u64 {
-    500
-}
-fn default_sentinel_recheck_ms() -> u64 {
-    1000
-}
-
 impl Default for Pool {
     fn default() -> Self {
         Pool {
-            connections: default_connections(),
-            connect_timeout_ms: default_connect_timeout_ms(),
-            request_timeout_ms: default_request_timeout_ms(),
-            backoff_min_ms: default_backoff_min_ms(),
-            backoff_max_ms: default_backoff_max_ms(),
-            max_pending: default_max_pending(),
+            connections: 1,
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 1000,
+            backoff_min_ms: 50,
+            backoff_max_ms: 2000,
+            max_pending: 16 * 1024,
             on_backend_down: OnBackendDown::default(),
-            health_failures: default_health_failures(),
-            health_successes: default_health_successes(),
-            sentinel_timeout_ms: default_sentinel_timeout_ms(),
-            sentinel_recheck_ms: default_sentinel_recheck_ms(),
-            probe_interval_ms: default_probe_interval_ms(),
+            health_failures: 3,
+            health_successes: 2,
+            sentinel_timeout_ms: 300,
+            sentinel_recheck_ms: 1000,
+            probe_interval_ms: 500,
         }
     }
 }
@@ -361,64 +305,38 @@ impl Pool {
 
 /// `[limits]`: what one client, and all of them together, may cost.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Simultaneous client connections; further ones wait in the accept queue.
-    #[serde(default = "default_max_clients")]
     pub max_clients: usize,
     /// Largest request, in bytes.
-    #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
     /// Requests one client may have in flight before the proxy stops reading it.
-    #[serde(default = "default_max_pipeline")]
     pub max_pipeline: usize,
     /// Largest reply accepted from a backend; a larger one (or one nested
     /// too deep) is a protocol error that re-makes that connection.
-    #[serde(default = "default_max_reply_bytes")]
     pub max_reply_bytes: usize,
     /// Unread reply bytes one client may let pile up before it is closed
     /// (Redis's client-output-buffer-limit); 0: no limit.
-    #[serde(default = "default_client_output_bytes")]
     pub client_output_bytes: usize,
     /// Bytes all clients' buffers may hold together; over it, the client
     /// holding the most is closed (Redis's maxmemory-clients); 0: no limit.
-    #[serde(default = "default_max_memory_bytes")]
     pub max_memory_bytes: usize,
     /// Seconds a client may stay idle before it is closed (Redis's
     /// `timeout`); 0: never.
-    #[serde(default)]
     pub idle_timeout_s: u64,
-}
-
-fn default_max_clients() -> usize {
-    10_000
-}
-fn default_max_request_bytes() -> usize {
-    64 * 1024 * 1024
-}
-fn default_max_pipeline() -> usize {
-    1024
-}
-fn default_client_output_bytes() -> usize {
-    64 * 1024 * 1024
-}
-fn default_max_memory_bytes() -> usize {
-    1024 * 1024 * 1024
-}
-fn default_max_reply_bytes() -> usize {
-    // Redis's proto-max-bulk-len.
-    512 * 1024 * 1024
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_clients: default_max_clients(),
-            max_request_bytes: default_max_request_bytes(),
-            max_pipeline: default_max_pipeline(),
-            max_reply_bytes: default_max_reply_bytes(),
-            client_output_bytes: default_client_output_bytes(),
-            max_memory_bytes: default_max_memory_bytes(),
+            max_clients: 10_000,
+            max_request_bytes: 64 * 1024 * 1024,
+            max_pipeline: 1024,
+            // Redis's proto-max-bulk-len.
+            max_reply_bytes: 512 * 1024 * 1024,
+            client_output_bytes: 64 * 1024 * 1024,
+            max_memory_bytes: 1024 * 1024 * 1024,
             idle_timeout_s: 0,
         }
     }
@@ -427,7 +345,7 @@ impl Default for Limits {
 /// `[[backends]]`: one Redis server.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Backend {
+pub struct BackendSpec {
     /// Stable name; routing hashes this, never the address.
     pub id: String,
     /// `host:port`.
@@ -495,7 +413,7 @@ pub struct Target {
     pub password: Option<String>,
 }
 
-impl Backend {
+impl BackendSpec {
     /// Resolves the endpoint and credentials; a url's credentials are used
     /// unless `username`/`password` are set explicitly.
     pub fn target(&self, field: &str) -> Result<Target, ConfigError> {

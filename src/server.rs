@@ -95,7 +95,8 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
     shutdown.recv().await;
     let grace = Duration::from_millis(shared.topology().config.shutdown.grace_period_ms);
     info!(grace_ms = grace.as_millis() as u64, "draining");
-    shared.draining.store(true, Ordering::Relaxed);
+    // /readyz fails from now on, and every client handler starts draining.
+    shared.drain.send_replace(true);
     if let Some(task) = tcp {
         task.abort();
     }
@@ -103,7 +104,6 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
         task.abort();
         let _ = std::fs::remove_file(path);
     }
-    shared.drain_signal.send_replace(true);
     clients.close();
     match tokio::time::timeout(grace, clients.wait()).await {
         Ok(()) => info!("all clients finished"),

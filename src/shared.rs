@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -105,10 +105,9 @@ pub struct Shared {
     pub started: Instant,
     /// The TCP port clients connect to, for INFO.
     pub tcp_port: u16,
-    /// Set when shutdown starts: /readyz fails and clients are closed once idle.
-    pub draining: AtomicBool,
-    /// Fires when draining starts; each client handler watches it.
-    pub drain_signal: watch::Sender<bool>,
+    /// True once shutdown starts: /readyz fails and each client handler,
+    /// watching it, closes its client once idle. The one drain flag.
+    pub drain: watch::Sender<bool>,
     /// The last reloads, newest last, for the status page.
     pub reloads: Mutex<VecDeque<ReloadEvent>>,
 }
@@ -128,7 +127,7 @@ impl Shared {
     /// Builds the first topology and starts the backend connection tasks.
     pub fn new(config: Config, tcp_port: u16) -> anyhow::Result<Shared> {
         let topology = Topology::build(config, None)?;
-        let (drain_signal, _) = watch::channel(false);
+        let (drain, _) = watch::channel(false);
         Ok(Shared {
             topology: RwLock::new(Arc::new(topology)),
             generation: AtomicU64::new(0),
@@ -140,8 +139,7 @@ impl Shared {
             memory: Arc::default(),
             started: Instant::now(),
             tcp_port,
-            draining: AtomicBool::new(false),
-            drain_signal,
+            drain,
             reloads: Mutex::new(VecDeque::new()),
         })
     }
@@ -222,9 +220,14 @@ impl Shared {
         Ok(summary)
     }
 
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
     /// Whether the proxy should get traffic: not draining, and every backend up.
     pub fn ready(&self) -> Result<(), String> {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.is_draining() {
             return Err("draining".into());
         }
         let down: Vec<String> = self

@@ -115,7 +115,7 @@ async fn topology(State(state): State<AdminState>) -> Json<serde_json::Value> {
         .collect();
     Json(serde_json::json!({
         "generation": state.shared.generation.load(std::sync::atomic::Ordering::Relaxed),
-        "draining": state.shared.draining.load(std::sync::atomic::Ordering::Relaxed),
+        "draining": state.shared.is_draining(),
         "on_backend_down": format!("{:?}", topology.config.pool.on_backend_down).to_lowercase(),
         "backends": backends,
     }))

@@ -75,7 +75,7 @@ pub fn status(shared: &Shared) -> Value {
         "now_unix": unix_now(),
         "uptime_s": shared.started.elapsed().as_secs(),
         "generation": shared.generation.load(Ordering::Relaxed),
-        "draining": shared.draining.load(Ordering::Relaxed),
+        "draining": shared.is_draining(),
         "ready": shared.ready().err(),
         "listeners": {
             "tcp": tcp,

@@ -178,7 +178,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut tally = Tally::default();
     let mut eof = false;
     // Set when the proxy drains: the client is closed once it is idle.
-    let mut drain = shared.drain_signal.subscribe();
+    let mut drain = shared.drain.subscribe();
     let mut draining = *drain.borrow();
     // One wait for the drain signal for the whole connection: a fresh
     // `changed()` per pass would register and unregister a waiter each time.

@@ -108,10 +108,7 @@ pub(in crate::client) fn info_text(
                 "config_generation",
                 shared.generation.load(Ordering::Relaxed).to_string(),
             ),
-            f(
-                "draining",
-                u8::from(shared.draining.load(Ordering::Relaxed)).to_string(),
-            ),
+            f("draining", u8::from(shared.is_draining()).to_string()),
             f("slowlog_len", shared.slowlog.len().to_string()),
         ],
     );
