@@ -190,12 +190,27 @@ pub fn describe() {
 
 /// The `# HELP` and `# TYPE` lines of one of the proxy's own histograms.
 pub fn histogram_header(name: &str, out: &mut String) {
+    header(name, "histogram", out);
+}
+
+fn header(name: &str, kind: &str, out: &mut String) {
     let help = CATALOGUE
         .iter()
         .find(|entry| entry.0 == name)
         .map_or("", |entry| entry.3);
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} histogram");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One unlabelled counter or gauge kept elsewhere (INFO's counters, which
+/// are the one count of what they count), with its HELP and TYPE lines.
+pub fn render_value(name: &str, value: u64, out: &mut String) {
+    let kind = CATALOGUE
+        .iter()
+        .find(|entry| entry.0 == name)
+        .map_or("untyped", |entry| entry.1);
+    header(name, kind, out);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// A histogram over [`LATENCY_BUCKETS`] kept as counters. Recording costs two
@@ -270,10 +285,6 @@ pub struct CommandMetrics {
 pub struct Metrics {
     /// Indexed like the command table; the extra last entry is unknown commands.
     pub commands: Vec<CommandMetrics>,
-    pub client_connections: Gauge,
-    pub received_bytes: Counter,
-    pub sent_bytes: Counter,
-    pub refused_keys: Counter,
     pub refused_commands: Counter,
     /// Clients refused at accept because `max_clients` were connected.
     pub rejected_clients: Counter,
@@ -301,10 +312,6 @@ impl Metrics {
             .collect();
         Metrics {
             commands,
-            client_connections: gauge!("session_proxy_client_connections"),
-            received_bytes: counter!("session_proxy_received_bytes_total"),
-            sent_bytes: counter!("session_proxy_sent_bytes_total"),
-            refused_keys: counter!("session_proxy_refused_keys_total"),
             refused_commands: counter!("session_proxy_refused_commands_total"),
             rejected_clients: counter!("session_proxy_rejected_clients_total"),
             closed_output: counter!("session_proxy_clients_closed_total", "reason" => "output_limit"),

@@ -184,9 +184,7 @@ async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String)
         .stats
         .connections_received
         .fetch_add(1, Ordering::Relaxed);
-    shared.metrics.client_connections.increment(1.0);
     crate::client::serve(shared.clone(), stream, peer, local).await;
-    shared.metrics.client_connections.decrement(1.0);
     shared
         .stats
         .connected_clients

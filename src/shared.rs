@@ -17,11 +17,12 @@ use crate::config::{Config, OnBackendDown};
 use crate::config::{Source, Target};
 use crate::dial::PoolSettings;
 use crate::memory::ClientMemory;
-use crate::metrics::{BackendMetrics, Metrics};
+use crate::metrics::{render_value, BackendMetrics, Metrics};
 use crate::router::Router;
 use crate::slowlog::SlowLog;
 
-/// Counters shown by INFO.
+/// Counters shown by INFO, and by /metrics from the same atomics (see
+/// [`Stats::render`]): each is counted once.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub connections_received: AtomicU64,
@@ -33,6 +34,30 @@ pub struct Stats {
     /// Reads from, and writes to, client sockets that moved data.
     pub reads: AtomicU64,
     pub writes: AtomicU64,
+}
+
+impl Stats {
+    /// The Prometheus lines of the counts /metrics shows from here.
+    pub fn render(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let clients = self.connected_clients.load(Ordering::Relaxed) as u64;
+        render_value("session_proxy_client_connections", clients, out);
+        render_value(
+            "session_proxy_received_bytes_total",
+            load(&self.net_input_bytes),
+            out,
+        );
+        render_value(
+            "session_proxy_sent_bytes_total",
+            load(&self.net_output_bytes),
+            out,
+        );
+        render_value(
+            "session_proxy_refused_keys_total",
+            load(&self.refused_keys),
+            out,
+        );
+    }
 }
 
 /// What one config file decides: settings, router and backends.

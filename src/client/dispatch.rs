@@ -152,7 +152,6 @@ pub(in crate::client) fn routed(
         };
         if !allowed(key, prefixes) || !allowed(key, user_prefixes) {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
-            shared.metrics.refused_keys.increment(1);
             return Slot::ready(proto, Reply::error(NOPERM_KEY));
         }
         let owner = topo.route(key);

@@ -426,7 +426,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     }
 }
 
-/// Counts bytes written to a client in INFO and the metrics.
+/// Counts bytes written to a client (INFO and /metrics read the count).
 fn count_sent(shared: &Shared, n: usize) {
     if n > 0 {
         shared
@@ -434,18 +434,16 @@ fn count_sent(shared: &Shared, n: usize) {
             .net_output_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
         shared.stats.writes.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.sent_bytes.increment(n as u64);
     }
 }
 
-/// Counts bytes read from a client in INFO and the metrics.
+/// Counts bytes read from a client (INFO and /metrics read the count).
 fn count_received(shared: &Shared, n: usize) {
     shared
         .stats
         .net_input_bytes
         .fetch_add(n as u64, Ordering::Relaxed);
     shared.stats.reads.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.received_bytes.increment(n as u64);
 }
 
 /// Finished requests of one command, outcome and latency in a row, counted

@@ -185,56 +185,40 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     lookup_index(name).and_then(|i| TABLE.get(i))
 }
 
+/// The longest command name in [`TABLE`] (`pexpireat`, `slowlog`, ...).
+const NAME_MAX: usize = 12;
+
+/// Commands of one name length: (name, index in [`TABLE`]).
+type Named = Vec<(&'static [u8], usize)>;
+
+/// [`TABLE`]'s indexes by name length, then name: derived from the table
+/// once, so adding a command is one line there and nothing else.
+fn by_length() -> &'static [Named] {
+    static INDEX: std::sync::OnceLock<Vec<Named>> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index = vec![Vec::new(); NAME_MAX + 1];
+        for (i, spec) in TABLE.iter().enumerate() {
+            let name = spec.name.as_bytes();
+            assert!(name.len() <= NAME_MAX, "raise NAME_MAX for {}", spec.name);
+            index[name.len()].push((name, i));
+        }
+        index
+    })
+}
+
 /// The command's position in [`TABLE`], for per-command metrics.
 pub fn lookup_index(name: &[u8]) -> Option<usize> {
     // Names are short; anything longer than the longest one is unknown.
-    let mut upper = [0u8; 12];
-    let dst = upper.get_mut(..name.len())?;
-    for (d, s) in dst.iter_mut().zip(name) {
-        *d = s.to_ascii_uppercase();
+    let candidates = by_length().get(name.len())?;
+    let mut lower = [0u8; NAME_MAX];
+    let lower = lower.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
     }
-    let index = match &*dst {
-        b"GET" => 0,
-        b"SET" => 1,
-        b"SETEX" => 2,
-        b"PSETEX" => 3,
-        b"SETNX" => 4,
-        b"GETEX" => 5,
-        b"GETDEL" => 6,
-        b"DEL" => 7,
-        b"UNLINK" => 8,
-        b"EXISTS" => 9,
-        b"TOUCH" => 10,
-        b"EXPIRE" => 11,
-        b"PEXPIRE" => 12,
-        b"EXPIREAT" => 13,
-        b"PEXPIREAT" => 14,
-        b"TTL" => 15,
-        b"PTTL" => 16,
-        b"PERSIST" => 17,
-        b"TYPE" => 18,
-        b"STRLEN" => 19,
-        b"INCR" => 20,
-        b"INCRBY" => 21,
-        b"DECR" => 22,
-        b"DECRBY" => 23,
-        b"MGET" => 24,
-        b"MSET" => 25,
-        b"PING" => 26,
-        b"ECHO" => 27,
-        b"QUIT" => 28,
-        b"RESET" => 29,
-        b"AUTH" => 30,
-        b"HELLO" => 31,
-        b"SELECT" => 32,
-        b"CLIENT" => 33,
-        b"COMMAND" => 34,
-        b"INFO" => 35,
-        b"DBSIZE" => 36,
-        b"SLOWLOG" => 37,
-        _ => return None,
-    };
-    Some(index)
+    candidates
+        .iter()
+        .find(|(candidate, _)| *candidate == &*lower)
+        .map(|&(_, i)| i)
 }
 
 /// The positions of the keys in a request of this command, given its argument
@@ -260,6 +244,19 @@ mod tests {
             assert_eq!(found.name, spec.name);
             let upper = spec.name.to_ascii_uppercase();
             assert_eq!(lookup(upper.as_bytes()).unwrap().cmd, spec.cmd);
+            let mixed: String = spec
+                .name
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            assert_eq!(lookup(mixed.as_bytes()).unwrap().name, spec.name);
         }
         assert!(lookup(b"HSET").is_none());
         assert!(lookup(b"").is_none());
