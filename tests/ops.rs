@@ -4,129 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{binary, free_port, sample, wait_until, write_file, RawClient, Redis, READY_LIMIT};
+use common::{sample, wait_until, RawClient, Redis, Running, READY_LIMIT};
 use session_proxy::config::Config;
 use session_proxy::router::Router;
-
-/// The proxy binary with a config file and an admin listener.
-struct Running {
-    child: Child,
-    port: u16,
-    admin: u16,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    fn start(body: &str) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, admin) = (free_port(), free_port());
-        let text = format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{body}"
-        );
-        let config = write_file(dir.path(), "proxy.toml", &text);
-        let child = Command::new(binary())
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let running = Running {
-            child,
-            port,
-            admin,
-            config,
-            _dir: dir,
-        };
-        wait_until(
-            READY_LIMIT,
-            Duration::from_millis(10),
-            "proxy did not start",
-            || {
-                RawClient::try_connect(port).is_ok()
-                    && TcpStream::connect(("127.0.0.1", admin)).is_ok()
-            },
-        );
-        running
-    }
-
-    fn client(&self) -> RawClient {
-        RawClient::connect(self.port)
-    }
-
-    fn http(&self, method: &str, path: &str) -> (u16, String) {
-        http(self.admin, method, path)
-    }
-
-    /// Rewrites the config file, keeping the listen and admin sections.
-    fn rewrite(&self, body: &str) {
-        let text = format!(
-            "[listen]\naddress = \"127.0.0.1:{}\"\n[admin]\naddress = \"127.0.0.1:{}\"\n{body}",
-            self.port, self.admin
-        );
-        std::fs::write(&self.config, text).unwrap();
-    }
-
-    fn signal(&self, signal: &str) {
-        Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    fn generation(&self) -> u64 {
-        let (_, body) = self.http("GET", "/topology");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["generation"].as_u64().unwrap()
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the proxy did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal HTTP/1.1 request; returns the status and the body.
-fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(READY_LIMIT)).unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn backends_toml(list: &[(&str, &Redis, f64)]) -> String {
     list.iter()
@@ -138,8 +23,6 @@ fn backends_toml(list: &[(&str, &Redis, f64)]) -> String {
         })
         .collect()
 }
-
-/// The value of one Prometheus sample, by its full name and labels.
 
 #[test]
 fn metrics_count_known_traffic() {

@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    free_port, proxy_master, recorder, sample, wait_proxy_master, wait_until, Group, Proxy,
-    RawClient, SentinelProc,
+    free_port, proxy_master, recorder, sample, try_wait_until, wait_proxy_master, wait_until,
+    Group, Proxy, RawClient, SentinelProc,
 };
 
 /// One request of the load and what came back.
@@ -357,7 +357,7 @@ fn killed_and_lying_sentinels() {
         .unwrap();
     let replica_port: u16 = replica.rsplit(':').next().unwrap().parse().unwrap();
     // A real sentinel that names the replica as shard-a's master.
-    let liar = SentinelProc::start(free_port(), "shard-a", replica_port, 3_600_000);
+    let liar = SentinelProc::start_free("shard-a", replica_port, 3_600_000);
     assert_eq!(liar.master_of("shard-a").as_deref(), Some(replica.as_str()));
 
     let mut addresses = vec![liar.address()];
@@ -483,18 +483,12 @@ fn on_backend_down_next_serves_from_the_next_candidate() {
     assert_eq!(client.text(&["SET", &key, "on-a"]), "+OK\r\n");
     // Shard a's master dies and no failover happens (down-after is long).
     a.node(&a.master_address().unwrap()).unwrap().signal("KILL");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let reply = client.text(&["SET", &key, "on-b"]);
-        if reply == "+OK\r\n" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never moved to the next backend: {reply}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut reply = String::new();
+    let moved = try_wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        reply = client.text(&["SET", &key, "on-b"]);
+        reply == "+OK\r\n"
+    });
+    assert!(moved, "never moved to the next backend: {reply}");
     let b_master = b.master_address().unwrap();
     assert_eq!(
         b.node(&b_master).unwrap().client().text(&["GET", &key]),

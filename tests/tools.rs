@@ -6,9 +6,9 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::Duration;
 
-use common::{binary, config_for, free_port, write_file, Proxy, RawClient, Redis, READY_LIMIT};
+use common::{binary, config_for, try_wait_until, write_file, Proxy, Redis, Running, READY_LIMIT};
 use session_proxy::config::Config;
 use session_proxy::router::Router;
 
@@ -196,16 +196,15 @@ impl Terminal {
 
     /// Waits until `needle` has appeared `count` times in the output.
     fn wait_for(&mut self, needle: &str, count: usize) {
-        let deadline = Instant::now() + READY_LIMIT;
-        while self.text().matches(needle).count() < count {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "waited for {needle:?} x{count}; terminal shows:\n{}",
-                    self.text()
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        let shown = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
+            self.text().matches(needle).count() >= count
+        });
+        if !shown {
+            let _ = self.child.kill();
+            panic!(
+                "waited for {needle:?} x{count}; terminal shows:\n{}",
+                self.text()
+            );
         }
     }
 
@@ -303,30 +302,12 @@ fn redis_benchmark_runs_without_errors() {
 #[test]
 fn the_binary_serves_until_sigterm() {
     let a = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let text = config_for(&[("a", a.address(), 1.0)], "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let file = write_file(dir.path(), "c.toml", &text);
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(&file)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + READY_LIMIT;
-    let mut client = loop {
-        if let Ok(c) = RawClient::try_connect(port) {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "proxy did not start");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    assert_eq!(client.text(&["SET", "k", "v"]), "+OK\r\n");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    let mut proxy = Running::start(&format!(
+        "[[backends]]\nid = \"a\"\naddress = \"{}\"\n",
+        a.address()
+    ));
+    assert_eq!(proxy.client().text(&["SET", "k", "v"]), "+OK\r\n");
+    proxy.signal("TERM");
+    let status = proxy.wait_exit(READY_LIMIT);
     assert!(status.success(), "{status:?}");
 }

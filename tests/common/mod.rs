@@ -43,12 +43,21 @@ pub fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 
 /// Polls `done` every `every` until it holds; fails the test with `what`
 /// once `limit` has passed (a safety net, not an assertion about speed).
-pub fn wait_until(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub fn wait_until(limit: Duration, every: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(try_wait_until(limit, every, done), "{what}");
+}
+
+/// Like [`wait_until`], but says whether `done` held instead of failing,
+/// for callers that explain a timeout themselves.
+pub fn try_wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "{what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(every);
     }
+    true
 }
 
 /// A free loopback port (never 6379).
@@ -117,20 +126,13 @@ impl Redis {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         let mut redis = Redis { port, dir, child };
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if redis.child.try_wait().ok().flatten().is_some() {
-                return None;
-            }
-            if redis.answers_ping() {
-                return Some(redis);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut exited = false;
+        let ready = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
+            exited = redis.child.try_wait().ok().flatten().is_some();
+            exited || redis.answers_ping()
+        });
+        assert!(ready, "redis-server on {port} did not start");
+        (!exited).then_some(redis)
     }
 
     /// One readiness probe: a refused or reset connection is "not yet".
@@ -386,7 +388,27 @@ pub struct SentinelProc {
 
 impl SentinelProc {
     /// Starts a sentinel monitoring `name` at `master_port`, on `port`.
+    /// Starts redis-sentinel on `port`, monitoring `name` at `master_port`.
     pub fn start(port: u16, name: &str, master_port: u16, down_after_ms: u64) -> SentinelProc {
+        SentinelProc::try_start(port, name, master_port, down_after_ms)
+            .unwrap_or_else(|| panic!("redis-sentinel did not start on port {port}"))
+    }
+
+    /// Starts redis-sentinel on a free port; another is tried if the port
+    /// was taken before the sentinel bound it (as for [`Redis::start_with`]).
+    pub fn start_free(name: &str, master_port: u16, down_after_ms: u64) -> SentinelProc {
+        (0..5)
+            .find_map(|_| SentinelProc::try_start(free_port(), name, master_port, down_after_ms))
+            .expect("redis-sentinel did not start on any of 5 free ports")
+    }
+
+    /// `None` if the sentinel exits before answering (its port was taken).
+    fn try_start(
+        port: u16,
+        name: &str,
+        master_port: u16,
+        down_after_ms: u64,
+    ) -> Option<SentinelProc> {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 2\n\
@@ -401,16 +423,19 @@ impl SentinelProc {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-sentinel must be installed (apt-get install redis-sentinel)");
-        let sentinel = SentinelProc {
+        let mut sentinel = SentinelProc {
             port,
             _dir: dir,
             child,
         };
-        let what = format!("redis-sentinel on {port} did not start");
-        wait_until(READY_LIMIT, Duration::from_millis(10), &what, || {
-            RawClient::try_connect(port).is_ok_and(|mut c| c.cmd(&["PING"]) == b"+PONG\r\n")
+        let mut exited = false;
+        let ready = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
+            exited = sentinel.child.try_wait().ok().flatten().is_some();
+            exited
+                || RawClient::try_connect(port).is_ok_and(|mut c| c.cmd(&["PING"]) == b"+PONG\r\n")
         });
-        sentinel
+        assert!(ready, "redis-sentinel on {port} did not start");
+        (!exited).then_some(sentinel)
     }
 
     pub fn address(&self) -> String {
@@ -456,8 +481,7 @@ pub struct Group {
 
 impl Group {
     pub fn start(name: &str, replicas: usize, down_after_ms: u64) -> Group {
-        let ports = (0..3).map(|_| free_port()).collect();
-        Group::start_on(name, replicas, down_after_ms, ports)
+        Group::start_with_sentinels(name, replicas, down_after_ms, None)
     }
 
     /// Starts a group whose sentinels listen on the given ports.
@@ -467,6 +491,16 @@ impl Group {
         down_after_ms: u64,
         sentinel_ports: Vec<u16>,
     ) -> Group {
+        Group::start_with_sentinels(name, replicas, down_after_ms, Some(sentinel_ports))
+    }
+
+    /// Sentinels on `sentinel_ports`, or on free ports (retried) when `None`.
+    fn start_with_sentinels(
+        name: &str,
+        replicas: usize,
+        down_after_ms: u64,
+        sentinel_ports: Option<Vec<u16>>,
+    ) -> Group {
         let master = Redis::start();
         let mut nodes = vec![master];
         for _ in 0..replicas {
@@ -474,10 +508,15 @@ impl Group {
             nodes.push(Redis::start_with(&["--replicaof", "127.0.0.1", &port]));
         }
         let master_port = nodes[0].port;
-        let sentinels = sentinel_ports
-            .into_iter()
-            .map(|port| SentinelProc::start(port, name, master_port, down_after_ms))
-            .collect();
+        let sentinels = match sentinel_ports {
+            Some(ports) => ports
+                .into_iter()
+                .map(|port| SentinelProc::start(port, name, master_port, down_after_ms))
+                .collect(),
+            None => (0..3)
+                .map(|_| SentinelProc::start_free(name, master_port, down_after_ms))
+                .collect(),
+        };
         let group = Group {
             name: name.to_string(),
             nodes,
@@ -547,42 +586,34 @@ impl Group {
 
     /// Forces a failover through sentinel `index`.
     pub fn failover_via(&self, index: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let reply = self.sentinels[index]
+        // -NOGOODSLAVE while a replica is not ready yet; -INPROG while one runs.
+        let mut reply = String::new();
+        let accepted = try_wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+            reply = self.sentinels[index]
                 .client()
                 .text(&["SENTINEL", "FAILOVER", &self.name]);
-            if reply == "+OK\r\n" {
-                return;
-            }
-            // -NOGOODSLAVE while a replica is not ready yet; -INPROG while one runs.
-            assert!(
-                Instant::now() < deadline,
-                "SENTINEL FAILOVER kept failing: {reply}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            reply == "+OK\r\n"
+        });
+        assert!(accepted, "SENTINEL FAILOVER kept failing: {reply}");
     }
 
     /// Waits until every live sentinel names a master other than `old`; returns it.
     pub fn wait_new_master(&self, old: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let views: Vec<Option<String>> = self
+        let (mut views, mut new) = (Vec::new(), None);
+        let moved = try_wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
+            views = self
                 .sentinels
                 .iter()
                 .map(|s| s.master_of(&self.name))
-                .collect();
+                .collect::<Vec<Option<String>>>();
             let live: Vec<&String> = views.iter().flatten().collect();
             if !live.is_empty() && live.iter().all(|m| m.as_str() != old && *m == live[0]) {
-                return live[0].clone();
+                new = Some(live[0].clone());
             }
-            assert!(
-                Instant::now() < deadline,
-                "no failover away from {old}: {views:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            new.is_some()
+        });
+        assert!(moved, "no failover away from {old}: {views:?}");
+        new.unwrap_or_default()
     }
 }
 
@@ -600,13 +631,139 @@ pub fn proxy_master(proxy: &Proxy, backend: usize) -> Option<String> {
 
 /// Waits until a proxy backend follows `master`.
 pub fn wait_proxy_master(proxy: &Proxy, backend: usize, master: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while proxy_master(proxy, backend).as_deref() != Some(master) {
-        assert!(
-            Instant::now() < deadline,
-            "proxy backend {backend} follows {:?}, not {master}",
-            proxy_master(proxy, backend)
-        );
-        std::thread::sleep(Duration::from_millis(10));
+    let follows = try_wait_until(Duration::from_secs(30), Duration::from_millis(10), || {
+        proxy_master(proxy, backend).as_deref() == Some(master)
+    });
+    assert!(
+        follows,
+        "proxy backend {backend} follows {:?}, not {master}",
+        proxy_master(proxy, backend)
+    );
+}
+
+/// The proxy binary with a config file and an admin listener.
+pub struct Running {
+    pub port: u16,
+    pub admin: u16,
+    child: Child,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Starts the binary with `body` after its own `[listen]` and `[admin]`
+    /// sections, on free ports. A port can be taken between `free_port`
+    /// and the binary's bind: then the binary exits, and other ports are
+    /// tried.
+    pub fn start(body: &str) -> Running {
+        for _ in 0..5 {
+            if let Some(running) = Running::try_start(body) {
+                return running;
+            }
+        }
+        panic!("the proxy did not start on any of 5 pairs of free ports");
     }
+
+    fn try_start(body: &str) -> Option<Running> {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let text = format!(
+            "[listen]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{body}"
+        );
+        let config = write_file(dir.path(), "proxy.toml", &text);
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut running = Running {
+            child,
+            port,
+            admin,
+            config,
+            _dir: dir,
+        };
+        let mut exited = false;
+        let ready = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
+            exited = running.child.try_wait().ok().flatten().is_some();
+            exited
+                || (RawClient::try_connect(port).is_ok()
+                    && TcpStream::connect(("127.0.0.1", admin)).is_ok())
+        });
+        assert!(ready, "the proxy did not start");
+        (!exited).then_some(running)
+    }
+
+    pub fn client(&self) -> RawClient {
+        RawClient::connect(self.port)
+    }
+
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.admin, method, path)
+    }
+
+    /// Rewrites the config file, keeping the listen and admin sections.
+    pub fn rewrite(&self, body: &str) {
+        let text = format!(
+            "[listen]\naddress = \"127.0.0.1:{}\"\n[admin]\naddress = \"127.0.0.1:{}\"\n{body}",
+            self.port, self.admin
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    pub fn generation(&self) -> u64 {
+        let (_, body) = self.http("GET", "/topology");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["generation"].as_u64().unwrap()
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_until(
+            limit,
+            Duration::from_millis(10),
+            "the proxy did not exit",
+            || {
+                status = self.child.try_wait().unwrap();
+                status.is_some()
+            },
+        );
+        status.expect("exited")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns the status and the body.
+pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(READY_LIMIT)).unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
