@@ -124,8 +124,9 @@ pub(in crate::client) fn execute(
     }
 }
 
-/// Sends a keyed command to the backend(s) owning its keys; a key outside
-/// `[keys] prefixes` or the user's own `prefixes` is refused first.
+/// Sends a keyed command to the backend(s) owning its keys, as [`plan`]
+/// decides; a key outside `[keys] prefixes` or the user's own `prefixes` is
+/// refused first.
 #[allow(clippy::too_many_arguments)]
 pub(in crate::client) fn routed(
     shared: &Shared,
@@ -138,97 +139,67 @@ pub(in crate::client) fn routed(
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
-    let prefixes = &topo.config.keys.prefixes;
-    let allowed = |key: &[u8], list: &[String]| {
-        list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
-    };
-    // (arg position, backend index), listed only once there is a second key.
-    let mut owners: Vec<(usize, usize)> = Vec::new();
-    let mut first = None;
-    let mut one_backend = true;
-    for pos in key_positions(spec, request.len()) {
-        let Some(key) = request.arg(pos) else {
-            continue;
-        };
-        if !allowed(key, prefixes) || !allowed(key, user_prefixes) {
+    let planned = plan(
+        spec,
+        request,
+        &topo.config.keys.prefixes,
+        user_prefixes,
+        |key| topo.route(key),
+        |backend| topo.backends[backend].waits_for_replicas(),
+    );
+    match planned {
+        Plan::Refused => {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
-            return Slot::ready(proto, Reply::error(NOPERM_KEY));
+            Slot::ready(proto, Reply::error(NOPERM_KEY))
         }
-        let owner = topo.route(key);
-        match first {
-            None => first = Some((pos, owner)),
-            Some((first_pos, first_owner)) => {
-                if owners.is_empty() {
-                    owners.push((first_pos, first_owner));
-                }
-                owners.push((pos, owner));
-                one_backend &= owner == first_owner;
+        Plan::Forward {
+            backend: index,
+            wait,
+        } => {
+            // One backend has every key: forward the request as it came,
+            // gathered with the client's other commands for that backend.
+            let backend = &topo.backends[index];
+            let raw = request.raw();
+            if let Some(raw) = raw.filter(|_| !wait) {
+                return batcher.add(topo, state, index, backend.id.clone(), raw, now);
             }
+            // Sent on its own (an inline request, or a write followed by
+            // WAIT), after what is gathered.
+            batcher.flush(topo, state.origin());
+            let rx = match raw {
+                Some(raw) => backend.send(state.origin(), raw.clone(), state.db, spec.write),
+                None => backend.send_args(state.origin(), &request.args(), state.db, spec.write),
+            };
+            Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now)
+        }
+        Plan::Split { parts, how } => {
+            // After what is gathered: one sub-command per backend.
+            batcher.flush(topo, state.origin());
+            let receivers = parts
+                .iter()
+                .map(|(backend, sub)| {
+                    let rx = topo.backends[*backend].send_args(
+                        state.origin(),
+                        sub,
+                        state.db,
+                        spec.write,
+                    );
+                    (Some(rx), None)
+                })
+                .collect();
+            let ids: Vec<&str> = parts.iter().map(|(b, _)| &*topo.backends[*b].id).collect();
+            Slot::waiting(
+                topo,
+                proto,
+                Pending::Merge(Box::new(Merging {
+                    parts: receivers,
+                    how,
+                })),
+                Arc::from(ids.join("', '")),
+                now,
+            )
         }
     }
-    let first = first.map_or(0, |(_, b)| b);
-    if one_backend {
-        // One backend has every key: forward the request as it came,
-        // gathered with the client's other commands for that backend.
-        let backend = &topo.backends[first];
-        let waits = spec.write && backend.waits_for_replicas();
-        let raw = request.raw();
-        if let Some(raw) = raw.filter(|_| !waits) {
-            return batcher.add(topo, state, first, backend.id.clone(), raw, now);
-        }
-        // Sent on its own (an inline request, or a write followed by WAIT),
-        // after what is gathered.
-        batcher.flush(topo, state.origin());
-        let rx = match raw {
-            Some(raw) => backend.send(state.origin(), raw.clone(), state.db, spec.write),
-            None => backend.send_args(state.origin(), &request.args(), state.db, spec.write),
-        };
-        return Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now);
-    }
-
-    // Split, after what is gathered: one sub-command per backend, keys in
-    // their original order.
-    batcher.flush(topo, state.origin());
-    let args = request.args();
-    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
-    let mut positions = Vec::with_capacity(owners.len());
-    for &(pos, backend) in &owners {
-        let group = match groups.iter().position(|(b, _)| *b == backend) {
-            Some(g) => g,
-            None => {
-                groups.push((backend, vec![args[0].clone()]));
-                groups.len() - 1
-            }
-        };
-        let sub = &mut groups[group].1;
-        positions.push((group, sub.len() - 1));
-        sub.push(args[pos].clone());
-        if spec.route == Route::KeyValues {
-            if let Some(value) = args.get(pos + 1) {
-                sub.push(value.clone());
-            }
-        }
-    }
-    let how = match spec.route {
-        Route::Keys(Merge::Sum) => MergeHow::Sum,
-        Route::Keys(Merge::InKeyOrder) => MergeHow::InKeyOrder(positions),
-        _ => MergeHow::AllOk,
-    };
-    let mut parts = Vec::with_capacity(groups.len());
-    for (backend, sub) in &groups {
-        parts.push((
-            Some(topo.backends[*backend].send_args(state.origin(), sub, state.db, spec.write)),
-            None,
-        ));
-    }
-    let ids: Vec<&str> = groups.iter().map(|(b, _)| &*topo.backends[*b].id).collect();
-    Slot::waiting(
-        topo,
-        proto,
-        Pending::Merge(Box::new(Merging { parts, how })),
-        Arc::from(ids.join("', '")),
-        now,
-    )
 }
 
 /// Redis's reply to a command it does not have, byte for byte: arguments are

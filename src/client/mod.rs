@@ -23,20 +23,22 @@ use tracing::{debug, Instrument};
 
 use crate::backend::{BackendError, BackendResult, BatchResult, Origin, LARGE_REPLY_BYTES};
 use crate::net::Stream;
-use crate::protocol::command::{key_positions, lookup_index, TABLE};
+use crate::protocol::command::{lookup_index, TABLE};
 use crate::protocol::{
-    lookup, Cmd, Merge, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
+    lookup, Cmd, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
 };
 use crate::shared::{Shared, Topology};
 
 mod batcher;
 mod commands;
 mod dispatch;
+mod plan;
 mod slot;
 
 use batcher::*;
 use commands::*;
 use dispatch::*;
+use plan::*;
 use slot::*;
 
 /// Encoded but unwritten reply bytes above which the client is not read

@@ -154,13 +154,6 @@ pub(in crate::client) struct Merging {
     pub(in crate::client) how: MergeHow,
 }
 
-pub(in crate::client) enum MergeHow {
-    Sum,
-    AllOk,
-    /// For each key of the original command: (part, index within the part's reply).
-    InKeyOrder(Vec<(usize, usize)>),
-}
-
 impl Merging {
     pub(in crate::client) fn poll(&mut self, mut cx: Option<&mut Context<'_>>) -> bool {
         let mut done = true;
@@ -184,35 +177,7 @@ impl Merging {
             .iter_mut()
             .map(|(_, r)| r.take().unwrap_or(Reply::Null).parsed())
             .collect();
-        if let Some(error) = parts.iter().find(|r| r.is_error()) {
-            return error.clone();
-        }
-        let unexpected = || Reply::error("ERR unexpected reply from a backend");
-        match &self.how {
-            MergeHow::Sum => {
-                let mut total = 0i64;
-                for part in &parts {
-                    match part {
-                        Reply::Int(n) => total = total.saturating_add(*n),
-                        _ => return unexpected(),
-                    }
-                }
-                Reply::Int(total)
-            }
-            MergeHow::AllOk => Reply::ok(),
-            MergeHow::InKeyOrder(positions) => {
-                let mut out = Vec::with_capacity(positions.len());
-                for &(part, index) in positions {
-                    match parts.get(part) {
-                        Some(Reply::Array(items)) => {
-                            out.push(items.get(index).cloned().unwrap_or(Reply::Null))
-                        }
-                        _ => return unexpected(),
-                    }
-                }
-                Reply::Array(out)
-            }
-        }
+        merge(&self.how, parts)
     }
 }
 
