@@ -7,7 +7,8 @@
 //!   router, backends; INFO counters, metrics, SLOWLOG), swapped on reload.
 //! - [`client`]: one task per client connection: the loop (`client/mod.rs`),
 //!   its batcher towards backends (`batcher.rs`), the reply order (`slot.rs`),
-//!   what each request becomes (`dispatch.rs`), and the commands answered
+//!   what each request becomes (`dispatch.rs`, carrying out the pure routing
+//!   decision of `plan.rs`), and the commands answered
 //!   here, one file per family (`commands/`: AUTH, HELLO, CLIENT, COMMAND,
 //!   INFO, SLOWLOG).
 //! - [`protocol`]: request framing, the command table, replies and their
@@ -28,6 +29,7 @@
 //!
 //! Errors are typed at each boundary: [`protocol::ProtocolError`] (the client
 //! framed a request wrongly), [`backend::BackendError`] (a backend failed),
+//! [`dial::DialError`] (talking to a server outside the pipelined path failed),
 //! [`config::ConfigError`] (the operator's file is wrong).
 #![forbid(unsafe_code)]
 
