@@ -571,6 +571,77 @@ enum SessionEnd {
     Failed(BackendError),
 }
 
+/// One connected socket's state: the replies it owes, in order, what waits
+/// to be written, what was read and not yet framed, and how the session
+/// should end.
+struct Session {
+    owed: VecDeque<Owed>,
+    outbox: Outbox,
+    rbuf: BytesMut,
+    /// The database the connection has selected.
+    db: u32,
+    /// The connection is dead only when no reply bytes came for a request
+    /// timeout, never because requests queued behind a big batch are old:
+    /// `progress` is when bytes last came, `floor` the progress the deadline
+    /// last took into account (moved forward when it fires).
+    progress: Instant,
+    floor: Instant,
+    /// Bytes read since this task last let others run.
+    read_in_turn: usize,
+    /// After a master switch: send nothing more, answer what was sent, then
+    /// go (what waits in the lanes goes to the new master).
+    switching: bool,
+    /// The job queue is closed: send what waits, answer it, then end.
+    closing: bool,
+}
+
+impl Session {
+    fn new(db: u32) -> Session {
+        let now = Instant::now();
+        Session {
+            owed: VecDeque::new(),
+            outbox: Outbox::default(),
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            db,
+            progress: now,
+            floor: now,
+            read_in_turn: 0,
+            switching: false,
+            closing: false,
+        }
+    }
+
+    /// How the session ends now, if it does: switched once everything sent
+    /// is answered, closed once that and everything waiting (`queued` jobs)
+    /// is.
+    fn finished(&self, queued: usize) -> Option<SessionEnd> {
+        if !self.owed.is_empty() {
+            return None;
+        }
+        if self.switching {
+            return Some(SessionEnd::Switched);
+        }
+        (self.closing && queued == 0).then_some(SessionEnd::Closed)
+    }
+
+    /// When the oldest reply owed is overdue (none owed: never).
+    fn due(&self, request_timeout: Duration) -> Option<Instant> {
+        self.owed
+            .front()
+            .map(|first| first.sent_at().max(self.floor) + request_timeout)
+    }
+
+    /// The deadline fired: whether replies are still coming (the connection
+    /// is alive, only busy), in which case the deadline moves on from them.
+    fn still_alive(&mut self, request_timeout: Duration) -> bool {
+        if self.progress > self.floor && self.progress + request_timeout > Instant::now() {
+            self.floor = self.progress;
+            return true;
+        }
+        false
+    }
+}
+
 /// One backend connection's task.
 struct Connection {
     backend: Arc<str>,
@@ -707,26 +778,13 @@ impl Connection {
     }
 
     /// Serves jobs over one connected socket until it fails or the proxy stops.
-    async fn session(&mut self, stream: Stream, mut db: u32) -> SessionEnd {
-        let mut owed: VecDeque<Owed> = VecDeque::new();
-        let mut outbox = Outbox::default();
-        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    async fn session(&mut self, stream: Stream, db: u32) -> SessionEnd {
+        let mut s = Session::new(db);
         let request_timeout = self.settings.request_timeout;
         // One timer for the oldest unanswered command, not one per command.
         let deadline = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(deadline);
         let mut armed: Option<Instant> = None;
-        // The connection is dead only when no reply bytes came for a request
-        // timeout, never because requests queued behind a big batch are old:
-        // `progress` is when bytes last came, `floor` the progress the
-        // deadline last took into account (moved forward when it fires).
-        let mut progress = Instant::now();
-        let mut floor = progress;
-        // After a master switch: send nothing more, answer what was sent, then
-        // go (what waits in the lanes goes to the new master).
-        let mut switching = false;
-        // The job queue is closed: send what waits, answer it, then end.
-        let mut closing = false;
         // One wait for a new master for the whole session (on a copy of the
         // receiver, which has seen the same version): a fresh `changed()` per
         // turn of the loop would register and unregister a waiter each time.
@@ -736,15 +794,9 @@ impl Connection {
         let endpoint = self.endpoint.clone();
         let mut failover = self.failover.clone();
         let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
-        let mut read_in_turn = 0;
         let end = loop {
-            if owed.is_empty() {
-                if switching {
-                    break SessionEnd::Switched;
-                }
-                if closing && self.lanes.queued() == 0 {
-                    break SessionEnd::Closed;
-                }
+            if let Some(end) = s.finished(self.lanes.queued()) {
+                break end;
             }
             // A failover under way, or a new master published that this
             // session has not switched to yet: nothing more goes out here.
@@ -757,21 +809,16 @@ impl Connection {
             }
             let held = failing_over || endpoint.has_changed().unwrap_or(true);
             // Send what the lanes let go, in one write.
-            if !switching && !held && self.fill(&mut db, &mut outbox, &mut owed) {
-                if let Err(e) = outbox.write_to(&stream) {
+            if !s.switching && !held && self.fill(&mut s) {
+                if let Err(e) = s.outbox.write_to(&stream) {
                     break self.lost(e.to_string());
                 }
             }
-            match owed.front() {
-                Some(first) => {
-                    let at = first.sent_at().max(floor) + request_timeout;
-                    if armed != Some(at) {
-                        deadline.as_mut().reset(at);
-                        armed = Some(at);
-                    }
-                }
-                None => armed = None,
+            let due = s.due(request_timeout);
+            if let Some(at) = due.filter(|_| armed != due) {
+                deadline.as_mut().reset(at);
             }
+            armed = due;
 
             tokio::select! {
                 biased;
@@ -779,36 +826,22 @@ impl Connection {
                     if let Err(e) = ready {
                         break self.lost(e.to_string());
                     }
-                    match stream.try_read_buf(&mut rbuf, crate::net::BACKEND_READ) {
-                        Ok(0) => break self.lost("closed by the server".into()),
-                        Ok(n) => {
-                            progress = Instant::now();
-                            if let Err(end) = self.take_replies(&mut rbuf, &mut owed, progress) {
-                                break end;
-                            }
-                            // A stream of large replies could keep this task
-                            // reading for milliseconds: after `read_turn` bytes,
-                            // the clients it woke (and everyone else) go first.
-                            read_in_turn += n;
-                            if read_in_turn >= self.read_turn {
-                                read_in_turn = 0;
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => break self.lost(e.to_string()),
+                    match self.on_readable(&mut s, &stream) {
+                        Ok(true) => tokio::task::yield_now().await,
+                        Ok(false) => {}
+                        Err(end) => break end,
                     }
                 }
-                ready = stream.writable(), if !outbox.is_empty() => {
-                    if let Err(e) = ready.and_then(|_| outbox.write_to(&stream)) {
+                ready = stream.writable(), if !s.outbox.is_empty() => {
+                    if let Err(e) = ready.and_then(|_| s.outbox.write_to(&stream)) {
                         break self.lost(e.to_string());
                     }
                 }
-                job = self.jobs.recv(), if !closing => {
+                job = self.jobs.recv(), if !s.closing => {
                     let Some(job) = job else {
                         // Every handle is gone (a reload removed this backend, or
                         // shutdown): send and answer what waits, then close.
-                        closing = true;
+                        s.closing = true;
                         continue;
                     };
                     self.admit(job, held);
@@ -822,9 +855,9 @@ impl Connection {
                         self.admit(job, held);
                     }
                 }
-                changed = &mut master_moved, if !switching => {
+                changed = &mut master_moved, if !s.switching => {
                     match changed {
-                        Ok(()) => switching = true,
+                        Ok(()) => s.switching = true,
                         Err(_) => break SessionEnd::Closed,
                     }
                 }
@@ -839,11 +872,9 @@ impl Connection {
                         },
                         None => std::future::pending::<bool>().await,
                     }
-                }, if held && !switching => failing_over = now,
+                }, if held && !s.switching => failing_over = now,
                 _ = &mut deadline, if armed.is_some() => {
-                    if progress > floor && progress + request_timeout > Instant::now() {
-                        // Replies are still coming: it is alive, only busy.
-                        floor = progress;
+                    if s.still_alive(request_timeout) {
                         continue;
                     }
                     break SessionEnd::Failed(BackendError::Timeout {
@@ -853,8 +884,37 @@ impl Connection {
                 }
             }
         };
-        // Whatever is still owed gets the error; its command may or may not have run.
-        let error = match &end {
+        self.settle(&mut s, &end);
+        end
+    }
+
+    /// Reads what the socket has and hands out every complete reply. Returns
+    /// whether to let other tasks run first (after `read_turn` bytes).
+    fn on_readable(&mut self, s: &mut Session, stream: &Stream) -> Result<bool, SessionEnd> {
+        match stream.try_read_buf(&mut s.rbuf, crate::net::BACKEND_READ) {
+            Ok(0) => Err(self.lost("closed by the server".into())),
+            Ok(n) => {
+                s.progress = Instant::now();
+                self.take_replies(&mut s.rbuf, &mut s.owed, s.progress)?;
+                // A stream of large replies could keep this task reading for
+                // milliseconds: after `read_turn` bytes, the clients it woke
+                // (and everyone else) go first.
+                s.read_in_turn += n;
+                if s.read_in_turn >= self.read_turn {
+                    s.read_in_turn = 0;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(self.lost(e.to_string())),
+        }
+    }
+
+    /// The session is over: whatever is still owed gets the error (its
+    /// command may or may not have run), and nothing is in flight any more.
+    fn settle(&mut self, s: &mut Session, end: &SessionEnd) {
+        let error = match end {
             SessionEnd::Failed(error) => error.clone(),
             SessionEnd::Closed | SessionEnd::Switched => BackendError::ConnectionLost {
                 backend: self.backend.clone(),
@@ -862,7 +922,7 @@ impl Connection {
             },
         };
         let mut failed = 0u64;
-        for item in owed.drain(..) {
+        for item in s.owed.drain(..) {
             match item {
                 Owed::Client { reply, .. } | Owed::Wait { reply, .. } => {
                     failed += 1;
@@ -883,7 +943,6 @@ impl Connection {
         self.metrics.failed.fetch_add(failed, Ordering::Relaxed);
         self.held = None;
         self.lanes.clear_in_flight();
-        end
     }
 
     /// Puts a client's job in its lane.
@@ -899,14 +958,14 @@ impl Connection {
 
     /// Moves jobs from the lanes to the outbox, round robin between clients,
     /// while the connection has room. Returns whether any was added.
-    fn fill(&mut self, db: &mut u32, outbox: &mut Outbox, owed: &mut VecDeque<Owed>) -> bool {
+    fn fill(&mut self, s: &mut Session) -> bool {
         let mut now = None;
-        while owed.len() < self.settings.max_pending && outbox.len() < WRITE_HIGH_WATER {
+        while s.owed.len() < self.settings.max_pending && s.outbox.len() < WRITE_HIGH_WATER {
             let Some((_, job)) = self.lanes.pop() else {
                 break;
             };
             let at = *now.get_or_insert_with(Instant::now);
-            self.queue(job, at, db, outbox, owed);
+            self.queue(job, at, &mut s.db, &mut s.outbox, &mut s.owed);
         }
         now.is_some()
     }
@@ -1164,6 +1223,49 @@ impl Probe {
 mod tests {
     use super::*;
     use crate::config::{self, Source};
+
+    #[test]
+    fn a_session_ends_only_once_everything_sent_is_answered() {
+        let mut s = Session::new(0);
+        assert!(s.finished(0).is_none(), "an open session goes on");
+        let (tx, _rx) = oneshot::channel();
+        s.owed.push_back(Owed::Client {
+            client: 1,
+            reply: tx,
+            sent_at: Instant::now(),
+        });
+        s.switching = true;
+        s.closing = true;
+        assert!(s.finished(0).is_none(), "a reply is still owed");
+        s.owed.clear();
+        assert!(matches!(s.finished(3), Some(SessionEnd::Switched)));
+        s.switching = false;
+        assert!(s.finished(3).is_none(), "closing sends what waits first");
+        assert!(matches!(s.finished(0), Some(SessionEnd::Closed)));
+    }
+
+    #[test]
+    fn a_session_is_overdue_only_without_reply_bytes_for_a_timeout() {
+        let timeout = Duration::from_millis(300);
+        let mut s = Session::new(0);
+        assert_eq!(s.due(timeout), None, "nothing owed, nothing due");
+        let sent = Instant::now();
+        let (tx, _rx) = oneshot::channel();
+        s.owed.push_back(Owed::Client {
+            client: 1,
+            reply: tx,
+            sent_at: sent,
+        });
+        assert_eq!(s.due(timeout), Some(sent.max(s.floor) + timeout));
+        // Bytes came since the deadline was set: alive, and the deadline
+        // moves on from them.
+        s.progress = Instant::now() + Duration::from_millis(1);
+        assert!(s.still_alive(timeout));
+        assert_eq!(s.floor, s.progress);
+        assert_eq!(s.due(timeout), Some(s.progress + timeout));
+        // No bytes since: dead.
+        assert!(!s.still_alive(timeout));
+    }
 
     /// A connection task's state, without a socket, for exercising reply handling.
     fn connection(recheck: Arc<Notify>) -> Connection {
