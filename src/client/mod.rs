@@ -156,29 +156,247 @@ fn limit_closed(closed: &metrics::Counter, limit: &'static str) -> io::Result<()
     Ok(())
 }
 
+/// One client's connection while it is served: the topology in force, the
+/// buffers, the reply queue and the batcher, with each step of the loop as a
+/// method. Buffers grow on demand and are given back whenever the client is
+/// idle, so thousands of idle clients cost little memory.
+struct Handler<'a> {
+    shared: &'a Shared,
+    stream: &'a Stream,
+    state: &'a mut State,
+    /// The topology in force; refreshed when a reload bumps the generation.
+    topo: Arc<Topology>,
+    generation: u64,
+    decoder: RequestDecoder,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Every request's slot, in request order; written from the front.
+    queue: VecDeque<Slot>,
+    batcher: Batcher,
+    tally: Tally,
+    /// The client half-closed.
+    eof: bool,
+    last_read: Instant,
+}
+
+impl Handler<'_> {
+    /// Picks up a reload: a new topology, and its limits for this client too.
+    fn refresh(&mut self) {
+        let current = self.shared.generation.load(Ordering::Acquire);
+        if current != self.generation {
+            self.generation = current;
+            self.topo = self.shared.topology();
+            self.decoder.max_request_bytes = self.topo.config.limits.max_request_bytes;
+        }
+    }
+
+    /// Step 1: runs the requests already read, as far as the pipeline limit
+    /// allows. Returns whether complete requests may still wait in `rbuf`
+    /// because the pipeline was full: they need another pass, not a wait
+    /// for the socket.
+    fn run_requests(&mut self, now: Instant) -> bool {
+        let max_pipeline = self.topo.config.limits.max_pipeline;
+        let mut held_back = false;
+        while !self.state.closing {
+            if self.queue.len() >= max_pipeline {
+                held_back = true;
+                break;
+            }
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(request)) => {
+                    if request.is_empty() {
+                        continue;
+                    }
+                    if self.queue.is_empty() {
+                        // Nothing of this client's is in flight: it may move
+                        // between backend connections without reordering.
+                        self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
+                    }
+                    let slot = dispatch(
+                        self.shared,
+                        &self.topo,
+                        self.state,
+                        &mut self.batcher,
+                        request,
+                        now,
+                    );
+                    self.decoder.authenticated = self.state.authenticated;
+                    self.queue.push_back(slot);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.state.closing = true;
+                    let mut slot = Slot::ready(self.state.proto, Reply::error(format!("ERR {e}")));
+                    slot.close_after = true;
+                    self.queue.push_back(slot);
+                }
+            }
+        }
+        self.batcher.flush(&self.topo, self.state.origin());
+        held_back
+    }
+
+    /// Step 2: encodes every reply that is ready, in order, up to ENCODE_TURN
+    /// bytes: a client with megabytes of large replies ready lets the others
+    /// go first (like Redis's per-client write limit per turn of its event
+    /// loop), then comes back for the rest. Returns whether more are ready.
+    fn encode_replies(&mut self, now: Instant) -> io::Result<bool> {
+        let encode_until = self.wbuf.len() + ENCODE_TURN;
+        let mut more_ready = false;
+        while let Some(slot) = self.queue.front_mut() {
+            if self.wbuf.len() >= encode_until {
+                more_ready = true;
+                break;
+            }
+            if !slot.poll_ready(&mut self.batcher, None) {
+                break;
+            }
+            let Some(slot) = self.queue.pop_front() else {
+                break;
+            };
+            let close_after = slot.close_after;
+            if let Pending::Ready(reply) = slot.pending {
+                if let Reply::Raw(bytes) = &reply {
+                    self.state.replied(bytes.len());
+                }
+                if let Some(started) = slot.started {
+                    let took = now.saturating_duration_since(started);
+                    observe(
+                        self.shared,
+                        &self.topo,
+                        self.state,
+                        &mut self.tally,
+                        slot.command,
+                        took,
+                        &slot.request,
+                        reply.is_error(),
+                    );
+                }
+                let mut encoder = ReplyEncoder { proto: slot.proto };
+                encoder
+                    .encode(reply, &mut self.wbuf)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            if close_after {
+                self.queue.clear();
+                break;
+            }
+        }
+        self.batcher.trim();
+        self.tally.flush(self.shared);
+        Ok(more_ready)
+    }
+
+    /// Step 3: writes what the socket takes now, unless a reply further on is
+    /// still to come. Like Redis, which writes a pipeline's replies once it
+    /// has run the whole read buffer, replies gathered from several backends
+    /// go out in one send, not one per backend that answers. The hold ends
+    /// when that reply comes or times out, or at HOLD_LIMIT bytes. Returns
+    /// whether it held.
+    fn write(&mut self) -> io::Result<bool> {
+        let hold = !self.wbuf.is_empty()
+            && self.wbuf.len() < HOLD_LIMIT
+            && self.queue.front().is_some_and(Slot::is_waiting);
+        if !hold {
+            let before = self.wbuf.len();
+            let written = self.stream.write_some(&mut self.wbuf);
+            count_sent(self.shared, before - self.wbuf.len());
+            written?;
+        }
+        Ok(hold)
+    }
+
+    /// Nothing read, queued or unwritten.
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.rbuf.is_empty() && self.wbuf.is_empty()
+    }
+
+    /// Holding more memory than an idle client should.
+    fn is_oversized(&self) -> bool {
+        self.rbuf.capacity() > IDLE_BUFFER
+            || self.wbuf.capacity() > IDLE_BUFFER
+            || self.queue.capacity() > IDLE_QUEUE
+            || !self.batcher.scratch.is_empty()
+    }
+
+    /// Gives the buffers back if the client is (still) idle.
+    fn release_if_idle(&mut self) {
+        if self.is_idle() {
+            self.rbuf = BytesMut::new();
+            self.wbuf = BytesMut::new();
+            self.queue = VecDeque::new();
+            self.batcher.release();
+        }
+    }
+
+    /// The first waiting reply's deadline passed: it gets the timeout error
+    /// (the client never waits longer than the request timeout). Returns the
+    /// deadline to wait for instead when it has not passed yet.
+    fn expire_head(&mut self) -> Option<Instant> {
+        let slot = self.queue.front_mut()?;
+        let (deadline, backends) = slot.deadline.clone()?;
+        if deadline > Instant::now() {
+            return Some(deadline);
+        }
+        let error = BackendError::Timeout {
+            backend: backends,
+            timeout_ms: self.topo.config.pool.request_timeout_ms,
+        };
+        if let Pending::Batched { seq, .. } = slot.pending {
+            self.batcher.abandon(seq);
+        }
+        slot.pending = Pending::Ready(error.to_reply());
+        None
+    }
+
+    /// Reads what the socket has. Returns false once the client is gone with
+    /// nothing left to answer.
+    fn read(&mut self, now: Instant) -> io::Result<bool> {
+        match self
+            .stream
+            .try_read_buf(&mut self.rbuf, crate::net::CLIENT_READ)
+        {
+            Ok(0) => {
+                self.eof = true;
+                Ok(!(self.queue.is_empty() && self.rbuf.is_empty()))
+            }
+            Ok(n) => {
+                count_received(self.shared, n);
+                self.last_read = now;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
-    // The topology in force; refreshed when a reload bumps the generation.
-    let mut generation = shared.generation.load(Ordering::Acquire);
-    let mut topo = shared.topology();
-    let mut decoder =
-        RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
+    let topo = shared.topology();
+    let decoder = RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
     // This client's share of `[limits] max_memory_bytes`.
     let account = shared.memory.open(state.id, &state.peer);
     let evicted = account.usage().evict.notified();
     tokio::pin!(evicted);
+    let mut c = Handler {
+        shared,
+        stream,
+        generation: shared.generation.load(Ordering::Acquire),
+        topo,
+        decoder,
+        state,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        queue: VecDeque::new(),
+        batcher: Batcher::default(),
+        tally: Tally::default(),
+        eof: false,
+        last_read: Instant::now(),
+    };
     // `[limits] idle_timeout_s`: armed while idle, checked against the last read.
     let idle_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(idle_timer);
     let mut idle_armed = false;
-    let mut last_read = Instant::now();
-    // Buffers grow on demand and are given back whenever the client is idle,
-    // so thousands of idle clients cost little memory.
-    let mut rbuf = BytesMut::new();
-    let mut wbuf = BytesMut::new();
-    let mut queue: VecDeque<Slot> = VecDeque::new();
-    let mut batcher = Batcher::default();
-    let mut tally = Tally::default();
-    let mut eof = false;
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain.subscribe();
     let mut draining = *drain.borrow();
@@ -194,136 +412,42 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut release_armed = false;
 
     loop {
-        let current = shared.generation.load(Ordering::Acquire);
-        if current != generation {
-            generation = current;
-            topo = shared.topology();
-            // A reload's limits apply to open connections too.
-            decoder.max_request_bytes = topo.config.limits.max_request_bytes;
-        }
-        let limits = &topo.config.limits;
-        let max_pipeline = limits.max_pipeline;
+        c.refresh();
         // One clock reading per pass serves every request decoded and every
         // reply encoded in it.
         let now = Instant::now();
-        // 1. Run the requests already read, as far as the pipeline limit allows.
-        // `held_back`: complete requests may still wait in `rbuf` because the
-        // pipeline was full; they need another pass, not a wait for the socket.
-        let mut held_back = false;
-        while !state.closing {
-            if queue.len() >= max_pipeline {
-                held_back = true;
-                break;
-            }
-            match decoder.decode(&mut rbuf) {
-                Ok(Some(request)) => {
-                    if request.is_empty() {
-                        continue;
-                    }
-                    if queue.is_empty() {
-                        // Nothing of this client's is in flight: it may move
-                        // between backend connections without reordering.
-                        state.large_replies = state.reply_bytes > LARGE_REPLY_BYTES;
-                    }
-                    let slot = dispatch(shared, &topo, state, &mut batcher, request, now);
-                    decoder.authenticated = state.authenticated;
-                    queue.push_back(slot);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    state.closing = true;
-                    let mut slot = Slot::ready(state.proto, Reply::error(format!("ERR {e}")));
-                    slot.close_after = true;
-                    queue.push_back(slot);
-                }
-            }
-        }
-        batcher.flush(&topo, state.origin());
-        // 2. Encode every reply that is ready, in order, up to ENCODE_TURN
-        // bytes: a client with megabytes of large replies ready lets the
-        // others go first (like Redis's per-client write limit per turn of
-        // its event loop), then comes back for the rest.
-        let encode_until = wbuf.len() + ENCODE_TURN;
-        let mut more_ready = false;
-        while let Some(slot) = queue.front_mut() {
-            if wbuf.len() >= encode_until {
-                more_ready = true;
-                break;
-            }
-            if !slot.poll_ready(&mut batcher, None) {
-                break;
-            }
-            let Some(slot) = queue.pop_front() else { break };
-            let close_after = slot.close_after;
-            if let Pending::Ready(reply) = slot.pending {
-                if let Reply::Raw(bytes) = &reply {
-                    state.replied(bytes.len());
-                }
-                if let Some(started) = slot.started {
-                    let took = now.saturating_duration_since(started);
-                    observe(
-                        shared,
-                        &topo,
-                        state,
-                        &mut tally,
-                        slot.command,
-                        took,
-                        &slot.request,
-                        reply.is_error(),
-                    );
-                }
-                let mut encoder = ReplyEncoder { proto: slot.proto };
-                encoder
-                    .encode(reply, &mut wbuf)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-            }
-            if close_after {
-                queue.clear();
-                break;
-            }
-        }
-        batcher.trim();
-        tally.flush(shared);
+        let held_back = c.run_requests(now);
+        let more_ready = c.encode_replies(now)?;
+        let limits = &c.topo.config.limits;
+        let (max_pipeline, output_limit) = (limits.max_pipeline, limits.client_output_bytes);
+        let idle_timeout = Duration::from_secs(limits.idle_timeout_s);
         // Like Redis's client-output-buffer-limit: a client that lets this
         // much of its replies pile up unread is closed, alone.
-        if limits.client_output_bytes > 0 && wbuf.len() > limits.client_output_bytes {
+        if output_limit > 0 && c.wbuf.len() > output_limit {
             return limit_closed(&shared.metrics.closed_output, "output");
         }
-        // 3. Write what the socket takes now, unless a reply further on is
-        // still to come. Like Redis, which writes a pipeline's replies once it
-        // has run the whole read buffer, replies gathered from several
-        // backends go out in one send, not one per backend that answers. The
-        // hold ends when that reply comes or times out, or at HOLD_LIMIT bytes.
-        let hold = !wbuf.is_empty()
-            && wbuf.len() < HOLD_LIMIT
-            && queue.front().is_some_and(Slot::is_waiting);
-        if !hold {
-            let before = wbuf.len();
-            let written = stream.write_some(&mut wbuf);
-            count_sent(shared, before - wbuf.len());
-            written?;
-        }
+        let hold = c.write()?;
         if more_ready {
             tokio::task::yield_now().await;
             continue;
         }
-        if held_back && queue.len() < max_pipeline {
+        if held_back && c.queue.len() < max_pipeline {
             continue;
         }
-        if (state.closing || eof) && queue.is_empty() && wbuf.is_empty() {
+        if (c.state.closing || c.eof) && c.queue.is_empty() && c.wbuf.is_empty() {
             return Ok(());
         }
-        if eof && !state.closing {
+        if c.eof && !c.state.closing {
             // The client half-closed: answer what it sent, then finish.
-            state.closing = true;
+            c.state.closing = true;
         }
-        let idle = queue.is_empty() && rbuf.is_empty() && wbuf.is_empty();
+        let idle = c.is_idle();
         if draining && idle {
             // Draining and idle: close unless a request is already waiting in
             // the socket, so nothing the client has sent goes unanswered.
             // The kernel is asked, not the readiness, which may not have
             // seen bytes that came a moment ago.
-            match stream.read_now(&mut rbuf, crate::net::CLIENT_READ) {
+            match stream.read_now(&mut c.rbuf, crate::net::CLIENT_READ) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     count_received(shared, n);
@@ -333,34 +457,37 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
                 Err(e) => return Err(e),
             }
         }
-        let oversized = rbuf.capacity() > IDLE_BUFFER
-            || wbuf.capacity() > IDLE_BUFFER
-            || queue.capacity() > IDLE_QUEUE
-            || !batcher.scratch.is_empty();
-        if idle && oversized && !release_armed {
+        if idle && c.is_oversized() && !release_armed {
             // Give the buffers back if the client is still idle a while from
             // now, not at once: a busy client goes idle between every request
             // and would otherwise allocate its buffers afresh each time.
             // Armed at most a request timeout ahead, the timer can never be
             // later than the deadline of a request that comes meanwhile.
-            let after = IDLE_RELEASE.min(topo.config.pool.request_timeout());
+            let after = IDLE_RELEASE.min(c.topo.config.pool.request_timeout());
             timer.as_mut().reset((now + after).into());
             release_armed = true;
         }
-        account.set(rbuf.capacity() + wbuf.capacity(), limits.max_memory_bytes);
-        let idle_timeout = Duration::from_secs(limits.idle_timeout_s);
+        account.set(
+            c.rbuf.capacity() + c.wbuf.capacity(),
+            c.topo.config.limits.max_memory_bytes,
+        );
         if idle && !idle_timeout.is_zero() && !idle_armed {
-            idle_timer.as_mut().reset((last_read + idle_timeout).into());
+            idle_timer
+                .as_mut()
+                .reset((c.last_read + idle_timeout).into());
             idle_armed = true;
         }
-        // 4. Wait for the socket or for the next reply.
-        let can_read =
-            !state.closing && !eof && queue.len() < max_pipeline && wbuf.len() < WRITE_HIGH_WATER;
-        let waiting = queue.front().is_some_and(Slot::is_waiting);
+        // Step 4: wait for the socket or for the next reply.
+        let can_read = !c.state.closing
+            && !c.eof
+            && c.queue.len() < max_pipeline
+            && c.wbuf.len() < WRITE_HIGH_WATER;
+        let waiting = c.queue.front().is_some_and(Slot::is_waiting);
+        let unwritten = !c.wbuf.is_empty();
         let event = tokio::select! {
             biased;
-            ready = stream.writable(), if !wbuf.is_empty() && !hold => Event::Writable(ready),
-            _ = poll_fn(|cx| poll_head(&mut queue, &mut batcher, cx)), if waiting => Event::ReplyReady,
+            ready = stream.writable(), if unwritten && !hold => Event::Writable(ready),
+            _ = poll_fn(|cx| poll_head(&mut c.queue, &mut c.batcher, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
             _ = &mut timer, if waiting || release_armed => Event::Timer,
             // Draining closes only an idle client, so a busy one need not
@@ -376,52 +503,22 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             Event::Evicted => return limit_closed(&shared.metrics.closed_memory, "memory"),
             Event::IdleTimer => {
                 idle_armed = false;
-                let idle_now = queue.is_empty() && wbuf.is_empty();
-                if idle_now && !idle_timeout.is_zero() && last_read.elapsed() >= idle_timeout {
+                let idle_now = c.queue.is_empty() && c.wbuf.is_empty();
+                if idle_now && !idle_timeout.is_zero() && c.last_read.elapsed() >= idle_timeout {
                     return limit_closed(&shared.metrics.closed_idle, "idle");
                 }
             }
             Event::Timer => {
                 release_armed = false;
-                if queue.is_empty() && rbuf.is_empty() && wbuf.is_empty() {
-                    rbuf = BytesMut::new();
-                    wbuf = BytesMut::new();
-                    queue = VecDeque::new();
-                    batcher.release();
-                }
-                if let Some(slot) = queue.front_mut() {
-                    if let Some((deadline, backends)) = slot.deadline.clone() {
-                        if deadline <= Instant::now() {
-                            // The client never waits longer than the request timeout.
-                            let error = BackendError::Timeout {
-                                backend: backends,
-                                timeout_ms: topo.config.pool.request_timeout_ms,
-                            };
-                            if let Pending::Batched { seq, .. } = slot.pending {
-                                batcher.abandon(seq);
-                            }
-                            slot.pending = Pending::Ready(error.to_reply());
-                        } else {
-                            timer.as_mut().reset(deadline.into());
-                        }
-                    }
+                c.release_if_idle();
+                if let Some(deadline) = c.expire_head() {
+                    timer.as_mut().reset(deadline.into());
                 }
             }
             Event::Readable(ready) => {
                 ready?;
-                match stream.try_read_buf(&mut rbuf, crate::net::CLIENT_READ) {
-                    Ok(0) => {
-                        eof = true;
-                        if queue.is_empty() && rbuf.is_empty() {
-                            return Ok(());
-                        }
-                    }
-                    Ok(n) => {
-                        count_received(shared, n);
-                        last_read = now;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+                if !c.read(now)? {
+                    return Ok(());
                 }
             }
         }
