@@ -92,22 +92,6 @@ pub(in crate::client) fn execute(
             slot.close_after = close_after;
             slot
         }
-        Route::AllBackends => {
-            batcher.flush(topo, state.origin());
-            let args = request.args();
-            let mut parts = Vec::with_capacity(topo.backends.len());
-            for backend in &topo.backends {
-                parts.push((
-                    Some(backend.send_args(state.origin(), &args, state.db, false)),
-                    None,
-                ));
-            }
-            let merging = Pending::Merge(Box::new(Merging {
-                parts,
-                how: MergeHow::Sum,
-            }));
-            Slot::waiting(topo, proto, merging, Arc::from("*"), now)
-        }
         _ => {
             let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
             routed(
@@ -198,6 +182,23 @@ pub(in crate::client) fn routed(
                 Arc::from(ids.join("', '")),
                 now,
             )
+        }
+        Plan::Every => {
+            batcher.flush(topo, state.origin());
+            let args = request.args();
+            let parts = topo
+                .backends
+                .iter()
+                .map(|backend| {
+                    let rx = backend.send_args(state.origin(), &args, state.db, spec.write);
+                    (Some(rx), None)
+                })
+                .collect();
+            let merging = Pending::Merge(Box::new(Merging {
+                parts,
+                how: MergeHow::Sum,
+            }));
+            Slot::waiting(topo, proto, merging, Arc::from("*"), now)
         }
     }
 }

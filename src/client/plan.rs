@@ -23,6 +23,9 @@ pub(in crate::client) enum Plan {
         parts: Vec<(usize, Vec<Bytes>)>,
         how: MergeHow,
     },
+    /// A command about every backend's data (DBSIZE): the request goes to
+    /// each, and their integers are added up.
+    Every,
 }
 
 /// How split replies become the one reply the client gets.
@@ -47,6 +50,9 @@ pub(in crate::client) fn plan(
     mut owner: impl FnMut(&[u8]) -> usize,
     waits: impl Fn(usize) -> bool,
 ) -> Plan {
+    if spec.route == Route::AllBackends {
+        return Plan::Every;
+    }
     let allowed = |key: &[u8], list: &[String]| {
         list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
     };
@@ -306,6 +312,11 @@ mod tests {
             );
         }
         assert_eq!(lookup(b"get").unwrap().cmd, Cmd::Get);
+    }
+
+    #[test]
+    fn a_command_about_every_backend_goes_to_every_backend() {
+        assert_eq!(plan_of(&["DBSIZE"], &[], &[]), Plan::Every);
     }
 
     #[test]
