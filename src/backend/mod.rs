@@ -109,8 +109,8 @@ impl ReplyTo {
 /// One command, or a batch of commands from one client, for one backend.
 #[derive(Debug)]
 pub struct Job {
-    /// The client that sent it: its lane in the connection.
-    pub client: u64,
+    /// Who sent it: the client's lane in the connection, and the connection.
+    pub origin: Origin,
     /// The command(s), RESP-encoded, back to back.
     pub payload: Bytes,
     /// The database the client has selected.
@@ -121,8 +121,19 @@ pub struct Job {
     pub write: bool,
     /// It came while a failover held the connection.
     held: bool,
-    /// Its client's average reply size so far (0: none yet).
-    reply_bytes: u64,
+}
+
+impl Job {
+    fn new(origin: Origin, payload: Bytes, db: u32, reply: ReplyTo, write: bool) -> Job {
+        Job {
+            origin,
+            payload,
+            db,
+            reply,
+            write,
+            held: false,
+        }
+    }
 }
 
 impl Queued for Job {
@@ -138,7 +149,7 @@ impl Queued for Job {
     }
 
     fn reply_bytes(&self) -> u64 {
-        self.reply_bytes
+        self.origin.reply_bytes
     }
 }
 
@@ -417,9 +428,8 @@ impl Backend {
         Arc::ptr_eq(&self.queues, &other.queues)
     }
 
-    /// Queues a command and returns where its reply will arrive. A client
-    /// always uses the same connection (chosen by `client_id`), so its
-    /// commands to one backend stay in order.
+    /// Queues a command and returns where its reply will arrive, on the
+    /// connection `origin` picks (see [`Origin`]).
     pub fn send(
         &self,
         origin: Origin,
@@ -428,18 +438,7 @@ impl Backend {
         write: bool,
     ) -> oneshot::Receiver<BackendResult> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(
-            origin,
-            Job {
-                client: origin.client,
-                payload,
-                db,
-                reply: ReplyTo::One(tx),
-                write,
-                held: false,
-                reply_bytes: origin.reply_bytes,
-            },
-        );
+        self.enqueue(Job::new(origin, payload, db, ReplyTo::One(tx), write));
         rx
     }
 
@@ -453,18 +452,13 @@ impl Backend {
         db: u32,
     ) -> oneshot::Receiver<BatchResult> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(
+        self.enqueue(Job::new(
             origin,
-            Job {
-                client: origin.client,
-                payload,
-                db,
-                reply: ReplyTo::Many { tx, count },
-                write: false,
-                held: false,
-                reply_bytes: origin.reply_bytes,
-            },
-        );
+            payload,
+            db,
+            ReplyTo::Many { tx, count },
+            false,
+        ));
         rx
     }
 
@@ -473,7 +467,7 @@ impl Backend {
         self.min_replicas_ack > 0
     }
 
-    fn enqueue(&self, origin: Origin, job: Job) {
+    fn enqueue(&self, job: Job) {
         if !self.health.is_up() {
             // Down: answer at once rather than wait on a connect attempt;
             // the probe brings the backend back.
@@ -488,6 +482,7 @@ impl Backend {
             job.reply.fail(error, &self.health.metrics);
             return;
         }
+        let origin = job.origin;
         let queue = if origin.large_replies {
             Some(self.bulk.get_or_init(|| (self.spawn.0)(self.queues.len())))
         } else {
@@ -953,7 +948,7 @@ impl Connection {
                 .held_requests
                 .increment(u64::from(job.replies()));
         }
-        self.lanes.push(job.client, job);
+        self.lanes.push(job.origin.client, job);
     }
 
     /// Moves jobs from the lanes to the outbox, round robin between clients,
@@ -992,7 +987,7 @@ impl Connection {
                 .released_requests
                 .increment(u64::from(job.replies()));
         }
-        let client = job.client;
+        let client = job.origin.client;
         if job.db != *db {
             let index = Bytes::from(job.db.to_string());
             outbox.gather(|buf| encode_command(&[Bytes::from_static(b"SELECT"), index], buf));
