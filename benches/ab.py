@@ -11,34 +11,17 @@ usage: ab.py BINARY_A BINARY_B   (ROUNDS=n, default 5)
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from ports import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "target/release/examples/loadgen")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 WORKLOADS = [("get", 1), ("set", 1), ("get", 16), ("set", 16), ("mix", 0)]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, limit=20):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.02)
-    sys.exit(f"nothing listens on {port}")
 
 
 def measure(port, test, pipeline):

@@ -13,12 +13,13 @@ medians of the rounds and the ratios. Run through benches/load.sh.
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from ports import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY = os.path.join(ROOT, "target/release/session-proxy")
@@ -32,12 +33,6 @@ PIN = os.environ.get("PIN") == "1" and (os.cpu_count() or 1) > 1
 CLIENT_CORES = {0}
 SERVER_CORES = set(range(1, os.cpu_count() or 1))
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def more_files():
@@ -57,17 +52,6 @@ def server_side():
     more_files()
     if PIN:
         os.sched_setaffinity(0, SERVER_CORES)
-
-
-def wait_port(port, limit=20):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.02)
-    sys.exit(f"nothing listens on {port}")
 
 
 def cpu_seconds(pid):
