@@ -52,6 +52,40 @@ pub struct Config {
     #[serde(default)]
     pub users: Vec<User>,
     pub backends: Vec<BackendSpec>,
+    /// Where keys lived before this topology (moving in, across restarts).
+    #[serde(default)]
+    pub migration: Option<MigrationConfig>,
+}
+
+/// `[migration]`: the old layout keys are moved from, read through and by
+/// a background mover, so nobody is logged out by a change of topology.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// The old servers, with the same fields as `[[backends]]`.
+    pub from: Vec<BackendSpec>,
+    /// How the old layout spread keys over `from`; one server needs none.
+    #[serde(default)]
+    pub hash: OldHash,
+    /// Keys the background mover looks at per second, at most.
+    #[serde(default = "default_keys_per_second")]
+    pub keys_per_second: u64,
+}
+
+fn default_keys_per_second() -> u64 {
+    1000
+}
+
+/// The old layout's hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OldHash {
+    /// A previous session-proxy topology: rendezvous over the ids and weights.
+    #[default]
+    Rendezvous,
+    /// twemproxy's `distribution: ketama`, `hash: fnv1a_64`, with each id
+    /// being twemproxy's server name and weights whole numbers.
+    Ketama,
 }
 
 /// `[[users]]`: a named user, limited to its key prefixes and, when
@@ -339,6 +373,40 @@ impl Default for Limits {
             max_memory_bytes: 1024 * 1024 * 1024,
             idle_timeout_s: 0,
         }
+    }
+}
+
+impl MigrationConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.from.is_empty() {
+            return Err(invalid("migration.from", "needs at least one server"));
+        }
+        if self.keys_per_second == 0 {
+            return Err(invalid(
+                "migration.keys_per_second",
+                "must be greater than 0",
+            ));
+        }
+        for (i, old) in self.from.iter().enumerate() {
+            let field = format!("migration.from[{i}]");
+            if old.id.is_empty() || self.from[..i].iter().any(|o| o.id == old.id) {
+                return Err(invalid(
+                    format!("{field}.id"),
+                    format!("'{}' is empty or used twice", old.id),
+                ));
+            }
+            let whole = old.weight.fract() == 0.0 && old.weight >= 1.0;
+            if !(old.weight.is_normal() && old.weight > 0.0)
+                || (self.hash == OldHash::Ketama && !whole)
+            {
+                return Err(invalid(
+                    format!("{field}.weight"),
+                    "must be a positive number (a whole one for ketama)",
+                ));
+            }
+            old.target(&field)?;
+        }
+        Ok(())
     }
 }
 
@@ -681,6 +749,9 @@ impl Config {
                 ));
             }
             backend.target(&field)?;
+        }
+        if let Some(migration) = &self.migration {
+            migration.validate()?;
         }
         Ok(())
     }

@@ -17,6 +17,9 @@
 //! - [`backend`]: pipelined connections to each Redis server, with timeouts,
 //!   reconnection, health and the optional WAIT after writes; `backend::lanes`
 //!   shares a connection fairly between its clients.
+//! - [`migration`]: moving keys from an old layout (the topology before a
+//!   reload, `[migration] from`, twemproxy's [`ketama`]) without logging
+//!   anyone out: read-through on each command, and a background mover.
 //! - [`sentinel`]: follows a Sentinel group's master and publishes it to the
 //!   backend's connections.
 //! - [`dial`]: opening a socket to Redis, the handshake, a few commands with
@@ -38,8 +41,10 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod dial;
+pub mod ketama;
 pub mod memory;
 pub mod metrics;
+pub mod migration;
 pub mod net;
 pub mod protocol;
 pub mod router;

@@ -22,6 +22,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// The client-observed latency histogram's name.
 const REQUEST_DURATION: &str = "session_proxy_request_duration_seconds";
+/// The migration counters' names.
+pub const MIGRATION_MOVED: &str = "session_proxy_migration_keys_moved_total";
+pub const MIGRATION_MISSES: &str = "session_proxy_migration_misses_served_total";
 /// The backend round-trip histogram's name.
 pub const BACKEND_DURATION: &str = "session_proxy_backend_request_duration_seconds";
 
@@ -71,6 +74,18 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "counter",
         "",
         "Requests refused because a key is outside the allowed prefixes.",
+    ),
+    (
+        MIGRATION_MOVED,
+        "counter",
+        "",
+        "Keys moved from an old location to their owner (read-through and background mover).",
+    ),
+    (
+        MIGRATION_MISSES,
+        "counter",
+        "",
+        "Client requests whose key was missing on its owner and found at its old location.",
     ),
     (
         "session_proxy_refused_commands_total",
@@ -294,6 +309,10 @@ pub struct Metrics {
     pub closed_idle: Counter,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
+    /// Migrations count into these (see `migration`); made here so the
+    /// series exist, at 0, before any migration.
+    pub migration_moved: Counter,
+    pub migration_misses: Counter,
 }
 
 impl Metrics {
@@ -313,6 +332,8 @@ impl Metrics {
         Metrics {
             commands,
             refused_commands: counter!("session_proxy_refused_commands_total"),
+            migration_moved: counter!(MIGRATION_MOVED),
+            migration_misses: counter!(MIGRATION_MISSES),
             rejected_clients: counter!("session_proxy_rejected_clients_total"),
             closed_output: counter!("session_proxy_clients_closed_total", "reason" => "output_limit"),
             closed_memory: counter!("session_proxy_clients_closed_total", "reason" => "max_memory"),

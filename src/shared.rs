@@ -13,11 +13,13 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, Discovery};
-use crate::config::{Config, OnBackendDown};
+use crate::config::{Config, OldHash, OnBackendDown};
 use crate::config::{Source, Target};
 use crate::dial::PoolSettings;
+use crate::ketama::Ketama;
 use crate::memory::ClientMemory;
 use crate::metrics::{render_value, BackendMetrics, Metrics};
+use crate::migration::{Layout, Migration, Spread};
 use crate::router::Router;
 use crate::slowlog::SlowLog;
 
@@ -66,6 +68,9 @@ pub struct Topology {
     pub router: Router,
     /// Backends in config order, as the router's indexes refer to them.
     pub backends: Vec<Backend>,
+    /// Where keys may still be from an older layout; `None` when no
+    /// migration was ever on.
+    pub migration: Option<Arc<Migration>>,
 }
 
 impl Topology {
@@ -86,11 +91,25 @@ impl Topology {
                 None => start_backend(&spec.id, target, spec.min_replicas_ack, &settings),
             });
         }
+        let migration = migration_for(&config, &backends, &settings, previous)?;
         Ok(Topology {
             config,
             router,
             backends,
+            migration,
         })
+    }
+
+    /// The migration reads look at, while it is on.
+    pub fn active_migration(&self) -> Option<&Arc<Migration>> {
+        self.migration.as_ref().filter(|m| m.is_active())
+    }
+
+    /// Starts the mover of this topology's migration, if it has one.
+    fn start_mover(self: &Arc<Self>) {
+        if let Some(migration) = self.active_migration() {
+            migration.start_mover(Arc::downgrade(self));
+        }
     }
 
     /// The backend that serves `key` now: its rendezvous owner, or with
@@ -111,6 +130,89 @@ impl Topology {
         }
         owner
     }
+}
+
+/// The old layouts a new topology's migration looks at, newest first: the
+/// previous topology when a reload changed where keys go, the layouts of a
+/// migration it had not finished, and `[migration] from`.
+fn migration_for(
+    config: &Config,
+    backends: &[Backend],
+    settings: &Arc<PoolSettings>,
+    previous: Option<&Topology>,
+) -> anyhow::Result<Option<Arc<Migration>>> {
+    let mut layouts: Vec<Arc<Layout>> = Vec::new();
+    let unfinished = previous.and_then(|p| p.active_migration());
+    if let Some(previous) = previous {
+        let moved = previous.backends.len() != backends.len()
+            || previous
+                .config
+                .backends
+                .iter()
+                .zip(&config.backends)
+                .any(|(a, b)| a.id != b.id || a.weight != b.weight)
+            || previous
+                .backends
+                .iter()
+                .zip(backends)
+                .any(|(a, b)| !a.same_server(b));
+        if moved {
+            layouts.push(Arc::new(Layout {
+                spread: Spread::Rendezvous(Router::new(previous.config.route_members())?),
+                servers: previous.backends.clone(),
+                source: "reload",
+            }));
+        }
+        if let Some(old) = unfinished {
+            layouts.extend(old.layouts.iter().filter(|l| l.source == "reload").cloned());
+        }
+    }
+    if let Some(from) = &config.migration {
+        let mut servers = Vec::with_capacity(from.from.len());
+        for (i, spec) in from.from.iter().enumerate() {
+            let target = spec.target(&format!("migration.from[{i}]"))?;
+            // An old server still being moved from keeps its connections.
+            let running = unfinished
+                .iter()
+                .flat_map(|m| m.layouts.iter())
+                .filter(|l| l.source == "config")
+                .flat_map(|l| l.servers.iter())
+                .find(|s| *s.id == *spec.id && s.same_as(&target, 0, settings))
+                .cloned();
+            servers.push(running.unwrap_or_else(|| start_backend(&spec.id, target, 0, settings)));
+        }
+        let spread = match (from.from.len(), from.hash) {
+            (1, _) => Spread::Single,
+            (_, OldHash::Rendezvous) => Spread::Rendezvous(Router::new(
+                from.from.iter().map(|s| (s.id.as_str(), s.weight)),
+            )?),
+            (_, OldHash::Ketama) => Spread::Ketama(
+                Ketama::new(from.from.iter().map(|s| (s.id.as_str(), s.weight as u32)))
+                    .ok_or_else(|| anyhow::anyhow!("migration.from: no server with a weight"))?,
+            ),
+        };
+        layouts.push(Arc::new(Layout {
+            spread,
+            servers,
+            source: "config",
+        }));
+    }
+    if layouts.is_empty() {
+        return Ok(None);
+    }
+    let locks = previous
+        .and_then(|p| p.migration.as_ref())
+        .map(|m| m.locks.clone())
+        .unwrap_or_default();
+    let keys_per_second = config
+        .migration
+        .as_ref()
+        .map_or(1000, |m| m.keys_per_second);
+    Ok(Some(Arc::new(Migration::new(
+        layouts,
+        locks,
+        keys_per_second,
+    ))))
 }
 
 /// Everything client handlers share.
@@ -151,10 +253,11 @@ const RELOADS_KEPT: usize = 10;
 impl Shared {
     /// Builds the first topology and starts the backend connection tasks.
     pub fn new(config: Config, tcp_port: u16) -> anyhow::Result<Shared> {
-        let topology = Topology::build(config, None)?;
+        let topology = Arc::new(Topology::build(config, None)?);
+        topology.start_mover();
         let (drain, _) = watch::channel(false);
         Ok(Shared {
-            topology: RwLock::new(Arc::new(topology)),
+            topology: RwLock::new(topology),
             generation: AtomicU64::new(0),
             config_path: None,
             next_client_id: AtomicU64::new(1),
@@ -237,9 +340,11 @@ impl Shared {
             reused,
             topology.backends.len() - reused
         );
+        let topology = Arc::new(topology);
+        topology.start_mover();
         match self.topology.write() {
-            Ok(mut t) => *t = Arc::new(topology),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(topology),
+            Ok(mut t) => *t = topology,
+            Err(poisoned) => *poisoned.into_inner() = topology,
         }
         self.generation.fetch_add(1, Ordering::Release);
         Ok(summary)

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    binary, free_port, wait_proxy_master, wait_until, write_file, Group, Proxy, RawClient, Redis,
-    READY_LIMIT,
+    binary, free_port, python, run_script, wait_proxy_master, wait_until, write_file, Group, Proxy,
+    RawClient, Redis, READY_LIMIT,
 };
 
 struct ProxyProcess {
@@ -114,34 +114,6 @@ impl Site {
     }
 }
 
-/// A command running the venv's Python.
-fn python(venv: &str) -> Command {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("target").join(venv).join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup-python.sh (the README's test command does)",
-        python.display()
-    );
-    Command::new(python)
-}
-
-fn run_script(venv: &str, script: &str, args: &[&str]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = python(venv)
-        .arg(root.join("tests/python").join(script))
-        .args(args)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{script} {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 fn scenarios(venv: &str) {
     let site = Site::start(None);
     let port = site.port.to_string();
@@ -192,7 +164,7 @@ fn django_sessions_survive_a_sentinel_failover() {
             let args = [
                 "--engine", engine, "--port", &port, "--state", state, "--phase", phase,
             ];
-            let out = run_script("venv-redis8", "django_failover.py", &args);
+            let out = run_script("venv-redis8", "django_sessions.py", &args);
             assert!(out.contains(expect), "{engine} {phase}: {out}");
         }
     };

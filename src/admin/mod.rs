@@ -119,6 +119,7 @@ async fn topology(State(state): State<AdminState>) -> Json<serde_json::Value> {
         "draining": state.shared.is_draining(),
         "on_backend_down": format!("{:?}", topology.config.pool.on_backend_down).to_lowercase(),
         "backends": backends,
+        "migration": topology.migration.as_ref().map(|m| m.report()),
     }))
 }
 

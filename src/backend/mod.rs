@@ -423,6 +423,12 @@ impl Backend {
             && *self.settings == *settings
     }
 
+    /// Whether two handles talk to the same Redis server (or Sentinel
+    /// group), whatever their ids: where a key is, not how it is reached.
+    pub fn same_server(&self, other: &Backend) -> bool {
+        self.target.source == other.target.source
+    }
+
     /// Whether two handles drive the same connection tasks.
     pub fn same_task(&self, other: &Backend) -> bool {
         Arc::ptr_eq(&self.queues, &other.queues)

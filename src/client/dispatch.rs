@@ -7,7 +7,7 @@ use crate::client::*;
 /// Runs one request and returns its slot.
 pub(in crate::client) fn dispatch(
     shared: &Shared,
-    topo: &Topology,
+    topo: &Arc<Topology>,
     state: &mut State,
     batcher: &mut Batcher,
     request: Request,
@@ -24,7 +24,7 @@ pub(in crate::client) fn dispatch(
 /// Runs the request whose command is `TABLE[command]` (out of range: unknown).
 pub(in crate::client) fn execute(
     shared: &Shared,
-    topo: &Topology,
+    topo: &Arc<Topology>,
     state: &mut State,
     batcher: &mut Batcher,
     command: usize,
@@ -110,11 +110,12 @@ pub(in crate::client) fn execute(
 
 /// Sends a keyed command to the backend(s) owning its keys, as [`plan`]
 /// decides; a key outside `[keys] prefixes` or the user's own `prefixes` is
-/// refused first.
+/// refused first. A key a migration may still hold elsewhere is brought to
+/// its owner first ([`migrating`]).
 #[allow(clippy::too_many_arguments)]
 pub(in crate::client) fn routed(
     shared: &Shared,
-    topo: &Topology,
+    topo: &Arc<Topology>,
     state: &State,
     batcher: &mut Batcher,
     spec: &Spec,
@@ -131,6 +132,16 @@ pub(in crate::client) fn routed(
         |key| topo.route(key),
         |backend| topo.backends[backend].waits_for_replicas(),
     );
+    if let Some(migration) = topo.active_migration() {
+        if !matches!(planned, Plan::Refused) {
+            let keys = moving_keys(migration, topo, spec, request);
+            if !keys.is_empty() {
+                return migrating(
+                    topo, migration, state, batcher, spec, request, planned, keys, now,
+                );
+            }
+        }
+    }
     match planned {
         Plan::Refused => {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);

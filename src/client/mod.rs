@@ -32,12 +32,14 @@ use crate::shared::{Shared, Topology};
 mod batcher;
 mod commands;
 mod dispatch;
+mod migrate;
 mod plan;
 mod slot;
 
 use batcher::*;
 use commands::*;
 use dispatch::*;
+use migrate::*;
 use plan::*;
 use slot::*;
 
@@ -176,6 +178,9 @@ struct Handler<'a> {
     tally: Tally,
     /// The client half-closed.
     eof: bool,
+    /// The last request is a barrier still waiting (a migration moving its
+    /// keys): no further request runs, or is read, until it is answered.
+    blocked: bool,
     last_read: Instant,
 }
 
@@ -197,7 +202,14 @@ impl Handler<'_> {
     fn run_requests(&mut self, now: Instant) -> bool {
         let max_pipeline = self.topo.config.limits.max_pipeline;
         let mut held_back = false;
+        self.blocked = false;
         while !self.state.closing {
+            if let Some(last) = self.queue.back_mut() {
+                if last.barrier && !last.poll_ready(&mut self.batcher, None) {
+                    self.blocked = true;
+                    break;
+                }
+            }
             if self.queue.len() >= max_pipeline {
                 held_back = true;
                 break;
@@ -391,6 +403,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         batcher: Batcher::default(),
         tally: Tally::default(),
         eof: false,
+        blocked: false,
         last_read: Instant::now(),
     };
     // `[limits] idle_timeout_s`: armed while idle, checked against the last read.
@@ -480,6 +493,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         // Step 4: wait for the socket or for the next reply.
         let can_read = !c.state.closing
             && !c.eof
+            && !c.blocked
             && c.queue.len() < max_pipeline
             && c.wbuf.len() < WRITE_HIGH_WATER;
         let waiting = c.queue.front().is_some_and(Slot::is_waiting);

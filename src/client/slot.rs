@@ -23,6 +23,8 @@ pub(in crate::client) struct Slot {
     pub(in crate::client) pending: Pending,
     /// Close the connection once this reply is written (QUIT, protocol error).
     pub(in crate::client) close_after: bool,
+    /// Later requests wait until this one is answered (see `migrate.rs`).
+    pub(in crate::client) barrier: bool,
     /// For a reply from backends: when the client stops waiting, and which
     /// backend(s) the error names then.
     pub(in crate::client) deadline: Option<(Instant, Arc<str>)>,
@@ -64,6 +66,7 @@ impl Slot {
             proto,
             pending: Pending::Ready(reply),
             close_after: false,
+            barrier: false,
             deadline: None,
             command: TABLE.len(),
             started: None,

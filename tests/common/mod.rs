@@ -767,3 +767,31 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A command running the venv's Python.
+pub fn python(venv: &str) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target").join(venv).join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-python.sh (the README's test command does)",
+        python.display()
+    );
+    Command::new(python)
+}
+
+pub fn run_script(venv: &str, script: &str, args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = python(venv)
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -112,6 +112,27 @@ pub(in crate::client) fn info_text(
             f("slowlog_len", shared.slowlog.len().to_string()),
         ],
     );
+    if let Some(migration) = &topology.migration {
+        let r = migration.report();
+        section(
+            "migration",
+            "Migration",
+            vec![
+                f("migration_state", r.state.into()),
+                f("migration_keys_moved", r.keys_moved.to_string()),
+                f("migration_keys_stale", r.keys_stale.to_string()),
+                f("migration_misses_served", r.misses_served.to_string()),
+                f(
+                    "migration_old_location_errors",
+                    r.old_location_errors.to_string(),
+                ),
+                f("migration_passes", r.passes.to_string()),
+                f("migration_keys_left", r.keys_left.to_string()),
+                f("migration_seconds_left", r.seconds_left.to_string()),
+                f("migration_keys_per_second", r.keys_per_second.to_string()),
+            ],
+        );
+    }
     let backends = topology
         .config
         .backends

@@ -1,0 +1,144 @@
+//! A request on keys that a migration may still hold on an old server: each
+//! such key is settled first (brought to its owner, see
+//! [`crate::migration`]), then the request runs as [`plan`] decided. The
+//! steps run in a task of their own; the slot is a barrier, so the client's
+//! next requests wait for it and keep their order.
+
+use crate::backend::BackendError;
+use crate::client::*;
+use crate::migration::Migration;
+
+/// The keys of `request` that may still be on an old server.
+pub(in crate::client) fn moving_keys(
+    migration: &Migration,
+    topo: &Topology,
+    spec: &Spec,
+    request: &Request,
+) -> Vec<Bytes> {
+    crate::protocol::command::key_positions(spec, request.len())
+        .filter_map(|pos| request.arg(pos))
+        .filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))
+        .map(Bytes::copy_from_slice)
+        .collect()
+}
+
+/// What to send once the keys are settled: the plan's sends, owned.
+enum Sends {
+    One {
+        backend: usize,
+        payload: Bytes,
+    },
+    Split {
+        parts: Vec<(usize, Vec<Bytes>)>,
+        how: MergeHow,
+    },
+}
+
+/// Settles `keys`, then carries out `planned` (Forward or Split).
+#[allow(clippy::too_many_arguments)]
+pub(in crate::client) fn migrating(
+    topo: &Arc<Topology>,
+    migration: &Arc<Migration>,
+    state: &State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    planned: Plan,
+    keys: Vec<Bytes>,
+    now: Instant,
+) -> Slot {
+    // What is gathered goes first: those commands came before this one.
+    batcher.flush(topo, state.origin());
+    let sends = match planned {
+        Plan::Split { parts, how } => Sends::Split { parts, how },
+        Plan::Forward { backend, .. } => {
+            let payload = match request.raw() {
+                Some(raw) => raw.clone(),
+                None => {
+                    let mut buf = BytesMut::new();
+                    crate::protocol::encode_command(&request.args(), &mut buf);
+                    buf.freeze()
+                }
+            };
+            Sends::One { backend, payload }
+        }
+        // Refused and Every never carry keys here.
+        _ => return Slot::ready(state.proto, Reply::error("ERR internal routing error")),
+    };
+    // A delete must reach the old location too, or the session could come
+    // back from there: with it unreachable, the delete fails instead.
+    let deleting = matches!(spec.cmd, Cmd::Del | Cmd::Unlink | Cmd::GetDel);
+    let (origin, db, write) = (state.origin(), state.db, spec.write);
+    let deadline = now + topo.config.pool.request_timeout();
+    let (topo, migration) = (topo.clone(), migration.clone());
+    let (tx, rx) = oneshot::channel();
+    let ids: Arc<str> = match &sends {
+        Sends::One { backend, .. } => topo.backends[*backend].id.clone(),
+        Sends::Split { parts, .. } => {
+            let ids: Vec<&str> = parts.iter().map(|(b, _)| &*topo.backends[*b].id).collect();
+            Arc::from(ids.join("', '"))
+        }
+    };
+    let slot_topo = topo.clone();
+    tokio::spawn(async move {
+        let result = async {
+            for key in &keys {
+                let owner = &topo.backends[topo.route(key)];
+                let settled = migration.settle(origin, db, key, owner, true).await;
+                if let Err(error) = settled {
+                    if deleting {
+                        return Err(error);
+                    }
+                    // Unreachable old location: answered as the miss it
+                    // would have been (counted in the report).
+                }
+            }
+            if Instant::now() >= deadline {
+                // The client has had its timeout error: send nothing more.
+                return Err(BackendError::Timeout {
+                    backend: topo.backends[0].id.clone(),
+                    timeout_ms: topo.config.pool.request_timeout_ms,
+                });
+            }
+            send(&topo, origin, db, write, sends).await
+        }
+        .await;
+        let _ = tx.send(result);
+    });
+    let mut slot = Slot::waiting(&slot_topo, state.proto, Pending::One(rx), ids, now);
+    slot.barrier = true;
+    slot
+}
+
+/// Sends the planned command(s) and waits for the client's reply.
+async fn send(
+    topo: &Topology,
+    origin: crate::backend::Origin,
+    db: u32,
+    write: bool,
+    sends: Sends,
+) -> BackendResult {
+    let lost = |backend: &crate::backend::Backend| BackendError::ConnectionLost {
+        backend: backend.id.clone(),
+        reason: "proxy is shutting down".into(),
+    };
+    match sends {
+        Sends::One { backend, payload } => {
+            let backend = &topo.backends[backend];
+            let rx = backend.send(origin, payload, db, write);
+            rx.await.unwrap_or_else(|_| Err(lost(backend)))
+        }
+        Sends::Split { parts, how } => {
+            let receivers: Vec<_> = parts
+                .iter()
+                .map(|(b, sub)| (b, topo.backends[*b].send_args(origin, sub, db, write)))
+                .collect();
+            let mut replies = Vec::with_capacity(receivers.len());
+            for (b, rx) in receivers {
+                let backend = &topo.backends[*b];
+                replies.push(rx.await.unwrap_or_else(|_| Err(lost(backend)))?.parsed());
+            }
+            Ok(merge(&how, replies))
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! Changing the topology without logging anyone out: moving in from one
+//! Redis (Django, 1,000 sessions), read-through on every kind of command,
+//! deletes that reach both places, an old location that is down, twemproxy's
+//! ketama layout (keys written through a real `nutcracker`), a reload that
+//! adds a backend under a Django load, and races of SET/DEL/GET against the
+//! mover checked against a model.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    free_port, run_script, wait_until, write_file, Proxy, RawClient, Redis, Running, READY_LIMIT,
+};
+use session_proxy::ketama::Ketama;
+use session_proxy::migration::Report;
+use session_proxy::router::Router;
+
+/// Longest a test waits for a mover to finish: a safety net, not a target.
+const MOVER_LIMIT: Duration = Duration::from_secs(90);
+
+fn backends_toml(list: &[(&str, &Redis)]) -> String {
+    list.iter()
+        .map(|(id, redis)| {
+            format!(
+                "[[backends]]\nid = \"{id}\"\naddress = \"{}\"\n",
+                redis.address()
+            )
+        })
+        .collect()
+}
+
+fn report(proxy: &Proxy) -> Report {
+    proxy
+        .shared
+        .topology()
+        .migration
+        .as_ref()
+        .expect("a migration")
+        .report()
+}
+
+fn wait_done(proxy: &Proxy) -> Report {
+    wait_until(
+        MOVER_LIMIT,
+        Duration::from_millis(20),
+        "mover not done",
+        || report(proxy).state == "done",
+    );
+    report(proxy)
+}
+
+fn dbsize(redis: &Redis) -> i64 {
+    let reply = redis.client().text(&["DBSIZE"]);
+    reply.trim_start_matches(':').trim().parse().unwrap()
+}
+
+fn bulk(value: &str) -> String {
+    format!("${}\r\n{value}\r\n", value.len())
+}
+
+/// A proxy over `new` with `[migration] from` one old Redis.
+fn moving_in(old: &Redis, new: &[&Redis], keys_per_second: u64, extra: &str) -> Proxy {
+    let ids = ["a", "b", "c", "d"];
+    let list: Vec<(&str, &Redis)> = ids.iter().copied().zip(new.iter().copied()).collect();
+    Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n{}\
+         [migration]\nkeys_per_second = {keys_per_second}\n\
+         from = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+        backends_toml(&list),
+        old.address()
+    ))
+}
+
+#[test]
+fn django_sessions_move_in_from_one_redis_without_a_logout() {
+    let old = Redis::start();
+    let new: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (redis_sessions, cache) = (
+        dir.path().join("redis_sessions.json"),
+        dir.path().join("cache.json"),
+    );
+    let state = |engine: &str| match engine {
+        "redis_sessions" => redis_sessions.to_str().unwrap().to_string(),
+        _ => cache.to_str().unwrap().to_string(),
+    };
+    let phase = |engine: &str, port: u16, phase: &str, users: usize, expect: &str| {
+        let (port, users, state) = (port.to_string(), users.to_string(), state(engine));
+        let args = [
+            "--engine", engine, "--port", &port, "--state", &state, "--phase", phase, "--users",
+            &users,
+        ];
+        let out = run_script("venv-redis8", "django_sessions.py", &args);
+        assert!(out.contains(expect), "{engine} {phase}: {out}");
+    };
+    // The site as it runs today: Django on one Redis.
+    let old_port: u16 = old.address().rsplit(':').next().unwrap().parse().unwrap();
+    phase(
+        "redis_sessions",
+        old_port,
+        "create",
+        1000,
+        "\"created\": 1000",
+    );
+    phase("cache", old_port, "create", 200, "\"created\": 200");
+    assert_eq!(dbsize(&old), 1200);
+
+    // Moved onto the proxy over three new servers, the old one in
+    // [migration] from: the mover goes slowly, so most sessions are found
+    // by the read-through first.
+    let refs: Vec<&Redis> = new.iter().collect();
+    let proxy = moving_in(&old, &refs, 100, "[keys]\nprefixes = [\"session:\"]");
+    phase(
+        "redis_sessions",
+        proxy.port,
+        "verify",
+        0,
+        "\"verified\": 1000",
+    );
+    phase("cache", proxy.port, "verify", 0, "\"verified\": 200");
+    let during = report(&proxy);
+    println!("after the first pass of Django: {during:?}");
+    assert!(during.misses_served > 0, "{during:?}");
+    // Logged out through the proxy, whether or not moved yet.
+    phase(
+        "redis_sessions",
+        proxy.port,
+        "logout",
+        100,
+        "\"logged_out\": 100",
+    );
+    phase("cache", proxy.port, "logout", 20, "\"logged_out\": 20");
+    phase(
+        "redis_sessions",
+        proxy.port,
+        "verify",
+        0,
+        "\"verified\": 900",
+    );
+
+    // Once the mover is done the old Redis is empty, and still nobody is
+    // logged out and no logged-out session is back.
+    let done = wait_done(&proxy);
+    println!("done: {done:?}");
+    assert_eq!(dbsize(&old), 0);
+    assert_eq!(new.iter().map(dbsize).sum::<i64>(), 900 + 180);
+    assert_eq!(done.keys_moved, 1200 - done.keys_stale);
+    phase(
+        "redis_sessions",
+        proxy.port,
+        "verify",
+        0,
+        "\"verified\": 900",
+    );
+    phase("cache", proxy.port, "verify", 0, "\"verified\": 180");
+}
+
+#[test]
+fn every_kind_of_command_reads_through_and_deletes_reach_both_places() {
+    let old = Redis::start();
+    let new: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let mut direct = old.client();
+    for i in 0..40 {
+        let key = format!("s:{i}");
+        assert_eq!(direct.text(&["SET", &key, &key, "PX", "100000"]), "+OK\r\n");
+    }
+    assert_eq!(direct.text(&["SET", "s:forever", "v"]), "+OK\r\n");
+    assert_eq!(direct.text(&["SET", "s:counter", "41"]), "+OK\r\n");
+    assert_eq!(direct.text(&["SET", "s:other-db", "x"]), "+OK\r\n");
+    assert_eq!(direct.text(&["MOVE", "s:other-db", "3"]), ":1\r\n");
+    // A mover this slow never gets far: what follows is the read-through.
+    let refs: Vec<&Redis> = new.iter().collect();
+    let proxy = moving_in(&old, &refs, 1, "");
+    let mut client = proxy.client();
+    let owner_of = |key: &str| &new[proxy.owner(key)];
+
+    // GET brings the value with its remaining TTL; the old copy is gone.
+    assert_eq!(client.text(&["GET", "s:1"]), bulk("s:1"));
+    let pttl: i64 = owner_of("s:1").client().text(&["PTTL", "s:1"])[1..]
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 100_000, "{pttl}");
+    assert_eq!(direct.text(&["EXISTS", "s:1"]), ":0\r\n");
+    // Without a TTL it stays without one.
+    assert_eq!(client.text(&["TTL", "s:forever"]), ":-1\r\n");
+    // The other commands that read: each finds the old key.
+    assert_eq!(client.text(&["EXISTS", "s:2", "s:3", "s:none"]), ":2\r\n");
+    assert_eq!(client.text(&["STRLEN", "s:4"]), ":3\r\n");
+    assert_eq!(client.text(&["TYPE", "s:5"]), "+string\r\n");
+    assert_eq!(client.text(&["INCR", "s:counter"]), ":42\r\n");
+    assert_eq!(client.text(&["EXPIRE", "s:6", "500"]), ":1\r\n");
+    assert_eq!(client.text(&["GETEX", "s:7", "PERSIST"]), bulk("s:7"));
+    assert_eq!(
+        client.text(&["MGET", "s:8", "s:none", "s:9", "s:10"]),
+        format!(
+            "*4\r\n{}$-1\r\n{}{}",
+            bulk("s:8"),
+            bulk("s:9"),
+            bulk("s:10")
+        )
+    );
+    // SETNX sees the old key, as it would have on one Redis.
+    assert_eq!(client.text(&["SETNX", "s:11", "new"]), ":0\r\n");
+    assert_eq!(client.text(&["GET", "s:11"]), bulk("s:11"));
+    // In another database too.
+    assert_eq!(client.text(&["SELECT", "3"]), "+OK\r\n");
+    assert_eq!(client.text(&["GET", "s:other-db"]), bulk("x"));
+    assert_eq!(client.text(&["SELECT", "0"]), "+OK\r\n");
+
+    // A newer value on the owner wins; the stale old copy is removed.
+    owner_of("s:12").client().text(&["SET", "s:12", "newer"]);
+    assert_eq!(client.text(&["GET", "s:12"]), bulk("newer"));
+    assert_eq!(direct.text(&["EXISTS", "s:12"]), ":0\r\n");
+    // A write replaces the old value, which never comes back.
+    assert_eq!(client.text(&["SET", "s:13", "written"]), "+OK\r\n");
+    assert_eq!(direct.text(&["EXISTS", "s:13"]), ":0\r\n");
+
+    // DEL, UNLINK and GETDEL remove the key from both places: a logged-out
+    // session cannot come back.
+    assert_eq!(client.text(&["DEL", "s:14", "s:15"]), ":2\r\n");
+    assert_eq!(client.text(&["UNLINK", "s:16"]), ":1\r\n");
+    assert_eq!(client.text(&["GETDEL", "s:17"]), bulk("s:17"));
+    for key in ["s:14", "s:15", "s:16", "s:17"] {
+        assert_eq!(direct.text(&["EXISTS", key]), ":0\r\n", "{key}");
+        assert_eq!(client.text(&["GET", key]), "$-1\r\n", "{key}");
+    }
+    // Pipelined commands on moving keys keep their order.
+    let mut pipeline = Vec::new();
+    for args in [
+        &["SET", "s:18", "one"][..],
+        &["GET", "s:18"],
+        &["DEL", "s:18"],
+        &["GET", "s:18"],
+        &["GET", "s:19"],
+    ] {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        pipeline.extend(RawClient::encode(&args));
+    }
+    client.send_raw(&pipeline);
+    let replies: Vec<String> = (0..5)
+        .map(|_| String::from_utf8(client.read_reply()).unwrap())
+        .collect();
+    assert_eq!(
+        replies,
+        ["+OK\r\n", &bulk("one"), ":1\r\n", "$-1\r\n", &bulk("s:19")]
+    );
+
+    let r = report(&proxy);
+    println!("{r:?}");
+    assert!(r.misses_served >= 10, "{r:?}");
+    assert_eq!(r.state, "moving");
+
+    // The old location down: a read answers as a miss would have, a delete
+    // fails rather than leave the session to come back.
+    drop(old);
+    assert_eq!(client.text(&["GET", "s:30"]), "$-1\r\n");
+    let refused = client.text(&["DEL", "s:31"]);
+    assert!(refused.starts_with("-ERR backend 'old'"), "{refused}");
+    assert!(report(&proxy).old_location_errors >= 2);
+}
+
+/// nutcracker with a ketama pool over three Redis servers.
+struct Nutcracker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nutcracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nutcracker {
+    fn start(servers: &[&Redis]) -> Nutcracker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut conf = format!(
+            "pool:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+             redis: true\n  auto_eject_hosts: false\n  servers:\n"
+        );
+        for server in servers {
+            conf.push_str(&format!("   - {}:1\n", server.address()));
+        }
+        let path = write_file(dir.path(), "nutcracker.yml", &conf);
+        let child = Command::new("nutcracker")
+            .arg("-c")
+            .arg(&path)
+            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nutcracker (Debian package nutcracker)");
+        wait_until(READY_LIMIT, Duration::from_millis(10), "nutcracker", || {
+            RawClient::try_connect(port).is_ok()
+        });
+        Nutcracker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn keys_written_through_twemproxy_ketama_are_all_found() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = servers.iter().collect();
+    let keys: Vec<String> = (0..600)
+        .map(|i| format!("PHPREDIS_SESSION:{i:x}"))
+        .collect();
+    {
+        let twemproxy = Nutcracker::start(&refs);
+        let mut client = RawClient::connect(twemproxy.port);
+        for key in &keys {
+            assert_eq!(client.text(&["SET", key, key]), "+OK\r\n");
+        }
+    }
+    // Our ketama puts every key where nutcracker did.
+    let names: Vec<String> = servers.iter().map(Redis::address).collect();
+    let ring = Ketama::new(names.iter().map(|n| (n.as_str(), 1))).unwrap();
+    for key in &keys {
+        let holder = ring.server(key.as_bytes());
+        assert_eq!(
+            servers[holder].client().text(&["EXISTS", key]),
+            ":1\r\n",
+            "{key} is not on {}",
+            names[holder]
+        );
+    }
+    // The proxy over the same servers (now by rendezvous), the twemproxy
+    // layout as the old one: every key is found.
+    let from: Vec<String> = names
+        .iter()
+        .map(|n| format!("{{ id = \"{n}\", address = \"{n}\" }}"))
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n{}\
+         [migration]\nhash = \"ketama\"\nkeys_per_second = 1\nfrom = [ {} ]\n",
+        backends_toml(&[("a", &servers[0]), ("b", &servers[1]), ("c", &servers[2])]),
+        from.join(", ")
+    ));
+    let mut client = proxy.client();
+    for key in &keys {
+        assert_eq!(client.text(&["GET", key]), bulk(key), "{key}");
+    }
+    // And each is now on its owner, once.
+    for key in &keys {
+        let on: Vec<usize> = (0..3)
+            .filter(|&i| servers[i].client().text(&["EXISTS", key]) == ":1\r\n")
+            .collect();
+        assert_eq!(on, vec![proxy.owner(key)], "{key}");
+    }
+}
+
+#[test]
+fn a_reload_adding_a_backend_under_a_django_load_logs_nobody_out() {
+    let servers: Vec<Redis> = (0..4).map(|_| Redis::start()).collect();
+    let three = backends_toml(&[("a", &servers[0]), ("b", &servers[1]), ("c", &servers[2])]);
+    let proxy = Running::start(&format!("[keys]\nprefixes = [\"session:\"]\n{three}"));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap().to_string();
+    let port = proxy.port.to_string();
+    let args = |phase: &'static str| {
+        vec![
+            "--engine".to_string(),
+            "redis_sessions".into(),
+            "--port".into(),
+            port.clone(),
+            "--state".into(),
+            state.clone(),
+            "--phase".into(),
+            phase.into(),
+            "--users".into(),
+            "300".into(),
+        ]
+    };
+    let run = |phase: &'static str| {
+        let args = args(phase);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_script("venv-redis8", "django_sessions.py", &args)
+    };
+    assert!(run("create").contains("\"created\": 300"));
+    // Django keeps loading and modifying sessions while a fourth backend is
+    // added by SIGHUP.
+    let load = {
+        let args = args("verify");
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_script("venv-redis8", "django_sessions.py", &args)
+        })
+    };
+    let four = backends_toml(&[
+        ("a", &servers[0]),
+        ("b", &servers[1]),
+        ("c", &servers[2]),
+        ("d", &servers[3]),
+    ]);
+    proxy.rewrite(&format!("[keys]\nprefixes = [\"session:\"]\n{four}"));
+    proxy.signal("HUP");
+    wait_until(READY_LIMIT, Duration::from_millis(10), "reload", || {
+        proxy.generation() == 1
+    });
+    let out = load.join().unwrap();
+    assert!(out.contains("\"verified\": 300"), "{out}");
+    assert!(run("verify").contains("\"verified\": 300"));
+    let migration = || {
+        let (status, body) = proxy.http("GET", "/topology");
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["migration"].clone()
+    };
+    wait_until(
+        MOVER_LIMIT,
+        Duration::from_millis(20),
+        "mover not done",
+        || migration()["state"] == "done",
+    );
+    let done = migration();
+    println!("reload migration: {done}");
+    assert!(done["keys_moved"].as_u64().unwrap() > 0, "{done}");
+    // Every session is on its owner under the new topology, and only there.
+    let router = Router::new([("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)]).unwrap();
+    let mut seen = 0;
+    for (i, server) in servers.iter().enumerate() {
+        let keys = server.client().text(&["KEYS", "session:*"]);
+        for key in keys.lines().filter(|l| l.starts_with("session:")) {
+            assert_eq!(router.owner(key.as_bytes()), i, "{key} on server {i}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 300);
+    assert!(run("verify").contains("\"verified\": 300"));
+}
+
+#[test]
+fn racing_sets_deletes_and_reads_against_the_mover_match_a_model() {
+    let old = Redis::start();
+    let new: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    const THREADS: usize = 4;
+    const KEYS: usize = 100;
+    const OPS: usize = 600;
+    let mut direct = old.client();
+    for t in 0..THREADS {
+        for i in 0..KEYS {
+            direct.text(&["SET", &format!("r:{t}:{i}"), "old"]);
+        }
+    }
+    let refs: Vec<&Redis> = new.iter().collect();
+    // A mover fast enough to race the clients over the same keys.
+    let proxy = moving_in(&old, &refs, 2000, "");
+    let port = proxy.port;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                let mut model: Vec<Option<String>> = vec![Some("old".into()); KEYS];
+                // A seeded LCG: the same run every time.
+                let mut seed = 0x9e37_79b9_u64.wrapping_mul(t as u64 + 1);
+                let mut next = move || {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (seed >> 33) as usize
+                };
+                for n in 0..OPS {
+                    let i = next() % KEYS;
+                    let key = format!("r:{t}:{i}");
+                    match next() % 3 {
+                        0 => {
+                            let value = format!("v{n}");
+                            assert_eq!(client.text(&["SET", &key, &value]), "+OK\r\n");
+                            model[i] = Some(value);
+                        }
+                        1 => {
+                            let expect = if model[i].is_some() {
+                                ":1\r\n"
+                            } else {
+                                ":0\r\n"
+                            };
+                            assert_eq!(client.text(&["DEL", &key]), expect, "DEL {key}");
+                            model[i] = None;
+                        }
+                        _ => {
+                            let expect = model[i].as_deref().map_or("$-1\r\n".into(), bulk);
+                            assert_eq!(client.text(&["GET", &key]), expect, "GET {key}");
+                        }
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let models: Vec<Vec<Option<String>>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let done = wait_done(&proxy);
+    println!("{done:?}");
+    assert_eq!(dbsize(&old), 0);
+    // After the mover: no delete resurrected, no newer write lost.
+    let mut client = proxy.client();
+    let mut live = 0;
+    for (t, model) in models.iter().enumerate() {
+        for (i, value) in model.iter().enumerate() {
+            let key = format!("r:{t}:{i}");
+            let expect = value.as_deref().map_or("$-1\r\n".into(), bulk);
+            assert_eq!(client.text(&["GET", &key]), expect, "{key}");
+            live += usize::from(value.is_some());
+        }
+    }
+    assert_eq!(new.iter().map(dbsize).sum::<i64>(), live as i64);
+}
