@@ -874,4 +874,36 @@ mod tests {
         );
         assert!(parse_url("redis://h:1/3").is_err());
     }
+
+    #[test]
+    fn migration_from_takes_backend_fields_and_is_checked() {
+        let base = "[listen]\naddress = \"127.0.0.1:1\"\n\
+                    [[backends]]\nid = \"a\"\naddress = \"127.0.0.1:2\"\n[migration]\n";
+        let config = Config::parse(&format!(
+            "{base}from = [ {{ id = \"old\", url = \"redis://:pw@127.0.0.1:3\" }} ]\n"
+        ))
+        .unwrap();
+        let migration = config.migration.unwrap();
+        assert_eq!(migration.hash, OldHash::Rendezvous);
+        assert_eq!(migration.keys_per_second, 1000);
+        assert_eq!(
+            migration.from[0].target("f").unwrap().password.as_deref(),
+            Some("pw")
+        );
+        assert!(err(&format!("{base}from = []\n")).contains("migration.from"));
+        assert!(err(&format!(
+            "{base}keys_per_second = 0\nfrom = [ {{ id = \"o\", address = \"h:1\" }} ]\n"
+        ))
+        .contains("migration.keys_per_second"));
+        // twemproxy weights are whole numbers.
+        assert!(err(&format!(
+            "{base}hash = \"ketama\"\nfrom = [ {{ id = \"o\", address = \"h:1\", weight = 1.5 }} ]\n"
+        ))
+        .contains("migration.from[0].weight"));
+        assert!(err(&format!(
+            "{base}from = [ {{ id = \"o\", address = \"h:1\" }}, {{ id = \"o\", address = \"h:2\" }} ]\n"
+        ))
+        .contains("migration.from[1].id"));
+        assert!(err(&format!("{base}from = [ {{ id = \"o\" }} ]\n")).contains("migration.from[0]"));
+    }
 }

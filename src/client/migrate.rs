@@ -79,9 +79,21 @@ pub(in crate::client) fn migrating(
             Arc::from(ids.join("', '"))
         }
     };
+    // A GET first asks the owner: a key already there is the newest, and
+    // only a miss pays the trip to the old location.
+    let read_first = match (&sends, spec.cmd) {
+        (Sends::One { backend, payload }, Cmd::Get) => Some((*backend, payload.clone())),
+        _ => None,
+    };
     let slot_topo = topo.clone();
     tokio::spawn(async move {
         let result = async {
+            if let Some((backend, payload)) = read_first {
+                let first = send(&topo, origin, db, write, Sends::One { backend, payload }).await;
+                if first.as_ref().is_ok_and(|reply| !is_null(reply)) {
+                    return first;
+                }
+            }
             for key in &keys {
                 let owner = &topo.backends[topo.route(key)];
                 let settled = migration.settle(origin, db, key, owner, true).await;
@@ -108,6 +120,15 @@ pub(in crate::client) fn migrating(
     let mut slot = Slot::waiting(&slot_topo, state.proto, Pending::One(rx), ids, now);
     slot.barrier = true;
     slot
+}
+
+/// Whether a backend's reply is a null (a GET's miss).
+fn is_null(reply: &Reply) -> bool {
+    match reply {
+        Reply::Null => true,
+        Reply::Raw(raw) => &raw[..] == b"$-1\r\n",
+        _ => false,
+    }
 }
 
 /// Sends the planned command(s) and waits for the client's reply.

@@ -149,19 +149,36 @@ async fn settle_batch(
     let m: Arc<Migration> = migration.upgrade()?;
     let topo = topology.upgrade()?;
     let prefixes = &topo.config.keys.prefixes;
-    let mut clean = true;
+    // The batch's keys are settled side by side: each is one round trip
+    // after another, and the lock keeps any key to one settle at a time.
+    let mut settles = tokio::task::JoinSet::new();
     for key in keys {
         m.progress.scanned.fetch_add(1, Ordering::Relaxed);
         let Reply::Bulk(key) = key else { continue };
         let allowed = prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_bytes()));
-        let owner = &topo.backends[topo.router.owner(key)];
+        let owner = topo.router.owner(key);
         let held_here = m.layouts.iter().any(|l| l.holder(key).same_server(server));
-        if !allowed || !held_here || owner.same_server(server) {
+        if !allowed || !held_here || topo.backends[owner].same_server(server) {
             continue;
         }
-        if let Err(error) = m.settle(MOVER, db, key, owner, false).await {
-            warn!(%error, "migration: a key could not be moved; will retry");
-            clean = false;
+        let (m, topo, key) = (m.clone(), topo.clone(), key.clone());
+        settles.spawn(async move {
+            m.settle(MOVER, db, &key, &topo.backends[owner], false)
+                .await
+        });
+    }
+    let mut clean = true;
+    while let Some(settled) = settles.join_next().await {
+        match settled {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                warn!(%error, "migration: a key could not be moved; will retry");
+                clean = false;
+            }
+            Err(error) => {
+                warn!(%error, "migration: a move ended abnormally; will retry");
+                clean = false;
+            }
         }
     }
     Some(clean)
