@@ -514,3 +514,51 @@ fn racing_sets_deletes_and_reads_against_the_mover_match_a_model() {
     }
     assert_eq!(new.iter().map(dbsize).sum::<i64>(), live as i64);
 }
+
+#[test]
+fn readers_and_a_deleter_on_the_same_keys_never_bring_one_back() {
+    let old = Redis::start();
+    let new: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    const KEYS: usize = 400;
+    let mut direct = old.client();
+    for i in 0..KEYS {
+        direct.text(&["SET", &format!("k:{i}"), "old"]);
+    }
+    let refs: Vec<&Redis> = new.iter().collect();
+    let proxy = moving_in(&old, &refs, 2000, "");
+    let port = proxy.port;
+    // Readers move keys while a deleter removes the even ones, all on the
+    // same keys at once, with the mover too.
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                for n in 0..KEYS {
+                    let i = (n * 7 + r * 131) % KEYS;
+                    let reply = client.text(&["GET", &format!("k:{i}")]);
+                    let deletable = i % 2 == 0 && reply == "$-1\r\n";
+                    assert!(reply == bulk("old") || deletable, "k:{i}: {reply}");
+                }
+            })
+        })
+        .collect();
+    let mut client = proxy.client();
+    for i in (0..KEYS).step_by(2) {
+        assert_eq!(client.text(&["DEL", &format!("k:{i}")]), ":1\r\n", "k:{i}");
+    }
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    wait_done(&proxy);
+    assert_eq!(dbsize(&old), 0);
+    for i in 0..KEYS {
+        let key = format!("k:{i}");
+        let expect = if i % 2 == 0 {
+            "$-1\r\n".into()
+        } else {
+            bulk("old")
+        };
+        assert_eq!(client.text(&["GET", &key]), expect, "{key}");
+    }
+    assert_eq!(new.iter().map(dbsize).sum::<i64>(), (KEYS / 2) as i64);
+}
