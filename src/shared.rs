@@ -212,6 +212,7 @@ fn migration_for(
         layouts,
         locks,
         keys_per_second,
+        config.pool.request_timeout(),
     ))))
 }
 

@@ -210,10 +210,13 @@ fn every_kind_of_command_reads_through_and_deletes_reach_both_places() {
     assert_eq!(client.text(&["GET", "s:other-db"]), bulk("x"));
     assert_eq!(client.text(&["SELECT", "0"]), "+OK\r\n");
 
-    // A newer value on the owner wins; the stale old copy is removed.
+    // A newer value on the owner wins (a GET finds it there first); the
+    // stale old copy is removed by the next command that settles the key.
     owner_of("s:12").client().text(&["SET", "s:12", "newer"]);
     assert_eq!(client.text(&["GET", "s:12"]), bulk("newer"));
+    assert_eq!(client.text(&["STRLEN", "s:12"]), ":5\r\n");
     assert_eq!(direct.text(&["EXISTS", "s:12"]), ":0\r\n");
+    assert_eq!(client.text(&["GET", "s:12"]), bulk("newer"));
     // A write replaces the old value, which never comes back.
     assert_eq!(client.text(&["SET", "s:13", "written"]), "+OK\r\n");
     assert_eq!(direct.text(&["EXISTS", "s:13"]), ":0\r\n");
@@ -440,7 +443,7 @@ fn a_reload_adding_a_backend_under_a_django_load_logs_nobody_out() {
 }
 
 #[test]
-fn racing_sets_deletes_and_reads_against_the_mover_match_a_model() {
+fn racing_sets_deletes_and_reads_through_two_proxies_match_a_model() {
     let old = Redis::start();
     let new: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     const THREADS: usize = 4;
@@ -453,13 +456,15 @@ fn racing_sets_deletes_and_reads_against_the_mover_match_a_model() {
         }
     }
     let refs: Vec<&Redis> = new.iter().collect();
-    // A mover fast enough to race the clients over the same keys.
+    // Two proxies, each with a mover fast enough to race the clients over
+    // the same keys; each client alternates between them.
     let proxy = moving_in(&old, &refs, 2000, "");
-    let port = proxy.port;
+    let other = moving_in(&old, &refs, 2000, "");
+    let ports = [proxy.port, other.port];
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut client = RawClient::connect(port);
+                let mut clients = ports.map(RawClient::connect);
                 let mut model: Vec<Option<String>> = vec![Some("old".into()); KEYS];
                 // A seeded LCG: the same run every time.
                 let mut seed = 0x9e37_79b9_u64.wrapping_mul(t as u64 + 1);
@@ -472,6 +477,7 @@ fn racing_sets_deletes_and_reads_against_the_mover_match_a_model() {
                 for n in 0..OPS {
                     let i = next() % KEYS;
                     let key = format!("r:{t}:{i}");
+                    let client = &mut clients[n % 2];
                     match next() % 3 {
                         0 => {
                             let value = format!("v{n}");
@@ -500,6 +506,7 @@ fn racing_sets_deletes_and_reads_against_the_mover_match_a_model() {
     let models: Vec<Vec<Option<String>>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let done = wait_done(&proxy);
     println!("{done:?}");
+    wait_done(&other);
     assert_eq!(dbsize(&old), 0);
     // After the mover: no delete resurrected, no newer write lost.
     let mut client = proxy.client();
@@ -516,7 +523,7 @@ fn racing_sets_deletes_and_reads_against_the_mover_match_a_model() {
 }
 
 #[test]
-fn readers_and_a_deleter_on_the_same_keys_never_bring_one_back() {
+fn readers_and_a_deleter_on_the_same_keys_through_two_proxies_never_bring_one_back() {
     let old = Redis::start();
     let new: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     const KEYS: usize = 400;
@@ -526,23 +533,24 @@ fn readers_and_a_deleter_on_the_same_keys_never_bring_one_back() {
     }
     let refs: Vec<&Redis> = new.iter().collect();
     let proxy = moving_in(&old, &refs, 2000, "");
-    let port = proxy.port;
+    let other = moving_in(&old, &refs, 2000, "");
+    let ports = [proxy.port, other.port];
     // Readers move keys while a deleter removes the even ones, all on the
-    // same keys at once, with the mover too.
-    let readers: Vec<_> = (0..3)
+    // same keys at once, through two proxies, with both movers too.
+    let readers: Vec<_> = (0..4)
         .map(|r| {
             std::thread::spawn(move || {
-                let mut client = RawClient::connect(port);
+                let mut client = RawClient::connect(ports[r % 2]);
                 for n in 0..KEYS {
                     let i = (n * 7 + r * 131) % KEYS;
                     let reply = client.text(&["GET", &format!("k:{i}")]);
-                    let deletable = i % 2 == 0 && reply == "$-1\r\n";
+                    let deletable = i.is_multiple_of(2) && reply == "$-1\r\n";
                     assert!(reply == bulk("old") || deletable, "k:{i}: {reply}");
                 }
             })
         })
         .collect();
-    let mut client = proxy.client();
+    let mut client = other.client();
     for i in (0..KEYS).step_by(2) {
         assert_eq!(client.text(&["DEL", &format!("k:{i}")]), ":1\r\n", "k:{i}");
     }
@@ -550,10 +558,11 @@ fn readers_and_a_deleter_on_the_same_keys_never_bring_one_back() {
         reader.join().unwrap();
     }
     wait_done(&proxy);
+    wait_done(&other);
     assert_eq!(dbsize(&old), 0);
     for i in 0..KEYS {
         let key = format!("k:{i}");
-        let expect = if i % 2 == 0 {
+        let expect = if i.is_multiple_of(2) {
             "$-1\r\n".into()
         } else {
             bulk("old")
@@ -561,4 +570,45 @@ fn readers_and_a_deleter_on_the_same_keys_never_bring_one_back() {
         assert_eq!(client.text(&["GET", &key]), expect, "{key}");
     }
     assert_eq!(new.iter().map(dbsize).sum::<i64>(), (KEYS / 2) as i64);
+}
+
+#[test]
+fn the_mover_waits_out_a_stopped_old_server_and_leaves_other_prefixes_alone() {
+    let old = Redis::start();
+    let new: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let mut direct = old.client();
+    for i in 0..300 {
+        direct.text(&["SET", &format!("session:{i}"), "v"]);
+    }
+    direct.text(&["SET", "cache:page", "not a session"]);
+    // The old server stops answering before the proxy starts.
+    old.signal("STOP");
+    let refs: Vec<&Redis> = new.iter().collect();
+    let proxy = moving_in(
+        &old,
+        &refs,
+        100_000,
+        "[keys]\nprefixes = [\"session:\"]\n[pool]\nrequest_timeout_ms = 200\n",
+    );
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "mover retrying",
+        || report(&proxy).state == "retrying",
+    );
+    // A read meanwhile answers as a miss; nothing is moved or lost.
+    assert_eq!(proxy.client().text(&["GET", "session:1"]), "$-1\r\n");
+    assert_eq!(new.iter().map(dbsize).sum::<i64>(), 0);
+    old.signal("CONT");
+    let done = wait_done(&proxy);
+    println!("{done:?}");
+    assert!(done.passes >= 2, "{done:?}");
+    // Every session moved; the key outside the prefixes stayed where it was.
+    assert_eq!(dbsize(&old), 1);
+    assert_eq!(direct.text(&["GET", "cache:page"]), bulk("not a session"));
+    assert_eq!(new.iter().map(dbsize).sum::<i64>(), 300);
+    let mut client = proxy.client();
+    for i in 0..300 {
+        assert_eq!(client.text(&["GET", &format!("session:{i}")]), bulk("v"));
+    }
 }

@@ -6,7 +6,7 @@
 
 use crate::backend::BackendError;
 use crate::client::*;
-use crate::migration::Migration;
+use crate::migration::{Migration, SettleError};
 
 /// The keys of `request` that may still be on an old server.
 pub(in crate::client) fn moving_keys(
@@ -70,6 +70,7 @@ pub(in crate::client) fn migrating(
     let deleting = matches!(spec.cmd, Cmd::Del | Cmd::Unlink | Cmd::GetDel);
     let (origin, db, write) = (state.origin(), state.db, spec.write);
     let deadline = now + topo.config.pool.request_timeout();
+    let settle_by = now + topo.config.pool.request_timeout() / 2;
     let (topo, migration) = (topo.clone(), migration.clone());
     let (tx, rx) = oneshot::channel();
     let ids: Arc<str> = match &sends {
@@ -96,13 +97,25 @@ pub(in crate::client) fn migrating(
             }
             for key in &keys {
                 let owner = &topo.backends[topo.route(key)];
-                let settled = migration.settle(origin, db, key, owner, true).await;
-                if let Err(error) = settled {
-                    if deleting {
-                        return Err(error);
-                    }
-                    // Unreachable old location: answered as the miss it
-                    // would have been (counted in the report).
+                // An old server that is slow to answer must not cost the
+                // client its whole request timeout: half of it, then it
+                // counts as down.
+                let settle = migration.settle(origin, db, key, owner, true);
+                let settled = tokio::time::timeout_at(settle_by.into(), settle)
+                    .await
+                    .unwrap_or_else(|_| {
+                        migration.count_old_error();
+                        Err(SettleError::OldDown(BackendError::Timeout {
+                            backend: Arc::from("old location"),
+                            timeout_ms: topo.config.pool.request_timeout_ms / 2,
+                        }))
+                    });
+                match settled {
+                    Ok(_) => {}
+                    // Unreachable old location: a read is answered as the
+                    // miss it would have been (counted in the report).
+                    Err(SettleError::OldDown(_)) if !deleting => {}
+                    Err(error) => return Err(error.into_backend()),
                 }
             }
             if Instant::now() >= deadline {

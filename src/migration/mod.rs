@@ -10,9 +10,12 @@
 //! once the owner has acknowledged it, deleted from the old location if it
 //! still holds what was read. Then the command runs on the owner as usual, so
 //! reads find the session, writes go to the owner and a DEL after a settle
-//! leaves the key nowhere. One settle per key at a time ([`locks`]), shared
-//! by clients and the background mover ([`mover`]), which scans the old
-//! servers and settles what it finds until nothing is left.
+//! leaves the key nowhere. One settle per key at a time: within a proxy
+//! ([`locks`], shared by clients and the background mover, [`mover`], which
+//! scans the old servers and settles what it finds until nothing is left),
+//! and across proxies by a lock key next to the key on the old server, taken
+//! in the same script that reads the key and released in the one that
+//! deletes it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,14 +36,56 @@ pub mod mover;
 use locks::KeyLocks;
 
 /// Reads a key for a move: its serialized value and remaining TTL in ms, at
-/// one instant; nil when there is no such key.
+/// one instant, and takes the key's move lock on the old server (KEYS[2],
+/// token ARGV[1], for ARGV[2] ms), which every proxy's settle of the key
+/// takes: nil when there is no such key, `BUSY` while another move of it
+/// is under way.
 const READ_FOR_MOVE: &str = "local v = redis.call('DUMP', KEYS[1]) \
      if not v then return false end \
+     if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'BUSY' end \
      return {v, redis.call('PTTL', KEYS[1])}";
 
-/// Deletes a key only if it still holds the value read for the move.
-const DELETE_IF_SAME: &str = "if redis.call('DUMP', KEYS[1]) == ARGV[1] then \
+/// Deletes a key only if it still holds the value read for the move
+/// (ARGV[1]), and releases the move lock if it is still ours (ARGV[2]).
+const DELETE_IF_SAME: &str = "local n = 0 \
+     if redis.call('DUMP', KEYS[1]) == ARGV[1] then n = redis.call('DEL', KEYS[1]) end \
+     if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end \
+     return n";
+
+/// Releases the move lock if it is still ours, after a failed move.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('DEL', KEYS[1]) end return 0";
+
+/// The move lock of key K on an old server is `LOCK_PREFIX` + K; the mover
+/// skips such keys.
+pub const LOCK_PREFIX: &[u8] = b"__session-proxy-moving:";
+
+/// How long a move lock lasts at least, should its proxy die holding it. A
+/// move that has held it for half that long gives up before writing.
+const LOCK_MIN: Duration = Duration::from_secs(10);
+
+/// How often a settle looks again while another proxy moves the key.
+const BUSY_RETRY: Duration = Duration::from_millis(2);
+
+/// Why a key could not be settled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// The old location did not answer: a read may go on as a miss.
+    #[error("old location: {0}")]
+    OldDown(BackendError),
+    /// Anything else (the owner refused the copy, the key stayed locked by
+    /// another move): the command must not go on as if nothing were there.
+    #[error("{0}")]
+    Failed(BackendError),
+}
+
+impl SettleError {
+    pub fn into_backend(self) -> BackendError {
+        match self {
+            SettleError::OldDown(e) | SettleError::Failed(e) => e,
+        }
+    }
+}
 
 /// How an old layout spread keys over its servers.
 pub enum Spread {
@@ -146,6 +191,8 @@ pub struct Migration {
     pub layouts: Vec<Arc<Layout>>,
     pub locks: Arc<KeyLocks>,
     pub keys_per_second: u64,
+    /// How long a move lock on an old server lasts.
+    lock_for: Duration,
     pub progress: Progress,
     done: AtomicBool,
     started: Instant,
@@ -156,11 +203,18 @@ pub struct Migration {
 }
 
 impl Migration {
-    pub fn new(layouts: Vec<Arc<Layout>>, locks: Arc<KeyLocks>, keys_per_second: u64) -> Migration {
+    /// `request_timeout` is the pool's: a move lock outlasts four of them.
+    pub fn new(
+        layouts: Vec<Arc<Layout>>,
+        locks: Arc<KeyLocks>,
+        keys_per_second: u64,
+        request_timeout: Duration,
+    ) -> Migration {
         Migration {
             layouts,
             locks,
             keys_per_second,
+            lock_for: LOCK_MIN.max(request_timeout * 4),
             progress: Progress::default(),
             done: AtomicBool::new(false),
             started: Instant::now(),
@@ -168,6 +222,11 @@ impl Migration {
             misses_total: counter!(crate::metrics::MIGRATION_MISSES),
             stop: Mutex::new(None),
         }
+    }
+
+    /// Counts an old location that did not answer in time.
+    pub fn count_old_error(&self) {
+        self.progress.old_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether reads still look at the old locations.
@@ -216,9 +275,9 @@ impl Migration {
     }
 
     /// Brings `key` (in `db`) from its old locations to `owner`, if it is
-    /// there; see the module's doc for the order of the steps. An old
-    /// location that cannot be reached is an error, and nothing is deleted
-    /// anywhere then. `for_client` counts a found key as a miss served.
+    /// there; see the module's doc for the order of the steps. Nothing is
+    /// deleted anywhere when a step fails. `for_client` counts a found key
+    /// as a miss served.
     pub async fn settle(
         &self,
         origin: Origin,
@@ -226,7 +285,7 @@ impl Migration {
         key: &Bytes,
         owner: &Backend,
         for_client: bool,
-    ) -> Result<Settled, BackendError> {
+    ) -> Result<Settled, SettleError> {
         let mut outcome = Settled::Absent;
         for old in self.old_locations(key, owner) {
             let _guard = self.locks.lock(db, key).await;
@@ -262,26 +321,60 @@ impl Migration {
         key: &Bytes,
         owner: &Backend,
         old: &Backend,
-    ) -> Result<Settled, BackendError> {
-        let read = call(
-            old,
-            origin,
-            db,
-            &[b"EVAL", READ_FOR_MOVE.as_bytes(), b"1", key],
-            false,
-        )
-        .await?;
-        let (value, pttl) = match read {
-            Reply::Array(items) => match items.as_slice() {
-                [Reply::Bulk(value), Reply::Int(pttl)] => (value.clone(), *pttl),
-                _ => return Err(unexpected(old, "a value and a TTL")),
-            },
-            Reply::Null => return Ok(Settled::Absent),
-            Reply::Error(e) => return Err(refused(old, &e)),
-            _ => return Err(unexpected(old, "a value and a TTL")),
+    ) -> Result<Settled, SettleError> {
+        let lock = [LOCK_PREFIX, &key[..]].concat();
+        let token = rand::random::<u64>().to_string();
+        let lock_ms = self.lock_for.as_millis().to_string();
+        let failed = |e| SettleError::Failed(e);
+        // Another proxy moving the key holds its lock: wait, as long as a
+        // request may.
+        let given_up = Instant::now() + self.lock_for / 2;
+        let (value, pttl, locked_at) = loop {
+            let args: [&[u8]; 7] = [
+                b"EVAL",
+                READ_FOR_MOVE.as_bytes(),
+                b"2",
+                key,
+                &lock,
+                token.as_bytes(),
+                lock_ms.as_bytes(),
+            ];
+            let read = call(old, origin, db, &args, false)
+                .await
+                .map_err(SettleError::OldDown)?;
+            match read {
+                Reply::Array(items) => match items.as_slice() {
+                    [Reply::Bulk(value), Reply::Int(pttl)] => {
+                        break (value.clone(), *pttl, Instant::now())
+                    }
+                    _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
+                },
+                Reply::Null => return Ok(Settled::Absent),
+                Reply::Bulk(busy) if &busy[..] == b"BUSY" => {
+                    if Instant::now() >= given_up {
+                        return Err(failed(BackendError::Timeout {
+                            backend: old.id.clone(),
+                            timeout_ms: self.lock_for.as_millis() as u64 / 2,
+                        }));
+                    }
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                Reply::Error(e) => return Err(SettleError::OldDown(refused(old, &e))),
+                _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
+            }
+        };
+        let release = || async {
+            let args: [&[u8]; 5] = [b"EVAL", RELEASE.as_bytes(), b"1", &lock, token.as_bytes()];
+            let _ = call(old, origin, db, &args, false).await;
         };
         if pttl == -2 {
+            release().await;
             return Ok(Settled::Absent);
+        }
+        if locked_at.elapsed() > self.lock_for / 2 {
+            // The lock may lapse before the copy lands: try again later.
+            release().await;
+            return Err(failed(unexpected(old, "a move within its lock")));
         }
         // RESTORE's TTL 0 means none; a key about to expire keeps 1 ms, not
         // forever.
@@ -294,26 +387,38 @@ impl Migration {
             &[b"RESTORE", key, ttl.as_bytes(), &value],
             true,
         )
-        .await?;
+        .await;
         let outcome = match restored {
-            Reply::Status(_) => Settled::Moved,
-            Reply::Error(e) if e.starts_with(b"BUSYKEY") => Settled::Stale,
-            Reply::Error(e) => return Err(refused(owner, &e)),
-            _ => return Err(unexpected(owner, "OK")),
+            Ok(Reply::Status(_)) => Settled::Moved,
+            Ok(Reply::Error(e)) if e.starts_with(b"BUSYKEY") => Settled::Stale,
+            Ok(Reply::Error(e)) => {
+                release().await;
+                return Err(failed(refused(owner, &e)));
+            }
+            Ok(_) => {
+                release().await;
+                return Err(failed(unexpected(owner, "OK")));
+            }
+            Err(error) => {
+                release().await;
+                return Err(failed(error));
+            }
         };
         // The owner has it (or a newer one): now the old copy may go.
-        match call(
-            old,
-            origin,
-            db,
-            &[b"EVAL", DELETE_IF_SAME.as_bytes(), b"1", key, &value],
-            false,
-        )
-        .await?
-        {
-            Reply::Int(_) => Ok(outcome),
-            Reply::Error(e) => Err(refused(old, &e)),
-            _ => Err(unexpected(old, "an integer")),
+        let args: [&[u8]; 7] = [
+            b"EVAL",
+            DELETE_IF_SAME.as_bytes(),
+            b"2",
+            key,
+            &lock,
+            &value,
+            token.as_bytes(),
+        ];
+        match call(old, origin, db, &args, false).await {
+            Ok(Reply::Int(_)) => Ok(outcome),
+            Ok(Reply::Error(e)) => Err(failed(refused(old, &e))),
+            Ok(_) => Err(failed(unexpected(old, "an integer"))),
+            Err(error) => Err(failed(error)),
         }
     }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, Origin};
-use crate::migration::{call, Migration, Phase, RETRY_AFTER};
+use crate::migration::{call, Migration, Phase, LOCK_PREFIX, RETRY_AFTER};
 use crate::protocol::Reply;
 use crate::shared::Topology;
 
@@ -155,6 +155,9 @@ async fn settle_batch(
     for key in keys {
         m.progress.scanned.fetch_add(1, Ordering::Relaxed);
         let Reply::Bulk(key) = key else { continue };
+        if key.starts_with(LOCK_PREFIX) {
+            continue;
+        }
         let allowed = prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_bytes()));
         let owner = topo.router.owner(key);
         let held_here = m.layouts.iter().any(|l| l.holder(key).same_server(server));
