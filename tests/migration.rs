@@ -255,6 +255,17 @@ fn every_kind_of_command_reads_through_and_deletes_reach_both_places() {
     println!("{r:?}");
     assert!(r.misses_served >= 10, "{r:?}");
     assert_eq!(r.state, "moving");
+    // INFO shows the same.
+    let info = client.text(&["INFO", "migration"]);
+    for field in [
+        "# Migration\r\n",
+        "migration_state:moving\r\n",
+        "migration_keys_left:",
+        "migration_seconds_left:",
+        &format!("migration_misses_served:{}", r.misses_served),
+    ] {
+        assert!(info.contains(field), "{field} not in {info}");
+    }
 
     // The old location down: a read answers as a miss would have, a delete
     // fails rather than leave the session to come back.
