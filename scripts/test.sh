@@ -18,6 +18,7 @@ need redis-server "apt-get install redis-server"
 need redis-sentinel "apt-get install redis-sentinel"
 need redis-cli "apt-get install redis-tools"
 need redis-benchmark "apt-get install redis-tools"
+need nutcracker "apt-get install nutcracker (twemproxy: the migration test writes through it)"
 need python3 "apt-get install python3"
 need chromium "apt-get install chromium"
 if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
