@@ -19,6 +19,10 @@ need redis-sentinel "apt-get install redis-sentinel"
 need redis-cli "apt-get install redis-tools"
 need redis-benchmark "apt-get install redis-tools"
 need nutcracker "apt-get install nutcracker (twemproxy: the migration test writes through it)"
+need php "apt-get install php-cli php-redis"
+if command -v php >/dev/null && ! php -m | grep -qx redis; then
+  missing+=("phpredis (install: apt-get install php-redis)")
+fi
 need python3 "apt-get install python3"
 need chromium "apt-get install chromium"
 if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then

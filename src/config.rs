@@ -264,6 +264,10 @@ pub struct Keys {
     /// Allowed key prefixes; empty means every key.
     #[serde(default)]
     pub prefixes: Vec<String>,
+    /// SHA1s (lower-case hex) of the scripts that may run while prefixes
+    /// are set: a script can touch keys it does not declare.
+    #[serde(default)]
+    pub scripts: Vec<String>,
 }
 
 /// `[pool]`: backend connections and timeouts, for every backend.
@@ -684,6 +688,14 @@ impl Config {
                 return Err(invalid(
                     format!("{field}.prefixes"),
                     "must not hold an empty prefix",
+                ));
+            }
+        }
+        for (i, sha) in self.keys.scripts.iter().enumerate() {
+            if sha.len() != 40 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(invalid(
+                    format!("keys.scripts[{i}]"),
+                    format!("'{sha}' is not a SHA1 in lower-case hex (40 characters)"),
                 ));
             }
         }

@@ -129,11 +129,12 @@ pub(in crate::client) fn routed(
         request,
         &topo.config.keys.prefixes,
         user_prefixes,
+        &topo.config.keys.scripts,
         |key| topo.route(key),
         |backend| topo.backends[backend].waits_for_replicas(),
     );
     if let Some(migration) = topo.active_migration() {
-        if !matches!(planned, Plan::Refused) {
+        if matches!(planned, Plan::Forward { .. } | Plan::Split { .. }) {
             let keys = moving_keys(migration, topo, spec, request);
             if !keys.is_empty() {
                 return migrating(
@@ -147,6 +148,7 @@ pub(in crate::client) fn routed(
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
             Slot::ready(proto, Reply::error(NOPERM_KEY))
         }
+        Plan::Answer(reply) => Slot::ready(proto, reply),
         Plan::Forward {
             backend: index,
             wait,
@@ -194,7 +196,7 @@ pub(in crate::client) fn routed(
                 now,
             )
         }
-        Plan::Every => {
+        Plan::Every { how } => {
             batcher.flush(topo, state.origin());
             let args = request.args();
             let parts = topo
@@ -205,10 +207,7 @@ pub(in crate::client) fn routed(
                     (Some(rx), None)
                 })
                 .collect();
-            let merging = Pending::Merge(Box::new(Merging {
-                parts,
-                how: MergeHow::Sum,
-            }));
+            let merging = Pending::Merge(Box::new(Merging { parts, how }));
             Slot::waiting(topo, proto, merging, Arc::from("*"), now)
         }
     }

@@ -15,7 +15,8 @@ pub(in crate::client) fn moving_keys(
     spec: &Spec,
     request: &Request,
 ) -> Vec<Bytes> {
-    crate::protocol::command::key_positions(spec, request.len())
+    crate::protocol::command::request_key_positions(spec, request)
+        .into_iter()
         .filter_map(|pos| request.arg(pos))
         .filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))
         .map(Bytes::copy_from_slice)

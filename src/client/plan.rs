@@ -7,14 +7,30 @@
 
 use bytes::Bytes;
 
-use crate::protocol::command::key_positions;
-use crate::protocol::{Merge, Reply, Request, Route, Spec};
+use sha1::{Digest, Sha1};
+
+use crate::client::dispatch::{arity_error, unknown_subcommand};
+use crate::protocol::command::{key_positions, script_keys};
+use crate::protocol::{Cmd, Merge, Reply, Request, Route, Spec};
+
+/// Scripts that run with `[keys] prefixes` set without being listed in
+/// `[keys] scripts`: phpredis's session lock release, which touches only
+/// its KEYS[1] (`if redis.call("get",KEYS[1]) == ARGV[1] then return
+/// redis.call("del",KEYS[1]) else return 0 end`).
+pub(in crate::client) const ALWAYS_ALLOWED_SCRIPTS: &[&str] =
+    &["b70c2384248f88e6b75b9f89241a180f856ad852"];
+
+/// Redis Cluster's error for keys that do not live together.
+pub(in crate::client) const CROSSSLOT: &str =
+    "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// What to do with a request whose command routes by key.
 #[derive(Debug, PartialEq)]
 pub(in crate::client) enum Plan {
     /// A key is outside the allowed prefixes (the config's or the user's).
     Refused,
+    /// Answered at once with this (an error decided from the request alone).
+    Answer(Reply),
     /// Every key is on `backend` (or there is no key): the request goes as it
     /// came; `wait` when it is a write to a backend with `min_replicas_ack`.
     Forward { backend: usize, wait: bool },
@@ -23,9 +39,9 @@ pub(in crate::client) enum Plan {
         parts: Vec<(usize, Vec<Bytes>)>,
         how: MergeHow,
     },
-    /// A command about every backend's data (DBSIZE): the request goes to
-    /// each, and their integers are added up.
-    Every,
+    /// A command about every backend (DBSIZE, SCRIPT LOAD): the request goes
+    /// to each, and their replies are merged by `how`.
+    Every { how: MergeHow },
 }
 
 /// How split replies become the one reply the client gets.
@@ -38,29 +54,55 @@ pub(in crate::client) enum MergeHow {
     /// For each key of the original command: (part, index within the
     /// part's reply) (MGET).
     InKeyOrder(Vec<(usize, usize)>),
+    /// Every part gave the same reply, which is the client's (SCRIPT LOAD).
+    Same,
+    /// Arrays of 0 and 1: 1 where every part says 1 (SCRIPT EXISTS: a
+    /// script is there only if every backend has it).
+    EveryHas,
 }
 
 /// Plans `request` for `spec`: `owner` names the backend serving a key,
-/// `waits` whether a backend follows writes with WAIT.
+/// `waits` whether a backend follows writes with WAIT; `scripts` are the
+/// SHA1s that may run while prefixes are set.
 pub(in crate::client) fn plan(
     spec: &Spec,
     request: &Request,
     prefixes: &[String],
     user_prefixes: &[String],
+    scripts: &[String],
     mut owner: impl FnMut(&[u8]) -> usize,
     waits: impl Fn(usize) -> bool,
 ) -> Plan {
     if spec.route == Route::AllBackends {
-        return Plan::Every;
+        return every(spec, request);
     }
     let allowed = |key: &[u8], list: &[String]| {
         list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
+    };
+    let positions: Vec<usize> = if spec.route == Route::Script {
+        let keys = match script_keys(request.arg(2).unwrap_or_default(), request.len()) {
+            Ok(keys) => keys,
+            Err(error) => return Plan::Answer(Reply::error(error)),
+        };
+        if keys.is_empty() {
+            return Plan::Answer(Reply::error(
+                "ERR session-proxy routes a script by its keys: numkeys must be at least 1",
+            ));
+        }
+        if !(prefixes.is_empty() && user_prefixes.is_empty()) {
+            if let Some(refusal) = script_refusal(spec, request, scripts) {
+                return Plan::Answer(refusal);
+            }
+        }
+        keys.collect()
+    } else {
+        key_positions(spec, request.len()).collect()
     };
     // (arg position, backend index), listed only once there is a second key.
     let mut owners: Vec<(usize, usize)> = Vec::new();
     let mut first = None;
     let mut one_backend = true;
-    for pos in key_positions(spec, request.len()) {
+    for pos in positions {
         let Some(key) = request.arg(pos) else {
             continue;
         };
@@ -78,6 +120,9 @@ pub(in crate::client) fn plan(
                 one_backend &= backend == first_backend;
             }
         }
+    }
+    if !one_backend && spec.route == Route::Script {
+        return Plan::Answer(Reply::error(CROSSSLOT));
     }
     if one_backend {
         let backend = first.map_or(0, |(_, b)| b);
@@ -114,6 +159,57 @@ pub(in crate::client) fn plan(
     Plan::Split { parts, how }
 }
 
+/// How a command about every backend is merged, or Redis's error for a
+/// subcommand the proxy does not run.
+fn every(spec: &Spec, request: &Request) -> Plan {
+    if spec.cmd != Cmd::Script {
+        return Plan::Every { how: MergeHow::Sum };
+    }
+    let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
+    let argc = request.len();
+    let (how, arity_ok) = match &sub[..] {
+        b"LOAD" => (MergeHow::Same, argc == 3),
+        b"EXISTS" => (MergeHow::EveryHas, argc >= 3),
+        b"FLUSH" => (MergeHow::AllOk, argc <= 3),
+        _ => {
+            return Plan::Answer(unknown_subcommand(
+                request.arg(1).unwrap_or_default(),
+                "SCRIPT",
+            ))
+        }
+    };
+    if !arity_ok {
+        let name = format!("script|{}", String::from_utf8_lossy(&sub).to_lowercase());
+        return Plan::Answer(arity_error(&name));
+    }
+    Plan::Every { how }
+}
+
+/// With key prefixes set, a script may touch keys it does not declare: it
+/// runs only if its SHA1 is allowed. Functions are refused.
+fn script_refusal(spec: &Spec, request: &Request, scripts: &[String]) -> Option<Reply> {
+    let body = request.arg(1).unwrap_or_default();
+    let sha = match spec.cmd {
+        Cmd::Eval | Cmd::EvalRo => hex(&Sha1::digest(body)),
+        Cmd::EvalSha | Cmd::EvalShaRo => String::from_utf8_lossy(body).to_ascii_lowercase(),
+        _ => {
+            return Some(Reply::error(
+                "NOPERM functions may touch keys they do not declare: they are refused while [keys] prefixes are set",
+            ))
+        }
+    };
+    let listed = ALWAYS_ALLOWED_SCRIPTS.contains(&sha.as_str()) || scripts.contains(&sha);
+    (!listed).then(|| {
+        Reply::error(format!(
+            "NOPERM script {sha} may touch keys it does not declare: with [keys] prefixes set, only scripts listed in [keys] scripts run"
+        ))
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The client's reply from the parts' replies, in part order: the first
 /// error if any part failed, else the merge `how` says.
 pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
@@ -145,6 +241,32 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             }
             Reply::Array(out)
         }
+        MergeHow::Same => match parts.split_first() {
+            Some((first, rest)) if rest.iter().all(|p| p == first) => first.clone(),
+            _ => Reply::error("ERR the backends gave different replies"),
+        },
+        MergeHow::EveryHas => {
+            let mut all: Option<Vec<i64>> = None;
+            for part in &parts {
+                let Reply::Array(items) = part else {
+                    return unexpected();
+                };
+                let ones: Vec<i64> = items
+                    .iter()
+                    .map(|i| if *i == Reply::Int(1) { 1 } else { 0 })
+                    .collect();
+                all = Some(match all {
+                    None => ones,
+                    Some(so_far) => so_far.iter().zip(&ones).map(|(a, b)| a & b).collect(),
+                });
+            }
+            Reply::Array(
+                all.unwrap_or_default()
+                    .into_iter()
+                    .map(Reply::Int)
+                    .collect(),
+            )
+        }
     }
 }
 
@@ -168,6 +290,7 @@ mod tests {
             &request(args),
             &owned(prefixes),
             &owned(user),
+            &[],
             |key| usize::from(!key.starts_with(b"a")),
             |backend| backend == 1,
         )
@@ -316,7 +439,99 @@ mod tests {
 
     #[test]
     fn a_command_about_every_backend_goes_to_every_backend() {
-        assert_eq!(plan_of(&["DBSIZE"], &[], &[]), Plan::Every);
+        assert_eq!(
+            plan_of(&["DBSIZE"], &[], &[]),
+            Plan::Every { how: MergeHow::Sum }
+        );
+        assert_eq!(
+            plan_of(&["SCRIPT", "load", "return 1"], &[], &[]),
+            Plan::Every {
+                how: MergeHow::Same
+            }
+        );
+        assert_eq!(
+            plan_of(&["SCRIPT", "EXISTS", "a", "b"], &[], &[]),
+            Plan::Every {
+                how: MergeHow::EveryHas
+            }
+        );
+        assert_eq!(
+            plan_of(&["SCRIPT", "FLUSH", "ASYNC"], &[], &[]),
+            Plan::Every {
+                how: MergeHow::AllOk
+            }
+        );
+        assert!(matches!(
+            plan_of(&["SCRIPT", "KILL"], &[], &[]),
+            Plan::Answer(_)
+        ));
+        assert!(matches!(
+            plan_of(&["SCRIPT", "LOAD"], &[], &[]),
+            Plan::Answer(_)
+        ));
+    }
+
+    #[test]
+    fn scripts_go_to_the_backend_of_their_keys_or_are_refused() {
+        let answer = |args: &[&str], prefixes: &[&str]| match plan_of(args, prefixes, &[]) {
+            Plan::Answer(Reply::Error(e)) => String::from_utf8_lossy(&e).into_owned(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            plan_of(&["EVAL", "return 1", "2", "b1", "b2", "x"], &[], &[]),
+            Plan::Forward {
+                backend: 1,
+                wait: true
+            }
+        );
+        assert_eq!(
+            plan_of(&["EVAL_RO", "return 1", "1", "b1"], &[], &[]),
+            Plan::Forward {
+                backend: 1,
+                wait: false
+            }
+        );
+        assert_eq!(answer(&["EVALSHA", "abc", "2", "a1", "b1"], &[]), CROSSSLOT);
+        assert!(answer(&["EVAL", "return 1", "0"], &[]).contains("numkeys must be at least 1"));
+        assert_eq!(
+            answer(&["EVAL", "return 1", "x"], &[]),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            answer(&["EVAL", "return 1", "-1"], &[]),
+            "ERR Number of keys can't be negative"
+        );
+        assert_eq!(
+            answer(&["FCALL", "f", "2", "a1"], &[]),
+            "ERR Number of keys can't be greater than number of args"
+        );
+        // Prefixes set: only listed scripts run, keys still checked.
+        let unlock = "if redis.call(\"get\",KEYS[1]) == ARGV[1] then return redis.call(\"del\",KEYS[1]) else return 0 end";
+        assert!(matches!(
+            plan_of(&["EVAL", unlock, "1", "a1_LOCK", "t"], &["a"], &[]),
+            Plan::Forward { backend: 0, .. }
+        ));
+        assert!(matches!(
+            plan_of(
+                &[
+                    "EVALSHA",
+                    "B70C2384248F88E6B75B9F89241A180F856AD852",
+                    "1",
+                    "a1",
+                    "t"
+                ],
+                &["a"],
+                &[]
+            ),
+            Plan::Forward { backend: 0, .. }
+        ));
+        assert!(answer(&["EVAL", "return 1", "1", "a1"], &["a"])
+            .starts_with("NOPERM script e0e1f9fabfc9d4800c877a703b823ac0578ff8db"));
+        assert!(answer(&["FCALL_RO", "f", "1", "a1"], &["a"]).starts_with("NOPERM functions"));
+        assert_eq!(
+            plan_of(&["EVAL", unlock, "1", "b1"], &["a"], &[]),
+            Plan::Refused
+        );
     }
 
     #[test]

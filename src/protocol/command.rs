@@ -34,6 +34,15 @@ pub enum Cmd {
     DecrBy,
     MGet,
     MSet,
+    // Scripts and functions, routed by their declared keys.
+    Eval,
+    EvalSha,
+    EvalRo,
+    EvalShaRo,
+    FCall,
+    FCallRo,
+    // About every backend.
+    Script,
     // Answered by the proxy.
     Ping,
     Echo,
@@ -60,7 +69,10 @@ pub enum Route {
     Keys(Merge),
     /// Key, value pairs (MSET); split per backend, OK when every part is OK.
     KeyValues,
-    /// Sent to every backend and summed (DBSIZE).
+    /// Scripts and functions: `numkeys` at argument 2, then that many keys;
+    /// every key on one backend, or refused with CROSSSLOT.
+    Script,
+    /// Sent to every backend and merged (DBSIZE, SCRIPT).
     AllBackends,
 }
 
@@ -158,6 +170,12 @@ pub static TABLE: &[Spec] = &[
     spec!(DecrBy, "decrby", 3, Route::Key, write: true, keys: ONE),
     spec!(MGet, "mget", -2, Route::Keys(Merge::InKeyOrder), write: false, keys: ALL),
     spec!(MSet, "mset", -3, Route::KeyValues, write: true, keys: (1, -1, 2)),
+    spec!(Eval, "eval", -3, Route::Script, write: true, keys: (0, 0, 0)),
+    spec!(EvalSha, "evalsha", -3, Route::Script, write: true, keys: (0, 0, 0)),
+    spec!(EvalRo, "eval_ro", -3, Route::Script, write: false, keys: (0, 0, 0)),
+    spec!(EvalShaRo, "evalsha_ro", -3, Route::Script, write: false, keys: (0, 0, 0)),
+    spec!(FCall, "fcall", -3, Route::Script, write: true, keys: (0, 0, 0)),
+    spec!(FCallRo, "fcall_ro", -3, Route::Script, write: false, keys: (0, 0, 0)),
     spec!(Ping, "ping", -1, local, no_auth: false),
     spec!(Echo, "echo", 2, local, no_auth: false),
     spec!(Quit, "quit", -1, local, no_auth: true),
@@ -178,6 +196,15 @@ pub static TABLE: &[Spec] = &[
         keys: (0, 0, 0),
     },
     spec!(Slowlog, "slowlog", -2, local, no_auth: false),
+    Spec {
+        cmd: Cmd::Script,
+        name: "script",
+        arity: -2,
+        route: Route::AllBackends,
+        write: false,
+        no_auth: false,
+        keys: (0, 0, 0),
+    },
 ];
 
 /// Looks a command up by name, in any case.
@@ -222,15 +249,44 @@ pub fn lookup_index(name: &[u8]) -> Option<usize> {
 }
 
 /// The positions of the keys in a request of this command, given its argument
-/// count (arity already checked).
+/// count (arity already checked). A script's keys depend on its `numkeys`:
+/// see [`script_keys`].
 pub fn key_positions(spec: &Spec, argc: usize) -> impl Iterator<Item = usize> {
     let (first, step, end) = match spec.route {
         Route::Key => (1, 1, 2.min(argc)),
         Route::Keys(_) => (1, 1, argc),
         Route::KeyValues => (1, 2, argc),
-        Route::Local | Route::AllBackends => (0, 1, 0),
+        Route::Local | Route::AllBackends | Route::Script => (0, 1, 0),
     };
     (first..end).step_by(step)
+}
+
+/// The positions of a script's keys (EVAL and the like: `numkeys` at
+/// argument 2), or Redis's error for a bad `numkeys`.
+pub fn script_keys(numkeys: &[u8], argc: usize) -> Result<std::ops::Range<usize>, &'static str> {
+    let n: i64 = std::str::from_utf8(numkeys)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("ERR value is not an integer or out of range")?;
+    if n < 0 {
+        return Err("ERR Number of keys can't be negative");
+    }
+    if n as u64 > (argc as u64).saturating_sub(3) {
+        return Err("ERR Number of keys can't be greater than number of args");
+    }
+    Ok(3..3 + n as usize)
+}
+
+/// Every key position of `request`, whatever the command's route; a script
+/// with a bad `numkeys` has none.
+pub fn request_key_positions(spec: &Spec, request: &crate::protocol::Request) -> Vec<usize> {
+    if spec.route == Route::Script {
+        return request
+            .arg(2)
+            .and_then(|n| script_keys(n, request.len()).ok())
+            .map_or_else(Vec::new, |r| r.collect());
+    }
+    key_positions(spec, request.len()).collect()
 }
 
 #[cfg(test)]
