@@ -124,12 +124,16 @@ pub(in crate::client) fn routed(
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
+    let policy = Policy {
+        prefixes: &topo.config.keys.prefixes,
+        user_prefixes,
+        scripts: &topo.config.keys.scripts,
+        backends: topo.backends.len(),
+    };
     let planned = plan(
         spec,
         request,
-        &topo.config.keys.prefixes,
-        user_prefixes,
-        &topo.config.keys.scripts,
+        &policy,
         |key| topo.route(key),
         |backend| topo.backends[backend].waits_for_replicas(),
     );

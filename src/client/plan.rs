@@ -59,22 +59,78 @@ pub(in crate::client) enum MergeHow {
     /// Arrays of 0 and 1: 1 where every part says 1 (SCRIPT EXISTS: a
     /// script is there only if every backend has it).
     EveryHas,
+    /// Arrays put end to end, keeping the keys the filter allows (KEYS).
+    Concat(KeyFilter),
+    /// One of the parts' non-null replies the filter allows, at random
+    /// (RANDOMKEY).
+    AnyOne(KeyFilter),
+    /// A SCAN step on backend `index` of `backends`: the client's cursor
+    /// goes on to the next backend once this one's is done.
+    ScanStep {
+        index: usize,
+        backends: usize,
+        filter: KeyFilter,
+    },
 }
 
-/// Plans `request` for `spec`: `owner` names the backend serving a key,
-/// `waits` whether a backend follows writes with WAIT; `scripts` are the
-/// SHA1s that may run while prefixes are set.
+/// What the config and the client's user allow, for [`plan`].
+pub(in crate::client) struct Policy<'a> {
+    /// `[keys] prefixes` and the user's own: a key must match both lists
+    /// (an empty list matches every key).
+    pub(in crate::client) prefixes: &'a [String],
+    pub(in crate::client) user_prefixes: &'a [String],
+    /// SHA1s of the scripts that may run while prefixes are set.
+    pub(in crate::client) scripts: &'a [String],
+    /// How many backends there are (SCAN's cursor counts through them).
+    pub(in crate::client) backends: usize,
+}
+
+impl Policy<'_> {
+    fn restricted(&self) -> bool {
+        !(self.prefixes.is_empty() && self.user_prefixes.is_empty())
+    }
+
+    fn filter(&self) -> KeyFilter {
+        KeyFilter {
+            prefixes: self.prefixes.to_vec(),
+            user_prefixes: self.user_prefixes.to_vec(),
+        }
+    }
+}
+
+/// Keys a client may see: under both prefix lists.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(in crate::client) struct KeyFilter {
+    prefixes: Vec<String>,
+    user_prefixes: Vec<String>,
+}
+
+impl KeyFilter {
+    fn allows(&self, key: &[u8]) -> bool {
+        let under =
+            |list: &[String]| list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()));
+        under(&self.prefixes) && under(&self.user_prefixes)
+    }
+}
+
+/// SCAN's cursor: the backend's index in the low bits, its own cursor
+/// above them.
+const SCAN_INDEX_BITS: u32 = 16;
+
+/// Plans `request` for `spec` under `policy`: `owner` names the backend
+/// serving a key, `waits` whether a backend follows writes with WAIT.
 pub(in crate::client) fn plan(
     spec: &Spec,
     request: &Request,
-    prefixes: &[String],
-    user_prefixes: &[String],
-    scripts: &[String],
+    policy: &Policy<'_>,
     mut owner: impl FnMut(&[u8]) -> usize,
     waits: impl Fn(usize) -> bool,
 ) -> Plan {
-    if spec.route == Route::AllBackends {
-        return every(spec, request);
+    let (prefixes, user_prefixes) = (policy.prefixes, policy.user_prefixes);
+    match spec.route {
+        Route::AllBackends => return every(spec, request, policy),
+        Route::Scan => return scan(request, policy),
+        _ => {}
     }
     let allowed = |key: &[u8], list: &[String]| {
         list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
@@ -89,8 +145,8 @@ pub(in crate::client) fn plan(
                 "ERR session-proxy routes a script by its keys: numkeys must be at least 1",
             ));
         }
-        if !(prefixes.is_empty() && user_prefixes.is_empty()) {
-            if let Some(refusal) = script_refusal(spec, request, scripts) {
+        if policy.restricted() {
+            if let Some(refusal) = script_refusal(spec, request, policy.scripts) {
                 return Plan::Answer(refusal);
             }
         }
@@ -159,11 +215,49 @@ pub(in crate::client) fn plan(
     Plan::Split { parts, how }
 }
 
+/// One step of SCAN: the backend the cursor names, asked with its own
+/// cursor (MATCH, COUNT and TYPE passed on as they came).
+fn scan(request: &Request, policy: &Policy<'_>) -> Plan {
+    let invalid = || Plan::Answer(Reply::error("ERR invalid cursor"));
+    let Some(cursor) = request
+        .arg(1)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return invalid();
+    };
+    let index = (cursor & ((1 << SCAN_INDEX_BITS) - 1)) as usize;
+    if index >= policy.backends {
+        return invalid();
+    }
+    let mut args = request.args();
+    args[1] = Bytes::from((cursor >> SCAN_INDEX_BITS).to_string());
+    Plan::Split {
+        parts: vec![(index, args)],
+        how: MergeHow::ScanStep {
+            index,
+            backends: policy.backends,
+            filter: policy.filter(),
+        },
+    }
+}
+
 /// How a command about every backend is merged, or Redis's error for a
 /// subcommand the proxy does not run.
-fn every(spec: &Spec, request: &Request) -> Plan {
-    if spec.cmd != Cmd::Script {
-        return Plan::Every { how: MergeHow::Sum };
+fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
+    match spec.cmd {
+        Cmd::Keys => {
+            return Plan::Every {
+                how: MergeHow::Concat(policy.filter()),
+            }
+        }
+        Cmd::RandomKey => {
+            return Plan::Every {
+                how: MergeHow::AnyOne(policy.filter()),
+            }
+        }
+        Cmd::Script => {}
+        _ => return Plan::Every { how: MergeHow::Sum },
     }
     let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
     let argc = request.len();
@@ -267,6 +361,63 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
                     .collect(),
             )
         }
+        MergeHow::Concat(filter) => {
+            let mut keys = Vec::new();
+            for part in parts {
+                let Reply::Array(items) = part else {
+                    return unexpected();
+                };
+                keys.extend(items.into_iter().filter(|k| allowed(filter, k)));
+            }
+            Reply::Array(keys)
+        }
+        MergeHow::AnyOne(filter) => {
+            let found: Vec<Reply> = parts.into_iter().filter(|k| allowed(filter, k)).collect();
+            if found.is_empty() {
+                return Reply::Null;
+            }
+            found[rand::random_range(0..found.len())].clone()
+        }
+        MergeHow::ScanStep {
+            index,
+            backends,
+            filter,
+        } => {
+            let Some(Reply::Array(mut reply)) = parts.into_iter().next() else {
+                return unexpected();
+            };
+            let (Some(Reply::Array(keys)), Some(Reply::Bulk(cursor))) = (reply.pop(), reply.pop())
+            else {
+                return unexpected();
+            };
+            let Some(cursor) = std::str::from_utf8(&cursor)
+                .ok()
+                .and_then(|c| c.parse::<u64>().ok())
+                .filter(|c| c.leading_zeros() >= SCAN_INDEX_BITS)
+            else {
+                return unexpected();
+            };
+            let next = if cursor != 0 {
+                cursor << SCAN_INDEX_BITS | *index as u64
+            } else if index + 1 < *backends {
+                (index + 1) as u64
+            } else {
+                0
+            };
+            let keys = keys.into_iter().filter(|k| allowed(filter, k)).collect();
+            Reply::Array(vec![
+                Reply::Bulk(Bytes::from(next.to_string())),
+                Reply::Array(keys),
+            ])
+        }
+    }
+}
+
+/// Whether a key in a reply is one the filter allows (nulls never are).
+fn allowed(filter: &KeyFilter, key: &Reply) -> bool {
+    match key {
+        Reply::Bulk(key) => filter.allows(key),
+        _ => false,
     }
 }
 
@@ -285,12 +436,17 @@ mod tests {
     fn plan_of(args: &[&str], prefixes: &[&str], user: &[&str]) -> Plan {
         let spec = lookup(args[0].as_bytes()).unwrap();
         let owned = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let (prefixes, user) = (owned(prefixes), owned(user));
+        let policy = Policy {
+            prefixes: &prefixes,
+            user_prefixes: &user,
+            scripts: &[],
+            backends: 2,
+        };
         plan(
             spec,
             &request(args),
-            &owned(prefixes),
-            &owned(user),
-            &[],
+            &policy,
             |key| usize::from(!key.starts_with(b"a")),
             |backend| backend == 1,
         )
@@ -532,6 +688,47 @@ mod tests {
             plan_of(&["EVAL", unlock, "1", "b1"], &["a"], &[]),
             Plan::Refused
         );
+    }
+
+    #[test]
+    fn scan_walks_the_backends_one_cursor_at_a_time() {
+        let scan_on = |cursor: &str| plan_of(&["SCAN", cursor, "COUNT", "5"], &[], &[]);
+        let step = |index| MergeHow::ScanStep {
+            index,
+            backends: 2,
+            filter: KeyFilter::default(),
+        };
+        assert_eq!(
+            scan_on("0"),
+            Plan::Split {
+                parts: vec![(0, bytes(&["SCAN", "0", "COUNT", "5"]))],
+                how: step(0),
+            }
+        );
+        let cursor = (7u64 << SCAN_INDEX_BITS | 1).to_string();
+        assert_eq!(
+            scan_on(&cursor),
+            Plan::Split {
+                parts: vec![(1, bytes(&["SCAN", "7", "COUNT", "5"]))],
+                how: step(1),
+            }
+        );
+        assert!(matches!(scan_on("2"), Plan::Answer(_)));
+        assert!(matches!(scan_on("-1"), Plan::Answer(_)));
+        let reply = |cursor: &str| {
+            Reply::Array(vec![
+                Reply::Bulk(Bytes::from(cursor.to_string())),
+                Reply::Array(vec![Reply::Bulk(Bytes::from("k"))]),
+            ])
+        };
+        let next = |how: &MergeHow, cursor: &str| match merge(how, vec![reply(cursor)]) {
+            Reply::Array(parts) => parts[0].clone(),
+            other => other,
+        };
+        // Within a backend, to the next one, and done after the last.
+        assert_eq!(next(&step(1), "7"), Reply::Bulk(cursor.into()));
+        assert_eq!(next(&step(0), "0"), Reply::Bulk("1".into()));
+        assert_eq!(next(&step(1), "0"), Reply::Bulk("0".into()));
     }
 
     #[test]

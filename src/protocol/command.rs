@@ -43,6 +43,9 @@ pub enum Cmd {
     FCallRo,
     // About every backend.
     Script,
+    Scan,
+    Keys,
+    RandomKey,
     // Answered by the proxy.
     Ping,
     Echo,
@@ -72,8 +75,10 @@ pub enum Route {
     /// Scripts and functions: `numkeys` at argument 2, then that many keys;
     /// every key on one backend, or refused with CROSSSLOT.
     Script,
-    /// Sent to every backend and merged (DBSIZE, SCRIPT).
+    /// Sent to every backend and merged (DBSIZE, SCRIPT, KEYS, RANDOMKEY).
     AllBackends,
+    /// SCAN: one backend at a time, the cursor saying which.
+    Scan,
 }
 
 /// How the parts of a split command are put back together.
@@ -205,6 +210,33 @@ pub static TABLE: &[Spec] = &[
         no_auth: false,
         keys: (0, 0, 0),
     },
+    Spec {
+        cmd: Cmd::Scan,
+        name: "scan",
+        arity: -2,
+        route: Route::Scan,
+        write: false,
+        no_auth: false,
+        keys: (0, 0, 0),
+    },
+    Spec {
+        cmd: Cmd::Keys,
+        name: "keys",
+        arity: 2,
+        route: Route::AllBackends,
+        write: false,
+        no_auth: false,
+        keys: (0, 0, 0),
+    },
+    Spec {
+        cmd: Cmd::RandomKey,
+        name: "randomkey",
+        arity: 1,
+        route: Route::AllBackends,
+        write: false,
+        no_auth: false,
+        keys: (0, 0, 0),
+    },
 ];
 
 /// Looks a command up by name, in any case.
@@ -256,7 +288,7 @@ pub fn key_positions(spec: &Spec, argc: usize) -> impl Iterator<Item = usize> {
         Route::Key => (1, 1, 2.min(argc)),
         Route::Keys(_) => (1, 1, argc),
         Route::KeyValues => (1, 2, argc),
-        Route::Local | Route::AllBackends | Route::Script => (0, 1, 0),
+        Route::Local | Route::AllBackends | Route::Script | Route::Scan => (0, 1, 0),
     };
     (first..end).step_by(step)
 }
