@@ -268,6 +268,10 @@ pub struct Keys {
     /// are set: a script can touch keys it does not declare.
     #[serde(default)]
     pub scripts: Vec<String>,
+    /// FLUSHDB and FLUSHALL run (on every backend; with prefixes set, on
+    /// the keys under them only). Refused otherwise.
+    #[serde(default)]
+    pub allow_flush: bool,
 }
 
 /// `[pool]`: backend connections and timeouts, for every backend.

@@ -177,3 +177,71 @@ fn with_prefixes_set_no_other_key_is_shown() {
         );
     }
 }
+
+fn dbsize(redis: &Redis, db: &str) -> String {
+    let mut client = redis.client();
+    client.text(&["SELECT", db]);
+    client.text(&["DBSIZE"])
+}
+
+#[test]
+fn flush_is_refused_unless_allowed_and_then_keeps_to_the_prefixes() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let fill = || {
+        for server in &servers {
+            let mut direct = server.client();
+            for n in 0..30 {
+                direct.text(&["SET", &format!("s:{n}"), "v"]);
+                direct.text(&["SET", &format!("a*b:{n}"), "v"]);
+                direct.text(&["SET", &format!("other:{n}"), "v"]);
+            }
+            direct.text(&["SELECT", "2"]);
+            direct.text(&["SET", "s:in-db-2", "v"]);
+        }
+    };
+    fill();
+    // By default: refused, naming the setting; nothing deleted.
+    let proxy = proxy_over(&servers, "");
+    let mut client = proxy.client();
+    for command in ["FLUSHDB", "FLUSHALL"] {
+        let refused = client.text(&[command]);
+        assert!(refused.contains("[keys] allow_flush"), "{refused}");
+    }
+    assert_eq!(dbsize(&servers[0], "0"), ":90\r\n");
+    drop(proxy);
+
+    // Allowed, with prefixes: only the keys under them, in the client's
+    // database (FLUSHDB) or in all (FLUSHALL).
+    let proxy = proxy_over(
+        &servers,
+        "[keys]\nprefixes = [\"s:\", \"a*b:\"]\nallow_flush = true",
+    );
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["FLUSHDB", "NOW"]), "-ERR syntax error\r\n");
+    assert_eq!(client.text(&["FLUSHDB", "ASYNC"]), "+OK\r\n");
+    for server in &servers {
+        assert_eq!(dbsize(server, "0"), ":30\r\n");
+        assert_eq!(dbsize(server, "2"), ":1\r\n");
+        assert_eq!(server.client().text(&["EXISTS", "other:3"]), ":1\r\n");
+    }
+    assert_eq!(client.text(&["FLUSHALL"]), "+OK\r\n");
+    for server in &servers {
+        assert_eq!(dbsize(server, "2"), ":0\r\n");
+        assert_eq!(dbsize(server, "0"), ":30\r\n");
+    }
+    drop(proxy);
+
+    // Allowed, no prefixes: the command runs on every backend.
+    fill();
+    let proxy = proxy_over(&servers, "[keys]\nallow_flush = true");
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["FLUSHDB"]), "+OK\r\n");
+    for server in &servers {
+        assert_eq!(dbsize(server, "0"), ":0\r\n");
+        assert_eq!(dbsize(server, "2"), ":1\r\n");
+    }
+    assert_eq!(client.text(&["FLUSHALL", "SYNC"]), "+OK\r\n");
+    for server in &servers {
+        assert_eq!(dbsize(server, "2"), ":0\r\n");
+    }
+}

@@ -129,6 +129,7 @@ pub(in crate::client) fn routed(
         user_prefixes,
         scripts: &topo.config.keys.scripts,
         backends: topo.backends.len(),
+        allow_flush: topo.config.keys.allow_flush,
     };
     let planned = plan(
         spec,
@@ -153,6 +154,10 @@ pub(in crate::client) fn routed(
             Slot::ready(proto, Reply::error(NOPERM_KEY))
         }
         Plan::Answer(reply) => Slot::ready(proto, reply),
+        Plan::Sweep { every_db, filter } => {
+            batcher.flush(topo, state.origin());
+            sweep(topo, state, every_db, filter)
+        }
         Plan::Forward {
             backend: index,
             wait,

@@ -35,6 +35,7 @@ mod dispatch;
 mod migrate;
 mod plan;
 mod slot;
+mod sweep;
 
 use batcher::*;
 use commands::*;
@@ -42,6 +43,7 @@ use dispatch::*;
 use migrate::*;
 use plan::*;
 use slot::*;
+use sweep::*;
 
 /// Encoded but unwritten reply bytes above which the client is not read
 /// further until it reads its replies.

@@ -42,6 +42,9 @@ pub(in crate::client) enum Plan {
     /// A command about every backend (DBSIZE, SCRIPT LOAD): the request goes
     /// to each, and their replies are merged by `how`.
     Every { how: MergeHow },
+    /// FLUSHDB or FLUSHALL (`every_db`) with prefixes set: on every backend,
+    /// only the keys the filter allows are deleted (SCAN, then UNLINK).
+    Sweep { every_db: bool, filter: KeyFilter },
 }
 
 /// How split replies become the one reply the client gets.
@@ -83,6 +86,8 @@ pub(in crate::client) struct Policy<'a> {
     pub(in crate::client) scripts: &'a [String],
     /// How many backends there are (SCAN's cursor counts through them).
     pub(in crate::client) backends: usize,
+    /// `[keys] allow_flush`: FLUSHDB and FLUSHALL run at all.
+    pub(in crate::client) allow_flush: bool,
 }
 
 impl Policy<'_> {
@@ -106,7 +111,33 @@ pub(in crate::client) struct KeyFilter {
 }
 
 impl KeyFilter {
-    fn allows(&self, key: &[u8]) -> bool {
+    /// SCAN MATCH patterns that cover every key the filter allows (the
+    /// config's prefixes, else the user's; `*` when neither is set).
+    pub(in crate::client) fn patterns(&self) -> Vec<Bytes> {
+        let list = if self.prefixes.is_empty() {
+            &self.user_prefixes
+        } else {
+            &self.prefixes
+        };
+        if list.is_empty() {
+            return vec![Bytes::from_static(b"*")];
+        }
+        list.iter()
+            .map(|prefix| {
+                let mut pattern = Vec::with_capacity(prefix.len() + 1);
+                for &b in prefix.as_bytes() {
+                    if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                        pattern.push(b'\\');
+                    }
+                    pattern.push(b);
+                }
+                pattern.push(b'*');
+                Bytes::from(pattern)
+            })
+            .collect()
+    }
+
+    pub(in crate::client) fn allows(&self, key: &[u8]) -> bool {
         let under =
             |list: &[String]| list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()));
         under(&self.prefixes) && under(&self.user_prefixes)
@@ -256,6 +287,7 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
                 how: MergeHow::AnyOne(policy.filter()),
             }
         }
+        Cmd::FlushDb | Cmd::FlushAll => return flush(spec, request, policy),
         Cmd::Script => {}
         _ => return Plan::Every { how: MergeHow::Sum },
     }
@@ -277,6 +309,37 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
         return Plan::Answer(arity_error(&name));
     }
     Plan::Every { how }
+}
+
+/// FLUSHDB and FLUSHALL: refused unless allowed; then on every backend, or
+/// with prefixes set, a sweep of the keys under them only.
+fn flush(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
+    if !policy.allow_flush {
+        return Plan::Answer(Reply::error(format!(
+            "ERR {} is refused by session-proxy: set [keys] allow_flush = true to run it on every backend",
+            spec.name.to_uppercase()
+        )));
+    }
+    if !policy.restricted() {
+        return Plan::Every {
+            how: MergeHow::AllOk,
+        };
+    }
+    let mode_ok = match request.len() {
+        1 => true,
+        2 => {
+            let mode = request.arg(1).unwrap_or_default().to_ascii_uppercase();
+            mode == b"ASYNC" || mode == b"SYNC"
+        }
+        _ => false,
+    };
+    if !mode_ok {
+        return Plan::Answer(Reply::error("ERR syntax error"));
+    }
+    Plan::Sweep {
+        every_db: spec.cmd == Cmd::FlushAll,
+        filter: policy.filter(),
+    }
 }
 
 /// With key prefixes set, a script may touch keys it does not declare: it
@@ -442,6 +505,7 @@ mod tests {
             user_prefixes: &user,
             scripts: &[],
             backends: 2,
+            allow_flush: true,
         };
         plan(
             spec,
