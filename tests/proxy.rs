@@ -185,7 +185,7 @@ fn local_commands() {
         client.text(&["CLIENT", "SETNAME"]),
         "-ERR wrong number of arguments for 'client|setname' command\r\n"
     );
-    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":50\r\n");
+    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":55\r\n");
     assert!(client
         .text(&["COMMAND", "INFO", "get", "nosuch"])
         .starts_with("*2\r\n*10\r\n$3\r\nget\r\n:2\r\n"));

@@ -34,9 +34,17 @@ pub(in crate::client) fn execute(
     let proto = state.proto;
     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     state.last_command_at = now;
+    // An error answered to a command queued after MULTI aborts the
+    // transaction, as on Redis.
+    let abort = |state: &mut State| {
+        if let Some(multi) = state.multi.as_mut() {
+            multi.abort();
+        }
+    };
     let Some(spec) = TABLE.get(command) else {
         state.last_command = "NULL";
         shared.metrics.refused_commands.increment(1);
+        abort(state);
         return Slot::ready(proto, unknown_command(&request.args()));
     };
     state.last_command = spec.name;
@@ -48,6 +56,7 @@ pub(in crate::client) fn execute(
         _ => false,
     };
     if !spec.arity_ok(request.len()) {
+        abort(state);
         return Slot::ready(proto, arity_error(spec.name));
     }
     if !state.authenticated && !spec.no_auth {
@@ -72,7 +81,12 @@ pub(in crate::client) fn execute(
         || (spec.cmd == Cmd::DbSize && is_restricted(topo, user))
     {
         shared.metrics.refused_commands.increment(1);
+        abort(state);
         return Slot::ready(proto, noperm_command(spec.name));
+    }
+    let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
+    if let Some(slot) = transaction_step(topo, state, batcher, spec, request, user_prefixes, now) {
+        return slot;
     }
     if extra_arity {
         return Slot::ready(proto, arity_error(spec.name));
@@ -92,20 +106,77 @@ pub(in crate::client) fn execute(
             slot.close_after = close_after;
             slot
         }
-        _ => {
-            let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
-            routed(
-                shared,
-                topo,
-                state,
-                batcher,
-                spec,
-                request,
-                user_prefixes,
-                now,
-            )
-        }
+        _ => routed(
+            shared,
+            topo,
+            state,
+            batcher,
+            spec,
+            request,
+            user_prefixes,
+            now,
+        ),
     }
+}
+
+/// What the config and the user allow, for [`plan`].
+fn policy<'a>(topo: &'a Topology, user_prefixes: &'a [String]) -> Policy<'a> {
+    let keys = &topo.config.keys;
+    Policy {
+        prefixes: &keys.prefixes,
+        user_prefixes,
+        scripts: &keys.scripts,
+        backends: topo.backends.len(),
+        allow_flush: keys.allow_flush,
+    }
+}
+
+/// MULTI, EXEC, DISCARD, WATCH, UNWATCH, and any command while a
+/// transaction is queued (see `transaction.rs`); `None` for the rest.
+fn transaction_step(
+    topo: &Arc<Topology>,
+    state: &mut State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    user_prefixes: &[String],
+    now: Instant,
+) -> Option<Slot> {
+    let proto = state.proto;
+    let reply = match (spec.cmd, state.multi.is_some()) {
+        (Cmd::Multi, true) => Reply::error("ERR MULTI calls can not be nested"),
+        (Cmd::Multi, false) => {
+            state.multi = Some(Multi::default());
+            Reply::ok()
+        }
+        (Cmd::Exec | Cmd::Discard, false) => Reply::error(format!(
+            "ERR {} without MULTI",
+            spec.name.to_uppercase()
+        )),
+        (Cmd::Exec, true) => {
+            let multi = state.multi.take()?;
+            batcher.flush(topo, state.origin());
+            return Some(exec(topo, state, multi, now));
+        }
+        (Cmd::Discard, true) => {
+            state.multi = None;
+            Reply::ok()
+        }
+        (Cmd::Watch, true) => Reply::error("ERR WATCH inside MULTI is not allowed"),
+        (Cmd::Watch, false) => Reply::error(
+            "ERR session-proxy does not support WATCH yet: MULTI/EXEC without WATCH runs as one transaction on one backend",
+        ),
+        (Cmd::Unwatch, false) => Reply::ok(),
+        // QUIT and RESET end the transaction as they do on Redis.
+        (Cmd::Quit | Cmd::Reset, _) => return None,
+        (_, true) => {
+            let policy = policy(topo, user_prefixes);
+            let multi = state.multi.as_mut()?;
+            queue(topo, multi, spec, request, &policy)
+        }
+        (_, false) => return None,
+    };
+    Some(Slot::ready(proto, reply))
 }
 
 /// Sends a keyed command to the backend(s) owning its keys, as [`plan`]
@@ -124,13 +195,7 @@ pub(in crate::client) fn routed(
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
-    let policy = Policy {
-        prefixes: &topo.config.keys.prefixes,
-        user_prefixes,
-        scripts: &topo.config.keys.scripts,
-        backends: topo.backends.len(),
-        allow_flush: topo.config.keys.allow_flush,
-    };
+    let policy = policy(topo, user_prefixes);
     let planned = plan(
         spec,
         request,
@@ -278,6 +343,7 @@ pub(in crate::client) fn local(
         Cmd::Echo => Reply::Bulk(args[1].clone()),
         Cmd::Quit => Reply::ok(),
         Cmd::Reset => {
+            state.multi = None;
             state.proto = Proto::Resp2;
             state.db = 0;
             state.name = None;

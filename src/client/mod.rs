@@ -36,6 +36,7 @@ mod migrate;
 mod plan;
 mod slot;
 mod sweep;
+mod transaction;
 
 use batcher::*;
 use commands::*;
@@ -44,6 +45,7 @@ use migrate::*;
 use plan::*;
 use slot::*;
 use sweep::*;
+use transaction::*;
 
 /// Encoded but unwritten reply bytes above which the client is not read
 /// further until it reads its replies.
@@ -89,6 +91,8 @@ struct State {
     /// decided afresh only when nothing of its is in flight.
     reply_bytes: u64,
     large_replies: bool,
+    /// Commands queued since MULTI, until EXEC or DISCARD.
+    multi: Option<Multi>,
 }
 
 impl State {
@@ -127,6 +131,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         closing: false,
         reply_bytes: 0,
         large_replies: false,
+        multi: None,
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
     async {

@@ -48,6 +48,12 @@ pub enum Cmd {
     RandomKey,
     FlushDb,
     FlushAll,
+    // Transactions, run by the client handler (`client/transaction.rs`).
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
     // Answered by the proxy.
     Ping,
     Echo,
@@ -203,6 +209,11 @@ pub static TABLE: &[Spec] = &[
         keys: (0, 0, 0),
     },
     spec!(Slowlog, "slowlog", -2, local, no_auth: false),
+    spec!(Multi, "multi", 1, local, no_auth: false),
+    spec!(Exec, "exec", 1, local, no_auth: false),
+    spec!(Discard, "discard", 1, local, no_auth: false),
+    spec!(Watch, "watch", -2, local, no_auth: false),
+    spec!(Unwatch, "unwatch", 1, local, no_auth: false),
     Spec {
         cmd: Cmd::Script,
         name: "script",

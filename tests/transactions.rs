@@ -1,0 +1,181 @@
+//! MULTI / EXEC / DISCARD through the proxy, step by step against a direct
+//! Redis with the same commands: replies byte for byte, queuing errors and
+//! EXECABORT, runtime errors inside EXEC, RESP3; then what only the proxy
+//! has: keys on two backends (CROSSSLOT, nothing runs), atomicity against
+//! another client, and a transaction on a key a migration still holds.
+
+mod common;
+
+use common::{Proxy, RawClient, Redis};
+
+fn proxy_over(servers: &[&Redis], extra: &str) -> Proxy {
+    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    Proxy::start(&text)
+}
+
+fn same(ours: &mut RawClient, theirs: &mut RawClient, steps: &[&[&str]]) {
+    for args in steps {
+        assert_eq!(ours.text(args), theirs.text(args), "{args:?}");
+    }
+}
+
+#[test]
+fn transactions_answer_like_redis() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = servers.iter().collect();
+    let proxy = proxy_over(&refs, "");
+    let direct_redis = Redis::start();
+    let mut ours = proxy.client();
+    let mut theirs = direct_redis.client();
+    let k = proxy.key_on(1, "t:");
+    let n = proxy.key_on(1, "n:");
+    let steps: Vec<Vec<&str>> = vec![
+        vec!["EXEC"],
+        vec!["DISCARD"],
+        vec!["UNWATCH"],
+        vec!["MULTI"],
+        vec!["MULTI"],
+        vec!["SET", &k, "1"],
+        vec!["INCR", &k],
+        vec!["GET", &k],
+        vec!["PING"],
+        vec!["ECHO", "hi"],
+        vec!["SET", &n, "x"],
+        vec!["INCR", &n],
+        vec!["UNWATCH"],
+        vec!["WATCH", &k],
+        vec!["EXEC"],
+        vec!["GET", &k],
+        // A queuing error aborts the transaction.
+        vec!["MULTI"],
+        vec!["SET", &k, "2"],
+        vec!["NOSUCHCOMMAND"],
+        vec!["GET"],
+        vec!["EXEC"],
+        vec!["GET", &k],
+        // DISCARD drops what was queued.
+        vec!["MULTI"],
+        vec!["SET", &k, "3"],
+        vec!["DISCARD"],
+        vec!["GET", &k],
+        // An empty transaction; MSET's own arity is checked when it runs.
+        vec!["MULTI"],
+        vec!["EXEC"],
+        vec!["MULTI"],
+        vec!["MSET", &k],
+        vec!["MSET", &k, "4", &n],
+        vec!["EXEC"],
+        // RESET ends a transaction.
+        vec!["MULTI"],
+        vec!["RESET"],
+        vec!["EXEC"],
+    ];
+    let steps: Vec<&[&str]> = steps.iter().map(Vec::as_slice).collect();
+    same(&mut ours, &mut theirs, &steps);
+    // In RESP3 too (a null inside EXEC's reply).
+    ours.hello3();
+    theirs.hello3();
+    let missing = proxy.key_on(1, "missing:");
+    same(
+        &mut ours,
+        &mut theirs,
+        &[&["MULTI"], &["GET", &missing], &["SET", &k, "5"], &["EXEC"]],
+    );
+}
+
+#[test]
+fn keys_on_two_backends_abort_and_nothing_runs() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = servers.iter().collect();
+    let proxy = proxy_over(&refs, "[keys]\nprefixes = [\"t\"]");
+    let mut client = proxy.client();
+    let (a, b) = (proxy.key_on(0, "t:"), proxy.key_on(1, "t:"));
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", &a, "1"]), "+QUEUED\r\n");
+    assert_eq!(
+        client.text(&["SET", &b, "1"]),
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert!(client.text(&["SET", "other", "1"]).starts_with("-NOPERM"));
+    assert!(client.text(&["SELECT", "1"]).contains("inside MULTI"));
+    assert_eq!(
+        client.text(&["EXEC"]),
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(client.text(&["EXISTS", &a, &b]), ":0\r\n");
+    // The same keys in two transactions, each on its backend, run.
+    for key in [&a, &b] {
+        assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(client.text(&["SET", key, "1"]), "+QUEUED\r\n");
+        assert_eq!(client.text(&["EXEC"]), "*1\r\n+OK\r\n");
+    }
+}
+
+#[test]
+fn a_transaction_is_atomic_against_other_clients() {
+    let server = Redis::start();
+    let proxy = proxy_over(&[&server], "");
+    let port = proxy.port;
+    // One client moves a unit between two keys in transactions while others
+    // read both in transactions: the sum is always the same.
+    let mut setup = proxy.client();
+    setup.text(&["MSET", "left", "1000", "right", "0"]);
+    let mover = std::thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        for _ in 0..500 {
+            client.text(&["MULTI"]);
+            client.text(&["DECR", "left"]);
+            client.text(&["INCR", "right"]);
+            let reply = client.text(&["EXEC"]);
+            assert!(reply.starts_with("*2\r\n:"), "{reply}");
+        }
+    });
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                for _ in 0..300 {
+                    client.text(&["MULTI"]);
+                    client.text(&["GET", "left"]);
+                    client.text(&["GET", "right"]);
+                    let reply = client.text(&["EXEC"]);
+                    let numbers: Vec<i64> = reply
+                        .split("\r\n")
+                        .filter(|l| !l.is_empty() && !l.starts_with(['*', '$']))
+                        .map(|l| l.parse().unwrap())
+                        .collect();
+                    assert_eq!(numbers.iter().sum::<i64>(), 1000, "{reply}");
+                }
+            })
+        })
+        .collect();
+    mover.join().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    assert_eq!(setup.text(&["GET", "right"]), "$3\r\n500\r\n");
+}
+
+#[test]
+fn a_transaction_on_a_key_still_on_the_old_server_finds_it() {
+    let old = Redis::start();
+    let new = Redis::start();
+    old.client().text(&["SET", "s:1", "10"]);
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\naddress = \"{}\"\n\
+         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+        new.address(),
+        old.address()
+    ));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["INCR", "s:1"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXEC"]), "*1\r\n:11\r\n");
+    assert_eq!(old.client().text(&["EXISTS", "s:1"]), ":0\r\n");
+}
