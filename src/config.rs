@@ -302,6 +302,9 @@ pub struct Pool {
     /// is down or idle, so a returning backend is up without client traffic
     /// and a dead idle one is noticed before a user's request is.
     pub probe_interval_ms: u64,
+    /// Connections a backend may have held for single clients at once
+    /// (a WATCH until its EXEC), besides the shared ones.
+    pub max_held_connections: usize,
 }
 
 /// `[pool] on_backend_down`.
@@ -332,6 +335,7 @@ impl Default for Pool {
             sentinel_timeout_ms: 300,
             sentinel_recheck_ms: 1000,
             probe_interval_ms: 500,
+            max_held_connections: 64,
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct PoolSettings {
     /// Largest reply accepted from a backend (`[limits] max_reply_bytes`).
     pub max_reply_bytes: usize,
     pub probe_interval: Duration,
+    /// Connections held for single clients at once, at most.
+    pub max_held: usize,
 }
 
 impl PoolSettings {
@@ -69,6 +71,7 @@ impl PoolSettings {
         let pool = &config.pool;
         PoolSettings {
             connections: pool.connections,
+            max_held: pool.max_held_connections,
             connect_timeout: pool.connect_timeout(),
             request_timeout: pool.request_timeout(),
             backoff_min: Duration::from_millis(pool.backoff_min_ms),

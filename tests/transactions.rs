@@ -179,3 +179,78 @@ fn a_transaction_on_a_key_still_on_the_old_server_finds_it() {
     assert_eq!(client.text(&["EXEC"]), "*1\r\n:11\r\n");
     assert_eq!(old.client().text(&["EXISTS", "s:1"]), ":0\r\n");
 }
+
+#[test]
+fn watch_aborts_exec_when_a_watched_key_changed_as_on_redis() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = servers.iter().collect();
+    let proxy = proxy_over(&refs, "[pool]\nmax_held_connections = 1");
+    let direct_redis = Redis::start();
+    let (mut ours, mut ours_other) = (proxy.client(), proxy.client());
+    let (mut theirs, mut theirs_other) = (direct_redis.client(), direct_redis.client());
+    let k = proxy.key_on(1, "w:");
+    let j = proxy.key_on(1, "j:");
+    // Each step: (by the watching client?, command).
+    let steps: Vec<(bool, Vec<&str>)> = vec![
+        (true, vec!["SET", &k, "1"]),
+        // Unchanged: EXEC runs.
+        (true, vec!["WATCH", &k, &j]),
+        (true, vec!["GET", &k]),
+        (true, vec!["MULTI"]),
+        (true, vec!["INCR", &k]),
+        (true, vec!["EXEC"]),
+        // Changed by another client: EXEC answers a null array.
+        (true, vec!["WATCH", &k]),
+        (false, vec!["SET", &k, "changed"]),
+        (true, vec!["MULTI"]),
+        (true, vec!["SET", &k, "mine"]),
+        (true, vec!["EXEC"]),
+        (true, vec!["GET", &k]),
+        // EXEC ended the WATCH: the next transaction runs.
+        (false, vec!["SET", &k, "again"]),
+        (true, vec!["MULTI"]),
+        (true, vec!["SET", &k, "mine"]),
+        (true, vec!["EXEC"]),
+        // UNWATCH and DISCARD end it too.
+        (true, vec!["WATCH", &k]),
+        (true, vec!["UNWATCH"]),
+        (false, vec!["SET", &k, "x"]),
+        (true, vec!["MULTI"]),
+        (true, vec!["GET", &k]),
+        (true, vec!["EXEC"]),
+        (true, vec!["WATCH", &k]),
+        (true, vec!["MULTI"]),
+        (true, vec!["DISCARD"]),
+        (false, vec!["SET", &k, "y"]),
+        (true, vec!["MULTI"]),
+        (true, vec!["GET", &k]),
+        (true, vec!["EXEC"]),
+    ];
+    for (watcher, args) in &steps {
+        let (a, b) = if *watcher {
+            (&mut ours, &mut theirs)
+        } else {
+            (&mut ours_other, &mut theirs_other)
+        };
+        assert_eq!(a.text(args), b.text(args), "{args:?}");
+    }
+    // Keys on two backends cannot be watched together.
+    let other_backend = proxy.key_on(0, "w:");
+    assert_eq!(
+        ours.text(&["WATCH", &k, &other_backend]),
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    // One held connection per backend here: a second watcher waits its turn.
+    assert_eq!(ours.text(&["WATCH", &k]), "+OK\r\n");
+    let refused = ours_other.text(&["WATCH", &j]);
+    assert!(refused.contains("max_held_connections"), "{refused}");
+    assert_eq!(ours.text(&["UNWATCH"]), "+OK\r\n");
+    assert_eq!(ours_other.text(&["WATCH", &j]), "+OK\r\n");
+    // A transaction after WATCH keeps to the watched backend.
+    assert_eq!(ours_other.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        ours_other.text(&["SET", &other_backend, "1"]),
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert!(ours_other.text(&["EXEC"]).starts_with("-EXECABORT"));
+}

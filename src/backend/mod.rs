@@ -310,6 +310,8 @@ pub struct Backend {
     bulk: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
     /// Starts one more connection task (numbered, for its span).
     spawn: Spawn,
+    /// Connections held for single clients now (see [`Backend::hold`]).
+    held: Arc<AtomicUsize>,
     pub health: Arc<Health>,
     /// The address connections use: fixed, or the master the sentinels name.
     /// The sender is kept by the Sentinel monitor task (or here, for a fixed one).
@@ -387,6 +389,7 @@ impl Backend {
             queues: queues.into(),
             bulk: Arc::new(OnceLock::new()),
             spawn: Spawn(Arc::new(spawn)),
+            held: Arc::default(),
             health,
             endpoint,
             _fixed: fixed,
@@ -468,12 +471,62 @@ impl Backend {
         rx
     }
 
+    /// A connection of its own for one client (a WATCH until its EXEC),
+    /// closed when the handle is dropped; `None` when `[pool]
+    /// max_held_connections` are held already.
+    pub fn hold(&self) -> Option<Held> {
+        let count = self.held.fetch_add(1, Ordering::AcqRel);
+        if count >= self.settings.max_held {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let number = self.queues.len() + 1 + count;
+        Some(Held {
+            queue: (self.spawn.0)(number),
+            count: self.held.clone(),
+        })
+    }
+
+    /// Queues a command on a held connection.
+    pub fn send_held(
+        &self,
+        held: &Held,
+        origin: Origin,
+        payload: Bytes,
+        db: u32,
+    ) -> oneshot::Receiver<BackendResult> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::new(origin, payload, db, ReplyTo::One(tx), false);
+        self.enqueue_on(job, Some(&held.queue));
+        rx
+    }
+
+    /// Queues `count` commands on a held connection, answered together.
+    pub fn send_batch_held(
+        &self,
+        held: &Held,
+        origin: Origin,
+        payload: Bytes,
+        count: usize,
+        db: u32,
+    ) -> oneshot::Receiver<BatchResult> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::new(origin, payload, db, ReplyTo::Many { tx, count }, false);
+        self.enqueue_on(job, Some(&held.queue));
+        rx
+    }
+
     /// Whether writes to this backend are followed by WAIT.
     pub fn waits_for_replicas(&self) -> bool {
         self.min_replicas_ack > 0
     }
 
     fn enqueue(&self, job: Job) {
+        self.enqueue_on(job, None);
+    }
+
+    /// Queues `job` on `held`, or on the connection its origin picks.
+    fn enqueue_on(&self, job: Job, held: Option<&mpsc::UnboundedSender<Job>>) {
         if !self.health.is_up() {
             // Down: answer at once rather than wait on a connect attempt;
             // the probe brings the backend back.
@@ -489,7 +542,9 @@ impl Backend {
             return;
         }
         let origin = job.origin;
-        let queue = if origin.large_replies {
+        let queue = if held.is_some() {
+            held
+        } else if origin.large_replies {
             Some(self.bulk.get_or_init(|| (self.spawn.0)(self.queues.len())))
         } else {
             self.queues
@@ -517,6 +572,19 @@ impl Backend {
         let mut buf = BytesMut::new();
         encode_command(args, &mut buf);
         self.send(origin, buf.freeze(), db, write)
+    }
+}
+
+/// A connection held for one client; it closes when this is dropped.
+#[derive(Debug)]
+pub struct Held {
+    queue: mpsc::UnboundedSender<Job>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

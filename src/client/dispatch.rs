@@ -146,13 +146,12 @@ fn transaction_step(
     let reply = match (spec.cmd, state.multi.is_some()) {
         (Cmd::Multi, true) => Reply::error("ERR MULTI calls can not be nested"),
         (Cmd::Multi, false) => {
-            state.multi = Some(Multi::default());
+            state.multi = Some(Multi::after_watch(state.watching.as_ref()));
             Reply::ok()
         }
-        (Cmd::Exec | Cmd::Discard, false) => Reply::error(format!(
-            "ERR {} without MULTI",
-            spec.name.to_uppercase()
-        )),
+        (Cmd::Exec | Cmd::Discard, false) => {
+            Reply::error(format!("ERR {} without MULTI", spec.name.to_uppercase()))
+        }
         (Cmd::Exec, true) => {
             let multi = state.multi.take()?;
             batcher.flush(topo, state.origin());
@@ -160,13 +159,19 @@ fn transaction_step(
         }
         (Cmd::Discard, true) => {
             state.multi = None;
+            state.watching = None;
             Reply::ok()
         }
         (Cmd::Watch, true) => Reply::error("ERR WATCH inside MULTI is not allowed"),
-        (Cmd::Watch, false) => Reply::error(
-            "ERR session-proxy does not support WATCH yet: MULTI/EXEC without WATCH runs as one transaction on one backend",
-        ),
-        (Cmd::Unwatch, false) => Reply::ok(),
+        (Cmd::Watch, false) => {
+            batcher.flush(topo, state.origin());
+            let policy = policy(topo, user_prefixes);
+            return Some(watch(topo, state, request, &policy, now));
+        }
+        (Cmd::Unwatch, false) => {
+            state.watching = None;
+            Reply::ok()
+        }
         // QUIT and RESET end the transaction as they do on Redis.
         (Cmd::Quit | Cmd::Reset, _) => return None,
         (_, true) => {
@@ -344,6 +349,7 @@ pub(in crate::client) fn local(
         Cmd::Quit => Reply::ok(),
         Cmd::Reset => {
             state.multi = None;
+            state.watching = None;
             state.proto = Proto::Resp2;
             state.db = 0;
             state.name = None;

@@ -93,6 +93,8 @@ struct State {
     large_replies: bool,
     /// Commands queued since MULTI, until EXEC or DISCARD.
     multi: Option<Multi>,
+    /// The connection WATCH was sent on, held until EXEC, DISCARD or UNWATCH.
+    watching: Option<Watching>,
 }
 
 impl State {
@@ -132,6 +134,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         reply_bytes: 0,
         large_replies: false,
         multi: None,
+        watching: None,
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
     async {

@@ -95,7 +95,7 @@ impl Policy<'_> {
         !(self.prefixes.is_empty() && self.user_prefixes.is_empty())
     }
 
-    fn filter(&self) -> KeyFilter {
+    pub(in crate::client) fn filter(&self) -> KeyFilter {
         KeyFilter {
             prefixes: self.prefixes.to_vec(),
             user_prefixes: self.user_prefixes.to_vec(),

@@ -4,11 +4,13 @@
 //! one answers its error, and EXEC then answers EXECABORT); EXEC sends
 //! `MULTI`, the queued commands and `EXEC` as one batch, written back to
 //! back on one backend connection, so the backend runs them as one
-//! transaction, and the client gets EXEC's reply. WATCH needs a connection
-//! held for the client between WATCH and EXEC, which the proxy does not
-//! have yet: it is refused with an error saying so.
+//! transaction, and the client gets EXEC's reply. WATCH holds a connection
+//! of the watched keys' backend for the client (`Backend::hold`): the WATCH
+//! and later the transaction go on it, so the backend sees both on one
+//! connection and aborts EXEC when a watched key changed; EXEC, DISCARD,
+//! UNWATCH and RESET let it go.
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Held};
 use crate::client::*;
 use crate::migration::SettleError;
 
@@ -29,7 +31,22 @@ pub(in crate::client) struct Multi {
     aborted: bool,
 }
 
+/// A WATCH in force: the backend of its keys and the connection it is on.
+#[derive(Debug)]
+pub(in crate::client) struct Watching {
+    backend: usize,
+    held: Held,
+}
+
 impl Multi {
+    /// A transaction after WATCH: its keys must be on the watched backend.
+    pub(in crate::client) fn after_watch(watching: Option<&Watching>) -> Multi {
+        Multi {
+            backend: watching.map(|w| w.backend),
+            ..Multi::default()
+        }
+    }
+
     /// Notes an error answered to a queued command.
     pub(in crate::client) fn abort(&mut self) {
         self.aborted = true;
@@ -108,10 +125,12 @@ pub(in crate::client) fn queue(
 /// a barrier, so later commands wait for it.
 pub(in crate::client) fn exec(
     topo: &Arc<Topology>,
-    state: &State,
+    state: &mut State,
     multi: Multi,
     now: Instant,
 ) -> Slot {
+    // EXEC ends a WATCH whatever happens.
+    let watching = state.watching.take();
     if multi.aborted {
         return Slot::ready(state.proto, Reply::error(EXECABORT));
     }
@@ -141,7 +160,12 @@ pub(in crate::client) fn exec(
                 }
             }
         }
-        let replies = backend.send_batch(origin, payload, count, db).await;
+        let replies = match &watching {
+            Some(w) => backend.send_batch_held(&w.held, origin, payload, count, db),
+            None => backend.send_batch(origin, payload, count, db),
+        }
+        .await;
+        drop(watching);
         let result = match replies {
             Ok(Ok(mut replies)) => replies.pop().ok_or_else(|| lost(backend)),
             Ok(Err(error)) => Err(error),
@@ -158,6 +182,61 @@ pub(in crate::client) fn exec(
     );
     slot.barrier = true;
     slot
+}
+
+/// WATCH outside a transaction: its keys must live on one backend (the
+/// one of an earlier WATCH too); the command goes on a connection held for
+/// this client.
+pub(in crate::client) fn watch(
+    topo: &Topology,
+    state: &mut State,
+    request: &Request,
+    policy: &Policy<'_>,
+    now: Instant,
+) -> Slot {
+    let proto = state.proto;
+    let filter = policy.filter();
+    let mut backend = state.watching.as_ref().map(|w| w.backend);
+    for key in request.args().iter().skip(1) {
+        if !filter.allows(key) {
+            return Slot::ready(proto, Reply::error(NOPERM_KEY));
+        }
+        let owner = topo.route(key);
+        match backend {
+            Some(b) if b != owner => return Slot::ready(proto, Reply::error(CROSSSLOT)),
+            _ => backend = Some(owner),
+        }
+    }
+    let index = backend.unwrap_or(0);
+    let target = &topo.backends[index];
+    if state.watching.is_none() {
+        let Some(held) = target.hold() else {
+            return Slot::ready(
+                proto,
+                Reply::error(format!(
+                    "ERR backend '{}' has [pool] max_held_connections held already",
+                    target.id
+                )),
+            );
+        };
+        state.watching = Some(Watching {
+            backend: index,
+            held,
+        });
+    }
+    let Some(watching) = state.watching.as_ref() else {
+        return Slot::ready(proto, Reply::error("ERR internal routing error"));
+    };
+    let payload = match request.raw() {
+        Some(raw) => raw.clone(),
+        None => {
+            let mut buf = BytesMut::new();
+            crate::protocol::encode_command(&request.args(), &mut buf);
+            buf.freeze()
+        }
+    };
+    let rx = target.send_held(&watching.held, state.origin(), payload, state.db);
+    Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now)
 }
 
 fn lost(backend: &crate::backend::Backend) -> BackendError {
