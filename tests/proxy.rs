@@ -185,11 +185,28 @@ fn local_commands() {
         client.text(&["CLIENT", "SETNAME"]),
         "-ERR wrong number of arguments for 'client|setname' command\r\n"
     );
-    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":55\r\n");
+    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":56\r\n");
     assert!(client
         .text(&["COMMAND", "INFO", "get", "nosuch"])
         .starts_with("*2\r\n*10\r\n$3\r\nget\r\n:2\r\n"));
-    assert_eq!(client.text(&["COMMAND", "DOCS"]), "*0\r\n");
+    // COMMAND DOCS: a backend's documentation, of the commands the proxy has.
+    let docs = client.text(&["COMMAND", "DOCS", "get", "hset"]);
+    assert!(docs.starts_with("*2\r\n$3\r\nget\r\n"), "{docs}");
+    assert!(docs.contains("summary"), "{docs}");
+    assert_eq!(client.text(&["COMMAND", "DOCS", "hset"]), "*0\r\n");
+    let all = client.text(&["COMMAND", "DOCS"]);
+    assert!(all.contains("\r\nmget\r\n") && !all.contains("\r\nhset\r\n"));
+    // CONFIG GET answers what tools ask; CONFIG SET is refused.
+    assert_eq!(
+        client.text(&["CONFIG", "GET", "save", "appendonly"]),
+        "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+    );
+    assert!(client.text(&["CONFIG", "GET", "*"]).contains("maxclients"));
+    assert!(!client.text(&["CONFIG", "GET", "*"]).contains("requirepass"));
+    assert_eq!(client.text(&["CONFIG", "GET", "nosuch"]), "*0\r\n");
+    assert!(client
+        .text(&["CONFIG", "SET", "maxclients", "1"])
+        .starts_with("-ERR CONFIG SET is not supported by session-proxy"));
     let info = client.text(&["INFO"]);
     for field in [
         "redis_version:",

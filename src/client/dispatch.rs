@@ -91,6 +91,14 @@ pub(in crate::client) fn execute(
     if extra_arity {
         return Slot::ready(proto, arity_error(spec.name));
     }
+    let docs = spec.cmd == Cmd::Command
+        && request
+            .arg(1)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"DOCS"));
+    if docs {
+        batcher.flush(topo, state.origin());
+        return command_docs(topo, state, request, now);
+    }
     match spec.route {
         Route::Local => {
             // Gathered commands go first: a local command may change the
@@ -117,6 +125,29 @@ pub(in crate::client) fn execute(
             now,
         ),
     }
+}
+
+/// COMMAND DOCS: a backend's documentation of the commands the proxy has
+/// (those named, or all), so redis-cli shows its hints.
+fn command_docs(topo: &Topology, state: &State, request: &Request, now: Instant) -> Slot {
+    let args = request.args();
+    let named: Vec<Bytes> = args[2..]
+        .iter()
+        .filter(|name| lookup(name).is_some())
+        .cloned()
+        .collect();
+    if args.len() > 2 && named.is_empty() {
+        return Slot::ready(state.proto, Reply::Map(Vec::new()));
+    }
+    let mut ask = vec![Bytes::from_static(b"COMMAND"), Bytes::from_static(b"DOCS")];
+    ask.extend(named);
+    let backend = &topo.backends[0];
+    let rx = backend.send_args(state.origin(), &ask, state.db, false);
+    let merging = Pending::Merge(Box::new(Merging {
+        parts: vec![(Some(rx), None)],
+        how: MergeHow::Docs,
+    }));
+    Slot::waiting(topo, state.proto, merging, backend.id.clone(), now)
 }
 
 /// What the config and the user allow, for [`plan`].
@@ -382,6 +413,7 @@ pub(in crate::client) fn local(
             )))
         }
         Cmd::Slowlog => slowlog_command(shared, args),
+        Cmd::Config => config_command(shared, topo, args),
         // Routed commands never reach here.
         _ => Reply::error("ERR internal routing error"),
     }

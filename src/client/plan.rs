@@ -67,6 +67,9 @@ pub(in crate::client) enum MergeHow {
     /// One of the parts' non-null replies the filter allows, at random
     /// (RANDOMKEY).
     AnyOne(KeyFilter),
+    /// COMMAND DOCS from a backend, kept to the commands the proxy has (an
+    /// empty map when the backend cannot answer).
+    Docs,
     /// A SCAN step on backend `index` of `backends`: the client's cursor
     /// goes on to the next backend once this one's is done.
     ScanStep {
@@ -370,7 +373,11 @@ fn hex(bytes: &[u8]) -> String {
 /// The client's reply from the parts' replies, in part order: the first
 /// error if any part failed, else the merge `how` says.
 pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
-    if let Some(error) = parts.iter().find(|r| r.is_error()) {
+    if let Some(error) = parts
+        .iter()
+        .find(|r| r.is_error())
+        .filter(|_| *how != MergeHow::Docs)
+    {
         return error.clone();
     }
     let unexpected = || Reply::error("ERR unexpected reply from a backend");
@@ -386,6 +393,7 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             Reply::Int(total)
         }
         MergeHow::AllOk => Reply::ok(),
+        MergeHow::Docs => docs(parts),
         MergeHow::InKeyOrder(positions) => {
             let mut out = Vec::with_capacity(positions.len());
             for &(part, index) in positions {
@@ -474,6 +482,22 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             ])
         }
     }
+}
+
+/// The pairs of a backend's COMMAND DOCS for commands in the table.
+fn docs(parts: Vec<Reply>) -> Reply {
+    let Some(Reply::Array(flat)) = parts.into_iter().next() else {
+        return Reply::Map(Vec::new());
+    };
+    let mut pairs = Vec::new();
+    let mut items = flat.into_iter();
+    while let (Some(name), Some(doc)) = (items.next(), items.next()) {
+        let known = matches!(&name, Reply::Bulk(n) if crate::protocol::lookup(n).is_some());
+        if known {
+            pairs.push((name, doc));
+        }
+    }
+    Reply::Map(pairs)
 }
 
 /// Whether a key in a reply is one the filter allows (nulls never are).

@@ -49,6 +49,7 @@ pub enum Cmd {
     FlushDb,
     FlushAll,
     // Transactions, run by the client handler (`client/transaction.rs`).
+    Config,
     Multi,
     Exec,
     Discard,
@@ -209,6 +210,7 @@ pub static TABLE: &[Spec] = &[
         keys: (0, 0, 0),
     },
     spec!(Slowlog, "slowlog", -2, local, no_auth: false),
+    spec!(Config, "config", -2, local, no_auth: false),
     spec!(Multi, "multi", 1, local, no_auth: false),
     spec!(Exec, "exec", 1, local, no_auth: false),
     spec!(Discard, "discard", 1, local, no_auth: false),
