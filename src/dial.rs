@@ -175,19 +175,24 @@ pub async fn handshake(
     endpoint: &Endpoint,
     target: &Target,
     databases: u32,
-) -> Result<(Stream, u32), DialError> {
+) -> Result<(Stream, u32, Option<Version>), DialError> {
     let stream = open(endpoint).await?;
     let db = databases.saturating_sub(1);
     let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
+    let info = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
     let mut rbuf = BytesMut::new();
     let replies = call_with_auth(
         &stream,
         &mut rbuf,
         target.username.as_deref(),
         target.password.as_deref(),
-        vec![select],
+        vec![select, info],
     )
     .await?;
+    let version = match replies.get(1) {
+        Some(Reply::Bulk(text)) => Version::from_info(text),
+        _ => None,
+    };
     if let Some(Reply::Error(e)) = replies.first() {
         return Err(DialError::Select {
             db,
@@ -195,8 +200,43 @@ pub async fn handshake(
             databases,
         });
     }
-    debug!(db, "handshake done");
-    Ok((stream, db))
+    debug!(db, ?version, "handshake done");
+    Ok((stream, db, version))
+}
+
+/// A Redis server's version (`redis_version` in INFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u16, pub u16, pub u16);
+
+impl Version {
+    /// The `redis_version:` line of INFO's text.
+    pub fn from_info(text: &[u8]) -> Option<Version> {
+        let text = std::str::from_utf8(text).ok()?;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))?;
+        let mut parts = line.trim().split('.').map(|p| p.parse::<u16>().ok());
+        Some(Version(parts.next()??, parts.next()??, parts.next()??))
+    }
+
+    /// Packed for an atomic (0: unknown).
+    pub fn packed(self) -> u64 {
+        (self.0 as u64) << 32 | (self.1 as u64) << 16 | self.2 as u64
+    }
+
+    pub fn unpacked(packed: u64) -> Option<Version> {
+        (packed != 0).then_some(Version(
+            (packed >> 32) as u16,
+            (packed >> 16) as u16,
+            packed as u16,
+        ))
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
 }
 
 /// A delay between half and all of `base`, so that many proxies do not
@@ -209,6 +249,18 @@ pub fn jitter(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_read_from_info_and_ordered() {
+        let info = b"# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:0\r\n";
+        let v = Version::from_info(info).unwrap();
+        assert_eq!(v, Version(7, 0, 15));
+        assert_eq!(v.to_string(), "7.0.15");
+        assert_eq!(Version::unpacked(v.packed()), Some(v));
+        assert!(Version(6, 2, 14) < Version(7, 0, 0));
+        assert_eq!(Version::from_info(b"nothing"), None);
+        assert_eq!(Version::unpacked(0), None);
+    }
 
     #[test]
     fn jitter_stays_within_bounds() {

@@ -100,6 +100,17 @@ impl Topology {
         })
     }
 
+    /// The Redis version the proxy reports (INFO, HELLO): the lowest of the
+    /// backends' that are known, so a client never assumes a command the
+    /// oldest backend lacks; the version the proxy follows until one is.
+    pub fn redis_version(&self) -> String {
+        self.backends
+            .iter()
+            .filter_map(Backend::version)
+            .min()
+            .map_or_else(|| crate::REDIS_VERSION.to_string(), |v| v.to_string())
+    }
+
     /// The migration reads look at, while it is on.
     pub fn active_migration(&self) -> Option<&Arc<Migration>> {
         self.migration.as_ref().filter(|m| m.is_active())

@@ -160,8 +160,32 @@ fn hello_replies_like_redis_7() {
 
 #[test]
 fn local_commands() {
-    let (_a, _b, proxy) = two_backends("");
+    let (a, _b, proxy) = two_backends("");
     let mut client = proxy.client();
+    // INFO and HELLO report the backends' (lowest) Redis version once known.
+    let line = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("redis_version:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let theirs = line(a.client().text(&["INFO", "server"]));
+    assert!(theirs.len() > "redis_version:".len());
+    client.text(&["GET", "warm-up"]);
+    common::wait_until(
+        common::READY_LIMIT,
+        std::time::Duration::from_millis(10),
+        "backend versions known",
+        || {
+            proxy
+                .shared
+                .topology()
+                .backends
+                .iter()
+                .all(|b| b.version().is_some())
+        },
+    );
+    assert_eq!(line(client.text(&["INFO", "server"])), theirs);
     assert_eq!(client.text(&["PING", "hi"]), "$2\r\nhi\r\n");
     assert_eq!(client.text(&["ECHO", "x"]), "$1\r\nx\r\n");
     assert_eq!(

@@ -171,6 +171,8 @@ pub struct Health {
     /// for a probe interval is idle, and probed.
     since: Instant,
     last_success_ms: AtomicU64,
+    /// The server's version at the last connect, packed (0: not known yet).
+    version: AtomicU64,
 }
 
 impl Health {
@@ -185,6 +187,7 @@ impl Health {
             successes: settings.health_successes as i64,
             since: Instant::now(),
             last_success_ms: AtomicU64::new(0),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -412,6 +415,11 @@ impl Backend {
     /// The backend's counters and histograms, for INFO, /metrics and /status.
     pub fn metrics(&self) -> &BackendMetrics {
         &self.health.metrics
+    }
+
+    /// The server's version, once a connection has been made.
+    pub fn version(&self) -> Option<crate::dial::Version> {
+        crate::dial::Version::unpacked(self.health.version.load(Ordering::Relaxed))
     }
 
     /// Established connections.
@@ -757,8 +765,13 @@ impl Connection {
                     )
                     .await;
                     let reason = match attempt {
-                        Ok(Ok((stream, db))) => {
-                            info!(%endpoint, "backend connected");
+                        Ok(Ok((stream, db, version))) => {
+                            info!(%endpoint, ?version, "backend connected");
+                            if let Some(version) = version {
+                                self.health
+                                    .version
+                                    .store(version.packed(), Ordering::Relaxed);
+                            }
                             self.metrics.connects.increment(1);
                             self.health.success();
                             let started = Instant::now();
@@ -1250,7 +1263,7 @@ impl Probe {
             }
             let attempt = timeout(self.settings.connect_timeout, async {
                 if conn.is_none() {
-                    let (stream, _) =
+                    let (stream, _, _) =
                         handshake(&endpoint, &self.target, self.settings.databases).await?;
                     conn = Some((endpoint.clone(), stream));
                 }

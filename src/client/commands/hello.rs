@@ -56,7 +56,7 @@ pub(in crate::client) fn hello(topo: &Topology, state: &mut State, args: &[Bytes
         (Reply::bulk_str("server"), Reply::bulk_str("redis")),
         (
             Reply::bulk_str("version"),
-            Reply::bulk_str(crate::REDIS_VERSION),
+            Reply::bulk(topo.redis_version()),
         ),
         (Reply::bulk_str("proto"), Reply::Int(state.proto.number())),
         (Reply::bulk_str("id"), Reply::Int(state.id as i64)),

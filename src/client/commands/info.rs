@@ -40,7 +40,7 @@ pub(in crate::client) fn info_text(
         "server",
         "Server",
         vec![
-            f("redis_version", crate::REDIS_VERSION.to_string()),
+            f("redis_version", topology.redis_version()),
             f("redis_mode", "standalone".into()),
             f("os", std::env::consts::OS.into()),
             f("arch_bits", usize::BITS.to_string()),
