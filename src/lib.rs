@@ -11,6 +11,7 @@
 //!   decision of `plan.rs`), and the commands answered
 //!   here, one file per family (`commands/`: AUTH, HELLO, CLIENT, COMMAND,
 //!   INFO, SLOWLOG).
+//! - [`clients`]: every connected client's card, for CLIENT LIST and KILL.
 //! - [`protocol`]: request framing, the command table, replies and their
 //!   RESP2/RESP3 encoding (via `redis-protocol`).
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
@@ -39,6 +40,7 @@
 pub mod admin;
 pub mod backend;
 pub mod client;
+pub mod clients;
 pub mod config;
 pub mod dial;
 pub mod ketama;

@@ -249,6 +249,8 @@ pub struct Shared {
     pub drain: watch::Sender<bool>,
     /// The last reloads, newest last, for the status page.
     pub reloads: Mutex<VecDeque<ReloadEvent>>,
+    /// Every connected client, for CLIENT LIST and CLIENT KILL.
+    pub clients: crate::clients::Clients,
 }
 
 /// A reload, accepted or refused.
@@ -281,6 +283,7 @@ impl Shared {
             tcp_port,
             drain,
             reloads: Mutex::new(VecDeque::new()),
+            clients: Default::default(),
         })
     }
 

@@ -159,6 +159,60 @@ fn hello_replies_like_redis_7() {
 }
 
 #[test]
+fn client_list_and_kill_see_every_client_of_the_same_user() {
+    let (_a, _b, proxy) = two_backends(
+        "[[users]]\nname = \"app\"\npassword = \"app-pw\"\nprefixes = [\"s:\"]\n\
+         [[users]]\nname = \"ops\"\npassword = \"ops-pw\"\n",
+    );
+    let mut first = proxy.client();
+    let mut second = proxy.client();
+    let mut other_user = proxy.client();
+    for client in [&mut first, &mut second] {
+        assert_eq!(client.text(&["AUTH", "ops", "ops-pw"]), "+OK\r\n");
+    }
+    assert_eq!(other_user.text(&["AUTH", "app", "app-pw"]), "+OK\r\n");
+    first.text(&["CLIENT", "SETNAME", "first"]);
+    second.text(&["SELECT", "3"]);
+    let id = |c: &mut RawClient| c.text(&["CLIENT", "ID"])[1..].trim().to_string();
+    let (first_id, second_id, other_id) = (id(&mut first), id(&mut second), id(&mut other_user));
+    // One user's clients see each other, not another user's.
+    let list = first.text(&["CLIENT", "LIST"]);
+    assert!(list.contains(&format!("id={first_id} ")), "{list}");
+    assert!(list.contains("name=first"), "{list}");
+    assert!(
+        list.contains(&format!("id={second_id} ")) && list.contains("db=3"),
+        "{list}"
+    );
+    assert!(list.contains("cmd=client|list"), "{list}");
+    assert!(!list.contains(&format!("id={other_id} ")), "{list}");
+    let theirs = other_user.text(&["CLIENT", "LIST"]);
+    assert!(theirs.contains(&format!("id={other_id} ")) && theirs.contains("user=app"));
+    assert!(!theirs.contains(&format!("id={first_id} ")), "{theirs}");
+    let only = first.text(&["CLIENT", "LIST", "ID", &second_id]);
+    assert_eq!(only.matches("id=").count(), 1, "{only}");
+    // KILL: another user's client cannot be reached; one's own is skipped
+    // unless asked; the killed connection closes.
+    assert_eq!(first.text(&["CLIENT", "KILL", "ID", &other_id]), ":0\r\n");
+    assert_eq!(first.text(&["CLIENT", "KILL", "ID", &first_id]), ":0\r\n");
+    assert_eq!(first.text(&["CLIENT", "KILL", "ID", &second_id]), ":1\r\n");
+    common::wait_until(
+        common::READY_LIMIT,
+        std::time::Duration::from_millis(5),
+        "the killed client is closed",
+        || second.is_closed(),
+    );
+    assert_eq!(other_user.text(&["PING"]), "+PONG\r\n");
+    assert_eq!(
+        first.text(&["CLIENT", "KILL", "ID", "0"]),
+        "-ERR client-id should be greater than 0\r\n"
+    );
+    assert_eq!(
+        first.text(&["CLIENT", "KILL", "BOGUS", "1"]),
+        "-ERR syntax error\r\n"
+    );
+}
+
+#[test]
 fn local_commands() {
     let (a, _b, proxy) = two_backends("");
     let mut client = proxy.client();
@@ -203,7 +257,7 @@ fn local_commands() {
     );
     assert_eq!(
         client.text(&["CLIENT", "KILL", "x"]),
-        "-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n"
+        "-ERR No such client\r\n"
     );
     assert_eq!(
         client.text(&["CLIENT", "SETNAME"]),

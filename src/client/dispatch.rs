@@ -41,6 +41,7 @@ pub(in crate::client) fn execute(
             multi.abort();
         }
     };
+    state.card.noted(command, now);
     let Some(spec) = TABLE.get(command) else {
         state.last_command = "NULL";
         shared.metrics.refused_commands.increment(1);
@@ -71,6 +72,7 @@ pub(in crate::client) fn execute(
                 // A reload removed the user: authenticate again.
                 state.authenticated = false;
                 state.user = None;
+                state.publish();
                 return Slot::ready(proto, Reply::error(NOAUTH));
             }
         },
@@ -105,6 +107,7 @@ pub(in crate::client) fn execute(
             // connection's state (SELECT, AUTH) or answer about it.
             batcher.flush(topo, state.origin());
             let reply = local(shared, topo, state, spec, &request.args());
+            state.publish();
             let close_after = spec.cmd == Cmd::Quit;
             if close_after {
                 state.closing = true;

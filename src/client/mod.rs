@@ -80,8 +80,6 @@ struct State {
     /// the default user.
     user: Option<Bytes>,
     peer: String,
-    local: String,
-    connected_at: Instant,
     last_command_at: Instant,
     last_command: &'static str,
     /// Set by QUIT or a protocol error: read no further requests.
@@ -95,6 +93,8 @@ struct State {
     multi: Option<Multi>,
     /// The connection WATCH was sent on, held until EXEC, DISCARD or UNWATCH.
     watching: Option<Watching>,
+    /// What CLIENT LIST shows of this client (see `crate::clients`).
+    card: Arc<crate::clients::ClientCard>,
 }
 
 impl State {
@@ -107,6 +107,20 @@ impl State {
         }
     }
 
+    /// Publishes what CLIENT LIST shows, after a command that may change it.
+    fn publish(&self) {
+        self.card.set_labels(crate::clients::Labels {
+            name: self.name.clone(),
+            user: self.user.clone(),
+            lib_name: self.lib_name.clone(),
+            lib_ver: self.lib_ver.clone(),
+        });
+        self.card.db.store(self.db, Ordering::Relaxed);
+        self.card
+            .proto
+            .store(self.proto.number() as u8, Ordering::Relaxed);
+    }
+
     /// Notes the size of a backend's reply to this client.
     fn replied(&mut self, bytes: usize) {
         self.reply_bytes = (self.reply_bytes * 7 + bytes as u64).div_ceil(8);
@@ -116,8 +130,10 @@ impl State {
 /// Serves one client until it disconnects or QUITs.
 pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String) {
     let now = Instant::now();
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let registered = shared.clients.register(id, &peer, &local, now);
     let mut state = State {
-        id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+        id,
         proto: Proto::Resp2,
         db: 0,
         name: None,
@@ -126,8 +142,6 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         authenticated: shared.topology().config.open_by_default(),
         user: None,
         peer,
-        local,
-        connected_at: now,
         last_command_at: now,
         last_command: "NULL",
         closing: false,
@@ -135,6 +149,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         large_replies: false,
         multi: None,
         watching: None,
+        card: registered.card.clone(),
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
     async {
@@ -146,6 +161,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
     }
     .instrument(span)
     .await;
+    drop(registered);
 }
 
 enum Event {
@@ -158,6 +174,8 @@ enum Event {
     IdleTimer,
     /// `[limits] max_memory_bytes` is exceeded and this client holds the most.
     Evicted,
+    /// Another client named this one in CLIENT KILL.
+    Killed,
 }
 
 /// Ends a client that a limit closes: counted in `closed` (one of the
@@ -400,6 +418,10 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let account = shared.memory.open(state.id, &state.peer);
     let evicted = account.usage().evict.notified();
     tokio::pin!(evicted);
+    // CLIENT KILL from another client.
+    let card = state.card.clone();
+    let killed = card.kill.notified();
+    tokio::pin!(killed);
     let mut c = Handler {
         shared,
         stream,
@@ -519,12 +541,17 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             _ = &mut drain_started, if !draining && idle => Event::Drain,
             _ = &mut idle_timer, if idle_armed => Event::IdleTimer,
             _ = &mut evicted => Event::Evicted,
+            _ = &mut killed => Event::Killed,
         };
         match event {
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
             Event::Drain => draining = true,
             Event::Evicted => return limit_closed(&shared.metrics.closed_memory, "memory"),
+            Event::Killed => {
+                debug!("client killed by CLIENT KILL");
+                return Ok(());
+            }
             Event::IdleTimer => {
                 idle_armed = false;
                 let idle_now = c.queue.is_empty() && c.wbuf.is_empty();

@@ -1,4 +1,7 @@
-//! CLIENT: ID, INFO, LIST, SETNAME, GETNAME, SETINFO, ...
+//! CLIENT: ID, INFO, LIST, KILL, SETNAME, GETNAME, SETINFO. LIST and KILL
+//! see the clients of the caller's own user only (every client of the
+//! default user, or of one named user): other users' clients are their
+//! business.
 
 use crate::client::*;
 
@@ -24,6 +27,7 @@ pub(in crate::client) fn client_command(
         b"ID" => ("client|id", argc == 2),
         b"INFO" => ("client|info", argc == 2),
         b"LIST" => ("client|list", argc >= 2),
+        b"KILL" => ("client|kill", argc >= 3),
         b"SETINFO" => ("client|setinfo", argc == 4),
         _ => return unknown_subcommand(&args[1], "CLIENT"),
     };
@@ -40,31 +44,47 @@ pub(in crate::client) fn client_command(
         },
         b"GETNAME" => state.name.clone().map_or(Reply::Null, Reply::Bulk),
         b"ID" => Reply::Int(state.id as i64),
-        b"INFO" => Reply::Verbatim(Bytes::from(client_line(shared, state))),
+        b"INFO" => {
+            state.publish();
+            Reply::Verbatim(Bytes::from(state.card.line(Some("client|info"))))
+        }
         b"LIST" => {
-            // Only this client is listed: other clients are other users' business.
-            let mut wanted = true;
+            state.publish();
+            let mut ids: Option<Vec<i64>> = None;
+            let mut normal = true;
             let mut i = 2;
             while i < argc {
-                if args[i].eq_ignore_ascii_case(b"ID") {
-                    wanted = args[i + 1..]
-                        .iter()
-                        .any(|id| parse_int(id) == Some(state.id as i64));
+                if args[i].eq_ignore_ascii_case(b"ID") && i + 1 < argc {
+                    let mut wanted = Vec::new();
+                    for id in &args[i + 1..] {
+                        match parse_int(id) {
+                            Some(id) if id > 0 => wanted.push(id),
+                            _ => return Reply::error("ERR Invalid client ID"),
+                        }
+                    }
+                    ids = Some(wanted);
                     break;
                 } else if args[i].eq_ignore_ascii_case(b"TYPE") && i + 1 < argc {
-                    wanted = args[i + 1].eq_ignore_ascii_case(b"normal");
+                    normal = args[i + 1].eq_ignore_ascii_case(b"normal");
                     i += 2;
                 } else {
                     return Reply::error("ERR syntax error");
                 }
             }
-            let text = if wanted {
-                client_line(shared, state)
-            } else {
-                String::new()
-            };
+            let mut text = String::new();
+            for card in same_user(shared, state) {
+                let listed = normal
+                    && ids
+                        .as_ref()
+                        .is_none_or(|ids| ids.contains(&(card.id as i64)));
+                if listed {
+                    let own = (card.id == state.id).then_some("client|list");
+                    text.push_str(&card.line(own));
+                }
+            }
             Reply::Verbatim(Bytes::from(text))
         }
+        b"KILL" => client_kill(shared, state, args),
         _ => {
             // SETINFO, as on Redis 7.2; clients ignore the answer either way.
             let value = args[3].clone();
@@ -83,26 +103,71 @@ pub(in crate::client) fn client_command(
     }
 }
 
-/// One line of CLIENT LIST / CLIENT INFO, in Redis's format.
-pub(in crate::client) fn client_line(_shared: &Shared, state: &State) -> String {
-    let show = |b: &Option<Bytes>| {
-        b.as_ref()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default()
-    };
-    format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|{} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
-        state.id,
-        state.peer,
-        state.local,
-        show(&state.name),
-        state.connected_at.elapsed().as_secs(),
-        state.last_command_at.elapsed().as_secs(),
-        state.db,
-        if state.last_command == "client" { "info" } else { state.last_command },
-        state.user.as_ref().map_or("default".into(), |u| String::from_utf8_lossy(u)),
-        state.proto.number(),
-        show(&state.lib_name),
-        show(&state.lib_ver),
-    )
+/// The connected clients of the caller's user, the caller included.
+fn same_user(shared: &Shared, state: &State) -> Vec<Arc<crate::clients::ClientCard>> {
+    shared
+        .clients
+        .all()
+        .into_iter()
+        .filter(|card| card.labels().user == state.user)
+        .collect()
+}
+
+/// CLIENT KILL: the old form (`addr`, `+OK` or an error) and the filter
+/// form (ID, ADDR, LADDR, USER, SKIPME, TYPE, MAXAGE; the number killed),
+/// over the caller's own user's clients.
+fn client_kill(shared: &Shared, state: &State, args: &[Bytes]) -> Reply {
+    let clients = same_user(shared, state);
+    if args.len() == 3 {
+        let Some(card) = clients.iter().find(|c| c.peer.as_bytes() == &args[2][..]) else {
+            return Reply::error("ERR No such client");
+        };
+        card.kill();
+        return Reply::ok();
+    }
+    if args.len() % 2 != 0 {
+        return Reply::error("ERR syntax error");
+    }
+    let mut skip_me = true;
+    let mut tests: Vec<Box<dyn Fn(&crate::clients::ClientCard) -> bool>> = Vec::new();
+    for pair in args[2..].chunks(2) {
+        let (filter, value) = (pair[0].to_ascii_uppercase(), pair[1].clone());
+        match &filter[..] {
+            b"ID" => match parse_int(&value) {
+                Some(id) if id > 0 => tests.push(Box::new(move |c| c.id as i64 == id)),
+                _ => return Reply::error("ERR client-id should be greater than 0"),
+            },
+            b"ADDR" => tests.push(Box::new(move |c| c.peer.as_bytes() == &value[..])),
+            b"LADDR" => tests.push(Box::new(move |c| c.local.as_bytes() == &value[..])),
+            b"USER" => tests.push(Box::new(move |c| {
+                let user = c
+                    .labels()
+                    .user
+                    .unwrap_or_else(|| Bytes::from_static(b"default"));
+                user == value
+            })),
+            b"TYPE" => {
+                let normal = value.eq_ignore_ascii_case(b"normal");
+                tests.push(Box::new(move |_| normal));
+            }
+            b"MAXAGE" => match parse_int(&value) {
+                Some(age) => tests.push(Box::new(move |c| {
+                    c.connected_at.elapsed().as_secs() as i64 >= age
+                })),
+                None => return Reply::error("ERR syntax error"),
+            },
+            b"SKIPME" if value.eq_ignore_ascii_case(b"yes") => skip_me = true,
+            b"SKIPME" if value.eq_ignore_ascii_case(b"no") => skip_me = false,
+            _ => return Reply::error("ERR syntax error"),
+        }
+    }
+    let mut killed = 0;
+    for card in clients {
+        if (skip_me && card.id == state.id) || !tests.iter().all(|t| t(&card)) {
+            continue;
+        }
+        card.kill();
+        killed += 1;
+    }
+    Reply::Int(killed)
 }

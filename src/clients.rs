@@ -1,0 +1,165 @@
+//! Every connected client, for CLIENT LIST and CLIENT KILL: each handler
+//! registers a card when its client connects (removed when it goes),
+//! publishes what CLIENT LIST shows after each command the proxy answers
+//! itself (name, user, database, protocol, library), and notes each
+//! command's name and time with two relaxed stores.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::protocol::command::TABLE;
+
+/// What CLIENT LIST shows of one client.
+#[derive(Debug)]
+pub struct ClientCard {
+    pub id: u64,
+    pub peer: String,
+    pub local: String,
+    pub connected_at: Instant,
+    /// Name, user (`None`: default), library name and version.
+    pub labels: Mutex<Labels>,
+    pub db: AtomicU32,
+    pub proto: AtomicU8,
+    /// The last command's index in the command table (`usize::MAX`: none).
+    pub command: AtomicUsize,
+    /// When the last command came, in ms after `connected_at`.
+    pub last_ms: AtomicU64,
+    killed: AtomicBool,
+    /// Wakes the handler when CLIENT KILL picks this client.
+    pub kill: Notify,
+}
+
+/// The text labels of a client.
+#[derive(Debug, Default, Clone)]
+pub struct Labels {
+    pub name: Option<Bytes>,
+    pub user: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+}
+
+impl ClientCard {
+    pub fn labels(&self) -> Labels {
+        self.labels.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn set_labels(&self, labels: Labels) {
+        if let Ok(mut l) = self.labels.lock() {
+            *l = labels;
+        }
+    }
+
+    /// Notes a command (its table index) at `now`.
+    pub fn noted(&self, command: usize, now: Instant) {
+        self.command.store(command, Ordering::Relaxed);
+        let ms = now.saturating_duration_since(self.connected_at).as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Asks the handler to close the connection.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        self.kill.notify_one();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// One line of CLIENT LIST / CLIENT INFO, in Redis's format; `command`
+    /// names the running command in full (`client|info`) for the caller's
+    /// own line.
+    pub fn line(&self, command: Option<&str>) -> String {
+        let labels = self.labels();
+        let show = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let age = self.connected_at.elapsed();
+        let idle = age.as_millis().saturating_sub(last as u128) / 1000;
+        let command = command.unwrap_or_else(|| {
+            TABLE
+                .get(self.command.load(Ordering::Relaxed))
+                .map_or("NULL", |s| s.name)
+        });
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer,
+            self.local,
+            show(&labels.name),
+            age.as_secs(),
+            idle,
+            self.db.load(Ordering::Relaxed),
+            command,
+            labels.user.as_ref().map_or("default".into(), |u| String::from_utf8_lossy(u)),
+            self.proto.load(Ordering::Relaxed),
+            show(&labels.lib_name),
+            show(&labels.lib_ver),
+        )
+    }
+}
+
+/// The connected clients, by id.
+#[derive(Debug, Default)]
+pub struct Clients {
+    cards: Mutex<HashMap<u64, Arc<ClientCard>>>,
+}
+
+/// Removes its card from [`Clients`] when the client goes.
+pub struct Registered<'a> {
+    clients: &'a Clients,
+    pub card: Arc<ClientCard>,
+}
+
+impl Clients {
+    /// Adds a client's card; it stays while the returned guard lives.
+    pub fn register(&self, id: u64, peer: &str, local: &str, now: Instant) -> Registered<'_> {
+        let card = Arc::new(ClientCard {
+            id,
+            peer: peer.to_string(),
+            local: local.to_string(),
+            connected_at: now,
+            labels: Mutex::default(),
+            db: AtomicU32::new(0),
+            proto: AtomicU8::new(2),
+            command: AtomicUsize::new(usize::MAX),
+            last_ms: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        });
+        if let Ok(mut cards) = self.cards.lock() {
+            cards.insert(id, card.clone());
+        }
+        Registered {
+            clients: self,
+            card,
+        }
+    }
+
+    /// Every card, in id order.
+    pub fn all(&self) -> Vec<Arc<ClientCard>> {
+        let mut cards: Vec<_> = self
+            .cards
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        cards.sort_by_key(|c| c.id);
+        cards
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut cards) = self.clients.cards.lock() {
+            cards.remove(&self.card.id);
+        }
+    }
+}
