@@ -113,6 +113,9 @@ fn same_user(shared: &Shared, state: &State) -> Vec<Arc<crate::clients::ClientCa
         .collect()
 }
 
+/// One of CLIENT KILL's filters.
+type Filter = Box<dyn Fn(&crate::clients::ClientCard) -> bool>;
+
 /// CLIENT KILL: the old form (`addr`, `+OK` or an error) and the filter
 /// form (ID, ADDR, LADDR, USER, SKIPME, TYPE, MAXAGE; the number killed),
 /// over the caller's own user's clients.
@@ -125,11 +128,11 @@ fn client_kill(shared: &Shared, state: &State, args: &[Bytes]) -> Reply {
         card.kill();
         return Reply::ok();
     }
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Reply::error("ERR syntax error");
     }
     let mut skip_me = true;
-    let mut tests: Vec<Box<dyn Fn(&crate::clients::ClientCard) -> bool>> = Vec::new();
+    let mut tests: Vec<Filter> = Vec::new();
     for pair in args[2..].chunks(2) {
         let (filter, value) = (pair[0].to_ascii_uppercase(), pair[1].clone());
         match &filter[..] {
