@@ -175,24 +175,19 @@ pub async fn handshake(
     endpoint: &Endpoint,
     target: &Target,
     databases: u32,
-) -> Result<(Stream, u32, Option<Version>), DialError> {
+) -> Result<(Stream, u32), DialError> {
     let stream = open(endpoint).await?;
     let db = databases.saturating_sub(1);
     let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
-    let info = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
     let mut rbuf = BytesMut::new();
     let replies = call_with_auth(
         &stream,
         &mut rbuf,
         target.username.as_deref(),
         target.password.as_deref(),
-        vec![select, info],
+        vec![select],
     )
     .await?;
-    let version = match replies.get(1) {
-        Some(Reply::Bulk(text)) => Version::from_info(text),
-        _ => None,
-    };
     if let Some(Reply::Error(e)) = replies.first() {
         return Err(DialError::Select {
             db,
@@ -200,8 +195,29 @@ pub async fn handshake(
             databases,
         });
     }
-    debug!(db, ?version, "handshake done");
-    Ok((stream, db, version))
+    debug!(db, "handshake done");
+    Ok((stream, db))
+}
+
+/// Asks a server its version (INFO server) on a connection of its own;
+/// `None` when it cannot say.
+pub async fn version(endpoint: &Endpoint, target: &Target) -> Option<Version> {
+    let stream = open(endpoint).await.ok()?;
+    let info = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
+    let mut rbuf = BytesMut::new();
+    let replies = call_with_auth(
+        &stream,
+        &mut rbuf,
+        target.username.as_deref(),
+        target.password.as_deref(),
+        vec![info],
+    )
+    .await
+    .ok()?;
+    match replies.first() {
+        Some(Reply::Bulk(text)) => Version::from_info(text),
+        _ => None,
+    }
 }
 
 /// A Redis server's version (`redis_version` in INFO).

@@ -94,7 +94,8 @@ fn connections_received(direct: &mut RawClient) -> u64 {
 
 /// A Redis with a small and a big session, a direct client on it, and the
 /// proxy in front with its connections made: the pool's, and the one for
-/// large replies (started by a client of large replies).
+/// large replies (started by a client of large replies); the short one that
+/// learns the server's version is over.
 fn setup() -> (Redis, RawClient, Proxy) {
     let redis = Redis::start();
     let mut direct = redis.client();
@@ -108,11 +109,15 @@ fn setup() -> (Redis, RawClient, Proxy) {
     for _ in 0..4 {
         assert_eq!(client.cmd(&["GET", "session:big"]).len(), 9 + BIG + 2);
     }
+    // Its connections made, and the one that asks the version done with.
     wait_until(
         READY_LIMIT,
         Duration::from_millis(10),
         "no connection for large replies",
-        || proxy.shared.topology().backends[0].connected() == 2,
+        || {
+            let backend = &proxy.shared.topology().backends[0];
+            backend.connected() == 2 && backend.version().is_some()
+        },
     );
     (redis, direct, proxy)
 }

@@ -359,6 +359,13 @@ impl Backend {
                 .run(stop_probe.clone())
                 .instrument(tracing::info_span!("probe", backend = %id)),
         );
+        tokio::spawn(learn_version(
+            health.clone(),
+            endpoint.clone(),
+            target.clone(),
+            settings.connect_timeout,
+            stop_probe.clone(),
+        ));
         let pool = settings.connections;
         let spawn = {
             let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
@@ -583,6 +590,34 @@ impl Backend {
     }
 }
 
+/// Asks the server its version on a connection of its own until it has
+/// an answer (every few seconds; a server that cannot say is left unknown):
+/// INFO and HELLO report the lowest of the backends'. Apart from the
+/// client path, so a server without INFO affects nothing else.
+async fn learn_version(
+    health: Arc<Health>,
+    mut endpoint: watch::Receiver<Option<Endpoint>>,
+    target: Target,
+    connect_timeout: Duration,
+    stop: CancellationToken,
+) {
+    const AGAIN: Duration = Duration::from_secs(5);
+    loop {
+        let current = endpoint.borrow_and_update().clone();
+        if let Some(current) = current {
+            let asked = timeout(connect_timeout, crate::dial::version(&current, &target)).await;
+            if let Ok(Some(version)) = asked {
+                health.version.store(version.packed(), Ordering::Relaxed);
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(AGAIN) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// A connection held for one client; it closes when this is dropped.
 #[derive(Debug)]
 pub struct Held {
@@ -765,13 +800,8 @@ impl Connection {
                     )
                     .await;
                     let reason = match attempt {
-                        Ok(Ok((stream, db, version))) => {
-                            info!(%endpoint, ?version, "backend connected");
-                            if let Some(version) = version {
-                                self.health
-                                    .version
-                                    .store(version.packed(), Ordering::Relaxed);
-                            }
+                        Ok(Ok((stream, db))) => {
+                            info!(%endpoint, "backend connected");
                             self.metrics.connects.increment(1);
                             self.health.success();
                             let started = Instant::now();
@@ -1263,7 +1293,7 @@ impl Probe {
             }
             let attempt = timeout(self.settings.connect_timeout, async {
                 if conn.is_none() {
-                    let (stream, _, _) =
+                    let (stream, _) =
                         handshake(&endpoint, &self.target, self.settings.databases).await?;
                     conn = Some((endpoint.clone(), stream));
                 }
