@@ -199,10 +199,10 @@ pub async fn handshake(
     Ok((stream, db))
 }
 
-/// Asks a server its version (INFO server) on a connection of its own;
-/// `None` when it cannot say.
-pub async fn version(endpoint: &Endpoint, target: &Target) -> Option<Version> {
-    let stream = open(endpoint).await.ok()?;
+/// Asks a server its version (INFO server) on a connection of its own:
+/// `Ok(None)` when it answered without one, an error when it did not answer.
+pub async fn version(endpoint: &Endpoint, target: &Target) -> Result<Option<Version>, DialError> {
+    let stream = open(endpoint).await?;
     let info = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
     let mut rbuf = BytesMut::new();
     let replies = call_with_auth(
@@ -212,12 +212,11 @@ pub async fn version(endpoint: &Endpoint, target: &Target) -> Option<Version> {
         target.password.as_deref(),
         vec![info],
     )
-    .await
-    .ok()?;
-    match replies.first() {
+    .await?;
+    Ok(match replies.first() {
         Some(Reply::Bulk(text)) => Version::from_info(text),
         _ => None,
-    }
+    })
 }
 
 /// A Redis server's version (`redis_version` in INFO).

@@ -82,7 +82,8 @@ fn requests_for_a_down_backend_fail_at_once() {
 
 /// A slow but steady backend: answers the proxy's handshake at once, then
 /// every command with `+OK`, one reply every `every`, on every connection it
-/// accepts; counts the connections.
+/// accepts; counts the connections (not the one that asks INFO, answered
+/// at once with a version).
 fn slow_backend(every: Duration) -> (String, Arc<AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("addr").to_string();
@@ -91,7 +92,7 @@ fn slow_backend(every: Duration) -> (String, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
+            let counter = counter.clone();
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let mut buf = [0u8; 64 * 1024];
@@ -101,6 +102,15 @@ fn slow_backend(every: Duration) -> (String, Arc<AtomicUsize>) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
+                    if handshake {
+                        if buf[..n].windows(4).any(|w| w == b"INFO") {
+                            let info = "redis_version:7.0.0\r\n";
+                            let reply = format!("${}\r\n{info}\r\n", info.len());
+                            let _ = stream.write_all(reply.as_bytes());
+                            return;
+                        }
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
                     // One reply per command: commands start with '*'.
                     let commands = buf[..n].iter().filter(|&&b| b == b'*').count();
                     for _ in 0..commands {

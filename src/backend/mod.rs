@@ -590,8 +590,9 @@ impl Backend {
     }
 }
 
-/// Asks the server its version on a connection of its own until it has
-/// an answer (every few seconds; a server that cannot say is left unknown):
+/// Asks the server its version on a connection of its own until it
+/// answers (every few seconds while it cannot be reached; a server that
+/// answers without a version is left unknown):
 /// INFO and HELLO report the lowest of the backends'. Apart from the
 /// client path, so a server without INFO affects nothing else.
 async fn learn_version(
@@ -606,8 +607,10 @@ async fn learn_version(
         let current = endpoint.borrow_and_update().clone();
         if let Some(current) = current {
             let asked = timeout(connect_timeout, crate::dial::version(&current, &target)).await;
-            if let Ok(Some(version)) = asked {
-                health.version.store(version.packed(), Ordering::Relaxed);
+            if let Ok(Ok(answer)) = asked {
+                if let Some(version) = answer {
+                    health.version.store(version.packed(), Ordering::Relaxed);
+                }
                 return;
             }
         }
