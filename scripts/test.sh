@@ -20,6 +20,8 @@ need redis-cli "apt-get install redis-tools"
 need redis-benchmark "apt-get install redis-tools"
 need nutcracker "apt-get install nutcracker (twemproxy: the migration test writes through it)"
 need php "apt-get install php-cli php-redis"
+need node "apt-get install nodejs"
+need npm "apt-get install npm"
 if command -v php >/dev/null && ! php -m | grep -qx redis; then
   missing+=("phpredis (install: apt-get install php-redis)")
 fi
@@ -34,8 +36,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-phase "2/6 Python venvs for the Django tests (first run: pip downloads Django and redis-py)"
+phase "2/6 Python venvs and Node packages for the session-store tests (first run: pip and npm download them)"
 scripts/setup-python.sh
+scripts/setup-node.sh
 
 phase "3/6 cargo fmt --check"
 cargo fmt --check

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Node session stores the tests drive (tests/node/package.json:
+# connect-redis, express-session, node-redis, ioredis) into target/node.
+# Idempotent: reused while package.json is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=target/node
+if [ -d "$dir/node_modules" ] && cmp -s tests/node/package.json "$dir/package.json"; then
+  echo "Node packages ready: $dir"
+  exit 0
+fi
+echo "setting up $dir from tests/node/package.json (npm install, a minute)"
+rm -rf "$dir"
+mkdir -p "$dir"
+cp tests/node/package.json "$dir/package.json"
+(cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+echo "Node packages ready: $dir"

@@ -1,0 +1,69 @@
+//! Node session stores, unmodified: connect-redis 7 (express-session's
+//! store) with node-redis 4 and with ioredis 5, every store call (set, get,
+//! touch, all, length, ids, destroy, clear: SCAN and MGET included) through
+//! the proxy over three backends and directly on Redis, the outcomes
+//! compared. The packages come from `scripts/setup-node.sh` (target/node).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Proxy, Redis};
+
+fn run(port: u16, kind: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules = root.join("target/node/node_modules");
+    assert!(
+        modules.exists(),
+        "{} is missing: run scripts/setup-node.sh (the README's test command does)",
+        modules.display()
+    );
+    let output = Command::new("node")
+        .arg(root.join("tests/node/connect_redis.cjs"))
+        .args([port.to_string(), kind.to_string()])
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node (Debian package nodejs)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{kind} on {port}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn connect_redis_behaves_the_same_through_the_proxy_as_on_redis() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let mut text =
+        "[listen]\naddress = \"127.0.0.1:0\"\n[keys]\nprefixes = [\"sess:\"]\n".to_string();
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    let proxy = Proxy::start(&text);
+    let direct = Redis::start();
+    let direct_port: u16 = direct
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for kind in ["redis", "ioredis"] {
+        let ours = run(proxy.port, kind);
+        let theirs = run(direct_port, kind);
+        assert_eq!(ours, theirs, "{kind}");
+        assert!(ours.contains("\"length\":40"), "{kind}: {ours}");
+        assert!(ours.contains("\"afterClear\":0"), "{kind}: {ours}");
+        println!("{kind}: the same outcome through the proxy as on Redis");
+        // The sessions were spread over the backends, and are all gone.
+        for server in &servers {
+            assert_eq!(server.client().text(&["DBSIZE"]), ":0\r\n");
+        }
+    }
+}
