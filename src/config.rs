@@ -272,6 +272,11 @@ pub struct Keys {
     /// the keys under them only). Refused otherwise.
     #[serde(default)]
     pub allow_flush: bool,
+    /// A MULTI/EXEC whose keys live on several backends runs as one
+    /// transaction per backend (each atomic, not all together) instead of
+    /// being refused with CROSSSLOT: django-redis's set_many needs it.
+    #[serde(default)]
+    pub split_transactions: bool,
 }
 
 /// `[pool]`: backend connections and timeouts, for every backend.

@@ -254,3 +254,38 @@ fn watch_aborts_exec_when_a_watched_key_changed_as_on_redis() {
     );
     assert!(ours_other.text(&["EXEC"]).starts_with("-EXECABORT"));
 }
+
+#[test]
+fn with_split_transactions_keys_on_several_backends_run_one_transaction_each() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = servers.iter().collect();
+    let proxy = proxy_over(&refs, "[keys]\nsplit_transactions = true");
+    let direct_redis = Redis::start();
+    let mut ours = proxy.client();
+    let mut theirs = direct_redis.client();
+    let keys: Vec<String> = (0..3).map(|b| proxy.key_on(b, "m:")).collect();
+    let mut steps: Vec<Vec<&str>> = vec![vec!["MULTI"]];
+    for (i, key) in keys.iter().enumerate().rev() {
+        steps.push(vec!["SET", key, ["a", "b", "c"][i]]);
+    }
+    steps.push(vec!["PING"]);
+    for key in &keys {
+        steps.push(vec!["GET", key]);
+        steps.push(vec!["INCR", key]);
+    }
+    steps.push(vec!["EXEC"]);
+    let steps: Vec<&[&str]> = steps.iter().map(Vec::as_slice).collect();
+    same(&mut ours, &mut theirs, &steps);
+    // Each backend got its own keys.
+    for (b, key) in keys.iter().enumerate() {
+        assert_eq!(servers[b].client().text(&["EXISTS", key]), ":1\r\n");
+    }
+    // After a WATCH, keys must stay on the watched backend.
+    assert_eq!(ours.text(&["WATCH", &keys[0]]), "+OK\r\n");
+    assert_eq!(ours.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        ours.text(&["GET", &keys[1]]),
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert!(ours.text(&["EXEC"]).starts_with("-EXECABORT"));
+}

@@ -162,6 +162,7 @@ fn policy<'a>(topo: &'a Topology, user_prefixes: &'a [String]) -> Policy<'a> {
         scripts: &keys.scripts,
         backends: topo.backends.len(),
         allow_flush: keys.allow_flush,
+        split_transactions: keys.split_transactions,
     }
 }
 
@@ -210,8 +211,9 @@ fn transaction_step(
         (Cmd::Quit | Cmd::Reset, _) => return None,
         (_, true) => {
             let policy = policy(topo, user_prefixes);
+            let watching = state.watching.is_some();
             let multi = state.multi.as_mut()?;
-            queue(topo, multi, spec, request, &policy)
+            queue(topo, multi, watching, spec, request, &policy)
         }
         (_, false) => return None,
     };

@@ -91,6 +91,9 @@ pub(in crate::client) struct Policy<'a> {
     pub(in crate::client) backends: usize,
     /// `[keys] allow_flush`: FLUSHDB and FLUSHALL run at all.
     pub(in crate::client) allow_flush: bool,
+    /// `[keys] split_transactions`: a transaction over several backends
+    /// runs as one per backend instead of being refused.
+    pub(in crate::client) split_transactions: bool,
 }
 
 impl Policy<'_> {
@@ -530,6 +533,7 @@ mod tests {
             scripts: &[],
             backends: 2,
             allow_flush: true,
+            split_transactions: false,
         };
         plan(
             spec,

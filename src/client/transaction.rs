@@ -20,11 +20,14 @@ const EXECABORT: &str = "EXECABORT Transaction discarded because of previous err
 /// A transaction being queued.
 #[derive(Debug, Default)]
 pub(in crate::client) struct Multi {
-    /// The queued commands, RESP-encoded, back to back.
-    payload: BytesMut,
-    count: usize,
-    /// The backend every key so far lives on.
+    /// The queued commands, RESP-encoded, each with the backend of its keys
+    /// (`None`: no key, PING say).
+    commands: Vec<(Option<usize>, Bytes)>,
+    bytes: usize,
+    /// The backend of the first key.
     backend: Option<usize>,
+    /// Keys on several backends, allowed by `[keys] split_transactions`.
+    spans: bool,
     /// Keys a migration may still hold elsewhere, settled before EXEC.
     keys: Vec<Bytes>,
     /// A queuing error happened: EXEC answers EXECABORT.
@@ -58,6 +61,7 @@ impl Multi {
 pub(in crate::client) fn queue(
     topo: &Topology,
     multi: &mut Multi,
+    watching: bool,
     spec: &Spec,
     request: &Request,
     policy: &Policy<'_>,
@@ -90,8 +94,16 @@ pub(in crate::client) fn queue(
     };
     if let Some(backend) = backend {
         match multi.backend {
-            Some(first) if first != backend => return refuse(multi, Reply::error(CROSSSLOT)),
-            _ => multi.backend = Some(backend),
+            Some(first) if first != backend => {
+                // Split over backends only when allowed, and never after a
+                // WATCH (its connection is the first backend's).
+                if !policy.split_transactions || watching {
+                    return refuse(multi, Reply::error(CROSSSLOT));
+                }
+                multi.spans = true;
+            }
+            Some(_) => {}
+            None => multi.backend = Some(backend),
         }
         if let Some(migration) = topo.active_migration() {
             multi
@@ -101,8 +113,8 @@ pub(in crate::client) fn queue(
     }
     let limits = &topo.config.limits;
     let raw_len = request.raw().map_or(0, |r| r.len());
-    if multi.count + 1 > limits.max_pipeline
-        || multi.payload.len() + raw_len > limits.max_request_bytes
+    if multi.commands.len() + 1 > limits.max_pipeline
+        || multi.bytes + raw_len > limits.max_request_bytes
     {
         return refuse(
             multi,
@@ -112,11 +124,16 @@ pub(in crate::client) fn queue(
             )),
         );
     }
-    match request.raw() {
-        Some(raw) => multi.payload.extend_from_slice(raw),
-        None => crate::protocol::encode_command(&request.args(), &mut multi.payload),
-    }
-    multi.count += 1;
+    let raw = match request.raw() {
+        Some(raw) => raw.clone(),
+        None => {
+            let mut buf = BytesMut::new();
+            crate::protocol::encode_command(&request.args(), &mut buf);
+            buf.freeze()
+        }
+    };
+    multi.bytes += raw.len();
+    multi.commands.push((backend, raw));
     Reply::status("QUEUED")
 }
 
@@ -134,20 +151,43 @@ pub(in crate::client) fn exec(
     if multi.aborted {
         return Slot::ready(state.proto, Reply::error(EXECABORT));
     }
-    let index = multi.backend.unwrap_or(0);
-    let mut payload = BytesMut::with_capacity(multi.payload.len() + 32);
-    payload.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
-    payload.extend_from_slice(&multi.payload);
-    payload.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-    let payload = payload.freeze();
-    let count = multi.count + 2;
+    let first = multi.backend.unwrap_or(0);
+    // One transaction per backend, in the order of their first command;
+    // for each command, its backend's place in that order.
+    let mut order: Vec<usize> = vec![first];
+    let mut batches: Vec<(BytesMut, usize)> = vec![(BytesMut::new(), 0)];
+    let mut places = Vec::with_capacity(multi.commands.len());
+    for (backend, raw) in &multi.commands {
+        let backend = backend.unwrap_or(first);
+        let place = match order.iter().position(|&b| b == backend) {
+            Some(place) => place,
+            None => {
+                order.push(backend);
+                batches.push((BytesMut::new(), 0));
+                order.len() - 1
+            }
+        };
+        batches[place].0.extend_from_slice(raw);
+        batches[place].1 += 1;
+        places.push(place);
+    }
+    let batches: Vec<(usize, Bytes, usize)> = order
+        .iter()
+        .zip(batches)
+        .map(|(&backend, (commands, count))| {
+            let mut payload = BytesMut::with_capacity(commands.len() + 32);
+            payload.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+            payload.extend_from_slice(&commands);
+            payload.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+            (backend, payload.freeze(), count + 2)
+        })
+        .collect();
     let (origin, db) = (state.origin(), state.db);
     let (tx, rx) = oneshot::channel();
     let task_topo = topo.clone();
     let keys = multi.keys;
     tokio::spawn(async move {
         let topo = task_topo;
-        let backend = &topo.backends[index];
         if let Some(migration) = topo.active_migration() {
             for key in &keys {
                 let owner = &topo.backends[topo.route(key)];
@@ -160,19 +200,37 @@ pub(in crate::client) fn exec(
                 }
             }
         }
-        let replies = match &watching {
-            Some(w) => backend.send_batch_held(&w.held, origin, payload, count, db),
-            None => backend.send_batch(origin, payload, count, db),
+        let receivers: Vec<_> = batches
+            .into_iter()
+            .map(|(index, payload, count)| {
+                let backend = &topo.backends[index];
+                let rx = match &watching {
+                    Some(w) => backend.send_batch_held(&w.held, origin, payload, count, db),
+                    None => backend.send_batch(origin, payload, count, db),
+                };
+                (backend, rx)
+            })
+            .collect();
+        let mut execs = Vec::with_capacity(receivers.len());
+        for (backend, rx) in receivers {
+            let exec = match rx.await {
+                Ok(Ok(mut replies)) => replies.pop().ok_or_else(|| lost(backend)),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(lost(backend)),
+            };
+            execs.push(exec);
         }
-        .await;
         drop(watching);
-        let result = match replies {
-            Ok(Ok(mut replies)) => replies.pop().ok_or_else(|| lost(backend)),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(lost(backend)),
+        let result = if execs.len() == 1 {
+            execs
+                .pop()
+                .unwrap_or_else(|| Err(lost(&topo.backends[first])))
+        } else {
+            merge_execs(execs, &places)
         };
         let _ = tx.send(result);
     });
+    let index = first;
     let mut slot = Slot::waiting(
         topo,
         state.proto,
@@ -237,6 +295,24 @@ pub(in crate::client) fn watch(
     };
     let rx = target.send_held(&watching.held, state.origin(), payload, state.db);
     Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now)
+}
+
+/// EXEC's reply from one EXEC per backend: each command's reply from its
+/// backend's array, in the order the client queued them; the first error
+/// (or null, a WATCH abort) stands for the whole.
+fn merge_execs(execs: Vec<BackendResult>, places: &[usize]) -> BackendResult {
+    let mut arrays = Vec::with_capacity(execs.len());
+    for exec in execs {
+        match exec?.parsed() {
+            Reply::Array(items) => arrays.push(items.into_iter()),
+            other => return Ok(other),
+        }
+    }
+    let mut out = Vec::with_capacity(places.len());
+    for &place in places {
+        out.push(arrays[place].next().unwrap_or(Reply::Null));
+    }
+    Ok(Reply::Array(out))
 }
 
 fn lost(backend: &crate::backend::Backend) -> BackendError {

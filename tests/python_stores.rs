@@ -1,0 +1,51 @@
+//! Python session stores beyond django-redis-sessions, unmodified:
+//! django-redis 5.4 as Django's cache (set_many, get_many, keys, iter_keys,
+//! delete_pattern, incr, ttl, clear) with Django's cache and cached_db
+//! session engines on it, and Flask-Session 0.8 in a Flask app, through the
+//! proxy over three backends (key prefix `session`, FLUSHDB allowed, so
+//! django-redis's clear sweeps only its own keys; transactions split over
+//! backends, as set_many's MULTI spans them) and directly on Redis, the
+//! outcomes compared. The Python side is tests/python/cache_stores.py.
+
+mod common;
+
+use common::{run_script, Proxy, Redis};
+
+#[test]
+fn django_redis_and_flask_session_behave_the_same_through_the_proxy() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n\
+                    [keys]\nprefixes = [\"session\"]\nallow_flush = true\nsplit_transactions = true\n"
+        .to_string();
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    let proxy = Proxy::start(&text);
+    // A key of someone else's on a backend: django-redis's clear() must not
+    // take it.
+    servers[0].client().text(&["SET", "other:key", "kept"]);
+    let direct = Redis::start();
+    let direct_port = direct.address().rsplit(':').next().unwrap().to_string();
+    for store in ["django-redis", "flask"] {
+        let port = proxy.port.to_string();
+        let ours = run_script(
+            "venv-redis8",
+            "cache_stores.py",
+            &["--store", store, "--port", &port],
+        );
+        let theirs = run_script(
+            "venv-redis8",
+            "cache_stores.py",
+            &["--store", store, "--port", &direct_port],
+        );
+        assert_eq!(ours, theirs, "{store}");
+        println!("{store}: {ours}");
+    }
+    assert_eq!(
+        servers[0].client().text(&["GET", "other:key"]),
+        "$4\r\nkept\r\n"
+    );
+}
