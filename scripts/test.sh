@@ -21,6 +21,13 @@ need redis-benchmark "apt-get install redis-tools"
 need nutcracker "apt-get install nutcracker (twemproxy: the migration test writes through it)"
 need php "apt-get install php-cli php-redis"
 need node "apt-get install nodejs"
+need ruby "apt-get install ruby ruby-redis ruby-redis-rack"
+if command -v ruby >/dev/null && ! ruby -e 'require "redis-rack"' 2>/dev/null; then
+  missing+=("redis-rack (install: apt-get install ruby-redis-rack)")
+fi
+if [ ! -f /usr/share/php/Predis/autoload.php ]; then
+  missing+=("Predis (install: apt-get install php-predis)")
+fi
 need npm "apt-get install npm"
 if command -v php >/dev/null && ! php -m | grep -qx redis; then
   missing+=("phpredis (install: apt-get install php-redis)")
