@@ -229,6 +229,9 @@ impl Default for ShutdownConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Listen {
+    /// A TLS listener beside the plain ones.
+    #[serde(default)]
+    pub tls: Option<ListenTls>,
     /// TCP `host:port`.
     pub address: Option<String>,
     /// Path of a unix socket to listen on as well (or instead).
@@ -247,6 +250,7 @@ pub struct Listen {
 impl Default for Listen {
     fn default() -> Self {
         Listen {
+            tls: None,
             address: None,
             unix_socket: None,
             unix_socket_mode: "660".into(),
@@ -427,6 +431,34 @@ impl MigrationConfig {
     }
 }
 
+/// `[listen] tls = { address, cert, key, client_ca }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTls {
+    /// `host:port` of the TLS listener.
+    pub address: String,
+    /// PEM certificate chain and private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS towards a backend: `tls = { ca, server_name, cert, key }`, or a
+/// `rediss://` URL (then every field is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClient {
+    /// The CA that signed the server's certificate; the system's roots
+    /// when absent.
+    pub ca: Option<PathBuf>,
+    /// The name the certificate must carry; the address's host when absent.
+    pub server_name: Option<String>,
+    /// A client certificate and key, for servers that ask for one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
 /// `[[backends]]`: one Redis server.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -448,6 +480,9 @@ pub struct BackendSpec {
     /// Follow every write with `WAIT n`; fewer acknowledgements is an error.
     #[serde(default)]
     pub min_replicas_ack: u32,
+    /// Connect with TLS (a `rediss://` URL does too).
+    #[serde(default)]
+    pub tls: Option<TlsClient>,
 }
 
 fn default_weight() -> f64 {
@@ -496,6 +531,8 @@ pub struct Target {
     pub source: Source,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS towards the server (the master, for a Sentinel group).
+    pub tls: Option<TlsClient>,
 }
 
 impl BackendSpec {
@@ -518,6 +555,7 @@ impl BackendSpec {
             source: Source::Fixed(Endpoint::Tcp(String::new())),
             username: self.username.clone(),
             password: self.password.clone(),
+            tls: self.tls.clone(),
         };
         if let Some(address) = &self.address {
             check_host_port(address).map_err(|m| invalid(format!("{field}.address"), m))?;
@@ -529,6 +567,7 @@ impl BackendSpec {
             target.source = parsed.source;
             target.username = target.username.or(parsed.username);
             target.password = target.password.or(parsed.password);
+            target.tls = target.tls.or(parsed.tls);
         } else if let Some(sentinel) = &self.sentinel {
             if sentinel.master.is_empty() {
                 return Err(invalid(
@@ -575,11 +614,18 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             source: Source::Fixed(Endpoint::Unix(PathBuf::from(path))),
             username: None,
             password: None,
+            tls: None,
         });
     }
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| format!("'{url}' must start with redis:// or unix://"))?;
+    let (rest, tls) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+        (Some(rest), _) => (rest, None),
+        (_, Some(rest)) => (rest, Some(TlsClient::default())),
+        _ => {
+            return Err(format!(
+                "'{url}' must start with redis://, rediss:// or unix://"
+            ))
+        }
+    };
     let (authority, path) = match rest.split_once('/') {
         Some((a, p)) => (a, p),
         None => (rest, ""),
@@ -613,6 +659,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         source: Source::Fixed(Endpoint::Tcp(hostport)),
         username,
         password,
+        tls,
     })
 }
 
@@ -668,6 +715,9 @@ impl Config {
         }
         if let Some(address) = &self.admin.address {
             check_host_port(address).map_err(|m| invalid("admin.address", m))?;
+        }
+        if let Some(tls) = &listen.tls {
+            check_host_port(&tls.address).map_err(|m| invalid("listen.tls.address", m))?;
         }
         self.unix_socket_mode()?;
         if listen.databases == 0 || listen.databases > 1 << 16 {
@@ -898,6 +948,10 @@ mod tests {
             Source::Fixed(Endpoint::Unix("/run/redis.sock".into()))
         );
         assert!(parse_url("redis://h:1/3").is_err());
+        let tls = parse_url("rediss://:pw@h:6380").unwrap();
+        assert_eq!(tls.tls, Some(TlsClient::default()));
+        assert_eq!(tls.password.as_deref(), Some("pw"));
+        assert_eq!(parse_url("redis://h:1").unwrap().tls, None);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum DialError {
     Protocol(String),
     #[error("connection closed")]
     Closed,
+    /// TLS could not be set up or negotiated (`{address}: {reason}`).
+    #[error("TLS to {address}: {reason}")]
+    Tls { address: String, reason: String },
     #[error("AUTH failed: {0}")]
     Auth(String),
     /// The backend lacks the databases clients may select.
@@ -114,6 +117,36 @@ pub async fn open(endpoint: &Endpoint) -> Result<Stream, DialError> {
     })
 }
 
+/// Opens a socket to an endpoint, with TLS when `tls` says so (a TCP
+/// endpoint only): the handshake is done here, and the proxy gets the plain
+/// end of a bridge (see [`crate::tls`]).
+pub async fn open_to(
+    endpoint: &Endpoint,
+    tls: Option<&crate::config::TlsClient>,
+) -> Result<Stream, DialError> {
+    let (Some(settings), Endpoint::Tcp(address)) = (tls, endpoint) else {
+        return open(endpoint).await;
+    };
+    let tls_error = |reason: String| DialError::Tls {
+        address: address.clone(),
+        reason,
+    };
+    let connector = crate::tls::connector(settings).map_err(|e| tls_error(e.to_string()))?;
+    let name = crate::tls::server_name(settings, address).map_err(|e| tls_error(e.to_string()))?;
+    let tcp = TcpStream::connect(address.as_str())
+        .await
+        .map_err(|error| DialError::Connect {
+            address: address.clone(),
+            error,
+        })?;
+    tcp.set_nodelay(true)?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls_error(e.to_string()))?;
+    Ok(Stream::Unix(crate::tls::bridge(stream)?))
+}
+
 /// Sends commands in one write and reads one reply per command.
 pub async fn call(
     stream: &Stream,
@@ -176,7 +209,7 @@ pub async fn handshake(
     target: &Target,
     databases: u32,
 ) -> Result<(Stream, u32), DialError> {
-    let stream = open(endpoint).await?;
+    let stream = open_to(endpoint, target.tls.as_ref()).await?;
     let db = databases.saturating_sub(1);
     let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
     let mut rbuf = BytesMut::new();
@@ -202,7 +235,7 @@ pub async fn handshake(
 /// Asks a server its version (INFO server) on a connection of its own:
 /// `Ok(None)` when it answered without one, an error when it did not answer.
 pub async fn version(endpoint: &Endpoint, target: &Target) -> Result<Option<Version>, DialError> {
-    let stream = open(endpoint).await?;
+    let stream = open_to(endpoint, target.tls.as_ref()).await?;
     let info = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
     let mut rbuf = BytesMut::new();
     let replies = call_with_auth(

@@ -29,7 +29,8 @@
 //! - [`admin`]: the HTTP listener (/metrics, /healthz, /readyz, /topology,
 //!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG,
 //!   [`memory`] every client's buffers against `[limits] max_memory_bytes`.
-//! - [`net`], [`shutdown`]: socket and signal plumbing.
+//! - [`net`], [`shutdown`]: socket and signal plumbing; [`tls`]: rustls on
+//!   both sides, bridged to the plain loops through a unix socket pair.
 //!
 //! Errors are typed at each boundary: [`protocol::ProtocolError`] (the client
 //! framed a request wrongly), [`backend::BackendError`] (a backend failed),
@@ -55,6 +56,7 @@ pub mod server;
 pub mod shared;
 pub mod shutdown;
 pub mod slowlog;
+pub mod tls;
 
 /// The Redis version the proxy reports in HELLO and INFO: the command
 /// semantics it follows are Redis 7's.

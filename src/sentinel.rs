@@ -61,6 +61,7 @@ pub fn start(
     let monitor = Monitor {
         sentinel,
         master_auth: (target.username.clone(), target.password.clone()),
+        master_tls: target.tls.clone(),
         settings,
         master: tx,
         recheck: recheck.clone(),
@@ -86,6 +87,8 @@ struct Monitor {
     sentinel: Sentinel,
     /// The master's credentials, for the ROLE check.
     master_auth: (Option<String>, Option<String>),
+    /// TLS towards the masters it checks.
+    master_tls: Option<crate::config::TlsClient>,
     settings: Arc<PoolSettings>,
     /// Publishes the confirmed master; the monitor ends when every receiver is gone.
     master: watch::Sender<Option<Endpoint>>,
@@ -278,7 +281,9 @@ impl Monitor {
 
     /// The node's `ROLE`: "master", "slave" or "sentinel".
     async fn role(&self, endpoint: &Endpoint) -> Result<String, String> {
-        let stream = open(endpoint).await.map_err(|e| e.to_string())?;
+        let stream = crate::dial::open_to(endpoint, self.master_tls.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         let (user, password) = &self.master_auth;
         let mut rbuf = BytesMut::new();
         let role = vec![Bytes::from_static(b"ROLE")];

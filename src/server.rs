@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::net::Stream;
@@ -24,6 +24,8 @@ use crate::shutdown::Shutdown;
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
     pub unix: Option<(UnixListener, PathBuf)>,
+    /// `[listen] tls`: TCP, with TLS negotiated per client.
+    pub tls: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -51,7 +53,22 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { tcp, unix })
+        let tls = match &config.listen.tls {
+            Some(tls) => Some(
+                TcpListener::bind(&tls.address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("listen.tls.address {}: {e}", tls.address))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { tcp, unix, tls })
+    }
+
+    pub fn tls_port(&self) -> u16 {
+        self.tls
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port())
     }
 
     pub fn tcp_port(&self) -> u16 {
@@ -92,12 +109,25 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
         ));
         (task, path)
     });
+    let tls = listeners.tls.map(|listener| {
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        info!(address = %local, "listening on tcp with TLS");
+        tokio::spawn(accept_loop(
+            Listener::Tls(listener),
+            local,
+            shared.clone(),
+            clients.clone(),
+        ))
+    });
     shutdown.recv().await;
     let grace = Duration::from_millis(shared.topology().config.shutdown.grace_period_ms);
     info!(grace_ms = grace.as_millis() as u64, "draining");
     // /readyz fails from now on, and every client handler starts draining.
     shared.drain.send_replace(true);
-    if let Some(task) = tcp {
+    for task in [tcp, tls].into_iter().flatten() {
         task.abort();
     }
     if let Some((task, path)) = unix {
@@ -114,17 +144,19 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>, mut shutdown: Shutdo
     }
 }
 
-/// A bound listener of either kind.
+/// A bound listener of any kind.
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+    /// TCP whose clients speak TLS.
+    Tls(TcpListener),
 }
 
 impl Listener {
     /// Accepts one client: its socket and its peer address for logs and CLIENT LIST.
     async fn accept(&self, local: &str) -> std::io::Result<(Stream, String)> {
         match self {
-            Listener::Tcp(listener) => {
+            Listener::Tcp(listener) | Listener::Tls(listener) => {
                 let (socket, peer) = listener.accept().await?;
                 let _ = socket.set_nodelay(true);
                 Ok((Stream::Tcp(socket), peer.to_string()))
@@ -160,9 +192,52 @@ async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, cli
                 }
                 let shared = shared.clone();
                 let local = local.clone();
-                clients.spawn(serve(shared, stream, peer, local));
+                if matches!(listener, Listener::Tls(_)) {
+                    clients.spawn(async move {
+                        match negotiate(&shared, stream, &peer).await {
+                            Some(stream) => serve(shared, stream, peer, local).await,
+                            None => {
+                                shared
+                                    .stats
+                                    .connected_clients
+                                    .fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                } else {
+                    clients.spawn(serve(shared, stream, peer, local));
+                }
             }
             Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+/// The longest a client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Negotiates TLS with a client of the TLS listener, with the certificates
+/// in force (a reload re-reads them); `None` when it fails (logged).
+async fn negotiate(shared: &Shared, stream: Stream, peer: &str) -> Option<Stream> {
+    let Stream::Tcp(tcp) = stream else {
+        return None;
+    };
+    let acceptor = shared.tls_acceptor()?;
+    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => match crate::tls::bridge(tls) {
+            Ok(ours) => Some(Stream::Unix(ours)),
+            Err(error) => {
+                warn!(%error, "no socket pair for a TLS client");
+                None
+            }
+        },
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
         }
     }
 }

@@ -251,6 +251,8 @@ pub struct Shared {
     pub reloads: Mutex<VecDeque<ReloadEvent>>,
     /// Every connected client, for CLIENT LIST and CLIENT KILL.
     pub clients: crate::clients::Clients,
+    /// `[listen] tls`'s acceptor, its certificates re-read on reload.
+    tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
 }
 
 /// A reload, accepted or refused.
@@ -267,6 +269,7 @@ const RELOADS_KEPT: usize = 10;
 impl Shared {
     /// Builds the first topology and starts the backend connection tasks.
     pub fn new(config: Config, tcp_port: u16) -> anyhow::Result<Shared> {
+        let tls = acceptor_for(&config)?;
         let topology = Arc::new(Topology::build(config, None)?);
         topology.start_mover();
         let (drain, _) = watch::channel(false);
@@ -284,6 +287,7 @@ impl Shared {
             drain,
             reloads: Mutex::new(VecDeque::new()),
             clients: Default::default(),
+            tls: RwLock::new(tls),
         })
     }
 
@@ -343,6 +347,7 @@ impl Shared {
         {
             warn!("listen and admin addresses change only on restart");
         }
+        let tls = acceptor_for(&config)?;
         let topology = Topology::build(config, Some(&current))?;
         let reused = topology
             .backends
@@ -357,12 +362,20 @@ impl Shared {
         );
         let topology = Arc::new(topology);
         topology.start_mover();
+        if let Ok(mut current) = self.tls.write() {
+            *current = tls;
+        }
         match self.topology.write() {
             Ok(mut t) => *t = topology,
             Err(poisoned) => *poisoned.into_inner() = topology,
         }
         self.generation.fetch_add(1, Ordering::Release);
         Ok(summary)
+    }
+
+    /// The TLS listener's acceptor in force.
+    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.read().ok().and_then(|t| t.clone())
     }
 
     /// Whether shutdown has started.
@@ -388,6 +401,16 @@ impl Shared {
             Err(format!("backends down: {}", down.join(", ")))
         }
     }
+}
+
+/// `[listen] tls`'s acceptor, its files read now; a bad file is an error.
+fn acceptor_for(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    config
+        .listen
+        .tls
+        .as_ref()
+        .map(|tls| crate::tls::acceptor(tls).map_err(|e| anyhow::anyhow!("listen.tls: {e}")))
+        .transpose()
 }
 
 /// Starts a backend's connections, and for a Sentinel backend the monitor

@@ -1399,6 +1399,7 @@ mod tests {
                 source: Source::Fixed(Endpoint::Tcp("127.0.0.1:2".into())),
                 username: None,
                 password: None,
+                tls: None,
             },
             health: Arc::new(Health::new(Arc::from("a"), &settings, metrics.clone())),
             settings,

@@ -1,0 +1,215 @@
+//! TLS on both sides, with certificates the test makes (openssl): redis-py
+//! with `ssl=True` to the proxy's TLS listener, the proxy to a
+//! `redis-server --tls-port` backend over `rediss://` with the test's CA,
+//! client certificates required by `client_ca`, and a bad CA refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{free_port, python, Proxy, Redis};
+
+/// A CA, and a server and a client certificate it signed (for 127.0.0.1).
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        let subject = |cn: &str| format!("/CN={cn}");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            &subject("session-proxy test CA"),
+        ]);
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        for name in ["server", "client", "other-ca"] {
+            if name == "other-ca" {
+                run(&[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "other-ca.key",
+                    "-out",
+                    "other-ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &subject("another CA"),
+                ]);
+                continue;
+            }
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &subject(name),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ]);
+        }
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+/// A redis-server with TLS on `tls_port` (and its plain port for checks).
+fn tls_redis(certs: &Certs, tls_port: u16) -> Redis {
+    Redis::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &certs.s("server.crt"),
+        "--tls-key-file",
+        &certs.s("server.key"),
+        "--tls-ca-cert-file",
+        &certs.s("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ])
+}
+
+fn redis_py(port: u16, certs: &Certs, client_cert: bool) -> (bool, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = python("venv-redis8");
+    command.arg(root.join("tests/python/tls_client.py")).args([
+        "--port",
+        &port.to_string(),
+        "--ca",
+        &certs.s("ca.crt"),
+    ]);
+    if client_cert {
+        command.args([
+            "--cert",
+            &certs.s("client.crt"),
+            "--key",
+            &certs.s("client.key"),
+        ]);
+    }
+    let output = command.output().expect("python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn tls_proxy(
+    certs: &Certs,
+    tls_port: u16,
+    backend_port: u16,
+    extra_listen: &str,
+    ca: &str,
+) -> Proxy {
+    Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         tls = {{ address = \"127.0.0.1:{tls_port}\", cert = \"{}\", key = \"{}\"{extra_listen} }}\n\
+         [[backends]]\nid = \"a\"\nurl = \"rediss://127.0.0.1:{backend_port}\"\n\
+         tls = {{ ca = \"{}\" }}\n",
+        certs.s("server.crt"),
+        certs.s("server.key"),
+        certs.s(ca),
+    ))
+}
+
+#[test]
+fn tls_from_clients_and_to_backends() {
+    let certs = Certs::make();
+    let backend_tls = free_port();
+    let redis = tls_redis(&certs, backend_tls);
+    // Plain clients and TLS clients, the backend over TLS.
+    let listen_tls = free_port();
+    let proxy = tls_proxy(&certs, listen_tls, backend_tls, "", "ca.crt");
+    assert_eq!(
+        proxy.client().text(&["SET", "session:plain", "v"]),
+        "+OK\r\n"
+    );
+    let (ok, out) = redis_py(listen_tls, &certs, false);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "over-tls");
+    // The data is on the backend that only the TLS port led to.
+    assert_eq!(
+        redis.client().text(&["GET", "session:tls"]),
+        "$8\r\nover-tls\r\n"
+    );
+    drop(proxy);
+
+    // Client certificates required: without one the handshake fails; with
+    // one signed by the CA it works.
+    let listen_tls = free_port();
+    let ca = format!(", client_ca = \"{}\"", certs.s("ca.crt"));
+    let proxy_mtls = proxy_with(&certs, listen_tls, backend_tls, &ca);
+    let (ok, out) = redis_py(listen_tls, &certs, false);
+    assert!(!ok, "a client without a certificate got through: {out}");
+    let (ok, out) = redis_py(listen_tls, &certs, true);
+    assert!(ok, "{out}");
+    drop(proxy_mtls);
+
+    // A backend whose certificate the configured CA did not sign: refused.
+    let proxy_bad = tls_proxy(&certs, free_port(), backend_tls, "", "other-ca.crt");
+    let reply = proxy_bad.client().text(&["GET", "session:tls"]);
+    assert!(reply.starts_with("-ERR backend 'a'"), "{reply}");
+}
+
+fn proxy_with(certs: &Certs, tls_port: u16, backend_port: u16, extra: &str) -> Proxy {
+    tls_proxy(certs, tls_port, backend_port, extra, "ca.crt")
+}
