@@ -21,6 +21,7 @@ need redis-benchmark "apt-get install redis-tools"
 need nutcracker "apt-get install nutcracker (twemproxy: the migration test writes through it)"
 need php "apt-get install php-cli php-redis"
 need node "apt-get install nodejs"
+need openssl "apt-get install openssl (the TLS test makes its certificates)"
 need ruby "apt-get install ruby ruby-redis ruby-redis-rack"
 if command -v ruby >/dev/null && ! ruby -e 'require "redis-rack"' 2>/dev/null; then
   missing+=("redis-rack (install: apt-get install ruby-redis-rack)")

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_port, python, Proxy, Redis};
+use common::{free_port, python, Proxy, Redis, Running};
 
 /// A CA, and a server and a client certificate it signed (for 127.0.0.1).
 struct Certs {
@@ -18,86 +18,37 @@ struct Certs {
 impl Certs {
     fn make() -> Certs {
         let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
+        // One openssl command, its words split on spaces.
+        let run = |command: &str| {
             let status = Command::new("openssl")
-                .args(args)
+                .args(command.split_whitespace())
                 .current_dir(dir.path())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .expect("openssl");
-            assert!(status.success(), "openssl {args:?}");
+            assert!(status.success(), "openssl {command}");
         };
-        let subject = |cn: &str| format!("/CN={cn}");
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            &subject("session-proxy test CA"),
-        ]);
         std::fs::write(
             dir.path().join("ext.cnf"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
              keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
-        for name in ["server", "client", "other-ca"] {
-            if name == "other-ca" {
-                run(&[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    "other-ca.key",
-                    "-out",
-                    "other-ca.crt",
-                    "-days",
-                    "2",
-                    "-subj",
-                    &subject("another CA"),
-                ]);
-                continue;
-            }
-            run(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &subject(name),
-            ]);
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.crt"),
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ]);
+        for ca in ["ca", "other-ca"] {
+            run(&format!(
+                "req -x509 -newkey rsa:2048 -nodes -keyout {ca}.key -out {ca}.crt -days 2 -subj /CN={ca}"
+            ));
+        }
+        // server2 is signed by the other CA: a renewed certificate.
+        for (name, ca) in [("server", "ca"), ("client", "ca"), ("server2", "other-ca")] {
+            run(&format!(
+                "req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}"
+            ));
+            run(&format!(
+                "x509 -req -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial \
+                 -out {name}.crt -days 2 -extfile ext.cnf"
+            ));
         }
         Certs { dir }
     }
@@ -128,13 +79,18 @@ fn tls_redis(certs: &Certs, tls_port: u16) -> Redis {
 }
 
 fn redis_py(port: u16, certs: &Certs, client_cert: bool) -> (bool, String) {
+    redis_py_trusting(port, certs, "ca.crt", client_cert)
+}
+
+/// redis-py over TLS, trusting the CA in file `ca`.
+fn redis_py_trusting(port: u16, certs: &Certs, ca: &str, client_cert: bool) -> (bool, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut command = python("venv-redis8");
     command.arg(root.join("tests/python/tls_client.py")).args([
         "--port",
         &port.to_string(),
         "--ca",
-        &certs.s("ca.crt"),
+        &certs.s(ca),
     ]);
     if client_cert {
         command.args([
@@ -212,4 +168,31 @@ fn tls_from_clients_and_to_backends() {
 
 fn proxy_with(certs: &Certs, tls_port: u16, backend_port: u16, extra: &str) -> Proxy {
     tls_proxy(certs, tls_port, backend_port, extra, "ca.crt")
+}
+
+#[test]
+fn a_reload_picks_up_a_renewed_certificate() {
+    let certs = Certs::make();
+    let redis = Redis::start();
+    let listen_tls = free_port();
+    let body = |cert: &str| {
+        format!(
+            "[listen.tls]\naddress = \"127.0.0.1:{listen_tls}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             [[backends]]\nid = \"a\"\naddress = \"{}\"\n",
+            certs.s(&format!("{cert}.crt")),
+            certs.s(&format!("{cert}.key")),
+            redis.address()
+        )
+    };
+    let proxy = Running::start(&body("server"));
+    let (ok, out) = redis_py_trusting(listen_tls, &certs, "ca.crt", false);
+    assert!(ok, "{out}");
+    // The certificate is renewed, by another CA, and the proxy reloaded.
+    proxy.rewrite(&body("server2"));
+    let (status, answer) = proxy.http("POST", "/reload");
+    assert_eq!(status, 200, "{answer}");
+    let (ok, out) = redis_py_trusting(listen_tls, &certs, "ca.crt", false);
+    assert!(!ok, "the old CA still verified the listener: {out}");
+    let (ok, out) = redis_py_trusting(listen_tls, &certs, "other-ca.crt", false);
+    assert!(ok, "{out}");
 }
