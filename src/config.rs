@@ -500,6 +500,9 @@ pub struct Sentinel {
     /// Credentials for the sentinels themselves.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS towards the sentinels (the backend's own `tls` is the master's).
+    #[serde(default)]
+    pub tls: Option<TlsClient>,
 }
 
 /// Where a backend listens, resolved from `address`, `unix_socket` or `url`.

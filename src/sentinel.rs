@@ -24,7 +24,7 @@ use tokio_util::codec::Decoder;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{Endpoint, Sentinel, Target};
-use crate::dial::{call_with_auth, jitter, open, PoolSettings};
+use crate::dial::{call_with_auth, jitter, open_to, PoolSettings};
 use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
 
@@ -281,7 +281,7 @@ impl Monitor {
 
     /// The node's `ROLE`: "master", "slave" or "sentinel".
     async fn role(&self, endpoint: &Endpoint) -> Result<String, String> {
-        let stream = crate::dial::open_to(endpoint, self.master_tls.as_ref())
+        let stream = open_to(endpoint, self.master_tls.as_ref())
             .await
             .map_err(|e| e.to_string())?;
         let (user, password) = &self.master_auth;
@@ -349,7 +349,7 @@ async fn ask_sentinel(
     address: &str,
     sentinel: &Sentinel,
 ) -> Result<(Endpoint, u64, Vec<String>), String> {
-    let stream = open(&sentinel_endpoint(address))
+    let stream = open_to(&sentinel_endpoint(address), sentinel.tls.as_ref())
         .await
         .map_err(|e| e.to_string())?;
     let name = Bytes::from(sentinel.master.clone());
@@ -525,7 +525,8 @@ async fn listen(
     alive: &Weak<()>,
     limit: Duration,
 ) -> Result<(), String> {
-    let stream = timeout(limit, open(&sentinel_endpoint(address)))
+    let endpoint = sentinel_endpoint(address);
+    let stream = timeout(limit, open_to(&endpoint, sentinel.tls.as_ref()))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;

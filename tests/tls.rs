@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_port, python, Proxy, Redis, Running};
+use common::{free_port, python, Proxy, Redis, Running, SentinelProc};
 
 /// A CA, and a server and a client certificate it signed (for 127.0.0.1).
 struct Certs {
@@ -195,4 +195,49 @@ fn a_reload_picks_up_a_renewed_certificate() {
     assert!(!ok, "the old CA still verified the listener: {out}");
     let (ok, out) = redis_py_trusting(listen_tls, &certs, "other-ca.crt", false);
     assert!(ok, "{out}");
+}
+
+#[test]
+fn sentinels_and_masters_over_tls() {
+    let certs = Certs::make();
+    let master_tls = free_port();
+    let master = tls_redis(&certs, master_tls);
+    let master_port: u16 = master
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The sentinel watches the master on its plain port and announces it;
+    // here the master's TLS port is what the proxy must reach, so the
+    // sentinel is told to monitor that one (over TLS, with the test's CA).
+    let sentinel_tls = free_port();
+    let _ = master_port;
+    let sentinel = SentinelProc::start_with(
+        "tls-group",
+        master_tls,
+        5000,
+        &format!(
+            "tls-port {sentinel_tls}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients no\ntls-replication yes",
+            certs.s("server.crt"),
+            certs.s("server.key"),
+            certs.s("ca.crt")
+        ),
+    );
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [[backends]]\nid = \"a\"\ntls = {{ ca = \"{ca}\" }}\n\
+         sentinel = {{ master = \"tls-group\", addresses = [\"127.0.0.1:{sentinel_tls}\"], tls = {{ ca = \"{ca}\" }} }}\n",
+        ca = certs.s("ca.crt"),
+    ));
+    let mut client = proxy.client();
+    common::wait_until(
+        common::READY_LIMIT,
+        std::time::Duration::from_millis(20),
+        "the master over TLS, learnt from the sentinel over TLS",
+        || client.text(&["SET", "session:s", "v"]) == "+OK\r\n",
+    );
+    assert_eq!(master.client().text(&["GET", "session:s"]), "$1\r\nv\r\n");
 }

@@ -402,6 +402,21 @@ impl SentinelProc {
             .expect("redis-sentinel did not start on any of 5 free ports")
     }
 
+    /// A sentinel with `extra` lines in its config (TLS settings, say),
+    /// on a free plain port besides whatever `extra` opens.
+    pub fn start_with(
+        name: &str,
+        master_port: u16,
+        down_after_ms: u64,
+        extra: &str,
+    ) -> SentinelProc {
+        (0..5)
+            .find_map(|_| {
+                SentinelProc::try_start_with(free_port(), name, master_port, down_after_ms, extra)
+            })
+            .expect("redis-sentinel did not start on any of 5 free ports")
+    }
+
     /// `None` if the sentinel exits before answering (its port was taken).
     fn try_start(
         port: u16,
@@ -409,11 +424,21 @@ impl SentinelProc {
         master_port: u16,
         down_after_ms: u64,
     ) -> Option<SentinelProc> {
+        SentinelProc::try_start_with(port, name, master_port, down_after_ms, "")
+    }
+
+    fn try_start_with(
+        port: u16,
+        name: &str,
+        master_port: u16,
+        down_after_ms: u64,
+        extra: &str,
+    ) -> Option<SentinelProc> {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {name} {down_after_ms}\nsentinel failover-timeout {name} 5000\n\
-             sentinel parallel-syncs {name} 1\n",
+             sentinel parallel-syncs {name} 1\n{extra}\n",
             dir.path().display()
         );
         let path = write_file(dir.path(), "sentinel.conf", &conf);
