@@ -214,7 +214,7 @@ fn sentinels_and_masters_over_tls() {
     // sentinel is told to monitor that one (over TLS, with the test's CA).
     let sentinel_tls = free_port();
     let _ = master_port;
-    let sentinel = SentinelProc::start_with(
+    let _sentinel = SentinelProc::start_with(
         "tls-group",
         master_tls,
         5000,
