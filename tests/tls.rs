@@ -202,18 +202,10 @@ fn sentinels_and_masters_over_tls() {
     let certs = Certs::make();
     let master_tls = free_port();
     let master = tls_redis(&certs, master_tls);
-    let master_port: u16 = master
-        .address()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    // The sentinel watches the master on its plain port and announces it;
-    // here the master's TLS port is what the proxy must reach, so the
-    // sentinel is told to monitor that one (over TLS, with the test's CA).
+    // The sentinel monitors the master's TLS port (tls-replication: it
+    // speaks TLS to it) and listens on a TLS port of its own; the proxy
+    // asks it over TLS and reaches the master it names over TLS.
     let sentinel_tls = free_port();
-    let _ = master_port;
     let _sentinel = SentinelProc::start_with(
         "tls-group",
         master_tls,
