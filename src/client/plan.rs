@@ -172,7 +172,8 @@ pub(in crate::client) fn plan(
     let allowed = |key: &[u8], list: &[String]| {
         list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
     };
-    let positions: Vec<usize> = if spec.route == Route::Script {
+    // Positions as a range with a step, for every route: no allocation.
+    let positions = if spec.route == Route::Script {
         let keys = match script_keys(request.arg(2).unwrap_or_default(), request.len()) {
             Ok(keys) => keys,
             Err(error) => return Plan::Answer(Reply::error(error)),
@@ -187,9 +188,9 @@ pub(in crate::client) fn plan(
                 return Plan::Answer(refusal);
             }
         }
-        keys.collect()
+        keys.step_by(1)
     } else {
-        key_positions(spec, request.len()).collect()
+        key_positions(spec, request.len())
     };
     // (arg position, backend index), listed only once there is a second key.
     let mut owners: Vec<(usize, usize)> = Vec::new();

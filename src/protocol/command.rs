@@ -316,7 +316,7 @@ pub fn lookup_index(name: &[u8]) -> Option<usize> {
 /// The positions of the keys in a request of this command, given its argument
 /// count (arity already checked). A script's keys depend on its `numkeys`:
 /// see [`script_keys`].
-pub fn key_positions(spec: &Spec, argc: usize) -> impl Iterator<Item = usize> {
+pub fn key_positions(spec: &Spec, argc: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
     let (first, step, end) = match spec.route {
         Route::Key => (1, 1, 2.min(argc)),
         Route::Keys(_) => (1, 1, argc),
