@@ -44,6 +44,10 @@ pub const LARGE_REPLY_BYTES: u64 = 16 * 1024;
 /// A session shorter than this counts as a failed attempt for the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(1);
 
+/// How often a connection blocked on a client's BLPOP looks whether that
+/// client is still there.
+const BLOCKED_CHECK: Duration = Duration::from_millis(500);
+
 /// Why a backend could not answer; sent to the client as an `ERR` reply.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
@@ -121,6 +125,9 @@ pub struct Job {
     pub write: bool,
     /// It came while a failover held the connection.
     held: bool,
+    /// A blocking command (BLPOP): its reply may take this long, on a held
+    /// connection that is not overdue meanwhile.
+    blocks_for: Option<Duration>,
 }
 
 impl Job {
@@ -132,6 +139,7 @@ impl Job {
             reply,
             write,
             held: false,
+            blocks_for: None,
         }
     }
 }
@@ -516,6 +524,25 @@ impl Backend {
         rx
     }
 
+    /// Queues a blocking command (BLPOP, XREAD BLOCK) on a held
+    /// connection: its reply may take `blocks_for` (plus the request
+    /// timeout) without the connection counting as dead; if the client goes
+    /// away meanwhile, the connection is closed, which unblocks the server.
+    pub fn send_blocking(
+        &self,
+        held: &Held,
+        origin: Origin,
+        payload: Bytes,
+        db: u32,
+        blocks_for: Duration,
+    ) -> oneshot::Receiver<BackendResult> {
+        let (tx, rx) = oneshot::channel();
+        let mut job = Job::new(origin, payload, db, ReplyTo::One(tx), false);
+        job.blocks_for = Some(blocks_for);
+        self.enqueue_on(job, Some(&held.queue));
+        rx
+    }
+
     /// Queues `count` commands on a held connection, answered together.
     pub fn send_batch_held(
         &self,
@@ -641,6 +668,8 @@ enum Owed {
         client: u64,
         reply: oneshot::Sender<BackendResult>,
         sent_at: Instant,
+        /// A blocking command's reply is not due before this.
+        blocked_until: Option<Instant>,
     },
     /// A client's batch: the replies gathered so far, sent when all are in.
     Batch {
@@ -739,11 +768,39 @@ impl Session {
         (self.closing && queued == 0).then_some(SessionEnd::Closed)
     }
 
-    /// When the oldest reply owed is overdue (none owed: never).
+    /// When the oldest reply owed is overdue (none owed: never). A blocking
+    /// command is looked at every [`BLOCKED_CHECK`] meanwhile, to see
+    /// whether its client is still there.
     fn due(&self, request_timeout: Duration) -> Option<Instant> {
-        self.owed
-            .front()
-            .map(|first| first.sent_at().max(self.floor) + request_timeout)
+        let first = self.owed.front()?;
+        if let Owed::Client {
+            blocked_until: Some(until),
+            ..
+        } = first
+        {
+            let due = (*until).max(self.floor) + request_timeout;
+            return Some(due.min(Instant::now() + BLOCKED_CHECK));
+        }
+        Some(first.sent_at().max(self.floor) + request_timeout)
+    }
+
+    /// At the deadline, for a blocking command owed first: `Some(true)` when
+    /// its client is gone (close the connection: the server unblocks),
+    /// `Some(false)` while it may still be blocked.
+    fn blocked(&self, request_timeout: Duration) -> Option<bool> {
+        match self.owed.front()? {
+            Owed::Client {
+                reply,
+                blocked_until: Some(until),
+                ..
+            } => {
+                if reply.is_closed() {
+                    return Some(true);
+                }
+                (Instant::now() < *until + request_timeout).then_some(false)
+            }
+            _ => None,
+        }
     }
 
     /// The deadline fired: whether replies are still coming (the connection
@@ -989,6 +1046,14 @@ impl Connection {
                     }
                 }, if held && !s.switching => failing_over = now,
                 _ = &mut deadline, if armed.is_some() => {
+                    match s.blocked(request_timeout) {
+                        Some(true) => break SessionEnd::Closed,
+                        Some(false) => {
+                            armed = None;
+                            continue;
+                        }
+                        None => {}
+                    }
                     if s.still_alive(request_timeout) {
                         continue;
                     }
@@ -1150,6 +1215,7 @@ impl Connection {
                 client,
                 reply,
                 sent_at: now,
+                blocked_until: job.blocks_for.map(|d| now.checked_add(d).unwrap_or(now)),
             });
         }
     }
@@ -1348,6 +1414,7 @@ mod tests {
             client: 1,
             reply: tx,
             sent_at: Instant::now(),
+            blocked_until: None,
         });
         s.switching = true;
         s.closing = true;
@@ -1370,6 +1437,7 @@ mod tests {
             client: 1,
             reply: tx,
             sent_at: sent,
+            blocked_until: None,
         });
         assert_eq!(s.due(timeout), Some(sent.max(s.floor) + timeout));
         // Bytes came since the deadline was set: alive, and the deadline
@@ -1428,6 +1496,7 @@ mod tests {
                 client: 1,
                 reply: tx,
                 sent_at: Instant::now(),
+                blocked_until: None,
             }]);
             let mut rbuf = BytesMut::from(reply);
             assert!(conn
@@ -1446,6 +1515,7 @@ mod tests {
             client: 1,
             reply: tx,
             sent_at: Instant::now(),
+            blocked_until: None,
         }]);
         let mut rbuf = BytesMut::from(
             &b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"[..],

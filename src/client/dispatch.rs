@@ -42,7 +42,7 @@ pub(in crate::client) fn execute(
         }
     };
     state.card.noted(command, now);
-    let Some(spec) = TABLE.get(command) else {
+    let Some(&spec) = TABLE.get(command) else {
         state.last_command = "NULL";
         shared.metrics.refused_commands.increment(1);
         abort(state);
@@ -79,7 +79,7 @@ pub(in crate::client) fn execute(
     };
     // Read-only users write nothing; a prefix-restricted client learns
     // nothing about keys beyond its prefixes (DBSIZE counts every key).
-    if user.is_some_and(|u| u.read_only && spec.write)
+    if user.is_some_and(|u| u.read_only && writes(spec, request))
         || (spec.cmd == Cmd::DbSize && is_restricted(topo, user))
     {
         shared.metrics.refused_commands.increment(1);
@@ -244,6 +244,13 @@ pub(in crate::client) fn routed(
         |key| topo.route(key),
         |backend| topo.backends[backend].waits_for_replicas(),
     );
+    // A blocking command runs on a connection leased to the client (keys a
+    // migration may still hold elsewhere are not looked for first).
+    if let Plan::Forward { backend, .. } = planned {
+        if blocks(spec, request) {
+            return blocking(topo, state, batcher, spec, request, backend, now);
+        }
+    }
     if let Some(migration) = topo.active_migration() {
         if matches!(planned, Plan::Forward { .. } | Plan::Split { .. }) {
             let keys = moving_keys(migration, topo, spec, request);
@@ -260,6 +267,10 @@ pub(in crate::client) fn routed(
             Slot::ready(proto, Reply::error(NOPERM_KEY))
         }
         Plan::Answer(reply) => Slot::ready(proto, reply),
+        Plan::Rename { from, to } => {
+            let nx = spec.cmd == Cmd::RenameNx;
+            rename(topo, state, batcher, request, nx, from, to, now)
+        }
         Plan::Sweep { every_db, filter } => {
             batcher.flush(topo, state.origin());
             sweep(topo, state, every_db, filter)

@@ -23,7 +23,7 @@ use tracing::{debug, Instrument};
 
 use crate::backend::{BackendError, BackendResult, BatchResult, Origin, LARGE_REPLY_BYTES};
 use crate::net::Stream;
-use crate::protocol::command::{lookup_index, TABLE};
+use crate::protocol::command::{blocks, lookup_index, writes, TABLE};
 use crate::protocol::{
     lookup, Cmd, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
 };
@@ -32,8 +32,10 @@ use crate::shared::{Shared, Topology};
 mod batcher;
 mod commands;
 mod dispatch;
+mod leased;
 mod migrate;
 mod plan;
+mod rename;
 mod slot;
 mod sweep;
 mod transaction;
@@ -41,8 +43,10 @@ mod transaction;
 use batcher::*;
 use commands::*;
 use dispatch::*;
+use leased::*;
 use migrate::*;
 use plan::*;
+use rename::*;
 use slot::*;
 use sweep::*;
 use transaction::*;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use crate::client::dispatch::{arity_error, unknown_subcommand};
-use crate::protocol::command::{key_positions, script_keys};
+use crate::protocol::command::{key_positions, script_keys, spec_keys, subcommand, writes};
 use crate::protocol::{Cmd, Merge, Reply, Request, Route, Spec};
 
 /// Scripts that run with `[keys] prefixes` set without being listed in
@@ -42,6 +42,9 @@ pub(in crate::client) enum Plan {
     /// A command about every backend (DBSIZE, SCRIPT LOAD): the request goes
     /// to each, and their replies are merged by `how`.
     Every { how: MergeHow },
+    /// RENAME or RENAMENX whose two keys live on backends `from` and `to`:
+    /// the proxy moves the value (`client/rename.rs`).
+    Rename { from: usize, to: usize },
     /// FLUSHDB or FLUSHALL (`every_db`) with prefixes set: on every backend,
     /// only the keys the filter allows are deleted (SCAN, then UNLINK).
     Sweep { every_db: bool, filter: KeyFilter },
@@ -172,8 +175,17 @@ pub(in crate::client) fn plan(
     let allowed = |key: &[u8], list: &[String]| {
         list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
     };
-    // Positions as a range with a step, for every route: no allocation.
-    let positions = if spec.route == Route::Script {
+    // Positions as a range with a step where the route says where the keys
+    // are (no allocation); listed where Redis's key specs find them.
+    let positions = if spec.route == Route::Specs {
+        let args: Vec<&[u8]> = (0..request.len()).filter_map(|i| request.arg(i)).collect();
+        let specs = match subcommand(spec, &args) {
+            Ok(Some(sub)) => sub.specs,
+            Ok(None) => spec.specs,
+            Err(error) => return Plan::Answer(Reply::error(error)),
+        };
+        Positions::Listed(spec_keys(specs, &args).into_iter())
+    } else if spec.route == Route::Script {
         let keys = match script_keys(request.arg(2).unwrap_or_default(), request.len()) {
             Ok(keys) => keys,
             Err(error) => return Plan::Answer(Reply::error(error)),
@@ -188,9 +200,9 @@ pub(in crate::client) fn plan(
                 return Plan::Answer(refusal);
             }
         }
-        keys.step_by(1)
+        Positions::Stepped(keys.step_by(1))
     } else {
-        key_positions(spec, request.len())
+        Positions::Stepped(key_positions(spec, request.len()))
     };
     // (arg position, backend index), listed only once there is a second key.
     let mut owners: Vec<(usize, usize)> = Vec::new();
@@ -215,14 +227,21 @@ pub(in crate::client) fn plan(
             }
         }
     }
-    if !one_backend && spec.route == Route::Script {
+    if !one_backend && matches!(spec.route, Route::Script | Route::Specs) {
+        // RENAME and RENAMENX over two backends are moved by the proxy.
+        if matches!(spec.cmd, Cmd::Rename | Cmd::RenameNx) && owners.len() == 2 {
+            return Plan::Rename {
+                from: owners[0].1,
+                to: owners[1].1,
+            };
+        }
         return Plan::Answer(Reply::error(CROSSSLOT));
     }
     if one_backend {
         let backend = first.map_or(0, |(_, b)| b);
         return Plan::Forward {
             backend,
-            wait: spec.write && waits(backend),
+            wait: writes(spec, request) && waits(backend),
         };
     }
     let args = request.args();
@@ -251,6 +270,23 @@ pub(in crate::client) fn plan(
         _ => MergeHow::AllOk,
     };
     Plan::Split { parts, how }
+}
+
+/// Where a request's keys are: a stepped range, or listed.
+enum Positions {
+    Stepped(std::iter::StepBy<std::ops::Range<usize>>),
+    Listed(std::vec::IntoIter<usize>),
+}
+
+impl Iterator for Positions {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Positions::Stepped(range) => range.next(),
+            Positions::Listed(list) => list.next(),
+        }
+    }
 }
 
 /// One step of SCAN: the backend the cursor names, asked with its own

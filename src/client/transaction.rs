@@ -73,7 +73,7 @@ pub(in crate::client) fn queue(
     let backend = match spec.route {
         // Run by the backend inside the transaction, answering there.
         Route::Local if matches!(spec.cmd, Cmd::Ping | Cmd::Echo | Cmd::Unwatch) => None,
-        Route::Key | Route::Keys(_) | Route::KeyValues | Route::Script => {
+        Route::Key | Route::Keys(_) | Route::KeyValues | Route::Script | Route::Specs => {
             let planned = plan(spec, request, policy, |key| topo.route(key), |_| false);
             match planned {
                 Plan::Forward { backend, .. } => Some(backend),

@@ -48,6 +48,10 @@ pub enum Cmd {
     RandomKey,
     FlushDb,
     FlushAll,
+    // Keyed commands of every data type (`keyed.rs`), forwarded by key.
+    Keyed,
+    Rename,
+    RenameNx,
     // Transactions, run by the client handler (`client/transaction.rs`).
     Config,
     Multi,
@@ -88,6 +92,110 @@ pub enum Route {
     AllBackends,
     /// SCAN: one backend at a time, the cursor saying which.
     Scan,
+    /// Keys where Redis's key specs say ([`Spec::specs`], or a
+    /// subcommand's); every key on one backend, or refused with CROSSSLOT.
+    Specs,
+}
+
+/// Where a key spec starts looking (Redis 7's `begin_search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// At this argument.
+    Index(usize),
+    /// After this keyword, searched from argument `startfrom` on (from the
+    /// end when negative).
+    Keyword(&'static str, i32),
+}
+
+/// How a key spec finds the keys from there (Redis 7's `find_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Find {
+    /// Keys up to `last` (0: only the first; negative: counted from the
+    /// end, or with `limit`, that fraction of what is left), every `step`.
+    Range {
+        last: i32,
+        step: usize,
+        limit: usize,
+    },
+    /// The key count at `at` after the start, keys from `first` on.
+    KeyNum {
+        at: usize,
+        first: usize,
+        step: usize,
+    },
+}
+
+/// One of a command's key specs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    pub begin: Begin,
+    pub find: Find,
+}
+
+/// Whether `request` writes: the command's flag, or its subcommand's.
+pub fn writes(spec: &Spec, request: &crate::protocol::Request) -> bool {
+    if spec.write || spec.subs.is_empty() {
+        return spec.write;
+    }
+    let name = request.arg(1).unwrap_or_default();
+    spec.subs.iter().any(|sub| {
+        sub.write
+            && sub
+                .name
+                .split_once('|')
+                .is_some_and(|(_, short)| short.as_bytes().eq_ignore_ascii_case(name))
+    })
+}
+
+/// Whether `request` may block on the backend: a blocking command, but
+/// XREAD and XREADGROUP only with BLOCK.
+pub fn blocks(spec: &Spec, request: &crate::protocol::Request) -> bool {
+    if !spec.blocking {
+        return false;
+    }
+    if matches!(spec.name, "xread" | "xreadgroup") {
+        return (1..request.len())
+            .filter_map(|i| request.arg(i))
+            .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
+            .any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
+    }
+    true
+}
+
+/// How long a blocking request may block, from its own timeout argument
+/// (0, or one that does not parse, is as long as Redis allows: "forever").
+pub fn block_time(spec: &Spec, request: &crate::protocol::Request) -> std::time::Duration {
+    const FOREVER: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+    let seconds = |arg: Option<&[u8]>| {
+        arg.and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+    };
+    let found = match spec.name {
+        "xread" | "xreadgroup" => (1..request.len())
+            .find(|&i| {
+                request
+                    .arg(i)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+            })
+            .and_then(|i| seconds(request.arg(i + 1)))
+            .map(|ms| ms / 1000.0),
+        "blmpop" | "bzmpop" => seconds(request.arg(1)),
+        _ => seconds(request.arg(request.len().saturating_sub(1))),
+    };
+    found
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .map_or(FOREVER, |d| d.min(FOREVER))
+}
+
+/// A subcommand of a container command (XINFO STREAM, XGROUP CREATE).
+#[derive(Debug)]
+pub struct Sub {
+    /// `container|sub`, as Redis names it.
+    pub name: &'static str,
+    pub arity: i32,
+    pub write: bool,
+    pub specs: &'static [KeySpec],
 }
 
 /// How the parts of a split command are put back together.
@@ -112,8 +220,15 @@ pub struct Spec {
     pub write: bool,
     /// Allowed before AUTH when a password is set (AUTH, HELLO, QUIT, RESET).
     pub no_auth: bool,
+    /// Blocks until data comes (BLPOP, XREAD with BLOCK): runs on a
+    /// connection leased to the client.
+    pub blocking: bool,
     /// First key, last key (-1: the last argument) and key step, for COMMAND INFO.
     pub keys: (i64, i64, i64),
+    /// Redis's key specs, for [`Route::Specs`].
+    pub specs: &'static [KeySpec],
+    /// Subcommands, for a container command ([`Route::Specs`]).
+    pub subs: &'static [Sub],
 }
 
 impl Spec {
@@ -137,7 +252,10 @@ macro_rules! spec {
             route: $route,
             write: $write,
             no_auth: false,
+            blocking: false,
             keys: $keys,
+            specs: &[],
+            subs: &[],
         }
     };
     ($cmd:ident, $name:literal, $arity:expr, local, no_auth: $no_auth:expr) => {
@@ -148,7 +266,10 @@ macro_rules! spec {
             route: Route::Local,
             write: false,
             no_auth: $no_auth,
+            blocking: false,
             keys: (0, 0, 0),
+            specs: &[],
+            subs: &[],
         }
     };
 }
@@ -156,8 +277,20 @@ macro_rules! spec {
 const ONE: (i64, i64, i64) = (1, 1, 1);
 const ALL: (i64, i64, i64) = (1, -1, 1);
 
-/// Every command the proxy accepts, in the order COMMAND lists them.
-pub static TABLE: &[Spec] = &[
+/// Every command the proxy accepts, in the order COMMAND lists them: its
+/// own ([`HAND`]), then Redis's keyed commands ([`super::keyed::KEYED`]).
+pub static TABLE: std::sync::LazyLock<Vec<&'static Spec>> = std::sync::LazyLock::new(|| {
+    let mut table: Vec<&'static Spec> = HAND.iter().collect();
+    for spec in super::keyed::KEYED {
+        if !HAND.iter().any(|h| h.name == spec.name) {
+            table.push(spec);
+        }
+    }
+    table
+});
+
+/// The commands the proxy handles itself.
+static HAND: &[Spec] = &[
     spec!(Get, "get", 2, Route::Key, write: false, keys: ONE),
     spec!(Set, "set", -3, Route::Key, write: true, keys: ONE),
     spec!(SetEx, "setex", 4, Route::Key, write: true, keys: ONE),
@@ -207,7 +340,10 @@ pub static TABLE: &[Spec] = &[
         route: Route::AllBackends,
         write: false,
         no_auth: false,
+        blocking: false,
         keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
     },
     spec!(Slowlog, "slowlog", -2, local, no_auth: false),
     spec!(Config, "config", -2, local, no_auth: false),
@@ -223,7 +359,10 @@ pub static TABLE: &[Spec] = &[
         route: Route::AllBackends,
         write: false,
         no_auth: false,
+        blocking: false,
         keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
     },
     Spec {
         cmd: Cmd::Scan,
@@ -232,7 +371,10 @@ pub static TABLE: &[Spec] = &[
         route: Route::Scan,
         write: false,
         no_auth: false,
+        blocking: false,
         keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
     },
     Spec {
         cmd: Cmd::Keys,
@@ -241,7 +383,10 @@ pub static TABLE: &[Spec] = &[
         route: Route::AllBackends,
         write: false,
         no_auth: false,
+        blocking: false,
         keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
     },
     Spec {
         cmd: Cmd::FlushDb,
@@ -250,7 +395,10 @@ pub static TABLE: &[Spec] = &[
         route: Route::AllBackends,
         write: true,
         no_auth: false,
+        blocking: false,
         keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
     },
     Spec {
         cmd: Cmd::FlushAll,
@@ -259,7 +407,10 @@ pub static TABLE: &[Spec] = &[
         route: Route::AllBackends,
         write: true,
         no_auth: false,
+        blocking: false,
         keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
     },
     Spec {
         cmd: Cmd::RandomKey,
@@ -268,17 +419,20 @@ pub static TABLE: &[Spec] = &[
         route: Route::AllBackends,
         write: false,
         no_auth: false,
+        blocking: false,
         keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
     },
 ];
 
 /// Looks a command up by name, in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    lookup_index(name).and_then(|i| TABLE.get(i))
+    lookup_index(name).and_then(|i| TABLE.get(i).copied())
 }
 
 /// The longest command name in [`TABLE`] (`pexpireat`, `slowlog`, ...).
-const NAME_MAX: usize = 12;
+const NAME_MAX: usize = 24;
 
 /// Commands of one name length: (name, index in [`TABLE`]).
 type Named = Vec<(&'static [u8], usize)>;
@@ -321,7 +475,7 @@ pub fn key_positions(spec: &Spec, argc: usize) -> std::iter::StepBy<std::ops::Ra
         Route::Key => (1, 1, 2.min(argc)),
         Route::Keys(_) => (1, 1, argc),
         Route::KeyValues => (1, 2, argc),
-        Route::Local | Route::AllBackends | Route::Script | Route::Scan => (0, 1, 0),
+        Route::Local | Route::AllBackends | Route::Script | Route::Scan | Route::Specs => (0, 1, 0),
     };
     (first..end).step_by(step)
 }
@@ -342,6 +496,107 @@ pub fn script_keys(numkeys: &[u8], argc: usize) -> Result<std::ops::Range<usize>
     Ok(3..3 + n as usize)
 }
 
+/// A subcommand of a container command ([`Spec::subs`]) that the request
+/// names, or Redis's error: unknown subcommand, or its arity.
+pub fn subcommand(spec: &Spec, args: &[&[u8]]) -> Result<Option<&'static Sub>, String> {
+    if spec.subs.is_empty() {
+        return Ok(None);
+    }
+    let Some(&name) = args.get(1) else {
+        return Err(format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        ));
+    };
+    let found = spec.subs.iter().find(|sub| {
+        sub.name
+            .split_once('|')
+            .is_some_and(|(_, short)| short.as_bytes().eq_ignore_ascii_case(name))
+    });
+    let Some(sub) = found else {
+        let shown = String::from_utf8_lossy(&name[..name.len().min(128)]).into_owned();
+        return Err(format!(
+            "ERR unknown subcommand '{shown}'. Try {} HELP.",
+            spec.name.to_uppercase()
+        ));
+    };
+    let argc = args.len() as i64;
+    let arity = sub.arity as i64;
+    if (arity >= 0 && argc != arity) || argc < -arity {
+        return Err(format!(
+            "ERR wrong number of arguments for '{}' command",
+            sub.name
+        ));
+    }
+    Ok(Some(sub))
+}
+
+/// The positions of the keys that `specs` find in `args`, as Redis's
+/// `getKeysUsingKeySpecs` finds them; a spec that does not fit the
+/// arguments (a bad key count, a missing keyword) finds none, and the
+/// command's own checks on the backend then answer its error.
+pub fn spec_keys(specs: &[KeySpec], args: &[&[u8]]) -> Vec<usize> {
+    let argc = args.len() as i64;
+    let mut keys = Vec::new();
+    for spec in specs {
+        let first = match spec.begin {
+            Begin::Index(at) => at as i64,
+            Begin::Keyword(keyword, startfrom) => {
+                let found = if startfrom > 0 {
+                    (startfrom as i64..argc - 1)
+                        .find(|&i| args[i as usize].eq_ignore_ascii_case(keyword.as_bytes()))
+                } else {
+                    let start = argc + startfrom as i64;
+                    (1..=start).rev().find(|&i| {
+                        i < argc && args[i as usize].eq_ignore_ascii_case(keyword.as_bytes())
+                    })
+                };
+                match found {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            }
+        };
+        let (first, last, step) = match spec.find {
+            Find::Range { last, step, limit } => {
+                let last = if last >= 0 {
+                    first + last as i64
+                } else if limit == 0 {
+                    argc + last as i64
+                } else {
+                    first + ((argc - first) / limit as i64 + last as i64)
+                };
+                (first, last, step)
+            }
+            Find::KeyNum {
+                at,
+                first: from,
+                step,
+            } => {
+                let Some(count) = args
+                    .get((first + at as i64) as usize)
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .filter(|&n| n >= 0)
+                else {
+                    continue;
+                };
+                let first = first + from as i64;
+                (first, first + count - 1, step)
+            }
+        };
+        if last >= argc || last < first || first >= argc {
+            continue;
+        }
+        let mut i = first;
+        while i <= last {
+            keys.push(i as usize);
+            i += step.max(1) as i64;
+        }
+    }
+    keys
+}
+
 /// Every key position of `request`, whatever the command's route; a script
 /// with a bad `numkeys` has none.
 pub fn request_key_positions(spec: &Spec, request: &crate::protocol::Request) -> Vec<usize> {
@@ -350,6 +605,14 @@ pub fn request_key_positions(spec: &Spec, request: &crate::protocol::Request) ->
             .arg(2)
             .and_then(|n| script_keys(n, request.len()).ok())
             .map_or_else(Vec::new, |r| r.collect());
+    }
+    if spec.route == Route::Specs {
+        let args: Vec<&[u8]> = (0..request.len()).filter_map(|i| request.arg(i)).collect();
+        return match subcommand(spec, &args) {
+            Ok(Some(sub)) => spec_keys(sub.specs, &args),
+            Ok(None) => spec_keys(spec.specs, &args),
+            Err(_) => Vec::new(),
+        };
     }
     key_positions(spec, request.len()).collect()
 }
@@ -360,7 +623,7 @@ mod tests {
 
     #[test]
     fn every_entry_is_found_by_its_own_name_in_any_case() {
-        for spec in TABLE {
+        for spec in TABLE.iter() {
             let found = lookup(spec.name.as_bytes()).unwrap();
             assert_eq!(found.name, spec.name);
             let upper = spec.name.to_ascii_uppercase();
@@ -379,7 +642,11 @@ mod tests {
                 .collect();
             assert_eq!(lookup(mixed.as_bytes()).unwrap().name, spec.name);
         }
-        assert!(lookup(b"HSET").is_none());
+        assert!(
+            lookup(b"HSET").is_some(),
+            "keyed commands come from keyed.rs"
+        );
+        assert!(lookup(b"SHUTDOWN").is_none());
         assert!(lookup(b"").is_none());
         assert!(lookup(b"averyveryverylongcommand").is_none());
     }
@@ -390,6 +657,77 @@ mod tests {
         assert!(get.arity_ok(2) && !get.arity_ok(1) && !get.arity_ok(3));
         let set = lookup(b"set").unwrap();
         assert!(set.arity_ok(3) && set.arity_ok(9) && !set.arity_ok(2));
+    }
+
+    /// Key positions as Redis's COMMAND GETKEYS gives them.
+    fn keys_of(words: &str) -> Vec<usize> {
+        let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
+        let spec = lookup(args[0]).unwrap();
+        match subcommand(spec, &args).unwrap() {
+            Some(sub) => spec_keys(sub.specs, &args),
+            None => spec_keys(spec.specs, &args),
+        }
+    }
+
+    #[test]
+    fn key_specs_find_keys_as_redis_does() {
+        assert_eq!(keys_of("zunionstore d 2 a b weights 1 2"), vec![1, 3, 4]);
+        assert_eq!(keys_of("zunion 2 a b"), vec![2, 3]);
+        assert_eq!(keys_of("lmove a b left right"), vec![1, 2]);
+        assert_eq!(keys_of("xread count 2 streams s1 s2 0 0"), vec![4, 5]);
+        assert_eq!(keys_of("xread block 0 streams s1 $"), vec![4]);
+        assert_eq!(keys_of("xreadgroup group g c streams s1 >"), vec![5]);
+        assert_eq!(keys_of("blmpop 0 2 a b left"), vec![3, 4]);
+        assert_eq!(keys_of("georadius g 0 0 1 km store dst"), vec![1, 7]);
+        assert_eq!(keys_of("xgroup create s g $"), vec![2]);
+        assert_eq!(keys_of("memory usage k"), vec![2]);
+        assert_eq!(keys_of("hset h f v f2 v2"), vec![1]);
+        assert_eq!(keys_of("msetnx a 1 b 2"), vec![1, 3]);
+        assert_eq!(keys_of("blpop a b 0"), vec![1, 2]);
+        // A bad key count finds no keys there: the backend answers the error.
+        assert_eq!(keys_of("zunionstore d x a"), vec![1]);
+        assert_eq!(keys_of("zunion 5 a"), Vec::<usize>::new());
+        assert_eq!(keys_of("sintercard -1 a"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn containers_check_their_subcommand() {
+        let xgroup = lookup(b"xgroup").unwrap();
+        let args: Vec<&[u8]> = vec![b"xgroup", b"nosuch", b"k"];
+        assert_eq!(
+            subcommand(xgroup, &args).unwrap_err(),
+            "ERR unknown subcommand 'nosuch'. Try XGROUP HELP."
+        );
+        let args: Vec<&[u8]> = vec![b"xgroup", b"create", b"k"];
+        assert_eq!(
+            subcommand(xgroup, &args).unwrap_err(),
+            "ERR wrong number of arguments for 'xgroup|create' command"
+        );
+    }
+
+    #[test]
+    fn block_times_come_from_each_commands_own_argument() {
+        let time = |words: &str| {
+            let args: Vec<bytes::Bytes> = words
+                .split(' ')
+                .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes()))
+                .collect();
+            let request = crate::protocol::Request::Inline(args);
+            let spec = lookup(request.arg(0).unwrap()).unwrap();
+            (blocks(spec, &request), block_time(spec, &request))
+        };
+        let secs = std::time::Duration::from_secs_f64;
+        assert_eq!(time("blpop a b 1.5"), (true, secs(1.5)));
+        assert_eq!(time("blmpop 2 1 a left"), (true, secs(2.0)));
+        assert_eq!(time("xread block 250 streams s $"), (true, secs(0.25)));
+        assert!(
+            !time("xread count 1 streams s 0").0,
+            "XREAD without BLOCK does not block"
+        );
+        assert!(
+            time("blpop a 0").1 > secs(86_400.0 * 365.0),
+            "0 blocks forever"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod backend_reply;
 pub mod command;
+pub mod keyed;
 pub mod reply;
 pub mod request;
 

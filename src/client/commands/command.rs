@@ -4,7 +4,7 @@ use crate::client::*;
 
 pub(in crate::client) fn command_command(args: &[Bytes], _proto: Proto) -> Reply {
     let Some(sub) = args.get(1) else {
-        return Reply::Array(TABLE.iter().map(command_info).collect());
+        return Reply::Array(TABLE.iter().copied().map(command_info).collect());
     };
     let sub_upper = sub.to_ascii_uppercase();
     match &sub_upper[..] {
@@ -12,7 +12,7 @@ pub(in crate::client) fn command_command(args: &[Bytes], _proto: Proto) -> Reply
         b"COUNT" => arity_error("command|count"),
         b"INFO" => {
             if args.len() == 2 {
-                return Reply::Array(TABLE.iter().map(command_info).collect());
+                return Reply::Array(TABLE.iter().copied().map(command_info).collect());
             }
             Reply::Array(
                 args[2..]

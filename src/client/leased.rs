@@ -1,0 +1,75 @@
+//! Blocking commands (BLPOP, BZPOPMIN, BLMOVE, XREAD BLOCK, ...): each runs
+//! on a connection leased to its client for that command (`Backend::hold`,
+//! at most `[pool] max_held_connections` per backend), never on the shared
+//! pipelined connections, which a blocked command would stall for every
+//! other client. The slot is a barrier: the client's later requests run
+//! after it, as they would on Redis.
+
+use crate::client::*;
+use crate::protocol::command::block_time;
+
+/// Runs blocking `request` on a connection of its own to backend `index`.
+pub(in crate::client) fn blocking(
+    topo: &Arc<Topology>,
+    state: &State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    index: usize,
+    now: Instant,
+) -> Slot {
+    // What is gathered goes first: those commands came before this one.
+    batcher.flush(topo, state.origin());
+    let backend = &topo.backends[index];
+    let Some(held) = backend.hold() else {
+        return Slot::ready(
+            state.proto,
+            Reply::error(format!(
+                "ERR backend '{}' has [pool] max_held_connections held already: no connection for a blocking command",
+                backend.id
+            )),
+        );
+    };
+    let payload = match request.raw() {
+        Some(raw) => raw.clone(),
+        None => {
+            let mut buf = BytesMut::new();
+            crate::protocol::encode_command(&request.args(), &mut buf);
+            buf.freeze()
+        }
+    };
+    let blocks_for = block_time(spec, request);
+    let rx = backend.send_blocking(&held, state.origin(), payload, state.db, blocks_for);
+    let (mut tx, out) = oneshot::channel();
+    let id = backend.id.clone();
+    tokio::spawn(async move {
+        // The lease lasts until the reply comes, or the client is gone (the
+        // connection then closes, which unblocks the server).
+        let _held = held;
+        let reply = tokio::select! {
+            reply = rx => reply,
+            _ = tx.closed() => return,
+        };
+        let _ = tx.send(reply.unwrap_or_else(|_| {
+            Err(BackendError::ConnectionLost {
+                backend: id,
+                reason: "proxy is shutting down".into(),
+            })
+        }));
+    });
+    let mut slot = Slot::waiting(
+        topo,
+        state.proto,
+        Pending::One(out),
+        backend.id.clone(),
+        now,
+    );
+    // The client waits as long as the command may block, and a request
+    // timeout on top.
+    if let Some((deadline, ids)) = slot.deadline.take() {
+        let until = deadline.checked_add(blocks_for).unwrap_or(deadline);
+        slot.deadline = Some((until, ids));
+    }
+    slot.barrier = true;
+    slot
+}

@@ -1,0 +1,172 @@
+//! RENAME and RENAMENX whose two keys live on different backends: the
+//! proxy moves the value, in an order that never loses it and never leaves
+//! both names readable:
+//!
+//! 1. on the source backend, one script reads the value and its TTL (DUMP,
+//!    PTTL) and renames the key to a hidden name beside it
+//!    ([`HIDDEN_PREFIX`]): from then on the old name reads as gone, as after
+//!    Redis's RENAME, and the value is still on disk there;
+//! 2. RESTORE on the destination backend (REPLACE for RENAME; without it
+//!    for RENAMENX, where an existing destination answers 0);
+//! 3. the hidden copy is deleted. If step 2 fails, the hidden copy is put
+//!    back under the old name (unless a newer write made that name again),
+//!    and the client gets the error.
+//!
+//! While a migration is on, both keys are settled first.
+
+use std::time::Duration;
+
+use crate::backend::Origin;
+use crate::client::*;
+use crate::migration::call;
+
+/// The hidden name of a key being renamed, on its source backend.
+pub const HIDDEN_PREFIX: &[u8] = b"__session-proxy-renaming:";
+
+/// Reads KEYS[1] (DUMP and PTTL) and renames it to KEYS[2], its hidden
+/// name: nil when there is no such key, `BUSY` while another rename of it
+/// is under way.
+const TAKE: &str = "local v = redis.call('DUMP', KEYS[1]) \
+     if not v then return false end \
+     if redis.call('EXISTS', KEYS[2]) == 1 then return 'BUSY' end \
+     local t = redis.call('PTTL', KEYS[1]) \
+     redis.call('RENAME', KEYS[1], KEYS[2]) \
+     return {v, t}";
+
+/// Puts the hidden copy KEYS[2] back as KEYS[1], unless KEYS[1] was
+/// written meanwhile (the newer value wins).
+const PUT_BACK: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
+     return redis.call('RENAME', KEYS[2], KEYS[1]) end \
+     return redis.call('DEL', KEYS[2])";
+
+/// How long to wait before trying again while another rename of the same
+/// key is under way.
+const BUSY_RETRY: Duration = Duration::from_millis(2);
+
+/// Moves the key of RENAME / RENAMENX (`nx`) from backend `from` to `to`.
+#[allow(clippy::too_many_arguments)]
+pub(in crate::client) fn rename(
+    topo: &Arc<Topology>,
+    state: &State,
+    batcher: &mut Batcher,
+    request: &Request,
+    nx: bool,
+    from: usize,
+    to: usize,
+    now: Instant,
+) -> Slot {
+    batcher.flush(topo, state.origin());
+    let args = request.args();
+    let (source, target) = (args[1].clone(), args[2].clone());
+    let (origin, db) = (state.origin(), state.db);
+    let deadline = now + topo.config.pool.request_timeout();
+    let topo2 = topo.clone();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let topo = topo2;
+        let moved = async {
+            if let Some(migration) = topo.active_migration() {
+                for key in [&source, &target] {
+                    let owner = &topo.backends[topo.route(key)];
+                    if migration.is_moving(key, owner) {
+                        migration
+                            .settle(origin, db, key, owner, true)
+                            .await
+                            .map_err(|e| e.into_backend())?;
+                    }
+                }
+            }
+            let (from, to) = (&topo.backends[from], &topo.backends[to]);
+            move_value(from, to, origin, db, &source, &target, nx, deadline).await
+        };
+        let _ = tx.send(moved.await);
+    });
+    let ids: Arc<str> = Arc::from(format!(
+        "{}', '{}",
+        topo.backends[from].id, topo.backends[to].id
+    ));
+    let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), ids, now);
+    slot.barrier = true;
+    slot
+}
+
+/// The three steps; the client's reply.
+#[allow(clippy::too_many_arguments)]
+async fn move_value(
+    from: &crate::backend::Backend,
+    to: &crate::backend::Backend,
+    origin: Origin,
+    db: u32,
+    source: &[u8],
+    target: &[u8],
+    nx: bool,
+    deadline: Instant,
+) -> BackendResult {
+    let hidden = [HIDDEN_PREFIX, source].concat();
+    let taken = loop {
+        let reply = call(
+            from,
+            origin,
+            db,
+            &[b"EVAL", TAKE.as_bytes(), b"2", source, &hidden],
+            true,
+        )
+        .await?;
+        match reply {
+            Reply::Bulk(ref b) if &b[..] == b"BUSY" && Instant::now() < deadline => {
+                tokio::time::sleep(BUSY_RETRY).await;
+            }
+            other => break other,
+        }
+    };
+    let (value, ttl) = match taken {
+        Reply::Null => return Ok(Reply::error("ERR no such key")),
+        Reply::Array(items) => match &items[..] {
+            [Reply::Bulk(value), Reply::Int(ttl)] => (value.clone(), (*ttl).max(0)),
+            _ => return Ok(Reply::error("ERR unexpected reply from a backend")),
+        },
+        Reply::Error(e) => return Ok(Reply::Error(e)),
+        _ => return Ok(Reply::error("ERR unexpected reply from a backend")),
+    };
+    let ttl = ttl.to_string();
+    let mut restore: Vec<&[u8]> = vec![b"RESTORE", target, ttl.as_bytes(), &value];
+    if !nx {
+        restore.push(b"REPLACE");
+    }
+    let restored = call(to, origin, db, &restore, true).await;
+    let put_back = || async {
+        // Best effort: if this fails too, the value stays under its hidden
+        // name on the source, not lost.
+        let _ = call(
+            from,
+            origin,
+            db,
+            &[b"EVAL", PUT_BACK.as_bytes(), b"2", source, &hidden],
+            true,
+        )
+        .await;
+    };
+    match restored {
+        Ok(Reply::Status(_)) => {}
+        Ok(Reply::Error(e)) if nx && e.starts_with(b"BUSYKEY") => {
+            put_back().await;
+            return Ok(Reply::Int(0));
+        }
+        Ok(Reply::Error(e)) => {
+            put_back().await;
+            return Ok(Reply::Error(e));
+        }
+        Ok(_) => {
+            put_back().await;
+            return Ok(Reply::error("ERR unexpected reply from a backend"));
+        }
+        Err(error) => {
+            put_back().await;
+            return Err(error);
+        }
+    }
+    // The value is on the destination: the hidden copy goes. If the source
+    // cannot be reached now, the copy stays hidden (never readable).
+    let _ = call(from, origin, db, &[b"DEL", &hidden], true).await;
+    Ok(if nx { Reply::Int(1) } else { Reply::ok() })
+}
