@@ -71,5 +71,6 @@ pub(in crate::client) fn blocking(
         slot.deadline = Some((until, ids));
     }
     slot.barrier = true;
+    slot.blocking = true;
     slot
 }

@@ -415,6 +415,10 @@ impl Handler<'_> {
     }
 }
 
+/// How much a client may send behind a blocking command that has not
+/// answered yet before the proxy stops reading it.
+const READ_BEHIND_BLOCKING: usize = 64 * 1024;
+
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
     let topo = shared.topology();
     let decoder = RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
@@ -483,6 +487,11 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         if held_back && c.queue.len() < max_pipeline {
             continue;
         }
+        if c.eof && c.queue.iter().any(|s| s.blocking && s.is_waiting()) {
+            // Gone while blocked (BLPOP): as on Redis, the client is dropped;
+            // its leased connection closes, which unblocks the server.
+            return Ok(());
+        }
         if (c.state.closing || c.eof) && c.queue.is_empty() && c.wbuf.is_empty() {
             return Ok(());
         }
@@ -527,9 +536,13 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             idle_armed = true;
         }
         // Step 4: wait for the socket or for the next reply.
+        // Behind a blocking command the socket is still read, a little, to
+        // see the client close.
+        let behind_blocking =
+            c.queue.back().is_some_and(|s| s.blocking) && c.rbuf.len() < READ_BEHIND_BLOCKING;
         let can_read = !c.state.closing
             && !c.eof
-            && !c.blocked
+            && (!c.blocked || behind_blocking)
             && c.queue.len() < max_pipeline
             && c.wbuf.len() < WRITE_HIGH_WATER;
         let waiting = c.queue.front().is_some_and(Slot::is_waiting);

@@ -25,6 +25,9 @@ pub(in crate::client) struct Slot {
     pub(in crate::client) close_after: bool,
     /// Later requests wait until this one is answered (see `migrate.rs`).
     pub(in crate::client) barrier: bool,
+    /// A blocking command (`leased.rs`): a client that closes while it
+    /// waits is gone, as Redis treats it, not owed its reply.
+    pub(in crate::client) blocking: bool,
     /// For a reply from backends: when the client stops waiting, and which
     /// backend(s) the error names then.
     pub(in crate::client) deadline: Option<(Instant, Arc<str>)>,
@@ -67,6 +70,7 @@ impl Slot {
             pending: Pending::Ready(reply),
             close_after: false,
             barrier: false,
+            blocking: false,
             deadline: None,
             command: TABLE.len(),
             started: None,

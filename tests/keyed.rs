@@ -1,0 +1,560 @@
+//! Keyed commands of every data type through the proxy (3 backends) and on
+//! a Redis directly, byte-compared: seeded random sequences per data type,
+//! the command sequences of Spring Session and of ASP.NET Core's Redis
+//! cache; RENAME across backends; blocking commands on leased connections.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_until, Proxy, RawClient, Redis};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn proxy_over(servers: &[Redis], extra: &str) -> Proxy {
+    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    Proxy::start(&text)
+}
+
+/// Sends `args` to both and asserts the same bytes back; returns them.
+/// Members of a set come in an order of each server's own hash seed:
+/// those replies are compared as sorted lines.
+fn same(proxy: &mut RawClient, direct: &mut RawClient, args: &[&str]) -> String {
+    let through = String::from_utf8_lossy(&proxy.cmd(args)).into_owned();
+    let plain = String::from_utf8_lossy(&direct.cmd(args)).into_owned();
+    let unordered = ["SMEMBERS", "SUNION", "SINTER", "SDIFF", "SSCAN"];
+    if unordered.contains(&args[0]) {
+        let sorted = |s: &str| {
+            let mut lines: Vec<String> = s.split("\r\n").map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(&through), sorted(&plain), "reply to {args:?}");
+    } else {
+        assert_eq!(through, plain, "reply to {args:?}");
+    }
+    through
+}
+
+/// Commands of one data type: `K`, `L` are keys (on one backend), `V` a
+/// value, `F` a field or member, `N` a small number, `I` a stream ID.
+fn templates(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "string" => &[
+            "APPEND K V",
+            "GETRANGE K 0 N",
+            "SETRANGE K N V",
+            "INCRBYFLOAT K 1.5",
+            "GETSET K V",
+            "LCS K L",
+            "MSETNX K V L V",
+            "SUBSTR K 0 N",
+            "STRLEN K",
+            "SET K N",
+            "INCRBY K N",
+            "GET K",
+            "COPY K L",
+            "COPY K L REPLACE",
+        ],
+        "hash" => &[
+            "HSET K F V",
+            "HSET K F V F2 V",
+            "HGET K F",
+            "HMGET K F F2 x",
+            "HGETALL K",
+            "HDEL K F",
+            "HINCRBY K n N",
+            "HINCRBYFLOAT K x 0.5",
+            "HKEYS K",
+            "HVALS K",
+            "HLEN K",
+            "HEXISTS K F",
+            "HSETNX K F V",
+            "HSTRLEN K F",
+            "HMSET K F V",
+            "HSCAN K 0",
+        ],
+        "set" => &[
+            "SADD K F",
+            "SADD K F F2",
+            "SREM K F",
+            "SMEMBERS K",
+            "SISMEMBER K F",
+            "SMISMEMBER K F F2",
+            "SCARD K",
+            "SINTER K L",
+            "SUNION K L",
+            "SDIFF K L",
+            "SINTERSTORE K L K",
+            "SUNIONSTORE L K L",
+            "SDIFFSTORE K K L",
+            "SMOVE K L F",
+            "SINTERCARD 2 K L",
+            "SSCAN K 0",
+        ],
+        "sortedset" => &[
+            "ZADD K N F",
+            "ZADD K N F N F2",
+            "ZRANGE K 0 -1 WITHSCORES",
+            "ZSCORE K F",
+            "ZINCRBY K N F",
+            "ZRANK K F",
+            "ZREVRANK K F",
+            "ZREM K F",
+            "ZCOUNT K 0 N",
+            "ZRANGEBYSCORE K -inf +inf",
+            "ZPOPMIN K",
+            "ZPOPMAX K",
+            "ZUNIONSTORE L 2 K L",
+            "ZINTER 2 K L WITHSCORES",
+            "ZMPOP 2 K L MIN",
+            "ZCARD K",
+            "ZMSCORE K F F2",
+            "ZRANGESTORE L K 0 N",
+            "ZLEXCOUNT K - +",
+            "ZREMRANGEBYRANK K 0 0",
+            "ZDIFF 2 K L",
+        ],
+        "list" => &[
+            "LPUSH K V",
+            "RPUSH K V F",
+            "LPOP K",
+            "RPOP K",
+            "LRANGE K 0 -1",
+            "LLEN K",
+            "LINDEX K N",
+            "LSET K 0 V",
+            "LREM K 1 V",
+            "LTRIM K 0 N",
+            "LMOVE K L LEFT RIGHT",
+            "LPOS K V",
+            "LINSERT K BEFORE V F",
+            "LMPOP 2 K L LEFT",
+            "RPOPLPUSH K L",
+            "LPUSHX K V",
+            "RPUSHX L V",
+            "BLPOP K L 0.01",
+            "BRPOP K 0.01",
+        ],
+        "bitmap" => &[
+            "SETBIT K N 1",
+            "GETBIT K N",
+            "BITCOUNT K",
+            "BITPOS K 1",
+            "BITOP AND L K L",
+            "BITOP OR L K L",
+            "BITFIELD K INCRBY u8 0 N",
+            "BITFIELD_RO K GET u8 0",
+        ],
+        "hyperloglog" => &[
+            "PFADD K F",
+            "PFADD K F F2 V",
+            "PFCOUNT K",
+            "PFCOUNT K L",
+            "PFMERGE L K L",
+        ],
+        "stream" => &[
+            "XADD K I F V",
+            "XLEN K",
+            "XRANGE K - +",
+            "XREVRANGE K + - COUNT 2",
+            "XDEL K I",
+            "XTRIM K MAXLEN N",
+            "XGROUP CREATE K g 0",
+            "XREADGROUP GROUP g c COUNT 2 STREAMS K >",
+            "XACK K g I",
+            "XPENDING K g",
+            "XREAD COUNT 2 STREAMS K L 0 0",
+            "XGROUP DESTROY K g",
+            "XSETID K I",
+        ],
+        "geo" => &[
+            "GEOADD K 13.36 38.11 F",
+            "GEOADD K 15.08 37.50 F2",
+            "GEOPOS K F F2 x",
+            "GEODIST K F F2 km",
+            "GEOHASH K F",
+            "GEOSEARCH K FROMMEMBER F BYRADIUS 500 km ASC",
+            "GEOSEARCHSTORE L K FROMMEMBER F BYRADIUS 500 km",
+        ],
+        _ => &[],
+    }
+}
+
+#[test]
+fn every_data_type_answers_as_redis_does() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let mut through = proxy.client();
+    let mut direct = reference.client();
+    // Keys that live on one backend, so multi-key commands run there.
+    let keys: Vec<String> = (0..3)
+        .map(|i| proxy.key_on(1, &format!("dt{i}:")))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(19);
+    let mut stream_id = 1u64;
+    for kind in [
+        "string",
+        "hash",
+        "set",
+        "sortedset",
+        "list",
+        "bitmap",
+        "hyperloglog",
+        "stream",
+        "geo",
+    ] {
+        for _ in 0..150 {
+            let list = templates(kind);
+            let template = list[rng.random_range(0..list.len())];
+            let k = keys[rng.random_range(0..keys.len())].clone();
+            let l = keys[rng.random_range(0..keys.len())].clone();
+            stream_id += rng.random_range(0..2);
+            let words: Vec<String> = template
+                .split(' ')
+                .map(|w| match w {
+                    "K" => k.clone(),
+                    "L" => l.clone(),
+                    "V" => format!("v{}", rng.random_range(0..4)),
+                    "F" => format!("f{}", rng.random_range(0..3)),
+                    "F2" => format!("f{}", rng.random_range(3..5)),
+                    "N" => rng.random_range(0..6).to_string(),
+                    "I" => format!("{stream_id}-0"),
+                    other => other.to_string(),
+                })
+                .collect();
+            let args: Vec<&str> = words.iter().map(String::as_str).collect();
+            same(&mut through, &mut direct, &args);
+        }
+        for key in &keys {
+            same(&mut through, &mut direct, &["DEL", key]);
+        }
+    }
+}
+
+#[test]
+fn multi_key_commands_over_backends_are_refused_unless_redis_defines_them_per_key() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "");
+    let mut client = proxy.client();
+    let (a, b) = (proxy.key_on(0, "x"), proxy.key_on(1, "x"));
+    for args in [
+        vec!["SINTER", &a, &b],
+        vec!["SMOVE", &a, &b, "m"],
+        vec!["LMOVE", &a, &b, "LEFT", "RIGHT"],
+        vec!["ZUNIONSTORE", &a, "1", &b],
+        vec!["PFCOUNT", &a, &b],
+        vec!["MSETNX", &a, "1", &b, "2"],
+        vec!["COPY", &a, &b],
+        vec!["BLPOP", &a, &b, "1"],
+        vec!["XREAD", "STREAMS", &a, &b, "0", "0"],
+    ] {
+        assert_eq!(
+            client.text(&args),
+            "-CROSSSLOT Keys in request don't hash to the same slot\r\n",
+            "{args:?}"
+        );
+    }
+    // Nothing of a refused MSETNX was written.
+    assert_eq!(client.text(&["EXISTS", &a, &b]), ":0\r\n");
+    // Unknown subcommands and arity of subcommands, as Redis words them.
+    assert_eq!(
+        client.text(&["XGROUP", "NOPE", &a]),
+        "-ERR unknown subcommand 'NOPE'. Try XGROUP HELP.\r\n"
+    );
+    // Server-wide commands stay refused.
+    for args in [
+        vec!["CONFIG", "SET", "maxmemory", "1"],
+        vec!["SHUTDOWN"],
+        vec!["DEBUG", "SLEEP", "0"],
+    ] {
+        assert!(client.text(&args).starts_with('-'), "{args:?}");
+    }
+}
+
+#[test]
+fn rename_across_backends_moves_the_value_with_its_ttl() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let mut through = proxy.client();
+    let mut direct = reference.client();
+    let (old, new) = (proxy.key_on(0, "sess:"), proxy.key_on(2, "sess:"));
+    let taken = proxy.key_on(1, "sess:");
+    for c in [&mut through, &mut direct] {
+        c.text(&["HSET", &old, "creationTime", "1", "attr", "x"]);
+        c.text(&["PEXPIRE", &old, "600000"]);
+        c.text(&["SET", &taken, "other"]);
+    }
+    same(&mut through, &mut direct, &["RENAME", &old, &new]);
+    same(&mut through, &mut direct, &["HGETALL", &new]);
+    same(&mut through, &mut direct, &["EXISTS", &old]);
+    let ttl = through.text(&["PTTL", &new]);
+    let ms: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
+    assert!(ms > 590_000 && ms <= 600_000, "TTL kept: {ttl}");
+    // RENAMENX onto a key that exists: 0, both left as they were.
+    same(&mut through, &mut direct, &["RENAMENX", &new, &taken]);
+    same(&mut through, &mut direct, &["HGETALL", &new]);
+    same(&mut through, &mut direct, &["GET", &taken]);
+    // RENAMENX onto a free name, and back with RENAME.
+    same(&mut through, &mut direct, &["RENAMENX", &new, &old]);
+    same(&mut through, &mut direct, &["RENAME", &old, &taken]);
+    same(&mut through, &mut direct, &["HGETALL", &taken]);
+    // No such key, and a rename onto itself.
+    same(&mut through, &mut direct, &["RENAME", &old, &new]);
+    same(&mut through, &mut direct, &["RENAME", &taken, &taken]);
+    // Nothing hidden is left behind on any backend.
+    for server in &servers {
+        assert_eq!(
+            server.client().text(&["KEYS", "__session-proxy*"]),
+            "*0\r\n"
+        );
+    }
+}
+
+/// Spring Session Data Redis: the commands its repositories send, in order
+/// (RedisSessionRepository, RedisIndexedSessionRepository).
+#[test]
+fn spring_session_sequences_are_byte_identical() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let mut through = proxy.client();
+    let mut direct = reference.client();
+    let ns = "spring:session";
+    for (id, new_id) in [("a1", "b7"), ("c3", "d4"), ("e5", "f6")] {
+        let key = format!("{ns}:sessions:{id}");
+        let new_key = format!("{ns}:sessions:{new_id}");
+        let expires = format!("{ns}:sessions:expires:{id}");
+        let new_expires = format!("{ns}:sessions:expires:{new_id}");
+        let expirations = format!("{ns}:expirations:1764700000000");
+        let (member, new_member) = (format!("expires:{id}"), format!("expires:{new_id}"));
+        let principal = format!("{ns}:index:org.springframework.session.FindByIndexNameSessionRepository.PRINCIPAL_NAME_INDEX_NAME:alice");
+        let steps: Vec<Vec<&str>> = vec![
+            // Create and save (default repository: HSET + PEXPIRE).
+            vec![
+                "HSET",
+                &key,
+                "creationTime",
+                "1764700000000",
+                "maxInactiveInterval",
+                "1800",
+                "lastAccessedTime",
+                "1764700000000",
+            ],
+            vec!["PEXPIRE", &key, "1800000"],
+            // Indexed repository: the expiry index and the principal index.
+            vec![
+                "HMSET",
+                &key,
+                "sessionAttr:SPRING_SECURITY_CONTEXT",
+                "\u{ac}\u{ed}ctx",
+                "sessionAttr:user",
+                "alice",
+            ],
+            vec!["APPEND", &expires, ""],
+            vec!["EXPIRE", &expires, "1800"],
+            vec!["SADD", &expirations, &member],
+            vec!["EXPIRE", &expirations, "2100"],
+            vec!["SADD", &principal, id],
+            vec!["EXPIRE", &key, "2100"],
+            // Read, find by principal.
+            vec!["HGETALL", &key],
+            vec!["SMEMBERS", &principal],
+            // Save attributes, touch.
+            vec![
+                "HSET",
+                &key,
+                "lastAccessedTime",
+                "1764700060000",
+                "sessionAttr:cart",
+                "3",
+            ],
+            vec!["HDEL", &key, "sessionAttr:cart"],
+            // Change the session id: both keys renamed, indexes updated.
+            vec!["RENAME", &key, &new_key],
+            vec!["RENAME", &expires, &new_expires],
+            vec!["SREM", &principal, id],
+            vec!["SADD", &principal, new_id],
+            vec!["HGETALL", &new_key],
+            vec!["HGETALL", &key],
+            vec!["TTL", &new_key],
+            // Delete.
+            vec!["SREM", &expirations, &new_member],
+            vec!["SREM", &principal, new_id],
+            vec!["DEL", &new_key, &new_expires],
+            vec!["HGETALL", &new_key],
+            vec!["SMEMBERS", &principal],
+        ];
+        for step in steps {
+            same(&mut through, &mut direct, &step);
+        }
+    }
+}
+
+/// ASP.NET Core's distributed cache on StackExchange.Redis (RedisCache),
+/// behind AddSession: set with absolute and sliding expiry, get, refresh,
+/// remove; and what the client library asks at connect.
+#[test]
+fn aspnet_core_cache_sequences_are_byte_identical() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let mut through = proxy.client();
+    let mut direct = reference.client();
+    same(&mut through, &mut direct, &["ECHO", "hello"]);
+    same(&mut through, &mut direct, &["CLIENT", "SETNAME", "web01"]);
+    assert!(
+        through.text(&["CLUSTER", "NODES"]).starts_with('-'),
+        "an error the library tolerates"
+    );
+    for i in 0..6 {
+        let key = format!("AspNetCore.Session{i}");
+        let steps: Vec<Vec<&str>> = vec![
+            // Set, sliding 20 minutes and an absolute expiry (ticks).
+            vec!["HSET", &key, "absexp", "638686368000000000", "sldexp", "12000000000", "data", "\u{2}\u{1}payload"],
+            vec!["EXPIRE", &key, "1200"],
+            // Older versions: the same in one script.
+            vec!["EVAL", "redis.call('HSET', KEYS[1], 'absexp', ARGV[1], 'sldexp', ARGV[2], 'data', ARGV[4]) if ARGV[3] ~= '-1' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end return 1", "1", &key, "-1", "12000000000", "1200", "data2"],
+            // Get, then refresh the sliding expiry.
+            vec!["HMGET", &key, "absexp", "sldexp", "data"],
+            vec!["EXPIRE", &key, "1200"],
+            vec!["TTL", &key],
+            vec!["HMGET", &key, "absexp", "sldexp"],
+            // Remove.
+            vec!["DEL", &key],
+            vec!["HMGET", &key, "absexp", "sldexp", "data"],
+        ];
+        for step in steps {
+            same(&mut through, &mut direct, &step);
+        }
+    }
+}
+
+#[test]
+fn blocking_commands_run_on_leased_connections_without_stalling_others() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    // One shared connection per backend: a blocked command on it would
+    // stall every other client.
+    let proxy = proxy_over(
+        &servers,
+        "[pool]\nconnections = 1\nmax_held_connections = 4\n",
+    );
+    let queue = proxy.key_on(0, "queue:");
+    // Four clients block (the limit); a fifth is refused with a clear error.
+    let mut waiters: Vec<RawClient> = (0..4).map(|_| proxy.client()).collect();
+    for w in &mut waiters {
+        w.send(&[b"BLPOP", queue.as_bytes(), b"0"]);
+    }
+    let mut other = proxy.client();
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "four leases",
+        || {
+            servers[0]
+                .client()
+                .text(&["CLIENT", "LIST"])
+                .matches("cmd=blpop")
+                .count()
+                == 4
+        },
+    );
+    let refused = other.text(&["BLPOP", &queue, "0"]);
+    assert!(
+        refused.starts_with("-ERR backend 'b0' has [pool] max_held_connections held"),
+        "{refused}"
+    );
+    // Shared connections still serve everyone.
+    for i in 0..50 {
+        let key = proxy.key_on(0, &format!("k{i}:"));
+        assert_eq!(other.text(&["SET", &key, "v"]), "+OK\r\n");
+        assert_eq!(other.text(&["GET", &key]), "$1\r\nv\r\n");
+    }
+    // Each push wakes one waiter with Redis's reply.
+    for i in 0..4 {
+        assert_eq!(other.text(&["RPUSH", &queue, &format!("job{i}")]), ":1\r\n");
+    }
+    let mut jobs: Vec<String> = waiters
+        .iter_mut()
+        .map(|w| String::from_utf8(w.read_reply()).unwrap())
+        .collect();
+    jobs.sort();
+    let expected: Vec<String> = (0..4)
+        .map(|i| format!("*2\r\n${}\r\n{queue}\r\n$4\r\njob{i}\r\n", queue.len()))
+        .collect();
+    assert_eq!(jobs, expected);
+    // Clients that go away while blocked give their lease back: the
+    // backend sees their connections close, and new leases can be had.
+    for w in &mut waiters {
+        w.send(&[b"BLPOP", queue.as_bytes(), b"0"]);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "blocked again",
+        || {
+            servers[0]
+                .client()
+                .text(&["CLIENT", "LIST"])
+                .matches("cmd=blpop")
+                .count()
+                == 4
+        },
+    );
+    drop(waiters);
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "leases given back",
+        || {
+            !servers[0]
+                .client()
+                .text(&["CLIENT", "LIST"])
+                .contains("cmd=blpop")
+        },
+    );
+    let mut late = proxy.client();
+    late.send(&[b"BLPOP", queue.as_bytes(), b"0"]);
+    assert_eq!(other.text(&["RPUSH", &queue, "late"]), ":1\r\n");
+    assert!(String::from_utf8(late.read_reply())
+        .unwrap()
+        .ends_with("$4\r\nlate\r\n"));
+    // A timeout answers as on Redis (a null array), and XREAD BLOCK too.
+    assert_eq!(other.text(&["BLPOP", &queue, "0.05"]), "*-1\r\n");
+    let stream = proxy.key_on(1, "stream:");
+    assert_eq!(
+        other.text(&["XREAD", "BLOCK", "50", "STREAMS", &stream, "$"]),
+        "*-1\r\n"
+    );
+    let mut reader = proxy.client();
+    reader.send(&[
+        b"XREAD",
+        b"BLOCK",
+        b"0",
+        b"STREAMS",
+        stream.as_bytes(),
+        b"$",
+    ]);
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "XREAD blocked",
+        || {
+            servers[1]
+                .client()
+                .text(&["CLIENT", "LIST"])
+                .contains("cmd=xread")
+        },
+    );
+    other.text(&["XADD", &stream, "1-1", "f", "v"]);
+    let read = String::from_utf8(reader.read_reply()).unwrap();
+    assert!(read.contains("1-1"), "{read}");
+}
