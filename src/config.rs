@@ -281,6 +281,10 @@ pub struct Keys {
     /// being refused with CROSSSLOT: django-redis's set_many needs it.
     #[serde(default)]
     pub split_transactions: bool,
+    /// `CONFIG SET notify-keyspace-events` runs, on every backend (Spring
+    /// Session sends it at start-up). Refused otherwise.
+    #[serde(default)]
+    pub allow_keyspace_config: bool,
 }
 
 /// `[pool]`: backend connections and timeouts, for every backend.

@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod migration;
 pub mod net;
 pub mod protocol;
+pub mod pubsub;
 pub mod router;
 pub mod sentinel;
 pub mod server;

@@ -510,6 +510,39 @@ impl Backend {
         })
     }
 
+    /// A connection apart from the pool, to the current endpoint, made
+    /// ready as the pool's are (Pub/Sub links: `crate::pubsub::link`).
+    pub async fn connect_apart(&self) -> Result<crate::net::Stream, crate::dial::DialError> {
+        let endpoint = self.endpoint.borrow().clone();
+        let Some(endpoint) = endpoint else {
+            return Err(crate::dial::DialError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no master known yet",
+            )));
+        };
+        let connecting = crate::dial::handshake(&endpoint, &self.target, self.settings.databases);
+        match timeout(self.settings.connect_timeout, connecting).await {
+            Ok(done) => done.map(|(stream, _)| stream),
+            Err(_) => Err(crate::dial::DialError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))),
+        }
+    }
+
+    /// Counts one more connection held for a single client (a Pub/Sub
+    /// link) against `[pool] max_held_connections`, until dropped.
+    pub fn reserve(&self) -> Option<Reserved> {
+        let count = self.held.fetch_add(1, Ordering::AcqRel);
+        if count >= self.settings.max_held {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Reserved {
+            count: self.held.clone(),
+        })
+    }
+
     /// Queues a command on a held connection.
     pub fn send_held(
         &self,
@@ -645,6 +678,18 @@ async fn learn_version(
             _ = tokio::time::sleep(AGAIN) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+/// A connection counted against `[pool] max_held_connections` until dropped.
+#[derive(Debug)]
+pub struct Reserved {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -86,12 +86,19 @@ pub(in crate::client) fn execute(
         abort(state);
         return Slot::ready(proto, noperm_command(spec.name));
     }
+    if let Some(refusal) = subscribed_refusal(state, spec) {
+        abort(state);
+        return Slot::ready(proto, refusal);
+    }
     let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
     if let Some(slot) = transaction_step(topo, state, batcher, spec, request, user_prefixes, now) {
         return slot;
     }
     if extra_arity {
         return Slot::ready(proto, arity_error(spec.name));
+    }
+    if let Some(slot) = subscription(topo, state, batcher, spec, request, now) {
+        return slot;
     }
     let docs = spec.cmd == Cmd::Command
         && request
@@ -100,6 +107,11 @@ pub(in crate::client) fn execute(
     if docs {
         batcher.flush(topo, state.origin());
         return command_docs(topo, state, request, now);
+    }
+    if spec.cmd == Cmd::Config {
+        if let Some(slot) = keyspace_config(topo, state, batcher, spec, request, user, now) {
+            return slot;
+        }
     }
     match spec.route {
         Route::Local => {
@@ -322,20 +334,85 @@ pub(in crate::client) fn routed(
                 now,
             )
         }
-        Plan::Every { how } => {
+        Plan::Every { how } => every_backend(topo, state, batcher, request, spec.write, how, now),
+    }
+}
+
+/// Sends `request` to every backend; the replies merged by `how`.
+fn every_backend(
+    topo: &Arc<Topology>,
+    state: &State,
+    batcher: &mut Batcher,
+    request: &Request,
+    write: bool,
+    how: MergeHow,
+    now: Instant,
+) -> Slot {
+    batcher.flush(topo, state.origin());
+    let args = request.args();
+    let parts = topo
+        .backends
+        .iter()
+        .map(|backend| {
+            let rx = backend.send_args(state.origin(), &args, state.db, write);
+            (Some(rx), None)
+        })
+        .collect();
+    let merging = Pending::Merge(Box::new(Merging { parts, how }));
+    Slot::waiting(topo, state.proto, merging, Arc::from("*"), now)
+}
+
+/// `CONFIG GET notify-keyspace-events` (the first backend's value) and
+/// `CONFIG SET notify-keyspace-events` (on every backend, when `[keys]
+/// allow_keyspace_config` is set, for a user without restrictions); other
+/// CONFIG commands are answered by `config_command`.
+fn keyspace_config(
+    topo: &Arc<Topology>,
+    state: &State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    user: Option<&crate::config::User>,
+    now: Instant,
+) -> Option<Slot> {
+    let names_it = request
+        .arg(2)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"notify-keyspace-events"));
+    let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
+    match (&sub[..], request.len()) {
+        (b"GET", 3) if names_it => {
             batcher.flush(topo, state.origin());
-            let args = request.args();
-            let parts = topo
-                .backends
-                .iter()
-                .map(|backend| {
-                    let rx = backend.send_args(state.origin(), &args, state.db, spec.write);
-                    (Some(rx), None)
-                })
-                .collect();
-            let merging = Pending::Merge(Box::new(Merging { parts, how }));
-            Slot::waiting(topo, proto, merging, Arc::from("*"), now)
+            let backend = &topo.backends[0];
+            let rx = backend.send_args(state.origin(), &request.args(), state.db, false);
+            Some(Slot::waiting(
+                topo,
+                state.proto,
+                Pending::One(rx),
+                backend.id.clone(),
+                now,
+            ))
         }
+        (b"SET", 4) if names_it => {
+            let restricted = is_restricted(topo, user) || user.is_some_and(|u| u.read_only);
+            if !topo.config.keys.allow_keyspace_config || restricted {
+                return Some(Slot::ready(
+                    state.proto,
+                    Reply::error(
+                        "ERR CONFIG SET notify-keyspace-events is refused by session-proxy: set [keys] allow_keyspace_config = true to apply it to every backend",
+                    ),
+                ));
+            }
+            Some(every_backend(
+                topo,
+                state,
+                batcher,
+                request,
+                spec.write,
+                MergeHow::AllOk,
+                now,
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -388,6 +465,12 @@ pub(in crate::client) fn local(
     args: &[Bytes],
 ) -> Reply {
     match spec.cmd {
+        Cmd::Ping if state.subscriber.is_some() => {
+            subscribed_ping(state, args).unwrap_or_else(|| match args.get(1) {
+                None => Reply::status("PONG"),
+                Some(msg) => Reply::Bulk(msg.clone()),
+            })
+        }
         Cmd::Ping => match args.get(1) {
             None => Reply::status("PONG"),
             Some(msg) => Reply::Bulk(msg.clone()),
@@ -395,6 +478,7 @@ pub(in crate::client) fn local(
         Cmd::Echo => Reply::Bulk(args[1].clone()),
         Cmd::Quit => Reply::ok(),
         Cmd::Reset => {
+            state.subscriber = None;
             state.multi = None;
             state.watching = None;
             state.proto = Proto::Resp2;

@@ -35,6 +35,7 @@ mod dispatch;
 mod leased;
 mod migrate;
 mod plan;
+mod pubsub;
 mod rename;
 mod slot;
 mod sweep;
@@ -46,6 +47,7 @@ use dispatch::*;
 use leased::*;
 use migrate::*;
 use plan::*;
+use pubsub::*;
 use rename::*;
 use slot::*;
 use sweep::*;
@@ -99,6 +101,8 @@ struct State {
     watching: Option<Watching>,
     /// What CLIENT LIST shows of this client (see `crate::clients`).
     card: Arc<crate::clients::ClientCard>,
+    /// Pub/Sub subscriptions and their links, from the first SUBSCRIBE.
+    subscriber: Option<Box<Subscriber>>,
 }
 
 impl State {
@@ -153,6 +157,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         large_replies: false,
         multi: None,
         watching: None,
+        subscriber: None,
         card: registered.card.clone(),
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
@@ -180,6 +185,8 @@ enum Event {
     Evicted,
     /// Another client named this one in CLIENT KILL.
     Killed,
+    /// A Pub/Sub message from one of the client's links.
+    Message(Bytes),
 }
 
 /// Ends a client that a limit closes: counted in `closed` (one of the
@@ -278,6 +285,25 @@ impl Handler<'_> {
         }
         self.batcher.flush(&self.topo, self.state.origin());
         held_back
+    }
+
+    /// A Pub/Sub message from a link: written now if nothing is owed to the
+    /// client before it, else once the replies before it are.
+    fn deliver(&mut self, frame: Bytes) {
+        let Some(subscriber) = self.state.subscriber.as_ref() else {
+            return;
+        };
+        let wanted = subscriber.wanted.lock().is_ok_and(|w| w.wants(&frame));
+        if !wanted {
+            return;
+        }
+        let frame = crate::pubsub::for_client(frame, self.state.proto);
+        if self.queue.is_empty() {
+            self.wbuf.extend_from_slice(&frame);
+        } else {
+            self.queue
+                .push_back(Slot::ready(self.state.proto, Reply::Encoded(frame)));
+        }
     }
 
     /// Step 2: encodes every reply that is ready, in order, up to ENCODE_TURN
@@ -419,6 +445,17 @@ impl Handler<'_> {
 /// answered yet before the proxy stops reading it.
 const READ_BEHIND_BLOCKING: usize = 64 * 1024;
 
+/// The next message of a subscribed client's links.
+async fn next_message(subscriber: &mut Option<Box<Subscriber>>) -> Bytes {
+    match subscriber {
+        Some(s) => match s.messages.recv().await {
+            Some(frame) => frame,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
     let topo = shared.topology();
     let decoder = RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
@@ -529,7 +566,8 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             c.rbuf.capacity() + c.wbuf.capacity(),
             c.topo.config.limits.max_memory_bytes,
         );
-        if idle && !idle_timeout.is_zero() && !idle_armed {
+        // As on Redis, the idle timeout does not apply to a subscriber.
+        if idle && !idle_timeout.is_zero() && !idle_armed && c.state.subscriber.is_none() {
             idle_timer
                 .as_mut()
                 .reset((c.last_read + idle_timeout).into());
@@ -557,12 +595,14 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             // look: it will once it is idle.
             _ = &mut drain_started, if !draining && idle => Event::Drain,
             _ = &mut idle_timer, if idle_armed => Event::IdleTimer,
+            message = next_message(&mut c.state.subscriber), if c.state.subscriber.is_some() && c.queue.len() < max_pipeline => Event::Message(message),
             _ = &mut evicted => Event::Evicted,
             _ = &mut killed => Event::Killed,
         };
         match event {
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
+            Event::Message(frame) => c.deliver(frame),
             Event::Drain => draining = true,
             Event::Evicted => return limit_closed(&shared.metrics.closed_memory, "memory"),
             Event::Killed => {

@@ -70,6 +70,13 @@ pub(in crate::client) enum MergeHow {
     /// One of the parts' non-null replies the filter allows, at random
     /// (RANDOMKEY).
     AnyOne(KeyFilter),
+    /// Arrays merged without repeats, in first-seen order (PUBSUB CHANNELS).
+    Union,
+    /// The largest integer (PUBSUB NUMPAT: every backend has the patterns).
+    Max,
+    /// PUBSUB NUMSUB: for each channel, the count its owner backend (the
+    /// index, in backend order) gives.
+    NumSub(Vec<usize>),
     /// COMMAND DOCS from a backend, kept to the commands the proxy has (an
     /// empty map when the backend cannot answer).
     Docs,
@@ -168,7 +175,14 @@ pub(in crate::client) fn plan(
 ) -> Plan {
     let (prefixes, user_prefixes) = (policy.prefixes, policy.user_prefixes);
     match spec.route {
+        Route::AllBackends if spec.cmd == Cmd::PubSub => return pubsub(request, &mut owner),
         Route::AllBackends => return every(spec, request, policy),
+        Route::Channel => {
+            return Plan::Forward {
+                backend: request.arg(1).map_or(0, &mut owner),
+                wait: false,
+            }
+        }
         Route::Scan => return scan(request, policy),
         _ => {}
     }
@@ -287,6 +301,36 @@ impl Iterator for Positions {
             Positions::Listed(list) => list.next(),
         }
     }
+}
+
+/// PUBSUB: asked of every backend. Every proxy subscriber is subscribed on
+/// every backend, and a message is published on the channel's owner: a
+/// channel's subscriber count is its owner's, the channel list the union.
+fn pubsub(request: &Request, owner: &mut impl FnMut(&[u8]) -> usize) -> Plan {
+    let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
+    let how = match &sub[..] {
+        b"CHANNELS" | b"SHARDCHANNELS" if request.len() <= 3 => MergeHow::Union,
+        b"NUMPAT" if request.len() == 2 => MergeHow::Max,
+        b"NUMSUB" | b"SHARDNUMSUB" => {
+            let owners = (2..request.len())
+                .filter_map(|i| request.arg(i))
+                .map(&mut *owner)
+                .collect();
+            MergeHow::NumSub(owners)
+        }
+        b"HELP" => MergeHow::Same,
+        b"CHANNELS" | b"SHARDCHANNELS" | b"NUMPAT" => {
+            let name = format!("pubsub|{}", String::from_utf8_lossy(&sub).to_lowercase());
+            return Plan::Answer(arity_error(&name));
+        }
+        _ => {
+            return Plan::Answer(unknown_subcommand(
+                request.arg(1).unwrap_or_default(),
+                "PUBSUB",
+            ))
+        }
+    };
+    Plan::Every { how }
 }
 
 /// One step of SCAN: the backend the cursor names, asked with its own
@@ -450,6 +494,46 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             Some((first, rest)) if rest.iter().all(|p| p == first) => first.clone(),
             _ => Reply::error("ERR the backends gave different replies"),
         },
+        MergeHow::Union => {
+            let mut out: Vec<Reply> = Vec::new();
+            for part in parts {
+                let Reply::Array(items) = part else {
+                    return unexpected();
+                };
+                for item in items {
+                    if !out.contains(&item) {
+                        out.push(item);
+                    }
+                }
+            }
+            Reply::Array(out)
+        }
+        MergeHow::Max => {
+            let mut most = 0i64;
+            for part in &parts {
+                match part {
+                    Reply::Int(n) => most = most.max(*n),
+                    _ => return unexpected(),
+                }
+            }
+            Reply::Int(most)
+        }
+        MergeHow::NumSub(owners) => {
+            let mut out = Vec::with_capacity(owners.len() * 2);
+            for (i, owner) in owners.iter().enumerate() {
+                let Some(Reply::Array(items)) = parts.get(*owner) else {
+                    return unexpected();
+                };
+                match (items.get(2 * i), items.get(2 * i + 1)) {
+                    (Some(channel), Some(count)) => {
+                        out.push(channel.clone());
+                        out.push(count.clone());
+                    }
+                    _ => return unexpected(),
+                }
+            }
+            Reply::Array(out)
+        }
         MergeHow::EveryHas => {
             let mut all: Option<Vec<i64>> = None;
             for part in &parts {

@@ -52,6 +52,17 @@ pub enum Cmd {
     Keyed,
     Rename,
     RenameNx,
+    // Pub/Sub (`client/pubsub.rs`): subscriptions on links of the
+    // client's own, PUBLISH to the channel's owner.
+    Subscribe,
+    PSubscribe,
+    SSubscribe,
+    Unsubscribe,
+    PUnsubscribe,
+    SUnsubscribe,
+    Publish,
+    SPublish,
+    PubSub,
     // Transactions, run by the client handler (`client/transaction.rs`).
     Config,
     Multi,
@@ -92,6 +103,9 @@ pub enum Route {
     AllBackends,
     /// SCAN: one backend at a time, the cursor saying which.
     Scan,
+    /// A channel name at argument 1 (PUBLISH): to the backend owning it,
+    /// by the same hash as keys; channels are not keys, so no prefix policy.
+    Channel,
     /// Keys where Redis's key specs say ([`Spec::specs`], or a
     /// subcommand's); every key on one backend, or refused with CROSSSLOT.
     Specs,
@@ -346,6 +360,26 @@ static HAND: &[Spec] = &[
         subs: &[],
     },
     spec!(Slowlog, "slowlog", -2, local, no_auth: false),
+    spec!(Subscribe, "subscribe", -2, local, no_auth: false),
+    spec!(PSubscribe, "psubscribe", -2, local, no_auth: false),
+    spec!(SSubscribe, "ssubscribe", -2, local, no_auth: false),
+    spec!(Unsubscribe, "unsubscribe", -1, local, no_auth: false),
+    spec!(PUnsubscribe, "punsubscribe", -1, local, no_auth: false),
+    spec!(SUnsubscribe, "sunsubscribe", -1, local, no_auth: false),
+    spec!(Publish, "publish", 3, Route::Channel, write: false, keys: (0, 0, 0)),
+    spec!(SPublish, "spublish", 3, Route::Channel, write: false, keys: (0, 0, 0)),
+    Spec {
+        cmd: Cmd::PubSub,
+        name: "pubsub",
+        arity: -2,
+        route: Route::AllBackends,
+        write: false,
+        no_auth: false,
+        blocking: false,
+        keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
+    },
     spec!(Config, "config", -2, local, no_auth: false),
     spec!(Multi, "multi", 1, local, no_auth: false),
     spec!(Exec, "exec", 1, local, no_auth: false),
@@ -475,7 +509,12 @@ pub fn key_positions(spec: &Spec, argc: usize) -> std::iter::StepBy<std::ops::Ra
         Route::Key => (1, 1, 2.min(argc)),
         Route::Keys(_) => (1, 1, argc),
         Route::KeyValues => (1, 2, argc),
-        Route::Local | Route::AllBackends | Route::Script | Route::Scan | Route::Specs => (0, 1, 0),
+        Route::Local
+        | Route::AllBackends
+        | Route::Script
+        | Route::Scan
+        | Route::Specs
+        | Route::Channel => (0, 1, 0),
     };
     (first..end).step_by(step)
 }

@@ -50,6 +50,9 @@ pub enum Reply {
     /// without decoding. RESP2 clients get these bytes as they are; RESP3
     /// clients too unless the reply holds a null, which RESP3 spells `_`.
     Raw(Bytes),
+    /// Frames already encoded in the client's protocol by the proxy
+    /// (Pub/Sub confirmations, pushes in RESP3), written as they are.
+    Encoded(Bytes),
 }
 
 impl Reply {
@@ -118,6 +121,8 @@ impl Reply {
     fn into_resp2(self) -> Resp2Frame {
         match self {
             raw @ Reply::Raw(_) => raw.parsed().into_resp2(),
+            // Only ever a whole reply, written as it is by the encoder.
+            Reply::Encoded(_) => Resp2Frame::Null,
             Reply::Status(s) => Resp2Frame::SimpleString(s),
             Reply::Error(e) => Resp2Frame::Error(to_str(e)),
             Reply::Int(i) => Resp2Frame::Integer(i),
@@ -138,6 +143,7 @@ impl Reply {
     fn into_resp3(self) -> Resp3Frame {
         match self {
             raw @ Reply::Raw(_) => raw.parsed().into_resp3(),
+            Reply::Encoded(_) => Resp3Frame::Null,
             Reply::Status(data) => Resp3Frame::SimpleString {
                 data,
                 attributes: None,
@@ -205,6 +211,10 @@ impl Encoder<Reply> for ReplyEncoder {
             dst.extend_from_slice(b"-");
             dst.extend_from_slice(e);
             dst.extend_from_slice(b"\r\n");
+            return Ok(());
+        }
+        if let Reply::Encoded(frames) = &reply {
+            dst.extend_from_slice(frames);
             return Ok(());
         }
         if let Reply::Raw(raw) = &reply {

@@ -1,0 +1,240 @@
+//! A client's Pub/Sub: (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE on links of its
+//! own to the backends (`crate::pubsub`), the confirmations Redis would
+//! send, once every backend has confirmed a subscribe, and Redis's rules
+//! for a RESP2 client in subscribed mode.
+
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use crate::backend::Reserved;
+use crate::client::*;
+use crate::pubsub::link::{self, Order};
+use crate::pubsub::{Kind, Wanted};
+
+/// Messages a client's links may hold for it before they wait (and Redis's
+/// own output limit for Pub/Sub clients takes over on the backend).
+const MESSAGES_QUEUED: usize = 1024;
+
+/// A subscribing client's links and what it is subscribed to.
+pub(in crate::client) struct Subscriber {
+    pub(in crate::client) wanted: Arc<Mutex<Wanted>>,
+    links: Vec<Option<Link>>,
+    pub(in crate::client) messages: mpsc::Receiver<Bytes>,
+    sender: mpsc::Sender<Bytes>,
+}
+
+/// One link: its orders; it counts against `[pool] max_held_connections`.
+struct Link {
+    orders: mpsc::UnboundedSender<Order>,
+    _reserved: Reserved,
+}
+
+impl Subscriber {
+    fn new() -> Subscriber {
+        let (sender, messages) = mpsc::channel(MESSAGES_QUEUED);
+        Subscriber {
+            wanted: Arc::default(),
+            links: Vec::new(),
+            messages,
+            sender,
+        }
+    }
+
+    /// Subscriptions in all.
+    pub(in crate::client) fn total(&self) -> usize {
+        self.wanted.lock().map_or(0, |w| w.total())
+    }
+
+    /// Makes sure backend `index` has a link; the error when no more
+    /// connections may be held there.
+    fn link(&mut self, topo: &Topology, index: usize) -> Result<(), Reply> {
+        if self.links.len() <= index {
+            self.links.resize_with(index + 1, || None);
+        }
+        if self.links[index].is_some() {
+            return Ok(());
+        }
+        let backend = &topo.backends[index];
+        let Some(reserved) = backend.reserve() else {
+            return Err(Reply::error(format!(
+                "ERR backend '{}' has [pool] max_held_connections held already: no connection for a subscription",
+                backend.id
+            )));
+        };
+        let (orders, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(link::run(
+            backend.clone(),
+            index,
+            self.wanted.clone(),
+            receiver,
+            self.sender.clone(),
+            topo.config.limits.max_request_bytes,
+        ));
+        self.links[index] = Some(Link {
+            orders,
+            _reserved: reserved,
+        });
+        Ok(())
+    }
+
+    fn order(&self, index: usize, order: Order) {
+        if let Some(Some(link)) = self.links.get(index) {
+            let _ = link.orders.send(order);
+        }
+    }
+}
+
+/// The kind and direction of a (un)subscribe command.
+fn kind_of(cmd: Cmd) -> Option<(Kind, bool)> {
+    Some(match cmd {
+        Cmd::Subscribe => (Kind::Channel, true),
+        Cmd::PSubscribe => (Kind::Pattern, true),
+        Cmd::SSubscribe => (Kind::Shard, true),
+        Cmd::Unsubscribe => (Kind::Channel, false),
+        Cmd::PUnsubscribe => (Kind::Pattern, false),
+        Cmd::SUnsubscribe => (Kind::Shard, false),
+        _ => return None,
+    })
+}
+
+/// Redis's refusal of `spec` for a RESP2 client in subscribed mode.
+pub(in crate::client) fn subscribed_refusal(state: &State, spec: &Spec) -> Option<Reply> {
+    let subscribed = state.subscriber.as_ref().is_some_and(|s| s.total() > 0);
+    if !subscribed || state.proto != Proto::Resp2 {
+        return None;
+    }
+    let allowed =
+        kind_of(spec.cmd).is_some() || matches!(spec.cmd, Cmd::Ping | Cmd::Quit | Cmd::Reset);
+    (!allowed).then(|| {
+        Reply::error(format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name
+        ))
+    })
+}
+
+/// PING in subscribed mode (RESP2): `pong` and the message, in an array.
+pub(in crate::client) fn subscribed_ping(state: &State, args: &[Bytes]) -> Option<Reply> {
+    let subscribed = state.subscriber.as_ref().is_some_and(|s| s.total() > 0);
+    (subscribed && state.proto == Proto::Resp2).then(|| {
+        Reply::Array(vec![
+            Reply::bulk_str("pong"),
+            Reply::Bulk(args.get(1).cloned().unwrap_or_default()),
+        ])
+    })
+}
+
+/// Runs a (un)subscribe command; `None` for any other.
+pub(in crate::client) fn subscription(
+    topo: &Arc<Topology>,
+    state: &mut State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    now: Instant,
+) -> Option<Slot> {
+    let (kind, subscribing) = kind_of(spec.cmd)?;
+    batcher.flush(topo, state.origin());
+    let proto = state.proto;
+    let names: Vec<Bytes> = request.args().split_off(1);
+    let subscriber = state
+        .subscriber
+        .get_or_insert_with(|| Box::new(Subscriber::new()));
+    // The backends each name goes to: every one, or a shard channel's owner.
+    let targets: Vec<(usize, Vec<Bytes>)> = match kind {
+        Kind::Shard if subscribing => group_by_owner(&names, |n| topo.route(n)),
+        Kind::Shard => {
+            let wanted = subscriber
+                .wanted
+                .lock()
+                .map(|w| w.shards.clone())
+                .unwrap_or_default();
+            let chosen: Vec<Bytes> = if names.is_empty() {
+                wanted.keys().cloned().collect()
+            } else {
+                names.clone()
+            };
+            group_by_owner(&chosen, |n| {
+                wanted.get(n).copied().unwrap_or_else(|| topo.route(n))
+            })
+        }
+        _ => (0..topo.backends.len())
+            .map(|i| (i, names.clone()))
+            .collect(),
+    };
+    if !subscribing {
+        let (confirmations, _) = match subscriber.wanted.lock() {
+            Ok(mut wanted) => wanted.unsubscribe(kind, &names, proto),
+            Err(_) => return Some(Slot::ready(proto, Reply::error("ERR internal error"))),
+        };
+        for (index, names) in targets {
+            // With no names, the link unsubscribes every one of the kind.
+            subscriber.order(
+                index,
+                Order {
+                    kind,
+                    subscribing,
+                    names: if names.is_empty() { Vec::new() } else { names },
+                    ack: None,
+                },
+            );
+        }
+        if subscriber.total() == 0 {
+            // Out of subscribed mode: the links close.
+            state.subscriber = None;
+        }
+        return Some(Slot::ready(proto, Reply::Encoded(confirmations)));
+    }
+    for (index, _) in &targets {
+        if let Err(refusal) = subscriber.link(topo, *index) {
+            return Some(Slot::ready(proto, refusal));
+        }
+    }
+    let confirmations = match subscriber.wanted.lock() {
+        Ok(mut wanted) => wanted.subscribe(kind, &names, proto, |n| topo.route(n)),
+        Err(_) => return Some(Slot::ready(proto, Reply::error("ERR internal error"))),
+    };
+    let mut acks = Vec::with_capacity(targets.len());
+    for (index, names) in targets {
+        let (ack, acked) = oneshot::channel();
+        acks.push(acked);
+        subscriber.order(
+            index,
+            Order {
+                kind,
+                subscribing,
+                names,
+                ack: Some(ack),
+            },
+        );
+    }
+    // The confirmations go out once every backend has confirmed: a message
+    // published after them reaches this client.
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        for acked in acks {
+            let _ = acked.await;
+        }
+        let _ = tx.send(Ok(Reply::Encoded(confirmations)));
+    });
+    Some(Slot::waiting(
+        topo,
+        proto,
+        Pending::One(rx),
+        Arc::from("*"),
+        now,
+    ))
+}
+
+fn group_by_owner(names: &[Bytes], owner: impl Fn(&[u8]) -> usize) -> Vec<(usize, Vec<Bytes>)> {
+    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
+    for name in names {
+        let index = owner(name);
+        match groups.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, list)) => list.push(name.clone()),
+            None => groups.push((index, vec![name.clone()])),
+        }
+    }
+    groups
+}

@@ -1,0 +1,166 @@
+//! One subscribing client's connection to one backend: subscribes what the
+//! client wants there (again after every reconnect, so a subscriber lives
+//! through a backend restart or a failover), sends its (un)subscribes on,
+//! tells it when Redis has confirmed a subscribe, and hands it the messages.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::{classify, Incoming, Kind, Wanted};
+use crate::backend::Backend;
+use crate::protocol::{encode_command, reply_extent};
+
+/// How long a link waits before connecting again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// A command for a link: (un)subscribe `names`; `ack` once Redis has
+/// confirmed every one of them (or the backend cannot be reached: the
+/// link subscribes them when it connects).
+pub struct Order {
+    pub kind: Kind,
+    pub subscribing: bool,
+    pub names: Vec<Bytes>,
+    pub ack: Option<oneshot::Sender<()>>,
+}
+
+/// The link's task; ends when the client drops its sender.
+pub async fn run(
+    backend: Backend,
+    index: usize,
+    wanted: Arc<Mutex<Wanted>>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+    messages: mpsc::Sender<Bytes>,
+    max_frame: usize,
+) {
+    loop {
+        // Orders wait while connecting (at most the connect timeout): the
+        // subscription is made on connect, from `wanted`, and they are
+        // confirmed then.
+        let stream = match backend.connect_apart().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                // Not connected: what the client orders now is subscribed
+                // on connect; it is not kept waiting for that.
+                debug!(backend = %backend.id, %error, "subscription link cannot connect");
+                let wait = tokio::time::sleep(RETRY);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = &mut wait => break,
+                        order = orders.recv() => match order {
+                            Some(order) => acknowledge(order),
+                            None => return,
+                        },
+                    }
+                }
+                continue;
+            }
+        };
+        // Confirmations owed, in order: how many, and who waits for them.
+        let mut owed: VecDeque<(usize, Option<oneshot::Sender<()>>)> = VecDeque::new();
+        let mut wbuf = BytesMut::new();
+        {
+            let wanted = wanted.lock().unwrap_or_else(|e| e.into_inner());
+            let shards: Vec<Bytes> = wanted
+                .shards
+                .iter()
+                .filter(|(_, owner)| **owner == index)
+                .map(|(name, _)| name.clone())
+                .collect();
+            for (kind, names) in [
+                (
+                    Kind::Channel,
+                    wanted.channels.iter().cloned().collect::<Vec<_>>(),
+                ),
+                (Kind::Pattern, wanted.patterns.iter().cloned().collect()),
+                (Kind::Shard, shards),
+            ] {
+                if !names.is_empty() {
+                    owed.push_back((names.len(), None));
+                    write_order(&mut wbuf, kind, true, &names);
+                }
+            }
+        }
+        let mut rbuf = BytesMut::new();
+        let lost = 'session: loop {
+            if !wbuf.is_empty() {
+                if let Err(e) = stream.write_all(&mut wbuf).await {
+                    break 'session e.to_string();
+                }
+            }
+            tokio::select! {
+                order = orders.recv() => {
+                    let Some(order) = order else { return };
+                    if order.names.is_empty() && order.subscribing {
+                        acknowledge(order);
+                        continue;
+                    }
+                    write_order(&mut wbuf, order.kind, order.subscribing, &order.names);
+                    if order.subscribing {
+                        owed.push_back((order.names.len(), order.ack));
+                    } else {
+                        acknowledge(order);
+                    }
+                }
+                read = stream.read_some(&mut rbuf) => {
+                    match read {
+                        Ok(0) => break 'session "closed by the server".to_string(),
+                        Err(e) => break 'session e.to_string(),
+                        Ok(_) => {}
+                    }
+                    loop {
+                        let len = match reply_extent(&rbuf, max_frame) {
+                            Ok(Some(len)) => len,
+                            Ok(None) => break,
+                            Err(e) => break 'session format!("{e:?}"),
+                        };
+                        let frame = rbuf.split_to(len).freeze();
+                        match classify(&frame) {
+                            Incoming::Message => {
+                                if messages.send(frame).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Incoming::Confirmed => {
+                                if let Some(front) = owed.front_mut() {
+                                    front.0 = front.0.saturating_sub(1);
+                                    if front.0 == 0 || frame.first() == Some(&b'-') {
+                                        if let Some((_, Some(ack))) = owed.pop_front() {
+                                            let _ = ack.send(());
+                                        }
+                                    }
+                                }
+                            }
+                            Incoming::Other => {}
+                        }
+                    }
+                }
+            }
+        };
+        debug!(backend = %backend.id, reason = %lost, "subscription link lost; reconnecting");
+        // Whoever waits is told: the subscription is made again on connect.
+        for (_, ack) in owed.drain(..) {
+            if let Some(ack) = ack {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+fn acknowledge(order: Order) {
+    if let Some(ack) = order.ack {
+        let _ = ack.send(());
+    }
+}
+
+fn write_order(wbuf: &mut BytesMut, kind: Kind, subscribing: bool, names: &[Bytes]) {
+    let mut args = Vec::with_capacity(names.len() + 1);
+    args.push(Bytes::from_static(kind.command(subscribing)));
+    args.extend(names.iter().cloned());
+    encode_command(&args, wbuf);
+}

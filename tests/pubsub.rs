@@ -1,0 +1,262 @@
+//! Pub/Sub through the proxy (3 backends) against a Redis directly:
+//! confirmations and messages byte-compared in RESP2 and RESP3, each
+//! message delivered once whether published through the proxy or on a
+//! backend, keyspace notifications of every backend, subscribed-mode
+//! rules, PUBSUB introspection, and a subscriber that lives through a
+//! backend restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{try_wait_until, wait_until, Proxy, RawClient, Redis};
+
+fn proxy_over(servers: &[Redis], extra: &str) -> Proxy {
+    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    Proxy::start(&text)
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Sends one command to both subscribers and compares every frame of the
+/// reply (`frames` of them: one confirmation per channel).
+fn same_frames(proxy: &mut RawClient, direct: &mut RawClient, args: &[&str], frames: usize) {
+    let words: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    proxy.send(&words);
+    direct.send(&words);
+    for i in 0..frames {
+        assert_eq!(
+            text(proxy.read_reply()),
+            text(direct.read_reply()),
+            "frame {i} of the reply to {args:?}"
+        );
+    }
+}
+
+#[test]
+fn messages_arrive_once_and_match_redis_in_resp2_and_resp3() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    for resp3 in [false, true] {
+        let mut sub = proxy.client();
+        let mut direct_sub = reference.client();
+        if resp3 {
+            sub.hello3();
+            direct_sub.hello3();
+        }
+        same_frames(
+            &mut sub,
+            &mut direct_sub,
+            &["SUBSCRIBE", "news", "sport"],
+            2,
+        );
+        same_frames(&mut sub, &mut direct_sub, &["PSUBSCRIBE", "n*"], 1);
+        if resp3 {
+            // RESP3 clients run any command while subscribed.
+            same_frames(&mut sub, &mut direct_sub, &["GET", "nokey"], 1);
+        } else {
+            same_frames(&mut sub, &mut direct_sub, &["GET", "nokey"], 1);
+            same_frames(&mut sub, &mut direct_sub, &["PING"], 1);
+            same_frames(&mut sub, &mut direct_sub, &["PING", "hi"], 1);
+        }
+        let mut publisher = proxy.client();
+        let mut direct_pub = reference.client();
+        for i in 0..20 {
+            let channel = if i % 2 == 0 { "news" } else { "sport" };
+            let message = format!("m{i}");
+            // The proxy's subscriber link counts as Redis's subscriber does.
+            assert_eq!(
+                publisher.text(&["PUBLISH", channel, &message]),
+                direct_pub.text(&["PUBLISH", channel, &message]),
+            );
+            let frames = if channel == "news" { 2 } else { 1 };
+            for _ in 0..frames {
+                assert_eq!(text(sub.read_reply()), text(direct_sub.read_reply()));
+            }
+        }
+        // Published on a backend directly: still once.
+        for server in &servers {
+            server.client().text(&["PUBLISH", "sport", "direct"]);
+            direct_pub.text(&["PUBLISH", "sport", "direct"]);
+            assert_eq!(text(sub.read_reply()), text(direct_sub.read_reply()));
+        }
+        // (UNSUBSCRIBE with no channel lists them in the order of each
+        // server's hash table: compared with names, in one order.)
+        same_frames(
+            &mut sub,
+            &mut direct_sub,
+            &["UNSUBSCRIBE", "sport", "news"],
+            2,
+        );
+        same_frames(&mut sub, &mut direct_sub, &["UNSUBSCRIBE"], 1);
+        same_frames(&mut sub, &mut direct_sub, &["UNSUBSCRIBE", "gone"], 1);
+        same_frames(&mut sub, &mut direct_sub, &["PUNSUBSCRIBE"], 1);
+        // Out of subscribed mode: commands run again, and nothing else came.
+        same_frames(&mut sub, &mut direct_sub, &["PUBLISH", "news", "late"], 1);
+        same_frames(&mut sub, &mut direct_sub, &["PING"], 1);
+    }
+}
+
+#[test]
+fn sharded_channels_live_on_their_owner() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let mut sub = proxy.client();
+    let mut direct_sub = reference.client();
+    same_frames(&mut sub, &mut direct_sub, &["SSUBSCRIBE", "orders"], 1);
+    let mut publisher = proxy.client();
+    assert_eq!(publisher.text(&["SPUBLISH", "orders", "o1"]), ":1\r\n");
+    reference.client().text(&["SPUBLISH", "orders", "o1"]);
+    assert_eq!(text(sub.read_reply()), text(direct_sub.read_reply()));
+    let owner = proxy.owner("orders");
+    assert_eq!(
+        servers[owner]
+            .client()
+            .text(&["PUBSUB", "SHARDNUMSUB", "orders"]),
+        "*2\r\n$6\r\norders\r\n:1\r\n"
+    );
+    same_frames(&mut sub, &mut direct_sub, &["SUNSUBSCRIBE"], 1);
+}
+
+#[test]
+fn pubsub_introspection_counts_each_subscriber_once() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "");
+    let mut a = proxy.client();
+    let mut b = proxy.client();
+    a.send(&[b"SUBSCRIBE", b"c1", b"c2"]);
+    a.read_reply();
+    a.read_reply();
+    b.send(&[b"SUBSCRIBE", b"c1"]);
+    b.read_reply();
+    b.send(&[b"PSUBSCRIBE", b"p*"]);
+    b.read_reply();
+    let mut client = proxy.client();
+    let channels = client.text(&["PUBSUB", "CHANNELS"]);
+    assert!(
+        channels.starts_with("*2\r\n") && channels.contains("c1") && channels.contains("c2"),
+        "{channels}"
+    );
+    assert_eq!(
+        client.text(&["PUBSUB", "NUMSUB", "c1", "c2", "c3"]),
+        "*6\r\n$2\r\nc1\r\n:2\r\n$2\r\nc2\r\n:1\r\n$2\r\nc3\r\n:0\r\n"
+    );
+    assert_eq!(client.text(&["PUBSUB", "NUMPAT"]), ":1\r\n");
+    assert_eq!(
+        client.text(&["PUBSUB", "NOPE"]),
+        "-ERR unknown subcommand 'NOPE'. Try PUBSUB HELP.\r\n"
+    );
+}
+
+#[test]
+fn keyspace_notifications_of_every_backend_arrive_once() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let refused = proxy_over(&servers, "");
+    assert_eq!(
+        refused.client().text(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]),
+        "-ERR CONFIG SET notify-keyspace-events is refused by session-proxy: set [keys] allow_keyspace_config = true to apply it to every backend\r\n"
+    );
+    drop(refused);
+    let proxy = proxy_over(&servers, "[keys]\nallow_keyspace_config = true\n");
+    let mut client = proxy.client();
+    assert_eq!(
+        client.text(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]),
+        "+OK\r\n"
+    );
+    for server in &servers {
+        let got = server
+            .client()
+            .text(&["CONFIG", "GET", "notify-keyspace-events"]);
+        assert!(got.contains("xE") || got.contains("Ex"), "{got}");
+    }
+    assert!(client
+        .text(&["CONFIG", "GET", "notify-keyspace-events"])
+        .contains("notify-keyspace-events"));
+    let mut sub = proxy.client();
+    sub.send(&[b"PSUBSCRIBE", b"__keyevent@*__:expired"]);
+    assert!(text(sub.read_reply()).contains("psubscribe"));
+    // Sessions on every backend expire; each expiry is told once.
+    let keys: Vec<String> = (0..3).map(|b| proxy.key_on(b, "session:")).collect();
+    for key in &keys {
+        assert_eq!(client.text(&["SET", key, "v", "PX", "30"]), "+OK\r\n");
+    }
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < keys.len() {
+        let event = text(sub.read_reply());
+        assert!(
+            event.contains("pmessage") && event.contains(":expired"),
+            "{event}"
+        );
+        let key = keys
+            .iter()
+            .find(|k| event.ends_with(&format!("{k}\r\n")))
+            .expect("one of ours")
+            .clone();
+        assert!(!seen.contains(&key), "{key} expired twice");
+        seen.push(key);
+    }
+    // Nothing more: the next frame is the reply to PING.
+    sub.send(&[b"PING"]);
+    assert_eq!(text(sub.read_reply()), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+}
+
+#[test]
+fn a_subscriber_lives_through_a_backend_restart() {
+    let mut servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "");
+    let mut sub = proxy.client();
+    sub.send(&[b"SUBSCRIBE", b"events"]);
+    assert!(text(sub.read_reply()).contains("subscribe"));
+    let port: u16 = servers[1]
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    servers.pop();
+    let restarted = Redis::start_on(port, &[]);
+    // Once the link is back, a message published there arrives.
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        "resubscribed",
+        || {
+            restarted
+                .client()
+                .text(&["PUBSUB", "NUMSUB", "events"])
+                .ends_with(":1\r\n")
+        },
+    );
+    restarted.client().text(&["PUBLISH", "events", "after"]);
+    assert_eq!(
+        text(sub.read_reply()),
+        "*3\r\n$7\r\nmessage\r\n$6\r\nevents\r\n$5\r\nafter\r\n"
+    );
+    // A subscriber that goes away gives its links back.
+    drop(sub);
+    assert!(try_wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            restarted
+                .client()
+                .text(&["PUBSUB", "NUMSUB", "events"])
+                .ends_with(":0\r\n")
+                && servers[0]
+                    .client()
+                    .text(&["PUBSUB", "NUMSUB", "events"])
+                    .ends_with(":0\r\n")
+        }
+    ));
+}
