@@ -189,6 +189,16 @@ def main():
               f'write: {str(e["write"]).lower()}, no_auth: false, blocking: {str(e["blocking"]).lower()}, '
               f'keys: {tuple(e["legacy"])}, specs: &[{specs}], subs: &[{subs}] }},')
     print("];")
+    print()
+    print("/// The data type of each command of [`KEYED`], for README's list.")
+    print("pub static GROUPS: &[(&str, &str)] = &[")
+    order = ["string", "hash", "set", "sortedset", "list", "bitmap", "hyperloglog",
+             "stream", "geo", "keyspace"]
+    for e in kept:
+        acl = set(e["acl"]).union(*(s["acl"] for s in e["subs"]))
+        group = next((g for g in order if g in acl), "keyspace")
+        print(f'    ("{e["name"]}", "{group}"),')
+    print("];")
 
 
 if __name__ == "__main__":

@@ -202,6 +202,80 @@ pub fn block_time(spec: &Spec, request: &crate::protocol::Request) -> std::time:
         .map_or(FOREVER, |d| d.min(FOREVER))
 }
 
+/// README's list of the commands routed by key, by data type: the
+/// proxy's own keyed entries and Redis's from `keyed.rs` (a unit test keeps
+/// README equal to it).
+pub fn keyed_list_markdown() -> String {
+    const OWN: &[(&str, &str)] = &[
+        ("get", "string"),
+        ("set", "string"),
+        ("setex", "string"),
+        ("psetex", "string"),
+        ("setnx", "string"),
+        ("getex", "string"),
+        ("getdel", "string"),
+        ("strlen", "string"),
+        ("incr", "string"),
+        ("incrby", "string"),
+        ("decr", "string"),
+        ("decrby", "string"),
+        ("mget", "string"),
+        ("mset", "string"),
+        ("del", "keyspace"),
+        ("unlink", "keyspace"),
+        ("exists", "keyspace"),
+        ("touch", "keyspace"),
+        ("expire", "keyspace"),
+        ("pexpire", "keyspace"),
+        ("expireat", "keyspace"),
+        ("pexpireat", "keyspace"),
+        ("ttl", "keyspace"),
+        ("pttl", "keyspace"),
+        ("persist", "keyspace"),
+        ("type", "keyspace"),
+    ];
+    let groups = [
+        ("string", "Strings"),
+        ("hash", "Hashes"),
+        ("set", "Sets"),
+        ("sortedset", "Sorted sets"),
+        ("list", "Lists"),
+        ("bitmap", "Bitmaps"),
+        ("hyperloglog", "HyperLogLog"),
+        ("stream", "Streams"),
+        ("geo", "Geo"),
+        ("keyspace", "Keys"),
+    ];
+    let mut out = String::new();
+    for (group, title) in groups {
+        let mut names: Vec<String> = OWN
+            .iter()
+            .chain(super::keyed::GROUPS)
+            .filter(|(_, g)| *g == group)
+            .map(|(name, _)| {
+                let spec = lookup(name.as_bytes()).expect("listed commands are in the table");
+                let mut shown = name.to_uppercase();
+                if !spec.subs.is_empty() {
+                    let subs: Vec<String> = spec
+                        .subs
+                        .iter()
+                        .filter_map(|s| s.name.split_once('|'))
+                        .map(|(_, sub)| sub.to_uppercase())
+                        .collect();
+                    shown = format!("{shown} ({})", subs.join(", "));
+                }
+                if spec.blocking {
+                    shown.push('*');
+                }
+                shown
+            })
+            .collect();
+        names.sort();
+        out.push_str(&format!("- {title}: {}\n", names.join(", ")));
+    }
+    out
+}
+
 /// A subcommand of a container command (XINFO STREAM, XGROUP CREATE).
 #[derive(Debug)]
 pub struct Sub {
@@ -766,6 +840,21 @@ mod tests {
         assert!(
             time("blpop a 0").1 > secs(86_400.0 * 365.0),
             "0 blocks forever"
+        );
+    }
+
+    #[test]
+    fn readme_lists_the_keyed_commands_of_the_table() {
+        let readme = include_str!("../../README.md");
+        let start = "<!-- keyed commands: generated, see keyed_list_markdown -->\n";
+        let end = "<!-- end of keyed commands -->";
+        let from = readme.find(start).expect("README has the list") + start.len();
+        let to = readme[from..].find(end).expect("README ends the list") + from;
+        assert_eq!(
+            &readme[from..to],
+            keyed_list_markdown(),
+            "README's list of keyed commands, to paste:\n{}",
+            keyed_list_markdown()
         );
     }
 
