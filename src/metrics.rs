@@ -270,6 +270,11 @@ impl LatencyHistogram {
             .collect()
     }
 
+    /// Requests recorded so far.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
     /// Appends the Prometheus text lines (buckets, sum, count) for one series.
     pub fn render(&self, name: &str, labels: &str, out: &mut String) {
         let mut cumulative = 0u64;
@@ -353,7 +358,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         histogram_header(REQUEST_DURATION, &mut out);
-        for command in &self.commands {
+        // Only commands that have run: the table has some 200.
+        for command in self.commands.iter().filter(|c| c.latency.total() > 0) {
             let labels = format!("command=\"{}\"", command.name);
             command.latency.render(REQUEST_DURATION, &labels, &mut out);
         }

@@ -51,7 +51,7 @@ impl Rig {
         for args in case {
             let first = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
             if first == "@DIRECT" {
-                // Set up a value of another type (the proxy has no HSET): on the
+                // Set up a value of another type (direct, as before the proxy had HSET): on the
                 // reference and on the backend that owns the key.
                 let rest: Vec<&[u8]> = args[1..].iter().map(|a| a.as_slice()).collect();
                 let key = String::from_utf8_lossy(rest[1]).into_owned();

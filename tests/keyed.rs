@@ -120,6 +120,20 @@ fn templates(kind: &str) -> &'static [&'static str] {
             "ZLEXCOUNT K - +",
             "ZREMRANGEBYRANK K 0 0",
             "ZDIFF 2 K L",
+            "BZMPOP 0.01 1 K MIN",
+            "BZPOPMAX K 0.01",
+            "BZPOPMIN K L 0.01",
+            "ZDIFFSTORE L 2 K L",
+            "ZINTERCARD 2 K L",
+            "ZINTERSTORE L 2 K L",
+            "ZRANGEBYLEX K - +",
+            "ZREMRANGEBYLEX K [a [z",
+            "ZREMRANGEBYSCORE K 0 N",
+            "ZREVRANGE K 0 -1",
+            "ZREVRANGEBYLEX K + -",
+            "ZREVRANGEBYSCORE K +inf -inf",
+            "ZSCAN K 0",
+            "ZUNION 2 K L",
         ],
         "list" => &[
             "LPUSH K V",
@@ -141,6 +155,9 @@ fn templates(kind: &str) -> &'static [&'static str] {
             "RPUSHX L V",
             "BLPOP K L 0.01",
             "BRPOP K 0.01",
+            "BLMOVE K L LEFT RIGHT 0.01",
+            "BLMPOP 0.01 2 K L LEFT",
+            "BRPOPLPUSH K L 0.01",
         ],
         "bitmap" => &[
             "SETBIT K N 1",
@@ -173,6 +190,9 @@ fn templates(kind: &str) -> &'static [&'static str] {
             "XREAD COUNT 2 STREAMS K L 0 0",
             "XGROUP DESTROY K g",
             "XSETID K I",
+            "XCLAIM K g c 0 I",
+            "XAUTOCLAIM K g c 0 0 COUNT 2",
+            "XINFO GROUPS K",
         ],
         "geo" => &[
             "GEOADD K 13.36 38.11 F",
@@ -182,9 +202,73 @@ fn templates(kind: &str) -> &'static [&'static str] {
             "GEOHASH K F",
             "GEOSEARCH K FROMMEMBER F BYRADIUS 500 km ASC",
             "GEOSEARCHSTORE L K FROMMEMBER F BYRADIUS 500 km",
+            "GEORADIUS K 15 37 200 km ASC",
+            "GEORADIUS_RO K 15 37 200 km ASC",
+            "GEORADIUSBYMEMBER K F 300 km ASC",
+            "GEORADIUSBYMEMBER_RO K F 300 km ASC",
+        ],
+        "keyspace" => &[
+            "SET K V",
+            "HSET L F V",
+            "DUMP K",
+            "EXPIRE K 100",
+            "EXPIRETIME K",
+            "PEXPIRETIME L",
+            "RENAME K L",
+            "RENAMENX L K",
+            "COPY L K",
+            "PERSIST K",
+            "TYPE K",
+            "TTL K",
         ],
         _ => &[],
     }
+}
+
+/// Keyed commands of the table that the seeded sequences leave out, and why.
+const NOT_IN_SEQUENCES: &[(&str, &str)] = &[
+    ("hrandfield", "random"),
+    ("srandmember", "random"),
+    ("spop", "random"),
+    ("zrandmember", "random"),
+    (
+        "restore",
+        "its payload comes from DUMP: tests/migration.rs and RENAME move values with it",
+    ),
+    ("memory", "MEMORY USAGE depends on the allocator's state"),
+];
+
+#[test]
+fn the_sequences_cover_every_keyed_command_of_the_table() {
+    let kinds = [
+        "string",
+        "hash",
+        "set",
+        "sortedset",
+        "list",
+        "bitmap",
+        "hyperloglog",
+        "stream",
+        "geo",
+        "keyspace",
+    ];
+    let mut missing = Vec::new();
+    for (name, _) in session_proxy::protocol::keyed::GROUPS {
+        let covered = kinds.iter().any(|kind| {
+            templates(kind).iter().any(|t| {
+                t.split(' ')
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case(name))
+            })
+        });
+        if !covered && !NOT_IN_SEQUENCES.iter().any(|(n, _)| n == name) {
+            missing.push(*name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keyed commands in no sequence: {missing:?}"
+    );
 }
 
 #[test]
@@ -210,6 +294,7 @@ fn every_data_type_answers_as_redis_does() {
         "hyperloglog",
         "stream",
         "geo",
+        "keyspace",
     ] {
         for _ in 0..150 {
             let list = templates(kind);
@@ -414,6 +499,13 @@ fn aspnet_core_cache_sequences_are_byte_identical() {
     assert!(
         through.text(&["CLUSTER", "NODES"]).starts_with('-'),
         "an error the library tolerates"
+    );
+    // Its subscription connection.
+    let (mut sub, mut direct_sub) = (proxy.client(), reference.client());
+    same(
+        &mut sub,
+        &mut direct_sub,
+        &["SUBSCRIBE", "__Booksleeve_MasterChanged"],
     );
     for i in 0..6 {
         let key = format!("AspNetCore.Session{i}");
