@@ -650,3 +650,55 @@ fn blocking_commands_run_on_leased_connections_without_stalling_others() {
     let read = String::from_utf8(reader.read_reply()).unwrap();
     assert!(read.contains("1-1"), "{read}");
 }
+
+#[test]
+fn prefixes_read_only_users_and_migration_apply_to_every_keyed_command() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let old = Redis::start();
+    let mut text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[keys]\nprefixes = [\"app:\"]\n\
+         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n\
+         [[users]]\nname = \"reader\"\npassword = \"p\"\nread_only = true\n\
+         [[users]]\nname = \"app\"\npassword = \"a\"\n",
+        old.address()
+    );
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    let proxy = Proxy::start(&text);
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["AUTH", "app", "a"]), "+OK\r\n");
+    let noperm =
+        "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n";
+    // Every key of every command is under the policy.
+    assert_eq!(client.text(&["HSET", "other:h", "f", "v"]), noperm);
+    let (a, b) = (proxy.key_on(0, "app:"), proxy.key_on(0, "other:"));
+    assert_eq!(client.text(&["SINTER", &a, &b]), noperm);
+    assert_eq!(client.text(&["RENAME", &a, &b]), noperm);
+    assert_eq!(client.text(&["XREAD", "STREAMS", &b, "0"]), noperm);
+    // A Spring Session hash still on the old server is moved on first read.
+    let session = "app:spring:session:sessions:1";
+    old.client()
+        .text(&["HSET", session, "creationTime", "1", "attr", "x"]);
+    assert_eq!(
+        client.text(&["HGETALL", session]),
+        "*4\r\n$12\r\ncreationTime\r\n$1\r\n1\r\n$4\r\nattr\r\n$1\r\nx\r\n"
+    );
+    assert_eq!(old.client().text(&["EXISTS", session]), ":0\r\n");
+    // A read-only user reads hashes, and writes nothing (subcommands too).
+    let mut reader = proxy.client();
+    assert_eq!(reader.text(&["AUTH", "reader", "p"]), "+OK\r\n");
+    assert!(reader.text(&["HGETALL", session]).starts_with("*4\r\n"));
+    for args in [
+        vec!["HSET", session, "f", "v"],
+        vec!["XGROUP", "CREATE", "app:s", "g", "$", "MKSTREAM"],
+    ] {
+        assert!(reader.text(&args).starts_with("-NOPERM"), "{args:?}");
+    }
+    assert!(reader
+        .text(&["XINFO", "STREAM", "app:s"])
+        .starts_with("-ERR no such key"));
+}
