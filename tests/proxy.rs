@@ -263,7 +263,10 @@ fn local_commands() {
         client.text(&["CLIENT", "SETNAME"]),
         "-ERR wrong number of arguments for 'client|setname' command\r\n"
     );
-    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":206\r\n");
+    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":207\r\n");
+    assert!(client
+        .text(&["WAIT", "1", "0"])
+        .starts_with("-ERR WAIT is not supported by session-proxy: set min_replicas_ack"));
     assert!(client
         .text(&["COMMAND", "INFO", "get", "nosuch"])
         .starts_with("*2\r\n*10\r\n$3\r\nget\r\n:2\r\n"));

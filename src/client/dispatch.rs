@@ -514,6 +514,11 @@ pub(in crate::client) fn local(
         }
         Cmd::Slowlog => slowlog_command(shared, args),
         Cmd::Config => config_command(shared, topo, args),
+        // A client's writes go over connections it shares with others, so
+        // WAIT on any of them would not be about its writes.
+        Cmd::Wait => Reply::error(
+            "ERR WAIT is not supported by session-proxy: set min_replicas_ack on a backend to have every write acknowledged by its replicas before the client's reply",
+        ),
         // Routed commands never reach here.
         _ => Reply::error("ERR internal routing error"),
     }

@@ -63,6 +63,8 @@ pub enum Cmd {
     Publish,
     SPublish,
     PubSub,
+    /// Refused with a pointer to `min_replicas_ack` (see `local`).
+    Wait,
     // Transactions, run by the client handler (`client/transaction.rs`).
     Config,
     Multi,
@@ -434,6 +436,7 @@ static HAND: &[Spec] = &[
         subs: &[],
     },
     spec!(Slowlog, "slowlog", -2, local, no_auth: false),
+    spec!(Wait, "wait", 3, local, no_auth: false),
     spec!(Subscribe, "subscribe", -2, local, no_auth: false),
     spec!(PSubscribe, "psubscribe", -2, local, no_auth: false),
     spec!(SSubscribe, "ssubscribe", -2, local, no_auth: false),
