@@ -247,6 +247,9 @@ pub struct Shared {
     /// True once shutdown starts: /readyz fails and each client handler,
     /// watching it, closes its client once idle. The one drain flag.
     pub drain: watch::Sender<bool>,
+    /// The generation, told to whoever must act on a reload at once (a
+    /// subscriber's links to the backends).
+    pub reloaded: watch::Sender<u64>,
     /// The last reloads, newest last, for the status page.
     pub reloads: Mutex<VecDeque<ReloadEvent>>,
     /// Every connected client, for CLIENT LIST and CLIENT KILL.
@@ -273,6 +276,7 @@ impl Shared {
         let topology = Arc::new(Topology::build(config, None)?);
         topology.start_mover();
         let (drain, _) = watch::channel(false);
+        let (reloaded, _) = watch::channel(0);
         Ok(Shared {
             topology: RwLock::new(topology),
             generation: AtomicU64::new(0),
@@ -285,6 +289,7 @@ impl Shared {
             started: Instant::now(),
             tcp_port,
             drain,
+            reloaded,
             reloads: Mutex::new(VecDeque::new()),
             clients: Default::default(),
             tls: RwLock::new(tls),
@@ -369,7 +374,8 @@ impl Shared {
             Ok(mut t) => *t = topology,
             Err(poisoned) => *poisoned.into_inner() = topology,
         }
-        self.generation.fetch_add(1, Ordering::Release);
+        let generation = self.generation.fetch_add(1, Ordering::Release) + 1;
+        self.reloaded.send_replace(generation);
         Ok(summary)
     }
 

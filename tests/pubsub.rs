@@ -260,3 +260,57 @@ fn a_subscriber_lives_through_a_backend_restart() {
         }
     ));
 }
+
+#[test]
+fn a_reload_that_adds_a_backend_reaches_subscribers_at_once() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let toml = |n: usize| {
+        servers[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                format!(
+                    "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+                    r.address()
+                )
+            })
+            .collect::<String>()
+    };
+    let proxy = common::Running::start(&toml(2));
+    let mut sub = proxy.client();
+    sub.send(&[b"SUBSCRIBE", b"news"]);
+    assert!(text(sub.read_reply()).contains("subscribe"));
+    proxy.rewrite(&toml(3));
+    proxy.signal("HUP");
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        "reload",
+        || proxy.generation() == 1,
+    );
+    // Without a command from the subscriber, its link reaches the new one.
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        "subscribed there",
+        || {
+            servers[2]
+                .client()
+                .text(&["PUBSUB", "NUMSUB", "news"])
+                .ends_with(":1\r\n")
+        },
+    );
+    servers[2].client().text(&["PUBLISH", "news", "new"]);
+    assert_eq!(
+        text(sub.read_reply()),
+        "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$3\r\nnew\r\n"
+    );
+    // Through the proxy, once.
+    assert_eq!(proxy.client().text(&["PUBLISH", "news", "once"]), ":1\r\n");
+    assert_eq!(
+        text(sub.read_reply()),
+        "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$4\r\nonce\r\n"
+    );
+    sub.send(&[b"PING"]);
+    assert_eq!(text(sub.read_reply()), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+}

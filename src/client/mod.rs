@@ -187,6 +187,8 @@ enum Event {
     Killed,
     /// A Pub/Sub message from one of the client's links.
     Message(Bytes),
+    /// A reload: a subscriber's links follow the new topology.
+    Reloaded,
 }
 
 /// Ends a client that a limit closes: counted in `closed` (one of the
@@ -231,6 +233,9 @@ impl Handler<'_> {
             self.generation = current;
             self.topo = self.shared.topology();
             self.decoder.max_request_bytes = self.topo.config.limits.max_request_bytes;
+            if let Some(subscriber) = self.state.subscriber.as_mut() {
+                subscriber.follow(&self.topo);
+            }
         }
     }
 
@@ -489,6 +494,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut idle_armed = false;
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain.subscribe();
+    let mut reloads = shared.reloaded.subscribe();
     let mut draining = *drain.borrow();
     // One wait for the drain signal for the whole connection: a fresh
     // `changed()` per pass would register and unregister a waiter each time.
@@ -596,6 +602,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             _ = &mut drain_started, if !draining && idle => Event::Drain,
             _ = &mut idle_timer, if idle_armed => Event::IdleTimer,
             message = next_message(&mut c.state.subscriber), if c.state.subscriber.is_some() && c.queue.len() < max_pipeline => Event::Message(message),
+            _ = reloads.changed(), if c.state.subscriber.is_some() => Event::Reloaded,
             _ = &mut evicted => Event::Evicted,
             _ = &mut killed => Event::Killed,
         };
@@ -603,6 +610,8 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
             Event::Message(frame) => c.deliver(frame),
+            // The next pass's `refresh` takes the new topology.
+            Event::Reloaded => {}
             Event::Drain => draining = true,
             Event::Evicted => return limit_closed(&shared.metrics.closed_memory, "memory"),
             Event::Killed => {

@@ -27,6 +27,7 @@ pub(in crate::client) struct Subscriber {
 /// One link: its orders; it counts against `[pool] max_held_connections`.
 struct Link {
     orders: mpsc::UnboundedSender<Order>,
+    backend: crate::backend::Backend,
     _reserved: Reserved,
 }
 
@@ -73,9 +74,58 @@ impl Subscriber {
         ));
         self.links[index] = Some(Link {
             orders,
+            backend: backend.clone(),
             _reserved: reserved,
         });
         Ok(())
+    }
+
+    /// After a reload: a link to every backend of the new topology (a new
+    /// link subscribes what the client wants there when it connects), none
+    /// to a backend that went, and shard channels moved to their new owner.
+    pub(in crate::client) fn follow(&mut self, topo: &Topology) {
+        self.links.truncate(topo.backends.len());
+        for (link, backend) in self.links.iter_mut().zip(&topo.backends) {
+            if link.as_ref().is_some_and(|l| !l.backend.same_task(backend)) {
+                *link = None;
+            }
+        }
+        let (everywhere, moved) = match self.wanted.lock() {
+            Ok(mut wanted) => {
+                let mut moved = Vec::new();
+                for (name, owner) in wanted.shards.iter_mut() {
+                    let now = topo.route(name);
+                    if now != *owner {
+                        moved.push((name.clone(), *owner, now));
+                        *owner = now;
+                    }
+                }
+                (
+                    !wanted.channels.is_empty() || !wanted.patterns.is_empty(),
+                    moved,
+                )
+            }
+            Err(_) => return,
+        };
+        if everywhere {
+            for index in 0..topo.backends.len() {
+                let _ = self.link(topo, index);
+            }
+        }
+        for (name, from, to) in moved {
+            let order = |subscribing| Order {
+                kind: Kind::Shard,
+                subscribing,
+                names: vec![name.clone()],
+                ack: None,
+            };
+            self.order(from, order(false));
+            if self.links.get(to).is_some_and(Option::is_some) {
+                self.order(to, order(true));
+            } else {
+                let _ = self.link(topo, to);
+            }
+        }
     }
 
     fn order(&self, index: usize, order: Order) {
