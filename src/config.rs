@@ -384,6 +384,9 @@ pub struct Limits {
     /// Seconds a client may stay idle before it is closed (Redis's
     /// `timeout`); 0: never.
     pub idle_timeout_s: u64,
+    /// Channels, patterns and shard channels one client may be subscribed
+    /// to at once; a (P|S)SUBSCRIBE beyond it is refused.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -397,6 +400,7 @@ impl Default for Limits {
             client_output_bytes: 64 * 1024 * 1024,
             max_memory_bytes: 1024 * 1024 * 1024,
             idle_timeout_s: 0,
+            max_subscriptions: 100_000,
         }
     }
 }

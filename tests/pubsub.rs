@@ -314,3 +314,24 @@ fn a_reload_that_adds_a_backend_reaches_subscribers_at_once() {
     sub.send(&[b"PING"]);
     assert_eq!(text(sub.read_reply()), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
 }
+
+#[test]
+fn subscriptions_per_client_are_bounded_by_the_config() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "[limits]\nmax_subscriptions = 3\n");
+    let mut sub = proxy.client();
+    sub.send(&[b"SUBSCRIBE", b"a", b"b"]);
+    sub.read_reply();
+    sub.read_reply();
+    sub.send(&[b"PSUBSCRIBE", b"c*", b"d*"]);
+    assert_eq!(
+        text(sub.read_reply()),
+        "-ERR too many subscriptions for one client: at most 3 ([limits] max_subscriptions)\r\n"
+    );
+    // Nothing of the refused command was subscribed; one more fits.
+    sub.send(&[b"PSUBSCRIBE", b"c*"]);
+    assert_eq!(
+        text(sub.read_reply()),
+        "*3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:3\r\n"
+    );
+}

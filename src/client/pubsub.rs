@@ -13,8 +13,9 @@ use crate::pubsub::link::{self, Order};
 use crate::pubsub::{Kind, Wanted};
 
 /// Messages a client's links may hold for it before they wait (and Redis's
-/// own output limit for Pub/Sub clients takes over on the backend).
-const MESSAGES_QUEUED: usize = 1024;
+/// own output limit for Pub/Sub clients takes over on the backend): each at
+/// most `[limits] max_reply_bytes`.
+const MESSAGES_QUEUED: usize = 64;
 
 /// A subscribing client's links and what it is subscribed to.
 pub(in crate::client) struct Subscriber {
@@ -70,7 +71,7 @@ impl Subscriber {
             self.wanted.clone(),
             receiver,
             self.sender.clone(),
-            topo.config.limits.max_request_bytes,
+            topo.config.limits.max_reply_bytes,
         ));
         self.links[index] = Some(Link {
             orders,
@@ -235,6 +236,15 @@ pub(in crate::client) fn subscription(
             state.subscriber = None;
         }
         return Some(Slot::ready(proto, Reply::Encoded(confirmations)));
+    }
+    let limit = topo.config.limits.max_subscriptions;
+    if subscriber.total() + names.len() > limit {
+        return Some(Slot::ready(
+            proto,
+            Reply::error(format!(
+                "ERR too many subscriptions for one client: at most {limit} ([limits] max_subscriptions)"
+            )),
+        ));
     }
     for (index, _) in &targets {
         if let Err(refusal) = subscriber.link(topo, *index) {

@@ -698,7 +698,9 @@ pub fn spec_keys(specs: &[KeySpec], args: &[&[u8]]) -> Vec<usize> {
                     continue;
                 };
                 let first = first + from as i64;
-                (first, first + count - 1, step)
+                // A huge count (a client's number) must not overflow: it
+                // only has to end past the arguments.
+                (first, first.saturating_add(count - 1), step)
             }
         };
         if last >= argc || last < first || first >= argc {
@@ -804,6 +806,11 @@ mod tests {
         assert_eq!(keys_of("zunionstore d x a"), vec![1]);
         assert_eq!(keys_of("zunion 5 a"), Vec::<usize>::new());
         assert_eq!(keys_of("sintercard -1 a"), Vec::<usize>::new());
+        assert_eq!(keys_of("zunion 9223372036854775807 a"), Vec::<usize>::new());
+        assert_eq!(
+            keys_of("lmpop 9223372036854775807 a left"),
+            Vec::<usize>::new()
+        );
     }
 
     #[test]
