@@ -11,7 +11,10 @@ rm -rf "$out"; mkdir -p "$out/bin" "$out/lib"
 for tool in target/release/session-proxy "$(command -v redis-server)" "$(command -v redis-benchmark)" \
             "$(command -v nutcracker)" "$(command -v taskset)"; do
   cp -L "$tool" "$out/bin/"
-  ldd "$tool" | awk '/=> \// { print $3 }' | while read -r lib; do cp -Ln "$lib" "$out/lib/" 2>/dev/null || true; done
+  ldd "$tool" | awk '/=> \// { print $3 } /ld-linux/ && !/=>/ { print $1 }' \
+    | while read -r lib; do cp -Ln "$lib" "$out/lib/" 2>/dev/null || true; done
 done
+# Debug info stays here: the bundle must fit what a device run can carry.
+strip --strip-debug "$out/bin/"* 2>/dev/null || true
 cp benches/manycore.sh "$out/"
 du -sh "$out" >&2

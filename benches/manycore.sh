@@ -15,14 +15,21 @@
 #   benches/bundle.sh && target/manycore/manycore.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-if [ -d "$here/bin" ]; then
-  export PATH="$here/bin:$PATH"
-  export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
-proxy_bin=$(command -v session-proxy || echo "$here/../target/release/session-proxy")
-for tool in redis-server redis-benchmark nutcracker taskset; do
-  command -v "$tool" >/dev/null || { echo "manycore.sh: $tool not found" >&2; exit 1; }
-done
+# From a bundle, every tool runs under the bundled dynamic loader with the
+# bundled libraries (glibc included), whatever the machine has.
+loader=$here/lib/ld-linux-x86-64.so.2
+tool() { # name: the command words that run it
+  if [ -x "$loader" ] && [ -e "$here/bin/$1" ]; then
+    echo "$loader --library-path $here/lib $here/bin/$1"
+  elif [ "$1" = session-proxy ] && ! command -v session-proxy >/dev/null; then
+    echo "$here/../target/release/session-proxy"
+  else
+    command -v "$1" || { echo "manycore.sh: $1 not found" >&2; exit 1; }
+  fi
+}
+REDIS_SERVER=$(tool redis-server); REDIS_BENCHMARK=$(tool redis-benchmark)
+NUTCRACKER=$(tool nutcracker); PROXY=$(tool session-proxy)
+TASKSET=$(command -v taskset || tool taskset)
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-200}
 N_P1=${N_P1:-2000000}
@@ -48,7 +55,7 @@ log "$cores cores: backends on ${backend_cores[*]}, proxies on $proxy_cores ($th
 backend_ports=()
 for i in 0 1 2 3; do
   port=$(free_port); backend_ports+=("$port")
-  taskset -c "${backend_cores[$i]}" redis-server --port "$port" --bind 127.0.0.1 --save '' \
+  $TASKSET -c "${backend_cores[$i]}" $REDIS_SERVER --port "$port" --bind 127.0.0.1 --save '' \
     --appendonly no --dir "$work" >/dev/null & pids+=($!)
 done
 for port in "${backend_ports[@]}"; do wait_port "$port"; done
@@ -59,7 +66,7 @@ start_proxy() { # name threads: sets PORT and PID
   { printf '[listen]\naddress = "127.0.0.1:%s"\n[runtime]\nthreads = %s\n[limits]\nmax_clients = 20000\n' "$port" "$n"
     for i in 0 1 2 3; do printf '[[backends]]\nid = "b%s"\naddress = "127.0.0.1:%s"\n' "$i" "${backend_ports[$i]}"; done
   } > "$work/$name.toml"
-  taskset -c "$proxy_cores" "$proxy_bin" --config "$work/$name.toml" 2>/dev/null & PID=$!
+  $TASKSET -c "$proxy_cores" $PROXY --config "$work/$name.toml" 2>/dev/null & PID=$!
   pids+=("$PID")
 }
 start_proxy many "$threads"; sp_many_port=$PORT; sp_many_pid=$PID
@@ -68,14 +75,14 @@ twem_port=$(free_port)
 { printf 'pool:\n  listen: 127.0.0.1:%s\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  servers:\n' "$twem_port"
   for i in 0 1 2 3; do printf '   - 127.0.0.1:%s:1\n' "${backend_ports[$i]}"; done
 } > "$work/nutcracker.yml"
-taskset -c "$proxy_cores" nutcracker -c "$work/nutcracker.yml" >/dev/null 2>&1 & twem_pid=$!; pids+=($twem_pid)
+$TASKSET -c "$proxy_cores" $NUTCRACKER -c "$work/nutcracker.yml" >/dev/null 2>&1 & twem_pid=$!; pids+=($twem_pid)
 for port in "$sp_many_port" "$sp_one_port" "$twem_port"; do wait_port "$port"; done
 
 cpu_ticks() { awk '{ split($0, a, ") "); split(a[2], f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
 tick=$(getconf CLK_TCK)
 # One redis-benchmark run: prints "rps p99_ms".
 bench() { # port test pipeline requests clients threads
-  taskset -c "$load_cores" redis-benchmark -h 127.0.0.1 -p "$1" -t "$2" -P "$3" -n "$4" -c "$5" \
+  $TASKSET -c "$load_cores" $REDIS_BENCHMARK -h 127.0.0.1 -p "$1" -t "$2" -P "$3" -n "$4" -c "$5" \
     --threads "$6" -d 400 -r 100000 --csv 2>/dev/null \
     | awk -F'","' -v t="${2^^}" 'index($0, "\"" t "\"") == 1 { gsub(/"/, "", $2); gsub(/"/, "", $7); print $2, $7 }'
 }
