@@ -668,6 +668,18 @@ fn prefixes_read_only_users_and_migration_apply_to_every_keyed_command() {
             redis.address()
         ));
     }
+    // What the old server holds before the proxy starts: a Spring Session
+    // hash, a list, and enough others that the slow mover (one SCAN batch
+    // of 10, then 1 key/s) leaves them to the client's first reads.
+    let session = "app:spring:session:sessions:1";
+    {
+        let mut c = old.client();
+        c.text(&["HSET", session, "creationTime", "1", "attr", "x"]);
+        c.text(&["RPUSH", "app:queue", "job"]);
+        for i in 0..200 {
+            c.text(&["SET", &format!("app:filler:{i}"), "v"]);
+        }
+    }
     let proxy = Proxy::start(&text);
     let mut client = proxy.client();
     assert_eq!(client.text(&["AUTH", "app", "a"]), "+OK\r\n");
@@ -680,14 +692,16 @@ fn prefixes_read_only_users_and_migration_apply_to_every_keyed_command() {
     assert_eq!(client.text(&["RENAME", &a, &b]), noperm);
     assert_eq!(client.text(&["XREAD", "STREAMS", &b, "0"]), noperm);
     // A Spring Session hash still on the old server is moved on first read.
-    let session = "app:spring:session:sessions:1";
-    old.client()
-        .text(&["HSET", session, "creationTime", "1", "attr", "x"]);
     assert_eq!(
         client.text(&["HGETALL", session]),
         "*4\r\n$12\r\ncreationTime\r\n$1\r\n1\r\n$4\r\nattr\r\n$1\r\nx\r\n"
     );
     assert_eq!(old.client().text(&["EXISTS", session]), ":0\r\n");
+    // A blocking command too: the list comes from the old server first.
+    assert_eq!(
+        client.text(&["BLPOP", "app:queue", "1"]),
+        "*2\r\n$9\r\napp:queue\r\n$3\r\njob\r\n"
+    );
     // A read-only user reads hashes, and writes nothing (subcommands too).
     let mut reader = proxy.client();
     assert_eq!(reader.text(&["AUTH", "reader", "p"]), "+OK\r\n");

@@ -256,11 +256,15 @@ pub(in crate::client) fn routed(
         |key| topo.route(key),
         |backend| topo.backends[backend].waits_for_replicas(),
     );
-    // A blocking command runs on a connection leased to the client (keys a
-    // migration may still hold elsewhere are not looked for first).
+    // A blocking command runs on a connection leased to the client, once
+    // keys a migration may still hold elsewhere are settled.
     if let Plan::Forward { backend, .. } = planned {
         if blocks(spec, request) {
-            return blocking(topo, state, batcher, spec, request, backend, now);
+            let moving = topo
+                .active_migration()
+                .map(|m| moving_keys(m, topo, spec, request))
+                .unwrap_or_default();
+            return blocking(topo, state, batcher, spec, request, backend, moving, now);
         }
     }
     if let Some(migration) = topo.active_migration() {

@@ -8,7 +8,10 @@
 use crate::client::*;
 use crate::protocol::command::block_time;
 
-/// Runs blocking `request` on a connection of its own to backend `index`.
+/// Runs blocking `request` on a connection of its own to backend `index`;
+/// `moving` are its keys a migration may still hold elsewhere, settled
+/// first.
+#[allow(clippy::too_many_arguments)]
 pub(in crate::client) fn blocking(
     topo: &Arc<Topology>,
     state: &State,
@@ -16,6 +19,7 @@ pub(in crate::client) fn blocking(
     spec: &Spec,
     request: &Request,
     index: usize,
+    moving: Vec<Bytes>,
     now: Instant,
 ) -> Slot {
     // What is gathered goes first: those commands came before this one.
@@ -39,10 +43,26 @@ pub(in crate::client) fn blocking(
         }
     };
     let blocks_for = block_time(spec, request);
-    let rx = backend.send_blocking(&held, state.origin(), payload, state.db, blocks_for);
+    let (origin, db) = (state.origin(), state.db);
     let (mut tx, out) = oneshot::channel();
     let id = backend.id.clone();
+    let (topo2, leased) = (topo.clone(), backend.clone());
     tokio::spawn(async move {
+        // Keys still on an old server are brought to their owner first, as
+        // for any other command (an unreachable old server: as a miss).
+        if let Some(migration) = topo2.active_migration() {
+            for key in &moving {
+                let owner = &topo2.backends[topo2.route(key)];
+                match migration.settle(origin, db, key, owner, true).await {
+                    Ok(_) | Err(crate::migration::SettleError::OldDown(_)) => {}
+                    Err(error) => {
+                        let _ = tx.send(Err(error.into_backend()));
+                        return;
+                    }
+                }
+            }
+        }
+        let rx = leased.send_blocking(&held, origin, payload, db, blocks_for);
         // The lease lasts until the reply comes, or the client is gone (the
         // connection then closes, which unblocks the server).
         let _held = held;
