@@ -335,3 +335,42 @@ fn subscriptions_per_client_are_bounded_by_the_config() {
         "*3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:3\r\n"
     );
 }
+
+#[test]
+fn a_subscriber_follows_a_sentinel_failover() {
+    let group = common::Group::start("pubsub-group", 1, 1000);
+    let old = group.master_address().expect("a master");
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\nsentinel = {}\n",
+        group.sentinel_toml()
+    ));
+    common::wait_proxy_master(&proxy, 0, &old);
+    let mut sub = proxy.client();
+    sub.send(&[b"SUBSCRIBE", b"events"]);
+    assert!(text(sub.read_reply()).contains("subscribe"));
+    group.failover();
+    let new = group.wait_new_master(&old);
+    common::wait_proxy_master(&proxy, 0, &new);
+    // The link moved to the new master (the old one, now a replica, still
+    // answers, so only following the switch gets it there).
+    let master = group.node(&new).expect("the new master");
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "link on the new master",
+        || {
+            master
+                .client()
+                .text(&["PUBSUB", "NUMSUB", "events"])
+                .ends_with(":1\r\n")
+        },
+    );
+    assert_eq!(
+        proxy.client().text(&["PUBLISH", "events", "after"]),
+        ":1\r\n"
+    );
+    assert_eq!(
+        text(sub.read_reply()),
+        "*3\r\n$7\r\nmessage\r\n$6\r\nevents\r\n$5\r\nafter\r\n"
+    );
+}

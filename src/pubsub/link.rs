@@ -2,6 +2,7 @@
 //! client wants there (again after every reconnect, so a subscriber lives
 //! through a backend restart or a failover), sends its (un)subscribes on,
 //! tells it when Redis has confirmed a subscribe, and hands it the messages.
+//! When Sentinel names a new master, the link moves to it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,11 @@ pub async fn run(
     messages: mpsc::Sender<Bytes>,
     max_frame: usize,
 ) {
+    // The master the backend follows (Sentinel): a link on the old one
+    // would miss what happens on the new one (its keyspace events).
+    let mut master = backend.endpoint.clone();
     loop {
+        master.borrow_and_update();
         // Orders wait while connecting (at most the connect timeout): the
         // subscription is made on connect, from `wanted`, and they are
         // confirmed then.
@@ -94,6 +99,12 @@ pub async fn run(
                 }
             }
             tokio::select! {
+                changed = master.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break 'session "the master moved".to_string();
+                }
                 order = orders.recv() => {
                     let Some(order) = order else { return };
                     if order.names.is_empty() && order.subscribing {
