@@ -445,6 +445,15 @@ fn a_reload_adding_a_backend_under_a_django_load_logs_nobody_out() {
     let done = migration();
     println!("reload migration: {done}");
     assert!(done["keys_moved"].as_u64().unwrap() > 0, "{done}");
+    // The status page's data shows it too.
+    let (status, body) = proxy.http("GET", "/status");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["migration"]["state"], "done", "{body}");
+    assert_eq!(
+        json["migration"]["keys_moved"], done["keys_moved"],
+        "{body}"
+    );
     // Every session is on its owner under the new topology, and only there.
     let router = Router::new([("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)]).unwrap();
     let mut seen = 0;

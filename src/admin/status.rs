@@ -88,8 +88,7 @@ pub fn status(shared: &Shared) -> Value {
         "latency_bounds_s": LATENCY_BUCKETS,
         "backends": backends,
         "reloads": shared.reloads.lock().map(|r| r.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
-        // Read-through migrations do not exist yet; the page shows a
-        // progress bar when this is an object.
-        "migration": Value::Null,
+        // The page shows a progress bar while this is an object.
+        "migration": topology.migration.as_ref().map(|m| m.report()),
     })
 }
