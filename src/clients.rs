@@ -30,6 +30,8 @@ pub struct ClientCard {
     /// When the last command came, in ms after `connected_at`.
     pub last_ms: AtomicU64,
     killed: AtomicBool,
+    /// Pub/Sub subscriptions: channels, patterns, shard channels.
+    pub subscriptions: [AtomicU32; 3],
     /// Wakes the handler when CLIENT KILL picks this client.
     pub kill: Notify,
 }
@@ -84,20 +86,28 @@ impl ClientCard {
         let last = self.last_ms.load(Ordering::Relaxed);
         let age = self.connected_at.elapsed();
         let idle = age.as_millis().saturating_sub(last as u128) / 1000;
+        let subs = self
+            .subscriptions
+            .each_ref()
+            .map(|n| n.load(Ordering::Relaxed));
         let command = command.unwrap_or_else(|| {
             TABLE
                 .get(self.command.load(Ordering::Relaxed))
                 .map_or("NULL", |s| s.name)
         });
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
             show(&labels.name),
             age.as_secs(),
             idle,
+            if subs.iter().any(|&n| n > 0) { "P" } else { "N" },
             self.db.load(Ordering::Relaxed),
+            subs[0],
+            subs[1],
+            subs[2],
             command,
             labels.user.as_ref().map_or("default".into(), |u| String::from_utf8_lossy(u)),
             self.proto.load(Ordering::Relaxed),
@@ -133,6 +143,7 @@ impl Clients {
             command: AtomicUsize::new(usize::MAX),
             last_ms: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            subscriptions: Default::default(),
             kill: Notify::new(),
         });
         if let Ok(mut cards) = self.cards.lock() {

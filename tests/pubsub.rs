@@ -152,6 +152,20 @@ fn pubsub_introspection_counts_each_subscriber_once() {
         "*6\r\n$2\r\nc1\r\n:2\r\n$2\r\nc2\r\n:1\r\n$2\r\nc3\r\n:0\r\n"
     );
     assert_eq!(client.text(&["PUBSUB", "NUMPAT"]), ":1\r\n");
+    // CLIENT LIST shows subscribers as Redis does.
+    let list = client.text(&["CLIENT", "LIST"]);
+    assert!(
+        list.contains(" flags=P db=0 sub=2 psub=0 ssub=0 "),
+        "{list}"
+    );
+    assert!(
+        list.contains(" flags=P db=0 sub=1 psub=1 ssub=0 "),
+        "{list}"
+    );
+    assert!(
+        list.contains(" flags=N db=0 sub=0 psub=0 ssub=0 "),
+        "{list}"
+    );
     assert_eq!(
         client.text(&["PUBSUB", "NOPE"]),
         "-ERR unknown subcommand 'NOPE'. Try PUBSUB HELP.\r\n"

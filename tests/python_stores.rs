@@ -1,7 +1,8 @@
 //! Python session stores beyond django-redis-sessions, unmodified:
 //! django-redis 5.4 as Django's cache (set_many, get_many, keys, iter_keys,
 //! delete_pattern, incr, ttl, clear) with Django's cache and cached_db
-//! session engines on it, and Flask-Session 0.8 in a Flask app, through the
+//! session engines on it, Flask-Session 0.8 in a Flask app and
+//! aiohttp-session 2.12 in an aiohttp app, through the
 //! proxy over three backends (key prefix `session`, FLUSHDB allowed, so
 //! django-redis's clear sweeps only its own keys; transactions split over
 //! backends, as set_many's MULTI spans them) and directly on Redis, the
@@ -29,7 +30,7 @@ fn django_redis_and_flask_session_behave_the_same_through_the_proxy() {
     servers[0].client().text(&["SET", "other:key", "kept"]);
     let direct = Redis::start();
     let direct_port = direct.address().rsplit(':').next().unwrap().to_string();
-    for store in ["django-redis", "flask"] {
+    for store in ["django-redis", "flask", "aiohttp"] {
         let port = proxy.port.to_string();
         let ours = run_script(
             "venv-redis8",

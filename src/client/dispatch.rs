@@ -482,7 +482,12 @@ pub(in crate::client) fn local(
         Cmd::Echo => Reply::Bulk(args[1].clone()),
         Cmd::Quit => Reply::ok(),
         Cmd::Reset => {
-            state.subscriber = None;
+            if let Some(subscriber) = state.subscriber.take() {
+                drop(subscriber);
+                for n in &state.card.subscriptions {
+                    n.store(0, Ordering::Relaxed);
+                }
+            }
             state.multi = None;
             state.watching = None;
             state.proto = Proto::Resp2;

@@ -43,6 +43,19 @@ impl Subscriber {
         }
     }
 
+    /// Tells CLIENT LIST how many subscriptions of each kind there are.
+    fn show(&self, card: &crate::clients::ClientCard) {
+        if let Ok(w) = self.wanted.lock() {
+            for (slot, n) in
+                card.subscriptions
+                    .iter()
+                    .zip([w.channels.len(), w.patterns.len(), w.shards.len()])
+            {
+                slot.store(n as u32, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Subscriptions in all.
     pub(in crate::client) fn total(&self) -> usize {
         self.wanted.lock().map_or(0, |w| w.total())
@@ -231,6 +244,7 @@ pub(in crate::client) fn subscription(
                 },
             );
         }
+        subscriber.show(&state.card);
         if subscriber.total() == 0 {
             // Out of subscribed mode: the links close.
             state.subscriber = None;
@@ -255,6 +269,7 @@ pub(in crate::client) fn subscription(
         Ok(mut wanted) => wanted.subscribe(kind, &names, proto, |n| topo.route(n)),
         Err(_) => return Some(Slot::ready(proto, Reply::error("ERR internal error"))),
     };
+    subscriber.show(&state.card);
     let mut acks = Vec::with_capacity(targets.len());
     for (index, names) in targets {
         let (ack, acked) = oneshot::channel();

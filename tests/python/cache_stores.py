@@ -6,7 +6,8 @@ what it saw as JSON, and the test compares the two.
 get_many, keys, iter_keys, delete_pattern, clear, which is FLUSHDB) and
 Django's cache and cached_db session engines on it. `--store flask`:
 Flask-Session 0.8's Redis interface in a one-view Flask app (login,
-modify, logout).
+modify, logout). `--store aiohttp`: aiohttp-session 2.12's RedisStorage
+(redis.asyncio) in an aiohttp 3.11 app, the same steps.
 """
 
 import argparse
@@ -14,7 +15,7 @@ import json
 import sys
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--store", choices=["django-redis", "flask"], required=True)
+parser.add_argument("--store", choices=["django-redis", "flask", "aiohttp"], required=True)
 parser.add_argument("--port", type=int, required=True)
 args = parser.parse_args()
 seen = {}
@@ -102,8 +103,47 @@ def flask():
     seen["after"] = client.get("/show").json
 
 
+def aiohttp_store():
+    import asyncio
+
+    import redis.asyncio
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp_session import get_session, setup
+    from aiohttp_session.redis_storage import RedisStorage
+
+    async def run():
+        pool = redis.asyncio.Redis(host="127.0.0.1", port=args.port)
+        app = web.Application()
+        setup(app, RedisStorage(pool, cookie_name="session_aio", key_factory=lambda: "aio1"))
+
+        async def view(request):
+            session = await get_session(request)
+            action = request.match_info["action"]
+            if action == "login":
+                session["user"] = "alice"
+                session["count"] = 0
+            elif action == "incr":
+                session["count"] = session.get("count", 0) + 1
+            elif action == "logout":
+                session.invalidate()
+            return web.json_response({"user": session.get("user"), "count": session.get("count")})
+
+        app.router.add_get("/{action}", view)
+        async with TestClient(TestServer(app)) as client:
+            for step in ["login", "incr", "incr", "show"]:
+                seen[step if step not in seen else step + "2"] = await (await client.get("/" + step)).json()
+            seen["stored"] = sorted(k.decode() for k in await pool.keys("session_aio_*"))
+            seen["logout"] = await (await client.get("/logout")).json()
+            seen["after"] = await (await client.get("/show")).json()
+            seen["left"] = sorted(k.decode() for k in await pool.keys("session_aio_*"))
+        await pool.aclose()
+
+    asyncio.run(run())
+
+
 try:
-    django_redis() if args.store == "django-redis" else flask()
+    {"django-redis": django_redis, "flask": flask, "aiohttp": aiohttp_store}[args.store]()
 except Exception as error:  # noqa: BLE001 - the message is the test's output
     print(f"FAIL ({args.store}): {error!r}", file=sys.stderr)
     raise
