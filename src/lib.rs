@@ -8,12 +8,19 @@
 //! - [`client`]: one task per client connection: the loop (`client/mod.rs`),
 //!   its batcher towards backends (`batcher.rs`), the reply order (`slot.rs`),
 //!   what each request becomes (`dispatch.rs`, carrying out the pure routing
-//!   decision of `plan.rs`), and the commands answered
+//!   decision of `plan.rs`), transactions (`transaction.rs`), keys a
+//!   migration still moves (`migrate.rs`), blocking commands on leased
+//!   connections (`leased.rs`), RENAME across backends (`rename.rs`), Pub/Sub
+//!   subscriptions (`pubsub.rs`), and the commands answered
 //!   here, one file per family (`commands/`: AUTH, HELLO, CLIENT, COMMAND,
-//!   INFO, SLOWLOG).
+//!   CONFIG, INFO, SLOWLOG).
 //! - [`clients`]: every connected client's card, for CLIENT LIST and KILL.
-//! - [`protocol`]: request framing, the command table, replies and their
+//! - [`protocol`]: request framing, the command table (the proxy's own
+//!   commands, and Redis's keyed ones with their key specs in
+//!   `protocol/keyed.rs`, generated from COMMAND INFO), replies and their
 //!   RESP2/RESP3 encoding (via `redis-protocol`).
+//! - [`pubsub`]: what a subscriber is subscribed to, Redis's confirmations,
+//!   and the links that carry a client's subscriptions to every backend.
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
 //! - [`backend`]: pipelined connections to each Redis server, with timeouts,
 //!   reconnection, health and the optional WAIT after writes; `backend::lanes`

@@ -181,7 +181,11 @@ fn keyspace_notifications_of_every_backend_arrive_once() {
         "-ERR CONFIG SET notify-keyspace-events is refused by session-proxy: set [keys] allow_keyspace_config = true to apply it to every backend\r\n"
     );
     drop(refused);
-    let proxy = proxy_over(&servers, "[keys]\nallow_keyspace_config = true\n");
+    // Allowed even with prefixes set (the sessions' keys are under them).
+    let proxy = proxy_over(
+        &servers,
+        "[keys]\nprefixes = [\"session:\"]\nallow_keyspace_config = true\n",
+    );
     let mut client = proxy.client();
     assert_eq!(
         client.text(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]),
@@ -199,7 +203,17 @@ fn keyspace_notifications_of_every_backend_arrive_once() {
     let mut sub = proxy.client();
     sub.send(&[b"PSUBSCRIBE", b"__keyevent@*__:expired"]);
     assert!(text(sub.read_reply()).contains("psubscribe"));
-    // Sessions on every backend expire; each expiry is told once.
+    // Sessions on every backend expire; each expiry is told once. A key
+    // outside the prefixes expires too, and is not told.
+    servers[0]
+        .client()
+        .text(&["SET", "other:key", "v", "PX", "20"]);
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        "expired",
+        || servers[0].client().text(&["EXISTS", "other:key"]) == ":0\r\n",
+    );
     let keys: Vec<String> = (0..3).map(|b| proxy.key_on(b, "session:")).collect();
     for key in &keys {
         assert_eq!(client.text(&["SET", key, "v", "PX", "30"]), "+OK\r\n");

@@ -397,8 +397,13 @@ fn keyspace_config(
             ))
         }
         (b"SET", 4) if names_it => {
-            let restricted = is_restricted(topo, user) || user.is_some_and(|u| u.read_only);
-            if !topo.config.keys.allow_keyspace_config || restricted {
+            // The operator allowed it for the site: `[keys] prefixes` do not
+            // stop it, a user of its own prefixes or a read-only one does.
+            let restricted = user.is_some_and(|u| u.read_only || !u.prefixes.is_empty());
+            if restricted {
+                return Some(Slot::ready(state.proto, noperm_command(spec.name)));
+            }
+            if !topo.config.keys.allow_keyspace_config {
                 return Some(Slot::ready(
                     state.proto,
                     Reply::error(

@@ -302,6 +302,21 @@ impl Handler<'_> {
         if !wanted {
             return;
         }
+        // A client restricted to key prefixes hears of its own keys only.
+        let user = self
+            .state
+            .user
+            .as_ref()
+            .and_then(|n| self.topo.config.user(n));
+        if let Some(key) = crate::pubsub::notification_key(&frame) {
+            let under = |list: &[String]| {
+                list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
+            };
+            let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
+            if !under(&self.topo.config.keys.prefixes) || !under(user_prefixes) {
+                return;
+            }
+        }
         let frame = crate::pubsub::for_client(frame, self.state.proto);
         if self.queue.is_empty() {
             self.wbuf.extend_from_slice(&frame);

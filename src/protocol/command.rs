@@ -813,6 +813,51 @@ mod tests {
         );
     }
 
+    /// Random arguments, numbers and keywords among them, for every keyed
+    /// command: key lookup never panics and never names a position past
+    /// the arguments.
+    #[test]
+    fn key_lookup_is_total_over_random_arguments() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let words: &[&[u8]] = &[
+            b"0",
+            b"1",
+            b"2",
+            b"-1",
+            b"9223372036854775807",
+            b"-9223372036854775808",
+            b"99999999999999999999",
+            b"STREAMS",
+            b"streams",
+            b"STORE",
+            b"BLOCK",
+            b"x",
+            b"",
+            b"create",
+            b"stream",
+            b"usage",
+            b"help",
+        ];
+        for spec in super::super::keyed::KEYED {
+            for _ in 0..200 {
+                let argc = rng.random_range(1..9);
+                let mut args: Vec<&[u8]> = vec![spec.name.as_bytes()];
+                for _ in 1..argc {
+                    args.push(words[rng.random_range(0..words.len())]);
+                }
+                let specs = match subcommand(spec, &args) {
+                    Ok(Some(sub)) => sub.specs,
+                    Ok(None) => spec.specs,
+                    Err(_) => continue,
+                };
+                for position in spec_keys(specs, &args) {
+                    assert!(position > 0 && position < args.len(), "{args:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn containers_check_their_subcommand() {
         let xgroup = lookup(b"xgroup").unwrap();

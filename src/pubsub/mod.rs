@@ -174,6 +174,31 @@ pub fn for_client(frame: Bytes, proto: Proto) -> Bytes {
     frame
 }
 
+/// The key a keyspace notification is about (`__keyspace@<db>__:<key>`
+/// names it in the channel, `__keyevent@<db>__:<event>` carries it as the
+/// message), so a client restricted to key prefixes is not told about
+/// other keys; `None` for any other message.
+pub fn notification_key(frame: &[u8]) -> Option<&[u8]> {
+    let kind = bulk_items(frame, 1)?;
+    let items = match kind[0] {
+        b"message" => bulk_items(frame, 3)?.split_off(1),
+        b"pmessage" => bulk_items(frame, 4)?.split_off(2),
+        _ => return None,
+    };
+    let (channel, message) = (items[0], items[1]);
+    let after = |prefix: &[u8]| {
+        channel.strip_prefix(prefix).and_then(|rest| {
+            rest.windows(3)
+                .position(|w| w == b"__:")
+                .map(|i| &rest[i + 3..])
+        })
+    };
+    if let Some(key) = after(b"__keyspace@") {
+        return Some(key);
+    }
+    after(b"__keyevent@").map(|_| message)
+}
+
 /// What a frame from a backend's subscription connection is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
@@ -260,6 +285,16 @@ mod tests {
         let (out, _) = w.unsubscribe(Kind::Channel, &[], Proto::Resp2);
         assert_eq!(&out[..], b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:1\r\n");
         assert_eq!(w.total(), 1);
+    }
+
+    #[test]
+    fn keyspace_notifications_name_their_key() {
+        let event = b"*4\r\n$8\r\npmessage\r\n$22\r\n__keyevent@*__:expired\r\n$22\r\n__keyevent@0__:expired\r\n$5\r\napp:1\r\n";
+        assert_eq!(notification_key(event), Some(&b"app:1"[..]));
+        let space = b"*3\r\n$7\r\nmessage\r\n$20\r\n__keyspace@0__:other\r\n$3\r\ndel\r\n";
+        assert_eq!(notification_key(space), Some(&b"other"[..]));
+        let plain = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n";
+        assert_eq!(notification_key(plain), None);
     }
 
     #[test]
