@@ -716,3 +716,33 @@ fn prefixes_read_only_users_and_migration_apply_to_every_keyed_command() {
         .text(&["XINFO", "STREAM", "app:s"])
         .starts_with("-ERR no such key"));
 }
+
+#[test]
+fn command_getkeys_and_list_answer_as_redis_does() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let (mut through, mut direct) = (proxy.client(), reference.client());
+    for case in [
+        "SET a b",
+        "EVAL x 2 k1 k2 arg",
+        "XGROUP CREATE s g 0",
+        "ZUNIONSTORE d 2 a b",
+        "ZUNION 5 a",
+        "XREAD COUNT 1 STREAMS s1 s2 0 0",
+        "BLMOVE a b LEFT RIGHT 0",
+        "MSET a 1 b 2",
+        "NOSUCH a",
+        "GET a b",
+        "PING x",
+        "PUBLISH ch msg",
+    ] {
+        let mut args = vec!["COMMAND", "GETKEYS"];
+        args.extend(case.split(' '));
+        same(&mut through, &mut direct, &args);
+    }
+    same(&mut through, &mut direct, &["COMMAND", "GETKEYS", "GET"]);
+    let listed = through.text(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "xgr*"]);
+    assert_eq!(listed, "*1\r\n$6\r\nxgroup\r\n");
+    assert!(through.text(&["COMMAND", "LIST"]).contains("\r\nhset\r\n"));
+}

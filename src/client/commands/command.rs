@@ -23,6 +23,8 @@ pub(in crate::client) fn command_command(args: &[Bytes], _proto: Proto) -> Reply
         }
         // No documentation is served; redis-cli then simply shows no hints.
         b"DOCS" => Reply::Map(Vec::new()),
+        b"GETKEYS" => getkeys(args),
+        b"LIST" => list(args),
         _ => unknown_subcommand(sub, "COMMAND"),
     }
 }
@@ -49,4 +51,55 @@ pub(in crate::client) fn command_info(spec: &'static Spec) -> Reply {
         Reply::Array(Vec::new()),
         Reply::Array(Vec::new()),
     ])
+}
+
+/// COMMAND GETKEYS: the keys of a command, as the proxy finds them (the
+/// same lookup that routes it), in Redis's words when there are none.
+fn getkeys(args: &[Bytes]) -> Reply {
+    if args.len() < 4 {
+        return arity_error("command|getkeys");
+    }
+    let Some(spec) = lookup(&args[2]) else {
+        return Reply::error("ERR Invalid command specified");
+    };
+    if !spec.arity_ok(args.len() - 2) {
+        return Reply::error("ERR Invalid number of arguments specified for command");
+    }
+    let keyed = !matches!(spec.route, Route::Local | Route::AllBackends | Route::Scan);
+    if !keyed || (spec.route == Route::Channel) {
+        return Reply::error("ERR The command has no key arguments");
+    }
+    let request = Request::Inline(args[2..].to_vec());
+    let positions = crate::protocol::command::request_key_positions(spec, &request);
+    if positions.is_empty() {
+        return Reply::error("ERR Invalid arguments specified for command");
+    }
+    Reply::Array(
+        positions
+            .into_iter()
+            .filter_map(|i| args.get(i + 2).cloned())
+            .map(Reply::Bulk)
+            .collect(),
+    )
+}
+
+/// COMMAND LIST [FILTERBY PATTERN glob]: the names of the commands the proxy
+/// has.
+fn list(args: &[Bytes]) -> Reply {
+    let pattern = match args.len() {
+        2 => None,
+        5 if args[2].eq_ignore_ascii_case(b"FILTERBY")
+            && args[3].eq_ignore_ascii_case(b"PATTERN") =>
+        {
+            Some(&args[4])
+        }
+        _ => return Reply::error("ERR syntax error"),
+    };
+    Reply::Array(
+        TABLE
+            .iter()
+            .filter(|spec| pattern.is_none_or(|p| glob_match(p, spec.name.as_bytes())))
+            .map(|spec| Reply::bulk_str(spec.name))
+            .collect(),
+    )
 }
