@@ -111,6 +111,37 @@ impl Topology {
             .map_or_else(|| crate::REDIS_VERSION.to_string(), |v| v.to_string())
     }
 
+    /// Servers a migration still reads that are not backends now (`[migration]
+    /// from`), in a fixed order: SCAN and KEYS go on to them after the
+    /// backends, so keys not moved yet are seen.
+    pub fn old_servers(&self) -> Vec<&Backend> {
+        let mut out: Vec<&Backend> = Vec::new();
+        if let Some(migration) = self.active_migration() {
+            for layout in &migration.layouts {
+                for server in &layout.servers {
+                    let known = self
+                        .backends
+                        .iter()
+                        .chain(out.iter().copied())
+                        .any(|b| b.same_server(server));
+                    if !known {
+                        out.push(server);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Where SCAN's cursor index `index` points: a backend, then an old
+    /// server of a migration.
+    pub fn scan_target(&self, index: usize) -> Option<&Backend> {
+        match self.backends.get(index) {
+            Some(backend) => Some(backend),
+            None => self.old_servers().get(index - self.backends.len()).copied(),
+        }
+    }
+
     /// The migration reads look at, while it is on.
     pub fn active_migration(&self) -> Option<&Arc<Migration>> {
         self.migration.as_ref().filter(|m| m.is_active())

@@ -638,3 +638,58 @@ fn the_mover_waits_out_a_stopped_old_server_and_leaves_other_prefixes_alone() {
         assert_eq!(client.text(&["GET", &format!("session:{i}")]), bulk("v"));
     }
 }
+
+#[test]
+fn scan_and_keys_see_sessions_not_moved_yet() {
+    let old = Redis::start();
+    let new: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    {
+        let mut c = old.client();
+        for i in 0..300 {
+            c.text(&["SET", &format!("session:{i}"), "v"]);
+        }
+    }
+    // The mover takes a batch of 10, then a key a second: most stay old.
+    let proxy = moving_in(
+        &old,
+        &[&new[0], &new[1], &new[2]],
+        1,
+        "[keys]\nprefixes = [\"session:\"]\n",
+    );
+    let mut client = proxy.client();
+    // Some are read (and so moved) first; some are new.
+    for i in 0..20 {
+        assert_eq!(
+            client.text(&["GET", &format!("session:{i}")]),
+            "$1\r\nv\r\n"
+        );
+    }
+    for i in 300..310 {
+        client.text(&["SET", &format!("session:{i}"), "v"]);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = client.text(&["SCAN", &cursor, "COUNT", "50"]);
+        let mut lines = reply.split("\r\n").filter(|l| !l.starts_with(['*', '$']));
+        cursor = lines.next().unwrap().to_string();
+        for key in lines.filter(|l| !l.is_empty()) {
+            assert!(key.starts_with("session:"), "{key}");
+            seen.insert(key.to_string());
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        310,
+        "every session, moved or not, once SCAN is done"
+    );
+    let keys = client.text(&["KEYS", "session:*"]);
+    assert!(keys.starts_with("*310\r\n"), "each once: {}", &keys[..20]);
+    assert!(
+        old.client().text(&["DBSIZE"]) != ":0\r\n",
+        "some were still on the old server"
+    );
+}

@@ -172,7 +172,7 @@ fn policy<'a>(topo: &'a Topology, user_prefixes: &'a [String]) -> Policy<'a> {
         prefixes: &keys.prefixes,
         user_prefixes,
         scripts: &keys.scripts,
-        backends: topo.backends.len(),
+        backends: topo.backends.len() + topo.old_servers().len(),
         allow_flush: keys.allow_flush,
         split_transactions: keys.split_transactions,
     }
@@ -317,16 +317,16 @@ pub(in crate::client) fn routed(
             let receivers = parts
                 .iter()
                 .map(|(backend, sub)| {
-                    let rx = topo.backends[*backend].send_args(
-                        state.origin(),
-                        sub,
-                        state.db,
-                        spec.write,
-                    );
+                    // SCAN's index may name an old server of a migration.
+                    let target = topo.scan_target(*backend).unwrap_or(&topo.backends[0]);
+                    let rx = target.send_args(state.origin(), sub, state.db, spec.write);
                     (Some(rx), None)
                 })
                 .collect();
-            let ids: Vec<&str> = parts.iter().map(|(b, _)| &*topo.backends[*b].id).collect();
+            let ids: Vec<&str> = parts
+                .iter()
+                .map(|(b, _)| topo.scan_target(*b).map_or("?", |t| &*t.id))
+                .collect();
             Slot::waiting(
                 topo,
                 proto,
@@ -354,9 +354,15 @@ fn every_backend(
 ) -> Slot {
     batcher.flush(topo, state.origin());
     let args = request.args();
+    // KEYS also asks the old servers of a migration: keys not moved yet.
+    let old = match how {
+        MergeHow::Concat(_) => topo.old_servers(),
+        _ => Vec::new(),
+    };
     let parts = topo
         .backends
         .iter()
+        .chain(old)
         .map(|backend| {
             let rx = backend.send_args(state.origin(), &args, state.db, write);
             (Some(rx), None)

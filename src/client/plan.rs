@@ -153,10 +153,14 @@ impl KeyFilter {
             .collect()
     }
 
+    /// Whether a key is shown: under both prefix lists, and not one of the
+    /// proxy's own (a move lock, a key being renamed).
     pub(in crate::client) fn allows(&self, key: &[u8]) -> bool {
         let under =
             |list: &[String]| list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()));
-        under(&self.prefixes) && under(&self.user_prefixes)
+        let internal = key.starts_with(crate::migration::LOCK_PREFIX)
+            || key.starts_with(crate::client::rename::HIDDEN_PREFIX);
+        !internal && under(&self.prefixes) && under(&self.user_prefixes)
     }
 }
 
@@ -557,12 +561,23 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             )
         }
         MergeHow::Concat(filter) => {
+            // A key may be on an old server of a migration and, newer, on
+            // its owner: listed once.
             let mut keys = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for part in parts {
                 let Reply::Array(items) = part else {
                     return unexpected();
                 };
-                keys.extend(items.into_iter().filter(|k| allowed(filter, k)));
+                for key in items.into_iter().filter(|k| allowed(filter, k)) {
+                    let new = match &key {
+                        Reply::Bulk(name) => seen.insert(name.clone()),
+                        _ => true,
+                    };
+                    if new {
+                        keys.push(key);
+                    }
+                }
             }
             Reply::Array(keys)
         }
