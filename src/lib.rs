@@ -49,6 +49,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod dial;
 pub mod ketama;

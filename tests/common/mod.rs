@@ -820,3 +820,58 @@ pub fn run_script(venv: &str, script: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// A Redis Cluster made by the test: `masters` masters with `replicas`
+/// replicas each (`redis-cli --cluster create`), on free loopback ports,
+/// stopped with the value.
+pub struct Cluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    pub fn start(masters: usize, replicas: usize) -> Cluster {
+        let count = masters * (1 + replicas);
+        let nodes: Vec<Redis> = (0..count)
+            .map(|_| {
+                Redis::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(Redis::address));
+        args.extend([
+            "--cluster-replicas".into(),
+            replicas.to_string(),
+            "--cluster-yes".into(),
+        ]);
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli must be installed (apt-get install redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Cluster { nodes };
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(50),
+            "cluster_state:ok everywhere",
+            || {
+                cluster.nodes.iter().all(|n| {
+                    n.client()
+                        .text(&["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                })
+            },
+        );
+        cluster
+    }
+}
