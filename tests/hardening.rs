@@ -269,3 +269,47 @@ fn a_bulk_header_reserves_nothing_until_its_bytes_come() {
     let total = proxy.shared.memory.total();
     assert!(total < 4 << 20, "20 headers of 60 MB hold {total} bytes");
 }
+
+#[test]
+fn a_hostile_backend_does_not_stop_subscribers() {
+    let redis = Redis::start();
+    for (name, head) in [
+        ("deeply nested", b"*1\r\n".repeat(50_000)),
+        ("huge bulk header", b"$100000000000\r\n".to_vec()),
+        ("garbage", b"hello world\r\n".to_vec()),
+    ] {
+        let hostile = Hostile::start(head, vec![], 0);
+        let proxy = Proxy::start(&config_for(
+            &[
+                ("good", redis.address(), 1.0),
+                ("bad", hostile.address(), 1.0),
+            ],
+            "[limits]\nmax_reply_bytes = 1048576\n",
+        ));
+        let mut sub = proxy.client();
+        sub.send(&[b"SUBSCRIBE", b"news"]);
+        assert_eq!(
+            sub.read_reply(),
+            b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+            "{name}"
+        );
+        wait_until(
+            READY_LIMIT,
+            std::time::Duration::from_millis(10),
+            name,
+            || {
+                redis
+                    .client()
+                    .text(&["PUBSUB", "NUMSUB", "news"])
+                    .ends_with(":1\r\n")
+            },
+        );
+        redis.client().text(&["PUBLISH", "news", "hi"]);
+        assert_eq!(
+            sub.read_reply(),
+            b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n",
+            "{name}"
+        );
+        assert_eq!(proxy.client().text(&["PING"]), "+PONG\r\n", "{name}");
+    }
+}
