@@ -44,3 +44,54 @@ fn slots_and_shards_match_a_real_cluster() {
     }
     assert!(covered.iter().all(|&c| c), "every slot has a master");
 }
+
+#[test]
+fn the_slot_map_follows_a_failover() {
+    let cluster = Cluster::start(3, 1);
+    let seeds: Vec<String> = cluster.nodes.iter().map(|n| n.address()).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fetch = || {
+        runtime
+            .block_on(session_proxy::cluster::fetch(
+                &seeds,
+                None,
+                None,
+                std::time::Duration::from_secs(5),
+            ))
+            .expect("a slot map")
+    };
+    let map = fetch();
+    assert!(map.is_complete());
+    let key = b"session:abc";
+    let master = map.master_of(key).unwrap().to_string();
+    // The master's replica takes over; a fresh map names it.
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.client().text(&["INFO", "replication"]).contains(&format!(
+                "master_port:{}",
+                master.rsplit(':').next().unwrap()
+            ))
+        })
+        .expect("the master's replica");
+    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
+    common::wait_until(
+        common::READY_LIMIT,
+        std::time::Duration::from_millis(50),
+        "new master in the map",
+        || fetch().master_of(key) == Some(replica.address().as_str()),
+    );
+    // Seeds that do not answer are skipped.
+    let mut with_dead = vec!["127.0.0.1:1".to_string()];
+    with_dead.extend(seeds.clone());
+    let map = runtime
+        .block_on(session_proxy::cluster::fetch(
+            &with_dead,
+            None,
+            None,
+            std::time::Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert!(map.is_complete());
+}

@@ -163,3 +163,74 @@ mod tests {
         assert_eq!(hash_tag(b"foo{bar}{zap}"), b"bar");
     }
 }
+
+/// Which master serves each slot, from CLUSTER SHARDS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotMap {
+    /// The masters, in the order the shards came.
+    pub masters: Vec<String>,
+    /// For each slot, an index into `masters` (`u16::MAX`: none serves it).
+    pub owners: Vec<u16>,
+}
+
+impl SlotMap {
+    pub fn from_shards(shards: &[Shard]) -> SlotMap {
+        let mut owners = vec![u16::MAX; SLOTS as usize];
+        let mut masters = Vec::with_capacity(shards.len());
+        for (i, shard) in shards.iter().enumerate() {
+            masters.push(shard.master.clone());
+            for &(start, end) in &shard.ranges {
+                for owner in &mut owners[start as usize..=end as usize] {
+                    *owner = i as u16;
+                }
+            }
+        }
+        SlotMap { masters, owners }
+    }
+
+    /// The master serving `key`, if any serves its slot.
+    pub fn master_of(&self, key: &[u8]) -> Option<&str> {
+        let owner = *self.owners.get(slot(key) as usize)?;
+        self.masters.get(owner as usize).map(String::as_str)
+    }
+
+    /// Whether every slot has a master.
+    pub fn is_complete(&self) -> bool {
+        self.owners.iter().all(|&o| o != u16::MAX)
+    }
+}
+
+/// Asks the first of `seeds` that answers for the slot map (CLUSTER
+/// SHARDS), with AUTH when a password is given; the last error when none
+/// does.
+pub async fn fetch(
+    seeds: &[String],
+    username: Option<&str>,
+    password: Option<&str>,
+    timeout: std::time::Duration,
+) -> Result<SlotMap, crate::dial::DialError> {
+    use crate::dial::{call_with_auth, open, DialError};
+    let mut last = DialError::Closed;
+    for seed in seeds {
+        let endpoint = crate::config::Endpoint::Tcp(seed.clone());
+        let asked = tokio::time::timeout(timeout, async {
+            let stream = open(&endpoint).await?;
+            let mut rbuf = bytes::BytesMut::new();
+            let ask = vec![
+                Bytes::from_static(b"CLUSTER"),
+                Bytes::from_static(b"SHARDS"),
+            ];
+            call_with_auth(&stream, &mut rbuf, username, password, vec![ask]).await
+        })
+        .await;
+        match asked {
+            Ok(Ok(replies)) => match replies.first().and_then(parse_shards) {
+                Some(shards) => return Ok(SlotMap::from_shards(&shards)),
+                None => last = DialError::Protocol(format!("{seed}: not a CLUSTER SHARDS reply")),
+            },
+            Ok(Err(error)) => last = error,
+            Err(_) => last = DialError::Protocol(format!("{seed}: no answer within {timeout:?}")),
+        }
+    }
+    Err(last)
+}

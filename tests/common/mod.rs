@@ -860,15 +860,29 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         let cluster = Cluster { nodes };
+        // Every node sees the cluster complete: state ok, every master with
+        // its slots and every replica attached (CLUSTER SHARDS lists a
+        // replica as a shard of its own until then).
+        let roles = |text: &str, role: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.split(' ')
+                        .nth(2)
+                        .is_some_and(|f| f.split(',').any(|x| x == role))
+                })
+                .count()
+        };
         wait_until(
             READY_LIMIT,
             Duration::from_millis(50),
-            "cluster_state:ok everywhere",
+            "the cluster complete",
             || {
                 cluster.nodes.iter().all(|n| {
-                    n.client()
-                        .text(&["CLUSTER", "INFO"])
-                        .contains("cluster_state:ok")
+                    let mut c = n.client();
+                    let nodes = c.text(&["CLUSTER", "NODES"]);
+                    c.text(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                        && roles(&nodes, "master") == masters
+                        && roles(&nodes, "slave") == masters * replicas
                 })
             },
         );
