@@ -207,11 +207,14 @@ fn templates(kind: &str) -> &'static [&'static str] {
             "GEORADIUSBYMEMBER K F 300 km ASC",
             "GEORADIUSBYMEMBER_RO K F 300 km ASC",
         ],
+        // Expiry times are absolute (year 2100): EXPIRETIME and TTL of a
+        // relative EXPIRE differ between two servers across a second.
         "keyspace" => &[
             "SET K V",
             "HSET L F V",
             "DUMP K",
-            "EXPIRE K 100",
+            "EXPIREAT K 4102444800",
+            "PEXPIREAT L 4102444800000",
             "EXPIRETIME K",
             "PEXPIRETIME L",
             "RENAME K L",
@@ -219,7 +222,7 @@ fn templates(kind: &str) -> &'static [&'static str] {
             "COPY L K",
             "PERSIST K",
             "TYPE K",
-            "TTL K",
+            "PERSIST L",
         ],
         _ => &[],
     }
