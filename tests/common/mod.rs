@@ -197,11 +197,24 @@ impl Proxy {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (trigger, shutdown) = shutdown::channel();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            // SESSION_PROXY_TEST_THREADS=1 runs the proxy on one thread
+            // (as `[runtime] threads = 1` does), N on N; 2 by default.
+            let threads: usize = std::env::var("SESSION_PROXY_TEST_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(2);
+            let runtime = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+            };
             runtime.block_on(async move {
                 let listeners = Listeners::bind(&config).await.expect("bind");
                 let port = listeners.tcp_port();
