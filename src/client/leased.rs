@@ -34,14 +34,7 @@ pub(in crate::client) fn blocking(
             )),
         );
     };
-    let payload = match request.raw() {
-        Some(raw) => raw.clone(),
-        None => {
-            let mut buf = BytesMut::new();
-            crate::protocol::encode_command(&request.args(), &mut buf);
-            buf.freeze()
-        }
-    };
+    let payload = request.payload();
     let blocks_for = block_time(spec, request);
     let (origin, db) = (state.origin(), state.db);
     let (mut tx, out) = oneshot::channel();

@@ -53,14 +53,7 @@ pub(in crate::client) fn migrating(
     let sends = match planned {
         Plan::Split { parts, how } => Sends::Split { parts, how },
         Plan::Forward { backend, .. } => {
-            let payload = match request.raw() {
-                Some(raw) => raw.clone(),
-                None => {
-                    let mut buf = BytesMut::new();
-                    crate::protocol::encode_command(&request.args(), &mut buf);
-                    buf.freeze()
-                }
-            };
+            let payload = request.payload();
             Sends::One { backend, payload }
         }
         // Refused and Every never carry keys here.

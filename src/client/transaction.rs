@@ -124,14 +124,7 @@ pub(in crate::client) fn queue(
             )),
         );
     }
-    let raw = match request.raw() {
-        Some(raw) => raw.clone(),
-        None => {
-            let mut buf = BytesMut::new();
-            crate::protocol::encode_command(&request.args(), &mut buf);
-            buf.freeze()
-        }
-    };
+    let raw = request.payload();
     multi.bytes += raw.len();
     multi.commands.push((backend, raw));
     Reply::status("QUEUED")
@@ -285,14 +278,7 @@ pub(in crate::client) fn watch(
     let Some(watching) = state.watching.as_ref() else {
         return Slot::ready(proto, Reply::error("ERR internal routing error"));
     };
-    let payload = match request.raw() {
-        Some(raw) => raw.clone(),
-        None => {
-            let mut buf = BytesMut::new();
-            crate::protocol::encode_command(&request.args(), &mut buf);
-            buf.freeze()
-        }
-    };
+    let payload = request.payload();
     let rx = target.send_held(&watching.held, state.origin(), payload, state.db);
     Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now)
 }

@@ -78,6 +78,19 @@ impl Request {
         }
     }
 
+    /// The request as a backend is sent it: its exact bytes when it came as
+    /// a multibulk array, else its arguments encoded as one.
+    pub fn payload(&self) -> Bytes {
+        match self.raw() {
+            Some(raw) => raw.clone(),
+            None => {
+                let mut buf = BytesMut::new();
+                super::encode_command(&self.args(), &mut buf);
+                buf.freeze()
+            }
+        }
+    }
+
     /// Frames a multibulk request again from the bytes `raw()` gave.
     pub fn from_raw(raw: &[u8]) -> Option<Request> {
         let mut buf = BytesMut::from(raw);
