@@ -7,20 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, Proxy, RawClient, Redis};
+use common::{proxy_over, wait_until, Proxy, RawClient, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn proxy_over(servers: &[Redis], extra: &str) -> Proxy {
-    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    Proxy::start(&text)
-}
 
 /// Sends `args` to both and asserts the same bytes back; returns them.
 /// Members of a set come in an order of each server's own hash seed:

@@ -7,18 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{Proxy, RawClient, Redis};
-
-fn proxy_over(servers: &[Redis], extra: &str) -> Proxy {
-    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    Proxy::start(&text)
-}
+use common::{proxy_over, RawClient, Redis};
 
 /// The keys of an array reply, as strings.
 fn keys_of(reply: &str) -> Vec<String> {

@@ -9,18 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{try_wait_until, wait_until, Proxy, RawClient, Redis};
-
-fn proxy_over(servers: &[Redis], extra: &str) -> Proxy {
-    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    Proxy::start(&text)
-}
+use common::{proxy_over, try_wait_until, wait_until, Proxy, RawClient, Redis};
 
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()

@@ -6,19 +6,8 @@
 
 mod common;
 
-use common::{Proxy, Redis};
+use common::{proxy_over, Redis};
 use redis::Commands;
-
-fn proxy_over(servers: &[Redis]) -> Proxy {
-    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n".to_string();
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    Proxy::start(&text)
-}
 
 /// The same steps on one connection; what each gave, as text.
 fn steps(con: &mut redis::Connection, a: &str, b: &str) -> Vec<String> {
@@ -53,7 +42,7 @@ fn steps(con: &mut redis::Connection, a: &str, b: &str) -> Vec<String> {
 fn redis_rs_sessions_and_atomic_pipelines_match_redis() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let direct = Redis::start();
-    let proxy = proxy_over(&servers);
+    let proxy = proxy_over(&servers, "");
     // Two keys on one backend, so the transaction may run there.
     let a = proxy.key_on(1, "session:");
     let b = (0..)

@@ -6,18 +6,7 @@
 
 mod common;
 
-use common::{Proxy, RawClient, Redis};
-
-fn proxy_over(servers: &[&Redis], extra: &str) -> Proxy {
-    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    Proxy::start(&text)
-}
+use common::{proxy_over, Proxy, RawClient, Redis};
 
 fn same(ours: &mut RawClient, theirs: &mut RawClient, steps: &[&[&str]]) {
     for args in steps {

@@ -279,6 +279,19 @@ pub fn config_for(backends: &[(&str, String, f64)], extra: &str) -> String {
     text
 }
 
+/// A proxy on a free port in front of `servers`, with backend ids b0, b1,
+/// ... in order, and `extra` config text.
+pub fn proxy_over<R: std::borrow::Borrow<Redis>>(servers: &[R], extra: &str) -> Proxy {
+    let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.borrow().address()
+        ));
+    }
+    Proxy::start(&text)
+}
+
 /// A blocking RESP client that returns each reply's exact bytes.
 pub struct RawClient {
     pub stream: TcpStream,
