@@ -172,7 +172,7 @@ fn policy<'a>(topo: &'a Topology, user_prefixes: &'a [String]) -> Policy<'a> {
         prefixes: &keys.prefixes,
         user_prefixes,
         scripts: &keys.scripts,
-        backends: topo.backends.len() + topo.old_servers().len(),
+        backends: topo.backends.len(),
         allow_flush: keys.allow_flush,
         split_transactions: keys.split_transactions,
     }
@@ -248,7 +248,12 @@ pub(in crate::client) fn routed(
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
-    let policy = policy(topo, user_prefixes);
+    let mut policy = policy(topo, user_prefixes);
+    if spec.route == Route::Scan {
+        // SCAN's cursor goes on to a migration's old servers after the
+        // backends; only SCAN pays for looking them up.
+        policy.backends += topo.old_servers().len();
+    }
     let planned = plan(
         spec,
         request,

@@ -97,7 +97,8 @@ pub(in crate::client) struct Policy<'a> {
     pub(in crate::client) user_prefixes: &'a [String],
     /// SHA1s of the scripts that may run while prefixes are set.
     pub(in crate::client) scripts: &'a [String],
-    /// How many backends there are (SCAN's cursor counts through them).
+    /// How many servers SCAN's cursor counts through: the backends, then a
+    /// migration's old servers (added by `routed` for SCAN only).
     pub(in crate::client) backends: usize,
     /// `[keys] allow_flush`: FLUSHDB and FLUSHALL run at all.
     pub(in crate::client) allow_flush: bool,
