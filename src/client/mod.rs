@@ -129,9 +129,14 @@ impl State {
             .store(self.proto.number() as u8, Ordering::Relaxed);
     }
 
-    /// Notes the size of a backend's reply to this client.
+    /// Notes the size of a backend's reply to this client: the first one
+    /// as it is, later ones into a moving average.
     fn replied(&mut self, bytes: usize) {
-        self.reply_bytes = (self.reply_bytes * 7 + bytes as u64).div_ceil(8);
+        self.reply_bytes = if self.reply_bytes == 0 {
+            bytes as u64
+        } else {
+            (self.reply_bytes * 7 + bytes as u64).div_ceil(8)
+        };
     }
 }
 
@@ -222,6 +227,10 @@ struct Handler<'a> {
     /// The last request is a barrier still waiting (a migration moving its
     /// keys): no further request runs, or is read, until it is answered.
     blocked: bool,
+    /// The last request is the client's first to a backend, a barrier: its
+    /// reply tells how large this client's replies are, so the pipeline
+    /// behind it goes on the right connection (see [`Handler::sized`]).
+    sizing: bool,
     last_read: Instant,
 }
 
@@ -254,6 +263,9 @@ impl Handler<'_> {
                     break;
                 }
             }
+            if self.sizing {
+                self.sized();
+            }
             if self.queue.len() >= max_pipeline {
                 held_back = true;
                 break;
@@ -268,7 +280,7 @@ impl Handler<'_> {
                         // between backend connections without reordering.
                         self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
                     }
-                    let slot = dispatch(
+                    let mut slot = dispatch(
                         self.shared,
                         &self.topo,
                         self.state,
@@ -276,6 +288,13 @@ impl Handler<'_> {
                         request,
                         now,
                     );
+                    if self.state.reply_bytes == 0 && slot.deadline.is_some() && !slot.barrier {
+                        slot.barrier = true;
+                        self.sizing = true;
+                        // A barrier is checked before the next request: its
+                        // batch must be on its way.
+                        self.batcher.flush(&self.topo, self.state.origin());
+                    }
                     self.decoder.authenticated = self.state.authenticated;
                     self.queue.push_back(slot);
                 }
@@ -290,6 +309,22 @@ impl Handler<'_> {
         }
         self.batcher.flush(&self.topo, self.state.origin());
         held_back
+    }
+
+    /// The reply to a new client's first backend request is in (its slot,
+    /// the last, was a barrier): its size decides the connection for the
+    /// requests behind it. Without this, a client that connects and at once
+    /// pipelines hundreds of 100 KB GETs would put them all on the pool's
+    /// connection, ahead of everyone's small session reads, because it
+    /// moves to the connection for large replies only once nothing of its
+    /// is in flight. Nothing is in flight now: every earlier backend request
+    /// of this client was such a barrier too.
+    fn sized(&mut self) {
+        self.sizing = false;
+        if let Some(Pending::Ready(Reply::Raw(bytes))) = self.queue.back().map(|s| &s.pending) {
+            self.state.replied(bytes.len());
+            self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
+        }
     }
 
     /// A Pub/Sub message from a link: written now if nothing is owed to the
@@ -501,6 +536,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         tally: Tally::default(),
         eof: false,
         blocked: false,
+        sizing: false,
         last_read: Instant::now(),
     };
     // `[limits] idle_timeout_s`: armed while idle, checked against the last read.

@@ -192,17 +192,23 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts the proxy from config text; `listen.address` should use port 0.
+    /// SESSION_PROXY_TEST_THREADS=1 runs it on one thread (as `[runtime]
+    /// threads = 1` does), N on N; 2 by default.
     pub fn start(config_text: &str) -> Proxy {
+        let threads: usize = std::env::var("SESSION_PROXY_TEST_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(2);
+        Proxy::start_on(config_text, threads)
+    }
+
+    /// Starts the proxy on `threads` runtime threads: 1 is a current-thread
+    /// runtime, as `[runtime] threads = 1` (the default on two cores or less).
+    pub fn start_on(config_text: &str, threads: usize) -> Proxy {
         let config = Config::parse(config_text).expect("valid test config");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (trigger, shutdown) = shutdown::channel();
         let thread = std::thread::spawn(move || {
-            // SESSION_PROXY_TEST_THREADS=1 runs the proxy on one thread
-            // (as `[runtime] threads = 1` does), N on N; 2 by default.
-            let threads: usize = std::env::var("SESSION_PROXY_TEST_THREADS")
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(2);
             let runtime = if threads == 1 {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
