@@ -480,6 +480,8 @@ pub struct BackendSpec {
     pub url: Option<String>,
     /// A Sentinel-managed master instead of a fixed address.
     pub sentinel: Option<Sentinel>,
+    /// A Redis Cluster instead of one server: the slot map picks the node.
+    pub cluster: Option<ClusterSpec>,
     /// Credentials for the backend (the master, for a Sentinel group).
     pub username: Option<String>,
     pub password: Option<String>,
@@ -513,6 +515,22 @@ pub struct Sentinel {
     pub tls: Option<TlsClient>,
 }
 
+/// `cluster = { seeds = [...], username, password, tls }` on a backend: a
+/// Redis Cluster, its slot map learned from any of the seeds (or the nodes
+/// learned since).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Nodes to ask for the slot map first (`host:port`).
+    pub seeds: Vec<String>,
+    /// Credentials for every node.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// TLS towards every node.
+    #[serde(default)]
+    pub tls: Option<TlsClient>,
+}
+
 /// Where a backend listens, resolved from `address`, `unix_socket` or `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -525,6 +543,8 @@ pub enum Endpoint {
 pub enum Source {
     Fixed(Endpoint),
     Sentinel(Sentinel),
+    /// A Redis Cluster's seed nodes.
+    Cluster(Vec<String>),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -555,11 +575,12 @@ impl BackendSpec {
             self.unix_socket.is_some(),
             self.url.is_some(),
             self.sentinel.is_some(),
+            self.cluster.is_some(),
         ];
         if set.iter().filter(|&&s| s).count() != 1 {
             return Err(invalid(
                 field,
-                "exactly one of address, unix_socket, url or sentinel must be set",
+                "exactly one of address, unix_socket, url, sentinel or cluster must be set",
             ));
         }
         let mut target = Target {
@@ -597,6 +618,21 @@ impl BackendSpec {
                     .map_err(|m| invalid(format!("{field}.sentinel.addresses[{i}]"), m))?;
             }
             target.source = Source::Sentinel(sentinel.clone());
+        } else if let Some(cluster) = &self.cluster {
+            if cluster.seeds.is_empty() {
+                return Err(invalid(
+                    format!("{field}.cluster.seeds"),
+                    "needs at least one node",
+                ));
+            }
+            for (i, seed) in cluster.seeds.iter().enumerate() {
+                check_host_port(seed)
+                    .map_err(|m| invalid(format!("{field}.cluster.seeds[{i}]"), m))?;
+            }
+            target.source = Source::Cluster(cluster.seeds.clone());
+            target.username = target.username.or_else(|| cluster.username.clone());
+            target.password = target.password.or_else(|| cluster.password.clone());
+            target.tls = target.tls.or_else(|| cluster.tls.clone());
         }
         Ok(target)
     }
@@ -995,5 +1031,30 @@ mod tests {
         ))
         .contains("migration.from[1].id"));
         assert!(err(&format!("{base}from = [ {{ id = \"o\" }} ]\n")).contains("migration.from[0]"));
+    }
+
+    #[test]
+    fn a_cluster_backend_has_seeds_and_shares_credentials_and_tls() {
+        let base = "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"c\"\n";
+        let config = Config::parse(&format!(
+            "{base}cluster = {{ seeds = [\"10.0.0.1:7000\", \"10.0.0.2:7000\"], password = \"pw\", tls = {{}} }}\n"
+        ))
+        .unwrap();
+        let target = config.backends[0].target("backends[0]").unwrap();
+        assert_eq!(
+            target.source,
+            Source::Cluster(vec!["10.0.0.1:7000".into(), "10.0.0.2:7000".into()])
+        );
+        assert_eq!(target.password.as_deref(), Some("pw"));
+        assert!(target.tls.is_some());
+        assert!(err(&format!("{base}cluster = {{ seeds = [] }}\n")).contains("cluster.seeds"));
+        assert!(
+            err(&format!("{base}cluster = {{ seeds = [\"nohost\"] }}\n"))
+                .contains("cluster.seeds[0]")
+        );
+        assert!(err(&format!(
+            "{base}address = \"a:1\"\ncluster = {{ seeds = [\"b:1\"] }}\n"
+        ))
+        .contains("exactly one of"));
     }
 }

@@ -430,27 +430,51 @@ const SWITCHES_KEPT: usize = 10;
 
 impl BackendMetrics {
     pub fn new(id: &str) -> BackendMetrics {
-        let id = id.to_string();
-        let up = gauge!("session_proxy_backend_up", "backend" => id.clone());
+        BackendMetrics::labelled(vec![metrics::Label::new("backend", id.to_string())])
+    }
+
+    /// A cluster backend's node: its series carry `backend` and `node`.
+    pub fn for_node(backend: &str, node: &str) -> BackendMetrics {
+        BackendMetrics::labelled(vec![
+            metrics::Label::new("backend", backend.to_string()),
+            metrics::Label::new("node", node.to_string()),
+        ])
+    }
+
+    fn labelled(labels: Vec<metrics::Label>) -> BackendMetrics {
+        let with = |extra: Option<(&'static str, &'static str)>| {
+            let mut labels = labels.clone();
+            if let Some((k, v)) = extra {
+                labels.push(metrics::Label::new(k, v));
+            }
+            labels
+        };
+        let up = gauge!("session_proxy_backend_up", with(None));
         up.set(1.0);
         BackendMetrics {
             latency: LatencyHistogram::default(),
             replies: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            connections: gauge!("session_proxy_backend_connections", "backend" => id.clone()),
-            connects: counter!("session_proxy_backend_connects_total", "backend" => id.clone()),
+            connections: gauge!("session_proxy_backend_connections", with(None)),
+            connects: counter!("session_proxy_backend_connects_total", with(None)),
             up,
-            errors: counter!("session_proxy_backend_errors_total", "backend" => id.clone()),
-            protocol_errors: counter!("session_proxy_backend_protocol_errors_total", "backend" => id.clone()),
-            sentinel_switches: counter!("session_proxy_sentinel_switches_total", "backend" => id.clone()),
-            failover_holds: counter!("session_proxy_failover_holds_total", "backend" => id.clone()),
-            holding: gauge!("session_proxy_backend_holding", "backend" => id.clone()),
-            held_requests: counter!("session_proxy_held_requests_total", "backend" => id.clone()),
-            released_requests: counter!("session_proxy_released_requests_total", "backend" => id.clone()),
-            probes_ok: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "ok"),
-            probes_failed: counter!("session_proxy_backend_probes_total", "backend" => id.clone(), "outcome" => "error"),
-            fast_failures: counter!("session_proxy_backend_fast_failures_total", "backend" => id.clone()),
-            sentinels_known: gauge!("session_proxy_sentinels_known", "backend" => id),
+            errors: counter!("session_proxy_backend_errors_total", with(None)),
+            protocol_errors: counter!("session_proxy_backend_protocol_errors_total", with(None)),
+            sentinel_switches: counter!("session_proxy_sentinel_switches_total", with(None)),
+            failover_holds: counter!("session_proxy_failover_holds_total", with(None)),
+            holding: gauge!("session_proxy_backend_holding", with(None)),
+            held_requests: counter!("session_proxy_held_requests_total", with(None)),
+            released_requests: counter!("session_proxy_released_requests_total", with(None)),
+            probes_ok: counter!(
+                "session_proxy_backend_probes_total",
+                with(Some(("outcome", "ok")))
+            ),
+            probes_failed: counter!(
+                "session_proxy_backend_probes_total",
+                with(Some(("outcome", "error")))
+            ),
+            fast_failures: counter!("session_proxy_backend_fast_failures_total", with(None)),
+            sentinels_known: gauge!("session_proxy_sentinels_known", with(None)),
             sentinels: std::sync::atomic::AtomicUsize::new(0),
             sentinel_list: Mutex::new(Vec::new()),
             switches: Mutex::new(VecDeque::new()),

@@ -462,6 +462,9 @@ fn start_backend(
     let id: Arc<str> = Arc::from(id);
     let metrics = Arc::new(BackendMetrics::new(&id));
     let discovery = match &target.source {
+        Source::Cluster(_) => {
+            return Backend::start_cluster(id, target, min_replicas_ack, settings.clone(), metrics)
+        }
         Source::Fixed(endpoint) => Discovery::fixed(endpoint.clone()),
         Source::Sentinel(sentinel) => {
             let (master, recheck, failover) = crate::sentinel::start(

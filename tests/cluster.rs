@@ -1,12 +1,19 @@
-//! Redis Cluster groundwork (issue 15): the proxy's hash slot of a key is
-//! Redis Cluster's (CLUSTER KEYSLOT of a real cluster node, hash tags
-//! included), and its reading of CLUSTER SHARDS covers every slot with the
-//! masters and replicas the cluster has.
+//! Redis Cluster behind the proxy (issue 15), against real cluster nodes
+//! made by `redis-cli --cluster create`: the proxy's hash slot of a key is
+//! Redis Cluster's (CLUSTER KEYSLOT, hash tags included), its reading of
+//! CLUSTER SHARDS covers every slot; sessions through a cluster backend land
+//! on their slot's master, CROSSSLOT as Redis Cluster answers it, a live
+//! reshard and a manual failover under load lose nothing, and a topology
+//! mixes a cluster with plain backends.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
-use common::Cluster;
+use common::{wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use session_proxy::cluster::{parse_shards, slot, SLOTS};
@@ -56,6 +63,7 @@ fn the_slot_map_follows_a_failover() {
                 &seeds,
                 None,
                 None,
+                None,
                 std::time::Duration::from_secs(5),
             ))
             .expect("a slot map")
@@ -90,8 +98,598 @@ fn the_slot_map_follows_a_failover() {
             &with_dead,
             None,
             None,
+            None,
             std::time::Duration::from_secs(5),
         ))
         .unwrap();
     assert!(map.is_complete());
+}
+
+/// Config text for a proxy whose backend "c" is `cluster`, after `plain`
+/// backends (id, address).
+fn config_over(cluster: &Cluster, plain: &[(&str, String)]) -> String {
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .take(2)
+        .map(|n| format!("\"{}\"", n.address()))
+        .collect();
+    let mut text = String::from("[listen]\naddress = \"127.0.0.1:0\"\n");
+    for (id, address) in plain {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"{id}\"\naddress = \"{address}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[backends]]\nid = \"c\"\ncluster = {{ seeds = [{}] }}\n",
+        seeds.join(", ")
+    ));
+    text
+}
+
+/// The node that is master of `key`'s slot now, asked of the cluster.
+fn master_of<'a>(cluster: &'a Cluster, key: &str) -> &'a Redis {
+    let slot = slot(key.as_bytes());
+    let shards = cluster.nodes[0].client().cmd(&["CLUSTER", "SHARDS"]);
+    let shards = parse_shards(&Reply::Raw(Bytes::from(shards)).parsed()).unwrap();
+    let shard = shards
+        .iter()
+        .find(|s| s.ranges.iter().any(|&(a, b)| a <= slot && slot <= b))
+        .expect("a shard serves the slot");
+    cluster
+        .nodes
+        .iter()
+        .find(|n| n.address() == shard.master)
+        .unwrap()
+}
+
+/// Redirections the proxy followed for cluster backend "c": MOVED, ASK.
+fn redirects(proxy: &Proxy) -> (u64, u64) {
+    let topology = proxy.shared.topology();
+    let backend = topology.backends.iter().find(|b| &*b.id == "c").unwrap();
+    let cluster = backend.cluster().expect("a cluster backend");
+    (
+        cluster.moved.load(Ordering::Relaxed),
+        cluster.asked.load(Ordering::Relaxed),
+    )
+}
+
+/// A client of the proxy once a command has been answered through the cluster.
+fn ready_client(proxy: &Proxy) -> RawClient {
+    let mut client = proxy.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the slot map",
+        || client.cmd(&["SET", "session:probe", "1"]) == b"+OK\r\n",
+    );
+    client
+}
+
+#[test]
+fn sessions_go_to_their_slots_master_and_crossslot_is_redis_clusters() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut client = ready_client(&proxy);
+    for i in 0..300 {
+        let key = format!("session:{i}");
+        assert_eq!(
+            client.text(&["SETEX", &key, "600", &format!("data{i}")]),
+            "+OK\r\n"
+        );
+    }
+    for i in 0..300 {
+        let key = format!("session:{i}");
+        let data = format!("data{i}");
+        assert_eq!(
+            client.text(&["GET", &key]),
+            format!("${}\r\n{data}\r\n", data.len())
+        );
+        // On the master of its slot, as a cluster client would have put it.
+        let mut node = master_of(&cluster, &key).client();
+        node.send(&[b"READONLY"]);
+        node.read_reply();
+        assert_eq!(
+            node.text(&["GET", &key]),
+            format!("${}\r\n{data}\r\n", data.len()),
+            "{key}"
+        );
+    }
+    assert_eq!(client.text(&["EXISTS", "session:1"]), ":1\r\n");
+    assert_eq!(client.text(&["DEL", "session:1"]), ":1\r\n");
+    assert_eq!(client.text(&["GET", "session:1"]), "$-1\r\n");
+    // Multi-key commands: one slot runs, several get Redis Cluster's error,
+    // byte for byte.
+    let mut direct = cluster.nodes[0].client();
+    for args in [
+        vec!["MGET", "session:2", "session:3"],
+        vec!["SINTERSTORE", "a", "b", "c"],
+        vec!["EVAL", "return 1", "2", "x", "y"],
+    ] {
+        let expected = direct.cmd(&args);
+        assert!(expected.starts_with(b"-CROSSSLOT"), "{args:?}");
+        assert_eq!(client.cmd(&args), expected, "{args:?}");
+    }
+    assert_eq!(
+        client.text(&["MSET", "{u7}a", "1", "{u7}b", "2"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        client.text(&["MGET", "{u7}a", "{u7}b"]),
+        "*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
+    );
+    // Pipelined GETs of many slots, answered in order.
+    let mut burst = Vec::new();
+    for i in 2..200 {
+        burst.extend(RawClient::encode(&[
+            b"GET",
+            format!("session:{i}").as_bytes(),
+        ]));
+    }
+    client.send_raw(&burst);
+    for i in 2..200 {
+        let data = format!("data{i}");
+        assert_eq!(
+            client.read_reply(),
+            format!("${}\r\n{data}\r\n", data.len()).into_bytes()
+        );
+    }
+    // What needs a connection of its own is refused with a clear error.
+    for args in [vec!["BLPOP", "session:q", "1"], vec!["SUBSCRIBE", "news"]] {
+        let refused = client.text(&args);
+        assert!(
+            refused.contains("is a Redis Cluster"),
+            "{args:?}: {refused}"
+        );
+    }
+    // A transaction of one slot's keys runs (MULTI .. EXEC go together).
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", "session:9", "y"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXPIRE", "session:9", "60"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXEC"]), "*2\r\n+OK\r\n:1\r\n");
+    assert_eq!(client.text(&["GET", "session:9"]), "$1\r\ny\r\n");
+}
+
+/// What a load saw: errors, the round each key was last acknowledged in,
+/// and the slowest request.
+struct Seen {
+    errors: Vec<String>,
+    written: Vec<u64>,
+    slowest: Duration,
+}
+
+/// Runs SETEX then GET of `keys` session keys, over and over, through the
+/// proxy until `stop` (100,000 rounds at most).
+fn session_load(port: u16, keys: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let mut seen = Seen {
+            errors: Vec::new(),
+            written: vec![0u64; keys],
+            slowest: Duration::ZERO,
+        };
+        let mut round = 0u64;
+        while !stop.load(Ordering::Relaxed) && round < 100_000 {
+            round += 1;
+            for (i, last) in seen.written.iter_mut().enumerate() {
+                let key = format!("session:{i}");
+                let value = format!("r{round}");
+                let started = std::time::Instant::now();
+                let set = client.text(&["SETEX", &key, "600", &value]);
+                seen.slowest = seen.slowest.max(started.elapsed());
+                if set != "+OK\r\n" {
+                    seen.errors.push(format!("SETEX {key}: {set}"));
+                    continue;
+                }
+                *last = round;
+                let started = std::time::Instant::now();
+                let got = client.text(&["GET", &key]);
+                seen.slowest = seen.slowest.max(started.elapsed());
+                if got != format!("${}\r\n{value}\r\n", value.len()) {
+                    seen.errors.push(format!("GET {key}: {got}"));
+                }
+            }
+        }
+        seen
+    })
+}
+
+/// No acknowledged write is lost: every key holds the value of the round
+/// it was last acknowledged in, or of a later one (a write the client got
+/// an error for may still have run, as on Redis).
+fn check_written(client: &mut RawClient, written: &[u64]) {
+    for (i, &round) in written.iter().enumerate() {
+        let got = client.text(&["GET", &format!("session:{i}")]);
+        let found: u64 = got
+            .lines()
+            .nth(1)
+            .and_then(|v| v.strip_prefix('r'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("session:{i} is gone: {got}"));
+        assert!(
+            found >= round,
+            "session:{i} holds r{found}, r{round} was acknowledged"
+        );
+    }
+}
+
+#[test]
+fn a_live_reshard_under_load_loses_nothing_and_shows_no_redirection() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut client = ready_client(&proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = session_load(proxy.port, 200, stop.clone());
+    // Move 2,000 slots (and their keys) between two masters while it runs.
+    let id = |n: &Redis| {
+        n.client()
+            .text(&["CLUSTER", "MYID"])
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let (from, to) = (id(&cluster.nodes[0]), id(&cluster.nodes[1]));
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            &cluster.nodes[0].address(),
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            "2000",
+            "--cluster-yes",
+            "--cluster-pipeline",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reshard: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    let (moved, asked) = redirects(&proxy);
+    println!(
+        "reshard of 2000 slots: {} errors, slowest request {:?}; followed {moved} MOVED, {asked} ASK",
+        seen.errors.len(),
+        seen.slowest
+    );
+    assert!(moved + asked > 0, "the load met the slots as they moved");
+    assert!(seen.written.iter().all(|&r| r > 0), "the load ran");
+    assert_eq!(
+        seen.errors,
+        Vec::<String>::new(),
+        "client errors during the reshard"
+    );
+    check_written(&mut client, &seen.written);
+    // The keys of moved slots are on their new master.
+    let moved = (0..200)
+        .map(|i| format!("session:{i}"))
+        .filter(|k| master_of(&cluster, k).port == cluster.nodes[1].port)
+        .count();
+    assert!(moved > 0);
+}
+
+/// With `request_timeout_ms` above the time the old master pauses its
+/// clients (Redis does that during CLUSTER FAILOVER until its replica took
+/// over; then they get `-MOVED`, which the proxy follows), requests are
+/// held through the failover: no error, and no acknowledged write lost.
+#[test]
+fn a_manual_failover_under_load_loses_no_acknowledged_write() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&format!(
+        "{}[pool]\nrequest_timeout_ms = 5000\n",
+        config_over(&cluster, &[])
+    ));
+    let mut client = ready_client(&proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = session_load(proxy.port, 100, stop.clone());
+    // The replica of session:0's master takes over.
+    let master = master_of(&cluster, "session:0");
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.client()
+                .text(&["INFO", "replication"])
+                .contains(&format!("master_port:{}", master.port))
+        })
+        .expect("the master's replica");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "load under way",
+        || master.client().text(&["DBSIZE"]) != ":0\r\n",
+    );
+    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the replica promoted",
+        || master_of(&cluster, "session:0").port == replica.port,
+    );
+    // Some rounds after the switch.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    let (moved, _) = redirects(&proxy);
+    println!(
+        "CLUSTER FAILOVER: {} errors, slowest request {:?}; followed {moved} MOVED",
+        seen.errors.len(),
+        seen.slowest
+    );
+    assert_eq!(
+        seen.errors,
+        Vec::<String>::new(),
+        "client errors during the failover"
+    );
+    check_written(&mut client, &seen.written);
+}
+
+#[test]
+fn a_topology_mixes_a_cluster_and_plain_backends() {
+    let cluster = Cluster::start(3, 0);
+    let (a, b) = (Redis::start(), Redis::start());
+    let proxy = Proxy::start(&config_over(
+        &cluster,
+        &[("a", a.address()), ("b", b.address())],
+    ));
+    let mut client = ready_client(&proxy);
+    client.cmd(&["DEL", "session:probe"]);
+    for i in 0..300 {
+        assert_eq!(
+            client.text(&["SET", &format!("session:{i}"), "x"]),
+            "+OK\r\n"
+        );
+    }
+    // Rendezvous picks the backend, the slot map the node: each key is on
+    // exactly one server, and each backend has some.
+    let on_plain = |r: &Redis| {
+        r.client().text(&["DBSIZE"]).trim()[1..]
+            .parse::<usize>()
+            .unwrap()
+    };
+    let in_cluster: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.client().text(&["DBSIZE"]).trim()[1..]
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    let (in_a, in_b) = (on_plain(&a), on_plain(&b));
+    assert_eq!(in_a + in_b + in_cluster, 300);
+    assert!(
+        in_a > 0 && in_b > 0 && in_cluster > 0,
+        "{in_a} {in_b} {in_cluster}"
+    );
+    for i in 0..300 {
+        assert_eq!(
+            client.text(&["GET", &format!("session:{i}")]),
+            "$1\r\nx\r\n"
+        );
+    }
+}
+
+/// Django's two session engines (django-redis-sessions and the cache
+/// engine, redis-py 8.1) through a proxy whose only backend is a cluster:
+/// 40 users log in, a master fails over (CLUSTER FAILOVER) and a range of
+/// slots moves, and every user is still logged in and can still change the
+/// session.
+#[test]
+fn django_sessions_live_through_a_failover_and_a_reshard_of_the_cluster() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&format!(
+        "{}[keys]\nprefixes = [\"session:\"]\n[pool]\nrequest_timeout_ms = 5000\n",
+        config_over(&cluster, &[])
+    ));
+    ready_client(&proxy);
+    let dir = tempfile::tempdir().unwrap();
+    let port = proxy.port.to_string();
+    let phase = |phase: &str, expect: &str| {
+        for engine in ["redis_sessions", "cache"] {
+            let state = dir.path().join(format!("{engine}.json"));
+            let state = state.to_str().unwrap_or_default();
+            let args = [
+                "--engine", engine, "--port", &port, "--state", state, "--phase", phase,
+            ];
+            let out = common::run_script("venv-redis8", "django_sessions.py", &args);
+            assert!(out.contains(expect), "{engine} {phase}: {out}");
+        }
+    };
+    phase("create", "\"created\": 40");
+    let master = cluster
+        .nodes
+        .iter()
+        .find(|n| n.client().text(&["ROLE"]).contains("master"))
+        .unwrap();
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.client()
+                .text(&["INFO", "replication"])
+                .contains(&format!("master_port:{}", master.port))
+        })
+        .unwrap();
+    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the replica promoted",
+        || replica.client().text(&["ROLE"]).contains("master"),
+    );
+    phase("verify", "\"verified\": 40");
+    let id = |n: &Redis| {
+        n.client()
+            .text(&["CLUSTER", "MYID"])
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "rebalance",
+            &replica.address(),
+            "--cluster-weight",
+            &format!("{}=3", id(replica)),
+            "--cluster-yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rebalance: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    phase("verify", "\"verified\": 40");
+}
+
+/// A master killed under load: its slots fail fast until the cluster has
+/// promoted its replica (`cluster-node-timeout` 2 s here) and the proxy has
+/// the new map; the window is printed. Nothing acknowledged is lost from
+/// the other masters' slots, and every key is readable afterwards.
+#[test]
+fn a_killed_master_is_followed_to_its_promoted_replica() {
+    let mut cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&format!(
+        "{}[pool]\nrequest_timeout_ms = 500\nconnect_timeout_ms = 300\n",
+        config_over(&cluster, &[])
+    ));
+    let mut client = ready_client(&proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = session_load(proxy.port, 100, stop.clone());
+    let victim = master_of(&cluster, "session:0").port;
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "load under way",
+        || client.text(&["EXISTS", "session:99"]) == ":1\r\n",
+    );
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.client()
+                .text(&["INFO", "replication"])
+                .contains(&format!("master_port:{victim}"))
+        })
+        .unwrap()
+        .port;
+    let killed_at = std::time::Instant::now();
+    let index = cluster.nodes.iter().position(|n| n.port == victim).unwrap();
+    drop(cluster.nodes.remove(index));
+    let mut promoted = None;
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "a write through the proxy on the new master",
+        || {
+            let node = cluster.nodes.iter().find(|n| n.port == replica).unwrap();
+            if promoted.is_none() && node.client().text(&["ROLE"]).contains("master") {
+                promoted = Some(killed_at.elapsed());
+            }
+            client.text(&["SET", "session:0", "after"]) == "+OK\r\n"
+        },
+    );
+    let window = killed_at.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    println!(
+        "master killed: error window {window:?} (kill to first write on the new master; the \
+         cluster promoted the replica after {promoted:?}), {} errors",
+        seen.errors.len()
+    );
+    // Fast errors only: the node is down, or its slots have no master yet.
+    assert!(
+        seen.errors
+            .iter()
+            .all(|e| e.contains("-ERR backend") || e.contains("-CLUSTERDOWN")),
+        "{:?}",
+        seen.errors
+    );
+    for i in 0..100 {
+        let got = client.text(&["GET", &format!("session:{i}")]);
+        assert!(
+            got.starts_with('$') && got != "$-1\r\n",
+            "session:{i}: {got}"
+        );
+    }
+}
+
+/// A slot half way through a migration, made by hand as `redis-cli
+/// --cluster reshard` makes it: a key already moved is answered `-ASK` by
+/// its old node, which the proxy follows with ASKING to the new one; so is
+/// a new key of that slot.
+#[test]
+fn ask_is_followed_for_a_slot_being_migrated() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut client = ready_client(&proxy);
+    let key = "session:asked";
+    assert_eq!(client.text(&["SET", key, "here"]), "+OK\r\n");
+    let source = master_of(&cluster, key);
+    let target = cluster
+        .nodes
+        .iter()
+        .find(|n| n.port != source.port)
+        .unwrap();
+    let id = |n: &Redis| {
+        n.client()
+            .text(&["CLUSTER", "MYID"])
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let the_slot = slot(key.as_bytes());
+    let slot_text = the_slot.to_string();
+    let (source_id, target_id) = (id(source), id(target));
+    assert_eq!(
+        target
+            .client()
+            .text(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        source
+            .client()
+            .text(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target_id]),
+        "+OK\r\n"
+    );
+    let port = target.port.to_string();
+    assert_eq!(
+        source
+            .client()
+            .text(&["MIGRATE", "127.0.0.1", &port, key, "0", "5000"]),
+        "+OK\r\n"
+    );
+    let (_, asked_before) = redirects(&proxy);
+    assert_eq!(client.text(&["GET", key]), "$4\r\nhere\r\n");
+    // A new key of the migrating slot is written on the importing node.
+    let other = (0..100_000)
+        .map(|i| format!("session:{i}"))
+        .find(|k| slot(k.as_bytes()) == the_slot)
+        .unwrap();
+    assert_eq!(client.text(&["SET", &other, "new"]), "+OK\r\n");
+    let mut on_target = target.client();
+    on_target.send(&[b"ASKING"]);
+    on_target.read_reply();
+    assert_eq!(on_target.text(&["GET", &other]), "$3\r\nnew\r\n");
+    let (_, asked) = redirects(&proxy);
+    assert_eq!(
+        asked - asked_before,
+        2,
+        "both requests were asked elsewhere"
+    );
 }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 
 use tokio::sync::{watch, Notify};
 
+pub mod cluster;
 mod lanes;
 
 use lanes::{Lanes, Queued};
@@ -335,6 +336,9 @@ pub struct Backend {
     target: Target,
     min_replicas_ack: u32,
     settings: Arc<PoolSettings>,
+    /// A Redis Cluster: its nodes' backends, the slot map picking one per
+    /// job. No connection of this handle's own then.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl Backend {
@@ -415,11 +419,76 @@ impl Backend {
             target,
             min_replicas_ack,
             settings,
+            cluster: None,
         }
     }
 
+    /// A Redis Cluster behind one backend id (`cluster = { seeds, ... }`):
+    /// no connection of its own; each job goes to a node's backend (see
+    /// [`cluster`]).
+    pub fn start_cluster(
+        id: Arc<str>,
+        target: Target,
+        min_replicas_ack: u32,
+        settings: Arc<PoolSettings>,
+        metrics: Arc<BackendMetrics>,
+    ) -> Backend {
+        let health = Arc::new(Health::new(id.clone(), &settings, metrics));
+        let (fixed, endpoint) = watch::channel(None);
+        let cluster = cluster::Cluster::start(
+            id.clone(),
+            target.clone(),
+            min_replicas_ack,
+            settings.clone(),
+        );
+        // Nothing is ever sent through these: `enqueue_on` routes first,
+        // and `hold` gives no held connection.
+        let spawn = |_: usize| mpsc::unbounded_channel().0;
+        Backend {
+            id,
+            queues: Vec::new().into(),
+            bulk: Arc::new(OnceLock::new()),
+            spawn: Spawn(Arc::new(spawn)),
+            held: Arc::default(),
+            health,
+            endpoint,
+            _fixed: Some(Arc::new(fixed)),
+            _probe: Arc::new(CancellationToken::new().drop_guard()),
+            target,
+            min_replicas_ack,
+            settings,
+            cluster: Some(cluster),
+        }
+    }
+
+    /// The cluster behind this backend, for a cluster backend.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// For a cluster backend, the error a command that needs a connection
+    /// of its own (`what`: a transaction, a blocking command, a
+    /// subscription) gets: not supported there yet.
+    pub fn cluster_refusal(&self, what: &str) -> Option<String> {
+        self.cluster.as_ref().map(|_| {
+            format!(
+                "ERR backend '{}' is a Redis Cluster: {what} is not supported on it yet",
+                self.id
+            )
+        })
+    }
+
+    /// Whether a client's commands may be gathered into one job for this
+    /// backend: not for a cluster, whose nodes are picked per command.
+    pub fn batches(&self) -> bool {
+        self.cluster.is_none()
+    }
+
     pub fn is_up(&self) -> bool {
-        self.health.is_up()
+        match &self.cluster {
+            Some(cluster) => cluster.is_up(),
+            None => self.health.is_up(),
+        }
     }
 
     /// Sentinels known to this backend's monitor (0 for a fixed address).
@@ -498,6 +567,9 @@ impl Backend {
     /// closed when the handle is dropped; `None` when `[pool]
     /// max_held_connections` are held already.
     pub fn hold(&self) -> Option<Held> {
+        if self.cluster.is_some() {
+            return None;
+        }
         let count = self.held.fetch_add(1, Ordering::AcqRel);
         if count >= self.settings.max_held {
             self.held.fetch_sub(1, Ordering::AcqRel);
@@ -533,6 +605,9 @@ impl Backend {
     /// Counts one more connection held for a single client (a Pub/Sub
     /// link) against `[pool] max_held_connections`, until dropped.
     pub fn reserve(&self) -> Option<Reserved> {
+        if self.cluster.is_some() {
+            return None;
+        }
         let count = self.held.fetch_add(1, Ordering::AcqRel);
         if count >= self.settings.max_held {
             self.held.fetch_sub(1, Ordering::AcqRel);
@@ -602,6 +677,9 @@ impl Backend {
 
     /// Queues `job` on `held`, or on the connection its origin picks.
     fn enqueue_on(&self, job: Job, held: Option<&mpsc::UnboundedSender<Job>>) {
+        if let (Some(cluster), None) = (&self.cluster, held) {
+            return cluster.route(job);
+        }
         if !self.health.is_up() {
             // Down: answer at once rather than wait on a connect attempt;
             // the probe brings the backend back.

@@ -88,7 +88,10 @@ impl Batcher {
         // `batch_max` of them: a backend connection shares itself between
         // clients one job at a time, so a pipeline of hundreds of large GETs
         // must not be one job that everyone else waits behind.
-        let most = batch_max(state.reply_bytes);
+        let most = match topo.backends.get(backend) {
+            Some(b) if !b.batches() => 1,
+            _ => batch_max(state.reply_bytes),
+        };
         if self
             .open
             .iter()

@@ -25,6 +25,9 @@ pub(in crate::client) fn blocking(
     // What is gathered goes first: those commands came before this one.
     batcher.flush(topo, state.origin());
     let backend = &topo.backends[index];
+    if let Some(refusal) = backend.cluster_refusal("a blocking command") {
+        return Slot::ready(state.proto, Reply::error(refusal));
+    }
     let Some(held) = backend.hold() else {
         return Slot::ready(
             state.proto,

@@ -71,6 +71,9 @@ impl Subscriber {
             return Ok(());
         }
         let backend = &topo.backends[index];
+        if let Some(refusal) = backend.cluster_refusal("Pub/Sub") {
+            return Err(Reply::error(refusal));
+        }
         let Some(reserved) = backend.reserve() else {
             return Err(Reply::error(format!(
                 "ERR backend '{}' has [pool] max_held_connections held already: no connection for a subscription",

@@ -261,6 +261,9 @@ pub(in crate::client) fn watch(
     let index = backend.unwrap_or(0);
     let target = &topo.backends[index];
     if state.watching.is_none() {
+        if let Some(refusal) = target.cluster_refusal("a transaction (MULTI, WATCH)") {
+            return Slot::ready(proto, Reply::error(refusal));
+        }
         let Some(held) = target.hold() else {
             return Slot::ready(
                 proto,

@@ -1,6 +1,7 @@
-//! Redis Cluster's key space, for a cluster backend (issue 15; not wired
-//! into routing yet): a key's hash slot, as Redis Cluster computes it, and
-//! the slot map a node describes in CLUSTER SHARDS.
+//! Redis Cluster's key space, for a cluster backend: a key's hash slot, as
+//! Redis Cluster computes it, the slot map a node describes in CLUSTER
+//! SHARDS, the slot a job's commands touch, and the redirections a node
+//! answers (`-MOVED`, `-ASK`). Pure; the I/O is `crate::backend::cluster`.
 
 use bytes::Bytes;
 
@@ -190,8 +191,28 @@ impl SlotMap {
 
     /// The master serving `key`, if any serves its slot.
     pub fn master_of(&self, key: &[u8]) -> Option<&str> {
-        let owner = *self.owners.get(slot(key) as usize)?;
+        self.master_of_slot(slot(key))
+    }
+
+    /// The master serving `slot`, if any.
+    pub fn master_of_slot(&self, slot: u16) -> Option<&str> {
+        let owner = *self.owners.get(slot as usize)?;
         self.masters.get(owner as usize).map(String::as_str)
+    }
+
+    /// Notes what a `-MOVED` said: `slot` is served by `node` now.
+    pub fn set(&mut self, slot: u16, node: &str) {
+        let Some(owner) = self.owners.get_mut(slot as usize) else {
+            return;
+        };
+        let index = match self.masters.iter().position(|m| m == node) {
+            Some(i) => i,
+            None => {
+                self.masters.push(node.to_string());
+                self.masters.len() - 1
+            }
+        };
+        *owner = index as u16;
     }
 
     /// Whether every slot has a master.
@@ -201,20 +222,21 @@ impl SlotMap {
 }
 
 /// Asks the first of `seeds` that answers for the slot map (CLUSTER
-/// SHARDS), with AUTH when a password is given; the last error when none
-/// does.
+/// SHARDS), with AUTH when a password is given and TLS when `tls` is; the
+/// last error when none does.
 pub async fn fetch(
     seeds: &[String],
     username: Option<&str>,
     password: Option<&str>,
+    tls: Option<&crate::config::TlsClient>,
     timeout: std::time::Duration,
 ) -> Result<SlotMap, crate::dial::DialError> {
-    use crate::dial::{call_with_auth, open, DialError};
+    use crate::dial::{call_with_auth, open_to, DialError};
     let mut last = DialError::Closed;
     for seed in seeds {
         let endpoint = crate::config::Endpoint::Tcp(seed.clone());
         let asked = tokio::time::timeout(timeout, async {
-            let stream = open(&endpoint).await?;
+            let stream = open_to(&endpoint, tls).await?;
             let mut rbuf = bytes::BytesMut::new();
             let ask = vec![
                 Bytes::from_static(b"CLUSTER"),
@@ -233,4 +255,165 @@ pub async fn fetch(
         }
     }
     Err(last)
+}
+
+/// Where a node sends a request it does not serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// `-MOVED slot host:port`: the slot lives there now.
+    Moved { slot: u16, node: String },
+    /// `-ASK slot host:port`: this one request goes there, after ASKING.
+    Ask { slot: u16, node: String },
+}
+
+/// The redirection in a node's reply, if it is one. An error reply is
+/// `-MOVED 3999 127.0.0.1:6381` (or `-ASK ...`), as raw bytes or parsed.
+pub fn redirect(reply: &Reply) -> Option<Redirect> {
+    let line: &[u8] = match reply {
+        Reply::Error(line) => line,
+        Reply::Raw(raw) => raw.strip_prefix(b"-")?.strip_suffix(b"\r\n")?,
+        _ => return None,
+    };
+    let (ask, rest) = if let Some(rest) = line.strip_prefix(b"MOVED ") {
+        (false, rest)
+    } else if let Some(rest) = line.strip_prefix(b"ASK ") {
+        (true, rest)
+    } else {
+        return None;
+    };
+    let text = std::str::from_utf8(rest).ok()?;
+    let (slot, node) = text.split_once(' ')?;
+    let slot: u16 = slot.parse().ok().filter(|&s| s < SLOTS)?;
+    // Redis 7 may leave the host out ("-MOVED 3999 :6381") when the node
+    // does not know its own address; such a reply cannot be followed.
+    if node.is_empty() || node.starts_with(':') || node.contains(' ') {
+        return None;
+    }
+    let node = node.to_string();
+    Some(if ask {
+        Redirect::Ask { slot, node }
+    } else {
+        Redirect::Moved { slot, node }
+    })
+}
+
+/// What a job's commands touch: no key, keys of one slot, or keys of
+/// several (which Redis Cluster refuses with `-CROSSSLOT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touches {
+    NoKey,
+    Slot(u16),
+    CrossSlot,
+}
+
+/// Redis Cluster's answer to a command whose keys are in several slots.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// The slot of every key in `payload` (RESP-encoded commands, back to back,
+/// as a job carries them), found by the command table's key specs.
+pub fn touches(payload: &[u8]) -> Touches {
+    use crate::protocol::command::{lookup, request_key_positions};
+    use tokio_util::codec::Decoder;
+    let mut buf = bytes::BytesMut::from(payload);
+    let mut decoder = crate::protocol::request::RequestDecoder::new(payload.len().max(1), true);
+    let mut found = Touches::NoKey;
+    while let Ok(Some(request)) = decoder.decode(&mut buf) {
+        let Some(spec) = request.arg(0).and_then(lookup) else {
+            continue;
+        };
+        for position in request_key_positions(spec, &request) {
+            let Some(key) = request.arg(position) else {
+                continue;
+            };
+            let here = slot(key);
+            match found {
+                Touches::NoKey => found = Touches::Slot(here),
+                Touches::Slot(s) if s == here => {}
+                _ => return Touches::CrossSlot,
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    fn encode(args: &[&[u8]]) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+        crate::protocol::encode_command(&args, &mut buf);
+        buf.to_vec()
+    }
+
+    #[test]
+    fn redirections_are_read_from_raw_and_parsed_errors() {
+        let moved = Reply::Raw(Bytes::from_static(b"-MOVED 3999 127.0.0.1:6381\r\n"));
+        assert_eq!(
+            redirect(&moved),
+            Some(Redirect::Moved {
+                slot: 3999,
+                node: "127.0.0.1:6381".into()
+            })
+        );
+        let ask = Reply::Error(Bytes::from_static(b"ASK 12182 10.0.0.2:7000"));
+        assert_eq!(
+            redirect(&ask),
+            Some(Redirect::Ask {
+                slot: 12182,
+                node: "10.0.0.2:7000".into()
+            })
+        );
+        for other in [
+            Reply::Error(Bytes::from_static(b"ERR MOVED 1 a:1")),
+            Reply::Error(Bytes::from_static(b"MOVED 16384 a:1")),
+            Reply::Error(Bytes::from_static(b"MOVED 1 :6381")),
+            Reply::Error(Bytes::from_static(b"MOVED x a:1")),
+            Reply::Raw(Bytes::from_static(b"$5\r\nMOVED\r\n")),
+            Reply::Bulk(Bytes::from_static(b"MOVED 1 a:1")),
+        ] {
+            assert_eq!(redirect(&other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_jobs_keys_give_its_slot_or_crossslot() {
+        assert_eq!(touches(&encode(&[b"PING"])), Touches::NoKey);
+        assert_eq!(touches(&encode(&[b"GET", b"foo"])), Touches::Slot(12182));
+        let mut two = encode(&[b"SET", b"{u1}a", b"1"]);
+        two.extend(encode(&[b"GET", b"{u1}b"]));
+        assert_eq!(touches(&two), Touches::Slot(slot(b"u1")));
+        assert_eq!(
+            touches(&encode(&[b"MGET", b"foo", b"bar"])),
+            Touches::CrossSlot
+        );
+        assert_eq!(
+            touches(&encode(&[
+                b"EVAL",
+                b"return 1",
+                b"2",
+                b"{a}1",
+                b"{a}2",
+                b"x"
+            ])),
+            Touches::Slot(slot(b"a"))
+        );
+        assert_eq!(touches(b"garbage"), Touches::NoKey);
+    }
+
+    #[test]
+    fn moved_updates_one_slot() {
+        let shards = [Shard {
+            master: "a:1".into(),
+            replicas: vec![],
+            ranges: vec![(0, SLOTS - 1)],
+        }];
+        let mut map = SlotMap::from_shards(&shards);
+        map.set(5, "b:2");
+        assert_eq!(map.master_of_slot(5), Some("b:2"));
+        assert_eq!(map.master_of_slot(6), Some("a:1"));
+        map.set(7, "b:2");
+        assert_eq!(map.masters.len(), 2);
+    }
 }

@@ -918,6 +918,20 @@ impl Cluster {
                 })
             },
         );
+        // Every replica has synced with its master: one that never has
+        // cannot be promoted when its master dies (its data counts as too
+        // old, see `cluster-replica-validity-factor`).
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(50),
+            "every replica in sync",
+            || {
+                cluster.nodes.iter().all(|n| {
+                    let info = n.client().text(&["INFO", "replication"]);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+            },
+        );
         cluster
     }
 }

@@ -1,0 +1,406 @@
+//! A cluster backend: a Redis Cluster behind one backend id. A job goes to
+//! the master of its keys' slot ([`crate::cluster`]); each master is a plain
+//! [`Backend`] of its own (pooled, fair, health-checked connections, metrics
+//! labelled `id@host:port`). A `-MOVED` reply is followed at once (the job
+//! is sent again, to the node named, and the slot map refreshed in the
+//! background); `-ASK` is followed with ASKING for that one request. The
+//! map comes from CLUSTER SHARDS of any node known: at start, after a
+//! MOVED, when a node fails, and every [`REFRESH_EVERY`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, RwLock, Weak};
+
+use super::*;
+use crate::cluster::{self, Redirect, SlotMap, Touches};
+use crate::config::Source;
+
+/// How often the slot map is asked for when nothing asks sooner.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// The least time between two asks (a burst of MOVED asks once).
+const REFRESH_GAP: Duration = Duration::from_millis(100);
+/// Redirections one request follows at most; then the client gets the last.
+const MAX_REDIRECTS: u8 = 5;
+
+/// What a cluster backend knows of its cluster.
+pub struct Cluster {
+    id: Arc<str>,
+    seeds: Vec<String>,
+    target: Target,
+    min_replicas_ack: u32,
+    settings: Arc<PoolSettings>,
+    /// `None` until the first map came.
+    map: RwLock<Option<Arc<SlotMap>>>,
+    /// A backend per master, by `host:port`.
+    nodes: Mutex<HashMap<String, Backend>>,
+    /// Jobs that came before the first map, sent once it comes.
+    waiting: Mutex<Vec<Job>>,
+    refresh: Arc<Notify>,
+    /// Redirections followed, and slot maps installed.
+    pub moved: AtomicU64,
+    pub asked: AtomicU64,
+    pub maps: AtomicU64,
+    counters: Counters,
+}
+
+/// The cluster's own series in /metrics.
+struct Counters {
+    moved: metrics::Counter,
+    asked: metrics::Counter,
+    maps: metrics::Counter,
+}
+
+impl Counters {
+    fn new(id: &str) -> Counters {
+        let labels = |kind: &'static str| [("backend", id.to_string()), ("kind", kind.to_string())];
+        Counters {
+            moved: metrics::counter!("session_proxy_cluster_redirects_total", &labels("moved")),
+            asked: metrics::counter!("session_proxy_cluster_redirects_total", &labels("ask")),
+            maps: metrics::counter!("session_proxy_cluster_slot_maps_total", "backend" => id.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts asking for the slot map; `target` carries the credentials and
+    /// TLS settings every node is reached with.
+    pub(super) fn start(
+        id: Arc<str>,
+        target: Target,
+        min_replicas_ack: u32,
+        settings: Arc<PoolSettings>,
+    ) -> Arc<Cluster> {
+        let seeds = match &target.source {
+            Source::Cluster(seeds) => seeds.clone(),
+            _ => Vec::new(),
+        };
+        // Cluster nodes have database 0 only: the handshake checks that one.
+        let mut settings = (*settings).clone();
+        settings.databases = 1;
+        let settings = Arc::new(settings);
+        let refresh = Arc::new(Notify::new());
+        let cluster = Arc::new(Cluster {
+            id: id.clone(),
+            seeds,
+            target,
+            min_replicas_ack,
+            settings,
+            map: RwLock::new(None),
+            nodes: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Vec::new()),
+            refresh: refresh.clone(),
+            moved: AtomicU64::new(0),
+            asked: AtomicU64::new(0),
+            maps: AtomicU64::new(0),
+            counters: Counters::new(&id),
+        });
+        tokio::spawn(
+            refresher(Arc::downgrade(&cluster), refresh)
+                .instrument(tracing::info_span!("cluster", backend = %id)),
+        );
+        cluster
+    }
+
+    /// The slot map in force, if one came.
+    pub fn map(&self) -> Option<Arc<SlotMap>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Up when a slot map is known, every slot has a master and every
+    /// master's backend is up.
+    pub fn is_up(&self) -> bool {
+        let Some(map) = self.map() else {
+            return false;
+        };
+        if !map.is_complete() {
+            return false;
+        }
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        map.masters
+            .iter()
+            .all(|m| nodes.get(m).is_none_or(Backend::is_up))
+    }
+
+    /// The masters' backends now.
+    pub fn nodes(&self) -> Vec<Backend> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.values().cloned().collect()
+    }
+
+    /// Sends `job` to the master of its slot (any master for a job without
+    /// keys); a job whose keys are in several slots gets `-CROSSSLOT`, as
+    /// from Redis Cluster.
+    pub(super) fn route(self: &Arc<Self>, job: Job) {
+        if job.db != 0 {
+            return answer(job.reply, "ERR SELECT is not allowed in cluster mode");
+        }
+        let slot = match cluster::touches(&job.payload) {
+            Touches::CrossSlot => return answer(job.reply, cluster::CROSSSLOT),
+            Touches::Slot(slot) => Some(slot),
+            Touches::NoKey => None,
+        };
+        let Some(map) = self.map() else {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(job);
+            self.refresh.notify_one();
+            return;
+        };
+        let node = match slot {
+            Some(slot) => map.master_of_slot(slot),
+            None => map.masters.first().map(String::as_str),
+        };
+        match node {
+            Some(node) => {
+                let node = node.to_string();
+                self.forward(job, &node, 0);
+            }
+            None => {
+                // Its master failed and no replica is known to have taken
+                // over yet: ask again (a burst of these asks once).
+                self.refresh.notify_one();
+                answer(job.reply, "CLUSTERDOWN Hash slot not served");
+            }
+        }
+    }
+
+    /// The backend of the node at `address`, started on first use.
+    fn node(&self, address: &str) -> Backend {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(backend) = nodes.get(address) {
+            return backend.clone();
+        }
+        let id: Arc<str> = Arc::from(format!("{}@{address}", self.id));
+        let endpoint = Endpoint::Tcp(address.to_string());
+        let target = Target {
+            source: Source::Fixed(endpoint.clone()),
+            username: self.target.username.clone(),
+            password: self.target.password.clone(),
+            tls: self.target.tls.clone(),
+        };
+        let metrics = Arc::new(BackendMetrics::for_node(&self.id, address));
+        let backend = Backend::start(
+            id,
+            target,
+            self.min_replicas_ack,
+            self.settings.clone(),
+            Discovery::fixed(endpoint),
+            metrics,
+        );
+        nodes.insert(address.to_string(), backend.clone());
+        backend
+    }
+
+    /// Sends `job` to the node at `address`, watching a single command's
+    /// reply for a redirection (batches are never made for a cluster
+    /// backend, see `crate::client::batcher`; an ASK's pair is our own).
+    fn forward(self: &Arc<Self>, mut job: Job, address: &str, hops: u8) {
+        let backend = self.node(address);
+        let ReplyTo::One(tx) = job.reply else {
+            return backend.enqueue(job);
+        };
+        let (inner, rx) = oneshot::channel();
+        job.reply = ReplyTo::One(inner);
+        let again = Again::of(&job, hops);
+        backend.enqueue(job);
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            if let Ok(result) = rx.await {
+                cluster.settle(result, tx, again);
+            }
+        });
+    }
+
+    /// A node's answer to a job: passed on, or followed when a redirection.
+    fn settle(
+        self: &Arc<Self>,
+        result: BackendResult,
+        tx: oneshot::Sender<BackendResult>,
+        again: Again,
+    ) {
+        match &result {
+            Ok(reply) if again.hops < MAX_REDIRECTS => match cluster::redirect(reply) {
+                Some(Redirect::Moved { slot, node }) => {
+                    self.moved.fetch_add(1, Ordering::Relaxed);
+                    self.counters.moved.increment(1);
+                    self.moved(slot, &node);
+                    let job = again.job(tx, again.payload.clone());
+                    return self.forward(job, &node, again.hops + 1);
+                }
+                Some(Redirect::Ask { node, .. }) => {
+                    self.asked.fetch_add(1, Ordering::Relaxed);
+                    self.counters.asked.increment(1);
+                    return self.ask(tx, again, &node);
+                }
+                None => {}
+            },
+            Ok(_) => {}
+            // A node that fails may be failing over: the map is asked again.
+            Err(_) => self.refresh.notify_one(),
+        }
+        let _ = tx.send(result);
+    }
+
+    /// Follows `-ASK`: ASKING and the command, together, to `address`; the
+    /// command's reply is the client's (or followed again).
+    fn ask(self: &Arc<Self>, tx: oneshot::Sender<BackendResult>, again: Again, address: &str) {
+        let backend = self.node(address);
+        let mut payload = BytesMut::with_capacity(again.payload.len() + 20);
+        payload.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+        payload.extend_from_slice(&again.payload);
+        let (inner, rx) = oneshot::channel();
+        let mut job = again.job(tx, payload.freeze());
+        let ReplyTo::One(tx) = std::mem::replace(
+            &mut job.reply,
+            ReplyTo::Many {
+                tx: inner,
+                count: 2,
+            },
+        ) else {
+            return;
+        };
+        // A batch carries no write that needs a WAIT: an ASK's is sent
+        // without one (it happens only while a slot migrates).
+        job.write = false;
+        backend.enqueue(job);
+        let cluster = self.clone();
+        let again = Again {
+            hops: again.hops + 1,
+            ..again
+        };
+        tokio::spawn(async move {
+            let Ok(result) = rx.await else {
+                return;
+            };
+            let result = result.map(|mut replies| replies.pop().unwrap_or(Reply::Null));
+            cluster.settle(result, tx, again);
+        });
+    }
+
+    /// Notes a `-MOVED`: the slot's new master at once, the whole map soon.
+    fn moved(&self, slot: u16, node: &str) {
+        if let Some(map) = self.map.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Arc::make_mut(map).set(slot, node);
+        }
+        self.refresh.notify_one();
+    }
+
+    /// A new map: a backend for every master (the others' are dropped;
+    /// their connections answer what they carry, then close), and the jobs
+    /// that waited for a map sent.
+    fn install(self: &Arc<Self>, map: SlotMap) {
+        let masters: HashSet<&String> = map.masters.iter().collect();
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|address, _| masters.contains(address));
+        for master in &map.masters {
+            self.node(master);
+        }
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(map));
+        self.maps.fetch_add(1, Ordering::Relaxed);
+        self.counters.maps.increment(1);
+        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        for job in waiting {
+            self.route(job);
+        }
+    }
+
+    /// Where to ask for the map: the masters known, then the seeds.
+    fn askable(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self.map().map(|m| m.masters.clone()).unwrap_or_default();
+        for seed in &self.seeds {
+            if !nodes.contains(seed) {
+                nodes.push(seed.clone());
+            }
+        }
+        nodes
+    }
+}
+
+/// What sending a job again takes.
+struct Again {
+    origin: Origin,
+    payload: Bytes,
+    db: u32,
+    write: bool,
+    hops: u8,
+}
+
+impl Again {
+    fn of(job: &Job, hops: u8) -> Again {
+        Again {
+            origin: job.origin,
+            payload: job.payload.clone(),
+            db: job.db,
+            write: job.write,
+            hops,
+        }
+    }
+
+    fn job(&self, tx: oneshot::Sender<BackendResult>, payload: Bytes) -> Job {
+        Job::new(self.origin, payload, self.db, ReplyTo::One(tx), self.write)
+    }
+}
+
+/// Answers every reply of `reply` with the error `line`.
+fn answer(reply: ReplyTo, line: &str) {
+    match reply {
+        ReplyTo::One(tx) => {
+            let _ = tx.send(Ok(Reply::error(line)));
+        }
+        ReplyTo::Many { tx, count } => {
+            let _ = tx.send(Ok(vec![Reply::error(line); count]));
+        }
+    }
+}
+
+/// Asks for the slot map at start, when told to, and every REFRESH_EVERY,
+/// until the cluster backend is gone.
+async fn refresher(cluster: Weak<Cluster>, refresh: Arc<Notify>) {
+    loop {
+        let Some(me) = cluster.upgrade() else {
+            return;
+        };
+        let askable = me.askable();
+        let (username, password) = (me.target.username.clone(), me.target.password.clone());
+        let tls = me.target.tls.clone();
+        let timeout = me.settings.connect_timeout;
+        drop(me);
+        let fetched = cluster::fetch(
+            &askable,
+            username.as_deref(),
+            password.as_deref(),
+            tls.as_ref(),
+            timeout,
+        )
+        .await;
+        let Some(me) = cluster.upgrade() else {
+            return;
+        };
+        match fetched {
+            Ok(map) if !map.masters.is_empty() => {
+                if me.map().as_deref() != Some(&map) {
+                    debug!(masters = map.masters.len(), "slot map");
+                }
+                me.install(map);
+            }
+            Ok(_) => warn!("the cluster has no master serving slots"),
+            Err(error) => warn!(%error, "no slot map from any node"),
+        }
+        drop(me);
+        tokio::time::sleep(REFRESH_GAP).await;
+        tokio::select! {
+            _ = refresh.notified() => {}
+            _ = tokio::time::sleep(REFRESH_EVERY) => {}
+        }
+    }
+}
