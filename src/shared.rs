@@ -71,6 +71,8 @@ pub struct Topology {
     /// Where keys may still be from an older layout; `None` when no
     /// migration was ever on.
     pub migration: Option<Arc<Migration>>,
+    /// For each backend, whether it is a Redis Cluster (see `Policy`).
+    pub clusters: Vec<bool>,
 }
 
 impl Topology {
@@ -92,11 +94,13 @@ impl Topology {
             });
         }
         let migration = migration_for(&config, &backends, &settings, previous)?;
+        let clusters = backends.iter().map(|b| b.cluster().is_some()).collect();
         Ok(Topology {
             config,
             router,
             backends,
             migration,
+            clusters,
         })
     }
 

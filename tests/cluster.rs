@@ -198,13 +198,29 @@ fn sessions_go_to_their_slots_master_and_crossslot_is_redis_clusters() {
     assert_eq!(client.text(&["EXISTS", "session:1"]), ":1\r\n");
     assert_eq!(client.text(&["DEL", "session:1"]), ":1\r\n");
     assert_eq!(client.text(&["GET", "session:1"]), "$-1\r\n");
-    // Multi-key commands: one slot runs, several get Redis Cluster's error,
-    // byte for byte.
+    // Multi-key commands the proxy splits over backends are split over
+    // slots too, answered as one Redis answers them; the rest need their
+    // keys in one slot and get Redis Cluster's error, byte for byte.
+    let plain = Redis::start();
+    let mut single = plain.client();
+    for i in 2..6 {
+        single.cmd(&["SET", &format!("session:{i}"), &format!("data{i}")]);
+    }
+    for args in [
+        vec!["MGET", "session:2", "session:3", "nosuch", "session:5"],
+        vec!["EXISTS", "session:2", "session:3", "nosuch", "session:2"],
+        vec!["MSET", "session:x", "1", "session:y", "2", "session:z", "3"],
+        vec!["MGET", "session:x", "session:y", "session:z"],
+        vec!["DEL", "session:4", "session:5", "session:x", "nosuch"],
+        vec!["MGET", "session:4", "session:5", "session:x", "session:y"],
+    ] {
+        assert_eq!(client.cmd(&args), single.cmd(&args), "{args:?}");
+    }
     let mut direct = cluster.nodes[0].client();
     for args in [
-        vec!["MGET", "session:2", "session:3"],
         vec!["SINTERSTORE", "a", "b", "c"],
         vec!["EVAL", "return 1", "2", "x", "y"],
+        vec!["RENAME", "session:2", "session:3"],
     ] {
         let expected = direct.cmd(&args);
         assert!(expected.starts_with(b"-CROSSSLOT"), "{args:?}");
@@ -218,16 +234,22 @@ fn sessions_go_to_their_slots_master_and_crossslot_is_redis_clusters() {
         client.text(&["MGET", "{u7}a", "{u7}b"]),
         "*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
     );
+    assert_eq!(client.text(&["RENAME", "{u7}a", "{u7}c"]), "+OK\r\n");
+    // A transaction's keys must be in one slot, as on a cluster.
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", "{a}x", "1"]), "+QUEUED\r\n");
+    assert!(client.text(&["SET", "{b}x", "1"]).starts_with("-CROSSSLOT"));
+    assert!(client.text(&["EXEC"]).starts_with("-EXECABORT"));
     // Pipelined GETs of many slots, answered in order.
     let mut burst = Vec::new();
-    for i in 2..200 {
+    for i in 6..200 {
         burst.extend(RawClient::encode(&[
             b"GET",
             format!("session:{i}").as_bytes(),
         ]));
     }
     client.send_raw(&burst);
-    for i in 2..200 {
+    for i in 6..200 {
         let data = format!("data{i}");
         assert_eq!(
             client.read_reply(),

@@ -175,6 +175,7 @@ fn policy<'a>(topo: &'a Topology, user_prefixes: &'a [String]) -> Policy<'a> {
         backends: topo.backends.len(),
         allow_flush: keys.allow_flush,
         split_transactions: keys.split_transactions,
+        clusters: &topo.clusters,
     }
 }
 

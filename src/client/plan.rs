@@ -105,6 +105,10 @@ pub(in crate::client) struct Policy<'a> {
     /// `[keys] split_transactions`: a transaction over several backends
     /// runs as one per backend instead of being refused.
     pub(in crate::client) split_transactions: bool,
+    /// Which backends are Redis Clusters (by index; missing: not one). There
+    /// a multi-key command is split by hash slot, not only by backend, and
+    /// one that cannot be split needs its keys in one slot, as on a cluster.
+    pub(in crate::client) clusters: &'a [bool],
 }
 
 impl Policy<'_> {
@@ -224,9 +228,19 @@ pub(in crate::client) fn plan(
         Positions::Stepped(key_positions(spec, request.len()))
     };
     // (arg position, backend index), listed only once there is a second key.
-    let mut owners: Vec<(usize, usize)> = Vec::new();
+    // Keys go together when they share a backend, and for a cluster
+    // backend a hash slot too (`group`).
+    let group = |backend: usize, key: &[u8]| {
+        let slot = if policy.clusters.get(backend).copied().unwrap_or(false) {
+            crate::cluster::slot(key)
+        } else {
+            u16::MAX
+        };
+        (backend, slot)
+    };
+    let mut owners: Vec<(usize, (usize, u16))> = Vec::new();
     let mut first = None;
-    let mut one_backend = true;
+    let mut one_group = true;
     for pos in positions {
         let Some(key) = request.arg(pos) else {
             continue;
@@ -234,30 +248,37 @@ pub(in crate::client) fn plan(
         if !allowed(key, prefixes) || !allowed(key, user_prefixes) {
             return Plan::Refused;
         }
-        let backend = owner(key);
+        let here = group(owner(key), key);
         match first {
-            None => first = Some((pos, backend)),
-            Some((first_pos, first_backend)) => {
+            None => first = Some((pos, here)),
+            Some((first_pos, first_group)) => {
                 if owners.is_empty() {
-                    owners.push((first_pos, first_backend));
+                    owners.push((first_pos, first_group));
                 }
-                owners.push((pos, backend));
-                one_backend &= backend == first_backend;
+                owners.push((pos, here));
+                one_group &= here == first_group;
             }
         }
     }
-    if !one_backend && matches!(spec.route, Route::Script | Route::Specs) {
-        // RENAME and RENAMENX over two backends are moved by the proxy.
-        if matches!(spec.cmd, Cmd::Rename | Cmd::RenameNx) && owners.len() == 2 {
+    if !one_group && matches!(spec.route, Route::Script | Route::Specs) {
+        // RENAME and RENAMENX over two plain backends are moved by the
+        // proxy (not from or to a cluster: the hidden name it uses would be
+        // in another slot).
+        let plain = |(_, slot): (usize, u16)| slot == u16::MAX;
+        if matches!(spec.cmd, Cmd::Rename | Cmd::RenameNx)
+            && owners.len() == 2
+            && plain(owners[0].1)
+            && plain(owners[1].1)
+        {
             return Plan::Rename {
-                from: owners[0].1,
-                to: owners[1].1,
+                from: owners[0].1 .0,
+                to: owners[1].1 .0,
             };
         }
         return Plan::Answer(Reply::error(CROSSSLOT));
     }
-    if one_backend {
-        let backend = first.map_or(0, |(_, b)| b);
+    if one_group {
+        let backend = first.map_or(0, |(_, (b, _))| b);
         return Plan::Forward {
             backend,
             wait: writes(spec, request) && waits(backend),
@@ -265,12 +286,14 @@ pub(in crate::client) fn plan(
     }
     let args = request.args();
     let mut parts: Vec<(usize, Vec<Bytes>)> = Vec::new();
+    let mut groups: Vec<(usize, u16)> = Vec::new();
     let mut positions = Vec::with_capacity(owners.len());
-    for &(pos, backend) in &owners {
-        let part = match parts.iter().position(|(b, _)| *b == backend) {
+    for &(pos, here) in &owners {
+        let part = match groups.iter().position(|g| *g == here) {
             Some(p) => p,
             None => {
-                parts.push((backend, vec![args[0].clone()]));
+                groups.push(here);
+                parts.push((here.0, vec![args[0].clone()]));
                 parts.len() - 1
             }
         };
@@ -671,6 +694,7 @@ mod tests {
             backends: 2,
             allow_flush: true,
             split_transactions: false,
+            clusters: &[],
         };
         plan(
             spec,
@@ -683,6 +707,77 @@ mod tests {
 
     fn bytes(args: &[&str]) -> Vec<Bytes> {
         args.iter().map(|a| Bytes::from(a.to_string())).collect()
+    }
+
+    /// Backend 1 is a Redis Cluster: keys group by slot there.
+    fn plan_on_cluster(args: &[&str]) -> Plan {
+        let spec = lookup(args[0].as_bytes()).unwrap();
+        let policy = Policy {
+            prefixes: &[],
+            user_prefixes: &[],
+            scripts: &[],
+            backends: 2,
+            allow_flush: true,
+            split_transactions: false,
+            clusters: &[false, true],
+        };
+        plan(
+            spec,
+            &request(args),
+            &policy,
+            |key| usize::from(!key.starts_with(b"a")),
+            |_| false,
+        )
+    }
+
+    #[test]
+    fn on_a_cluster_backend_keys_group_by_slot() {
+        // "foo" and "bar" are in different slots; {t}... in one.
+        assert_eq!(
+            plan_on_cluster(&["MGET", "foo", "bar", "{t}x"]),
+            Plan::Split {
+                parts: vec![
+                    (1, bytes(&["MGET", "foo"])),
+                    (1, bytes(&["MGET", "bar"])),
+                    (1, bytes(&["MGET", "{t}x"])),
+                ],
+                how: MergeHow::InKeyOrder(vec![(0, 0), (1, 0), (2, 0)]),
+            }
+        );
+        assert_eq!(
+            plan_on_cluster(&["DEL", "{t}a", "{t}b"]),
+            Plan::Forward {
+                backend: 1,
+                wait: false
+            }
+        );
+        // A plain backend's keys still go together whatever their slots.
+        assert_eq!(
+            plan_on_cluster(&["DEL", "afoo", "abar"]),
+            Plan::Forward {
+                backend: 0,
+                wait: false
+            }
+        );
+        for args in [
+            &["SINTER", "foo", "bar"][..],
+            &["RENAME", "foo", "bar"],
+            &["RENAME", "afoo", "bar"],
+            &["EVAL", "return 1", "2", "foo", "bar"],
+        ] {
+            assert_eq!(
+                plan_on_cluster(args),
+                Plan::Answer(Reply::error(CROSSSLOT)),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            plan_on_cluster(&["RENAME", "afoo", "abar"]),
+            Plan::Forward {
+                backend: 0,
+                wait: false
+            }
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub(in crate::client) struct Multi {
     backend: Option<usize>,
     /// Keys on several backends, allowed by `[keys] split_transactions`.
     spans: bool,
+    /// For each cluster backend in the transaction, the one hash slot its
+    /// keys may be in (a cluster runs a transaction on one node, and
+    /// refuses keys of several slots).
+    slots: Vec<(usize, u16)>,
     /// Keys a migration may still hold elsewhere, settled before EXEC.
     keys: Vec<Bytes>,
     /// A queuing error happened: EXEC answers EXECABORT.
@@ -93,6 +97,18 @@ pub(in crate::client) fn queue(
         }
     };
     if let Some(backend) = backend {
+        if policy.clusters.get(backend).copied().unwrap_or(false) {
+            if let crate::cluster::Touches::Slot(slot) = crate::cluster::touches(&request.payload())
+            {
+                match multi.slots.iter().find(|(b, _)| *b == backend) {
+                    Some(&(_, first)) if first != slot => {
+                        return refuse(multi, Reply::error(CROSSSLOT));
+                    }
+                    Some(_) => {}
+                    None => multi.slots.push((backend, slot)),
+                }
+            }
+        }
         match multi.backend {
             Some(first) if first != backend => {
                 // Split over backends only when allowed, and never after a
