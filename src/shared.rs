@@ -137,12 +137,51 @@ impl Topology {
         out
     }
 
-    /// Where SCAN's cursor index `index` points: a backend, then an old
-    /// server of a migration.
-    pub fn scan_target(&self, index: usize) -> Option<&Backend> {
+    /// Every server a command about every key (SCAN, KEYS, DBSIZE, SCRIPT
+    /// LOAD, FLUSHDB) goes to: each backend, a cluster backend by the
+    /// masters serving its slots now (by address).
+    pub fn servers(&self) -> Vec<Backend> {
+        let mut out = Vec::with_capacity(self.backends.len());
+        for backend in &self.backends {
+            match backend.cluster() {
+                Some(cluster) => out.extend(cluster.masters()),
+                None => out.push(backend.clone()),
+            }
+        }
+        out
+    }
+
+    /// How many servers SCAN's cursor counts through before a migration's
+    /// old servers: the backends, a cluster's masters in its place.
+    pub fn scan_servers(&self) -> usize {
+        if self.clusters.iter().any(|&c| c) {
+            self.servers().len()
+        } else {
+            self.backends.len()
+        }
+    }
+
+    /// Where SCAN's cursor index `index` points: a server of `servers`,
+    /// then an old server of a migration.
+    pub fn scan_target(&self, index: usize) -> Option<Backend> {
+        if self.clusters.iter().any(|&c| c) {
+            let servers = self.servers();
+            return match servers.get(index) {
+                Some(server) => Some(server.clone()),
+                None => self
+                    .old_servers()
+                    .get(index - servers.len())
+                    .copied()
+                    .cloned(),
+            };
+        }
         match self.backends.get(index) {
-            Some(backend) => Some(backend),
-            None => self.old_servers().get(index - self.backends.len()).copied(),
+            Some(backend) => Some(backend.clone()),
+            None => self
+                .old_servers()
+                .get(index - self.backends.len())
+                .copied()
+                .cloned(),
         }
     }
 

@@ -715,3 +715,96 @@ fn ask_is_followed_for_a_slot_being_migrated() {
         "both requests were asked elsewhere"
     );
 }
+
+/// SCAN, KEYS, DBSIZE, SCRIPT LOAD and FLUSHDB reach every master of a
+/// cluster backend: a connect-redis style listing sees every session, a
+/// loaded script runs by its SHA on whichever node a key is on.
+#[test]
+fn commands_about_every_key_reach_every_master() {
+    let cluster = Cluster::start(3, 0);
+    let plain = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "{}[keys]\nallow_flush = true\n",
+        config_over(&cluster, &[("a", plain.address())])
+    ));
+    let mut client = ready_client(&proxy);
+    client.cmd(&["DEL", "session:probe"]);
+    for i in 0..150 {
+        assert_eq!(
+            client.text(&["SET", &format!("session:{i}"), "x"]),
+            "+OK\r\n"
+        );
+    }
+    let mut cursor = "0".to_string();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10_000 {
+        let reply = Reply::Raw(Bytes::from(client.cmd(&["SCAN", &cursor, "COUNT", "20"]))).parsed();
+        let Reply::Array(parts) = reply else {
+            panic!("SCAN: {reply:?}")
+        };
+        let (Reply::Bulk(next), Reply::Array(keys)) = (&parts[0], &parts[1]) else {
+            panic!("SCAN: {parts:?}")
+        };
+        for key in keys {
+            if let Reply::Bulk(k) = key {
+                seen.insert(k.clone());
+            }
+        }
+        cursor = String::from_utf8_lossy(next).into_owned();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        150,
+        "SCAN lists every session once the cursor is back at 0"
+    );
+    assert_eq!(client.text(&["DBSIZE"]), ":150\r\n");
+    let keys = Reply::Raw(Bytes::from(client.cmd(&["KEYS", "session:*"]))).parsed();
+    assert!(
+        matches!(&keys, Reply::Array(k) if k.len() == 150),
+        "{keys:?}"
+    );
+    let sha = client.text(&["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"]);
+    let sha = sha.lines().nth(1).unwrap().to_string();
+    for i in 0..150 {
+        assert_eq!(
+            client.text(&["EVALSHA", &sha, "1", &format!("session:{i}")]),
+            "$1\r\nx\r\n"
+        );
+    }
+    assert_eq!(client.text(&["FLUSHDB"]), "+OK\r\n");
+    assert_eq!(client.text(&["DBSIZE"]), ":0\r\n");
+}
+
+/// `min_replicas_ack` works per node: a write is acknowledged once the
+/// master of its slot has it on a replica, and without a replica it gets
+/// -NOREPLICAS rather than OK.
+#[test]
+fn min_replicas_ack_waits_for_the_slots_masters_replica() {
+    for (replicas, expected) in [
+        (1, "+OK\r\n"),
+        (0, "-NOREPLICAS Not enough good replicas to write.\r\n"),
+    ] {
+        let cluster = Cluster::start(3, replicas);
+        let config = config_over(&cluster, &[])
+            .replace("cluster = {", "min_replicas_ack = 1\ncluster = {")
+            + "[pool]\nrequest_timeout_ms = 400\n";
+        let proxy = Proxy::start(&config);
+        let mut client = proxy.client();
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(20),
+            "the slot map",
+            || client.text(&["GET", "session:x"]) == "$-1\r\n",
+        );
+        for i in 0..20 {
+            assert_eq!(
+                client.text(&["SET", &format!("session:{i}"), "v"]),
+                expected,
+                "{replicas} replicas"
+            );
+        }
+    }
+}

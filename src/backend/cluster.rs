@@ -128,6 +128,24 @@ impl Cluster {
             .all(|m| nodes.get(m).is_none_or(Backend::is_up))
     }
 
+    /// The backend of every master that serves slots now, by address:
+    /// where a command about every key (SCAN, KEYS, DBSIZE, SCRIPT LOAD,
+    /// FLUSHDB) goes.
+    pub fn masters(&self) -> Vec<Backend> {
+        let Some(map) = self.map() else {
+            return Vec::new();
+        };
+        let mut serving: Vec<&String> = map
+            .owners
+            .iter()
+            .filter_map(|&o| map.masters.get(o as usize))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        serving.sort();
+        serving.into_iter().map(|m| self.node(m)).collect()
+    }
+
     /// The masters' backends now.
     pub fn nodes(&self) -> Vec<Backend> {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());

@@ -251,9 +251,10 @@ pub(in crate::client) fn routed(
     let proto = state.proto;
     let mut policy = policy(topo, user_prefixes);
     if spec.route == Route::Scan {
-        // SCAN's cursor goes on to a migration's old servers after the
-        // backends; only SCAN pays for looking them up.
-        policy.backends += topo.old_servers().len();
+        // SCAN's cursor goes through a cluster backend's masters, and on
+        // to a migration's old servers after the backends; only SCAN pays
+        // for looking them up.
+        policy.backends = topo.scan_servers() + topo.old_servers().len();
     }
     let planned = plan(
         spec,
@@ -324,14 +325,19 @@ pub(in crate::client) fn routed(
                 .iter()
                 .map(|(backend, sub)| {
                     // SCAN's index may name an old server of a migration.
-                    let target = topo.scan_target(*backend).unwrap_or(&topo.backends[0]);
+                    let target = topo
+                        .scan_target(*backend)
+                        .unwrap_or_else(|| topo.backends[0].clone());
                     let rx = target.send_args(state.origin(), sub, state.db, spec.write);
                     (Some(rx), None)
                 })
                 .collect();
-            let ids: Vec<&str> = parts
+            let ids: Vec<String> = parts
                 .iter()
-                .map(|(b, _)| topo.scan_target(*b).map_or("?", |t| &*t.id))
+                .map(|(b, _)| {
+                    topo.scan_target(*b)
+                        .map_or("?".into(), |t| t.id.to_string())
+                })
                 .collect();
             Slot::waiting(
                 topo,
@@ -365,8 +371,9 @@ fn every_backend(
         MergeHow::Concat(_) => topo.old_servers(),
         _ => Vec::new(),
     };
+    // A cluster backend is asked on each of its masters.
     let parts = topo
-        .backends
+        .servers()
         .iter()
         .chain(old)
         .map(|backend| {

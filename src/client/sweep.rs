@@ -23,7 +23,8 @@ pub(in crate::client) fn sweep(
         state.db..state.db + 1
     };
     let origin = state.origin();
-    let backends: Vec<Backend> = topo.backends.clone();
+    // A cluster backend is swept on each of its masters.
+    let backends: Vec<Backend> = topo.servers();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut result = Ok(Reply::ok());
