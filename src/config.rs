@@ -433,6 +433,12 @@ impl MigrationConfig {
                     "must be a positive number (a whole one for ketama)",
                 ));
             }
+            if old.cluster.is_some() {
+                return Err(invalid(
+                    format!("{field}.cluster"),
+                    "moving keys out of a Redis Cluster is not supported yet",
+                ));
+            }
             old.target(&field)?;
         }
         Ok(())
@@ -1031,6 +1037,10 @@ mod tests {
         ))
         .contains("migration.from[1].id"));
         assert!(err(&format!("{base}from = [ {{ id = \"o\" }} ]\n")).contains("migration.from[0]"));
+        assert!(err(&format!(
+            "{base}from = [ {{ id = \"o\", cluster = {{ seeds = [\"a:1\"] }} }} ]\n"
+        ))
+        .contains("migration.from[0].cluster"));
     }
 
     #[test]

@@ -195,6 +195,17 @@ fn sessions_go_to_their_slots_master_and_crossslot_is_redis_clusters() {
             "{key}"
         );
     }
+    // What /topology and the status page show of it.
+    let report = proxy.shared.topology().backends[0]
+        .cluster()
+        .unwrap()
+        .report();
+    let masters = report["masters"].as_array().unwrap();
+    assert_eq!(masters.len(), 3, "{report}");
+    let slots: u64 = masters.iter().map(|m| m["slots"].as_u64().unwrap()).sum();
+    assert_eq!(slots, 16384);
+    assert!(masters.iter().all(|m| m["up"] == true), "{report}");
+    assert!(proxy.shared.ready().is_ok());
     assert_eq!(client.text(&["EXISTS", "session:1"]), ":1\r\n");
     assert_eq!(client.text(&["DEL", "session:1"]), ":1\r\n");
     assert_eq!(client.text(&["GET", "session:1"]), "$-1\r\n");

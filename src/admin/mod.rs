@@ -107,6 +107,7 @@ async fn topology(State(state): State<AdminState>) -> Json<serde_json::Value> {
                 "weight": spec.weight,
                 "endpoint": backend.endpoint.borrow().as_ref().map(|e| e.to_string()),
                 "sentinel": spec.sentinel.as_ref().map(|s| s.master.clone()),
+                "cluster": backend.cluster().map(|c| c.report()),
                 "up": backend.is_up(),
                 "connections": backend.connected(),
                 "sentinels_known": backend.sentinels_known(),

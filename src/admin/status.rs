@@ -39,6 +39,7 @@ pub fn status(shared: &Shared) -> Value {
                 "share": if total_weight > 0.0 { spec.weight / total_weight } else { 0.0 },
                 "endpoint": backend.endpoint.borrow().as_ref().map(|e| e.to_string()),
                 "sentinel": sentinel,
+                "cluster": backend.cluster().map(|c| c.report()),
                 "health": if up { "up" } else { "down" },
                 // While down, requests fail at once instead of waiting.
                 "circuit": if up { "closed" } else { "open" },

@@ -146,6 +146,47 @@ impl Cluster {
         serving.into_iter().map(|m| self.node(m)).collect()
     }
 
+    /// What /topology and the status page show: each master serving slots
+    /// (with how many, up or down, connections), and the redirections and
+    /// maps so far.
+    pub fn report(&self) -> serde_json::Value {
+        let map = self.map();
+        let masters: Vec<serde_json::Value> = map
+            .as_ref()
+            .map(|map| {
+                let mut counts = vec![0u32; map.masters.len()];
+                for &owner in &map.owners {
+                    if let Some(c) = counts.get_mut(owner as usize) {
+                        *c += 1;
+                    }
+                }
+                let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+                map.masters
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, slots)| *slots > 0)
+                    .map(|(address, slots)| {
+                        let node = nodes.get(address);
+                        serde_json::json!({
+                            "address": address,
+                            "slots": slots,
+                            "up": node.is_some_and(Backend::is_up),
+                            "connections": node.map_or(0, Backend::connected),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "masters": masters,
+            "slot_map": map.is_some(),
+            "slots_served": map.as_ref().map_or(0, |m| m.owners.iter().filter(|&&o| o != u16::MAX).count()),
+            "moved_total": self.moved.load(Ordering::Relaxed),
+            "ask_total": self.asked.load(Ordering::Relaxed),
+            "slot_maps_total": self.maps.load(Ordering::Relaxed),
+        })
+    }
+
     /// The masters' backends now.
     pub fn nodes(&self) -> Vec<Backend> {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());

@@ -508,7 +508,10 @@ impl Backend {
 
     /// Established connections.
     pub fn connected(&self) -> usize {
-        self.health.connected.load(Ordering::Relaxed)
+        match &self.cluster {
+            Some(cluster) => cluster.nodes().iter().map(Backend::connected).sum(),
+            None => self.health.connected.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether this backend was started with these settings (a reload keeps it).

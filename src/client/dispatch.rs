@@ -321,24 +321,29 @@ pub(in crate::client) fn routed(
         Plan::Split { parts, how } => {
             // After what is gathered: one sub-command per backend.
             batcher.flush(topo, state.origin());
+            // A part's index is a backend's, or for SCAN a server's of
+            // `Topology::servers` (a cluster's masters, a migration's old
+            // servers).
+            let targets: Vec<crate::backend::Backend> = parts
+                .iter()
+                .map(|(index, _)| {
+                    let target = if spec.route == Route::Scan {
+                        topo.scan_target(*index)
+                    } else {
+                        topo.backends.get(*index).cloned()
+                    };
+                    target.unwrap_or_else(|| topo.backends[0].clone())
+                })
+                .collect();
             let receivers = parts
                 .iter()
-                .map(|(backend, sub)| {
-                    // SCAN's index may name an old server of a migration.
-                    let target = topo
-                        .scan_target(*backend)
-                        .unwrap_or_else(|| topo.backends[0].clone());
+                .zip(&targets)
+                .map(|((_, sub), target)| {
                     let rx = target.send_args(state.origin(), sub, state.db, spec.write);
                     (Some(rx), None)
                 })
                 .collect();
-            let ids: Vec<String> = parts
-                .iter()
-                .map(|(b, _)| {
-                    topo.scan_target(*b)
-                        .map_or("?".into(), |t| t.id.to_string())
-                })
-                .collect();
+            let ids: Vec<&str> = targets.iter().map(|t| &*t.id).collect();
             Slot::waiting(
                 topo,
                 proto,

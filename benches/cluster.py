@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The proxy over a Redis Cluster against redis-benchmark's own cluster mode
+on the same nodes (issue 15; benches/README.md#redis-cluster).
+
+Makes a cluster of three masters (`redis-cli --cluster create`), starts
+session-proxy with the cluster as its one backend, then per round,
+interleaved: redis-benchmark GET and SET (50 clients, 400-byte values,
+100,000 random keys, pipeline 1 and 16) with `--cluster` straight at the
+nodes, and the same through the proxy. Prints medians of the rounds
+(requests/s, p50, p99) and the proxy's ratio to the cluster-aware client,
+round by round. Run through benches/cluster.sh.
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from ports import free_port, wait_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROXY = os.path.join(ROOT, "target/release/session-proxy")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+REQUESTS = int(os.environ.get("REQUESTS", "100000"))
+MASTERS = 3
+
+
+def redis_benchmark(port, test, pipeline, cluster):
+    args = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-c", "50",
+            "-n", str(REQUESTS), "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv"]
+    if cluster:
+        args.append("--cluster")
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    row = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
+    values = [v.strip('"') for v in row.split(",")]
+    return {"rps": float(values[1]), "p50": float(values[4]), "p99": float(values[6])}
+
+
+def cluster_ok(port):
+    out = subprocess.run(["redis-cli", "-p", str(port), "CLUSTER", "INFO"],
+                         capture_output=True, text=True).stdout
+    return "cluster_state:ok" in out
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="session-proxy-cluster-bench-")
+    procs = []
+    try:
+        ports = [free_port() for _ in range(MASTERS)]
+        for port in ports:
+            d = os.path.join(work, str(port))
+            os.mkdir(d)
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", d, "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf"], stdout=subprocess.DEVNULL))
+            wait_port(port)
+        subprocess.run(["redis-cli", "--cluster", "create"]
+                       + [f"127.0.0.1:{p}" for p in ports] + ["--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while not all(cluster_ok(p) for p in ports):
+            if time.time() > deadline:
+                sys.exit("the cluster did not come up")
+            time.sleep(0.1)
+        proxy_port = free_port()
+        config = os.path.join(work, "proxy.toml")
+        seeds = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
+        with open(config, "w") as f:
+            f.write(f'[listen]\naddress = "127.0.0.1:{proxy_port}"\n'
+                    f'[[backends]]\nid = "cluster"\ncluster = {{ seeds = [{seeds}] }}\n')
+        procs.append(subprocess.Popen([PROXY, "--config", config], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        wait_port(proxy_port)
+        # The proxy has its slot map once a write goes through.
+        deadline = time.time() + 30
+        while subprocess.run(["redis-cli", "-p", str(proxy_port), "SET", "bench:probe", "1"],
+                             capture_output=True, text=True).stdout.strip() != "OK":
+            if time.time() > deadline:
+                sys.exit("the proxy never got the slot map")
+            time.sleep(0.1)
+        workloads = [(t, p) for p in (1, 16) for t in ("set", "get")]
+        results = {(w, target): [] for w in workloads for target in ("cluster", "proxy")}
+        for r in range(ROUNDS):
+            for w in workloads:
+                test, pipeline = w
+                results[(w, "cluster")].append(redis_benchmark(ports[0], test, pipeline, True))
+                results[(w, "proxy")].append(redis_benchmark(proxy_port, test, pipeline, False))
+                print(f"round {r + 1}: {test.upper()} P{pipeline} "
+                      f"cluster {results[(w, 'cluster')][-1]['rps']:,.0f} "
+                      f"proxy {results[(w, 'proxy')][-1]['rps']:,.0f}", file=sys.stderr)
+        print("| workload | target | req/s | p50 ms | p99 ms | proxy / cluster by round |")
+        print("|---|---|---:|---:|---:|---|")
+        for w in workloads:
+            test, pipeline = w
+            ratios = [p["rps"] / c["rps"] for p, c in zip(results[(w, "proxy")], results[(w, "cluster")])]
+            for target, name in (("cluster", "redis-benchmark --cluster"), ("proxy", "session-proxy")):
+                runs = results[(w, target)]
+                med = lambda k: statistics.median(x[k] for x in runs)
+                ratio = ", ".join(f"{x:.2f}" for x in ratios) if target == "proxy" else ""
+                print(f"| {test.upper()} P{pipeline} | {name} | {med('rps'):,.0f} | {med('p50'):.3f} "
+                      f"| {med('p99'):.3f} | {ratio} |")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
