@@ -187,6 +187,11 @@ impl Cluster {
         })
     }
 
+    /// The lowest version of the nodes' servers known.
+    pub fn version(&self) -> Option<crate::dial::Version> {
+        self.nodes().iter().filter_map(Backend::version).min()
+    }
+
     /// The masters' backends now.
     pub fn nodes(&self) -> Vec<Backend> {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,10 +211,19 @@ impl Cluster {
             Touches::NoKey => None,
         };
         let Some(map) = self.map() else {
-            self.waiting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(job);
+            // Held until the first map, as many as one connection may have
+            // unanswered (`[pool] max_pending`); those whose client gave up
+            // are dropped first.
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting.len() >= self.settings.max_pending {
+                waiting.retain(|j| !j.reply.is_closed());
+            }
+            if waiting.len() >= self.settings.max_pending {
+                drop(waiting);
+                return answer(job.reply, "CLUSTERDOWN no slot map from any node yet");
+            }
+            waiting.push(job);
+            drop(waiting);
             self.refresh.notify_one();
             return;
         };

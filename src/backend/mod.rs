@@ -503,6 +503,9 @@ impl Backend {
 
     /// The server's version, once a connection has been made.
     pub fn version(&self) -> Option<crate::dial::Version> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.version();
+        }
         crate::dial::Version::unpacked(self.health.version.load(Ordering::Relaxed))
     }
 
