@@ -819,3 +819,39 @@ fn min_replicas_ack_waits_for_the_slots_masters_replica() {
         }
     }
 }
+
+/// A cluster no seed of which answers: requests wait for a slot map (and
+/// time out), as many as `[pool] max_pending`; beyond that they are
+/// answered at once, so memory does not grow with what clients send.
+#[test]
+fn requests_waiting_for_a_first_slot_map_are_bounded() {
+    let dead = common::free_port();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nmax_pending = 4\nrequest_timeout_ms = 300\n\
+         [[backends]]\nid = \"c\"\ncluster = {{ seeds = [\"127.0.0.1:{dead}\"] }}\n"
+    ));
+    let mut client = proxy.client();
+    // The first request alone (a client's first reply sizes it), then ten
+    // at once.
+    assert!(client
+        .text(&["GET", "session:a"])
+        .contains("did not answer"));
+    let burst = RawClient::encode(&[b"GET", b"session:a"]).repeat(10);
+    client.send_raw(&burst);
+    let replies: Vec<String> = (0..10)
+        .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+        .collect();
+    let refused = replies
+        .iter()
+        .filter(|r| r.starts_with("-CLUSTERDOWN no slot map"))
+        .count();
+    let timed_out = replies
+        .iter()
+        .filter(|r| r.contains("did not answer"))
+        .count();
+    assert_eq!((timed_out, refused), (4, 6), "{replies:?}");
+    assert!(
+        proxy.shared.ready().is_err(),
+        "not ready without a slot map"
+    );
+}

@@ -694,6 +694,47 @@ fn a_client_never_waits_longer_than_the_request_timeout() {
     assert_eq!(client.read_reply(), b"+PONG\r\n");
 }
 
+/// A new client's first request is answered before its pipeline goes on
+/// (its reply's size picks the connection, see tests/fairness.rs). A first
+/// reply that is not one backend's whole reply (here an MGET merged from two
+/// backends) sizes the client too: afterwards its requests go on at once,
+/// not each after the one before. Seen here: with backend b stopped, an
+/// MGET waits on b, and the SET pipelined behind it still reaches a.
+#[test]
+fn a_clients_requests_are_not_held_behind_a_merged_first_reply() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let proxy = Proxy::start(&config_for(
+        &[("a", a.address(), 1.0), ("b", b.address(), 1.0)],
+        "[pool]\nrequest_timeout_ms = 60000",
+    ));
+    let (on_a, on_b) = (proxy.key_on(0, "session:"), proxy.key_on(1, "session:"));
+    let other_a = (0..)
+        .map(|i| format!("other:{i}"))
+        .find(|k| proxy.owner(k) == 0)
+        .unwrap();
+    let mut client = proxy.client();
+    let mget = ["MGET", on_a.as_str(), on_b.as_str()];
+    assert_eq!(client.text(&mget), "*2\r\n$-1\r\n$-1\r\n");
+    b.signal("STOP");
+    client.send_raw(
+        &[
+            RawClient::encode(&[b"MGET", on_a.as_bytes(), on_b.as_bytes()]),
+            RawClient::encode(&[b"SET", other_a.as_bytes(), b"v"]),
+        ]
+        .concat(),
+    );
+    let mut direct = a.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "the SET behind the MGET ran",
+        || direct.text(&["EXISTS", &other_a]) == ":1\r\n",
+    );
+    b.signal("CONT");
+    assert_eq!(client.read_reply(), b"*2\r\n$-1\r\n$-1\r\n");
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+}
+
 #[test]
 fn info_sections_and_slowlog() {
     let (_a, _b, proxy) = two_backends("[slowlog]\nslower_than_us = 0\nmax_len = 5");

@@ -64,6 +64,10 @@ const HOLD_LIMIT: usize = 64 * 1024;
 /// Buffer capacity an idle client may keep.
 const IDLE_BUFFER: usize = 4096;
 
+/// The size a first reply that did not come whole from a backend (an error
+/// the proxy made, a merged reply) counts as.
+const SMALL_REPLY: usize = 64;
+
 /// Reply bytes a client encodes in one pass before it lets others run.
 const ENCODE_TURN: usize = 256 * 1024;
 
@@ -321,10 +325,17 @@ impl Handler<'_> {
     /// of this client was such a barrier too.
     fn sized(&mut self) {
         self.sizing = false;
-        if let Some(Pending::Ready(Reply::Raw(bytes))) = self.queue.back().map(|s| &s.pending) {
-            self.state.replied(bytes.len());
-            self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
-        }
+        let bytes = match self.queue.back().map(|s| &s.pending) {
+            Some(Pending::Ready(Reply::Raw(bytes))) => bytes.len(),
+            // An error the proxy made (a timeout, a backend down) or a
+            // merged reply: small, as far as the connection is concerned.
+            // It sizes the client too, or every request of a client whose
+            // backend is in trouble would wait for the one before.
+            Some(Pending::Ready(_)) => SMALL_REPLY,
+            _ => return,
+        };
+        self.state.replied(bytes);
+        self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
     }
 
     /// A Pub/Sub message from a link: written now if nothing is owed to the
