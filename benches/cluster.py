@@ -6,9 +6,11 @@ Makes a cluster of three masters (`redis-cli --cluster create`), starts
 session-proxy with the cluster as its one backend, then per round,
 interleaved: redis-benchmark GET and SET (50 clients, 400-byte values,
 100,000 random keys, pipeline 1 and 16) with `--cluster` straight at the
-nodes, and the same through the proxy. Prints medians of the rounds
-(requests/s, p50, p99) and the proxy's ratio to the cluster-aware client,
-round by round. Run through benches/cluster.sh.
+nodes, the same through the proxy, and (to show what the cluster layer
+costs) the same through a second proxy over three plain Redis servers.
+Prints medians of the rounds (requests/s, p50, p99) and the proxy's ratio
+to the cluster-aware client, round by round. Run through
+benches/cluster.sh.
 """
 
 import os
@@ -24,7 +26,7 @@ from ports import free_port, wait_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY = os.path.join(ROOT, "target/release/session-proxy")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-REQUESTS = int(os.environ.get("REQUESTS", "100000"))
+REQUESTS = int(os.environ.get("REQUESTS", "300000"))
 MASTERS = 3
 
 
@@ -39,6 +41,22 @@ def redis_benchmark(port, test, pipeline, cluster):
     return {"rps": float(values[1]), "p50": float(values[4]), "p99": float(values[6])}
 
 
+def cluster_port():
+    """A free port that can be a cluster node's: at most 55535, with its
+    cluster bus port (10,000 higher) free too."""
+    import socket
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
 def cluster_ok(port):
     out = subprocess.run(["redis-cli", "-p", str(port), "CLUSTER", "INFO"],
                          capture_output=True, text=True).stdout
@@ -49,7 +67,7 @@ def main():
     work = tempfile.mkdtemp(prefix="session-proxy-cluster-bench-")
     procs = []
     try:
-        ports = [free_port() for _ in range(MASTERS)]
+        ports = [cluster_port() for _ in range(MASTERS)]
         for port in ports:
             d = os.path.join(work, str(port))
             os.mkdir(d)
@@ -75,6 +93,23 @@ def main():
         procs.append(subprocess.Popen([PROXY, "--config", config], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         wait_port(proxy_port)
+        # Three plain servers behind a second proxy.
+        plain_ports = [free_port() for _ in range(MASTERS)]
+        for port in plain_ports:
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", work, "--dbfilename", f"{port}.rdb"],
+                stdout=subprocess.DEVNULL))
+            wait_port(port)
+        plain_proxy = free_port()
+        plain_config = os.path.join(work, "plain.toml")
+        with open(plain_config, "w") as f:
+            f.write(f'[listen]\naddress = "127.0.0.1:{plain_proxy}"\n')
+            for i, port in enumerate(plain_ports):
+                f.write(f'[[backends]]\nid = "p{i}"\naddress = "127.0.0.1:{port}"\n')
+        procs.append(subprocess.Popen([PROXY, "--config", plain_config], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        wait_port(plain_proxy)
         # The proxy has its slot map once a write goes through.
         deadline = time.time() + 30
         while subprocess.run(["redis-cli", "-p", str(proxy_port), "SET", "bench:probe", "1"],
@@ -83,21 +118,26 @@ def main():
                 sys.exit("the proxy never got the slot map")
             time.sleep(0.1)
         workloads = [(t, p) for p in (1, 16) for t in ("set", "get")]
-        results = {(w, target): [] for w in workloads for target in ("cluster", "proxy")}
+        targets = ("cluster", "proxy", "plain")
+        results = {(w, target): [] for w in workloads for target in targets}
         for r in range(ROUNDS):
             for w in workloads:
                 test, pipeline = w
                 results[(w, "cluster")].append(redis_benchmark(ports[0], test, pipeline, True))
                 results[(w, "proxy")].append(redis_benchmark(proxy_port, test, pipeline, False))
+                results[(w, "plain")].append(redis_benchmark(plain_proxy, test, pipeline, False))
                 print(f"round {r + 1}: {test.upper()} P{pipeline} "
                       f"cluster {results[(w, 'cluster')][-1]['rps']:,.0f} "
-                      f"proxy {results[(w, 'proxy')][-1]['rps']:,.0f}", file=sys.stderr)
+                      f"proxy {results[(w, 'proxy')][-1]['rps']:,.0f} "
+                      f"plain {results[(w, 'plain')][-1]['rps']:,.0f}", file=sys.stderr)
         print("| workload | target | req/s | p50 ms | p99 ms | proxy / cluster by round |")
         print("|---|---|---:|---:|---:|---|")
         for w in workloads:
             test, pipeline = w
             ratios = [p["rps"] / c["rps"] for p, c in zip(results[(w, "proxy")], results[(w, "cluster")])]
-            for target, name in (("cluster", "redis-benchmark --cluster"), ("proxy", "session-proxy")):
+            names = (("cluster", "redis-benchmark --cluster"), ("proxy", "session-proxy over the cluster"),
+                     ("plain", "session-proxy over 3 plain servers"))
+            for target, name in names:
                 runs = results[(w, target)]
                 med = lambda k: statistics.median(x[k] for x in runs)
                 ratio = ", ".join(f"{x:.2f}" for x in ratios) if target == "proxy" else ""

@@ -29,7 +29,7 @@ pub struct Cluster {
     min_replicas_ack: u32,
     settings: Arc<PoolSettings>,
     /// `None` until the first map came.
-    map: RwLock<Option<Arc<SlotMap>>>,
+    map: RwLock<Option<Arc<Routing>>>,
     /// A backend per master, by `host:port`.
     nodes: Mutex<HashMap<String, Backend>>,
     /// Jobs that came before the first map, sent once it comes.
@@ -109,7 +109,7 @@ impl Cluster {
     }
 
     /// The slot map in force, if one came.
-    pub fn map(&self) -> Option<Arc<SlotMap>> {
+    pub fn map(&self) -> Option<Arc<Routing>> {
         self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -227,15 +227,12 @@ impl Cluster {
             self.refresh.notify_one();
             return;
         };
-        let node = match slot {
-            Some(slot) => map.master_of_slot(slot),
-            None => map.masters.first().map(String::as_str),
+        let owner = match slot {
+            Some(slot) => map.owners.get(slot as usize).copied(),
+            None => map.owners.iter().copied().find(|&o| o != u16::MAX),
         };
-        match node {
-            Some(node) => {
-                let node = node.to_string();
-                self.forward(job, &node, 0);
-            }
+        match owner.and_then(|o| map.nodes.get(o as usize)) {
+            Some(node) => self.forward(job, node, 0),
             None => {
                 // Its master failed and no replica is known to have taken
                 // over yet: ask again (a burst of these asks once).
@@ -275,8 +272,7 @@ impl Cluster {
     /// Sends `job` to the node at `address`, watching a single command's
     /// reply for a redirection (batches are never made for a cluster
     /// backend, see `crate::client::batcher`; an ASK's pair is our own).
-    fn forward(self: &Arc<Self>, mut job: Job, address: &str, hops: u8) {
-        let backend = self.node(address);
+    fn forward(self: &Arc<Self>, mut job: Job, backend: &Backend, hops: u8) {
         let ReplyTo::One(tx) = job.reply else {
             return backend.enqueue(job);
         };
@@ -306,7 +302,7 @@ impl Cluster {
                     self.counters.moved.increment(1);
                     self.moved(slot, &node);
                     let job = again.job(tx, again.payload.clone());
-                    return self.forward(job, &node, again.hops + 1);
+                    return self.forward(job, &self.node(&node), again.hops + 1);
                 }
                 Some(Redirect::Ask { node, .. }) => {
                     self.asked.fetch_add(1, Ordering::Relaxed);
@@ -360,8 +356,13 @@ impl Cluster {
 
     /// Notes a `-MOVED`: the slot's new master at once, the whole map soon.
     fn moved(&self, slot: u16, node: &str) {
-        if let Some(map) = self.map.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            Arc::make_mut(map).set(slot, node);
+        let backend = self.node(node);
+        if let Some(routing) = self.map.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let routing = Arc::make_mut(routing);
+            routing.map.set(slot, node);
+            if routing.nodes.len() < routing.map.masters.len() {
+                routing.nodes.push(backend);
+            }
         }
         self.refresh.notify_one();
     }
@@ -375,10 +376,9 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|address, _| masters.contains(address));
-        for master in &map.masters {
-            self.node(master);
-        }
-        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(map));
+        let nodes = map.masters.iter().map(|m| self.node(m)).collect();
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(Routing { map, nodes }));
         self.maps.fetch_add(1, Ordering::Relaxed);
         self.counters.maps.increment(1);
         let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
@@ -396,6 +396,21 @@ impl Cluster {
             }
         }
         nodes
+    }
+}
+
+/// A slot map with the backend of each of its masters (`nodes[i]` is
+/// `map.masters[i]`'s), so a job finds its node by index, without a lookup.
+#[derive(Clone)]
+pub struct Routing {
+    pub map: SlotMap,
+    nodes: Vec<Backend>,
+}
+
+impl std::ops::Deref for Routing {
+    type Target = SlotMap;
+    fn deref(&self) -> &SlotMap {
+        &self.map
     }
 }
 
@@ -461,7 +476,7 @@ async fn refresher(cluster: Weak<Cluster>, refresh: Arc<Notify>) {
         };
         match fetched {
             Ok(map) if !map.masters.is_empty() => {
-                if me.map().as_deref() != Some(&map) {
+                if me.map().as_deref().map(|r| &r.map) != Some(&map) {
                     debug!(masters = map.masters.len(), "slot map");
                 }
                 me.install(map);

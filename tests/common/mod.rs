@@ -98,6 +98,21 @@ impl Redis {
         panic!("redis-server did not start on any of 5 free ports");
     }
 
+    /// A Redis Cluster node on a free port whose cluster bus port (10,000
+    /// higher) is free too: Redis refuses a port over 55535 in cluster mode.
+    pub fn start_cluster_node(extra: &[&str]) -> Redis {
+        for _ in 0..20 {
+            let port = free_port();
+            let bus_free = port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok();
+            if bus_free {
+                if let Some(redis) = Redis::try_start_on(port, extra) {
+                    return redis;
+                }
+            }
+        }
+        panic!("no cluster node started on 20 free ports");
+    }
+
     /// Starts redis-server on a given port.
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
         Redis::try_start_on(port, extra)
@@ -865,7 +880,7 @@ impl Cluster {
         let count = masters * (1 + replicas);
         let nodes: Vec<Redis> = (0..count)
             .map(|_| {
-                Redis::start_with(&[
+                Redis::start_cluster_node(&[
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
