@@ -26,7 +26,7 @@ from ports import free_port, wait_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY = os.path.join(ROOT, "target/release/session-proxy")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-REQUESTS = int(os.environ.get("REQUESTS", "300000"))
+REQUESTS = int(os.environ.get("REQUESTS", "500000"))
 MASTERS = 3
 
 
@@ -39,6 +39,15 @@ def redis_benchmark(port, test, pipeline, cluster):
     row = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
     values = [v.strip('"') for v in row.split(",")]
     return {"rps": float(values[1]), "p50": float(values[4]), "p99": float(values[6])}
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def cluster_port():
@@ -90,8 +99,9 @@ def main():
         with open(config, "w") as f:
             f.write(f'[listen]\naddress = "127.0.0.1:{proxy_port}"\n'
                     f'[[backends]]\nid = "cluster"\ncluster = {{ seeds = [{seeds}] }}\n')
-        procs.append(subprocess.Popen([PROXY, "--config", config], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
+        proxy = subprocess.Popen([PROXY, "--config", config], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        procs.append(proxy)
         wait_port(proxy_port)
         # Three plain servers behind a second proxy.
         plain_ports = [free_port() for _ in range(MASTERS)]
@@ -107,8 +117,9 @@ def main():
             f.write(f'[listen]\naddress = "127.0.0.1:{plain_proxy}"\n')
             for i, port in enumerate(plain_ports):
                 f.write(f'[[backends]]\nid = "p{i}"\naddress = "127.0.0.1:{port}"\n')
-        procs.append(subprocess.Popen([PROXY, "--config", plain_config], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
+        plain = subprocess.Popen([PROXY, "--config", plain_config], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        procs.append(plain)
         wait_port(plain_proxy)
         # The proxy has its slot map once a write goes through.
         deadline = time.time() + 30
@@ -124,14 +135,17 @@ def main():
             for w in workloads:
                 test, pipeline = w
                 results[(w, "cluster")].append(redis_benchmark(ports[0], test, pipeline, True))
-                results[(w, "proxy")].append(redis_benchmark(proxy_port, test, pipeline, False))
-                results[(w, "plain")].append(redis_benchmark(plain_proxy, test, pipeline, False))
+                for target, port, pid in (("proxy", proxy_port, proxy.pid), ("plain", plain_proxy, plain.pid)):
+                    before = cpu_s(pid)
+                    run = redis_benchmark(port, test, pipeline, False)
+                    run["cpu"] = (cpu_s(pid) - before) / REQUESTS * 1e6
+                    results[(w, target)].append(run)
                 print(f"round {r + 1}: {test.upper()} P{pipeline} "
                       f"cluster {results[(w, 'cluster')][-1]['rps']:,.0f} "
                       f"proxy {results[(w, 'proxy')][-1]['rps']:,.0f} "
                       f"plain {results[(w, 'plain')][-1]['rps']:,.0f}", file=sys.stderr)
-        print("| workload | target | req/s | p50 ms | p99 ms | proxy / cluster by round |")
-        print("|---|---|---:|---:|---:|---|")
+        print("| workload | target | req/s | p50 ms | p99 ms | CPU s / M req | proxy / cluster by round |")
+        print("|---|---|---:|---:|---:|---:|---|")
         for w in workloads:
             test, pipeline = w
             ratios = [p["rps"] / c["rps"] for p, c in zip(results[(w, "proxy")], results[(w, "cluster")])]
@@ -141,8 +155,9 @@ def main():
                 runs = results[(w, target)]
                 med = lambda k: statistics.median(x[k] for x in runs)
                 ratio = ", ".join(f"{x:.2f}" for x in ratios) if target == "proxy" else ""
+                cpu = f"{med('cpu'):.2f}" if target != "cluster" else "-"
                 print(f"| {test.upper()} P{pipeline} | {name} | {med('rps'):,.0f} | {med('p50'):.3f} "
-                      f"| {med('p99'):.3f} | {ratio} |")
+                      f"| {med('p99'):.3f} | {cpu} | {ratio} |")
     finally:
         for p in procs:
             p.terminate()

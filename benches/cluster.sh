@@ -2,7 +2,7 @@
 # The Redis Cluster benchmark in one command: installs redis if missing,
 # builds the release binary and prints the table of benches/cluster.py (the
 # proxy over a 3-master cluster against redis-benchmark --cluster on the same
-# nodes). ROUNDS=n and REQUESTS=n change its length (defaults 3 and 100000).
+# nodes). ROUNDS=n and REQUESTS=n change its length (defaults 3 and 500000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::{wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use session_proxy::cluster::{parse_shards, slot, SLOTS};
+use session_proxy::cluster::{parse_shards, parse_slots, slot, SlotMap, SLOTS};
 use session_proxy::protocol::Reply;
 
 #[test]
@@ -50,6 +50,19 @@ fn slots_and_shards_match_a_real_cluster() {
         }
     }
     assert!(covered.iter().all(|&c| c), "every slot has a master");
+    // CLUSTER SLOTS (the fallback for servers before Redis 7) gives the
+    // same map.
+    let raw = node.cmd(&["CLUSTER", "SLOTS"]);
+    let from_slots = parse_slots(&Reply::Raw(Bytes::from(raw)).parsed()).expect("CLUSTER SLOTS");
+    let (a, b) = (
+        SlotMap::from_shards(&shards),
+        SlotMap::from_shards(&from_slots),
+    );
+    for s in 0..SLOTS {
+        assert_eq!(a.master_of_slot(s), b.master_of_slot(s), "slot {s}");
+    }
+    // (Its replicas may come a little later than CLUSTER SHARDS's: they
+    // are not used for routing.)
 }
 
 #[test]
@@ -854,4 +867,55 @@ fn requests_waiting_for_a_first_slot_map_are_bounded() {
         proxy.shared.ready().is_err(),
         "not ready without a slot map"
     );
+}
+
+/// Credentials go to every node, and a node that refuses CLUSTER SHARDS
+/// (an older Redis has none; here an ACL user without it) is asked CLUSTER
+/// SLOTS instead.
+#[test]
+fn a_user_without_cluster_shards_gets_the_map_from_cluster_slots() {
+    let cluster = Cluster::start(3, 0);
+    for node in &cluster.nodes {
+        let set = node.client().text(&[
+            "ACL",
+            "SETUSER",
+            "proxy",
+            "on",
+            ">proxy-pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-cluster|shards",
+        ]);
+        assert_eq!(set, "+OK\r\n");
+    }
+    let config = config_over(&cluster, &[]).replace(
+        "cluster = { seeds = [",
+        "cluster = { username = \"proxy\", password = \"proxy-pw\", seeds = [",
+    );
+    let proxy = Proxy::start(&config);
+    let mut client = ready_client(&proxy);
+    for i in 0..50 {
+        assert_eq!(
+            client.text(&["SET", &format!("session:{i}"), "v"]),
+            "+OK\r\n"
+        );
+    }
+    for i in 0..50 {
+        assert_eq!(
+            client.text(&["GET", &format!("session:{i}")]),
+            "$1\r\nv\r\n"
+        );
+    }
+    let report = proxy.shared.topology().backends[0]
+        .cluster()
+        .unwrap()
+        .report();
+    assert_eq!(report["slots_served"], 16384, "{report}");
+    // Every master was reached as the ACL user (a default-user connection
+    // would not show up under "proxy").
+    for node in &cluster.nodes {
+        let clients = node.client().text(&["CLIENT", "LIST"]);
+        assert!(clients.contains("user=proxy"), "{clients}");
+    }
 }

@@ -118,6 +118,65 @@ pub fn parse_shards(reply: &Reply) -> Option<Vec<Shard>> {
     Some(out)
 }
 
+/// Reads a CLUSTER SLOTS reply (Redis 3 to 7): each entry is a slot range,
+/// its master `[ip, port, id, ...]` and its replicas; ranges of one master
+/// are gathered into one shard. `None` when the reply is not of that shape.
+pub fn parse_slots(reply: &Reply) -> Option<Vec<Shard>> {
+    let Reply::Array(entries) = reply else {
+        return None;
+    };
+    let node = |reply: &Reply| -> Option<String> {
+        let Reply::Array(fields) = reply else {
+            return None;
+        };
+        let host = match fields.first()? {
+            Reply::Bulk(b) | Reply::Status(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => return None,
+        };
+        let Reply::Int(port) = fields.get(1)? else {
+            return None;
+        };
+        Some(format!("{host}:{port}"))
+    };
+    let mut out: Vec<Shard> = Vec::new();
+    for entry in entries {
+        let Reply::Array(fields) = entry else {
+            return None;
+        };
+        let (Some(Reply::Int(start)), Some(Reply::Int(end))) = (fields.first(), fields.get(1))
+        else {
+            return None;
+        };
+        let (start, end) = (u16::try_from(*start).ok()?, u16::try_from(*end).ok()?);
+        if start > end || end >= SLOTS {
+            return None;
+        }
+        let master = node(fields.get(2)?)?;
+        let replicas: Vec<String> = fields[3..].iter().filter_map(node).collect();
+        match out.iter_mut().find(|s| s.master == master) {
+            Some(shard) => shard.ranges.push((start, end)),
+            None => out.push(Shard {
+                master,
+                replicas,
+                ranges: vec![(start, end)],
+            }),
+        }
+    }
+    Some(out)
+}
+
+/// A node that does not know its own address names itself ":port" (or
+/// "?:port"): it is the host that was asked.
+fn with_host(address: &str, asked: &str) -> String {
+    match address.rsplit_once(':') {
+        Some((host, port)) if host.is_empty() || host == "?" => {
+            let asked_host = asked.rsplit_once(':').map_or(asked, |(h, _)| h);
+            format!("{asked_host}:{port}")
+        }
+        _ => address.to_string(),
+    }
+}
+
 /// A flat key, value array (or a map) as pairs.
 fn pairs(reply: &Reply) -> Option<Vec<(Bytes, &Reply)>> {
     match reply {
@@ -238,18 +297,46 @@ pub async fn fetch(
         let asked = tokio::time::timeout(timeout, async {
             let stream = open_to(&endpoint, tls).await?;
             let mut rbuf = bytes::BytesMut::new();
-            let ask = vec![
-                Bytes::from_static(b"CLUSTER"),
-                Bytes::from_static(b"SHARDS"),
-            ];
-            call_with_auth(&stream, &mut rbuf, username, password, vec![ask]).await
+            let ask =
+                |sub: &'static [u8]| vec![Bytes::from_static(b"CLUSTER"), Bytes::from_static(sub)];
+            let replies =
+                call_with_auth(&stream, &mut rbuf, username, password, vec![ask(b"SHARDS")])
+                    .await?;
+            // CLUSTER SHARDS is Redis 7's; before it, CLUSTER SLOTS.
+            if let Some(Reply::Error(_)) = replies.first() {
+                return call_with_auth(&stream, &mut rbuf, username, password, vec![ask(b"SLOTS")])
+                    .await
+                    .map(|r| (r, true));
+            }
+            Ok((replies, false))
         })
         .await;
         match asked {
-            Ok(Ok(replies)) => match replies.first().and_then(parse_shards) {
-                Some(shards) => return Ok(SlotMap::from_shards(&shards)),
-                None => last = DialError::Protocol(format!("{seed}: not a CLUSTER SHARDS reply")),
-            },
+            Ok(Ok((replies, slots))) => {
+                let parsed = replies.first().and_then(|r| {
+                    if slots {
+                        parse_slots(r)
+                    } else {
+                        parse_shards(r)
+                    }
+                });
+                match parsed {
+                    Some(mut shards) => {
+                        for shard in &mut shards {
+                            shard.master = with_host(&shard.master, seed);
+                            for replica in &mut shard.replicas {
+                                *replica = with_host(replica, seed);
+                            }
+                        }
+                        return Ok(SlotMap::from_shards(&shards));
+                    }
+                    None => {
+                        last = DialError::Protocol(format!(
+                            "{seed}: not a CLUSTER SHARDS or SLOTS reply"
+                        ))
+                    }
+                }
+            }
             Ok(Err(error)) => last = error,
             Err(_) => last = DialError::Protocol(format!("{seed}: no answer within {timeout:?}")),
         }
@@ -400,6 +487,45 @@ mod more_tests {
             Touches::Slot(slot(b"a"))
         );
         assert_eq!(touches(b"garbage"), Touches::NoKey);
+    }
+
+    #[test]
+    fn cluster_slots_gathers_a_masters_ranges_and_fills_in_an_unknown_host() {
+        let node = |host: &'static [u8], port| {
+            Reply::Array(vec![
+                Reply::Bulk(Bytes::from_static(host)),
+                Reply::Int(port),
+            ])
+        };
+        let reply = Reply::Array(vec![
+            Reply::Array(vec![
+                Reply::Int(0),
+                Reply::Int(99),
+                node(b"", 7000),
+                node(b"10.0.0.2", 7001),
+            ]),
+            Reply::Array(vec![
+                Reply::Int(100),
+                Reply::Int(16383),
+                node(b"10.0.0.3", 7002),
+            ]),
+            Reply::Array(vec![Reply::Int(200), Reply::Int(200), node(b"", 7000)]),
+        ]);
+        let shards = parse_slots(&reply).unwrap();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(shards[0].ranges, vec![(0, 99), (200, 200)]);
+        assert_eq!(shards[0].replicas, vec!["10.0.0.2:7001".to_string()]);
+        assert_eq!(
+            with_host(&shards[0].master, "10.0.0.1:7000"),
+            "10.0.0.1:7000"
+        );
+        assert_eq!(with_host("10.0.0.3:7002", "10.0.0.1:7000"), "10.0.0.3:7002");
+        let bad = Reply::Array(vec![Reply::Array(vec![
+            Reply::Int(5),
+            Reply::Int(1),
+            node(b"a", 1),
+        ])]);
+        assert_eq!(parse_slots(&bad), None);
     }
 
     #[test]
