@@ -24,7 +24,10 @@
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
 //! - [`backend`]: pipelined connections to each Redis server, with timeouts,
 //!   reconnection, health and the optional WAIT after writes; `backend::lanes`
-//!   shares a connection fairly between its clients.
+//!   shares a connection fairly between its clients; `backend::cluster` puts
+//!   a Redis Cluster behind one backend (a backend per master, MOVED/ASK).
+//! - [`cluster`]: Redis Cluster's key space: hash slots, reading the slot map
+//!   from CLUSTER SHARDS or SLOTS (`fetch` asks a node), redirections, a job's slot.
 //! - [`migration`]: moving keys from an old layout (the topology before a
 //!   reload, `[migration] from`, twemproxy's [`ketama`]) without logging
 //!   anyone out: read-through on each command, and a background mover.
