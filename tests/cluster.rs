@@ -919,3 +919,58 @@ fn a_user_without_cluster_shards_gets_the_map_from_cluster_slots() {
         assert!(clients.contains("user=proxy"), "{clients}");
     }
 }
+
+/// A node that stops being a master keeps its backend (and connections) a
+/// while, twice the request timeout: requests still on them get their
+/// answers (a demoted master's `-MOVED`, followed) instead of a closed
+/// connection's error when the new map drops that node. (Without it, a
+/// SETEX under load once got "connection lost" during `CLUSTER FAILOVER`.)
+#[test]
+fn a_demoted_master_is_kept_until_its_requests_are_answered() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&format!(
+        "{}[pool]\nrequest_timeout_ms = 10000\n",
+        config_over(&cluster, &[])
+    ));
+    let mut client = ready_client(&proxy);
+    let key = "session:held";
+    assert_eq!(client.text(&["SET", key, "v"]), "+OK\r\n");
+    let master = master_of(&cluster, key);
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.client()
+                .text(&["INFO", "replication"])
+                .contains(&format!("master_port:{}", master.port))
+        })
+        .unwrap();
+    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the old master demoted",
+        || master.client().text(&["ROLE"]).contains("slave"),
+    );
+    // A request meets the MOVED; the proxy asks for the map again.
+    let report = || {
+        proxy.shared.topology().backends[0]
+            .cluster()
+            .unwrap()
+            .report()
+    };
+    assert_eq!(client.text(&["GET", key]), "$1\r\nv\r\n");
+    // Once a map without the old master is in, its backend is retired, not
+    // dropped.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the old master retired",
+        || report()["retired_nodes"] == 1,
+    );
+    assert!(report()["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["address"] != master.address().as_str()));
+}

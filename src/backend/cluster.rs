@@ -34,6 +34,10 @@ pub struct Cluster {
     nodes: Mutex<HashMap<String, Backend>>,
     /// Jobs that came before the first map, sent once it comes.
     waiting: Mutex<Vec<Job>>,
+    /// Backends of nodes that stopped being masters, kept a while: the
+    /// requests they still carry get their answers (a `-MOVED`, followed)
+    /// rather than a closed connection's error.
+    retired: Mutex<Vec<(Instant, Backend)>>,
     refresh: Arc<Notify>,
     /// Redirections followed, and slot maps installed.
     pub moved: AtomicU64,
@@ -95,6 +99,7 @@ impl Cluster {
             map: RwLock::new(None),
             nodes: Mutex::new(HashMap::new()),
             waiting: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
             refresh: refresh.clone(),
             moved: AtomicU64::new(0),
             asked: AtomicU64::new(0),
@@ -184,6 +189,7 @@ impl Cluster {
             "moved_total": self.moved.load(Ordering::Relaxed),
             "ask_total": self.asked.load(Ordering::Relaxed),
             "slot_maps_total": self.maps.load(Ordering::Relaxed),
+            "retired_nodes": self.retired.lock().map_or(0, |r| r.len()),
         })
     }
 
@@ -372,10 +378,26 @@ impl Cluster {
     /// that waited for a map sent.
     fn install(self: &Arc<Self>, map: SlotMap) {
         let masters: HashSet<&String> = map.masters.iter().collect();
+        let now = Instant::now();
+        let mut gone = Vec::new();
         self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|address, _| masters.contains(address));
+            .retain(|address, backend| {
+                let keep = masters.contains(address);
+                if !keep {
+                    gone.push((now, backend.clone()));
+                }
+                keep
+            });
+        {
+            // Kept twice the request timeout: every request they carry has
+            // been answered, or has timed out, by then.
+            let keep_for = self.settings.request_timeout * 2;
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired.retain(|(since, _)| now.saturating_duration_since(*since) < keep_for);
+            retired.extend(gone);
+        }
         let nodes = map.masters.iter().map(|m| self.node(m)).collect();
         *self.map.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Arc::new(Routing { map, nodes }));
