@@ -613,28 +613,18 @@ impl BackendSpec {
                     "must not be empty",
                 ));
             }
-            if sentinel.addresses.is_empty() {
-                return Err(invalid(
-                    format!("{field}.sentinel.addresses"),
-                    "needs at least one sentinel",
-                ));
-            }
-            for (i, address) in sentinel.addresses.iter().enumerate() {
-                check_host_port(address)
-                    .map_err(|m| invalid(format!("{field}.sentinel.addresses[{i}]"), m))?;
-            }
+            check_addresses(
+                &format!("{field}.sentinel.addresses"),
+                &sentinel.addresses,
+                "needs at least one sentinel",
+            )?;
             target.source = Source::Sentinel(sentinel.clone());
         } else if let Some(cluster) = &self.cluster {
-            if cluster.seeds.is_empty() {
-                return Err(invalid(
-                    format!("{field}.cluster.seeds"),
-                    "needs at least one node",
-                ));
-            }
-            for (i, seed) in cluster.seeds.iter().enumerate() {
-                check_host_port(seed)
-                    .map_err(|m| invalid(format!("{field}.cluster.seeds[{i}]"), m))?;
-            }
+            check_addresses(
+                &format!("{field}.cluster.seeds"),
+                &cluster.seeds,
+                "needs at least one node",
+            )?;
             target.source = Source::Cluster(cluster.seeds.clone());
             target.username = target.username.or_else(|| cluster.username.clone());
             target.password = target.password.or_else(|| cluster.password.clone());
@@ -642,6 +632,18 @@ impl BackendSpec {
         }
         Ok(target)
     }
+}
+
+/// A list of `host:port` that must not be empty (`empty` says what it
+/// needs); an entry's error names its index.
+fn check_addresses(field: &str, addresses: &[String], empty: &str) -> Result<(), ConfigError> {
+    if addresses.is_empty() {
+        return Err(invalid(field, empty));
+    }
+    for (i, address) in addresses.iter().enumerate() {
+        check_host_port(address).map_err(|m| invalid(format!("{field}[{i}]"), m))?;
+    }
+    Ok(())
 }
 
 fn check_host_port(address: &str) -> Result<(), String> {

@@ -154,32 +154,18 @@ impl Topology {
     /// How many servers SCAN's cursor counts through before a migration's
     /// old servers: the backends, a cluster's masters in its place.
     pub fn scan_servers(&self) -> usize {
-        if self.clusters.iter().any(|&c| c) {
-            self.servers().len()
-        } else {
-            self.backends.len()
-        }
+        self.servers().len()
     }
 
     /// Where SCAN's cursor index `index` points: a server of `servers`,
     /// then an old server of a migration.
     pub fn scan_target(&self, index: usize) -> Option<Backend> {
-        if self.clusters.iter().any(|&c| c) {
-            let servers = self.servers();
-            return match servers.get(index) {
-                Some(server) => Some(server.clone()),
-                None => self
-                    .old_servers()
-                    .get(index - servers.len())
-                    .copied()
-                    .cloned(),
-            };
-        }
-        match self.backends.get(index) {
-            Some(backend) => Some(backend.clone()),
+        let servers = self.servers();
+        match servers.get(index) {
+            Some(server) => Some(server.clone()),
             None => self
                 .old_servers()
-                .get(index - self.backends.len())
+                .get(index - servers.len())
                 .copied()
                 .cloned(),
         }

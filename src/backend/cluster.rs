@@ -121,34 +121,29 @@ impl Cluster {
     /// Up when a slot map is known, every slot has a master and every
     /// master's backend is up.
     pub fn is_up(&self) -> bool {
-        let Some(map) = self.map() else {
-            return false;
-        };
-        if !map.is_complete() {
-            return false;
-        }
-        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        map.masters
-            .iter()
-            .all(|m| nodes.get(m).is_none_or(Backend::is_up))
+        self.map()
+            .is_some_and(|r| r.is_complete() && r.nodes.iter().all(Backend::is_up))
     }
 
     /// The backend of every master that serves slots now, by address:
     /// where a command about every key (SCAN, KEYS, DBSIZE, SCRIPT LOAD,
     /// FLUSHDB) goes.
     pub fn masters(&self) -> Vec<Backend> {
-        let Some(map) = self.map() else {
+        let Some(routing) = self.map() else {
             return Vec::new();
         };
-        let mut serving: Vec<&String> = map
-            .owners
+        let mut serving: Vec<usize> = routing
+            .slots_per_master()
             .iter()
-            .filter_map(|&o| map.masters.get(o as usize))
-            .collect::<HashSet<_>>()
-            .into_iter()
+            .enumerate()
+            .filter(|(_, &slots)| slots > 0)
+            .map(|(i, _)| i)
             .collect();
-        serving.sort();
-        serving.into_iter().map(|m| self.node(m)).collect()
+        serving.sort_by(|&a, &b| routing.masters[a].cmp(&routing.masters[b]));
+        serving
+            .into_iter()
+            .map(|i| routing.nodes[i].clone())
+            .collect()
     }
 
     /// What /topology and the status page show: each master serving slots
@@ -158,25 +153,19 @@ impl Cluster {
         let map = self.map();
         let masters: Vec<serde_json::Value> = map
             .as_ref()
-            .map(|map| {
-                let mut counts = vec![0u32; map.masters.len()];
-                for &owner in &map.owners {
-                    if let Some(c) = counts.get_mut(owner as usize) {
-                        *c += 1;
-                    }
-                }
-                let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-                map.masters
+            .map(|routing| {
+                routing
+                    .masters
                     .iter()
-                    .zip(counts)
+                    .zip(&routing.nodes)
+                    .zip(routing.slots_per_master())
                     .filter(|(_, slots)| *slots > 0)
-                    .map(|(address, slots)| {
-                        let node = nodes.get(address);
+                    .map(|((address, node), slots)| {
                         serde_json::json!({
                             "address": address,
                             "slots": slots,
-                            "up": node.is_some_and(Backend::is_up),
-                            "connections": node.map_or(0, Backend::connected),
+                            "up": node.is_up(),
+                            "connections": node.connected(),
                         })
                     })
                     .collect()
@@ -427,6 +416,19 @@ impl Cluster {
 pub struct Routing {
     pub map: SlotMap,
     nodes: Vec<Backend>,
+}
+
+impl Routing {
+    /// How many slots each master (by index) serves.
+    fn slots_per_master(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.masters.len()];
+        for &owner in &self.owners {
+            if let Some(c) = counts.get_mut(owner as usize) {
+                *c += 1;
+            }
+        }
+        counts
+    }
 }
 
 impl std::ops::Deref for Routing {
