@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+from load import cpu_seconds, redis_benchmark
 from ports import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,26 +29,6 @@ PROXY = os.path.join(ROOT, "target/release/session-proxy")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 REQUESTS = int(os.environ.get("REQUESTS", "500000"))
 MASTERS = 3
-
-
-def redis_benchmark(port, test, pipeline, cluster):
-    args = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-c", "50",
-            "-n", str(REQUESTS), "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv"]
-    if cluster:
-        args.append("--cluster")
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    row = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
-    values = [v.strip('"') for v in row.split(",")]
-    return {"rps": float(values[1]), "p50": float(values[4]), "p99": float(values[6])}
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def cluster_port():
@@ -134,11 +115,12 @@ def main():
         for r in range(ROUNDS):
             for w in workloads:
                 test, pipeline = w
-                results[(w, "cluster")].append(redis_benchmark(ports[0], test, pipeline, True))
+                results[(w, "cluster")].append(
+                    redis_benchmark(ports[0], test, pipeline, REQUESTS, ["--cluster"]))
                 for target, port, pid in (("proxy", proxy_port, proxy.pid), ("plain", plain_proxy, plain.pid)):
-                    before = cpu_s(pid)
-                    run = redis_benchmark(port, test, pipeline, False)
-                    run["cpu"] = (cpu_s(pid) - before) / REQUESTS * 1e6
+                    before = cpu_seconds(pid)
+                    run = redis_benchmark(port, test, pipeline, REQUESTS)
+                    run["cpu"] = (cpu_seconds(pid) - before) / REQUESTS * 1e6
                     results[(w, target)].append(run)
                 print(f"round {r + 1}: {test.upper()} P{pipeline} "
                       f"cluster {results[(w, 'cluster')][-1]['rps']:,.0f} "
@@ -156,8 +138,8 @@ def main():
                 med = lambda k: statistics.median(x[k] for x in runs)
                 ratio = ", ".join(f"{x:.2f}" for x in ratios) if target == "proxy" else ""
                 cpu = f"{med('cpu'):.2f}" if target != "cluster" else "-"
-                print(f"| {test.upper()} P{pipeline} | {name} | {med('rps'):,.0f} | {med('p50'):.3f} "
-                      f"| {med('p99'):.3f} | {cpu} | {ratio} |")
+                print(f"| {test.upper()} P{pipeline} | {name} | {med('rps'):,.0f} | {med('p50_ms'):.3f} "
+                      f"| {med('p99_ms'):.3f} | {cpu} | {ratio} |")
     finally:
         for p in procs:
             p.terminate()

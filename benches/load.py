@@ -68,10 +68,13 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
-def redis_benchmark(port, test, pipeline, requests):
+def redis_benchmark(port, test, pipeline, requests, extra=()):
+    """One redis-benchmark run (50 clients, 400-byte values, 100,000 random
+    keys); `extra` arguments go on its command line (`--cluster`)."""
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-c", "50",
-         "-n", str(requests), "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv"],
+         "-n", str(requests), "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv",
+         *extra],
         capture_output=True, text=True, check=True, preexec_fn=client_side).stdout
     row = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
     values = [v.strip('"') for v in row.split(",")]

@@ -86,16 +86,8 @@ fn the_slot_map_follows_a_failover() {
     let key = b"session:abc";
     let master = map.master_of(key).unwrap().to_string();
     // The master's replica takes over; a fresh map names it.
-    let replica = cluster
-        .nodes
-        .iter()
-        .find(|n| {
-            n.client().text(&["INFO", "replication"]).contains(&format!(
-                "master_port:{}",
-                master.rsplit(':').next().unwrap()
-            ))
-        })
-        .expect("the master's replica");
+    let master_port: u16 = master.rsplit(':').next().unwrap().parse().unwrap();
+    let replica = cluster.replica_of(master_port);
     assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
     common::wait_until(
         common::READY_LIMIT,
@@ -367,15 +359,10 @@ fn a_live_reshard_under_load_loses_nothing_and_shows_no_redirection() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = session_load(proxy.port, 200, stop.clone());
     // Move 2,000 slots (and their keys) between two masters while it runs.
-    let id = |n: &Redis| {
-        n.client()
-            .text(&["CLUSTER", "MYID"])
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_string()
-    };
-    let (from, to) = (id(&cluster.nodes[0]), id(&cluster.nodes[1]));
+    let (from, to) = (
+        Cluster::id_of(&cluster.nodes[0]),
+        Cluster::id_of(&cluster.nodes[1]),
+    );
     let out = std::process::Command::new("redis-cli")
         .args([
             "--cluster",
@@ -438,15 +425,7 @@ fn a_manual_failover_under_load_loses_no_acknowledged_write() {
     let load = session_load(proxy.port, 100, stop.clone());
     // The replica of session:0's master takes over.
     let master = master_of(&cluster, "session:0");
-    let replica = cluster
-        .nodes
-        .iter()
-        .find(|n| {
-            n.client()
-                .text(&["INFO", "replication"])
-                .contains(&format!("master_port:{}", master.port))
-        })
-        .expect("the master's replica");
+    let replica = cluster.replica_of(master.port);
     wait_until(
         READY_LIMIT,
         Duration::from_millis(20),
@@ -538,33 +517,15 @@ fn django_sessions_live_through_a_failover_and_a_reshard_of_the_cluster() {
     ));
     ready_client(&proxy);
     let dir = tempfile::tempdir().unwrap();
-    let port = proxy.port.to_string();
-    let phase = |phase: &str, expect: &str| {
-        for engine in ["redis_sessions", "cache"] {
-            let state = dir.path().join(format!("{engine}.json"));
-            let state = state.to_str().unwrap_or_default();
-            let args = [
-                "--engine", engine, "--port", &port, "--state", state, "--phase", phase,
-            ];
-            let out = common::run_script("venv-redis8", "django_sessions.py", &args);
-            assert!(out.contains(expect), "{engine} {phase}: {out}");
-        }
-    };
+    let phase =
+        |phase: &str, expect: &str| common::django_phase(proxy.port, dir.path(), phase, expect);
     phase("create", "\"created\": 40");
     let master = cluster
         .nodes
         .iter()
         .find(|n| n.client().text(&["ROLE"]).contains("master"))
         .unwrap();
-    let replica = cluster
-        .nodes
-        .iter()
-        .find(|n| {
-            n.client()
-                .text(&["INFO", "replication"])
-                .contains(&format!("master_port:{}", master.port))
-        })
-        .unwrap();
+    let replica = cluster.replica_of(master.port);
     assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
     wait_until(
         READY_LIMIT,
@@ -573,21 +534,13 @@ fn django_sessions_live_through_a_failover_and_a_reshard_of_the_cluster() {
         || replica.client().text(&["ROLE"]).contains("master"),
     );
     phase("verify", "\"verified\": 40");
-    let id = |n: &Redis| {
-        n.client()
-            .text(&["CLUSTER", "MYID"])
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_string()
-    };
     let out = std::process::Command::new("redis-cli")
         .args([
             "--cluster",
             "rebalance",
             &replica.address(),
             "--cluster-weight",
-            &format!("{}=3", id(replica)),
+            &format!("{}=3", Cluster::id_of(replica)),
             "--cluster-yes",
         ])
         .output()
@@ -621,16 +574,7 @@ fn a_killed_master_is_followed_to_its_promoted_replica() {
         "load under way",
         || client.text(&["EXISTS", "session:99"]) == ":1\r\n",
     );
-    let replica = cluster
-        .nodes
-        .iter()
-        .find(|n| {
-            n.client()
-                .text(&["INFO", "replication"])
-                .contains(&format!("master_port:{victim}"))
-        })
-        .unwrap()
-        .port;
+    let replica = cluster.replica_of(victim).port;
     let killed_at = std::time::Instant::now();
     let index = cluster.nodes.iter().position(|n| n.port == victim).unwrap();
     drop(cluster.nodes.remove(index));
@@ -690,17 +634,9 @@ fn ask_is_followed_for_a_slot_being_migrated() {
         .iter()
         .find(|n| n.port != source.port)
         .unwrap();
-    let id = |n: &Redis| {
-        n.client()
-            .text(&["CLUSTER", "MYID"])
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_string()
-    };
     let the_slot = slot(key.as_bytes());
     let slot_text = the_slot.to_string();
-    let (source_id, target_id) = (id(source), id(target));
+    let (source_id, target_id) = (Cluster::id_of(source), Cluster::id_of(target));
     assert_eq!(
         target
             .client()
@@ -936,15 +872,7 @@ fn a_demoted_master_is_kept_until_its_requests_are_answered() {
     let key = "session:held";
     assert_eq!(client.text(&["SET", key, "v"]), "+OK\r\n");
     let master = master_of(&cluster, key);
-    let replica = cluster
-        .nodes
-        .iter()
-        .find(|n| {
-            n.client()
-                .text(&["INFO", "replication"])
-                .contains(&format!("master_port:{}", master.port))
-        })
-        .unwrap();
+    let replica = cluster.replica_of(master.port);
     assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
     wait_until(
         READY_LIMIT,

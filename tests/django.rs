@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    binary, free_port, python, run_script, wait_proxy_master, wait_until, write_file, Group, Proxy,
-    RawClient, Redis, READY_LIMIT,
+    binary, django_phase, free_port, python, wait_proxy_master, wait_until, write_file, Group,
+    Proxy, RawClient, Redis, READY_LIMIT,
 };
 
 struct ProxyProcess {
@@ -154,20 +154,7 @@ fn django_sessions_survive_a_sentinel_failover() {
     wait_proxy_master(&proxy, 0, &old_a);
     wait_proxy_master(&proxy, 1, &old_b);
     let dir = tempfile::tempdir().unwrap();
-    let port = proxy.port.to_string();
-    // Runs one phase of the Django script for both engines; each engine keeps
-    // its sessions' cookies in its own state file between the phases.
-    let phase = |phase: &str, expect: &str| {
-        for engine in ["redis_sessions", "cache"] {
-            let state = dir.path().join(format!("{engine}.json"));
-            let state = state.to_str().unwrap_or_default();
-            let args = [
-                "--engine", engine, "--port", &port, "--state", state, "--phase", phase,
-            ];
-            let out = run_script("venv-redis8", "django_sessions.py", &args);
-            assert!(out.contains(expect), "{engine} {phase}: {out}");
-        }
-    };
+    let phase = |phase: &str, expect: &str| django_phase(proxy.port, dir.path(), phase, expect);
     phase("create", "\"created\": 40");
     // Both shards fail over; Django is pointed at the proxy, not the sentinels.
     // The request timeout stays under django-redis-sessions' 0.1 s socket timeout.

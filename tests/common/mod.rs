@@ -852,6 +852,23 @@ pub fn python(venv: &str) -> Command {
     Command::new(python)
 }
 
+/// Runs one phase of `tests/python/django_sessions.py` (redis-py 8.1) for
+/// both Django session engines against the proxy on `port`, and checks its
+/// output has `expect`; each engine keeps its sessions' cookies in its own
+/// state file in `dir` between the phases.
+pub fn django_phase(port: u16, dir: &Path, phase: &str, expect: &str) {
+    let port = port.to_string();
+    for engine in ["redis_sessions", "cache"] {
+        let state = dir.join(format!("{engine}.json"));
+        let state = state.to_str().unwrap_or_default();
+        let args = [
+            "--engine", engine, "--port", &port, "--state", state, "--phase", phase,
+        ];
+        let out = run_script("venv-redis8", "django_sessions.py", &args);
+        assert!(out.contains(expect), "{engine} {phase}: {out}");
+    }
+}
+
 pub fn run_script(venv: &str, script: &str, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = python(venv)
@@ -948,5 +965,23 @@ impl Cluster {
             },
         );
         cluster
+    }
+
+    /// The replica of the master listening on `master_port`.
+    pub fn replica_of(&self, master_port: u16) -> &Redis {
+        self.nodes
+            .iter()
+            .find(|n| {
+                n.client()
+                    .text(&["INFO", "replication"])
+                    .contains(&format!("master_port:{master_port}\r\n"))
+            })
+            .expect("the master's replica")
+    }
+
+    /// A node's cluster id (CLUSTER MYID).
+    pub fn id_of(node: &Redis) -> String {
+        let reply = node.client().text(&["CLUSTER", "MYID"]);
+        reply.lines().nth(1).expect("an id").to_string()
     }
 }
