@@ -2,7 +2,10 @@
 //!
 //! A request travels through the modules in this order:
 //!
-//! - [`server`]: listeners (TCP, unix socket), the client limit, draining.
+//! - [`workers`]: thread-per-core: one current-thread runtime per worker
+//!   thread; a client, its requests and their backend connections stay on one.
+//! - [`server`]: listeners (TCP, unix socket), the client limit, handing each
+//!   client to a worker, draining.
 //! - [`shared`]: the state every connection shares (the topology: config,
 //!   router, backends; INFO counters, metrics, SLOWLOG), swapped on reload.
 //! - [`client`]: one task per client connection: the loop (`client/mod.rs`),
@@ -69,6 +72,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod slowlog;
 pub mod tls;
+pub mod workers;
 
 /// The Redis version the proxy reports in HELLO and INFO: the command
 /// semantics it follows are Redis 7's.

@@ -180,20 +180,11 @@ fn init_logging(json: bool) {
 }
 
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    // One thread keeps every wake-up on the same core (the default on small
-    // machines); more threads scale across cores at the cost of cross-thread wake-ups.
+    // One worker thread per core (one on small machines), each serving its
+    // clients from accept to close with connections of its own to every
+    // backend: a request never crosses threads (see `workers`).
     let threads = config.runtime.threads();
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
-    };
-    runtime.block_on(async {
+    session_proxy::workers::run(threads, || async move {
         // The recorder goes in before any metric handle is created.
         let prometheus = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
@@ -239,7 +230,7 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         server::run(listeners, shared, shutdown).await;
         tracing::info!("stopped");
         Ok(())
-    })
+    })?
 }
 
 /// Re-reads the config file on every SIGHUP.

@@ -58,6 +58,12 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "Client connections open now.",
     ),
     (
+        "session_proxy_worker_client_connections",
+        "gauge",
+        "worker",
+        "Client connections open now, by the worker thread serving them.",
+    ),
+    (
         "session_proxy_received_bytes_total",
         "counter",
         "",
@@ -148,6 +154,12 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "Health probes (PING) of a down or idle backend, by outcome.",
     ),
     (
+        "session_proxy_backend_cross_thread_jobs_total",
+        "counter",
+        "backend",
+        "Backend jobs queued from another thread than the worker whose connection carries them (0 when every request stays on its thread).",
+    ),
+    (
         "session_proxy_backend_fast_failures_total",
         "counter",
         "backend",
@@ -217,14 +229,20 @@ fn header(name: &str, kind: &str, out: &mut String) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// One unlabelled counter or gauge kept elsewhere (INFO's counters, which
-/// are the one count of what they count), with its HELP and TYPE lines.
-pub fn render_value(name: &str, value: u64, out: &mut String) {
+/// The `# HELP` and `# TYPE` lines of a series of the catalogue rendered
+/// by hand (one kept in atomics elsewhere).
+pub fn header_of(name: &str, out: &mut String) {
     let kind = CATALOGUE
         .iter()
         .find(|entry| entry.0 == name)
         .map_or("untyped", |entry| entry.1);
     header(name, kind, out);
+}
+
+/// One unlabelled counter or gauge kept elsewhere (INFO's counters, which
+/// are the one count of what they count), with its HELP and TYPE lines.
+pub fn render_value(name: &str, value: u64, out: &mut String) {
+    header_of(name, out);
     let _ = writeln!(out, "{name} {value}");
 }
 
@@ -407,6 +425,11 @@ pub struct BackendMetrics {
     pub probes_failed: Counter,
     /// Requests answered at once because the backend was down.
     pub fast_failures: Counter,
+    /// Jobs queued from a thread other than the worker whose connections
+    /// carry them (0 while every client is served on a worker: see
+    /// [`crate::workers`]), and the same count readable here.
+    pub cross_thread: Counter,
+    pub cross_thread_jobs: AtomicU64,
     /// Sentinels the monitor knows of (configured and learned); 0 for a fixed backend.
     pub sentinels_known: Gauge,
     /// The same count, readable here for INFO and /topology.
@@ -474,6 +497,8 @@ impl BackendMetrics {
                 with(Some(("outcome", "error")))
             ),
             fast_failures: counter!("session_proxy_backend_fast_failures_total", with(None)),
+            cross_thread: counter!("session_proxy_backend_cross_thread_jobs_total", with(None)),
+            cross_thread_jobs: AtomicU64::new(0),
             sentinels_known: gauge!("session_proxy_sentinels_known", with(None)),
             sentinels: std::sync::atomic::AtomicUsize::new(0),
             sentinel_list: Mutex::new(Vec::new()),

@@ -35,7 +35,35 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
+/// A socket taken off its runtime's reactor, to be handed to another
+/// worker's (see [`crate::workers`]): a tokio socket is woken by the runtime
+/// that registered it, so one handed over as is would cross threads on
+/// every event.
+#[derive(Debug)]
+pub enum Detached {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Detached {
+    /// Registers the socket with the runtime this runs on.
+    pub fn attach(self) -> io::Result<Stream> {
+        Ok(match self {
+            Detached::Tcp(s) => Stream::Tcp(TcpStream::from_std(s)?),
+            Detached::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+        })
+    }
+}
+
 impl Stream {
+    /// Takes the socket off this runtime's reactor (still non-blocking).
+    pub fn detach(self) -> io::Result<Detached> {
+        Ok(match self {
+            Stream::Tcp(s) => Detached::Tcp(s.into_std()?),
+            Stream::Unix(s) => Detached::Unix(s.into_std()?),
+        })
+    }
+
     /// Waits until the socket may have data to read.
     ///
     /// Through `poll_read_ready`: the socket keeps one waker per direction,

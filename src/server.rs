@@ -2,8 +2,9 @@
 //!
 //! `run` accepts on TCP and/or a unix socket. At most `limits.max_clients`
 //! clients are served, counted over every listener; one more is told so and
-//! closed, as Redis does. Each client is handed to [`crate::client::serve`];
-//! the state they share is [`crate::shared`].
+//! closed, as Redis does. Each client is handed, in turn, to a worker thread
+//! (see [`crate::workers`]), where [`crate::client::serve`] serves it until
+//! it leaves; the state they share is [`crate::shared`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::net::Stream;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
+use crate::workers::Workers;
 
 /// The bound listening sockets.
 pub struct Listeners {
@@ -172,7 +174,12 @@ impl Listener {
 /// Accepts clients. One beyond `[limits] max_clients` (every listener
 /// counted together, the limit in force read at each accept) gets Redis's
 /// error and is closed, as Redis does, instead of waiting unanswered.
+/// Clients are handed to the workers in turn (see [`crate::workers`]); a
+/// client is served on its worker from then on.
 async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, clients: TaskTracker) {
+    let workers = Workers::current();
+    let tls = matches!(listener, Listener::Tls(_));
+    let mut next = 0;
     loop {
         match listener.accept(&local).await {
             Ok((stream, peer)) => {
@@ -190,26 +197,76 @@ async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, cli
                     });
                     continue;
                 }
-                let shared = shared.clone();
-                let local = local.clone();
-                if matches!(listener, Listener::Tls(_)) {
-                    clients.spawn(async move {
-                        match negotiate(&shared, stream, &peer).await {
-                            Some(stream) => serve(shared, stream, peer, local).await,
-                            None => {
-                                shared
-                                    .stats
-                                    .connected_clients
-                                    .fetch_sub(1, Ordering::Relaxed);
-                            }
-                        }
-                    });
-                } else {
-                    clients.spawn(serve(shared, stream, peer, local));
+                let worker = next;
+                next = (next + 1) % workers.len();
+                let client = Client {
+                    shared: shared.clone(),
+                    peer,
+                    local: local.clone(),
+                    tls,
+                };
+                if workers.len() == 1 || workers.is_on(worker) {
+                    clients.spawn(client.serve(stream));
+                    continue;
+                }
+                match stream.detach() {
+                    Ok(socket) => {
+                        workers.spawn_on(
+                            worker,
+                            clients.track_future(async move {
+                                match socket.attach() {
+                                    Ok(stream) => client.serve(stream).await,
+                                    Err(error) => client.lost(error),
+                                }
+                            }),
+                        );
+                    }
+                    Err(error) => client.lost(error),
                 }
             }
             Err(e) => accept_error(e).await,
         }
+    }
+}
+
+/// An accepted client on its way to its worker.
+struct Client {
+    shared: Arc<Shared>,
+    peer: String,
+    local: String,
+    /// It speaks TLS: negotiated first, on its worker.
+    tls: bool,
+}
+
+impl Client {
+    async fn serve(self, stream: Stream) {
+        let Client {
+            shared,
+            peer,
+            local,
+            tls,
+        } = self;
+        if !tls {
+            return serve(shared, stream, peer, local).await;
+        }
+        match negotiate(&shared, stream, &peer).await {
+            Some(stream) => serve(shared, stream, peer, local).await,
+            None => {
+                shared
+                    .stats
+                    .connected_clients
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The socket could not be handed over (logged); its slot is freed.
+    fn lost(self, error: std::io::Error) {
+        warn!(peer = %self.peer, %error, "could not hand a client to its worker");
+        self.shared
+            .stats
+            .connected_clients
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -259,7 +316,11 @@ async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String)
         .stats
         .connections_received
         .fetch_add(1, Ordering::Relaxed);
+    let worker = Workers::current().here() % shared.worker_clients.len().max(1);
+    let on_worker = shared.worker_clients.get(worker);
+    on_worker.map(|count| count.fetch_add(1, Ordering::Relaxed));
     crate::client::serve(shared.clone(), stream, peer, local).await;
+    on_worker.map(|count| count.fetch_sub(1, Ordering::Relaxed));
     shared
         .stats
         .connected_clients

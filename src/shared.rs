@@ -316,6 +316,8 @@ pub struct Shared {
     pub clients: crate::clients::Clients,
     /// `[listen] tls`'s acceptor, its certificates re-read on reload.
     tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
+    /// Clients served now by each worker thread (see [`crate::workers`]).
+    pub worker_clients: Box<[AtomicUsize]>,
 }
 
 /// A reload, accepted or refused.
@@ -353,6 +355,9 @@ impl Shared {
             reloads: Mutex::new(VecDeque::new()),
             clients: Default::default(),
             tls: RwLock::new(tls),
+            worker_clients: (0..crate::workers::Workers::current().len())
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
         })
     }
 
@@ -442,6 +447,25 @@ impl Shared {
     /// The TLS listener's acceptor in force.
     pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
         self.tls.read().ok().and_then(|t| t.clone())
+    }
+
+    /// Client connections per worker, in Prometheus text.
+    pub fn render_workers(&self, out: &mut String) {
+        use std::fmt::Write;
+        let name = "session_proxy_worker_client_connections";
+        crate::metrics::header_of(name, out);
+        for (worker, clients) in self.worker_clients.iter().enumerate() {
+            let clients = clients.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {clients}");
+        }
+    }
+
+    /// Clients served now by each worker.
+    pub fn clients_per_worker(&self) -> Vec<usize> {
+        self.worker_clients
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Whether shutdown has started.

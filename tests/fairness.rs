@@ -93,9 +93,10 @@ fn connections_received(direct: &mut RawClient) -> u64 {
 }
 
 /// A Redis with a small and a big session, a direct client on it, and the
-/// proxy (on `threads` runtime threads) in front with its connections made:
-/// the pool's, and the one for large replies (started by a client of large
-/// replies); the short one that learns the server's version is over.
+/// proxy (on `threads` worker threads) in front with every worker's
+/// connections made: the pool's, and the one for large replies (started by
+/// a client of large replies on each worker: clients are handed to the
+/// workers in turn); the short one that learns the server's version is over.
 fn setup(threads: usize) -> (Redis, RawClient, Proxy) {
     let redis = Redis::start();
     let mut direct = redis.client();
@@ -104,10 +105,12 @@ fn setup(threads: usize) -> (Redis, RawClient, Proxy) {
     direct.send(&[b"SET", b"session:big", &big]);
     assert_eq!(direct.read_reply(), b"+OK\r\n");
     let proxy = Proxy::start_on(&config_for(&[("a", redis.address(), 1.0)], ""), threads);
-    let mut client = proxy.client();
-    assert_eq!(client.text(&["GET", "session:user"]), "$4\r\nuser\r\n");
-    for _ in 0..4 {
-        assert_eq!(client.cmd(&["GET", "session:big"]).len(), 9 + BIG + 2);
+    let clients: Vec<RawClient> = (0..threads).map(|_| proxy.client()).collect();
+    for mut client in clients {
+        assert_eq!(client.text(&["GET", "session:user"]), "$4\r\nuser\r\n");
+        for _ in 0..4 {
+            assert_eq!(client.cmd(&["GET", "session:big"]).len(), 9 + BIG + 2);
+        }
     }
     // Its connections made, and the one that asks the version done with.
     wait_until(
@@ -116,7 +119,7 @@ fn setup(threads: usize) -> (Redis, RawClient, Proxy) {
         "no connection for large replies",
         || {
             let backend = &proxy.shared.topology().backends[0];
-            backend.connected() == 2 && backend.version().is_some()
+            backend.connected() == 2 * threads && backend.version().is_some()
         },
     );
     (redis, direct, proxy)
@@ -209,12 +212,14 @@ fn a_new_clients_pipeline_of_large_replies_goes_on_the_connection_for_them() {
     direct.send(&[b"SET", b"session:big", &vec![b'x'; BIG]]);
     assert_eq!(direct.read_reply(), b"+OK\r\n");
     let proxy = Proxy::start(&config_for(&[("a", redis.address(), 1.0)], ""));
+    // One pool connection per worker thread.
+    let pool = proxy.shared.worker_clients.len();
     let backend = || proxy.shared.topology().backends[0].clone();
     wait_until(
         READY_LIMIT,
         Duration::from_millis(10),
         "no pool connection",
-        || backend().connected() == 1 && backend().version().is_some(),
+        || backend().connected() == pool && backend().version().is_some(),
     );
     let mut client = proxy.client();
     let count = 32;
@@ -228,7 +233,7 @@ fn a_new_clients_pipeline_of_large_replies_goes_on_the_connection_for_them() {
     }
     assert_eq!(
         backend().connected(),
-        2,
+        pool + 1,
         "the pipeline did not move to the connection for large replies"
     );
 }

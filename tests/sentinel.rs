@@ -174,6 +174,11 @@ fn report(label: &str, f: &Faulted) -> (Duration, usize, usize) {
 }
 
 fn proxy_for(groups: &[(&str, &Group, u32)], extra: &str) -> Proxy {
+    proxy_on(groups, extra, None)
+}
+
+/// The same on `threads` worker threads (`None`: the tests' default).
+fn proxy_on(groups: &[(&str, &Group, u32)], extra: &str, threads: Option<usize>) -> Proxy {
     let mut text = format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n{extra}\n"
     );
@@ -183,7 +188,10 @@ fn proxy_for(groups: &[(&str, &Group, u32)], extra: &str) -> Proxy {
             group.sentinel_toml()
         ));
     }
-    Proxy::start(&text)
+    match threads {
+        Some(threads) => Proxy::start_on(&text, threads),
+        None => Proxy::start(&text),
+    }
 }
 
 /// What a fault under load left: the load's events and when the fault
@@ -275,6 +283,74 @@ fn forced_failover_under_load_is_followed() {
         .events
         .iter()
         .any(|e| e.backend == 0 && e.write && e.ok && e.at > f.switched));
+}
+
+/// A master switch reaches every worker thread's connections: with three
+/// workers and two clients on each, every client writes to the new master
+/// after the switch, on its own worker's connections (no job crosses
+/// threads): a worker whose connection stayed on the old master (a replica
+/// now) would answer its clients' writes with -READONLY.
+#[test]
+fn a_failover_reaches_every_workers_connections() {
+    let _serial = serial();
+    let threads = 3;
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let proxy = proxy_on(&[("a", &a, 0), ("b", &b, 0)], "", Some(threads));
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    wait_proxy_master(&proxy, 1, &b.master_address().unwrap());
+
+    let clients = 2 * threads;
+    let load = Load::start(&proxy, clients, false);
+    wait_until(
+        common::READY_LIMIT,
+        Duration::from_millis(5),
+        "clients not spread over the workers",
+        || proxy.shared.clients_per_worker() == vec![2; threads],
+    );
+    load.wait_writes(0, 200);
+    let fault = Instant::now();
+    a.failover();
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+    let switched = Instant::now();
+    load.wait_writes(0, 500);
+    let f = Faulted {
+        events: load.finish(),
+        fault,
+        announced: switched,
+        switched,
+        new,
+    };
+    report("SENTINEL FAILOVER, 3 workers", &f);
+    for t in 0..clients {
+        let prefix = format!("session:{t}:");
+        assert!(
+            f.events.iter().any(|e| e.backend == 0
+                && e.write
+                && e.ok
+                && e.at > f.switched
+                && e.key.starts_with(&prefix)),
+            "client {t} wrote nothing to the new master"
+        );
+    }
+    let backend = &proxy.shared.topology().backends[0];
+    assert_eq!(
+        backend.metrics().cross_thread_jobs.load(Ordering::Relaxed),
+        0
+    );
+    // Every worker's pool connection (one each) is made again (each
+    // client's writes above went on its own worker's, to the new master).
+    let node = a.node(&f.new).unwrap();
+    wait_until(
+        common::READY_LIMIT,
+        Duration::from_millis(10),
+        "every worker's connection on the new master",
+        || backend.connected() >= threads,
+    );
+    assert!(node.client().text(&["ROLE"]).contains("master"));
+    assert_no_acknowledged_write_lost(&proxy, &f.events);
 }
 
 #[test]

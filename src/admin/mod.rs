@@ -69,6 +69,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         Some(handle) => {
             let mut text = handle.render() + &state.shared.metrics.render();
             state.shared.stats.render(&mut text);
+            state.shared.render_workers(&mut text);
             crate::metrics::histogram_header(crate::metrics::BACKEND_DURATION, &mut text);
             for backend in &state.shared.topology().backends {
                 backend.metrics().render(&backend.id, &mut text);

@@ -85,6 +85,7 @@ pub fn status(shared: &Shared) -> Value {
         },
         "connected_clients": shared.stats.connected_clients.load(Ordering::Relaxed),
         "max_clients": config.limits.max_clients,
+        "clients_per_worker": shared.clients_per_worker(),
         "clients": clients,
         "latency_bounds_s": LATENCY_BUCKETS,
         "backends": backends,

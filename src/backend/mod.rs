@@ -1,5 +1,7 @@
-//! Backend connections: a few long-lived connections per Redis server, shared
-//! by every client, with requests pipelined and replies matched in order.
+//! Backend connections: a few long-lived connections per Redis server and
+//! per worker thread, shared by the worker's clients, with requests
+//! pipelined and replies matched in order. A client's jobs go on its own
+//! worker's connections (see [`crate::workers`]), so they never cross threads.
 //!
 //! Each connection is one task that owns its socket, a queue of jobs from
 //! clients (`mpsc`), their lanes (one per client, taken in turn: see
@@ -34,6 +36,7 @@ use crate::dial::{call, handshake, jitter, DialError};
 use crate::metrics::BackendMetrics;
 use crate::net::{Outbox, Stream};
 use crate::protocol::{encode_command, reply_extent, Reply};
+use crate::workers::Workers;
 
 /// Unwritten bytes per connection before it stops taking jobs.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -300,9 +303,22 @@ impl Discovery {
     }
 }
 
-/// Starts one more connection task of a backend (numbered, for its span).
+/// Starts one more connection task of a backend on a worker (numbered, for
+/// its span): `(worker, number)`.
 #[derive(Clone)]
-struct Spawn(Arc<dyn Fn(usize) -> mpsc::UnboundedSender<Job> + Send + Sync>);
+struct Spawn(Arc<dyn Fn(usize, usize) -> mpsc::UnboundedSender<Job> + Send + Sync>);
+
+/// One worker thread's connections to a backend (see [`crate::workers`]):
+/// a client's jobs go on its own worker's, so they never cross threads.
+#[derive(Debug, Default)]
+struct WorkerPool {
+    /// One sender per connection task; the tasks end when every handle is dropped.
+    /// Unbounded: what one client can queue is bounded by its pipeline limit
+    /// (`limits.max_pipeline`), so all of it by `max_clients` times that.
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+    /// The connection for clients of large replies, started on first use.
+    bulk: OnceLock<mpsc::UnboundedSender<Job>>,
+}
 
 impl std::fmt::Debug for Spawn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -314,13 +330,12 @@ impl std::fmt::Debug for Spawn {
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub id: Arc<str>,
-    /// One sender per connection task; the tasks end when every handle is dropped.
-    /// Unbounded: what one client can queue is bounded by its pipeline limit
-    /// (`limits.max_pipeline`), so all of it by `max_clients` times that.
-    queues: Arc<[mpsc::UnboundedSender<Job>]>,
-    /// The connection for clients of large replies, started on first use.
-    bulk: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
-    /// Starts one more connection task (numbered, for its span).
+    /// Every worker's connections, indexed by worker: `[pool] connections`
+    /// each (and one for large replies, started on first use).
+    pools: Arc<[WorkerPool]>,
+    /// The worker threads the connections run on.
+    workers: Workers,
+    /// Starts one more connection task on a worker.
     spawn: Spawn,
     /// Connections held for single clients now (see [`Backend::hold`]).
     held: Arc<AtomicUsize>,
@@ -379,10 +394,12 @@ impl Backend {
             stop_probe.clone(),
         ));
         let pool = settings.connections;
+        let workers = Workers::current();
         let spawn = {
             let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
             let (endpoint, health) = (endpoint.clone(), health.clone());
-            move |conn: usize| {
+            let workers = workers.clone();
+            move |worker: usize, conn: usize| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = Connection {
                     backend: id.clone(),
@@ -400,16 +417,21 @@ impl Backend {
                     read_turn: if conn >= pool { READ_TURN } else { usize::MAX },
                     metrics: metrics.clone(),
                 };
-                let span = tracing::info_span!("backend", id = %id, conn);
-                tokio::spawn(task.run().instrument(span));
+                let span = tracing::info_span!("backend", id = %id, worker, conn);
+                workers.spawn_on(worker, task.run().instrument(span));
                 tx
             }
         };
-        let queues: Vec<_> = (0..settings.connections).map(&spawn).collect();
+        let pools: Vec<_> = (0..workers.len())
+            .map(|worker| WorkerPool {
+                queues: (0..pool).map(|conn| spawn(worker, conn)).collect(),
+                bulk: OnceLock::new(),
+            })
+            .collect();
         Backend {
             id,
-            queues: queues.into(),
-            bulk: Arc::new(OnceLock::new()),
+            pools: pools.into(),
+            workers,
             spawn: Spawn(Arc::new(spawn)),
             held: Arc::default(),
             health,
@@ -443,11 +465,11 @@ impl Backend {
         );
         // Nothing is ever sent through these: `enqueue_on` routes first,
         // and `hold` gives no held connection.
-        let spawn = |_: usize| mpsc::unbounded_channel().0;
+        let spawn = |_: usize, _: usize| mpsc::unbounded_channel().0;
         Backend {
             id,
-            queues: Vec::new().into(),
-            bulk: Arc::new(OnceLock::new()),
+            pools: Vec::new().into(),
+            workers: Workers::current(),
             spawn: Spawn(Arc::new(spawn)),
             held: Arc::default(),
             health,
@@ -532,7 +554,7 @@ impl Backend {
 
     /// Whether two handles drive the same connection tasks.
     pub fn same_task(&self, other: &Backend) -> bool {
-        Arc::ptr_eq(&self.queues, &other.queues)
+        Arc::ptr_eq(&self.pools, &other.pools)
     }
 
     /// Queues a command and returns where its reply will arrive, on the
@@ -581,9 +603,10 @@ impl Backend {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let number = self.queues.len() + 1 + count;
+        // On the client's own worker, numbered after the pool's.
+        let number = self.settings.connections + 1 + count;
         Some(Held {
-            queue: (self.spawn.0)(number),
+            queue: (self.spawn.0)(self.workers.here(), number),
             count: self.held.clone(),
         })
     }
@@ -701,13 +724,25 @@ impl Backend {
             return;
         }
         let origin = job.origin;
-        let queue = if held.is_some() {
-            held
-        } else if origin.large_replies {
-            Some(self.bulk.get_or_init(|| (self.spawn.0)(self.queues.len())))
-        } else {
-            self.queues
-                .get((origin.client % self.queues.len() as u64) as usize)
+        let worker = self.workers.here();
+        if self.workers.len() > 1 && !self.workers.is_on(worker) {
+            self.health.metrics.cross_thread.increment(1);
+            self.health
+                .metrics
+                .cross_thread_jobs
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let pool = self.pools.get(worker);
+        let queue = match (held, pool) {
+            (Some(held), _) => Some(held),
+            (None, Some(pool)) if origin.large_replies => Some(
+                pool.bulk
+                    .get_or_init(|| (self.spawn.0)(worker, self.settings.connections)),
+            ),
+            (None, Some(pool)) => pool
+                .queues
+                .get((origin.client % pool.queues.len().max(1) as u64) as usize),
+            (None, None) => None,
         };
         if let Some(queue) = queue {
             if let Err(mpsc::error::SendError(job)) = queue.send(job) {

@@ -217,32 +217,21 @@ impl Proxy {
         Proxy::start_on(config_text, threads)
     }
 
-    /// Starts the proxy on `threads` runtime threads: 1 is a current-thread
-    /// runtime, as `[runtime] threads = 1` (the default on two cores or less).
+    /// Starts the proxy on `threads` worker threads, as `[runtime] threads`
+    /// does (1, the default on two cores or less, is one current-thread runtime).
     pub fn start_on(config_text: &str, threads: usize) -> Proxy {
         let config = Config::parse(config_text).expect("valid test config");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (trigger, shutdown) = shutdown::channel();
         let thread = std::thread::spawn(move || {
-            let runtime = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-            };
-            runtime.block_on(async move {
+            session_proxy::workers::run(threads, || async move {
                 let listeners = Listeners::bind(&config).await.expect("bind");
                 let port = listeners.tcp_port();
                 let shared = Arc::new(Shared::new(config, port).expect("start backends"));
                 ready_tx.send((port, shared.clone())).expect("report ready");
                 server::run(listeners, shared, shutdown).await;
-            });
+            })
+            .expect("worker runtimes");
         });
         let (port, shared) = ready_rx.recv_timeout(READY_LIMIT).expect("proxy started");
         Proxy {
