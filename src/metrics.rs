@@ -246,22 +246,74 @@ pub fn render_value(name: &str, value: u64, out: &mut String) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// Shards a count may be split into (see [`Sharded`]): a count shared by
+/// more workers than this has workers sharing a line again.
+const MAX_SHARDS: usize = 64;
+
+/// Shards for a count made now: one per worker of this thread's set.
+fn shard_count() -> usize {
+    crate::workers::count().clamp(1, MAX_SHARDS)
+}
+
+/// One cache line of a sharded count.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+/// A count every worker thread adds to in a cache line of its own (see
+/// [`crate::workers`]), read as the sum: workers counting at once do not
+/// pass one line between their cores on every request.
+#[derive(Debug)]
+pub struct Sharded {
+    lines: Box<[Line]>,
+}
+
+impl Default for Sharded {
+    fn default() -> Self {
+        Sharded {
+            lines: (0..shard_count()).map(|_| Line::default()).collect(),
+        }
+    }
+}
+
+impl Sharded {
+    pub fn add(&self, n: u64) {
+        let line = &self.lines[crate::workers::index() % self.lines.len()];
+        line.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.lines.iter().map(|l| l.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// A histogram over [`LATENCY_BUCKETS`] kept as counters. Recording costs two
 /// atomic adds and its memory is fixed: the exporter's own histograms keep
 /// every sample until the next upkeep, which at a million requests a second
 /// is tens of megabytes and grows with the request rate, not the config.
 #[derive(Debug)]
 pub struct LatencyHistogram {
-    /// Per bucket (not cumulative); the last is above every bound.
+    /// One set of counts per worker (see [`Sharded`]).
+    shards: Box<[HistogramShard]>,
+}
+
+/// A worker's counts: per bucket (not cumulative; the last is above every
+/// bound), and the sum, in lines of their own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct HistogramShard {
     counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram {
+        let shard = || HistogramShard {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
+        };
+        LatencyHistogram {
+            shards: (0..shard_count()).map(|_| shard()).collect(),
         }
     }
 }
@@ -269,42 +321,55 @@ impl Default for LatencyHistogram {
 impl LatencyHistogram {
     /// Records `count` requests that each took `took`.
     pub fn record(&self, took: Duration, count: u64) {
+        let shard = &self.shards[crate::workers::index() % self.shards.len()];
         let seconds = took.as_secs_f64();
         let bucket = LATENCY_BUCKETS.partition_point(|&bound| bound < seconds);
-        if let Some(counter) = self.counts.get(bucket) {
+        if let Some(counter) = shard.counts.get(bucket) {
             counter.fetch_add(count, Ordering::Relaxed);
         }
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos
+        shard
+            .sum_nanos
             .fetch_add(nanos.saturating_mul(count), Ordering::Relaxed);
     }
 
     /// Requests per bucket so far (not cumulative; the last is above every
     /// bound), for the status page's percentiles.
     pub fn counts(&self) -> Vec<u64> {
-        self.counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+        (0..=LATENCY_BUCKETS.len())
+            .map(|bucket| {
+                self.shards
+                    .iter()
+                    .map(|s| s.counts[bucket].load(Ordering::Relaxed))
+                    .sum()
+            })
             .collect()
     }
 
     /// Requests recorded so far.
     pub fn total(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.counts().iter().sum()
+    }
+
+    fn sum_nanos(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.sum_nanos.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Appends the Prometheus text lines (buckets, sum, count) for one series.
     pub fn render(&self, name: &str, labels: &str, out: &mut String) {
         let mut cumulative = 0u64;
-        for (i, counter) in self.counts.iter().enumerate() {
-            cumulative += counter.load(Ordering::Relaxed);
+        for (i, count) in self.counts().into_iter().enumerate() {
+            cumulative += count;
             let le = match LATENCY_BUCKETS.get(i) {
                 Some(bound) => bound.to_string(),
                 None => "+Inf".to_string(),
             };
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.sum_nanos() as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
@@ -313,8 +378,10 @@ impl LatencyHistogram {
 /// Per-command handles.
 pub struct CommandMetrics {
     pub name: &'static str,
-    pub ok: Counter,
-    pub error: Counter,
+    /// `session_proxy_requests_total`, by outcome: counted by every worker,
+    /// so sharded and rendered here (see [`Metrics::render`]).
+    pub ok: Sharded,
+    pub error: Sharded,
     /// Client-observed latency: request decoded to reply encoded.
     pub latency: LatencyHistogram,
 }
@@ -347,8 +414,8 @@ impl Metrics {
         let commands = names
             .map(|name| CommandMetrics {
                 name,
-                ok: counter!("session_proxy_requests_total", "command" => name, "outcome" => "ok"),
-                error: counter!("session_proxy_requests_total", "command" => name, "outcome" => "error"),
+                ok: Sharded::default(),
+                error: Sharded::default(),
                 latency: LatencyHistogram::default(),
             })
             .collect();
@@ -372,9 +439,21 @@ impl Metrics {
     }
 
     /// The Prometheus text of what is kept here rather than in the recorder:
-    /// the per-command latency histograms.
+    /// the per-command request counts and latency histograms.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let requests = "session_proxy_requests_total";
+        header_of(requests, &mut out);
+        for command in &self.commands {
+            for (outcome, count) in [("ok", &command.ok), ("error", &command.error)] {
+                let _ = writeln!(
+                    out,
+                    "{requests}{{command=\"{}\",outcome=\"{outcome}\"}} {}",
+                    command.name,
+                    count.get()
+                );
+            }
+        }
         histogram_header(REQUEST_DURATION, &mut out);
         // Only commands that have run: the table has some 200.
         for command in self.commands.iter().filter(|c| c.latency.total() > 0) {
@@ -582,6 +661,38 @@ mod tests {
             CATALOGUE.len(),
             "README lists series the proxy does not export"
         );
+    }
+
+    #[test]
+    fn sharded_counts_keep_each_workers_adds_apart_and_sum_them() {
+        let (counter, histogram) = crate::workers::run(3, || async {
+            let both = std::sync::Arc::new((Sharded::default(), LatencyHistogram::default()));
+            let workers = crate::workers::Workers::current();
+            for worker in 0..3 {
+                let both = both.clone();
+                workers
+                    .spawn_on(worker, async move {
+                        both.0.add(worker as u64 + 1);
+                        both.1.record(Duration::from_micros(30), 1);
+                    })
+                    .await
+                    .unwrap();
+            }
+            std::sync::Arc::try_unwrap(both).unwrap()
+        })
+        .unwrap();
+        assert_eq!(counter.lines.len(), 3);
+        let per_line: Vec<u64> = counter
+            .lines
+            .iter()
+            .map(|l| l.0.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(per_line, vec![1, 2, 3]);
+        assert_eq!(counter.get(), 6);
+        assert_eq!(histogram.total(), 3);
+        assert_eq!(histogram.counts()[0], 3);
+        // Outside a worker thread: one line.
+        assert_eq!(Sharded::default().lines.len(), 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::config::{Source, Target};
 use crate::dial::PoolSettings;
 use crate::ketama::Ketama;
 use crate::memory::ClientMemory;
-use crate::metrics::{render_value, BackendMetrics, Metrics};
+use crate::metrics::{render_value, BackendMetrics, Metrics, Sharded};
 use crate::migration::{Layout, Migration, Spread};
 use crate::router::Router;
 use crate::slowlog::SlowLog;
@@ -29,13 +29,14 @@ use crate::slowlog::SlowLog;
 pub struct Stats {
     pub connections_received: AtomicU64,
     pub connected_clients: AtomicUsize,
-    pub commands: AtomicU64,
     pub refused_keys: AtomicU64,
-    pub net_input_bytes: AtomicU64,
-    pub net_output_bytes: AtomicU64,
+    /// Counted on every request, by every worker: sharded.
+    pub commands: Sharded,
+    pub net_input_bytes: Sharded,
+    pub net_output_bytes: Sharded,
     /// Reads from, and writes to, client sockets that moved data.
-    pub reads: AtomicU64,
-    pub writes: AtomicU64,
+    pub reads: Sharded,
+    pub writes: Sharded,
 }
 
 impl Stats {
@@ -46,12 +47,12 @@ impl Stats {
         render_value("session_proxy_client_connections", clients, out);
         render_value(
             "session_proxy_received_bytes_total",
-            load(&self.net_input_bytes),
+            self.net_input_bytes.get(),
             out,
         );
         render_value(
             "session_proxy_sent_bytes_total",
-            load(&self.net_output_bytes),
+            self.net_output_bytes.get(),
             out,
         );
         render_value(

@@ -33,6 +33,16 @@ thread_local! {
     static SET: std::cell::RefCell<Option<Workers>> = const { std::cell::RefCell::new(None) };
 }
 
+/// This thread's index in its worker set; 0 outside a worker thread.
+pub fn index() -> usize {
+    CURRENT.with(Cell::get).map_or(0, |(_, index)| index)
+}
+
+/// How many workers this thread's set has; 1 outside a worker thread.
+pub fn count() -> usize {
+    SET.with(|set| set.borrow().as_ref().map_or(1, Workers::len))
+}
+
 impl Workers {
     /// The worker set this thread belongs to; outside a worker thread, a
     /// set of one: the runtime the caller is on (tests, tools).

@@ -32,7 +32,7 @@ pub(in crate::client) fn execute(
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
-    shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+    shared.stats.commands.add(1);
     state.last_command_at = now;
     // An error answered to a command queued after MULTI aborts the
     // transaction, as on Redis.

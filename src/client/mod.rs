@@ -707,21 +707,15 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
 /// Counts bytes written to a client (INFO and /metrics read the count).
 fn count_sent(shared: &Shared, n: usize) {
     if n > 0 {
-        shared
-            .stats
-            .net_output_bytes
-            .fetch_add(n as u64, Ordering::Relaxed);
-        shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+        shared.stats.net_output_bytes.add(n as u64);
+        shared.stats.writes.add(1);
     }
 }
 
 /// Counts bytes read from a client (INFO and /metrics read the count).
 fn count_received(shared: &Shared, n: usize) {
-    shared
-        .stats
-        .net_input_bytes
-        .fetch_add(n as u64, Ordering::Relaxed);
-    shared.stats.reads.fetch_add(1, Ordering::Relaxed);
+    shared.stats.net_input_bytes.add(n as u64);
+    shared.stats.reads.add(1);
 }
 
 /// Finished requests of one command, outcome and latency in a row, counted
@@ -756,9 +750,9 @@ impl Tally {
         }
         if let Some(metrics) = shared.metrics.command(self.command) {
             if self.error {
-                metrics.error.increment(self.count);
+                metrics.error.add(self.count);
             } else {
-                metrics.ok.increment(self.count);
+                metrics.ok.add(self.count);
             }
             metrics.latency.record(self.took, self.count);
         }

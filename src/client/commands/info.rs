@@ -74,11 +74,17 @@ pub(in crate::client) fn info_text(
                 "total_connections_received",
                 load(&stats.connections_received),
             ),
-            f("total_commands_processed", load(&stats.commands)),
-            f("total_net_input_bytes", load(&stats.net_input_bytes)),
-            f("total_net_output_bytes", load(&stats.net_output_bytes)),
-            f("total_reads_processed", load(&stats.reads)),
-            f("total_writes_processed", load(&stats.writes)),
+            f("total_commands_processed", stats.commands.get().to_string()),
+            f(
+                "total_net_input_bytes",
+                stats.net_input_bytes.get().to_string(),
+            ),
+            f(
+                "total_net_output_bytes",
+                stats.net_output_bytes.get().to_string(),
+            ),
+            f("total_reads_processed", stats.reads.get().to_string()),
+            f("total_writes_processed", stats.writes.get().to_string()),
         ],
     );
     section(
