@@ -479,8 +479,8 @@ pub struct BackendMetrics {
     /// Replies read from the backend, and requests answered with a backend
     /// error instead (down, timed out, connection lost): the status page's
     /// rates.
-    pub replies: AtomicU64,
-    pub failed: AtomicU64,
+    pub replies: Sharded,
+    pub failed: Sharded,
     /// Connections currently established, and made since start (a healthy
     /// backend's count stays put).
     pub connections: Gauge,
@@ -555,8 +555,8 @@ impl BackendMetrics {
         up.set(1.0);
         BackendMetrics {
             latency: LatencyHistogram::default(),
-            replies: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            replies: Sharded::default(),
+            failed: Sharded::default(),
             connections: gauge!("session_proxy_backend_connections", with(None)),
             connects: counter!("session_proxy_backend_connects_total", with(None)),
             up,

@@ -155,13 +155,7 @@ fn normal_client_beside_heavy_ones(threads: usize) {
         READY_LIMIT,
         Duration::from_millis(10),
         "no heavy load",
-        || {
-            proxy.shared.topology().backends[0]
-                .metrics()
-                .replies
-                .load(Ordering::Relaxed)
-                > 1000
-        },
+        || proxy.shared.topology().backends[0].metrics().replies.get() > 1000,
     );
     let (failed, slowest) = normal_client(proxy.port, 200);
     stop.store(true, Ordering::Relaxed);

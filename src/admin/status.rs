@@ -45,8 +45,8 @@ pub fn status(shared: &Shared) -> Value {
                 "circuit": if up { "closed" } else { "open" },
                 "connections": backend.connected(),
                 "pool_connections": config.pool.connections,
-                "replies_total": metrics.replies.load(Ordering::Relaxed),
-                "errors_total": metrics.failed.load(Ordering::Relaxed),
+                "replies_total": metrics.replies.get(),
+                "errors_total": metrics.failed.get(),
                 "latency_counts": metrics.latency.counts(),
                 "switches": metrics.switches.lock().map(|s| s.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
             })

@@ -102,7 +102,7 @@ impl ReplyTo {
             ReplyTo::One(_) => 1,
             ReplyTo::Many { count, .. } => *count as u64,
         };
-        metrics.failed.fetch_add(requests, Ordering::Relaxed);
+        metrics.failed.add(requests);
         match self {
             ReplyTo::One(tx) => {
                 let _ = tx.send(Err(error));
@@ -218,10 +218,17 @@ impl Health {
     }
 
     /// A success seen at `at` (a reply read then: the caller has the time).
+    /// Every worker's connections report here on every read: in the steady
+    /// state (up, the streak past the threshold, the millisecond already
+    /// noted) nothing is written, so the lines stay shared between cores.
     fn success_at(&self, at: Instant) {
-        let since_start = at.saturating_duration_since(self.since);
-        self.last_success_ms
-            .store(since_start.as_millis() as u64, Ordering::Relaxed);
+        let since_start = at.saturating_duration_since(self.since).as_millis() as u64;
+        if self.last_success_ms.load(Ordering::Relaxed) != since_start {
+            self.last_success_ms.store(since_start, Ordering::Relaxed);
+        }
+        if self.is_up() && self.streak.load(Ordering::Relaxed) >= self.successes.max(1) {
+            return;
+        }
         let streak = self.record(|s| if s < 0 { 1 } else { s.saturating_add(1) });
         if streak >= self.successes && !self.up.swap(true, Ordering::Relaxed) {
             self.metrics.up.set(1.0);
@@ -1284,7 +1291,7 @@ impl Connection {
                 Owed::Select { .. } | Owed::Held { .. } => {}
             }
         }
-        self.metrics.failed.fetch_add(failed, Ordering::Relaxed);
+        self.metrics.failed.add(failed);
         self.held = None;
         self.lanes.clear_in_flight();
     }
@@ -1403,7 +1410,7 @@ impl Connection {
                 Ok(None) => {
                     if any {
                         self.health.success_at(read_at);
-                        self.metrics.replies.fetch_add(taken, Ordering::Relaxed);
+                        self.metrics.replies.add(taken);
                     }
                     return Ok(());
                 }
