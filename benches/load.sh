@@ -4,8 +4,18 @@
 # comparison table (benches/load.py) and renders it as SVG charts in docs/
 # (benches/charts.py, with matplotlib in target/venv-bench). ROUNDS=n changes
 # the round count.
+#
+# `benches/load.sh --manycore` is the many-core mode (issue 16): it bundles the
+# release binary, Redis, redis-benchmark, twemproxy and their shared libraries
+# into target/manycore/ (benches/bundle.sh) and runs target/manycore/manycore.sh
+# there; copy that folder to a machine where nothing is installed and run
+# manycore.sh in it for the same table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--manycore" ]; then
+  benches/bundle.sh
+  exec target/manycore/manycore.sh
+fi
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-benchmark >/dev/null || missing+=(redis-tools)
