@@ -255,6 +255,16 @@ fn shard_count() -> usize {
     crate::workers::count().clamp(1, MAX_SHARDS)
 }
 
+/// The shard this thread counts into, of `shards`: no thread-local lookup
+/// with one (a single worker).
+fn shard_of(shards: usize) -> usize {
+    if shards == 1 {
+        0
+    } else {
+        crate::workers::index() % shards
+    }
+}
+
 /// One cache line of a sharded count.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -278,7 +288,7 @@ impl Default for Sharded {
 
 impl Sharded {
     pub fn add(&self, n: u64) {
-        let line = &self.lines[crate::workers::index() % self.lines.len()];
+        let line = &self.lines[shard_of(self.lines.len())];
         line.0.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -321,7 +331,7 @@ impl Default for LatencyHistogram {
 impl LatencyHistogram {
     /// Records `count` requests that each took `took`.
     pub fn record(&self, took: Duration, count: u64) {
-        let shard = &self.shards[crate::workers::index() % self.shards.len()];
+        let shard = &self.shards[shard_of(self.shards.len())];
         let seconds = took.as_secs_f64();
         let bucket = LATENCY_BUCKETS.partition_point(|&bound| bound < seconds);
         if let Some(counter) = shard.counts.get(bucket) {

@@ -65,6 +65,9 @@ impl Workers {
     /// The worker this thread is, when it is one of this set's; else 0, so
     /// a caller from elsewhere still gets a worker (across threads).
     pub fn here(&self) -> usize {
+        if self.handles.len() == 1 {
+            return 0;
+        }
         match CURRENT.with(Cell::get) {
             Some((set, index)) if set == self.id() => index,
             _ => 0,
