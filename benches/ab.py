@@ -6,7 +6,8 @@ the Django-like mix of examples/loadgen.rs. Prints per workload the medians
 of req/s, their ratio (B / A) and the ratio round by round. Run through
 benches/ab.sh, which builds both binaries.
 
-usage: ab.py BINARY_A BINARY_B   (ROUNDS=n, default 5)
+usage: ab.py BINARY_A BINARY_B   (ROUNDS=n, default 5; THREADS=n sets both
+proxies' [runtime] threads, default the machine's choice)
 """
 
 import json
@@ -21,6 +22,7 @@ from ports import free_port, wait_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "target/release/examples/loadgen")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
+THREADS = os.environ.get("THREADS")
 WORKLOADS = [("get", 1), ("set", 1), ("get", 16), ("set", 16), ("mix", 0)]
 
 
@@ -55,6 +57,8 @@ def main():
                 f.write(f'[listen]\naddress = "127.0.0.1:{ports[name]}"\n'
                         f'[[backends]]\nid = "a"\naddress = "127.0.0.1:{redis[0]}"\n'
                         f'[[backends]]\nid = "b"\naddress = "127.0.0.1:{redis[1]}"\n')
+                if THREADS:
+                    f.write(f'[runtime]\nthreads = {THREADS}\n')
             procs.append(subprocess.Popen([binary, "--config", path], stderr=subprocess.DEVNULL))
             wait_port(ports[name])
         results = {}
