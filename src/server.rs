@@ -316,11 +316,14 @@ async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String)
         .stats
         .connections_received
         .fetch_add(1, Ordering::Relaxed);
-    let worker = Workers::current().here() % shared.worker_clients.len().max(1);
-    let on_worker = shared.worker_clients.get(worker);
-    on_worker.map(|count| count.fetch_add(1, Ordering::Relaxed));
+    let on_worker = shared.worker_clients.get(crate::workers::index());
+    if let Some(count) = on_worker {
+        count.fetch_add(1, Ordering::Relaxed);
+    }
     crate::client::serve(shared.clone(), stream, peer, local).await;
-    on_worker.map(|count| count.fetch_sub(1, Ordering::Relaxed));
+    if let Some(count) = on_worker {
+        count.fetch_sub(1, Ordering::Relaxed);
+    }
     shared
         .stats
         .connected_clients

@@ -68,15 +68,21 @@ impl Workers {
         if self.handles.len() == 1 {
             return 0;
         }
+        self.position().unwrap_or(0)
+    }
+
+    /// This thread's index in this set; `None` when it is not one of its
+    /// workers.
+    pub fn position(&self) -> Option<usize> {
         match CURRENT.with(Cell::get) {
-            Some((set, index)) if set == self.id() => index,
-            _ => 0,
+            Some((set, index)) if set == self.id() => Some(index),
+            _ => None,
         }
     }
 
     /// Whether this thread is worker `index` of this set.
     pub fn is_on(&self, index: usize) -> bool {
-        CURRENT.with(Cell::get) == Some((self.id(), index))
+        self.position() == Some(index)
     }
 
     /// Runs `task` on worker `index`.

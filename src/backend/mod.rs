@@ -731,14 +731,19 @@ impl Backend {
             return;
         }
         let origin = job.origin;
-        let worker = self.workers.here();
-        if self.workers.len() > 1 && !self.workers.is_on(worker) {
-            self.health.metrics.cross_thread.increment(1);
-            self.health
-                .metrics
-                .cross_thread_jobs
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        // The caller's worker; from any other thread, worker 0's (counted).
+        let worker = if self.workers.len() == 1 {
+            0
+        } else {
+            self.workers.position().unwrap_or_else(|| {
+                self.health.metrics.cross_thread.increment(1);
+                self.health
+                    .metrics
+                    .cross_thread_jobs
+                    .fetch_add(1, Ordering::Relaxed);
+                0
+            })
+        };
         let pool = self.pools.get(worker);
         let queue = match (held, pool) {
             (Some(held), _) => Some(held),
