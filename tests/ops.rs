@@ -9,20 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{sample, wait_until, RawClient, Redis, Running, READY_LIMIT};
-use session_proxy::config::Config;
-use session_proxy::router::Router;
-
-fn backends_toml(list: &[(&str, &Redis, f64)]) -> String {
-    list.iter()
-        .map(|(id, redis, weight)| {
-            format!(
-                "[[backends]]\nid = \"{id}\"\naddress = \"{}\"\nweight = {weight}\n",
-                redis.address()
-            )
-        })
-        .collect()
-}
+use common::{
+    backends_toml, router_for, sample, wait_until, RawClient, Redis, Running, READY_LIMIT,
+};
 
 #[test]
 fn metrics_count_known_traffic() {
@@ -240,12 +229,6 @@ impl TryCmd for RawClient {
         self.stream.write_all(&RawClient::encode(&args))?;
         self.try_read_reply()
     }
-}
-
-fn router_for(body: &str) -> (Config, Router) {
-    let config = Config::parse(&format!("[listen]\naddress = \"127.0.0.1:1\"\n{body}")).unwrap();
-    let router = Router::new(config.route_members()).unwrap();
-    (config, router)
 }
 
 #[test]

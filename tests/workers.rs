@@ -9,8 +9,10 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{config_for, wait_until, Proxy, RawClient, Redis, Running, READY_LIMIT};
-use session_proxy::router::Router;
+use common::{
+    backends_toml, config_for, router_for, wait_until, Proxy, RawClient, Redis, Running,
+    READY_LIMIT,
+};
 
 const THREADS: usize = 3;
 
@@ -101,15 +103,9 @@ fn a_drain_reaches_every_workers_clients() {
     }
 }
 
-fn backends_toml(list: &[(&str, &Redis, f64)]) -> String {
-    let mut text = format!("[runtime]\nthreads = {THREADS}\n");
-    for (id, redis, weight) in list {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"{id}\"\naddress = \"{}\"\nweight = {weight}\n",
-            redis.address()
-        ));
-    }
-    text
+/// The proxy binary's config body: `[runtime] threads = 3` and these backends.
+fn body(list: &[(&str, &Redis, f64)]) -> String {
+    format!("[runtime]\nthreads = {THREADS}\n{}", backends_toml(list))
 }
 
 fn clients_per_worker(proxy: &Running) -> Vec<u64> {
@@ -127,7 +123,7 @@ fn clients_per_worker(proxy: &Running) -> Vec<u64> {
 #[test]
 fn a_reload_reaches_every_workers_clients() {
     let (a, b) = (Redis::start(), Redis::start());
-    let proxy = Running::start(&backends_toml(&[("a", &a, 1.0)]));
+    let proxy = Running::start(&body(&[("a", &a, 1.0)]));
     let mut clients: Vec<RawClient> = (0..2 * THREADS).map(|_| proxy.client()).collect();
     for client in &mut clients {
         assert_eq!(client.text(&["PING"]), "+PONG\r\n");
@@ -138,15 +134,11 @@ fn a_reload_reaches_every_workers_clients() {
         "clients not spread over the workers",
         || clients_per_worker(&proxy) == vec![2; THREADS],
     );
-    let after = backends_toml(&[("a", &a, 1.0), ("b", &b, 3.0)]);
+    let after = body(&[("a", &a, 1.0), ("b", &b, 3.0)]);
     proxy.rewrite(&after);
     let (status, body) = proxy.http("POST", "/reload");
     assert_eq!(status, 200, "{body}");
-    let config = session_proxy::config::Config::parse(&format!(
-        "[listen]\naddress = \"127.0.0.1:1\"\n{after}"
-    ))
-    .unwrap();
-    let router = Router::new(config.route_members()).unwrap();
+    let (_, router) = router_for(&after);
     let mut direct_b = b.client();
     for (c, client) in clients.iter_mut().enumerate() {
         let mut on_b = 0;

@@ -278,15 +278,34 @@ impl Drop for Proxy {
     }
 }
 
+/// One `[[backends]]` table.
+fn backend_toml(id: &str, address: &str, weight: f64) -> String {
+    format!("[[backends]]\nid = \"{id}\"\naddress = \"{address}\"\nweight = {weight}\n")
+}
+
 /// Config text for a proxy on a free port in front of `backends` (id, address, weight).
 pub fn config_for(backends: &[(&str, String, f64)], extra: &str) -> String {
     let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
     for (id, address, weight) in backends {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"{id}\"\naddress = \"{address}\"\nweight = {weight}\n"
-        ));
+        text.push_str(&backend_toml(id, address, *weight));
     }
     text
+}
+
+/// The `[[backends]]` tables for servers started here (id, server,
+/// weight): a body for [`Running::start`] and [`router_for`].
+pub fn backends_toml(list: &[(&str, &Redis, f64)]) -> String {
+    list.iter()
+        .map(|(id, redis, weight)| backend_toml(id, &redis.address(), *weight))
+        .collect()
+}
+
+/// The config and router a proxy would build from `body` (its sections
+/// after `[listen]`).
+pub fn router_for(body: &str) -> (Config, session_proxy::router::Router) {
+    let config = Config::parse(&format!("[listen]\naddress = \"127.0.0.1:1\"\n{body}")).unwrap();
+    let router = session_proxy::router::Router::new(config.route_members()).unwrap();
+    (config, router)
 }
 
 /// A proxy on a free port in front of `servers`, with backend ids b0, b1,
