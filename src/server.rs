@@ -240,29 +240,25 @@ struct Client {
 
 impl Client {
     async fn serve(self, stream: Stream) {
-        let Client {
-            shared,
-            peer,
-            local,
-            tls,
-        } = self;
-        if !tls {
-            return serve(shared, stream, peer, local).await;
-        }
-        match negotiate(&shared, stream, &peer).await {
-            Some(stream) => serve(shared, stream, peer, local).await,
-            None => {
-                shared
-                    .stats
-                    .connected_clients
-                    .fetch_sub(1, Ordering::Relaxed);
-            }
+        let stream = match self.tls {
+            true => negotiate(&self.shared, stream, &self.peer).await,
+            false => Some(stream),
+        };
+        match stream {
+            Some(stream) => serve(self.shared, stream, self.peer, self.local).await,
+            // The handshake failed (logged).
+            None => self.free_slot(),
         }
     }
 
     /// The socket could not be handed over (logged); its slot is freed.
     fn lost(self, error: std::io::Error) {
         warn!(peer = %self.peer, %error, "could not hand a client to its worker");
+        self.free_slot();
+    }
+
+    /// Gives back the slot in `connected_clients` the accept loop took.
+    fn free_slot(&self) {
         self.shared
             .stats
             .connected_clients
