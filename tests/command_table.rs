@@ -7,8 +7,9 @@ mod common;
 
 use bytes::Bytes;
 use common::Redis;
-use session_proxy::protocol::command::{lookup, spec_keys, subcommand, Begin, Find, KeySpec};
+use session_proxy::protocol::command::{lookup, Begin, Find, KeySpec};
 use session_proxy::protocol::keyed::KEYED;
+use session_proxy::protocol::keys::of_args;
 use session_proxy::protocol::Reply;
 
 /// A reply as plain values: enough to read COMMAND INFO.
@@ -269,11 +270,8 @@ fn keys_are_found_where_command_getkeys_finds_them() {
             .collect();
         let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         let spec = lookup(args[0]).unwrap_or_else(|| panic!("{} not in the table", words[0]));
-        let specs = match subcommand(spec, &args).expect("a known subcommand") {
-            Some(sub) => sub.specs,
-            None => spec.specs,
-        };
-        let found: Vec<String> = spec_keys(specs, &args)
+        let found: Vec<String> = of_args(spec, &args)
+            .unwrap_or_else(|e| panic!("`{sample}`: {e}"))
             .into_iter()
             .map(|i| words[i].to_string())
             .collect();

@@ -15,7 +15,7 @@ pub(in crate::client) fn moving_keys(
     spec: &Spec,
     request: &Request,
 ) -> Vec<Bytes> {
-    crate::protocol::command::request_key_positions(spec, request)
+    crate::protocol::keys::request_key_positions(spec, request)
         .into_iter()
         .filter_map(|pos| request.arg(pos))
         .filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))

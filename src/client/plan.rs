@@ -10,7 +10,7 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use crate::client::dispatch::{arity_error, unknown_subcommand};
-use crate::protocol::command::{key_positions, script_keys, spec_keys, subcommand, writes};
+use crate::protocol::command::writes;
 use crate::protocol::{Cmd, Merge, Reply, Request, Route, Spec};
 
 /// Scripts that run with `[keys] prefixes` set without being listed in
@@ -198,22 +198,12 @@ pub(in crate::client) fn plan(
     let allowed = |key: &[u8], list: &[String]| {
         list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
     };
-    // Positions as a range with a step where the route says where the keys
-    // are (no allocation); listed where Redis's key specs find them.
-    let positions = if spec.route == Route::Specs {
-        let args: Vec<&[u8]> = (0..request.len()).filter_map(|i| request.arg(i)).collect();
-        let specs = match subcommand(spec, &args) {
-            Ok(Some(sub)) => sub.specs,
-            Ok(None) => spec.specs,
-            Err(error) => return Plan::Answer(Reply::error(error)),
-        };
-        Positions::Listed(spec_keys(specs, &args).into_iter())
-    } else if spec.route == Route::Script {
-        let keys = match script_keys(request.arg(2).unwrap_or_default(), request.len()) {
-            Ok(keys) => keys,
-            Err(error) => return Plan::Answer(Reply::error(error)),
-        };
-        if keys.is_empty() {
+    let positions = match crate::protocol::keys::positions(spec, request) {
+        Ok(positions) => positions,
+        Err(error) => return Plan::Answer(Reply::error(error.as_bytes())),
+    };
+    if spec.route == Route::Script {
+        if positions.len() == 0 {
             return Plan::Answer(Reply::error(
                 "ERR session-proxy routes a script by its keys: numkeys must be at least 1",
             ));
@@ -223,10 +213,7 @@ pub(in crate::client) fn plan(
                 return Plan::Answer(refusal);
             }
         }
-        Positions::Stepped(keys.step_by(1))
-    } else {
-        Positions::Stepped(key_positions(spec, request.len()))
-    };
+    }
     // (arg position, backend index), listed only once there is a second key.
     // Keys go together when they share a backend, and for a cluster
     // backend a hash slot too (`group`).
@@ -315,25 +302,6 @@ pub(in crate::client) fn plan(
 }
 
 /// Where a request's keys are: a stepped range, or listed.
-enum Positions {
-    Stepped(std::iter::StepBy<std::ops::Range<usize>>),
-    Listed(std::vec::IntoIter<usize>),
-}
-
-impl Iterator for Positions {
-    type Item = usize;
-
-    fn next(&mut self) -> Option<usize> {
-        match self {
-            Positions::Stepped(range) => range.next(),
-            Positions::Listed(list) => list.next(),
-        }
-    }
-}
-
-/// PUBSUB: asked of every backend. Every proxy subscriber is subscribed on
-/// every backend, and a message is published on the channel's owner: a
-/// channel's subscriber count is its owner's, the channel list the union.
 fn pubsub(request: &Request, owner: &mut impl FnMut(&[u8]) -> usize) -> Plan {
     let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
     let how = match &sub[..] {

@@ -399,7 +399,8 @@ pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same sl
 /// The slot of every key in `payload` (RESP-encoded commands, back to back,
 /// as a job carries them), found by the command table's key specs.
 pub fn touches(payload: &[u8]) -> Touches {
-    use crate::protocol::command::{lookup, request_key_positions};
+    use crate::protocol::command::lookup;
+    use crate::protocol::keys::request_key_positions;
     use tokio_util::codec::Decoder;
     let mut buf = bytes::BytesMut::from(payload);
     let mut decoder = crate::protocol::request::RequestDecoder::new(payload.len().max(1), true);

@@ -148,18 +148,41 @@ pub struct KeySpec {
     pub find: Find,
 }
 
-/// Whether `request` writes: the command's flag, or its subcommand's.
+/// Subcommands that change what every user shares, though Redis does not
+/// flag them as writes: refused to read-only users all the same.
+const SHARED_WRITES: &[(&str, &str)] = &[
+    ("script", "flush"),
+    ("function", "flush"),
+    ("function", "delete"),
+    ("function", "load"),
+    ("function", "restore"),
+    ("slowlog", "reset"),
+    ("config", "set"),
+    ("config", "resetstat"),
+    ("config", "rewrite"),
+];
+
+/// Whether `request` writes: the command's flag, or its subcommand's (or
+/// one of [`SHARED_WRITES`]).
 pub fn writes(spec: &Spec, request: &crate::protocol::Request) -> bool {
-    if spec.write || spec.subs.is_empty() {
-        return spec.write;
+    if spec.write {
+        return true;
     }
-    let name = request.arg(1).unwrap_or_default();
-    spec.subs.iter().any(|sub| {
-        sub.write
-            && sub
-                .name
+    let sub = request.arg(1).unwrap_or_default();
+    if SHARED_WRITES
+        .iter()
+        .any(|(cmd, s)| *cmd == spec.name && sub.eq_ignore_ascii_case(s.as_bytes()))
+    {
+        return true;
+    }
+    if spec.subs.is_empty() {
+        return false;
+    }
+    spec.subs.iter().any(|s| {
+        s.write
+            && s.name
                 .split_once('|')
-                .is_some_and(|(_, short)| short.as_bytes().eq_ignore_ascii_case(name))
+                .is_some_and(|(_, short)| short.as_bytes().eq_ignore_ascii_case(sub))
     })
 }
 
@@ -580,7 +603,7 @@ pub fn lookup_index(name: &[u8]) -> Option<usize> {
 
 /// The positions of the keys in a request of this command, given its argument
 /// count (arity already checked). A script's keys depend on its `numkeys`:
-/// see [`script_keys`].
+/// see [`super::keys::script_keys`].
 pub fn key_positions(spec: &Spec, argc: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
     let (first, step, end) = match spec.route {
         Route::Key => (1, 1, 2.min(argc)),
@@ -594,22 +617,6 @@ pub fn key_positions(spec: &Spec, argc: usize) -> std::iter::StepBy<std::ops::Ra
         | Route::Channel => (0, 1, 0),
     };
     (first..end).step_by(step)
-}
-
-/// The positions of a script's keys (EVAL and the like: `numkeys` at
-/// argument 2), or Redis's error for a bad `numkeys`.
-pub fn script_keys(numkeys: &[u8], argc: usize) -> Result<std::ops::Range<usize>, &'static str> {
-    let n: i64 = std::str::from_utf8(numkeys)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or("ERR value is not an integer or out of range")?;
-    if n < 0 {
-        return Err("ERR Number of keys can't be negative");
-    }
-    if n as u64 > (argc as u64).saturating_sub(3) {
-        return Err("ERR Number of keys can't be greater than number of args");
-    }
-    Ok(3..3 + n as usize)
 }
 
 /// A subcommand of a container command ([`Spec::subs`]) that the request
@@ -645,94 +652,6 @@ pub fn subcommand(spec: &Spec, args: &[&[u8]]) -> Result<Option<&'static Sub>, S
         ));
     }
     Ok(Some(sub))
-}
-
-/// The positions of the keys that `specs` find in `args`, as Redis's
-/// `getKeysUsingKeySpecs` finds them; a spec that does not fit the
-/// arguments (a bad key count, a missing keyword) finds none, and the
-/// command's own checks on the backend then answer its error.
-pub fn spec_keys(specs: &[KeySpec], args: &[&[u8]]) -> Vec<usize> {
-    let argc = args.len() as i64;
-    let mut keys = Vec::new();
-    for spec in specs {
-        let first = match spec.begin {
-            Begin::Index(at) => at as i64,
-            Begin::Keyword(keyword, startfrom) => {
-                let found = if startfrom > 0 {
-                    (startfrom as i64..argc - 1)
-                        .find(|&i| args[i as usize].eq_ignore_ascii_case(keyword.as_bytes()))
-                } else {
-                    let start = argc + startfrom as i64;
-                    (1..=start).rev().find(|&i| {
-                        i < argc && args[i as usize].eq_ignore_ascii_case(keyword.as_bytes())
-                    })
-                };
-                match found {
-                    Some(i) => i + 1,
-                    None => continue,
-                }
-            }
-        };
-        let (first, last, step) = match spec.find {
-            Find::Range { last, step, limit } => {
-                let last = if last >= 0 {
-                    first + last as i64
-                } else if limit == 0 {
-                    argc + last as i64
-                } else {
-                    first + ((argc - first) / limit as i64 + last as i64)
-                };
-                (first, last, step)
-            }
-            Find::KeyNum {
-                at,
-                first: from,
-                step,
-            } => {
-                let Some(count) = args
-                    .get((first + at as i64) as usize)
-                    .and_then(|n| std::str::from_utf8(n).ok())
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .filter(|&n| n >= 0)
-                else {
-                    continue;
-                };
-                let first = first + from as i64;
-                // A huge count (a client's number) must not overflow: it
-                // only has to end past the arguments.
-                (first, first.saturating_add(count - 1), step)
-            }
-        };
-        if last >= argc || last < first || first >= argc {
-            continue;
-        }
-        let mut i = first;
-        while i <= last {
-            keys.push(i as usize);
-            i += step.max(1) as i64;
-        }
-    }
-    keys
-}
-
-/// Every key position of `request`, whatever the command's route; a script
-/// with a bad `numkeys` has none.
-pub fn request_key_positions(spec: &Spec, request: &crate::protocol::Request) -> Vec<usize> {
-    if spec.route == Route::Script {
-        return request
-            .arg(2)
-            .and_then(|n| script_keys(n, request.len()).ok())
-            .map_or_else(Vec::new, |r| r.collect());
-    }
-    if spec.route == Route::Specs {
-        let args: Vec<&[u8]> = (0..request.len()).filter_map(|i| request.arg(i)).collect();
-        return match subcommand(spec, &args) {
-            Ok(Some(sub)) => spec_keys(sub.specs, &args),
-            Ok(None) => spec_keys(spec.specs, &args),
-            Err(_) => Vec::new(),
-        };
-    }
-    key_positions(spec, request.len()).collect()
 }
 
 #[cfg(test)]
@@ -775,87 +694,6 @@ mod tests {
         assert!(get.arity_ok(2) && !get.arity_ok(1) && !get.arity_ok(3));
         let set = lookup(b"set").unwrap();
         assert!(set.arity_ok(3) && set.arity_ok(9) && !set.arity_ok(2));
-    }
-
-    /// Key positions as Redis's COMMAND GETKEYS gives them.
-    fn keys_of(words: &str) -> Vec<usize> {
-        let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
-        let spec = lookup(args[0]).unwrap();
-        match subcommand(spec, &args).unwrap() {
-            Some(sub) => spec_keys(sub.specs, &args),
-            None => spec_keys(spec.specs, &args),
-        }
-    }
-
-    #[test]
-    fn key_specs_find_keys_as_redis_does() {
-        assert_eq!(keys_of("zunionstore d 2 a b weights 1 2"), vec![1, 3, 4]);
-        assert_eq!(keys_of("zunion 2 a b"), vec![2, 3]);
-        assert_eq!(keys_of("lmove a b left right"), vec![1, 2]);
-        assert_eq!(keys_of("xread count 2 streams s1 s2 0 0"), vec![4, 5]);
-        assert_eq!(keys_of("xread block 0 streams s1 $"), vec![4]);
-        assert_eq!(keys_of("xreadgroup group g c streams s1 >"), vec![5]);
-        assert_eq!(keys_of("blmpop 0 2 a b left"), vec![3, 4]);
-        assert_eq!(keys_of("georadius g 0 0 1 km store dst"), vec![1, 7]);
-        assert_eq!(keys_of("xgroup create s g $"), vec![2]);
-        assert_eq!(keys_of("memory usage k"), vec![2]);
-        assert_eq!(keys_of("hset h f v f2 v2"), vec![1]);
-        assert_eq!(keys_of("msetnx a 1 b 2"), vec![1, 3]);
-        assert_eq!(keys_of("blpop a b 0"), vec![1, 2]);
-        // A bad key count finds no keys there: the backend answers the error.
-        assert_eq!(keys_of("zunionstore d x a"), vec![1]);
-        assert_eq!(keys_of("zunion 5 a"), Vec::<usize>::new());
-        assert_eq!(keys_of("sintercard -1 a"), Vec::<usize>::new());
-        assert_eq!(keys_of("zunion 9223372036854775807 a"), Vec::<usize>::new());
-        assert_eq!(
-            keys_of("lmpop 9223372036854775807 a left"),
-            Vec::<usize>::new()
-        );
-    }
-
-    /// Random arguments, numbers and keywords among them, for every keyed
-    /// command: key lookup never panics and never names a position past
-    /// the arguments.
-    #[test]
-    fn key_lookup_is_total_over_random_arguments() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let words: &[&[u8]] = &[
-            b"0",
-            b"1",
-            b"2",
-            b"-1",
-            b"9223372036854775807",
-            b"-9223372036854775808",
-            b"99999999999999999999",
-            b"STREAMS",
-            b"streams",
-            b"STORE",
-            b"BLOCK",
-            b"x",
-            b"",
-            b"create",
-            b"stream",
-            b"usage",
-            b"help",
-        ];
-        for spec in super::super::keyed::KEYED {
-            for _ in 0..200 {
-                let argc = rng.random_range(1..9);
-                let mut args: Vec<&[u8]> = vec![spec.name.as_bytes()];
-                for _ in 1..argc {
-                    args.push(words[rng.random_range(0..words.len())]);
-                }
-                let specs = match subcommand(spec, &args) {
-                    Ok(Some(sub)) => sub.specs,
-                    Ok(None) => spec.specs,
-                    Err(_) => continue,
-                };
-                for position in spec_keys(specs, &args) {
-                    assert!(position > 0 && position < args.len(), "{args:?}");
-                }
-            }
-        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod backend_reply;
 pub mod command;
 pub mod keyed;
+pub mod keys;
 pub mod reply;
 pub mod request;
 

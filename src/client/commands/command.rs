@@ -70,13 +70,15 @@ fn getkeys(args: &[Bytes]) -> Reply {
         return Reply::error("ERR The command has no key arguments");
     }
     let request = Request::Inline(args[2..].to_vec());
-    let positions = crate::protocol::command::request_key_positions(spec, &request);
-    if positions.is_empty() {
+    let Ok(positions) = crate::protocol::keys::positions(spec, &request) else {
+        return Reply::error("ERR Invalid arguments specified for command");
+    };
+    // A script or function may declare no keys (Redis's no-mandatory-keys).
+    if positions.len() == 0 && spec.route != Route::Script {
         return Reply::error("ERR Invalid arguments specified for command");
     }
     Reply::Array(
         positions
-            .into_iter()
             .filter_map(|i| args.get(i + 2).cloned())
             .map(Reply::Bulk)
             .collect(),
