@@ -106,6 +106,10 @@ pub struct User {
     pub prefixes: Vec<String>,
     #[serde(default)]
     pub read_only: bool,
+    /// Sees (and resets) every user's SLOWLOG entries, as the default user
+    /// does; other named users see their own only.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl User {
@@ -285,6 +289,12 @@ pub struct Keys {
     /// Session sends it at start-up). Refused otherwise.
     #[serde(default)]
     pub allow_keyspace_config: bool,
+    /// RESTORE runs for clients held to key prefixes. Off by default: a
+    /// crafted DUMP payload can crash a backend that does not check it
+    /// (Redis 7's `sanitize-dump-payload no`), taking every user's
+    /// sessions with it. Set it only with backends that sanitize.
+    #[serde(default)]
+    pub allow_restore: bool,
 }
 
 /// `[pool]`: backend connections and timeouts, for every backend.

@@ -1,4 +1,7 @@
-//! SLOWLOG: requests slower than a threshold, kept like Redis keeps them.
+//! SLOWLOG: requests slower than a threshold, kept like Redis keeps them:
+//! secrets redacted as Redis redacts them (AUTH's and HELLO's credentials,
+//! CONFIG SET of a password), and each entry marked with the user that
+//! sent it, so a named user sees and resets only its own entries.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -12,6 +15,27 @@ use crate::protocol::Reply;
 const MAX_ARGS: usize = 32;
 const MAX_ARG_BYTES: usize = 128;
 
+/// What Redis writes in place of a secret argument.
+const REDACTED: &[u8] = b"(redacted)";
+
+/// Whose entries a SLOWLOG call sees (and resets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer<'a> {
+    /// The default user, or a named one with `admin = true`: every entry.
+    All,
+    /// A named user: its own entries only.
+    User(&'a [u8]),
+}
+
+impl Viewer<'_> {
+    fn sees(&self, entry: &Entry) -> bool {
+        match self {
+            Viewer::All => true,
+            Viewer::User(name) => entry.user.as_deref() == Some(*name),
+        }
+    }
+}
+
 struct Entry {
     id: u64,
     at_unix: i64,
@@ -19,6 +43,8 @@ struct Entry {
     args: Vec<Bytes>,
     peer: String,
     name: Bytes,
+    /// The named user that sent the request; `None` for the default user.
+    user: Option<Bytes>,
 }
 
 /// The log, bounded by `[slowlog] max_len`.
@@ -35,7 +61,8 @@ impl Default for SlowLog {
 }
 
 impl SlowLog {
-    /// Records a request that took `took`; the caller has checked the threshold.
+    /// Records a request that `user` (`None`: the default user) sent and
+    /// that took `took`; the caller has checked the threshold.
     pub fn record(
         &self,
         max_len: usize,
@@ -43,11 +70,24 @@ impl SlowLog {
         args: &[Bytes],
         peer: &str,
         name: Option<&Bytes>,
+        user: Option<&Bytes>,
     ) {
         if max_len == 0 {
             return;
         }
-        let mut kept: Vec<Bytes> = args.iter().take(MAX_ARGS).map(trim).collect();
+        let secret = secret_positions(args);
+        let mut kept: Vec<Bytes> = args
+            .iter()
+            .take(MAX_ARGS)
+            .enumerate()
+            .map(|(i, arg)| {
+                if secret.contains(&i) {
+                    Bytes::from_static(REDACTED)
+                } else {
+                    trim(arg)
+                }
+            })
+            .collect();
         if args.len() > MAX_ARGS {
             kept.pop();
             kept.push(Bytes::from(format!(
@@ -69,13 +109,22 @@ impl SlowLog {
             args: kept,
             peer: peer.to_string(),
             name: name.map(|n| Bytes::copy_from_slice(n)).unwrap_or_default(),
+            user: user.map(|u| Bytes::copy_from_slice(u)),
         });
         *next_id += 1;
         entries.truncate(max_len);
     }
 
+    /// Every entry, whoever sent it.
     pub fn len(&self) -> usize {
         self.entries.lock().map_or(0, |g| g.1.len())
+    }
+
+    /// The entries `viewer` sees (`SLOWLOG LEN`).
+    pub fn len_for(&self, viewer: Viewer<'_>) -> usize {
+        self.entries
+            .lock()
+            .map_or(0, |g| g.1.iter().filter(|e| viewer.sees(e)).count())
     }
 
     /// Bytes the entries' arguments and names hold: at most `max_len` x
@@ -92,14 +141,16 @@ impl SlowLog {
         self.len() == 0
     }
 
-    pub fn reset(&self) {
+    /// `SLOWLOG RESET`: the entries `viewer` sees go.
+    pub fn reset(&self, viewer: Viewer<'_>) {
         if let Ok(mut guard) = self.entries.lock() {
-            guard.1.clear();
+            guard.1.retain(|e| !viewer.sees(e));
         }
     }
 
-    /// `SLOWLOG GET [count]`: newest first, in Redis's entry shape.
-    pub fn get(&self, count: usize) -> Reply {
+    /// `SLOWLOG GET [count]`: the newest entries `viewer` sees, in Redis's
+    /// entry shape.
+    pub fn get(&self, count: usize, viewer: Viewer<'_>) -> Reply {
         let Ok(guard) = self.entries.lock() else {
             return Reply::Array(Vec::new());
         };
@@ -107,6 +158,7 @@ impl SlowLog {
             guard
                 .1
                 .iter()
+                .filter(|e| viewer.sees(e))
                 .take(count)
                 .map(|e| {
                     Reply::Array(vec![
@@ -121,6 +173,40 @@ impl SlowLog {
                 .collect(),
         )
     }
+}
+
+/// The arguments Redis would redact in the log: AUTH's user name and
+/// password, HELLO's after AUTH, and the value of a password set by CONFIG
+/// SET.
+fn secret_positions(args: &[Bytes]) -> Vec<usize> {
+    let is = |i: usize, word: &str| {
+        args.get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if is(0, "auth") {
+        return (1..args.len()).collect();
+    }
+    if is(0, "hello") {
+        return (2..args.len())
+            .filter(|&i| is(i, "auth"))
+            .flat_map(|i| [i + 1, i + 2])
+            .collect();
+    }
+    if is(0, "config") && is(1, "set") {
+        const SENSITIVE: &[&str] = &[
+            "requirepass",
+            "masterauth",
+            "masteruser",
+            "tls-key-file-pass",
+            "tls-client-key-file-pass",
+        ];
+        return (2..args.len())
+            .step_by(2)
+            .filter(|&i| SENSITIVE.iter().any(|name| is(i, name)))
+            .map(|i| i + 1)
+            .collect();
+    }
+    Vec::new()
 }
 
 /// An argument as the log keeps it: an owned copy of at most
@@ -144,10 +230,17 @@ mod tests {
         let log = SlowLog::default();
         for i in 0..5 {
             let args = [Bytes::from("GET"), Bytes::from(format!("k{i}"))];
-            log.record(3, Duration::from_millis(20), &args, "127.0.0.1:1", None);
+            log.record(
+                3,
+                Duration::from_millis(20),
+                &args,
+                "127.0.0.1:1",
+                None,
+                None,
+            );
         }
         assert_eq!(log.len(), 3);
-        let Reply::Array(entries) = log.get(10) else {
+        let Reply::Array(entries) = log.get(10, Viewer::All) else {
             panic!()
         };
         let Reply::Array(first) = &entries[0] else {
@@ -157,7 +250,7 @@ mod tests {
         assert_eq!(first[2], Reply::Int(20_000));
         let long = Bytes::from(vec![b'x'; 200]);
         assert!(trim(&long).ends_with(b"... (72 more bytes)"));
-        log.reset();
+        log.reset(Viewer::All);
         assert!(log.is_empty());
     }
 
@@ -171,10 +264,85 @@ mod tests {
         let args = [request.slice(0..3), request.slice(4..5), request.slice(6..)];
         let name = request.slice(4..5);
         let log = SlowLog::default();
-        log.record(10, Duration::from_millis(20), &args, "peer", Some(&name));
+        log.record(
+            10,
+            Duration::from_millis(20),
+            &args,
+            "peer",
+            Some(&name),
+            None,
+        );
         drop((args, name));
         assert!(request.is_unique(), "a log entry still holds the request");
         // 3 + 1 + (128 + the note) + name + peer.
         assert!(log.held_bytes() < 200, "{}", log.held_bytes());
+    }
+
+    fn words(line: &str) -> Vec<Bytes> {
+        line.split(' ')
+            .map(|w| Bytes::from(w.to_string()))
+            .collect()
+    }
+
+    fn logged_args(log: &SlowLog, viewer: Viewer<'_>) -> Vec<String> {
+        let Reply::Array(entries) = log.get(usize::MAX, viewer) else {
+            panic!()
+        };
+        entries
+            .iter()
+            .map(|e| {
+                let Reply::Array(fields) = e else { panic!() };
+                let Reply::Array(args) = &fields[3] else {
+                    panic!()
+                };
+                args.iter()
+                    .map(|a| match a {
+                        Reply::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+                        _ => panic!(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn secrets_are_redacted_as_redis_redacts_them() {
+        let log = SlowLog::default();
+        let slow = Duration::from_millis(20);
+        for line in [
+            "AUTH pw",
+            "auth bob pw",
+            "HELLO 3 AUTH bob pw SETNAME x",
+            "CONFIG SET requirepass pw maxmemory 10",
+            "GET session:a",
+        ] {
+            log.record(10, slow, &words(line), "p", None, None);
+        }
+        assert_eq!(
+            logged_args(&log, Viewer::All),
+            vec![
+                "GET session:a",
+                "CONFIG SET requirepass (redacted) maxmemory 10",
+                "HELLO 3 AUTH (redacted) (redacted) SETNAME x",
+                "auth (redacted) (redacted)",
+                "AUTH (redacted)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_named_user_sees_and_resets_its_own_entries() {
+        let log = SlowLog::default();
+        let slow = Duration::from_millis(20);
+        let (alice, bob) = (Bytes::from("alice"), Bytes::from("bob"));
+        log.record(10, slow, &words("GET a"), "p", None, Some(&alice));
+        log.record(10, slow, &words("GET b"), "p", None, Some(&bob));
+        log.record(10, slow, &words("GET d"), "p", None, None);
+        assert_eq!(logged_args(&log, Viewer::User(b"alice")), vec!["GET a"]);
+        assert_eq!(log.len_for(Viewer::User(b"bob")), 1);
+        assert_eq!(log.len_for(Viewer::All), 3);
+        log.reset(Viewer::User(b"alice"));
+        assert_eq!(logged_args(&log, Viewer::All), vec!["GET d", "GET b"]);
     }
 }

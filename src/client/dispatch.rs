@@ -18,6 +18,7 @@ pub(in crate::client) fn dispatch(
     slot.command = command;
     slot.started = Some(started);
     slot.request = Kept::new(request);
+    slot.user = state.user.clone();
     slot
 }
 
@@ -85,6 +86,11 @@ pub(in crate::client) fn execute(
         shared.metrics.refused_commands.increment(1);
         abort(state);
         return Slot::ready(proto, noperm_command(spec.name));
+    }
+    if spec.name == "restore" && !topo.config.keys.allow_restore && is_restricted(topo, user) {
+        shared.metrics.refused_commands.increment(1);
+        abort(state);
+        return Slot::ready(proto, Reply::error(NOPERM_RESTORE));
     }
     if let Some(refusal) = subscribed_refusal(state, spec) {
         abort(state);
@@ -550,7 +556,7 @@ pub(in crate::client) fn local(
                 is_restricted(topo, user),
             )))
         }
-        Cmd::Slowlog => slowlog_command(shared, args),
+        Cmd::Slowlog => slowlog_command(shared, topo, state, args),
         Cmd::Config => config_command(shared, topo, args),
         // A client's writes go over connections it shares with others, so
         // WAIT on any of them would not be about its writes.

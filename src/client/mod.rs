@@ -236,6 +236,9 @@ struct Handler<'a> {
     /// behind it goes on the right connection (see [`Handler::sized`]).
     sizing: bool,
     last_read: Instant,
+    /// When the client's last reply was ready to write: SLOWLOG times a
+    /// request from then at the earliest.
+    last_reply: Instant,
 }
 
 impl Handler<'_> {
@@ -396,18 +399,25 @@ impl Handler<'_> {
                     self.state.replied(bytes.len());
                 }
                 if let Some(started) = slot.started {
-                    let took = now.saturating_duration_since(started);
+                    // From the request, or from the reply before it when
+                    // that came later: time spent waiting for the client's
+                    // earlier replies is not this request's (as Redis
+                    // times a command's execution, not its queue).
+                    let from = started.max(self.last_reply);
+                    let took = now.saturating_duration_since(from);
                     observe(
                         self.shared,
                         &self.topo,
-                        self.state,
                         &mut self.tally,
                         slot.command,
                         took,
-                        &slot.request,
+                        (&slot.request, slot.user.as_ref()),
+                        &self.state.peer,
+                        self.state.name.as_ref(),
                         reply.is_error(),
                     );
                 }
+                self.last_reply = now;
                 let mut encoder = ReplyEncoder { proto: slot.proto };
                 encoder
                     .encode(reply, &mut self.wbuf)
@@ -549,6 +559,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         blocked: false,
         sizing: false,
         last_read: Instant::now(),
+        last_reply: Instant::now(),
     };
     // `[limits] idle_timeout_s`: armed while idle, checked against the last read.
     let idle_timer = tokio::time::sleep(Duration::ZERO);
@@ -765,22 +776,19 @@ impl Tally {
 fn observe(
     shared: &Shared,
     topo: &Topology,
-    state: &State,
     tally: &mut Tally,
     command: usize,
     took: Duration,
-    request: &Kept,
+    (request, user): (&Kept, Option<&Bytes>),
+    peer: &str,
+    name: Option<&Bytes>,
     error: bool,
 ) {
     tally.add(shared, command, error, took);
     let slowlog = &topo.config.slowlog;
     if slowlog.slower_than_us >= 0 && took.as_micros() as i64 >= slowlog.slower_than_us {
-        shared.slowlog.record(
-            slowlog.max_len,
-            took,
-            &request.args(),
-            &state.peer,
-            state.name.as_ref(),
-        );
+        shared
+            .slowlog
+            .record(slowlog.max_len, took, &request.args(), peer, name, user);
     }
 }

@@ -36,6 +36,9 @@ pub(in crate::client) struct Slot {
     pub(in crate::client) command: usize,
     pub(in crate::client) started: Option<Instant>,
     pub(in crate::client) request: Kept,
+    /// The named user that sent the request (`None`: the default user),
+    /// whose SLOWLOG entry it would be.
+    pub(in crate::client) user: Option<Bytes>,
 }
 
 /// What a request leaves in its slot for SLOWLOG; its arguments are taken
@@ -75,6 +78,7 @@ impl Slot {
             command: TABLE.len(),
             started: None,
             request: Kept::Nothing,
+            user: None,
         }
     }
 

@@ -50,6 +50,9 @@ pub(in crate::client) fn is_restricted(
     !topo.config.keys.prefixes.is_empty() || user.is_some_and(|u| !u.prefixes.is_empty())
 }
 
+/// RESTORE from a client held to key prefixes (see `[keys] allow_restore`).
+pub(in crate::client) const NOPERM_RESTORE: &str = "NOPERM RESTORE is refused while key prefixes apply: a crafted payload can crash a backend; set [keys] allow_restore = true once the backends run with sanitize-dump-payload yes";
+
 /// Redis 7.0's reply to a command an ACL forbids.
 pub(in crate::client) fn noperm_command(name: &str) -> Reply {
     Reply::error(format!(

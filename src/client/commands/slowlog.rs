@@ -1,6 +1,7 @@
 //! SLOWLOG: GET, LEN, RESET, HELP.
 
 use crate::client::*;
+use crate::slowlog::Viewer;
 
 /// Redis 7's SLOWLOG HELP text, line for line.
 pub(in crate::client) const SLOWLOG_HELP: &[&str] = &[
@@ -18,21 +19,32 @@ pub(in crate::client) const SLOWLOG_HELP: &[&str] = &[
     "    Prints this help.",
 ];
 
-/// SLOWLOG GET [count] | LEN | RESET | HELP.
-pub(in crate::client) fn slowlog_command(shared: &Shared, args: &[Bytes]) -> Reply {
+/// SLOWLOG GET [count] | LEN | RESET | HELP, over the entries the caller
+/// sees: a named user its own, the default user (or an admin) every one.
+pub(in crate::client) fn slowlog_command(
+    shared: &Shared,
+    topo: &Topology,
+    state: &State,
+    args: &[Bytes],
+) -> Reply {
+    let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+    let viewer = match (&state.user, user) {
+        (Some(name), Some(u)) if !u.admin => Viewer::User(name),
+        _ => Viewer::All,
+    };
     let sub = args[1].to_ascii_uppercase();
     match (&sub[..], args.len()) {
-        (b"GET", 2) => shared.slowlog.get(10),
+        (b"GET", 2) => shared.slowlog.get(10, viewer),
         (b"GET", 3) => match parse_int(&args[2]) {
-            Some(n) if n < 0 => shared.slowlog.get(usize::MAX),
-            Some(n) => shared.slowlog.get(n as usize),
+            Some(n) if n < 0 => shared.slowlog.get(usize::MAX, viewer),
+            Some(n) => shared.slowlog.get(n as usize, viewer),
             None => Reply::error("ERR value is not an integer or out of range"),
         },
         (b"GET", _) => arity_error("slowlog|get"),
-        (b"LEN", 2) => Reply::Int(shared.slowlog.len() as i64),
+        (b"LEN", 2) => Reply::Int(shared.slowlog.len_for(viewer) as i64),
         (b"LEN", _) => arity_error("slowlog|len"),
         (b"RESET", 2) => {
-            shared.slowlog.reset();
+            shared.slowlog.reset(viewer);
             Reply::ok()
         }
         (b"RESET", _) => arity_error("slowlog|reset"),
