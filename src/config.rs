@@ -110,6 +110,15 @@ pub struct User {
     /// does; other named users see their own only.
     #[serde(default)]
     pub admin: bool,
+    /// Channels this user may use, on top of `[keys] channels` (glob
+    /// patterns, as Redis's ACL `&pattern`); unset: as its `prefixes` imply.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Connections held for this user's clients at once on each backend
+    /// (subscribers, WATCH, blocking commands); unset: a quarter of `[pool]
+    /// max_held_connections`, so no one user can take them all.
+    #[serde(default)]
+    pub max_held_connections: Option<usize>,
 }
 
 impl User {
@@ -150,6 +159,12 @@ impl User {
         Ok(())
     }
 
+    /// How many connections this user's clients may hold on one backend.
+    pub fn held_share(&self, pool: &Pool) -> usize {
+        self.max_held_connections
+            .unwrap_or((pool.max_held_connections / 4).max(1))
+    }
+
     /// The password, once resolved at load.
     pub fn secret(&self) -> &str {
         self.password.as_deref().unwrap_or_default()
@@ -187,11 +202,49 @@ impl Runtime {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
-    /// `host:port`; no admin listener when unset.
+    /// `host:port`, or a port alone for that port on loopback; no admin
+    /// listener when unset.
     pub address: Option<String>,
     /// Whether the status page (and `/status`) lists clients' addresses.
     #[serde(default)]
     pub show_clients: bool,
+    /// A token every endpoint but `/healthz` and `/readyz` then requires
+    /// (`Authorization: Bearer <token>`, or `?token=` for the status
+    /// page); without one, `POST /reload` is refused unless the listener
+    /// is on loopback. Or the first line of `token_file`, read at load.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Admin {
+    /// Where the listener binds: `address`, a bare port meaning that port
+    /// on loopback.
+    pub fn bind_address(&self) -> Option<String> {
+        let address = self.address.as_deref()?;
+        Some(match address.parse::<u16>() {
+            Ok(port) => format!("127.0.0.1:{port}"),
+            Err(_) => address.to_string(),
+        })
+    }
+
+    /// Reads the token from its file.
+    fn resolve(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.token_file {
+            if self.token.is_some() {
+                return Err(invalid(
+                    "admin.token_file",
+                    "set token or token_file, not both",
+                ));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("admin.token_file", format!("{}: {e}", path.display())))?;
+            self.token = Some(text.lines().next().unwrap_or_default().to_string());
+        }
+        if self.token.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("admin.token", "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 /// `[slowlog]`: like Redis's slowlog-log-slower-than and slowlog-max-len.
@@ -295,6 +348,11 @@ pub struct Keys {
     /// sessions with it. Set it only with backends that sanitize.
     #[serde(default)]
     pub allow_restore: bool,
+    /// Channels every client may use (glob patterns, Redis's ACL
+    /// `&pattern`); unset: every channel without `prefixes`, only their
+    /// keys' notifications with them.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
 }
 
 /// `[pool]`: backend connections and timeouts, for every backend.
@@ -397,6 +455,17 @@ pub struct Limits {
     /// Channels, patterns and shard channels one client may be subscribed
     /// to at once; a (P|S)SUBSCRIBE beyond it is refused.
     pub max_subscriptions: usize,
+    /// The largest COUNT a client held to key prefixes sends with SCAN: a
+    /// larger one is lowered to it, so one step never walks a backend's
+    /// whole keyspace for others' keys.
+    pub max_scan_count: usize,
+    /// Wrong passwords one connection may send before it is closed (after
+    /// the third, each answer waits longer, up to 2 s); 0: no limit.
+    pub auth_failures_per_connection: u32,
+    /// Wrong passwords one source address may send in a minute; beyond
+    /// them its connections are closed at their next try until the minute
+    /// is over; 0: no limit.
+    pub auth_failures_per_address: u32,
 }
 
 impl Default for Limits {
@@ -411,6 +480,9 @@ impl Default for Limits {
             max_memory_bytes: 1024 * 1024 * 1024,
             idle_timeout_s: 0,
             max_subscriptions: 100_000,
+            max_scan_count: 1000,
+            auth_failures_per_connection: 10,
+            auth_failures_per_address: 100,
         }
     }
 }
@@ -734,6 +806,14 @@ impl Config {
         self.users.iter().find(|u| u.name.as_bytes() == name)
     }
 
+    /// The channels a client of `user` (`None`: the default user) may use.
+    pub fn channel_policy(&self, user: Option<&User>) -> crate::pubsub::policy::ChannelPolicy {
+        crate::pubsub::policy::ChannelPolicy::new(
+            (self.keys.channels.as_deref(), &self.keys.prefixes),
+            user.map(|u| (u.channels.as_deref(), &u.prefixes[..])),
+        )
+    }
+
     /// Whether a client starts authenticated: only when the default user
     /// has no password and no named user is configured (named users would
     /// mean nothing if the default user could do everything unasked).
@@ -766,6 +846,7 @@ impl Config {
         for (i, user) in config.users.iter_mut().enumerate() {
             user.resolve(&format!("users[{i}]"))?;
         }
+        config.admin.resolve()?;
         config.validate()?;
         Ok(config)
     }
@@ -778,8 +859,8 @@ impl Config {
         if let Some(address) = &listen.address {
             check_host_port(address).map_err(|m| invalid("listen.address", m))?;
         }
-        if let Some(address) = &self.admin.address {
-            check_host_port(address).map_err(|m| invalid("admin.address", m))?;
+        if let Some(address) = self.admin.bind_address() {
+            check_host_port(&address).map_err(|m| invalid("admin.address", m))?;
         }
         if let Some(tls) = &listen.tls {
             check_host_port(&tls.address).map_err(|m| invalid("listen.tls.address", m))?;
@@ -937,6 +1018,37 @@ mod tests {
             config.backends[1].target("b").unwrap().source,
             Source::Fixed(Endpoint::Tcp("127.0.0.1:7002".into()))
         );
+    }
+
+    #[test]
+    fn the_admin_listener_takes_a_port_on_loopback_and_a_token() {
+        let config = Config::parse(&EXAMPLE.replace(
+            "address = \"127.0.0.1:9180\"",
+            "address = \"9181\"\ntoken = \"t\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.admin.bind_address().as_deref(),
+            Some("127.0.0.1:9181")
+        );
+        assert_eq!(config.admin.token.as_deref(), Some("t"));
+        let dir = std::env::temp_dir().join(format!("sp-token-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\nsecond line\n").unwrap();
+        let config = Config::parse(&EXAMPLE.replace(
+            "address = \"127.0.0.1:9180\"",
+            &format!(
+                "address = \"127.0.0.1:9180\"\ntoken_file = {:?}",
+                dir.display().to_string()
+            ),
+        ))
+        .unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(config.admin.token.as_deref(), Some("from-file"));
+        let both = EXAMPLE.replace(
+            "address = \"127.0.0.1:9180\"",
+            "address = \"127.0.0.1:9180\"\ntoken = \"a\"\ntoken_file = \"/x\"",
+        );
+        assert!(err(&both).contains("admin.token_file"));
     }
 
     #[test]

@@ -52,12 +52,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth_guard;
 pub mod backend;
 pub mod client;
 pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod dial;
+pub mod glob;
 pub mod ketama;
 pub mod memory;
 pub mod metrics;

@@ -129,9 +129,9 @@ fn healthcheck(config: &Config) -> Result<(), String> {
     use std::time::Duration;
     let address = config
         .admin
-        .address
-        .as_deref()
+        .bind_address()
         .ok_or("the config has no [admin] address")?;
+    let address = address.as_str();
     let mut target: SocketAddr = address
         .to_socket_addrs()
         .map_err(|e| format!("{address}: {e}"))?
@@ -191,9 +191,9 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             .install_recorder()?;
         session_proxy::metrics::describe();
         let listeners = Listeners::bind(&config).await?;
-        let admin = match &config.admin.address {
+        let admin = match config.admin.bind_address() {
             Some(address) => Some(
-                tokio::net::TcpListener::bind(address)
+                tokio::net::TcpListener::bind(&address)
                     .await
                     .map_err(|e| anyhow::anyhow!("admin.address {address}: {e}"))?,
             ),

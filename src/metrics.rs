@@ -100,6 +100,12 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "Requests refused: unknown command, or not permitted to the user.",
     ),
     (
+        "session_proxy_auth_failures_total",
+        "counter",
+        "",
+        "Wrong passwords (AUTH, HELLO AUTH) from clients.",
+    ),
+    (
         "session_proxy_rejected_clients_total",
         "counter",
         "",
@@ -109,7 +115,7 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "session_proxy_clients_closed_total",
         "counter",
         "reason",
-        "Clients closed by a limit: output_limit, max_memory or idle_timeout.",
+        "Clients closed by a limit: output_limit, max_memory, idle_timeout or auth_failures.",
     ),
     (
         "session_proxy_reloads_total",
@@ -407,6 +413,9 @@ pub struct Metrics {
     pub closed_output: Counter,
     pub closed_memory: Counter,
     pub closed_idle: Counter,
+    pub closed_auth: Counter,
+    /// Wrong passwords.
+    pub auth_failures: Counter,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
     /// Migrations count into these (see `migration`); made here so the
@@ -438,6 +447,8 @@ impl Metrics {
             closed_output: counter!("session_proxy_clients_closed_total", "reason" => "output_limit"),
             closed_memory: counter!("session_proxy_clients_closed_total", "reason" => "max_memory"),
             closed_idle: counter!("session_proxy_clients_closed_total", "reason" => "idle_timeout"),
+            closed_auth: counter!("session_proxy_clients_closed_total", "reason" => "auth_failures"),
+            auth_failures: counter!("session_proxy_auth_failures_total"),
             reloads_ok: counter!("session_proxy_reloads_total", "outcome" => "ok"),
             reloads_failed: counter!("session_proxy_reloads_total", "outcome" => "error"),
         }

@@ -315,6 +315,9 @@ pub struct Shared {
     pub reloads: Mutex<VecDeque<ReloadEvent>>,
     /// Every connected client, for CLIENT LIST and CLIENT KILL.
     pub clients: crate::clients::Clients,
+    /// Wrong passwords per source address, for `[limits]
+    /// auth_failures_per_address`.
+    pub auth_guard: crate::auth_guard::AuthGuard,
     /// `[listen] tls`'s acceptor, its certificates re-read on reload.
     tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// Clients served now by each worker thread (see [`crate::workers`]).
@@ -355,6 +358,7 @@ impl Shared {
             reloaded,
             reloads: Mutex::new(VecDeque::new()),
             clients: Default::default(),
+            auth_guard: Default::default(),
             tls: RwLock::new(tls),
             worker_clients: (0..crate::workers::Workers::current().len())
                 .map(|_| AtomicUsize::new(0))

@@ -2,14 +2,17 @@
 //! shows, as JSON), `/metrics` (Prometheus), `/healthz` (the process
 //! serves), `/readyz` (listening, not draining, every backend up),
 //! `/topology` (backends, weights, current endpoints, health, as JSON) and
-//! `POST /reload` (re-read the config file, like SIGHUP).
+//! `POST /reload` (re-read the config file, like SIGHUP). With `[admin]
+//! token` set, every endpoint but `/healthz` and `/readyz` asks for it;
+//! without one, `POST /reload` is served on a loopback listener only.
 
 mod status;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,6 +27,9 @@ struct AdminState {
     shared: Arc<Shared>,
     /// Renders the Prometheus text; `None` when no recorder is installed.
     prometheus: Option<PrometheusHandle>,
+    /// Whether the listener is on a loopback address (reachable from this
+    /// machine only).
+    loopback: bool,
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -32,9 +38,21 @@ pub async fn serve(
     shared: Arc<Shared>,
     prometheus: Option<PrometheusHandle>,
 ) {
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|address| address.ip().is_loopback());
     if let Ok(address) = listener.local_addr() {
         info!(%address, "admin listening");
+        let token = shared.topology().config.admin.token.is_some();
+        if !loopback && !token {
+            warn!(%address, "admin listener off loopback without [admin] token: POST /reload is refused, and /status, /metrics and /topology are open to the network");
+        }
     }
+    let state = AdminState {
+        shared,
+        prometheus,
+        loopback,
+    };
     let app = Router::new()
         .route("/", get(page))
         .route("/status", get(status_json))
@@ -43,9 +61,72 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/topology", get(topology))
         .route("/reload", post(reload))
-        .with_state(AdminState { shared, prometheus });
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state);
     if let Err(error) = axum::serve(listener, app).await {
         warn!(%error, "admin listener failed");
+    }
+}
+
+/// Lets a request through when [`admits`] says so.
+async fn guard(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")));
+    let token = state.shared.topology().config.admin.token.clone();
+    let asked = Asked {
+        path: request.uri().path(),
+        post: request.method() == Method::POST,
+        token: bearer.or(query),
+    };
+    match admits(&asked, token.as_deref(), state.loopback) {
+        Ok(()) => next.run(request).await,
+        Err((status, why)) => (status, [("www-authenticate", "Bearer")], why).into_response(),
+    }
+}
+
+/// What an admin request is, as far as [`admits`] cares.
+struct Asked<'a> {
+    path: &'a str,
+    post: bool,
+    /// The token it carries (bearer header or `?token=`).
+    token: Option<&'a str>,
+}
+
+/// Whether a request is served: `/healthz` and `/readyz` always; the rest
+/// with the token when one is set; without one, a POST (`/reload`) only on
+/// a loopback listener.
+fn admits(
+    asked: &Asked<'_>,
+    token: Option<&str>,
+    loopback: bool,
+) -> Result<(), (StatusCode, &'static str)> {
+    if asked.path == "/healthz" || asked.path == "/readyz" {
+        return Ok(());
+    }
+    match token {
+        Some(token) => {
+            let given = asked.token.unwrap_or_default();
+            if crate::auth_guard::same_secret(given.as_bytes(), token.as_bytes()) {
+                Ok(())
+            } else {
+                Err((
+                    StatusCode::UNAUTHORIZED,
+                    "this endpoint needs [admin] token: Authorization: Bearer <token>\n",
+                ))
+            }
+        }
+        None if asked.post && !loopback => Err((
+            StatusCode::FORBIDDEN,
+            "POST /reload off loopback needs [admin] token\n",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -133,5 +214,41 @@ async fn reload(State(state): State<AdminState>) -> Response {
             format!("reload refused: {error:#}\n"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked<'a>(path: &'a str, post: bool, token: Option<&'a str>) -> Asked<'a> {
+        Asked { path, post, token }
+    }
+
+    #[test]
+    fn the_token_guards_all_but_the_probes() {
+        let secret = Some("s3cret");
+        for path in ["/healthz", "/readyz"] {
+            assert!(admits(&asked(path, false, None), secret, false).is_ok());
+        }
+        for (path, post) in [
+            ("/", false),
+            ("/status", false),
+            ("/metrics", false),
+            ("/reload", true),
+        ] {
+            let refused = admits(&asked(path, post, None), secret, true).unwrap_err();
+            assert_eq!(refused.0, StatusCode::UNAUTHORIZED, "{path}");
+            assert!(admits(&asked(path, post, Some("wrong")), secret, true).is_err());
+            assert!(admits(&asked(path, post, Some("s3cret")), secret, false).is_ok());
+        }
+    }
+
+    #[test]
+    fn without_a_token_reload_is_for_loopback_only() {
+        assert!(admits(&asked("/reload", true, None), None, true).is_ok());
+        let refused = admits(&asked("/reload", true, None), None, false).unwrap_err();
+        assert_eq!(refused.0, StatusCode::FORBIDDEN);
+        assert!(admits(&asked("/status", false, None), None, false).is_ok());
     }
 }

@@ -345,7 +345,7 @@ pub struct Backend {
     /// Starts one more connection task on a worker.
     spawn: Spawn,
     /// Connections held for single clients now (see [`Backend::hold`]).
-    held: Arc<AtomicUsize>,
+    held: Arc<HeldCount>,
     pub health: Arc<Health>,
     /// The address connections use: fixed, or the master the sentinels name.
     /// The sender is kept by the Sentinel monitor task (or here, for a fixed one).
@@ -599,22 +599,19 @@ impl Backend {
     }
 
     /// A connection of its own for one client (a WATCH until its EXEC),
-    /// closed when the handle is dropped; `None` when `[pool]
-    /// max_held_connections` are held already.
-    pub fn hold(&self) -> Option<Held> {
+    /// closed when the handle is dropped; refused when `[pool]
+    /// max_held_connections` are held already, or the client's user holds
+    /// its share.
+    pub fn hold(&self, share: Share<'_>) -> Result<Held, HoldRefused> {
         if self.cluster.is_some() {
-            return None;
+            return Err(HoldRefused::Cluster);
         }
-        let count = self.held.fetch_add(1, Ordering::AcqRel);
-        if count >= self.settings.max_held {
-            self.held.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
+        let (ticket, count) = self.held.take(share, self.settings.max_held)?;
         // On the client's own worker, numbered after the pool's.
         let number = self.settings.connections + 1 + count;
-        Some(Held {
+        Ok(Held {
             queue: (self.spawn.0)(self.workers.here(), number),
-            count: self.held.clone(),
+            _ticket: ticket,
         })
     }
 
@@ -639,19 +636,14 @@ impl Backend {
     }
 
     /// Counts one more connection held for a single client (a Pub/Sub
-    /// link) against `[pool] max_held_connections`, until dropped.
-    pub fn reserve(&self) -> Option<Reserved> {
+    /// link) against `[pool] max_held_connections` and the user's share,
+    /// until dropped.
+    pub fn reserve(&self, share: Share<'_>) -> Result<Reserved, HoldRefused> {
         if self.cluster.is_some() {
-            return None;
+            return Err(HoldRefused::Cluster);
         }
-        let count = self.held.fetch_add(1, Ordering::AcqRel);
-        if count >= self.settings.max_held {
-            self.held.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Reserved {
-            count: self.held.clone(),
-        })
+        let (ticket, _) = self.held.take(share, self.settings.max_held)?;
+        Ok(Reserved { _ticket: ticket })
     }
 
     /// Queues a command on a held connection.
@@ -815,25 +807,105 @@ async fn learn_version(
 /// A connection counted against `[pool] max_held_connections` until dropped.
 #[derive(Debug)]
 pub struct Reserved {
-    count: Arc<AtomicUsize>,
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-    }
+    _ticket: Ticket,
 }
 
 /// A connection held for one client; it closes when this is dropped.
 #[derive(Debug)]
 pub struct Held {
     queue: mpsc::UnboundedSender<Job>,
-    count: Arc<AtomicUsize>,
+    _ticket: Ticket,
 }
 
-impl Drop for Held {
+/// Whose connection a held one is: a named user and its share of `[pool]
+/// max_held_connections` on each backend, or `None` for the default user
+/// (held to the pool's limit only).
+pub type Share<'a> = Option<(&'a Bytes, usize)>;
+
+/// Why no connection could be held for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldRefused {
+    /// `[pool] max_held_connections` are held already.
+    Pool,
+    /// The user holds its share already.
+    User(usize),
+    /// A Redis Cluster backend holds no connection for one client.
+    Cluster,
+}
+
+impl HoldRefused {
+    /// The client's error, for `what` the connection was wanted for.
+    pub fn message(self, backend: &str, user: Option<&Bytes>, what: &str) -> String {
+        match self {
+            HoldRefused::Pool | HoldRefused::Cluster => format!(
+                "ERR backend '{backend}' has [pool] max_held_connections held already: no connection for {what}"
+            ),
+            HoldRefused::User(limit) => format!(
+                "ERR user '{}' holds {limit} connections to backend '{backend}' already, its share ([[users]] max_held_connections): no connection for {what}",
+                String::from_utf8_lossy(user.map_or(&b""[..], |u| &u[..]))
+            ),
+        }
+    }
+}
+
+/// Connections held for single clients on one backend: in all, and per
+/// named user.
+#[derive(Debug, Default)]
+struct HeldCount {
+    total: AtomicUsize,
+    by_user: std::sync::Mutex<std::collections::HashMap<Bytes, usize>>,
+}
+
+/// One held connection's place in [`HeldCount`], given back when dropped.
+#[derive(Debug)]
+struct Ticket {
+    count: Arc<HeldCount>,
+    user: Option<Bytes>,
+}
+
+trait TakeHeld {
+    /// Counts one more held connection for `share`, within `max` in all;
+    /// the ticket and how many were held before it.
+    fn take(&self, share: Share<'_>, max: usize) -> Result<(Ticket, usize), HoldRefused>;
+}
+
+impl TakeHeld for Arc<HeldCount> {
+    fn take(&self, share: Share<'_>, max: usize) -> Result<(Ticket, usize), HoldRefused> {
+        let count = self.total.fetch_add(1, Ordering::AcqRel);
+        if count >= max {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(HoldRefused::Pool);
+        }
+        if let Some((user, limit)) = share {
+            let mut by_user = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = by_user.entry(user.clone()).or_default();
+            if *mine >= limit {
+                drop(by_user);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(HoldRefused::User(limit));
+            }
+            *mine += 1;
+        }
+        let ticket = Ticket {
+            count: self.clone(),
+            user: share.map(|(u, _)| u.clone()),
+        };
+        Ok((ticket, count))
+    }
+}
+
+impl Drop for Ticket {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
+        if let Some(user) = &self.user {
+            let mut by_user = self.count.by_user.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mine) = by_user.get_mut(user) {
+                *mine -= 1;
+                if *mine == 0 {
+                    by_user.remove(user);
+                }
+            }
+        }
+        self.count.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

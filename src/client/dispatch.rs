@@ -96,6 +96,11 @@ pub(in crate::client) fn execute(
         abort(state);
         return Slot::ready(proto, refusal);
     }
+    if let Some(refusal) = channel_refusal(topo, user, spec, request) {
+        shared.metrics.refused_commands.increment(1);
+        abort(state);
+        return Slot::ready(proto, refusal);
+    }
     let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
     if let Some(slot) = transaction_step(topo, state, batcher, spec, request, user_prefixes, now) {
         return slot;
@@ -124,7 +129,16 @@ pub(in crate::client) fn execute(
             // Gathered commands go first: a local command may change the
             // connection's state (SELECT, AUTH) or answer about it.
             batcher.flush(topo, state.origin());
+            let authenticating = matches!(spec.cmd, Cmd::Auth | Cmd::Hello);
+            if authenticating {
+                if let Some(slot) = auth_refused(shared, topo, state) {
+                    return slot;
+                }
+            }
             let reply = local(shared, topo, state, spec, &request.args());
+            if authenticating && matches!(&reply, Reply::Error(e) if e.starts_with(b"WRONGPASS")) {
+                return wrong_password(shared, topo, state, reply);
+            }
             state.publish();
             let close_after = spec.cmd == Cmd::Quit;
             if close_after {
@@ -146,6 +160,108 @@ pub(in crate::client) fn execute(
             now,
         ),
     }
+}
+
+/// The source address of a TCP client (none for a unix socket).
+fn peer_ip(state: &State) -> Option<std::net::IpAddr> {
+    state
+        .peer
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+}
+
+/// An AUTH or HELLO from an address that failed too often this minute:
+/// refused, and the connection closed.
+fn auth_refused(shared: &Shared, topo: &Topology, state: &mut State) -> Option<Slot> {
+    let limit = topo.config.limits.auth_failures_per_address;
+    if shared
+        .auth_guard
+        .admits(peer_ip(state), limit, Instant::now())
+    {
+        return None;
+    }
+    shared.metrics.closed_auth.increment(1);
+    state.closing = true;
+    let mut slot = Slot::ready(state.proto, Reply::error(AUTH_BLOCKED));
+    slot.close_after = true;
+    Some(slot)
+}
+
+/// A wrong password: counted, and answered at once, later, or with the
+/// connection closed, as `crate::auth_guard` decides.
+fn wrong_password(shared: &Shared, topo: &Topology, state: &mut State, reply: Reply) -> Slot {
+    use crate::auth_guard::Verdict;
+    shared.metrics.auth_failures.increment(1);
+    state.auth_failures = state.auth_failures.saturating_add(1);
+    let limits = &topo.config.limits;
+    let verdict = shared.auth_guard.failed(
+        peer_ip(state),
+        state.auth_failures,
+        limits.auth_failures_per_connection,
+        limits.auth_failures_per_address,
+        Instant::now(),
+    );
+    match verdict {
+        Verdict::Answer => Slot::ready(state.proto, reply),
+        Verdict::Delay(delay) => {
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(Ok(reply));
+            });
+            // No deadline: the wait is the point.
+            let mut slot = Slot::ready(state.proto, Reply::Null);
+            slot.pending = Pending::One(rx);
+            slot
+        }
+        Verdict::Close => {
+            shared.metrics.closed_auth.increment(1);
+            tracing::info!(peer = %state.peer, "client closed after too many wrong passwords");
+            state.closing = true;
+            let mut slot = Slot::ready(state.proto, reply);
+            slot.close_after = true;
+            slot
+        }
+    }
+}
+
+/// Channels a client may not use: PUBLISH to the server's keyspace and
+/// keyevent notifications (for everyone), PUBLISH by a read-only user, and
+/// channels or patterns outside the client's channel policy.
+fn channel_refusal(
+    topo: &Topology,
+    user: Option<&crate::config::User>,
+    spec: &Spec,
+    request: &Request,
+) -> Option<Reply> {
+    use crate::pubsub::policy::is_notification;
+    let publish = matches!(spec.cmd, Cmd::Publish | Cmd::SPublish);
+    let subscribe = matches!(spec.cmd, Cmd::Subscribe | Cmd::SSubscribe | Cmd::PSubscribe);
+    if !publish && !subscribe {
+        return None;
+    }
+    if publish {
+        if is_notification(request.arg(1).unwrap_or_default()) {
+            return Some(Reply::error(NOPERM_NOTIFICATION));
+        }
+        if user.is_some_and(|u| u.read_only) {
+            return Some(noperm_command(spec.name));
+        }
+    }
+    let policy = topo.config.channel_policy(user);
+    if policy.is_open() {
+        return None;
+    }
+    let last = if publish { 2 } else { request.len() };
+    let allowed = (1..last).filter_map(|i| request.arg(i)).all(|name| {
+        if spec.cmd == Cmd::PSubscribe {
+            policy.allows_pattern(name)
+        } else {
+            policy.allows_channel(name)
+        }
+    });
+    (!allowed).then(|| Reply::error(NOPERM_CHANNEL))
 }
 
 /// COMMAND DOCS: a backend's documentation of the commands the proxy has
@@ -182,6 +298,8 @@ fn policy<'a>(topo: &'a Topology, user_prefixes: &'a [String]) -> Policy<'a> {
         allow_flush: keys.allow_flush,
         split_transactions: keys.split_transactions,
         clusters: &topo.clusters,
+        channels: None,
+        max_scan_count: topo.config.limits.max_scan_count,
     }
 }
 
@@ -256,6 +374,10 @@ pub(in crate::client) fn routed(
 ) -> Slot {
     let proto = state.proto;
     let mut policy = policy(topo, user_prefixes);
+    if spec.cmd == Cmd::PubSub {
+        let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+        policy.channels = Some(topo.config.channel_policy(user));
+    }
     if spec.route == Route::Scan {
         // SCAN's cursor goes through a cluster backend's masters, and on
         // to a migration's old servers after the backends; only SCAN pays
@@ -361,7 +483,13 @@ pub(in crate::client) fn routed(
                 now,
             )
         }
-        Plan::Every { how } => every_backend(topo, state, batcher, request, spec.write, how, now),
+        Plan::Every { how } => {
+            let args = request.args();
+            every_backend(topo, state, batcher, args, spec.write, how, now)
+        }
+        Plan::EveryWith { args, how } => {
+            every_backend(topo, state, batcher, args, spec.write, how, now)
+        }
     }
 }
 
@@ -370,13 +498,12 @@ fn every_backend(
     topo: &Arc<Topology>,
     state: &State,
     batcher: &mut Batcher,
-    request: &Request,
+    args: Vec<Bytes>,
     write: bool,
     how: MergeHow,
     now: Instant,
 ) -> Slot {
     batcher.flush(topo, state.origin());
-    let args = request.args();
     // KEYS also asks the old servers of a migration: keys not moved yet.
     let old = match how {
         MergeHow::Concat(_) => topo.old_servers(),
@@ -445,7 +572,7 @@ fn keyspace_config(
                 topo,
                 state,
                 batcher,
-                request,
+                request.args(),
                 spec.write,
                 MergeHow::AllOk,
                 now,

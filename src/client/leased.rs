@@ -28,14 +28,13 @@ pub(in crate::client) fn blocking(
     if let Some(refusal) = backend.cluster_refusal("a blocking command") {
         return Slot::ready(state.proto, Reply::error(refusal));
     }
-    let Some(held) = backend.hold() else {
-        return Slot::ready(
-            state.proto,
-            Reply::error(format!(
-                "ERR backend '{}' has [pool] max_held_connections held already: no connection for a blocking command",
-                backend.id
-            )),
-        );
+    let share = state.share(topo);
+    let held = match backend.hold(share.as_ref().map(|(u, n)| (u, *n))) {
+        Ok(held) => held,
+        Err(refused) => {
+            let message = refused.message(&backend.id, state.user.as_ref(), "a blocking command");
+            return Slot::ready(state.proto, Reply::error(message));
+        }
     };
     let payload = request.payload();
     let blocks_for = block_time(spec, request);

@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 use tracing::{debug, Instrument};
 
 use crate::backend::{BackendError, BackendResult, BatchResult, Origin, LARGE_REPLY_BYTES};
+use crate::memory::ARG_COST;
 use crate::net::Stream;
 use crate::protocol::command::{blocks, lookup_index, writes, TABLE};
+use crate::protocol::request::{Framed, LARGE_REQUEST_ARGS};
 use crate::protocol::{
     lookup, Cmd, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
 };
@@ -107,6 +109,8 @@ struct State {
     card: Arc<crate::clients::ClientCard>,
     /// Pub/Sub subscriptions and their links, from the first SUBSCRIBE.
     subscriber: Option<Box<Subscriber>>,
+    /// Wrong passwords sent on this connection (see `crate::auth_guard`).
+    auth_failures: u32,
 }
 
 impl State {
@@ -117,6 +121,14 @@ impl State {
             reply_bytes: self.reply_bytes,
             large_replies: self.large_replies,
         }
+    }
+
+    /// The client's share of held connections: its named user and that
+    /// user's limit, or `None` for the default user.
+    fn share(&self, topo: &Topology) -> Option<(Bytes, usize)> {
+        let name = self.user.as_ref()?;
+        let user = topo.config.user(name)?;
+        Some((name.clone(), user.held_share(&topo.config.pool)))
     }
 
     /// Publishes what CLIENT LIST shows, after a command that may change it.
@@ -168,6 +180,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         watching: None,
         subscriber: None,
         card: registered.card.clone(),
+        auth_failures: 0,
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
     async {
@@ -220,6 +233,9 @@ struct Handler<'a> {
     topo: Arc<Topology>,
     generation: u64,
     decoder: RequestDecoder,
+    /// This client's share of `[limits] max_memory_bytes`: its buffers,
+    /// and what its large requests are charged while served.
+    account: crate::memory::Account,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Every request's slot, in request order; written from the front.
@@ -277,11 +293,31 @@ impl Handler<'_> {
                 held_back = true;
                 break;
             }
-            match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(request)) => {
+            let (account, limit) = (&self.account, self.topo.config.limits.max_memory_bytes);
+            let decoded = self.decoder.decode_with(&mut self.rbuf, &mut |args| {
+                account.try_charge(args.saturating_mul(ARG_COST), limit)
+            });
+            match decoded {
+                Ok(Some(Framed::Refused { args })) => {
+                    self.shared.metrics.refused_commands.increment(1);
+                    let message = format!(
+                        "OOM command not allowed: a request of {args} arguments needs about {} MiB more than [limits] max_memory_bytes leaves now",
+                        args.saturating_mul(ARG_COST) >> 20
+                    );
+                    self.queue
+                        .push_back(Slot::ready(self.state.proto, Reply::error(message)));
+                }
+                Ok(Some(Framed::Request(request))) => {
                     if request.is_empty() {
                         continue;
                     }
+                    // Charged when its header came (see `decode_with`).
+                    let charge = match &request {
+                        Request::Multibulk { .. } if request.len() >= LARGE_REQUEST_ARGS => {
+                            request.len() * ARG_COST
+                        }
+                        _ => 0,
+                    };
                     if self.queue.is_empty() {
                         // Nothing of this client's is in flight: it may move
                         // between backend connections without reordering.
@@ -303,6 +339,7 @@ impl Handler<'_> {
                         self.batcher.flush(&self.topo, self.state.origin());
                     }
                     self.decoder.authenticated = self.state.authenticated;
+                    slot.charge = charge;
                     self.queue.push_back(slot);
                 }
                 Ok(None) => break,
@@ -394,6 +431,7 @@ impl Handler<'_> {
                 break;
             };
             let close_after = slot.close_after;
+            self.account.release(slot.charge);
             if let Pending::Ready(reply) = slot.pending {
                 if let Reply::Raw(bytes) = &reply {
                     self.state.replied(bytes.len());
@@ -537,7 +575,8 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let decoder = RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
     // This client's share of `[limits] max_memory_bytes`.
     let account = shared.memory.open(state.id, &state.peer);
-    let evicted = account.usage().evict.notified();
+    let usage = Arc::clone(account.usage_handle());
+    let evicted = usage.evict.notified();
     tokio::pin!(evicted);
     // CLIENT KILL from another client.
     let card = state.card.clone();
@@ -549,6 +588,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         generation: shared.generation.load(Ordering::Acquire),
         topo,
         decoder,
+        account,
         state,
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
@@ -641,7 +681,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             timer.as_mut().reset((now + after).into());
             release_armed = true;
         }
-        account.set(
+        c.account.set(
             c.rbuf.capacity() + c.wbuf.capacity(),
             c.topo.config.limits.max_memory_bytes,
         );

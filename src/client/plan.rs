@@ -12,6 +12,7 @@ use sha1::{Digest, Sha1};
 use crate::client::dispatch::{arity_error, unknown_subcommand};
 use crate::protocol::command::writes;
 use crate::protocol::{Cmd, Merge, Reply, Request, Route, Spec};
+use crate::pubsub::policy::ChannelPolicy;
 
 /// Scripts that run with `[keys] prefixes` set without being listed in
 /// `[keys] scripts`: phpredis's session lock release, which touches only
@@ -42,6 +43,9 @@ pub(in crate::client) enum Plan {
     /// A command about every backend (DBSIZE, SCRIPT LOAD): the request goes
     /// to each, and their replies are merged by `how`.
     Every { how: MergeHow },
+    /// As `Every`, with these arguments instead of the request's (KEYS with
+    /// a restricted client's prefix pushed down into its pattern).
+    EveryWith { args: Vec<Bytes>, how: MergeHow },
     /// RENAME or RENAMENX whose two keys live on backends `from` and `to`:
     /// the proxy moves the value (`client/rename.rs`).
     Rename { from: usize, to: usize },
@@ -70,13 +74,15 @@ pub(in crate::client) enum MergeHow {
     /// One of the parts' non-null replies the filter allows, at random
     /// (RANDOMKEY).
     AnyOne(KeyFilter),
-    /// Arrays merged without repeats, in first-seen order (PUBSUB CHANNELS).
-    Union,
+    /// Arrays merged without repeats, in first-seen order, keeping the
+    /// channels the client may see (PUBSUB CHANNELS).
+    Union(ChannelFilter),
     /// The largest integer (PUBSUB NUMPAT: every backend has the patterns).
     Max,
     /// PUBSUB NUMSUB: for each channel, the count its owner backend (the
-    /// index, in backend order) gives.
-    NumSub(Vec<usize>),
+    /// index, in backend order) gives; 0 for a channel the client may not
+    /// see.
+    NumSub(Vec<usize>, ChannelFilter),
     /// COMMAND DOCS from a backend, kept to the commands the proxy has (an
     /// empty map when the backend cannot answer).
     Docs,
@@ -100,8 +106,13 @@ pub(in crate::client) struct Policy<'a> {
     /// How many servers SCAN's cursor counts through: the backends, then a
     /// migration's old servers (added by `routed` for SCAN only).
     pub(in crate::client) backends: usize,
+    /// `[limits] max_scan_count`: the largest COUNT a restricted client's
+    /// SCAN is sent with.
+    pub(in crate::client) max_scan_count: usize,
     /// `[keys] allow_flush`: FLUSHDB and FLUSHALL run at all.
     pub(in crate::client) allow_flush: bool,
+    /// The channels the client may use; set for PUBSUB only (`None`: all).
+    pub(in crate::client) channels: Option<ChannelPolicy>,
     /// `[keys] split_transactions`: a transaction over several backends
     /// runs as one per backend instead of being refused.
     pub(in crate::client) split_transactions: bool,
@@ -120,7 +131,48 @@ impl Policy<'_> {
         KeyFilter {
             prefixes: self.prefixes.to_vec(),
             user_prefixes: self.user_prefixes.to_vec(),
+            pattern: None,
         }
+    }
+
+    /// The one prefix every key a restricted client may touch is under
+    /// (its user's, else the config's), when there is exactly one.
+    fn narrowing_prefix(&self) -> Option<&str> {
+        match (self.user_prefixes, self.prefixes) {
+            ([one], _) | ([], [one]) => Some(one),
+            _ => None,
+        }
+    }
+
+    fn channel_filter(&self) -> ChannelFilter {
+        ChannelFilter {
+            policy: self.channels.clone().unwrap_or_default(),
+            keys: self.filter(),
+        }
+    }
+}
+
+/// Channels a client may see in PUBSUB's answers: those its channel policy
+/// allows, and of keyspace notifications only those of its keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(in crate::client) struct ChannelFilter {
+    policy: ChannelPolicy,
+    keys: KeyFilter,
+}
+
+impl ChannelFilter {
+    fn shows(&self, channel: &[u8]) -> bool {
+        let key_shown = match channel
+            .strip_prefix(b"__keyspace@".as_slice())
+            .and_then(|rest| {
+                rest.windows(3)
+                    .position(|w| w == b"__:")
+                    .map(|i| &rest[i + 3..])
+            }) {
+            Some(key) => self.keys.allows(key),
+            None => true,
+        };
+        key_shown && self.policy.allows_channel(channel)
     }
 }
 
@@ -129,6 +181,9 @@ impl Policy<'_> {
 pub(in crate::client) struct KeyFilter {
     prefixes: Vec<String>,
     user_prefixes: Vec<String>,
+    /// The client's own KEYS or SCAN MATCH pattern, when the backend was
+    /// asked with a wider one (its prefix pushed down).
+    pattern: Option<Bytes>,
 }
 
 impl KeyFilter {
@@ -165,7 +220,11 @@ impl KeyFilter {
             |list: &[String]| list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()));
         let internal = key.starts_with(crate::migration::LOCK_PREFIX)
             || key.starts_with(crate::client::rename::HIDDEN_PREFIX);
-        !internal && under(&self.prefixes) && under(&self.user_prefixes)
+        let matched = self
+            .pattern
+            .as_ref()
+            .is_none_or(|p| crate::glob::matches(p, key, crate::glob::Case::Exact));
+        !internal && under(&self.prefixes) && under(&self.user_prefixes) && matched
     }
 }
 
@@ -184,7 +243,9 @@ pub(in crate::client) fn plan(
 ) -> Plan {
     let (prefixes, user_prefixes) = (policy.prefixes, policy.user_prefixes);
     match spec.route {
-        Route::AllBackends if spec.cmd == Cmd::PubSub => return pubsub(request, &mut owner),
+        Route::AllBackends if spec.cmd == Cmd::PubSub => {
+            return pubsub(request, &mut owner, policy.channel_filter())
+        }
         Route::AllBackends => return every(spec, request, policy),
         Route::Channel => {
             return Plan::Forward {
@@ -302,17 +363,21 @@ pub(in crate::client) fn plan(
 }
 
 /// Where a request's keys are: a stepped range, or listed.
-fn pubsub(request: &Request, owner: &mut impl FnMut(&[u8]) -> usize) -> Plan {
+fn pubsub(
+    request: &Request,
+    owner: &mut impl FnMut(&[u8]) -> usize,
+    filter: ChannelFilter,
+) -> Plan {
     let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
     let how = match &sub[..] {
-        b"CHANNELS" | b"SHARDCHANNELS" if request.len() <= 3 => MergeHow::Union,
+        b"CHANNELS" | b"SHARDCHANNELS" if request.len() <= 3 => MergeHow::Union(filter),
         b"NUMPAT" if request.len() == 2 => MergeHow::Max,
         b"NUMSUB" | b"SHARDNUMSUB" => {
             let owners = (2..request.len())
                 .filter_map(|i| request.arg(i))
                 .map(&mut *owner)
                 .collect();
-            MergeHow::NumSub(owners)
+            MergeHow::NumSub(owners, filter)
         }
         b"HELP" => MergeHow::Same,
         b"CHANNELS" | b"SHARDCHANNELS" | b"NUMPAT" => {
@@ -331,6 +396,28 @@ fn pubsub(request: &Request, owner: &mut impl FnMut(&[u8]) -> usize) -> Plan {
 
 /// One step of SCAN: the backend the cursor names, asked with its own
 /// cursor (MATCH, COUNT and TYPE passed on as they came).
+/// A KEYS or SCAN MATCH pattern for the backends that finds no key outside
+/// `prefix` and every key under it that `pattern` matches; and whether the
+/// proxy must still match `pattern` itself (when the backend's is wider).
+fn narrowed(pattern: &[u8], prefix: &str) -> (Bytes, bool) {
+    let literal_end = pattern
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(pattern.len());
+    if pattern[..literal_end].starts_with(prefix.as_bytes()) {
+        return (Bytes::copy_from_slice(pattern), false);
+    }
+    let mut wide = Vec::with_capacity(prefix.len() + 1);
+    for &b in prefix.as_bytes() {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            wide.push(b'\\');
+        }
+        wide.push(b);
+    }
+    wide.push(b'*');
+    (Bytes::from(wide), true)
+}
+
 fn scan(request: &Request, policy: &Policy<'_>) -> Plan {
     let invalid = || Plan::Answer(Reply::error("ERR invalid cursor"));
     let Some(cursor) = request
@@ -346,12 +433,43 @@ fn scan(request: &Request, policy: &Policy<'_>) -> Plan {
     }
     let mut args = request.args();
     args[1] = Bytes::from((cursor >> SCAN_INDEX_BITS).to_string());
+    let mut filter = policy.filter();
+    if policy.restricted() {
+        // The backend walks only what the client may see, a bounded count
+        // at a time: MATCH narrowed to the prefix, COUNT capped.
+        let option = |args: &[Bytes], name: &str| {
+            (2..args.len())
+                .step_by(2)
+                .find(|&i| args[i].eq_ignore_ascii_case(name.as_bytes()) && i + 1 < args.len())
+        };
+        if let Some(i) = option(&args, "COUNT") {
+            let asked = crate::protocol::keys::string2ll(&args[i + 1]).unwrap_or(0);
+            if asked > policy.max_scan_count as i64 {
+                args[i + 1] = Bytes::from(policy.max_scan_count.to_string());
+            }
+        }
+        if let Some(prefix) = policy.narrowing_prefix() {
+            match option(&args, "MATCH") {
+                Some(i) => {
+                    let (pattern, also) = narrowed(&args[i + 1], prefix);
+                    if also {
+                        filter.pattern = Some(args[i + 1].clone());
+                    }
+                    args[i + 1] = pattern;
+                }
+                None => {
+                    args.push(Bytes::from_static(b"MATCH"));
+                    args.push(narrowed(b"*", prefix).0);
+                }
+            }
+        }
+    }
     Plan::Split {
         parts: vec![(index, args)],
         how: MergeHow::ScanStep {
             index,
             backends: policy.backends,
-            filter: policy.filter(),
+            filter,
         },
     }
 }
@@ -361,9 +479,25 @@ fn scan(request: &Request, policy: &Policy<'_>) -> Plan {
 fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
     match spec.cmd {
         Cmd::Keys => {
-            return Plan::Every {
-                how: MergeHow::Concat(policy.filter()),
+            let mut filter = policy.filter();
+            let prefix = policy.narrowing_prefix().filter(|_| policy.restricted());
+            let Some(prefix) = prefix else {
+                return Plan::Every {
+                    how: MergeHow::Concat(filter),
+                };
+            };
+            // The backends list only the client's keys: its prefix pushed
+            // down into the pattern, the client's pattern matched here when
+            // the backends' is wider.
+            let asked = request.arg(1).unwrap_or_default();
+            let (pattern, also) = narrowed(asked, prefix);
+            if also {
+                filter.pattern = Some(Bytes::copy_from_slice(asked));
             }
+            return Plan::EveryWith {
+                args: vec![Bytes::from_static(b"KEYS"), pattern],
+                how: MergeHow::Concat(filter),
+            };
         }
         Cmd::RandomKey => {
             return Plan::Every {
@@ -490,14 +624,15 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             Some((first, rest)) if rest.iter().all(|p| p == first) => first.clone(),
             _ => Reply::error("ERR the backends gave different replies"),
         },
-        MergeHow::Union => {
+        MergeHow::Union(filter) => {
             let mut out: Vec<Reply> = Vec::new();
             for part in parts {
                 let Reply::Array(items) = part else {
                     return unexpected();
                 };
                 for item in items {
-                    if !out.contains(&item) {
+                    let shown = matches!(&item, Reply::Bulk(c) if filter.shows(c));
+                    if shown && !out.contains(&item) {
                         out.push(item);
                     }
                 }
@@ -514,7 +649,7 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             }
             Reply::Int(most)
         }
-        MergeHow::NumSub(owners) => {
+        MergeHow::NumSub(owners, filter) => {
             let mut out = Vec::with_capacity(owners.len() * 2);
             for (i, owner) in owners.iter().enumerate() {
                 let Some(Reply::Array(items)) = parts.get(*owner) else {
@@ -522,8 +657,9 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
                 };
                 match (items.get(2 * i), items.get(2 * i + 1)) {
                     (Some(channel), Some(count)) => {
+                        let shown = matches!(channel, Reply::Bulk(c) if filter.shows(c));
                         out.push(channel.clone());
-                        out.push(count.clone());
+                        out.push(if shown { count.clone() } else { Reply::Int(0) });
                     }
                     _ => return unexpected(),
                 }
@@ -663,6 +799,8 @@ mod tests {
             allow_flush: true,
             split_transactions: false,
             clusters: &[],
+            channels: None,
+            max_scan_count: 1000,
         };
         plan(
             spec,
@@ -677,6 +815,49 @@ mod tests {
         args.iter().map(|a| Bytes::from(a.to_string())).collect()
     }
 
+    #[test]
+    fn a_restricted_clients_prefix_is_pushed_down_into_its_patterns() {
+        assert_eq!(narrowed(b"*", "s:a:"), (Bytes::from("s:a:*"), true));
+        assert_eq!(narrowed(b"s:a:1*", "s:a:"), (Bytes::from("s:a:1*"), false));
+        assert_eq!(narrowed(b"s:*", "s:a:"), (Bytes::from("s:a:*"), true));
+        assert_eq!(narrowed(b"x*", "s:a:"), (Bytes::from("s:a:*"), true));
+        assert_eq!(narrowed(b"*", "s[1]*"), (Bytes::from("s\\[1\\]\\**"), true));
+        // KEYS: the backends are asked for the client's keys only, and the
+        // client's pattern is matched here where theirs is wider.
+        let Plan::EveryWith { args, how } = plan_of(&["keys", "*:1"], &[], &["s:a:"]) else {
+            panic!()
+        };
+        assert_eq!(args, bytes(&["KEYS", "s:a:*"]));
+        let MergeHow::Concat(filter) = how else {
+            panic!()
+        };
+        assert!(filter.allows(b"s:a:x:1"));
+        assert!(!filter.allows(b"s:a:x:2"));
+        assert!(!filter.allows(b"s:b:x:1"));
+        assert!(matches!(
+            plan_of(&["keys", "*"], &[], &[]),
+            Plan::Every { .. }
+        ));
+        // SCAN: MATCH added or narrowed, COUNT capped.
+        let scan = |args: &[&str]| match plan_of(args, &[], &["s:a:"]) {
+            Plan::Split { mut parts, .. } => parts.remove(0).1,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            scan(&["scan", "0", "COUNT", "100000000"]),
+            bytes(&["scan", "0", "COUNT", "1000", "MATCH", "s:a:*"])
+        );
+        assert_eq!(
+            scan(&["scan", "0", "MATCH", "s:a:7*", "COUNT", "10"]),
+            bytes(&["scan", "0", "MATCH", "s:a:7*", "COUNT", "10"])
+        );
+        let unrestricted = match plan_of(&["scan", "0", "COUNT", "100000000"], &[], &[]) {
+            Plan::Split { mut parts, .. } => parts.remove(0).1,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unrestricted, bytes(&["scan", "0", "COUNT", "100000000"]));
+    }
+
     /// Backend 1 is a Redis Cluster: keys group by slot there.
     fn plan_on_cluster(args: &[&str]) -> Plan {
         let spec = lookup(args[0].as_bytes()).unwrap();
@@ -688,6 +869,8 @@ mod tests {
             allow_flush: true,
             split_transactions: false,
             clusters: &[false, true],
+            channels: None,
+            max_scan_count: 1000,
         };
         plan(
             spec,

@@ -23,6 +23,8 @@ pub(in crate::client) struct Subscriber {
     links: Vec<Option<Link>>,
     pub(in crate::client) messages: mpsc::Receiver<Bytes>,
     sender: mpsc::Sender<Bytes>,
+    /// The user whose share of held connections the links count against.
+    share: Option<(Bytes, usize)>,
 }
 
 /// One link: its orders; it counts against `[pool] max_held_connections`.
@@ -33,13 +35,14 @@ struct Link {
 }
 
 impl Subscriber {
-    fn new() -> Subscriber {
+    fn new(share: Option<(Bytes, usize)>) -> Subscriber {
         let (sender, messages) = mpsc::channel(MESSAGES_QUEUED);
         Subscriber {
             wanted: Arc::default(),
             links: Vec::new(),
             messages,
             sender,
+            share,
         }
     }
 
@@ -74,12 +77,11 @@ impl Subscriber {
         if let Some(refusal) = backend.cluster_refusal("Pub/Sub") {
             return Err(Reply::error(refusal));
         }
-        let Some(reserved) = backend.reserve() else {
-            return Err(Reply::error(format!(
-                "ERR backend '{}' has [pool] max_held_connections held already: no connection for a subscription",
-                backend.id
-            )));
-        };
+        let share = self.share.as_ref().map(|(u, n)| (u, *n));
+        let reserved = backend.reserve(share).map_err(|refused| {
+            let user = self.share.as_ref().map(|(u, _)| u);
+            Reply::error(refused.message(&backend.id, user, "a subscription"))
+        })?;
         let (orders, receiver) = mpsc::unbounded_channel();
         tokio::spawn(link::run(
             backend.clone(),
@@ -205,9 +207,10 @@ pub(in crate::client) fn subscription(
     batcher.flush(topo, state.origin());
     let proto = state.proto;
     let names: Vec<Bytes> = request.args().split_off(1);
+    let share = state.share(topo);
     let subscriber = state
         .subscriber
-        .get_or_insert_with(|| Box::new(Subscriber::new()));
+        .get_or_insert_with(|| Box::new(Subscriber::new(share)));
     // The backends each name goes to: every one, or a shard channel's owner.
     let targets: Vec<(usize, Vec<Bytes>)> = match kind {
         Kind::Shard if subscribing => group_by_owner(&names, |n| topo.route(n)),

@@ -39,6 +39,9 @@ pub(in crate::client) struct Slot {
     /// The named user that sent the request (`None`: the default user),
     /// whose SLOWLOG entry it would be.
     pub(in crate::client) user: Option<Bytes>,
+    /// Bytes of `[limits] max_memory_bytes` the request is charged while
+    /// it is served (a large request's; 0 for the rest).
+    pub(in crate::client) charge: usize,
 }
 
 /// What a request leaves in its slot for SLOWLOG; its arguments are taken
@@ -79,6 +82,7 @@ impl Slot {
             started: None,
             request: Kept::Nothing,
             user: None,
+            charge: 0,
         }
     }
 

@@ -280,14 +280,13 @@ pub(in crate::client) fn watch(
         if let Some(refusal) = target.cluster_refusal("a transaction (MULTI, WATCH)") {
             return Slot::ready(proto, Reply::error(refusal));
         }
-        let Some(held) = target.hold() else {
-            return Slot::ready(
-                proto,
-                Reply::error(format!(
-                    "ERR backend '{}' has [pool] max_held_connections held already",
-                    target.id
-                )),
-            );
+        let share = state.share(topo);
+        let held = match target.hold(share.as_ref().map(|(u, n)| (u, *n))) {
+            Ok(held) => held,
+            Err(refused) => {
+                let message = refused.message(&target.id, state.user.as_ref(), "WATCH");
+                return Slot::ready(proto, Reply::error(message));
+            }
         };
         state.watching = Some(Watching {
             backend: index,

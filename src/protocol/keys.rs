@@ -103,41 +103,9 @@ pub fn of_args(spec: &Spec, args: &[&[u8]]) -> Result<Vec<usize>, KeyError> {
     }
 }
 
-/// Redis's `string2ll`: an optional minus, then digits without a leading
-/// zero (or just "0"), nothing else, within `i64`. Stricter than Rust's
-/// `parse` (which takes a plus sign and leading zeros).
-pub fn string2ll(arg: &[u8]) -> Option<i64> {
-    // LONG_STR_SIZE: 21 bytes and more are never a number.
-    if arg.is_empty() || arg.len() >= 21 {
-        return None;
-    }
-    if arg == b"0" {
-        return Some(0);
-    }
-    let (negative, digits) = match arg.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, arg),
-    };
-    match digits.first() {
-        Some(b'1'..=b'9') => {}
-        _ => return None,
-    }
-    let mut value: u64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    if negative {
-        if value > i64::MAX as u64 + 1 {
-            return None;
-        }
-        Some((value as i64).wrapping_neg())
-    } else {
-        i64::try_from(value).ok()
-    }
-}
+/// Redis's `string2ll` (see [`super::request::string_to_i64`]): stricter
+/// than Rust's `parse`, which takes a plus sign and leading zeros.
+pub use super::request::string_to_i64 as string2ll;
 
 /// The keys of a script or function call (`numkeys` at argument 2, the keys
 /// after it), or its command's error for a bad `numkeys`.

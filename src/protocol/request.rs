@@ -158,13 +158,46 @@ impl Ranges {
     }
 }
 
+/// Requests of at least this many arguments are asked about before their
+/// arguments are framed (see [`RequestDecoder::decode_with`]).
+pub const LARGE_REQUEST_ARGS: usize = 1024;
+
+/// What the framer found: a request, or one it was told to refuse, whose
+/// bytes it has read past without keeping them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framed {
+    Request(Request),
+    Refused { args: usize },
+}
+
 /// Splits a client's byte stream into [`Request`]s.
+///
+/// A request arriving in pieces is framed as far as it has come and taken
+/// up where it stopped when more arrives, so a request of millions of
+/// arguments is scanned once, not once per read.
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     /// Largest single request accepted, in bytes (the `[limits] max_request_bytes` setting).
     pub max_request_bytes: usize,
     /// Whether the client has authenticated; before that Redis's tighter limits apply.
     pub authenticated: bool,
+    /// The multibulk request framed so far, while the rest is still coming.
+    partial: Option<Partial>,
+}
+
+/// A multibulk request framed in part.
+#[derive(Debug, Clone)]
+struct Partial {
+    /// Arguments its header announced, and how many are framed.
+    count: usize,
+    framed: usize,
+    /// Where the next argument starts in the buffer.
+    pos: usize,
+    ranges: Ranges,
+    /// Refused: its arguments are read past and dropped as they come.
+    refused: bool,
+    /// Bytes of a refused request dropped so far.
+    dropped: usize,
 }
 
 impl RequestDecoder {
@@ -172,35 +205,73 @@ impl RequestDecoder {
         RequestDecoder {
             max_request_bytes,
             authenticated,
+            partial: None,
         }
     }
 
-    fn decode_multibulk(&self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
-        let Some((count, mut pos)) = read_line_number(buf, 1)? else {
-            if buf.len() > MAX_LINE {
-                return Err(ProtocolError::new("too big mbulk count string"));
+    /// The next request in `buf`. A multibulk request of at least
+    /// [`LARGE_REQUEST_ARGS`] arguments is first shown to `admit` (its
+    /// argument count): refused, its bytes are read past and it comes out
+    /// as [`Framed::Refused`].
+    pub fn decode_with(
+        &mut self,
+        buf: &mut BytesMut,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Framed>, ProtocolError> {
+        if self.partial.is_some() {
+            return self.decode_multibulk(buf, admit);
+        }
+        match buf.first() {
+            None => Ok(None),
+            Some(b'*') => self.decode_multibulk(buf, admit),
+            Some(_) => Ok(self.decode_inline(buf)?.map(Framed::Request)),
+        }
+    }
+
+    fn decode_multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Option<Framed>, ProtocolError> {
+        let mut partial = match self.partial.take() {
+            Some(partial) => partial,
+            None => {
+                let Some((count, pos)) = read_line_number(buf, 1)? else {
+                    if buf.len() > MAX_LINE {
+                        return Err(ProtocolError::new("too big mbulk count string"));
+                    }
+                    return Ok(None);
+                };
+                let count = count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+                if count <= 0 {
+                    // Redis skips empty and null multibulk requests without a reply.
+                    buf.advance(pos);
+                    return Ok(Some(Framed::Request(Request::Inline(Vec::new()))));
+                }
+                if count > i32::MAX as i64 {
+                    return Err(ProtocolError::new("invalid multibulk length"));
+                }
+                if !self.authenticated && count as usize > UNAUTH_MAX_ARGS {
+                    return Err(ProtocolError::new("unauthenticated multibulk length"));
+                }
+                let count = count as usize;
+                let refused = count >= LARGE_REQUEST_ARGS && !admit(count);
+                Partial {
+                    count,
+                    framed: 0,
+                    pos,
+                    ranges: Ranges::default(),
+                    refused,
+                    dropped: 0,
+                }
             }
-            return Ok(None);
         };
-        let count = count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
-        if count <= 0 {
-            // Redis skips empty and null multibulk requests without a reply.
-            buf.advance(pos);
-            return Ok(Some(Request::Inline(Vec::new())));
-        }
-        if count > i32::MAX as i64 {
-            return Err(ProtocolError::new("invalid multibulk length"));
-        }
-        if !self.authenticated && count as usize > UNAUTH_MAX_ARGS {
-            return Err(ProtocolError::new("unauthenticated multibulk length"));
-        }
-        let count = count as usize;
         // Ranges first: the buffer is split only once the whole request is
         // here. Typical commands' ranges need no allocation.
-        let mut ranges = Ranges::default();
-        for _ in 0..count {
+        while partial.framed < partial.count {
+            let pos = partial.pos;
             match buf.get(pos) {
-                None => return self.incomplete(buf, pos),
+                None => return self.wait(buf, partial, pos),
                 Some(b'$') => {}
                 Some(&other) => {
                     return Err(ProtocolError::new(format!(
@@ -213,7 +284,7 @@ impl RequestDecoder {
                 if buf.len() - pos > MAX_LINE {
                     return Err(ProtocolError::new("too big bulk count string"));
                 }
-                return self.incomplete(buf, pos);
+                return self.wait(buf, partial, pos);
             };
             let len = match len {
                 Some(len) if len >= 0 && (len as u64) <= self.max_request_bytes as u64 => {
@@ -228,23 +299,47 @@ impl RequestDecoder {
             if buf.len() < end + 2 {
                 // Nothing is reserved for the announced size: the buffer grows
                 // as the bytes arrive, so a header alone costs no memory.
-                return self.incomplete(buf, end + 2);
+                return self.wait(buf, partial, end + 2);
             }
             if &buf[end..end + 2] != b"\r\n" {
                 return Err(ProtocolError::new("invalid bulk length"));
             }
-            ranges.push((after, end));
-            pos = end + 2;
+            partial.framed += 1;
+            if partial.refused {
+                // Dropped as it comes: a refused request holds no memory.
+                buf.advance(end + 2);
+                partial.dropped += end + 2;
+                partial.pos = 0;
+            } else {
+                partial.ranges.push((after, end));
+                partial.pos = end + 2;
+            }
         }
-        let raw = buf.split_to(pos).freeze();
-        Ok(Some(Request::Multibulk { raw, ranges }))
+        if partial.refused {
+            return Ok(Some(Framed::Refused {
+                args: partial.count,
+            }));
+        }
+        let raw = buf.split_to(partial.pos).freeze();
+        Ok(Some(Framed::Request(Request::Multibulk {
+            raw,
+            ranges: partial.ranges,
+        })))
     }
 
-    /// The request is not complete yet: wait for more, unless it is already too large.
-    fn incomplete(&self, buf: &BytesMut, needed: usize) -> Result<Option<Request>, ProtocolError> {
-        if needed.max(buf.len()) > self.max_request_bytes.saturating_add(MAX_LINE) {
+    /// The request is not complete yet: keep what is framed and wait for
+    /// more, unless it is already too large.
+    fn wait(
+        &mut self,
+        buf: &BytesMut,
+        partial: Partial,
+        needed: usize,
+    ) -> Result<Option<Framed>, ProtocolError> {
+        let size = needed.max(buf.len()) + partial.dropped;
+        if size > self.max_request_bytes.saturating_add(MAX_LINE) {
             return Err(ProtocolError::new("too big request"));
         }
+        self.partial = Some(partial);
         Ok(None)
     }
 
@@ -275,13 +370,12 @@ impl Decoder for RequestDecoder {
     type Item = Request;
     type Error = ProtocolError;
 
-    /// Returns the next request; an empty `args` is a blank line or `*0`, which
-    /// Redis ignores without a reply.
+    /// Returns the next request, admitting every one; an empty `args` is a
+    /// blank line or `*0`, which Redis ignores without a reply.
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
-        match buf.first() {
-            None => Ok(None),
-            Some(b'*') => self.decode_multibulk(buf),
-            Some(_) => self.decode_inline(buf),
+        match self.decode_with(buf, &mut |_| true)? {
+            Some(Framed::Request(request)) => Ok(Some(request)),
+            Some(Framed::Refused { .. }) | None => Ok(None),
         }
     }
 }
@@ -309,7 +403,7 @@ fn read_line_number(
 /// Redis's `string2ll`: an optional `-`, then digits with no leading zero (or
 /// a lone `0`), nothing else, within `i64`. Stricter than `str::parse`, which
 /// also takes `+4` and `04`; Redis calls those invalid lengths.
-pub(crate) fn string_to_i64(text: &[u8]) -> Option<i64> {
+pub fn string_to_i64(text: &[u8]) -> Option<i64> {
     // LONG_STR_SIZE: 20 characters hold any i64.
     if text.is_empty() || text.len() > 20 {
         return None;
@@ -454,6 +548,72 @@ mod tests {
             out.push(req.args());
         }
         Ok(out)
+    }
+
+    fn large(n: usize) -> (Vec<u8>, Vec<Bytes>) {
+        let mut words = vec![Bytes::from_static(b"MGET")];
+        words.extend((0..n).map(|i| Bytes::from(format!("key:{i}"))));
+        let refs: Vec<&[u8]> = words.iter().map(|w| &w[..]).collect();
+        (crate::protocol::encode_args(&refs), words)
+    }
+
+    #[test]
+    fn a_request_in_pieces_is_taken_up_where_it_stopped() {
+        let (bytes, words) = large(5000);
+        let mut decoder = RequestDecoder::new(1 << 20, true);
+        let mut buf = BytesMut::new();
+        let mut found = None;
+        for piece in bytes.chunks(7) {
+            buf.extend_from_slice(piece);
+            if let Some(request) = decoder.decode(&mut buf).unwrap() {
+                assert!(found.is_none());
+                found = Some(request);
+            }
+        }
+        assert_eq!(found.unwrap().args(), words);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_refused_request_is_read_past_without_keeping_it() {
+        let (big, _) = large(LARGE_REQUEST_ARGS + 1);
+        let mut input = big.clone();
+        input.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        let mut decoder = RequestDecoder::new(1 << 20, true);
+        let mut buf = BytesMut::new();
+        let mut seen = Vec::new();
+        let mut asked = Vec::new();
+        for piece in input.chunks(1000) {
+            buf.extend_from_slice(piece);
+            while let Some(framed) = decoder
+                .decode_with(&mut buf, &mut |n| {
+                    asked.push(n);
+                    false
+                })
+                .unwrap()
+            {
+                seen.push(framed);
+            }
+            // Dropped as it comes: never more than a piece and a line held.
+            assert!(buf.len() <= 1000 + 64, "{}", buf.len());
+        }
+        assert_eq!(asked, vec![LARGE_REQUEST_ARGS + 2]);
+        assert_eq!(
+            seen,
+            vec![
+                Framed::Refused {
+                    args: LARGE_REQUEST_ARGS + 2
+                },
+                Framed::Request(Request::Multibulk {
+                    raw: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
+                    ranges: {
+                        let mut r = Ranges::default();
+                        r.push((8, 12));
+                        r
+                    }
+                })
+            ]
+        );
     }
 
     fn args(list: &[&str]) -> Vec<Bytes> {

@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::protocol::Proto;
 
 pub mod link;
+pub mod policy;
 
 /// The three kinds of subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -780,6 +780,11 @@ impl Running {
         RawClient::connect(self.port)
     }
 
+    /// The proxy process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
         http(self.admin, method, path)
     }

@@ -53,6 +53,16 @@ pub(in crate::client) fn is_restricted(
 /// RESTORE from a client held to key prefixes (see `[keys] allow_restore`).
 pub(in crate::client) const NOPERM_RESTORE: &str = "NOPERM RESTORE is refused while key prefixes apply: a crafted payload can crash a backend; set [keys] allow_restore = true once the backends run with sanitize-dump-payload yes";
 
+/// An address that sent too many wrong passwords this minute.
+pub(in crate::client) const AUTH_BLOCKED: &str = "ERR too many wrong passwords from this address: try again in a minute ([limits] auth_failures_per_address)";
+
+/// Redis 7.0's reply to a channel an ACL forbids.
+pub(in crate::client) const NOPERM_CHANNEL: &str =
+    "NOPERM this user has no permissions to access one of the channels used as arguments";
+
+/// PUBLISH to a keyspace or keyevent channel: forged notifications.
+pub(in crate::client) const NOPERM_NOTIFICATION: &str = "NOPERM keyspace and keyevent notifications are the server's own: PUBLISH to their channels is refused";
+
 /// Redis 7.0's reply to a command an ACL forbids.
 pub(in crate::client) fn noperm_command(name: &str) -> Reply {
     Reply::error(format!(
@@ -61,7 +71,7 @@ pub(in crate::client) fn noperm_command(name: &str) -> Reply {
 }
 
 pub(in crate::client) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::auth_guard::same_secret(a, b)
 }
 
 pub(in crate::client) fn auth(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {

@@ -88,10 +88,21 @@ pub(in crate::client) fn client_command(
         _ => {
             // SETINFO, as on Redis 7.2; clients ignore the answer either way.
             let value = args[3].clone();
+            let known = args[2].eq_ignore_ascii_case(b"LIB-NAME")
+                || args[2].eq_ignore_ascii_case(b"LIB-VER");
+            // As Redis 7.2 checks it: a space or newline would forge fields
+            // or lines in CLIENT LIST.
+            if known && value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+                let mut msg = b"ERR ".to_vec();
+                msg.extend_from_slice(c_str(&args[2], usize::MAX));
+                msg.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
+                return Reply::error(msg);
+            }
+            let value = (!value.is_empty()).then_some(value);
             if args[2].eq_ignore_ascii_case(b"LIB-NAME") {
-                state.lib_name = Some(value);
+                state.lib_name = value;
             } else if args[2].eq_ignore_ascii_case(b"LIB-VER") {
-                state.lib_ver = Some(value);
+                state.lib_ver = value;
             } else {
                 let mut msg = b"ERR Unrecognized option '".to_vec();
                 msg.extend_from_slice(c_str(&args[2], usize::MAX));
