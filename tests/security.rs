@@ -202,6 +202,15 @@ fn slowlog_shows_each_user_its_own_entries_without_secrets() {
         reader.text(&["SLOWLOG", "RESET"]),
         "-NOPERM this user has no permissions to run the 'slowlog' command\r\n"
     );
+    for (command, name) in [
+        (vec!["SCRIPT", "FLUSH"], "script"),
+        (vec!["CONFIG", "SET", "maxmemory", "1"], "config"),
+    ] {
+        assert_eq!(
+            reader.text(&command),
+            format!("-NOPERM this user has no permissions to run the '{name}' command\r\n")
+        );
+    }
     assert_eq!(alice.text(&["SLOWLOG", "RESET"]), "+OK\r\n");
     assert_eq!(
         alice.text(&["SLOWLOG", "LEN"]),
