@@ -232,6 +232,34 @@ pub async fn handshake(
     Ok((stream, db))
 }
 
+/// Switches a connection made by [`handshake`] to RESP3 (`HELLO 3`), for
+/// the replies of RESP3 clients: `true` once it speaks RESP3, `false` when
+/// the server refused (one before Redis 6 speaks RESP2 only, and its
+/// replies are then converted for those clients).
+pub async fn hello3(stream: &Stream) -> Result<bool, DialError> {
+    let mut wbuf = BytesMut::new();
+    encode_command(
+        &[Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")],
+        &mut wbuf,
+    );
+    stream.write_all(&mut wbuf).await?;
+    let mut rbuf = BytesMut::new();
+    loop {
+        let framed =
+            crate::protocol::reply_extent(&rbuf, crate::protocol::backend_reply::MAX_CONTROL_REPLY)
+                .map_err(|e| DialError::Protocol(e.to_string()))?;
+        if let Some(len) = framed {
+            if len != rbuf.len() {
+                return Err(DialError::Protocol("more than HELLO's reply".into()));
+            }
+            return Ok(rbuf.first() == Some(&b'%'));
+        }
+        if stream.read_some(&mut rbuf).await? == 0 {
+            return Err(DialError::Closed);
+        }
+    }
+}
+
 /// Asks a server its version (INFO server) on a connection of its own:
 /// `Ok(None)` when it answered without one, an error when it did not answer.
 pub async fn version(endpoint: &Endpoint, target: &Target) -> Result<Option<Version>, DialError> {

@@ -263,13 +263,35 @@ fn the_sequences_cover_every_keyed_command_of_the_table() {
     );
 }
 
+/// A client of the proxy and one of the reference Redis, both after
+/// `HELLO 3` when `resp3`.
+fn pair(proxy: &Proxy, reference: &Redis, resp3: bool) -> (RawClient, RawClient) {
+    let (mut through, mut direct) = (proxy.client(), reference.client());
+    if resp3 {
+        through.hello3();
+        direct.hello3();
+    }
+    (through, direct)
+}
+
 #[test]
-fn every_data_type_answers_as_redis_does() {
+fn every_data_type_answers_as_redis_does_in_resp2() {
+    every_data_type_answers_as_redis_does(false);
+}
+
+/// RESP3 replies of every data type: maps (HGETALL, XINFO), sets
+/// (SMEMBERS), doubles (ZSCORE, ZINCRBY, GEOPOS), score pairs (ZRANGE
+/// WITHSCORES), byte for byte as Redis sends them.
+#[test]
+fn every_data_type_answers_as_redis_does_in_resp3() {
+    every_data_type_answers_as_redis_does(true);
+}
+
+fn every_data_type_answers_as_redis_does(resp3: bool) {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let reference = Redis::start();
     let proxy = proxy_over(&servers, "");
-    let mut through = proxy.client();
-    let mut direct = reference.client();
+    let (mut through, mut direct) = pair(&proxy, &reference, resp3);
     // Keys that live on one backend, so multi-key commands run there.
     let keys: Vec<String> = (0..3)
         .map(|i| proxy.key_on(1, &format!("dt{i}:")))
@@ -400,11 +422,20 @@ fn rename_across_backends_moves_the_value_with_its_ttl() {
 /// (RedisSessionRepository, RedisIndexedSessionRepository).
 #[test]
 fn spring_session_sequences_are_byte_identical() {
+    spring_session_sequences(false);
+}
+
+/// Lettuce, Spring Session's default client, negotiates RESP3.
+#[test]
+fn spring_session_sequences_are_byte_identical_in_resp3() {
+    spring_session_sequences(true);
+}
+
+fn spring_session_sequences(resp3: bool) {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let reference = Redis::start();
     let proxy = proxy_over(&servers, "");
-    let mut through = proxy.client();
-    let mut direct = reference.client();
+    let (mut through, mut direct) = pair(&proxy, &reference, resp3);
     let ns = "spring:session";
     for (id, new_id) in [("a1", "b7"), ("c3", "d4"), ("e5", "f6")] {
         let key = format!("{ns}:sessions:{id}");
@@ -481,11 +512,19 @@ fn spring_session_sequences_are_byte_identical() {
 /// remove; and what the client library asks at connect.
 #[test]
 fn aspnet_core_cache_sequences_are_byte_identical() {
+    aspnet_core_cache_sequences(false);
+}
+
+#[test]
+fn aspnet_core_cache_sequences_are_byte_identical_in_resp3() {
+    aspnet_core_cache_sequences(true);
+}
+
+fn aspnet_core_cache_sequences(resp3: bool) {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let reference = Redis::start();
     let proxy = proxy_over(&servers, "");
-    let mut through = proxy.client();
-    let mut direct = reference.client();
+    let (mut through, mut direct) = pair(&proxy, &reference, resp3);
     same(&mut through, &mut direct, &["ECHO", "hello"]);
     same(&mut through, &mut direct, &["CLIENT", "SETNAME", "web01"]);
     assert!(
@@ -730,4 +769,112 @@ fn command_getkeys_and_list_answer_as_redis_does() {
     let listed = through.text(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "xgr*"]);
     assert_eq!(listed, "*1\r\n$6\r\nxgroup\r\n");
     assert!(through.text(&["COMMAND", "LIST"]).contains("\r\nhset\r\n"));
+}
+
+/// Scripts that switch to RESP3 (`redis.setresp(3)`) and return maps,
+/// sets, doubles, booleans, big numbers and verbatim strings; a
+/// transaction of maps and doubles, on one backend and split over two:
+/// after HELLO 2 and after HELLO 3, byte for byte as Redis answers.
+#[test]
+fn scripts_and_transactions_answer_as_redis_does_in_both_protocols() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "[keys]\nsplit_transactions = true\n");
+    for resp3 in [false, true] {
+        let (mut through, mut direct) = pair(&proxy, &reference, resp3);
+        let k = proxy.key_on(0, "rt:");
+        let other = proxy.key_on(1, "rt:");
+        for c in [&mut through, &mut direct] {
+            c.cmd(&["DEL", &k, &other]);
+        }
+        same(&mut through, &mut direct, &["HSET", &k, "a", "1", "b", "2"]);
+        same(&mut through, &mut direct, &["ZADD", &other, "1.5", "m"]);
+        for body in [
+            "redis.setresp(3) return redis.call('HGETALL', KEYS[1])",
+            "redis.setresp(3) return redis.call('ZSCORE', KEYS[1], 'x')",
+            "return {map={a=1, b={1, 2}}}",
+            "return {set={x=true}}",
+            "return {double=3.5}",
+            "return true",
+            "return false",
+            "return {big_number='123456789012345678901234567890'}",
+            "return {verbatim_string={format='txt', string='hi'}}",
+            "redis.setresp(3) return redis.call('HRANDFIELD', KEYS[1], -1, 'WITHVALUES') and 1",
+        ] {
+            same(&mut through, &mut direct, &["EVAL", body, "1", &k]);
+        }
+        // One backend: MULTI ... EXEC passed through.
+        same(&mut through, &mut direct, &["MULTI"]);
+        same(&mut through, &mut direct, &["HGETALL", &k]);
+        same(&mut through, &mut direct, &["HINCRBYFLOAT", &k, "a", "0.5"]);
+        same(&mut through, &mut direct, &["SMEMBERS", &k]);
+        same(&mut through, &mut direct, &["EXEC"]);
+        // Two backends (split_transactions): each command's reply kept.
+        same(&mut through, &mut direct, &["MULTI"]);
+        same(&mut through, &mut direct, &["HGETALL", &k]);
+        same(&mut through, &mut direct, &["ZSCORE", &other, "m"]);
+        same(
+            &mut through,
+            &mut direct,
+            &["ZRANGE", &other, "0", "-1", "WITHSCORES"],
+        );
+        same(&mut through, &mut direct, &["EXEC"]);
+    }
+}
+
+/// Replies the proxy builds or merges itself, after HELLO 3: the same
+/// RESP3 types as Redis's own (a map for CONFIG GET, verbatim text for INFO
+/// and CLIENT INFO, nulls as `_`, sets where Redis sends sets), and the
+/// same bytes where the content is the same (a split MGET, DEL, EXISTS).
+#[test]
+fn replies_the_proxy_builds_have_redis_resp3_types() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let (mut through, mut direct) = pair(&proxy, &reference, true);
+    let keys: Vec<String> = (0..3).map(|b| proxy.key_on(b, "m:")).collect();
+    for c in [&mut through, &mut direct] {
+        c.cmd(&["SET", &keys[0], "a"]);
+        c.cmd(&["SET", &keys[2], "c"]);
+    }
+    // Merged over backends, byte for byte.
+    same(
+        &mut through,
+        &mut direct,
+        &["MGET", &keys[0], &keys[1], &keys[2], "nope"],
+    );
+    same(
+        &mut through,
+        &mut direct,
+        &["EXISTS", &keys[0], &keys[1], &keys[2]],
+    );
+    same(&mut through, &mut direct, &["KEYS", "nomatch*"]);
+    same(&mut through, &mut direct, &["GET", &keys[1]]);
+    // Built here: the same types.
+    for args in [
+        vec!["CONFIG", "GET", "maxclients"],
+        vec!["INFO", "server"],
+        vec!["CLIENT", "INFO"],
+        vec!["COMMAND", "INFO", "get"],
+        vec!["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
+        vec!["SCAN", "0", "COUNT", "100"],
+        vec!["DBSIZE"],
+        vec!["HELLO"],
+        vec!["CLIENT", "GETNAME"],
+        vec!["SLOWLOG", "GET", "0"],
+    ] {
+        let (ours, theirs) = (through.cmd(&args), direct.cmd(&args));
+        assert_eq!(
+            ours.first(),
+            theirs.first(),
+            "{args:?}: {:?} against Redis's {:?}",
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+    }
+    same(
+        &mut through,
+        &mut direct,
+        &["DEL", &keys[0], &keys[1], &keys[2]],
+    );
 }

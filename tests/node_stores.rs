@@ -12,6 +12,10 @@ use std::process::Command;
 use common::{Proxy, Redis};
 
 fn run(port: u16, kind: &str) -> String {
+    run_script("connect_redis.cjs", &[port.to_string(), kind.to_string()])
+}
+
+fn run_script(script: &str, args: &[String]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let modules = root.join("target/node/node_modules");
     assert!(
@@ -20,15 +24,15 @@ fn run(port: u16, kind: &str) -> String {
         modules.display()
     );
     let output = Command::new("node")
-        .arg(root.join("tests/node/connect_redis.cjs"))
-        .args([port.to_string(), kind.to_string()])
+        .arg(root.join("tests/node").join(script))
+        .args(args)
         .env("NODE_PATH", &modules)
         .output()
         .expect("node (Debian package nodejs)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "{kind} on {port}: {stdout}{}",
+        "{script} {args:?}: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
@@ -65,5 +69,32 @@ fn connect_redis_behaves_the_same_through_the_proxy_as_on_redis() {
         for server in &servers {
             assert_eq!(server.client().text(&["DBSIZE"]), ":0\r\n");
         }
+    }
+}
+
+/// node-redis 5 with `RESP: 3` on a session kept as a hash: objects and
+/// number scores as on Redis (RESP2's shapes would read as wrong data).
+#[test]
+fn node_redis_5_resp3_behaves_the_same_through_the_proxy() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n".to_string();
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    let proxy = Proxy::start(&text);
+    let direct = Redis::start();
+    let direct_port = direct.address().rsplit(':').next().unwrap().to_string();
+    let ours = run_script("resp3_hash.cjs", &[proxy.port.to_string()]);
+    let theirs = run_script("resp3_hash.cjs", &[direct_port]);
+    assert_eq!(ours, theirs);
+    for expected in [
+        "\"hGetAllIsObject\":true",
+        "[\"page:a\",1.5,\"number\"]",
+        "\"zScore\":[2.25,\"number\"]",
+    ] {
+        assert!(ours.contains(expected), "{expected}: {ours}");
     }
 }

@@ -50,3 +50,37 @@ fn django_redis_and_flask_session_behave_the_same_through_the_proxy() {
         "$4\r\nkept\r\n"
     );
 }
+
+/// redis-py 8.1 in its default protocol (HELLO 3) on a session kept as a
+/// hash: dicts, float scores and sets as on Redis, not RESP2's flat lists.
+#[test]
+fn redis_py_resp3_hash_sessions_behave_the_same_through_the_proxy() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n".to_string();
+    for (i, redis) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
+            redis.address()
+        ));
+    }
+    let proxy = Proxy::start(&text);
+    let direct = Redis::start();
+    let direct_port = direct.address().rsplit(':').next().unwrap().to_string();
+    let port = proxy.port.to_string();
+    let ours = run_script("venv-redis8", "resp3_hash_session.py", &["--port", &port]);
+    let theirs = run_script(
+        "venv-redis8",
+        "resp3_hash_session.py",
+        &["--port", &direct_port],
+    );
+    assert_eq!(ours, theirs);
+    for expected in [
+        "\"protocol\": 3",
+        "\"hgetall_type\": \"dict\"",
+        "[\"page:a\", 1.5, \"float\"]",
+        "\"zscore\": [2.25, \"float\"]",
+        "\"smembers\": [\"set\"",
+    ] {
+        assert!(ours.contains(expected), "{expected}: {ours}");
+    }
+}

@@ -35,7 +35,7 @@ pub use crate::dial::PoolSettings;
 use crate::dial::{call, handshake, jitter, DialError};
 use crate::metrics::BackendMetrics;
 use crate::net::{Outbox, Stream};
-use crate::protocol::{encode_command, reply_extent, Reply};
+use crate::protocol::{encode_command, reply_extent, Proto, Reply};
 use crate::workers::Workers;
 
 /// Unwritten bytes per connection before it stops taking jobs.
@@ -269,6 +269,21 @@ pub struct Origin {
     /// The average size of the client's replies so far (0: none yet).
     pub reply_bytes: u64,
     pub large_replies: bool,
+    /// The protocol the replies are wanted in: a RESP3 client's requests
+    /// that are passed on go on connections speaking RESP3 (started on
+    /// first use), so the server's own RESP3 reply is its answer; what the
+    /// proxy merges or reads itself is asked in RESP2.
+    pub proto: Proto,
+}
+
+impl Origin {
+    /// The same sender, for replies the proxy reads or merges itself.
+    pub fn resp2(self) -> Origin {
+        Origin {
+            proto: Proto::Resp2,
+            ..self
+        }
+    }
 }
 
 /// Where a backend's connections learn the address to use: a fixed one, or
@@ -311,9 +326,10 @@ impl Discovery {
 }
 
 /// Starts one more connection task of a backend on a worker (numbered, for
-/// its span): `(worker, number)`.
+/// its span), speaking a protocol: `(worker, number, proto)`.
 #[derive(Clone)]
-struct Spawn(Arc<dyn Fn(usize, usize) -> mpsc::UnboundedSender<Job> + Send + Sync>);
+#[allow(clippy::type_complexity)]
+struct Spawn(Arc<dyn Fn(usize, usize, Proto) -> mpsc::UnboundedSender<Job> + Send + Sync>);
 
 /// One worker thread's connections to a backend (see [`crate::workers`]):
 /// a client's jobs go on its own worker's, so they never cross threads.
@@ -325,6 +341,10 @@ struct WorkerPool {
     queues: Vec<mpsc::UnboundedSender<Job>>,
     /// The connection for clients of large replies, started on first use.
     bulk: OnceLock<mpsc::UnboundedSender<Job>>,
+    /// The same for RESP3 clients: connections speaking RESP3, started on
+    /// the first RESP3 request.
+    queues3: OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
+    bulk3: OnceLock<mpsc::UnboundedSender<Job>>,
 }
 
 impl std::fmt::Debug for Spawn {
@@ -406,7 +426,7 @@ impl Backend {
             let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
             let (endpoint, health) = (endpoint.clone(), health.clone());
             let workers = workers.clone();
-            move |worker: usize, conn: usize| {
+            move |worker: usize, conn: usize, proto: Proto| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = Connection {
                     backend: id.clone(),
@@ -423,16 +443,23 @@ impl Backend {
                     // The connection after the pool's is the one for large replies.
                     read_turn: if conn >= pool { READ_TURN } else { usize::MAX },
                     metrics: metrics.clone(),
+                    proto,
+                    speaks: Proto::Resp2,
                 };
-                let span = tracing::info_span!("backend", id = %id, worker, conn);
+                let span =
+                    tracing::info_span!("backend", id = %id, worker, conn, proto = proto.number());
                 workers.spawn_on(worker, task.run().instrument(span));
                 tx
             }
         };
         let pools: Vec<_> = (0..workers.len())
             .map(|worker| WorkerPool {
-                queues: (0..pool).map(|conn| spawn(worker, conn)).collect(),
+                queues: (0..pool)
+                    .map(|conn| spawn(worker, conn, Proto::Resp2))
+                    .collect(),
                 bulk: OnceLock::new(),
+                queues3: OnceLock::new(),
+                bulk3: OnceLock::new(),
             })
             .collect();
         Backend {
@@ -472,7 +499,7 @@ impl Backend {
         );
         // Nothing is ever sent through these: `enqueue_on` routes first,
         // and `hold` gives no held connection.
-        let spawn = |_: usize, _: usize| mpsc::unbounded_channel().0;
+        let spawn = |_: usize, _: usize, _: Proto| mpsc::unbounded_channel().0;
         Backend {
             id,
             pools: Vec::new().into(),
@@ -602,7 +629,7 @@ impl Backend {
     /// closed when the handle is dropped; refused when `[pool]
     /// max_held_connections` are held already, or the client's user holds
     /// its share.
-    pub fn hold(&self, share: Share<'_>) -> Result<Held, HoldRefused> {
+    pub fn hold(&self, share: Share<'_>, proto: Proto) -> Result<Held, HoldRefused> {
         if self.cluster.is_some() {
             return Err(HoldRefused::Cluster);
         }
@@ -610,7 +637,7 @@ impl Backend {
         // On the client's own worker, numbered after the pool's.
         let number = self.settings.connections + 1 + count;
         Ok(Held {
-            queue: (self.spawn.0)(self.workers.here(), number),
+            queue: (self.spawn.0)(self.workers.here(), number, proto),
             _ticket: ticket,
         })
     }
@@ -737,15 +764,28 @@ impl Backend {
             })
         };
         let pool = self.pools.get(worker);
+        let large = self.settings.connections;
+        let spawn = |conn: usize, proto: Proto| (self.spawn.0)(worker, conn, proto);
         let queue = match (held, pool) {
             (Some(held), _) => Some(held),
-            (None, Some(pool)) if origin.large_replies => Some(
-                pool.bulk
-                    .get_or_init(|| (self.spawn.0)(worker, self.settings.connections)),
-            ),
-            (None, Some(pool)) => pool
-                .queues
-                .get((origin.client % pool.queues.len().max(1) as u64) as usize),
+            (None, Some(pool)) => {
+                let (queues, bulk) = match origin.proto {
+                    Proto::Resp2 => (&pool.queues, &pool.bulk),
+                    Proto::Resp3 => (
+                        pool.queues3.get_or_init(|| {
+                            (0..pool.queues.len())
+                                .map(|conn| spawn(conn, Proto::Resp3))
+                                .collect()
+                        }),
+                        &pool.bulk3,
+                    ),
+                };
+                if origin.large_replies {
+                    Some(bulk.get_or_init(|| spawn(large, origin.proto)))
+                } else {
+                    queues.get((origin.client % queues.len().max(1) as u64) as usize)
+                }
+            }
             (None, None) => None,
         };
         if let Some(queue) = queue {
@@ -1090,6 +1130,10 @@ struct Connection {
     /// pause would only delay them.
     read_turn: usize,
     metrics: Arc<BackendMetrics>,
+    /// The protocol this connection's clients want their replies in, and
+    /// the one the current session speaks.
+    proto: Proto,
+    speaks: Proto,
 }
 
 impl Connection {
@@ -1102,14 +1146,23 @@ impl Connection {
                     backend: self.backend.clone(),
                 },
                 Some(endpoint) => {
-                    let attempt = timeout(
-                        self.settings.connect_timeout,
-                        handshake(&endpoint, &self.target, self.settings.databases),
-                    )
+                    let proto = self.proto;
+                    let attempt = timeout(self.settings.connect_timeout, async {
+                        let (stream, db) =
+                            handshake(&endpoint, &self.target, self.settings.databases).await?;
+                        // A server that cannot speak RESP3 answers in RESP2,
+                        // and its replies are converted for RESP3 clients.
+                        let speaks = match proto {
+                            Proto::Resp3 if crate::dial::hello3(&stream).await? => Proto::Resp3,
+                            _ => Proto::Resp2,
+                        };
+                        Ok::<_, DialError>((stream, db, speaks))
+                    })
                     .await;
                     let reason = match attempt {
-                        Ok(Ok((stream, db))) => {
+                        Ok(Ok((stream, db, speaks))) => {
                             info!(%endpoint, "backend connected");
+                            self.speaks = speaks;
                             self.metrics.connects.increment(1);
                             self.health.success();
                             let started = Instant::now();
@@ -1497,12 +1550,20 @@ impl Connection {
                     return Err(self.lost(format!("bad reply: {e}")));
                 }
             };
+            // A push (RESP3) answers no request: nothing here subscribes or
+            // tracks, but one must not take another request's place.
+            if self.speaks == Proto::Resp3 && frame.first() == Some(&b'>') {
+                continue;
+            }
             // A demoted or restarting master: have the sentinels asked now.
             if frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING") {
                 self.ask_recheck();
             }
             let size = frame.len();
-            let reply = Reply::Raw(frame);
+            let reply = match self.speaks {
+                Proto::Resp2 => Reply::Raw(frame),
+                Proto::Resp3 => Reply::Raw3(frame),
+            };
             taken += 1;
             if !any {
                 any = true;
@@ -1728,6 +1789,8 @@ mod tests {
             lanes: Lanes::default(),
             read_turn: usize::MAX,
             metrics,
+            proto: Proto::Resp2,
+            speaks: Proto::Resp2,
         }
     }
 

@@ -279,7 +279,7 @@ fn command_docs(topo: &Topology, state: &State, request: &Request, now: Instant)
     let mut ask = vec![Bytes::from_static(b"COMMAND"), Bytes::from_static(b"DOCS")];
     ask.extend(named);
     let backend = &topo.backends[0];
-    let rx = backend.send_args(state.origin(), &ask, state.db, false);
+    let rx = backend.send_args(state.origin().resp2(), &ask, state.db, false);
     let merging = Pending::Merge(Box::new(Merging {
         parts: vec![(Some(rx), None)],
         how: MergeHow::Docs,
@@ -467,7 +467,7 @@ pub(in crate::client) fn routed(
                 .iter()
                 .zip(&targets)
                 .map(|((_, sub), target)| {
-                    let rx = target.send_args(state.origin(), sub, state.db, spec.write);
+                    let rx = target.send_args(state.origin().resp2(), sub, state.db, spec.write);
                     (Some(rx), None)
                 })
                 .collect();
@@ -515,7 +515,7 @@ fn every_backend(
         .iter()
         .chain(old)
         .map(|backend| {
-            let rx = backend.send_args(state.origin(), &args, state.db, write);
+            let rx = backend.send_args(state.origin().resp2(), &args, state.db, write);
             (Some(rx), None)
         })
         .collect();

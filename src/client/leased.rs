@@ -29,7 +29,7 @@ pub(in crate::client) fn blocking(
         return Slot::ready(state.proto, Reply::error(refusal));
     }
     let share = state.share(topo);
-    let held = match backend.hold(share.as_ref().map(|(u, n)| (u, *n))) {
+    let held = match backend.hold(share.as_ref().map(|(u, n)| (u, *n)), state.proto) {
         Ok(held) => held,
         Err(refused) => {
             let message = refused.message(&backend.id, state.user.as_ref(), "a blocking command");

@@ -131,11 +131,7 @@ pub(in crate::client) fn migrating(
 
 /// Whether a backend's reply is a null (a GET's miss).
 fn is_null(reply: &Reply) -> bool {
-    match reply {
-        Reply::Null => true,
-        Reply::Raw(raw) => &raw[..] == b"$-1\r\n",
-        _ => false,
-    }
+    reply.is_null()
 }
 
 /// Sends the planned command(s) and waits for the client's reply.
@@ -159,7 +155,10 @@ async fn send(
         Sends::Split { parts, how } => {
             let receivers: Vec<_> = parts
                 .iter()
-                .map(|(b, sub)| (b, topo.backends[*b].send_args(origin, sub, db, write)))
+                .map(|(b, sub)| {
+                    let rx = topo.backends[*b].send_args(origin.resp2(), sub, db, write);
+                    (b, rx)
+                })
                 .collect();
             let mut replies = Vec::with_capacity(receivers.len());
             for (b, rx) in receivers {

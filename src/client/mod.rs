@@ -114,12 +114,16 @@ struct State {
 }
 
 impl State {
-    /// Who sends a request, for the backend connection it goes on.
+    /// Who sends a request, for the backend connection it goes on: one
+    /// speaking the client's protocol, for a reply passed on as it is.
+    /// Requests whose replies the proxy merges or reads use
+    /// `origin().resp2()`.
     fn origin(&self) -> Origin {
         Origin {
             client: self.id,
             reply_bytes: self.reply_bytes,
             large_replies: self.large_replies,
+            proto: self.proto,
         }
     }
 
@@ -366,7 +370,7 @@ impl Handler<'_> {
     fn sized(&mut self) {
         self.sizing = false;
         let bytes = match self.queue.back().map(|s| &s.pending) {
-            Some(Pending::Ready(Reply::Raw(bytes))) => bytes.len(),
+            Some(Pending::Ready(Reply::Raw(bytes) | Reply::Raw3(bytes))) => bytes.len(),
             // An error the proxy made (a timeout, a backend down) or a
             // merged reply: small, as far as the connection is concerned.
             // It sizes the client too, or every request of a client whose
@@ -433,7 +437,7 @@ impl Handler<'_> {
             let close_after = slot.close_after;
             self.account.release(slot.charge);
             if let Pending::Ready(reply) = slot.pending {
-                if let Reply::Raw(bytes) = &reply {
+                if let Some(bytes) = reply.raw_bytes() {
                     self.state.replied(bytes.len());
                 }
                 if let Some(started) = slot.started {

@@ -22,7 +22,7 @@ pub(in crate::client) fn sweep(
     } else {
         state.db..state.db + 1
     };
-    let origin = state.origin();
+    let origin = state.origin().resp2();
     // A cluster backend is swept on each of its masters.
     let backends: Vec<Backend> = topo.servers();
     let (tx, rx) = oneshot::channel();

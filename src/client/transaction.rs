@@ -281,7 +281,7 @@ pub(in crate::client) fn watch(
             return Slot::ready(proto, Reply::error(refusal));
         }
         let share = state.share(topo);
-        let held = match target.hold(share.as_ref().map(|(u, n)| (u, *n))) {
+        let held = match target.hold(share.as_ref().map(|(u, n)| (u, *n)), state.proto) {
             Ok(held) => held,
             Err(refused) => {
                 let message = refused.message(&target.id, state.user.as_ref(), "WATCH");
@@ -305,12 +305,34 @@ pub(in crate::client) fn watch(
 /// backend's array, in the order the client queued them; the first error
 /// (or null, a WATCH abort) stands for the whole.
 fn merge_execs(execs: Vec<BackendResult>, places: &[usize]) -> BackendResult {
+    if execs.len() == 1 {
+        // One backend: its EXEC reply is the client's, byte for byte.
+        return execs.into_iter().next().unwrap_or(Ok(Reply::Null));
+    }
     let mut arrays = Vec::with_capacity(execs.len());
     for exec in execs {
-        match exec?.parsed() {
-            Reply::Array(items) => arrays.push(items.into_iter()),
-            other => return Ok(other),
-        }
+        let exec = exec?;
+        // Each command's reply as its backend sent it, in the client's
+        // protocol; anything but an array (a null: WATCH aborted; an
+        // error) stands for the whole.
+        let items = exec
+            .raw_bytes()
+            .and_then(crate::protocol::backend_reply::split_array);
+        let Some(items) = items else {
+            return Ok(exec);
+        };
+        let resp3 = matches!(exec, Reply::Raw3(_));
+        let items: Vec<Reply> = items
+            .into_iter()
+            .map(|item| {
+                if resp3 {
+                    Reply::Raw3(item)
+                } else {
+                    Reply::Raw(item)
+                }
+            })
+            .collect();
+        arrays.push(items.into_iter());
     }
     let mut out = Vec::with_capacity(places.len());
     for &place in places {

@@ -358,7 +358,7 @@ pub enum Redirect {
 pub fn redirect(reply: &Reply) -> Option<Redirect> {
     let line: &[u8] = match reply {
         Reply::Error(line) => line,
-        Reply::Raw(raw) => raw.strip_prefix(b"-")?.strip_suffix(b"\r\n")?,
+        Reply::Raw(raw) | Reply::Raw3(raw) => raw.strip_prefix(b"-")?.strip_suffix(b"\r\n")?,
         _ => return None,
     };
     let (ask, rest) = if let Some(rest) = line.strip_prefix(b"MOVED ") {

@@ -484,7 +484,8 @@ pub(crate) async fn call(
     write: bool,
 ) -> Result<Reply, BackendError> {
     let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
-    let rx = backend.send_args(origin, &args, db, write);
+    // The mover reads these replies itself: RESP2, whatever the client speaks.
+    let rx = backend.send_args(origin.resp2(), &args, db, write);
     match rx.await {
         Ok(result) => result.map(Reply::parsed),
         Err(_) => Err(BackendError::ConnectionLost {

@@ -22,6 +22,7 @@ const MOVER: Origin = Origin {
     client: u64::MAX,
     reply_bytes: 0,
     large_replies: false,
+    proto: crate::protocol::Proto::Resp2,
 };
 
 /// Runs passes until one is clean or the migration is replaced.

@@ -1,5 +1,6 @@
-//! Framing of the RESP2 replies backends (and sentinels) send, without
-//! recursion and within bounds.
+//! Framing of the replies backends (and sentinels) send, RESP2 and RESP3
+//! (a backend connection speaks the protocol of the clients it serves),
+//! without recursion and within bounds.
 //!
 //! `redis-protocol`'s decoders recurse once per nesting level with no limit,
 //! so a backend answering `*1\r\n` fifty thousand times overflows the stack
@@ -54,13 +55,15 @@ pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, Reply
             return incomplete(buf, max_bytes);
         };
         pos = match kind {
-            b'+' | b'-' => next,
+            // RESP2's simple types, and RESP3's: null, boolean, double, big number.
+            b'+' | b'-' | b'_' | b'#' | b',' | b'(' => next,
             b':' => {
                 string_to_i64(&buf[pos + 1..line_end]).ok_or(ReplyError::Invalid("bad integer"))?;
                 next
             }
-            b'$' => match string_to_i64(&buf[pos + 1..line_end]) {
-                Some(-1) => next,
+            // Bulk string; RESP3's blob error and verbatim string.
+            b'$' | b'!' | b'=' => match string_to_i64(&buf[pos + 1..line_end]) {
+                Some(-1) if kind == b'$' => next,
                 Some(len) if len >= 0 => {
                     let len = len as usize;
                     if len > max_bytes {
@@ -77,15 +80,26 @@ pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, Reply
                 }
                 _ => return Err(ReplyError::Invalid("bad bulk length")),
             },
-            b'*' => match string_to_i64(&buf[pos + 1..line_end]) {
-                Some(-1 | 0) => next,
-                Some(count) if count > 0 && count <= i64::from(u32::MAX) => {
+            // Aggregates: array; RESP3's set, push, map (two elements per
+            // entry) and attribute (a map before the reply it is about).
+            b'*' | b'~' | b'>' | b'%' | b'|' => match string_to_i64(&buf[pos + 1..line_end]) {
+                Some(-1) if kind == b'*' => next,
+                Some(0) if kind != b'|' => next,
+                Some(count) if count >= 0 && count <= i64::from(u32::MAX) => {
+                    let elements = match kind {
+                        b'%' => count * 2,
+                        b'|' => count * 2 + 1,
+                        _ => count,
+                    };
+                    if elements > i64::from(u32::MAX) {
+                        return Err(ReplyError::Invalid("bad array length"));
+                    }
                     let Some(slot) = open.get_mut(depth) else {
                         return Err(ReplyError::TooDeep);
                     };
-                    *slot = count as u32;
+                    *slot = elements as u32;
                     depth += 1;
-                    // The array's first element comes next; nothing is complete yet.
+                    // The aggregate's first element comes next; nothing is complete yet.
                     pos = next;
                     continue;
                 }
@@ -105,6 +119,23 @@ pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, Reply
             depth -= 1;
         }
     }
+}
+
+/// The elements of a whole array reply (`*N` then N replies), each its own
+/// bytes; `None` for a reply that is not an array (a null, an error).
+pub fn split_array(raw: &bytes::Bytes) -> Option<Vec<bytes::Bytes>> {
+    let (line_end, mut pos) = line(raw, 1).ok()??;
+    if raw.first() != Some(&b'*') {
+        return None;
+    }
+    let count = usize::try_from(string_to_i64(&raw[1..line_end])?).ok()?;
+    let mut items = Vec::with_capacity(count.min(raw.len()));
+    for _ in 0..count {
+        let len = reply_extent(&raw[pos..], raw.len()).ok()??;
+        items.push(raw.slice(pos..pos + len));
+        pos += len;
+    }
+    (pos == raw.len()).then_some(items)
 }
 
 /// An incomplete reply is fine until it holds more than `max_bytes`.
@@ -213,6 +244,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn resp3_extents_match_redis_protocol() {
+        let cases: &[&[u8]] = &[
+            b"_\r\n",
+            b"#t\r\n",
+            b",1.5\r\n",
+            b",inf\r\n",
+            b"(3492890328409238509324850943850943825024385\r\n",
+            b"!21\r\nSYNTAX invalid syntax\r\n",
+            b"=15\r\ntxt:Some string\r\n",
+            b"%0\r\n",
+            b"%2\r\n+a\r\n:1\r\n$1\r\nb\r\n_\r\n",
+            b"~2\r\n$1\r\na\r\n,2\r\n",
+            b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n",
+            b"*2\r\n%1\r\n+k\r\n~1\r\n#f\r\n,-0.5\r\n",
+            b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n",
+        ];
+        for &case in cases {
+            let mut input = case.to_vec();
+            input.extend_from_slice(b"+NEXT\r\n");
+            let expected = redis_protocol::resp3::decode::complete::decode(&input)
+                .unwrap()
+                .unwrap()
+                .1;
+            assert_eq!(reply_extent(&input, BIG), Ok(Some(case.len())), "{case:?}");
+            assert_eq!(expected, case.len(), "{case:?}");
+            for cut in 0..case.len() {
+                assert_eq!(
+                    reply_extent(&case[..cut], BIG),
+                    Ok(None),
+                    "{case:?} at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_array_splits_into_its_elements_bytes() {
+        let raw = bytes::Bytes::from_static(b"*3\r\n+OK\r\n%1\r\n+a\r\n,1.5\r\n_\r\n");
+        let items = split_array(&raw).unwrap();
+        assert_eq!(
+            items,
+            vec![&b"+OK\r\n"[..], b"%1\r\n+a\r\n,1.5\r\n", b"_\r\n"]
+        );
+        assert_eq!(split_array(&bytes::Bytes::from_static(b"*-1\r\n")), None);
+        assert_eq!(split_array(&bytes::Bytes::from_static(b"_\r\n")), None);
+        assert_eq!(
+            split_array(&bytes::Bytes::from_static(b"*0\r\n")),
+            Some(vec![])
+        );
     }
 
     #[test]

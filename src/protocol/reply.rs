@@ -1,9 +1,12 @@
 //! Replies, in a protocol-neutral form, and their encoding in RESP2 or RESP3.
 //!
-//! Backend replies arrive as RESP2 frames (backend connections always speak
-//! RESP2); local replies are built here. Either way the bytes sent to a client
-//! are produced by `redis-protocol`'s encoders, in the protocol that client
-//! chose with HELLO.
+//! Backend replies arrive as frames in the protocol of the connection they
+//! came on: a RESP3 client's requests go on connections that speak RESP3
+//! (HELLO 3), so the server's own RESP3 reply reaches it byte for byte
+//! ([`Reply::Raw3`]); the rest, and replies the proxy merges, are RESP2.
+//! Local replies are built here. The bytes sent to a client are produced by
+//! `redis-protocol`'s encoders, in the protocol that client chose with
+//! HELLO, unless they are a backend's own in that protocol already.
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::bytes_utils::Str;
@@ -50,6 +53,9 @@ pub enum Reply {
     /// without decoding. RESP2 clients get these bytes as they are; RESP3
     /// clients too unless the reply holds a null, which RESP3 spells `_`.
     Raw(Bytes),
+    /// One whole RESP3 reply exactly as a backend connection speaking RESP3
+    /// sent it, for a RESP3 client: written as it is.
+    Raw3(Bytes),
     /// Frames already encoded in the client's protocol by the proxy
     /// (Pub/Sub confirmations, pushes in RESP3), written as they are.
     Encoded(Bytes),
@@ -88,6 +94,26 @@ impl Reply {
         match self {
             Reply::Error(_) => true,
             Reply::Raw(raw) => raw.first() == Some(&b'-'),
+            Reply::Raw3(raw) => matches!(raw.first(), Some(b'-' | b'!')),
+            _ => false,
+        }
+    }
+
+    /// A backend's reply whose bytes are passed on, in either protocol.
+    pub fn raw_bytes(&self) -> Option<&Bytes> {
+        match self {
+            Reply::Raw(raw) | Reply::Raw3(raw) => Some(raw),
+            _ => None,
+        }
+    }
+
+    /// Whether a backend's reply is a null (`$-1`, `*-1` or RESP3's `_`).
+    pub fn is_null(&self) -> bool {
+        match self {
+            Reply::Null => true,
+            Reply::Raw(raw) | Reply::Raw3(raw) => {
+                &raw[..] == b"$-1\r\n" || &raw[..] == b"*-1\r\n" || &raw[..] == b"_\r\n"
+            }
             _ => false,
         }
     }
@@ -100,7 +126,44 @@ impl Reply {
                 Ok(Some((frame, _))) => Reply::from_resp2(frame),
                 _ => Reply::error("ERR unparsable reply from a backend"),
             },
+            Reply::Raw3(raw) => match redis_protocol::resp3::decode::complete::decode_bytes(&raw) {
+                Ok(Some((frame, _))) => Reply::from_resp3(frame),
+                _ => Reply::error("ERR unparsable reply from a backend"),
+            },
             other => other,
+        }
+    }
+
+    /// Converts a RESP3 frame read from a backend. Doubles, booleans and big
+    /// numbers have no form of their own here: they become what RESP2
+    /// says for them (a bulk string, an integer), for the rare reply that
+    /// a RESP2 client is given or the proxy looks into.
+    pub fn from_resp3(frame: Resp3Frame) -> Reply {
+        match frame {
+            Resp3Frame::SimpleString { data, .. } => Reply::Status(data),
+            Resp3Frame::SimpleError { data, .. } => Reply::Error(data.into_inner()),
+            Resp3Frame::BlobError { data, .. } => Reply::Error(data),
+            Resp3Frame::Number { data, .. } => Reply::Int(data),
+            Resp3Frame::Double { data, .. } => Reply::Bulk(Bytes::from(format_double(data))),
+            Resp3Frame::Boolean { data, .. } => Reply::Int(i64::from(data)),
+            Resp3Frame::BigNumber { data, .. } => Reply::Bulk(data),
+            Resp3Frame::BlobString { data, .. } => Reply::Bulk(data),
+            Resp3Frame::VerbatimString { data, .. } => Reply::Verbatim(data),
+            Resp3Frame::Null => Reply::Null,
+            Resp3Frame::Array { data, .. } | Resp3Frame::Push { data, .. } => {
+                Reply::Array(data.into_iter().map(Reply::from_resp3).collect())
+            }
+            Resp3Frame::Set { data, .. } => {
+                Reply::Set(data.into_iter().map(Reply::from_resp3).collect())
+            }
+            Resp3Frame::Map { data, .. } => Reply::Map(
+                data.into_iter()
+                    .map(|(k, v)| (Reply::from_resp3(k), Reply::from_resp3(v)))
+                    .collect(),
+            ),
+            Resp3Frame::Hello { .. } | Resp3Frame::ChunkedString(_) => {
+                Reply::error("ERR unexpected reply from a backend")
+            }
         }
     }
 
@@ -120,7 +183,7 @@ impl Reply {
 
     fn into_resp2(self) -> Resp2Frame {
         match self {
-            raw @ Reply::Raw(_) => raw.parsed().into_resp2(),
+            raw @ (Reply::Raw(_) | Reply::Raw3(_)) => raw.parsed().into_resp2(),
             // Only ever a whole reply, written as it is by the encoder.
             Reply::Encoded(_) => Resp2Frame::Null,
             Reply::Status(s) => Resp2Frame::SimpleString(s),
@@ -143,6 +206,10 @@ impl Reply {
     fn into_resp3(self) -> Resp3Frame {
         match self {
             raw @ Reply::Raw(_) => raw.parsed().into_resp3(),
+            Reply::Raw3(raw) => match redis_protocol::resp3::decode::complete::decode_bytes(&raw) {
+                Ok(Some((frame, _))) => frame,
+                _ => Resp3Frame::Null,
+            },
             Reply::Encoded(_) => Resp3Frame::Null,
             Reply::Status(data) => Resp3Frame::SimpleString {
                 data,
@@ -185,6 +252,17 @@ impl Reply {
     }
 }
 
+/// A double as Redis writes it in RESP2 (`%.17g`, with `inf`/`-inf`/`nan`).
+fn format_double(value: f64) -> String {
+    if value.is_nan() {
+        "nan".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        value.to_string()
+    }
+}
+
 /// Error text must be UTF-8 for the encoder; bytes that are not (from a
 /// client's binary argument echoed back) are replaced.
 fn to_str(bytes: Bytes) -> Str {
@@ -216,6 +294,24 @@ impl Encoder<Reply> for ReplyEncoder {
         if let Reply::Encoded(frames) = &reply {
             dst.extend_from_slice(frames);
             return Ok(());
+        }
+        if let (Reply::Raw3(raw), Proto::Resp3) = (&reply, self.proto) {
+            dst.extend_from_slice(raw);
+            return Ok(());
+        }
+        if let Reply::Array(items) = &reply {
+            if items.iter().any(|i| i.raw_bytes().is_some()) {
+                // Backend replies among the elements (a split EXEC's): each
+                // is written as it came when it is in the client's protocol.
+                let Reply::Array(items) = reply else {
+                    return Ok(());
+                };
+                dst.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    self.encode(item, dst)?;
+                }
+                return Ok(());
+            }
         }
         if let Reply::Raw(raw) = &reply {
             if self.proto == Proto::Resp2 || !has_resp2_null(raw) {

@@ -364,16 +364,11 @@ impl RawClient {
 
     pub fn try_read_reply(&mut self) -> std::io::Result<Vec<u8>> {
         loop {
-            let framed = if self.resp3 {
-                redis_protocol::resp3::decode::complete::decode(&self.buf)
-                    .map(|r| r.map(|(_, n)| n))
-                    .map_err(|e| format!("{e:?}"))
-            } else {
-                // The proxy's own framing: it takes errors that are not UTF-8,
-                // as Redis sends them.
-                session_proxy::protocol::reply_extent(&self.buf, usize::MAX)
-                    .map_err(|e| format!("{e:?}"))
-            };
+            // The proxy's own framing, RESP2 and RESP3: it takes errors that
+            // are not UTF-8, as Redis sends them, and sets of maps, which
+            // redis-protocol's decoder refuses.
+            let framed = session_proxy::protocol::reply_extent(&self.buf, usize::MAX)
+                .map_err(|e| format!("{e:?}"));
             match framed {
                 Ok(Some(n)) => return Ok(self.buf.split_to(n).to_vec()),
                 Ok(None) => {}
