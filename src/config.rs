@@ -353,6 +353,20 @@ pub struct Keys {
     /// keys' notifications with them.
     #[serde(default)]
     pub channels: Option<Vec<String>>,
+    /// Two characters, `"{}"` as Redis Cluster and twemproxy use them: a
+    /// key with a non-empty part between the first opening one and the
+    /// next closing one is routed by that part alone, so related keys stay
+    /// together. Off by default (keys route by their whole bytes).
+    #[serde(default)]
+    pub hash_tag: Option<String>,
+}
+
+impl Keys {
+    /// `hash_tag`'s two characters, once validated.
+    pub fn hash_tag(&self) -> Option<[u8; 2]> {
+        let tag = self.hash_tag.as_deref()?.as_bytes();
+        Some([*tag.first()?, *tag.get(1)?])
+    }
 }
 
 /// `[pool]`: backend connections and timeouts, for every backend.
@@ -864,6 +878,16 @@ impl Config {
         }
         if let Some(tls) = &listen.tls {
             check_host_port(&tls.address).map_err(|m| invalid("listen.tls.address", m))?;
+        }
+        if let Some(tag) = &self.keys.hash_tag {
+            if tag.len() != 2 || tag.as_bytes()[0] == tag.as_bytes()[1] {
+                return Err(invalid(
+                    "keys.hash_tag",
+                    format!(
+                        "'{tag}' is not two different characters (Redis Cluster's is \"{{}}\")"
+                    ),
+                ));
+            }
         }
         self.unix_socket_mode()?;
         if listen.databases == 0 || listen.databases > 1 << 16 {

@@ -85,7 +85,7 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(e),
             };
             let router = match Router::new(config.route_members()) {
-                Ok(router) => router,
+                Ok(router) => router.with_hash_tag(config.keys.hash_tag()),
                 Err(e) => return usage_error(e),
             };
             for key in keys {

@@ -16,6 +16,12 @@
 //! Only the key's raw bytes enter the hash (never `std`'s `Hash for [u8]`,
 //! whose length prefix depends on the platform's `usize`), and `DefaultHasher`
 //! is not used. The golden vectors in the tests pin the result.
+//!
+//! With a hash tag (`[keys] hash_tag = "{}"`, off by default), a key that
+//! holds the tag's opening character, and after it the closing one with
+//! something between, is routed by that part alone (Redis Cluster's and
+//! twemproxy's rule): `{user42}:a` and `{user42}:b` go together. Keys
+//! without a tag route exactly as without the setting.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -97,6 +103,8 @@ fn clear_leader(fractions: impl Iterator<Item = (f64, usize)>) -> Option<usize> 
 /// Maps keys to backend indexes.
 pub struct Router {
     nodes: RendezvousNodes<WeightedNode<Member>, PinnedHasher>,
+    /// `[keys] hash_tag`: the opening and closing characters.
+    hash_tag: Option<[u8; 2]>,
     /// The same members as a flat list for [`Router::owner`], which hashes
     /// the key in one shot (`xxh3_64_with_seed`, the same value the streaming
     /// hasher gives) instead of through `Hash` and a streaming state.
@@ -183,7 +191,30 @@ impl Router {
             nodes,
             flat,
             equal_weights,
+            hash_tag: None,
         })
+    }
+
+    /// The same router, hashing only the tagged part of keys that have one.
+    pub fn with_hash_tag(mut self, tag: Option<[u8; 2]>) -> Router {
+        self.hash_tag = tag;
+        self
+    }
+
+    /// The bytes of `key` that are hashed: its tag when the router has a
+    /// hash tag and the key a non-empty part between the tag's first
+    /// opening character and the next closing one; else the whole key.
+    pub fn hashed<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        let Some([open, close]) = self.hash_tag else {
+            return key;
+        };
+        let Some(start) = key.iter().position(|&b| b == open) else {
+            return key;
+        };
+        match key[start + 1..].iter().position(|&b| b == close) {
+            Some(0) | None => key,
+            Some(len) => &key[start + 1..start + 1 + len],
+        }
     }
 
     /// The index of the backend that owns `key`.
@@ -191,6 +222,7 @@ impl Router {
     /// Same ordering as `calc_candidates(..).next()`, without its allocation
     /// and sort: the highest `(score, id)` wins.
     pub fn owner(&self, key: &[u8]) -> usize {
+        let key = self.hashed(key);
         if self.equal_weights {
             if let Some(index) = self.clear_owner(key) {
                 return index;
@@ -233,7 +265,7 @@ impl Router {
     /// the backends that would take the key over if the ones before were gone.
     pub fn candidates(&self, key: &[u8]) -> Vec<usize> {
         self.nodes
-            .calc_candidates(&RouteKey(key))
+            .calc_candidates(&RouteKey(self.hashed(key)))
             .map(|node| node.node.index)
             .collect()
     }
@@ -291,6 +323,47 @@ mod tests {
 
     // Computed independently with Python's `xxhash` package and `math.log`.
     const GOLDEN_ABC: &str = "bbcbbbabbcaabbab";
+
+    /// Hash tags: a tagged key routes as its tag alone; a key without a
+    /// tag (or an empty `{}`, or no closing brace) as without the setting,
+    /// so the golden vectors hold with the tag on.
+    #[test]
+    fn hash_tags_route_by_the_tag() {
+        let list = [("a", 1.0), ("b", 2.0), ("c", 1.0)];
+        let tagged = router(&list).with_hash_tag(Some(*b"{}"));
+        let plain = router(&list);
+        for (key, hashed) in [
+            ("{user42}:a", "user42"),
+            ("x{user42}y{z}", "user42"),
+            ("{}user42", "{}user42"),
+            ("{user42", "{user42"),
+            ("}user{", "}user{"),
+            ("session:abc", "session:abc"),
+            ("a{{b}c", "{b"),
+        ] {
+            assert_eq!(tagged.hashed(key.as_bytes()), hashed.as_bytes(), "{key}");
+            assert_eq!(
+                tagged.owner(key.as_bytes()),
+                plain.owner(hashed.as_bytes()),
+                "{key}"
+            );
+        }
+        // Golden vectors, with tags: the owner of `{session:N}:x` is the
+        // owner of `session:N` (the string above).
+        let owners: String = (0..16)
+            .map(|i| id_of(&list, &tagged, format!("{{session:{i}}}:x").as_bytes()))
+            .collect();
+        assert_eq!(owners, GOLDEN_ABC);
+        let untagged: String = (0..16)
+            .map(|i| id_of(&list, &tagged, format!("session:{i}").as_bytes()))
+            .collect();
+        assert_eq!(untagged, GOLDEN_ABC);
+        assert_eq!(
+            tagged.candidates(b"{k}:1"),
+            plain.candidates(b"k"),
+            "fallback order follows the tag too"
+        );
+    }
     const GOLDEN_POOL: [&str; 5] = ["redis3", "redis1", "redis3", "redis2", "redis3"];
 
     #[test]

@@ -81,7 +81,7 @@ impl Topology {
     /// `previous` whose id, address, credentials and pool settings are
     /// unchanged, so their connections stay up.
     fn build(config: Config, previous: Option<&Topology>) -> anyhow::Result<Topology> {
-        let router = Router::new(config.route_members())?;
+        let router = Router::new(config.route_members())?.with_hash_tag(config.keys.hash_tag());
         let settings = Arc::new(PoolSettings::from_config(&config));
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, spec) in config.backends.iter().enumerate() {
@@ -223,6 +223,7 @@ fn migration_for(
                 .iter()
                 .zip(&config.backends)
                 .any(|(a, b)| a.id != b.id || a.weight != b.weight)
+            || previous.config.keys.hash_tag() != config.keys.hash_tag()
             || previous
                 .backends
                 .iter()
@@ -230,7 +231,10 @@ fn migration_for(
                 .any(|(a, b)| !a.same_server(b));
         if moved {
             layouts.push(Arc::new(Layout {
-                spread: Spread::Rendezvous(Router::new(previous.config.route_members())?),
+                spread: Spread::Rendezvous(
+                    Router::new(previous.config.route_members())?
+                        .with_hash_tag(previous.config.keys.hash_tag()),
+                ),
                 servers: previous.backends.clone(),
                 source: "reload",
             }));

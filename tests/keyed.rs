@@ -878,3 +878,46 @@ fn replies_the_proxy_builds_have_redis_resp3_types() {
         &["DEL", &keys[0], &keys[1], &keys[2]],
     );
 }
+
+/// `[keys] hash_tag = "{}"`: keys with one tag live together, so what
+/// needs its keys on one backend (MSETNX, a transaction, a script, SINTER)
+/// runs over three backends; without the setting the same keys spread.
+#[test]
+fn hash_tags_keep_related_keys_together() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "[keys]\nhash_tag = \"{}\"\n");
+    let mut c = proxy.client();
+    let keys: Vec<String> = (0..20).map(|i| format!("{{user42}}:{i}")).collect();
+    let owner = proxy.owner(&keys[0]);
+    assert!(keys.iter().all(|k| proxy.owner(k) == owner));
+    let plain = proxy_over(&servers, "");
+    assert!(
+        keys.iter().any(|k| plain.owner(k) != plain.owner(&keys[0])),
+        "without the setting they spread"
+    );
+    assert_eq!(c.text(&["MSETNX", &keys[0], "1", &keys[1], "2"]), ":1\r\n");
+    assert_eq!(c.text(&["SADD", &keys[2], "a", "b"]), ":2\r\n");
+    assert_eq!(c.text(&["SADD", &keys[3], "b"]), ":1\r\n");
+    assert_eq!(c.text(&["SINTER", &keys[2], &keys[3]]), "*1\r\n$1\r\nb\r\n");
+    assert_eq!(c.text(&["MULTI"]), "+OK\r\n");
+    for key in &keys[4..9] {
+        assert_eq!(c.text(&["SET", key, "v"]), "+QUEUED\r\n");
+    }
+    assert!(c.text(&["EXEC"]).starts_with("*5\r\n+OK"));
+    let script = "return redis.call('exists', KEYS[1], KEYS[2])";
+    assert_eq!(c.text(&["EVAL", script, "2", &keys[0], &keys[4]]), ":2\r\n");
+    assert_eq!(c.text(&["RENAME", &keys[0], &keys[10]]), "+OK\r\n");
+    assert_eq!(
+        c.text(&["COMMAND", "GETKEYS", "MSET", &keys[0], "1", &keys[1], "2"]),
+        format!("*2\r\n$10\r\n{}\r\n$10\r\n{}\r\n", keys[0], keys[1])
+    );
+    // Everything is on the tag's owner.
+    let held: i64 = servers[owner]
+        .client()
+        .text(&["DBSIZE"])
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(held, 9);
+}

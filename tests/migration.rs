@@ -693,3 +693,77 @@ fn scan_and_keys_see_sessions_not_moved_yet() {
         "some were still on the old server"
     );
 }
+
+/// Turning `[keys] hash_tag` on by a reload moves every tagged key to the
+/// owner of its tag, under a Django load, without a logout: django-redis-
+/// sessions stores `{session}:<key>`, so with the tag on every session
+/// belongs to the owner of `session`.
+#[test]
+fn a_reload_turning_hash_tags_on_under_a_django_load_logs_nobody_out() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let three = backends_toml(&[("a", &servers[0]), ("b", &servers[1]), ("c", &servers[2])]);
+    let proxy = Running::start(&three);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap().to_string();
+    let port = proxy.port.to_string();
+    let args = |phase: &'static str| {
+        [
+            "--engine",
+            "redis_sessions",
+            "--port",
+            &port,
+            "--state",
+            &state,
+            "--phase",
+            phase,
+            "--users",
+            "200",
+            "--prefix",
+            "{session}",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |phase: &'static str| {
+        let args = args(phase);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_script("venv-redis8", "django_sessions.py", &args)
+    };
+    assert!(run("create").contains("\"created\": 200"));
+    let spread = servers.iter().filter(|s| dbsize(s) > 0).count();
+    assert!(spread > 1, "sessions start spread over the backends");
+    let load = {
+        let args = args("verify");
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_script("venv-redis8", "django_sessions.py", &args)
+        })
+    };
+    proxy.rewrite(&format!("[keys]\nhash_tag = \"{{}}\"\n{three}"));
+    proxy.signal("HUP");
+    wait_until(READY_LIMIT, Duration::from_millis(10), "reload", || {
+        proxy.generation() == 1
+    });
+    let out = load.join().unwrap();
+    assert!(out.contains("\"verified\": 200"), "{out}");
+    wait_until(
+        MOVER_LIMIT,
+        Duration::from_millis(20),
+        "mover not done",
+        || {
+            let (_, body) = proxy.http("GET", "/topology");
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            json["migration"]["state"] == "done"
+        },
+    );
+    // Every session now lives with the owner of its tag, and only there.
+    let owner = Router::new([("a", 1.0), ("b", 1.0), ("c", 1.0)])
+        .unwrap()
+        .owner(b"session");
+    for (i, server) in servers.iter().enumerate() {
+        let expected = if i == owner { 200 } else { 0 };
+        assert_eq!(dbsize(server), expected, "server {i}");
+    }
+    assert!(run("verify").contains("\"verified\": 200"));
+}

@@ -17,11 +17,12 @@ def add_arguments(parser):
     parser.add_argument("--unix-socket")
     parser.add_argument("--db", type=int, default=0)
     parser.add_argument("--password")
+    parser.add_argument("--prefix", default=PREFIX)
 
 
 def setup(args):
     if args.engine == "redis_sessions":
-        session_redis = {"prefix": PREFIX, "db": args.db, "password": args.password}
+        session_redis = {"prefix": args.prefix, "db": args.db, "password": args.password}
         if args.unix_socket:
             session_redis["unix_domain_socket_path"] = args.unix_socket
         else:
@@ -42,7 +43,7 @@ def setup(args):
                 "default": {
                     "BACKEND": "django.core.cache.backends.redis.RedisCache",
                     "LOCATION": location,
-                    "KEY_PREFIX": PREFIX,
+                    "KEY_PREFIX": args.prefix,
                 }
             },
         }
