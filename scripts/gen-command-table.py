@@ -23,11 +23,10 @@ EXCLUDED = {
     "sort": "BY and GET patterns read keys the arguments do not name",
     "sort_ro": "BY and GET patterns read keys the arguments do not name",
     "migrate": "moves keys to a server the proxy does not know",
-    "move": "moves a key between databases, which the proxy maps itself",
 }
 
 # Containers whose subcommands take keys: only these subcommands are kept.
-CONTAINERS = {"xinfo": None, "xgroup": None, "memory": {"usage"}}
+CONTAINERS = {"xinfo": None, "xgroup": None, "memory": {"usage"}, "object": None}
 
 # The proxy's own entries (hand table): generated entries with these names
 # are skipped.

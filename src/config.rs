@@ -359,6 +359,10 @@ pub struct Keys {
     /// together. Off by default (keys route by their whole bytes).
     #[serde(default)]
     pub hash_tag: Option<String>,
+    /// Backend parameters clients may CONFIG SET (on every backend) and
+    /// CONFIG GET (from the first), in Redis's names; others are refused.
+    #[serde(default)]
+    pub config_set: Vec<String>,
 }
 
 impl Keys {

@@ -232,6 +232,27 @@ pub async fn handshake(
     Ok((stream, db))
 }
 
+/// One command on a connection of its own, after AUTH but without the
+/// handshake's SELECT: a server busy with a script answers only a few
+/// commands (SCRIPT KILL, FUNCTION KILL), and SELECT is not one of them.
+pub async fn ask_once(
+    endpoint: &Endpoint,
+    target: &Target,
+    args: Vec<Bytes>,
+) -> Result<Reply, DialError> {
+    let stream = open_to(endpoint, target.tls.as_ref()).await?;
+    let mut rbuf = BytesMut::new();
+    let mut replies = call_with_auth(
+        &stream,
+        &mut rbuf,
+        target.username.as_deref(),
+        target.password.as_deref(),
+        vec![args],
+    )
+    .await?;
+    replies.pop().ok_or(DialError::Closed)
+}
+
 /// Switches a connection made by [`handshake`] to RESP3 (`HELLO 3`), for
 /// the replies of RESP3 clients: `true` once it speaks RESP3, `false` when
 /// the server refused (one before Redis 6 speaks RESP2 only, and its

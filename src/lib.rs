@@ -59,6 +59,7 @@ pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod dial;
+pub mod errorstats;
 pub mod glob;
 pub mod ketama;
 pub mod memory;

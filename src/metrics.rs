@@ -367,7 +367,8 @@ impl LatencyHistogram {
         self.counts().iter().sum()
     }
 
-    fn sum_nanos(&self) -> u64 {
+    /// Time recorded so far, in nanoseconds.
+    pub fn sum_nanos(&self) -> u64 {
         self.shards
             .iter()
             .map(|s| s.sum_nanos.load(Ordering::Relaxed))

@@ -80,6 +80,17 @@ impl Hash for RouteKey<'_> {
     }
 }
 
+/// The part of `key` between the first `open` character of `tag` and the
+/// next `close` one, when it is not empty.
+pub fn tag_of(tag: [u8; 2], key: &[u8]) -> Option<&[u8]> {
+    let [open, close] = tag;
+    let start = key.iter().position(|&b| b == open)?;
+    match key[start + 1..].iter().position(|&b| b == close)? {
+        0 => None,
+        len => Some(&key[start + 1..start + 1 + len]),
+    }
+}
+
 /// The index with the highest fraction, if it leads the runner-up by more
 /// than [`CLEAR_GAP`].
 fn clear_leader(fractions: impl Iterator<Item = (f64, usize)>) -> Option<usize> {
@@ -205,16 +216,9 @@ impl Router {
     /// hash tag and the key a non-empty part between the tag's first
     /// opening character and the next closing one; else the whole key.
     pub fn hashed<'k>(&self, key: &'k [u8]) -> &'k [u8] {
-        let Some([open, close]) = self.hash_tag else {
-            return key;
-        };
-        let Some(start) = key.iter().position(|&b| b == open) else {
-            return key;
-        };
-        match key[start + 1..].iter().position(|&b| b == close) {
-            Some(0) | None => key,
-            Some(len) => &key[start + 1..start + 1 + len],
-        }
+        self.hash_tag
+            .and_then(|tag| tag_of(tag, key))
+            .unwrap_or(key)
     }
 
     /// The index of the backend that owns `key`.

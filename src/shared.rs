@@ -29,6 +29,9 @@ use crate::slowlog::SlowLog;
 pub struct Stats {
     pub connections_received: AtomicU64,
     pub connected_clients: AtomicUsize,
+    /// Clients waiting in a blocking command (BLPOP, XREAD BLOCK) now;
+    /// each blocking request's task holds a count (`client/leased.rs`).
+    pub blocked_clients: Arc<AtomicUsize>,
     pub refused_keys: AtomicU64,
     /// Counted on every request, by every worker: sharded.
     pub commands: Sharded,
@@ -317,6 +320,9 @@ pub struct Shared {
     pub reloaded: watch::Sender<u64>,
     /// The last reloads, newest last, for the status page.
     pub reloads: Mutex<VecDeque<ReloadEvent>>,
+    /// Error replies sent to clients by error code, for INFO's errorstats
+    /// (at most 128 codes, as Redis keeps).
+    pub error_codes: crate::errorstats::ErrorStats,
     /// Every connected client, for CLIENT LIST and CLIENT KILL.
     pub clients: crate::clients::Clients,
     /// Wrong passwords per source address, for `[limits]
@@ -361,6 +367,7 @@ impl Shared {
             drain,
             reloaded,
             reloads: Mutex::new(VecDeque::new()),
+            error_codes: Default::default(),
             clients: Default::default(),
             auth_guard: Default::default(),
             tls: RwLock::new(tls),

@@ -263,7 +263,7 @@ fn local_commands() {
         client.text(&["CLIENT", "SETNAME"]),
         "-ERR wrong number of arguments for 'client|setname' command\r\n"
     );
-    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":207\r\n");
+    assert_eq!(client.text(&["COMMAND", "COUNT"]), ":213\r\n");
     assert!(client
         .text(&["WAIT", "1", "0"])
         .starts_with("-ERR WAIT is not supported by session-proxy: set min_replicas_ack"));
@@ -271,13 +271,13 @@ fn local_commands() {
         .text(&["COMMAND", "INFO", "get", "nosuch"])
         .starts_with("*2\r\n*10\r\n$3\r\nget\r\n:2\r\n"));
     // COMMAND DOCS: a backend's documentation, of the commands the proxy has.
-    let docs = client.text(&["COMMAND", "DOCS", "get", "sort"]);
+    let docs = client.text(&["COMMAND", "DOCS", "get", "migrate"]);
     assert!(docs.starts_with("*2\r\n$3\r\nget\r\n"), "{docs}");
     assert!(docs.contains("summary"), "{docs}");
-    assert_eq!(client.text(&["COMMAND", "DOCS", "sort"]), "*0\r\n");
+    assert_eq!(client.text(&["COMMAND", "DOCS", "migrate"]), "*0\r\n");
     let all = client.text(&["COMMAND", "DOCS"]);
     assert!(all.contains("\r\nmget\r\n") && all.contains("\r\nhset\r\n"));
-    assert!(!all.contains("\r\nsort\r\n") && !all.contains("\r\nshutdown\r\n"));
+    assert!(!all.contains("\r\nmigrate\r\n") && !all.contains("\r\nshutdown\r\n"));
     // CONFIG GET answers what tools ask; CONFIG SET is refused.
     assert_eq!(
         client.text(&["CONFIG", "GET", "save", "appendonly"]),
@@ -310,8 +310,8 @@ fn local_commands() {
     assert_eq!(client.text(&["RESET"]), "+RESET\r\n");
     assert_eq!(client.text(&["CLIENT", "GETNAME"]), "$-1\r\n");
     assert_eq!(
-        client.text(&["SORT", "h", "BY", "v"]),
-        "-ERR unknown command 'SORT', with args beginning with: 'h' 'BY' 'v' \r\n"
+        client.text(&["MIGRATE", "h", "1", "k", "0", "1"]),
+        "-ERR unknown command 'MIGRATE', with args beginning with: 'h' '1' 'k' '0' '1' \r\n"
     );
     assert_eq!(client.text(&["QUIT"]), "+OK\r\n");
     assert!(client.is_closed());

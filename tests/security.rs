@@ -465,7 +465,7 @@ fn a_limited_users_keys_and_scan_walk_its_own_keys_only() {
 fn a_backend_acl_user_holds_scripts_to_the_proxys_refusals() {
     // The ACL README's Security section recommends for the proxy's own
     // user on each backend (without [keys] allow_flush).
-    let acl = "user proxy on >proxy-pw ~* &* +@all -flushall -flushdb -swapdb -move -debug -shutdown -monitor -acl -module -config|set -config|rewrite -config|resetstat -replicaof -slaveof -failover -save -bgsave -bgrewriteaof -migrate -sync -psync";
+    let acl = "user proxy on >proxy-pw ~* &* +@all -flushall -flushdb -swapdb -debug -shutdown -monitor -acl -module -config|set -config|rewrite -config|resetstat -replicaof -slaveof -failover -save -bgsave -bgrewriteaof -migrate -sync -psync";
     let dir = tempfile::tempdir().unwrap();
     let users = common::write_file(
         dir.path(),
@@ -498,7 +498,6 @@ fn a_backend_acl_user_holds_scripts_to_the_proxys_refusals() {
         "return redis.call('flushall')",
         "return redis.call('flushdb')",
         "return redis.call('swapdb', 0, 1)",
-        "return redis.call('move', KEYS[1], 1)",
     ] {
         let refused = c.text(&["EVAL", body, "1", &key]);
         assert!(

@@ -642,6 +642,20 @@ impl Backend {
         })
     }
 
+    /// One command on a connection made for it, with AUTH only (SCRIPT KILL
+    /// reaches a server that is busy with a script this way).
+    pub async fn ask_apart(&self, args: Vec<Bytes>) -> Result<Reply, crate::dial::DialError> {
+        let endpoint = self.endpoint.borrow().clone();
+        let Some(endpoint) = endpoint else {
+            return Err(crate::dial::DialError::Closed);
+        };
+        let asked = crate::dial::ask_once(&endpoint, &self.target, args);
+        match timeout(self.settings.connect_timeout, asked).await {
+            Ok(done) => done,
+            Err(_) => Err(crate::dial::DialError::Closed),
+        }
+    }
+
     /// A connection apart from the pool, to the current endpoint, made
     /// ready as the pool's are (Pub/Sub links: `crate::pubsub::link`).
     pub async fn connect_apart(&self) -> Result<crate::net::Stream, crate::dial::DialError> {

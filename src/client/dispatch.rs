@@ -15,6 +15,9 @@ pub(in crate::client) fn dispatch(
 ) -> Slot {
     let command = request.arg(0).and_then(lookup_index).unwrap_or(TABLE.len());
     let mut slot = execute(shared, topo, state, batcher, command, &request, started);
+    // CLIENT REPLY OFF or SKIP: the reply is not written.
+    slot.silent = state.replies_off || state.skip_replies > 0;
+    state.skip_replies = state.skip_replies.saturating_sub(1);
     slot.command = command;
     slot.started = Some(started);
     slot.request = Kept::new(request);
@@ -120,7 +123,7 @@ pub(in crate::client) fn execute(
         return command_docs(topo, state, request, now);
     }
     if spec.cmd == Cmd::Config {
-        if let Some(slot) = keyspace_config(topo, state, batcher, spec, request, user, now) {
+        if let Some(slot) = backend_config(shared, topo, state, batcher, spec, request, user, now) {
             return slot;
         }
     }
@@ -300,6 +303,7 @@ fn policy<'a>(topo: &'a Topology, user_prefixes: &'a [String]) -> Policy<'a> {
         clusters: &topo.clusters,
         channels: None,
         max_scan_count: topo.config.limits.max_scan_count,
+        hash_tag: keys.hash_tag(),
     }
 }
 
@@ -399,7 +403,10 @@ pub(in crate::client) fn routed(
                 .active_migration()
                 .map(|m| moving_keys(m, topo, spec, request))
                 .unwrap_or_default();
-            return blocking(topo, state, batcher, spec, request, backend, moving, now);
+            let blocked = &shared.stats.blocked_clients;
+            return blocking(
+                topo, state, batcher, spec, request, backend, moving, blocked, now,
+            );
         }
     }
     if let Some(migration) = topo.active_migration() {
@@ -421,6 +428,10 @@ pub(in crate::client) fn routed(
         Plan::Rename { from, to } => {
             let nx = spec.cmd == Cmd::RenameNx;
             rename(topo, state, batcher, request, nx, from, to, now)
+        }
+        Plan::Kill => {
+            batcher.flush(topo, state.origin());
+            kill(topo, state, request)
         }
         Plan::Sweep { every_db, filter } => {
             batcher.flush(topo, state.origin());
@@ -493,6 +504,37 @@ pub(in crate::client) fn routed(
     }
 }
 
+/// SCRIPT KILL or FUNCTION KILL on every backend, each over a connection
+/// made for it: the script runs on one of the pool's, which answers
+/// nothing until the script ends. `+OK` from the backend whose script
+/// was killed, else the first backend's error (`-NOTBUSY`).
+fn kill(topo: &Arc<Topology>, state: &State, request: &Request) -> Slot {
+    let servers = topo.servers();
+    let args = request.args();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut answer = None;
+        for server in servers {
+            let reply = server.ask_apart(args.clone()).await.ok();
+            match reply {
+                Some(reply) if !reply.is_error() => answer = Some(reply),
+                Some(error) if answer.is_none() => answer = Some(error),
+                _ => {}
+            }
+        }
+        let _ = tx.send(Ok(answer.unwrap_or_else(|| {
+            Reply::error("NOTBUSY No scripts in execution right now.")
+        })));
+    });
+    Slot::waiting(
+        topo,
+        state.proto,
+        Pending::One(rx),
+        Arc::from("*"),
+        Instant::now(),
+    )
+}
+
 /// Sends `request` to every backend; the replies merged by `how`.
 fn every_backend(
     topo: &Arc<Topology>,
@@ -523,11 +565,14 @@ fn every_backend(
     Slot::waiting(topo, state.proto, merging, Arc::from("*"), now)
 }
 
-/// `CONFIG GET notify-keyspace-events` (the first backend's value) and
-/// `CONFIG SET notify-keyspace-events` (on every backend, when `[keys]
-/// allow_keyspace_config` is set, for a user without restrictions); other
-/// CONFIG commands are answered by `config_command`.
-fn keyspace_config(
+/// CONFIG GET and SET of the backends' own parameters: those `[keys]
+/// config_set` lists, and `notify-keyspace-events` (SET only with `[keys]
+/// allow_keyspace_config`). GET reads the first backend; SET runs on every
+/// backend (`+OK` once each has, else the first error), for a user without
+/// restrictions. Other CONFIG commands are answered by `config_command`.
+#[allow(clippy::too_many_arguments)]
+fn backend_config(
+    shared: &Shared,
     topo: &Arc<Topology>,
     state: &State,
     batcher: &mut Batcher,
@@ -536,12 +581,22 @@ fn keyspace_config(
     user: Option<&crate::config::User>,
     now: Instant,
 ) -> Option<Slot> {
-    let names_it = request
-        .arg(2)
-        .is_some_and(|p| p.eq_ignore_ascii_case(b"notify-keyspace-events"));
+    let keys = &topo.config.keys;
+    let listed = |name: &[u8], setting: bool| {
+        keys.config_set
+            .iter()
+            .any(|p| p.as_bytes().eq_ignore_ascii_case(name))
+            || (name.eq_ignore_ascii_case(b"notify-keyspace-events")
+                && (!setting || keys.allow_keyspace_config))
+    };
     let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
-    match (&sub[..], request.len()) {
-        (b"GET", 3) if names_it => {
+    let names = |step: usize| {
+        (2..request.len())
+            .step_by(step)
+            .filter_map(|i| request.arg(i))
+    };
+    match &sub[..] {
+        b"GET" if request.len() >= 3 && names(1).all(|n| listed(n, false)) => {
             batcher.flush(topo, state.origin());
             let backend = &topo.backends[0];
             let rx = backend.send_args(state.origin(), &request.args(), state.db, false);
@@ -553,20 +608,15 @@ fn keyspace_config(
                 now,
             ))
         }
-        (b"SET", 4) if names_it => {
+        b"SET" if request.len() < 4 || !request.len().is_multiple_of(2) => {
+            Some(Slot::ready(state.proto, arity_error("config|set")))
+        }
+        b"SET" if names(2).all(|n| listed(n, true)) => {
             // The operator allowed it for the site: `[keys] prefixes` do not
             // stop it, a user of its own prefixes or a read-only one does.
             let restricted = user.is_some_and(|u| u.read_only || !u.prefixes.is_empty());
             if restricted {
                 return Some(Slot::ready(state.proto, noperm_command(spec.name)));
-            }
-            if !topo.config.keys.allow_keyspace_config {
-                return Some(Slot::ready(
-                    state.proto,
-                    Reply::error(
-                        "ERR CONFIG SET notify-keyspace-events is refused by session-proxy: set [keys] allow_keyspace_config = true to apply it to every backend",
-                    ),
-                ));
             }
             Some(every_backend(
                 topo,
@@ -576,6 +626,32 @@ fn keyspace_config(
                 spec.write,
                 MergeHow::AllOk,
                 now,
+            ))
+        }
+        // The backends' statistics, where the commands ran, when the
+        // operator allows clients to change backend parameters at all.
+        b"RESETSTAT" if request.len() == 2 && !keys.config_set.is_empty() => {
+            let restricted = user.is_some_and(|u| u.read_only || !u.prefixes.is_empty());
+            if restricted {
+                return Some(Slot::ready(state.proto, noperm_command(spec.name)));
+            }
+            shared.error_codes.reset();
+            Some(every_backend(
+                topo,
+                state,
+                batcher,
+                request.args(),
+                spec.write,
+                MergeHow::AllOk,
+                now,
+            ))
+        }
+        b"SET" if names(2).any(|n| n.eq_ignore_ascii_case(b"notify-keyspace-events")) => {
+            Some(Slot::ready(
+                state.proto,
+                Reply::error(
+                    "ERR CONFIG SET notify-keyspace-events is refused by session-proxy: set [keys] allow_keyspace_config = true to apply it to every backend",
+                ),
             ))
         }
         _ => None,
@@ -679,11 +755,22 @@ pub(in crate::client) fn local(
             Reply::Verbatim(Bytes::from(info_text(
                 shared,
                 topo,
-                args.get(1),
+                &args[1..],
                 is_restricted(topo, user),
             )))
         }
         Cmd::Slowlog => slowlog_command(shared, topo, state, args),
+        // The proxy's clock: the backends' may differ by a little, and no
+        // one of them is the client's server.
+        Cmd::Time => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Reply::Array(vec![
+                Reply::bulk(now.as_secs().to_string()),
+                Reply::bulk(now.subsec_micros().to_string()),
+            ])
+        }
         Cmd::Config => config_command(shared, topo, args),
         // A client's writes go over connections it shares with others, so
         // WAIT on any of them would not be about its writes.

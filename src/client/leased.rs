@@ -20,6 +20,7 @@ pub(in crate::client) fn blocking(
     request: &Request,
     index: usize,
     moving: Vec<Bytes>,
+    blocked: &Arc<std::sync::atomic::AtomicUsize>,
     now: Instant,
 ) -> Slot {
     // What is gathered goes first: those commands came before this one.
@@ -42,7 +43,11 @@ pub(in crate::client) fn blocking(
     let (mut tx, out) = oneshot::channel();
     let id = backend.id.clone();
     let (topo2, leased) = (topo.clone(), backend.clone());
+    // Counted in INFO's blocked_clients until the command answers or the
+    // client is gone: the count goes down when this task ends, however.
+    let blocked = Blocked::count(blocked);
     tokio::spawn(async move {
+        let _blocked = blocked;
         // Keys still on an old server are brought to their owner first, as
         // for any other command (an unreachable old server: as a miss).
         if let Some(migration) = topo2.active_migration() {
@@ -88,4 +93,20 @@ pub(in crate::client) fn blocking(
     slot.barrier = true;
     slot.blocking = true;
     slot
+}
+
+/// One client counted in INFO's `blocked_clients` while it lives.
+struct Blocked(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Blocked {
+    fn count(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Blocked {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Blocked(counter.clone())
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -111,6 +111,10 @@ struct State {
     subscriber: Option<Box<Subscriber>>,
     /// Wrong passwords sent on this connection (see `crate::auth_guard`).
     auth_failures: u32,
+    /// CLIENT REPLY OFF: no reply is written until CLIENT REPLY ON.
+    replies_off: bool,
+    /// CLIENT REPLY SKIP: replies not written, this one and the next.
+    skip_replies: u8,
 }
 
 impl State {
@@ -185,6 +189,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         subscriber: None,
         card: registered.card.clone(),
         auth_failures: 0,
+        replies_off: false,
+        skip_replies: 0,
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
     async {
@@ -447,6 +453,9 @@ impl Handler<'_> {
                     // times a command's execution, not its queue).
                     let from = started.max(self.last_reply);
                     let took = now.saturating_duration_since(from);
+                    if reply.is_error() {
+                        self.shared.error_codes.count(&reply);
+                    }
                     observe(
                         self.shared,
                         &self.topo,
@@ -460,10 +469,16 @@ impl Handler<'_> {
                     );
                 }
                 self.last_reply = now;
-                let mut encoder = ReplyEncoder { proto: slot.proto };
-                encoder
-                    .encode(reply, &mut self.wbuf)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
+                // CLIENT REPLY OFF silences replies, not Pub/Sub's frames
+                // (a subscribe's confirmations, in either protocol), as on
+                // Redis.
+                let pubsub = matches!(&reply, Reply::Encoded(_));
+                if !slot.silent || pubsub {
+                    let mut encoder = ReplyEncoder { proto: slot.proto };
+                    encoder
+                        .encode(reply, &mut self.wbuf)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                }
             }
             if close_after {
                 self.queue.clear();

@@ -52,6 +52,9 @@ pub(in crate::client) enum Plan {
     /// FLUSHDB or FLUSHALL (`every_db`) with prefixes set: on every backend,
     /// only the keys the filter allows are deleted (SCAN, then UNLINK).
     Sweep { every_db: bool, filter: KeyFilter },
+    /// SCRIPT KILL or FUNCTION KILL: sent to every backend on a connection
+    /// of its own, since the pool's may be the one the script is running on.
+    Kill,
 }
 
 /// How split replies become the one reply the client gets.
@@ -111,6 +114,8 @@ pub(in crate::client) struct Policy<'a> {
     pub(in crate::client) max_scan_count: usize,
     /// `[keys] allow_flush`: FLUSHDB and FLUSHALL run at all.
     pub(in crate::client) allow_flush: bool,
+    /// `[keys] hash_tag`, for SORT's patterns.
+    pub(in crate::client) hash_tag: Option<[u8; 2]>,
     /// The channels the client may use; set for PUBSUB only (`None`: all).
     pub(in crate::client) channels: Option<ChannelPolicy>,
     /// `[keys] split_transactions`: a transaction over several backends
@@ -265,9 +270,17 @@ pub(in crate::client) fn plan(
     };
     if spec.route == Route::Script {
         if positions.len() == 0 {
-            return Plan::Answer(Reply::error(
-                "ERR session-proxy routes a script by its keys: numkeys must be at least 1",
-            ));
+            if policy.restricted() {
+                return Plan::Answer(Reply::error(
+                    "NOPERM a script without keys may touch any key: with [keys] prefixes set, session-proxy runs a script only on its declared keys (numkeys at least 1)",
+                ));
+            }
+            // No key to route by: any backend, as Redis Cluster runs it
+            // on whichever node it is sent to.
+            return Plan::Forward {
+                backend: rand::random_range(0..policy.backends.max(1)),
+                wait: false,
+            };
         }
         if policy.restricted() {
             if let Some(refusal) = script_refusal(spec, request, policy.scripts) {
@@ -306,6 +319,13 @@ pub(in crate::client) fn plan(
                 owners.push((pos, here));
                 one_group &= here == first_group;
             }
+        }
+    }
+    if matches!(spec.name, "sort" | "sort_ro") {
+        if let Some(refusal) =
+            sort_refusal(spec, request, policy, first.map(|(_, g)| g.0), &mut owner)
+        {
+            return Plan::Answer(refusal);
         }
     }
     if !one_group && matches!(spec.route, Route::Script | Route::Specs) {
@@ -505,6 +525,7 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
             }
         }
         Cmd::FlushDb | Cmd::FlushAll => return flush(spec, request, policy),
+        Cmd::Function => return function(request, policy),
         Cmd::Script => {}
         _ => return Plan::Every { how: MergeHow::Sum },
     }
@@ -514,6 +535,8 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
         b"LOAD" => (MergeHow::Same, argc == 3),
         b"EXISTS" => (MergeHow::EveryHas, argc >= 3),
         b"FLUSH" => (MergeHow::AllOk, argc <= 3),
+        b"KILL" if argc == 2 => return Plan::Kill,
+        b"KILL" => (MergeHow::Same, false),
         _ => {
             return Plan::Answer(unknown_subcommand(
                 request.arg(1).unwrap_or_default(),
@@ -524,6 +547,89 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
     if !arity_ok {
         let name = format!("script|{}", String::from_utf8_lossy(&sub).to_lowercase());
         return Plan::Answer(arity_error(&name));
+    }
+    Plan::Every { how }
+}
+
+/// SORT's BY and GET patterns read keys the arguments do not name: refused
+/// to a client held to prefixes, in Redis's words for a user without full
+/// key access; over several backends, each pattern must carry a hash tag
+/// whose keys live with the sorted key, as on a Redis Cluster, else
+/// CROSSSLOT.
+fn sort_refusal(
+    spec: &Spec,
+    request: &Request,
+    policy: &Policy<'_>,
+    key_backend: Option<usize>,
+    owner: &mut impl FnMut(&[u8]) -> usize,
+) -> Option<Reply> {
+    let args: Vec<&[u8]> = (0..request.len()).filter_map(|i| request.arg(i)).collect();
+    let sorting = crate::protocol::keys::sort(&args, spec.name == "sort_ro").ok()?;
+    let first = *sorting.patterns.first()?;
+    if policy.restricted() {
+        let option = if args[first - 1].eq_ignore_ascii_case(b"by") {
+            "BY"
+        } else {
+            "GET"
+        };
+        return Some(Reply::error(format!(
+            "ERR {option} option of SORT denied due to insufficient ACL permissions."
+        )));
+    }
+    let several = policy.backends > 1 || policy.clusters.iter().any(|&c| c);
+    if !several {
+        return None;
+    }
+    let together = sorting.patterns.iter().all(|&at| {
+        let pattern = args[at];
+        let key_part = pattern
+            .windows(2)
+            .position(|w| w == b"->")
+            .map_or(pattern, |i| &pattern[..i]);
+        policy
+            .hash_tag
+            .and_then(|tag| crate::router::tag_of(tag, key_part))
+            .is_some_and(|tag| !tag.contains(&b'*') && Some(owner(key_part)) == key_backend)
+    });
+    (!together).then(|| Reply::error(CROSSSLOT))
+}
+
+/// FUNCTION: what changes the libraries runs on every backend (each must
+/// have them, as scripts must, for FCALL to run wherever its keys are);
+/// what reads them asks the first backend, whose reply is the client's.
+/// A client held to key prefixes may read them, not change them: a
+/// function can touch keys it does not declare.
+fn function(request: &Request, policy: &Policy<'_>) -> Plan {
+    let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
+    let argc = request.len();
+    let (how, arity_ok) = match &sub[..] {
+        b"LOAD" => (MergeHow::Same, (3..=4).contains(&argc)),
+        b"DELETE" => (MergeHow::Same, argc == 3),
+        b"FLUSH" => (MergeHow::AllOk, argc <= 3),
+        b"RESTORE" => (MergeHow::AllOk, (3..=4).contains(&argc)),
+        b"KILL" if argc == 2 => return Plan::Kill,
+        b"KILL" => (MergeHow::Same, false),
+        b"LIST" | b"STATS" | b"DUMP" | b"HELP" => {
+            return Plan::Forward {
+                backend: 0,
+                wait: false,
+            }
+        }
+        _ => {
+            return Plan::Answer(unknown_subcommand(
+                request.arg(1).unwrap_or_default(),
+                "FUNCTION",
+            ))
+        }
+    };
+    if !arity_ok {
+        let name = format!("function|{}", String::from_utf8_lossy(&sub).to_lowercase());
+        return Plan::Answer(arity_error(&name));
+    }
+    if policy.restricted() && sub != b"KILL".as_slice() {
+        return Plan::Answer(Reply::error(
+            "NOPERM functions may touch keys they do not declare: they are not loaded or removed while [keys] prefixes are set",
+        ));
     }
     Plan::Every { how }
 }
@@ -801,6 +907,7 @@ mod tests {
             clusters: &[],
             channels: None,
             max_scan_count: 1000,
+            hash_tag: None,
         };
         plan(
             spec,
@@ -871,6 +978,7 @@ mod tests {
             clusters: &[false, true],
             channels: None,
             max_scan_count: 1000,
+            hash_tag: None,
         };
         plan(
             spec,
@@ -1092,10 +1200,8 @@ mod tests {
                 how: MergeHow::AllOk
             }
         );
-        assert!(matches!(
-            plan_of(&["SCRIPT", "KILL"], &[], &[]),
-            Plan::Answer(_)
-        ));
+        assert_eq!(plan_of(&["SCRIPT", "KILL"], &[], &[]), Plan::Kill);
+        assert_eq!(plan_of(&["FUNCTION", "KILL"], &[], &[]), Plan::Kill);
         assert!(matches!(
             plan_of(&["SCRIPT", "LOAD"], &[], &[]),
             Plan::Answer(_)
@@ -1123,7 +1229,11 @@ mod tests {
             }
         );
         assert_eq!(answer(&["EVALSHA", "abc", "2", "a1", "b1"], &[]), CROSSSLOT);
-        assert!(answer(&["EVAL", "return 1", "0"], &[]).contains("numkeys must be at least 1"));
+        assert!(matches!(
+            plan_of(&["EVAL", "return 1", "0"], &[], &[]),
+            Plan::Forward { .. }
+        ));
+        assert!(answer(&["EVAL", "return 1", "0"], &["a"]).contains("numkeys at least 1"));
         assert_eq!(
             answer(&["EVAL", "return 1", "x"], &[]),
             "ERR value is not an integer or out of range"

@@ -42,6 +42,8 @@ pub(in crate::client) struct Slot {
     /// Bytes of `[limits] max_memory_bytes` the request is charged while
     /// it is served (a large request's; 0 for the rest).
     pub(in crate::client) charge: usize,
+    /// Not written to the client (CLIENT REPLY OFF or SKIP).
+    pub(in crate::client) silent: bool,
 }
 
 /// What a request leaves in its slot for SLOWLOG; its arguments are taken
@@ -83,6 +85,7 @@ impl Slot {
             request: Kept::Nothing,
             user: None,
             charge: 0,
+            silent: false,
         }
     }
 

@@ -17,9 +17,74 @@ use tokio_util::codec::Decoder;
 // reads back, i64::MIN included.
 use super::request::string_to_i64;
 
-/// Deepest nesting accepted in a backend reply. Redis nests its replies a
-/// few levels (XINFO STREAM FULL and COMMAND DOCS, the deepest, about six).
-pub const MAX_REPLY_DEPTH: usize = 32;
+/// Deepest nesting accepted in a backend reply. Redis's own replies nest a
+/// few levels (XINFO STREAM FULL and COMMAND DOCS, the deepest, about six),
+/// but a script may return a table that holds itself, which Redis answers
+/// nested until Lua's stack ends (7,995 levels in Redis 7.0); such a reply
+/// is passed on, never taken apart (see [`MAX_PARSE_DEPTH`]).
+pub const MAX_REPLY_DEPTH: usize = 10_000;
+
+/// Deepest reply the proxy decodes into a value (to merge or look into
+/// it): `redis-protocol`'s decoders recurse once per level.
+pub const MAX_PARSE_DEPTH: usize = 32;
+
+/// Elements still expected by each open aggregate, innermost last: the
+/// first levels inline (no allocation for the replies of every day), the
+/// rest on the heap.
+struct Open {
+    inline: [u32; 16],
+    depth: usize,
+    deeper: Vec<u32>,
+    deepest: usize,
+    limit: usize,
+}
+
+impl Open {
+    fn new(limit: usize) -> Open {
+        Open {
+            inline: [0; 16],
+            depth: 0,
+            deeper: Vec::new(),
+            deepest: 0,
+            limit,
+        }
+    }
+
+    fn push(&mut self, count: u32) -> Result<(), ReplyError> {
+        if self.depth >= self.limit {
+            return Err(ReplyError::TooDeep);
+        }
+        match self.inline.get_mut(self.depth) {
+            Some(slot) => *slot = count,
+            None => self.deeper.push(count),
+        }
+        self.depth += 1;
+        self.deepest = self.deepest.max(self.depth);
+        Ok(())
+    }
+
+    /// One element of the innermost aggregate is complete: whether that
+    /// completes it (it is then closed).
+    fn complete_one(&mut self) -> bool {
+        let last = match self.depth.checked_sub(1) {
+            Some(i) if i < self.inline.len() => &mut self.inline[i],
+            Some(_) => match self.deeper.last_mut() {
+                Some(last) => last,
+                None => return true,
+            },
+            None => return true,
+        };
+        *last -= 1;
+        if *last > 0 {
+            return false;
+        }
+        if self.depth > self.inline.len() {
+            self.deeper.pop();
+        }
+        self.depth -= 1;
+        true
+    }
+}
 
 /// Largest handshake or Sentinel reply (ROLE, SENTINEL SENTINELS, a
 /// `+switch-master` message): they are a few hundred bytes.
@@ -32,7 +97,7 @@ const MAX_LINE: usize = 64 * 1024;
 /// ends that backend connection; its clients get an error, nobody crashes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
-    #[error("reply nested deeper than {MAX_REPLY_DEPTH} levels")]
+    #[error("reply nested too deep")]
     TooDeep,
     #[error("reply larger than {limit} bytes")]
     TooLarge { limit: usize },
@@ -43,9 +108,22 @@ pub enum ReplyError {
 /// The length of the first complete reply in `buf`, `None` while it is
 /// incomplete (and within `max_bytes`).
 pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, ReplyError> {
-    // Elements still expected by each open array, innermost last.
-    let mut open: [u32; MAX_REPLY_DEPTH] = [0; MAX_REPLY_DEPTH];
-    let mut depth = 0;
+    Ok(reply_shape(buf, max_bytes)?.map(|(len, _)| len))
+}
+
+/// The length of the first complete reply in `buf` and how deep it nests,
+/// `None` while it is incomplete (and within `max_bytes`).
+pub fn reply_shape(buf: &[u8], max_bytes: usize) -> Result<Option<(usize, usize)>, ReplyError> {
+    reply_within(buf, max_bytes, MAX_REPLY_DEPTH)
+}
+
+/// [`reply_shape`], refusing a reply nested deeper than `max_depth`.
+fn reply_within(
+    buf: &[u8],
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<Option<(usize, usize)>, ReplyError> {
+    let mut open = Open::new(max_depth);
     let mut pos = 0;
     loop {
         let Some(&kind) = buf.get(pos) else {
@@ -94,11 +172,7 @@ pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, Reply
                     if elements > i64::from(u32::MAX) {
                         return Err(ReplyError::Invalid("bad array length"));
                     }
-                    let Some(slot) = open.get_mut(depth) else {
-                        return Err(ReplyError::TooDeep);
-                    };
-                    *slot = elements as u32;
-                    depth += 1;
+                    open.push(elements as u32)?;
                     // The aggregate's first element comes next; nothing is complete yet.
                     pos = next;
                     continue;
@@ -107,16 +181,14 @@ pub fn reply_extent(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, Reply
             },
             _ => return Err(ReplyError::Invalid("unknown reply type")),
         };
-        // One element is complete: close every array it completes.
+        // One element is complete: close every aggregate it completes.
         loop {
-            if depth == 0 {
-                return Ok(Some(pos));
+            if open.depth == 0 {
+                return Ok(Some((pos, open.deepest)));
             }
-            open[depth - 1] -= 1;
-            if open[depth - 1] > 0 {
+            if !open.complete_one() {
                 break;
             }
-            depth -= 1;
         }
     }
 }
@@ -139,7 +211,7 @@ pub fn split_array(raw: &bytes::Bytes) -> Option<Vec<bytes::Bytes>> {
 }
 
 /// An incomplete reply is fine until it holds more than `max_bytes`.
-fn incomplete(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, ReplyError> {
+fn incomplete<T>(buf: &[u8], max_bytes: usize) -> Result<Option<T>, ReplyError> {
     if buf.len() > max_bytes {
         return Err(ReplyError::TooLarge { limit: max_bytes });
     }
@@ -193,7 +265,8 @@ impl Decoder for BackendReplyDecoder {
     type Error = DecodeError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Resp2Frame>, DecodeError> {
-        let Some(len) = reply_extent(buf, self.max_bytes)? else {
+        // Decoded into a value: no deeper than the recursive decoder may go.
+        let Some((len, _)) = reply_within(buf, self.max_bytes, MAX_PARSE_DEPTH)? else {
             return Ok(None);
         };
         let frame = buf.split_to(len).freeze();
@@ -306,6 +379,12 @@ mod tests {
         let mut ok = b"*1\r\n".repeat(MAX_REPLY_DEPTH);
         ok.extend_from_slice(b":1\r\n");
         assert_eq!(reply_extent(&ok, BIG), Ok(Some(ok.len())));
+        assert_eq!(reply_shape(&ok, BIG), Ok(Some((ok.len(), MAX_REPLY_DEPTH))));
+        // A script's table that holds itself: Redis nests it until Lua's
+        // stack ends, then an error.
+        let mut script = b"*1\r\n".repeat(7995);
+        script.extend_from_slice(b"-ERR reached lua stack limit\r\n");
+        assert_eq!(reply_extent(&script, BIG), Ok(Some(script.len())));
     }
 
     #[test]

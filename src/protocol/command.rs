@@ -43,6 +43,7 @@ pub enum Cmd {
     FCallRo,
     // About every backend.
     Script,
+    Function,
     Scan,
     Keys,
     RandomKey,
@@ -85,6 +86,7 @@ pub enum Cmd {
     Info,
     DbSize,
     Slowlog,
+    Time,
 }
 
 /// How a command reaches the backends.
@@ -460,6 +462,7 @@ static HAND: &[Spec] = &[
     },
     spec!(Slowlog, "slowlog", -2, local, no_auth: false),
     spec!(Wait, "wait", 3, local, no_auth: false),
+    spec!(Time, "time", 1, local, no_auth: false),
     spec!(Subscribe, "subscribe", -2, local, no_auth: false),
     spec!(PSubscribe, "psubscribe", -2, local, no_auth: false),
     spec!(SSubscribe, "ssubscribe", -2, local, no_auth: false),
@@ -489,6 +492,46 @@ static HAND: &[Spec] = &[
     Spec {
         cmd: Cmd::Script,
         name: "script",
+        arity: -2,
+        route: Route::AllBackends,
+        write: false,
+        no_auth: false,
+        blocking: false,
+        keys: (0, 0, 0),
+        specs: &[],
+        subs: &[],
+    },
+    // SORT: its key and STORE by `keys.rs`; BY and GET patterns checked by
+    // `client/plan.rs` (on the key's backend, or refused).
+    Spec {
+        cmd: Cmd::Keyed,
+        name: "sort",
+        arity: -2,
+        route: Route::Specs,
+        write: true,
+        no_auth: false,
+        blocking: false,
+        keys: (1, 1, 1),
+        specs: &[],
+        subs: &[],
+    },
+    Spec {
+        cmd: Cmd::Keyed,
+        name: "sort_ro",
+        arity: -2,
+        route: Route::Specs,
+        write: false,
+        no_auth: false,
+        blocking: false,
+        keys: (1, 1, 1),
+        specs: &[],
+        subs: &[],
+    },
+    // FUNCTION LOAD, DELETE, FLUSH, RESTORE on every backend; LIST, STATS,
+    // DUMP, HELP from the first (see `client/plan.rs`).
+    Spec {
+        cmd: Cmd::Function,
+        name: "function",
         arity: -2,
         route: Route::AllBackends,
         write: false,

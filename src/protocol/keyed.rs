@@ -1287,6 +1287,25 @@ pub static KEYED: &[Spec] = &[
     },
     Spec {
         cmd: Cmd::Keyed,
+        name: "move",
+        arity: 3,
+        route: Route::Key,
+        write: true,
+        no_auth: false,
+        blocking: false,
+        keys: (1, 1, 1),
+        specs: &[KeySpec {
+            begin: Begin::Index(1),
+            find: Find::Range {
+                last: 0,
+                step: 1,
+                limit: 0,
+            },
+        }],
+        subs: &[],
+    },
+    Spec {
+        cmd: Cmd::Keyed,
         name: "msetnx",
         arity: -3,
         route: Route::Specs,
@@ -1303,6 +1322,77 @@ pub static KEYED: &[Spec] = &[
             },
         }],
         subs: &[],
+    },
+    Spec {
+        cmd: Cmd::Keyed,
+        name: "object",
+        arity: -2,
+        route: Route::Specs,
+        write: false,
+        no_auth: false,
+        blocking: false,
+        keys: (0, 0, 0),
+        specs: &[],
+        subs: &[
+            Sub {
+                name: "object|encoding",
+                arity: 3,
+                write: false,
+                specs: &[KeySpec {
+                    begin: Begin::Index(2),
+                    find: Find::Range {
+                        last: 0,
+                        step: 1,
+                        limit: 0,
+                    },
+                }],
+            },
+            Sub {
+                name: "object|freq",
+                arity: 3,
+                write: false,
+                specs: &[KeySpec {
+                    begin: Begin::Index(2),
+                    find: Find::Range {
+                        last: 0,
+                        step: 1,
+                        limit: 0,
+                    },
+                }],
+            },
+            Sub {
+                name: "object|help",
+                arity: 2,
+                write: false,
+                specs: &[],
+            },
+            Sub {
+                name: "object|idletime",
+                arity: 3,
+                write: false,
+                specs: &[KeySpec {
+                    begin: Begin::Index(2),
+                    find: Find::Range {
+                        last: 0,
+                        step: 1,
+                        limit: 0,
+                    },
+                }],
+            },
+            Sub {
+                name: "object|refcount",
+                arity: 3,
+                write: false,
+                specs: &[KeySpec {
+                    begin: Begin::Index(2),
+                    find: Find::Range {
+                        last: 0,
+                        step: 1,
+                        limit: 0,
+                    },
+                }],
+            },
+        ],
     },
     Spec {
         cmd: Cmd::Keyed,
@@ -3076,7 +3166,9 @@ pub static GROUPS: &[(&str, &str)] = &[
     ("lset", "list"),
     ("ltrim", "list"),
     ("memory", "keyspace"),
+    ("move", "keyspace"),
     ("msetnx", "string"),
+    ("object", "keyspace"),
     ("pexpiretime", "keyspace"),
     ("pfadd", "hyperloglog"),
     ("pfcount", "hyperloglog"),

@@ -99,6 +99,8 @@ pub fn of_args(spec: &Spec, args: &[&[u8]]) -> Result<Vec<usize>, KeyError> {
         "georadiusbymember" => georadius(args, 5),
         "xread" => xread(args, false),
         "xreadgroup" => xread(args, true),
+        "sort" => sort(args, false).map(|s| s.keys),
+        "sort_ro" => sort(args, true).map(|s| s.keys),
         _ => spec_keys(specs, args),
     }
 }
@@ -209,6 +211,57 @@ fn georadius(args: &[&[u8]], base: usize) -> Result<Vec<usize>, KeyError> {
         i += 1;
     }
     Ok(std::iter::once(1).chain(store).collect())
+}
+
+/// What SORT reads and writes besides its key: the keys of its BY and GET
+/// patterns (`*` replaced by each element) and its STORE destination.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Sorting {
+    /// The key, then the destination of the last STORE.
+    pub keys: Vec<usize>,
+    /// Positions of BY patterns with a `*` and of GET patterns other than
+    /// `#` (the element itself): each names keys the arguments do not.
+    pub patterns: Vec<usize>,
+}
+
+/// SORT and SORT_RO, read as `sortCommandGeneric` reads them.
+pub fn sort(args: &[&[u8]], read_only: bool) -> Result<Sorting, KeyError> {
+    let mut sorting = Sorting {
+        keys: vec![1],
+        patterns: Vec::new(),
+    };
+    let mut store = None;
+    let mut i = 2;
+    while i < args.len() {
+        let left = args.len() - i - 1;
+        let arg = args[i];
+        let is = |word: &str| arg.eq_ignore_ascii_case(word.as_bytes());
+        if is("asc") || is("desc") || is("alpha") {
+        } else if is("limit") && left >= 2 {
+            if string2ll(args[i + 1]).is_none() || string2ll(args[i + 2]).is_none() {
+                return Err(NOT_INTEGER.into());
+            }
+            i += 2;
+        } else if !read_only && is("store") && left >= 1 {
+            store = Some(i + 1);
+            i += 1;
+        } else if is("by") && left >= 1 {
+            if args[i + 1].contains(&b'*') {
+                sorting.patterns.push(i + 1);
+            }
+            i += 1;
+        } else if is("get") && left >= 1 {
+            if args[i + 1] != b"#" {
+                sorting.patterns.push(i + 1);
+            }
+            i += 1;
+        } else {
+            return Err(SYNTAX.into());
+        }
+        i += 1;
+    }
+    sorting.keys.extend(store);
+    Ok(sorting)
 }
 
 /// XREAD and XREADGROUP: the stream keys after STREAMS, once the options
@@ -419,6 +472,34 @@ mod tests {
             keys_of("xreadgroup group streams streams streams k >"),
             Ok(vec![5])
         );
+    }
+
+    #[test]
+    fn sort_names_its_store_and_its_patterns() {
+        let args = |s: &'static str| s.split(' ').map(str::as_bytes).collect::<Vec<_>>();
+        assert_eq!(
+            sort(
+                &args("sort l by w_* get # get o_*->f store a limit 0 1 store b alpha"),
+                false
+            ),
+            Ok(Sorting {
+                keys: vec![1, 14],
+                patterns: vec![3, 7]
+            })
+        );
+        assert_eq!(
+            sort(&args("sort l by nosort desc"), false),
+            Ok(Sorting {
+                keys: vec![1],
+                patterns: vec![]
+            })
+        );
+        assert_eq!(sort(&args("sort_ro l store a"), true), Err(SYNTAX.into()));
+        assert_eq!(
+            sort(&args("sort l limit 0 x"), false),
+            Err(NOT_INTEGER.into())
+        );
+        assert_eq!(keys_of("sort l store a store b"), Ok(vec![1, 5]));
     }
 
     #[test]

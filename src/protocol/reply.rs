@@ -121,6 +121,17 @@ impl Reply {
     /// The reply decoded, for the few places that look inside one (merging
     /// split commands, WAIT): a `Raw` reply is parsed, anything else returned.
     pub fn parsed(self) -> Reply {
+        // The decoders recurse once per level: a reply nested deeper (a
+        // script's self-holding table) is never taken apart.
+        if let Some(raw) = self.raw_bytes() {
+            let deep = super::backend_reply::reply_shape(raw, usize::MAX)
+                .ok()
+                .flatten()
+                .is_none_or(|(_, depth)| depth > super::backend_reply::MAX_PARSE_DEPTH);
+            if deep {
+                return Reply::error("ERR a backend's reply is nested too deep to merge");
+            }
+        }
         match self {
             Reply::Raw(raw) => match redis_protocol::resp2::decode::decode_bytes(&raw) {
                 Ok(Some((frame, _))) => Reply::from_resp2(frame),

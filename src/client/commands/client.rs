@@ -29,6 +29,7 @@ pub(in crate::client) fn client_command(
         b"LIST" => ("client|list", argc >= 2),
         b"KILL" => ("client|kill", argc >= 3),
         b"SETINFO" => ("client|setinfo", argc == 4),
+        b"REPLY" => ("client|reply", argc == 3),
         _ => return unknown_subcommand(&args[1], "CLIENT"),
     };
     if !arity_ok {
@@ -85,6 +86,25 @@ pub(in crate::client) fn client_command(
             Reply::Verbatim(Bytes::from(text))
         }
         b"KILL" => client_kill(shared, state, args),
+        b"REPLY" => {
+            let mode = args[2].to_ascii_uppercase();
+            match &mode[..] {
+                b"ON" => {
+                    state.replies_off = false;
+                    Reply::ok()
+                }
+                b"OFF" => {
+                    state.replies_off = true;
+                    Reply::ok()
+                }
+                // This reply and the next command's.
+                b"SKIP" => {
+                    state.skip_replies = 2;
+                    Reply::ok()
+                }
+                _ => Reply::error("ERR syntax error"),
+            }
+        }
         _ => {
             // SETINFO, as on Redis 7.2; clients ignore the answer either way.
             let value = args[3].clone();

@@ -6,20 +6,104 @@ use bytes::Bytes;
 
 use crate::shared::{Shared, Topology};
 
+/// Sections INFO shows with no argument (or `default`), in Redis's order,
+/// the proxy's own after them.
+const DEFAULT: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "modules",
+    "errorstats",
+    "cluster",
+    "keyspace",
+    "proxy",
+    "migration",
+    "backends",
+];
+
+/// Sections `all` adds to the default ones (and `everything` too).
+const MORE: &[&str] = &["commandstats", "latencystats"];
+
+/// Which sections INFO's arguments ask for, as Redis 7 reads them: none or
+/// `default`, `all` (the default ones and commandstats), `everything`, or
+/// section names, any number of them, in any case.
+fn wanted_sections(args: &[Bytes]) -> Vec<String> {
+    if args.is_empty() {
+        return DEFAULT.iter().map(|s| s.to_string()).collect();
+    }
+    let mut wanted: Vec<String> = Vec::new();
+    for arg in args {
+        let arg = String::from_utf8_lossy(arg).to_ascii_lowercase();
+        let names: Vec<String> = match arg.as_str() {
+            "default" => DEFAULT.iter().map(|s| s.to_string()).collect(),
+            "all" | "everything" => DEFAULT.iter().chain(MORE).map(|s| s.to_string()).collect(),
+            _ => vec![arg],
+        };
+        for name in names {
+            if !wanted.contains(&name) {
+                wanted.push(name);
+            }
+        }
+    }
+    wanted
+}
+
+/// The process's CPU time (user, system), in seconds, from /proc.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: utime is field 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Clock ticks are 100 a second on Linux's every supported platform.
+    (ticks(11) / 100.0, ticks(12) / 100.0)
+}
+
+/// The process's resident memory, in bytes, from /proc.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|pages| pages.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+/// Bytes as Redis shows them in its `_human` fields.
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2}G", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.2}M", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.2}K", b as f64 / 1024.0),
+        b => format!("{b}B"),
+    }
+}
+
 /// The INFO reply: Redis's `# Section` / `field:value` text. A `restricted`
 /// client (one limited to key prefixes) gets no Backends section: their
-/// addresses are the operator's business.
+/// addresses are the operator's business. Memory and CPU are the proxy's
+/// own; what only the backends know (keys, scripts) is not made up.
 pub(in crate::client) fn info_text(
     shared: &Shared,
     topology: &Topology,
-    section: Option<&Bytes>,
+    args: &[Bytes],
     restricted: bool,
 ) -> String {
-    let wanted = section.map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
-    let show = |name: &str| match wanted.as_deref() {
-        None | Some("default") | Some("all") | Some("everything") => true,
-        Some(w) => w == name,
-    };
+    let wanted = wanted_sections(args);
+    let show = |name: &str| wanted.iter().any(|w| w == name);
     let stats = &shared.stats;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
     let mut out = String::new();
@@ -63,6 +147,28 @@ pub(in crate::client) fn info_text(
                 stats.connected_clients.load(Ordering::Relaxed).to_string(),
             ),
             f("maxclients", topology.config.limits.max_clients.to_string()),
+            f(
+                "blocked_clients",
+                stats.blocked_clients.load(Ordering::Relaxed).to_string(),
+            ),
+        ],
+    );
+    let rss = resident_bytes();
+    section(
+        "memory",
+        "Memory",
+        vec![
+            f("used_memory", rss.to_string()),
+            f("used_memory_human", human(rss)),
+            f("used_memory_rss", rss.to_string()),
+            f("used_memory_rss_human", human(rss)),
+            f("used_memory_lua", "0".into()),
+            f("mem_clients_normal", shared.memory.total().to_string()),
+            f(
+                "maxmemory_clients",
+                topology.config.limits.max_memory_bytes.to_string(),
+            ),
+            f("mem_allocator", "libc".into()),
         ],
     );
     section("persistence", "Persistence", vec![f("loading", "0".into())]);
@@ -85,6 +191,10 @@ pub(in crate::client) fn info_text(
             ),
             f("total_reads_processed", stats.reads.get().to_string()),
             f("total_writes_processed", stats.writes.get().to_string()),
+            f(
+                "total_error_replies",
+                shared.error_codes.total().to_string(),
+            ),
         ],
     );
     section(
@@ -93,8 +203,43 @@ pub(in crate::client) fn info_text(
         vec![
             f("role", "master".into()),
             f("connected_slaves", "0".into()),
+            f("master_repl_offset", "0".into()),
         ],
     );
+    let (user, system) = cpu_seconds();
+    section(
+        "cpu",
+        "CPU",
+        vec![
+            f("used_cpu_sys", format!("{system:.6}")),
+            f("used_cpu_user", format!("{user:.6}")),
+            f("used_cpu_sys_children", "0.000000".into()),
+            f("used_cpu_user_children", "0.000000".into()),
+        ],
+    );
+    section("modules", "Modules", Vec::new());
+    let commandstats = shared
+        .metrics
+        .commands
+        .iter()
+        .filter_map(|m| {
+            let (ok, failed) = (m.ok.get(), m.error.get());
+            let calls = ok + failed;
+            (calls > 0).then(|| {
+                let usec = m.latency.sum_nanos() / 1000;
+                let value = format!(
+                    "calls={calls},usec={usec},usec_per_call={:.2},rejected_calls=0,failed_calls={failed}",
+                    usec as f64 / calls as f64
+                );
+                (format!("cmdstat_{}", m.name), value)
+            })
+        })
+        .collect();
+    section("commandstats", "Commandstats", commandstats);
+    section("errorstats", "Errorstats", shared.error_codes.fields());
+    section("latencystats", "Latencystats", Vec::new());
+    section("cluster", "Cluster", vec![f("cluster_enabled", "0".into())]);
+    section("keyspace", "Keyspace", Vec::new());
     section(
         "proxy",
         "Proxy",

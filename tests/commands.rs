@@ -1,0 +1,214 @@
+//! Commands Redis's own test suite needs from a proxy: FUNCTION on every
+//! backend, scripts without keys, SCRIPT KILL of a busy script, CONFIG SET
+//! of the parameters `[keys] config_set` lists, CONFIG RESETSTAT, TIME,
+//! CLIENT REPLY, INFO's sections as Redis names them, a script's
+//! self-holding table passed on whole; each against a direct Redis where it
+//! has the same answer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{proxy_over, wait_until, RawClient, Redis};
+
+const LIBRARY: &str = "#!lua name=mylib\nredis.register_function('myget', function(keys) return redis.call('get', keys[1]) end)";
+
+#[test]
+fn functions_are_loaded_on_every_backend_and_called_by_key() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "");
+    let mut c = proxy.client();
+    assert_eq!(c.text(&["FUNCTION", "FLUSH"]), "+OK\r\n");
+    assert_eq!(c.text(&["FUNCTION", "LOAD", LIBRARY]), "$5\r\nmylib\r\n");
+    for server in &servers {
+        assert!(server
+            .client()
+            .text(&["FUNCTION", "LIST"])
+            .contains("myget"));
+    }
+    for backend in 0..3 {
+        let key = proxy.key_on(backend, "f:");
+        assert_eq!(c.text(&["SET", &key, "v"]), "+OK\r\n");
+        assert_eq!(c.text(&["FCALL", "myget", "1", &key]), "$1\r\nv\r\n");
+    }
+    assert!(c.text(&["FUNCTION", "LIST"]).contains("mylib"));
+    assert!(c
+        .text(&["FUNCTION", "LOAD", LIBRARY])
+        .starts_with("-ERR Library 'mylib' already exists"));
+    assert_eq!(c.text(&["FUNCTION", "DELETE", "mylib"]), "+OK\r\n");
+    for server in &servers {
+        assert_eq!(server.client().text(&["FUNCTION", "LIST"]), "*0\r\n");
+    }
+    // A script without keys runs on one backend.
+    assert_eq!(c.text(&["EVAL", "return 'k'", "0"]), "$1\r\nk\r\n");
+    // Under key prefixes functions change nothing.
+    let limited = proxy_over(&servers, "[keys]\nprefixes = [\"f:\"]\n");
+    let refused = limited.client().text(&["FUNCTION", "LOAD", LIBRARY]);
+    assert!(refused.starts_with("-NOPERM functions"), "{refused}");
+}
+
+#[test]
+fn script_kill_reaches_a_backend_busy_with_a_script() {
+    let servers: Vec<Redis> = (0..1).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(
+        &servers,
+        "[keys]\nconfig_set = [\"busy-reply-threshold\"]\n",
+    );
+    let mut admin = proxy.client();
+    assert_eq!(
+        admin.text(&["CONFIG", "SET", "busy-reply-threshold", "10"]),
+        "+OK\r\n"
+    );
+    let mut busy = proxy.client();
+    busy.send(&[b"EVAL", b"while true do end", b"0"]);
+    // The pool's connection carries the script: SCRIPT KILL goes on one of
+    // its own, and the script's client gets Redis's answer.
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "SCRIPT KILL killed the script",
+        || admin.text(&["SCRIPT", "KILL"]) == "+OK\r\n",
+    );
+    let answer = String::from_utf8_lossy(&busy.read_reply()).into_owned();
+    assert!(answer.contains("killed by user"), "{answer}");
+    assert_eq!(
+        admin.text(&["SCRIPT", "KILL"]),
+        "-NOTBUSY No scripts in execution right now.\r\n"
+    );
+}
+
+#[test]
+fn config_set_of_listed_parameters_reaches_every_backend() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(
+        &servers,
+        "[keys]\nconfig_set = [\"list-max-listpack-size\", \"hash-max-listpack-entries\"]\n",
+    );
+    let mut c = proxy.client();
+    assert_eq!(
+        c.text(&[
+            "CONFIG",
+            "SET",
+            "list-max-listpack-size",
+            "5",
+            "hash-max-listpack-entries",
+            "7"
+        ]),
+        "+OK\r\n"
+    );
+    for server in &servers {
+        assert_eq!(
+            server
+                .client()
+                .text(&["CONFIG", "GET", "hash-max-listpack-entries"]),
+            "*2\r\n$25\r\nhash-max-listpack-entries\r\n$1\r\n7\r\n"
+        );
+    }
+    assert_eq!(
+        c.text(&["CONFIG", "GET", "list-max-listpack-size"]),
+        "*2\r\n$22\r\nlist-max-listpack-size\r\n$1\r\n5\r\n"
+    );
+    assert!(c
+        .text(&["CONFIG", "SET", "list-max-listpack-size"])
+        .starts_with("-ERR wrong number of arguments"));
+    assert!(c
+        .text(&["CONFIG", "SET", "list-max-listpack-size", "abc"])
+        .starts_with("-ERR CONFIG SET failed"));
+    // Not listed: refused; the proxy's own parameter to its own value: OK.
+    assert!(c
+        .text(&["CONFIG", "SET", "maxmemory", "1"])
+        .starts_with("-ERR CONFIG SET is not supported"));
+    assert_eq!(c.text(&["CONFIG", "SET", "save", ""]), "+OK\r\n");
+    assert_eq!(c.text(&["CONFIG", "RESETSTAT"]), "+OK\r\n");
+}
+
+/// INFO's sections as Redis 7 reads its arguments (default, all, several
+/// names, in any case), with the fields clients and Redis's tests read.
+#[test]
+fn info_sections_are_chosen_as_redis_chooses_them() {
+    let servers: Vec<Redis> = (0..1).map(|_| Redis::start()).collect();
+    let reference = Redis::start();
+    let proxy = proxy_over(&servers, "");
+    let mut c = proxy.client();
+    let mut direct = reference.client();
+    c.cmd(&["GET", "x"]);
+    c.cmd(&["NOSUCHCOMMAND"]);
+    let sections = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("# "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for args in [
+        vec!["INFO"],
+        vec!["INFO", "default"],
+        vec!["INFO", "all"],
+        vec!["INFO", "cpu"],
+        vec!["INFO", "CPU", "memory"],
+        vec!["INFO", "commandSTATS"],
+        vec!["INFO", "cpu", "all"],
+    ] {
+        let (ours, theirs) = (c.text(&args), direct.text(&args));
+        // Redis's sections come first, in Redis's order; the proxy's own after.
+        let (ours, theirs) = (sections(&ours), sections(&theirs));
+        let common: Vec<&String> = ours.iter().filter(|s| theirs.contains(s)).collect();
+        let expected: Vec<&String> = theirs.iter().filter(|s| ours.contains(s)).collect();
+        assert_eq!(common, expected, "{args:?}");
+        for section in [
+            "# Server",
+            "# Clients",
+            "# Memory",
+            "# CPU",
+            "# Commandstats",
+        ] {
+            assert_eq!(
+                ours.iter().any(|s| s == section),
+                theirs.iter().any(|s| s == section),
+                "{args:?}: {section}"
+            );
+        }
+    }
+    let all = c.text(&["INFO", "all"]);
+    for field in [
+        "used_cpu_user:",
+        "used_memory:",
+        "blocked_clients:0",
+        "mem_allocator:",
+        "cmdstat_get:calls=1,",
+        "errorstat_ERR:count=1",
+        "total_error_replies:1",
+    ] {
+        assert!(all.contains(field), "{field}: {all}");
+    }
+}
+
+#[test]
+fn time_client_reply_and_deep_replies() {
+    let servers: Vec<Redis> = (0..1).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "");
+    let mut c = proxy.client();
+    let time = c.text(&["TIME"]);
+    assert!(time.starts_with("*2\r\n$10\r\n"), "{time}");
+    // CLIENT REPLY OFF, then ON; SKIP skips the next reply only.
+    c.send(&[b"CLIENT", b"REPLY", b"OFF"]);
+    c.send(&[b"SET", b"a", b"1"]);
+    c.send(&[b"CLIENT", b"REPLY", b"ON"]);
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    c.send(&[b"CLIENT", b"REPLY", b"SKIP"]);
+    c.send(&[b"GET", b"a"]);
+    c.send(&[b"PING"]);
+    assert_eq!(c.read_reply(), b"+PONG\r\n");
+    // A script's table that holds itself: Redis answers 7,995 nested
+    // arrays and an error; passed on whole, the connection lives.
+    c.send(&[
+        b"EVAL",
+        b"local a = {}; local b = {a}; a[1] = b; return a",
+        b"0",
+    ]);
+    let deep = c.read_reply();
+    assert!(deep.ends_with(b"-ERR reached lua stack limit\r\n"));
+    assert_eq!(deep.len(), 7995 * 4 + 30);
+    assert_eq!(c.text(&["GET", "a"]), "$1\r\n1\r\n");
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(other.text(&["PING"]), "+PONG\r\n");
+}
