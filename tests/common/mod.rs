@@ -123,7 +123,11 @@ impl Redis {
     /// `None` if it exits first (the port was taken).
     fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new("redis-server")
+        // SESSION_PROXY_TEST_SERVER runs the same tests against another
+        // server binary (scripts/test.sh runs the differentials on Valkey).
+        let server = std::env::var("SESSION_PROXY_TEST_SERVER")
+            .unwrap_or_else(|_| "redis-server".to_string());
+        let child = Command::new(server)
             .args([
                 "--port",
                 &port.to_string(),
