@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -77,6 +79,13 @@ pub struct Topology {
     pub migration: Option<Arc<Migration>>,
     /// For each backend, whether it is a Redis Cluster (see `Policy`).
     pub clusters: Vec<bool>,
+    /// Commands the backends announce that the generated table lacks
+    /// (`protocol::learned`), replaced once every backend has answered.
+    pub learned: Arc<
+        std::sync::RwLock<std::collections::HashMap<String, crate::protocol::learned::Learned>>,
+    >,
+    /// Set once this topology's backends have all answered COMMAND INFO.
+    pub learned_once: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Topology {
@@ -99,12 +108,18 @@ impl Topology {
         }
         let migration = migration_for(&config, &backends, &settings, previous)?;
         let clusters = backends.iter().map(|b| b.cluster().is_some()).collect();
+        // What the previous backends taught stays known until these answer.
+        let learned = previous
+            .and_then(|p| p.learned.read().ok().map(|l| l.clone()))
+            .unwrap_or_default();
         Ok(Topology {
             config,
             router,
             backends,
             migration,
             clusters,
+            learned: Arc::new(std::sync::RwLock::new(learned)),
+            learned_once: Arc::default(),
         })
     }
 
@@ -185,6 +200,52 @@ impl Topology {
         if let Some(migration) = self.active_migration() {
             migration.start_mover(Arc::downgrade(self));
         }
+        self.start_learner();
+    }
+
+    /// Asks every backend (every master of a cluster backend) for `COMMAND
+    /// INFO` until all have answered, and keeps what they announce alike
+    /// that the generated table lacks. While the topology is in force: a
+    /// reload starts the next one's.
+    fn start_learner(self: &Arc<Self>) {
+        const AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
+        let topology = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(servers) = topology.upgrade().map(|t| t.servers()) else {
+                    return;
+                };
+                let mut replies = Vec::with_capacity(servers.len());
+                for server in &servers {
+                    let ask = vec![Bytes::from_static(b"COMMAND"), Bytes::from_static(b"INFO")];
+                    match server.ask_apart(ask).await {
+                        Ok(reply) if !reply.is_error() => replies.push(reply),
+                        other => {
+                            tracing::debug!(backend = %server.id, answer = ?other.map(|_| ()), "COMMAND INFO not read yet");
+                            break;
+                        }
+                    }
+                }
+                if replies.len() == servers.len() {
+                    let learned = crate::protocol::learned::learn(&replies);
+                    if let Some(t) = topology.upgrade() {
+                        if let Ok(mut map) = t.learned.write() {
+                            *map = learned;
+                        }
+                        t.learned_once.store(true, Ordering::Release);
+                    }
+                    return;
+                }
+                drop(servers);
+                tokio::time::sleep(AGAIN).await;
+            }
+        });
+    }
+
+    /// A command the backends taught the proxy (`protocol::learned`).
+    pub fn learned(&self, name: &[u8]) -> Option<crate::protocol::learned::Learned> {
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        self.learned.read().ok()?.get(&name).copied()
     }
 
     /// The backend that serves `key` now: its rendezvous owner, or with

@@ -212,3 +212,138 @@ fn time_client_reply_and_deep_replies() {
     let mut other = RawClient::connect(proxy.port);
     assert_eq!(other.text(&["PING"]), "+PONG\r\n");
 }
+
+/// `COMMAND INFO` of a real Redis, with some commands given names the
+/// generated table lacks (as a newer server or a module announces commands
+/// of its own), and the key specs of `incomplete` flagged `incomplete` (as
+/// SORT's and MIGRATE's are).
+fn command_info_changed(
+    redis: &Redis,
+    renames: &[(&str, &str)],
+    incomplete: Option<&str>,
+) -> session_proxy::protocol::Reply {
+    use session_proxy::protocol::Reply;
+    let mut c = redis.client();
+    c.send(&[b"COMMAND", b"INFO"]);
+    let Reply::Array(mut commands) = Reply::Raw(bytes::Bytes::from(c.read_reply())).parsed() else {
+        panic!("COMMAND INFO is an array");
+    };
+    for command in commands.iter_mut() {
+        let Reply::Array(fields) = command else {
+            continue;
+        };
+        if let Some(Reply::Bulk(name)) = fields.first() {
+            if let Some((_, to)) = renames
+                .iter()
+                .find(|(from, _)| name.as_ref() == from.as_bytes())
+            {
+                fields[0] = Reply::Bulk(bytes::Bytes::from(to.to_string()));
+            }
+        }
+        let named = matches!(fields.first(), Some(Reply::Bulk(n)) if Some(n.as_ref()) == incomplete.map(str::as_bytes));
+        if let (true, Some(Reply::Array(specs))) = (named, fields.get_mut(8)) {
+            for spec in specs.iter_mut() {
+                let Reply::Array(pairs) = spec else { continue };
+                if let Some(i) = pairs
+                    .iter()
+                    .position(|p| matches!(p, Reply::Bulk(k) if k.as_ref() == b"flags"))
+                {
+                    if let Some(Reply::Array(flags)) = pairs.get_mut(i + 1) {
+                        flags.push(Reply::Status(bytes::Bytes::from_static(b"incomplete")));
+                    }
+                }
+            }
+        }
+    }
+    Reply::Array(commands)
+}
+
+/// What the backends announce that the generated table lacks is learned
+/// when every backend announces it alike: routed by its key specs, or, when
+/// its specs do not tell every key (SORT's are incomplete), known but
+/// refused; what only some backends know, and what Redis files as
+/// dangerous or admin, stays unknown.
+#[test]
+fn commands_the_backends_announce_are_learned_when_they_all_agree() {
+    use session_proxy::protocol::learned::{learn, Learned};
+    let redis = Redis::start();
+    let renames = [("hget", "xhget"), ("lpush", "xpush"), ("zadd", "xzadd")];
+    let renamed = command_info_changed(&redis, &renames, Some("xpush"));
+    let plain = command_info_changed(&redis, &renames[..2], Some("xpush"));
+    let learned = learn(&[renamed.clone(), plain]);
+    let Some(Learned::Routed(spec)) = learned.get("xhget") else {
+        panic!("xhget is routed: {:?}", learned.get("xhget"));
+    };
+    assert_eq!((spec.arity, spec.write), (3, false));
+    let args: Vec<&[u8]> = vec![b"xhget", b"k", b"f"];
+    assert_eq!(
+        session_proxy::protocol::keys::of_args(spec, &args),
+        Ok(vec![1])
+    );
+    assert!(matches!(
+        learned.get("xpush"),
+        Some(Learned::Unsure("xpush"))
+    ));
+    assert!(!learned.contains_key("xzadd"), "one backend only");
+    for left_out in ["migrate", "restore-asking", "pfdebug", "hget", "config"] {
+        assert!(!learned.contains_key(left_out), "{left_out}");
+    }
+}
+
+/// Through the proxy: a learned command goes to its key's backend, and one
+/// that cannot be routed is refused (NOPERM under key prefixes). The
+/// backends run HGET as XHGET (`rename-command`); their COMMAND INFO still
+/// names it `hget`, so what they teach is given to the proxy here.
+#[test]
+fn learned_commands_are_routed_to_their_keys_backend() {
+    use session_proxy::protocol::learned::{learn, Learned};
+    let servers: Vec<Redis> = (0..3)
+        .map(|_| Redis::start_with(&["--rename-command", "HGET", "XHGET"]))
+        .collect();
+    let info = command_info_changed(
+        &servers[0],
+        &[("hget", "xhget"), ("lpush", "xpush")],
+        Some("xpush"),
+    );
+    let taught = learn(&[info]);
+    let proxy = proxy_over(&servers, "");
+    let limited = proxy_over(&servers, "[keys]\nprefixes = [\"h:\"]\n");
+    for p in [&proxy, &limited] {
+        let topology = p.shared.topology();
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            "the backends answered COMMAND INFO",
+            || {
+                topology
+                    .learned_once
+                    .load(std::sync::atomic::Ordering::Acquire)
+            },
+        );
+        let mut map = topology.learned.write().unwrap();
+        map.extend(taught.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+    assert!(matches!(taught.get("xhget"), Some(Learned::Routed(_))));
+    let mut c = proxy.client();
+    for backend in 0..3 {
+        let key = proxy.key_on(backend, "h:");
+        assert_eq!(c.text(&["HSET", &key, "f", "v"]), ":1\r\n");
+        assert_eq!(c.text(&["XHGET", &key, "f"]), "$1\r\nv\r\n");
+    }
+    assert_eq!(
+        c.text(&["XHGET", "k"]),
+        "-ERR wrong number of arguments for 'xhget' command\r\n"
+    );
+    assert!(c
+        .text(&["XPUSH", "l", "v"])
+        .starts_with("-ERR session-proxy cannot route 'xpush'"));
+    let mut l = limited.client();
+    assert_eq!(
+        l.text(&["XHGET", "other", "f"]),
+        "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n"
+    );
+    assert_eq!(
+        l.text(&["XPUSH", "h:l", "v"]),
+        "-NOPERM this user has no permissions to run the 'xpush' command\r\n"
+    );
+}

@@ -366,6 +366,11 @@ fn multi_key_commands_over_backends_are_refused_unless_redis_defines_them_per_ke
     }
     // Nothing of a refused MSETNX was written.
     assert_eq!(client.text(&["EXISTS", &a, &b]), ":0\r\n");
+    // Its arity is checked first, as Redis does.
+    assert_eq!(
+        client.text(&["MSETNX", &a, "1", &b]),
+        "-ERR wrong number of arguments for 'msetnx' command\r\n"
+    );
     // Unknown subcommands and arity of subcommands, as Redis words them.
     assert_eq!(
         client.text(&["XGROUP", "NOPE", &a]),
@@ -880,6 +885,35 @@ fn replies_the_proxy_builds_have_redis_resp3_types() {
         &mut direct,
         &["DEL", &keys[0], &keys[1], &keys[2]],
     );
+    // A pipeline keeps its order when it mixes requests passed on and
+    // requests split over backends: the MGET reads the SETs before it.
+    let mut pipeline = Vec::new();
+    for round in 10..60 {
+        let value = format!("v{round}");
+        for args in [
+            vec!["SET", keys[0].as_str(), value.as_str()],
+            vec!["SET", keys[2].as_str(), value.as_str()],
+            vec!["MGET", keys[0].as_str(), keys[1].as_str(), keys[2].as_str()],
+            vec!["DEL", keys[0].as_str(), keys[2].as_str()],
+            vec!["EXISTS", keys[0].as_str()],
+        ] {
+            let words: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            pipeline.extend(RawClient::encode(&words));
+        }
+    }
+    through.send_raw(&pipeline);
+    for round in 10..60 {
+        assert_eq!(through.read_reply(), b"+OK\r\n");
+        assert_eq!(through.read_reply(), b"+OK\r\n");
+        let mget = format!("*3\r\n$3\r\nv{round}\r\n_\r\n$3\r\nv{round}\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&through.read_reply()),
+            mget,
+            "round {round}"
+        );
+        assert_eq!(through.read_reply(), b":2\r\n");
+        assert_eq!(through.read_reply(), b":0\r\n");
+    }
 }
 
 /// `[keys] hash_tag = "{}"`: keys with one tag live together, so what

@@ -132,6 +132,9 @@ pub struct Job {
     /// A blocking command (BLPOP): its reply may take this long, on a held
     /// connection that is not overdue meanwhile.
     blocks_for: Option<Duration>,
+    /// Told once the command is written to the server (a blocking
+    /// command's client counts as blocked from then, as on the server).
+    written: Option<oneshot::Sender<()>>,
 }
 
 impl Job {
@@ -144,6 +147,7 @@ impl Job {
             write,
             held: false,
             blocks_for: None,
+            written: None,
         }
     }
 }
@@ -270,9 +274,10 @@ pub struct Origin {
     pub reply_bytes: u64,
     pub large_replies: bool,
     /// The protocol the replies are wanted in: a RESP3 client's requests
-    /// that are passed on go on connections speaking RESP3 (started on
-    /// first use), so the server's own RESP3 reply is its answer; what the
-    /// proxy merges or reads itself is asked in RESP2.
+    /// go on connections speaking RESP3 (started on first use), so the
+    /// server's own RESP3 reply is its answer (merged ones are read in
+    /// RESP3 too, keeping the client's requests on one connection, in
+    /// order); what the proxy does alone is asked in RESP2.
     pub proto: Proto,
 }
 
@@ -345,6 +350,12 @@ struct WorkerPool {
     /// the first RESP3 request.
     queues3: OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
     bulk3: OnceLock<mpsc::UnboundedSender<Job>>,
+    /// A connection made ahead for the next client to hold one (WATCH, a
+    /// blocking command), per protocol, after the first did: its command
+    /// then goes out at once, not after a connect and handshake (a BLPOP
+    /// reaches the server before the LPUSH another client sends just after
+    /// it, as it would on Redis).
+    spare: std::sync::Mutex<[Option<mpsc::UnboundedSender<Job>>; 2]>,
 }
 
 impl std::fmt::Debug for Spawn {
@@ -460,6 +471,7 @@ impl Backend {
                 bulk: OnceLock::new(),
                 queues3: OnceLock::new(),
                 bulk3: OnceLock::new(),
+                spare: Default::default(),
             })
             .collect();
         Backend {
@@ -635,9 +647,21 @@ impl Backend {
         }
         let (ticket, count) = self.held.take(share, self.settings.max_held)?;
         // On the client's own worker, numbered after the pool's.
+        let worker = self.workers.here();
         let number = self.settings.connections + 1 + count;
+        let spawn = || (self.spawn.0)(worker, number, proto);
+        let queue = match self.pools.get(worker) {
+            Some(pool) => {
+                let mut spare = pool.spare.lock().unwrap_or_else(|e| e.into_inner());
+                let slot = &mut spare[usize::from(proto == Proto::Resp3)];
+                let ready = slot.take().filter(|q| !q.is_closed());
+                *slot = Some(spawn());
+                ready.unwrap_or_else(spawn)
+            }
+            None => spawn(),
+        };
         Ok(Held {
-            queue: (self.spawn.0)(self.workers.here(), number, proto),
+            queue,
             _ticket: ticket,
         })
     }
@@ -705,6 +729,8 @@ impl Backend {
     /// connection: its reply may take `blocks_for` (plus the request
     /// timeout) without the connection counting as dead; if the client goes
     /// away meanwhile, the connection is closed, which unblocks the server.
+    /// Queues a blocking command on a held connection: where its reply
+    /// will arrive, and word once it is written to the server.
     pub fn send_blocking(
         &self,
         held: &Held,
@@ -712,12 +738,14 @@ impl Backend {
         payload: Bytes,
         db: u32,
         blocks_for: Duration,
-    ) -> oneshot::Receiver<BackendResult> {
+    ) -> (oneshot::Receiver<BackendResult>, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
+        let (written, on_written) = oneshot::channel();
         let mut job = Job::new(origin, payload, db, ReplyTo::One(tx), false);
         job.blocks_for = Some(blocks_for);
+        job.written = Some(written);
         self.enqueue_on(job, Some(&held.queue));
-        rx
+        (rx, on_written)
     }
 
     /// Queues `count` commands on a held connection, answered together.
@@ -1495,6 +1523,10 @@ impl Connection {
             *db = job.db;
         }
         outbox.push(job.payload);
+        if let Some(written) = job.written {
+            // The outbox goes out in this turn of the connection's loop.
+            let _ = written.send(());
+        }
         let reply = match job.reply {
             ReplyTo::One(reply) => reply,
             ReplyTo::Many { tx, count } => {

@@ -3,6 +3,7 @@
 //! Redis's errors for what is refused.
 
 use crate::client::*;
+use crate::protocol::learned::Learned;
 
 /// Runs one request and returns its slot.
 pub(in crate::client) fn dispatch(
@@ -46,11 +47,34 @@ pub(in crate::client) fn execute(
         }
     };
     state.card.noted(command, now);
-    let Some(&spec) = TABLE.get(command) else {
-        state.last_command = "NULL";
-        shared.metrics.refused_commands.increment(1);
-        abort(state);
-        return Slot::ready(proto, unknown_command(&request.args()));
+    // The generated table first; then what the backends announce.
+    let learned = match TABLE.get(command) {
+        Some(_) => None,
+        None => request.arg(0).and_then(|name| topo.learned(name)),
+    };
+    let spec: &'static Spec = match (TABLE.get(command), learned) {
+        (Some(&spec), _) => spec,
+        (None, Some(Learned::Routed(spec))) => spec,
+        (None, Some(Learned::Unsure(name))) => {
+            state.last_command = name;
+            shared.metrics.refused_commands.increment(1);
+            abort(state);
+            let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+            let refusal = if is_restricted(topo, user) {
+                noperm_command(name)
+            } else {
+                Reply::error(format!(
+                    "ERR session-proxy cannot route '{name}': the server does not say where all of its keys are"
+                ))
+            };
+            return Slot::ready(proto, refusal);
+        }
+        (None, None) => {
+            state.last_command = "NULL";
+            shared.metrics.refused_commands.increment(1);
+            abort(state);
+            return Slot::ready(proto, unknown_command(&request.args()));
+        }
     };
     state.last_command = spec.name;
     // MSET needs pairs and PING at most one message; Redis checks both inside
@@ -58,6 +82,9 @@ pub(in crate::client) fn execute(
     let extra_arity = match spec.cmd {
         Cmd::MSet => request.len().is_multiple_of(2),
         Cmd::Ping => request.len() > 2,
+        // Checked before its keys are, as Redis does: an odd MSETNX over
+        // several backends is a wrong arity, not a CROSSSLOT.
+        Cmd::Keyed if spec.name == "msetnx" => request.len().is_multiple_of(2),
         _ => false,
     };
     if !spec.arity_ok(request.len()) {
@@ -282,7 +309,7 @@ fn command_docs(topo: &Topology, state: &State, request: &Request, now: Instant)
     let mut ask = vec![Bytes::from_static(b"COMMAND"), Bytes::from_static(b"DOCS")];
     ask.extend(named);
     let backend = &topo.backends[0];
-    let rx = backend.send_args(state.origin().resp2(), &ask, state.db, false);
+    let rx = backend.send_args(state.origin(), &ask, state.db, false);
     let merging = Pending::Merge(Box::new(Merging {
         parts: vec![(Some(rx), None)],
         how: MergeHow::Docs,
@@ -478,7 +505,7 @@ pub(in crate::client) fn routed(
                 .iter()
                 .zip(&targets)
                 .map(|((_, sub), target)| {
-                    let rx = target.send_args(state.origin().resp2(), sub, state.db, spec.write);
+                    let rx = target.send_args(state.origin(), sub, state.db, spec.write);
                     (Some(rx), None)
                 })
                 .collect();
@@ -557,7 +584,7 @@ fn every_backend(
         .iter()
         .chain(old)
         .map(|backend| {
-            let rx = backend.send_args(state.origin().resp2(), &args, state.db, write);
+            let rx = backend.send_args(state.origin(), &args, state.db, write);
             (Some(rx), None)
         })
         .collect();

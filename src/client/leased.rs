@@ -43,11 +43,8 @@ pub(in crate::client) fn blocking(
     let (mut tx, out) = oneshot::channel();
     let id = backend.id.clone();
     let (topo2, leased) = (topo.clone(), backend.clone());
-    // Counted in INFO's blocked_clients until the command answers or the
-    // client is gone: the count goes down when this task ends, however.
-    let blocked = Blocked::count(blocked);
+    let blocked = blocked.clone();
     tokio::spawn(async move {
-        let _blocked = blocked;
         // Keys still on an old server are brought to their owner first, as
         // for any other command (an unreachable old server: as a miss).
         if let Some(migration) = topo2.active_migration() {
@@ -62,20 +59,27 @@ pub(in crate::client) fn blocking(
                 }
             }
         }
-        let rx = leased.send_blocking(&held, origin, payload, db, blocks_for);
+        let (mut rx, written) = leased.send_blocking(&held, origin, payload, db, blocks_for);
         // The lease lasts until the reply comes, or the client is gone (the
         // connection then closes, which unblocks the server).
         let _held = held;
+        // Counted in INFO's blocked_clients from when the command is
+        // written to the server (so clients count in the order the server
+        // blocks them) until it answers or the client is gone: the count
+        // goes down when this task ends, however.
+        let _blocked = tokio::select! {
+            sent = written => sent.ok().map(|()| Blocked::count(&blocked)),
+            reply = &mut rx => {
+                let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
+                return;
+            }
+            _ = tx.closed() => return,
+        };
         let reply = tokio::select! {
             reply = rx => reply,
             _ = tx.closed() => return,
         };
-        let _ = tx.send(reply.unwrap_or_else(|_| {
-            Err(BackendError::ConnectionLost {
-                backend: id,
-                reason: "proxy is shutting down".into(),
-            })
-        }));
+        let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
     });
     let mut slot = Slot::waiting(
         topo,
@@ -108,5 +112,12 @@ impl Blocked {
 impl Drop for Blocked {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn lost(backend: &Arc<str>) -> BackendError {
+    BackendError::ConnectionLost {
+        backend: backend.clone(),
+        reason: "proxy is shutting down".into(),
     }
 }

@@ -119,8 +119,11 @@ struct State {
 
 impl State {
     /// Who sends a request, for the backend connection it goes on: one
-    /// speaking the client's protocol, for a reply passed on as it is.
-    /// Requests whose replies the proxy merges or reads use
+    /// speaking the client's protocol, so a reply is passed on as it is.
+    /// Every request of the client's own goes there, merged ones too: one
+    /// connection per backend keeps a pipeline's requests in order (a SET,
+    /// then an MGET split over backends, reads the SET). Only steps the
+    /// proxy takes alone (a sweep, a migration's reads) use
     /// `origin().resp2()`.
     fn origin(&self) -> Origin {
         Origin {

@@ -859,12 +859,17 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
 
 /// The pairs of a backend's COMMAND DOCS for commands in the table.
 fn docs(parts: Vec<Reply>) -> Reply {
-    let Some(Reply::Array(flat)) = parts.into_iter().next() else {
-        return Reply::Map(Vec::new());
+    // RESP2's flat array, or RESP3's map.
+    let entries: Vec<(Reply, Reply)> = match parts.into_iter().next() {
+        Some(Reply::Array(flat)) => {
+            let mut items = flat.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+        Some(Reply::Map(entries)) => entries,
+        _ => return Reply::Map(Vec::new()),
     };
     let mut pairs = Vec::new();
-    let mut items = flat.into_iter();
-    while let (Some(name), Some(doc)) = (items.next(), items.next()) {
+    for (name, doc) in entries {
         let known = matches!(&name, Reply::Bulk(n) if crate::protocol::lookup(n).is_some());
         if known {
             pairs.push((name, doc));

@@ -58,7 +58,7 @@ pub(in crate::client) fn rename(
     batcher.flush(topo, state.origin());
     let args = request.args();
     let (source, target) = (args[1].clone(), args[2].clone());
-    let (origin, db) = (state.origin().resp2(), state.db);
+    let (origin, db) = (state.origin(), state.db);
     let deadline = now + topo.config.pool.request_timeout();
     let topo2 = topo.clone();
     let (tx, rx) = oneshot::channel();

@@ -4,6 +4,7 @@ pub mod backend_reply;
 pub mod command;
 pub mod keyed;
 pub mod keys;
+pub mod learned;
 pub mod reply;
 pub mod request;
 
