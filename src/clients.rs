@@ -34,7 +34,15 @@ pub struct ClientCard {
     pub subscriptions: [AtomicU32; 3],
     /// Wakes the handler when CLIENT KILL picks this client.
     pub kill: Notify,
+    /// While a blocking command of this client waits on a server: that
+    /// backend and the server's client id of the connection (CLIENT
+    /// UNBLOCK; `flags=b` in CLIENT LIST).
+    blocked_on: Mutex<Option<BlockedOn>>,
 }
+
+/// Where a client's blocking command waits: the backend, and the server's
+/// client id of the connection it holds there.
+pub type BlockedOn = (crate::backend::Backend, Arc<AtomicU64>);
 
 /// The text labels of a client.
 #[derive(Debug, Default, Clone)]
@@ -73,6 +81,19 @@ impl ClientCard {
         self.killed.load(Ordering::Relaxed)
     }
 
+    /// Notes where the client's blocking command now waits (`None`: it
+    /// no longer does).
+    pub fn set_blocked_on(&self, on: Option<BlockedOn>) {
+        if let Ok(mut blocked) = self.blocked_on.lock() {
+            *blocked = on;
+        }
+    }
+
+    /// Where the client's blocking command waits, if one does.
+    pub fn blocked_on(&self) -> Option<BlockedOn> {
+        self.blocked_on.lock().ok().and_then(|b| b.clone())
+    }
+
     /// One line of CLIENT LIST / CLIENT INFO, in Redis's format; `command`
     /// names the running command in full (`client|info`) for the caller's
     /// own line.
@@ -103,7 +124,7 @@ impl ClientCard {
             show(&labels.name),
             age.as_secs(),
             idle,
-            if subs.iter().any(|&n| n > 0) { "P" } else { "N" },
+            flags(self.blocked_on().is_some(), subs.iter().any(|&n| n > 0)),
             self.db.load(Ordering::Relaxed),
             subs[0],
             subs[1],
@@ -114,6 +135,17 @@ impl ClientCard {
             show(&labels.lib_name),
             show(&labels.lib_ver),
         )
+    }
+}
+
+/// CLIENT LIST's flags, in Redis's order: `b` blocked, `P` subscribed,
+/// else `N`.
+fn flags(blocked: bool, subscribed: bool) -> &'static str {
+    match (blocked, subscribed) {
+        (true, true) => "bP",
+        (true, false) => "b",
+        (false, true) => "P",
+        (false, false) => "N",
     }
 }
 
@@ -145,6 +177,7 @@ impl Clients {
             killed: AtomicBool::new(false),
             subscriptions: Default::default(),
             kill: Notify::new(),
+            blocked_on: Mutex::new(None),
         });
         if let Ok(mut cards) = self.cards.lock() {
             cards.insert(id, card.clone());

@@ -253,6 +253,25 @@ pub async fn ask_once(
     replies.pop().ok_or(DialError::Closed)
 }
 
+/// The server's client id of a connection made by [`handshake`] (`CLIENT
+/// ID`); 0 when the server refuses to tell (an ACL user without it), which
+/// only leaves CLIENT UNBLOCK unable to name the connection.
+pub async fn client_id(stream: &Stream) -> Result<u64, DialError> {
+    let mut rbuf = BytesMut::new();
+    let asked = [vec![
+        Bytes::from_static(b"CLIENT"),
+        Bytes::from_static(b"ID"),
+    ]];
+    let replies = call(stream, &mut rbuf, &asked).await?;
+    if !rbuf.is_empty() {
+        return Err(DialError::Protocol("more than CLIENT ID's reply".into()));
+    }
+    Ok(match replies.first() {
+        Some(Reply::Int(id)) => u64::try_from(*id).unwrap_or(0),
+        _ => 0,
+    })
+}
+
 /// Switches a connection made by [`handshake`] to RESP3 (`HELLO 3`), for
 /// the replies of RESP3 clients: `true` once it speaks RESP3, `false` when
 /// the server refused (one before Redis 6 speaks RESP2 only, and its

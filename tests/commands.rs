@@ -183,6 +183,46 @@ fn info_sections_are_chosen_as_redis_chooses_them() {
 }
 
 #[test]
+fn info_memory_counts_the_backends_scripts() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "");
+    let mut c = proxy.client();
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    for proto in ["2", "3"] {
+        c.cmd(&["HELLO", proto]);
+        assert_eq!(c.text(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+        let empty = c.text(&["INFO", "memory"]);
+        assert_eq!(field(&empty, "number_of_cached_scripts"), 0);
+        for n in 0..3 {
+            c.cmd(&["SCRIPT", "LOAD", &format!("return {n}")]);
+        }
+        // Each script lives on every backend; a client counts it once, as
+        // on one Redis, and the memory of all of them.
+        for args in [
+            vec!["INFO", "memory"],
+            vec!["INFO"],
+            vec!["INFO", "everything"],
+        ] {
+            let text = c.text(&args);
+            assert_eq!(field(&text, "number_of_cached_scripts"), 3, "{args:?}");
+            assert!(field(&text, "used_memory_scripts") > 0, "{args:?}");
+            assert!(field(&text, "used_memory_lua") > 0, "{args:?}");
+        }
+        assert!(!c
+            .text(&["INFO", "stats"])
+            .contains("number_of_cached_scripts"));
+        assert_eq!(c.text(&["SCRIPT", "FLUSH", "ASYNC"]), "+OK\r\n");
+        let flushed = c.text(&["INFO", "memory"]);
+        assert_eq!(field(&flushed, "number_of_cached_scripts"), 0);
+    }
+}
+
+#[test]
 fn time_client_reply_and_deep_replies() {
     let servers: Vec<Redis> = (0..1).map(|_| Redis::start()).collect();
     let proxy = proxy_over(&servers, "");
@@ -346,4 +386,104 @@ fn learned_commands_are_routed_to_their_keys_backend() {
         l.text(&["XPUSH", "h:l", "v"]),
         "-NOPERM this user has no permissions to run the 'xpush' command\r\n"
     );
+}
+
+/// CLIENT UNBLOCK: a client of the caller's own user blocked on a server
+/// is unblocked there, answered as Redis answers (a timeout's null, or
+/// `-UNBLOCKED`), byte for byte with a direct Redis; a client that is not
+/// blocked, or another user's, gets `:0`, and bad arguments Redis's errors.
+#[test]
+fn client_unblock_unblocks_the_callers_own_users_clients() {
+    let redis = Redis::start();
+    let proxy = proxy_over(std::slice::from_ref(&redis), "");
+    let direct_port = redis.port;
+    for port in [direct_port, proxy.port] {
+        let mut blocked = RawClient::connect(port);
+        let id = blocked.text(&["CLIENT", "ID"]);
+        let id = id.trim_start_matches(':').trim_end().to_string();
+        let mut admin = RawClient::connect(port);
+        assert_eq!(unblock(&mut blocked, &mut admin, &id, None), "*-1\r\n");
+        assert_eq!(
+            unblock(&mut blocked, &mut admin, &id, Some("TIMEOUT")),
+            "*-1\r\n"
+        );
+        assert_eq!(
+            unblock(&mut blocked, &mut admin, &id, Some("error")),
+            "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
+        );
+        for (args, answer) in [
+            (vec!["CLIENT", "UNBLOCK", &id], ":0\r\n".to_string()),
+            (
+                vec!["CLIENT", "UNBLOCK", "asd"],
+                "-ERR value is not an integer or out of range\r\n".into(),
+            ),
+            (
+                vec!["CLIENT", "UNBLOCK", &id, "nope"],
+                "-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n".into(),
+            ),
+            (
+                vec!["CLIENT", "UNBLOCK"],
+                "-ERR wrong number of arguments for 'client|unblock' command\r\n".into(),
+            ),
+            (
+                vec!["CLIENT", "UNBLOCK", &id, "error", "x"],
+                "-ERR unknown subcommand or wrong number of arguments for 'UNBLOCK'. Try CLIENT HELP.\r\n".into(),
+            ),
+        ] {
+            assert_eq!(admin.text(&args), answer, "{args:?}");
+        }
+        // The client works on, and a RESP3 one gets RESP3's null.
+        assert_eq!(blocked.text(&["LPUSH", "unblock:l", "v"]), ":1\r\n");
+        assert_eq!(blocked.text(&["LPOP", "unblock:l"]), "$1\r\nv\r\n");
+        blocked.hello3();
+        assert_eq!(unblock(&mut blocked, &mut admin, &id, None), "_\r\n");
+    }
+    // Another user's client stays blocked.
+    let users = proxy_over(
+        std::slice::from_ref(&redis),
+        "[[users]]\nname = \"alice\"\npassword = \"alice-pw\"\n\n[[users]]\nname = \"bob\"\npassword = \"bob-pw\"\n",
+    );
+    let login = |user: &str| {
+        let mut c = users.client();
+        assert_eq!(c.text(&["AUTH", user, &format!("{user}-pw")]), "+OK\r\n");
+        c
+    };
+    let (mut blocked, mut bob, mut alice) = (login("bob"), login("bob"), login("alice"));
+    let id = blocked.text(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    blocked.send(&[b"BLPOP", b"unblock:l", b"0"]);
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        "the client is blocked",
+        || bob.text(&["CLIENT", "LIST", "ID", &id]).contains("flags=b"),
+    );
+    assert_eq!(alice.text(&["CLIENT", "UNBLOCK", &id]), ":0\r\n");
+    assert_eq!(bob.text(&["CLIENT", "UNBLOCK", &id]), ":1\r\n");
+    assert_eq!(blocked.read_reply(), b"*-1\r\n");
+}
+
+/// Blocks `blocked` in BLPOP, unblocks it by CLIENT UNBLOCK `id` [reason]
+/// from `admin` (answered `:1`), and returns the blocked client's reply.
+fn unblock(
+    blocked: &mut RawClient,
+    admin: &mut RawClient,
+    id: &str,
+    reason: Option<&str>,
+) -> String {
+    blocked.send(&[b"BLPOP", b"unblock:l", b"0"]);
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        "the client is blocked",
+        || {
+            admin
+                .text(&["CLIENT", "LIST", "ID", id])
+                .contains("flags=b")
+        },
+    );
+    let mut args = vec!["CLIENT", "UNBLOCK", id];
+    args.extend(reason);
+    assert_eq!(admin.text(&args), ":1\r\n", "{reason:?}");
+    String::from_utf8(blocked.read_reply()).unwrap()
 }

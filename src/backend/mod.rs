@@ -331,10 +331,22 @@ impl Discovery {
 }
 
 /// Starts one more connection task of a backend on a worker (numbered, for
-/// its span), speaking a protocol: `(worker, number, proto)`.
+/// its span), speaking a protocol: `(worker, number, proto, server_id)`;
+/// with `server_id`, the connection asks the server its client id after
+/// each handshake and keeps it there (held connections: CLIENT UNBLOCK).
 #[derive(Clone)]
 #[allow(clippy::type_complexity)]
-struct Spawn(Arc<dyn Fn(usize, usize, Proto) -> mpsc::UnboundedSender<Job> + Send + Sync>);
+struct Spawn(
+    Arc<
+        dyn Fn(usize, usize, Proto, Option<Arc<AtomicU64>>) -> mpsc::UnboundedSender<Job>
+            + Send
+            + Sync,
+    >,
+);
+
+/// A connection made ahead to be held: its queue, and the server's id of
+/// it once connected (0 until then).
+type Spare = (mpsc::UnboundedSender<Job>, Arc<AtomicU64>);
 
 /// One worker thread's connections to a backend (see [`crate::workers`]):
 /// a client's jobs go on its own worker's, so they never cross threads.
@@ -355,7 +367,7 @@ struct WorkerPool {
     /// then goes out at once, not after a connect and handshake (a BLPOP
     /// reaches the server before the LPUSH another client sends just after
     /// it, as it would on Redis).
-    spare: std::sync::Mutex<[Option<mpsc::UnboundedSender<Job>>; 2]>,
+    spare: std::sync::Mutex<[Option<Spare>; 2]>,
 }
 
 impl std::fmt::Debug for Spawn {
@@ -437,7 +449,7 @@ impl Backend {
             let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
             let (endpoint, health) = (endpoint.clone(), health.clone());
             let workers = workers.clone();
-            move |worker: usize, conn: usize, proto: Proto| {
+            move |worker: usize, conn: usize, proto: Proto, server_id: Option<Arc<AtomicU64>>| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = Connection {
                     backend: id.clone(),
@@ -456,6 +468,7 @@ impl Backend {
                     metrics: metrics.clone(),
                     proto,
                     speaks: Proto::Resp2,
+                    server_id,
                 };
                 let span =
                     tracing::info_span!("backend", id = %id, worker, conn, proto = proto.number());
@@ -466,7 +479,7 @@ impl Backend {
         let pools: Vec<_> = (0..workers.len())
             .map(|worker| WorkerPool {
                 queues: (0..pool)
-                    .map(|conn| spawn(worker, conn, Proto::Resp2))
+                    .map(|conn| spawn(worker, conn, Proto::Resp2, None))
                     .collect(),
                 bulk: OnceLock::new(),
                 queues3: OnceLock::new(),
@@ -511,7 +524,8 @@ impl Backend {
         );
         // Nothing is ever sent through these: `enqueue_on` routes first,
         // and `hold` gives no held connection.
-        let spawn = |_: usize, _: usize, _: Proto| mpsc::unbounded_channel().0;
+        let spawn =
+            |_: usize, _: usize, _: Proto, _: Option<Arc<AtomicU64>>| mpsc::unbounded_channel().0;
         Backend {
             id,
             pools: Vec::new().into(),
@@ -649,12 +663,16 @@ impl Backend {
         // On the client's own worker, numbered after the pool's.
         let worker = self.workers.here();
         let number = self.settings.connections + 1 + count;
-        let spawn = || (self.spawn.0)(worker, number, proto);
-        let queue = match self.pools.get(worker) {
+        let spawn = || {
+            let server_id = Arc::new(AtomicU64::new(0));
+            let queue = (self.spawn.0)(worker, number, proto, Some(server_id.clone()));
+            (queue, server_id)
+        };
+        let (queue, server_id) = match self.pools.get(worker) {
             Some(pool) => {
                 let mut spare = pool.spare.lock().unwrap_or_else(|e| e.into_inner());
                 let slot = &mut spare[usize::from(proto == Proto::Resp3)];
-                let ready = slot.take().filter(|q| !q.is_closed());
+                let ready = slot.take().filter(|(q, _)| !q.is_closed());
                 *slot = Some(spawn());
                 ready.unwrap_or_else(spawn)
             }
@@ -662,6 +680,7 @@ impl Backend {
         };
         Ok(Held {
             queue,
+            server_id,
             _ticket: ticket,
         })
     }
@@ -678,6 +697,24 @@ impl Backend {
             Ok(done) => done,
             Err(_) => Err(crate::dial::DialError::Closed),
         }
+    }
+
+    /// CLIENT UNBLOCK of one of this backend's held connections (its
+    /// server's client id), on a connection of its own: the server's
+    /// answer (`:1` when the connection was blocked and is no longer).
+    pub async fn unblock(
+        &self,
+        server_id: u64,
+        error: bool,
+    ) -> Result<Reply, crate::dial::DialError> {
+        let reason: &'static [u8] = if error { b"ERROR" } else { b"TIMEOUT" };
+        self.ask_apart(vec![
+            Bytes::from_static(b"CLIENT"),
+            Bytes::from_static(b"UNBLOCK"),
+            Bytes::from(server_id.to_string()),
+            Bytes::from_static(reason),
+        ])
+        .await
     }
 
     /// A connection apart from the pool, to the current endpoint, made
@@ -807,7 +844,7 @@ impl Backend {
         };
         let pool = self.pools.get(worker);
         let large = self.settings.connections;
-        let spawn = |conn: usize, proto: Proto| (self.spawn.0)(worker, conn, proto);
+        let spawn = |conn: usize, proto: Proto| (self.spawn.0)(worker, conn, proto, None);
         let queue = match (held, pool) {
             (Some(held), _) => Some(held),
             (None, Some(pool)) => {
@@ -896,7 +933,17 @@ pub struct Reserved {
 #[derive(Debug)]
 pub struct Held {
     queue: mpsc::UnboundedSender<Job>,
+    /// The server's client id of the connection (0: not known yet).
+    server_id: Arc<AtomicU64>,
     _ticket: Ticket,
+}
+
+impl Held {
+    /// The server's client id of this connection, as it said after the
+    /// handshake (CLIENT UNBLOCK names it); 0 when not known.
+    pub fn server_id(&self) -> Arc<AtomicU64> {
+        self.server_id.clone()
+    }
 }
 
 /// Whose connection a held one is: a named user and its share of `[pool]
@@ -1176,6 +1223,9 @@ struct Connection {
     /// the one the current session speaks.
     proto: Proto,
     speaks: Proto,
+    /// A held connection's: where its server's client id goes after each
+    /// handshake.
+    server_id: Option<Arc<AtomicU64>>,
 }
 
 impl Connection {
@@ -1192,6 +1242,10 @@ impl Connection {
                     let attempt = timeout(self.settings.connect_timeout, async {
                         let (stream, db) =
                             handshake(&endpoint, &self.target, self.settings.databases).await?;
+                        if let Some(server_id) = &self.server_id {
+                            server_id
+                                .store(crate::dial::client_id(&stream).await?, Ordering::Relaxed);
+                        }
                         // A server that cannot speak RESP3 answers in RESP2,
                         // and its replies are converted for RESP3 clients.
                         let speaks = match proto {
@@ -1832,6 +1886,7 @@ mod tests {
             failover: None,
             min_replicas_ack: 0,
             held: None,
+            server_id: None,
             lanes: Lanes::default(),
             read_turn: usize::MAX,
             metrics,

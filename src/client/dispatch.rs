@@ -154,6 +154,18 @@ pub(in crate::client) fn execute(
             return slot;
         }
     }
+    let unblock = spec.cmd == Cmd::Client
+        && request
+            .arg(1)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"UNBLOCK"));
+    if unblock {
+        batcher.flush(topo, state.origin());
+        return client_unblock(shared, topo, state, &request.args(), now);
+    }
+    if spec.cmd == Cmd::Info && wants_memory(&request.args()[1..]) {
+        batcher.flush(topo, state.origin());
+        return info_with_scripts(shared, topo, state, request, user, now);
+    }
     match spec.route {
         Route::Local => {
             // Gathered commands go first: a local command may change the
@@ -560,6 +572,42 @@ fn kill(topo: &Arc<Topology>, state: &State, request: &Request) -> Slot {
         Arc::from("*"),
         Instant::now(),
     )
+}
+
+/// INFO with its memory section: the proxy's text, its script fields
+/// (`used_memory_lua`, `number_of_cached_scripts`...) from every backend's
+/// `INFO memory`, as scripts live on the backends. A backend that does not
+/// answer counts nothing.
+fn info_with_scripts(
+    shared: &Shared,
+    topo: &Arc<Topology>,
+    state: &State,
+    request: &Request,
+    user: Option<&crate::config::User>,
+    now: Instant,
+) -> Slot {
+    let args = request.args();
+    let text = info_text(shared, topo, &args[1..], is_restricted(topo, user));
+    let origin = state.origin().resp2();
+    let ask: Vec<Bytes> = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"memory")];
+    let replies: Vec<_> = topo
+        .servers()
+        .iter()
+        .map(|server| server.send_args(origin, &ask, state.db, false))
+        .collect();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut memory = ScriptMemory::default();
+        for reply in replies {
+            if let Ok(Ok(reply)) = reply.await {
+                if let Reply::Bulk(text) | Reply::Verbatim(text) = reply.parsed() {
+                    memory.add(&text);
+                }
+            }
+        }
+        let _ = tx.send(Ok(Reply::Verbatim(Bytes::from(memory.fill(&text)))));
+    });
+    Slot::waiting(topo, state.proto, Pending::One(rx), Arc::from("*"), now)
 }
 
 /// Sends `request` to every backend; the replies merged by `how`.

@@ -44,6 +44,7 @@ pub(in crate::client) fn blocking(
     let id = backend.id.clone();
     let (topo2, leased) = (topo.clone(), backend.clone());
     let blocked = blocked.clone();
+    let card = state.card.clone();
     tokio::spawn(async move {
         // Keys still on an old server are brought to their owner first, as
         // for any other command (an unreachable old server: as a miss).
@@ -60,6 +61,7 @@ pub(in crate::client) fn blocking(
             }
         }
         let (mut rx, written) = leased.send_blocking(&held, origin, payload, db, blocks_for);
+        let on = (leased.clone(), held.server_id());
         // The lease lasts until the reply comes, or the client is gone (the
         // connection then closes, which unblocks the server).
         let _held = held;
@@ -68,7 +70,7 @@ pub(in crate::client) fn blocking(
         // blocks them) until it answers or the client is gone: the count
         // goes down when this task ends, however.
         let _blocked = tokio::select! {
-            sent = written => sent.ok().map(|()| Blocked::count(&blocked)),
+            sent = written => sent.ok().map(|()| Blocked::count(&blocked, card, on)),
             reply = &mut rx => {
                 let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
                 return;
@@ -99,19 +101,32 @@ pub(in crate::client) fn blocking(
     slot
 }
 
-/// One client counted in INFO's `blocked_clients` while it lives.
-struct Blocked(Arc<std::sync::atomic::AtomicUsize>);
+/// One client counted in INFO's `blocked_clients`, and shown blocked to
+/// CLIENT LIST and CLIENT UNBLOCK, while it lives.
+struct Blocked {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    card: Arc<crate::clients::ClientCard>,
+}
 
 impl Blocked {
-    fn count(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Blocked {
+    fn count(
+        counter: &Arc<std::sync::atomic::AtomicUsize>,
+        card: Arc<crate::clients::ClientCard>,
+        on: crate::clients::BlockedOn,
+    ) -> Blocked {
         counter.fetch_add(1, Ordering::Relaxed);
-        Blocked(counter.clone())
+        card.set_blocked_on(Some(on));
+        Blocked {
+            counter: counter.clone(),
+            card,
+        }
     }
 }
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.card.set_blocked_on(None);
+        self.counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

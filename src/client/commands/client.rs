@@ -1,5 +1,5 @@
-//! CLIENT: ID, INFO, LIST, KILL, SETNAME, GETNAME, SETINFO. LIST and KILL
-//! see the clients of the caller's own user only (every client of the
+//! CLIENT: ID, INFO, LIST, KILL, UNBLOCK, SETNAME, GETNAME, SETINFO, REPLY.
+//! LIST, KILL and UNBLOCK see the clients of the caller's own user only (every client of the
 //! default user, or of one named user): other users' clients are their
 //! business.
 
@@ -132,6 +132,66 @@ pub(in crate::client) fn client_command(
             Reply::ok()
         }
     }
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: a client of the caller's own user
+/// whose blocking command waits on a server is unblocked there, by CLIENT
+/// UNBLOCK of the connection it holds, so the server answers it as Redis
+/// would (a timeout's null, or `-UNBLOCKED`); `:0` for any other client.
+pub(in crate::client) fn client_unblock(
+    shared: &Shared,
+    topo: &Arc<Topology>,
+    state: &State,
+    args: &[Bytes],
+    now: Instant,
+) -> Slot {
+    let answer = |reply: Reply| Slot::ready(state.proto, reply);
+    match args.len() {
+        0..=2 => return answer(arity_error("client|unblock")),
+        3 | 4 => {}
+        _ => {
+            let mut msg = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
+            msg.extend_from_slice(c_str(&args[1], 128));
+            msg.extend_from_slice(b"'. Try CLIENT HELP.");
+            return answer(Reply::error(msg));
+        }
+    }
+    let error = match args.get(3) {
+        None => false,
+        Some(reason) if reason.eq_ignore_ascii_case(b"TIMEOUT") => false,
+        Some(reason) if reason.eq_ignore_ascii_case(b"ERROR") => true,
+        Some(_) => {
+            return answer(Reply::error(
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ))
+        }
+    };
+    let Some(id) = parse_int(&args[2]) else {
+        return answer(Reply::error("ERR value is not an integer or out of range"));
+    };
+    let waiting = same_user(shared, state)
+        .into_iter()
+        .find(|card| card.id as i64 == id)
+        .and_then(|card| card.blocked_on());
+    let Some((backend, server_id)) = waiting else {
+        return answer(Reply::Int(0));
+    };
+    let server_id = server_id.load(Ordering::Relaxed);
+    if server_id == 0 {
+        return answer(Reply::Int(0));
+    }
+    let (tx, rx) = oneshot::channel();
+    let name = backend.id.clone();
+    tokio::spawn(async move {
+        let reply = backend.unblock(server_id, error).await.unwrap_or_else(|e| {
+            Reply::error(format!(
+                "ERR backend '{}' could not be asked to unblock the client: {e}",
+                backend.id
+            ))
+        });
+        let _ = tx.send(Ok(reply));
+    });
+    Slot::waiting(topo, state.proto, Pending::One(rx), name, now)
 }
 
 /// The connected clients of the caller's user, the caller included.

@@ -52,6 +52,71 @@ fn wanted_sections(args: &[Bytes]) -> Vec<String> {
     wanted
 }
 
+/// Whether INFO with these arguments shows the memory section, whose
+/// script fields come from the backends.
+pub(in crate::client) fn wants_memory(args: &[Bytes]) -> bool {
+    wanted_sections(args).iter().any(|s| s == "memory")
+}
+
+/// What the backends' scripts take, from their `INFO memory`: the memory
+/// of their Lua engines and scripts summed, and the most scripts any one
+/// holds (SCRIPT LOAD puts a script on every backend: a client counts it
+/// once).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(in crate::client) struct ScriptMemory {
+    pub used_memory_lua: u64,
+    pub used_memory_scripts: u64,
+    pub number_of_cached_scripts: u64,
+}
+
+impl ScriptMemory {
+    /// Adds one backend's `INFO memory` text.
+    pub fn add(&mut self, text: &[u8]) {
+        for line in text.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            let Some(value) = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            match name {
+                b"used_memory_lua" => self.used_memory_lua += value,
+                b"used_memory_scripts" => self.used_memory_scripts += value,
+                b"number_of_cached_scripts" => {
+                    self.number_of_cached_scripts = self.number_of_cached_scripts.max(value)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// INFO's text with these values in its script fields.
+    pub fn fill(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len() + 32);
+        for line in text.split_inclusive("\r\n") {
+            let value = match line.split_once(':').map(|(name, _)| name) {
+                Some("used_memory_lua") => Some(self.used_memory_lua),
+                Some("used_memory_scripts") => Some(self.used_memory_scripts),
+                Some("number_of_cached_scripts") => Some(self.number_of_cached_scripts),
+                _ => None,
+            };
+            match value {
+                Some(value) => {
+                    let name = &line[..line.find(':').unwrap_or(0)];
+                    out.push_str(&format!("{name}:{value}\r\n"));
+                }
+                None => out.push_str(line),
+            }
+        }
+        out
+    }
+}
+
 /// The process's CPU time (user, system), in seconds, from /proc.
 fn cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -162,7 +227,11 @@ pub(in crate::client) fn info_text(
             f("used_memory_human", human(rss)),
             f("used_memory_rss", rss.to_string()),
             f("used_memory_rss_human", human(rss)),
+            // The backends' (see `ScriptMemory`): 0 here, filled in when
+            // they answer.
             f("used_memory_lua", "0".into()),
+            f("used_memory_scripts", "0".into()),
+            f("number_of_cached_scripts", "0".into()),
             f("mem_clients_normal", shared.memory.total().to_string()),
             f(
                 "maxmemory_clients",
@@ -311,4 +380,37 @@ pub(in crate::client) fn info_text(
         section("backends", "Backends", backends);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_memory_sums_memory_and_counts_scripts_once() {
+        let mut memory = ScriptMemory::default();
+        memory.add(b"# Memory\r\nused_memory_lua:31744\r\nused_memory_scripts:200\r\nnumber_of_cached_scripts:3\r\n");
+        memory.add(b"# Memory\r\nused_memory_lua:1000\r\nused_memory_scripts:50\r\nnumber_of_cached_scripts:5\r\nbad:x\r\n");
+        assert_eq!(
+            memory,
+            ScriptMemory {
+                used_memory_lua: 32744,
+                used_memory_scripts: 250,
+                number_of_cached_scripts: 5
+            }
+        );
+        let text = "# Memory\r\nused_memory:9\r\nused_memory_lua:0\r\nnumber_of_cached_scripts:0\r\n\r\n# Stats\r\n";
+        assert_eq!(
+            memory.fill(text),
+            "# Memory\r\nused_memory:9\r\nused_memory_lua:32744\r\nnumber_of_cached_scripts:5\r\n\r\n# Stats\r\n"
+        );
+    }
+
+    #[test]
+    fn memory_is_wanted_by_default_all_and_by_name() {
+        assert!(wants_memory(&[]));
+        assert!(wants_memory(&[Bytes::from_static(b"MEMORY")]));
+        assert!(wants_memory(&[Bytes::from_static(b"everything")]));
+        assert!(!wants_memory(&[Bytes::from_static(b"stats")]));
+    }
 }
