@@ -226,7 +226,7 @@ def run_unit(src, port, unit, timeout, mode):
     if proxied:
         for test in SKIP_THROUGH_PROXY:
             cmd += ["--skiptest", test]
-    if mode == "three":
+    if mode.startswith("three"):
         for test in SKIP_OVER_THREE:
             cmd += ["--skiptest", test]
     try:
@@ -296,6 +296,30 @@ def known_failures():
     return known
 
 
+def second_chance(src, unexpected, timeout):
+    """Runs once more, on fresh servers, each unit with a failure not
+    listed (a timing test on a busy 2-core machine): what fails again."""
+    again = []
+    for mode, unit in sorted({(m, u) for m, u, _ in unexpected}):
+        servers = Servers()
+        try:
+            if mode == "one":
+                port = servers.proxy([servers.redis()], hash_tag=False)
+            else:
+                port = servers.proxy([servers.redis() for _ in range(3)], hash_tag=True)
+            tests, _ = run_unit(src, port, unit, timeout, mode + "-again")
+        finally:
+            servers.close()
+        for m, u, test in unexpected:
+            if (m, u) != (mode, unit):
+                continue
+            if tests.get(test) == "ok":
+                print(f"   {mode} {unit}: `{test}` failed once, passed on a second run", flush=True)
+            else:
+                again.append((m, u, test))
+    return again
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--units", default=None, help="comma-separated, default: all")
@@ -345,6 +369,8 @@ def main():
             p, d = totals[mode]
             row.append(f"{p} ({100 * p / max(d, 1):.1f}%)")
     print("| " + " | ".join(row) + " |")
+    if unexpected:
+        unexpected = second_chance(src, unexpected, args.timeout)
     if unexpected:
         print(f"\n{len(unexpected)} tests pass directly and fail through the proxy, not listed in README:")
         for mode, unit, test in unexpected:
