@@ -18,7 +18,7 @@ import sys
 GROUPS = {"string", "hash", "set", "sortedset", "list", "bitmap",
           "hyperloglog", "stream", "geo", "keyspace"}
 
-# Keyed commands left out, and why (the README lists them).
+# Keyed commands left out, and why (docs/commands.md lists them).
 EXCLUDED = {
     "sort": "BY and GET patterns read keys the arguments do not name",
     "sort_ro": "BY and GET patterns read keys the arguments do not name",
@@ -189,7 +189,7 @@ def main():
               f'keys: {tuple(e["legacy"])}, specs: &[{specs}], subs: &[{subs}] }},')
     print("];")
     print()
-    print("/// The data type of each command of [`KEYED`], for README's list.")
+    print("/// The data type of each command of [`KEYED`], for docs/commands.md's list.")
     print("pub static GROUPS: &[(&str, &str)] = &[")
     order = ["string", "hash", "set", "sortedset", "list", "bitmap", "hyperloglog",
              "stream", "geo", "keyspace"]

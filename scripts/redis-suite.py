@@ -3,9 +3,9 @@
 directly and through session-proxy, and the comparison.
 
 Every test that passes directly must pass through the proxy, over one
-backend and over three with `hash_tag = "{}"`, unless README.md lists it
+backend and over three with `hash_tag = "{}"`, unless docs/redis-suite.md lists it
 under "Redis's own test suite" with the reason. Prints per-unit counts
-(the README's table comes from them) and exits 1 on a failure not listed.
+(docs/redis-suite.md's table comes from them) and exits 1 on a failure not listed.
 
     scripts/redis-suite.py                  # every unit, every mode
     scripts/redis-suite.py --units unit/type/incr --modes direct,one
@@ -66,7 +66,7 @@ TAGS = (
 # Tests that cannot pass through a proxy and, failing, would stop the
 # rest of their unit (an exception, or a connection stuck behind a
 # script that never ends): skipped through the proxy, counted as failed,
-# and listed in README with the reason.
+# and listed in docs/redis-suite.md with the reason.
 SKIP_THROUGH_PROXY = [
     "Script ACL check",
     "Timedout read-only scripts can be killed by SCRIPT KILL",
@@ -279,8 +279,8 @@ def run_mode(src, mode, units, timeout):
 
 
 def known_failures():
-    """README's list: (mode, unit, test) rows between the markers."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+    """docs/redis-suite.md's list: (mode, unit, test) rows between the markers."""
+    with open(os.path.join(ROOT, "docs", "redis-suite.md")) as f:
         text = f.read()
     start = text.find("<!-- redis-suite failures -->")
     end = text.find("<!-- end of redis-suite failures -->")
@@ -372,11 +372,11 @@ def main():
     if unexpected:
         unexpected = second_chance(src, unexpected, args.timeout)
     if unexpected:
-        print(f"\n{len(unexpected)} tests pass directly and fail through the proxy, not listed in README:")
+        print(f"\n{len(unexpected)} tests pass directly and fail through the proxy, not listed in docs/redis-suite.md:")
         for mode, unit, test in unexpected:
             print(f"| {mode} | `{unit}` | `{test}` | ? |")
         return 1
-    print("\nredis-suite: every test that passes directly passes through the proxy or is listed in README")
+    print("\nredis-suite: every test that passes directly passes through the proxy or is listed in docs/redis-suite.md")
     return 0
 
 

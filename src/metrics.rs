@@ -30,7 +30,7 @@ pub const BACKEND_DURATION: &str = "session_proxy_backend_request_duration_secon
 
 /// Every series the proxy exports: name, type, labels, meaning. `describe`
 /// gives the exporter each HELP line from here, the proxy's own histograms
-/// print theirs from here, and a test keeps README's reference table equal
+/// print theirs from here, and a test keeps docs/operations.md's reference table equal
 /// to it.
 pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
     (
@@ -668,11 +668,14 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_reference_table_is_the_catalogue() {
-        let readme = include_str!("../README.md");
+    fn the_docs_reference_table_is_the_catalogue() {
+        let readme = include_str!("../docs/operations.md");
         for &(name, kind, labels, help) in CATALOGUE {
             let row = format!("| `{name}` | {kind} | {labels} | {help} |");
-            assert!(readme.contains(&row), "README lacks the row {row}");
+            assert!(
+                readme.contains(&row),
+                "docs/operations.md lacks the row {row}"
+            );
         }
         let rows = readme
             .lines()
@@ -681,7 +684,7 @@ mod tests {
         assert_eq!(
             rows,
             CATALOGUE.len(),
-            "README lists series the proxy does not export"
+            "docs/operations.md lists series the proxy does not export"
         );
     }
 

@@ -229,9 +229,9 @@ pub fn block_time(spec: &Spec, request: &crate::protocol::Request) -> std::time:
         .map_or(FOREVER, |d| d.min(FOREVER))
 }
 
-/// README's list of the commands routed by key, by data type: the
+/// docs/commands.md's list of the commands routed by key, by data type: the
 /// proxy's own keyed entries and Redis's from `keyed.rs` (a unit test keeps
-/// README equal to it).
+/// docs/commands.md equal to it).
 pub fn keyed_list_markdown() -> String {
     const OWN: &[(&str, &str)] = &[
         ("get", "string"),
@@ -780,16 +780,19 @@ mod tests {
     }
 
     #[test]
-    fn readme_lists_the_keyed_commands_of_the_table() {
-        let readme = include_str!("../../README.md");
+    fn docs_list_the_keyed_commands_of_the_table() {
+        let readme = include_str!("../../docs/commands.md");
         let start = "<!-- keyed commands: generated, see keyed_list_markdown -->\n";
         let end = "<!-- end of keyed commands -->";
-        let from = readme.find(start).expect("README has the list") + start.len();
-        let to = readme[from..].find(end).expect("README ends the list") + from;
+        let from = readme.find(start).expect("docs/commands.md has the list") + start.len();
+        let to = readme[from..]
+            .find(end)
+            .expect("docs/commands.md ends the list")
+            + from;
         assert_eq!(
             &readme[from..to],
             keyed_list_markdown(),
-            "README's list of keyed commands, to paste:\n{}",
+            "docs/commands.md's list of keyed commands, to paste:\n{}",
             keyed_list_markdown()
         );
     }

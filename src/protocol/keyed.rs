@@ -3102,7 +3102,7 @@ pub static KEYED: &[Spec] = &[
     },
 ];
 
-/// The data type of each command of [`KEYED`], for README's list.
+/// The data type of each command of [`KEYED`], for docs/commands.md's list.
 pub static GROUPS: &[(&str, &str)] = &[
     ("append", "string"),
     ("bitcount", "bitmap"),
