@@ -1,0 +1,673 @@
+//! One backend connection's task: the reconnect loop, and the select over
+//! its jobs and its socket.
+
+use super::lanes::{Lanes, Queued};
+use crate::config::{Endpoint, Target};
+use crate::dial::PoolSettings;
+use crate::dial::{handshake, jitter, DialError};
+use crate::metrics::BackendMetrics;
+use crate::net::{Outbox, Stream};
+use crate::protocol::{encode_command, reply_extent, Proto, Reply};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::sync::{watch, Notify};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{info, warn};
+
+use super::health::Health;
+use super::job::{BackendError, Job, ReplyTo};
+use super::session::{Owed, Session, SessionEnd};
+
+/// Unwritten bytes per connection before it stops taking jobs.
+pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+/// A session shorter than this counts as a failed attempt for the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(1);
+
+/// One backend connection's task.
+pub(super) struct Connection {
+    pub(super) backend: Arc<str>,
+    pub(super) target: Target,
+    pub(super) settings: Arc<PoolSettings>,
+    /// Jobs from clients; closed when every `Backend` handle is dropped.
+    pub(super) jobs: mpsc::UnboundedReceiver<Job>,
+    /// The current address (the master, for a Sentinel group).
+    pub(super) endpoint: watch::Receiver<Option<Endpoint>>,
+    /// Asks the Sentinel monitor to re-check the master at once.
+    pub(super) recheck: Option<Arc<Notify>>,
+    /// True while the Sentinel group fails its master over: take no new
+    /// jobs (they wait in `jobs`, each bounded by its client's request
+    /// timeout) until the new master is published or the failover aborts.
+    pub(super) failover: Option<watch::Receiver<bool>>,
+    pub(super) health: Arc<Health>,
+    pub(super) min_replicas_ack: u32,
+    /// The reply of a write waiting for its WAIT.
+    pub(super) held: Option<Reply>,
+    /// Jobs taken from `jobs`, waiting for their client's turn; kept across
+    /// sessions (a master switch sends them to the new master).
+    pub(super) lanes: Lanes<Job>,
+    /// Bytes read before letting other tasks run: READ_TURN on the
+    /// connection for large replies, which could otherwise keep reading for
+    /// milliseconds; unlimited on the others, where replies are small and a
+    /// pause would only delay them.
+    pub(super) read_turn: usize,
+    pub(super) metrics: Arc<BackendMetrics>,
+    /// The protocol this connection's clients want their replies in, and
+    /// the one the current session speaks.
+    pub(super) proto: Proto,
+    pub(super) speaks: Proto,
+    /// A held connection's: where its server's client id goes after each
+    /// handshake.
+    pub(super) server_id: Option<Arc<AtomicU64>>,
+}
+
+impl Connection {
+    pub(super) async fn run(mut self) {
+        let mut delay = self.settings.backoff_min;
+        loop {
+            let current = self.endpoint.borrow_and_update().clone();
+            let reason = match current {
+                None => BackendError::NoMaster {
+                    backend: self.backend.clone(),
+                },
+                Some(endpoint) => {
+                    let proto = self.proto;
+                    let attempt = timeout(self.settings.connect_timeout, async {
+                        let (stream, db) =
+                            handshake(&endpoint, &self.target, self.settings.databases).await?;
+                        if let Some(server_id) = &self.server_id {
+                            server_id
+                                .store(crate::dial::client_id(&stream).await?, Ordering::Relaxed);
+                        }
+                        // A server that cannot speak RESP3 answers in RESP2,
+                        // and its replies are converted for RESP3 clients.
+                        let speaks = match proto {
+                            Proto::Resp3 if crate::dial::hello3(&stream).await? => Proto::Resp3,
+                            _ => Proto::Resp2,
+                        };
+                        Ok::<_, DialError>((stream, db, speaks))
+                    })
+                    .await;
+                    let reason = match attempt {
+                        Ok(Ok((stream, db, speaks))) => {
+                            info!(%endpoint, "backend connected");
+                            self.speaks = speaks;
+                            self.metrics.connects.increment(1);
+                            self.health.success();
+                            let started = Instant::now();
+                            self.health.connected.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.connections.increment(1.0);
+                            let end = self.session(stream, db).await;
+                            self.health.connected.fetch_sub(1, Ordering::Relaxed);
+                            self.metrics.connections.decrement(1.0);
+                            match end {
+                                SessionEnd::Closed => {
+                                    self.fail_waiting(&BackendError::ConnectionLost {
+                                        backend: self.backend.clone(),
+                                        reason: "proxy is shutting down".into(),
+                                    });
+                                    return;
+                                }
+                                SessionEnd::Switched => {
+                                    info!(from = %endpoint, "master switched; reconnecting");
+                                    delay = self.settings.backoff_min;
+                                    continue;
+                                }
+                                SessionEnd::Failed(error) => {
+                                    warn!(%error, "backend connection failed");
+                                    self.health.failure();
+                                    self.ask_recheck();
+                                    if started.elapsed() >= STABLE_SESSION {
+                                        // It was working: retry at once, from the shortest delay.
+                                        delay = self.settings.backoff_min;
+                                        continue;
+                                    }
+                                    error.to_string()
+                                }
+                            }
+                        }
+                        Ok(Err(reason)) => reason.to_string(),
+                        Err(_) => format!(
+                            "connect to {endpoint} timed out after {} ms",
+                            self.settings.connect_timeout.as_millis()
+                        ),
+                    };
+                    self.health.failure();
+                    self.ask_recheck();
+                    BackendError::Unavailable {
+                        backend: self.backend.clone(),
+                        reason,
+                    }
+                }
+            };
+            warn!(error = %reason, retry_ms = delay.as_millis() as u64, "backend unavailable");
+            self.fail_waiting(&reason);
+            // Until the next attempt (or a new master), answer jobs at once
+            // instead of letting them wait.
+            let retry_at = Instant::now() + jitter(delay);
+            delay = (delay * 2).min(self.settings.backoff_max);
+            loop {
+                tokio::select! {
+                    job = self.jobs.recv() => match job {
+                        Some(job) => job.reply.fail(reason.clone(), &self.metrics),
+                        None => return,
+                    },
+                    changed = self.endpoint.changed() => {
+                        if changed.is_err() {
+                            // The monitor is gone: the proxy is stopping.
+                            return;
+                        }
+                        delay = self.settings.backoff_min;
+                        break;
+                    }
+                    _ = sleep_until(retry_at) => break,
+                }
+            }
+        }
+    }
+
+    /// Answers every job waiting in the lanes with `error`.
+    pub(super) fn fail_waiting(&mut self, error: &BackendError) {
+        for job in self.lanes.take_all() {
+            job.reply.fail(error.clone(), &self.metrics);
+        }
+    }
+
+    pub(super) fn ask_recheck(&self) {
+        if let Some(recheck) = &self.recheck {
+            recheck.notify_one();
+        }
+    }
+
+    /// Serves jobs over one connected socket until it fails or the proxy stops.
+    pub(super) async fn session(&mut self, stream: Stream, db: u32) -> SessionEnd {
+        let mut s = Session::new(db);
+        let request_timeout = self.settings.request_timeout;
+        // One timer for the oldest unanswered command, not one per command.
+        let deadline = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(deadline);
+        let mut armed: Option<Instant> = None;
+        // One wait for a new master for the whole session (on a copy of the
+        // receiver, which has seen the same version): a fresh `changed()` per
+        // turn of the loop would register and unregister a waiter each time.
+        let mut moved = self.endpoint.clone();
+        let master_moved = moved.changed();
+        tokio::pin!(master_moved);
+        let endpoint = self.endpoint.clone();
+        let mut failover = self.failover.clone();
+        let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
+        let end = loop {
+            if let Some(end) = s.finished(self.lanes.queued()) {
+                break end;
+            }
+            // A failover under way, or a new master published that this
+            // session has not switched to yet: nothing more goes out here.
+            // The flag is read again only when its version moved (an atomic
+            // load), not through the channel's lock on every turn.
+            if let Some(f) = failover.as_mut() {
+                if f.has_changed().unwrap_or(false) {
+                    failing_over = *f.borrow_and_update();
+                }
+            }
+            let held = failing_over || endpoint.has_changed().unwrap_or(true);
+            // Send what the lanes let go, in one write.
+            if !s.switching && !held && self.fill(&mut s) {
+                if let Err(e) = s.outbox.write_to(&stream) {
+                    break self.lost(e.to_string());
+                }
+            }
+            let due = s.due(request_timeout);
+            if let Some(at) = due.filter(|_| armed != due) {
+                deadline.as_mut().reset(at);
+            }
+            armed = due;
+
+            tokio::select! {
+                biased;
+                ready = stream.readable() => {
+                    if let Err(e) = ready {
+                        break self.lost(e.to_string());
+                    }
+                    match self.on_readable(&mut s, &stream) {
+                        Ok(true) => tokio::task::yield_now().await,
+                        Ok(false) => {}
+                        Err(end) => break end,
+                    }
+                }
+                ready = stream.writable(), if !s.outbox.is_empty() => {
+                    if let Err(e) = ready.and_then(|_| s.outbox.write_to(&stream)) {
+                        break self.lost(e.to_string());
+                    }
+                }
+                job = self.jobs.recv(), if !s.closing => {
+                    let Some(job) = job else {
+                        // Every handle is gone (a reload removed this backend, or
+                        // shutdown): send and answer what waits, then close.
+                        s.closing = true;
+                        continue;
+                    };
+                    self.admit(job, held);
+                    // Let every client that is ready this turn queue its
+                    // command first (one yield puts this task behind them and
+                    // behind the next poll of the sockets), then send them
+                    // all at once: bigger batches cost Redis and the proxy
+                    // fewer syscalls per command. See benches/README.md.
+                    tokio::task::yield_now().await;
+                    while let Ok(job) = self.jobs.try_recv() {
+                        self.admit(job, held);
+                    }
+                }
+                changed = &mut master_moved, if !s.switching => {
+                    match changed {
+                        Ok(()) => s.switching = true,
+                        Err(_) => break SessionEnd::Closed,
+                    }
+                }
+                // Only while held, so the usual path pays nothing for it.
+                // `changed` marks the new value seen: read it here.
+                now = async {
+                    match failover.as_mut() {
+                        Some(f) => match f.changed().await {
+                            Ok(()) => *f.borrow_and_update(),
+                            // The monitor is gone (only when the proxy stops).
+                            Err(_) => std::future::pending::<bool>().await,
+                        },
+                        None => std::future::pending::<bool>().await,
+                    }
+                }, if held && !s.switching => failing_over = now,
+                _ = &mut deadline, if armed.is_some() => {
+                    match s.blocked(request_timeout) {
+                        Some(true) => break SessionEnd::Closed,
+                        Some(false) => {
+                            armed = None;
+                            continue;
+                        }
+                        None => {}
+                    }
+                    if s.still_alive(request_timeout) {
+                        continue;
+                    }
+                    break SessionEnd::Failed(BackendError::Timeout {
+                        backend: self.backend.clone(),
+                        timeout_ms: request_timeout.as_millis() as u64,
+                    });
+                }
+            }
+        };
+        self.settle(&mut s, &end);
+        end
+    }
+
+    /// Reads what the socket has and hands out every complete reply. Returns
+    /// whether to let other tasks run first (after `read_turn` bytes).
+    pub(super) fn on_readable(
+        &mut self,
+        s: &mut Session,
+        stream: &Stream,
+    ) -> Result<bool, SessionEnd> {
+        match stream.try_read_buf(&mut s.rbuf, crate::net::BACKEND_READ) {
+            Ok(0) => Err(self.lost("closed by the server".into())),
+            Ok(n) => {
+                s.progress = Instant::now();
+                self.take_replies(&mut s.rbuf, &mut s.owed, s.progress)?;
+                // A stream of large replies could keep this task reading for
+                // milliseconds: after `read_turn` bytes, the clients it woke
+                // (and everyone else) go first.
+                s.read_in_turn += n;
+                if s.read_in_turn >= self.read_turn {
+                    s.read_in_turn = 0;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(self.lost(e.to_string())),
+        }
+    }
+
+    /// The session is over: whatever is still owed gets the error (its
+    /// command may or may not have run), and nothing is in flight any more.
+    pub(super) fn settle(&mut self, s: &mut Session, end: &SessionEnd) {
+        let error = match end {
+            SessionEnd::Failed(error) => error.clone(),
+            SessionEnd::Closed | SessionEnd::Switched => BackendError::ConnectionLost {
+                backend: self.backend.clone(),
+                reason: "proxy is shutting down".into(),
+            },
+        };
+        let mut failed = 0u64;
+        for item in s.owed.drain(..) {
+            match item {
+                Owed::Client { reply, .. } | Owed::Wait { reply, .. } => {
+                    failed += 1;
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Owed::Batch {
+                    reply,
+                    count,
+                    replies,
+                    ..
+                } => {
+                    failed += (count - replies.len()) as u64;
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Owed::Select { .. } | Owed::Held { .. } => {}
+            }
+        }
+        self.metrics.failed.add(failed);
+        self.held = None;
+        self.lanes.clear_in_flight();
+    }
+
+    /// Puts a client's job in its lane.
+    pub(super) fn admit(&mut self, mut job: Job, held: bool) {
+        if held {
+            job.held = true;
+            self.metrics
+                .held_requests
+                .increment(u64::from(job.replies()));
+        }
+        self.lanes.push(job.origin.client, job);
+    }
+
+    /// Moves jobs from the lanes to the outbox, round robin between clients,
+    /// while the connection has room. Returns whether any was added.
+    pub(super) fn fill(&mut self, s: &mut Session) -> bool {
+        let mut now = None;
+        while s.owed.len() < self.settings.max_pending && s.outbox.len() < WRITE_HIGH_WATER {
+            let Some((_, job)) = self.lanes.pop() else {
+                break;
+            };
+            let at = *now.get_or_insert_with(Instant::now);
+            self.queue(job, at, &mut s.db, &mut s.outbox, &mut s.owed);
+        }
+        now.is_some()
+    }
+
+    pub(super) fn lost(&self, reason: String) -> SessionEnd {
+        SessionEnd::Failed(BackendError::ConnectionLost {
+            backend: self.backend.clone(),
+            reason,
+        })
+    }
+
+    /// Appends a job's command to the outbox, preceded by a SELECT when
+    /// the client's database differs from the connection's.
+    pub(super) fn queue(
+        &self,
+        job: Job,
+        now: Instant,
+        db: &mut u32,
+        outbox: &mut Outbox,
+        owed: &mut VecDeque<Owed>,
+    ) {
+        if job.held {
+            self.metrics
+                .released_requests
+                .increment(u64::from(job.replies()));
+        }
+        let client = job.origin.client;
+        if job.db != *db {
+            let index = Bytes::from(job.db.to_string());
+            outbox.gather(|buf| encode_command(&[Bytes::from_static(b"SELECT"), index], buf));
+            owed.push_back(Owed::Select { sent_at: now });
+            *db = job.db;
+        }
+        outbox.push(job.payload);
+        if let Some(written) = job.written {
+            // The outbox goes out in this turn of the connection's loop.
+            let _ = written.send(());
+        }
+        let reply = match job.reply {
+            ReplyTo::One(reply) => reply,
+            ReplyTo::Many { tx, count } => {
+                owed.push_back(Owed::Batch {
+                    client,
+                    reply: tx,
+                    count,
+                    replies: Vec::with_capacity(count),
+                    bytes: 0,
+                    sent_at: now,
+                });
+                return;
+            }
+        };
+        if job.write && self.min_replicas_ack > 0 {
+            // The write's reply is held until WAIT says how many replicas have it.
+            let wait_ms = (self.settings.request_timeout / 2).as_millis().max(1);
+            let wait = [
+                Bytes::from_static(b"WAIT"),
+                Bytes::from(self.min_replicas_ack.to_string()),
+                Bytes::from(wait_ms.to_string()),
+            ];
+            outbox.gather(|buf| encode_command(&wait, buf));
+            owed.push_back(Owed::Held { sent_at: now });
+            owed.push_back(Owed::Wait {
+                client,
+                reply,
+                replicas: self.min_replicas_ack,
+                sent_at: now,
+            });
+        } else {
+            owed.push_back(Owed::Client {
+                client,
+                reply,
+                sent_at: now,
+                blocked_until: job.blocks_for.map(|d| now.checked_add(d).unwrap_or(now)),
+            });
+        }
+    }
+
+    /// Decodes every complete reply in `rbuf`, read at `read_at`, and hands
+    /// each to its owner.
+    pub(super) fn take_replies(
+        &mut self,
+        rbuf: &mut BytesMut,
+        owed: &mut VecDeque<Owed>,
+        read_at: Instant,
+    ) -> Result<(), SessionEnd> {
+        let mut any = false;
+        let mut taken = 0u64;
+        loop {
+            // Only the frame's extent is decoded; its bytes go to the client as they are.
+            // The extent is found without recursion and within bounds, so a
+            // hostile or broken backend cannot overflow the stack or memory.
+            let frame = match reply_extent(rbuf, self.settings.max_reply_bytes) {
+                Ok(Some(amount)) => rbuf.split_to(amount).freeze(),
+                Ok(None) => {
+                    if any {
+                        self.health.success_at(read_at);
+                        self.metrics.replies.add(taken);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.metrics.protocol_errors.increment(1);
+                    warn!(error = %e, "backend sent a reply the proxy refuses");
+                    return Err(self.lost(format!("bad reply: {e}")));
+                }
+            };
+            // A push (RESP3) answers no request: nothing here subscribes or
+            // tracks, but one must not take another request's place.
+            if self.speaks == Proto::Resp3 && frame.first() == Some(&b'>') {
+                continue;
+            }
+            // A demoted or restarting master: have the sentinels asked now.
+            if frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING") {
+                self.ask_recheck();
+            }
+            let size = frame.len();
+            let reply = match self.speaks {
+                Proto::Resp2 => Reply::Raw(frame),
+                Proto::Resp3 => Reply::Raw3(frame),
+            };
+            taken += 1;
+            if !any {
+                any = true;
+                if let Some(first) = owed.front() {
+                    let took = read_at.saturating_duration_since(first.sent_at());
+                    self.metrics.latency.record(took, 1);
+                }
+            }
+            match owed.pop_front() {
+                Some(Owed::Batch {
+                    client,
+                    reply: tx,
+                    count,
+                    mut replies,
+                    bytes,
+                    sent_at,
+                }) => {
+                    replies.push(reply);
+                    if replies.len() >= count {
+                        self.lanes.replied(client, count as u32, bytes + size);
+                        let _ = tx.send(Ok(replies));
+                    } else {
+                        // More of the batch's replies are still to come.
+                        owed.push_front(Owed::Batch {
+                            client,
+                            reply: tx,
+                            count,
+                            replies,
+                            bytes: bytes + size,
+                            sent_at,
+                        });
+                    }
+                }
+                Some(Owed::Client {
+                    client, reply: tx, ..
+                }) => {
+                    self.lanes.replied(client, 1, size);
+                    let _ = tx.send(Ok(reply));
+                }
+                Some(Owed::Held { .. }) => self.held = Some(reply),
+                Some(Owed::Wait {
+                    client,
+                    reply: tx,
+                    replicas,
+                    ..
+                }) => {
+                    self.lanes.replied(client, 1, size);
+                    let write = self.held.take().unwrap_or(Reply::Null);
+                    let answer = match (&write, reply.parsed()) {
+                        (w, _) if w.is_error() => write,
+                        (_, Reply::Int(acked)) if acked >= replicas as i64 => write,
+                        (_, Reply::Int(_)) => {
+                            Reply::error("NOREPLICAS Not enough good replicas to write.")
+                        }
+                        (_, other) => other,
+                    };
+                    let _ = tx.send(Ok(answer));
+                }
+                Some(Owed::Select { .. }) => {
+                    if let Reply::Error(e) = reply.parsed() {
+                        // Commands after it would run in the wrong database: drop the connection.
+                        return Err(
+                            self.lost(format!("SELECT failed: {}", String::from_utf8_lossy(&e)))
+                        );
+                    }
+                }
+                None => return Err(self.lost("reply to no request".into())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+    use crate::config::{self, Source};
+
+    /// A connection task's state, without a socket, for exercising reply handling.
+    fn connection(recheck: Arc<Notify>) -> Connection {
+        let settings = Arc::new(PoolSettings::from_config(
+            &config::Config::parse(
+                "[listen]\naddress = \"127.0.0.1:1\"\n[[backends]]\nid = \"a\"\naddress = \"127.0.0.1:2\"\n",
+            )
+            .unwrap(),
+        ));
+        let metrics = Arc::new(BackendMetrics::new("a"));
+        let (_tx, jobs) = mpsc::unbounded_channel();
+        let (_etx, endpoint) = watch::channel(None);
+        Connection {
+            backend: Arc::from("a"),
+            target: Target {
+                source: Source::Fixed(Endpoint::Tcp("127.0.0.1:2".into())),
+                username: None,
+                password: None,
+                tls: None,
+            },
+            health: Arc::new(Health::new(Arc::from("a"), &settings, metrics.clone())),
+            settings,
+            jobs,
+            endpoint,
+            recheck: Some(recheck),
+            failover: None,
+            min_replicas_ack: 0,
+            held: None,
+            server_id: None,
+            lanes: Lanes::default(),
+            read_turn: usize::MAX,
+            metrics,
+            proto: Proto::Resp2,
+            speaks: Proto::Resp2,
+        }
+    }
+
+    #[tokio::test]
+    async fn readonly_and_loading_replies_ask_for_a_sentinel_recheck() {
+        for reply in [
+            &b"-READONLY You can't write against a read only replica.\r\n"[..],
+            b"-LOADING Redis is loading\r\n",
+        ] {
+            let recheck = Arc::new(Notify::new());
+            let mut conn = connection(recheck.clone());
+            let (tx, rx) = oneshot::channel();
+            let mut owed = VecDeque::from([Owed::Client {
+                client: 1,
+                reply: tx,
+                sent_at: Instant::now(),
+                blocked_until: None,
+            }]);
+            let mut rbuf = BytesMut::from(reply);
+            assert!(conn
+                .take_replies(&mut rbuf, &mut owed, Instant::now())
+                .is_ok());
+            // The client still gets the backend's own error...
+            assert!(rx.await.unwrap().unwrap().is_error());
+            // ...and the monitor has been woken: a stored permit is ready at once.
+            assert!(notified_now(&recheck).await, "re-check requested");
+        }
+        // An ordinary error does not ask.
+        let recheck = Arc::new(Notify::new());
+        let mut conn = connection(recheck.clone());
+        let (tx, _rx) = oneshot::channel();
+        let mut owed = VecDeque::from([Owed::Client {
+            client: 1,
+            reply: tx,
+            sent_at: Instant::now(),
+            blocked_until: None,
+        }]);
+        let mut rbuf = BytesMut::from(
+            &b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"[..],
+        );
+        assert!(conn
+            .take_replies(&mut rbuf, &mut owed, Instant::now())
+            .is_ok());
+        assert!(!notified_now(&recheck).await);
+    }
+
+    /// Whether a notification is already stored, without waiting for one.
+    async fn notified_now(notify: &Notify) -> bool {
+        tokio::select! {
+            biased;
+            _ = notify.notified() => true,
+            _ = std::future::ready(()) => false,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What a client asks of a backend (a `Job`), where its answer goes
+//! (`ReplyTo`), who sends it (`Origin`), and why it may fail (`BackendError`).
+
+use super::lanes::Queued;
+use crate::metrics::BackendMetrics;
+use crate::protocol::{Proto, Reply};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Why a backend could not answer; sent to the client as an `ERR` reply.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    #[error("backend '{backend}' has no known master yet")]
+    NoMaster { backend: Arc<str> },
+    #[error("backend '{backend}' is unavailable: {reason}")]
+    Unavailable { backend: Arc<str>, reason: String },
+    #[error("backend '{backend}' did not answer within {timeout_ms} ms")]
+    Timeout { backend: Arc<str>, timeout_ms: u64 },
+    #[error("backend '{backend}' connection lost: {reason}")]
+    ConnectionLost { backend: Arc<str>, reason: String },
+}
+
+impl BackendError {
+    pub fn to_reply(&self) -> Reply {
+        Reply::error(format!("ERR {self}"))
+    }
+}
+
+/// What a client gets back for one job: the backend's reply or why there is none.
+pub type BackendResult = Result<Reply, BackendError>;
+
+/// What a client gets back for a batch: every reply, in order, or why there are none.
+pub type BatchResult = Result<Vec<Reply>, BackendError>;
+
+/// Where a job's reply (or replies) go; dropped by the connection task once answered.
+#[derive(Debug)]
+pub enum ReplyTo {
+    One(oneshot::Sender<BackendResult>),
+    /// A batch of `count` commands answered together.
+    Many {
+        tx: oneshot::Sender<BatchResult>,
+        count: usize,
+    },
+}
+
+impl ReplyTo {
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::One(tx) => tx.is_closed(),
+            ReplyTo::Many { tx, .. } => tx.is_closed(),
+        }
+    }
+
+    /// Answers with `error`, counting the requests it fails in `metrics`.
+    pub(super) fn fail(self, error: BackendError, metrics: &BackendMetrics) {
+        let requests = match &self {
+            ReplyTo::One(_) => 1,
+            ReplyTo::Many { count, .. } => *count as u64,
+        };
+        metrics.failed.add(requests);
+        match self {
+            ReplyTo::One(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            ReplyTo::Many { tx, .. } => {
+                let _ = tx.send(Err(error));
+            }
+        }
+    }
+}
+
+/// One command, or a batch of commands from one client, for one backend.
+#[derive(Debug)]
+pub struct Job {
+    /// Who sent it: the client's lane in the connection, and the connection.
+    pub origin: Origin,
+    /// The command(s), RESP-encoded, back to back.
+    pub payload: Bytes,
+    /// The database the client has selected.
+    pub db: u32,
+    pub reply: ReplyTo,
+    /// A single write: follow it with WAIT when the backend has
+    /// `min_replicas_ack`. Batches never carry such writes.
+    pub write: bool,
+    /// It came while a failover held the connection.
+    pub(super) held: bool,
+    /// A blocking command (BLPOP): its reply may take this long, on a held
+    /// connection that is not overdue meanwhile.
+    pub(super) blocks_for: Option<Duration>,
+    /// Told once the command is written to the server (a blocking
+    /// command's client counts as blocked from then, as on the server).
+    pub(super) written: Option<oneshot::Sender<()>>,
+}
+
+impl Job {
+    pub(super) fn new(origin: Origin, payload: Bytes, db: u32, reply: ReplyTo, write: bool) -> Job {
+        Job {
+            origin,
+            payload,
+            db,
+            reply,
+            write,
+            held: false,
+            blocks_for: None,
+            written: None,
+        }
+    }
+}
+
+impl Queued for Job {
+    fn replies(&self) -> u32 {
+        match &self.reply {
+            ReplyTo::One(_) => 1,
+            ReplyTo::Many { count, .. } => *count as u32,
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn reply_bytes(&self) -> u64 {
+        self.origin.reply_bytes
+    }
+}
+
+/// Who sends a job, which decides the connection it goes on: a client
+/// always uses the same one of `[pool] connections` (its commands to one
+/// backend stay in order), unless its replies are large (over
+/// [`LARGE_REPLY_BYTES`] on average), when it uses the backend's connection
+/// for large replies, started on first use. So a client that pipelines
+/// hundreds of 100 KB GETs queues nothing ahead of anyone's small session
+/// reads: Redis serves the two connections in turn, as it would the clients
+/// themselves. A client moves between the two only when nothing of its is
+/// in flight, so its commands still run in the order it sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub client: u64,
+    /// The average size of the client's replies so far (0: none yet).
+    pub reply_bytes: u64,
+    pub large_replies: bool,
+    /// The protocol the replies are wanted in: a RESP3 client's requests
+    /// go on connections speaking RESP3 (started on first use), so the
+    /// server's own RESP3 reply is its answer (merged ones are read in
+    /// RESP3 too, keeping the client's requests on one connection, in
+    /// order); what the proxy does alone is asked in RESP2.
+    pub proto: Proto,
+}
+
+impl Origin {
+    /// The same sender, for replies the proxy reads or merges itself.
+    pub fn resp2(self) -> Origin {
+        Origin {
+            proto: Proto::Resp2,
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_redis_style() {
+        let e = BackendError::Timeout {
+            backend: "a".into(),
+            timeout_ms: 100,
+        };
+        assert_eq!(
+            e.to_reply(),
+            Reply::error("ERR backend 'a' did not answer within 100 ms")
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! One backend connection's session state: the replies it owes, in order,
+//! and the deadlines by which they are due. No I/O of its own.
+
+use super::job::{BackendError, BackendResult, BatchResult};
+use crate::net::Outbox;
+use crate::protocol::Reply;
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// How often a connection blocked on a client's BLPOP looks whether that
+/// client is still there.
+pub(super) const BLOCKED_CHECK: Duration = Duration::from_millis(500);
+
+/// A reply the connection owes, in the order the commands were written.
+pub(super) enum Owed {
+    /// A client's command.
+    Client {
+        client: u64,
+        reply: oneshot::Sender<BackendResult>,
+        sent_at: Instant,
+        /// A blocking command's reply is not due before this.
+        blocked_until: Option<Instant>,
+    },
+    /// A client's batch: the replies gathered so far, sent when all are in.
+    Batch {
+        client: u64,
+        reply: oneshot::Sender<BatchResult>,
+        count: usize,
+        replies: Vec<Reply>,
+        /// Bytes of the replies so far.
+        bytes: usize,
+        sent_at: Instant,
+    },
+    /// A SELECT the proxy inserted to switch databases.
+    Select { sent_at: Instant },
+    /// A write whose reply is held until the WAIT after it answers.
+    Held { sent_at: Instant },
+    /// The WAIT after a held write: it decides what the client gets.
+    Wait {
+        client: u64,
+        reply: oneshot::Sender<BackendResult>,
+        replicas: u32,
+        sent_at: Instant,
+    },
+}
+
+impl Owed {
+    pub(super) fn sent_at(&self) -> Instant {
+        match self {
+            Owed::Client { sent_at, .. }
+            | Owed::Batch { sent_at, .. }
+            | Owed::Select { sent_at }
+            | Owed::Held { sent_at }
+            | Owed::Wait { sent_at, .. } => *sent_at,
+        }
+    }
+}
+
+/// Why a session on a connected socket ended.
+pub(super) enum SessionEnd {
+    /// Every `Backend` handle is gone: the proxy is shutting down.
+    Closed,
+    /// The master moved; everything sent to the old one has been answered.
+    Switched,
+    Failed(BackendError),
+}
+
+/// One connected socket's state: the replies it owes, in order, what waits
+/// to be written, what was read and not yet framed, and how the session
+/// should end.
+pub(super) struct Session {
+    pub(super) owed: VecDeque<Owed>,
+    pub(super) outbox: Outbox,
+    pub(super) rbuf: BytesMut,
+    /// The database the connection has selected.
+    pub(super) db: u32,
+    /// The connection is dead only when no reply bytes came for a request
+    /// timeout, never because requests queued behind a big batch are old:
+    /// `progress` is when bytes last came, `floor` the progress the deadline
+    /// last took into account (moved forward when it fires).
+    pub(super) progress: Instant,
+    pub(super) floor: Instant,
+    /// Bytes read since this task last let others run.
+    pub(super) read_in_turn: usize,
+    /// After a master switch: send nothing more, answer what was sent, then
+    /// go (what waits in the lanes goes to the new master).
+    pub(super) switching: bool,
+    /// The job queue is closed: send what waits, answer it, then end.
+    pub(super) closing: bool,
+}
+
+impl Session {
+    pub(super) fn new(db: u32) -> Session {
+        let now = Instant::now();
+        Session {
+            owed: VecDeque::new(),
+            outbox: Outbox::default(),
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            db,
+            progress: now,
+            floor: now,
+            read_in_turn: 0,
+            switching: false,
+            closing: false,
+        }
+    }
+
+    /// How the session ends now, if it does: switched once everything sent
+    /// is answered, closed once that and everything waiting (`queued` jobs)
+    /// is.
+    pub(super) fn finished(&self, queued: usize) -> Option<SessionEnd> {
+        if !self.owed.is_empty() {
+            return None;
+        }
+        if self.switching {
+            return Some(SessionEnd::Switched);
+        }
+        (self.closing && queued == 0).then_some(SessionEnd::Closed)
+    }
+
+    /// When the oldest reply owed is overdue (none owed: never). A blocking
+    /// command is looked at every [`BLOCKED_CHECK`] meanwhile, to see
+    /// whether its client is still there.
+    pub(super) fn due(&self, request_timeout: Duration) -> Option<Instant> {
+        let first = self.owed.front()?;
+        if let Owed::Client {
+            blocked_until: Some(until),
+            ..
+        } = first
+        {
+            let due = (*until).max(self.floor) + request_timeout;
+            return Some(due.min(Instant::now() + BLOCKED_CHECK));
+        }
+        Some(first.sent_at().max(self.floor) + request_timeout)
+    }
+
+    /// At the deadline, for a blocking command owed first: `Some(true)` when
+    /// its client is gone (close the connection: the server unblocks),
+    /// `Some(false)` while it may still be blocked.
+    pub(super) fn blocked(&self, request_timeout: Duration) -> Option<bool> {
+        match self.owed.front()? {
+            Owed::Client {
+                reply,
+                blocked_until: Some(until),
+                ..
+            } => {
+                if reply.is_closed() {
+                    return Some(true);
+                }
+                (Instant::now() < *until + request_timeout).then_some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// The deadline fired: whether replies are still coming (the connection
+    /// is alive, only busy), in which case the deadline moves on from them.
+    pub(super) fn still_alive(&mut self, request_timeout: Duration) -> bool {
+        if self.progress > self.floor && self.progress + request_timeout > Instant::now() {
+            self.floor = self.progress;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_ends_only_once_everything_sent_is_answered() {
+        let mut s = Session::new(0);
+        assert!(s.finished(0).is_none(), "an open session goes on");
+        let (tx, _rx) = oneshot::channel();
+        s.owed.push_back(Owed::Client {
+            client: 1,
+            reply: tx,
+            sent_at: Instant::now(),
+            blocked_until: None,
+        });
+        s.switching = true;
+        s.closing = true;
+        assert!(s.finished(0).is_none(), "a reply is still owed");
+        s.owed.clear();
+        assert!(matches!(s.finished(3), Some(SessionEnd::Switched)));
+        s.switching = false;
+        assert!(s.finished(3).is_none(), "closing sends what waits first");
+        assert!(matches!(s.finished(0), Some(SessionEnd::Closed)));
+    }
+
+    #[test]
+    fn a_session_is_overdue_only_without_reply_bytes_for_a_timeout() {
+        let timeout = Duration::from_millis(300);
+        let mut s = Session::new(0);
+        assert_eq!(s.due(timeout), None, "nothing owed, nothing due");
+        let sent = Instant::now();
+        let (tx, _rx) = oneshot::channel();
+        s.owed.push_back(Owed::Client {
+            client: 1,
+            reply: tx,
+            sent_at: sent,
+            blocked_until: None,
+        });
+        assert_eq!(s.due(timeout), Some(sent.max(s.floor) + timeout));
+        // Bytes came since the deadline was set: alive, and the deadline
+        // moves on from them.
+        s.progress = Instant::now() + Duration::from_millis(1);
+        assert!(s.still_alive(timeout));
+        assert_eq!(s.floor, s.progress);
+        assert_eq!(s.due(timeout), Some(s.progress + timeout));
+        // No bytes since: dead.
+        assert!(!s.still_alive(timeout));
+    }
+}
