@@ -580,8 +580,8 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::oneshot;
     use crate::config::{self, Source};
+    use tokio::sync::oneshot;
 
     /// A connection task's state, without a socket, for exercising reply handling.
     fn connection(recheck: Arc<Notify>) -> Connection {

@@ -733,46 +733,6 @@ fn backend_config(
     }
 }
 
-/// Redis's reply to a command it does not have, byte for byte: arguments are
-/// echoed as C strings (up to a NUL byte), 128 bytes in all, other bytes kept
-/// as they are (not made UTF-8).
-pub(in crate::client) fn unknown_command(args: &[Bytes]) -> Reply {
-    let mut listed: Vec<u8> = Vec::new();
-    for arg in &args[1..] {
-        if listed.len() >= 128 {
-            break;
-        }
-        let room = 128 - listed.len();
-        listed.push(b'\'');
-        listed.extend_from_slice(c_str(arg, room));
-        listed.extend_from_slice(b"' ");
-    }
-    let mut msg = b"ERR unknown command '".to_vec();
-    msg.extend_from_slice(c_str(&args[0], 128));
-    msg.extend_from_slice(b"', with args beginning with: ");
-    msg.extend_from_slice(&listed);
-    Reply::error(msg)
-}
-
-/// What C's `%.*s` prints of `arg`: up to its first NUL, at most `max` bytes.
-pub(in crate::client) fn c_str(arg: &[u8], max: usize) -> &[u8] {
-    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
-    &arg[..end.min(max)]
-}
-
-pub(in crate::client) fn arity_error(name: &str) -> Reply {
-    Reply::error(format!(
-        "ERR wrong number of arguments for '{name}' command"
-    ))
-}
-
-pub(in crate::client) fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
-    let mut msg = b"ERR unknown subcommand '".to_vec();
-    msg.extend_from_slice(c_str(sub, 128));
-    msg.extend_from_slice(format!("'. Try {command} HELP.").as_bytes());
-    Reply::error(msg)
-}
-
 /// Commands the proxy answers itself.
 pub(in crate::client) fn local(
     shared: &Shared,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use sha1::{Digest, Sha1};
 
-use crate::client::dispatch::{arity_error, unknown_subcommand};
+use crate::client::errors::{arity_error, unknown_subcommand, CROSSSLOT};
 use crate::protocol::command::writes;
 use crate::protocol::{Cmd, Merge, Reply, Request, Route, Spec};
 use crate::pubsub::policy::ChannelPolicy;
@@ -20,10 +20,6 @@ use crate::pubsub::policy::ChannelPolicy;
 /// redis.call("del",KEYS[1]) else return 0 end`).
 pub(in crate::client) const ALWAYS_ALLOWED_SCRIPTS: &[&str] =
     &["b70c2384248f88e6b75b9f89241a180f856ad852"];
-
-/// Redis Cluster's error for keys that do not live together.
-pub(in crate::client) const CROSSSLOT: &str =
-    "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// What to do with a request whose command routes by key.
 #[derive(Debug, PartialEq)]

@@ -14,9 +14,6 @@ use crate::backend::{BackendError, Held};
 use crate::client::*;
 use crate::migration::SettleError;
 
-/// Redis's reply to EXEC after a queuing error.
-const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
-
 /// A transaction being queued.
 #[derive(Debug, Default)]
 pub(in crate::client) struct Multi {

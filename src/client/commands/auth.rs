@@ -2,14 +2,6 @@
 
 use crate::client::*;
 
-pub(in crate::client) const NOAUTH: &str = "NOAUTH Authentication required.";
-
-pub(in crate::client) const WRONGPASS: &str =
-    "WRONGPASS invalid username-password pair or user is disabled.";
-
-pub(in crate::client) const NOPERM_KEY: &str =
-    "NOPERM this user has no permissions to access one of the keys used as arguments";
-
 /// Who a user name and password authenticate as: `Some(None)` for the
 /// default user, `Some(Some(name))` for a named one, `None` when refused.
 pub(in crate::client) fn authenticate(
@@ -48,26 +40,6 @@ pub(in crate::client) fn is_restricted(
     user: Option<&crate::config::User>,
 ) -> bool {
     !topo.config.keys.prefixes.is_empty() || user.is_some_and(|u| !u.prefixes.is_empty())
-}
-
-/// RESTORE from a client held to key prefixes (see `[keys] allow_restore`).
-pub(in crate::client) const NOPERM_RESTORE: &str = "NOPERM RESTORE is refused while key prefixes apply: a crafted payload can crash a backend; set [keys] allow_restore = true once the backends run with sanitize-dump-payload yes";
-
-/// An address that sent too many wrong passwords this minute.
-pub(in crate::client) const AUTH_BLOCKED: &str = "ERR too many wrong passwords from this address: try again in a minute ([limits] auth_failures_per_address)";
-
-/// Redis 7.0's reply to a channel an ACL forbids.
-pub(in crate::client) const NOPERM_CHANNEL: &str =
-    "NOPERM this user has no permissions to access one of the channels used as arguments";
-
-/// PUBLISH to a keyspace or keyevent channel: forged notifications.
-pub(in crate::client) const NOPERM_NOTIFICATION: &str = "NOPERM keyspace and keyevent notifications are the server's own: PUBLISH to their channels is refused";
-
-/// Redis 7.0's reply to a command an ACL forbids.
-pub(in crate::client) fn noperm_command(name: &str) -> Reply {
-    Reply::error(format!(
-        "NOPERM this user has no permissions to run the '{name}' command"
-    ))
 }
 
 pub(in crate::client) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
