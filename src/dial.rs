@@ -362,6 +362,63 @@ pub fn jitter(base: Duration) -> Duration {
     half + half.mul_f64(rand::rng().random::<f64>())
 }
 
+/// The pause of a reconnect loop: from `min`, doubling after each failure
+/// up to `max`, back to `min` after a success; jittered (between half and
+/// all of it, so a restarted server is not met by every connection at
+/// once) unless made `exact`. Every reconnect loop uses one.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    jittered: bool,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max: max.max(min),
+            next: min,
+            jittered: true,
+        }
+    }
+
+    /// The same pause every time.
+    pub fn fixed(every: Duration) -> Backoff {
+        Backoff::new(every, every).exact()
+    }
+
+    /// Without jitter.
+    pub fn exact(self) -> Backoff {
+        Backoff {
+            jittered: false,
+            ..self
+        }
+    }
+
+    /// The pause before the next attempt (what `pause` is based on).
+    pub fn current(&self) -> Duration {
+        self.next
+    }
+
+    /// The pause to take now; the next one doubles.
+    pub fn pause(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        if self.jittered {
+            jitter(base)
+        } else {
+            base
+        }
+    }
+
+    /// After a success: the next pause is the shortest.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +433,23 @@ mod tests {
         assert!(Version(6, 2, 14) < Version(7, 0, 0));
         assert_eq!(Version::from_info(b"nothing"), None);
         assert_eq!(Version::unpacked(0), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_maximum_and_resets() {
+        let ms = Duration::from_millis;
+        let mut exact = Backoff::new(ms(50), ms(300)).exact();
+        let pauses: Vec<Duration> = (0..5).map(|_| exact.pause()).collect();
+        assert_eq!(pauses, [ms(50), ms(100), ms(200), ms(300), ms(300)]);
+        exact.reset();
+        assert_eq!(exact.pause(), ms(50));
+        let mut jittered = Backoff::new(ms(100), ms(100));
+        for _ in 0..100 {
+            let d = jittered.pause();
+            assert!(d >= ms(50) && d <= ms(100), "{d:?}");
+        }
+        let mut fixed = Backoff::fixed(ms(500));
+        assert_eq!((fixed.pause(), fixed.pause()), (ms(500), ms(500)));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio_util::codec::Decoder;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{Endpoint, Sentinel, Target};
-use crate::dial::{call_with_auth, jitter, open_to, PoolSettings};
+use crate::dial::{call_with_auth, open_to, Backoff, PoolSettings};
 use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
 
@@ -52,11 +52,7 @@ pub fn start(
     let known = sentinel
         .addresses
         .iter()
-        .map(|address| Known {
-            address: address.clone(),
-            retry_at: Instant::now(),
-            failures: 0,
-        })
+        .map(|address| Known::new(address.clone(), &settings))
         .collect();
     let monitor = Monitor {
         sentinel,
@@ -80,7 +76,18 @@ struct Known {
     address: String,
     /// Not asked again before this, after failures.
     retry_at: Instant,
-    failures: u32,
+    /// The wait after a failure: twice the backoff's minimum, doubling.
+    backoff: Backoff,
+}
+
+impl Known {
+    fn new(address: String, settings: &PoolSettings) -> Known {
+        Known {
+            address,
+            retry_at: Instant::now(),
+            backoff: Backoff::new(settings.backoff_min * 2, SENTINEL_BACKOFF_MAX).exact(),
+        }
+    }
 }
 
 struct Monitor {
@@ -213,7 +220,7 @@ impl Monitor {
             };
             match result {
                 Ok((endpoint, epoch, others)) => {
-                    known.failures = 0;
+                    known.backoff.reset();
                     responders += 1;
                     let entry = tally.entry(endpoint).or_insert((0, 0));
                     entry.0 += 1;
@@ -221,11 +228,7 @@ impl Monitor {
                     learned.extend(others);
                 }
                 Err(error) => {
-                    known.failures += 1;
-                    let backoff = (self.settings.backoff_min
-                        * 2u32.saturating_pow(known.failures.min(16)))
-                    .min(SENTINEL_BACKOFF_MAX);
-                    known.retry_at = Instant::now() + backoff;
+                    known.retry_at = Instant::now() + known.backoff.pause();
                     debug!(sentinel = %known.address, %error, "sentinel unreachable");
                 }
             }
@@ -235,11 +238,7 @@ impl Monitor {
             if !self.known.iter().any(|k| k.address == address) {
                 info!(sentinel = %address, "learned a sentinel");
                 self.subscribe(address.clone(), Arc::downgrade(alive));
-                self.known.push(Known {
-                    address,
-                    retry_at: Instant::now(),
-                    failures: 0,
-                });
+                self.known.push(Known::new(address, &self.settings));
             }
         }
         if self.known.len() != before
@@ -315,7 +314,7 @@ impl Monitor {
         let span = tracing::debug_span!("subscriber", sentinel = %address);
         tokio::spawn(
             async move {
-                let mut delay = settings.backoff_min;
+                let mut backoff = Backoff::new(settings.backoff_min, SENTINEL_BACKOFF_MAX);
                 while alive.strong_count() > 0 {
                     match listen(
                         &address,
@@ -330,8 +329,7 @@ impl Monitor {
                         Ok(()) => return,
                         Err(error) => debug!(%error, "subscription lost"),
                     }
-                    sleep(jitter(delay)).await;
-                    delay = (delay * 2).min(SENTINEL_BACKOFF_MAX);
+                    sleep(backoff.pause()).await;
                 }
             }
             .instrument(span),

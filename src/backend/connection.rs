@@ -4,7 +4,7 @@
 use super::lanes::{Lanes, Queued};
 use crate::config::{Endpoint, Target};
 use crate::dial::PoolSettings;
-use crate::dial::{handshake, jitter, DialError};
+use crate::dial::{handshake, Backoff, DialError};
 use crate::metrics::BackendMetrics;
 use crate::net::{Outbox, Stream};
 use crate::protocol::{encode_command, reply_extent, Proto, Reply};
@@ -67,7 +67,7 @@ pub(super) struct Connection {
 
 impl Connection {
     pub(super) async fn run(mut self) {
-        let mut delay = self.settings.backoff_min;
+        let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         loop {
             let current = self.endpoint.borrow_and_update().clone();
             let reason = match current {
@@ -114,7 +114,7 @@ impl Connection {
                                 }
                                 SessionEnd::Switched => {
                                     info!(from = %endpoint, "master switched; reconnecting");
-                                    delay = self.settings.backoff_min;
+                                    backoff.reset();
                                     continue;
                                 }
                                 SessionEnd::Failed(error) => {
@@ -123,7 +123,7 @@ impl Connection {
                                     self.ask_recheck();
                                     if started.elapsed() >= STABLE_SESSION {
                                         // It was working: retry at once, from the shortest delay.
-                                        delay = self.settings.backoff_min;
+                                        backoff.reset();
                                         continue;
                                     }
                                     error.to_string()
@@ -144,12 +144,12 @@ impl Connection {
                     }
                 }
             };
-            warn!(error = %reason, retry_ms = delay.as_millis() as u64, "backend unavailable");
+            let retry_ms = backoff.current().as_millis() as u64;
+            warn!(error = %reason, retry_ms, "backend unavailable");
             self.fail_waiting(&reason);
             // Until the next attempt (or a new master), answer jobs at once
             // instead of letting them wait.
-            let retry_at = Instant::now() + jitter(delay);
-            delay = (delay * 2).min(self.settings.backoff_max);
+            let retry_at = Instant::now() + backoff.pause();
             loop {
                 tokio::select! {
                     job = self.jobs.recv() => match job {
@@ -161,7 +161,7 @@ impl Connection {
                             // The monitor is gone: the proxy is stopping.
                             return;
                         }
-                        delay = self.settings.backoff_min;
+                        backoff.reset();
                         break;
                     }
                     _ = sleep_until(retry_at) => break,

@@ -2,8 +2,8 @@
 //! server version it reports.
 
 use crate::config::{Endpoint, Target};
-use crate::dial::PoolSettings;
 use crate::dial::{call, handshake, DialError};
+use crate::dial::{Backoff, PoolSettings};
 use crate::metrics::BackendMetrics;
 use crate::net::Stream;
 use crate::protocol::Reply;
@@ -121,7 +121,7 @@ pub(super) async fn learn_version(
     connect_timeout: Duration,
     stop: CancellationToken,
 ) {
-    const AGAIN: Duration = Duration::from_secs(5);
+    let mut again = Backoff::fixed(Duration::from_secs(5));
     loop {
         let current = endpoint.borrow_and_update().clone();
         if let Some(current) = current {
@@ -134,7 +134,7 @@ pub(super) async fn learn_version(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(AGAIN) => {}
+            _ = tokio::time::sleep(again.pause()) => {}
             _ = stop.cancelled() => return,
         }
     }

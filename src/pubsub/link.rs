@@ -14,6 +14,7 @@ use tracing::debug;
 
 use super::{classify, Incoming, Kind, Wanted};
 use crate::backend::Backend;
+use crate::dial::Backoff;
 use crate::protocol::{encode_command, reply_extent};
 
 /// How long a link waits before connecting again.
@@ -41,6 +42,7 @@ pub async fn run(
     // The master the backend follows (Sentinel): a link on the old one
     // would miss what happens on the new one (its keyspace events).
     let mut master = backend.endpoint.clone();
+    let mut backoff = Backoff::fixed(RETRY);
     loop {
         master.borrow_and_update();
         // Orders wait while connecting (at most the connect timeout): the
@@ -52,7 +54,7 @@ pub async fn run(
                 // Not connected: what the client orders now is subscribed
                 // on connect; it is not kept waiting for that.
                 debug!(backend = %backend.id, %error, "subscription link cannot connect");
-                let wait = tokio::time::sleep(RETRY);
+                let wait = tokio::time::sleep(backoff.pause());
                 tokio::pin!(wait);
                 loop {
                     tokio::select! {
