@@ -806,7 +806,7 @@ mod tests {
         assert_eq!(split_args(br#"set "a"b"#), None);
         assert_eq!(split_args(b"set 'a"), None);
         assert_eq!(split_args(b"").unwrap(), Vec::<Bytes>::new());
-        // What Redis 7 answers for these (checked by tests/differential.rs).
+        // What Redis 7 answers for these (checked by tests/it/differential.rs).
         assert_eq!(
             split_args(br#"ECHO "\x41\x4""#).unwrap(),
             args(&["ECHO", "Ax4"])

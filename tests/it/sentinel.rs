@@ -4,14 +4,12 @@
 //! Figures (error window, client errors) are printed, not asserted: speed is
 //! measured, not tested.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     free_port, proxy_master, recorder, sample, try_wait_until, wait_proxy_master, wait_until,
     Group, Proxy, RawClient, SentinelProc,
 };
@@ -304,7 +302,7 @@ fn a_failover_reaches_every_workers_connections() {
     let clients = 2 * threads;
     let load = Load::start(&proxy, clients, false);
     wait_until(
-        common::READY_LIMIT,
+        crate::common::READY_LIMIT,
         Duration::from_millis(5),
         "clients not spread over the workers",
         || proxy.shared.clients_per_worker() == vec![2; threads],
@@ -344,7 +342,7 @@ fn a_failover_reaches_every_workers_connections() {
     // client's writes above went on its own worker's, to the new master).
     let node = a.node(&f.new).unwrap();
     wait_until(
-        common::READY_LIMIT,
+        crate::common::READY_LIMIT,
         Duration::from_millis(10),
         "every worker's connection on the new master",
         || backend.connected() >= threads,

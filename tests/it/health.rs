@@ -4,13 +4,11 @@
 //! backend is down its keys get their error at once instead of waiting on a
 //! connect attempt.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config_for, free_port, wait_until, Proxy, Redis, READY_LIMIT};
+use crate::common::{config_for, free_port, wait_until, Proxy, Redis, READY_LIMIT};
 
 const FAST: &str = "[pool]\nprobe_interval_ms = 100\nconnect_timeout_ms = 300\nrequest_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200";
 
@@ -141,7 +139,7 @@ fn a_busy_backend_is_not_taken_for_dead() {
         "[pool]\nrequest_timeout_ms = 300\nprobe_interval_ms = 60000",
     ));
     let mut client = proxy.client();
-    let packet = common::RawClient::encode(&[b"SET", b"session:k", b"v"]).repeat(60);
+    let packet = crate::common::RawClient::encode(&[b"SET", b"session:k", b"v"]).repeat(60);
     client.send_raw(&packet);
     for _ in 0..60 {
         // The 60 travel as one batch, answered together after 1.2 s: the

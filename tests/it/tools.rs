@@ -2,18 +2,18 @@
 //! exit codes), and Redis's own tools against the proxy: redis-cli (one-shot,
 //! -e, and interactive through a terminal) and redis-benchmark.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{binary, config_for, try_wait_until, write_file, Proxy, Redis, Running, READY_LIMIT};
+use crate::common::{
+    binary, config_for, try_wait_until, write_file, Proxy, Redis, Running, READY_LIMIT,
+};
 use session_proxy::config::Config;
 use session_proxy::router::Router;
 
 /// The shipped example config, as a user would start from it.
-const EXAMPLE: &str = include_str!("../config/example.toml");
+const EXAMPLE: &str = include_str!("../../config/example.toml");
 
 /// Runs the binary with one flag or subcommand and a file.
 fn run_with_file(flag: &str, file: &std::path::Path) -> std::process::Output {

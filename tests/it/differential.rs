@@ -2,11 +2,9 @@
 //! through the proxy in front of three Redis backends, in RESP2 and RESP3, and
 //! the raw reply bytes must be identical, errors included.
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{config_for, Proxy, RawClient, Redis};
+use crate::common::{config_for, Proxy, RawClient, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -3,14 +3,12 @@
 //! every listener, output and memory limits that close only the offender,
 //! idle clients, and request headers that announce more than they send.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
 
 /// A fake backend: answers the proxy's handshake with `+OK`, then answers
 /// whatever comes next with `payload`, sent in `repeat` writes (an endless

@@ -6,14 +6,12 @@
 //! reshard and a manual failover under load lose nothing, and a topology
 //! mixes a cluster with plain backends.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT};
 use bytes::Bytes;
-use common::{wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use session_proxy::cluster::{parse_shards, parse_slots, slot, SlotMap, SLOTS};
@@ -89,8 +87,8 @@ fn the_slot_map_follows_a_failover() {
     let master_port: u16 = master.rsplit(':').next().unwrap().parse().unwrap();
     let replica = cluster.replica_of(master_port);
     assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
-    common::wait_until(
-        common::READY_LIMIT,
+    crate::common::wait_until(
+        crate::common::READY_LIMIT,
         std::time::Duration::from_millis(50),
         "new master in the map",
         || fetch().master_of(key) == Some(replica.address().as_str()),
@@ -517,8 +515,9 @@ fn django_sessions_live_through_a_failover_and_a_reshard_of_the_cluster() {
     ));
     ready_client(&proxy);
     let dir = tempfile::tempdir().unwrap();
-    let phase =
-        |phase: &str, expect: &str| common::django_phase(proxy.port, dir.path(), phase, expect);
+    let phase = |phase: &str, expect: &str| {
+        crate::common::django_phase(proxy.port, dir.path(), phase, expect)
+    };
     phase("create", "\"created\": 40");
     let master = cluster
         .nodes
@@ -776,7 +775,7 @@ fn min_replicas_ack_waits_for_the_slots_masters_replica() {
 /// answered at once, so memory does not grow with what clients send.
 #[test]
 fn requests_waiting_for_a_first_slot_map_are_bounded() {
-    let dead = common::free_port();
+    let dead = crate::common::free_port();
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nmax_pending = 4\nrequest_timeout_ms = 300\n\
          [[backends]]\nid = \"c\"\ncluster = {{ seeds = [\"127.0.0.1:{dead}\"] }}\n"

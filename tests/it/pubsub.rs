@@ -5,11 +5,9 @@
 //! rules, PUBSUB introspection, and a subscriber that lives through a
 //! backend restart.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{proxy_over, try_wait_until, wait_until, Proxy, RawClient, Redis};
+use crate::common::{proxy_over, try_wait_until, wait_until, Proxy, RawClient, Redis};
 
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
@@ -293,7 +291,7 @@ fn a_reload_that_adds_a_backend_reaches_subscribers_at_once() {
             })
             .collect::<String>()
     };
-    let proxy = common::Running::start(&toml(2));
+    let proxy = crate::common::Running::start(&toml(2));
     let mut sub = proxy.client();
     sub.send(&[b"SUBSCRIBE", b"news"]);
     assert!(text(sub.read_reply()).contains("subscribe"));
@@ -355,19 +353,19 @@ fn subscriptions_per_client_are_bounded_by_the_config() {
 
 #[test]
 fn a_subscriber_follows_a_sentinel_failover() {
-    let group = common::Group::start("pubsub-group", 1, 1000);
+    let group = crate::common::Group::start("pubsub-group", 1, 1000);
     let old = group.master_address().expect("a master");
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\nsentinel = {}\n",
         group.sentinel_toml()
     ));
-    common::wait_proxy_master(&proxy, 0, &old);
+    crate::common::wait_proxy_master(&proxy, 0, &old);
     let mut sub = proxy.client();
     sub.send(&[b"SUBSCRIBE", b"events"]);
     assert!(text(sub.read_reply()).contains("subscribe"));
     group.failover();
     let new = group.wait_new_master(&old);
-    common::wait_proxy_master(&proxy, 0, &new);
+    crate::common::wait_proxy_master(&proxy, 0, &new);
     // The link moved to the new master (the old one, now a replica, still
     // answers, so only following the switch gets it there).
     let master = group.node(&new).expect("the new master");

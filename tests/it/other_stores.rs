@@ -3,12 +3,10 @@
 //! (Debian's php-predis), through the proxy over three backends and
 //! directly on Redis, what each request saw compared.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Proxy, Redis};
+use crate::common::{Proxy, Redis};
 
 fn run(program: &str, script: &str, port: u16) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -8,9 +8,7 @@
 //! backends, as set_many's MULTI spans them) and directly on Redis, the
 //! outcomes compared. The Python side is tests/python/cache_stores.py.
 
-mod common;
-
-use common::{run_script, Proxy, Redis};
+use crate::common::{run_script, Proxy, Redis};
 
 #[test]
 fn django_redis_and_flask_session_behave_the_same_through_the_proxy() {

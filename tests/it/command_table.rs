@@ -3,10 +3,8 @@
 //! arity, flags and key specs for every command, no keyed command of a data
 //! type missing, and keys found where COMMAND GETKEYS finds them.
 
-mod common;
-
+use crate::common::Redis;
 use bytes::Bytes;
-use common::Redis;
 use session_proxy::protocol::command::{lookup, Begin, Find, KeySpec};
 use session_proxy::protocol::keyed::KEYED;
 use session_proxy::protocol::keys::of_args;

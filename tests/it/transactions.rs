@@ -4,9 +4,7 @@
 //! has: keys on two backends (CROSSSLOT, nothing runs), atomicity against
 //! another client, and a transaction on a key a migration still holds.
 
-mod common;
-
-use common::{proxy_over, Proxy, RawClient, Redis};
+use crate::common::{proxy_over, Proxy, RawClient, Redis};
 
 fn same(ours: &mut RawClient, theirs: &mut RawClient, steps: &[&[&str]]) {
     for args in steps {

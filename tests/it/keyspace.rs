@@ -3,11 +3,9 @@
 //! keys added and deleted during the iteration; MATCH, COUNT and TYPE pass
 //! on; KEYS merges; with prefixes set, none of them shows another key.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{proxy_over, RawClient, Redis};
+use crate::common::{proxy_over, RawClient, Redis};
 
 /// The keys of an array reply, as strings.
 fn keys_of(reply: &str) -> Vec<String> {

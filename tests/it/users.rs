@@ -3,9 +3,7 @@
 //! read-only, to reads; prefix-restricted users learn nothing about other
 //! keys (DBSIZE) or the backends (INFO). Error texts are Redis 7.0's ACL ones.
 
-mod common;
-
-use common::{config_for, Proxy, Redis};
+use crate::common::{config_for, Proxy, Redis};
 
 const NOPERM_KEY: &str =
     "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n";
@@ -17,7 +15,7 @@ fn noperm(command: &str) -> String {
 }
 
 fn users_config(redis: &Redis, dir: &std::path::Path, default_password: bool) -> String {
-    let file = common::write_file(dir, "rw_app.pass", "p-file\nignored second line\n");
+    let file = crate::common::write_file(dir, "rw_app.pass", "p-file\nignored second line\n");
     std::env::set_var("SESSION_PROXY_TEST_RO_ALL", "p-env");
     let listen = if default_password {
         "password = \"admin\"\n"

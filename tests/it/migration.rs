@@ -5,12 +5,10 @@
 //! adds a backend under a Django load, and races of SET/DEL/GET against the
 //! mover checked against a model.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     free_port, run_script, wait_until, write_file, Proxy, RawClient, Redis, Running, READY_LIMIT,
 };
 use session_proxy::ketama::Ketama;

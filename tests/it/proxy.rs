@@ -2,12 +2,10 @@
 //! pipelining, handshakes, local commands, auth, key policy, databases and
 //! backend failures.
 
-mod common;
-
 use std::io::Read;
 use std::time::Duration;
 
-use common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
 
 fn two_backends(extra: &str) -> (Redis, Redis, Proxy) {
     let (a, b) = (Redis::start(), Redis::start());
@@ -195,8 +193,8 @@ fn client_list_and_kill_see_every_client_of_the_same_user() {
     assert_eq!(first.text(&["CLIENT", "KILL", "ID", &other_id]), ":0\r\n");
     assert_eq!(first.text(&["CLIENT", "KILL", "ID", &first_id]), ":0\r\n");
     assert_eq!(first.text(&["CLIENT", "KILL", "ID", &second_id]), ":1\r\n");
-    common::wait_until(
-        common::READY_LIMIT,
+    crate::common::wait_until(
+        crate::common::READY_LIMIT,
         std::time::Duration::from_millis(5),
         "the killed client is closed",
         || second.is_closed(),
@@ -226,8 +224,8 @@ fn local_commands() {
     let theirs = line(a.client().text(&["INFO", "server"]));
     assert!(theirs.len() > "redis_version:".len());
     client.text(&["GET", "warm-up"]);
-    common::wait_until(
-        common::READY_LIMIT,
+    crate::common::wait_until(
+        crate::common::READY_LIMIT,
         std::time::Duration::from_millis(10),
         "backend versions known",
         || {
@@ -542,7 +540,7 @@ fn unix_socket_with_file_mode() {
 #[test]
 fn a_down_backend_fails_fast_and_others_keep_working() {
     let a = Redis::start();
-    let dead_port = common::free_port();
+    let dead_port = crate::common::free_port();
     let proxy = Proxy::start(&config_for(
         &[
             ("a", a.address(), 1.0),

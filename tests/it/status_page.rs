@@ -3,15 +3,13 @@
 //! appears as down after a few refreshes, and nothing secret is on it. The
 //! run leaves a screenshot in docs/status-page.png for the README.
 
-mod common;
-
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config_for, wait_until, Proxy, Redis, READY_LIMIT};
+use crate::common::{config_for, wait_until, Proxy, Redis, READY_LIMIT};
 use session_proxy::shared::Shared;
 
 /// The admin listener for an in-process proxy, on a port bound here and
@@ -114,7 +112,7 @@ fn the_status_page_shows_backends_up_then_one_down() {
     // (a bounded load that ends with the test).
     let port = proxy.port;
     let load = std::thread::spawn(move || {
-        let mut c = common::RawClient::connect(port);
+        let mut c = crate::common::RawClient::connect(port);
         c.cmd(&["AUTH", "page-secret"]);
         for i in 0..5_000 {
             let key = format!("session:{}", i % 500);

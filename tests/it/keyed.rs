@@ -3,11 +3,9 @@
 //! the command sequences of Spring Session and of ASP.NET Core's Redis
 //! cache; RENAME across backends; blocking commands on leased connections.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{proxy_over, wait_until, Proxy, RawClient, Redis};
+use crate::common::{proxy_over, wait_until, Proxy, RawClient, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

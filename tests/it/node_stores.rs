@@ -4,12 +4,10 @@
 //! the proxy over three backends and directly on Redis, the outcomes
 //! compared. The packages come from `scripts/setup-node.sh` (target/node).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Proxy, Redis};
+use crate::common::{Proxy, Redis};
 
 fn run(port: u16, kind: &str) -> String {
     run_script("connect_redis.cjs", &[port.to_string(), kind.to_string()])

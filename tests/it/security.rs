@@ -3,9 +3,7 @@
 //! their secrets, crash a backend or exhaust what everyone shares; each
 //! attempt is refused and the backends themselves show nothing happened.
 
-mod common;
-
-use common::{proxy_over, Proxy, RawClient, Redis};
+use crate::common::{proxy_over, Proxy, RawClient, Redis};
 
 const NOPERM_KEY: &str =
     "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n";
@@ -467,7 +465,7 @@ fn a_backend_acl_user_holds_scripts_to_the_proxys_refusals() {
     // user on each backend (without [keys] allow_flush).
     let acl = "user proxy on >proxy-pw ~* &* +@all -flushall -flushdb -swapdb -debug -shutdown -monitor -acl -module -config|set -config|rewrite -config|resetstat -replicaof -slaveof -failover -save -bgsave -bgrewriteaof -migrate -sync -psync";
     let dir = tempfile::tempdir().unwrap();
-    let users = common::write_file(
+    let users = crate::common::write_file(
         dir.path(),
         "users.acl",
         &format!("{acl}\nuser default on nopass ~* &* +@all\n"),
@@ -534,7 +532,7 @@ fn client_setinfo_cannot_forge_client_list_lines() {
 
 #[test]
 fn password_guessing_is_slowed_and_cut_off() {
-    let recorder = common::recorder();
+    let recorder = crate::common::recorder();
     let servers: Vec<Redis> = (0..1).map(|_| Redis::start()).collect();
     let config = format!("{USERS}\n[limits]\nauth_failures_per_address = 30\n");
     let proxy = proxy_over(&servers, &config);
@@ -565,9 +563,11 @@ fn password_guessing_is_slowed_and_cut_off() {
     );
     assert!(late.is_closed());
     let text = recorder.render();
-    assert!(common::sample(&text, "session_proxy_auth_failures_total").unwrap_or(0.0) >= 30.0);
     assert!(
-        common::sample(
+        crate::common::sample(&text, "session_proxy_auth_failures_total").unwrap_or(0.0) >= 30.0
+    );
+    assert!(
+        crate::common::sample(
             &text,
             "session_proxy_clients_closed_total{reason=\"auth_failures\"}"
         )
@@ -579,9 +579,9 @@ fn password_guessing_is_slowed_and_cut_off() {
 #[test]
 fn the_admin_token_guards_every_endpoint_but_the_probes() {
     let redis = Redis::start();
-    let running = common::Running::start(&format!(
+    let running = crate::common::Running::start(&format!(
         "token = \"s3cret\"\n{}",
-        common::backends_toml(&[("a", &redis, 1.0)])
+        crate::common::backends_toml(&[("a", &redis, 1.0)])
     ));
     for path in ["/", "/status", "/metrics", "/topology"] {
         assert_eq!(running.http("GET", path).0, 401, "{path}");
@@ -618,9 +618,9 @@ fn peak_rss(pid: u32) -> u64 {
 fn no_request_takes_the_proxy_past_its_memory_limit() {
     const LIMIT: u64 = 256 << 20;
     let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let running = common::Running::start(&format!(
+    let running = crate::common::Running::start(&format!(
         "[limits]\nmax_memory_bytes = {LIMIT}\n{}",
-        common::backends_toml(&[("a", &servers[0], 1.0), ("b", &servers[1], 1.0)])
+        crate::common::backends_toml(&[("a", &servers[0], 1.0), ("b", &servers[1], 1.0)])
     ));
     // Four clients at once, each with a 58 MB MGET of 2.5 million keys.
     let keys: Vec<Vec<u8>> = (0..2_500_000)

@@ -3,12 +3,10 @@
 //! `redis-server --tls-port` backend over `rediss://` with the test's CA,
 //! client certificates required by `client_ca`, and a bad CA refused.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_port, python, Proxy, Redis, Running, SentinelProc};
+use crate::common::{free_port, python, Proxy, Redis, Running, SentinelProc};
 
 /// A CA, and a server and a client certificate it signed (for 127.0.0.1).
 struct Certs {
@@ -225,8 +223,8 @@ fn sentinels_and_masters_over_tls() {
         ca = certs.s("ca.crt"),
     ));
     let mut client = proxy.client();
-    common::wait_until(
-        common::READY_LIMIT,
+    crate::common::wait_until(
+        crate::common::READY_LIMIT,
         std::time::Duration::from_millis(20),
         "the master over TLS, learnt from the sentinel over TLS",
         || client.text(&["SET", "session:s", "v"]) == "+OK\r\n",

@@ -5,11 +5,9 @@
 //! self-holding table passed on whole; each against a direct Redis where it
 //! has the same answer.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{proxy_over, wait_until, RawClient, Redis};
+use crate::common::{proxy_over, wait_until, RawClient, Redis};
 
 const LIBRARY: &str = "#!lua name=mylib\nredis.register_function('myget', function(keys) return redis.call('get', keys[1]) end)";
 

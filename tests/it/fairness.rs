@@ -5,8 +5,6 @@
 //! a logout); and clients that pipeline and never read cannot make the
 //! healthy backend's connection look dead.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
 
 const BIG: usize = 100 * 1024;
 const HEAVY_CLIENTS: usize = 8;

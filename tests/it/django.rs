@@ -4,13 +4,11 @@
 //! over the unix socket, with `db` 2 and with a password. The Python side is
 //! `tests/python/django_e2e.py`; the venvs come from `scripts/setup-python.sh`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     binary, django_phase, free_port, python, wait_proxy_master, wait_until, write_file, Group,
     Proxy, RawClient, Redis, READY_LIMIT,
 };

@@ -2,14 +2,12 @@
 //! known traffic, health and readiness, topology, reload under load (SIGHUP
 //! and POST /reload), and draining shutdown on SIGTERM.
 
-mod common;
-
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     backends_toml, router_for, sample, wait_until, RawClient, Redis, Running, READY_LIMIT,
 };
 

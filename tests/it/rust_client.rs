@@ -4,9 +4,7 @@
 //! (MULTI ... EXEC) on keys of one backend, results compared; an atomic
 //! pipeline over two backends is refused with CROSSSLOT, nothing of it run.
 
-mod common;
-
-use common::{proxy_over, Redis};
+use crate::common::{proxy_over, Redis};
 use redis::Commands;
 
 /// The same steps on one connection; what each gave, as text.

@@ -4,12 +4,10 @@
 //! reload, a drain; a Sentinel switch is in tests/sentinel.rs) reaches every
 //! worker's clients and connections.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     backends_toml, config_for, router_for, wait_until, Proxy, RawClient, Redis, Running,
     READY_LIMIT,
 };

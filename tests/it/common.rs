@@ -1,7 +1,6 @@
 //! Test harness: real `redis-server` processes on free loopback ports in temp
 //! dirs (killed on drop), the proxy in-process or as the built binary, and a
 //! small raw RESP client that returns reply bytes exactly as sent.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -76,7 +75,8 @@ pub fn free_port() -> u16 {
 /// A real redis-server process.
 pub struct Redis {
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    /// Kept for its lifetime: the server's files are removed with it.
+    _dir: tempfile::TempDir,
     child: Child,
 }
 
@@ -144,7 +144,11 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        let mut redis = Redis { port, dir, child };
+        let mut redis = Redis {
+            port,
+            _dir: dir,
+            child,
+        };
         let mut exited = false;
         let ready = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
             exited = redis.child.try_wait().ok().flatten().is_some();

@@ -5,12 +5,10 @@
 //! locking on (two overlapping requests to one session), through the proxy
 //! and directly on Redis.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{wait_until, Proxy, Redis, READY_LIMIT};
+use crate::common::{wait_until, Proxy, Redis, READY_LIMIT};
 
 fn three_backends(extra: &str) -> (Vec<Redis>, Proxy) {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();

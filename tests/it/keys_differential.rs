@@ -16,15 +16,13 @@
 //! Bounded: `SESSION_PROXY_KEYS_CASES` random cases per command (default
 //! 150) plus 40 mutations of each seed form.
 
-mod common;
-
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use session_proxy::protocol::command::TABLE;
 use session_proxy::protocol::keys::positions;
 use session_proxy::protocol::{Reply, Request, Route};
 
-use common::{RawClient, Redis};
+use crate::common::{RawClient, Redis};
 
 /// Words random argument lists are made of: key counts Redis reads
 /// strictly or loosely, the keywords that move keys, key names.
