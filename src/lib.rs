@@ -26,9 +26,13 @@
 //!   and the links that carry a client's subscriptions to every backend.
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
 //! - [`backend`]: pipelined connections to each Redis server, with timeouts,
-//!   reconnection, health and the optional WAIT after writes; `backend::lanes`
-//!   shares a connection fairly between its clients; `backend::cluster` puts
-//!   a Redis Cluster behind one backend (a backend per master, MOVED/ASK).
+//!   reconnection, health and the optional WAIT after writes: the pool handle
+//!   in `backend/mod.rs`, `job` (what is asked and its errors), `health`,
+//!   `lease` (held connections), `session` (what a connection owes, no I/O),
+//!   `connection` (its task); `backend::lanes` shares a connection fairly
+//!   between its clients; `backend::cluster` puts a Redis Cluster behind one
+//!   backend (a backend per master, MOVED/ASK).
+//! - [`report`]: one report per backend, for INFO, `/topology` and `/status`.
 //! - [`cluster`]: Redis Cluster's key space: hash slots, reading the slot map
 //!   from CLUSTER SHARDS or SLOTS (`fetch` asks a node), redirections, a job's slot.
 //! - [`migration`]: moving keys from an old layout (the topology before a
@@ -68,6 +72,7 @@ pub mod migration;
 pub mod net;
 pub mod protocol;
 pub mod pubsub;
+pub mod report;
 pub mod router;
 pub mod sentinel;
 pub mod server;

@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::report::BackendReport;
 use crate::shared::Shared;
 
 #[derive(Clone)]
@@ -178,22 +179,19 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 
 async fn topology(State(state): State<AdminState>) -> Json<serde_json::Value> {
     let topology = state.shared.topology();
-    let backends: Vec<serde_json::Value> = topology
-        .config
-        .backends
-        .iter()
-        .zip(&topology.backends)
-        .map(|(spec, backend)| {
+    let backends: Vec<serde_json::Value> = BackendReport::all(&topology)
+        .into_iter()
+        .map(|r| {
             serde_json::json!({
-                "id": spec.id,
-                "weight": spec.weight,
-                "endpoint": backend.endpoint.borrow().as_ref().map(|e| e.to_string()),
-                "sentinel": spec.sentinel.as_ref().map(|s| s.master.clone()),
-                "cluster": backend.cluster().map(|c| c.report()),
-                "up": backend.is_up(),
-                "connections": backend.connected(),
-                "sentinels_known": backend.sentinels_known(),
-                "min_replicas_ack": spec.min_replicas_ack,
+                "id": r.id,
+                "weight": r.weight,
+                "endpoint": r.endpoint,
+                "sentinel": r.sentinel.as_ref().map(|s| s.master.clone()),
+                "cluster": r.cluster,
+                "up": r.up,
+                "connections": r.connections,
+                "sentinels_known": r.sentinel.as_ref().map_or(0, |s| s.known),
+                "min_replicas_ack": r.min_replicas_ack,
             })
         })
         .collect();

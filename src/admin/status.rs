@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::metrics::{unix_now, LATENCY_BUCKETS};
+use crate::report::BackendReport;
 use crate::shared::Shared;
 
 /// The status page: HTML, CSS and plain JavaScript in one file, compiled in.
@@ -18,37 +19,29 @@ pub const PAGE: &str = include_str!("status.html");
 pub fn status(shared: &Shared) -> Value {
     let topology = shared.topology();
     let config = &topology.config;
-    let total_weight: f64 = config.backends.iter().map(|b| b.weight).sum();
-    let backends: Vec<Value> = config
-        .backends
-        .iter()
-        .zip(&topology.backends)
-        .map(|(spec, backend)| {
-            let metrics = backend.metrics();
-            let up = backend.is_up();
-            let sentinel = match &spec.sentinel {
-                Some(sentinel) => json!({
-                    "master": sentinel.master,
-                    "sentinels": metrics.sentinel_list.lock().map(|l| l.clone()).unwrap_or_default(),
-                }),
+    let backends: Vec<Value> = BackendReport::all(&topology)
+        .into_iter()
+        .map(|r| {
+            let sentinel = match &r.sentinel {
+                Some(s) => json!({ "master": s.master, "sentinels": s.sentinels }),
                 None => Value::Null,
             };
             json!({
-                "id": spec.id,
-                "weight": spec.weight,
-                "share": if total_weight > 0.0 { spec.weight / total_weight } else { 0.0 },
-                "endpoint": backend.endpoint.borrow().as_ref().map(|e| e.to_string()),
+                "id": r.id,
+                "weight": r.weight,
+                "share": r.share,
+                "endpoint": r.endpoint,
                 "sentinel": sentinel,
-                "cluster": backend.cluster().map(|c| c.report()),
-                "health": if up { "up" } else { "down" },
+                "cluster": r.cluster,
+                "health": if r.up { "up" } else { "down" },
                 // While down, requests fail at once instead of waiting.
-                "circuit": if up { "closed" } else { "open" },
-                "connections": backend.connected(),
+                "circuit": if r.up { "closed" } else { "open" },
+                "connections": r.connections,
                 "pool_connections": config.pool.connections,
-                "replies_total": metrics.replies.get(),
-                "errors_total": metrics.failed.get(),
-                "latency_counts": metrics.latency.counts(),
-                "switches": metrics.switches.lock().map(|s| s.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+                "replies_total": r.replies_total,
+                "errors_total": r.errors_total,
+                "latency_counts": r.latency_counts,
+                "switches": r.switches,
             })
         })
         .collect();

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use crate::report::BackendReport;
 use crate::shared::{Shared, Topology};
 
 /// Sections INFO shows with no argument (or `default`), in Redis's order,
@@ -353,28 +354,9 @@ pub(in crate::client) fn info_text(
             ],
         );
     }
-    let backends = topology
-        .config
-        .backends
+    let backends = BackendReport::all(topology)
         .iter()
-        .zip(&topology.backends)
-        .map(|(spec, backend)| {
-            let endpoint = backend
-                .endpoint
-                .borrow()
-                .as_ref()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "none".into());
-            let value = format!(
-                "weight={},endpoint={},status={},connections={},sentinels={}",
-                spec.weight,
-                endpoint,
-                if backend.is_up() { "up" } else { "down" },
-                backend.connected(),
-                backend.sentinels_known()
-            );
-            (format!("backend_{}", spec.id), value)
-        })
+        .map(BackendReport::info_line)
         .collect();
     if !restricted {
         section("backends", "Backends", backends);
