@@ -1,10 +1,11 @@
 //! Following a Sentinel group's master.
 //!
 //! One monitor task per Sentinel backend asks every reachable sentinel for the
-//! master (`SENTINEL GET-MASTER-ADDR-BY-NAME`, and the config epoch from
-//! `SENTINEL MASTER`), orders the
-//! answers (those a majority of responders agree on first, then the highest
-//! config epoch), and confirms each candidate with `ROLE` before publishing it
+//! master (`SENTINEL GET-MASTER-ADDR-BY-NAME`, and the config epoch and
+//! flags from `SENTINEL MASTER`), orders the answers (the highest config
+//! epoch first, then those a majority of responders agree on), holds
+//! requests while a sentinel's flags say it is failing the master over,
+//! and confirms each candidate with `ROLE` before publishing it
 //! on a `watch` channel the backend's connections follow. It re-checks on a
 //! timer, at once on a `+switch-master` event from any sentinel (one
 //! subscriber task per sentinel), and when a connection asks (after a
@@ -115,7 +116,22 @@ struct Monitor {
 /// One sentinel's answer.
 struct Answer {
     index: usize,
-    result: Result<(Endpoint, u64, Vec<String>), String>,
+    result: Result<SentinelView, String>,
+}
+
+/// What one sentinel says of the master it monitors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelView {
+    /// The master's address (the promoted replica's once a failover has
+    /// reached the reconfiguration of the replicas).
+    pub master: Endpoint,
+    /// The configuration epoch: higher is newer.
+    pub epoch: u64,
+    /// The sentinel leads a failover of the master now (`failover_in_progress`
+    /// among its flags).
+    pub failing_over: bool,
+    /// The other sentinels it knows.
+    pub others: Vec<String>,
 }
 
 impl Monitor {
@@ -128,8 +144,33 @@ impl Monitor {
         let mut failover = self.failover.subscribe();
         // The master when the failover began, and when; `None` when none is on.
         let mut hold: Option<(Option<Endpoint>, Instant)> = None;
+        // Whether the hold began from a sentinel's `failover_in_progress`
+        // flag rather than from an event.
+        let mut flagged = false;
         loop {
-            let found = self.discover(&alive).await;
+            let (found, failing_over) = self.discover(&alive).await;
+            if failing_over && hold.is_none() {
+                // A failover under way that no event told of (the proxy, or
+                // its subscribers, started after `+try-failover`): hold as if
+                // one had, before the master found is published.
+                info!("a sentinel is failing the master over: holding requests");
+                hold = Some((found.clone(), Instant::now()));
+                flagged = true;
+                self.metrics.failover_holds.increment(1);
+                self.metrics.holding.set(1.0);
+                self.failover.send_replace(true);
+            } else if flagged && !failing_over && hold.is_some() {
+                // No sentinel leads a failover any more and the master is
+                // the same: it was aborted (a switch releases it below).
+                let same = hold.as_ref().is_some_and(|(from, _)| *from == found);
+                if same {
+                    info!("the failover is over without a switch: releasing held requests");
+                    hold = None;
+                    flagged = false;
+                    self.metrics.holding.set(0.0);
+                    self.failover.send_replace(false);
+                }
+            }
             match &found {
                 Some(endpoint) => {
                     let current = self.master.borrow().clone();
@@ -153,11 +194,13 @@ impl Monitor {
                 if *self.master.borrow() != *from {
                     info!("failover done: held requests go to the new master");
                     hold = None;
+                    flagged = false;
                     self.metrics.holding.set(0.0);
                     self.failover.send_replace(false);
                 } else if since.elapsed() >= HOLD_MAX {
                     warn!("failover did not finish in time: releasing held requests to the current master");
                     hold = None;
+                    flagged = false;
                     self.metrics.holding.set(0.0);
                     self.failover.send_replace(false);
                 }
@@ -179,6 +222,7 @@ impl Monitor {
                             self.metrics.holding.set(1.0);
                         } else if !on {
                             hold = None;
+                            flagged = false;
                             self.metrics.holding.set(0.0);
                         }
                     }
@@ -188,8 +232,9 @@ impl Monitor {
         }
     }
 
-    /// Asks the sentinels and returns the confirmed master, if any.
-    async fn discover(&mut self, alive: &Arc<()>) -> Option<Endpoint> {
+    /// Asks the sentinels: the confirmed master, if any, and whether any of
+    /// them leads a failover of it now.
+    async fn discover(&mut self, alive: &Arc<()>) -> (Option<Endpoint>, bool) {
         let now = Instant::now();
         let mut asks = JoinSet::new();
         for (index, known) in self.known.iter().enumerate() {
@@ -210,6 +255,7 @@ impl Monitor {
         // Per address: (votes, highest epoch).
         let mut tally: HashMap<Endpoint, (usize, u64)> = HashMap::new();
         let mut responders = 0;
+        let mut failing_over = false;
         let mut learned = Vec::new();
         while let Some(joined) = asks.join_next().await {
             let Ok(Answer { index, result }) = joined else {
@@ -219,13 +265,14 @@ impl Monitor {
                 continue;
             };
             match result {
-                Ok((endpoint, epoch, others)) => {
+                Ok(view) => {
                     known.backoff.reset();
                     responders += 1;
-                    let entry = tally.entry(endpoint).or_insert((0, 0));
+                    failing_over |= view.failing_over;
+                    let entry = tally.entry(view.master).or_insert((0, 0));
                     entry.0 += 1;
-                    entry.1 = entry.1.max(epoch);
-                    learned.extend(others);
+                    entry.1 = entry.1.max(view.epoch);
+                    learned.extend(view.others);
                 }
                 Err(error) => {
                     known.retry_at = Instant::now() + known.backoff.pause();
@@ -256,18 +303,9 @@ impl Monitor {
             }
             self.metrics.sentinels_known.set(self.known.len() as f64);
         }
-        let mut candidates: Vec<(Endpoint, usize, u64)> = tally
-            .into_iter()
-            .map(|(endpoint, (votes, epoch))| (endpoint, votes, epoch))
-            .collect();
-        // Majority first, then the newest configuration, then the most votes.
-        candidates.sort_by(|a, b| {
-            let majority = |votes: usize| votes * 2 > responders;
-            (majority(b.1), b.2, b.1).cmp(&(majority(a.1), a.2, a.1))
-        });
-        for (endpoint, votes, epoch) in candidates {
+        for (endpoint, votes, epoch) in rank_candidates(tally, responders) {
             match timeout(self.settings.sentinel_timeout, self.role(&endpoint)).await {
-                Ok(Ok(role)) if role == "master" => return Some(endpoint),
+                Ok(Ok(role)) if role == "master" => return (Some(endpoint), failing_over),
                 Ok(Ok(role)) => {
                     warn!(%endpoint, votes, epoch, %role, "sentinels name a node that is not a master")
                 }
@@ -275,7 +313,7 @@ impl Monitor {
                 Err(_) => debug!(%endpoint, "candidate master did not answer ROLE"),
             }
         }
-        None
+        (None, failing_over)
     }
 
     /// The node's `ROLE`: "master", "slave" or "sentinel".
@@ -343,10 +381,7 @@ fn sentinel_endpoint(address: &str) -> Endpoint {
 
 /// Asks one sentinel for the master's address and config epoch, and for the
 /// other sentinels it knows.
-async fn ask_sentinel(
-    address: &str,
-    sentinel: &Sentinel,
-) -> Result<(Endpoint, u64, Vec<String>), String> {
+async fn ask_sentinel(address: &str, sentinel: &Sentinel) -> Result<SentinelView, String> {
     let stream = open_to(&sentinel_endpoint(address), sentinel.tls.as_ref())
         .await
         .map_err(|e| e.to_string())?;
@@ -384,7 +419,7 @@ pub fn read_answers(
     address: &Reply,
     master: &Reply,
     others: &Reply,
-) -> Result<(Endpoint, u64, Vec<String>), String> {
+) -> Result<SentinelView, String> {
     let (ip, port) = match address {
         Reply::Array(parts) => match parts.as_slice() {
             [Reply::Bulk(ip), Reply::Bulk(port)] => (
@@ -396,9 +431,14 @@ pub fn read_answers(
         Reply::Error(e) => return Err(String::from_utf8_lossy(e).into_owned()),
         _ => return Err(format!("sentinel does not know master '{master_name}'")),
     };
-    let epoch = flat_map(master)
-        .and_then(|fields| fields.get("config-epoch").and_then(|e| e.parse().ok()))
+    let fields = flat_map(master).unwrap_or_default();
+    let epoch = fields
+        .get("config-epoch")
+        .and_then(|e| e.parse().ok())
         .unwrap_or(0);
+    let failing_over = fields
+        .get("flags")
+        .is_some_and(|flags| flags.split(',').any(|f| f == "failover_in_progress"));
     let mut learned = Vec::new();
     if let Reply::Array(entries) = others {
         for entry in entries {
@@ -409,7 +449,31 @@ pub fn read_answers(
             }
         }
     }
-    Ok((Endpoint::Tcp(format!("{ip}:{port}")), epoch, learned))
+    Ok(SentinelView {
+        master: Endpoint::Tcp(format!("{ip}:{port}")),
+        epoch,
+        failing_over,
+        others: learned,
+    })
+}
+
+/// The order in which the sentinels' answers are tried (each confirmed by
+/// ROLE): the newest configuration first, since a config epoch only grows
+/// by a failover a majority elected, and the sentinels that have not heard
+/// of it yet still name the old master (which stays a master until it is
+/// reconfigured: writes there would be lost); then what a majority of the
+/// responders name, then the most votes.
+pub fn rank_candidates(
+    tally: HashMap<Endpoint, (usize, u64)>,
+    responders: usize,
+) -> Vec<(Endpoint, usize, u64)> {
+    let mut candidates: Vec<(Endpoint, usize, u64)> = tally
+        .into_iter()
+        .map(|(endpoint, (votes, epoch))| (endpoint, votes, epoch))
+        .collect();
+    let majority = |votes: usize| votes * 2 > responders;
+    candidates.sort_by_key(|c| std::cmp::Reverse((c.2, majority(c.1), c.1)));
+    candidates
 }
 
 /// The Sentinel event channels the subscribers follow: `+switch-master`,
@@ -662,5 +726,52 @@ mod tests {
         assert_eq!(map["ip"], "127.0.0.1");
         assert_eq!(map["port"], "7000");
         assert!(flat_map(&Reply::Null).is_none());
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Reply {
+        Reply::Array(
+            pairs
+                .iter()
+                .flat_map(|(k, v)| [Reply::bulk(k.to_string()), Reply::bulk(v.to_string())])
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_sentinel_leading_a_failover_says_so_in_its_flags() {
+        let address = Reply::Array(vec![Reply::bulk_str("127.0.0.1"), Reply::bulk_str("7001")]);
+        let leading = fields(&[
+            ("name", "shard-a"),
+            ("flags", "master,failover_in_progress"),
+            ("config-epoch", "3"),
+        ]);
+        let view = read_answers("shard-a", &address, &leading, &Reply::Array(vec![])).unwrap();
+        assert_eq!(view.master, Endpoint::Tcp("127.0.0.1:7001".into()));
+        assert_eq!(view.epoch, 3);
+        assert!(view.failing_over);
+        let calm = fields(&[("flags", "master"), ("config-epoch", "3")]);
+        let view = read_answers("shard-a", &address, &calm, &Reply::Null).unwrap();
+        assert!(!view.failing_over);
+        let odd = fields(&[("flags", "master,failover_in_progress_not")]);
+        assert!(
+            !read_answers("shard-a", &address, &odd, &Reply::Null)
+                .unwrap()
+                .failing_over
+        );
+    }
+
+    #[test]
+    fn a_newer_configuration_outranks_a_stale_majority() {
+        let old = Endpoint::Tcp("127.0.0.1:7001".into());
+        let new = Endpoint::Tcp("127.0.0.1:7002".into());
+        // Two of three sentinels still name the old master at epoch 1; the
+        // leader names the promoted replica at epoch 2.
+        let tally = HashMap::from([(old.clone(), (2, 1)), (new.clone(), (1, 2))]);
+        let ranked: Vec<Endpoint> = rank_candidates(tally, 3).into_iter().map(|c| c.0).collect();
+        assert_eq!(ranked, [new.clone(), old.clone()]);
+        // At one epoch, the majority first, then the most votes.
+        let tally = HashMap::from([(old.clone(), (2, 1)), (new.clone(), (1, 1))]);
+        let ranked: Vec<Endpoint> = rank_candidates(tally, 3).into_iter().map(|c| c.0).collect();
+        assert_eq!(ranked, [old, new]);
     }
 }

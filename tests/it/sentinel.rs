@@ -397,6 +397,61 @@ fn planned_failover_loses_no_acknowledged_write_without_min_replicas_ack() {
     assert_no_acknowledged_write_lost(&proxy, &f.events);
 }
 
+/// A proxy that starts while a planned failover is under way never hears
+/// `+try-failover`, and for a moment every sentinel still names the old
+/// master, which still answers ROLE as one: the leader's
+/// `failover_in_progress` flag must hold its requests as the event would.
+#[test]
+fn a_proxy_started_during_a_planned_failover_loses_no_acknowledged_write() {
+    let _serial = serial();
+    let a = Group::start("shard-a", 1, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let old = a.master_address().unwrap();
+    a.failover();
+    // Started once the replica is promoted: the events that start a hold
+    // are over, the sentinels still name the old master, which still
+    // takes writes until it is reconfigured.
+    let promoted = &a.nodes[1];
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+        "the replica was never promoted",
+        || {
+            promoted
+                .client()
+                .text(&["ROLE"])
+                .starts_with("*3\r\n$6\r\nmaster")
+        },
+    );
+    let proxy = proxy_for(&[("a", &a, 0), ("b", &b, 0)], "");
+    let load = Load::start(&proxy, 4, false);
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+    load.wait_writes(0, 400);
+    let events = load.finish();
+    let errors: Vec<&str> = events
+        .iter()
+        .filter(|e| !e.ok)
+        .map(|e| e.error.as_str())
+        .collect();
+    let kinds: std::collections::BTreeSet<&str> = errors.iter().copied().collect();
+    println!(
+        "a proxy started during SENTINEL FAILOVER: {} client errors {kinds:?}",
+        errors.len()
+    );
+    let old_node = a.node(&old).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "the old master never resynced as a replica",
+        || {
+            let info = old_node.client().text(&["INFO", "replication"]);
+            info.contains("role:slave") && info.contains("master_link_status:up")
+        },
+    );
+    assert_no_acknowledged_write_lost(&proxy, &events);
+}
+
 #[test]
 fn killed_master_loses_no_acknowledged_write_with_min_replicas_ack() {
     let _serial = serial();
