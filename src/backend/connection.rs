@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::health::Health;
 use super::job::{BackendError, Job, ReplyTo};
-use super::session::{Owed, Session, SessionEnd};
+use super::session::{owed_error, Owed, Session, SessionEnd};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -340,11 +340,13 @@ impl Connection {
             },
         };
         let mut failed = 0u64;
+        let now = Instant::now();
         for item in s.owed.drain(..) {
+            let error = owed_error(&error, item.sent_at(), now);
             match item {
                 Owed::Client { reply, .. } | Owed::Wait { reply, .. } => {
                     failed += 1;
-                    let _ = reply.send(Err(error.clone()));
+                    let _ = reply.send(Err(error));
                 }
                 Owed::Batch {
                     reply,
@@ -353,7 +355,7 @@ impl Connection {
                     ..
                 } => {
                     failed += (count - replies.len()) as u64;
-                    let _ = reply.send(Err(error.clone()));
+                    let _ = reply.send(Err(error));
                 }
                 Owed::Select { .. } | Owed::Held { .. } => {}
             }

@@ -59,6 +59,26 @@ impl Owed {
     }
 }
 
+/// What one owed reply's client is told when the session fails with
+/// `error`: a request that has not waited the whole timeout did not time
+/// out itself; its connection was closed because an earlier one did.
+pub(super) fn owed_error(error: &BackendError, sent_at: Instant, now: Instant) -> BackendError {
+    match error {
+        BackendError::Timeout {
+            backend,
+            timeout_ms,
+        } if now.saturating_duration_since(sent_at).as_millis() < u128::from(*timeout_ms) => {
+            BackendError::ConnectionLost {
+                backend: backend.clone(),
+                reason: format!(
+                    "closed after an earlier request on it got no reply within {timeout_ms} ms"
+                ),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
 /// Why a session on a connected socket ended.
 pub(super) enum SessionEnd {
     /// Every `Backend` handle is gone: the proxy is shutting down.
@@ -170,6 +190,27 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_request_that_waited_the_whole_timeout_is_told_it_timed_out() {
+        let timeout = BackendError::Timeout {
+            backend: "a".into(),
+            timeout_ms: 1000,
+        };
+        let now = Instant::now();
+        let old = now - Duration::from_millis(1000);
+        assert_eq!(owed_error(&timeout, old, now), timeout);
+        let young = now - Duration::from_millis(190);
+        assert_eq!(
+            owed_error(&timeout, young, now).to_string(),
+            "backend 'a' connection lost: closed after an earlier request on it got no reply within 1000 ms"
+        );
+        let lost = BackendError::ConnectionLost {
+            backend: "a".into(),
+            reason: "closed by the server".into(),
+        };
+        assert_eq!(owed_error(&lost, young, now), lost);
+    }
 
     #[test]
     fn a_session_ends_only_once_everything_sent_is_answered() {

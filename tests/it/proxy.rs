@@ -575,6 +575,38 @@ fn a_down_backend_fails_fast_and_others_keep_working() {
 }
 
 #[test]
+fn requests_behind_a_timed_out_one_are_told_their_connection_was_lost() {
+    // One connection per backend: a request sent while an earlier one waits
+    // has not timed out itself when the connection is given up.
+    let b = Redis::start();
+    let proxy = Proxy::start_on(
+        &config_for(
+            &[("b", b.address(), 1.0)],
+            "[pool]\nconnections = 1\nrequest_timeout_ms = 600\nbackoff_max_ms = 200",
+        ),
+        1,
+    );
+    let mut first = proxy.client();
+    let mut second = proxy.client();
+    assert_eq!(first.text(&["SET", "session:x", "v"]), "+OK\r\n");
+    b.signal("STOP");
+    first.send_raw(&RawClient::encode(&[b"GET", b"session:x"]));
+    // A third of the timeout later (a gap in time is what is tested).
+    std::thread::sleep(Duration::from_millis(200));
+    second.send_raw(&RawClient::encode(&[b"GET", b"session:x"]));
+    let (a, later) = (first.read_reply(), second.read_reply());
+    b.signal("CONT");
+    assert_eq!(
+        String::from_utf8_lossy(&a),
+        "-ERR backend 'b' did not answer within 600 ms\r\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&later),
+        "-ERR backend 'b' connection lost: closed after an earlier request on it got no reply within 600 ms\r\n"
+    );
+}
+
+#[test]
 fn a_stalled_backend_answers_with_a_timeout_error() {
     let (a, b) = (Redis::start(), Redis::start());
     let proxy = Proxy::start(&config_for(
