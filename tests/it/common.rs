@@ -59,17 +59,31 @@ pub fn try_wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -
     true
 }
 
-/// A free loopback port (never 6379).
+/// A free loopback port (never 6379), and never one this process handed
+/// out before: every test runs in one process, and a port released here
+/// may be given again before the server it was meant for binds it.
 pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("bind an ephemeral port");
-        if port != 6379 {
+        if port != 6379 && reserve_port(port) {
             return port;
         }
     }
+}
+
+/// Marks a port as taken for the rest of the process (a cluster node's bus
+/// port too); false if it was already.
+pub fn reserve_port(port: u16) -> bool {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    if given.contains(&port) {
+        return false;
+    }
+    given.push(port);
+    true
 }
 
 /// A real redis-server process.
@@ -103,7 +117,9 @@ impl Redis {
     pub fn start_cluster_node(extra: &[&str]) -> Redis {
         for _ in 0..20 {
             let port = free_port();
-            let bus_free = port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok();
+            let bus_free = port <= 55535
+                && reserve_port(port + 10000)
+                && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok();
             if bus_free {
                 if let Some(redis) = Redis::try_start_on(port, extra) {
                     return redis;
@@ -361,6 +377,15 @@ impl RawClient {
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
+    }
+
+    /// One command on a new connection, for a server that may close it
+    /// (Sentinel kills a promoted replica's clients): the reply, or the error.
+    pub fn try_once(port: u16, args: &[&str]) -> std::io::Result<String> {
+        let mut client = RawClient::try_connect(port)?;
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        client.stream.write_all(&RawClient::encode(&args))?;
+        Ok(String::from_utf8_lossy(&client.try_read_reply()?).into_owned())
     }
 
     pub fn send(&mut self, args: &[&[u8]]) {
