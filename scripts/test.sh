@@ -11,39 +11,115 @@ started=$(date +%s)
 phase() { echo "== test.sh [$(( $(date +%s) - started ))s] $*"; }
 
 phase "1/8 prerequisites"
-missing=()
-need() { command -v "$1" >/dev/null || missing+=("$1 (install: $2)"); }
-need cargo "rustup, https://rustup.rs, or: apt-get install cargo"
-need redis-server "apt-get install redis-server"
-need redis-sentinel "apt-get install redis-sentinel"
-need redis-cli "apt-get install redis-tools"
-need redis-benchmark "apt-get install redis-tools"
-need nutcracker "apt-get install nutcracker (twemproxy: the migration test writes through it)"
-need php "apt-get install php-cli php-redis"
-need node "apt-get install nodejs"
-need openssl "apt-get install openssl (the TLS test makes its certificates)"
-need ruby "apt-get install ruby ruby-redis ruby-redis-rack"
-if command -v ruby >/dev/null && ! ruby -e 'require "redis-rack"' 2>/dev/null; then
-  missing+=("redis-rack (install: apt-get install ruby-redis-rack)")
-fi
-if [ ! -f /usr/share/php/Predis/autoload.php ]; then
-  missing+=("Predis (install: apt-get install php-predis)")
-fi
-need npm "apt-get install npm"
-if command -v php >/dev/null && ! php -m | grep -qx redis; then
-  missing+=("phpredis (install: apt-get install php-redis)")
-fi
-need python3 "apt-get install python3"
-need tclsh "apt-get install tcl (Redis's own test suite runs on it)"
-need dpkg-source "apt-get install dpkg-dev (apt-get source redis unpacks Redis's test suite with it)"
-need chromium "apt-get install chromium"
-if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  missing+=("python3 venv (install: apt-get install python3-venv)")
+# Everything but the Rust toolchain is installed here when missing: Debian
+# packages by apt-get (as root, or through sudo), Redis's source package for
+# its test suite; pip and npm packages come in phase 2. With --no-install,
+# what is missing is only named.
+install=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-install) install=0 ;;
+    *) echo "usage: scripts/test.sh [--no-install]" >&2; exit 64 ;;
+  esac
+done
+# The Debian packages the tests use, and why.
+PACKAGES=(
+  redis-server redis-sentinel redis-tools  # the backends, Sentinel, redis-cli and redis-benchmark
+  nutcracker                               # twemproxy: the migration test writes through it
+  php-cli php-redis php-predis             # PHP session stores
+  ruby ruby-redis ruby-redis-rack          # Rack::Session::Redis
+  nodejs npm                               # connect-redis with node-redis and ioredis
+  openssl                                  # the TLS test makes its certificates
+  python3-venv                             # Django, Flask and aiohttp stores in venvs
+  bsdutils                                 # script(1): redis-cli's interactive test
+  chromium                                 # the status page in a headless browser
+  tcl dpkg-dev                             # Redis's own tcl test suite, from its source package
+)
+missing_now() {
+  missing=()
+  need() { command -v "$1" >/dev/null || missing+=("$1 (install: $2)"); }
+  need cargo "rustup, https://rustup.rs, or: apt-get install cargo"
+  need redis-server "apt-get install redis-server"
+  need redis-sentinel "apt-get install redis-sentinel"
+  need redis-cli "apt-get install redis-tools"
+  need redis-benchmark "apt-get install redis-tools"
+  need nutcracker "apt-get install nutcracker (twemproxy: the migration test writes through it)"
+  need php "apt-get install php-cli php-redis"
+  need node "apt-get install nodejs"
+  need openssl "apt-get install openssl (the TLS test makes its certificates)"
+  need ruby "apt-get install ruby ruby-redis ruby-redis-rack"
+  if command -v ruby >/dev/null && ! ruby -e 'require "redis-rack"' 2>/dev/null; then
+    missing+=("redis-rack (install: apt-get install ruby-redis-rack)")
+  fi
+  if [ ! -f /usr/share/php/Predis/autoload.php ]; then
+    missing+=("Predis (install: apt-get install php-predis)")
+  fi
+  need npm "apt-get install npm"
+  if command -v php >/dev/null && ! php -m | grep -qx redis; then
+    missing+=("phpredis (install: apt-get install php-redis)")
+  fi
+  need python3 "apt-get install python3"
+  need script "apt-get install bsdutils"
+  need tclsh "apt-get install tcl (Redis's own test suite runs on it)"
+  need dpkg-source "apt-get install dpkg-dev (apt-get source redis unpacks Redis's test suite with it)"
+  need chromium "apt-get install chromium"
+  if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=("python3 venv (install: apt-get install python3-venv)")
+  fi
+}
+missing_now
+installed=0
+if [ ${#missing[@]} -gt 0 ] && [ "$install" -eq 1 ] && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else SUDO=(none); fi
+  if [ "${SUDO[0]:-}" != none ]; then
+    installed=1
+    echo "missing, installing with apt-get:"
+    printf '  %s\n' "${missing[@]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq
+    # Node: a Node with its own npm (NodeSource's) conflicts with Debian's npm.
+    wanted=()
+    for p in "${PACKAGES[@]}"; do
+      case "$p" in
+        nodejs) command -v node >/dev/null || wanted+=("$p") ;;
+        npm) command -v npm >/dev/null || wanted+=("$p") ;;
+        *) wanted+=("$p") ;;
+      esac
+    done
+    "${SUDO[@]}" apt-get install -y -qq "${wanted[@]}" >/dev/null
+    # promtool checks the alert rules (optional: phase 5 says when it is not there).
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+      || echo "prometheus (promtool) not installed: the alert rules will not be checked"
+    # The packages may start system Redis services on 6379; the tests never use them.
+    missing_now
+  fi
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "missing prerequisites:" >&2
   printf '  %s\n' "${missing[@]}" >&2
+  if [ "$install" -eq 0 ]; then
+    echo "(scripts/test.sh without --no-install installs them)" >&2
+  elif [ "$installed" -eq 1 ]; then
+    echo "(still missing after apt-get install: is this Debian or Ubuntu with the usual archives?)" >&2
+  else
+    echo "(run as root or with sudo to have them installed)" >&2
+  fi
   exit 1
+fi
+# Redis's source package (its tcl test suite) needs a deb-src line.
+DEB_SRC=/etc/apt/sources.list.d/session-proxy-deb-src.sources
+if [ "$install" -eq 1 ] && [ ! -f "$DEB_SRC" ] && ! ls target/redis-src/redis-*/tests/test_helper.tcl >/dev/null 2>&1 \
+   && ! grep -rqs '^Types: deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else SUDO=(none); fi
+  if [ "${SUDO[0]:-}" != none ]; then
+    echo "adding $DEB_SRC (deb-src for bookworm: Redis's source package holds its test suite)"
+    printf '%s\n' "Types: deb-src" "URIs: http://deb.debian.org/debian" "Suites: bookworm bookworm-updates" \
+      "Components: main" "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" "" \
+      "Types: deb-src" "URIs: http://deb.debian.org/debian-security" "Suites: bookworm-security" \
+      "Components: main" "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+      | "${SUDO[@]}" tee "$DEB_SRC" >/dev/null
+    "${SUDO[@]}" apt-get update -qq
+  fi
 fi
 
 phase "2/8 Python venvs and Node packages for the session-store tests (first run: pip and npm download them)"
