@@ -166,7 +166,7 @@ def main():
     print(f"// Redis {version.split(':')[1]}; checked by tests/it/command_table.rs. Do not edit.")
     print("//! Redis's keyed commands, with their key specs.")
     print()
-    print("use super::command::{Begin, Cmd, Find, KeySpec, Route, Spec, Sub};")
+    print("use super::spec::{Begin, Cmd, Find, KeySpec, Route, Spec, Sub};")
     print()
     print("/// Redis's keyed commands that the proxy forwards by key, from COMMAND INFO.")
     print("pub static KEYED: &[Spec] = &[")

@@ -18,9 +18,10 @@
 //!   here, one file per family (`commands/`: AUTH, HELLO, CLIENT, COMMAND,
 //!   CONFIG, INFO, SLOWLOG).
 //! - [`clients`]: every connected client's card, for CLIENT LIST and KILL.
-//! - [`protocol`]: request framing, the command table (the proxy's own
-//!   commands, and Redis's keyed ones with their key specs in
-//!   `protocol/keyed.rs`, generated from COMMAND INFO), replies and their
+//! - [`protocol`]: request framing, the command table (its types in
+//!   `protocol/spec.rs`; the proxy's own commands in `protocol/command.rs`,
+//!   and Redis's keyed ones with their key specs in `protocol/keyed.rs`,
+//!   generated from COMMAND INFO), replies and their
 //!   RESP2/RESP3 encoding (via `redis-protocol`).
 //! - [`pubsub`]: what a subscriber is subscribed to, Redis's confirmations,
 //!   and the links that carry a client's subscriptions to every backend.

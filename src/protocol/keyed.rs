@@ -2,7 +2,7 @@
 // Redis 7.0.15; checked by tests/it/command_table.rs. Do not edit.
 //! Redis's keyed commands, with their key specs.
 
-use super::command::{Begin, Cmd, Find, KeySpec, Route, Spec, Sub};
+use super::spec::{Begin, Cmd, Find, KeySpec, Route, Spec, Sub};
 
 /// Redis's keyed commands that the proxy forwards by key, from COMMAND INFO.
 pub static KEYED: &[Spec] = &[

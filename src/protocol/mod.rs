@@ -7,6 +7,7 @@ pub mod keys;
 pub mod learned;
 pub mod reply;
 pub mod request;
+pub mod spec;
 
 pub use backend_reply::{reply_extent, BackendReplyDecoder, ReplyError};
 pub use command::{lookup, Cmd, Merge, Route, Spec};
