@@ -288,21 +288,7 @@ impl Monitor {
                 self.known.push(Known::new(address, &self.settings));
             }
         }
-        if self.known.len() != before
-            || self
-                .metrics
-                .sentinels
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 0
-        {
-            self.metrics
-                .sentinels
-                .store(self.known.len(), std::sync::atomic::Ordering::Relaxed);
-            if let Ok(mut list) = self.metrics.sentinel_list.lock() {
-                *list = self.known.iter().map(|k| k.address.clone()).collect();
-            }
-            self.metrics.sentinels_known.set(self.known.len() as f64);
-        }
+        self.count_sentinels(before);
         for (endpoint, votes, epoch) in rank_candidates(tally, responders) {
             match timeout(self.settings.sentinel_timeout, self.role(&endpoint)).await {
                 Ok(Ok(role)) if role == "master" => return (Some(endpoint), failing_over),
@@ -314,6 +300,19 @@ impl Monitor {
             }
         }
         (None, failing_over)
+    }
+
+    /// The sentinels known, in the metrics, when there are new ones (`before`:
+    /// how many there were) or none were counted yet.
+    fn count_sentinels(&self, before: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.known.len() != before || self.metrics.sentinels.load(Relaxed) == 0 {
+            self.metrics.sentinels.store(self.known.len(), Relaxed);
+            if let Ok(mut list) = self.metrics.sentinel_list.lock() {
+                *list = self.known.iter().map(|k| k.address.clone()).collect();
+            }
+            self.metrics.sentinels_known.set(self.known.len() as f64);
+        }
     }
 
     /// The node's `ROLE`: "master", "slave" or "sentinel".

@@ -169,14 +169,39 @@ pub(in crate::client) fn info_text(
     restricted: bool,
 ) -> String {
     let wanted = wanted_sections(args);
-    let show = |name: &str| wanted.iter().any(|w| w == name);
-    let stats = &shared.stats;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
     let mut out = String::new();
-    let mut section = |name: &str, title: &str, fields: Vec<(String, String)>| {
-        if !show(name) {
-            return;
+    for &(name, title) in SECTIONS {
+        if !wanted.iter().any(|w| w == name) {
+            continue;
         }
+        let fields = match name {
+            "server" => server(shared, topology),
+            "clients" => clients(shared, topology),
+            "memory" => memory(shared, topology),
+            "persistence" => vec![field("loading", 0)],
+            "stats" => stats(shared),
+            "replication" => vec![
+                field("role", "master"),
+                field("connected_slaves", 0),
+                field("master_repl_offset", 0),
+            ],
+            "cpu" => cpu(),
+            "commandstats" => commandstats(shared),
+            "errorstats" => shared.error_codes.fields(),
+            "cluster" => vec![field("cluster_enabled", 0)],
+            "proxy" => proxy(shared, topology),
+            "migration" => match &topology.migration {
+                Some(migration) => migration_fields(migration.report()),
+                None => continue,
+            },
+            // A prefix-restricted client is not shown the backends' addresses.
+            "backends" if restricted => continue,
+            "backends" => BackendReport::all(topology)
+                .iter()
+                .map(BackendReport::info_line)
+                .collect(),
+            _ => Vec::new(),
+        };
         if !out.is_empty() {
             out.push_str("\r\n");
         }
@@ -184,111 +209,115 @@ pub(in crate::client) fn info_text(
         for (k, v) in fields {
             out.push_str(&format!("{k}:{v}\r\n"));
         }
-    };
-    let f = |k: &str, v: String| (k.to_string(), v);
-    section(
-        "server",
-        "Server",
-        vec![
-            f("redis_version", topology.redis_version()),
-            f("redis_mode", "standalone".into()),
-            f("os", std::env::consts::OS.into()),
-            f("arch_bits", usize::BITS.to_string()),
-            f("process_id", std::process::id().to_string()),
-            f("tcp_port", shared.tcp_port.to_string()),
-            f(
-                "uptime_in_seconds",
-                shared.started.elapsed().as_secs().to_string(),
-            ),
-            f("proxy_name", "session-proxy".into()),
-            f("proxy_version", env!("CARGO_PKG_VERSION").into()),
-        ],
-    );
-    section(
-        "clients",
-        "Clients",
-        vec![
-            f(
-                "connected_clients",
-                stats.connected_clients.load(Ordering::Relaxed).to_string(),
-            ),
-            f("maxclients", topology.config.limits.max_clients.to_string()),
-            f(
-                "blocked_clients",
-                stats.blocked_clients.load(Ordering::Relaxed).to_string(),
-            ),
-        ],
-    );
+    }
+    out
+}
+
+/// Every section INFO can show, in the order it shows them: Redis's, then
+/// the proxy's own.
+const SECTIONS: &[(&str, &str)] = &[
+    ("server", "Server"),
+    ("clients", "Clients"),
+    ("memory", "Memory"),
+    ("persistence", "Persistence"),
+    ("stats", "Stats"),
+    ("replication", "Replication"),
+    ("cpu", "CPU"),
+    ("modules", "Modules"),
+    ("commandstats", "Commandstats"),
+    ("errorstats", "Errorstats"),
+    ("latencystats", "Latencystats"),
+    ("cluster", "Cluster"),
+    ("keyspace", "Keyspace"),
+    ("proxy", "Proxy"),
+    ("migration", "Migration"),
+    ("backends", "Backends"),
+];
+
+/// A section's `name:value` lines.
+type Fields = Vec<(String, String)>;
+
+fn field(name: &str, value: impl ToString) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+fn server(shared: &Shared, topology: &Topology) -> Fields {
+    vec![
+        field("redis_version", topology.redis_version()),
+        field("redis_mode", "standalone"),
+        field("os", std::env::consts::OS),
+        field("arch_bits", usize::BITS),
+        field("process_id", std::process::id()),
+        field("tcp_port", shared.tcp_port),
+        field("uptime_in_seconds", shared.started.elapsed().as_secs()),
+        field("proxy_name", "session-proxy"),
+        field("proxy_version", env!("CARGO_PKG_VERSION")),
+    ]
+}
+
+fn clients(shared: &Shared, topology: &Topology) -> Fields {
+    let stats = &shared.stats;
+    vec![
+        field(
+            "connected_clients",
+            stats.connected_clients.load(Ordering::Relaxed),
+        ),
+        field("maxclients", topology.config.limits.max_clients),
+        field(
+            "blocked_clients",
+            stats.blocked_clients.load(Ordering::Relaxed),
+        ),
+    ]
+}
+
+fn memory(shared: &Shared, topology: &Topology) -> Fields {
     let rss = resident_bytes();
-    section(
-        "memory",
-        "Memory",
-        vec![
-            f("used_memory", rss.to_string()),
-            f("used_memory_human", human(rss)),
-            f("used_memory_rss", rss.to_string()),
-            f("used_memory_rss_human", human(rss)),
-            // The backends' (see `ScriptMemory`): 0 here, filled in when
-            // they answer.
-            f("used_memory_lua", "0".into()),
-            f("used_memory_scripts", "0".into()),
-            f("number_of_cached_scripts", "0".into()),
-            f("mem_clients_normal", shared.memory.total().to_string()),
-            f(
-                "maxmemory_clients",
-                topology.config.limits.max_memory_bytes.to_string(),
-            ),
-            f("mem_allocator", "libc".into()),
-        ],
-    );
-    section("persistence", "Persistence", vec![f("loading", "0".into())]);
-    section(
-        "stats",
-        "Stats",
-        vec![
-            f(
-                "total_connections_received",
-                load(&stats.connections_received),
-            ),
-            f("total_commands_processed", stats.commands.get().to_string()),
-            f(
-                "total_net_input_bytes",
-                stats.net_input_bytes.get().to_string(),
-            ),
-            f(
-                "total_net_output_bytes",
-                stats.net_output_bytes.get().to_string(),
-            ),
-            f("total_reads_processed", stats.reads.get().to_string()),
-            f("total_writes_processed", stats.writes.get().to_string()),
-            f(
-                "total_error_replies",
-                shared.error_codes.total().to_string(),
-            ),
-        ],
-    );
-    section(
-        "replication",
-        "Replication",
-        vec![
-            f("role", "master".into()),
-            f("connected_slaves", "0".into()),
-            f("master_repl_offset", "0".into()),
-        ],
-    );
+    vec![
+        field("used_memory", rss),
+        field("used_memory_human", human(rss)),
+        field("used_memory_rss", rss),
+        field("used_memory_rss_human", human(rss)),
+        // The backends' (see `ScriptMemory`): 0 here, filled in when they
+        // answer.
+        field("used_memory_lua", 0),
+        field("used_memory_scripts", 0),
+        field("number_of_cached_scripts", 0),
+        field("mem_clients_normal", shared.memory.total()),
+        field("maxmemory_clients", topology.config.limits.max_memory_bytes),
+        field("mem_allocator", "libc"),
+    ]
+}
+
+fn stats(shared: &Shared) -> Fields {
+    let stats = &shared.stats;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    vec![
+        field(
+            "total_connections_received",
+            load(&stats.connections_received),
+        ),
+        field("total_commands_processed", stats.commands.get()),
+        field("total_net_input_bytes", stats.net_input_bytes.get()),
+        field("total_net_output_bytes", stats.net_output_bytes.get()),
+        field("total_reads_processed", stats.reads.get()),
+        field("total_writes_processed", stats.writes.get()),
+        field("total_error_replies", shared.error_codes.total()),
+    ]
+}
+
+fn cpu() -> Fields {
     let (user, system) = cpu_seconds();
-    section(
-        "cpu",
-        "CPU",
-        vec![
-            f("used_cpu_sys", format!("{system:.6}")),
-            f("used_cpu_user", format!("{user:.6}")),
-            f("used_cpu_sys_children", "0.000000".into()),
-            f("used_cpu_user_children", "0.000000".into()),
-        ],
-    );
-    section("modules", "Modules", Vec::new());
-    let commandstats = shared
+    vec![
+        field("used_cpu_sys", format!("{system:.6}")),
+        field("used_cpu_user", format!("{user:.6}")),
+        field("used_cpu_sys_children", "0.000000"),
+        field("used_cpu_user_children", "0.000000"),
+    ]
+}
+
+/// Redis's `cmdstat_<name>` lines, for the commands called at least once.
+fn commandstats(shared: &Shared) -> Fields {
+    shared
         .metrics
         .commands
         .iter()
@@ -304,64 +333,39 @@ pub(in crate::client) fn info_text(
                 (format!("cmdstat_{}", m.name), value)
             })
         })
-        .collect();
-    section("commandstats", "Commandstats", commandstats);
-    section("errorstats", "Errorstats", shared.error_codes.fields());
-    section("latencystats", "Latencystats", Vec::new());
-    section("cluster", "Cluster", vec![f("cluster_enabled", "0".into())]);
-    section("keyspace", "Keyspace", Vec::new());
-    section(
-        "proxy",
-        "Proxy",
-        vec![
-            f("backends", topology.backends.len().to_string()),
-            f(
-                "backends_up",
-                topology
-                    .backends
-                    .iter()
-                    .filter(|b| b.is_up())
-                    .count()
-                    .to_string(),
-            ),
-            f("refused_keys", load(&stats.refused_keys)),
-            f(
-                "config_generation",
-                shared.generation.load(Ordering::Relaxed).to_string(),
-            ),
-            f("draining", u8::from(shared.is_draining()).to_string()),
-            f("slowlog_len", shared.slowlog.len().to_string()),
-        ],
-    );
-    if let Some(migration) = &topology.migration {
-        let r = migration.report();
-        section(
-            "migration",
-            "Migration",
-            vec![
-                f("migration_state", r.state.into()),
-                f("migration_keys_moved", r.keys_moved.to_string()),
-                f("migration_keys_stale", r.keys_stale.to_string()),
-                f("migration_misses_served", r.misses_served.to_string()),
-                f(
-                    "migration_old_location_errors",
-                    r.old_location_errors.to_string(),
-                ),
-                f("migration_passes", r.passes.to_string()),
-                f("migration_keys_left", r.keys_left.to_string()),
-                f("migration_seconds_left", r.seconds_left.to_string()),
-                f("migration_keys_per_second", r.keys_per_second.to_string()),
-            ],
-        );
-    }
-    let backends = BackendReport::all(topology)
-        .iter()
-        .map(BackendReport::info_line)
-        .collect();
-    if !restricted {
-        section("backends", "Backends", backends);
-    }
-    out
+        .collect()
+}
+
+fn proxy(shared: &Shared, topology: &Topology) -> Fields {
+    let up = topology.backends.iter().filter(|b| b.is_up()).count();
+    vec![
+        field("backends", topology.backends.len()),
+        field("backends_up", up),
+        field(
+            "refused_keys",
+            shared.stats.refused_keys.load(Ordering::Relaxed),
+        ),
+        field(
+            "config_generation",
+            shared.generation.load(Ordering::Relaxed),
+        ),
+        field("draining", u8::from(shared.is_draining())),
+        field("slowlog_len", shared.slowlog.len()),
+    ]
+}
+
+fn migration_fields(r: crate::migration::Report) -> Fields {
+    vec![
+        field("migration_state", r.state),
+        field("migration_keys_moved", r.keys_moved),
+        field("migration_keys_stale", r.keys_stale),
+        field("migration_misses_served", r.misses_served),
+        field("migration_old_location_errors", r.old_location_errors),
+        field("migration_passes", r.passes),
+        field("migration_keys_left", r.keys_left),
+        field("migration_seconds_left", r.seconds_left),
+        field("migration_keys_per_second", r.keys_per_second),
+    ]
 }
 
 #[cfg(test)]
