@@ -155,3 +155,41 @@ fn the_readme_stays_a_map() {
         );
     }
 }
+
+/// Every recipe in docs/stores.md names its test: the file exists and holds
+/// each test function it names.
+#[test]
+fn every_store_recipe_names_a_test_that_exists() {
+    let text = std::fs::read_to_string(root().join("docs/stores.md")).unwrap();
+    let mut recipes = 0;
+    for section in text.split("\n## ").skip(1) {
+        recipes += 1;
+        let title = section.lines().next().unwrap_or_default();
+        let test = section
+            .split("Test: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{title}: no Test: line"));
+        let spans: Vec<&str> = test.split('`').skip(1).step_by(2).collect();
+        let file = spans
+            .iter()
+            .find(|s| s.starts_with("tests/it/") && s.ends_with(".rs"))
+            .unwrap_or_else(|| panic!("{title}: no test file"));
+        let source = std::fs::read_to_string(root().join(file))
+            .unwrap_or_else(|e| panic!("{title}: {file}: {e}"));
+        let names: Vec<&&str> = spans
+            .iter()
+            .filter(|s| {
+                s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect();
+        assert!(!names.is_empty(), "{title}: no test function named");
+        for name in names {
+            assert!(
+                source.contains(&format!("fn {name}(")),
+                "{title}: {file} has no fn {name}"
+            );
+        }
+    }
+    assert!(recipes >= 10, "only {recipes} recipes");
+}
