@@ -16,6 +16,7 @@ mod keyed;
 mod keys_differential;
 mod keyspace;
 mod migration;
+mod nemesis;
 mod node_stores;
 mod ops;
 mod other_stores;

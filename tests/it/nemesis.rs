@@ -1,0 +1,609 @@
+//! The nemesis: simulated users keep sessions (create, read, update,
+//! regenerate the id by RENAME, log out) through two proxy processes, each
+//! request on either proxy at random, over two Sentinel groups (a master and
+//! two replicas each, `min_replicas_ack = 1`) and a plain backend, while
+//! faults come at random and overlap: SENTINEL FAILOVER, a frozen replica,
+//! master or plain backend (SIGSTOP, then SIGCONT), a sentinel killed, a
+//! proxy restarted by SIGTERM (a rolling restart), a reload that adds a
+//! backend and one that removes it again (keys move), the two proxies
+//! reloading a moment apart.
+//!
+//! The checker reads the history, user by user (each user's requests are
+//! sequential): a read must return the value of the last acknowledged write
+//! or of a write that failed after it (which may or may not have run),
+//! never an older one (a lost write), never a session logged out before (a
+//! resurrection), never another user's. Errors are counted by whether a
+//! fault was in progress (with a grace after it); the history and the
+//! verdict are written to `target/nemesis/`.
+//!
+//! Bounded: `NEMESIS_SECONDS` of faults (default 45), users and fault
+//! count fixed; `NEMESIS_SEED` replays a run's random choices.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::common::{Group, RawClient, Redis, Running};
+
+const USERS: usize = 12;
+/// After a fault ends, errors still count as the fault's for this long.
+const GRACE: Duration = Duration::from_secs(6);
+
+/// One request of one user and what came back.
+#[derive(Debug, Clone)]
+struct Record {
+    user: usize,
+    op: &'static str,
+    key: String,
+    /// The value written (SETEX), or the new key (RENAME).
+    arg: String,
+    reply: String,
+    start: Instant,
+    end: Instant,
+}
+
+impl Record {
+    fn failed(&self) -> bool {
+        self.reply.starts_with('-') || self.reply.starts_with("!io")
+    }
+}
+
+/// A fault and when it was in progress.
+#[derive(Debug, Clone)]
+struct Fault {
+    kind: &'static str,
+    start: Instant,
+    end: Instant,
+}
+
+/// The proxies' client ports now (a restart changes one).
+type Ports = Arc<Mutex<Vec<u16>>>;
+
+fn body(a: &Group, b: &Group, plain: &Redis, extra: Option<&Redis>) -> String {
+    let mut text = String::from(
+        "[pool]\nrequest_timeout_ms = 1500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n",
+    );
+    for (id, group) in [("a", a), ("b", b)] {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"{id}\"\nsentinel = {}\nmin_replicas_ack = 1\n",
+            group.sentinel_toml()
+        ));
+    }
+    text.push_str(&format!(
+        "[[backends]]\nid = \"plain\"\naddress = \"{}\"\n",
+        plain.address()
+    ));
+    if let Some(extra) = extra {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"extra\"\naddress = \"{}\"\n",
+            extra.address()
+        ));
+    }
+    text
+}
+
+/// One user's requests until `stop`, each on a proxy picked at random.
+fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>) -> Vec<Record> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9));
+    let mut records = Vec::new();
+    let mut clients: BTreeMap<u16, RawClient> = BTreeMap::new();
+    let (mut generation, mut n) = (0u64, 0u64);
+    let mut key = format!("session:u{id}:g{generation}");
+    let mut present = false;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        n += 1;
+        let roll = rng.random_range(0..100);
+        let (op, args): (&'static str, Vec<String>) = if !present || roll < 45 {
+            let value = format!("u{id}:{n}");
+            (
+                "SETEX",
+                vec!["SETEX".into(), key.clone(), "3600".into(), value],
+            )
+        } else if roll < 85 {
+            ("GET", vec!["GET".into(), key.clone()])
+        } else if roll < 93 {
+            generation += 1;
+            let new = format!("session:u{id}:g{generation}");
+            ("RENAME", vec!["RENAME".into(), key.clone(), new])
+        } else {
+            ("DEL", vec!["DEL".into(), key.clone()])
+        };
+        let port = {
+            let ports = ports.lock().unwrap();
+            ports[rng.random_range(0..ports.len())]
+        };
+        let start = Instant::now();
+        let reply = match ask(&mut clients, port, &args) {
+            Ok(reply) => reply,
+            Err(e) => {
+                clients.remove(&port);
+                format!("!io {e}")
+            }
+        };
+        let record = Record {
+            user: id,
+            op,
+            key: key.clone(),
+            // SETEX's value, RENAME's new key.
+            arg: args
+                .last()
+                .cloned()
+                .filter(|_| args.len() > 2)
+                .unwrap_or_default(),
+            reply,
+            start,
+            end: Instant::now(),
+        };
+        let failed = record.failed();
+        match op {
+            "SETEX" => present = true,
+            // The user goes on with the new id whether or not the rename
+            // was acknowledged, as a site would after a failed request.
+            "RENAME" => key = record.arg.clone(),
+            "DEL" => {
+                // Logged out: a new session under a new key.
+                generation += 1;
+                key = format!("session:u{id}:g{generation}");
+                present = false;
+            }
+            _ => {}
+        }
+        if failed && op == "RENAME" {
+            present = false;
+        }
+        records.push(record);
+        std::thread::sleep(Duration::from_millis(rng.random_range(2..12)));
+    }
+    records
+}
+
+fn ask(
+    clients: &mut BTreeMap<u16, RawClient>,
+    port: u16,
+    args: &[String],
+) -> std::io::Result<String> {
+    let client = match clients.entry(port) {
+        std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::btree_map::Entry::Vacant(entry) => {
+            let client = RawClient::try_connect(port)?;
+            client
+                .stream
+                .set_read_timeout(Some(Duration::from_secs(5)))?;
+            entry.insert(client)
+        }
+    };
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    client.stream.write_all(&RawClient::encode(&args))?;
+    let reply = client.try_read_reply()?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// What a user's key may hold: the values of its last acknowledged write
+/// and of the writes that failed since (`None`: absent).
+#[derive(Debug, Default)]
+struct Possible(Vec<Option<String>>);
+
+impl Possible {
+    fn settled(value: Option<String>) -> Possible {
+        Possible(vec![value])
+    }
+    fn allows(&self, value: &Option<String>) -> bool {
+        self.0.contains(value)
+    }
+}
+
+/// The checker: violations, user by user, in the order they happened.
+fn check(records: &[Record]) -> Vec<String> {
+    let mut by_user: BTreeMap<usize, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        by_user.entry(r.user).or_default().push(r);
+    }
+    let mut violations = Vec::new();
+    for (user, history) in by_user {
+        let mut keys: BTreeMap<String, Possible> = BTreeMap::new();
+        for r in history {
+            let possible = keys
+                .entry(r.key.clone())
+                .or_insert_with(|| Possible::settled(None));
+            let failed = r.failed();
+            match r.op {
+                "SETEX" if failed => possible.0.push(Some(r.arg.clone())),
+                "SETEX" => *possible = Possible::settled(Some(r.arg.clone())),
+                "GET" if failed => {}
+                "GET" => {
+                    let value = bulk(&r.reply);
+                    if !possible.allows(&value) {
+                        violations.push(format!(
+                            "user {user}: GET {} returned {value:?}, possible {:?}",
+                            r.key, possible.0
+                        ));
+                    }
+                    *possible = Possible::settled(value);
+                }
+                "DEL" if failed => possible.0.push(None),
+                "DEL" => *possible = Possible::settled(None),
+                "RENAME" => {
+                    let moved = std::mem::take(&mut possible.0);
+                    if failed {
+                        // It may have run: the old key may be gone, the new
+                        // one may hold what the old one held.
+                        let mut old = moved.clone();
+                        old.push(None);
+                        keys.insert(r.key.clone(), Possible(old));
+                        let mut new = moved;
+                        new.push(None);
+                        keys.insert(r.arg.clone(), Possible(new));
+                    } else {
+                        keys.insert(r.key.clone(), Possible::settled(None));
+                        keys.insert(r.arg.clone(), Possible(moved));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    violations
+}
+
+/// A bulk reply's value (`None` for a null).
+fn bulk(reply: &str) -> Option<String> {
+    if reply.starts_with("$-1") || reply.starts_with('_') {
+        return None;
+    }
+    reply.split("\r\n").nth(1).map(str::to_string)
+}
+
+/// Runs `fault` in a thread of its own, recording when it was in progress.
+fn inject(
+    faults: &Arc<Mutex<Vec<Fault>>>,
+    kind: &'static str,
+    fault: impl FnOnce() + Send + 'static,
+) -> JoinHandle<()> {
+    let faults = faults.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        fault();
+        faults.lock().unwrap().push(Fault {
+            kind,
+            start,
+            end: Instant::now(),
+        });
+    })
+}
+
+#[test]
+#[ignore = "minutes long: run by benches/nemesis.sh"]
+fn nemesis() {
+    let seconds: u64 = std::env::var("NEMESIS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(45);
+    let seed: u64 = std::env::var("NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    // NEMESIS_NO_RELOAD=1 leaves the reloads out (see docs/operations.md:
+    // two proxies that reload a moment apart route a moving key differently).
+    let skip_reloads = std::env::var("NEMESIS_NO_RELOAD").is_ok_and(|v| v == "1");
+    println!(
+        "nemesis: {seconds} s of faults, NEMESIS_SEED={seed}, reloads: {}",
+        !skip_reloads
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let a = Arc::new(Group::start("shard-a", 2, 1000));
+    let b = Arc::new(Group::start("shard-b", 2, 1000));
+    let plain = Arc::new(Redis::start());
+    let extra = Arc::new(Redis::start());
+    let base = body(&a, &b, &plain, None);
+    // The config every proxy runs now (a restarted one starts with it).
+    let current = Arc::new(Mutex::new(base.clone()));
+    let proxies = Arc::new(Mutex::new(vec![
+        Running::start(&base),
+        Running::start(&base),
+    ]));
+    let ports: Ports = Arc::new(Mutex::new(
+        proxies.lock().unwrap().iter().map(|p| p.port).collect(),
+    ));
+    // Ready: every backend answers through both proxies.
+    for proxy in proxies.lock().unwrap().iter() {
+        let mut client = proxy.client();
+        crate::common::wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            "the proxies never reached every backend",
+            || client.text(&["DBSIZE"]).starts_with(':'),
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let users: Vec<JoinHandle<Vec<Record>>> = (0..USERS)
+        .map(|id| {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            std::thread::spawn(move || user(id, seed, ports, stop))
+        })
+        .collect();
+
+    let faults: Arc<Mutex<Vec<Fault>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut running: Vec<JoinHandle<()>> = Vec::new();
+    let mut extra_in = false;
+    let mut sentinels_killed = [false, false];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_millis(rng.random_range(2000..5000)));
+        // At most two faults at once; a restart or reload never beside another.
+        running.retain(|t| !t.is_finished());
+        if running.len() >= 2 {
+            continue;
+        }
+        let choice = rng.random_range(0..8);
+        let group = if rng.random_bool(0.5) {
+            a.clone()
+        } else {
+            b.clone()
+        };
+        let pause = Duration::from_millis(rng.random_range(300..2500));
+        let handle = match choice {
+            0 => inject(&faults, "SENTINEL FAILOVER", move || {
+                let old = group.master_address().unwrap_or_default();
+                group.failover();
+                group.wait_new_master(&old);
+            }),
+            1 => inject(&faults, "freeze a replica", move || {
+                let master = group.master_address().unwrap_or_default();
+                if let Some(replica) = group.nodes.iter().find(|n| n.address() != master) {
+                    replica.signal("STOP");
+                    std::thread::sleep(pause);
+                    replica.signal("CONT");
+                }
+            }),
+            2 => inject(&faults, "freeze a master", move || {
+                let master = group.master_address().unwrap_or_default();
+                if let Some(node) = group.node(&master) {
+                    node.signal("STOP");
+                    std::thread::sleep(pause);
+                    node.signal("CONT");
+                }
+            }),
+            3 => {
+                let plain = plain.clone();
+                inject(&faults, "freeze the plain backend", move || {
+                    plain.signal("STOP");
+                    std::thread::sleep(pause);
+                    plain.signal("CONT");
+                })
+            }
+            4 => {
+                let index = usize::from(Arc::ptr_eq(&group, &b));
+                if sentinels_killed[index] {
+                    continue;
+                }
+                sentinels_killed[index] = true;
+                // SentinelProc is killed by a signal: the group keeps two
+                // of three, a quorum.
+                let address = group.sentinels[2].address();
+                inject(&faults, "kill a sentinel", move || {
+                    let port = address.rsplit(':').next().unwrap_or_default().to_string();
+                    let _ = std::process::Command::new("redis-cli")
+                        .args(["-p", &port, "SHUTDOWN", "NOSAVE"])
+                        .output();
+                })
+            }
+            5..=7 if !running.is_empty() => continue,
+            6 | 7 if skip_reloads => continue,
+            5 => {
+                let (proxies, ports, current) = (proxies.clone(), ports.clone(), current.clone());
+                let which = rng.random_range(0..2);
+                inject(&faults, "restart a proxy (SIGTERM)", move || {
+                    let old = proxies.lock().unwrap().remove(which);
+                    old.signal("TERM");
+                    let mut old = old;
+                    old.wait_exit(Duration::from_secs(30));
+                    let text = current.lock().unwrap().clone();
+                    let new = Running::start(&text);
+                    ports.lock().unwrap()[which] = new.port;
+                    proxies.lock().unwrap().insert(which, new);
+                })
+            }
+            _ => {
+                extra_in = !extra_in;
+                let text = if extra_in {
+                    body(&a, &b, &plain, Some(&extra))
+                } else {
+                    base.clone()
+                };
+                *current.lock().unwrap() = text.clone();
+                let proxies = proxies.clone();
+                let gap = Duration::from_millis(rng.random_range(0..500));
+                let kind = if extra_in {
+                    "reload adding a backend"
+                } else {
+                    "reload removing it"
+                };
+                inject(&faults, kind, move || {
+                    let list = proxies.lock().unwrap();
+                    for proxy in list.iter() {
+                        proxy.rewrite(&text);
+                        proxy.signal("HUP");
+                        std::thread::sleep(gap);
+                    }
+                })
+            }
+        };
+        running.push(handle);
+    }
+    for t in running {
+        let _ = t.join();
+    }
+    // Quiet for a while: the last faults settle, requests go on.
+    std::thread::sleep(GRACE);
+    stop.store(true, Ordering::Relaxed);
+    let mut records: Vec<Record> = users
+        .into_iter()
+        .flat_map(|u| u.join().unwrap_or_default())
+        .collect();
+    records.sort_by_key(|r| r.start);
+    // Last, every key any user had is read once more: a logged-out session
+    // must stay gone, the latest must hold its last acknowledged value.
+    let port = ports.lock().unwrap()[0];
+    let mut last = RawClient::connect(port);
+    let keys: std::collections::BTreeSet<(usize, String)> = records
+        .iter()
+        .flat_map(|r| {
+            let mut keys = vec![(r.user, r.key.clone())];
+            if r.op == "RENAME" {
+                keys.push((r.user, r.arg.clone()));
+            }
+            keys
+        })
+        .collect();
+    for (user, key) in keys {
+        let start = Instant::now();
+        let reply = last.text(&["GET", &key]);
+        records.push(Record {
+            user,
+            op: "GET",
+            key,
+            arg: String::new(),
+            reply,
+            start,
+            end: Instant::now(),
+        });
+    }
+    let faults = faults.lock().unwrap().clone();
+    let violations = check(&records);
+    report(&records, &faults, &violations, started, seed);
+    assert!(
+        violations.is_empty(),
+        "{} violations, e.g. {:?} (NEMESIS_SEED={seed})",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+    assert!(records.iter().filter(|r| !r.failed()).count() > 1000);
+}
+
+/// Prints the table per fault type and writes the history and the verdict.
+fn report(records: &[Record], faults: &[Fault], violations: &[String], t0: Instant, seed: u64) {
+    let during = |r: &Record| {
+        faults
+            .iter()
+            .find(|f| r.end >= f.start && r.start <= f.end + GRACE)
+            .map(|f| f.kind)
+    };
+    let mut table: BTreeMap<&str, (usize, Duration, usize)> = BTreeMap::new();
+    for f in faults {
+        let entry = table.entry(f.kind).or_default();
+        entry.0 += 1;
+        // The error window: first to last error while it was in progress.
+        let errors: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.failed() && r.end >= f.start && r.start <= f.end + GRACE)
+            .collect();
+        if let (Some(first), Some(last)) = (errors.first(), errors.last()) {
+            entry.1 = entry.1.max(last.end.saturating_duration_since(first.start));
+        }
+        entry.2 += errors.len();
+    }
+    let outside: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.failed() && during(r).is_none())
+        .collect();
+    let acknowledged = records.iter().filter(|r| !r.failed()).count();
+    let mut text = format!(
+        "nemesis NEMESIS_SEED={seed}: {} requests, {acknowledged} acknowledged, {} violations, {} errors outside a fault\n\
+         | fault | count | longest error window | errors |\n|---|---|---|---|\n",
+        records.len(),
+        violations.len(),
+        outside.len()
+    );
+    for (kind, (count, window, errors)) in &table {
+        text.push_str(&format!(
+            "| {kind} | {count} | {:.1} s | {errors} |\n",
+            window.as_secs_f64()
+        ));
+    }
+    for v in violations {
+        text.push_str(&format!("violation: {v}\n"));
+    }
+    for r in outside.iter().take(20) {
+        text.push_str(&format!(
+            "error outside a fault at {:.1} s: {} {} -> {}\n",
+            r.start.saturating_duration_since(t0).as_secs_f64(),
+            r.op,
+            r.key,
+            r.reply.trim()
+        ));
+    }
+    println!("{text}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nemesis");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("verdict.md"), &text);
+    let mut history = String::new();
+    for f in faults {
+        history.push_str(&format!(
+            "fault {:.3} {:.3} {}\n",
+            f.start.saturating_duration_since(t0).as_secs_f64(),
+            f.end.saturating_duration_since(t0).as_secs_f64(),
+            f.kind
+        ));
+    }
+    for r in records {
+        history.push_str(&format!(
+            "{:.3} {:.3} user{} {} {} {} -> {}\n",
+            r.start.saturating_duration_since(t0).as_secs_f64(),
+            r.end.saturating_duration_since(t0).as_secs_f64(),
+            r.user,
+            r.op,
+            r.key,
+            r.arg,
+            r.reply.trim()
+        ));
+    }
+    let _ = std::fs::write(dir.join("history.txt"), history);
+}
+
+#[test]
+fn the_checker_finds_a_lost_write_and_a_resurrection() {
+    let t = Instant::now();
+    let rec = |op: &'static str, key: &str, arg: &str, reply: &str| Record {
+        user: 0,
+        op,
+        key: key.into(),
+        arg: arg.into(),
+        reply: reply.into(),
+        start: t,
+        end: t,
+    };
+    let fine = vec![
+        rec("SETEX", "k", "v1", "+OK\r\n"),
+        rec(
+            "SETEX",
+            "k",
+            "v2",
+            "-ERR backend 'a' did not answer within 1500 ms\r\n",
+        ),
+        rec("GET", "k", "", "$2\r\nv2\r\n"),
+        rec("RENAME", "k", "k2", "+OK\r\n"),
+        rec("GET", "k2", "", "$2\r\nv2\r\n"),
+        rec("DEL", "k2", "", ":1\r\n"),
+        rec("GET", "k2", "", "$-1\r\n"),
+    ];
+    assert!(check(&fine).is_empty(), "{:?}", check(&fine));
+    let lost = vec![
+        rec("SETEX", "k", "v1", "+OK\r\n"),
+        rec("SETEX", "k", "v2", "+OK\r\n"),
+        rec("GET", "k", "", "$2\r\nv1\r\n"),
+    ];
+    assert_eq!(check(&lost).len(), 1);
+    let back = vec![
+        rec("SETEX", "k", "v1", "+OK\r\n"),
+        rec("DEL", "k", "", ":1\r\n"),
+        rec("GET", "k", "", "$2\r\nv1\r\n"),
+    ];
+    assert_eq!(check(&back).len(), 1);
+}
