@@ -47,33 +47,11 @@ pub(in crate::client) fn execute(
         }
     };
     state.card.noted(command, now);
-    // The generated table first; then what the backends announce.
-    let learned = match TABLE.get(command) {
-        Some(_) => None,
-        None => request.arg(0).and_then(|name| topo.learned(name)),
-    };
-    let spec: &'static Spec = match (TABLE.get(command), learned) {
-        (Some(&spec), _) => spec,
-        (None, Some(Learned::Routed(spec))) => spec,
-        (None, Some(Learned::Unsure(name))) => {
-            state.last_command = name;
-            shared.metrics.refused_commands.increment(1);
+    let spec = match resolve(shared, topo, state, command, request) {
+        Ok(spec) => spec,
+        Err(refusal) => {
             abort(state);
-            let user = state.user.as_ref().and_then(|n| topo.config.user(n));
-            let refusal = if is_restricted(topo, user) {
-                noperm_command(name)
-            } else {
-                Reply::error(format!(
-                    "ERR session-proxy cannot route '{name}': the server does not say where all of its keys are"
-                ))
-            };
             return Slot::ready(proto, refusal);
-        }
-        (None, None) => {
-            state.last_command = "NULL";
-            shared.metrics.refused_commands.increment(1);
-            abort(state);
-            return Slot::ready(proto, unknown_command(&request.args()));
         }
     };
     state.last_command = spec.name;
@@ -108,26 +86,7 @@ pub(in crate::client) fn execute(
             }
         },
     };
-    // Read-only users write nothing; a prefix-restricted client learns
-    // nothing about keys beyond its prefixes (DBSIZE counts every key).
-    if user.is_some_and(|u| u.read_only && writes(spec, request))
-        || (spec.cmd == Cmd::DbSize && is_restricted(topo, user))
-    {
-        shared.metrics.refused_commands.increment(1);
-        abort(state);
-        return Slot::ready(proto, noperm_command(spec.name));
-    }
-    if spec.name == "restore" && !topo.config.keys.allow_restore && is_restricted(topo, user) {
-        shared.metrics.refused_commands.increment(1);
-        abort(state);
-        return Slot::ready(proto, Reply::error(NOPERM_RESTORE));
-    }
-    if let Some(refusal) = subscribed_refusal(state, spec) {
-        abort(state);
-        return Slot::ready(proto, refusal);
-    }
-    if let Some(refusal) = channel_refusal(topo, user, spec, request) {
-        shared.metrics.refused_commands.increment(1);
+    if let Some(refusal) = refusal(shared, topo, state, spec, request, user) {
         abort(state);
         return Slot::ready(proto, refusal);
     }
@@ -202,6 +161,77 @@ pub(in crate::client) fn execute(
             now,
         ),
     }
+}
+
+/// The command's spec: the generated table's, else one every backend
+/// announces; otherwise the client's error (unknown, or not routable).
+fn resolve(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    command: usize,
+    request: &Request,
+) -> Result<&'static Spec, Reply> {
+    // The generated table first; then what the backends announce.
+    let learned = match TABLE.get(command) {
+        Some(_) => None,
+        None => request.arg(0).and_then(|name| topo.learned(name)),
+    };
+    match (TABLE.get(command), learned) {
+        (Some(&spec), _) => Ok(spec),
+        (None, Some(Learned::Routed(spec))) => Ok(spec),
+        (None, Some(Learned::Unsure(name))) => {
+            state.last_command = name;
+            shared.metrics.refused_commands.increment(1);
+            let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+            Err(if is_restricted(topo, user) {
+                noperm_command(name)
+            } else {
+                Reply::error(format!(
+                    "ERR session-proxy cannot route '{name}': the server does not say where all of its keys are"
+                ))
+            })
+        }
+        (None, None) => {
+            state.last_command = "NULL";
+            shared.metrics.refused_commands.increment(1);
+            Err(unknown_command(&request.args()))
+        }
+    }
+}
+
+/// What an authenticated client may not do, whatever the keys: write as a
+/// read-only user, count every key (DBSIZE) or RESTORE under key prefixes,
+/// run a command subscribed mode forbids, or use a channel outside its
+/// policy.
+fn refusal(
+    shared: &Shared,
+    topo: &Topology,
+    state: &State,
+    spec: &Spec,
+    request: &Request,
+    user: Option<&crate::config::User>,
+) -> Option<Reply> {
+    // Read-only users write nothing; a prefix-restricted client learns
+    // nothing about keys beyond its prefixes (DBSIZE counts every key).
+    if user.is_some_and(|u| u.read_only && writes(spec, request))
+        || (spec.cmd == Cmd::DbSize && is_restricted(topo, user))
+    {
+        shared.metrics.refused_commands.increment(1);
+        return Some(noperm_command(spec.name));
+    }
+    if spec.name == "restore" && !topo.config.keys.allow_restore && is_restricted(topo, user) {
+        shared.metrics.refused_commands.increment(1);
+        return Some(Reply::error(NOPERM_RESTORE));
+    }
+    if let Some(refusal) = subscribed_refusal(state, spec) {
+        return Some(refusal);
+    }
+    let refusal = channel_refusal(topo, user, spec, request);
+    if refusal.is_some() {
+        shared.metrics.refused_commands.increment(1);
+    }
+    refusal
 }
 
 /// The source address of a TCP client (none for a unix socket).
