@@ -113,6 +113,16 @@ struct Monitor {
     metrics: Arc<BackendMetrics>,
 }
 
+/// Requests held for a failover.
+struct Hold {
+    /// The master being failed over: the hold ends once another is published.
+    from: Option<Endpoint>,
+    since: Instant,
+    /// Begun from a sentinel's `failover_in_progress` flag rather than from
+    /// an event: it also ends when no sentinel leads a failover any more.
+    flagged: bool,
+}
+
 /// One sentinel's answer.
 struct Answer {
     index: usize,
@@ -142,11 +152,8 @@ impl Monitor {
             self.subscribe(known.address.clone(), Arc::downgrade(&alive));
         }
         let mut failover = self.failover.subscribe();
-        // The master when the failover began, and when; `None` when none is on.
-        let mut hold: Option<(Option<Endpoint>, Instant)> = None;
-        // Whether the hold began from a sentinel's `failover_in_progress`
-        // flag rather than from an event.
-        let mut flagged = false;
+        // The failover requests are held for; `None` when none is on.
+        let mut hold: Option<Hold> = None;
         loop {
             let (found, failing_over) = self.discover(&alive).await;
             if failing_over && hold.is_none() {
@@ -154,22 +161,13 @@ impl Monitor {
                 // its subscribers, started after `+try-failover`): hold as if
                 // one had, before the master found is published.
                 info!("a sentinel is failing the master over: holding requests");
-                hold = Some((found.clone(), Instant::now()));
-                flagged = true;
-                self.metrics.failover_holds.increment(1);
-                self.metrics.holding.set(1.0);
+                hold = Some(self.start_hold(found.clone(), true));
                 self.failover.send_replace(true);
-            } else if flagged && !failing_over && hold.is_some() {
+            } else if !failing_over && hold.as_ref().is_some_and(|h| h.flagged && h.from == found) {
                 // No sentinel leads a failover any more and the master is
                 // the same: it was aborted (a switch releases it below).
-                let same = hold.as_ref().is_some_and(|(from, _)| *from == found);
-                if same {
-                    info!("the failover is over without a switch: releasing held requests");
-                    hold = None;
-                    flagged = false;
-                    self.metrics.holding.set(0.0);
-                    self.failover.send_replace(false);
-                }
+                info!("the failover is over without a switch: releasing held requests");
+                self.end_hold(&mut hold);
             }
             match &found {
                 Some(endpoint) => {
@@ -187,22 +185,16 @@ impl Monitor {
                 }
                 None => warn!("no sentinel named a reachable master"),
             }
-            if let Some((from, since)) = &hold {
+            if let Some(current) = &hold {
                 // Released once the new master is published (connections
                 // have switched, or will before they take a request), or
                 // after HOLD_MAX if the sentinels never finish.
-                if *self.master.borrow() != *from {
+                if *self.master.borrow() != current.from {
                     info!("failover done: held requests go to the new master");
-                    hold = None;
-                    flagged = false;
-                    self.metrics.holding.set(0.0);
-                    self.failover.send_replace(false);
-                } else if since.elapsed() >= HOLD_MAX {
+                    self.end_hold(&mut hold);
+                } else if current.since.elapsed() >= HOLD_MAX {
                     warn!("failover did not finish in time: releasing held requests to the current master");
-                    hold = None;
-                    flagged = false;
-                    self.metrics.holding.set(0.0);
-                    self.failover.send_replace(false);
+                    self.end_hold(&mut hold);
                 }
             }
             let wait = if found.is_some() && hold.is_none() {
@@ -217,12 +209,11 @@ impl Monitor {
                     if changed.is_ok() {
                         let on = *failover.borrow_and_update();
                         if on && hold.is_none() {
-                            hold = Some((self.master.borrow().clone(), Instant::now()));
-                            self.metrics.failover_holds.increment(1);
-                            self.metrics.holding.set(1.0);
+                            let from = self.master.borrow().clone();
+                            hold = Some(self.start_hold(from, false));
                         } else if !on {
+                            // A subscriber saw the abort and said so.
                             hold = None;
-                            flagged = false;
                             self.metrics.holding.set(0.0);
                         }
                     }
@@ -230,6 +221,24 @@ impl Monitor {
                 _ = self.master.closed() => return,
             }
         }
+    }
+
+    /// A hold beginning now, of the failover away from `from`.
+    fn start_hold(&self, from: Option<Endpoint>, flagged: bool) -> Hold {
+        self.metrics.failover_holds.increment(1);
+        self.metrics.holding.set(1.0);
+        Hold {
+            from,
+            since: Instant::now(),
+            flagged,
+        }
+    }
+
+    /// Ends the hold: the backend's connections take requests again.
+    fn end_hold(&self, hold: &mut Option<Hold>) {
+        *hold = None;
+        self.metrics.holding.set(0.0);
+        self.failover.send_replace(false);
     }
 
     /// Asks the sentinels: the confirmed master, if any, and whether any of
