@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Proxy, Redis};
+use crate::common::{proxy_over, Redis};
 
 fn run(port: u16, kind: &str) -> String {
     run_script("connect_redis.cjs", &[port.to_string(), kind.to_string()])
@@ -39,23 +39,9 @@ fn run_script(script: &str, args: &[String]) -> String {
 #[test]
 fn connect_redis_behaves_the_same_through_the_proxy_as_on_redis() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let mut text =
-        "[listen]\naddress = \"127.0.0.1:0\"\n[keys]\nprefixes = [\"sess:\"]\n".to_string();
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    let proxy = Proxy::start(&text);
+    let proxy = proxy_over(&servers, "[keys]\nprefixes = [\"sess:\"]\n");
     let direct = Redis::start();
-    let direct_port: u16 = direct
-        .address()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let direct_port = direct.port;
     for kind in ["redis", "ioredis"] {
         let ours = run(proxy.port, kind);
         let theirs = run(direct_port, kind);
@@ -75,16 +61,9 @@ fn connect_redis_behaves_the_same_through_the_proxy_as_on_redis() {
 #[test]
 fn node_redis_5_resp3_behaves_the_same_through_the_proxy() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n".to_string();
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    let proxy = Proxy::start(&text);
+    let proxy = proxy_over(&servers, "");
     let direct = Redis::start();
-    let direct_port = direct.address().rsplit(':').next().unwrap().to_string();
+    let direct_port = direct.port.to_string();
     let ours = run_script("resp3_hash.cjs", &[proxy.port.to_string()]);
     let theirs = run_script("resp3_hash.cjs", &[direct_port]);
     assert_eq!(ours, theirs);

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Proxy, Redis};
+use crate::common::{proxy_over, Redis};
 
 fn run(program: &str, script: &str, port: u16) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -27,24 +27,12 @@ fn run(program: &str, script: &str, port: u16) -> String {
 #[test]
 fn rack_and_predis_sessions_behave_the_same_through_the_proxy() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n\
-                    [keys]\nprefixes = [\"rack:session:\", \"predis:\"]\n"
-        .to_string();
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    let proxy = Proxy::start(&text);
+    let proxy = proxy_over(
+        &servers,
+        "[keys]\nprefixes = [\"rack:session:\", \"predis:\"]\n",
+    );
     let direct = Redis::start();
-    let direct_port: u16 = direct
-        .address()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let direct_port = direct.port;
     for (program, script) in [
         ("ruby", "ruby/rack_session.rb"),
         ("php", "php/predis_session.php"),

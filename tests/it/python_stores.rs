@@ -8,26 +8,20 @@
 //! backends, as set_many's MULTI spans them) and directly on Redis, the
 //! outcomes compared. The Python side is tests/python/cache_stores.py.
 
-use crate::common::{run_script, Proxy, Redis};
+use crate::common::{proxy_over, run_script, Redis};
 
 #[test]
 fn django_redis_and_flask_session_behave_the_same_through_the_proxy() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n\
-                    [keys]\nprefixes = [\"session\"]\nallow_flush = true\nsplit_transactions = true\n"
-        .to_string();
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    let proxy = Proxy::start(&text);
+    let proxy = proxy_over(
+        &servers,
+        "[keys]\nprefixes = [\"session\"]\nallow_flush = true\nsplit_transactions = true\n",
+    );
     // A key of someone else's on a backend: django-redis's clear() must not
     // take it.
     servers[0].client().text(&["SET", "other:key", "kept"]);
     let direct = Redis::start();
-    let direct_port = direct.address().rsplit(':').next().unwrap().to_string();
+    let direct_port = direct.port.to_string();
     for store in ["django-redis", "flask", "aiohttp"] {
         let port = proxy.port.to_string();
         let ours = run_script(
@@ -54,16 +48,9 @@ fn django_redis_and_flask_session_behave_the_same_through_the_proxy() {
 #[test]
 fn redis_py_resp3_hash_sessions_behave_the_same_through_the_proxy() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let mut text = "[listen]\naddress = \"127.0.0.1:0\"\n".to_string();
-    for (i, redis) in servers.iter().enumerate() {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"b{i}\"\naddress = \"{}\"\n",
-            redis.address()
-        ));
-    }
-    let proxy = Proxy::start(&text);
+    let proxy = proxy_over(&servers, "");
     let direct = Redis::start();
-    let direct_port = direct.address().rsplit(':').next().unwrap().to_string();
+    let direct_port = direct.port.to_string();
     let port = proxy.port.to_string();
     let ours = run_script("venv-redis8", "resp3_hash_session.py", &["--port", &port]);
     let theirs = run_script(
