@@ -231,6 +231,21 @@ fn fault_under_load(
     }
 }
 
+/// Waits (bounded) until the old master of `group` is a replica in sync:
+/// what it acknowledged and the new master lacks is gone by then.
+fn wait_resynced_as_replica(group: &Group, old: &str) {
+    let old_node = group.node(old).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "the old master never resynced as a replica",
+        || {
+            let info = old_node.client().text(&["INFO", "replication"]);
+            info.contains("role:slave") && info.contains("master_link_status:up")
+        },
+    );
+}
+
 /// Every acknowledged SETEX (more than 500 of them) still reads back its value.
 fn assert_no_acknowledged_write_lost(proxy: &Proxy, events: &[Event]) {
     let mut client = proxy.client();
@@ -384,16 +399,7 @@ fn planned_failover_loses_no_acknowledged_write_without_min_replicas_ack() {
     assert_eq!(errors_other, 0, "the other shard must not see errors");
     // Once the old master has resynced from the new one, every write the
     // proxy acknowledged is there.
-    let old_node = a.node(&old).unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        "the old master never resynced as a replica",
-        || {
-            let info = old_node.client().text(&["INFO", "replication"]);
-            info.contains("role:slave") && info.contains("master_link_status:up")
-        },
-    );
+    wait_resynced_as_replica(&a, &old);
     assert_no_acknowledged_write_lost(&proxy, &f.events);
 }
 
@@ -437,16 +443,7 @@ fn a_proxy_started_during_a_planned_failover_loses_no_acknowledged_write() {
         "a proxy started during SENTINEL FAILOVER: {} client errors {kinds:?}",
         errors.len()
     );
-    let old_node = a.node(&old).unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        "the old master never resynced as a replica",
-        || {
-            let info = old_node.client().text(&["INFO", "replication"]);
-            info.contains("role:slave") && info.contains("master_link_status:up")
-        },
-    );
+    wait_resynced_as_replica(&a, &old);
     assert_no_acknowledged_write_lost(&proxy, &events);
 }
 
