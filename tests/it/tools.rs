@@ -194,18 +194,37 @@ impl Terminal {
         self.output.lock().unwrap().clone()
     }
 
-    /// Waits until `needle` has appeared `count` times in the output.
-    fn wait_for(&mut self, needle: &str, count: usize) {
+    /// Waits until `needle` appears in the output at or after byte `from`;
+    /// returns where it ends. Counting from a position, not counting
+    /// occurrences: the line editor redraws the prompt at every keystroke and
+    /// its hints repeat words of the command (HELLO's hint says "protover").
+    fn wait_from(&mut self, from: usize, needle: &str) -> usize {
+        let mut end = None;
         let shown = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
-            self.text().matches(needle).count() >= count
+            let text = self.text();
+            end = text
+                .get(from..)
+                .and_then(|rest| rest.find(needle))
+                .map(|at| from + at + needle.len());
+            end.is_some()
         });
         if !shown {
             let _ = self.child.kill();
             panic!(
-                "waited for {needle:?} x{count}; terminal shows:\n{}",
+                "waited for {needle:?} after byte {from}; terminal shows:\n{}",
                 self.text()
             );
         }
+        end.unwrap()
+    }
+
+    /// Types `line`, waits for `reply` in what follows and then for the next
+    /// prompt after the reply, so the next line is typed only to a ready editor.
+    fn exchange(&mut self, line: &str, reply: &str, prompt: &str) {
+        let from = self.text().len();
+        self.type_line(line);
+        let replied = self.wait_from(from, reply);
+        self.wait_from(replied, prompt);
     }
 
     fn type_line(&mut self, line: &str) {
@@ -231,25 +250,22 @@ fn redis_cli_interactive_session() {
         "stty cols 200 rows 50; redis-cli -h 127.0.0.1 -p {}",
         proxy.port
     ));
-    term.wait_for(&prompt, 1);
+    term.wait_from(0, &prompt);
     let steps = [
         ("SET session:i 1", "OK"),
         ("INCR session:i", "(integer) 2"),
         ("GET session:i", "\"2\""),
-        ("HELLO 3", "proto"),
+        ("HELLO 3", "\"proto\" => (integer) 3"),
         ("GET session:none", "(nil)"),
         ("FOO bar", "unknown command 'FOO'"),
     ];
-    for (i, (line, expect)) in steps.iter().enumerate() {
-        term.type_line(line);
-        term.wait_for(expect, 1);
-        term.wait_for(&prompt, i + 2);
+    for (line, reply) in steps {
+        term.exchange(line, reply, &prompt);
     }
     // SELECT shows in the prompt, as with Redis.
-    term.type_line("SELECT 2");
-    term.wait_for(&format!("127.0.0.1:{}[2]>", proxy.port), 1);
-    term.type_line("GET session:i");
-    term.wait_for("(nil)", 2);
+    let selected = format!("127.0.0.1:{}[2]>", proxy.port);
+    term.exchange("SELECT 2", "OK", &selected);
+    term.exchange("GET session:i", "(nil)", &selected);
     term.type_line("quit");
     let status = term.child.wait().unwrap();
     assert!(status.success(), "{}", term.text());
