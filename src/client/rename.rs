@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::backend::Origin;
 use crate::client::*;
 use crate::migration::call;
+use crate::migration::fence::{restore_before, Restored};
 
 /// The hidden name of a key being renamed, on its source backend.
 pub const HIDDEN_PREFIX: &[u8] = b"__session-proxy-renaming:";
@@ -59,7 +60,14 @@ pub(in crate::client) fn rename(
     let args = request.args();
     let (source, target) = (args[1].clone(), args[2].clone());
     let (origin, db) = (state.origin(), state.db);
-    let deadline = now + topo.config.pool.request_timeout();
+    let timeout = topo.config.pool.request_timeout();
+    let rename = Rename {
+        origin,
+        db,
+        nx,
+        deadline: now + timeout,
+        timeout_ms: timeout.as_millis() as u64,
+    };
     let topo2 = topo.clone();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -77,7 +85,7 @@ pub(in crate::client) fn rename(
                 }
             }
             let (from, to) = (&topo.backends[from], &topo.backends[to]);
-            move_value(from, to, origin, db, &source, &target, nx, deadline).await
+            move_value(from, to, &source, &target, &rename).await
         };
         let _ = tx.send(moved.await);
     });
@@ -90,18 +98,32 @@ pub(in crate::client) fn rename(
     slot
 }
 
+/// One cross-backend rename: whose it is, its kind and its deadline.
+struct Rename {
+    origin: Origin,
+    db: u32,
+    /// RENAMENX: an existing destination answers 0.
+    nx: bool,
+    /// When the client is answered with a timeout.
+    deadline: Instant,
+    timeout_ms: u64,
+}
+
 /// The three steps; the client's reply.
-#[allow(clippy::too_many_arguments)]
 async fn move_value(
     from: &crate::backend::Backend,
     to: &crate::backend::Backend,
-    origin: Origin,
-    db: u32,
     source: &[u8],
     target: &[u8],
-    nx: bool,
-    deadline: Instant,
+    rename: &Rename,
 ) -> BackendResult {
+    let Rename {
+        origin,
+        db,
+        nx,
+        deadline,
+        timeout_ms,
+    } = *rename;
     let hidden = [HIDDEN_PREFIX, source].concat();
     let taken = loop {
         let reply = call(
@@ -128,12 +150,10 @@ async fn move_value(
         Reply::Error(e) => return Ok(Reply::Error(e)),
         _ => return Ok(Reply::error("ERR unexpected reply from a backend")),
     };
-    let ttl = ttl.to_string();
-    let mut restore: Vec<&[u8]> = vec![b"RESTORE", target, ttl.as_bytes(), &value];
-    if !nx {
-        restore.push(b"REPLACE");
-    }
-    let restored = call(to, origin, db, &restore, true).await;
+    // The copy lands before the client is answered or not at all: a RESTORE
+    // that ran on a slow destination after the client's timeout would undo
+    // the client's next requests there (a newer write, a logout).
+    let restored = restore_before(to, origin, db, target, ttl, &value, !nx, deadline).await;
     let put_back = || async {
         // Best effort: if this fails too, the value stays under its hidden
         // name on the source, not lost.
@@ -147,16 +167,23 @@ async fn move_value(
         .await;
     };
     match restored {
-        Ok(Reply::Status(_)) => {}
-        Ok(Reply::Error(e)) if nx && e.starts_with(b"BUSYKEY") => {
+        Ok(Restored::Done) => {}
+        Ok(Restored::Refused(e)) if nx && e.starts_with(b"BUSYKEY") => {
             put_back().await;
             return Ok(Reply::Int(0));
         }
-        Ok(Reply::Error(e)) => {
+        Ok(Restored::Refused(e)) => {
             put_back().await;
             return Ok(Reply::Error(e));
         }
-        Ok(_) => {
+        Ok(Restored::Late) => {
+            put_back().await;
+            return Err(BackendError::Timeout {
+                backend: to.id.clone(),
+                timeout_ms,
+            });
+        }
+        Ok(Restored::Unexpected) => {
             put_back().await;
             return Ok(Reply::error("ERR unexpected reply from a backend"));
         }

@@ -30,6 +30,7 @@ use crate::ketama::Ketama;
 use crate::protocol::Reply;
 use crate::router::Router;
 
+pub mod fence;
 pub mod locks;
 pub mod mover;
 
@@ -330,6 +331,9 @@ impl Migration {
         // request may.
         let given_up = Instant::now() + self.lock_for / 2;
         let (value, pttl, locked_at) = loop {
+            // The lock is taken after this: it lapses no sooner than
+            // `lock_for` from here.
+            let asked = Instant::now();
             let args: [&[u8]; 7] = [
                 b"EVAL",
                 READ_FOR_MOVE.as_bytes(),
@@ -344,9 +348,7 @@ impl Migration {
                 .map_err(SettleError::OldDown)?;
             match read {
                 Reply::Array(items) => match items.as_slice() {
-                    [Reply::Bulk(value), Reply::Int(pttl)] => {
-                        break (value.clone(), *pttl, Instant::now())
-                    }
+                    [Reply::Bulk(value), Reply::Int(pttl)] => break (value.clone(), *pttl, asked),
                     _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
                 },
                 Reply::Null => return Ok(Settled::Absent),
@@ -377,25 +379,33 @@ impl Migration {
             return Err(failed(unexpected(old, "a move within its lock")));
         }
         // RESTORE's TTL 0 means none; a key about to expire keeps 1 ms, not
-        // forever.
+        // forever. The copy lands while the lock holds or not at all: a
+        // RESTORE that reaches a slow owner after the lock lapsed would
+        // bring back a key another proxy moved and deleted meanwhile.
         let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
-        let ttl = ttl.to_string();
-        let restored = call(
+        let restored = fence::restore_before(
             owner,
             origin,
             db,
-            &[b"RESTORE", key, ttl.as_bytes(), &value],
-            true,
+            key,
+            ttl,
+            &value,
+            false,
+            locked_at + self.lock_for,
         )
         .await;
         let outcome = match restored {
-            Ok(Reply::Status(_)) => Settled::Moved,
-            Ok(Reply::Error(e)) if e.starts_with(b"BUSYKEY") => Settled::Stale,
-            Ok(Reply::Error(e)) => {
+            Ok(fence::Restored::Done) => Settled::Moved,
+            Ok(fence::Restored::Refused(e)) if e.starts_with(b"BUSYKEY") => Settled::Stale,
+            Ok(fence::Restored::Refused(e)) => {
                 release().await;
                 return Err(failed(refused(owner, &e)));
             }
-            Ok(_) => {
+            Ok(fence::Restored::Late) => {
+                release().await;
+                return Err(failed(unexpected(owner, "a copy within the move's lock")));
+            }
+            Ok(fence::Restored::Unexpected) => {
                 release().await;
                 return Err(failed(unexpected(owner, "OK")));
             }

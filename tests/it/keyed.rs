@@ -424,6 +424,48 @@ fn rename_across_backends_moves_the_value_with_its_ttl() {
     }
 }
 
+/// A RENAME whose destination is frozen is answered with a timeout; its
+/// RESTORE still sits in the frozen server's socket. When the server wakes it
+/// must not land: by then the client was told the rename failed and may
+/// have written or logged out under the new name, which a late copy would
+/// undo. (The nemesis saw a logged-out session come back this way.)
+#[test]
+fn a_rename_answered_with_a_timeout_does_not_land_afterwards() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "[pool]\nrequest_timeout_ms = 300\n");
+    let (old, new) = (proxy.key_on(0, "sess:"), proxy.key_on(1, "sess:"));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", &old, "v1"]), "+OK\r\n");
+    servers[1].signal("STOP");
+    let answer = client.text(&["RENAME", &old, &new]);
+    servers[1].signal("CONT");
+    assert!(answer.contains("did not answer within"), "{answer}");
+    // The copy's command has now run on the woken destination, one way or
+    // the other (fenced: an EVAL; unfenced: a RESTORE).
+    let mut destination = servers[1].client();
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        "the destination to run the rename's copy",
+        || {
+            let stats = destination.text(&["INFO", "commandstats"]);
+            stats.contains("cmdstat_eval:") || stats.contains("cmdstat_restore:")
+        },
+    );
+    assert_eq!(destination.text(&["EXISTS", &new]), ":0\r\n");
+    // The value is back under its old name, as if the rename never ran.
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        "the value to be put back",
+        || client.text(&["GET", &old]) == "$2\r\nv1\r\n",
+    );
+    assert_eq!(
+        servers[0].client().text(&["KEYS", "__session-proxy*"]),
+        "*0\r\n"
+    );
+}
+
 /// Spring Session Data Redis: the commands its repositories send, in order
 /// (RedisSessionRepository, RedisIndexedSessionRepository).
 #[test]
