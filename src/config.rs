@@ -48,6 +48,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub runtime: Runtime,
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Named users besides the default one (`[listen] password`).
     #[serde(default)]
     pub users: Vec<User>,
@@ -370,6 +372,30 @@ impl Keys {
     pub fn hash_tag(&self) -> Option<[u8; 2]> {
         let tag = self.hash_tag.as_deref()?.as_bytes();
         Some([*tag.first()?, *tag.get(1)?])
+    }
+}
+
+/// `[reload]`: how a reload that moves keys reaches several proxies.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Every proxy in front of the same backends is reloaded within this
+    /// long of the first. A reload that changes where keys go first keeps
+    /// the old layout for this long, bringing back any key that a proxy
+    /// already on the new layout moved; then it switches, and its mover
+    /// starts this long after that. 0 for a single proxy: at once.
+    pub settle_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig { settle_ms: 5000 }
+    }
+}
+
+impl ReloadConfig {
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
     }
 }
 

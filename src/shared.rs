@@ -123,6 +123,52 @@ impl Topology {
         })
     }
 
+    /// The topology in force while a reload that moves keys settles: keys
+    /// still go where `current` put them, `next`'s settings are in force,
+    /// and a key is first brought back from where `next` puts it (a proxy
+    /// already on `next` may have moved it there), or from any older
+    /// location `next` still reads. See [`crate::config::ReloadConfig`].
+    fn ahead(current: &Topology, next: &Topology) -> anyhow::Result<Topology> {
+        let mut config = next.config.clone();
+        config.backends = current.config.backends.clone();
+        config.keys.hash_tag = current.config.keys.hash_tag.clone();
+        let router = Router::new(config.route_members())?.with_hash_tag(config.keys.hash_tag());
+        let mut layouts = vec![Arc::new(Layout {
+            spread: Spread::Rendezvous(
+                Router::new(next.config.route_members())?
+                    .with_hash_tag(next.config.keys.hash_tag()),
+            ),
+            servers: next.backends.clone(),
+            source: crate::migration::AHEAD,
+        })];
+        let locks = match &next.migration {
+            Some(migration) => {
+                layouts.extend(migration.layouts.iter().cloned());
+                migration.locks.clone()
+            }
+            None => Arc::default(),
+        };
+        let keys_per_second = config
+            .migration
+            .as_ref()
+            .map_or(1000, |m| m.keys_per_second);
+        let migration = Migration::new(
+            layouts,
+            locks,
+            keys_per_second,
+            config.pool.request_timeout(),
+        );
+        Ok(Topology {
+            config,
+            router,
+            backends: current.backends.clone(),
+            migration: Some(Arc::new(migration)),
+            clusters: current.clusters.clone(),
+            learned: current.learned.clone(),
+            learned_once: current.learned_once.clone(),
+        })
+    }
+
     /// The Redis version the proxy reports (INFO, HELLO): the lowest of the
     /// backends' that are known, so a client never assumes a command the
     /// oldest backend lacks; the version the proxy follows until one is.
@@ -203,6 +249,22 @@ impl Topology {
         self.start_learner();
     }
 
+    /// Starts the mover after `delay`, unless the topology is gone by then:
+    /// after a settled reload, so that no proxy still bringing keys back to
+    /// the previous layout meets a mover taking them away.
+    fn start_mover_after(self: &Arc<Self>, delay: std::time::Duration) {
+        self.start_learner();
+        let topology = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(topology) = topology.upgrade() {
+                if let Some(migration) = topology.active_migration() {
+                    migration.start_mover(Arc::downgrade(&topology));
+                }
+            }
+        });
+    }
+
     /// Asks every backend (every master of a cluster backend) for `COMMAND
     /// INFO` until all have answered, and keeps what they announce alike
     /// that the generated table lacks. While the topology is in force: a
@@ -268,6 +330,25 @@ impl Topology {
     }
 }
 
+/// Whether keys go elsewhere under `config` (with its started `backends`)
+/// than under `previous`: other backends or weights, another hash tag, a
+/// backend at another address.
+fn layout_changed(previous: &Topology, config: &Config, backends: &[Backend]) -> bool {
+    previous.backends.len() != backends.len()
+        || previous
+            .config
+            .backends
+            .iter()
+            .zip(&config.backends)
+            .any(|(a, b)| a.id != b.id || a.weight != b.weight)
+        || previous.config.keys.hash_tag() != config.keys.hash_tag()
+        || previous
+            .backends
+            .iter()
+            .zip(backends)
+            .any(|(a, b)| !a.same_server(b))
+}
+
 /// The old layouts a new topology's migration looks at, newest first: the
 /// previous topology when a reload changed where keys go, the layouts of a
 /// migration it had not finished, and `[migration] from`.
@@ -280,20 +361,7 @@ fn migration_for(
     let mut layouts: Vec<Arc<Layout>> = Vec::new();
     let unfinished = previous.and_then(|p| p.active_migration());
     if let Some(previous) = previous {
-        let moved = previous.backends.len() != backends.len()
-            || previous
-                .config
-                .backends
-                .iter()
-                .zip(&config.backends)
-                .any(|(a, b)| a.id != b.id || a.weight != b.weight)
-            || previous.config.keys.hash_tag() != config.keys.hash_tag()
-            || previous
-                .backends
-                .iter()
-                .zip(backends)
-                .any(|(a, b)| !a.same_server(b));
-        if moved {
+        if layout_changed(previous, config, backends) {
             layouts.push(Arc::new(Layout {
                 spread: Spread::Rendezvous(
                     Router::new(previous.config.route_members())?
@@ -304,7 +372,9 @@ fn migration_for(
             }));
         }
         if let Some(old) = unfinished {
-            layouts.extend(old.layouts.iter().filter(|l| l.source == "reload").cloned());
+            // Older reloads' layouts, and a layout that was ahead while a
+            // reload settled (other proxies may have moved keys there).
+            layouts.extend(old.layouts.iter().filter(|l| l.source != "config").cloned());
         }
     }
     if let Some(from) = &config.migration {
@@ -452,7 +522,7 @@ impl Shared {
 
     /// Re-reads the config file and swaps the topology in. An invalid file is
     /// refused and the running topology kept.
-    pub fn reload(&self) -> anyhow::Result<String> {
+    pub fn reload(self: &Arc<Self>) -> anyhow::Result<String> {
         let result = self.try_reload();
         let detail = match &result {
             Ok(summary) => {
@@ -481,7 +551,7 @@ impl Shared {
         result
     }
 
-    fn try_reload(&self) -> anyhow::Result<String> {
+    fn try_reload(self: &Arc<Self>) -> anyhow::Result<String> {
         let path = self
             .config_path
             .as_ref()
@@ -495,30 +565,60 @@ impl Shared {
             warn!("listen and admin addresses change only on restart");
         }
         let tls = acceptor_for(&config)?;
-        let topology = Topology::build(config, Some(&current))?;
-        let reused = topology
+        let next = Topology::build(config, Some(&current))?;
+        if let Ok(mut current) = self.tls.write() {
+            *current = tls;
+        }
+        let reused = next
             .backends
             .iter()
             .filter(|b| current.backends.iter().any(|c| c.same_task(b)))
             .count();
-        let summary = format!(
+        let mut summary = format!(
             "{} backends ({} kept running, {} started)",
-            topology.backends.len(),
+            next.backends.len(),
             reused,
-            topology.backends.len() - reused
+            next.backends.len() - reused
         );
-        let topology = Arc::new(topology);
-        topology.start_mover();
-        if let Ok(mut current) = self.tls.write() {
-            *current = tls;
+        let settle = next.config.reload.settle();
+        let next = Arc::new(next);
+        if settle.is_zero() || !layout_changed(&current, &next.config, &next.backends) {
+            next.start_mover();
+            self.install(next);
+            return Ok(summary);
         }
+        // Keys move: other proxies may not have this file yet. Keep the
+        // layout in force for `settle`, bringing back what a proxy on the
+        // new one moved; then switch, and move keys `settle` later still.
+        let ahead = Arc::new(Topology::ahead(&current, &next)?);
+        ahead.start_learner();
+        self.install(ahead.clone());
+        let shared = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(settle).await;
+            if !Arc::ptr_eq(&shared.topology(), &ahead) {
+                // A newer reload replaced it, with a settle of its own.
+                return;
+            }
+            next.start_mover_after(settle);
+            shared.install(next);
+            info!("reload settled: keys go by the new layout now");
+        });
+        summary.push_str(&format!(
+            "; keys go by the new layout in {} ms, when every proxy has it",
+            settle.as_millis()
+        ));
+        Ok(summary)
+    }
+
+    /// Puts `topology` in force and tells whoever watches.
+    fn install(&self, topology: Arc<Topology>) {
         match self.topology.write() {
             Ok(mut t) => *t = topology,
             Err(poisoned) => *poisoned.into_inner() = topology,
         }
         let generation = self.generation.fetch_add(1, Ordering::Release) + 1;
         self.reloaded.send_replace(generation);
-        Ok(summary)
     }
 
     /// The TLS listener's acceptor in force.

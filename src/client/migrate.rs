@@ -62,6 +62,8 @@ pub(in crate::client) fn migrating(
     // A delete must reach the old location too, or the session could come
     // back from there: with it unreachable, the delete fails instead.
     let deleting = matches!(spec.cmd, Cmd::Del | Cmd::Unlink | Cmd::GetDel);
+    // Where a failed settle must fail the request too (see below).
+    let must_settle = deleting || (spec.write && migration.is_settling());
     let (origin, db, write) = (state.origin(), state.db, spec.write);
     let deadline = now + topo.config.pool.request_timeout();
     let settle_by = now + topo.config.pool.request_timeout() / 2;
@@ -107,8 +109,11 @@ pub(in crate::client) fn migrating(
                 match settled {
                     Ok(_) => {}
                     // Unreachable old location: a read is answered as the
-                    // miss it would have been (counted in the report).
-                    Err(SettleError::OldDown(_)) if !deleting => {}
+                    // miss it would have been (counted in the report). A
+                    // write too, except while a reload settles: then the
+                    // unreachable place may hold a newer copy, which a
+                    // write here would later lose to.
+                    Err(SettleError::OldDown(_)) if !must_settle => {}
                     Err(error) => return Err(error.into_backend()),
                 }
             }

@@ -53,6 +53,18 @@ const DELETE_IF_SAME: &str = "local n = 0 \
      if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end \
      return n";
 
+/// Takes the move lock KEYS[1] (token ARGV[1], for ARGV[2] ms): `BUSY`
+/// while another move of the key holds it. For a layout ahead, whose lock
+/// is on the owner: see [`Layout::lock_at_owner`].
+const LOCK: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+     return 'OK' end return 'BUSY'";
+
+/// Reads a key for a move without a lock beside it (the lock is on the
+/// owner): nil when there is no such key.
+const READ: &str = "local v = redis.call('DUMP', KEYS[1]) \
+     if not v then return false end \
+     return {v, redis.call('PTTL', KEYS[1])}";
+
 /// Releases the move lock if it is still ours, after a failed move.
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('DEL', KEYS[1]) end return 0";
@@ -102,11 +114,27 @@ pub enum Spread {
 pub struct Layout {
     pub spread: Spread,
     pub servers: Vec<Backend>,
-    /// `reload` (the topology before a reload) or `config` (`[migration]`).
+    /// `reload` (the topology before a reload), `config` (`[migration]`)
+    /// or `ahead` (the layout a reload switches to, while it settles).
     pub source: &'static str,
 }
 
+/// The `source` of a layout a reload is about to switch to: while the
+/// reload settles ([`crate::config::ReloadConfig`]), keys are owned by the
+/// layout before it and brought back from this one, where a proxy that
+/// switched already may have moved them.
+pub const AHEAD: &str = "ahead";
+
 impl Layout {
+    /// Whether a move from this layout takes its lock on the owner rather
+    /// than on this layout's server: the lock of a key is always on the
+    /// server of the layout before the reload, so a proxy bringing a key
+    /// back (from a layout ahead) and one moving it on (from the layout
+    /// before) take the same lock.
+    pub fn lock_at_owner(&self) -> bool {
+        self.source == AHEAD
+    }
+
     /// The server this layout put `key` on.
     pub fn holder(&self, key: &[u8]) -> &Backend {
         let index = match &self.spread {
@@ -230,6 +258,12 @@ impl Migration {
         self.progress.old_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether this is the migration of a reload that is settling: keys
+    /// are brought back from the layout ahead (see [`AHEAD`]).
+    pub fn is_settling(&self) -> bool {
+        self.layouts.first().is_some_and(|l| l.source == AHEAD)
+    }
+
     /// Whether reads still look at the old locations.
     pub fn is_active(&self) -> bool {
         !self.done.load(Ordering::Acquire)
@@ -258,13 +292,17 @@ impl Migration {
     }
 
     /// The old locations of `key` that are another server than `owner`,
-    /// newest layout first, each once.
-    pub fn old_locations<'a>(&'a self, key: &[u8], owner: &Backend) -> Vec<&'a Backend> {
-        let mut found: Vec<&Backend> = Vec::new();
+    /// newest layout first, each once, with the layout that put it there.
+    pub fn old_locations<'a>(
+        &'a self,
+        key: &[u8],
+        owner: &Backend,
+    ) -> Vec<(&'a Backend, &'a Layout)> {
+        let mut found: Vec<(&Backend, &Layout)> = Vec::new();
         for layout in &self.layouts {
             let holder = layout.holder(key);
-            if !holder.same_server(owner) && !found.iter().any(|f| f.same_server(holder)) {
-                found.push(holder);
+            if !holder.same_server(owner) && !found.iter().any(|(f, _)| f.same_server(holder)) {
+                found.push((holder, layout));
             }
         }
         found
@@ -288,9 +326,10 @@ impl Migration {
         for_client: bool,
     ) -> Result<Settled, SettleError> {
         let mut outcome = Settled::Absent;
-        for old in self.old_locations(key, owner) {
+        for (old, layout) in self.old_locations(key, owner) {
             let _guard = self.locks.lock(db, key).await;
-            let found = match self.settle_from(origin, db, key, owner, old).await {
+            let settled = self.settle_from(origin, db, key, owner, old, layout.lock_at_owner());
+            let found = match settled.await {
                 Ok(found) => found,
                 Err(error) => {
                     self.progress.old_errors.fetch_add(1, Ordering::Relaxed);
@@ -322,11 +361,17 @@ impl Migration {
         key: &Bytes,
         owner: &Backend,
         old: &Backend,
+        lock_at_owner: bool,
     ) -> Result<Settled, SettleError> {
         let lock = [LOCK_PREFIX, &key[..]].concat();
         let token = rand::random::<u64>().to_string();
         let lock_ms = self.lock_for.as_millis().to_string();
+        let lock_server = if lock_at_owner { owner } else { old };
         let failed = |e| SettleError::Failed(e);
+        let release = || async {
+            let args: [&[u8]; 5] = [b"EVAL", RELEASE.as_bytes(), b"1", &lock, token.as_bytes()];
+            let _ = call(lock_server, origin, db, &args, false).await;
+        };
         // Another proxy moving the key holds its lock: wait, as long as a
         // request may.
         let given_up = Instant::now() + self.lock_for / 2;
@@ -334,18 +379,55 @@ impl Migration {
             // The lock is taken after this: it lapses no sooner than
             // `lock_for` from here.
             let asked = Instant::now();
-            let args: [&[u8]; 7] = [
-                b"EVAL",
-                READ_FOR_MOVE.as_bytes(),
-                b"2",
-                key,
-                &lock,
-                token.as_bytes(),
-                lock_ms.as_bytes(),
-            ];
-            let read = call(old, origin, db, &args, false)
-                .await
-                .map_err(SettleError::OldDown)?;
+            let read = if lock_at_owner {
+                let args: [&[u8]; 6] = [
+                    b"EVAL",
+                    LOCK.as_bytes(),
+                    b"1",
+                    &lock,
+                    token.as_bytes(),
+                    lock_ms.as_bytes(),
+                ];
+                match call(owner, origin, db, &args, false)
+                    .await
+                    .map_err(failed)?
+                {
+                    Reply::Bulk(ok) if &ok[..] == b"OK" => {
+                        let args: [&[u8]; 4] = [b"EVAL", READ.as_bytes(), b"1", key];
+                        match call(old, origin, db, &args, false).await {
+                            Ok(read @ (Reply::Array(_) | Reply::Null)) => {
+                                if matches!(read, Reply::Null) {
+                                    release().await;
+                                }
+                                read
+                            }
+                            Ok(other) => {
+                                release().await;
+                                other
+                            }
+                            Err(error) => {
+                                release().await;
+                                return Err(SettleError::OldDown(error));
+                            }
+                        }
+                    }
+                    Reply::Error(e) => return Err(failed(refused(owner, &e))),
+                    other => other,
+                }
+            } else {
+                let args: [&[u8]; 7] = [
+                    b"EVAL",
+                    READ_FOR_MOVE.as_bytes(),
+                    b"2",
+                    key,
+                    &lock,
+                    token.as_bytes(),
+                    lock_ms.as_bytes(),
+                ];
+                call(old, origin, db, &args, false)
+                    .await
+                    .map_err(SettleError::OldDown)?
+            };
             match read {
                 Reply::Array(items) => match items.as_slice() {
                     [Reply::Bulk(value), Reply::Int(pttl)] => break (value.clone(), *pttl, asked),
@@ -355,7 +437,7 @@ impl Migration {
                 Reply::Bulk(busy) if &busy[..] == b"BUSY" => {
                     if Instant::now() >= given_up {
                         return Err(failed(BackendError::Timeout {
-                            backend: old.id.clone(),
+                            backend: lock_server.id.clone(),
                             timeout_ms: self.lock_for.as_millis() as u64 / 2,
                         }));
                     }
@@ -364,10 +446,6 @@ impl Migration {
                 Reply::Error(e) => return Err(SettleError::OldDown(refused(old, &e))),
                 _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
             }
-        };
-        let release = || async {
-            let args: [&[u8]; 5] = [b"EVAL", RELEASE.as_bytes(), b"1", &lock, token.as_bytes()];
-            let _ = call(old, origin, db, &args, false).await;
         };
         if pttl == -2 {
             release().await;
@@ -424,7 +502,12 @@ impl Migration {
             &value,
             token.as_bytes(),
         ];
-        match call(old, origin, db, &args, false).await {
+        let deleted = call(old, origin, db, &args, false).await;
+        if lock_at_owner {
+            // The lock is not beside the old copy: release it on the owner.
+            release().await;
+        }
+        match deleted {
             Ok(Reply::Int(_)) => Ok(outcome),
             Ok(Reply::Error(e)) => Err(failed(refused(old, &e))),
             Ok(_) => Err(failed(unexpected(old, "an integer"))),
@@ -454,7 +537,11 @@ impl Migration {
         };
         let done = self.phase() == Phase::Done;
         Report {
-            state: self.phase().name(),
+            state: if self.is_settling() {
+                "settling"
+            } else {
+                self.phase().name()
+            },
             sources: self
                 .layouts
                 .iter()

@@ -765,3 +765,135 @@ fn a_reload_turning_hash_tags_on_under_a_django_load_logs_nobody_out() {
     }
     assert!(run("verify").contains("\"verified\": 200"));
 }
+
+/// Two proxies in front of the same backends, reloaded (a backend added) a
+/// second apart, each as its own file says (`[reload] settle_ms = 2000`),
+/// while users keep their sessions through either proxy at random: the
+/// first proxy keeps the old layout until the second has the file too, so
+/// no read misses a session and no logout comes back, during the second
+/// between the reloads, when both are on the new layout, and after the
+/// movers are done. Without the settle, the first proxy routes moving keys
+/// to the new backend while the second still reads the old one.
+#[test]
+fn two_proxies_reloading_a_second_apart_lose_no_session_and_bring_back_no_logout() {
+    use rand::{Rng, SeedableRng};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let layout = |n: usize| {
+        let ids = ["a", "b", "c"];
+        let list: Vec<(&str, &Redis)> = (0..n).map(|i| (ids[i], &servers[i])).collect();
+        format!(
+            "[keys]\nprefixes = [\"session:\"]\n[reload]\nsettle_ms = 2000\n{}",
+            backends_toml(&list)
+        )
+    };
+    let proxies = [Running::start(&layout(2)), Running::start(&layout(2))];
+    let ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
+    const USERS: usize = 8;
+    const KEYS: usize = 30;
+    // Sessions from before the reload: most of them move.
+    let mut seed = proxies[0].client();
+    for user in 0..USERS {
+        for k in 0..KEYS {
+            let key = format!("session:r{user}:{k}");
+            assert_eq!(seed.text(&["SETEX", &key, "3600", "v0"]), "+OK\r\n");
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let users: Vec<_> = (0..USERS)
+        .map(|user| {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(user as u64);
+                let mut clients: Vec<RawClient> =
+                    ports.iter().map(|&p| RawClient::connect(p)).collect();
+                // The model: each key's value, None once logged out.
+                let mut model: Vec<Option<String>> = vec![Some("v0".into()); KEYS];
+                let mut violations = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                    n += 1;
+                    let k = rng.random_range(0..KEYS);
+                    let key = format!("session:r{user}:{k}");
+                    let via = rng.random_range(0..clients.len());
+                    let client = &mut clients[via];
+                    let roll = rng.random_range(0..100);
+                    if roll < 40 && model[k].is_some() {
+                        let value = format!("v{n}");
+                        let reply = client.text(&["SETEX", &key, "3600", &value]);
+                        if reply != "+OK\r\n" {
+                            violations.push(format!("SETEX {key} via {via}: {reply}"));
+                        }
+                        model[k] = Some(value);
+                    } else if roll < 45 && model[k].is_some() {
+                        let reply = client.text(&["DEL", &key]);
+                        if reply != ":1\r\n" {
+                            violations.push(format!("DEL {key} via {via}: {reply}"));
+                        }
+                        model[k] = None;
+                    } else {
+                        let reply = client.text(&["GET", &key]);
+                        let expected = match &model[k] {
+                            Some(v) => format!("${}\r\n{v}\r\n", v.len()),
+                            None => "$-1\r\n".to_string(),
+                        };
+                        if reply != expected {
+                            violations.push(format!(
+                                "GET {key} via {via}: {reply:?}, expected {expected:?}"
+                            ));
+                        }
+                    }
+                }
+                (model, violations)
+            })
+        })
+        .collect();
+    // The file changes everywhere; the proxies are reloaded a second apart.
+    for proxy in &proxies {
+        proxy.rewrite(&layout(3));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(proxies[0].http("POST", "/reload").0, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(proxies[1].http("POST", "/reload").0, 200);
+    // On through both switches (2 s after each reload) and into the movers
+    // (2 s after each switch).
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let mut models = Vec::new();
+    for handle in users {
+        let (model, violations) = handle.join().unwrap();
+        assert!(violations.is_empty(), "{violations:#?}");
+        models.push(model);
+    }
+    for proxy in &proxies {
+        wait_until(
+            MOVER_LIMIT,
+            Duration::from_millis(20),
+            "movers done",
+            || {
+                let (_, body) = proxy.http("GET", "/topology");
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                json["migration"]["state"] == "done"
+            },
+        );
+    }
+    // Every session where the new layout puts it, with its last value;
+    // every logout gone from every server.
+    let (_, router) = crate::common::router_for(&layout(3));
+    for (user, model) in models.iter().enumerate() {
+        for (k, value) in model.iter().enumerate() {
+            let key = format!("session:r{user}:{k}");
+            let owner = router.owner(key.as_bytes());
+            for (i, server) in servers.iter().enumerate() {
+                let held = server.client().text(&["GET", &key]);
+                let expected = match value {
+                    Some(v) if i == owner => format!("${}\r\n{v}\r\n", v.len()),
+                    _ => "$-1\r\n".to_string(),
+                };
+                assert_eq!(held, expected, "{key} on server {i} (owner {owner})");
+            }
+        }
+    }
+}

@@ -289,8 +289,8 @@ fn nemesis() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
-    // NEMESIS_NO_RELOAD=1 leaves the reloads out (see docs/operations.md:
-    // two proxies that reload a moment apart route a moving key differently).
+    // NEMESIS_NO_RELOAD=1 leaves the reloads out (a control for faults
+    // that move keys).
     let skip_reloads = std::env::var("NEMESIS_NO_RELOAD").is_ok_and(|v| v == "1");
     println!(
         "nemesis: {seconds} s of faults, NEMESIS_SEED={seed}, reloads: {}",

@@ -132,7 +132,11 @@ fn a_reload_reaches_every_workers_clients() {
         "clients not spread over the workers",
         || clients_per_worker(&proxy) == vec![2; THREADS],
     );
-    let after = body(&[("a", &a, 1.0), ("b", &b, 3.0)]);
+    // One proxy: the reload need not wait for others ([reload] settle_ms).
+    let after = format!(
+        "[reload]\nsettle_ms = 0\n{}",
+        body(&[("a", &a, 1.0), ("b", &b, 3.0)])
+    );
     proxy.rewrite(&after);
     let (status, body) = proxy.http("POST", "/reload");
     assert_eq!(status, 200, "{body}");
