@@ -73,6 +73,7 @@ pub mod migration;
 pub mod net;
 pub mod protocol;
 pub mod pubsub;
+pub mod reload_state;
 pub mod report;
 pub mod router;
 pub mod sentinel;

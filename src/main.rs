@@ -200,6 +200,14 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             None => None,
         };
         let shared = Arc::new(Shared::new(config, listeners.tcp_port())?.with_config_path(path));
+        // A reload that moves keys, interrupted by this restart, goes on.
+        match shared.resume_reload() {
+            Ok(Some(done)) => tracing::info!(%done, "reload state found beside the config"),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "the reload state beside the config could not be used")
+            }
+        }
         // Histograms keep raw samples until drained: drain them on a timer,
         // or memory would grow with every request between scrapes.
         let upkeep = prometheus.clone();

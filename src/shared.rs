@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -22,6 +22,7 @@ use crate::ketama::Ketama;
 use crate::memory::ClientMemory;
 use crate::metrics::{render_value, BackendMetrics, Metrics, Sharded};
 use crate::migration::{Layout, Migration, Spread};
+use crate::reload_state::{self, ReloadState, Step};
 use crate::router::Router;
 use crate::slowlog::SlowLog;
 
@@ -434,6 +435,9 @@ pub struct Shared {
     pub generation: AtomicU64,
     /// Where the config came from, for reloads; `None` when built from text.
     pub config_path: Option<PathBuf>,
+    /// The config text whose layout is in force (a settling reload's is
+    /// the one before it), for [`crate::reload_state`].
+    layout_text: Mutex<Option<String>>,
     pub next_client_id: AtomicU64,
     pub stats: Stats,
     pub metrics: Metrics,
@@ -488,6 +492,7 @@ impl Shared {
             topology: RwLock::new(topology),
             generation: AtomicU64::new(0),
             config_path: None,
+            layout_text: Mutex::new(None),
             next_client_id: AtomicU64::new(1),
             stats: Stats::default(),
             metrics: Metrics::new(),
@@ -509,6 +514,7 @@ impl Shared {
     }
 
     pub fn with_config_path(mut self, path: PathBuf) -> Shared {
+        self.layout_text = Mutex::new(std::fs::read_to_string(&path).ok());
         self.config_path = Some(path);
         self
     }
@@ -556,6 +562,7 @@ impl Shared {
             .config_path
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no config file to reload"))?;
+        let text = std::fs::read_to_string(path)?;
         let config = Config::load(path)?;
         let current = self.topology();
         if config.listen.address != current.config.listen.address
@@ -581,38 +588,146 @@ impl Shared {
             next.backends.len() - reused
         );
         let settle = next.config.reload.settle();
-        let next = Arc::new(next);
-        if settle.is_zero() || !layout_changed(&current, &next.config, &next.backends) {
-            next.start_mover();
-            self.install(next);
-            return Ok(summary);
-        }
-        // Keys move: other proxies may not have this file yet. Keep the
-        // layout in force for `settle`, bringing back what a proxy on the
-        // new one moved; then switch, and move keys `settle` later still.
-        let ahead = Arc::new(Topology::ahead(&current, &next)?);
-        ahead.start_learner();
-        self.install(ahead.clone());
-        let shared = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(settle).await;
-            if !Arc::ptr_eq(&shared.topology(), &ahead) {
-                // A newer reload replaced it, with a settle of its own.
-                return;
+        if layout_changed(&current, &next.config, &next.backends) {
+            // Remembered beside the config, so a restart goes on from here.
+            let previous = self.layout_text.lock().ok().and_then(|t| t.clone());
+            if let Some(previous) = previous {
+                let state = ReloadState {
+                    reloaded_at_unix_ms: reload_state::unix_ms(SystemTime::now()),
+                    previous,
+                    next: text.clone(),
+                };
+                if let Err(error) = state.save(&reload_state::path_for(path)) {
+                    warn!(%error, "the reload's state could not be written: a restart before its mover is done starts on the new layout alone");
+                }
             }
-            next.start_mover_after(settle);
-            shared.install(next);
-            info!("reload settled: keys go by the new layout now");
-        });
-        summary.push_str(&format!(
-            "; keys go by the new layout in {} ms, when every proxy has it",
-            settle.as_millis()
-        ));
+            if !settle.is_zero() {
+                summary.push_str(&format!(
+                    "; keys go by the new layout in {} ms, when every proxy has it",
+                    settle.as_millis()
+                ));
+            }
+        }
+        self.change_to(&current, next, text, Duration::ZERO);
         Ok(summary)
     }
 
-    /// Puts `topology` in force and tells whoever watches.
-    fn install(&self, topology: Arc<Topology>) {
+    /// Goes on with a reload that a restart interrupted, from the state
+    /// file beside the config (see [`crate::reload_state`]). Call once, at
+    /// start, after [`Shared::with_config_path`].
+    pub fn resume_reload(self: &Arc<Self>) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.config_path else {
+            return Ok(None);
+        };
+        let state_path = reload_state::path_for(path);
+        let Some(state) = ReloadState::load(&state_path) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)?;
+        if state.next != text {
+            // The file changed since: that reload is not this config's.
+            let _ = std::fs::remove_file(&state_path);
+            return Ok(None);
+        }
+        let current = self.topology();
+        // Only the layout comes from the config before the reload.
+        let before = Config::parse(&state.previous)?;
+        let mut config = current.config.clone();
+        config.backends = before.backends;
+        config.keys.hash_tag = before.keys.hash_tag;
+        let previous = Arc::new(Topology::build(config, Some(&current))?);
+        let next = Topology::build(current.config.clone(), Some(&previous))?;
+        let elapsed = state.elapsed(SystemTime::now());
+        if let Ok(mut layout) = self.layout_text.lock() {
+            *layout = Some(state.previous.clone());
+        }
+        self.change_to(&previous, next, text, elapsed);
+        Ok(Some(format!(
+            "went on with the reload of {} ms ago",
+            elapsed.as_millis()
+        )))
+    }
+
+    /// Puts `next` in force after `current`, a reload `elapsed` ago: at
+    /// once when keys go where they went, else in the steps of
+    /// [`crate::reload_state::step`] (see [`crate::config::ReloadConfig`]).
+    fn change_to(
+        self: &Arc<Self>,
+        current: &Arc<Topology>,
+        next: Topology,
+        text: String,
+        elapsed: Duration,
+    ) {
+        let settle = next.config.reload.settle();
+        let next = Arc::new(next);
+        if !layout_changed(current, &next.config, &next.backends) {
+            next.start_mover();
+            self.install(next, Some(text));
+            return;
+        }
+        let shared = self.clone();
+        match reload_state::step(elapsed, settle) {
+            Step::Settling { left } => {
+                // Other proxies may not have this file yet: keep the layout
+                // in force, bringing back what a proxy on the new one moved.
+                let ahead = match Topology::ahead(current, &next) {
+                    Ok(ahead) => Arc::new(ahead),
+                    Err(error) => {
+                        warn!(%error, "no settling layout; switching at once");
+                        next.start_mover_after(settle);
+                        self.install(next.clone(), Some(text));
+                        tokio::spawn(async move { shared.forget_when_moved(next).await });
+                        return;
+                    }
+                };
+                ahead.start_learner();
+                self.install(ahead.clone(), None);
+                tokio::spawn(async move {
+                    tokio::time::sleep(left).await;
+                    if !Arc::ptr_eq(&shared.topology(), &ahead) {
+                        // A newer reload replaced it, with a settle of its own.
+                        return;
+                    }
+                    next.start_mover_after(settle);
+                    shared.install(next.clone(), Some(text));
+                    info!("reload settled: keys go by the new layout now");
+                    shared.forget_when_moved(next).await;
+                });
+            }
+            Step::Switched { mover_in } => {
+                next.start_mover_after(mover_in);
+                self.install(next.clone(), Some(text));
+                tokio::spawn(async move { shared.forget_when_moved(next).await });
+            }
+        }
+    }
+
+    /// Removes the reload's state file once `topology`'s migration is done
+    /// (or leaves it to a newer reload that replaced the topology).
+    async fn forget_when_moved(self: Arc<Self>, topology: Arc<Topology>) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !Arc::ptr_eq(&self.topology(), &topology) {
+                return;
+            }
+            if topology.active_migration().is_none() {
+                let _ = std::fs::remove_file(reload_state::path_for(path));
+                return;
+            }
+        }
+    }
+
+    /// Puts `topology` in force and tells whoever watches; `layout_text`
+    /// is the config text whose layout it routes by, when that changes.
+    fn install(&self, topology: Arc<Topology>, layout_text: Option<String>) {
+        if let Some(text) = layout_text {
+            if let Ok(mut layout) = self.layout_text.lock() {
+                *layout = Some(text);
+            }
+        }
         match self.topology.write() {
             Ok(mut t) => *t = topology,
             Err(poisoned) => *poisoned.into_inner() = topology,

@@ -781,29 +781,52 @@ impl Running {
             "[listen]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{body}"
         );
         let config = write_file(dir.path(), "proxy.toml", &text);
-        let child = Command::new(binary())
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         let mut running = Running {
-            child,
+            child: Running::spawn(&config),
             port,
             admin,
             config,
             _dir: dir,
         };
+        running.wait_ready().then_some(running)
+    }
+
+    fn spawn(config: &Path) -> Child {
+        Command::new(binary())
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until both ports answer; false if the process exited first.
+    fn wait_ready(&mut self) -> bool {
         let mut exited = false;
+        let (port, admin) = (self.port, self.admin);
         let ready = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
-            exited = running.child.try_wait().ok().flatten().is_some();
+            exited = self.child.try_wait().ok().flatten().is_some();
             exited
                 || (RawClient::try_connect(port).is_ok()
                     && TcpStream::connect(("127.0.0.1", admin)).is_ok())
         });
         assert!(ready, "the proxy did not start");
-        (!exited).then_some(running)
+        !exited
+    }
+
+    /// The config file the proxy runs from.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Stops the proxy by SIGTERM (its drain) and starts it again on the
+    /// same config file, directory and ports, as a service manager would.
+    pub fn restart(&mut self) {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30));
+        self.child = Running::spawn(&self.config);
+        assert!(self.wait_ready(), "the restarted proxy exited");
     }
 
     pub fn client(&self) -> RawClient {

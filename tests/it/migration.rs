@@ -897,3 +897,74 @@ fn two_proxies_reloading_a_second_apart_lose_no_session_and_bring_back_no_logout
         }
     }
 }
+
+/// A proxy restarted while a reload that moves keys is under way goes on
+/// where it was (the state file beside its config): still settling on the
+/// old layout, or switched with the old layout as the keys' old location,
+/// never on the new layout alone, which would miss every session not moved
+/// yet. The state file goes once the mover is done.
+#[test]
+fn a_proxy_restarted_during_a_reload_goes_on_where_it_was() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let layout = |n: usize| {
+        let ids = ["a", "b", "c"];
+        let list: Vec<(&str, &Redis)> = (0..n).map(|i| (ids[i], &servers[i])).collect();
+        format!(
+            "[keys]\nprefixes = [\"session:\"]\n[reload]\nsettle_ms = 4000\n{}",
+            backends_toml(&list)
+        )
+    };
+    let mut proxy = Running::start(&layout(2));
+    let keys: Vec<String> = (0..200).map(|i| format!("session:restart:{i}")).collect();
+    let mut client = proxy.client();
+    for key in &keys {
+        assert_eq!(client.text(&["SETEX", key, "3600", key]), "+OK\r\n");
+    }
+    drop(client);
+    let state = |proxy: &Running| {
+        let (_, body) = proxy.http("GET", "/topology");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["migration"]["state"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string()
+    };
+    let all_readable = |proxy: &Running| {
+        let mut client = proxy.client();
+        for key in &keys {
+            let expected = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(client.text(&["GET", key]), expected, "{key}");
+        }
+    };
+    proxy.rewrite(&layout(3));
+    assert_eq!(proxy.http("POST", "/reload").0, 200);
+    assert_eq!(state(&proxy), "settling");
+    let file = session_proxy::reload_state::path_for(proxy.config_path());
+    assert!(file.exists(), "no state file beside the config");
+    proxy.restart();
+    assert_eq!(state(&proxy), "settling", "the restart forgot the reload");
+    all_readable(&proxy);
+    // Switched: keys go by the new layout, and come from the old one.
+    wait_until(MOVER_LIMIT, Duration::from_millis(20), "the switch", || {
+        state(&proxy) != "settling"
+    });
+    proxy.restart();
+    assert_ne!(state(&proxy), "none", "the restart forgot the old layout");
+    all_readable(&proxy);
+    wait_until(MOVER_LIMIT, Duration::from_millis(20), "the mover", || {
+        state(&proxy) == "done"
+    });
+    all_readable(&proxy);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the state file to go",
+        || !file.exists(),
+    );
+    let (_, router) = crate::common::router_for(&layout(3));
+    for key in &keys {
+        let owner = router.owner(key.as_bytes());
+        let held = servers[owner].client().text(&["EXISTS", key]);
+        assert_eq!(held, ":1\r\n", "{key} not on its owner {owner}");
+    }
+}
