@@ -70,7 +70,12 @@ impl ReloadState {
         let text = serde_json::to_string(self).map_err(std::io::Error::other)?;
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(".tmp");
-        std::fs::write(&temporary, text)?;
+        // It quotes the config, passwords too: readable by the owner only.
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        std::io::Write::write_all(&mut file.open(&temporary)?, text.as_bytes())?;
         std::fs::rename(&temporary, path)
     }
 
@@ -121,6 +126,12 @@ mod tests {
         };
         state.save(&path).unwrap();
         assert_eq!(ReloadState::load(&path), Some(state.clone()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
         let later = UNIX_EPOCH + Duration::from_millis(4_000);
         assert_eq!(state.elapsed(later), Duration::from_secs(3));
     }

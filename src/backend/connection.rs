@@ -45,8 +45,11 @@ pub(super) struct Connection {
     pub(super) failover: Option<watch::Receiver<bool>>,
     pub(super) health: Arc<Health>,
     pub(super) min_replicas_ack: u32,
-    /// The reply of a write waiting for its WAIT.
-    pub(super) held: Option<Reply>,
+    /// Writes whose reply came, waiting for the WAIT after them.
+    pub(super) held: Vec<(
+        tokio::sync::oneshot::Sender<super::job::BackendResult>,
+        Reply,
+    )>,
     /// Jobs taken from `jobs`, waiting for their client's turn; kept across
     /// sessions (a master switch sends them to the new master).
     pub(super) lanes: Lanes<Job>,
@@ -210,7 +213,11 @@ impl Connection {
             // load), not through the channel's lock on every turn.
             if let Some(f) = failover.as_mut() {
                 if f.has_changed().unwrap_or(false) {
-                    failing_over = *f.borrow_and_update();
+                    let now = *f.borrow_and_update();
+                    if now && !failing_over {
+                        s.doubt_writes();
+                    }
+                    failing_over = now;
                 }
             }
             let held = failing_over || endpoint.has_changed().unwrap_or(true);
@@ -263,7 +270,10 @@ impl Connection {
                 }
                 changed = &mut master_moved, if !s.switching => {
                     match changed {
-                        Ok(()) => s.switching = true,
+                        Ok(()) => {
+                            s.switching = true;
+                            s.doubt_writes();
+                        }
                         Err(_) => break SessionEnd::Closed,
                     }
                 }
@@ -278,7 +288,12 @@ impl Connection {
                         },
                         None => std::future::pending::<bool>().await,
                     }
-                }, if held && !s.switching => failing_over = now,
+                }, if held && !s.switching => {
+                    if now && !failing_over {
+                        s.doubt_writes();
+                    }
+                    failing_over = now;
+                }
                 _ = &mut deadline, if armed.is_some() => {
                     match s.blocked(request_timeout) {
                         Some(true) => break SessionEnd::Closed,
@@ -344,7 +359,7 @@ impl Connection {
         for item in s.owed.drain(..) {
             let error = owed_error(&error, item.sent_at(), now);
             match item {
-                Owed::Client { reply, .. } | Owed::Wait { reply, .. } => {
+                Owed::Client { reply, .. } | Owed::Held { reply, .. } => {
                     failed += 1;
                     let _ = reply.send(Err(error));
                 }
@@ -357,11 +372,15 @@ impl Connection {
                     failed += (count - replies.len()) as u64;
                     let _ = reply.send(Err(error));
                 }
-                Owed::Select { .. } | Owed::Held { .. } => {}
+                Owed::Select { .. } | Owed::Wait { .. } => {}
             }
         }
+        // Writes whose reply came but not their WAIT's: not confirmed.
+        for (reply, _) in self.held.drain(..) {
+            failed += 1;
+            let _ = reply.send(Err(error.clone()));
+        }
         self.metrics.failed.add(failed);
-        self.held = None;
         self.lanes.clear_in_flight();
     }
 
@@ -380,12 +399,33 @@ impl Connection {
     /// while the connection has room. Returns whether any was added.
     pub(super) fn fill(&mut self, s: &mut Session) -> bool {
         let mut now = None;
+        let mut unwaited = false;
         while s.owed.len() < self.settings.max_pending && s.outbox.len() < WRITE_HIGH_WATER {
             let Some((_, job)) = self.lanes.pop() else {
                 break;
             };
             let at = *now.get_or_insert_with(Instant::now);
-            self.queue(job, at, &mut s.db, &mut s.outbox, &mut s.owed);
+            unwaited |= self.queue(job, at, &mut s.db, &mut s.outbox, &mut s.owed);
+        }
+        if let (true, Some(at)) = (unwaited, now) {
+            // One WAIT after the writes of this turn decides them all (WAIT
+            // counts the replicas that have every write the connection made
+            // before it). One per write would block the connection once per
+            // write when replicas are missing, so that the last of a long
+            // pipeline ran on the server long after its client had its
+            // timeout error, and undid what the client did next.
+            let wait_ms = (self.settings.request_timeout / 2).as_millis().max(1);
+            let wait = [
+                Bytes::from_static(b"WAIT"),
+                Bytes::from(self.min_replicas_ack.to_string()),
+                Bytes::from(wait_ms.to_string()),
+            ];
+            s.outbox.gather(|buf| encode_command(&wait, buf));
+            s.owed.push_back(Owed::Wait {
+                replicas: self.min_replicas_ack,
+                sent_at: at,
+                doubted: false,
+            });
         }
         now.is_some()
     }
@@ -398,7 +438,8 @@ impl Connection {
     }
 
     /// Appends a job's command to the outbox, preceded by a SELECT when
-    /// the client's database differs from the connection's.
+    /// the client's database differs from the connection's. True for a
+    /// write whose reply is held for a WAIT, which the caller appends.
     pub(super) fn queue(
         &self,
         job: Job,
@@ -406,7 +447,7 @@ impl Connection {
         db: &mut u32,
         outbox: &mut Outbox,
         owed: &mut VecDeque<Owed>,
-    ) {
+    ) -> bool {
         if job.held {
             self.metrics
                 .released_requests
@@ -435,25 +476,17 @@ impl Connection {
                     bytes: 0,
                     sent_at: now,
                 });
-                return;
+                return false;
             }
         };
         if job.write && self.min_replicas_ack > 0 {
             // The write's reply is held until WAIT says how many replicas have it.
-            let wait_ms = (self.settings.request_timeout / 2).as_millis().max(1);
-            let wait = [
-                Bytes::from_static(b"WAIT"),
-                Bytes::from(self.min_replicas_ack.to_string()),
-                Bytes::from(wait_ms.to_string()),
-            ];
-            outbox.gather(|buf| encode_command(&wait, buf));
-            owed.push_back(Owed::Held { sent_at: now });
-            owed.push_back(Owed::Wait {
+            owed.push_back(Owed::Held {
                 client,
                 reply,
-                replicas: self.min_replicas_ack,
                 sent_at: now,
             });
+            true
         } else {
             owed.push_back(Owed::Client {
                 client,
@@ -461,6 +494,7 @@ impl Connection {
                 sent_at: now,
                 blocked_until: job.blocks_for.map(|d| now.checked_add(d).unwrap_or(now)),
             });
+            false
         }
     }
 
@@ -546,24 +580,34 @@ impl Connection {
                     self.lanes.replied(client, 1, size);
                     let _ = tx.send(Ok(reply));
                 }
-                Some(Owed::Held { .. }) => self.held = Some(reply),
-                Some(Owed::Wait {
-                    client,
-                    reply: tx,
-                    replicas,
-                    ..
+                Some(Owed::Held {
+                    client, reply: tx, ..
                 }) => {
                     self.lanes.replied(client, 1, size);
-                    let write = self.held.take().unwrap_or(Reply::Null);
-                    let answer = match (&write, reply.parsed()) {
-                        (w, _) if w.is_error() => write,
-                        (_, Reply::Int(acked)) if acked >= replicas as i64 => write,
-                        (_, Reply::Int(_)) => {
-                            Reply::error("NOREPLICAS Not enough good replicas to write.")
+                    self.held.push((tx, reply));
+                }
+                Some(Owed::Wait {
+                    replicas, doubted, ..
+                }) => {
+                    let acked = reply.parsed();
+                    for (tx, write) in self.held.drain(..) {
+                        if doubted && !write.is_error() {
+                            let _ = tx.send(Err(BackendError::Unavailable {
+                                backend: self.backend.clone(),
+                                reason: "a failover began before the write was confirmed: it may not be on the new master".into(),
+                            }));
+                            continue;
                         }
-                        (_, other) => other,
-                    };
-                    let _ = tx.send(Ok(answer));
+                        let answer = match (&write, &acked) {
+                            (w, _) if w.is_error() => write,
+                            (_, Reply::Int(n)) if n >= &(replicas as i64) => write,
+                            (_, Reply::Int(_)) => {
+                                Reply::error("NOREPLICAS Not enough good replicas to write.")
+                            }
+                            (_, other) => other.clone(),
+                        };
+                        let _ = tx.send(Ok(answer));
+                    }
                 }
                 Some(Owed::Select { .. }) => {
                     if let Reply::Error(e) = reply.parsed() {
@@ -611,7 +655,7 @@ mod tests {
             recheck: Some(recheck),
             failover: None,
             min_replicas_ack: 0,
-            held: None,
+            held: Vec::new(),
             server_id: None,
             lanes: Lanes::default(),
             read_turn: usize::MAX,
@@ -662,6 +706,57 @@ mod tests {
             .take_replies(&mut rbuf, &mut owed, Instant::now())
             .is_ok());
         assert!(!notified_now(&recheck).await);
+    }
+
+    /// Two writes and the one WAIT after them: the WAIT's count decides
+    /// both. Acknowledged by their replicas while a failover began, they
+    /// are not confirmed to the clients: the replicas that have them may be
+    /// resynced from a new master that does not (the nemesis lost such
+    /// writes). Too few replicas: NOREPLICAS for each.
+    #[tokio::test]
+    async fn one_wait_decides_the_writes_before_it() {
+        for (doubt, acked) in [(false, 1), (true, 1), (false, 0)] {
+            let mut conn = connection(Arc::new(Notify::new()));
+            let mut s = Session::new(0);
+            let mut receivers = Vec::new();
+            for client in [1, 2] {
+                let (tx, rx) = oneshot::channel();
+                s.owed.push_back(Owed::Held {
+                    client,
+                    reply: tx,
+                    sent_at: Instant::now(),
+                });
+                receivers.push(rx);
+            }
+            s.owed.push_back(Owed::Wait {
+                replicas: 1,
+                sent_at: Instant::now(),
+                doubted: false,
+            });
+            if doubt {
+                s.doubt_writes();
+            }
+            let bytes = format!("+OK\r\n+OK\r\n:{acked}\r\n");
+            let mut rbuf = BytesMut::from(bytes.as_bytes());
+            assert!(conn
+                .take_replies(&mut rbuf, &mut s.owed, Instant::now())
+                .is_ok());
+            assert!(s.owed.is_empty() && conn.held.is_empty());
+            for rx in receivers {
+                let answer = rx.await.unwrap();
+                match (doubt, acked) {
+                    (true, _) => {
+                        let error = answer.unwrap_err().to_string();
+                        assert!(error.contains("failover began"), "{error}");
+                    }
+                    (false, 1) => assert!(!answer.unwrap().is_error()),
+                    _ => {
+                        let reply = answer.unwrap();
+                        assert!(reply.is_error(), "{reply:?}");
+                    }
+                }
+            }
+        }
     }
 
     /// Whether a notification is already stored, without waiting for one.

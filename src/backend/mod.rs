@@ -223,7 +223,7 @@ impl Backend {
                     failover: failover.clone(),
                     health: health.clone(),
                     min_replicas_ack,
-                    held: None,
+                    held: Vec::new(),
                     lanes: Lanes::default(),
                     // The connection after the pool's is the one for large replies.
                     read_turn: if conn >= pool { READ_TURN } else { usize::MAX },

@@ -37,13 +37,20 @@ pub(super) enum Owed {
     /// A SELECT the proxy inserted to switch databases.
     Select { sent_at: Instant },
     /// A write whose reply is held until the WAIT after it answers.
-    Held { sent_at: Instant },
-    /// The WAIT after a held write: it decides what the client gets.
-    Wait {
+    Held {
         client: u64,
         reply: oneshot::Sender<BackendResult>,
+        sent_at: Instant,
+    },
+    /// The WAIT after one or more held writes: it decides what each of
+    /// their clients gets.
+    Wait {
         replicas: u32,
         sent_at: Instant,
+        /// A failover began (or a new master was named) while it was in
+        /// flight: the replicas that acknowledged it may be resynced from
+        /// a new master that never had it, so it is not confirmed.
+        doubted: bool,
     },
 }
 
@@ -53,7 +60,7 @@ impl Owed {
             Owed::Client { sent_at, .. }
             | Owed::Batch { sent_at, .. }
             | Owed::Select { sent_at }
-            | Owed::Held { sent_at }
+            | Owed::Held { sent_at, .. }
             | Owed::Wait { sent_at, .. } => *sent_at,
         }
     }
@@ -113,6 +120,17 @@ pub(super) struct Session {
 }
 
 impl Session {
+    /// A failover began or a new master was named: every write in flight
+    /// waiting for its replicas' acknowledgement is answered with an error
+    /// instead (see [`Owed::Wait`]'s `doubted`), whatever the old master says.
+    pub(super) fn doubt_writes(&mut self) {
+        for owed in &mut self.owed {
+            if let Owed::Wait { doubted, .. } = owed {
+                *doubted = true;
+            }
+        }
+    }
+
     pub(super) fn new(db: u32) -> Session {
         let now = Instant::now();
         Session {

@@ -45,6 +45,8 @@ struct Record {
     /// The value written (SETEX), or the new key (RENAME).
     arg: String,
     reply: String,
+    /// The proxy's port it went to (0: none, the final reads).
+    port: u16,
     start: Instant,
     end: Instant,
 }
@@ -139,6 +141,7 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>) -> Vec<Record
                 .filter(|_| args.len() > 2)
                 .unwrap_or_default(),
             reply,
+            port,
             start,
             end: Instant::now(),
         };
@@ -476,6 +479,7 @@ fn nemesis() {
             key,
             arg: String::new(),
             reply,
+            port,
             start,
             end: Instant::now(),
         });
@@ -567,10 +571,11 @@ fn report(
     }
     for r in records {
         history.push_str(&format!(
-            "{:.3} {:.3} user{} {} {} {} -> {}\n",
+            "{:.3} {:.3} user{} :{} {} {} {} -> {}\n",
             r.start.saturating_duration_since(t0).as_secs_f64(),
             r.end.saturating_duration_since(t0).as_secs_f64(),
             r.user,
+            r.port,
             r.op,
             r.key,
             r.arg,
@@ -590,6 +595,7 @@ fn the_checker_finds_a_lost_write_and_a_resurrection() {
         key: key.into(),
         arg: arg.into(),
         reply: reply.into(),
+        port: 0,
         start: t,
         end: t,
     };
