@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${NEMESIS_SECONDS:-45}
 echo "== nemesis: ${seconds} s of faults (bounded: the test stops its load ${seconds} s + 6 s after the start)"
-NEMESIS_SECONDS=$seconds cargo test --test it -- --ignored nemesis::nemesis --nocapture || true
-echo "== verdict: target/nemesis/verdict.md, history: target/nemesis/history.txt"
+rm -rf target/nemesis/logs
+NEMESIS_SECONDS=$seconds SESSION_PROXY_TEST_LOGS="$(pwd)/target/nemesis/logs" \
+  cargo test --test it -- --ignored nemesis::nemesis --nocapture || true
+echo "== verdict: target/nemesis/verdict.md, history: target/nemesis/history.txt, proxy logs: target/nemesis/logs/"
 cat target/nemesis/verdict.md

@@ -161,8 +161,11 @@ python3 scripts/redis-suite.py
 
 phase "9/9 the nemesis, 60 s (two proxies, two Sentinel groups, a plain backend; overlapping faults and reloads; fails on any lost write, resurrected logout or error outside a fault)"
 # Bounded: 60 s of faults, then 6 s of quiet and a final read of every key.
-# The verdict and the history stay in target/nemesis/ for a failed run.
-NEMESIS_SECONDS=60 cargo test --test it -- --ignored nemesis::nemesis --nocapture 2>&1 | tee -a "$log"
+# The verdict, the history and the proxies' logs stay in target/nemesis/
+# for a failed run.
+rm -rf target/nemesis/logs
+NEMESIS_SECONDS=60 SESSION_PROXY_TEST_LOGS="$(pwd)/target/nemesis/logs" \
+  cargo test --test it -- --ignored nemesis::nemesis --nocapture 2>&1 | tee -a "$log"
 
 # One line with the totals over every test binary.
 phase "done"

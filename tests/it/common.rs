@@ -91,7 +91,10 @@ pub struct Redis {
     pub port: u16,
     /// Kept for its lifetime: the server's files are removed with it.
     _dir: tempfile::TempDir,
-    child: Child,
+    /// The server process; replaced by [`Redis::restart`].
+    child: std::sync::Mutex<Child>,
+    /// The arguments it was started with after the usual ones.
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -139,11 +142,23 @@ impl Redis {
     /// `None` if it exits first (the port was taken).
     fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
         let dir = tempfile::tempdir().expect("tempdir");
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = Redis::spawn(port, dir.path(), &extra);
+        let redis = Redis {
+            port,
+            _dir: dir,
+            child: std::sync::Mutex::new(child),
+            extra,
+        };
+        redis.wait_started().then_some(redis)
+    }
+
+    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Child {
         // SESSION_PROXY_TEST_SERVER runs the same tests against another
         // server binary (scripts/test.sh runs the differentials on Valkey).
         let server = std::env::var("SESSION_PROXY_TEST_SERVER")
             .unwrap_or_else(|_| "redis-server".to_string());
-        let child = Command::new(server)
+        Command::new(server)
             .args([
                 "--port",
                 &port.to_string(),
@@ -154,27 +169,44 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
-            .args(["--dir", dir.path().to_str().unwrap_or(".")])
+            .args(["--dir", dir.to_str().unwrap_or(".")])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        let mut redis = Redis {
-            port,
-            _dir: dir,
-            child,
-        };
-        let mut exited = false;
-        let ready = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
-            exited = redis.child.try_wait().ok().flatten().is_some();
-            exited || redis.answers_ping()
-        });
-        assert!(ready, "redis-server on {port} did not start");
-        (!exited).then_some(redis)
+            .expect("redis-server must be installed (apt-get install redis-server)")
     }
 
-    /// One readiness probe: a refused or reset connection is "not yet".
+    /// Waits until the server answers PING; false if it exited first.
+    fn wait_started(&self) -> bool {
+        let mut exited = false;
+        let ready = try_wait_until(READY_LIMIT, Duration::from_millis(10), || {
+            exited = self
+                .child
+                .lock()
+                .unwrap()
+                .try_wait()
+                .ok()
+                .flatten()
+                .is_some();
+            exited || self.answers_ping()
+        });
+        assert!(ready, "redis-server on {} did not start", self.port);
+        !exited
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port,
+    /// directory and arguments, empty (nothing is saved): a crashed node
+    /// coming back, which Sentinel turns into a replica of the new master.
+    pub fn restart(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        *child = Redis::spawn(self.port, self._dir.path(), &self.extra);
+        drop(child);
+        assert!(self.wait_started(), "redis-server on {} exited", self.port);
+    }
+
     fn answers_ping(&self) -> bool {
         let Ok(mut client) = RawClient::try_connect(self.port) else {
             return false;
@@ -197,7 +229,7 @@ impl Redis {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().unwrap().id()
     }
 
     /// A client connected straight to this server.
@@ -216,8 +248,10 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -791,12 +825,28 @@ impl Running {
         running.wait_ready().then_some(running)
     }
 
+    /// Starts the binary. With `SESSION_PROXY_TEST_LOGS` set to a
+    /// directory, its log goes to a file there named after the config's
+    /// directory (the nemesis keeps them beside its history).
     fn spawn(config: &Path) -> Child {
+        let log = std::env::var_os("SESSION_PROXY_TEST_LOGS").and_then(|dir| {
+            let name = config.parent()?.file_name()?.to_string_lossy().into_owned();
+            std::fs::create_dir_all(&dir).ok()?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(&dir).join(format!("proxy{name}.log")))
+                .ok()
+        });
+        let stderr = match log {
+            Some(file) => Stdio::from(file),
+            None => Stdio::null(),
+        };
         Command::new(binary())
             .arg("--config")
             .arg(config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap()
     }

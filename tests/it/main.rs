@@ -23,6 +23,7 @@ mod other_stores;
 mod proxy;
 mod pubsub;
 mod python_stores;
+mod relay;
 mod rust_client;
 mod scripts;
 mod security;

@@ -2,8 +2,11 @@
 //! regenerate the id by RENAME, log out) through two proxy processes, each
 //! request on either proxy at random, over two Sentinel groups (a master and
 //! two replicas each, `min_replicas_ack = 1`) and a plain backend, while
-//! faults come at random and overlap: SENTINEL FAILOVER, a frozen replica,
-//! master or plain backend (SIGSTOP, then SIGCONT), a sentinel killed, a
+//! faults come at random and overlap: SENTINEL FAILOVER, a master killed
+//! (SIGKILL) and restarted, a frozen replica,
+//! master or plain backend (SIGSTOP, then SIGCONT), the network to the
+//! plain backend slowed, silenced or cut (a relay of the harness's own,
+//! [`crate::relay`]), a sentinel killed, a
 //! proxy restarted by SIGTERM (a rolling restart), a reload that adds a
 //! backend and one that removes it again (keys move), the two proxies
 //! reloading a moment apart.
@@ -31,6 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::common::{Group, RawClient, Redis, Running};
+use crate::relay::Relay;
 
 const USERS: usize = 12;
 /// After a fault ends, errors still count as the fault's for this long.
@@ -68,7 +72,7 @@ struct Fault {
 /// The proxies' client ports now (a restart changes one).
 type Ports = Arc<Mutex<Vec<u16>>>;
 
-fn body(a: &Group, b: &Group, plain: &Redis, extra: Option<&Redis>) -> String {
+fn body(a: &Group, b: &Group, plain: &Relay, extra: Option<&Redis>) -> String {
     let mut text = String::from(
         "[pool]\nrequest_timeout_ms = 1500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n",
     );
@@ -306,7 +310,10 @@ fn nemesis() {
     let mut rng = StdRng::seed_from_u64(seed);
     let a = Arc::new(Group::start("shard-a", 2, 1000));
     let b = Arc::new(Group::start("shard-b", 2, 1000));
-    let plain = Arc::new(Redis::start());
+    let plain_server = Arc::new(Redis::start());
+    // The proxies reach the plain backend through the relay, whose faults
+    // are the network's.
+    let plain = Arc::new(Relay::start(plain_server.address()));
     let extra = Arc::new(Redis::start());
     let base = body(&a, &b, &plain, None);
     // The config every proxy runs now (a restarted one starts with it).
@@ -348,7 +355,7 @@ fn nemesis() {
         if running.len() >= 2 {
             continue;
         }
-        let choice = rng.random_range(0..8);
+        let choice = rng.random_range(0..12);
         if no_faults {
             continue;
         }
@@ -359,6 +366,38 @@ fn nemesis() {
         };
         let pause = Duration::from_millis(rng.random_range(300..2500));
         let handle = match choice {
+            9 => {
+                let (plain, ms) = (plain.clone(), rng.random_range(100..600));
+                inject(&faults, "slow network to the plain backend", move || {
+                    plain.delay(ms);
+                    std::thread::sleep(pause);
+                    plain.pass();
+                })
+            }
+            10 => {
+                let plain = plain.clone();
+                inject(&faults, "silent network to the plain backend", move || {
+                    plain.blackhole();
+                    std::thread::sleep(pause);
+                    plain.pass();
+                })
+            }
+            11 => {
+                let plain = plain.clone();
+                inject(&faults, "connections to the plain backend cut", move || {
+                    plain.cut();
+                })
+            }
+            8 => inject(&faults, "kill a master, restart it", move || {
+                // SIGKILL: the sentinels fail it over after down-after; it
+                // comes back empty and is made a replica of the new master.
+                let old = group.master_address().unwrap_or_default();
+                if let Some(node) = group.node(&old) {
+                    node.signal("KILL");
+                    group.wait_new_master(&old);
+                    node.restart();
+                }
+            }),
             0 => inject(&faults, "SENTINEL FAILOVER", move || {
                 let old = group.master_address().unwrap_or_default();
                 group.failover();
@@ -381,7 +420,7 @@ fn nemesis() {
                 }
             }),
             3 => {
-                let plain = plain.clone();
+                let plain = plain_server.clone();
                 inject(&faults, "freeze the plain backend", move || {
                     plain.signal("STOP");
                     std::thread::sleep(pause);

@@ -1,0 +1,156 @@
+//! A small fault-injecting TCP relay of the tests' own: it forwards
+//! loopback connections to a server and, on demand, delays what it
+//! forwards, holds it (a blackhole: the peer sees a silent network), or cuts
+//! every connection open now. Threads and blocking sockets; stopped when
+//! dropped.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PASS: u8 = 0;
+const DELAY: u8 = 1;
+const BLACKHOLE: u8 = 2;
+
+/// How often a held pump looks whether it may go on.
+const POLL: Duration = Duration::from_millis(5);
+
+#[derive(Default)]
+struct State {
+    mode: AtomicU8,
+    delay_ms: AtomicU64,
+    stopped: AtomicBool,
+    /// Both ends of every connection open now, for `cut`.
+    open: Mutex<Vec<TcpStream>>,
+}
+
+pub struct Relay {
+    pub port: u16,
+    state: Arc<State>,
+}
+
+impl Relay {
+    /// Listens on a free loopback port and forwards to `target` (host:port).
+    pub fn start(target: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let state = Arc::new(State::default());
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                    shared.open.lock().unwrap().extend([c, s]);
+                }
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    let state = shared.clone();
+                    std::thread::spawn(move || pump(from, to, &state));
+                }
+            }
+        });
+        Relay { port, state }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Forwards as it comes.
+    pub fn pass(&self) {
+        self.state.mode.store(PASS, Ordering::Relaxed);
+    }
+
+    /// Holds each piece `ms` before forwarding it.
+    pub fn delay(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::Relaxed);
+        self.state.mode.store(DELAY, Ordering::Relaxed);
+    }
+
+    /// Forwards nothing until `pass`: connections stay open and silent.
+    pub fn blackhole(&self) {
+        self.state.mode.store(BLACKHOLE, Ordering::Relaxed);
+    }
+
+    /// Cuts every connection open now (both ends); new ones are taken.
+    pub fn cut(&self) {
+        for stream in self.state.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.state.stopped.store(true, Ordering::Relaxed);
+        self.pass();
+        self.cut();
+        // Wakes the accept loop so that it sees `stopped`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies `from` to `to` as the mode allows, until either end closes.
+fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        loop {
+            match state.mode.load(Ordering::Relaxed) {
+                BLACKHOLE if !state.stopped.load(Ordering::Relaxed) => std::thread::sleep(POLL),
+                DELAY => {
+                    std::thread::sleep(Duration::from_millis(
+                        state.delay_ms.load(Ordering::Relaxed),
+                    ));
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn the_relay_forwards_delays_holds_and_cuts() {
+    let redis = crate::common::Redis::start();
+    let relay = Relay::start(redis.address());
+    let mut client = crate::common::RawClient::connect(relay.port);
+    assert_eq!(client.text(&["PING"]), "+PONG\r\n");
+    relay.delay(30);
+    assert_eq!(client.text(&["PING"]), "+PONG\r\n");
+    // Held: no answer within a short read timeout; then it comes.
+    relay.blackhole();
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    client.send(&[b"PING"]);
+    assert!(client.try_read_reply().is_err(), "a blackhole answered");
+    client.stream.set_read_timeout(None).unwrap();
+    relay.pass();
+    assert_eq!(client.read_reply(), b"+PONG\r\n");
+    // Cut: the connection is gone; a new one works.
+    relay.cut();
+    assert!(client.is_closed());
+    let mut again = crate::common::RawClient::connect(relay.port);
+    assert_eq!(again.text(&["PING"]), "+PONG\r\n");
+}
