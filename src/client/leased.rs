@@ -52,7 +52,8 @@ pub(in crate::client) fn blocking(
             for key in &moving {
                 let owner = &topo2.backends[topo2.route(key)];
                 match migration.settle(origin, db, key, owner, true).await {
-                    Ok(_) | Err(crate::migration::SettleError::OldDown(_)) => {}
+                    Ok(_) => {}
+                    Err(error) if error.old_location_down() => {}
                     Err(error) => {
                         let _ = tx.send(Err(error.into_backend()));
                         return;

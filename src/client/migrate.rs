@@ -108,12 +108,13 @@ pub(in crate::client) fn migrating(
                     });
                 match settled {
                     Ok(_) => {}
-                    // Unreachable old location: a read is answered as the
-                    // miss it would have been (counted in the report). A
+                    // An old location known down: a read is answered as the
+                    // miss it would have been (counted in the report); a
+                    // slow one fails the request (see `old_location_down`). A
                     // write too, except while a reload settles: then the
                     // unreachable place may hold a newer copy, which a
                     // write here would later lose to.
-                    Err(SettleError::OldDown(_)) if !must_settle => {}
+                    Err(error) if error.old_location_down() && !must_settle => {}
                     Err(error) => return Err(error.into_backend()),
                 }
             }

@@ -12,7 +12,6 @@
 
 use crate::backend::{BackendError, Held};
 use crate::client::*;
-use crate::migration::SettleError;
 
 /// A transaction being queued.
 #[derive(Debug, Default)]
@@ -198,7 +197,8 @@ pub(in crate::client) fn exec(
             for key in &keys {
                 let owner = &topo.backends[topo.route(key)];
                 match migration.settle(origin, db, key, owner, true).await {
-                    Ok(_) | Err(SettleError::OldDown(_)) => {}
+                    Ok(_) => {}
+                    Err(error) if error.old_location_down() => {}
                     Err(error) => {
                         let _ = tx.send(Err(error.into_backend()));
                         return;

@@ -93,6 +93,19 @@ pub enum SettleError {
 }
 
 impl SettleError {
+    /// Whether a request may go on as if the key were not on the old
+    /// location: only when that server is known down (its connections
+    /// fail), not when it is slow or its answer was lost. A slow server may
+    /// hold the session: a miss would log its user out, and a write beside
+    /// it would leave a stale copy there, which wins if the layout turns
+    /// back (the nemesis met both).
+    pub fn old_location_down(&self) -> bool {
+        matches!(
+            self,
+            SettleError::OldDown(BackendError::Unavailable { .. } | BackendError::NoMaster { .. })
+        )
+    }
+
     pub fn into_backend(self) -> BackendError {
         match self {
             SettleError::OldDown(e) | SettleError::Failed(e) => e,
