@@ -95,15 +95,16 @@ fn body(a: &Group, b: &Group, plain: &Relay, extra: Option<&Redis>) -> String {
     text
 }
 
-/// One user's requests until `stop`, each on a proxy picked at random.
-fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>) -> Vec<Record> {
+/// One user's requests until `stop` (or, bounded, `limit`), each on a
+/// proxy picked at random.
+fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Duration) -> Vec<Record> {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9));
     let mut records = Vec::new();
     let mut clients: BTreeMap<u16, RawClient> = BTreeMap::new();
     let (mut generation, mut n) = (0u64, 0u64);
     let mut key = format!("session:u{id}:g{generation}");
     let mut present = false;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + limit;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         n += 1;
         let roll = rng.random_range(0..100);
@@ -339,7 +340,10 @@ fn nemesis() {
     let users: Vec<JoinHandle<Vec<Record>>> = (0..USERS)
         .map(|id| {
             let (ports, stop) = (ports.clone(), stop.clone());
-            std::thread::spawn(move || user(id, seed, ports, stop))
+            // Bounded even if the faults' loop never ends: its length,
+            // the quiet after it and two minutes more.
+            let limit = Duration::from_secs(seconds + 120) + GRACE;
+            std::thread::spawn(move || user(id, seed, ports, stop, limit))
         })
         .collect();
 
