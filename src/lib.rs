@@ -82,6 +82,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod slowlog;
 pub mod tls;
+pub mod topology;
 pub mod workers;
 
 /// The Redis version the proxy reports in HELLO and INFO: the command
