@@ -430,6 +430,11 @@ pub struct Pool {
     /// Connections a backend may have held for single clients at once
     /// (a WATCH until its EXEC), besides the shared ones.
     pub max_held_connections: usize,
+    /// A shared backend connection older than this is replaced (0: never):
+    /// it takes no new request, its replies come in, and it reconnects,
+    /// the requests meanwhile waiting for the new one. For services that
+    /// close connections after a while (ElastiCache IAM: 12 hours).
+    pub max_connection_age_s: u64,
 }
 
 /// `[pool] on_backend_down`.
@@ -461,6 +466,7 @@ impl Default for Pool {
             sentinel_recheck_ms: 1000,
             probe_interval_ms: 500,
             max_held_connections: 64,
+            max_connection_age_s: 0,
         }
     }
 }
@@ -617,6 +623,9 @@ pub struct BackendSpec {
     /// Credentials for the backend (the master, for a Sentinel group).
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The password's file (its first line), read again at every connect:
+    /// a token a sidecar rotates needs no reload.
+    pub password_file: Option<PathBuf>,
     #[serde(default = "default_weight")]
     pub weight: f64,
     /// Follow every write with `WAIT n`; fewer acknowledgements is an error.
@@ -694,8 +703,24 @@ pub struct Target {
     pub source: Source,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Where the password is read at each connect, instead of `password`.
+    pub password_file: Option<PathBuf>,
     /// TLS towards the server (the master, for a Sentinel group).
     pub tls: Option<TlsClient>,
+}
+
+impl Target {
+    /// The password to send now: `password_file`'s first line, read at
+    /// this call, or the configured one (a url's when none is set).
+    pub fn password_now(&self) -> std::io::Result<Option<String>> {
+        match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)?;
+                Ok(Some(text.lines().next().unwrap_or("").to_string()))
+            }
+            None => Ok(self.password.clone()),
+        }
+    }
 }
 
 impl BackendSpec {
@@ -715,12 +740,22 @@ impl BackendSpec {
                 "exactly one of address, unix_socket, url, sentinel or cluster must be set",
             ));
         }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err(invalid(field, "set password or password_file, not both"));
+        }
         let mut target = Target {
             source: Source::Fixed(Endpoint::Tcp(String::new())),
             username: self.username.clone(),
             password: self.password.clone(),
+            password_file: self.password_file.clone(),
             tls: self.tls.clone(),
         };
+        if target.password_file.is_some() {
+            // Readable now, or the config is refused: not at the first connect.
+            target
+                .password_now()
+                .map_err(|e| invalid(format!("{field}.password_file"), e.to_string()))?;
+        }
         if let Some(address) = &self.address {
             check_host_port(address).map_err(|m| invalid(format!("{field}.address"), m))?;
             target.source = Source::Fixed(Endpoint::Tcp(address.clone()));
@@ -795,6 +830,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             source: Source::Fixed(Endpoint::Unix(PathBuf::from(path))),
             username: None,
             password: None,
+            password_file: None,
             tls: None,
         });
     }
@@ -840,6 +876,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         source: Source::Fixed(Endpoint::Tcp(hostport)),
         username,
         password,
+        password_file: None,
         tls,
     })
 }

@@ -67,6 +67,8 @@ pub struct PoolSettings {
     pub probe_interval: Duration,
     /// Connections held for single clients at once, at most.
     pub max_held: usize,
+    /// `[pool] max_connection_age_s`, when set.
+    pub max_connection_age: Option<Duration>,
 }
 
 impl PoolSettings {
@@ -87,6 +89,8 @@ impl PoolSettings {
             sentinel_recheck: Duration::from_millis(pool.sentinel_recheck_ms),
             max_reply_bytes: config.limits.max_reply_bytes,
             probe_interval: Duration::from_millis(pool.probe_interval_ms),
+            max_connection_age: (pool.max_connection_age_s > 0)
+                .then(|| Duration::from_secs(pool.max_connection_age_s)),
         }
     }
 }
@@ -213,11 +217,12 @@ pub async fn handshake(
     let db = databases.saturating_sub(1);
     let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
     let mut rbuf = BytesMut::new();
+    let password = target.password_now()?;
     let replies = call_with_auth(
         &stream,
         &mut rbuf,
         target.username.as_deref(),
-        target.password.as_deref(),
+        password.as_deref(),
         vec![select],
     )
     .await?;
@@ -242,11 +247,12 @@ pub async fn ask_once(
 ) -> Result<Reply, DialError> {
     let stream = open_to(endpoint, target.tls.as_ref()).await?;
     let mut rbuf = BytesMut::new();
+    let password = target.password_now()?;
     let mut replies = call_with_auth(
         &stream,
         &mut rbuf,
         target.username.as_deref(),
-        target.password.as_deref(),
+        password.as_deref(),
         vec![args],
     )
     .await?;
@@ -306,11 +312,12 @@ pub async fn version(endpoint: &Endpoint, target: &Target) -> Result<Option<Vers
     let stream = open_to(endpoint, target.tls.as_ref()).await?;
     let info = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
     let mut rbuf = BytesMut::new();
+    let password = target.password_now()?;
     let replies = call_with_auth(
         &stream,
         &mut rbuf,
         target.username.as_deref(),
-        target.password.as_deref(),
+        password.as_deref(),
         vec![info],
     )
     .await?;

@@ -57,8 +57,7 @@ pub fn start(
         .collect();
     let monitor = Monitor {
         sentinel,
-        master_auth: (target.username.clone(), target.password.clone()),
-        master_tls: target.tls.clone(),
+        master_target: target.clone(),
         settings,
         master: tx,
         recheck: recheck.clone(),
@@ -93,10 +92,9 @@ impl Known {
 
 struct Monitor {
     sentinel: Sentinel,
-    /// The master's credentials, for the ROLE check.
-    master_auth: (Option<String>, Option<String>),
-    /// TLS towards the masters it checks.
-    master_tls: Option<crate::config::TlsClient>,
+    /// How to reach a master for the ROLE check: its credentials (the
+    /// password read at each check when it comes from a file) and TLS.
+    master_target: Target,
     settings: Arc<PoolSettings>,
     /// Publishes the confirmed master; the monitor ends when every receiver is gone.
     master: watch::Sender<Option<Endpoint>>,
@@ -326,10 +324,14 @@ impl Monitor {
 
     /// The node's `ROLE`: "master", "slave" or "sentinel".
     async fn role(&self, endpoint: &Endpoint) -> Result<String, String> {
-        let stream = open_to(endpoint, self.master_tls.as_ref())
+        let stream = open_to(endpoint, self.master_target.tls.as_ref())
             .await
             .map_err(|e| e.to_string())?;
-        let (user, password) = &self.master_auth;
+        let user = &self.master_target.username;
+        let password = self
+            .master_target
+            .password_now()
+            .map_err(|e| e.to_string())?;
         let mut rbuf = BytesMut::new();
         let role = vec![Bytes::from_static(b"ROLE")];
         let replies = call_with_auth(

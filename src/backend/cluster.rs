@@ -249,6 +249,7 @@ impl Cluster {
             source: Source::Fixed(endpoint.clone()),
             username: self.target.username.clone(),
             password: self.target.password.clone(),
+            password_file: self.target.password_file.clone(),
             tls: self.target.tls.clone(),
         };
         let metrics = Arc::new(BackendMetrics::for_node(&self.id, address));
@@ -257,7 +258,7 @@ impl Cluster {
             target,
             self.min_replicas_ack,
             self.settings.clone(),
-            Discovery::fixed(endpoint),
+            Discovery::cluster_node(endpoint),
             metrics,
         );
         nodes.insert(address.to_string(), backend.clone());
@@ -483,7 +484,9 @@ async fn refresher(cluster: Weak<Cluster>, refresh: Arc<Notify>) {
             return;
         };
         let askable = me.askable();
-        let (username, password) = (me.target.username.clone(), me.target.password.clone());
+        let username = me.target.username.clone();
+        // Read at each refresh, as at each connect (`password_file`).
+        let password = me.target.password_now().ok().flatten();
         let tls = me.target.tls.clone();
         let timeout = me.settings.connect_timeout;
         drop(me);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::health::Health;
 use super::job::{BackendError, Job, ReplyTo};
@@ -66,6 +66,11 @@ pub(super) struct Connection {
     /// A held connection's: where its server's client id goes after each
     /// handshake.
     pub(super) server_id: Option<Arc<AtomicU64>>,
+    /// See [`super::Discovery`]: reconnect once the server says it is a
+    /// replica now.
+    pub(super) reconnect_on_readonly: bool,
+    /// A `-READONLY` came on this session: reconnect once what it owes is in.
+    pub(super) readonly_seen: bool,
 }
 
 impl Connection {
@@ -117,6 +122,11 @@ impl Connection {
                                 }
                                 SessionEnd::Switched => {
                                     info!(from = %endpoint, "master switched; reconnecting");
+                                    backoff.reset();
+                                    continue;
+                                }
+                                SessionEnd::Aged => {
+                                    debug!(%endpoint, "connection aged out; reconnecting");
                                     backoff.reset();
                                     continue;
                                 }
@@ -201,10 +211,23 @@ impl Connection {
         let master_moved = moved.changed();
         tokio::pin!(master_moved);
         let endpoint = self.endpoint.clone();
+        // A shared connection is replaced once it is this old (`[pool]
+        // max_connection_age_s`); one held for a client (WATCH, a blocking
+        // command) keeps its client's state and is not.
+        let max_age = self
+            .settings
+            .max_connection_age
+            .filter(|_| self.server_id.is_none());
+        let aged = tokio::time::sleep(max_age.unwrap_or(Duration::ZERO));
+        tokio::pin!(aged);
+        let mut aging = false;
         let mut failover = self.failover.clone();
         let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
         let end = loop {
             if let Some(end) = s.finished(self.lanes.queued()) {
+                if aging && matches!(end, SessionEnd::Switched) {
+                    break SessionEnd::Aged;
+                }
                 break end;
             }
             // A failover under way, or a new master published that this
@@ -243,6 +266,12 @@ impl Connection {
                         Ok(true) => tokio::task::yield_now().await,
                         Ok(false) => {}
                         Err(end) => break end,
+                    }
+                    if std::mem::take(&mut self.readonly_seen) && !s.switching {
+                        // Nothing more goes to a replica: once its replies
+                        // are in, reconnect (jobs wait in the lanes).
+                        info!("the server answered READONLY: reconnecting to where its address leads now");
+                        s.switching = true;
                     }
                 }
                 ready = stream.writable(), if !s.outbox.is_empty() => {
@@ -293,6 +322,12 @@ impl Connection {
                         s.doubt_writes();
                     }
                     failing_over = now;
+                }
+                // Old enough: take nothing more, let the replies come in,
+                // then reconnect (jobs meanwhile wait in the lanes).
+                _ = &mut aged, if max_age.is_some() && !s.switching => {
+                    aging = true;
+                    s.switching = true;
                 }
                 _ = &mut deadline, if armed.is_some() => {
                     match s.blocked(request_timeout) {
@@ -349,10 +384,12 @@ impl Connection {
     pub(super) fn settle(&mut self, s: &mut Session, end: &SessionEnd) {
         let error = match end {
             SessionEnd::Failed(error) => error.clone(),
-            SessionEnd::Closed | SessionEnd::Switched => BackendError::ConnectionLost {
-                backend: self.backend.clone(),
-                reason: "proxy is shutting down".into(),
-            },
+            SessionEnd::Closed | SessionEnd::Switched | SessionEnd::Aged => {
+                BackendError::ConnectionLost {
+                    backend: self.backend.clone(),
+                    reason: "proxy is shutting down".into(),
+                }
+            }
         };
         let mut failed = 0u64;
         let now = Instant::now();
@@ -536,6 +573,11 @@ impl Connection {
             if frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING") {
                 self.ask_recheck();
             }
+            // A fixed endpoint that became a replica: its name (or address)
+            // may lead to the new master now.
+            if self.reconnect_on_readonly && frame.starts_with(b"-READONLY") {
+                self.readonly_seen = true;
+            }
             let size = frame.len();
             let reply = match self.speaks {
                 Proto::Resp2 => Reply::Raw(frame),
@@ -646,6 +688,7 @@ mod tests {
                 source: Source::Fixed(Endpoint::Tcp("127.0.0.1:2".into())),
                 username: None,
                 password: None,
+                password_file: None,
                 tls: None,
             },
             health: Arc::new(Health::new(Arc::from("a"), &settings, metrics.clone())),
@@ -657,6 +700,8 @@ mod tests {
             min_replicas_ack: 0,
             held: Vec::new(),
             server_id: None,
+            reconnect_on_readonly: false,
+            readonly_seen: false,
             lanes: Lanes::default(),
             read_turn: usize::MAX,
             metrics,

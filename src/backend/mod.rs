@@ -64,9 +64,14 @@ pub struct Discovery {
     failover: Option<watch::Receiver<bool>>,
     /// Keeps a fixed endpoint's channel open.
     keep: Option<Arc<watch::Sender<Option<Endpoint>>>>,
+    /// A `-READONLY` reply makes the connection reconnect (resolving the
+    /// name again): a managed service's failover moves its endpoint to the
+    /// new master and leaves the old one a replica.
+    reconnect_on_readonly: bool,
 }
 
 impl Discovery {
+    /// A backend at a fixed address or name, followed when it moves.
     pub fn fixed(endpoint: Endpoint) -> Discovery {
         let (tx, rx) = watch::channel(Some(endpoint));
         Discovery {
@@ -74,6 +79,16 @@ impl Discovery {
             recheck: None,
             failover: None,
             keep: Some(Arc::new(tx)),
+            reconnect_on_readonly: true,
+        }
+    }
+
+    /// A Redis Cluster node: the slot map, not its address, says where a
+    /// key goes after a failover.
+    pub fn cluster_node(endpoint: Endpoint) -> Discovery {
+        Discovery {
+            reconnect_on_readonly: false,
+            ..Discovery::fixed(endpoint)
         }
     }
 
@@ -88,6 +103,8 @@ impl Discovery {
             recheck: Some(recheck),
             failover: Some(failover),
             keep: None,
+            // The monitor is asked again instead.
+            reconnect_on_readonly: false,
         }
     }
 }
@@ -184,6 +201,7 @@ impl Backend {
             recheck,
             failover,
             keep: fixed,
+            reconnect_on_readonly,
         } = discovery;
         let health = Arc::new(Health::new(id.clone(), &settings, metrics.clone()));
         let stop_probe = CancellationToken::new();
@@ -231,6 +249,8 @@ impl Backend {
                     proto,
                     speaks: Proto::Resp2,
                     server_id,
+                    reconnect_on_readonly,
+                    readonly_seen: false,
                 };
                 let span =
                     tracing::info_span!("backend", id = %id, worker, conn, proto = proto.number());

@@ -92,6 +92,9 @@ pub(super) enum SessionEnd {
     Closed,
     /// The master moved; everything sent to the old one has been answered.
     Switched,
+    /// The connection reached `[pool] max_connection_age_s`; everything
+    /// sent on it has been answered.
+    Aged,
     Failed(BackendError),
 }
 

@@ -167,3 +167,153 @@ fn a_busy_backend_is_not_taken_for_dead() {
         "the proxy re-made its connection to a backend that kept answering"
     );
 }
+
+/// A backend password that rotates (a token a sidecar writes to a file):
+/// `password_file` is read again at every connect, so once the server takes
+/// only the new password and the connections are replaced, the proxy
+/// reconnects with it, with no reload. The old connections stay logged in
+/// until then, as Redis keeps them.
+#[test]
+fn a_rotated_password_file_is_read_at_the_next_connect() {
+    let redis = Redis::start_with(&["--requirepass", "first"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backend.password");
+    std::fs::write(&file, "first\n").unwrap();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n{FAST}\n\
+         [[backends]]\nid = \"a\"\naddress = \"{}\"\npassword_file = \"{}\"\n",
+        redis.address(),
+        file.display()
+    ));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:r", "1"]), "+OK\r\n");
+    // Rotated: the server takes only the new password; the file says it.
+    let mut admin = redis.client();
+    admin.text(&["AUTH", "first"]);
+    assert_eq!(
+        admin.text(&["ACL", "SETUSER", "default", "resetpass", ">second"]),
+        "+OK\r\n"
+    );
+    std::fs::write(&file, "second\n").unwrap();
+    // Every connection of the proxy's is cut: it must log in again.
+    admin.text(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the proxy never logged in with the rotated password",
+        || client.text(&["GET", "session:r"]) == "$1\r\n1\r\n",
+    );
+    // A file that cannot be read refuses the config at load, not later.
+    let missing = dir.path().join("missing");
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\naddress = \"{}\"\npassword_file = \"{}\"\n",
+        redis.address(),
+        missing.display()
+    );
+    let error = match session_proxy::config::Config::parse(&text) {
+        Err(error) => error.to_string(),
+        Ok(config) => config.backends[0]
+            .target("backends[0]")
+            .unwrap_err()
+            .to_string(),
+    };
+    assert!(error.contains("password_file"), "{error}");
+}
+
+/// `[pool] max_connection_age_s`: under a steady load, shared connections
+/// are replaced as they age (the connects counter climbs) and no request
+/// fails for it: an aged connection takes nothing new, its replies come in,
+/// and the requests meanwhile wait for the new one.
+#[test]
+fn connections_aged_out_under_load_fail_no_request() {
+    // The recorder first: the proxy's counters are made at its start.
+    crate::common::recorder();
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nmax_connection_age_s = 1\n\
+         [[backends]]\nid = \"aging\"\naddress = \"{}\"\n",
+        redis.address()
+    ));
+    let series = "session_proxy_backend_connects_total{backend=\"aging\"}";
+    let connects = || crate::common::sample(&crate::common::recorder().render(), series);
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:age", "0"]), "+OK\r\n");
+    let before = connects().unwrap_or(0.0);
+    let started = std::time::Instant::now();
+    let mut n = 0u64;
+    // Bounded: 3.5 s or 200,000 requests.
+    while started.elapsed() < Duration::from_millis(3500) && n < 200_000 {
+        n += 1;
+        let value = n.to_string();
+        assert_eq!(client.text(&["SET", "session:age", &value]), "+OK\r\n");
+        let read = client.text(&["GET", "session:age"]);
+        assert_eq!(
+            read,
+            format!("${}\r\n{value}\r\n", value.len()),
+            "request {n}"
+        );
+    }
+    let after = connects().unwrap_or(0.0);
+    println!("{n} request pairs; connects {before} -> {after}");
+    assert!(
+        after >= before + 2.0,
+        "connections were not replaced: {before} -> {after}"
+    );
+}
+
+/// A managed service's failover (ElastiCache, Azure): the service promotes
+/// the replica and moves the endpoint's name to it, and the old master,
+/// still up, answers writes with -READONLY. The proxy, told READONLY,
+/// reconnects to where the endpoint leads now, so writes work again
+/// instead of failing until something breaks the connection. The name's
+/// move is played by a relay sending new connections to the new master.
+#[test]
+fn a_moved_endpoint_is_followed_after_readonly() {
+    let a = Redis::start();
+    let b = Redis::start_with(&["--replicaof", "127.0.0.1", &a.port.to_string()]);
+    let relay = crate::relay::Relay::start(a.address());
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n{FAST}\n\
+         [[backends]]\nid = \"moving\"\naddress = \"{}\"\n",
+        relay.address()
+    ));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:m", "v1"]), "+OK\r\n");
+    let mut replica = b.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the replica in sync",
+        || replica.text(&["GET", "session:m"]) == "$2\r\nv1\r\n",
+    );
+    // The failover: b is the master, a its replica; the name moves to b.
+    assert_eq!(
+        a.client()
+            .text(&["FAILOVER", "TO", "127.0.0.1", &b.port.to_string()]),
+        "+OK\r\n"
+    );
+    let role = |redis: &Redis| redis.client().text(&["ROLE"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the failover",
+        || role(&b).contains("master") && role(&a).contains("slave"),
+    );
+    relay.retarget(b.address());
+    let mut refused = 0;
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "writes to the new master",
+        || {
+            let reply = client.text(&["SET", "session:m", "v2"]);
+            if reply.starts_with("-READONLY") {
+                refused += 1;
+            }
+            reply == "+OK\r\n"
+        },
+    );
+    println!("{refused} writes refused with READONLY before the proxy followed");
+    assert_eq!(replica.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
+    assert_eq!(client.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
+}

@@ -19,6 +19,9 @@ const POLL: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
 struct State {
+    /// Where new connections go (`retarget` moves it, as a managed
+    /// service's name moves to a new master).
+    target: Mutex<String>,
     mode: AtomicU8,
     delay_ms: AtomicU64,
     stopped: AtomicBool,
@@ -36,7 +39,10 @@ impl Relay {
     pub fn start(target: String) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
         let port = listener.local_addr().expect("relay address").port();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            target: Mutex::new(target),
+            ..State::default()
+        });
         let shared = state.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -44,6 +50,7 @@ impl Relay {
                     return;
                 }
                 let Ok(client) = client else { continue };
+                let target = shared.target.lock().unwrap().clone();
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
@@ -66,6 +73,11 @@ impl Relay {
 
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// New connections go to `target` from now; open ones stay where they are.
+    pub fn retarget(&self, target: String) {
+        *self.state.target.lock().unwrap() = target;
     }
 
     /// Forwards as it comes.
