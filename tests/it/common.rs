@@ -603,6 +603,21 @@ impl SentinelProc {
         }
     }
 
+    /// Whether this sentinel sees `name`'s master down or being failed
+    /// over now (its flags in SENTINEL MASTER).
+    pub fn failing_over(&self, name: &str) -> bool {
+        let Ok(mut c) = RawClient::try_connect(self.port) else {
+            return false;
+        };
+        let reply = String::from_utf8_lossy(&c.cmd(&["SENTINEL", "MASTER", name])).into_owned();
+        let flags = reply
+            .split("\r\n")
+            .skip_while(|line| *line != "flags")
+            .nth(2)
+            .unwrap_or_default();
+        flags.contains("failover_in_progress") || flags.contains("s_down")
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -742,6 +757,11 @@ impl Group {
     }
 
     /// Waits until every live sentinel names a master other than `old`; returns it.
+    /// Whether any live sentinel sees the master down or being failed over.
+    pub fn failing_over(&self) -> bool {
+        self.sentinels.iter().any(|s| s.failing_over(&self.name))
+    }
+
     pub fn wait_new_master(&self, old: &str) -> String {
         let (mut views, mut new) = (Vec::new(), None);
         let moved = try_wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
