@@ -287,10 +287,13 @@ fn a_moved_endpoint_is_followed_after_readonly() {
         || replica.text(&["GET", "session:m"]) == "$2\r\nv1\r\n",
     );
     // The failover: b is the master, a its replica; the name moves to b.
-    assert_eq!(
-        a.client()
-            .text(&["FAILOVER", "TO", "127.0.0.1", &b.port.to_string()]),
-        "+OK\r\n"
+    // (FAILOVER refuses until the master counts its replica online.)
+    let port = b.port.to_string();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "FAILOVER taken",
+        || a.client().text(&["FAILOVER", "TO", "127.0.0.1", &port]) == "+OK\r\n",
     );
     let role = |redis: &Redis| redis.client().text(&["ROLE"]);
     wait_until(
