@@ -769,6 +769,17 @@ fn a_reload_turning_hash_tags_on_under_a_django_load_logs_nobody_out() {
     assert!(run("verify").contains("\"verified\": 200"));
 }
 
+/// A config over the first servers (ids a, b, c in order) with sessions
+/// under `session:` and `[reload] settle_ms`.
+fn reload_layout(servers: &[Redis], settle_ms: u64) -> String {
+    let ids = ["a", "b", "c"];
+    let list: Vec<(&str, &Redis)> = ids.iter().copied().zip(servers).collect();
+    format!(
+        "[keys]\nprefixes = [\"session:\"]\n[reload]\nsettle_ms = {settle_ms}\n{}",
+        backends_toml(&list)
+    )
+}
+
 /// Two proxies in front of the same backends, reloaded (a backend added) a
 /// second apart, each as its own file says (`[reload] settle_ms = 2000`),
 /// while users keep their sessions through either proxy at random: the
@@ -783,14 +794,7 @@ fn two_proxies_reloading_a_second_apart_lose_no_session_and_bring_back_no_logout
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let layout = |n: usize| {
-        let ids = ["a", "b", "c"];
-        let list: Vec<(&str, &Redis)> = (0..n).map(|i| (ids[i], &servers[i])).collect();
-        format!(
-            "[keys]\nprefixes = [\"session:\"]\n[reload]\nsettle_ms = 2000\n{}",
-            backends_toml(&list)
-        )
-    };
+    let layout = |n: usize| reload_layout(&servers[..n], 2000);
     let proxies = [Running::start(&layout(2)), Running::start(&layout(2))];
     let ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
     const USERS: usize = 8;
@@ -909,14 +913,7 @@ fn two_proxies_reloading_a_second_apart_lose_no_session_and_bring_back_no_logout
 #[test]
 fn a_proxy_restarted_during_a_reload_goes_on_where_it_was() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let layout = |n: usize| {
-        let ids = ["a", "b", "c"];
-        let list: Vec<(&str, &Redis)> = (0..n).map(|i| (ids[i], &servers[i])).collect();
-        format!(
-            "[keys]\nprefixes = [\"session:\"]\n[reload]\nsettle_ms = 4000\n{}",
-            backends_toml(&list)
-        )
-    };
+    let layout = |n: usize| reload_layout(&servers[..n], 4000);
     let mut proxy = Running::start(&layout(2));
     let keys: Vec<String> = (0..200).map(|i| format!("session:restart:{i}")).collect();
     let mut client = proxy.client();
