@@ -904,6 +904,11 @@ impl Config {
 
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with the text it read (a reload keeps it).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -915,7 +920,7 @@ impl Config {
             },
             other => other,
         })?;
-        Ok(config)
+        Ok((config, text))
     }
 
     /// Parses and validates config text.

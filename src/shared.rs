@@ -198,8 +198,8 @@ impl Shared {
             .config_path
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no config file to reload"))?;
-        let text = std::fs::read_to_string(path)?;
-        let config = Config::load(path)?;
+        // One read: the text kept for the reload's state is the one parsed.
+        let (config, text) = Config::load_with_text(path)?;
         let current = self.topology();
         if config.listen.address != current.config.listen.address
             || config.listen.unix_socket != current.config.listen.unix_socket
