@@ -13,5 +13,8 @@ echo "setting up $dir from tests/node/package.json (npm install, a minute)"
 rm -rf "$dir"
 mkdir -p "$dir"
 cp tests/node/package.json "$dir/package.json"
-(cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+# --legacy-peer-deps: connect-redis 9 names node-redis >= 5 as its peer, and
+# node-redis 4 sits beside it (as redis) for connect-redis 7; each test hands
+# its store the client it wants.
+(cd "$dir" && npm install --no-audit --no-fund --loglevel=error --legacy-peer-deps)
 echo "Node packages ready: $dir"

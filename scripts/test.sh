@@ -27,7 +27,11 @@ PACKAGES=(
   redis-server redis-sentinel redis-tools  # the backends, Sentinel, redis-cli and redis-benchmark
   nutcracker                               # twemproxy: the migration test writes through it
   php-cli php-redis php-predis             # PHP session stores
+  php-symfony-http-foundation              # Symfony's RedisSessionHandler
+  php-illuminate-redis php-illuminate-cache php-illuminate-session  # Laravel's session, cache and locks
   ruby ruby-redis ruby-redis-rack          # Rack::Session::Redis
+  golang-go golang-github-boj-redistore-dev golang-gopkg-redis.v5-dev  # Go: gorilla/sessions with redistore, go-redis v5
+  libcatalyst-plugin-session-store-redis-perl libcatalyst-plugin-session-state-cookie-perl libredis-fast-perl  # Perl: Catalyst's Redis session store
   nodejs npm                               # connect-redis with node-redis and ioredis
   openssl                                  # the TLS test makes its certificates
   python3-venv                             # Django, Flask and aiohttp stores in venvs
@@ -55,6 +59,20 @@ missing_now() {
     missing+=("Predis (install: apt-get install php-predis)")
   fi
   need npm "apt-get install npm"
+  need go "apt-get install golang-go"
+  for f in /usr/share/gocode/src/github.com/boj/redistore:golang-github-boj-redistore-dev \
+           /usr/share/gocode/src/gopkg.in/redis.v5:golang-gopkg-redis.v5-dev \
+           /usr/share/php/Symfony/Component/HttpFoundation/autoload.php:php-symfony-http-foundation \
+           /usr/share/php/Illuminate/Redis/autoload.php:php-illuminate-redis \
+           /usr/share/php/Illuminate/Cache/autoload.php:php-illuminate-cache \
+           /usr/share/php/Illuminate/Session/autoload.php:php-illuminate-session \
+           /usr/share/perl5/Catalyst/Plugin/Session/Store/Redis.pm:libcatalyst-plugin-session-store-redis-perl \
+           /usr/share/perl5/Catalyst/Plugin/Session/State/Cookie.pm:libcatalyst-plugin-session-state-cookie-perl; do
+    [ -e "${f%%:*}" ] || missing+=("${f##*:} (install: apt-get install ${f##*:})")
+  done
+  if ! perl -MRedis::Fast -e 1 2>/dev/null; then
+    missing+=("Redis::Fast (install: apt-get install libredis-fast-perl)")
+  fi
   if command -v php >/dev/null && ! php -m | grep -qx redis; then
     missing+=("phpredis (install: apt-get install php-redis)")
   fi

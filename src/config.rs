@@ -321,7 +321,7 @@ impl Default for Listen {
 }
 
 /// `[keys]`: which keys clients may touch.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     /// Allowed key prefixes; empty means every key.
@@ -337,8 +337,11 @@ pub struct Keys {
     pub allow_flush: bool,
     /// A MULTI/EXEC whose keys live on several backends runs as one
     /// transaction per backend (each atomic, not all together) instead of
-    /// being refused with CROSSSLOT: django-redis's set_many needs it.
-    #[serde(default)]
+    /// being refused with CROSSSLOT. On by default: the transactions sites
+    /// send over many keys are batches of writes (django-redis's set_many,
+    /// Laravel's putMany) that lose nothing split, while a CROSSSLOT leaves
+    /// phpredis and Predis inside the MULTI; never after a WATCH.
+    #[serde(default = "yes")]
     pub split_transactions: bool,
     /// `CONFIG SET notify-keyspace-events` runs, on every backend (Spring
     /// Session sends it at start-up). Refused otherwise.
@@ -365,6 +368,26 @@ pub struct Keys {
     /// CONFIG GET (from the first), in Redis's names; others are refused.
     #[serde(default)]
     pub config_set: Vec<String>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            prefixes: Vec::new(),
+            scripts: Vec::new(),
+            allow_flush: false,
+            split_transactions: true,
+            allow_keyspace_config: false,
+            allow_restore: false,
+            channels: None,
+            hash_tag: None,
+            config_set: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Keys {

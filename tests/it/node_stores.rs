@@ -2,7 +2,10 @@
 //! store) with node-redis 4 and with ioredis 5, every store call (set, get,
 //! touch, all, length, ids, destroy, clear: SCAN and MGET included) through
 //! the proxy over three backends and directly on Redis, the outcomes
-//! compared. The packages come from `scripts/setup-node.sh` (target/node).
+//! compared; connect-redis 9 behind express-session with node-redis 5 in
+//! RESP2 and RESP3, node-redis 5 hashes in RESP3, and ioredis's scripts,
+//! pipelines and scanStream, the same way. The packages come from
+//! `scripts/setup-node.sh` (target/node).
 
 use std::path::Path;
 use std::process::Command;
@@ -74,4 +77,55 @@ fn node_redis_5_resp3_behaves_the_same_through_the_proxy() {
     ] {
         assert!(ours.contains(expected), "{expected}: {ours}");
     }
+}
+
+/// connect-redis 9 behind express-session 1.19 on a small HTTP site, with
+/// node-redis 5 speaking RESP2 and RESP3: login, views, regenerate, the
+/// store's listing, logout, clear.
+#[test]
+fn connect_redis_9_with_node_redis_5_behaves_the_same_through_the_proxy() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "[keys]\nprefixes = [\"sess9:\"]\n");
+    let direct = Redis::start();
+    for resp in ["2", "3"] {
+        let args = |port: u16| vec![port.to_string(), resp.to_string()];
+        let ours = run_script("connect_redis9.cjs", &args(proxy.port));
+        let theirs = run_script("connect_redis9.cjs", &args(direct.port));
+        assert_eq!(ours, theirs, "RESP{resp}");
+        for expected in [
+            r##"["/view",{"user":"alice","views":3},"#1"]"##,
+            r#"{"oldStored":null,"newStored":3,"ttl":true}"#,
+            r#""length":2"#,
+            r#"{"afterLogout":1},{"afterClear":0}"#,
+        ] {
+            assert!(ours.contains(expected), "RESP{resp}: {expected} in {ours}");
+        }
+        println!("RESP{resp}: {ours}");
+    }
+}
+
+/// ioredis 5 beyond get/set: a hash session, a `defineCommand` script
+/// (EVALSHA, then EVAL; named by SHA1 since prefixes are set), a pipeline,
+/// a MULTI on hash-tagged keys, scanStream.
+#[test]
+fn ioredis_hashes_scripts_and_scan_stream_behave_the_same_through_the_proxy() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(
+        &servers,
+        "[keys]\nprefixes = [\"iosess:\"]\nhash_tag = \"{}\"\n\
+         scripts = [\"8de21d54778261a4cbdb45d89cc85046731bd655\"]\n",
+    );
+    let direct = Redis::start();
+    let ours = run_script("ioredis_features.cjs", &[proxy.port.to_string()]);
+    let theirs = run_script("ioredis_features.cjs", &[direct.port.to_string()]);
+    assert_eq!(ours, theirs);
+    for expected in [
+        r#""hgetall":{"user":"alice","views":"1","theme":"dark"}"#,
+        r#""touch":[2,3]"#,
+        r#""multi":[[null,1],[null,2],[null,1]]"#,
+        r#""scanStream":60"#,
+    ] {
+        assert!(ours.contains(expected), "{expected} in {ours}");
+    }
+    println!("{ours}");
 }

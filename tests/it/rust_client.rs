@@ -1,8 +1,9 @@
 //! redis-rs (the `redis` crate, sync API), unmodified, through the proxy
 //! over three backends and directly on Redis: a session's round trip
 //! (SETEX, GET, EXISTS, EXPIRE, DEL), a hash session, and `pipe().atomic()`
-//! (MULTI ... EXEC) on keys of one backend, results compared; an atomic
-//! pipeline over two backends is refused with CROSSSLOT, nothing of it run.
+//! (MULTI ... EXEC) on keys of one backend, results compared; with
+//! `split_transactions = false` an atomic pipeline over two backends is
+//! refused with CROSSSLOT, nothing of it run.
 
 use crate::common::{proxy_over, Redis};
 use redis::Commands;
@@ -40,7 +41,7 @@ fn steps(con: &mut redis::Connection, a: &str, b: &str) -> Vec<String> {
 fn redis_rs_sessions_and_atomic_pipelines_match_redis() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let direct = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let proxy = proxy_over(&servers, "[keys]\nsplit_transactions = false\n");
     // Two keys on one backend, so the transaction may run there.
     let a = proxy.key_on(1, "session:");
     let b = (0..)
@@ -55,7 +56,7 @@ fn redis_rs_sessions_and_atomic_pipelines_match_redis() {
     assert_eq!(through, plain);
     println!("{through:?}");
 
-    // Keys on two backends: refused as Redis Cluster refuses them.
+    // Keys on two backends, not split: refused as Redis Cluster refuses them.
     let (x, y) = (proxy.key_on(0, "x:"), proxy.key_on(2, "y:"));
     let mut con = ours.get_connection().unwrap();
     let refused: redis::RedisResult<(String, String)> = redis::pipe()

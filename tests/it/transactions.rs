@@ -1,7 +1,8 @@
 //! MULTI / EXEC / DISCARD through the proxy, step by step against a direct
 //! Redis with the same commands: replies byte for byte, queuing errors and
 //! EXECABORT, runtime errors inside EXEC, RESP3; then what only the proxy
-//! has: keys on two backends (CROSSSLOT, nothing runs), atomicity against
+//! has: keys on two backends (one transaction per backend by default, or
+//! with `split_transactions = false` CROSSSLOT and nothing runs), atomicity against
 //! another client, and a transaction on a key a migration still holds.
 
 use crate::common::{proxy_over, Proxy, RawClient, Redis};
@@ -80,7 +81,10 @@ fn transactions_answer_like_redis() {
 fn keys_on_two_backends_abort_and_nothing_runs() {
     let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
     let refs: Vec<&Redis> = servers.iter().collect();
-    let proxy = proxy_over(&refs, "[keys]\nprefixes = [\"t\"]");
+    let proxy = proxy_over(
+        &refs,
+        "[keys]\nprefixes = [\"t\"]\nsplit_transactions = false",
+    );
     let mut client = proxy.client();
     let (a, b) = (proxy.key_on(0, "t:"), proxy.key_on(1, "t:"));
     assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
@@ -243,10 +247,11 @@ fn watch_aborts_exec_when_a_watched_key_changed_as_on_redis() {
 }
 
 #[test]
-fn with_split_transactions_keys_on_several_backends_run_one_transaction_each() {
+fn by_default_keys_on_several_backends_run_one_transaction_each() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let refs: Vec<&Redis> = servers.iter().collect();
-    let proxy = proxy_over(&refs, "[keys]\nsplit_transactions = true");
+    // The default: no [keys] split_transactions line.
+    let proxy = proxy_over(&refs, "");
     let direct_redis = Redis::start();
     let mut ours = proxy.client();
     let mut theirs = direct_redis.client();
