@@ -278,6 +278,21 @@ pub async fn client_id(stream: &Stream) -> Result<u64, DialError> {
     })
 }
 
+/// The server's role from `ROLE` on a connection made by [`handshake`]:
+/// "master", "slave" or "sentinel".
+pub async fn role(stream: &Stream) -> Result<String, DialError> {
+    let mut rbuf = BytesMut::new();
+    let replies = call(stream, &mut rbuf, &[vec![Bytes::from_static(b"ROLE")]]).await?;
+    match replies.first() {
+        Some(Reply::Array(items)) => match items.first() {
+            Some(Reply::Bulk(role)) => Ok(String::from_utf8_lossy(role).into_owned()),
+            _ => Err(DialError::Protocol("unexpected ROLE reply".into())),
+        },
+        Some(Reply::Error(e)) => Err(DialError::Protocol(String::from_utf8_lossy(e).into_owned())),
+        _ => Err(DialError::Protocol("unexpected ROLE reply".into())),
+    }
+}
+
 /// Switches a connection made by [`handshake`] to RESP3 (`HELLO 3`), for
 /// the replies of RESP3 clients: `true` once it speaks RESP3, `false` when
 /// the server refused (one before Redis 6 speaks RESP2 only, and its

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::health::Health;
 use super::job::{BackendError, Job, ReplyTo};
-use super::session::{owed_error, Owed, Session, SessionEnd};
+use super::session::{owed_error, Owed, Retry, Session, SessionEnd};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -71,6 +71,13 @@ pub(super) struct Connection {
     pub(super) reconnect_on_readonly: bool,
     /// A `-READONLY` came on this session: reconnect once what it owes is in.
     pub(super) readonly_seen: bool,
+    /// Since when the server has been a replica (a `-READONLY` came): the
+    /// next connections must reach a master (`ROLE`) before they are used;
+    /// until then jobs wait, for a request timeout at most.
+    pub(super) want_master: Option<Instant>,
+    /// Writes answered `-READONLY`, in the order they were sent: they go
+    /// again, first, once a master is reached.
+    pub(super) retries: Vec<Job>,
 }
 
 impl Connection {
@@ -84,6 +91,7 @@ impl Connection {
                 },
                 Some(endpoint) => {
                     let proto = self.proto;
+                    let check_role = self.want_master.is_some();
                     let attempt = timeout(self.settings.connect_timeout, async {
                         let (stream, db) =
                             handshake(&endpoint, &self.target, self.settings.databases).await?;
@@ -97,11 +105,25 @@ impl Connection {
                             Proto::Resp3 if crate::dial::hello3(&stream).await? => Proto::Resp3,
                             _ => Proto::Resp2,
                         };
-                        Ok::<_, DialError>((stream, db, speaks))
+                        // After a -READONLY: only a master will do.
+                        let role = match check_role {
+                            true => Some(crate::dial::role(&stream).await?),
+                            false => None,
+                        };
+                        Ok::<_, DialError>((stream, db, speaks, role))
                     })
                     .await;
                     let reason = match attempt {
-                        Ok(Ok((stream, db, speaks))) => {
+                        Ok(Ok((_, _, _, Some(role)))) if role != "master" => {
+                            match self.await_master(&endpoint, &role).await {
+                                Some(reason) => reason,
+                                None => continue,
+                            }
+                        }
+                        Ok(Ok((stream, db, speaks, _))) => {
+                            if self.want_master.take().is_some() {
+                                info!(%endpoint, "a master again after READONLY");
+                            }
                             info!(%endpoint, "backend connected");
                             self.speaks = speaks;
                             self.metrics.connects.increment(1);
@@ -119,6 +141,11 @@ impl Connection {
                                         reason: "proxy is shutting down".into(),
                                     });
                                     return;
+                                }
+                                SessionEnd::Switched if self.want_master.is_some() => {
+                                    info!(from = %endpoint, "reconnecting after READONLY");
+                                    backoff.reset();
+                                    continue;
                                 }
                                 SessionEnd::Switched => {
                                     info!(from = %endpoint, "master switched; reconnecting");
@@ -181,6 +208,22 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The endpoint leads to a replica still, after a `-READONLY`: within a
+    /// request timeout of it, jobs wait (the name of a managed service
+    /// moves to the new master soon after the old one is demoted) and
+    /// `None` says try again shortly; after that, the reason to fail them.
+    async fn await_master(&mut self, endpoint: &Endpoint, role: &str) -> Option<String> {
+        let since = self.want_master.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.settings.request_timeout {
+            debug!(%endpoint, role, "still a replica after READONLY; waiting for a master");
+            tokio::time::sleep(self.settings.backoff_min).await;
+            return None;
+        }
+        Some(format!(
+            "{endpoint} is a replica (ROLE {role}) since it answered READONLY: waiting for its address to lead to a master"
+        ))
     }
 
     /// Answers every job waiting in the lanes with `error`.
@@ -272,6 +315,7 @@ impl Connection {
                         // are in, reconnect (jobs wait in the lanes).
                         info!("the server answered READONLY: reconnecting to where its address leads now");
                         s.switching = true;
+                        self.want_master.get_or_insert_with(Instant::now);
                     }
                 }
                 ready = stream.writable(), if !s.outbox.is_empty() => {
@@ -382,6 +426,7 @@ impl Connection {
     /// The session is over: whatever is still owed gets the error (its
     /// command may or may not have run), and nothing is in flight any more.
     pub(super) fn settle(&mut self, s: &mut Session, end: &SessionEnd) {
+        self.requeue_retries();
         let error = match end {
             SessionEnd::Failed(error) => error.clone(),
             SessionEnd::Closed | SessionEnd::Switched | SessionEnd::Aged => {
@@ -467,6 +512,37 @@ impl Connection {
         now.is_some()
     }
 
+    /// A write the server refused with `-READONLY` (it did not run): kept
+    /// to be sent again once a master is reached, unless its client has
+    /// given up.
+    fn retry_later(
+        &mut self,
+        retry: Retry,
+        reply: tokio::sync::oneshot::Sender<super::job::BackendResult>,
+    ) {
+        if reply.is_closed() {
+            return;
+        }
+        let mut job = Job::new(
+            retry.origin,
+            retry.payload,
+            retry.db,
+            ReplyTo::One(reply),
+            true,
+        );
+        job.held = true;
+        self.metrics.held_requests.increment(1);
+        self.retries.push(job);
+    }
+
+    /// The writes to send again go back to the front of their clients'
+    /// lanes, in the order they were first sent.
+    fn requeue_retries(&mut self) {
+        for job in self.retries.drain(..).rev() {
+            self.lanes.push_front(job.origin.client, job);
+        }
+    }
+
     pub(super) fn lost(&self, reason: String) -> SessionEnd {
         SessionEnd::Failed(BackendError::ConnectionLost {
             backend: self.backend.clone(),
@@ -491,6 +567,11 @@ impl Connection {
                 .increment(u64::from(job.replies()));
         }
         let client = job.origin.client;
+        let retry = (self.reconnect_on_readonly && job.write).then(|| Retry {
+            origin: job.origin,
+            payload: job.payload.clone(),
+            db: job.db,
+        });
         if job.db != *db {
             let index = Bytes::from(job.db.to_string());
             outbox.gather(|buf| encode_command(&[Bytes::from_static(b"SELECT"), index], buf));
@@ -522,6 +603,7 @@ impl Connection {
                 client,
                 reply,
                 sent_at: now,
+                retry,
             });
             true
         } else {
@@ -530,6 +612,7 @@ impl Connection {
                 reply,
                 sent_at: now,
                 blocked_until: job.blocks_for.map(|d| now.checked_add(d).unwrap_or(now)),
+                retry,
             });
             false
         }
@@ -575,7 +658,8 @@ impl Connection {
             }
             // A fixed endpoint that became a replica: its name (or address)
             // may lead to the new master now.
-            if self.reconnect_on_readonly && frame.starts_with(b"-READONLY") {
+            let readonly = self.reconnect_on_readonly && frame.starts_with(b"-READONLY");
+            if readonly {
                 self.readonly_seen = true;
             }
             let size = frame.len();
@@ -617,16 +701,30 @@ impl Connection {
                     }
                 }
                 Some(Owed::Client {
-                    client, reply: tx, ..
+                    client,
+                    reply: tx,
+                    retry,
+                    ..
                 }) => {
                     self.lanes.replied(client, 1, size);
-                    let _ = tx.send(Ok(reply));
+                    match retry.filter(|_| readonly) {
+                        Some(retry) => self.retry_later(retry, tx),
+                        None => {
+                            let _ = tx.send(Ok(reply));
+                        }
+                    }
                 }
                 Some(Owed::Held {
-                    client, reply: tx, ..
+                    client,
+                    reply: tx,
+                    retry,
+                    ..
                 }) => {
                     self.lanes.replied(client, 1, size);
-                    self.held.push((tx, reply));
+                    match retry.filter(|_| readonly) {
+                        Some(retry) => self.retry_later(retry, tx),
+                        None => self.held.push((tx, reply)),
+                    }
                 }
                 Some(Owed::Wait {
                     replicas, doubted, ..
@@ -667,6 +765,7 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    use super::super::job::Origin;
     use super::*;
     use crate::config::{self, Source};
     use tokio::sync::oneshot;
@@ -702,6 +801,8 @@ mod tests {
             server_id: None,
             reconnect_on_readonly: false,
             readonly_seen: false,
+            want_master: None,
+            retries: Vec::new(),
             lanes: Lanes::default(),
             read_turn: usize::MAX,
             metrics,
@@ -724,6 +825,7 @@ mod tests {
                 reply: tx,
                 sent_at: Instant::now(),
                 blocked_until: None,
+                retry: None,
             }]);
             let mut rbuf = BytesMut::from(reply);
             assert!(conn
@@ -743,6 +845,7 @@ mod tests {
             reply: tx,
             sent_at: Instant::now(),
             blocked_until: None,
+            retry: None,
         }]);
         let mut rbuf = BytesMut::from(
             &b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"[..],
@@ -770,6 +873,7 @@ mod tests {
                     client,
                     reply: tx,
                     sent_at: Instant::now(),
+                    retry: None,
                 });
                 receivers.push(rx);
             }
@@ -802,6 +906,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A fixed endpoint's server became a replica: the writes it refused
+    /// with -READONLY (they did not run) are not answered, but kept to go
+    /// again first, in their order, once a master is reached; a read's
+    /// reply and a write without retry information pass as they came.
+    #[tokio::test]
+    async fn writes_refused_with_readonly_go_again() {
+        let mut conn = connection(Arc::new(Notify::new()));
+        conn.reconnect_on_readonly = true;
+        let origin = Origin {
+            client: 7,
+            reply_bytes: 0,
+            large_replies: false,
+            proto: Proto::Resp2,
+        };
+        let mut s = Session::new(0);
+        let mut receivers = Vec::new();
+        for (payload, retry) in [("SET a 1", true), ("GET a", false), ("SET b 2", true)] {
+            let (tx, rx) = oneshot::channel();
+            s.owed.push_back(Owed::Client {
+                client: 7,
+                reply: tx,
+                sent_at: Instant::now(),
+                blocked_until: None,
+                retry: retry.then(|| Retry {
+                    origin,
+                    payload: Bytes::from(payload),
+                    db: 0,
+                }),
+            });
+            receivers.push(rx);
+        }
+        let readonly = "-READONLY You can't write against a read only replica.\r\n";
+        let bytes = format!("{readonly}$1\r\n1\r\n{readonly}");
+        let mut rbuf = BytesMut::from(bytes.as_bytes());
+        assert!(conn
+            .take_replies(&mut rbuf, &mut s.owed, Instant::now())
+            .is_ok());
+        assert!(conn.readonly_seen);
+        let mut receivers = receivers.into_iter();
+        let (mut first, read, mut last) = (
+            receivers.next().unwrap(),
+            receivers.next().unwrap(),
+            receivers.next().unwrap(),
+        );
+        assert!(!read.await.unwrap().unwrap().is_error(), "the read passes");
+        assert!(first.try_recv().is_err() && last.try_recv().is_err());
+        conn.settle(&mut s, &SessionEnd::Switched);
+        let sent: Vec<Bytes> = std::iter::from_fn(|| conn.lanes.pop())
+            .map(|(_, job)| job.payload)
+            .collect();
+        assert_eq!(sent, vec![Bytes::from("SET a 1"), Bytes::from("SET b 2")]);
     }
 
     /// Whether a notification is already stored, without waiting for one.

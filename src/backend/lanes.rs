@@ -143,6 +143,21 @@ impl<J: Queued> Lanes<J> {
         }
     }
 
+    /// Puts `job` back at the front of `client`'s lane: it was sent and
+    /// must go again before what the client sent after it.
+    pub fn push_front(&mut self, client: u64, job: J) {
+        let lane = self
+            .lanes
+            .entry(client)
+            .or_insert_with(|| Lane::new(job.reply_bytes()));
+        lane.jobs.push_front(job);
+        self.queued += 1;
+        if !lane.in_turn && lane.has_room() {
+            lane.in_turn = true;
+            self.turns.push_back(client);
+        }
+    }
+
     /// The next job to send, from the next client in turn that may send;
     /// its replies count as in flight from now. Abandoned jobs are dropped
     /// on the way.

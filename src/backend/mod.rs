@@ -251,6 +251,8 @@ impl Backend {
                     server_id,
                     reconnect_on_readonly,
                     readonly_seen: false,
+                    want_master: None,
+                    retries: Vec::new(),
                 };
                 let span =
                     tracing::info_span!("backend", id = %id, worker, conn, proto = proto.number());

@@ -1,10 +1,10 @@
 //! One backend connection's session state: the replies it owes, in order,
 //! and the deadlines by which they are due. No I/O of its own.
 
-use super::job::{BackendError, BackendResult, BatchResult};
+use super::job::{BackendError, BackendResult, BatchResult, Origin};
 use crate::net::Outbox;
 use crate::protocol::Reply;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -23,6 +23,9 @@ pub(super) enum Owed {
         sent_at: Instant,
         /// A blocking command's reply is not due before this.
         blocked_until: Option<Instant>,
+        /// A write to a fixed endpoint: sent again if the server answers
+        /// `-READONLY` (it became a replica; the write did not run).
+        retry: Option<Retry>,
     },
     /// A client's batch: the replies gathered so far, sent when all are in.
     Batch {
@@ -41,6 +44,8 @@ pub(super) enum Owed {
         client: u64,
         reply: oneshot::Sender<BackendResult>,
         sent_at: Instant,
+        /// As for [`Owed::Client`].
+        retry: Option<Retry>,
     },
     /// The WAIT after one or more held writes: it decides what each of
     /// their clients gets.
@@ -52,6 +57,15 @@ pub(super) enum Owed {
         /// a new master that never had it, so it is not confirmed.
         doubted: bool,
     },
+}
+
+/// What a write needs to be sent again after `-READONLY`: a replica
+/// refuses a write before running it, so sending it to the master the
+/// endpoint leads to now is safe.
+pub(super) struct Retry {
+    pub(super) origin: Origin,
+    pub(super) payload: Bytes,
+    pub(super) db: u32,
 }
 
 impl Owed {
@@ -243,6 +257,7 @@ mod tests {
             reply: tx,
             sent_at: Instant::now(),
             blocked_until: None,
+            retry: None,
         });
         s.switching = true;
         s.closing = true;
@@ -266,6 +281,7 @@ mod tests {
             reply: tx,
             sent_at: sent,
             blocked_until: None,
+            retry: None,
         });
         assert_eq!(s.due(timeout), Some(sent.max(s.floor) + timeout));
         // Bytes came since the deadline was set: alive, and the deadline

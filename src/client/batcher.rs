@@ -54,6 +54,9 @@ pub(in crate::client) struct OpenBatch {
     /// The first command; copied into the backend's scratch buffer when a
     /// second one comes.
     pub(in crate::client) first: Bytes,
+    /// The first command is a write: sent alone, it may go again after a
+    /// `-READONLY` (see the backend's connection).
+    pub(in crate::client) write: bool,
     pub(in crate::client) count: usize,
 }
 
@@ -73,15 +76,15 @@ pub(in crate::client) enum BatchReplies {
 }
 
 impl Batcher {
-    /// Gathers a command for the backend at `backend` (`id`, for a timeout
-    /// error) and returns the slot waiting for it.
+    /// Gathers a command for the backend at `backend` and returns the slot
+    /// waiting for it. `write`: a write sent without a WAIT after it.
     pub(in crate::client) fn add(
         &mut self,
         topo: &Topology,
         state: &State,
         backend: usize,
-        id: Arc<str>,
         raw: &Bytes,
+        write: bool,
         now: Instant,
     ) -> Slot {
         // A batch holds one database's commands, and no more than
@@ -122,6 +125,7 @@ impl Batcher {
                     seq,
                     db: state.db,
                     first: raw.clone(),
+                    write,
                     count: 1,
                 });
                 (seq, 0)
@@ -131,6 +135,7 @@ impl Batcher {
             seq: index.0,
             index: index.1,
         };
+        let id = topo.backends[backend].id.clone();
         Slot::waiting(topo, state.proto, pending, id, now)
     }
 
@@ -141,7 +146,7 @@ impl Batcher {
                 continue;
             };
             let replies = if open.count == 1 {
-                BatchReplies::One(backend.send(origin, open.first, open.db, false))
+                BatchReplies::One(backend.send(origin, open.first, open.db, open.write))
             } else {
                 let payload = self
                     .scratch

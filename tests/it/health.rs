@@ -320,3 +320,139 @@ fn a_moved_endpoint_is_followed_after_readonly() {
     assert_eq!(replica.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
     assert_eq!(client.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
 }
+
+/// A managed failover under a session load: Redis's FAILOVER demotes the
+/// master, the endpoint (a relay playing the DNS name) moves to the new
+/// one. Writes the old master refused with -READONLY did not run, so the
+/// proxy sends them again once its reconnection reaches a master (ROLE),
+/// holding them meanwhile: no client sees -READONLY, no acknowledged write
+/// is lost, and every write begun two request timeouts after the move
+/// succeeds.
+#[test]
+fn a_managed_failover_under_load_loses_no_write_and_shows_no_readonly() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    let a = Redis::start();
+    let b = Redis::start_with(&["--replicaof", "127.0.0.1", &a.port.to_string()]);
+    let relay = crate::relay::Relay::start(a.address());
+    // Longer than the write pause of Redis's FAILOVER (up to a second,
+    // while the old master waits for its replica's offset).
+    let timeout = Duration::from_millis(2000);
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [pool]\nrequest_timeout_ms = {}\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+         [[backends]]\nid = \"managed\"\naddress = \"{}\"\n",
+        timeout.as_millis(),
+        relay.address()
+    ));
+    let port = proxy.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Per writer: the last value each key was acknowledged with, and every
+    // error with when its request began.
+    type Outcome = (Vec<(String, u64)>, Vec<(Instant, String)>);
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let writes = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, outcomes, writes) = (stop.clone(), outcomes.clone(), writes.clone());
+            std::thread::spawn(move || {
+                let mut client = crate::common::RawClient::connect(port);
+                let keys: Vec<String> = (0..10).map(|i| format!("session:mv{w}:{i}")).collect();
+                let mut acked = vec![0u64; keys.len()];
+                let mut errors = Vec::new();
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let i = (seq as usize) % keys.len();
+                    let began = Instant::now();
+                    let reply = client.text(&["SETEX", &keys[i], "600", &seq.to_string()]);
+                    if reply == "+OK\r\n" {
+                        acked[i] = seq;
+                        writes.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors.push((began, reply));
+                    }
+                    let read = client.text(&["GET", &keys[i]]);
+                    if read.starts_with('-') {
+                        errors.push((began, read));
+                    }
+                }
+                let last = keys.into_iter().zip(acked).collect();
+                outcomes.lock().unwrap().push((last, errors));
+            })
+        })
+        .collect();
+    let mut replica = b.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "load and sync",
+        || writes.load(Ordering::Relaxed) > 200 && replica.text(&["DBSIZE"]) == ":40\r\n",
+    );
+    let b_port = b.port.to_string();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "FAILOVER taken",
+        || a.client().text(&["FAILOVER", "TO", "127.0.0.1", &b_port]) == "+OK\r\n",
+    );
+    let taken = Instant::now();
+    let role = |redis: &Redis| redis.client().text(&["ROLE"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(5),
+        "the failover",
+        || role(&b).contains("master") && role(&a).contains("slave"),
+    );
+    relay.retarget(b.address());
+    let moved = Instant::now();
+    let before = writes.load(Ordering::Relaxed);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "writes after the move",
+        || {
+            moved.elapsed() > 2 * timeout + Duration::from_millis(500)
+                && writes.load(Ordering::Relaxed) > before + 200
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let mut new_master = b.client();
+    let mut lost = Vec::new();
+    let mut errors = Vec::new();
+    let mut late = Vec::new();
+    for (last, errs) in outcomes.lock().unwrap().iter() {
+        for (key, seq) in last {
+            let got = new_master.text(&["GET", key]);
+            let value: u64 = got.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            if value < *seq {
+                lost.push(format!("{key}: acknowledged {seq}, found {got:?}"));
+            }
+        }
+        for (began, reply) in errs {
+            errors.push(reply.clone());
+            if *began > moved + 2 * timeout {
+                late.push(reply.clone());
+            }
+        }
+    }
+    println!(
+        "failover in {:?}; {} writes acknowledged; errors: {errors:?}",
+        moved - taken,
+        writes.load(Ordering::Relaxed)
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(
+        !errors.iter().any(|e| e.starts_with("-READONLY")),
+        "clients saw -READONLY: {errors:?}"
+    );
+    assert!(
+        late.is_empty(),
+        "errors two timeouts after the move: {late:?}"
+    );
+}
