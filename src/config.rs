@@ -458,6 +458,14 @@ pub struct Pool {
     /// the requests meanwhile waiting for the new one. For services that
     /// close connections after a while (ElastiCache IAM: 12 hours).
     pub max_connection_age_s: u64,
+    /// A backend given by host name has its name resolved again this often
+    /// (0: only at each connect); a shared connection whose address is no
+    /// longer among the answers is replaced, as an aged one is.
+    pub dns_refresh_s: u64,
+    /// A hosts file (`address name...` lines) consulted before the system
+    /// resolver, read at each lookup: to pin a backend's name without
+    /// touching /etc/hosts, and for tests that move a name.
+    pub hosts_file: Option<PathBuf>,
 }
 
 /// `[pool] on_backend_down`.
@@ -490,6 +498,8 @@ impl Default for Pool {
             probe_interval_ms: 500,
             max_held_connections: 64,
             max_connection_age_s: 0,
+            dns_refresh_s: 30,
+            hosts_file: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! Used by `backend` (connections and probes) and `sentinel` (sentinels and
 //! candidate masters); neither reaches into the other for it.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -69,6 +71,10 @@ pub struct PoolSettings {
     pub max_held: usize,
     /// `[pool] max_connection_age_s`, when set.
     pub max_connection_age: Option<Duration>,
+    /// `[pool] dns_refresh_s`, when set.
+    pub dns_refresh: Option<Duration>,
+    /// `[pool] hosts_file`.
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl PoolSettings {
@@ -91,34 +97,15 @@ impl PoolSettings {
             probe_interval: Duration::from_millis(pool.probe_interval_ms),
             max_connection_age: (pool.max_connection_age_s > 0)
                 .then(|| Duration::from_secs(pool.max_connection_age_s)),
+            dns_refresh: (pool.dns_refresh_s > 0).then(|| Duration::from_secs(pool.dns_refresh_s)),
+            hosts_file: pool.hosts_file.clone(),
         }
     }
 }
 
 /// Opens a socket to an endpoint.
 pub async fn open(endpoint: &Endpoint) -> Result<Stream, DialError> {
-    Ok(match endpoint {
-        Endpoint::Tcp(address) => {
-            let tcp = TcpStream::connect(address.as_str())
-                .await
-                .map_err(|error| DialError::Connect {
-                    address: address.clone(),
-                    error,
-                })?;
-            tcp.set_nodelay(true)?;
-            Stream::Tcp(tcp)
-        }
-        Endpoint::Unix(path) => {
-            Stream::Unix(
-                UnixStream::connect(path)
-                    .await
-                    .map_err(|error| DialError::Connect {
-                        address: path.display().to_string(),
-                        error,
-                    })?,
-            )
-        }
-    })
+    Ok(open_via(endpoint, None, None).await?.0)
 }
 
 /// Opens a socket to an endpoint, with TLS when `tls` says so (a TCP
@@ -128,27 +115,78 @@ pub async fn open_to(
     endpoint: &Endpoint,
     tls: Option<&crate::config::TlsClient>,
 ) -> Result<Stream, DialError> {
-    let (Some(settings), Endpoint::Tcp(address)) = (tls, endpoint) else {
-        return open(endpoint).await;
+    Ok(open_via(endpoint, tls, None).await?.0)
+}
+
+/// [`open_to`], resolving a host name through `hosts_file` first (see
+/// [`crate::resolve`]); also returns the address reached (a TCP endpoint).
+pub async fn open_via(
+    endpoint: &Endpoint,
+    tls: Option<&crate::config::TlsClient>,
+    hosts_file: Option<&Path>,
+) -> Result<(Stream, Option<SocketAddr>), DialError> {
+    let address = match endpoint {
+        Endpoint::Tcp(address) => address,
+        Endpoint::Unix(path) => {
+            let unix = UnixStream::connect(path)
+                .await
+                .map_err(|error| DialError::Connect {
+                    address: path.display().to_string(),
+                    error,
+                })?;
+            return Ok((Stream::Unix(unix), None));
+        }
+    };
+    let (tcp, peer) = connect_tcp(address, hosts_file).await?;
+    let Some(settings) = tls else {
+        return Ok((Stream::Tcp(tcp), Some(peer)));
     };
     let tls_error = |reason: String| DialError::Tls {
         address: address.clone(),
         reason,
     };
     let connector = crate::tls::connector(settings).map_err(|e| tls_error(e.to_string()))?;
+    // The name the endpoint gives, whatever address it led to.
     let name = crate::tls::server_name(settings, address).map_err(|e| tls_error(e.to_string()))?;
-    let tcp = TcpStream::connect(address.as_str())
-        .await
-        .map_err(|error| DialError::Connect {
-            address: address.clone(),
-            error,
-        })?;
-    tcp.set_nodelay(true)?;
     let stream = connector
         .connect(name, tcp)
         .await
         .map_err(|e| tls_error(e.to_string()))?;
-    Ok(Stream::Unix(crate::tls::bridge(stream)?))
+    Ok((Stream::Unix(crate::tls::bridge(stream)?), Some(peer)))
+}
+
+/// Connects to the first of the addresses `address` resolves to that
+/// accepts, tried in their order; the socket and the address it reached.
+async fn connect_tcp(
+    address: &str,
+    hosts_file: Option<&Path>,
+) -> Result<(TcpStream, SocketAddr), DialError> {
+    let failed = |error| DialError::Connect {
+        address: address.to_string(),
+        error,
+    };
+    let candidates = crate::resolve::addresses(address, hosts_file)
+        .await
+        .map_err(failed)?;
+    let mut last = None;
+    for candidate in candidates {
+        match TcpStream::connect(candidate).await {
+            Ok(tcp) => {
+                tcp.set_nodelay(true)?;
+                return Ok((tcp, candidate));
+            }
+            Err(error) => {
+                debug!(%candidate, %error, "address refused; trying the next");
+                last = Some(error);
+            }
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name resolves to no address",
+        )
+    })))
 }
 
 /// Sends commands in one write and reads one reply per command.
@@ -207,13 +245,19 @@ pub async fn call_with_auth(
 
 /// Connects and prepares a connection: AUTH when configured, then a SELECT of
 /// the highest database clients may use, which proves the backend has them
-/// all. Returns the socket and the database it has selected.
+/// all.
 pub async fn handshake(
     endpoint: &Endpoint,
     target: &Target,
-    databases: u32,
-) -> Result<(Stream, u32), DialError> {
-    let stream = open_to(endpoint, target.tls.as_ref()).await?;
+    settings: &PoolSettings,
+) -> Result<Handshaken, DialError> {
+    let databases = settings.databases;
+    let (stream, peer) = open_via(
+        endpoint,
+        target.tls.as_ref(),
+        settings.hosts_file.as_deref(),
+    )
+    .await?;
     let db = databases.saturating_sub(1);
     let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
     let mut rbuf = BytesMut::new();
@@ -234,7 +278,16 @@ pub async fn handshake(
         });
     }
     debug!(db, "handshake done");
-    Ok((stream, db))
+    Ok(Handshaken { stream, db, peer })
+}
+
+/// A connection [`handshake`] prepared.
+pub struct Handshaken {
+    pub stream: Stream,
+    /// The database it has selected.
+    pub db: u32,
+    /// The address it reached (a TCP endpoint's).
+    pub peer: Option<SocketAddr>,
 }
 
 /// One command on a connection of its own, after AUTH but without the

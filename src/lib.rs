@@ -34,6 +34,8 @@
 //!   between its clients; `backend::cluster` puts a Redis Cluster behind one
 //!   backend (a backend per master, MOVED/ASK).
 //! - [`report`]: one report per backend, for INFO, `/topology` and `/status`.
+//! - [`resolve`]: where a backend's host name leads (a hosts file, then the
+//!   system resolver).
 //! - [`cluster`]: Redis Cluster's key space: hash slots, reading the slot map
 //!   from CLUSTER SHARDS or SLOTS (`fetch` asks a node), redirections, a job's slot.
 //! - [`migration`]: moving keys from an old layout (the topology before a
@@ -75,6 +77,7 @@ pub mod protocol;
 pub mod pubsub;
 pub mod reload_state;
 pub mod report;
+pub mod resolve;
 pub mod router;
 pub mod sentinel;
 pub mod server;

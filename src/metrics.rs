@@ -142,6 +142,12 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "Connections made to the backend since start (client connections only, not probes): it stays put while the backend is healthy.",
     ),
     (
+        "session_proxy_backend_address_changes_total",
+        "counter",
+        "backend",
+        "Times a backend's connection reached another address than the one before: a host name that moved (a managed service's failover, a DNS change followed by `[pool] dns_refresh_s`).",
+    ),
+    (
         "session_proxy_backend_errors_total",
         "counter",
         "backend",
@@ -539,6 +545,11 @@ pub struct BackendMetrics {
     pub sentinel_list: Mutex<Vec<String>>,
     /// The last master switches, newest last.
     pub switches: Mutex<VecDeque<Switch>>,
+    /// The address the backend's last connection reached (a host name's
+    /// resolution), and how often it changed.
+    pub resolved: Mutex<Option<std::net::SocketAddr>>,
+    pub address_changes: Counter,
+    pub address_changes_seen: AtomicU64,
 }
 
 /// A master switch the Sentinel monitor followed.
@@ -604,6 +615,23 @@ impl BackendMetrics {
             sentinels: std::sync::atomic::AtomicUsize::new(0),
             sentinel_list: Mutex::new(Vec::new()),
             switches: Mutex::new(VecDeque::new()),
+            resolved: Mutex::new(None),
+            address_changes: counter!("session_proxy_backend_address_changes_total", with(None)),
+            address_changes_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// A connection to `endpoint` reached `peer`: a change from the last
+    /// one reached is counted and logged (a moved host name).
+    pub fn reached(&self, endpoint: &impl std::fmt::Display, peer: std::net::SocketAddr) {
+        let Ok(mut resolved) = self.resolved.lock() else {
+            return;
+        };
+        if let Some(before) = resolved.replace(peer).filter(|before| *before != peer) {
+            self.address_changes.increment(1);
+            self.address_changes_seen
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(%endpoint, from = %before, to = %peer, "backend address changed");
         }
     }
 

@@ -17,6 +17,10 @@ pub struct BackendReport {
     /// The address its connections use now: the fixed one, or the master
     /// Sentinel names (none before one is known).
     pub endpoint: Option<String>,
+    /// The address the last connection reached (what a host name led to),
+    /// and how often that changed.
+    pub resolved: Option<String>,
+    pub address_changes: u64,
     pub up: bool,
     /// Connections open now, over every worker.
     pub connections: usize,
@@ -62,6 +66,14 @@ impl BackendReport {
                         0.0
                     },
                     endpoint: backend.endpoint.borrow().as_ref().map(|e| e.to_string()),
+                    resolved: metrics
+                        .resolved
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.map(|a| a.to_string())),
+                    address_changes: metrics
+                        .address_changes_seen
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     up: backend.is_up(),
                     connections: backend.connected(),
                     min_replicas_ack: spec.min_replicas_ack,
@@ -112,6 +124,8 @@ mod tests {
             weight: 2.0,
             share: 0.5,
             endpoint: None,
+            resolved: None,
+            address_changes: 0,
             up: false,
             connections: 0,
             min_replicas_ack: 0,

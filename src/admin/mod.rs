@@ -186,6 +186,8 @@ async fn topology(State(state): State<AdminState>) -> Json<serde_json::Value> {
                 "id": r.id,
                 "weight": r.weight,
                 "endpoint": r.endpoint,
+                "resolved": r.resolved,
+                "address_changes": r.address_changes,
                 "sentinel": r.sentinel.as_ref().map(|s| s.master.clone()),
                 "cluster": r.cluster,
                 "up": r.up,

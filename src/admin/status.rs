@@ -31,6 +31,8 @@ pub fn status(shared: &Shared) -> Value {
                 "weight": r.weight,
                 "share": r.share,
                 "endpoint": r.endpoint,
+                "resolved": r.resolved,
+                "address_changes": r.address_changes,
                 "sentinel": sentinel,
                 "cluster": r.cluster,
                 "health": if r.up { "up" } else { "down" },

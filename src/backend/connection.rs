@@ -10,6 +10,7 @@ use crate::net::{Outbox, Stream};
 use crate::protocol::{encode_command, reply_extent, Proto, Reply};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,12 @@ use super::session::{owed_error, Owed, Retry, Session, SessionEnd};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+/// How a session looks its host name up again (`[pool] dns_refresh_s`).
+struct Refresh {
+    every: Duration,
+    address: String,
+}
 
 /// A session shorter than this counts as a failed attempt for the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(1);
@@ -93,8 +100,8 @@ impl Connection {
                     let proto = self.proto;
                     let check_role = self.want_master.is_some();
                     let attempt = timeout(self.settings.connect_timeout, async {
-                        let (stream, db) =
-                            handshake(&endpoint, &self.target, self.settings.databases).await?;
+                        let done = handshake(&endpoint, &self.target, &self.settings).await?;
+                        let stream = done.stream;
                         if let Some(server_id) = &self.server_id {
                             server_id
                                 .store(crate::dial::client_id(&stream).await?, Ordering::Relaxed);
@@ -110,19 +117,22 @@ impl Connection {
                             true => Some(crate::dial::role(&stream).await?),
                             false => None,
                         };
-                        Ok::<_, DialError>((stream, db, speaks, role))
+                        Ok::<_, DialError>((stream, done.db, done.peer, speaks, role))
                     })
                     .await;
                     let reason = match attempt {
-                        Ok(Ok((_, _, _, Some(role)))) if role != "master" => {
+                        Ok(Ok((_, _, _, _, Some(role)))) if role != "master" => {
                             match self.await_master(&endpoint, &role).await {
                                 Some(reason) => reason,
                                 None => continue,
                             }
                         }
-                        Ok(Ok((stream, db, speaks, _))) => {
+                        Ok(Ok((stream, db, peer, speaks, _))) => {
                             if self.want_master.take().is_some() {
                                 info!(%endpoint, "a master again after READONLY");
+                            }
+                            if let Some(peer) = peer {
+                                self.metrics.reached(&endpoint, peer);
                             }
                             info!(%endpoint, "backend connected");
                             self.speaks = speaks;
@@ -131,7 +141,7 @@ impl Connection {
                             let started = Instant::now();
                             self.health.connected.fetch_add(1, Ordering::Relaxed);
                             self.metrics.connections.increment(1.0);
-                            let end = self.session(stream, db).await;
+                            let end = self.session(stream, db, peer).await;
                             self.health.connected.fetch_sub(1, Ordering::Relaxed);
                             self.metrics.connections.decrement(1.0);
                             match end {
@@ -210,6 +220,22 @@ impl Connection {
         }
     }
 
+    /// What a session refreshes its host name with: a shared connection
+    /// that reached `peer` through a name, with `[pool] dns_refresh_s` set.
+    fn dns_refresh(&self, peer: Option<SocketAddr>) -> Option<Refresh> {
+        let every = self.settings.dns_refresh?;
+        if self.server_id.is_some() || peer.is_none() {
+            return None;
+        }
+        match &*self.endpoint.borrow() {
+            Some(Endpoint::Tcp(address)) if crate::resolve::is_name(address) => Some(Refresh {
+                every,
+                address: address.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The endpoint leads to a replica still, after a `-READONLY`: within a
     /// request timeout of it, jobs wait (the name of a managed service
     /// moves to the new master soon after the old one is demoted) and
@@ -240,7 +266,12 @@ impl Connection {
     }
 
     /// Serves jobs over one connected socket until it fails or the proxy stops.
-    pub(super) async fn session(&mut self, stream: Stream, db: u32) -> SessionEnd {
+    pub(super) async fn session(
+        &mut self,
+        stream: Stream,
+        db: u32,
+        peer: Option<SocketAddr>,
+    ) -> SessionEnd {
         let mut s = Session::new(db);
         let request_timeout = self.settings.request_timeout;
         // One timer for the oldest unanswered command, not one per command.
@@ -264,6 +295,13 @@ impl Connection {
         let aged = tokio::time::sleep(max_age.unwrap_or(Duration::ZERO));
         tokio::pin!(aged);
         let mut aging = false;
+        // A shared connection to a host name looks it up again every
+        // `[pool] dns_refresh_s`: once the name no longer leads to the
+        // address reached, the connection is replaced as an aged one is.
+        let refresh = self.dns_refresh(peer);
+        let refresh_due = tokio::time::sleep(refresh.as_ref().map_or(Duration::ZERO, |r| r.every));
+        tokio::pin!(refresh_due);
+        let mut lookup: Option<tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>> = None;
         let mut failover = self.failover.clone();
         let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
         let end = loop {
@@ -372,6 +410,25 @@ impl Connection {
                 _ = &mut aged, if max_age.is_some() && !s.switching => {
                     aging = true;
                     s.switching = true;
+                }
+                _ = &mut refresh_due, if refresh.is_some() && lookup.is_none() && !s.switching => {
+                    if let Some(refresh) = &refresh {
+                        refresh_due.as_mut().reset(Instant::now() + refresh.every);
+                        let (address, hosts) = (refresh.address.clone(), self.settings.hosts_file.clone());
+                        lookup = Some(tokio::spawn(async move {
+                            crate::resolve::addresses(&address, hosts.as_deref()).await
+                        }));
+                    }
+                }
+                found = async { lookup.as_mut().expect("guarded").await }, if lookup.is_some() => {
+                    lookup = None;
+                    if let (Ok(Ok(found)), Some(peer)) = (found, peer) {
+                        if !found.is_empty() && !found.contains(&peer) && !s.switching {
+                            info!(%peer, now = ?found, "the backend's name leads elsewhere now: reconnecting");
+                            aging = true;
+                            s.switching = true;
+                        }
+                    }
                 }
                 _ = &mut deadline, if armed.is_some() => {
                     match s.blocked(request_timeout) {

@@ -175,9 +175,8 @@ impl Probe {
             }
             let attempt = timeout(self.settings.connect_timeout, async {
                 if conn.is_none() {
-                    let (stream, _) =
-                        handshake(&endpoint, &self.target, self.settings.databases).await?;
-                    conn = Some((endpoint.clone(), stream));
+                    let done = handshake(&endpoint, &self.target, &self.settings).await?;
+                    conn = Some((endpoint.clone(), done.stream));
                 }
                 let Some((_, stream)) = &conn else {
                     return Err(DialError::Closed);

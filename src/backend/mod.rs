@@ -511,9 +511,9 @@ impl Backend {
                 "no master known yet",
             )));
         };
-        let connecting = crate::dial::handshake(&endpoint, &self.target, self.settings.databases);
+        let connecting = crate::dial::handshake(&endpoint, &self.target, &self.settings);
         match timeout(self.settings.connect_timeout, connecting).await {
-            Ok(done) => done.map(|(stream, _)| stream),
+            Ok(done) => done.map(|done| done.stream),
             Err(_) => Err(crate::dial::DialError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connect timed out",

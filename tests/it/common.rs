@@ -89,6 +89,9 @@ pub fn reserve_port(port: u16) -> bool {
 /// A real redis-server process.
 pub struct Redis {
     pub port: u16,
+    /// The loopback address it listens on (127.0.0.1 but for
+    /// [`Redis::start_at`]).
+    pub ip: &'static str,
     /// Kept for its lifetime: the server's files are removed with it.
     _dir: tempfile::TempDir,
     /// The server process; replaced by [`Redis::restart`].
@@ -132,6 +135,14 @@ impl Redis {
         panic!("no cluster node started on 20 free ports");
     }
 
+    /// Starts redis-server on `ip` (a loopback address such as 127.0.0.2)
+    /// and `port`: two servers on two addresses, one port, as a host name
+    /// that moves between them would see.
+    pub fn start_at(ip: &'static str, port: u16, extra: &[&str]) -> Redis {
+        Redis::try_start(ip, port, extra)
+            .unwrap_or_else(|| panic!("redis-server did not start on {ip}:{port}"))
+    }
+
     /// Starts redis-server on a given port.
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
         Redis::try_start_on(port, extra)
@@ -141,11 +152,16 @@ impl Redis {
     /// Starts redis-server on `port` and waits until it answers PING;
     /// `None` if it exits first (the port was taken).
     fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
+        Redis::try_start("127.0.0.1", port, extra)
+    }
+
+    fn try_start(ip: &'static str, port: u16, extra: &[&str]) -> Option<Redis> {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
-        let child = Redis::spawn(port, dir.path(), &extra);
+        let child = Redis::spawn(ip, port, dir.path(), &extra);
         let redis = Redis {
             port,
+            ip,
             _dir: dir,
             child: std::sync::Mutex::new(child),
             extra,
@@ -153,7 +169,7 @@ impl Redis {
         redis.wait_started().then_some(redis)
     }
 
-    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Child {
+    fn spawn(ip: &str, port: u16, dir: &Path, extra: &[String]) -> Child {
         // SESSION_PROXY_TEST_SERVER runs the same tests against another
         // server binary (scripts/test.sh runs the differentials on Valkey).
         let server = std::env::var("SESSION_PROXY_TEST_SERVER")
@@ -163,7 +179,7 @@ impl Redis {
                 "--port",
                 &port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                ip,
                 "--save",
                 "",
                 "--appendonly",
@@ -202,13 +218,13 @@ impl Redis {
         let mut child = self.child.lock().unwrap();
         let _ = child.kill();
         let _ = child.wait();
-        *child = Redis::spawn(self.port, self._dir.path(), &self.extra);
+        *child = Redis::spawn(self.ip, self.port, self._dir.path(), &self.extra);
         drop(child);
         assert!(self.wait_started(), "redis-server on {} exited", self.port);
     }
 
     fn answers_ping(&self) -> bool {
-        let Ok(mut client) = RawClient::try_connect(self.port) else {
+        let Ok(mut client) = RawClient::try_connect_to(self.ip, self.port) else {
             return false;
         };
         if client
@@ -225,7 +241,7 @@ impl Redis {
     }
 
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -234,7 +250,7 @@ impl Redis {
 
     /// A client connected straight to this server.
     pub fn client(&self) -> RawClient {
-        RawClient::connect(self.port)
+        RawClient::try_connect_to(self.ip, self.port).expect("connect")
     }
 
     pub fn signal(&self, signal: &str) {
@@ -395,7 +411,11 @@ impl RawClient {
     }
 
     pub fn try_connect(port: u16) -> std::io::Result<RawClient> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        RawClient::try_connect_to("127.0.0.1", port)
+    }
+
+    pub fn try_connect_to(ip: &str, port: u16) -> std::io::Result<RawClient> {
+        let stream = TcpStream::connect((ip, port))?;
         stream.set_read_timeout(Some(READY_LIMIT))?;
         stream.set_nodelay(true)?;
         Ok(RawClient {

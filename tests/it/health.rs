@@ -321,6 +321,126 @@ fn a_moved_endpoint_is_followed_after_readonly() {
     assert_eq!(client.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
 }
 
+/// Four clients writing sessions (SETEX, then GET) through a proxy until
+/// stopped: what each key was last acknowledged with, and every error
+/// with when its request began.
+struct SessionLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writes: Arc<AtomicUsize>,
+    writers: Vec<std::thread::JoinHandle<LoadOutcome>>,
+}
+
+#[derive(Default)]
+struct LoadOutcome {
+    acknowledged: Vec<(String, u64)>,
+    errors: Vec<(std::time::Instant, String)>,
+}
+
+impl SessionLoad {
+    fn start(port: u16) -> SessionLoad {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let writers = (0..4)
+            .map(|w| {
+                let (stop, writes) = (stop.clone(), writes.clone());
+                std::thread::spawn(move || {
+                    let mut client = crate::common::RawClient::connect(port);
+                    let keys: Vec<String> = (0..10).map(|i| format!("session:mv{w}:{i}")).collect();
+                    let mut acked = vec![0u64; keys.len()];
+                    let mut errors = Vec::new();
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        seq += 1;
+                        let i = (seq as usize) % keys.len();
+                        let began = std::time::Instant::now();
+                        let reply = client.text(&["SETEX", &keys[i], "600", &seq.to_string()]);
+                        if reply == "+OK\r\n" {
+                            acked[i] = seq;
+                            writes.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            errors.push((began, reply));
+                        }
+                        let read = client.text(&["GET", &keys[i]]);
+                        if read.starts_with('-') {
+                            errors.push((began, read));
+                        }
+                    }
+                    LoadOutcome {
+                        acknowledged: keys.into_iter().zip(acked).collect(),
+                        errors,
+                    }
+                })
+            })
+            .collect();
+        SessionLoad {
+            stop,
+            writes,
+            writers,
+        }
+    }
+
+    fn acknowledged(&self) -> usize {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients; checks against `master` that no acknowledged
+    /// write is lost, that no client saw -READONLY, and that no request
+    /// begun after `calm` failed. Returns the errors seen.
+    fn stop_and_check(self, master: &Redis, calm: std::time::Instant) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let outcomes: Vec<LoadOutcome> = self
+            .writers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .collect();
+        let mut master = master.client();
+        let mut lost = Vec::new();
+        let mut errors = Vec::new();
+        let mut late = Vec::new();
+        for outcome in &outcomes {
+            for (key, seq) in &outcome.acknowledged {
+                let got = master.text(&["GET", key]);
+                let value: u64 = got.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                if value < *seq {
+                    lost.push(format!("{key}: acknowledged {seq}, found {got:?}"));
+                }
+            }
+            for (began, reply) in &outcome.errors {
+                errors.push(reply.clone());
+                if *began > calm {
+                    late.push(reply.clone());
+                }
+            }
+        }
+        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+        assert!(
+            !errors.iter().any(|e| e.starts_with("-READONLY")),
+            "clients saw -READONLY: {errors:?}"
+        );
+        assert!(late.is_empty(), "errors after things settled: {late:?}");
+        errors
+    }
+}
+
+/// Redis's FAILOVER from `old` to `new` (the replica), once `old` counts
+/// its replica online; returns when the roles have switched.
+fn failover(old: &Redis, new: &Redis) {
+    let (ip, port) = (new.ip, new.port.to_string());
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "FAILOVER taken",
+        || old.client().text(&["FAILOVER", "TO", ip, &port]) == "+OK\r\n",
+    );
+    let role = |redis: &Redis| redis.client().text(&["ROLE"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(5),
+        "the failover",
+        || role(new).contains("master") && role(old).contains("slave"),
+    );
+}
+
 /// A managed failover under a session load: Redis's FAILOVER demotes the
 /// master, the endpoint (a relay playing the DNS name) moves to the new
 /// one. Writes the old master refused with -READONLY did not run, so the
@@ -330,10 +450,6 @@ fn a_moved_endpoint_is_followed_after_readonly() {
 /// succeeds.
 #[test]
 fn a_managed_failover_under_load_loses_no_write_and_shows_no_readonly() {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Mutex;
-    use std::time::Instant;
-
     let a = Redis::start();
     let b = Redis::start_with(&["--replicaof", "127.0.0.1", &a.port.to_string()]);
     let relay = crate::relay::Relay::start(a.address());
@@ -347,112 +463,120 @@ fn a_managed_failover_under_load_loses_no_write_and_shows_no_readonly() {
         timeout.as_millis(),
         relay.address()
     ));
-    let port = proxy.port;
-    let stop = Arc::new(AtomicBool::new(false));
-    // Per writer: the last value each key was acknowledged with, and every
-    // error with when its request began.
-    type Outcome = (Vec<(String, u64)>, Vec<(Instant, String)>);
-    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
-    let writes = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (stop, outcomes, writes) = (stop.clone(), outcomes.clone(), writes.clone());
-            std::thread::spawn(move || {
-                let mut client = crate::common::RawClient::connect(port);
-                let keys: Vec<String> = (0..10).map(|i| format!("session:mv{w}:{i}")).collect();
-                let mut acked = vec![0u64; keys.len()];
-                let mut errors = Vec::new();
-                let mut seq = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    seq += 1;
-                    let i = (seq as usize) % keys.len();
-                    let began = Instant::now();
-                    let reply = client.text(&["SETEX", &keys[i], "600", &seq.to_string()]);
-                    if reply == "+OK\r\n" {
-                        acked[i] = seq;
-                        writes.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        errors.push((began, reply));
-                    }
-                    let read = client.text(&["GET", &keys[i]]);
-                    if read.starts_with('-') {
-                        errors.push((began, read));
-                    }
-                }
-                let last = keys.into_iter().zip(acked).collect();
-                outcomes.lock().unwrap().push((last, errors));
-            })
-        })
-        .collect();
+    let load = SessionLoad::start(proxy.port);
     let mut replica = b.client();
     wait_until(
         READY_LIMIT,
         Duration::from_millis(20),
         "load and sync",
-        || writes.load(Ordering::Relaxed) > 200 && replica.text(&["DBSIZE"]) == ":40\r\n",
+        || load.acknowledged() > 200 && replica.text(&["DBSIZE"]) == ":40\r\n",
     );
-    let b_port = b.port.to_string();
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "FAILOVER taken",
-        || a.client().text(&["FAILOVER", "TO", "127.0.0.1", &b_port]) == "+OK\r\n",
-    );
-    let taken = Instant::now();
-    let role = |redis: &Redis| redis.client().text(&["ROLE"]);
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(5),
-        "the failover",
-        || role(&b).contains("master") && role(&a).contains("slave"),
-    );
+    failover(&a, &b);
     relay.retarget(b.address());
-    let moved = Instant::now();
-    let before = writes.load(Ordering::Relaxed);
+    let moved = std::time::Instant::now();
+    let before = load.acknowledged();
     wait_until(
         READY_LIMIT,
         Duration::from_millis(20),
         "writes after the move",
         || {
             moved.elapsed() > 2 * timeout + Duration::from_millis(500)
-                && writes.load(Ordering::Relaxed) > before + 200
+                && load.acknowledged() > before + 200
         },
     );
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    let mut new_master = b.client();
-    let mut lost = Vec::new();
-    let mut errors = Vec::new();
-    let mut late = Vec::new();
-    for (last, errs) in outcomes.lock().unwrap().iter() {
-        for (key, seq) in last {
-            let got = new_master.text(&["GET", key]);
-            let value: u64 = got.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-            if value < *seq {
-                lost.push(format!("{key}: acknowledged {seq}, found {got:?}"));
-            }
-        }
-        for (began, reply) in errs {
-            errors.push(reply.clone());
-            if *began > moved + 2 * timeout {
-                late.push(reply.clone());
-            }
-        }
-    }
-    println!(
-        "failover in {:?}; {} writes acknowledged; errors: {errors:?}",
-        moved - taken,
-        writes.load(Ordering::Relaxed)
+    let errors = load.stop_and_check(&b, moved + 2 * timeout);
+    println!("errors: {errors:?}");
+}
+
+/// The same with a host name (an ElastiCache primary endpoint, an Azure
+/// host name): two servers on 127.0.0.1 and 127.0.0.2, one port, the name
+/// pinned by `[pool] hosts_file` and moved by the test after FAILOVER.
+/// Then, without any fault, the name moves again to a server of its own:
+/// the periodic lookup (`dns_refresh_s`) follows it, and the status shows
+/// the address each time.
+#[test]
+fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
+    let port = free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at(
+        "127.0.0.2",
+        port,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &port.to_string(),
+            // Its connection to the master comes from 127.0.0.1: FAILOVER
+            // TO names the replica by the address it announces.
+            "--replica-announce-ip",
+            "127.0.0.2",
+        ],
     );
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    assert!(
-        !errors.iter().any(|e| e.starts_with("-READONLY")),
-        "clients saw -READONLY: {errors:?}"
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    let point = |ip: &str| {
+        let next = dir.path().join("hosts.next");
+        std::fs::write(&next, format!("{ip} sessions.redis.test\n")).unwrap();
+        std::fs::rename(&next, &hosts).unwrap();
+    };
+    point("127.0.0.1");
+    let timeout = Duration::from_millis(2000);
+    crate::common::recorder();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [pool]\nrequest_timeout_ms = {}\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+         dns_refresh_s = 1\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\naddress = \"sessions.redis.test:{port}\"\n",
+        timeout.as_millis(),
+        hosts.display()
+    ));
+    let resolved = || {
+        let report = session_proxy::report::BackendReport::all(&proxy.shared.topology());
+        (report[0].resolved.clone(), report[0].address_changes)
+    };
+    let load = SessionLoad::start(proxy.port);
+    let mut replica = b.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "load and sync",
+        || load.acknowledged() > 200 && replica.text(&["DBSIZE"]) == ":40\r\n",
     );
-    assert!(
-        late.is_empty(),
-        "errors two timeouts after the move: {late:?}"
+    assert_eq!(resolved(), (Some(format!("127.0.0.1:{port}")), 0));
+    failover(&a, &b);
+    point("127.0.0.2");
+    let moved = std::time::Instant::now();
+    let before = load.acknowledged();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "writes after the move",
+        || {
+            moved.elapsed() > 2 * timeout + Duration::from_millis(500)
+                && load.acknowledged() > before + 200
+        },
     );
+    let errors = load.stop_and_check(&b, moved + 2 * timeout);
+    println!("failover: errors {errors:?}");
+    assert_eq!(resolved(), (Some(format!("127.0.0.2:{port}")), 1));
+
+    // No fault now: the name moves to a server of its own on 127.0.0.3.
+    let c = Redis::start_at("127.0.0.3", port, &[]);
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:where", "b"]), "+OK\r\n");
+    point("127.0.0.3");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(50),
+        "the lookup to follow the name",
+        || resolved().0 == Some(format!("127.0.0.3:{port}")),
+    );
+    assert_eq!(client.text(&["SET", "session:where", "c"]), "+OK\r\n");
+    assert_eq!(c.client().text(&["GET", "session:where"]), "$1\r\nc\r\n");
+    assert_eq!(b.client().text(&["GET", "session:where"]), "$1\r\nb\r\n");
+    assert_eq!(resolved().1, 2);
+    let changes = crate::common::sample(
+        &crate::common::recorder().render(),
+        "session_proxy_backend_address_changes_total{backend=\"named\"}",
+    );
+    assert_eq!(changes, Some(2.0));
 }
