@@ -659,6 +659,9 @@ pub struct BackendSpec {
     /// The password's file (its first line), read again at every connect:
     /// a token a sidecar rotates needs no reload.
     pub password_file: Option<PathBuf>,
+    /// The environment variable holding the password, read at every
+    /// connect (a secret injected into the process, not the file).
+    pub password_env: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: f64,
     /// Follow every write with `WAIT n`; fewer acknowledgements is an error.
@@ -738,21 +741,27 @@ pub struct Target {
     pub password: Option<String>,
     /// Where the password is read at each connect, instead of `password`.
     pub password_file: Option<PathBuf>,
+    /// The environment variable read at each connect, instead of `password`.
+    pub password_env: Option<String>,
     /// TLS towards the server (the master, for a Sentinel group).
     pub tls: Option<TlsClient>,
 }
 
 impl Target {
-    /// The password to send now: `password_file`'s first line, read at
-    /// this call, or the configured one (a url's when none is set).
+    /// The password to send now: `password_file`'s first line or
+    /// `password_env`'s value, read at this call, or the configured one (a
+    /// url's when none is set).
     pub fn password_now(&self) -> std::io::Result<Option<String>> {
-        match &self.password_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)?;
-                Ok(Some(text.lines().next().unwrap_or("").to_string()))
-            }
-            None => Ok(self.password.clone()),
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path)?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_string()));
         }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var).map(Some).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("${var} is not set"))
+            });
+        }
+        Ok(self.password.clone())
     }
 }
 
@@ -773,21 +782,34 @@ impl BackendSpec {
                 "exactly one of address, unix_socket, url, sentinel or cluster must be set",
             ));
         }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err(invalid(field, "set password or password_file, not both"));
+        let sources = [
+            self.password.is_some(),
+            self.password_file.is_some(),
+            self.password_env.is_some(),
+        ];
+        if sources.iter().filter(|&&set| set).count() > 1 {
+            return Err(invalid(
+                field,
+                "set at most one of password, password_file, password_env",
+            ));
         }
         let mut target = Target {
             source: Source::Fixed(Endpoint::Tcp(String::new())),
             username: self.username.clone(),
             password: self.password.clone(),
             password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
             tls: self.tls.clone(),
         };
-        if target.password_file.is_some() {
+        if target.password_file.is_some() || target.password_env.is_some() {
             // Readable now, or the config is refused: not at the first connect.
+            let which = match target.password_file {
+                Some(_) => "password_file",
+                None => "password_env",
+            };
             target
                 .password_now()
-                .map_err(|e| invalid(format!("{field}.password_file"), e.to_string()))?;
+                .map_err(|e| invalid(format!("{field}.{which}"), e.to_string()))?;
         }
         if let Some(address) = &self.address {
             check_host_port(address).map_err(|m| invalid(format!("{field}.address"), m))?;
@@ -864,6 +886,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             username: None,
             password: None,
             password_file: None,
+            password_env: None,
             tls: None,
         });
     }
@@ -910,6 +933,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         username,
         password,
         password_file: None,
+        password_env: None,
         tls,
     })
 }

@@ -250,6 +250,7 @@ impl Cluster {
             username: self.target.username.clone(),
             password: self.target.password.clone(),
             password_file: self.target.password_file.clone(),
+            password_env: self.target.password_env.clone(),
             tls: self.target.tls.clone(),
         };
         let metrics = Arc::new(BackendMetrics::for_node(&self.id, address));

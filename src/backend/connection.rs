@@ -845,6 +845,7 @@ mod tests {
                 username: None,
                 password: None,
                 password_file: None,
+                password_env: None,
                 tls: None,
             },
             health: Arc::new(Health::new(Arc::from("a"), &settings, metrics.clone())),

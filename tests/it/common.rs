@@ -831,6 +831,8 @@ pub struct Running {
     pub admin: u16,
     child: Child,
     config: PathBuf,
+    /// Environment variables the process starts with.
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -840,26 +842,37 @@ impl Running {
     /// and the binary's bind: then the binary exits, and other ports are
     /// tried.
     pub fn start(body: &str) -> Running {
+        Running::start_with_env(body, &[])
+    }
+
+    /// [`Running::start`], with these environment variables set for the
+    /// process.
+    pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Running {
         for _ in 0..5 {
-            if let Some(running) = Running::try_start(body) {
+            if let Some(running) = Running::try_start(body, env) {
                 return running;
             }
         }
         panic!("the proxy did not start on any of 5 pairs of free ports");
     }
 
-    fn try_start(body: &str) -> Option<Running> {
+    fn try_start(body: &str, env: &[(&str, &str)]) -> Option<Running> {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
         let text = format!(
             "[listen]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{body}"
         );
         let config = write_file(dir.path(), "proxy.toml", &text);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut running = Running {
-            child: Running::spawn(&config),
+            child: Running::spawn(&config, &env),
             port,
             admin,
             config,
+            env,
             _dir: dir,
         };
         running.wait_ready().then_some(running)
@@ -868,7 +881,7 @@ impl Running {
     /// Starts the binary. With `SESSION_PROXY_TEST_LOGS` set to a
     /// directory, its log goes to a file there named after the config's
     /// directory (the nemesis keeps them beside its history).
-    fn spawn(config: &Path) -> Child {
+    fn spawn(config: &Path, env: &[(String, String)]) -> Child {
         let log = std::env::var_os("SESSION_PROXY_TEST_LOGS").and_then(|dir| {
             let name = config.parent()?.file_name()?.to_string_lossy().into_owned();
             std::fs::create_dir_all(&dir).ok()?;
@@ -885,6 +898,7 @@ impl Running {
         Command::new(binary())
             .arg("--config")
             .arg(config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -915,7 +929,7 @@ impl Running {
     pub fn restart(&mut self) {
         self.signal("TERM");
         self.wait_exit(Duration::from_secs(30));
-        self.child = Running::spawn(&self.config);
+        self.child = Running::spawn(&self.config, &self.env);
         assert!(self.wait_ready(), "the restarted proxy exited");
     }
 

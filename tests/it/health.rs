@@ -168,6 +168,39 @@ fn a_busy_backend_is_not_taken_for_dead() {
     );
 }
 
+/// A backend password from the environment (`password_env`, a secret an
+/// orchestrator injects), read at each connect: the proxy logs in with it;
+/// a variable that is not set refuses the config at load, naming it.
+#[test]
+fn a_backend_password_comes_from_the_environment() {
+    let redis = Redis::start_with(&["--requirepass", "from-env"]);
+    let body = format!(
+        "[[backends]]\nid = \"a\"\naddress = \"{}\"\npassword_env = \"SESSION_PROXY_BACKEND_PASSWORD\"\n",
+        redis.address()
+    );
+    let running = crate::common::Running::start_with_env(
+        &body,
+        &[("SESSION_PROXY_BACKEND_PASSWORD", "from-env")],
+    );
+    let mut client = running.client();
+    assert_eq!(client.text(&["SET", "session:e", "1"]), "+OK\r\n");
+    assert_eq!(client.text(&["GET", "session:e"]), "$1\r\n1\r\n");
+    let unset = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\naddress = \"{}\"\npassword_env = \"SESSION_PROXY_SURELY_UNSET_PASSWORD\"\n",
+        redis.address()
+    );
+    let error = match session_proxy::config::Config::parse(&unset) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("a config naming an unset variable was accepted"),
+    };
+    assert!(
+        error.contains("password_env") && error.contains("SESSION_PROXY_SURELY_UNSET_PASSWORD"),
+        "{error}"
+    );
+    let both = unset.replace("password_env", "password = \"x\"\npassword_env");
+    assert!(session_proxy::config::Config::parse(&both).is_err());
+}
+
 /// A backend password that rotates (a token a sidecar writes to a file):
 /// `password_file` is read again at every connect, so once the server takes
 /// only the new password and the connections are replaced, the proxy
