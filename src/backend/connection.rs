@@ -26,6 +26,80 @@ use super::session::{owed_error, Owed, Retry, Session, SessionEnd};
 /// Unwritten bytes per connection before it stops taking jobs.
 pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
+/// How one connection attempt ended.
+enum Attempt {
+    /// Connect again now (a switch, an aged connection, a replica still).
+    Again,
+    /// The proxy is stopping.
+    Stop,
+    /// The backend is unavailable, for this reason.
+    Failed(String),
+}
+
+/// A socket made ready for a session: handshake done, RESP3 asked for,
+/// and the server's role read when only a master will do.
+pub(super) struct Ready {
+    endpoint: Endpoint,
+    stream: Stream,
+    db: u32,
+    peer: Option<SocketAddr>,
+    speaks: Proto,
+    role: Option<String>,
+}
+
+/// What makes a connection's sockets, owned so that a replacement can be
+/// made in a task of its own while the old connection still serves.
+#[derive(Clone)]
+struct Dialer {
+    target: Target,
+    settings: Arc<PoolSettings>,
+    proto: Proto,
+    server_id: Option<Arc<AtomicU64>>,
+}
+
+impl Dialer {
+    /// Connects to `endpoint` within the connect timeout; the reason when
+    /// it could not.
+    async fn connect(self, endpoint: Endpoint, check_role: bool) -> Result<Ready, String> {
+        let limit = self.settings.connect_timeout;
+        let attempt = timeout(limit, async {
+            let done = handshake(&endpoint, &self.target, &self.settings).await?;
+            let stream = done.stream;
+            if let Some(server_id) = &self.server_id {
+                server_id.store(crate::dial::client_id(&stream).await?, Ordering::Relaxed);
+            }
+            // A server that cannot speak RESP3 answers in RESP2, and its
+            // replies are converted for RESP3 clients.
+            let speaks = match self.proto {
+                Proto::Resp3 if crate::dial::hello3(&stream).await? => Proto::Resp3,
+                _ => Proto::Resp2,
+            };
+            // After a -READONLY: only a master will do.
+            let role = match check_role {
+                true => Some(crate::dial::role(&stream).await?),
+                false => None,
+            };
+            Ok::<_, DialError>(Ready {
+                endpoint: endpoint.clone(),
+                stream,
+                db: done.db,
+                peer: done.peer,
+                speaks,
+                role,
+            })
+        })
+        .await;
+        match attempt {
+            Ok(Ok(ready)) => Ok(ready),
+            Ok(Err(reason)) => Err(reason.to_string()),
+            Err(_) => Err(format!(
+                "connect to {endpoint} timed out after {} ms",
+                limit.as_millis()
+            )),
+        }
+    }
+}
+
 /// How a session looks its host name up again (`[pool] dns_refresh_s`).
 struct Refresh {
     every: Duration,
@@ -85,6 +159,10 @@ pub(super) struct Connection {
     /// Writes answered `-READONLY`, in the order they were sent: they go
     /// again, first, once a master is reached.
     pub(super) retries: Vec<Job>,
+    /// The connection made while the last one aged, taken by the next
+    /// attempt: the old one's replies come in meanwhile, and no request
+    /// waits for a connect.
+    pub(super) prepared: Option<Ready>,
 }
 
 impl Connection {
@@ -96,127 +174,133 @@ impl Connection {
                 None => BackendError::NoMaster {
                     backend: self.backend.clone(),
                 },
-                Some(endpoint) => {
-                    let proto = self.proto;
-                    let check_role = self.want_master.is_some();
-                    let attempt = timeout(self.settings.connect_timeout, async {
-                        let done = handshake(&endpoint, &self.target, &self.settings).await?;
-                        let stream = done.stream;
-                        if let Some(server_id) = &self.server_id {
-                            server_id
-                                .store(crate::dial::client_id(&stream).await?, Ordering::Relaxed);
+                Some(endpoint) => match self.attempt(&endpoint, &mut backoff).await {
+                    Attempt::Again => continue,
+                    Attempt::Stop => return,
+                    Attempt::Failed(reason) => {
+                        self.health.failure();
+                        self.ask_recheck();
+                        BackendError::Unavailable {
+                            backend: self.backend.clone(),
+                            reason,
                         }
-                        // A server that cannot speak RESP3 answers in RESP2,
-                        // and its replies are converted for RESP3 clients.
-                        let speaks = match proto {
-                            Proto::Resp3 if crate::dial::hello3(&stream).await? => Proto::Resp3,
-                            _ => Proto::Resp2,
-                        };
-                        // After a -READONLY: only a master will do.
-                        let role = match check_role {
-                            true => Some(crate::dial::role(&stream).await?),
-                            false => None,
-                        };
-                        Ok::<_, DialError>((stream, done.db, done.peer, speaks, role))
-                    })
-                    .await;
-                    let reason = match attempt {
-                        Ok(Ok((_, _, _, _, Some(role)))) if role != "master" => {
-                            match self.await_master(&endpoint, &role).await {
-                                Some(reason) => reason,
-                                None => continue,
-                            }
-                        }
-                        Ok(Ok((stream, db, peer, speaks, _))) => {
-                            if self.want_master.take().is_some() {
-                                info!(%endpoint, "a master again after READONLY");
-                            }
-                            if let Some(peer) = peer {
-                                self.metrics.reached(&endpoint, peer);
-                            }
-                            info!(%endpoint, "backend connected");
-                            self.speaks = speaks;
-                            self.metrics.connects.increment(1);
-                            self.health.success();
-                            let started = Instant::now();
-                            self.health.connected.fetch_add(1, Ordering::Relaxed);
-                            self.metrics.connections.increment(1.0);
-                            let end = self.session(stream, db, peer).await;
-                            self.health.connected.fetch_sub(1, Ordering::Relaxed);
-                            self.metrics.connections.decrement(1.0);
-                            match end {
-                                SessionEnd::Closed => {
-                                    self.fail_waiting(&BackendError::ConnectionLost {
-                                        backend: self.backend.clone(),
-                                        reason: "proxy is shutting down".into(),
-                                    });
-                                    return;
-                                }
-                                SessionEnd::Switched if self.want_master.is_some() => {
-                                    info!(from = %endpoint, "reconnecting after READONLY");
-                                    backoff.reset();
-                                    continue;
-                                }
-                                SessionEnd::Switched => {
-                                    info!(from = %endpoint, "master switched; reconnecting");
-                                    backoff.reset();
-                                    continue;
-                                }
-                                SessionEnd::Aged => {
-                                    debug!(%endpoint, "connection aged out; reconnecting");
-                                    backoff.reset();
-                                    continue;
-                                }
-                                SessionEnd::Failed(error) => {
-                                    warn!(%error, "backend connection failed");
-                                    self.health.failure();
-                                    self.ask_recheck();
-                                    if started.elapsed() >= STABLE_SESSION {
-                                        // It was working: retry at once, from the shortest delay.
-                                        backoff.reset();
-                                        continue;
-                                    }
-                                    error.to_string()
-                                }
-                            }
-                        }
-                        Ok(Err(reason)) => reason.to_string(),
-                        Err(_) => format!(
-                            "connect to {endpoint} timed out after {} ms",
-                            self.settings.connect_timeout.as_millis()
-                        ),
-                    };
-                    self.health.failure();
-                    self.ask_recheck();
-                    BackendError::Unavailable {
-                        backend: self.backend.clone(),
-                        reason,
                     }
-                }
+                },
             };
-            let retry_ms = backoff.current().as_millis() as u64;
-            warn!(error = %reason, retry_ms, "backend unavailable");
-            self.fail_waiting(&reason);
-            // Until the next attempt (or a new master), answer jobs at once
-            // instead of letting them wait.
-            let retry_at = Instant::now() + backoff.pause();
-            loop {
-                tokio::select! {
-                    job = self.jobs.recv() => match job {
-                        Some(job) => job.reply.fail(reason.clone(), &self.metrics),
-                        None => return,
-                    },
-                    changed = self.endpoint.changed() => {
-                        if changed.is_err() {
-                            // The monitor is gone: the proxy is stopping.
-                            return;
-                        }
-                        backoff.reset();
-                        break;
-                    }
-                    _ = sleep_until(retry_at) => break,
+            if !self.fail_until_retry(reason, &mut backoff).await {
+                return;
+            }
+        }
+    }
+
+    /// One connection to `endpoint`: made (or the one prepared while the
+    /// last aged), checked, and served until its session ends.
+    async fn attempt(&mut self, endpoint: &Endpoint, backoff: &mut Backoff) -> Attempt {
+        // Made while the last connection aged, to the same endpoint, and
+        // no -READONLY since (which asks for a role check).
+        let prepared = self
+            .prepared
+            .take()
+            .filter(|p| p.endpoint == *endpoint && self.want_master.is_none());
+        let ready = match prepared {
+            Some(ready) => ready,
+            None => {
+                let check_role = self.want_master.is_some();
+                match self.dialer().connect(endpoint.clone(), check_role).await {
+                    Ok(ready) => ready,
+                    Err(reason) => return Attempt::Failed(reason),
                 }
             }
+        };
+        if let Some(role) = ready.role.as_deref().filter(|role| *role != "master") {
+            return match self.await_master(endpoint, role).await {
+                Some(reason) => Attempt::Failed(reason),
+                None => Attempt::Again,
+            };
+        }
+        if self.want_master.take().is_some() {
+            info!(%endpoint, "a master again after READONLY");
+        }
+        if let Some(peer) = ready.peer {
+            self.metrics.reached(endpoint, peer);
+        }
+        info!(%endpoint, "backend connected");
+        self.speaks = ready.speaks;
+        self.metrics.connects.increment(1);
+        self.health.success();
+        let started = Instant::now();
+        self.health.connected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.increment(1.0);
+        let end = self.session(ready.stream, ready.db, ready.peer).await;
+        self.health.connected.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections.decrement(1.0);
+        match end {
+            SessionEnd::Closed => {
+                self.fail_waiting(&BackendError::ConnectionLost {
+                    backend: self.backend.clone(),
+                    reason: "proxy is shutting down".into(),
+                });
+                Attempt::Stop
+            }
+            SessionEnd::Switched | SessionEnd::Aged => {
+                match end {
+                    SessionEnd::Aged => debug!(%endpoint, "connection aged out; replaced"),
+                    _ if self.want_master.is_some() => {
+                        info!(from = %endpoint, "reconnecting after READONLY")
+                    }
+                    _ => info!(from = %endpoint, "master switched; reconnecting"),
+                }
+                backoff.reset();
+                Attempt::Again
+            }
+            SessionEnd::Failed(error) => {
+                warn!(%error, "backend connection failed");
+                self.health.failure();
+                self.ask_recheck();
+                if started.elapsed() >= STABLE_SESSION {
+                    // It was working: retry at once, from the shortest delay.
+                    backoff.reset();
+                    return Attempt::Again;
+                }
+                Attempt::Failed(error.to_string())
+            }
+        }
+    }
+
+    /// The backend is unavailable for `reason`: what waits gets it, and
+    /// until the next attempt (or a new master) jobs are answered at once
+    /// instead of waiting. False when the proxy is stopping.
+    async fn fail_until_retry(&mut self, reason: BackendError, backoff: &mut Backoff) -> bool {
+        let retry_ms = backoff.current().as_millis() as u64;
+        warn!(error = %reason, retry_ms, "backend unavailable");
+        self.fail_waiting(&reason);
+        let retry_at = Instant::now() + backoff.pause();
+        loop {
+            tokio::select! {
+                job = self.jobs.recv() => match job {
+                    Some(job) => job.reply.fail(reason.clone(), &self.metrics),
+                    None => return false,
+                },
+                changed = self.endpoint.changed() => {
+                    if changed.is_err() {
+                        // The monitor is gone: the proxy is stopping.
+                        return false;
+                    }
+                    backoff.reset();
+                    return true;
+                }
+                _ = sleep_until(retry_at) => return true,
+            }
+        }
+    }
+
+    /// What makes this connection's sockets, apart from the task.
+    fn dialer(&self) -> Dialer {
+        Dialer {
+            target: self.target.clone(),
+            settings: self.settings.clone(),
+            proto: self.proto,
+            server_id: self.server_id.clone(),
         }
     }
 
@@ -295,6 +379,7 @@ impl Connection {
         let aged = tokio::time::sleep(max_age.unwrap_or(Duration::ZERO));
         tokio::pin!(aged);
         let mut aging = false;
+        let mut preparing: Option<tokio::task::JoinHandle<Result<Ready, String>>> = None;
         // A shared connection to a host name looks it up again every
         // `[pool] dns_refresh_s`: once the name no longer leads to the
         // address reached, the connection is replaced as an aged one is.
@@ -405,9 +490,28 @@ impl Connection {
                     }
                     failing_over = now;
                 }
-                // Old enough: take nothing more, let the replies come in,
-                // then reconnect (jobs meanwhile wait in the lanes).
-                _ = &mut aged, if max_age.is_some() && !s.switching => {
+                // Old enough: its replacement is made first, in a task of
+                // its own, while this one serves on.
+                _ = &mut aged, if max_age.is_some() && preparing.is_none() && !s.switching => {
+                    let current = self.endpoint.borrow().clone();
+                    match current {
+                        Some(to) => preparing = Some(tokio::spawn(self.dialer().connect(to, false))),
+                        None => {
+                            aging = true;
+                            s.switching = true;
+                        }
+                    }
+                }
+                // The replacement is ready (or could not be made: then the
+                // next attempt connects): take nothing more here, let the
+                // replies come in, then go on over the new one.
+                made = async { preparing.as_mut().expect("guarded").await }, if preparing.is_some() => {
+                    preparing = None;
+                    match made {
+                        Ok(Ok(ready)) => self.prepared = Some(ready),
+                        Ok(Err(reason)) => debug!(%reason, "no replacement for the aged connection yet"),
+                        Err(_) => {}
+                    }
                     aging = true;
                     s.switching = true;
                 }
@@ -861,6 +965,7 @@ mod tests {
             readonly_seen: false,
             want_master: None,
             retries: Vec::new(),
+            prepared: None,
             lanes: Lanes::default(),
             read_turn: usize::MAX,
             metrics,

@@ -253,6 +253,7 @@ impl Backend {
                     readonly_seen: false,
                     want_master: None,
                     retries: Vec::new(),
+                    prepared: None,
                 };
                 let span =
                     tracing::info_span!("backend", id = %id, worker, conn, proto = proto.number());

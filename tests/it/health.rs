@@ -294,6 +294,53 @@ fn connections_aged_out_under_load_fail_no_request() {
     );
 }
 
+/// An aged connection's replacement is made before it is let go: with a
+/// server that takes 600 ms to answer a new connection and a request
+/// timeout of 300 ms, requests would time out each time a connection was
+/// replaced if they waited for the new one; none does.
+#[test]
+fn an_aged_connection_is_replaced_before_it_is_let_go() {
+    crate::common::recorder();
+    let redis = Redis::start();
+    let relay = crate::relay::Relay::start(redis.address());
+    relay.slow_accept(600);
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nmax_connection_age_s = 1\n\
+         request_timeout_ms = 300\nconnect_timeout_ms = 3000\n\
+         [[backends]]\nid = \"slow-to-open\"\naddress = \"{}\"\n",
+        relay.address()
+    ));
+    let series = "session_proxy_backend_connects_total{backend=\"slow-to-open\"}";
+    let connects = || crate::common::sample(&crate::common::recorder().render(), series);
+    let mut client = proxy.client();
+    // The first connection is slow to come: wait for it.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(50),
+        "the first connection",
+        || client.text(&["SET", "session:slow", "0"]) == "+OK\r\n",
+    );
+    let before = connects().unwrap_or(0.0);
+    let started = std::time::Instant::now();
+    let mut n = 0u64;
+    // Bounded: 3.5 s or 100,000 requests.
+    while started.elapsed() < Duration::from_millis(3500) && n < 100_000 {
+        n += 1;
+        let value = n.to_string();
+        assert_eq!(
+            client.text(&["SET", "session:slow", &value]),
+            "+OK\r\n",
+            "request {n}"
+        );
+    }
+    let after = connects().unwrap_or(0.0);
+    println!("{n} requests; connects {before} -> {after}");
+    assert!(
+        after >= before + 2.0,
+        "connections were not replaced: {before} -> {after}"
+    );
+}
+
 /// A managed service's failover (ElastiCache, Azure): the service promotes
 /// the replica and moves the endpoint's name to it, and the old master,
 /// still up, answers writes with -READONLY. The proxy, told READONLY,

@@ -1,6 +1,6 @@
 //! A small fault-injecting TCP relay of the tests' own: it forwards
 //! loopback connections to a server and, on demand, delays what it
-//! forwards, holds it (a blackhole: the peer sees a silent network), or cuts
+//! forwards or new connections, holds it (a blackhole: the peer sees a silent network), or cuts
 //! every connection open now. Threads and blocking sockets; stopped when
 //! dropped.
 
@@ -24,6 +24,9 @@ struct State {
     target: Mutex<String>,
     mode: AtomicU8,
     delay_ms: AtomicU64,
+    /// New connections wait this long before anything of theirs is
+    /// forwarded: a server slow to take connections.
+    accept_delay_ms: AtomicU64,
     stopped: AtomicBool,
     /// Both ends of every connection open now, for `cut`.
     open: Mutex<Vec<TcpStream>>,
@@ -50,6 +53,10 @@ impl Relay {
                     return;
                 }
                 let Ok(client) = client else { continue };
+                let wait = shared.accept_delay_ms.load(Ordering::Relaxed);
+                if wait > 0 {
+                    std::thread::sleep(Duration::from_millis(wait));
+                }
                 let target = shared.target.lock().unwrap().clone();
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
@@ -78,6 +85,12 @@ impl Relay {
     /// New connections go to `target` from now; open ones stay where they are.
     pub fn retarget(&self, target: String) {
         *self.state.target.lock().unwrap() = target;
+    }
+
+    /// New connections wait `ms` before they are forwarded (open ones
+    /// are not slowed).
+    pub fn slow_accept(&self, ms: u64) {
+        self.state.accept_delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Forwards as it comes.
