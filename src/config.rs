@@ -662,6 +662,9 @@ pub struct BackendSpec {
     /// The environment variable holding the password, read at every
     /// connect (a secret injected into the process, not the file).
     pub password_env: Option<String>,
+    /// ElastiCache or MemoryDB IAM authentication: the password is a
+    /// signed token, renewed before it expires (see [`crate::aws_iam`]).
+    pub aws_iam: Option<crate::aws_iam::AwsIam>,
     #[serde(default = "default_weight")]
     pub weight: f64,
     /// Follow every write with `WAIT n`; fewer acknowledgements is an error.
@@ -743,6 +746,9 @@ pub struct Target {
     pub password_file: Option<PathBuf>,
     /// The environment variable read at each connect, instead of `password`.
     pub password_env: Option<String>,
+    /// An IAM token made at each connect (renewed before it expires),
+    /// instead of `password`.
+    pub aws_iam: Option<crate::aws_iam::AwsIam>,
     /// TLS towards the server (the master, for a Sentinel group).
     pub tls: Option<TlsClient>,
 }
@@ -762,6 +768,18 @@ impl Target {
             });
         }
         Ok(self.password.clone())
+    }
+
+    /// The password a new connection logs in with: [`Target::password_now`],
+    /// or the current IAM token.
+    pub async fn password_for_connect(&self) -> std::io::Result<Option<String>> {
+        match &self.aws_iam {
+            Some(iam) => crate::aws_iam::token_now(iam)
+                .await
+                .map(Some)
+                .map_err(std::io::Error::other),
+            None => self.password_now(),
+        }
     }
 }
 
@@ -786,12 +804,21 @@ impl BackendSpec {
             self.password.is_some(),
             self.password_file.is_some(),
             self.password_env.is_some(),
+            self.aws_iam.is_some(),
         ];
         if sources.iter().filter(|&&set| set).count() > 1 {
             return Err(invalid(
                 field,
-                "set at most one of password, password_file, password_env",
+                "set at most one of password, password_file, password_env, aws_iam",
             ));
+        }
+        if let (Some(iam), Some(user)) = (&self.aws_iam, &self.username) {
+            if *user != iam.user {
+                return Err(invalid(
+                    format!("{field}.username"),
+                    "with aws_iam the user is aws_iam.user: leave username out",
+                ));
+            }
         }
         let mut target = Target {
             source: Source::Fixed(Endpoint::Tcp(String::new())),
@@ -799,8 +826,12 @@ impl BackendSpec {
             password: self.password.clone(),
             password_file: self.password_file.clone(),
             password_env: self.password_env.clone(),
+            aws_iam: self.aws_iam.clone(),
             tls: self.tls.clone(),
         };
+        if let Some(iam) = &self.aws_iam {
+            target.username = Some(iam.user.clone());
+        }
         if target.password_file.is_some() || target.password_env.is_some() {
             // Readable now, or the config is refused: not at the first connect.
             let which = match target.password_file {
@@ -887,6 +918,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             password: None,
             password_file: None,
             password_env: None,
+            aws_iam: None,
             tls: None,
         });
     }
@@ -934,6 +966,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         password,
         password_file: None,
         password_env: None,
+        aws_iam: None,
         tls,
     })
 }

@@ -261,7 +261,7 @@ pub async fn handshake(
     let db = databases.saturating_sub(1);
     let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
     let mut rbuf = BytesMut::new();
-    let password = target.password_now()?;
+    let password = target.password_for_connect().await?;
     let replies = call_with_auth(
         &stream,
         &mut rbuf,
@@ -300,7 +300,7 @@ pub async fn ask_once(
 ) -> Result<Reply, DialError> {
     let stream = open_to(endpoint, target.tls.as_ref()).await?;
     let mut rbuf = BytesMut::new();
-    let password = target.password_now()?;
+    let password = target.password_for_connect().await?;
     let mut replies = call_with_auth(
         &stream,
         &mut rbuf,
@@ -380,7 +380,7 @@ pub async fn version(endpoint: &Endpoint, target: &Target) -> Result<Option<Vers
     let stream = open_to(endpoint, target.tls.as_ref()).await?;
     let info = vec![Bytes::from_static(b"INFO"), Bytes::from_static(b"server")];
     let mut rbuf = BytesMut::new();
-    let password = target.password_now()?;
+    let password = target.password_for_connect().await?;
     let replies = call_with_auth(
         &stream,
         &mut rbuf,

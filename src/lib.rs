@@ -60,6 +60,7 @@
 
 pub mod admin;
 pub mod auth_guard;
+pub mod aws_iam;
 pub mod backend;
 pub mod client;
 pub mod clients;

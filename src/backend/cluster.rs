@@ -251,6 +251,7 @@ impl Cluster {
             password: self.target.password.clone(),
             password_file: self.target.password_file.clone(),
             password_env: self.target.password_env.clone(),
+            aws_iam: self.target.aws_iam.clone(),
             tls: self.target.tls.clone(),
         };
         let metrics = Arc::new(BackendMetrics::for_node(&self.id, address));
@@ -486,11 +487,13 @@ async fn refresher(cluster: Weak<Cluster>, refresh: Arc<Notify>) {
         };
         let askable = me.askable();
         let username = me.target.username.clone();
-        // Read at each refresh, as at each connect (`password_file`).
-        let password = me.target.password_now().ok().flatten();
+        let target = me.target.clone();
         let tls = me.target.tls.clone();
         let timeout = me.settings.connect_timeout;
         drop(me);
+        // Read at each refresh, as at each connect (`password_file`, an
+        // IAM token).
+        let password = target.password_for_connect().await.ok().flatten();
         let fetched = cluster::fetch(
             &askable,
             username.as_deref(),

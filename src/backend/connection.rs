@@ -950,6 +950,7 @@ mod tests {
                 password: None,
                 password_file: None,
                 password_env: None,
+                aws_iam: None,
                 tls: None,
             },
             health: Arc::new(Health::new(Arc::from("a"), &settings, metrics.clone())),

@@ -660,3 +660,101 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
     );
     assert_eq!(changes, Some(2.0));
 }
+
+/// ElastiCache/MemoryDB IAM authentication: tokens as the AWS SDK makes
+/// them (botocore's RequestSigner, the way AWS's documentation generates
+/// them: tests/python/aws_iam_token.py) for the same credentials at the same
+/// frozen time, byte for byte; and a proxy with `aws_iam` and credentials
+/// in its environment logs in as the IAM user (Redis stands for the
+/// service: the user takes any password there, so what is checked is that
+/// the proxy makes a token and AUTHs as that user).
+#[test]
+fn aws_iam_tokens_are_the_sdks_and_the_proxy_logs_in_with_one() {
+    use session_proxy::aws_iam::{token, AwsIam, IamService};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/venv-redis8/bin/python");
+    let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    for (cluster, region, serverless, at, session) in [
+        (
+            "my-cluster",
+            "us-east-1",
+            false,
+            1_700_000_000u64,
+            Some("SESSION/TOKEN+x"),
+        ),
+        ("sessions-cache", "eu-west-1", true, 1_764_000_123, None),
+        (
+            "replication-group-7",
+            "ap-southeast-2",
+            false,
+            1_800_000_000,
+            None,
+        ),
+    ] {
+        let mut args = vec![
+            cluster.to_string(),
+            "iam-user".into(),
+            region.into(),
+            if serverless { "1" } else { "0" }.into(),
+            at.to_string(),
+            "AKIDEXAMPLE".into(),
+            secret.into(),
+        ];
+        args.extend(session.map(String::from));
+        let output = std::process::Command::new(&python)
+            .arg(root.join("tests/python/aws_iam_token.py"))
+            .args(&args)
+            .output()
+            .expect("target/venv-redis8 (scripts/setup-python.sh)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let sdk = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let iam = AwsIam {
+            region: region.into(),
+            cluster_id: cluster.into(),
+            user: "iam-user".into(),
+            service: IamService::Elasticache,
+            serverless,
+        };
+        let credentials = aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            secret,
+            session.map(String::from),
+            None,
+            "test",
+        );
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
+        assert_eq!(token(&iam, credentials, at).unwrap(), sdk, "{cluster}");
+    }
+
+    let redis = Redis::start();
+    let mut admin = redis.client();
+    assert_eq!(
+        admin.text(&["ACL", "SETUSER", "iam-user", "on", "nopass", "~*", "&*", "+@all"]),
+        "+OK\r\n"
+    );
+    let body = format!(
+        "[[backends]]\nid = \"elasticache\"\naddress = \"{}\"\n\
+         aws_iam = {{ region = \"us-east-1\", cluster_id = \"sessions\", user = \"iam-user\" }}\n",
+        redis.address()
+    );
+    let running = crate::common::Running::start_with_env(
+        &body,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            // Nothing beyond loopback: no instance metadata.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let mut client = running.client();
+    assert_eq!(client.text(&["SET", "session:iam", "1"]), "+OK\r\n");
+    let list = admin.text(&["CLIENT", "LIST"]);
+    assert!(
+        list.lines().any(|l| l.contains("user=iam-user")),
+        "the proxy did not log in as the IAM user: {list}"
+    );
+}
