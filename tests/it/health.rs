@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{config_for, free_port, wait_until, Proxy, Redis, READY_LIMIT};
+use crate::common::{config_for, free_port, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
 
 const FAST: &str = "[pool]\nprobe_interval_ms = 100\nconnect_timeout_ms = 300\nrequest_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200";
 
@@ -466,14 +466,13 @@ impl SessionLoad {
     /// Stops the clients; checks against `master` that no acknowledged
     /// write is lost, that no client saw -READONLY, and that no request
     /// begun after `calm` failed. Returns the errors seen.
-    fn stop_and_check(self, master: &Redis, calm: std::time::Instant) -> Vec<String> {
+    fn stop_and_check(self, master: &mut RawClient, calm: std::time::Instant) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
         let outcomes: Vec<LoadOutcome> = self
             .writers
             .into_iter()
             .map(|w| w.join().unwrap())
             .collect();
-        let mut master = master.client();
         let mut lost = Vec::new();
         let mut errors = Vec::new();
         let mut late = Vec::new();
@@ -564,7 +563,7 @@ fn a_managed_failover_under_load_loses_no_write_and_shows_no_readonly() {
                 && load.acknowledged() > before + 200
         },
     );
-    let errors = load.stop_and_check(&b, moved + 2 * timeout);
+    let errors = load.stop_and_check(&mut b.client(), moved + 2 * timeout);
     println!("errors: {errors:?}");
 }
 
@@ -635,7 +634,7 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
                 && load.acknowledged() > before + 200
         },
     );
-    let errors = load.stop_and_check(&b, moved + 2 * timeout);
+    let errors = load.stop_and_check(&mut b.client(), moved + 2 * timeout);
     println!("failover: errors {errors:?}");
     assert_eq!(resolved(), (Some(format!("127.0.0.2:{port}")), 1));
 
@@ -757,4 +756,69 @@ fn aws_iam_tokens_are_the_sdks_and_the_proxy_logs_in_with_one() {
         list.lines().any(|l| l.contains("user=iam-user")),
         "the proxy did not log in as the IAM user: {list}"
     );
+}
+
+/// A backend password rotated during a session load, as a managed
+/// service's rotation goes: the server takes the new password beside the
+/// old (Redis ACL keeps both), the file the proxy reads is changed, the
+/// connections are replaced as they age (`max_connection_age_s`), and the
+/// old password is removed: no request fails at any step.
+#[test]
+fn a_password_rotated_under_load_fails_no_request() {
+    let redis = Redis::start_with(&["--requirepass", "first"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backend.password");
+    std::fs::write(&file, "first\n").unwrap();
+    crate::common::recorder();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nmax_connection_age_s = 1\n\
+         [[backends]]\nid = \"rotating\"\naddress = \"{}\"\npassword_file = \"{}\"\n",
+        redis.address(),
+        file.display()
+    ));
+    let series = "session_proxy_backend_connects_total{backend=\"rotating\"}";
+    let connects = || crate::common::sample(&crate::common::recorder().render(), series);
+    let load = SessionLoad::start(proxy.port);
+    let mut admin = redis.client();
+    admin.text(&["AUTH", "first"]);
+    wait_until(READY_LIMIT, Duration::from_millis(20), "the load", || {
+        load.acknowledged() > 200
+    });
+    // The new password beside the old one, then the file.
+    assert_eq!(
+        admin.text(&["ACL", "SETUSER", "default", ">second"]),
+        "+OK\r\n"
+    );
+    std::fs::write(&file, "second\n").unwrap();
+    // Every connection replaced since (each made with the new password),
+    // then the old password goes.
+    let after_file = connects().unwrap_or(0.0);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(50),
+        "connections replaced",
+        || connects().unwrap_or(0.0) >= after_file + 4.0,
+    );
+    assert_eq!(
+        admin.text(&["ACL", "SETUSER", "default", "<first"]),
+        "+OK\r\n"
+    );
+    let before = load.acknowledged();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(50),
+        "more connections and writes",
+        || connects().unwrap_or(0.0) >= after_file + 8.0 && load.acknowledged() > before + 200,
+    );
+    let mut checker = redis.client();
+    checker.text(&["AUTH", "second"]);
+    let errors = load.stop_and_check(&mut checker, std::time::Instant::now());
+    assert!(
+        errors.is_empty(),
+        "requests failed during the rotation: {errors:?}"
+    );
+    // The server takes only the new password now.
+    assert!(crate::common::RawClient::connect(redis.port)
+        .text(&["AUTH", "first"])
+        .starts_with("-WRONGPASS"));
 }
