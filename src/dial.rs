@@ -336,13 +336,19 @@ pub async fn client_id(stream: &Stream) -> Result<u64, DialError> {
 pub async fn role(stream: &Stream) -> Result<String, DialError> {
     let mut rbuf = BytesMut::new();
     let replies = call(stream, &mut rbuf, &[vec![Bytes::from_static(b"ROLE")]]).await?;
-    match replies.first() {
+    role_in(replies.first()).map_err(DialError::Protocol)
+}
+
+/// The role a `ROLE` reply names ("master", "slave", "sentinel"), or why
+/// there is none: the server's error, or a reply of another shape.
+pub fn role_in(reply: Option<&Reply>) -> Result<String, String> {
+    match reply {
         Some(Reply::Array(items)) => match items.first() {
             Some(Reply::Bulk(role)) => Ok(String::from_utf8_lossy(role).into_owned()),
-            _ => Err(DialError::Protocol("unexpected ROLE reply".into())),
+            _ => Err("unexpected ROLE reply".into()),
         },
-        Some(Reply::Error(e)) => Err(DialError::Protocol(String::from_utf8_lossy(e).into_owned())),
-        _ => Err(DialError::Protocol("unexpected ROLE reply".into())),
+        Some(Reply::Error(e)) => Err(String::from_utf8_lossy(e).into_owned()),
+        _ => Err("unexpected ROLE reply".into()),
     }
 }
 

@@ -343,14 +343,7 @@ impl Monitor {
         )
         .await
         .map_err(|e| e.to_string())?;
-        match replies.first() {
-            Some(Reply::Array(items)) => match items.first() {
-                Some(Reply::Bulk(role)) => Ok(String::from_utf8_lossy(role).into_owned()),
-                _ => Err("unexpected ROLE reply".into()),
-            },
-            Some(Reply::Error(e)) => Err(String::from_utf8_lossy(e).into_owned()),
-            _ => Err("unexpected ROLE reply".into()),
-        }
+        crate::dial::role_in(replies.first())
     }
 
     /// Starts a task that wakes the monitor on this sentinel's `+switch-master`.
