@@ -150,11 +150,11 @@ pub(super) struct Connection {
     /// See [`super::Discovery`]: reconnect once the server says it is a
     /// replica now.
     pub(super) reconnect_on_readonly: bool,
-    /// A `-READONLY` came on this session: reconnect once what it owes is in.
-    pub(super) readonly_seen: bool,
     /// Since when the server has been a replica (a `-READONLY` came): the
-    /// next connections must reach a master (`ROLE`) before they are used;
-    /// until then jobs wait, for a request timeout at most.
+    /// session that saw it reconnects once what it owes is in, and the next
+    /// connections must reach a master (`ROLE`) before they are used; until
+    /// then jobs wait, for a request timeout at most. None at the start of
+    /// every session (taken once a master is reached).
     pub(super) want_master: Option<Instant>,
     /// Writes answered `-READONLY`, in the order they were sent: they go
     /// again, first, once a master is reached.
@@ -433,12 +433,11 @@ impl Connection {
                         Ok(false) => {}
                         Err(end) => break end,
                     }
-                    if std::mem::take(&mut self.readonly_seen) && !s.switching {
+                    if self.want_master.is_some() && !s.switching {
                         // Nothing more goes to a replica: once its replies
                         // are in, reconnect (jobs wait in the lanes).
                         info!("the server answered READONLY: reconnecting to where its address leads now");
                         s.switching = true;
-                        self.want_master.get_or_insert_with(Instant::now);
                     }
                 }
                 ready = stream.writable(), if !s.outbox.is_empty() => {
@@ -821,7 +820,7 @@ impl Connection {
             // may lead to the new master now.
             let readonly = self.reconnect_on_readonly && frame.starts_with(b"-READONLY");
             if readonly {
-                self.readonly_seen = true;
+                self.want_master.get_or_insert(read_at);
             }
             let size = frame.len();
             let reply = match self.speaks {
@@ -963,7 +962,6 @@ mod tests {
             held: Vec::new(),
             server_id: None,
             reconnect_on_readonly: false,
-            readonly_seen: false,
             want_master: None,
             retries: Vec::new(),
             prepared: None,
@@ -1109,7 +1107,7 @@ mod tests {
         assert!(conn
             .take_replies(&mut rbuf, &mut s.owed, Instant::now())
             .is_ok());
-        assert!(conn.readonly_seen);
+        assert!(conn.want_master.is_some());
         let mut receivers = receivers.into_iter();
         let (mut first, read, mut last) = (
             receivers.next().unwrap(),

@@ -250,7 +250,6 @@ impl Backend {
                     speaks: Proto::Resp2,
                     server_id,
                     reconnect_on_readonly,
-                    readonly_seen: false,
                     want_master: None,
                     retries: Vec::new(),
                     prepared: None,
