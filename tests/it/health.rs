@@ -253,6 +253,14 @@ fn a_rotated_password_file_is_read_at_the_next_connect() {
     assert!(error.contains("password_file"), "{error}");
 }
 
+/// Connections the in-process proxy made to `backend` so far
+/// (`session_proxy_backend_connects_total`; 0 before the first). The
+/// recorder must be installed before the proxy starts.
+fn connects_of(backend: &str) -> f64 {
+    let series = format!("session_proxy_backend_connects_total{{backend=\"{backend}\"}}");
+    crate::common::sample(&crate::common::recorder().render(), &series).unwrap_or(0.0)
+}
+
 /// `[pool] max_connection_age_s`: under a steady load, shared connections
 /// are replaced as they age (the connects counter climbs) and no request
 /// fails for it: an aged connection takes nothing new, its replies come in,
@@ -267,11 +275,10 @@ fn connections_aged_out_under_load_fail_no_request() {
          [[backends]]\nid = \"aging\"\naddress = \"{}\"\n",
         redis.address()
     ));
-    let series = "session_proxy_backend_connects_total{backend=\"aging\"}";
-    let connects = || crate::common::sample(&crate::common::recorder().render(), series);
+    let connects = || connects_of("aging");
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", "session:age", "0"]), "+OK\r\n");
-    let before = connects().unwrap_or(0.0);
+    let before = connects();
     let started = std::time::Instant::now();
     let mut n = 0u64;
     // Bounded: 3.5 s or 200,000 requests.
@@ -286,7 +293,7 @@ fn connections_aged_out_under_load_fail_no_request() {
             "request {n}"
         );
     }
-    let after = connects().unwrap_or(0.0);
+    let after = connects();
     println!("{n} request pairs; connects {before} -> {after}");
     assert!(
         after >= before + 2.0,
@@ -310,8 +317,7 @@ fn an_aged_connection_is_replaced_before_it_is_let_go() {
          [[backends]]\nid = \"slow-to-open\"\naddress = \"{}\"\n",
         relay.address()
     ));
-    let series = "session_proxy_backend_connects_total{backend=\"slow-to-open\"}";
-    let connects = || crate::common::sample(&crate::common::recorder().render(), series);
+    let connects = || connects_of("slow-to-open");
     let mut client = proxy.client();
     // The first connection is slow to come: wait for it.
     wait_until(
@@ -320,7 +326,7 @@ fn an_aged_connection_is_replaced_before_it_is_let_go() {
         "the first connection",
         || client.text(&["SET", "session:slow", "0"]) == "+OK\r\n",
     );
-    let before = connects().unwrap_or(0.0);
+    let before = connects();
     let started = std::time::Instant::now();
     let mut n = 0u64;
     // Bounded: 3.5 s or 100,000 requests.
@@ -333,7 +339,7 @@ fn an_aged_connection_is_replaced_before_it_is_let_go() {
             "request {n}"
         );
     }
-    let after = connects().unwrap_or(0.0);
+    let after = connects();
     println!("{n} requests; connects {before} -> {after}");
     assert!(
         after >= before + 2.0,
@@ -776,8 +782,7 @@ fn a_password_rotated_under_load_fails_no_request() {
         redis.address(),
         file.display()
     ));
-    let series = "session_proxy_backend_connects_total{backend=\"rotating\"}";
-    let connects = || crate::common::sample(&crate::common::recorder().render(), series);
+    let connects = || connects_of("rotating");
     let load = SessionLoad::start(proxy.port);
     let mut admin = redis.client();
     admin.text(&["AUTH", "first"]);
@@ -792,12 +797,12 @@ fn a_password_rotated_under_load_fails_no_request() {
     std::fs::write(&file, "second\n").unwrap();
     // Every connection replaced since (each made with the new password),
     // then the old password goes.
-    let after_file = connects().unwrap_or(0.0);
+    let after_file = connects();
     wait_until(
         READY_LIMIT,
         Duration::from_millis(50),
         "connections replaced",
-        || connects().unwrap_or(0.0) >= after_file + 4.0,
+        || connects() >= after_file + 4.0,
     );
     assert_eq!(
         admin.text(&["ACL", "SETUSER", "default", "<first"]),
@@ -808,7 +813,7 @@ fn a_password_rotated_under_load_fails_no_request() {
         READY_LIMIT,
         Duration::from_millis(50),
         "more connections and writes",
-        || connects().unwrap_or(0.0) >= after_file + 8.0 && load.acknowledged() > before + 200,
+        || connects() >= after_file + 8.0 && load.acknowledged() > before + 200,
     );
     let mut checker = redis.client();
     checker.text(&["AUTH", "second"]);

@@ -11,14 +11,23 @@ use std::process::Command;
 
 use crate::common::{proxy_over, Redis};
 
-fn run(program: &str, script: &str, port: u16) -> String {
+/// Runs `program` on a script of tests/ with the port and `args`.
+fn run(program: &str, script: &str, port: u16, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     run_with(
         Command::new(program)
             .arg(root.join("tests").join(script))
-            .arg(port.to_string()),
-        &format!("{script} on {port}"),
+            .arg(port.to_string())
+            .args(args),
+        &format!("{script} {args:?} on {port}"),
     )
+}
+
+/// Every one of `expected` is in what the store's program printed.
+fn expect_all(printed: &str, expected: &[&str], what: &str) {
+    for line in expected {
+        assert!(printed.contains(line), "{what}: {line} in {printed}");
+    }
 }
 
 /// Runs a store's program to success; its stdout.
@@ -70,8 +79,8 @@ fn rack_and_predis_sessions_behave_the_same_through_the_proxy() {
         ("ruby", "ruby/rack_session.rb"),
         ("php", "php/predis_session.php"),
     ] {
-        let ours = run(program, script, proxy.port);
-        let theirs = run(program, script, direct_port);
+        let ours = run(program, script, proxy.port, &[]);
+        let theirs = run(program, script, direct_port, &[]);
         assert_eq!(ours, theirs, "{script}");
         assert!(ours.contains("\"count\":2"), "{script}: {ours}");
         println!("{script}: {ours}");
@@ -86,25 +95,20 @@ fn symfony_sessions_behave_the_same_through_the_proxy() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let proxy = proxy_over(&servers, "[keys]\nprefixes = [\"sf_s\"]\n");
     let direct = Redis::start();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for client in ["phpredis", "predis"] {
         let ours = same_both_ways(proxy.port, direct.port, |port| {
-            run_with(
-                Command::new("php")
-                    .arg(root.join("tests/php/symfony_session.php"))
-                    .arg(port.to_string())
-                    .arg(client),
-                &format!("symfony_session.php {client} on {port}"),
-            )
+            run("php", "php/symfony_session.php", port, &[client])
         });
-        for expected in [
-            r##"{"step":"migrate","id":"#1","user":"alice","count":2"##,
-            r#"{"old id kept":0,"new id stored":1}"#,
-            r#"{"attacker id stored":0}"#,
-            r#"{"invalidated id stored":0}"#,
-        ] {
-            assert!(ours.contains(expected), "{client}: {expected} in {ours}");
-        }
+        expect_all(
+            &ours,
+            &[
+                r##"{"step":"migrate","id":"#1","user":"alice","count":2"##,
+                r#"{"old id kept":0,"new id stored":1}"#,
+                r#"{"attacker id stored":0}"#,
+                r#"{"invalidated id stored":0}"#,
+            ],
+            client,
+        );
         println!("symfony with {client}: {ours}");
     }
 }
@@ -123,29 +127,24 @@ fn laravel_session_cache_and_locks_behave_the_same_through_the_proxy() {
          scripts = [\"647c65a442733a1aa440f99908d249d13b4d6c4a\", \"a08c9c69b7c07ae2485190873b90d128a23e502d\"]\n",
     );
     let direct = Redis::start();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for client in ["phpredis", "predis"] {
         let ours = same_both_ways(proxy.port, direct.port, |port| {
-            run_with(
-                Command::new("php")
-                    .arg(root.join("tests/php/laravel_session.php"))
-                    .arg(port.to_string())
-                    .arg(client),
-                &format!("laravel_session.php {client} on {port}"),
-            )
+            run("php", "php/laravel_session.php", port, &[client])
         });
-        for expected in [
-            r##"["regenerate","#1","alice",2]"##,
-            r#"{"old id stored":false,"new id stored":true}"#,
-            r#"{"putMany":true}"#,
-            r#""many":{"a":"one","b":"two","c":"three","d":{"x":4},"missing":null}"#,
-            r#"{"first get":true,"second get":false}"#,
-            r#"{"release by other":false,"still held":true}"#,
-            r#"{"release by owner":true,"taken again":true}"#,
-            r#"{"flush":true,"b after flush":null}"#,
-        ] {
-            assert!(ours.contains(expected), "{client}: {expected} in {ours}");
-        }
+        expect_all(
+            &ours,
+            &[
+                r##"["regenerate","#1","alice",2]"##,
+                r#"{"old id stored":false,"new id stored":true}"#,
+                r#"{"putMany":true}"#,
+                r#""many":{"a":"one","b":"two","c":"three","d":{"x":4},"missing":null}"#,
+                r#"{"first get":true,"second get":false}"#,
+                r#"{"release by other":false,"still held":true}"#,
+                r#"{"release by owner":true,"taken again":true}"#,
+                r#"{"flush":true,"b after flush":null}"#,
+            ],
+            client,
+        );
         println!("laravel with {client}: {ours}");
     }
 }
@@ -189,18 +188,20 @@ fn go_stores_behave_the_same_through_the_proxy() {
             &format!("go stores on {port}"),
         )
     });
-    for expected in [
-        "redistore db1 regenerated: new=true user=alice count=2",
-        "redistore db1 old-id: new=true user=<nil>",
-        "redistore db0 expired: exists=0",
-        "redistore db0 after-logout: new=true user=<nil>",
-        "go-redis tx: 3",
-        "go-redis watch lost race: true",
-        "go-redis watched value: 101",
-        "go-redis scan distinct: 50",
-    ] {
-        assert!(ours.contains(expected), "{expected} in {ours}");
-    }
+    expect_all(
+        &ours,
+        &[
+            "redistore db1 regenerated: new=true user=alice count=2",
+            "redistore db1 old-id: new=true user=<nil>",
+            "redistore db0 expired: exists=0",
+            "redistore db0 after-logout: new=true user=<nil>",
+            "go-redis tx: 3",
+            "go-redis watch lost race: true",
+            "go-redis watched value: 101",
+            "go-redis scan distinct: 50",
+        ],
+        "go",
+    );
     spread(&servers, "0");
     println!("{ours}");
 }
@@ -218,16 +219,18 @@ fn catalyst_sessions_behave_the_same_through_the_proxy() {
     );
     let direct = Redis::start();
     let ours = same_both_ways(proxy.port, direct.port, |port| {
-        run("perl", "perl/catalyst_session.pl", port)
+        run("perl", "perl/catalyst_session.pl", port, &[])
     });
-    for expected in [
-        "change: user=alice count=2 (session #2)",
-        "old id's keys: 0, new id's keys: 2",
-        "flash_get: flash=saved",
-        "keys after logout: 0",
-        "stored by Catalyst, read by Redis::Fast: yes",
-    ] {
-        assert!(ours.contains(expected), "{expected} in {ours}");
-    }
+    expect_all(
+        &ours,
+        &[
+            "change: user=alice count=2 (session #2)",
+            "old id's keys: 0, new id's keys: 2",
+            "flash_get: flash=saved",
+            "keys after logout: 0",
+            "stored by Catalyst, read by Redis::Fast: yes",
+        ],
+        "catalyst",
+    );
     println!("{ours}");
 }
