@@ -331,12 +331,22 @@ pub async fn client_id(stream: &Stream) -> Result<u64, DialError> {
     })
 }
 
-/// The server's role from `ROLE` on a connection made by [`handshake`]:
-/// "master", "slave" or "sentinel".
-pub async fn role(stream: &Stream) -> Result<String, DialError> {
+/// What a connection checks before use after its server refused a
+/// command (`-READONLY`, `-LOADING`): the server's role (`ROLE`), or
+/// "loading" for a master still loading its data (it answers `PING` with
+/// `-LOADING`, where `ROLE` answers at once).
+pub async fn serving_role(stream: &Stream) -> Result<String, DialError> {
     let mut rbuf = BytesMut::new();
-    let replies = call(stream, &mut rbuf, &[vec![Bytes::from_static(b"ROLE")]]).await?;
-    role_in(replies.first()).map_err(DialError::Protocol)
+    let commands = [
+        vec![Bytes::from_static(b"ROLE")],
+        vec![Bytes::from_static(b"PING")],
+    ];
+    let replies = call(stream, &mut rbuf, &commands).await?;
+    let role = role_in(replies.first()).map_err(DialError::Protocol)?;
+    Ok(match replies.get(1) {
+        Some(Reply::Error(e)) if e.starts_with(b"LOADING") => "loading".into(),
+        _ => role,
+    })
 }
 
 /// The role a `ROLE` reply names ("master", "slave", "sentinel"), or why

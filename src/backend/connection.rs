@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 
 use super::health::Health;
 use super::job::{BackendError, Job, ReplyTo};
-use super::session::{owed_error, Owed, Retry, Session, SessionEnd};
+use super::retry::{self, Retry};
+use super::session::{owed_error, Owed, Session, SessionEnd};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -74,9 +75,9 @@ impl Dialer {
                 Proto::Resp3 if crate::dial::hello3(&stream).await? => Proto::Resp3,
                 _ => Proto::Resp2,
             };
-            // After a -READONLY: only a master will do.
+            // After a -READONLY or -LOADING: only a master that serves will do.
             let role = match check_role {
-                true => Some(crate::dial::role(&stream).await?),
+                true => Some(crate::dial::serving_role(&stream).await?),
                 false => None,
             };
             Ok::<_, DialError>(Ready {
@@ -148,16 +149,17 @@ pub(super) struct Connection {
     /// handshake.
     pub(super) server_id: Option<Arc<AtomicU64>>,
     /// See [`super::Discovery`]: reconnect once the server says it is a
-    /// replica now.
+    /// replica now (`-READONLY`) or loading its data (`-LOADING`).
     pub(super) reconnect_on_readonly: bool,
-    /// Since when the server has been a replica (a `-READONLY` came): the
-    /// session that saw it reconnects once what it owes is in, and the next
-    /// connections must reach a master (`ROLE`) before they are used; until
-    /// then jobs wait, for a request timeout at most. None at the start of
-    /// every session (taken once a master is reached).
+    /// Since when the server has refused commands (a `-READONLY` or
+    /// `-LOADING` came): the session that saw it reconnects once what it
+    /// owes is in, and the next connections must reach a master that
+    /// serves (`ROLE`, `PING`) before they are used; until then jobs wait,
+    /// for a request timeout at most. None at the start of every session
+    /// (taken once a master is reached).
     pub(super) want_master: Option<Instant>,
-    /// Writes answered `-READONLY`, in the order they were sent: they go
-    /// again, first, once a master is reached.
+    /// Commands refused (see [`retry`]), in the order they were sent: they
+    /// go again, first, once a master that serves is reached.
     pub(super) retries: Vec<Job>,
     /// The connection made while the last one aged, taken by the next
     /// attempt: the old one's replies come in meanwhile, and no request
@@ -219,7 +221,7 @@ impl Connection {
             };
         }
         if self.want_master.take().is_some() {
-            info!(%endpoint, "a master again after READONLY");
+            info!(%endpoint, "a master that serves again after READONLY or LOADING");
         }
         if let Some(peer) = ready.peer {
             self.metrics.reached(endpoint, peer);
@@ -246,7 +248,7 @@ impl Connection {
                 match end {
                     SessionEnd::Aged => debug!(%endpoint, "connection aged out; replaced"),
                     _ if self.want_master.is_some() => {
-                        info!(from = %endpoint, "reconnecting after READONLY")
+                        info!(from = %endpoint, "reconnecting after READONLY or LOADING")
                     }
                     _ => info!(from = %endpoint, "master switched; reconnecting"),
                 }
@@ -320,20 +322,25 @@ impl Connection {
         }
     }
 
-    /// The endpoint leads to a replica still, after a `-READONLY`: within a
-    /// request timeout of it, jobs wait (the name of a managed service
-    /// moves to the new master soon after the old one is demoted) and
-    /// `None` says try again shortly; after that, the reason to fail them.
+    /// The endpoint leads to a replica still (or a master loading its
+    /// data), after a `-READONLY` or `-LOADING`: within a request timeout
+    /// of it, jobs wait (the name of a managed service moves to the new
+    /// master soon after the old one is demoted; a restarted server loads
+    /// its data) and `None` says try again shortly; after that, the reason
+    /// to fail them.
     async fn await_master(&mut self, endpoint: &Endpoint, role: &str) -> Option<String> {
         let since = self.want_master.get_or_insert_with(Instant::now);
         if since.elapsed() < self.settings.request_timeout {
-            debug!(%endpoint, role, "still a replica after READONLY; waiting for a master");
+            debug!(%endpoint, role, "no master that serves yet; waiting");
             tokio::time::sleep(self.settings.backoff_min).await;
             return None;
         }
-        Some(format!(
-            "{endpoint} is a replica (ROLE {role}) since it answered READONLY: waiting for its address to lead to a master"
-        ))
+        Some(match role {
+            "loading" => format!("{endpoint} is loading its data"),
+            _ => format!(
+                "{endpoint} is a replica (ROLE {role}) since it answered READONLY: waiting for its address to lead to a master"
+            ),
+        })
     }
 
     /// Answers every job waiting in the lanes with `error`.
@@ -436,7 +443,7 @@ impl Connection {
                     if self.want_master.is_some() && !s.switching {
                         // Nothing more goes to a replica: once its replies
                         // are in, reconnect (jobs wait in the lanes).
-                        info!("the server answered READONLY: reconnecting to where its address leads now");
+                        info!("the server refused a command (READONLY, LOADING): reconnecting to where its address leads now");
                         s.switching = true;
                     }
                 }
@@ -672,8 +679,8 @@ impl Connection {
         now.is_some()
     }
 
-    /// A write the server refused with `-READONLY` (it did not run): kept
-    /// to be sent again once a master is reached, unless its client has
+    /// A command the server refused (it did not run): kept to be sent
+    /// again once a master that serves is reached, unless its client has
     /// given up.
     fn retry_later(
         &mut self,
@@ -695,7 +702,38 @@ impl Connection {
         self.retries.push(job);
     }
 
-    /// The writes to send again go back to the front of their clients'
+    /// A batch answered with some of its commands refused: those go again
+    /// as a batch of their own, and the client gets the whole batch once
+    /// they are answered (see [`retry::merge`]).
+    fn retry_batch_later(
+        &mut self,
+        retry: Retry,
+        reply: tokio::sync::oneshot::Sender<super::job::BatchResult>,
+        replies: Vec<Reply>,
+    ) {
+        let Some((payload, places)) = retry::refused_in_batch(&retry, &replies) else {
+            let _ = reply.send(Ok(replies));
+            return;
+        };
+        if reply.is_closed() {
+            return;
+        }
+        let (again, answer) = tokio::sync::oneshot::channel();
+        let count = places.len();
+        let mut job = Job::new(
+            retry.origin,
+            payload,
+            retry.db,
+            ReplyTo::Many { tx: again, count },
+            false,
+        );
+        job.held = true;
+        self.metrics.held_requests.increment(count as u64);
+        self.retries.push(job);
+        tokio::spawn(retry::merge(reply, replies, places, answer));
+    }
+
+    /// The commands to send again go back to the front of their clients'
     /// lanes, in the order they were first sent.
     fn requeue_retries(&mut self) {
         for job in self.retries.drain(..).rev() {
@@ -727,7 +765,9 @@ impl Connection {
                 .increment(u64::from(job.replies()));
         }
         let client = job.origin.client;
-        let retry = (self.reconnect_on_readonly && job.write).then(|| Retry {
+        // A held connection keeps its client's state (MULTI, WATCH), which
+        // a command sent again on another connection would not have.
+        let retry = (self.reconnect_on_readonly && self.server_id.is_none()).then(|| Retry {
             origin: job.origin,
             payload: job.payload.clone(),
             db: job.db,
@@ -753,6 +793,7 @@ impl Connection {
                     replies: Vec::with_capacity(count),
                     bytes: 0,
                     sent_at: now,
+                    retry,
                 });
                 return false;
             }
@@ -813,13 +854,14 @@ impl Connection {
                 continue;
             }
             // A demoted or restarting master: have the sentinels asked now.
-            if frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING") {
+            let refused = retry::refused(&frame);
+            if refused {
                 self.ask_recheck();
             }
-            // A fixed endpoint that became a replica: its name (or address)
-            // may lead to the new master now.
-            let readonly = self.reconnect_on_readonly && frame.starts_with(b"-READONLY");
-            if readonly {
+            // A fixed endpoint that became a replica, or is loading: its
+            // name (or address) may lead to a master that serves now.
+            let refused = refused && self.reconnect_on_readonly;
+            if refused {
                 self.want_master.get_or_insert(read_at);
             }
             let size = frame.len();
@@ -843,11 +885,17 @@ impl Connection {
                     mut replies,
                     bytes,
                     sent_at,
+                    retry,
                 }) => {
                     replies.push(reply);
                     if replies.len() >= count {
                         self.lanes.replied(client, count as u32, bytes + size);
-                        let _ = tx.send(Ok(replies));
+                        match retry.filter(|_| self.want_master.is_some()) {
+                            Some(retry) => self.retry_batch_later(retry, tx, replies),
+                            None => {
+                                let _ = tx.send(Ok(replies));
+                            }
+                        }
                     } else {
                         // More of the batch's replies are still to come.
                         owed.push_front(Owed::Batch {
@@ -857,6 +905,7 @@ impl Connection {
                             replies,
                             bytes: bytes + size,
                             sent_at,
+                            retry,
                         });
                     }
                 }
@@ -867,7 +916,7 @@ impl Connection {
                     ..
                 }) => {
                     self.lanes.replied(client, 1, size);
-                    match retry.filter(|_| readonly) {
+                    match retry.filter(|_| refused) {
                         Some(retry) => self.retry_later(retry, tx),
                         None => {
                             let _ = tx.send(Ok(reply));
@@ -881,7 +930,7 @@ impl Connection {
                     ..
                 }) => {
                     self.lanes.replied(client, 1, size);
-                    match retry.filter(|_| readonly) {
+                    match retry.filter(|_| refused) {
                         Some(retry) => self.retry_later(retry, tx),
                         None => self.held.push((tx, reply)),
                     }
@@ -1121,6 +1170,68 @@ mod tests {
             .map(|(_, job)| job.payload)
             .collect();
         assert_eq!(sent, vec![Bytes::from("SET a 1"), Bytes::from("SET b 2")]);
+    }
+
+    /// A pipelined batch, some of it refused (a write with -READONLY, a
+    /// read with -LOADING): only those go again, as one batch; once it is
+    /// answered the client gets the whole batch, each reply in its place.
+    #[tokio::test]
+    async fn the_refused_commands_of_a_batch_go_again_and_take_their_places() {
+        let mut conn = connection(Arc::new(Notify::new()));
+        conn.reconnect_on_readonly = true;
+        let origin = Origin {
+            client: 7,
+            reply_bytes: 0,
+            large_replies: false,
+            proto: Proto::Resp2,
+        };
+        let commands: Vec<Vec<u8>> = [&["SET", "a", "1"][..], &["GET", "a"], &["GET", "b"]]
+            .iter()
+            .map(|args| {
+                let mut buf = BytesMut::new();
+                let args: Vec<Bytes> = args.iter().map(|a| Bytes::from(*a)).collect();
+                encode_command(&args, &mut buf);
+                buf.to_vec()
+            })
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        let mut s = Session::new(0);
+        s.owed.push_back(Owed::Batch {
+            client: 7,
+            reply: tx,
+            count: 3,
+            replies: Vec::new(),
+            bytes: 0,
+            sent_at: Instant::now(),
+            retry: Some(Retry {
+                origin,
+                payload: Bytes::from(commands.concat()),
+                db: 0,
+            }),
+        });
+        let bytes = "-READONLY You can't write against a read only replica.\r\n$1\r\n1\r\n-LOADING Redis is loading the dataset in memory\r\n";
+        let mut rbuf = BytesMut::from(bytes);
+        assert!(conn
+            .take_replies(&mut rbuf, &mut s.owed, Instant::now())
+            .is_ok());
+        assert!(conn.want_master.is_some() && s.owed.is_empty());
+        conn.settle(&mut s, &SessionEnd::Switched);
+        let (_, again) = conn.lanes.pop().expect("the refused commands go again");
+        assert!(conn.lanes.pop().is_none());
+        assert_eq!(
+            again.payload,
+            Bytes::from([&commands[0][..], &commands[2]].concat())
+        );
+        let ReplyTo::Many { tx, count: 2 } = again.reply else {
+            panic!("one batch of the two refused commands");
+        };
+        let ok = |s: &'static str| Reply::Raw(Bytes::from(s));
+        tx.send(Ok(vec![ok("+OK\r\n"), ok("$1\r\n2\r\n")])).unwrap();
+        let replies = rx.await.unwrap().unwrap();
+        assert_eq!(
+            replies,
+            vec![ok("+OK\r\n"), ok("$1\r\n1\r\n"), ok("$1\r\n2\r\n")]
+        );
     }
 
     /// Whether a notification is already stored, without waiting for one.

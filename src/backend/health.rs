@@ -183,15 +183,22 @@ impl Probe {
                 };
                 let mut rbuf = BytesMut::new();
                 match call(stream, &mut rbuf, &[vec![Bytes::from_static(b"PING")]]).await?[..] {
-                    [Reply::Status(ref pong)] if &pong[..] == b"PONG" => Ok(()),
+                    [Reply::Status(ref pong)] if &pong[..] == b"PONG" => Ok(true),
+                    [Reply::Error(ref e)] if e.starts_with(b"LOADING") => Ok(false),
                     ref other => Err(DialError::Protocol(format!("PING answered {other:?}"))),
                 }
             })
             .await;
             match attempt {
-                Ok(Ok(())) => {
+                Ok(Ok(true)) => {
                     self.health.metrics.probes_ok.increment(1);
                     self.health.success();
+                }
+                Ok(Ok(false)) => {
+                    // Loading its data: there, and soon serving. The
+                    // connections hold what they are sent meanwhile (for a
+                    // request timeout) and count it a failure after that.
+                    debug!("probe: the backend is loading its data");
                 }
                 Ok(Err(error)) => {
                     debug!(%error, "probe failed");

@@ -30,6 +30,7 @@ mod health;
 mod job;
 mod lanes;
 mod lease;
+mod retry;
 mod session;
 
 use connection::Connection;
@@ -64,9 +65,10 @@ pub struct Discovery {
     failover: Option<watch::Receiver<bool>>,
     /// Keeps a fixed endpoint's channel open.
     keep: Option<Arc<watch::Sender<Option<Endpoint>>>>,
-    /// A `-READONLY` reply makes the connection reconnect (resolving the
-    /// name again): a managed service's failover moves its endpoint to the
-    /// new master and leaves the old one a replica.
+    /// A `-READONLY` or `-LOADING` reply makes the connection reconnect
+    /// (resolving the name again), sending what was refused again there: a
+    /// managed service's failover moves its endpoint to the new master and
+    /// leaves the old one a replica; a restarted server loads its data.
     reconnect_on_readonly: bool,
 }
 

@@ -1,10 +1,11 @@
 //! One backend connection's session state: the replies it owes, in order,
 //! and the deadlines by which they are due. No I/O of its own.
 
-use super::job::{BackendError, BackendResult, BatchResult, Origin};
+use super::job::{BackendError, BackendResult, BatchResult};
+use super::retry::Retry;
 use crate::net::Outbox;
 use crate::protocol::Reply;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -23,8 +24,8 @@ pub(super) enum Owed {
         sent_at: Instant,
         /// A blocking command's reply is not due before this.
         blocked_until: Option<Instant>,
-        /// A write to a fixed endpoint: sent again if the server answers
-        /// `-READONLY` (it became a replica; the write did not run).
+        /// On a shared connection to a fixed endpoint: sent again if the
+        /// server refuses it (see [`super::retry`]).
         retry: Option<Retry>,
     },
     /// A client's batch: the replies gathered so far, sent when all are in.
@@ -36,6 +37,8 @@ pub(super) enum Owed {
         /// Bytes of the replies so far.
         bytes: usize,
         sent_at: Instant,
+        /// As for [`Owed::Client`]: the commands refused go again.
+        retry: Option<Retry>,
     },
     /// A SELECT the proxy inserted to switch databases.
     Select { sent_at: Instant },
@@ -57,15 +60,6 @@ pub(super) enum Owed {
         /// a new master that never had it, so it is not confirmed.
         doubted: bool,
     },
-}
-
-/// What a write needs to be sent again after `-READONLY`: a replica
-/// refuses a write before running it, so sending it to the master the
-/// endpoint leads to now is safe.
-pub(super) struct Retry {
-    pub(super) origin: Origin,
-    pub(super) payload: Bytes,
-    pub(super) db: u32,
 }
 
 impl Owed {

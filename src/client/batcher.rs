@@ -54,9 +54,6 @@ pub(in crate::client) struct OpenBatch {
     /// The first command; copied into the backend's scratch buffer when a
     /// second one comes.
     pub(in crate::client) first: Bytes,
-    /// The first command is a write: sent alone, it may go again after a
-    /// `-READONLY` (see the backend's connection).
-    pub(in crate::client) write: bool,
     pub(in crate::client) count: usize,
 }
 
@@ -76,15 +73,14 @@ pub(in crate::client) enum BatchReplies {
 }
 
 impl Batcher {
-    /// Gathers a command for the backend at `backend` and returns the slot
-    /// waiting for it. `write`: a write sent without a WAIT after it.
+    /// Gathers a command (never one followed by WAIT) for the backend at
+    /// `backend` and returns the slot waiting for it.
     pub(in crate::client) fn add(
         &mut self,
         topo: &Topology,
         state: &State,
         backend: usize,
         raw: &Bytes,
-        write: bool,
         now: Instant,
     ) -> Slot {
         // A batch holds one database's commands, and no more than
@@ -125,7 +121,6 @@ impl Batcher {
                     seq,
                     db: state.db,
                     first: raw.clone(),
-                    write,
                     count: 1,
                 });
                 (seq, 0)
@@ -146,7 +141,7 @@ impl Batcher {
                 continue;
             };
             let replies = if open.count == 1 {
-                BatchReplies::One(backend.send(origin, open.first, open.db, open.write))
+                BatchReplies::One(backend.send(origin, open.first, open.db, false))
             } else {
                 let payload = self
                     .scratch

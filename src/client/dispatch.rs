@@ -515,10 +515,7 @@ pub(in crate::client) fn routed(
             let backend = &topo.backends[index];
             let raw = request.raw();
             if let Some(raw) = raw.filter(|_| !wait) {
-                // A write here is never followed by WAIT (`wait` is false): the
-                // flag only lets it go again after a -READONLY.
-                let write = spec.write && !backend.waits_for_replicas();
-                return batcher.add(topo, state, index, raw, write, now);
+                return batcher.add(topo, state, index, raw, now);
             }
             // Sent on its own (an inline request, or a write followed by
             // WAIT), after what is gathered.

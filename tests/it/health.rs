@@ -407,9 +407,11 @@ fn a_moved_endpoint_is_followed_after_readonly() {
     assert_eq!(client.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
 }
 
-/// Four clients writing sessions (SETEX, then GET) through a proxy until
-/// stopped: what each key was last acknowledged with, and every error
-/// with when its request began.
+/// Four clients writing sessions through a proxy until stopped: two one
+/// command at a time (SETEX, then GET), two pipelining (two SETEX and a
+/// GET in one write, which the proxy sends to the backend as one batch).
+/// What each key was last acknowledged with, and every error with when its
+/// request began.
 struct SessionLoad {
     stop: Arc<std::sync::atomic::AtomicBool>,
     writes: Arc<AtomicUsize>,
@@ -435,20 +437,42 @@ impl SessionLoad {
                     let mut acked = vec![0u64; keys.len()];
                     let mut errors = Vec::new();
                     let mut seq = 0u64;
+                    let pipelined = w % 2 == 1;
                     while !stop.load(Ordering::Relaxed) {
                         seq += 1;
                         let i = (seq as usize) % keys.len();
                         let began = std::time::Instant::now();
-                        let reply = client.text(&["SETEX", &keys[i], "600", &seq.to_string()]);
-                        if reply == "+OK\r\n" {
-                            acked[i] = seq;
-                            writes.fetch_add(1, Ordering::Relaxed);
+                        let mut written = vec![i];
+                        let replies = if pipelined {
+                            let j = (i + 1) % keys.len();
+                            written.push(j);
+                            let value = seq.to_string();
+                            for args in [
+                                &["SETEX", &keys[i], "600", &value][..],
+                                &["SETEX", &keys[j], "600", &value],
+                                &["GET", &keys[i]],
+                            ] {
+                                let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+                                client.send(&args);
+                            }
+                            (0..3)
+                                .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+                                .collect()
                         } else {
-                            errors.push((began, reply));
+                            let set = client.text(&["SETEX", &keys[i], "600", &seq.to_string()]);
+                            vec![set, client.text(&["GET", &keys[i]])]
+                        };
+                        let (read, sets) = replies.split_last().unwrap();
+                        for (&key, reply) in written.iter().zip(sets) {
+                            if reply == "+OK\r\n" {
+                                acked[key] = seq;
+                                writes.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                errors.push((began, reply.clone()));
+                            }
                         }
-                        let read = client.text(&["GET", &keys[i]]);
                         if read.starts_with('-') {
-                            errors.push((began, read));
+                            errors.push((began, read.clone()));
                         }
                     }
                     LoadOutcome {
@@ -470,8 +494,9 @@ impl SessionLoad {
     }
 
     /// Stops the clients; checks against `master` that no acknowledged
-    /// write is lost, that no client saw -READONLY, and that no request
-    /// begun after `calm` failed. Returns the errors seen.
+    /// write is lost, that no client saw a refusal the proxy should have
+    /// sent again (-READONLY, -LOADING), and that no request begun after
+    /// `calm` failed. Returns the errors seen.
     fn stop_and_check(self, master: &mut RawClient, calm: std::time::Instant) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
         let outcomes: Vec<LoadOutcome> = self
@@ -499,8 +524,10 @@ impl SessionLoad {
         }
         assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
         assert!(
-            !errors.iter().any(|e| e.starts_with("-READONLY")),
-            "clients saw -READONLY: {errors:?}"
+            !errors
+                .iter()
+                .any(|e| e.starts_with("-READONLY") || e.starts_with("-LOADING")),
+            "clients saw -READONLY or -LOADING: {errors:?}"
         );
         assert!(late.is_empty(), "errors after things settled: {late:?}");
         errors
@@ -571,6 +598,110 @@ fn a_managed_failover_under_load_loses_no_write_and_shows_no_readonly() {
     );
     let errors = load.stop_and_check(&mut b.client(), moved + 2 * timeout);
     println!("errors: {errors:?}");
+}
+
+/// A managed node replaced under a session load: the name (a relay here)
+/// moves to a new node that is still loading its data, and the old
+/// connections are cut. The new node answers -LOADING until its data is
+/// in, which the proxy does not pass on: the commands refused (pipelined
+/// ones among them) wait and go again once it serves (PING answers),
+/// within a request timeout. Only the cut costs errors (what was in
+/// flight, and the backoff after it); no client sees -LOADING, none is
+/// failed for the loading, and no acknowledged write is lost.
+#[test]
+fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
+    let a = Redis::start();
+    // About a second and a half of loading: 1,000 keys at 1 ms each.
+    let c = Redis::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--key-load-delay",
+        "1000",
+        // Clients are answered (-LOADING) every KB loaded, not every 2 MB.
+        "--loading-process-events-interval-bytes",
+        "1024",
+        "--enable-debug-command",
+        "local",
+    ]);
+    let mut admin = c.client();
+    assert_eq!(
+        admin.text(&["DEBUG", "POPULATE", "1000", "filler"]),
+        "+OK\r\n"
+    );
+    admin.text(&["BGREWRITEAOF"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the AOF rewrite",
+        || {
+            let info = admin.text(&["INFO", "persistence"]);
+            info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
+        },
+    );
+    let relay = crate::relay::Relay::start(a.address());
+    let timeout = Duration::from_millis(4000);
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [pool]\nrequest_timeout_ms = {}\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+         [[backends]]\nid = \"replaced\"\naddress = \"{}\"\n",
+        timeout.as_millis(),
+        relay.address()
+    ));
+    let load = SessionLoad::start(proxy.port);
+    wait_until(READY_LIMIT, Duration::from_millis(20), "the load", || {
+        load.acknowledged() > 200
+    });
+    let loading = || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(c.address()) else {
+            return false;
+        };
+        let mut reply = [0u8; 8];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read(&mut reply).is_ok()
+            && reply.starts_with(b"-LOADING")
+    };
+    let loaded = std::thread::scope(|scope| {
+        // `restart` returns once the node answers PING again: loaded.
+        let restart = scope.spawn(|| {
+            c.restart();
+            std::time::Instant::now()
+        });
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(5),
+            "the node loading",
+            loading,
+        );
+        relay.retarget(c.address());
+        relay.cut();
+        let cut = std::time::Instant::now();
+        let loaded = restart.join().unwrap();
+        println!("loaded {:?} after the cut", loaded - cut);
+        loaded
+    });
+    let before = load.acknowledged();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "writes after loading",
+        || load.acknowledged() > before + 200,
+    );
+    let errors = load.stop_and_check(&mut c.client(), loaded + timeout);
+    // What failed, failed at the cut (the connection lost, and the backoff
+    // after it): nothing for the loading itself.
+    let for_loading: Vec<_> = errors.iter().filter(|e| e.contains("loading")).collect();
+    assert!(
+        for_loading.is_empty(),
+        "failed for the loading: {for_loading:?}"
+    );
+    println!(
+        "{} errors, from the cut: {:?}",
+        errors.len(),
+        errors.first()
+    );
 }
 
 /// The same with a host name (an ElastiCache primary endpoint, an Azure
