@@ -58,7 +58,8 @@ pub struct Shard {
 
 /// Reads a CLUSTER SHARDS reply (Redis 7): each shard's slot ranges and its
 /// nodes, the master being the node whose role is "master" and whose health
-/// is "online". `None` when the reply is not of that shape.
+/// is "online", each at its preferred endpoint. `None` when the reply is
+/// not of that shape.
 pub fn parse_shards(reply: &Reply) -> Option<Vec<Shard>> {
     let Reply::Array(shards) = reply else {
         return None;
@@ -99,7 +100,13 @@ pub fn parse_shards(reply: &Reply) -> Option<Vec<Shard>> {
                 Some(Reply::Int(p)) => *p,
                 _ => continue,
             };
-            let host = text("ip").or_else(|| text("endpoint"))?;
+            // The endpoint the cluster prefers its clients to use (a host
+            // name under `cluster-preferred-endpoint-type hostname`, as
+            // managed services announce), which MOVED and ASK name too;
+            // its IP when that is unknown ("?").
+            let host = text("endpoint")
+                .filter(|e| !e.is_empty() && e != "?")
+                .or_else(|| text("ip"))?;
             let address = format!("{host}:{port}");
             match (text("role").as_deref(), text("health").as_deref()) {
                 (Some("master"), Some("online")) => master = Some(address),
@@ -433,6 +440,53 @@ mod more_tests {
         let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
         crate::protocol::encode_command(&args, &mut buf);
         buf.to_vec()
+    }
+
+    /// A node announcing a host name (`cluster-announce-hostname`,
+    /// `cluster-preferred-endpoint-type hostname`) is reached by that name,
+    /// as MOVED names it; one whose endpoint is unknown ("?") by its IP.
+    #[test]
+    fn shards_name_each_node_by_its_preferred_endpoint() {
+        let node = |endpoint: &str, ip: &str, port: i64, role: &str| {
+            let text = |s: &str| Reply::Bulk(Bytes::from(s.to_string()));
+            Reply::Array(vec![
+                text("port"),
+                Reply::Int(port),
+                text("ip"),
+                text(ip),
+                text("endpoint"),
+                text(endpoint),
+                text("role"),
+                text(role),
+                text("health"),
+                text("online"),
+            ])
+        };
+        let shard = |slots: (i64, i64), nodes: Vec<Reply>| {
+            Reply::Array(vec![
+                Reply::Bulk(Bytes::from_static(b"slots")),
+                Reply::Array(vec![Reply::Int(slots.0), Reply::Int(slots.1)]),
+                Reply::Bulk(Bytes::from_static(b"nodes")),
+                Reply::Array(nodes),
+            ])
+        };
+        let reply = Reply::Array(vec![
+            shard(
+                (0, 8191),
+                vec![
+                    node("node-a.cache.test", "10.0.0.1", 6379, "master"),
+                    node("node-b.cache.test", "10.0.0.2", 6379, "replica"),
+                ],
+            ),
+            shard((8192, 16383), vec![node("?", "10.0.0.3", 6380, "master")]),
+        ]);
+        let shards = parse_shards(&reply).unwrap();
+        assert_eq!(shards[0].master, "node-a.cache.test:6379");
+        assert_eq!(
+            shards[0].replicas,
+            vec!["node-b.cache.test:6379".to_string()]
+        );
+        assert_eq!(shards[1].master, "10.0.0.3:6380");
     }
 
     #[test]

@@ -139,10 +139,12 @@ fn master_of<'a>(cluster: &'a Cluster, key: &str) -> &'a Redis {
         .iter()
         .find(|s| s.ranges.iter().any(|&(a, b)| a <= slot && slot <= b))
         .expect("a shard serves the slot");
+    // By port: a cluster that announces host names names its nodes so.
+    let port = shard.master.rsplit(':').next().unwrap();
     cluster
         .nodes
         .iter()
-        .find(|n| n.address() == shard.master)
+        .find(|n| n.port.to_string() == port)
         .unwrap()
 }
 
@@ -451,6 +453,83 @@ fn a_manual_failover_under_load_loses_no_acknowledged_write() {
         seen.errors,
         Vec::<String>::new(),
         "client errors during the failover"
+    );
+    check_written(&mut client, &seen.written);
+}
+
+/// A cluster whose nodes announce a host name, as a managed service's
+/// cluster mode does (`cluster-announce-hostname`,
+/// `cluster-preferred-endpoint-type hostname`): the proxy's slot map names
+/// the nodes by it, as MOVED does, and reaches them through it ("localhost"
+/// here, seeds included; it may lead to ::1 before 127.0.0.1, where the
+/// nodes listen: the addresses are tried in order). Sessions land on their
+/// slot's master, and a CLUSTER FAILOVER under load costs no error.
+#[test]
+fn a_cluster_announcing_host_names_is_reached_by_them() {
+    let cluster = Cluster::start_with(
+        3,
+        1,
+        &[
+            "--cluster-announce-hostname",
+            "localhost",
+            "--cluster-preferred-endpoint-type",
+            "hostname",
+        ],
+    );
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"localhost:{}\"", n.port))
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 5000\n\
+         [[backends]]\nid = \"c\"\ncluster = {{ seeds = [{}] }}\n",
+        seeds.join(", ")
+    ));
+    let mut client = ready_client(&proxy);
+    let topology = proxy.shared.topology();
+    let backend = topology.backends.iter().find(|b| &*b.id == "c").unwrap();
+    let masters = backend.cluster().unwrap().map().unwrap().masters.clone();
+    assert!(
+        masters.iter().all(|m| m.starts_with("localhost:")),
+        "{masters:?}"
+    );
+    for i in 0..40 {
+        let key = format!("session:named:{i}");
+        assert_eq!(client.text(&["SET", &key, &i.to_string()]), "+OK\r\n");
+        let value = format!("${}\r\n{i}\r\n", i.to_string().len());
+        assert_eq!(
+            master_of(&cluster, &key).client().text(&["GET", &key]),
+            value
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = session_load(proxy.port, 100, stop.clone());
+    let master = master_of(&cluster, "session:0");
+    let replica = cluster.replica_of(master.port);
+    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the replica promoted",
+        || master_of(&cluster, "session:0").port == replica.port,
+    );
+    let moved_before = redirects(&proxy).0;
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the proxy following it",
+        || {
+            redirects(&proxy).0 > moved_before
+                || backend.cluster().unwrap().maps.load(Ordering::Relaxed) > 1
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert_eq!(
+        seen.errors,
+        Vec::<String>::new(),
+        "errors during the failover"
     );
     check_written(&mut client, &seen.written);
 }

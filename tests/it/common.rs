@@ -556,6 +556,23 @@ impl SentinelProc {
             .expect("redis-sentinel did not start on any of 5 free ports")
     }
 
+    /// A sentinel monitoring the master at `host` (a host name, with
+    /// `sentinel resolve-hostnames yes` among the `extra` lines).
+    pub fn start_monitoring(
+        name: &str,
+        host: &str,
+        master_port: u16,
+        down_after_ms: u64,
+        extra: &str,
+    ) -> SentinelProc {
+        (0..5)
+            .find_map(|_| {
+                let port = free_port();
+                SentinelProc::try_start_at(port, name, host, master_port, down_after_ms, extra)
+            })
+            .expect("redis-sentinel did not start on any of 5 free ports")
+    }
+
     /// `None` if the sentinel exits before answering (its port was taken).
     fn try_start(
         port: u16,
@@ -573,11 +590,23 @@ impl SentinelProc {
         down_after_ms: u64,
         extra: &str,
     ) -> Option<SentinelProc> {
+        SentinelProc::try_start_at(port, name, "127.0.0.1", master_port, down_after_ms, extra)
+    }
+
+    fn try_start_at(
+        port: u16,
+        name: &str,
+        host: &str,
+        master_port: u16,
+        down_after_ms: u64,
+        extra: &str,
+    ) -> Option<SentinelProc> {
         let dir = tempfile::tempdir().expect("tempdir");
+        // `extra` first: `resolve-hostnames` must come before a monitor of a name.
         let conf = format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+            "port {port}\nbind 127.0.0.1\ndir {}\n{extra}\nsentinel monitor {name} {host} {master_port} 2\n\
              sentinel down-after-milliseconds {name} {down_after_ms}\nsentinel failover-timeout {name} 5000\n\
-             sentinel parallel-syncs {name} 1\n{extra}\n",
+             sentinel parallel-syncs {name} 1\n",
             dir.path().display()
         );
         let path = write_file(dir.path(), "sentinel.conf", &conf);
@@ -1064,17 +1093,24 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(masters: usize, replicas: usize) -> Cluster {
+        Cluster::start_with(masters, replicas, &[])
+    }
+
+    /// A cluster whose nodes start with `extra` arguments too.
+    pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> Cluster {
         let count = masters * (1 + replicas);
         let nodes: Vec<Redis> = (0..count)
             .map(|_| {
-                Redis::start_cluster_node(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
-                ])
+                ];
+                args.extend_from_slice(extra);
+                Redis::start_cluster_node(&args)
             })
             .collect();
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];

@@ -653,3 +653,63 @@ fn sentinels_learned_from_the_first_carry_a_failover_after_it_dies() {
     let new = a.wait_new_master(&old);
     wait_proxy_master(&proxy, 0, &new);
 }
+
+/// Sentinels that name masters by host name (`resolve-hostnames` and
+/// `announce-hostnames`, the replica announcing "localhost"), as a managed
+/// Sentinel service may: the proxy reaches the master by that name (which
+/// may lead to ::1 before 127.0.0.1, where the servers listen: the
+/// addresses are tried in order) and follows a failover to the name and
+/// port Sentinel gives the new master.
+#[test]
+fn a_master_named_by_host_name_is_reached_and_followed() {
+    let _serial = serial();
+    let master = crate::common::Redis::start();
+    let replica = crate::common::Redis::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &master.port.to_string(),
+        "--replica-announce-ip",
+        "localhost",
+    ]);
+    let sentinel = SentinelProc::start_monitoring(
+        "named",
+        "localhost",
+        master.port,
+        1000,
+        "sentinel resolve-hostnames yes\nsentinel announce-hostnames yes",
+    );
+    let mut asked = sentinel.client();
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        "the sentinel to know the replica by name",
+        || {
+            let replicas = asked.text(&["SENTINEL", "REPLICAS", "named"]);
+            replicas.contains("localhost") && replicas.contains("master-link-status\r\n$2\r\nok")
+        },
+    );
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 2000\n\
+         [[backends]]\nid = \"named\"\nsentinel = {{ master = \"named\", addresses = [\"{}\"] }}\n",
+        sentinel.address()
+    ));
+    wait_proxy_master(&proxy, 0, &format!("localhost:{}", master.port));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:named", "1"]), "+OK\r\n");
+    assert_eq!(
+        master.client().text(&["GET", "session:named"]),
+        "$1\r\n1\r\n"
+    );
+    assert_eq!(asked.text(&["SENTINEL", "FAILOVER", "named"]), "+OK\r\n");
+    wait_proxy_master(&proxy, 0, &format!("localhost:{}", replica.port));
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "a write to the new master",
+        || client.text(&["SET", "session:named", "2"]) == "+OK\r\n",
+    );
+    assert_eq!(
+        replica.client().text(&["GET", "session:named"]),
+        "$1\r\n2\r\n"
+    );
+}

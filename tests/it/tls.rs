@@ -29,7 +29,7 @@ impl Certs {
         };
         std::fs::write(
             dir.path().join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:sessions.redis.test\nbasicConstraints=CA:FALSE\n\
              keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
@@ -230,4 +230,65 @@ fn sentinels_and_masters_over_tls() {
         || client.text(&["SET", "session:s", "v"]) == "+OK\r\n",
     );
     assert_eq!(master.client().text(&["GET", "session:s"]), "$1\r\nv\r\n");
+}
+
+/// A TLS backend given by host name whose address moves (a managed
+/// service's endpoint): the certificate is checked against the name, not
+/// the address it led to. The certificate names sessions.redis.test and
+/// 127.0.0.1 only, so the server on 127.0.0.2 is accepted by its name
+/// alone; the name, pinned by `[pool] hosts_file`, moves from 127.0.0.1 to
+/// 127.0.0.2 and the periodic lookup follows it.
+#[test]
+fn a_tls_backend_is_checked_by_its_name_wherever_it_leads() {
+    let certs = Certs::make();
+    let (port, tls_port) = (free_port(), free_port());
+    let tls_args = |ip: &'static str| {
+        Redis::start_at(
+            ip,
+            port,
+            &[
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                &certs.s("server.crt"),
+                "--tls-key-file",
+                &certs.s("server.key"),
+                "--tls-ca-cert-file",
+                &certs.s("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ],
+        )
+    };
+    let (a, b) = (tls_args("127.0.0.1"), tls_args("127.0.0.2"));
+    let hosts = certs.path("hosts");
+    let point = |ip: &str| {
+        let next = certs.path("hosts.next");
+        std::fs::write(&next, format!("{ip} sessions.redis.test\n")).unwrap();
+        std::fs::rename(&next, &hosts).unwrap();
+    };
+    point("127.0.0.1");
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [pool]\ndns_refresh_s = 1\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\nurl = \"rediss://sessions.redis.test:{tls_port}\"\n\
+         tls = {{ ca = \"{}\" }}\n",
+        hosts.display(),
+        certs.s("ca.crt"),
+    ));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:tls", "a"]), "+OK\r\n");
+    assert_eq!(a.client().text(&["GET", "session:tls"]), "$1\r\na\r\n");
+    point("127.0.0.2");
+    crate::common::wait_until(
+        crate::common::READY_LIMIT,
+        std::time::Duration::from_millis(50),
+        "the name followed to 127.0.0.2",
+        || {
+            let report = session_proxy::report::BackendReport::all(&proxy.shared.topology());
+            report[0].resolved == Some(format!("127.0.0.2:{tls_port}"))
+        },
+    );
+    assert_eq!(client.text(&["SET", "session:tls", "b"]), "+OK\r\n");
+    assert_eq!(b.client().text(&["GET", "session:tls"]), "$1\r\nb\r\n");
 }
