@@ -193,7 +193,7 @@ pub const CATALOGUE: &[(&str, &str, &str, &str)] = &[
         "session_proxy_held_requests_total",
         "counter",
         "backend",
-        "Requests that reached the backend's connection while a failover held it, and waited.",
+        "Requests that reached the backend's connection while a failover held it, and waited; for a fixed endpoint, also the commands it refused (-READONLY, -LOADING) and that wait to go again.",
     ),
     (
         "session_proxy_released_requests_total",

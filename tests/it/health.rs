@@ -261,6 +261,13 @@ fn connects_of(backend: &str) -> f64 {
     crate::common::sample(&crate::common::recorder().render(), &series).unwrap_or(0.0)
 }
 
+/// A backend's held requests so far: for a fixed endpoint, the commands it
+/// refused (-READONLY, -LOADING) that the proxy holds to send again.
+fn refused_replies(backend: &str) -> f64 {
+    let series = format!("session_proxy_held_requests_total{{backend=\"{backend}\"}}");
+    crate::common::sample(&crate::common::recorder().render(), &series).unwrap_or(0.0)
+}
+
 /// `[pool] max_connection_age_s`: under a steady load, shared connections
 /// are replaced as they age (the connects counter climbs) and no request
 /// fails for it: an aged connection takes nothing new, its replies come in,
@@ -493,11 +500,12 @@ impl SessionLoad {
         self.writes.load(Ordering::Relaxed)
     }
 
-    /// Stops the clients; checks against `master` that no acknowledged
-    /// write is lost, that no client saw a refusal the proxy should have
+    /// Stops the clients; checks against `servers` (each key's latest value
+    /// among them: where the writes went before and after a move) that no
+    /// acknowledged write is lost, that no client saw a refusal the proxy should have
     /// sent again (-READONLY, -LOADING), and that no request begun after
     /// `calm` failed. Returns the errors seen.
-    fn stop_and_check(self, master: &mut RawClient, calm: std::time::Instant) -> Vec<String> {
+    fn stop_and_check(self, servers: &mut [RawClient], calm: std::time::Instant) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
         let outcomes: Vec<LoadOutcome> = self
             .writers
@@ -509,10 +517,15 @@ impl SessionLoad {
         let mut late = Vec::new();
         for outcome in &outcomes {
             for (key, seq) in &outcome.acknowledged {
-                let got = master.text(&["GET", key]);
-                let value: u64 = got.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let found: Vec<String> =
+                    servers.iter_mut().map(|s| s.text(&["GET", key])).collect();
+                let value = found
+                    .iter()
+                    .filter_map(|got| got.lines().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                    .max()
+                    .unwrap_or(0);
                 if value < *seq {
-                    lost.push(format!("{key}: acknowledged {seq}, found {got:?}"));
+                    lost.push(format!("{key}: acknowledged {seq}, found {found:?}"));
                 }
             }
             for (began, reply) in &outcome.errors {
@@ -596,7 +609,7 @@ fn a_managed_failover_under_load_loses_no_write_and_shows_no_readonly() {
                 && load.acknowledged() > before + 200
         },
     );
-    let errors = load.stop_and_check(&mut b.client(), moved + 2 * timeout);
+    let errors = load.stop_and_check(&mut [b.client()], moved + 2 * timeout);
     println!("errors: {errors:?}");
 }
 
@@ -641,6 +654,7 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
         },
     );
     let relay = crate::relay::Relay::start(a.address());
+    crate::common::recorder();
     let timeout = Duration::from_millis(4000);
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n\
@@ -689,13 +703,19 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
         "writes after loading",
         || load.acknowledged() > before + 200,
     );
-    let errors = load.stop_and_check(&mut c.client(), loaded + timeout);
+    // Writes before the cut are on a, those after on c.
+    let errors = load.stop_and_check(&mut [a.client(), c.client()], loaded + timeout);
     // What failed, failed at the cut (the connection lost, and the backoff
     // after it): nothing for the loading itself.
     let for_loading: Vec<_> = errors.iter().filter(|e| e.contains("loading")).collect();
     assert!(
         for_loading.is_empty(),
         "failed for the loading: {for_loading:?}"
+    );
+    // The proxy did meet the node loading, and held what it refused.
+    assert!(
+        refused_replies("replaced") > 0.0,
+        "no -LOADING reached the proxy: the test saw no loading"
     );
     println!(
         "{} errors, from the cut: {:?}",
@@ -771,7 +791,7 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
                 && load.acknowledged() > before + 200
         },
     );
-    let errors = load.stop_and_check(&mut b.client(), moved + 2 * timeout);
+    let errors = load.stop_and_check(&mut [b.client()], moved + 2 * timeout);
     println!("failover: errors {errors:?}");
     assert_eq!(resolved(), (Some(format!("127.0.0.2:{port}")), 1));
 
@@ -948,7 +968,7 @@ fn a_password_rotated_under_load_fails_no_request() {
     );
     let mut checker = redis.client();
     checker.text(&["AUTH", "second"]);
-    let errors = load.stop_and_check(&mut checker, std::time::Instant::now());
+    let errors = load.stop_and_check(&mut [checker], std::time::Instant::now());
     assert!(
         errors.is_empty(),
         "requests failed during the rotation: {errors:?}"
