@@ -10,6 +10,11 @@
 # into target/manycore/ (benches/bundle.sh) and runs target/manycore/manycore.sh
 # there; copy that folder to a machine where nothing is installed and run
 # manycore.sh in it for the same table.
+#
+# `benches/load.sh --tls` is the TLS mode (issue 31): direct Redis over its
+# plain and TLS ports against the proxy's plain and TLS listeners, over
+# plain and TLS backends, CPU per request beside throughput
+# (benches/tls.py; BASELINE=path adds another build of the proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--manycore" ]; then
@@ -27,6 +32,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 echo "== load.sh: building the release binary and the load generator" >&2
 cargo build --release --bin session-proxy --example loadgen
+if [ "${1:-}" = "--tls" ]; then
+  echo "== load.sh: the TLS table (each round prints a line on stderr)" >&2
+  exec python3 benches/tls.py
+fi
 venv=target/venv-bench
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
   echo "== load.sh: matplotlib into $venv (for the charts)" >&2

@@ -109,8 +109,8 @@ pub async fn open(endpoint: &Endpoint) -> Result<Stream, DialError> {
 }
 
 /// Opens a socket to an endpoint, with TLS when `tls` says so (a TCP
-/// endpoint only): the handshake is done here, and the proxy gets the plain
-/// end of a bridge (see [`crate::tls`]).
+/// endpoint only): the handshake is done here, and the session is carried
+/// by the socket itself (see [`crate::tls_stream`]).
 pub async fn open_to(
     endpoint: &Endpoint,
     tls: Option<&crate::config::TlsClient>,
@@ -152,7 +152,9 @@ pub async fn open_via(
         .connect(name, tcp)
         .await
         .map_err(|e| tls_error(e.to_string()))?;
-    Ok((Stream::Unix(crate::tls::bridge(stream)?), Some(peer)))
+    let (tcp, session) = stream.into_inner();
+    let stream = crate::tls_stream::TlsStream::new(tcp, session);
+    Ok((Stream::Tls(Box::new(stream)), Some(peer)))
 }
 
 /// Connects to the first of the addresses `address` resolves to that

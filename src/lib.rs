@@ -50,7 +50,8 @@
 //!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG,
 //!   [`memory`] every client's buffers against `[limits] max_memory_bytes`.
 //! - [`net`], [`shutdown`]: socket and signal plumbing; [`tls`]: rustls on
-//!   both sides, bridged to the plain loops through a unix socket pair.
+//!   both sides (configuration and handshakes), [`tls_stream`] the session
+//!   carried by the connection's own socket.
 //!
 //! Errors are typed at each boundary: [`protocol::ProtocolError`] (the client
 //! framed a request wrongly), [`backend::BackendError`] (a backend failed),
@@ -86,6 +87,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod slowlog;
 pub mod tls;
+pub mod tls_stream;
 pub mod topology;
 pub mod workers;
 

@@ -1,6 +1,6 @@
-//! A connected socket, TCP or unix, used through readiness and non-blocking
-//! reads and writes so that one task can read and write it at once without
-//! splitting it or taking a lock.
+//! A connected socket, TCP, unix or TLS over TCP, used through readiness
+//! and non-blocking reads and writes so that one task can read and write it
+//! at once without splitting it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -9,6 +9,8 @@ use std::io::{self, IoSlice};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
+
+use crate::tls_stream::TlsStream;
 
 /// Bytes reserved in a client's read buffer when it runs low.
 pub const CLIENT_READ: usize = 16 * 1024;
@@ -33,6 +35,7 @@ fn reserve(buf: &mut BytesMut, chunk: usize) {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream>),
 }
 
 /// A socket taken off its runtime's reactor, to be handed to another
@@ -57,10 +60,13 @@ impl Detached {
 
 impl Stream {
     /// Takes the socket off this runtime's reactor (still non-blocking).
+    /// A TLS session is negotiated on the worker that serves it, and
+    /// never handed over.
     pub fn detach(self) -> io::Result<Detached> {
         Ok(match self {
             Stream::Tcp(s) => Detached::Tcp(s.into_std()?),
             Stream::Unix(s) => Detached::Unix(s.into_std()?),
+            Stream::Tls(_) => return Err(io::ErrorKind::Unsupported.into()),
         })
     }
 
@@ -75,6 +81,7 @@ impl Stream {
         poll_fn(|cx| match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Tls(s) => s.poll_read_ready(cx),
         })
         .await
     }
@@ -84,8 +91,28 @@ impl Stream {
         poll_fn(|cx| match self {
             Stream::Tcp(s) => s.poll_write_ready(cx),
             Stream::Unix(s) => s.poll_write_ready(cx),
+            Stream::Tls(s) => s.poll_write_ready(cx),
         })
         .await
+    }
+
+    /// Bytes written earlier still wait to go out (TLS records the socket
+    /// did not take): wait until it is [`Stream::writable`], then
+    /// [`Stream::flush`].
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.wants_write(),
+            Stream::Tcp(_) | Stream::Unix(_) => false,
+        }
+    }
+
+    /// Sends what waits from earlier writes; `WouldBlock` if the socket
+    /// fills first. Nothing waits on a plain socket.
+    pub fn flush(&self) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.flush(),
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(()),
+        }
     }
 
     /// Reads what is available into `buf`. `Ok(0)` is end of stream.
@@ -98,6 +125,9 @@ impl Stream {
     ///
     /// `chunk` is reserved whenever less than a quarter of it is free.
     pub fn try_read_buf(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        if let Stream::Tls(s) = self {
+            return s.try_read_buf(buf, false);
+        }
         reserve(buf, chunk);
         let spare = buf.capacity() - buf.len();
         let mut got = None;
@@ -105,6 +135,7 @@ impl Stream {
             let n = match self {
                 Stream::Tcp(s) => s.try_read_buf(buf)?,
                 Stream::Unix(s) => s.try_read_buf(buf)?,
+                Stream::Tls(_) => unreachable!("TLS is read above"),
             };
             got = Some(n);
             if n > 0 && n < spare {
@@ -115,6 +146,7 @@ impl Stream {
         let result = match self {
             Stream::Tcp(s) => s.try_io(Interest::READABLE, &mut read),
             Stream::Unix(s) => s.try_io(Interest::READABLE, &mut read),
+            Stream::Tls(_) => unreachable!("TLS is read above"),
         };
         match (result, got) {
             (Ok(n), _) => Ok(n),
@@ -135,6 +167,7 @@ impl Stream {
         let socket = match self {
             Stream::Tcp(s) => socket2::SockRef::from(s),
             Stream::Unix(s) => socket2::SockRef::from(s),
+            Stream::Tls(s) => return s.try_read_buf(buf, true),
         };
         let start = buf.len();
         buf.resize(buf.capacity(), 0);
@@ -147,6 +180,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_write_vectored(bufs),
             Stream::Unix(s) => s.try_write_vectored(bufs),
+            Stream::Tls(s) => s.try_write_vectored(bufs),
         }
     }
 
@@ -154,12 +188,16 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_write(buf),
             Stream::Unix(s) => s.try_write(buf),
+            Stream::Tls(s) => s.try_write_vectored(&[IoSlice::new(buf)]),
         }
     }
 
     /// Writes as much of `buf` as the socket takes now, removing it from `buf`.
     /// Returns an error only for a broken socket, never for `WouldBlock`.
     pub fn write_some(&self, buf: &mut BytesMut) -> io::Result<()> {
+        if !flushed(self)? {
+            return Ok(());
+        }
         while !buf.is_empty() {
             match taken(self.try_write(buf))? {
                 Some(n) => buf.advance(n),
@@ -173,7 +211,7 @@ impl Stream {
     pub async fn write_all(&self, buf: &mut BytesMut) -> io::Result<()> {
         loop {
             self.write_some(buf)?;
-            if buf.is_empty() {
+            if buf.is_empty() && !self.wants_write() {
                 return Ok(());
             }
             self.writable().await?;
@@ -201,6 +239,16 @@ fn taken(attempt: io::Result<usize>) -> io::Result<Option<usize>> {
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends what earlier writes left waiting: whether all of it went (false:
+/// the socket is full), or the error of a broken socket.
+fn flushed(stream: &Stream) -> io::Result<bool> {
+    match stream.flush() {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -262,6 +310,9 @@ impl Outbox {
     /// Writes as much as the socket takes now. Returns an error only for a
     /// broken socket, never for `WouldBlock`.
     pub fn write_to(&mut self, stream: &Stream) -> io::Result<()> {
+        if !flushed(stream)? {
+            return Ok(());
+        }
         self.seal();
         while !self.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];

@@ -277,13 +277,11 @@ async fn negotiate(shared: &Shared, stream: Stream, peer: &str) -> Option<Stream
     };
     let acceptor = shared.tls_acceptor()?;
     match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => match crate::tls::bridge(tls) {
-            Ok(ours) => Some(Stream::Unix(ours)),
-            Err(error) => {
-                warn!(%error, "no socket pair for a TLS client");
-                None
-            }
-        },
+        Ok(Ok(tls)) => {
+            let (tcp, session) = tls.into_inner();
+            let stream = crate::tls_stream::TlsStream::new(tcp, session);
+            Some(Stream::Tls(Box::new(stream)))
+        }
         Ok(Err(error)) => {
             debug!(%peer, %error, "TLS handshake failed");
             None

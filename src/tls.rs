@@ -1,18 +1,14 @@
 //! TLS on both sides, with rustls: a listener for clients (`[listen] tls`)
 //! and connections to backends (`rediss://` URLs, `tls = { ... }` on a
-//! backend). A TLS stream is bridged to one end of a unix socket pair by a
-//! task of its own, and the proxy's readiness-based connection loops get
-//! the other end: they stay as they are, at the cost of one copy per byte.
+//! backend). Once a handshake is done the session is carried by the
+//! connection's own socket (see [`crate::tls_stream`]).
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{ListenTls, TlsClient};
@@ -124,19 +120,4 @@ pub fn server_name(settings: &TlsClient, address: &str) -> Result<ServerName<'st
     };
     ServerName::try_from(host.clone())
         .map_err(|_| TlsError::Config(format!("'{host}' is not a server name")))
-}
-
-/// Bridges `tls` to a unix socket pair and returns the proxy's end: a task
-/// copies both ways until either side closes.
-pub fn bridge<S>(tls: S) -> io::Result<UnixStream>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (ours, theirs) = UnixStream::pair()?;
-    tokio::spawn(async move {
-        let mut tls = tls;
-        let mut theirs = theirs;
-        let _ = tokio::io::copy_bidirectional(&mut tls, &mut theirs).await;
-    });
-    Ok(ours)
 }

@@ -447,7 +447,7 @@ impl Connection {
                         s.switching = true;
                     }
                 }
-                ready = stream.writable(), if !s.outbox.is_empty() => {
+                ready = stream.writable(), if !s.outbox.is_empty() || stream.wants_write() => {
                     if let Err(e) = ready.and_then(|_| s.outbox.write_to(&stream)) {
                         break self.lost(e.to_string());
                     }

@@ -516,7 +516,10 @@ impl Handler<'_> {
 
     /// Nothing read, queued or unwritten.
     fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.rbuf.is_empty() && self.wbuf.is_empty()
+        self.queue.is_empty()
+            && self.rbuf.is_empty()
+            && self.wbuf.is_empty()
+            && !self.stream.wants_write()
     }
 
     /// Holding more memory than an idle client should.
@@ -727,7 +730,8 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             && c.queue.len() < max_pipeline
             && c.wbuf.len() < WRITE_HIGH_WATER;
         let waiting = c.queue.front().is_some_and(Slot::is_waiting);
-        let unwritten = !c.wbuf.is_empty();
+        // (A TLS stream may hold records the socket did not take yet.)
+        let unwritten = !c.wbuf.is_empty() || stream.wants_write();
         let event = tokio::select! {
             biased;
             ready = stream.writable(), if unwritten && !hold => Event::Writable(ready),

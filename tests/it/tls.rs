@@ -292,3 +292,108 @@ fn a_tls_backend_is_checked_by_its_name_wherever_it_leads() {
     assert_eq!(client.text(&["SET", "session:tls", "b"]), "+OK\r\n");
     assert_eq!(b.client().text(&["GET", "session:tls"]), "$1\r\nb\r\n");
 }
+
+/// A blocking TLS client of the proxy's TLS listener (rustls), trusting
+/// the test's CA.
+fn tls_client(
+    certs: &Certs,
+    port: u16,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(certs.path("ca.crt")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads one RESP reply (a status or a bulk string) from a buffered reader.
+fn read_reply(reader: &mut impl std::io::BufRead) -> Vec<u8> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).unwrap();
+    if line.first() != Some(&b'$') {
+        return line;
+    }
+    let len: usize = std::str::from_utf8(&line[1..line.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut value = vec![0; len + 2];
+    reader.read_exact(&mut value).unwrap();
+    value.truncate(len);
+    value
+}
+
+/// TLS on both sides carried by the connections' own sockets: large values
+/// pipelined in both directions (many TLS records per reply, writes the
+/// socket takes only in part, records that wait for it) come back whole
+/// and in order, for several clients at once.
+#[test]
+fn large_pipelined_values_cross_tls_on_both_sides_whole() {
+    use std::io::{BufReader, Write};
+    let certs = Certs::make();
+    let backend_tls = free_port();
+    let _redis = tls_redis(&certs, backend_tls);
+    let listen_tls = free_port();
+    let proxy = tls_proxy(&certs, listen_tls, backend_tls, "", "ca.crt");
+    std::thread::scope(|scope| {
+        for client in 0..3 {
+            let certs = &certs;
+            scope.spawn(move || {
+                let mut stream = tls_client(certs, listen_tls);
+                let values: Vec<Vec<u8>> = (0..40)
+                    .map(|i| {
+                        (0..150_000 + i * 1000)
+                            .map(|j| (j * 7 + i * 13 + client) as u8)
+                            .collect()
+                    })
+                    .collect();
+                let mut pipeline = Vec::new();
+                for (i, value) in values.iter().enumerate() {
+                    let key = format!("session:big:{client}:{i}");
+                    pipeline.extend_from_slice(
+                        format!(
+                            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n",
+                            key.len(),
+                            value.len()
+                        )
+                        .as_bytes(),
+                    );
+                    pipeline.extend_from_slice(value);
+                    pipeline.extend_from_slice(b"\r\n");
+                }
+                for i in 0..values.len() {
+                    let key = format!("session:big:{client}:{i}");
+                    pipeline.extend_from_slice(
+                        format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).as_bytes(),
+                    );
+                }
+                stream.write_all(&pipeline).unwrap();
+                stream.flush().unwrap();
+                let mut reader = BufReader::new(stream);
+                for _ in 0..values.len() {
+                    assert_eq!(read_reply(&mut reader), b"+OK\r\n");
+                }
+                for (i, value) in values.iter().enumerate() {
+                    let got = read_reply(&mut reader);
+                    assert!(
+                        got == *value,
+                        "client {client}: value {i} differs ({} bytes)",
+                        got.len()
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(proxy.client().text(&["DBSIZE"]), ":120\r\n");
+}
