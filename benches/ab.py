@@ -3,8 +3,10 @@
 Redis servers, interleaved (the order alternates each round): redis-benchmark
 GET and SET, 50 clients, pipeline 1 and 16, 400-byte values, random keys, and
 the Django-like mix of examples/loadgen.rs. Prints per workload the medians
-of req/s, their ratio (B / A) and the ratio round by round. Run through
-benches/ab.sh, which builds both binaries.
+of req/s, their ratio (B / A) and the ratio round by round, and each
+proxy's CPU microseconds per request (from /proc, which holds steadier than
+throughput on a shared VM) with its ratio. Run through benches/ab.sh, which
+builds both binaries.
 
 usage: ab.py BINARY_A BINARY_B   (ROUNDS=n, default 5; THREADS=n sets both
 proxies' [runtime] threads, default the machine's choice)
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 
+from load import cpu_seconds
 from ports import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,16 +30,17 @@ WORKLOADS = [("get", 1), ("set", 1), ("get", 16), ("set", 16), ("mix", 0)]
 
 
 def measure(port, test, pipeline):
+    """Requests per second, and how many requests were made."""
     if test == "mix":
         out = subprocess.run([LOADGEN, "--port", str(port), "--connections", "50", "--requests", "200000"],
                              capture_output=True, text=True, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])["rps"]
-    requests = "200000" if pipeline == 1 else "1000000"
+        return json.loads(out.strip().splitlines()[-1])["rps"], 200_000
+    requests = 200_000 if pipeline == 1 else 1_000_000
     out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-c", "50",
-                          "-n", requests, "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv"],
+                          "-n", str(requests), "-P", str(pipeline), "-d", "400", "-r", "100000", "--csv"],
                          capture_output=True, text=True, check=True).stdout
     row = [l for l in out.splitlines() if l.startswith('"' + test.upper())][0]
-    return float(row.split(",")[1].strip('"'))
+    return float(row.split(",")[1].strip('"')), requests
 
 
 def main():
@@ -49,7 +53,7 @@ def main():
     try:
         for p in redis:
             wait_port(p)
-        ports = {}
+        ports, pids = {}, {}
         for name, binary in binaries.items():
             ports[name] = free_port()
             path = os.path.join(work, f"{name}.toml")
@@ -60,22 +64,29 @@ def main():
                 if THREADS:
                     f.write(f'[runtime]\nthreads = {THREADS}\n')
             procs.append(subprocess.Popen([binary, "--config", path], stderr=subprocess.DEVNULL))
+            pids[name] = procs[-1].pid
             wait_port(ports[name])
-        results = {}
+        results, cpu = {}, {}
         for rnd in range(ROUNDS):
             for test, pipeline in WORKLOADS:
                 for name in ("A", "B") if rnd % 2 == 0 else ("B", "A"):
-                    rps = measure(ports[name], test, pipeline)
+                    before = cpu_seconds(pids[name])
+                    rps, requests = measure(ports[name], test, pipeline)
+                    cpu_us = (cpu_seconds(pids[name]) - before) / requests * 1e6
                     results.setdefault((test, pipeline, name), []).append(rps)
-                    print(f"round {rnd + 1}/{ROUNDS} {test} P{pipeline} {name}: {rps:,.0f}", file=sys.stderr)
-        print("| workload | A req/s | B req/s | B / A | B / A by round |")
-        print("|---|---:|---:|---:|---|")
+                    cpu.setdefault((test, pipeline, name), []).append(cpu_us)
+                    print(f"round {rnd + 1}/{ROUNDS} {test} P{pipeline} {name}: {rps:,.0f} req/s, "
+                          f"{cpu_us:.2f} µs CPU/request", file=sys.stderr)
+        print("| workload | A req/s | B req/s | B / A | B / A by round | A CPU µs/req | B CPU µs/req | B / A |")
+        print("|---|---:|---:|---:|---|---:|---:|---:|")
         for test, pipeline in WORKLOADS:
             a, b = results[(test, pipeline, "A")], results[(test, pipeline, "B")]
+            ca, cb = (statistics.median(cpu[(test, pipeline, n)]) for n in ("A", "B"))
             label = "Django mix" if test == "mix" else f"{test.upper()} P{pipeline}"
             by_round = ", ".join(f"{y / x:.2f}" for x, y in zip(a, b))
             print(f"| {label} | {statistics.median(a):,.0f} | {statistics.median(b):,.0f} "
-                  f"| {statistics.median(b) / statistics.median(a):.3f} | {by_round} |")
+                  f"| {statistics.median(b) / statistics.median(a):.3f} | {by_round} "
+                  f"| {ca:.2f} | {cb:.2f} | {cb / ca:.3f} |")
     finally:
         for p in procs:
             p.terminate()

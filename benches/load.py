@@ -130,7 +130,8 @@ address = "127.0.0.1:{ports['b']}"
         wait_port(ports["proxy"])
         wait_port(ports["twemproxy"])
 
-        targets = [("direct", ports["a"], None), ("twemproxy", ports["twemproxy"], twem.pid),
+        # The process whose CPU each request costs: for "direct", Redis a itself.
+        targets = [("direct", ports["a"], procs[0].pid), ("twemproxy", ports["twemproxy"], twem.pid),
                    ("proxy", ports["proxy"], proxy.pid)]
         workloads = [
             ("GET P1", lambda p: redis_benchmark(p, "get", 1, 200_000)),
