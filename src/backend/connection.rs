@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::health::Health;
 use super::job::{BackendError, Job, ReplyTo};
+use super::renewal::{Refresh, Renew, Renewal};
 use super::retry::{self, Retry};
 use super::session::{owed_error, Owed, Session, SessionEnd};
 
@@ -40,7 +41,7 @@ enum Attempt {
 /// A socket made ready for a session: handshake done, RESP3 asked for,
 /// and the server's role read when only a master will do.
 pub(super) struct Ready {
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     stream: Stream,
     db: u32,
     peer: Option<SocketAddr>,
@@ -101,10 +102,13 @@ impl Dialer {
     }
 }
 
-/// How a session looks its host name up again (`[pool] dns_refresh_s`).
-struct Refresh {
-    every: Duration,
-    address: String,
+/// What a fired deadline means (see [`Connection::overdue`]).
+enum Overdue {
+    Dead(SessionEnd),
+    /// A blocking command's client is still there: look again later.
+    Rearm,
+    /// Replies are still coming: the deadline moved on.
+    Alive,
 }
 
 /// A session shorter than this counts as a failed attempt for the backoff.
@@ -317,6 +321,7 @@ impl Connection {
             Some(Endpoint::Tcp(address)) if crate::resolve::is_name(address) => Some(Refresh {
                 every,
                 address: address.clone(),
+                hosts_file: self.settings.hosts_file.clone(),
             }),
             _ => None,
         }
@@ -378,22 +383,15 @@ impl Connection {
         let endpoint = self.endpoint.clone();
         // A shared connection is replaced once it is this old (`[pool]
         // max_connection_age_s`); one held for a client (WATCH, a blocking
-        // command) keeps its client's state and is not.
+        // command) keeps its client's state and is not. One to a host name
+        // looks it up again every `[pool] dns_refresh_s`: once the name no
+        // longer leads to the address reached, it is replaced as an aged one.
         let max_age = self
             .settings
             .max_connection_age
             .filter(|_| self.server_id.is_none());
-        let aged = tokio::time::sleep(max_age.unwrap_or(Duration::ZERO));
-        tokio::pin!(aged);
+        let mut renewal = Renewal::new(max_age, self.dns_refresh(peer), peer);
         let mut aging = false;
-        let mut preparing: Option<tokio::task::JoinHandle<Result<Ready, String>>> = None;
-        // A shared connection to a host name looks it up again every
-        // `[pool] dns_refresh_s`: once the name no longer leads to the
-        // address reached, the connection is replaced as an aged one is.
-        let refresh = self.dns_refresh(peer);
-        let refresh_due = tokio::time::sleep(refresh.as_ref().map_or(Duration::ZERO, |r| r.every));
-        tokio::pin!(refresh_due);
-        let mut lookup: Option<tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>> = None;
         let mut failover = self.failover.clone();
         let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
         let end = loop {
@@ -459,16 +457,7 @@ impl Connection {
                         s.closing = true;
                         continue;
                     };
-                    self.admit(job, held);
-                    // Let every client that is ready this turn queue its
-                    // command first (one yield puts this task behind them and
-                    // behind the next poll of the sockets), then send them
-                    // all at once: bigger batches cost Redis and the proxy
-                    // fewer syscalls per command. See benches/README.md.
-                    tokio::task::yield_now().await;
-                    while let Ok(job) = self.jobs.try_recv() {
-                        self.admit(job, held);
-                    }
+                    self.admit_turn(job, held).await;
                 }
                 changed = &mut master_moved, if !s.switching => {
                     match changed {
@@ -496,71 +485,76 @@ impl Connection {
                     }
                     failing_over = now;
                 }
-                // Old enough: its replacement is made first, in a task of
-                // its own, while this one serves on.
-                _ = &mut aged, if max_age.is_some() && preparing.is_none() && !s.switching => {
-                    let current = self.endpoint.borrow().clone();
-                    match current {
-                        Some(to) => preparing = Some(tokio::spawn(self.dialer().connect(to, false))),
-                        None => {
+                // Old enough, or the name moved: the replacement is made
+                // first, in a task of its own, while this one serves on; then
+                // nothing more is taken here, the replies come in, and the
+                // next attempt goes on over the new one.
+                renew = renewal.next(), if renewal.armed() && !s.switching => {
+                    match renew {
+                        Renew::Aged => {
+                            let current = self.endpoint.borrow().clone();
+                            match current {
+                                Some(to) => renewal.prepare(tokio::spawn(self.dialer().connect(to, false))),
+                                None => {
+                                    aging = true;
+                                    s.switching = true;
+                                }
+                            }
+                        }
+                        Renew::Prepared(ready) => {
+                            self.prepared = ready;
                             aging = true;
                             s.switching = true;
                         }
-                    }
-                }
-                // The replacement is ready (or could not be made: then the
-                // next attempt connects): take nothing more here, let the
-                // replies come in, then go on over the new one.
-                made = async { preparing.as_mut().expect("guarded").await }, if preparing.is_some() => {
-                    preparing = None;
-                    match made {
-                        Ok(Ok(ready)) => self.prepared = Some(ready),
-                        Ok(Err(reason)) => debug!(%reason, "no replacement for the aged connection yet"),
-                        Err(_) => {}
-                    }
-                    aging = true;
-                    s.switching = true;
-                }
-                _ = &mut refresh_due, if refresh.is_some() && lookup.is_none() && !s.switching => {
-                    if let Some(refresh) = &refresh {
-                        refresh_due.as_mut().reset(Instant::now() + refresh.every);
-                        let (address, hosts) = (refresh.address.clone(), self.settings.hosts_file.clone());
-                        lookup = Some(tokio::spawn(async move {
-                            crate::resolve::addresses(&address, hosts.as_deref()).await
-                        }));
-                    }
-                }
-                found = async { lookup.as_mut().expect("guarded").await }, if lookup.is_some() => {
-                    lookup = None;
-                    if let (Ok(Ok(found)), Some(peer)) = (found, peer) {
-                        if !found.is_empty() && !found.contains(&peer) && !s.switching {
-                            info!(%peer, now = ?found, "the backend's name leads elsewhere now: reconnecting");
+                        Renew::Moved => {
                             aging = true;
                             s.switching = true;
                         }
                     }
                 }
                 _ = &mut deadline, if armed.is_some() => {
-                    match s.blocked(request_timeout) {
-                        Some(true) => break SessionEnd::Closed,
-                        Some(false) => {
-                            armed = None;
-                            continue;
-                        }
-                        None => {}
+                    match self.overdue(&mut s) {
+                        Overdue::Dead(end) => break end,
+                        Overdue::Rearm => armed = None,
+                        Overdue::Alive => {}
                     }
-                    if s.still_alive(request_timeout) {
-                        continue;
-                    }
-                    break SessionEnd::Failed(BackendError::Timeout {
-                        backend: self.backend.clone(),
-                        timeout_ms: request_timeout.as_millis() as u64,
-                    });
                 }
             }
         };
         self.settle(&mut s, &end);
         end
+    }
+
+    /// Takes `job` and every other job sent in this turn: every client that
+    /// is ready this turn queues its command first (one yield puts this task
+    /// behind them and behind the next poll of the sockets), then they go
+    /// out at once: bigger batches cost Redis and the proxy fewer syscalls
+    /// per command. See benches/README.md.
+    async fn admit_turn(&mut self, job: Job, held: bool) {
+        self.admit(job, held);
+        tokio::task::yield_now().await;
+        while let Ok(job) = self.jobs.try_recv() {
+            self.admit(job, held);
+        }
+    }
+
+    /// The deadline of the oldest reply owed fired: whether the connection
+    /// is dead (no reply bytes for a request timeout; or the client of a
+    /// blocking command gone, closing it unblocks the server), or alive.
+    fn overdue(&self, s: &mut Session) -> Overdue {
+        let request_timeout = self.settings.request_timeout;
+        match s.blocked(request_timeout) {
+            Some(true) => return Overdue::Dead(SessionEnd::Closed),
+            Some(false) => return Overdue::Rearm,
+            None => {}
+        }
+        if s.still_alive(request_timeout) {
+            return Overdue::Alive;
+        }
+        Overdue::Dead(SessionEnd::Failed(BackendError::Timeout {
+            backend: self.backend.clone(),
+            timeout_ms: request_timeout.as_millis() as u64,
+        }))
     }
 
     /// Reads what the socket has and hands out every complete reply. Returns
@@ -853,17 +847,7 @@ impl Connection {
             if self.speaks == Proto::Resp3 && frame.first() == Some(&b'>') {
                 continue;
             }
-            // A demoted or restarting master: have the sentinels asked now.
-            let refused = retry::refused(&frame);
-            if refused {
-                self.ask_recheck();
-            }
-            // A fixed endpoint that became a replica, or is loading: its
-            // name (or address) may lead to a master that serves now.
-            let refused = refused && self.reconnect_on_readonly;
-            if refused {
-                self.want_master.get_or_insert(read_at);
-            }
+            let refused = self.note_refusal(&frame, read_at);
             let size = frame.len();
             let reply = match self.speaks {
                 Proto::Resp2 => Reply::Raw(frame),
@@ -877,97 +861,135 @@ impl Connection {
                     self.metrics.latency.record(took, 1);
                 }
             }
-            match owed.pop_front() {
-                Some(Owed::Batch {
-                    client,
-                    reply: tx,
-                    count,
-                    mut replies,
-                    bytes,
-                    sent_at,
-                    retry,
-                }) => {
-                    replies.push(reply);
-                    if replies.len() >= count {
-                        self.lanes.replied(client, count as u32, bytes + size);
-                        match retry.filter(|_| self.want_master.is_some()) {
-                            Some(retry) => self.retry_batch_later(retry, tx, replies),
-                            None => {
-                                let _ = tx.send(Ok(replies));
-                            }
-                        }
-                    } else {
-                        // More of the batch's replies are still to come.
-                        owed.push_front(Owed::Batch {
-                            client,
-                            reply: tx,
-                            count,
-                            replies,
-                            bytes: bytes + size,
-                            sent_at,
-                            retry,
-                        });
+            self.answer(owed, reply, size, refused)?;
+        }
+    }
+
+    /// A refusal (`-READONLY`, `-LOADING`: a demoted or restarting
+    /// master) has the sentinels asked now; on a fixed endpoint, whose name
+    /// (or address) may lead to a master that serves now, it makes the
+    /// connection reconnect, and the command goes again (true).
+    fn note_refusal(&mut self, frame: &[u8], read_at: Instant) -> bool {
+        if !retry::refused(frame) {
+            return false;
+        }
+        self.ask_recheck();
+        if self.reconnect_on_readonly {
+            self.want_master.get_or_insert(read_at);
+        }
+        self.reconnect_on_readonly
+    }
+
+    /// Hands one reply (`size` bytes; `refused`: see [`Self::note_refusal`])
+    /// to what it answers: the first reply owed.
+    fn answer(
+        &mut self,
+        owed: &mut VecDeque<Owed>,
+        reply: Reply,
+        size: usize,
+        refused: bool,
+    ) -> Result<(), SessionEnd> {
+        match owed.pop_front() {
+            Some(batch @ Owed::Batch { .. }) => self.answer_batch(owed, batch, reply, size),
+            Some(Owed::Client {
+                client,
+                reply: tx,
+                retry,
+                ..
+            }) => {
+                self.lanes.replied(client, 1, size);
+                match retry.filter(|_| refused) {
+                    Some(retry) => self.retry_later(retry, tx),
+                    None => {
+                        let _ = tx.send(Ok(reply));
                     }
                 }
-                Some(Owed::Client {
-                    client,
-                    reply: tx,
-                    retry,
-                    ..
-                }) => {
-                    self.lanes.replied(client, 1, size);
-                    match retry.filter(|_| refused) {
-                        Some(retry) => self.retry_later(retry, tx),
-                        None => {
-                            let _ = tx.send(Ok(reply));
-                        }
-                    }
-                }
-                Some(Owed::Held {
-                    client,
-                    reply: tx,
-                    retry,
-                    ..
-                }) => {
-                    self.lanes.replied(client, 1, size);
-                    match retry.filter(|_| refused) {
-                        Some(retry) => self.retry_later(retry, tx),
-                        None => self.held.push((tx, reply)),
-                    }
-                }
-                Some(Owed::Wait {
-                    replicas, doubted, ..
-                }) => {
-                    let acked = reply.parsed();
-                    for (tx, write) in self.held.drain(..) {
-                        if doubted && !write.is_error() {
-                            let _ = tx.send(Err(BackendError::Unavailable {
-                                backend: self.backend.clone(),
-                                reason: "a failover began before the write was confirmed: it may not be on the new master".into(),
-                            }));
-                            continue;
-                        }
-                        let answer = match (&write, &acked) {
-                            (w, _) if w.is_error() => write,
-                            (_, Reply::Int(n)) if n >= &(replicas as i64) => write,
-                            (_, Reply::Int(_)) => {
-                                Reply::error("NOREPLICAS Not enough good replicas to write.")
-                            }
-                            (_, other) => other.clone(),
-                        };
-                        let _ = tx.send(Ok(answer));
-                    }
-                }
-                Some(Owed::Select { .. }) => {
-                    if let Reply::Error(e) = reply.parsed() {
-                        // Commands after it would run in the wrong database: drop the connection.
-                        return Err(
-                            self.lost(format!("SELECT failed: {}", String::from_utf8_lossy(&e)))
-                        );
-                    }
-                }
-                None => return Err(self.lost("reply to no request".into())),
             }
+            Some(Owed::Held {
+                client,
+                reply: tx,
+                retry,
+                ..
+            }) => {
+                self.lanes.replied(client, 1, size);
+                match retry.filter(|_| refused) {
+                    Some(retry) => self.retry_later(retry, tx),
+                    None => self.held.push((tx, reply)),
+                }
+            }
+            Some(Owed::Wait {
+                replicas, doubted, ..
+            }) => self.decide_held(replicas, doubted, reply.parsed()),
+            Some(Owed::Select { .. }) => {
+                if let Reply::Error(e) = reply.parsed() {
+                    // Commands after it would run in the wrong database: drop the connection.
+                    return Err(
+                        self.lost(format!("SELECT failed: {}", String::from_utf8_lossy(&e)))
+                    );
+                }
+            }
+            None => return Err(self.lost("reply to no request".into())),
+        }
+        Ok(())
+    }
+
+    /// One more reply of a batch: the batch is answered once all are in
+    /// (its refused commands sent again first, when there are any).
+    fn answer_batch(&mut self, owed: &mut VecDeque<Owed>, batch: Owed, reply: Reply, size: usize) {
+        let Owed::Batch {
+            client,
+            reply: tx,
+            count,
+            mut replies,
+            bytes,
+            sent_at,
+            retry,
+        } = batch
+        else {
+            return;
+        };
+        replies.push(reply);
+        if replies.len() < count {
+            // More of the batch's replies are still to come.
+            owed.push_front(Owed::Batch {
+                client,
+                reply: tx,
+                count,
+                replies,
+                bytes: bytes + size,
+                sent_at,
+                retry,
+            });
+            return;
+        }
+        self.lanes.replied(client, count as u32, bytes + size);
+        match retry.filter(|_| self.want_master.is_some()) {
+            Some(retry) => self.retry_batch_later(retry, tx, replies),
+            None => {
+                let _ = tx.send(Ok(replies));
+            }
+        }
+    }
+
+    /// The WAIT after the held writes answered `acked`: each write's client
+    /// gets its reply if enough replicas have it, `-NOREPLICAS` if not, and
+    /// an error if a failover began meanwhile (see [`Owed::Wait`]).
+    fn decide_held(&mut self, replicas: u32, doubted: bool, acked: Reply) {
+        for (tx, write) in self.held.drain(..) {
+            if doubted && !write.is_error() {
+                let _ = tx.send(Err(BackendError::Unavailable {
+                    backend: self.backend.clone(),
+                    reason: "a failover began before the write was confirmed: it may not be on the new master".into(),
+                }));
+                continue;
+            }
+            let answer = match (&write, &acked) {
+                (w, _) if w.is_error() => write,
+                (_, Reply::Int(n)) if n >= &(replicas as i64) => write,
+                (_, Reply::Int(_)) => Reply::error("NOREPLICAS Not enough good replicas to write."),
+                (_, other) => other.clone(),
+            };
+            let _ = tx.send(Ok(answer));
         }
     }
 }

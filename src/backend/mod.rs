@@ -30,6 +30,7 @@ mod health;
 mod job;
 mod lanes;
 mod lease;
+mod renewal;
 mod retry;
 mod session;
 
