@@ -102,6 +102,51 @@ impl Dialer {
     }
 }
 
+/// A Sentinel group's failover flag as one session sees it: while it is
+/// on, nothing new goes out; when it comes on, the writes in flight are
+/// doubted (see [`Session::doubt_writes`]).
+struct FailoverFlag {
+    rx: Option<watch::Receiver<bool>>,
+    on: bool,
+}
+
+impl FailoverFlag {
+    fn new(mut rx: Option<watch::Receiver<bool>>) -> FailoverFlag {
+        let on = rx.as_mut().is_some_and(|f| *f.borrow_and_update());
+        FailoverFlag { rx, on }
+    }
+
+    /// Reads the flag again if it moved: an atomic load, not the
+    /// channel's lock, on every turn.
+    fn look(&mut self, s: &mut Session) {
+        if let Some(rx) = self.rx.as_mut() {
+            if rx.has_changed().unwrap_or(false) {
+                let now = *rx.borrow_and_update();
+                self.set(now, s);
+            }
+        }
+    }
+
+    fn set(&mut self, now: bool, s: &mut Session) {
+        if now && !self.on {
+            s.doubt_writes();
+        }
+        self.on = now;
+    }
+
+    /// The flag's next value (never, without a Sentinel group or once its
+    /// monitor is gone, which only happens when the proxy stops).
+    async fn changed(&mut self) -> bool {
+        match self.rx.as_mut() {
+            Some(rx) => match rx.changed().await {
+                Ok(()) => *rx.borrow_and_update(),
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// What a fired deadline means (see [`Connection::overdue`]).
 enum Overdue {
     Dead(SessionEnd),
@@ -391,30 +436,15 @@ impl Connection {
             .max_connection_age
             .filter(|_| self.server_id.is_none());
         let mut renewal = Renewal::new(max_age, self.dns_refresh(peer), peer);
-        let mut aging = false;
-        let mut failover = self.failover.clone();
-        let mut failing_over = failover.as_mut().is_some_and(|f| *f.borrow_and_update());
+        let mut failover = FailoverFlag::new(self.failover.clone());
         let end = loop {
             if let Some(end) = s.finished(self.lanes.queued()) {
-                if aging && matches!(end, SessionEnd::Switched) {
-                    break SessionEnd::Aged;
-                }
                 break end;
             }
             // A failover under way, or a new master published that this
             // session has not switched to yet: nothing more goes out here.
-            // The flag is read again only when its version moved (an atomic
-            // load), not through the channel's lock on every turn.
-            if let Some(f) = failover.as_mut() {
-                if f.has_changed().unwrap_or(false) {
-                    let now = *f.borrow_and_update();
-                    if now && !failing_over {
-                        s.doubt_writes();
-                    }
-                    failing_over = now;
-                }
-            }
-            let held = failing_over || endpoint.has_changed().unwrap_or(true);
+            failover.look(&mut s);
+            let held = failover.on || endpoint.has_changed().unwrap_or(true);
             // Send what the lanes let go, in one write.
             if !s.switching && !held && self.fill(&mut s) {
                 if let Err(e) = s.outbox.write_to(&stream) {
@@ -469,48 +499,13 @@ impl Connection {
                     }
                 }
                 // Only while held, so the usual path pays nothing for it.
-                // `changed` marks the new value seen: read it here.
-                now = async {
-                    match failover.as_mut() {
-                        Some(f) => match f.changed().await {
-                            Ok(()) => *f.borrow_and_update(),
-                            // The monitor is gone (only when the proxy stops).
-                            Err(_) => std::future::pending::<bool>().await,
-                        },
-                        None => std::future::pending::<bool>().await,
-                    }
-                }, if held && !s.switching => {
-                    if now && !failing_over {
-                        s.doubt_writes();
-                    }
-                    failing_over = now;
-                }
+                now = failover.changed(), if held && !s.switching => failover.set(now, &mut s),
                 // Old enough, or the name moved: the replacement is made
                 // first, in a task of its own, while this one serves on; then
                 // nothing more is taken here, the replies come in, and the
                 // next attempt goes on over the new one.
                 renew = renewal.next(), if renewal.armed() && !s.switching => {
-                    match renew {
-                        Renew::Aged => {
-                            let current = self.endpoint.borrow().clone();
-                            match current {
-                                Some(to) => renewal.prepare(tokio::spawn(self.dialer().connect(to, false))),
-                                None => {
-                                    aging = true;
-                                    s.switching = true;
-                                }
-                            }
-                        }
-                        Renew::Prepared(ready) => {
-                            self.prepared = ready;
-                            aging = true;
-                            s.switching = true;
-                        }
-                        Renew::Moved => {
-                            aging = true;
-                            s.switching = true;
-                        }
-                    }
+                    self.on_renew(renew, &mut renewal, &mut s);
                 }
                 _ = &mut deadline, if armed.is_some() => {
                     match self.overdue(&mut s) {
@@ -523,6 +518,26 @@ impl Connection {
         };
         self.settle(&mut s, &end);
         end
+    }
+
+    /// Acts on what the session's renewal says: an aged connection's
+    /// replacement is made (in a task of its own, to the current endpoint),
+    /// and once it is, or once the name moved, the session renews.
+    fn on_renew(&mut self, renew: Renew, renewal: &mut Renewal, s: &mut Session) {
+        match renew {
+            Renew::Aged => {
+                let current = self.endpoint.borrow().clone();
+                match current {
+                    Some(to) => renewal.prepare(tokio::spawn(self.dialer().connect(to, false))),
+                    None => s.renew(),
+                }
+            }
+            Renew::Prepared(ready) => {
+                self.prepared = ready;
+                s.renew();
+            }
+            Renew::Moved => s.renew(),
+        }
     }
 
     /// Takes `job` and every other job sent in this turn: every client that

@@ -126,11 +126,21 @@ pub(super) struct Session {
     /// After a master switch: send nothing more, answer what was sent, then
     /// go (what waits in the lanes goes to the new master).
     pub(super) switching: bool,
+    /// The switch is a renewal (the connection aged, or its name moved),
+    /// not a new master.
+    pub(super) aging: bool,
     /// The job queue is closed: send what waits, answer it, then end.
     pub(super) closing: bool,
 }
 
 impl Session {
+    /// Replaces the connection as an aged one is: nothing more is sent
+    /// here, and once what was sent is answered the session ends (`Aged`).
+    pub(super) fn renew(&mut self) {
+        self.aging = true;
+        self.switching = true;
+    }
+
     /// A failover began or a new master was named: every write in flight
     /// waiting for its replicas' acknowledgement is answered with an error
     /// instead (see [`Owed::Wait`]'s `doubted`), whatever the old master says.
@@ -153,6 +163,7 @@ impl Session {
             floor: now,
             read_in_turn: 0,
             switching: false,
+            aging: false,
             closing: false,
         }
     }
@@ -165,7 +176,10 @@ impl Session {
             return None;
         }
         if self.switching {
-            return Some(SessionEnd::Switched);
+            return Some(match self.aging {
+                true => SessionEnd::Aged,
+                false => SessionEnd::Switched,
+            });
         }
         (self.closing && queued == 0).then_some(SessionEnd::Closed)
     }
@@ -261,6 +275,23 @@ mod tests {
         s.switching = false;
         assert!(s.finished(3).is_none(), "closing sends what waits first");
         assert!(matches!(s.finished(0), Some(SessionEnd::Closed)));
+    }
+
+    #[test]
+    fn a_renewed_session_ends_aged_once_what_was_sent_is_answered() {
+        let mut s = Session::new(0);
+        let (tx, _rx) = oneshot::channel();
+        s.owed.push_back(Owed::Client {
+            client: 1,
+            reply: tx,
+            sent_at: Instant::now(),
+            blocked_until: None,
+            retry: None,
+        });
+        s.renew();
+        assert!(s.finished(0).is_none(), "a reply is still owed");
+        s.owed.clear();
+        assert!(matches!(s.finished(5), Some(SessionEnd::Aged)));
     }
 
     #[test]
