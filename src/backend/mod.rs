@@ -31,6 +31,7 @@ mod job;
 mod lanes;
 mod lease;
 mod renewal;
+mod replies;
 mod retry;
 mod session;
 
