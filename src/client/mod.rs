@@ -514,6 +514,116 @@ impl Handler<'_> {
         Ok(hold)
     }
 
+    /// Steps 1-3 of the loop: takes the new topology, runs the requests
+    /// read, encodes the replies that came, writes them; then says what is
+    /// left to do.
+    fn pass(&mut self, now: Instant) -> io::Result<Pass> {
+        self.refresh();
+        let held_back = self.run_requests(now);
+        let more_ready = self.encode_replies(now)?;
+        let limits = &self.topo.config.limits;
+        let (max_pipeline, output_limit) = (limits.max_pipeline, limits.client_output_bytes);
+        // Like Redis's client-output-buffer-limit: a client that lets this
+        // much of its replies pile up unread is closed, alone.
+        if output_limit > 0 && self.wbuf.len() > output_limit {
+            return limit_closed(&self.shared.metrics.closed_output, "output").map(|()| Pass::Done);
+        }
+        let hold = self.write()?;
+        if more_ready {
+            return Ok(Pass::Yield);
+        }
+        if held_back && self.queue.len() < max_pipeline {
+            return Ok(Pass::Again);
+        }
+        if self.eof && self.queue.iter().any(|s| s.blocking && s.is_waiting()) {
+            // Gone while blocked (BLPOP): as on Redis, the client is dropped;
+            // its leased connection closes, which unblocks the server.
+            return Ok(Pass::Done);
+        }
+        if (self.state.closing || self.eof) && self.queue.is_empty() && self.wbuf.is_empty() {
+            return Ok(Pass::Done);
+        }
+        if self.eof && !self.state.closing {
+            // The client half-closed: answer what it sent, then finish.
+            self.state.closing = true;
+        }
+        Ok(Pass::Wait { hold })
+    }
+
+    /// Draining and idle: close, unless a request is already waiting in the
+    /// socket, so nothing the client has sent goes unanswered. The kernel
+    /// is asked, not the readiness, which may not have seen bytes that came
+    /// a moment ago.
+    fn drained(&mut self) -> io::Result<Drained> {
+        match self
+            .stream
+            .read_now(&mut self.rbuf, crate::net::CLIENT_READ)
+        {
+            Ok(0) => Ok(Drained::Close),
+            Ok(n) => {
+                count_received(self.shared, n);
+                Ok(Drained::Read)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Drained::Close),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether to read the socket now. Behind a blocking command it is
+    /// still read, a little, to see the client close.
+    fn can_read(&self, max_pipeline: usize) -> bool {
+        let behind_blocking =
+            self.queue.back().is_some_and(|s| s.blocking) && self.rbuf.len() < READ_BEHIND_BLOCKING;
+        !self.state.closing
+            && !self.eof
+            && (!self.blocked || behind_blocking)
+            && self.queue.len() < max_pipeline
+            && self.wbuf.len() < WRITE_HIGH_WATER
+    }
+
+    /// Acts on what the loop waited for.
+    fn on_event(&mut self, event: Event, waits: &mut Waits, now: Instant) -> io::Result<Flow> {
+        match event {
+            Event::Writable(ready) => ready?,
+            Event::ReplyReady => {}
+            Event::Message(frame) => self.deliver(frame),
+            // The next pass's `refresh` takes the new topology.
+            Event::Reloaded => {}
+            Event::Drain => waits.draining = true,
+            Event::Evicted => {
+                limit_closed(&self.shared.metrics.closed_memory, "memory")?;
+                return Ok(Flow::End);
+            }
+            Event::Killed => {
+                debug!("client killed by CLIENT KILL");
+                return Ok(Flow::End);
+            }
+            Event::IdleTimer => {
+                waits.idle_armed = false;
+                let idle_timeout = Duration::from_secs(self.topo.config.limits.idle_timeout_s);
+                let idle_now = self.queue.is_empty() && self.wbuf.is_empty();
+                if idle_now && !idle_timeout.is_zero() && self.last_read.elapsed() >= idle_timeout {
+                    limit_closed(&self.shared.metrics.closed_idle, "idle")?;
+                    return Ok(Flow::End);
+                }
+            }
+            Event::Timer => {
+                waits.release_armed = false;
+                self.release_if_idle();
+                if let Some(deadline) = self.expire_head() {
+                    waits.timer.as_mut().reset(deadline.into());
+                }
+            }
+            Event::Readable(ready) => {
+                ready?;
+                if !self.read(now)? {
+                    return Ok(Flow::End);
+                }
+            }
+        }
+        Ok(Flow::Go)
+    }
+
     /// Nothing read, queued or unwritten.
     fn is_idle(&self) -> bool {
         self.queue.is_empty()
@@ -628,107 +738,45 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
         last_read: Instant::now(),
         last_reply: Instant::now(),
     };
-    // `[limits] idle_timeout_s`: armed while idle, checked against the last read.
-    let idle_timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(idle_timer);
-    let mut idle_armed = false;
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain.subscribe();
     let mut reloads = shared.reloaded.subscribe();
-    let mut draining = *drain.borrow();
+    let mut waits = Waits::new(*drain.borrow());
     // One wait for the drain signal for the whole connection: a fresh
     // `changed()` per pass would register and unregister a waiter each time.
     let drain_started = drain.changed();
     tokio::pin!(drain_started);
-    // One timer for the oldest waiting reply. Deadlines only grow along the
-    // queue, so it is re-armed when it fires early, not for every request.
-    let timer = tokio::time::sleep(std::time::Duration::ZERO);
-    tokio::pin!(timer);
-    // The timer is also set to give an idle client's buffers back.
-    let mut release_armed = false;
 
     loop {
-        c.refresh();
+        // Steps 1-3: take the new topology, run what was read, encode what
+        // came back, write it.
         // One clock reading per pass serves every request decoded and every
         // reply encoded in it.
         let now = Instant::now();
-        let held_back = c.run_requests(now);
-        let more_ready = c.encode_replies(now)?;
-        let limits = &c.topo.config.limits;
-        let (max_pipeline, output_limit) = (limits.max_pipeline, limits.client_output_bytes);
-        let idle_timeout = Duration::from_secs(limits.idle_timeout_s);
-        // Like Redis's client-output-buffer-limit: a client that lets this
-        // much of its replies pile up unread is closed, alone.
-        if output_limit > 0 && c.wbuf.len() > output_limit {
-            return limit_closed(&shared.metrics.closed_output, "output");
-        }
-        let hold = c.write()?;
-        if more_ready {
-            tokio::task::yield_now().await;
-            continue;
-        }
-        if held_back && c.queue.len() < max_pipeline {
-            continue;
-        }
-        if c.eof && c.queue.iter().any(|s| s.blocking && s.is_waiting()) {
-            // Gone while blocked (BLPOP): as on Redis, the client is dropped;
-            // its leased connection closes, which unblocks the server.
-            return Ok(());
-        }
-        if (c.state.closing || c.eof) && c.queue.is_empty() && c.wbuf.is_empty() {
-            return Ok(());
-        }
-        if c.eof && !c.state.closing {
-            // The client half-closed: answer what it sent, then finish.
-            c.state.closing = true;
-        }
+        let hold = match c.pass(now)? {
+            Pass::Again => continue,
+            Pass::Yield => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Pass::Done => return Ok(()),
+            Pass::Wait { hold } => hold,
+        };
         let idle = c.is_idle();
-        if draining && idle {
-            // Draining and idle: close unless a request is already waiting in
-            // the socket, so nothing the client has sent goes unanswered.
-            // The kernel is asked, not the readiness, which may not have
-            // seen bytes that came a moment ago.
-            match stream.read_now(&mut c.rbuf, crate::net::CLIENT_READ) {
-                Ok(0) => return Ok(()),
-                Ok(n) => {
-                    count_received(shared, n);
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+        if waits.draining && idle {
+            match c.drained()? {
+                Drained::Close => return Ok(()),
+                Drained::Read => continue,
             }
         }
-        if idle && c.is_oversized() && !release_armed {
-            // Give the buffers back if the client is still idle a while from
-            // now, not at once: a busy client goes idle between every request
-            // and would otherwise allocate its buffers afresh each time.
-            // Armed at most a request timeout ahead, the timer can never be
-            // later than the deadline of a request that comes meanwhile.
-            let after = IDLE_RELEASE.min(c.topo.config.pool.request_timeout());
-            timer.as_mut().reset((now + after).into());
-            release_armed = true;
-        }
+        waits.arm(&c, idle, now);
         c.account.set(
             c.rbuf.capacity() + c.wbuf.capacity(),
             c.topo.config.limits.max_memory_bytes,
         );
-        // As on Redis, the idle timeout does not apply to a subscriber.
-        if idle && !idle_timeout.is_zero() && !idle_armed && c.state.subscriber.is_none() {
-            idle_timer
-                .as_mut()
-                .reset((c.last_read + idle_timeout).into());
-            idle_armed = true;
-        }
         // Step 4: wait for the socket or for the next reply.
-        // Behind a blocking command the socket is still read, a little, to
-        // see the client close.
-        let behind_blocking =
-            c.queue.back().is_some_and(|s| s.blocking) && c.rbuf.len() < READ_BEHIND_BLOCKING;
-        let can_read = !c.state.closing
-            && !c.eof
-            && (!c.blocked || behind_blocking)
-            && c.queue.len() < max_pipeline
-            && c.wbuf.len() < WRITE_HIGH_WATER;
+        let max_pipeline = c.topo.config.limits.max_pipeline;
+        let can_read = c.can_read(max_pipeline);
         let waiting = c.queue.front().is_some_and(Slot::is_waiting);
         // (A TLS stream may hold records the socket did not take yet.)
         let unwritten = !c.wbuf.is_empty() || stream.wants_write();
@@ -737,48 +785,93 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             ready = stream.writable(), if unwritten && !hold => Event::Writable(ready),
             _ = poll_fn(|cx| poll_head(&mut c.queue, &mut c.batcher, cx)), if waiting => Event::ReplyReady,
             ready = stream.readable(), if can_read => Event::Readable(ready),
-            _ = &mut timer, if waiting || release_armed => Event::Timer,
+            _ = waits.timer.as_mut(), if waiting || waits.release_armed => Event::Timer,
             // Draining closes only an idle client, so a busy one need not
             // look: it will once it is idle.
-            _ = &mut drain_started, if !draining && idle => Event::Drain,
-            _ = &mut idle_timer, if idle_armed => Event::IdleTimer,
+            _ = &mut drain_started, if !waits.draining && idle => Event::Drain,
+            _ = waits.idle.as_mut(), if waits.idle_armed => Event::IdleTimer,
             message = next_message(&mut c.state.subscriber), if c.state.subscriber.is_some() && c.queue.len() < max_pipeline => Event::Message(message),
             _ = reloads.changed(), if c.state.subscriber.is_some() => Event::Reloaded,
             _ = &mut evicted => Event::Evicted,
             _ = &mut killed => Event::Killed,
         };
-        match event {
-            Event::Writable(ready) => ready?,
-            Event::ReplyReady => {}
-            Event::Message(frame) => c.deliver(frame),
-            // The next pass's `refresh` takes the new topology.
-            Event::Reloaded => {}
-            Event::Drain => draining = true,
-            Event::Evicted => return limit_closed(&shared.metrics.closed_memory, "memory"),
-            Event::Killed => {
-                debug!("client killed by CLIENT KILL");
-                return Ok(());
-            }
-            Event::IdleTimer => {
-                idle_armed = false;
-                let idle_now = c.queue.is_empty() && c.wbuf.is_empty();
-                if idle_now && !idle_timeout.is_zero() && c.last_read.elapsed() >= idle_timeout {
-                    return limit_closed(&shared.metrics.closed_idle, "idle");
-                }
-            }
-            Event::Timer => {
-                release_armed = false;
-                c.release_if_idle();
-                if let Some(deadline) = c.expire_head() {
-                    timer.as_mut().reset(deadline.into());
-                }
-            }
-            Event::Readable(ready) => {
-                ready?;
-                if !c.read(now)? {
-                    return Ok(());
-                }
-            }
+        if let Flow::End = c.on_event(event, &mut waits, now)? {
+            return Ok(());
+        }
+    }
+}
+
+/// What one pass over a client's work leaves to do (see [`Handler::pass`]).
+enum Pass {
+    /// Requests were held back for room in the pipeline, and there is room.
+    Again,
+    /// More replies are ready: let other tasks run first, then go on.
+    Yield,
+    /// The client is finished (or closed by a limit).
+    Done,
+    /// Wait for the socket or a reply; `hold`: the unwritten replies wait
+    /// for the one being gathered (see [`Handler::write`]).
+    Wait { hold: bool },
+}
+
+/// Whether a client's loop goes on after an event.
+enum Flow {
+    Go,
+    End,
+}
+
+/// A draining, idle client: what its socket held (see [`Handler::drained`]).
+enum Drained {
+    Close,
+    Read,
+}
+
+/// The timers a client's loop waits on besides its socket and replies.
+struct Waits {
+    /// One timer for the oldest waiting reply. Deadlines only grow along
+    /// the queue, so it is re-armed when it fires early, not for every
+    /// request. It is also set to give an idle client's buffers back.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    release_armed: bool,
+    /// `[limits] idle_timeout_s`: armed while idle, checked against the
+    /// last read.
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_armed: bool,
+    /// The proxy drains: the client is closed once it is idle.
+    draining: bool,
+}
+
+impl Waits {
+    fn new(draining: bool) -> Waits {
+        Waits {
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            release_armed: false,
+            idle: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            idle_armed: false,
+            draining,
+        }
+    }
+
+    /// Arms the timers an idle client needs: giving its buffers back, and
+    /// its idle timeout.
+    fn arm(&mut self, c: &Handler<'_>, idle: bool, now: Instant) {
+        if idle && c.is_oversized() && !self.release_armed {
+            // Give the buffers back if the client is still idle a while from
+            // now, not at once: a busy client goes idle between every request
+            // and would otherwise allocate its buffers afresh each time.
+            // Armed at most a request timeout ahead, the timer can never be
+            // later than the deadline of a request that comes meanwhile.
+            let after = IDLE_RELEASE.min(c.topo.config.pool.request_timeout());
+            self.timer.as_mut().reset((now + after).into());
+            self.release_armed = true;
+        }
+        // As on Redis, the idle timeout does not apply to a subscriber.
+        let idle_timeout = Duration::from_secs(c.topo.config.limits.idle_timeout_s);
+        if idle && !idle_timeout.is_zero() && !self.idle_armed && c.state.subscriber.is_none() {
+            self.idle
+                .as_mut()
+                .reset((c.last_read + idle_timeout).into());
+            self.idle_armed = true;
         }
     }
 }

@@ -696,121 +696,20 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
     {
         return error.clone();
     }
-    let unexpected = || Reply::error("ERR unexpected reply from a backend");
     match how {
-        MergeHow::Sum => {
-            let mut total = 0i64;
-            for part in &parts {
-                match part {
-                    Reply::Int(n) => total = total.saturating_add(*n),
-                    _ => return unexpected(),
-                }
-            }
-            Reply::Int(total)
-        }
+        MergeHow::Sum => fold_ints(&parts, 0, i64::saturating_add),
+        MergeHow::Max => fold_ints(&parts, 0, i64::max),
         MergeHow::AllOk => Reply::ok(),
         MergeHow::Docs => docs(parts),
-        MergeHow::InKeyOrder(positions) => {
-            let mut out = Vec::with_capacity(positions.len());
-            for &(part, index) in positions {
-                match parts.get(part) {
-                    Some(Reply::Array(items)) => {
-                        out.push(items.get(index).cloned().unwrap_or(Reply::Null))
-                    }
-                    _ => return unexpected(),
-                }
-            }
-            Reply::Array(out)
-        }
+        MergeHow::InKeyOrder(positions) => in_key_order(positions, &parts),
         MergeHow::Same => match parts.split_first() {
             Some((first, rest)) if rest.iter().all(|p| p == first) => first.clone(),
             _ => Reply::error("ERR the backends gave different replies"),
         },
-        MergeHow::Union(filter) => {
-            let mut out: Vec<Reply> = Vec::new();
-            for part in parts {
-                let Reply::Array(items) = part else {
-                    return unexpected();
-                };
-                for item in items {
-                    let shown = matches!(&item, Reply::Bulk(c) if filter.shows(c));
-                    if shown && !out.contains(&item) {
-                        out.push(item);
-                    }
-                }
-            }
-            Reply::Array(out)
-        }
-        MergeHow::Max => {
-            let mut most = 0i64;
-            for part in &parts {
-                match part {
-                    Reply::Int(n) => most = most.max(*n),
-                    _ => return unexpected(),
-                }
-            }
-            Reply::Int(most)
-        }
-        MergeHow::NumSub(owners, filter) => {
-            let mut out = Vec::with_capacity(owners.len() * 2);
-            for (i, owner) in owners.iter().enumerate() {
-                let Some(Reply::Array(items)) = parts.get(*owner) else {
-                    return unexpected();
-                };
-                match (items.get(2 * i), items.get(2 * i + 1)) {
-                    (Some(channel), Some(count)) => {
-                        let shown = matches!(channel, Reply::Bulk(c) if filter.shows(c));
-                        out.push(channel.clone());
-                        out.push(if shown { count.clone() } else { Reply::Int(0) });
-                    }
-                    _ => return unexpected(),
-                }
-            }
-            Reply::Array(out)
-        }
-        MergeHow::EveryHas => {
-            let mut all: Option<Vec<i64>> = None;
-            for part in &parts {
-                let Reply::Array(items) = part else {
-                    return unexpected();
-                };
-                let ones: Vec<i64> = items
-                    .iter()
-                    .map(|i| if *i == Reply::Int(1) { 1 } else { 0 })
-                    .collect();
-                all = Some(match all {
-                    None => ones,
-                    Some(so_far) => so_far.iter().zip(&ones).map(|(a, b)| a & b).collect(),
-                });
-            }
-            Reply::Array(
-                all.unwrap_or_default()
-                    .into_iter()
-                    .map(Reply::Int)
-                    .collect(),
-            )
-        }
-        MergeHow::Concat(filter) => {
-            // A key may be on an old server of a migration and, newer, on
-            // its owner: listed once.
-            let mut keys = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for part in parts {
-                let Reply::Array(items) = part else {
-                    return unexpected();
-                };
-                for key in items.into_iter().filter(|k| allowed(filter, k)) {
-                    let new = match &key {
-                        Reply::Bulk(name) => seen.insert(name.clone()),
-                        _ => true,
-                    };
-                    if new {
-                        keys.push(key);
-                    }
-                }
-            }
-            Reply::Array(keys)
-        }
+        MergeHow::Union(filter) => union(filter, parts),
+        MergeHow::NumSub(owners, filter) => numsub(owners, filter, &parts),
+        MergeHow::EveryHas => every_has(&parts),
+        MergeHow::Concat(filter) => concat(filter, parts),
         MergeHow::AnyOne(filter) => {
             let found: Vec<Reply> = parts.into_iter().filter(|k| allowed(filter, k)).collect();
             if found.is_empty() {
@@ -822,35 +721,152 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
             index,
             backends,
             filter,
-        } => {
-            let Some(Reply::Array(mut reply)) = parts.into_iter().next() else {
-                return unexpected();
-            };
-            let (Some(Reply::Array(keys)), Some(Reply::Bulk(cursor))) = (reply.pop(), reply.pop())
-            else {
-                return unexpected();
-            };
-            let Some(cursor) = std::str::from_utf8(&cursor)
-                .ok()
-                .and_then(|c| c.parse::<u64>().ok())
-                .filter(|c| c.leading_zeros() >= SCAN_INDEX_BITS)
-            else {
-                return unexpected();
-            };
-            let next = if cursor != 0 {
-                cursor << SCAN_INDEX_BITS | *index as u64
-            } else if index + 1 < *backends {
-                (index + 1) as u64
-            } else {
-                0
-            };
-            let keys = keys.into_iter().filter(|k| allowed(filter, k)).collect();
-            Reply::Array(vec![
-                Reply::Bulk(Bytes::from(next.to_string())),
-                Reply::Array(keys),
-            ])
+        } => scan_step(*index, *backends, filter, parts),
+    }
+}
+
+/// What a backend's reply of an unexpected shape becomes.
+fn unexpected() -> Reply {
+    Reply::error("ERR unexpected reply from a backend")
+}
+
+/// Integer replies folded into one (a sum, a maximum).
+fn fold_ints(parts: &[Reply], start: i64, step: fn(i64, i64) -> i64) -> Reply {
+    let mut total = start;
+    for part in parts {
+        match part {
+            Reply::Int(n) => total = step(total, *n),
+            _ => return unexpected(),
         }
     }
+    Reply::Int(total)
+}
+
+/// One array in the order of the request's keys, each taken from the part
+/// and place `positions` give (MGET over several backends).
+fn in_key_order(positions: &[(usize, usize)], parts: &[Reply]) -> Reply {
+    let mut out = Vec::with_capacity(positions.len());
+    for &(part, index) in positions {
+        match parts.get(part) {
+            Some(Reply::Array(items)) => out.push(items.get(index).cloned().unwrap_or(Reply::Null)),
+            _ => return unexpected(),
+        }
+    }
+    Reply::Array(out)
+}
+
+/// Every channel once, of those the filter shows (PUBSUB CHANNELS).
+fn union(filter: &ChannelFilter, parts: Vec<Reply>) -> Reply {
+    let mut out: Vec<Reply> = Vec::new();
+    for part in parts {
+        let Reply::Array(items) = part else {
+            return unexpected();
+        };
+        for item in items {
+            let shown = matches!(&item, Reply::Bulk(c) if filter.shows(c));
+            if shown && !out.contains(&item) {
+                out.push(item);
+            }
+        }
+    }
+    Reply::Array(out)
+}
+
+/// Each channel's count from the backend that owns it, 0 for one the
+/// filter hides (PUBSUB NUMSUB).
+fn numsub(owners: &[usize], filter: &ChannelFilter, parts: &[Reply]) -> Reply {
+    let mut out = Vec::with_capacity(owners.len() * 2);
+    for (i, owner) in owners.iter().enumerate() {
+        let Some(Reply::Array(items)) = parts.get(*owner) else {
+            return unexpected();
+        };
+        match (items.get(2 * i), items.get(2 * i + 1)) {
+            (Some(channel), Some(count)) => {
+                let shown = matches!(channel, Reply::Bulk(c) if filter.shows(c));
+                out.push(channel.clone());
+                out.push(if shown { count.clone() } else { Reply::Int(0) });
+            }
+            _ => return unexpected(),
+        }
+    }
+    Reply::Array(out)
+}
+
+/// 1 where every part says 1 (SCRIPT EXISTS over every backend).
+fn every_has(parts: &[Reply]) -> Reply {
+    let mut all: Option<Vec<i64>> = None;
+    for part in parts {
+        let Reply::Array(items) = part else {
+            return unexpected();
+        };
+        let ones: Vec<i64> = items
+            .iter()
+            .map(|i| if *i == Reply::Int(1) { 1 } else { 0 })
+            .collect();
+        all = Some(match all {
+            None => ones,
+            Some(so_far) => so_far.iter().zip(&ones).map(|(a, b)| a & b).collect(),
+        });
+    }
+    Reply::Array(
+        all.unwrap_or_default()
+            .into_iter()
+            .map(Reply::Int)
+            .collect(),
+    )
+}
+
+/// The keys of every part the filter allows, each once: a key may be on an
+/// old server of a migration and, newer, on its owner (KEYS).
+fn concat(filter: &KeyFilter, parts: Vec<Reply>) -> Reply {
+    let mut keys = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for part in parts {
+        let Reply::Array(items) = part else {
+            return unexpected();
+        };
+        for key in items.into_iter().filter(|k| allowed(filter, k)) {
+            let new = match &key {
+                Reply::Bulk(name) => seen.insert(name.clone()),
+                _ => true,
+            };
+            if new {
+                keys.push(key);
+            }
+        }
+    }
+    Reply::Array(keys)
+}
+
+/// One backend's SCAN reply as a step of the proxy's SCAN: the cursor
+/// carries the backend's index in its low bits, and moves to the next
+/// backend when this one is done.
+fn scan_step(index: usize, backends: usize, filter: &KeyFilter, parts: Vec<Reply>) -> Reply {
+    let Some(Reply::Array(mut reply)) = parts.into_iter().next() else {
+        return unexpected();
+    };
+    let (Some(Reply::Array(keys)), Some(Reply::Bulk(cursor))) = (reply.pop(), reply.pop()) else {
+        return unexpected();
+    };
+    let Some(cursor) = std::str::from_utf8(&cursor)
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+        .filter(|c| c.leading_zeros() >= SCAN_INDEX_BITS)
+    else {
+        return unexpected();
+    };
+    let next = if cursor != 0 {
+        cursor << SCAN_INDEX_BITS | index as u64
+    } else if index + 1 < backends {
+        (index + 1) as u64
+    } else {
+        0
+    };
+    let keys = keys.into_iter().filter(|k| allowed(filter, k)).collect();
+    Reply::Array(vec![
+        Reply::Bulk(Bytes::from(next.to_string())),
+        Reply::Array(keys),
+    ])
 }
 
 /// The pairs of a backend's COMMAND DOCS for commands in the table.
