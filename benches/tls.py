@@ -79,23 +79,15 @@ def main():
         ]
         for build, binary in builds:
             plain, tls, tls2 = free_port(), free_port(), free_port()
+            # Both listen in plain and TLS; one over the plain port, one over TLS.
             configs = {
-                "plain+tls": f"""[listen]
-address = "127.0.0.1:{plain}"
-{listener(tls)}
-[[backends]]
-id = "a"
-address = "127.0.0.1:{ports['plain']}"
-""",
-                "tls>tls": f"""[listen]
-address = "127.0.0.1:{free_port()}"
-{listener(tls2)}
-[[backends]]
-id = "a"
-url = "rediss://127.0.0.1:{ports['tls']}"
-tls = {{ ca = "{certs['ca.crt']}" }}
-""",
+                "plain+tls": (plain, tls, f'address = "127.0.0.1:{ports["plain"]}"'),
+                "tls>tls": (free_port(), tls2, f'url = "rediss://127.0.0.1:{ports["tls"]}"\n'
+                                               f'tls = {{ ca = "{certs["ca.crt"]}" }}'),
             }
+            configs = {name: f'[listen]\naddress = "127.0.0.1:{listen}"\n{listener(secure)}\n'
+                             f'[[backends]]\nid = "a"\n{backend}\n'
+                       for name, (listen, secure, backend) in configs.items()}
             proxies = {}
             for name, text in configs.items():
                 path = os.path.join(work, f"{build}{name}.toml")

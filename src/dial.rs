@@ -346,9 +346,14 @@ pub async fn serving_role(stream: &Stream) -> Result<String, DialError> {
     let replies = call(stream, &mut rbuf, &commands).await?;
     let role = role_in(replies.first()).map_err(DialError::Protocol)?;
     Ok(match replies.get(1) {
-        Some(Reply::Error(e)) if e.starts_with(b"LOADING") => "loading".into(),
+        Some(reply) if loading(reply) => "loading".into(),
         _ => role,
     })
+}
+
+/// A server's answer that it is still loading its data (`-LOADING`).
+pub fn loading(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(e) if e.starts_with(b"LOADING"))
 }
 
 /// The role a `ROLE` reply names ("master", "slave", "sentinel"), or why

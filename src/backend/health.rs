@@ -184,7 +184,7 @@ impl Probe {
                 let mut rbuf = BytesMut::new();
                 match call(stream, &mut rbuf, &[vec![Bytes::from_static(b"PING")]]).await?[..] {
                     [Reply::Status(ref pong)] if &pong[..] == b"PONG" => Ok(true),
-                    [Reply::Error(ref e)] if e.starts_with(b"LOADING") => Ok(false),
+                    [ref reply] if crate::dial::loading(reply) => Ok(false),
                     ref other => Err(DialError::Protocol(format!("PING answered {other:?}"))),
                 }
             })

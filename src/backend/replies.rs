@@ -452,13 +452,7 @@ mod tests {
             let recheck = Arc::new(Notify::new());
             let mut conn = connection(recheck.clone());
             let (tx, rx) = oneshot::channel();
-            let mut owed = VecDeque::from([Owed::Client {
-                client: 1,
-                reply: tx,
-                sent_at: Instant::now(),
-                blocked_until: None,
-                retry: None,
-            }]);
+            let mut owed = VecDeque::from([Owed::plain(tx, Instant::now())]);
             let mut rbuf = BytesMut::from(reply);
             assert!(conn
                 .take_replies(&mut rbuf, &mut owed, Instant::now())
@@ -472,13 +466,7 @@ mod tests {
         let recheck = Arc::new(Notify::new());
         let mut conn = connection(recheck.clone());
         let (tx, _rx) = oneshot::channel();
-        let mut owed = VecDeque::from([Owed::Client {
-            client: 1,
-            reply: tx,
-            sent_at: Instant::now(),
-            blocked_until: None,
-            retry: None,
-        }]);
+        let mut owed = VecDeque::from([Owed::plain(tx, Instant::now())]);
         let mut rbuf = BytesMut::from(
             &b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"[..],
         );

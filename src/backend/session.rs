@@ -231,6 +231,20 @@ impl Session {
 }
 
 #[cfg(test)]
+impl Owed {
+    /// Client 1's command, sent at `sent_at`: the plain reply owed in tests.
+    pub(super) fn plain(reply: oneshot::Sender<BackendResult>, sent_at: Instant) -> Owed {
+        Owed::Client {
+            client: 1,
+            reply,
+            sent_at,
+            blocked_until: None,
+            retry: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -260,13 +274,7 @@ mod tests {
         let mut s = Session::new(0);
         assert!(s.finished(0).is_none(), "an open session goes on");
         let (tx, _rx) = oneshot::channel();
-        s.owed.push_back(Owed::Client {
-            client: 1,
-            reply: tx,
-            sent_at: Instant::now(),
-            blocked_until: None,
-            retry: None,
-        });
+        s.owed.push_back(Owed::plain(tx, Instant::now()));
         s.switching = true;
         s.closing = true;
         assert!(s.finished(0).is_none(), "a reply is still owed");
@@ -281,13 +289,7 @@ mod tests {
     fn a_renewed_session_ends_aged_once_what_was_sent_is_answered() {
         let mut s = Session::new(0);
         let (tx, _rx) = oneshot::channel();
-        s.owed.push_back(Owed::Client {
-            client: 1,
-            reply: tx,
-            sent_at: Instant::now(),
-            blocked_until: None,
-            retry: None,
-        });
+        s.owed.push_back(Owed::plain(tx, Instant::now()));
         s.renew();
         assert!(s.finished(0).is_none(), "a reply is still owed");
         s.owed.clear();
@@ -301,13 +303,7 @@ mod tests {
         assert_eq!(s.due(timeout), None, "nothing owed, nothing due");
         let sent = Instant::now();
         let (tx, _rx) = oneshot::channel();
-        s.owed.push_back(Owed::Client {
-            client: 1,
-            reply: tx,
-            sent_at: sent,
-            blocked_until: None,
-            retry: None,
-        });
+        s.owed.push_back(Owed::plain(tx, sent));
         assert_eq!(s.due(timeout), Some(sent.max(s.floor) + timeout));
         // Bytes came since the deadline was set: alive, and the deadline
         // moves on from them.

@@ -148,6 +148,18 @@ fn master_of<'a>(cluster: &'a Cluster, key: &str) -> &'a Redis {
         .unwrap()
 }
 
+/// CLUSTER FAILOVER on `replica`; returns once the cluster names it the
+/// master of `key`'s slot.
+fn promote(cluster: &Cluster, replica: &Redis, key: &str) {
+    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the replica promoted",
+        || master_of(cluster, key).port == replica.port,
+    );
+}
+
 /// Redirections the proxy followed for cluster backend "c": MOVED, ASK.
 fn redirects(proxy: &Proxy) -> (u64, u64) {
     let topology = proxy.shared.topology();
@@ -432,13 +444,7 @@ fn a_manual_failover_under_load_loses_no_acknowledged_write() {
         "load under way",
         || master.client().text(&["DBSIZE"]) != ":0\r\n",
     );
-    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "the replica promoted",
-        || master_of(&cluster, "session:0").port == replica.port,
-    );
+    promote(&cluster, replica, "session:0");
     // Some rounds after the switch.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -507,13 +513,7 @@ fn a_cluster_announcing_host_names_is_reached_by_them() {
     let load = session_load(proxy.port, 100, stop.clone());
     let master = master_of(&cluster, "session:0");
     let replica = cluster.replica_of(master.port);
-    assert_eq!(replica.client().text(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "the replica promoted",
-        || master_of(&cluster, "session:0").port == replica.port,
-    );
+    promote(&cluster, replica, "session:0");
     let moved_before = redirects(&proxy).0;
     wait_until(
         READY_LIMIT,

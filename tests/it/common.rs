@@ -549,11 +549,7 @@ impl SentinelProc {
         down_after_ms: u64,
         extra: &str,
     ) -> SentinelProc {
-        (0..5)
-            .find_map(|_| {
-                SentinelProc::try_start_with(free_port(), name, master_port, down_after_ms, extra)
-            })
-            .expect("redis-sentinel did not start on any of 5 free ports")
+        SentinelProc::start_monitoring(name, "127.0.0.1", master_port, down_after_ms, extra)
     }
 
     /// A sentinel monitoring the master at `host` (a host name, with
@@ -580,17 +576,7 @@ impl SentinelProc {
         master_port: u16,
         down_after_ms: u64,
     ) -> Option<SentinelProc> {
-        SentinelProc::try_start_with(port, name, master_port, down_after_ms, "")
-    }
-
-    fn try_start_with(
-        port: u16,
-        name: &str,
-        master_port: u16,
-        down_after_ms: u64,
-        extra: &str,
-    ) -> Option<SentinelProc> {
-        SentinelProc::try_start_at(port, name, "127.0.0.1", master_port, down_after_ms, extra)
+        SentinelProc::try_start_at(port, name, "127.0.0.1", master_port, down_after_ms, "")
     }
 
     fn try_start_at(

@@ -62,7 +62,14 @@ impl Certs {
 
 /// A redis-server with TLS on `tls_port` (and its plain port for checks).
 fn tls_redis(certs: &Certs, tls_port: u16) -> Redis {
-    Redis::start_with(&[
+    let args = tls_args(certs, tls_port);
+    Redis::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// redis-server's arguments for TLS on `tls_port` with the test's
+/// certificates, clients not asked for one.
+fn tls_args(certs: &Certs, tls_port: u16) -> Vec<String> {
+    [
         "--tls-port",
         &tls_port.to_string(),
         "--tls-cert-file",
@@ -73,7 +80,9 @@ fn tls_redis(certs: &Certs, tls_port: u16) -> Redis {
         &certs.s("ca.crt"),
         "--tls-auth-clients",
         "no",
-    ])
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn redis_py(port: u16, certs: &Certs, client_cert: bool) -> (bool, String) {
@@ -242,25 +251,12 @@ fn sentinels_and_masters_over_tls() {
 fn a_tls_backend_is_checked_by_its_name_wherever_it_leads() {
     let certs = Certs::make();
     let (port, tls_port) = (free_port(), free_port());
-    let tls_args = |ip: &'static str| {
-        Redis::start_at(
-            ip,
-            port,
-            &[
-                "--tls-port",
-                &tls_port.to_string(),
-                "--tls-cert-file",
-                &certs.s("server.crt"),
-                "--tls-key-file",
-                &certs.s("server.key"),
-                "--tls-ca-cert-file",
-                &certs.s("ca.crt"),
-                "--tls-auth-clients",
-                "no",
-            ],
-        )
-    };
-    let (a, b) = (tls_args("127.0.0.1"), tls_args("127.0.0.2"));
+    let args = tls_args(&certs, tls_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (a, b) = (
+        Redis::start_at("127.0.0.1", port, &args),
+        Redis::start_at("127.0.0.2", port, &args),
+    );
     let hosts = certs.path("hosts");
     let point = |ip: &str| {
         let next = certs.path("hosts.next");
