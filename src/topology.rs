@@ -15,7 +15,7 @@ use crate::config::{Source, Target};
 use crate::dial::PoolSettings;
 use crate::ketama::Ketama;
 use crate::metrics::BackendMetrics;
-use crate::migration::{Layout, Migration, Spread};
+use crate::migration::{Layout, Migration, Owners, Spread};
 use crate::router::Router;
 
 /// What one config file decides: settings, router and backends.
@@ -194,7 +194,7 @@ impl Topology {
     /// Starts the mover of this topology's migration, if it has one.
     pub(crate) fn start_mover(self: &Arc<Self>) {
         if let Some(migration) = self.active_migration() {
-            migration.start_mover(Arc::downgrade(self));
+            migration.start_mover(Arc::downgrade(self) as std::sync::Weak<dyn Owners>);
         }
         self.start_learner();
     }
@@ -209,7 +209,7 @@ impl Topology {
             tokio::time::sleep(delay).await;
             if let Some(topology) = topology.upgrade() {
                 if let Some(migration) = topology.active_migration() {
-                    migration.start_mover(Arc::downgrade(&topology));
+                    migration.start_mover(Arc::downgrade(&topology) as std::sync::Weak<dyn Owners>);
                 }
             }
         });
@@ -297,6 +297,18 @@ pub(crate) fn layout_changed(previous: &Topology, config: &Config, backends: &[B
             .iter()
             .zip(backends)
             .any(|(a, b)| !a.same_server(b))
+}
+
+impl Owners for Topology {
+    fn databases(&self) -> u32 {
+        self.config.listen.databases
+    }
+
+    fn owner_of(&self, key: &[u8]) -> Option<&Backend> {
+        let prefixes = &self.config.keys.prefixes;
+        let allowed = prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_bytes()));
+        allowed.then(|| &self.backends[self.router.owner(key)])
+    }
 }
 
 /// The old layouts a new topology's migration looks at, newest first: the

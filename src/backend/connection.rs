@@ -520,7 +520,7 @@ impl Connection {
     /// Acts on what the session's renewal says: an aged connection's
     /// replacement is made (in a task of its own, to the current endpoint),
     /// and once it is, or once the name moved, the session renews.
-    fn on_renew(&mut self, renew: Renew, renewal: &mut Renewal, s: &mut Session) {
+    fn on_renew(&mut self, renew: Renew<Ready>, renewal: &mut Renewal<Ready>, s: &mut Session) {
         match renew {
             Renew::Aged => {
                 let current = self.endpoint.borrow().clone();

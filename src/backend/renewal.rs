@@ -12,8 +12,6 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
-use super::connection::Ready;
-
 /// How a session looks its host name up again (`[pool] dns_refresh_s`).
 pub(super) struct Refresh {
     pub(super) every: Duration,
@@ -21,14 +19,15 @@ pub(super) struct Refresh {
     pub(super) hosts_file: Option<std::path::PathBuf>,
 }
 
-/// The timers and background work of one session's renewal.
-pub(super) struct Renewal {
+/// The timers and background work of one session's renewal; `R` is the
+/// replacement connection it prepares.
+pub(super) struct Renewal<R> {
     /// `None`: the connection does not age (a held one keeps its client's
     /// state).
     max_age: Option<Duration>,
     aged: Pin<Box<Sleep>>,
     /// The replacement being made, to the same endpoint.
-    preparing: Option<JoinHandle<Result<Ready, String>>>,
+    preparing: Option<JoinHandle<Result<R, String>>>,
     refresh: Option<Refresh>,
     refresh_due: Pin<Box<Sleep>>,
     lookup: Option<JoinHandle<std::io::Result<Vec<SocketAddr>>>>,
@@ -37,23 +36,23 @@ pub(super) struct Renewal {
 }
 
 /// What the session does next about its renewal.
-pub(super) enum Renew {
+pub(super) enum Renew<R> {
     /// Old enough: make the replacement ([`Renewal::prepare`]) while this
     /// connection serves on.
     Aged,
     /// The replacement is made (`None`: it could not be; the next attempt
     /// connects): take nothing more, let the replies come in, go on over it.
-    Prepared(Option<Ready>),
+    Prepared(Option<R>),
     /// The name leads elsewhere now: replace the connection as an aged one.
     Moved,
 }
 
-impl Renewal {
+impl<R> Renewal<R> {
     pub(super) fn new(
         max_age: Option<Duration>,
         refresh: Option<Refresh>,
         peer: Option<SocketAddr>,
-    ) -> Renewal {
+    ) -> Renewal<R> {
         let first_refresh = refresh.as_ref().map_or(Duration::ZERO, |r| r.every);
         Renewal {
             max_age,
@@ -72,13 +71,13 @@ impl Renewal {
     }
 
     /// The replacement of an aged connection, being made.
-    pub(super) fn prepare(&mut self, making: JoinHandle<Result<Ready, String>>) {
+    pub(super) fn prepare(&mut self, making: JoinHandle<Result<R, String>>) {
         self.preparing = Some(making);
     }
 
     /// Waits for the next thing the session must act on. Cancel-safe: the
     /// state changes only once a wait is over.
-    pub(super) async fn next(&mut self) -> Renew {
+    pub(super) async fn next(&mut self) -> Renew<R> {
         let Renewal {
             max_age,
             aged,

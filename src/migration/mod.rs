@@ -170,6 +170,16 @@ pub enum Settled {
     Stale,
 }
 
+/// What the mover needs of the current topology, and no more: a narrow view
+/// the topology gives, so the migration does not reach back into it.
+pub trait Owners: Send + Sync + 'static {
+    /// How many databases each server has.
+    fn databases(&self) -> u32;
+    /// The backend that owns `key` now; `None` for a key outside the
+    /// configured prefixes (`[keys] prefixes`), which the mover leaves be.
+    fn owner_of(&self, key: &[u8]) -> Option<&Backend>;
+}
+
 /// The migration's phase, for INFO and /topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -530,7 +540,7 @@ impl Migration {
 
     /// Starts the background mover; it stops when this migration is dropped
     /// or its topology is gone.
-    pub fn start_mover(self: &Arc<Self>, topology: std::sync::Weak<crate::shared::Topology>) {
+    pub fn start_mover(self: &Arc<Self>, topology: std::sync::Weak<dyn Owners>) {
         let token = tokio_util::sync::CancellationToken::new();
         if let Ok(mut stop) = self.stop.lock() {
             *stop = Some(token.clone().drop_guard());

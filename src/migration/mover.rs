@@ -13,9 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, Origin};
-use crate::migration::{call, Migration, Phase, LOCK_PREFIX, RETRY_AFTER};
+use crate::migration::{call, Migration, Owners, Phase, LOCK_PREFIX, RETRY_AFTER};
 use crate::protocol::Reply;
-use crate::shared::Topology;
 
 /// The mover's lane on backend connections.
 const MOVER: Origin = Origin {
@@ -26,7 +25,7 @@ const MOVER: Origin = Origin {
 };
 
 /// Runs passes until one is clean or the migration is replaced.
-pub async fn run(migration: Weak<Migration>, topology: Weak<Topology>, stop: CancellationToken) {
+pub async fn run(migration: Weak<Migration>, topology: Weak<dyn Owners>, stop: CancellationToken) {
     loop {
         let Some(clean) = pass(&migration, &topology, &stop).await else {
             return;
@@ -52,7 +51,7 @@ pub async fn run(migration: Weak<Migration>, topology: Weak<Topology>, stop: Can
 /// key was looked at without an error.
 async fn pass(
     migration: &Weak<Migration>,
-    topology: &Weak<Topology>,
+    topology: &Weak<dyn Owners>,
     stop: &CancellationToken,
 ) -> Option<bool> {
     let (servers, keys_per_second, databases) = {
@@ -70,7 +69,7 @@ async fn pass(
                 }
             }
         }
-        (servers, m.keys_per_second, topo.config.listen.databases)
+        (servers, m.keys_per_second, topo.databases())
     };
     let count = (keys_per_second / 10).clamp(10, 1000).to_string();
     let started = Instant::now();
@@ -142,14 +141,13 @@ async fn pass(
 /// well; `None` once the migration or topology is gone.
 async fn settle_batch(
     migration: &Weak<Migration>,
-    topology: &Weak<Topology>,
+    topology: &Weak<dyn Owners>,
     server: &Backend,
     db: u32,
     keys: &[Reply],
 ) -> Option<bool> {
     let m: Arc<Migration> = migration.upgrade()?;
     let topo = topology.upgrade()?;
-    let prefixes = &topo.config.keys.prefixes;
     // The batch's keys are settled side by side: each is one round trip
     // after another, and the lock keeps any key to one settle at a time.
     let mut settles = tokio::task::JoinSet::new();
@@ -159,17 +157,15 @@ async fn settle_batch(
         if key.starts_with(LOCK_PREFIX) {
             continue;
         }
-        let allowed = prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_bytes()));
-        let owner = topo.router.owner(key);
+        let Some(owner) = topo.owner_of(key) else {
+            continue;
+        };
         let held_here = m.layouts.iter().any(|l| l.holder(key).same_server(server));
-        if !allowed || !held_here || topo.backends[owner].same_server(server) {
+        if !held_here || owner.same_server(server) {
             continue;
         }
-        let (m, topo, key) = (m.clone(), topo.clone(), key.clone());
-        settles.spawn(async move {
-            m.settle(MOVER, db, &key, &topo.backends[owner], false)
-                .await
-        });
+        let (m, owner, key) = (m.clone(), owner.clone(), key.clone());
+        settles.spawn(async move { m.settle(MOVER, db, &key, &owner, false).await });
     }
     let mut clean = true;
     while let Some(settled) = settles.join_next().await {
