@@ -75,6 +75,7 @@ pub mod memory;
 pub mod metrics;
 pub mod migration;
 pub mod net;
+pub mod own_keys;
 pub mod protocol;
 pub mod pubsub;
 pub mod reload_state;

@@ -1,7 +1,17 @@
 //! The batcher: a client's commands for one backend, gathered within one
 //! pass of its loop into one job (see [`Batcher`]).
 
-use crate::client::*;
+use std::collections::VecDeque;
+use std::task::Context;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use crate::backend::{BackendResult, BatchResult, Origin};
+use crate::client::receive::{poll_receiver, result_reply};
+use crate::client::State;
+use crate::protocol::Reply;
+use crate::shared::Topology;
 
 /// Smallest scratch buffer a batch of several commands is gathered in.
 pub(in crate::client) const PAYLOAD_MIN: usize = 4096;
@@ -74,15 +84,15 @@ pub(in crate::client) enum BatchReplies {
 
 impl Batcher {
     /// Gathers a command (never one followed by WAIT) for the backend at
-    /// `backend` and returns the slot waiting for it.
+    /// `backend` and returns where its reply will be: the batch's number and
+    /// the reply's index in it (see [`Batcher::poll`]).
     pub(in crate::client) fn add(
         &mut self,
         topo: &Topology,
         state: &State,
         backend: usize,
         raw: &Bytes,
-        now: Instant,
-    ) -> Slot {
+    ) -> (u64, usize) {
         // A batch holds one database's commands, and no more than
         // `batch_max` of them: a backend connection shares itself between
         // clients one job at a time, so a pipeline of hundreds of large GETs
@@ -98,7 +108,7 @@ impl Batcher {
         {
             self.flush(topo, state.origin());
         }
-        let index = match self.open.iter_mut().find(|open| open.backend == backend) {
+        match self.open.iter_mut().find(|open| open.backend == backend) {
             Some(open) => {
                 if self.scratch.len() <= backend {
                     self.scratch.resize_with(backend + 1, BytesMut::new);
@@ -125,13 +135,7 @@ impl Batcher {
                 });
                 (seq, 0)
             }
-        };
-        let pending = Pending::Batched {
-            seq: index.0,
-            index: index.1,
-        };
-        let id = topo.backends[backend].id.clone();
-        Slot::waiting(topo, state.proto, pending, id, now)
+        }
     }
 
     /// Sends everything gathered.

@@ -2,8 +2,39 @@
 //! routed to a backend (one, split over several, or sent to all), and
 //! Redis's errors for what is refused.
 
-use crate::client::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::client::batcher::Batcher;
+use crate::client::commands::auth::{auth, is_restricted};
+use crate::client::commands::client::{client_command, client_unblock};
+use crate::client::commands::command::command_command;
+use crate::client::commands::config::config_command;
+use crate::client::commands::hello::hello;
+use crate::client::commands::info::{info_text, wants_memory, ScriptMemory};
+use crate::client::commands::slowlog::slowlog_command;
+use crate::client::errors::{
+    arity_error, noperm_command, unknown_command, AUTH_BLOCKED, NOAUTH, NOPERM_CHANNEL, NOPERM_KEY,
+    NOPERM_NOTIFICATION, NOPERM_RESTORE,
+};
+use crate::client::leased::blocking;
+use crate::client::migrate::{migrating, moving_keys};
+use crate::client::plan::{plan, MergeHow, Plan, Policy};
+use crate::client::pubsub::{subscribed_ping, subscribed_refusal, subscription};
+use crate::client::rename::rename;
+use crate::client::slot::{Kept, Merging, Pending, Slot};
+use crate::client::sweep::sweep;
+use crate::client::transaction::{exec, queue, watch, Multi};
+use crate::client::State;
+use crate::protocol::command::{blocks, lookup_index, writes, TABLE};
 use crate::protocol::learned::Learned;
+use crate::protocol::request::parse_int;
+use crate::protocol::{lookup, Cmd, Proto, Reply, Request, Route, Spec};
+use crate::shared::{Shared, Topology};
 
 /// Runs one request and returns its slot.
 pub(in crate::client) fn dispatch(
@@ -515,7 +546,9 @@ pub(in crate::client) fn routed(
             let backend = &topo.backends[index];
             let raw = request.raw();
             if let Some(raw) = raw.filter(|_| !wait) {
-                return batcher.add(topo, state, index, raw, now);
+                let (seq, index) = batcher.add(topo, state, index, raw);
+                let pending = Pending::Batched { seq, index };
+                return Slot::waiting(topo, state.proto, pending, backend.id.clone(), now);
             }
             // Sent on its own (an inline request, or a write followed by
             // WAIT), after what is gathered.
@@ -845,8 +878,4 @@ pub(in crate::client) fn local(
         // Routed commands never reach here.
         _ => Reply::error("ERR internal routing error"),
     }
-}
-
-pub(in crate::client) fn parse_int(arg: &[u8]) -> Option<i64> {
-    std::str::from_utf8(arg).ok()?.parse().ok()
 }

@@ -5,8 +5,20 @@
 //! other client. The slot is a barrier: the client's later requests run
 //! after it, as they would on Redis.
 
-use crate::client::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::backend::BackendError;
+use crate::client::batcher::Batcher;
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
 use crate::protocol::command::block_time;
+use crate::protocol::{Reply, Request, Spec};
+use crate::shared::Topology;
 
 /// Runs blocking `request` on a connection of its own to backend `index`;
 /// `moving` are its keys a migration may still hold elsewhere, settled

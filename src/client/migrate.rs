@@ -4,9 +4,20 @@
 //! steps run in a task of their own; the slot is a barrier, so the client's
 //! next requests wait for it and keep their order.
 
-use crate::backend::BackendError;
-use crate::client::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::backend::{BackendError, BackendResult};
+use crate::client::batcher::Batcher;
+use crate::client::plan::{merge, MergeHow, Plan};
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
 use crate::migration::{Migration, SettleError};
+use crate::protocol::{Cmd, Reply, Request, Spec};
+use crate::shared::Topology;
 
 /// The keys of `request` that may still be on an old server.
 pub(in crate::client) fn moving_keys(

@@ -8,28 +8,29 @@
 //! replies go out in request order however the backends interleave.
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::oneshot;
 use tokio_util::codec::Encoder;
 use tracing::{debug, Instrument};
 
-use crate::backend::{BackendError, BackendResult, BatchResult, Origin, LARGE_REPLY_BYTES};
+use crate::backend::{BackendError, Origin, LARGE_REPLY_BYTES};
 use crate::memory::ARG_COST;
 use crate::net::Stream;
-use crate::protocol::command::{blocks, lookup_index, writes, TABLE};
 use crate::protocol::request::{Framed, LARGE_REQUEST_ARGS};
-use crate::protocol::{
-    lookup, Cmd, Proto, Reply, ReplyEncoder, Request, RequestDecoder, Route, Spec,
-};
+use crate::protocol::{Proto, Reply, ReplyEncoder, Request, RequestDecoder};
 use crate::shared::{Shared, Topology};
+
+use self::batcher::Batcher;
+use self::dispatch::dispatch;
+use self::pubsub::Subscriber;
+use self::slot::{poll_head, Kept, Pending, Slot};
+use self::transaction::{Multi, Watching};
 
 mod batcher;
 mod commands;
@@ -39,23 +40,11 @@ mod leased;
 mod migrate;
 mod plan;
 mod pubsub;
+mod receive;
 mod rename;
 mod slot;
 mod sweep;
 mod transaction;
-
-use batcher::*;
-use commands::*;
-use dispatch::*;
-use errors::*;
-use leased::*;
-use migrate::*;
-use plan::*;
-use pubsub::*;
-use rename::*;
-use slot::*;
-use sweep::*;
-use transaction::*;
 
 /// Encoded but unwritten reply bytes above which the client is not read
 /// further until it reads its replies.

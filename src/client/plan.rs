@@ -219,8 +219,7 @@ impl KeyFilter {
     pub(in crate::client) fn allows(&self, key: &[u8]) -> bool {
         let under =
             |list: &[String]| list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()));
-        let internal = key.starts_with(crate::migration::LOCK_PREFIX)
-            || key.starts_with(crate::client::rename::HIDDEN_PREFIX);
+        let internal = crate::own_keys::is_own(key);
         let matched = self
             .pattern
             .as_ref()

@@ -3,14 +3,20 @@
 //! send, once every backend has confirmed a subscribe, and Redis's rules
 //! for a RESP2 client in subscribed mode.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::Reserved;
-use crate::client::*;
+use crate::client::batcher::Batcher;
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
+use crate::protocol::{Cmd, Proto, Reply, Request, Spec};
 use crate::pubsub::link::{self, Order};
 use crate::pubsub::{Kind, Wanted};
+use crate::shared::Topology;
 
 /// Messages a client's links may hold for it before they wait (and Redis's
 /// own output limit for Pub/Sub clients takes over on the backend): each at

@@ -14,15 +14,20 @@
 //!
 //! While a migration is on, both keys are settled first.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::backend::Origin;
-use crate::client::*;
+use tokio::sync::oneshot;
+
+use crate::backend::{BackendError, BackendResult, Origin};
+use crate::client::batcher::Batcher;
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
 use crate::migration::call;
 use crate::migration::fence::{restore_before, Restored};
-
-/// The hidden name of a key being renamed, on its source backend.
-pub const HIDDEN_PREFIX: &[u8] = b"__session-proxy-renaming:";
+use crate::own_keys::HIDDEN_PREFIX;
+use crate::protocol::{Reply, Request};
+use crate::shared::Topology;
 
 /// Reads KEYS[1] (DUMP and PTTL) and renames it to KEYS[2], its hidden
 /// name: nil when there is no such key, `BUSY` while another rename of it

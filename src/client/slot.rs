@@ -1,7 +1,21 @@
 //! A request's place in the reply order ([`Slot`]) and where its reply will
 //! come from: ready, one backend, a batch, or the merge of split replies.
 
-use crate::client::*;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::backend::BackendResult;
+use crate::client::batcher::Batcher;
+use crate::client::plan::{merge, MergeHow};
+use crate::client::receive::{poll_receiver, result_reply};
+use crate::protocol::command::TABLE;
+use crate::protocol::{Proto, Reply, Request};
+use crate::shared::Topology;
 
 /// Where a reply will come from.
 pub(in crate::client) enum Pending {
@@ -136,34 +150,6 @@ impl Slot {
         self.pending = Pending::Ready(reply);
         true
     }
-}
-
-/// A backend's answer, if it has come; a dropped sender is a lost connection.
-pub(in crate::client) fn poll_receiver<T>(
-    rx: &mut oneshot::Receiver<Result<T, BackendError>>,
-    cx: Option<&mut Context<'_>>,
-) -> Option<Result<T, BackendError>> {
-    let closed = || {
-        Err(BackendError::ConnectionLost {
-            backend: "?".into(),
-            reason: "reply dropped".into(),
-        })
-    };
-    match cx {
-        Some(cx) => match Pin::new(rx).poll(cx) {
-            Poll::Ready(result) => Some(result.unwrap_or_else(|_| closed())),
-            Poll::Pending => None,
-        },
-        None => match rx.try_recv() {
-            Ok(result) => Some(result),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(closed()),
-        },
-    }
-}
-
-pub(in crate::client) fn result_reply(result: BackendResult) -> Reply {
-    result.unwrap_or_else(|e| e.to_reply())
 }
 
 /// A command split over several backends, waiting for its parts.

@@ -3,8 +3,17 @@
 //! nothing else is touched. The steps run in a task; the slot is a barrier,
 //! so the client's next requests wait for the flush to finish, as on Redis.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
 use crate::backend::{Backend, BackendError, Origin};
-use crate::client::*;
+use crate::client::plan::KeyFilter;
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
+use crate::protocol::Reply;
+use crate::shared::Topology;
 
 /// Keys asked for per SCAN step.
 const SWEEP_COUNT: &[u8] = b"1000";

@@ -10,8 +10,20 @@
 //! connection and aborts EXEC when a watched key changed; EXEC, DISCARD,
 //! UNWATCH and RESET let it go.
 
-use crate::backend::{BackendError, Held};
-use crate::client::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use crate::backend::{BackendError, BackendResult, Held};
+use crate::client::errors::{CROSSSLOT, EXECABORT, NOPERM_KEY};
+use crate::client::migrate::moving_keys;
+use crate::client::plan::{plan, Plan, Policy};
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
+use crate::protocol::{Cmd, Reply, Request, Route, Spec};
+use crate::shared::Topology;
 
 /// A transaction being queued.
 #[derive(Debug, Default)]

@@ -69,9 +69,7 @@ const READ: &str = "local v = redis.call('DUMP', KEYS[1]) \
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('DEL', KEYS[1]) end return 0";
 
-/// The move lock of key K on an old server is `LOCK_PREFIX` + K; the mover
-/// skips such keys.
-pub const LOCK_PREFIX: &[u8] = b"__session-proxy-moving:";
+pub use crate::own_keys::LOCK_PREFIX;
 
 /// How long a move lock lasts at least, should its proxy die holding it. A
 /// move that has held it for half that long gives up before writing.

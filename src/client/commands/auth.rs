@@ -1,6 +1,11 @@
 //! AUTH, and the users and key-prefix permissions behind it.
 
-use crate::client::*;
+use bytes::Bytes;
+
+use crate::client::errors::{arity_error, WRONGPASS};
+use crate::client::State;
+use crate::protocol::Reply;
+use crate::shared::Topology;
 
 /// Who a user name and password authenticate as: `Some(None)` for the
 /// default user, `Some(Some(name))` for a named one, `None` when refused.

@@ -3,7 +3,19 @@
 //! default user, or of one named user): other users' clients are their
 //! business.
 
-use crate::client::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::client::errors::{arity_error, c_str, unknown_subcommand};
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
+use crate::protocol::request::parse_int;
+use crate::protocol::Reply;
+use crate::shared::{Shared, Topology};
 
 pub(in crate::client) fn check_client_name(name: &[u8]) -> Result<(), Reply> {
     if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {

@@ -1,6 +1,11 @@
 //! COMMAND: COUNT, INFO, LIST and the table behind them.
 
-use crate::client::*;
+use bytes::Bytes;
+
+use crate::client::commands::config::glob_match;
+use crate::client::errors::{arity_error, unknown_subcommand};
+use crate::protocol::command::TABLE;
+use crate::protocol::{lookup, Proto, Reply, Request, Route, Spec};
 
 pub(in crate::client) fn command_command(args: &[Bytes], _proto: Proto) -> Reply {
     let Some(sub) = args.get(1) else {

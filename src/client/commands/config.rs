@@ -3,7 +3,11 @@
 //! CONFIG SET and the other changes are refused: the config file is the one
 //! place settings change, by reload.
 
-use crate::client::*;
+use bytes::Bytes;
+
+use crate::client::errors::{arity_error, unknown_subcommand};
+use crate::protocol::Reply;
+use crate::shared::{Shared, Topology};
 
 /// The parameters CONFIG GET answers, and their values now. `requirepass`
 /// is never shown.

@@ -1,6 +1,14 @@
 //! HELLO: protocol switch, authentication and client name in one command.
 
-use crate::client::*;
+use bytes::Bytes;
+
+use crate::client::commands::auth::authenticate;
+use crate::client::commands::client::check_client_name;
+use crate::client::errors::{c_str, WRONGPASS};
+use crate::client::State;
+use crate::protocol::request::parse_int;
+use crate::protocol::{Proto, Reply};
+use crate::shared::Topology;
 
 pub(in crate::client) fn hello(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
     let mut proto = None;

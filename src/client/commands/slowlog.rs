@@ -1,6 +1,12 @@
 //! SLOWLOG: GET, LEN, RESET, HELP.
 
-use crate::client::*;
+use bytes::Bytes;
+
+use crate::client::errors::{arity_error, unknown_subcommand};
+use crate::client::State;
+use crate::protocol::request::parse_int;
+use crate::protocol::Reply;
+use crate::shared::{Shared, Topology};
 use crate::slowlog::Viewer;
 
 /// Redis 7's SLOWLOG HELP text, line for line.

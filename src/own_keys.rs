@@ -1,0 +1,28 @@
+//! The keys the proxy writes for itself on backends, never shown to
+//! clients: a key's move lock while a migration moves it, and a key's hidden
+//! copy while RENAME moves it between backends.
+
+/// The move lock of key K on an old server is `LOCK_PREFIX` + K; the mover
+/// skips such keys.
+pub const LOCK_PREFIX: &[u8] = b"__session-proxy-moving:";
+
+/// The hidden name of a key being renamed, on its source backend.
+pub const HIDDEN_PREFIX: &[u8] = b"__session-proxy-renaming:";
+
+/// Whether `key` is one of the proxy's own.
+pub fn is_own(key: &[u8]) -> bool {
+    key.starts_with(LOCK_PREFIX) || key.starts_with(HIDDEN_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_and_hidden_copies_are_the_proxys_own() {
+        assert!(is_own(b"__session-proxy-moving:session:1"));
+        assert!(is_own(b"__session-proxy-renaming:a"));
+        assert!(!is_own(b"session:1"));
+        assert!(!is_own(b"__session-proxy-"));
+    }
+}
