@@ -29,6 +29,7 @@ mod scripts;
 mod security;
 mod sentinel;
 mod status_page;
+mod structure;
 mod tls;
 mod tools;
 mod transactions;
