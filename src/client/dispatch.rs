@@ -10,30 +10,27 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::client::batcher::Batcher;
-use crate::client::commands::auth::{auth, is_restricted};
-use crate::client::commands::client::{client_command, client_unblock};
-use crate::client::commands::command::command_command;
-use crate::client::commands::config::config_command;
-use crate::client::commands::hello::hello;
+use crate::client::commands;
+use crate::client::commands::auth::is_restricted;
+use crate::client::commands::client::client_unblock;
 use crate::client::commands::info::{info_text, wants_memory, ScriptMemory};
-use crate::client::commands::slowlog::slowlog_command;
 use crate::client::errors::{
-    arity_error, noperm_command, unknown_command, AUTH_BLOCKED, NOAUTH, NOPERM_CHANNEL, NOPERM_KEY,
-    NOPERM_NOTIFICATION, NOPERM_RESTORE,
+    arity_error, noperm_command, unknown_command, AUTH_BLOCKED, KEYSPACE_CONFIG_REFUSED, NOAUTH,
+    NOPERM_CHANNEL, NOPERM_KEY, NOPERM_NOTIFICATION, NOPERM_RESTORE,
 };
 use crate::client::leased::blocking;
 use crate::client::migrate::{migrating, moving_keys};
 use crate::client::plan::{plan, MergeHow, Plan, Policy};
-use crate::client::pubsub::{subscribed_ping, subscribed_refusal, subscription};
+use crate::client::pubsub::{subscribed_refusal, subscription};
 use crate::client::rename::rename;
 use crate::client::slot::{Kept, Merging, Pending, Slot};
 use crate::client::sweep::sweep;
 use crate::client::transaction::{exec, queue, watch, Multi};
 use crate::client::State;
+use crate::config::User;
 use crate::protocol::command::{blocks, lookup_index, writes, TABLE};
 use crate::protocol::learned::Learned;
-use crate::protocol::request::parse_int;
-use crate::protocol::{lookup, Cmd, Proto, Reply, Request, Route, Spec};
+use crate::protocol::{lookup, Cmd, Reply, Request, Route, Spec};
 use crate::shared::{Shared, Topology};
 
 /// Runs one request and returns its slot.
@@ -57,7 +54,10 @@ pub(in crate::client) fn dispatch(
     slot
 }
 
-/// Runs the request whose command is `TABLE[command]` (out of range: unknown).
+/// Runs the request whose command is `TABLE[command]` (out of range: unknown):
+/// admitted (known, of the right arity, authenticated, allowed), then taken
+/// by a step of a transaction or subscription or a command with its own
+/// path, else answered here or routed.
 pub(in crate::client) fn execute(
     shared: &Shared,
     topo: &Arc<Topology>,
@@ -67,119 +67,32 @@ pub(in crate::client) fn execute(
     request: &Request,
     now: Instant,
 ) -> Slot {
-    let proto = state.proto;
     shared.stats.commands.add(1);
     state.last_command_at = now;
-    // An error answered to a command queued after MULTI aborts the
-    // transaction, as on Redis.
-    let abort = |state: &mut State| {
-        if let Some(multi) = state.multi.as_mut() {
-            multi.abort();
-        }
-    };
     state.card.noted(command, now);
-    let spec = match resolve(shared, topo, state, command, request) {
-        Ok(spec) => spec,
-        Err(refusal) => {
-            abort(state);
-            return Slot::ready(proto, refusal);
-        }
+    let (spec, user) = match admit(shared, topo, state, command, request) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return Slot::ready(state.proto, refusal),
     };
-    state.last_command = spec.name;
-    // MSET needs pairs and PING at most one message; Redis checks both inside
-    // the command, so after authentication.
-    let extra_arity = match spec.cmd {
-        Cmd::MSet => request.len().is_multiple_of(2),
-        Cmd::Ping => request.len() > 2,
-        // Checked before its keys are, as Redis does: an odd MSETNX over
-        // several backends is a wrong arity, not a CROSSSLOT.
-        Cmd::Keyed if spec.name == "msetnx" => request.len().is_multiple_of(2),
-        _ => false,
-    };
-    if !spec.arity_ok(request.len()) {
-        abort(state);
-        return Slot::ready(proto, arity_error(spec.name));
-    }
-    if !state.authenticated && !spec.no_auth {
-        return Slot::ready(proto, Reply::error(NOAUTH));
-    }
-    let user = match &state.user {
-        None => None,
-        Some(name) => match topo.config.user(name) {
-            Some(user) => Some(user),
-            None if spec.no_auth => None,
-            None => {
-                // A reload removed the user: authenticate again.
-                state.authenticated = false;
-                state.user = None;
-                state.publish();
-                return Slot::ready(proto, Reply::error(NOAUTH));
-            }
-        },
-    };
-    if let Some(refusal) = refusal(shared, topo, state, spec, request, user) {
-        abort(state);
-        return Slot::ready(proto, refusal);
-    }
     let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
     if let Some(slot) = transaction_step(topo, state, batcher, spec, request, user_prefixes, now) {
         return slot;
     }
-    if extra_arity {
-        return Slot::ready(proto, arity_error(spec.name));
+    if extra_arity(spec, request) {
+        return Slot::ready(state.proto, arity_error(spec.name));
     }
     if let Some(slot) = subscription(topo, state, batcher, spec, request, now) {
         return slot;
     }
-    let docs = spec.cmd == Cmd::Command
-        && request
-            .arg(1)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"DOCS"));
-    if docs {
-        batcher.flush(topo, state.origin());
-        return command_docs(topo, state, request, now);
-    }
-    if spec.cmd == Cmd::Config {
-        if let Some(slot) = backend_config(shared, topo, state, batcher, spec, request, user, now) {
-            return slot;
-        }
-    }
-    let unblock = spec.cmd == Cmd::Client
-        && request
-            .arg(1)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"UNBLOCK"));
-    if unblock {
-        batcher.flush(topo, state.origin());
-        return client_unblock(shared, topo, state, &request.args(), now);
-    }
-    if spec.cmd == Cmd::Info && wants_memory(&request.args()[1..]) {
-        batcher.flush(topo, state.origin());
-        return info_with_scripts(shared, topo, state, request, user, now);
+    if let Some(slot) = own_path(shared, topo, state, batcher, spec, request, user, now) {
+        return slot;
     }
     match spec.route {
         Route::Local => {
             // Gathered commands go first: a local command may change the
             // connection's state (SELECT, AUTH) or answer about it.
             batcher.flush(topo, state.origin());
-            let authenticating = matches!(spec.cmd, Cmd::Auth | Cmd::Hello);
-            if authenticating {
-                if let Some(slot) = auth_refused(shared, topo, state) {
-                    return slot;
-                }
-            }
-            let reply = local(shared, topo, state, spec, &request.args());
-            if authenticating && matches!(&reply, Reply::Error(e) if e.starts_with(b"WRONGPASS")) {
-                return wrong_password(shared, topo, state, reply);
-            }
-            state.publish();
-            let close_after = spec.cmd == Cmd::Quit;
-            if close_after {
-                state.closing = true;
-            }
-            // HELLO answers in the protocol it switches to.
-            let mut slot = Slot::ready(state.proto, reply);
-            slot.close_after = close_after;
-            slot
+            answer_here(shared, topo, state, spec, request)
         }
         _ => routed(
             shared,
@@ -192,6 +105,133 @@ pub(in crate::client) fn execute(
             now,
         ),
     }
+}
+
+/// An error answered to a command queued after MULTI aborts the
+/// transaction, as on Redis.
+fn abort_multi(state: &mut State) {
+    if let Some(multi) = state.multi.as_mut() {
+        multi.abort();
+    }
+}
+
+/// The command's spec and the client's named user, once the command is
+/// known, of the right arity, authenticated and allowed; else Redis's
+/// error for it.
+fn admit<'t>(
+    shared: &Shared,
+    topo: &'t Topology,
+    state: &mut State,
+    command: usize,
+    request: &Request,
+) -> Result<(&'static Spec, Option<&'t User>), Reply> {
+    let spec =
+        resolve(shared, topo, state, command, request).inspect_err(|_| abort_multi(state))?;
+    state.last_command = spec.name;
+    if !spec.arity_ok(request.len()) {
+        abort_multi(state);
+        return Err(arity_error(spec.name));
+    }
+    if !state.authenticated && !spec.no_auth {
+        return Err(Reply::error(NOAUTH));
+    }
+    let user = match &state.user {
+        None => None,
+        Some(name) => match topo.config.user(name) {
+            Some(user) => Some(user),
+            None if spec.no_auth => None,
+            None => {
+                // A reload removed the user: authenticate again.
+                state.authenticated = false;
+                state.user = None;
+                state.publish();
+                return Err(Reply::error(NOAUTH));
+            }
+        },
+    };
+    if let Some(refusal) = refusal(shared, topo, state, spec, request, user) {
+        abort_multi(state);
+        return Err(refusal);
+    }
+    Ok((spec, user))
+}
+
+/// MSET needs pairs and PING at most one message; Redis checks both inside
+/// the command, so after authentication (and after MULTI queues it).
+fn extra_arity(spec: &Spec, request: &Request) -> bool {
+    match spec.cmd {
+        Cmd::MSet => request.len().is_multiple_of(2),
+        Cmd::Ping => request.len() > 2,
+        // Checked before its keys are, as Redis does: an odd MSETNX over
+        // several backends is a wrong arity, not a CROSSSLOT.
+        Cmd::Keyed if spec.name == "msetnx" => request.len().is_multiple_of(2),
+        _ => false,
+    }
+}
+
+/// The commands with a path of their own, after what is gathered: COMMAND
+/// DOCS, CONFIG as the backends answer it, CLIENT UNBLOCK, INFO with the
+/// backends' script memory.
+#[allow(clippy::too_many_arguments)]
+fn own_path(
+    shared: &Shared,
+    topo: &Arc<Topology>,
+    state: &mut State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    user: Option<&User>,
+    now: Instant,
+) -> Option<Slot> {
+    let sub = |name: &[u8]| request.arg(1).is_some_and(|s| s.eq_ignore_ascii_case(name));
+    if spec.cmd == Cmd::Command && sub(b"DOCS") {
+        batcher.flush(topo, state.origin());
+        return Some(command_docs(topo, state, request, now));
+    }
+    if spec.cmd == Cmd::Config {
+        if let Some(slot) = backend_config(shared, topo, state, batcher, spec, request, user, now) {
+            return Some(slot);
+        }
+    }
+    if spec.cmd == Cmd::Client && sub(b"UNBLOCK") {
+        batcher.flush(topo, state.origin());
+        return Some(client_unblock(shared, topo, state, &request.args(), now));
+    }
+    if spec.cmd == Cmd::Info && wants_memory(&request.args()[1..]) {
+        batcher.flush(topo, state.origin());
+        return Some(info_with_scripts(shared, topo, state, request, user, now));
+    }
+    None
+}
+
+/// A command the proxy answers itself; AUTH and HELLO count wrong
+/// passwords, QUIT closes after its reply.
+fn answer_here(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    spec: &Spec,
+    request: &Request,
+) -> Slot {
+    let authenticating = matches!(spec.cmd, Cmd::Auth | Cmd::Hello);
+    if authenticating {
+        if let Some(slot) = auth_refused(shared, topo, state) {
+            return slot;
+        }
+    }
+    let reply = commands::answer(shared, topo, state, spec, &request.args());
+    if authenticating && matches!(&reply, Reply::Error(e) if e.starts_with(b"WRONGPASS")) {
+        return wrong_password(shared, topo, state, reply);
+    }
+    state.publish();
+    let close_after = spec.cmd == Cmd::Quit;
+    if close_after {
+        state.closing = true;
+    }
+    // HELLO answers in the protocol it switches to.
+    let mut slot = Slot::ready(state.proto, reply);
+    slot.close_after = close_after;
+    slot
 }
 
 /// The command's spec: the generated table's, else one every backend
@@ -477,24 +517,7 @@ pub(in crate::client) fn routed(
     now: Instant,
 ) -> Slot {
     let proto = state.proto;
-    let mut policy = policy(topo, user_prefixes);
-    if spec.cmd == Cmd::PubSub {
-        let user = state.user.as_ref().and_then(|n| topo.config.user(n));
-        policy.channels = Some(topo.config.channel_policy(user));
-    }
-    if spec.route == Route::Scan {
-        // SCAN's cursor goes through a cluster backend's masters, and on
-        // to a migration's old servers after the backends; only SCAN pays
-        // for looking them up.
-        policy.backends = topo.scan_servers() + topo.old_servers().len();
-    }
-    let planned = plan(
-        spec,
-        request,
-        &policy,
-        |key| topo.route(key),
-        |backend| topo.backends[backend].waits_for_replicas(),
-    );
+    let planned = plan_request(topo, state, spec, request, user_prefixes);
     // A blocking command runs on a connection leased to the client, once
     // keys a migration may still hold elsewhere are settled.
     if let Plan::Forward { backend, .. } = planned {
@@ -537,65 +560,10 @@ pub(in crate::client) fn routed(
             batcher.flush(topo, state.origin());
             sweep(topo, state, every_db, filter)
         }
-        Plan::Forward {
-            backend: index,
-            wait,
-        } => {
-            // One backend has every key: forward the request as it came,
-            // gathered with the client's other commands for that backend.
-            let backend = &topo.backends[index];
-            let raw = request.raw();
-            if let Some(raw) = raw.filter(|_| !wait) {
-                let (seq, index) = batcher.add(topo, state, index, raw);
-                let pending = Pending::Batched { seq, index };
-                return Slot::waiting(topo, state.proto, pending, backend.id.clone(), now);
-            }
-            // Sent on its own (an inline request, or a write followed by
-            // WAIT), after what is gathered.
-            batcher.flush(topo, state.origin());
-            let rx = match raw {
-                Some(raw) => backend.send(state.origin(), raw.clone(), state.db, spec.write),
-                None => backend.send_args(state.origin(), &request.args(), state.db, spec.write),
-            };
-            Slot::waiting(topo, proto, Pending::One(rx), backend.id.clone(), now)
+        Plan::Forward { backend, wait } => {
+            forward(topo, state, batcher, spec, request, backend, wait, now)
         }
-        Plan::Split { parts, how } => {
-            // After what is gathered: one sub-command per backend.
-            batcher.flush(topo, state.origin());
-            // A part's index is a backend's, or for SCAN a server's of
-            // `Topology::servers` (a cluster's masters, a migration's old
-            // servers).
-            let targets: Vec<crate::backend::Backend> = parts
-                .iter()
-                .map(|(index, _)| {
-                    let target = if spec.route == Route::Scan {
-                        topo.scan_target(*index)
-                    } else {
-                        topo.backends.get(*index).cloned()
-                    };
-                    target.unwrap_or_else(|| topo.backends[0].clone())
-                })
-                .collect();
-            let receivers = parts
-                .iter()
-                .zip(&targets)
-                .map(|((_, sub), target)| {
-                    let rx = target.send_args(state.origin(), sub, state.db, spec.write);
-                    (Some(rx), None)
-                })
-                .collect();
-            let ids: Vec<&str> = targets.iter().map(|t| &*t.id).collect();
-            Slot::waiting(
-                topo,
-                proto,
-                Pending::Merge(Box::new(Merging {
-                    parts: receivers,
-                    how,
-                })),
-                Arc::from(ids.join("', '")),
-                now,
-            )
-        }
+        Plan::Split { parts, how } => split(topo, state, batcher, spec, parts, how, now),
         Plan::Every { how } => {
             let args = request.args();
             every_backend(topo, state, batcher, args, spec.write, how, now)
@@ -604,6 +572,107 @@ pub(in crate::client) fn routed(
             every_backend(topo, state, batcher, args, spec.write, how, now)
         }
     }
+}
+
+/// The plan for a request under the client's key prefixes (and channel
+/// policy, for PUBSUB).
+fn plan_request(
+    topo: &Topology,
+    state: &State,
+    spec: &Spec,
+    request: &Request,
+    user_prefixes: &[String],
+) -> Plan {
+    let mut policy = policy(topo, user_prefixes);
+    if spec.cmd == Cmd::PubSub {
+        let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+        policy.channels = Some(topo.config.channel_policy(user));
+    }
+    if spec.route == Route::Scan {
+        // SCAN's cursor goes through a cluster backend's masters, and on
+        // to a migration's old servers after the backends; only SCAN pays
+        // for looking them up.
+        policy.backends = topo.scan_servers() + topo.old_servers().len();
+    }
+    plan(
+        spec,
+        request,
+        &policy,
+        |key| topo.route(key),
+        |backend| topo.backends[backend].waits_for_replicas(),
+    )
+}
+
+/// One backend has every key: forward the request as it came, gathered
+/// with the client's other commands for that backend; on its own (an
+/// inline request, or a write followed by WAIT) after what is gathered.
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    topo: &Topology,
+    state: &State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    request: &Request,
+    index: usize,
+    wait: bool,
+    now: Instant,
+) -> Slot {
+    let backend = &topo.backends[index];
+    let raw = request.raw();
+    if let Some(raw) = raw.filter(|_| !wait) {
+        let (seq, index) = batcher.add(topo, state, index, raw);
+        let pending = Pending::Batched { seq, index };
+        return Slot::waiting(topo, state.proto, pending, backend.id.clone(), now);
+    }
+    batcher.flush(topo, state.origin());
+    let rx = match raw {
+        Some(raw) => backend.send(state.origin(), raw.clone(), state.db, spec.write),
+        None => backend.send_args(state.origin(), &request.args(), state.db, spec.write),
+    };
+    Slot::waiting(topo, state.proto, Pending::One(rx), backend.id.clone(), now)
+}
+
+/// One sub-command per backend, after what is gathered, their replies
+/// merged as `how` says.
+fn split(
+    topo: &Topology,
+    state: &State,
+    batcher: &mut Batcher,
+    spec: &Spec,
+    parts: Vec<(usize, Vec<Bytes>)>,
+    how: MergeHow,
+    now: Instant,
+) -> Slot {
+    batcher.flush(topo, state.origin());
+    // A part's index is a backend's, or for SCAN a server's of
+    // `Topology::servers` (a cluster's masters, a migration's old
+    // servers).
+    let targets: Vec<crate::backend::Backend> = parts
+        .iter()
+        .map(|(index, _)| {
+            let target = if spec.route == Route::Scan {
+                topo.scan_target(*index)
+            } else {
+                topo.backends.get(*index).cloned()
+            };
+            target.unwrap_or_else(|| topo.backends[0].clone())
+        })
+        .collect();
+    let receivers = parts
+        .iter()
+        .zip(&targets)
+        .map(|((_, sub), target)| {
+            let rx = target.send_args(state.origin(), sub, state.db, spec.write);
+            (Some(rx), None)
+        })
+        .collect();
+    let ids: Vec<&str> = targets.iter().map(|t| &*t.id).collect();
+    let merging = Merging {
+        parts: receivers,
+        how,
+    };
+    let pending = Pending::Merge(Box::new(merging));
+    Slot::waiting(topo, state.proto, pending, Arc::from(ids.join("', '")), now)
 }
 
 /// SCRIPT KILL or FUNCTION KILL on every backend, each over a connection
@@ -733,149 +802,42 @@ fn backend_config(
             .step_by(step)
             .filter_map(|i| request.arg(i))
     };
+    // Allowed to the site by the operator: `[keys] prefixes` do not stop
+    // it, a user of its own prefixes or a read-only one does.
+    let restricted = user.is_some_and(|u| u.read_only || !u.prefixes.is_empty());
+    let refused = || Slot::ready(state.proto, noperm_command(spec.name));
+    let to_every = |batcher: &mut Batcher| {
+        let (args, how) = (request.args(), MergeHow::AllOk);
+        every_backend(topo, state, batcher, args, spec.write, how, now)
+    };
     match &sub[..] {
         b"GET" if request.len() >= 3 && names(1).all(|n| listed(n, false)) => {
             batcher.flush(topo, state.origin());
             let backend = &topo.backends[0];
             let rx = backend.send_args(state.origin(), &request.args(), state.db, false);
-            Some(Slot::waiting(
-                topo,
-                state.proto,
-                Pending::One(rx),
-                backend.id.clone(),
-                now,
-            ))
+            let id = backend.id.clone();
+            Some(Slot::waiting(topo, state.proto, Pending::One(rx), id, now))
         }
         b"SET" if request.len() < 4 || !request.len().is_multiple_of(2) => {
             Some(Slot::ready(state.proto, arity_error("config|set")))
         }
-        b"SET" if names(2).all(|n| listed(n, true)) => {
-            // The operator allowed it for the site: `[keys] prefixes` do not
-            // stop it, a user of its own prefixes or a read-only one does.
-            let restricted = user.is_some_and(|u| u.read_only || !u.prefixes.is_empty());
-            if restricted {
-                return Some(Slot::ready(state.proto, noperm_command(spec.name)));
-            }
-            Some(every_backend(
-                topo,
-                state,
-                batcher,
-                request.args(),
-                spec.write,
-                MergeHow::AllOk,
-                now,
-            ))
-        }
+        b"SET" if names(2).all(|n| listed(n, true)) => Some(if restricted {
+            refused()
+        } else {
+            to_every(batcher)
+        }),
         // The backends' statistics, where the commands ran, when the
         // operator allows clients to change backend parameters at all.
         b"RESETSTAT" if request.len() == 2 && !keys.config_set.is_empty() => {
-            let restricted = user.is_some_and(|u| u.read_only || !u.prefixes.is_empty());
             if restricted {
-                return Some(Slot::ready(state.proto, noperm_command(spec.name)));
+                return Some(refused());
             }
             shared.error_codes.reset();
-            Some(every_backend(
-                topo,
-                state,
-                batcher,
-                request.args(),
-                spec.write,
-                MergeHow::AllOk,
-                now,
-            ))
+            Some(to_every(batcher))
         }
-        b"SET" if names(2).any(|n| n.eq_ignore_ascii_case(b"notify-keyspace-events")) => {
-            Some(Slot::ready(
-                state.proto,
-                Reply::error(
-                    "ERR CONFIG SET notify-keyspace-events is refused by session-proxy: set [keys] allow_keyspace_config = true to apply it to every backend",
-                ),
-            ))
-        }
-        _ => None,
-    }
-}
-
-/// Commands the proxy answers itself.
-pub(in crate::client) fn local(
-    shared: &Shared,
-    topo: &Topology,
-    state: &mut State,
-    spec: &Spec,
-    args: &[Bytes],
-) -> Reply {
-    match spec.cmd {
-        Cmd::Ping if state.subscriber.is_some() => {
-            subscribed_ping(state, args).unwrap_or_else(|| match args.get(1) {
-                None => Reply::status("PONG"),
-                Some(msg) => Reply::Bulk(msg.clone()),
-            })
-        }
-        Cmd::Ping => match args.get(1) {
-            None => Reply::status("PONG"),
-            Some(msg) => Reply::Bulk(msg.clone()),
-        },
-        Cmd::Echo => Reply::Bulk(args[1].clone()),
-        Cmd::Quit => Reply::ok(),
-        Cmd::Reset => {
-            if let Some(subscriber) = state.subscriber.take() {
-                drop(subscriber);
-                for n in &state.card.subscriptions {
-                    n.store(0, Ordering::Relaxed);
-                }
-            }
-            state.multi = None;
-            state.watching = None;
-            state.proto = Proto::Resp2;
-            state.db = 0;
-            state.name = None;
-            state.authenticated = topo.config.open_by_default();
-            state.user = None;
-            Reply::status("RESET")
-        }
-        Cmd::Auth => auth(topo, state, args),
-        Cmd::Hello => hello(topo, state, args),
-        Cmd::Select => match parse_int(&args[1]) {
-            None => Reply::error("ERR value is not an integer or out of range"),
-            Some(db) if db < 0 || db >= topo.config.listen.databases as i64 => {
-                Reply::error("ERR DB index is out of range")
-            }
-            Some(db) => {
-                state.db = db as u32;
-                Reply::ok()
-            }
-        },
-        Cmd::Client => client_command(shared, state, args),
-        Cmd::Command => command_command(args, state.proto),
-        Cmd::Info => {
-            // A prefix-restricted client is not shown the backends' addresses.
-            let user = state.user.as_ref().and_then(|n| topo.config.user(n));
-            Reply::Verbatim(Bytes::from(info_text(
-                shared,
-                topo,
-                &args[1..],
-                is_restricted(topo, user),
-            )))
-        }
-        Cmd::Slowlog => slowlog_command(shared, topo, state, args),
-        // The proxy's clock: the backends' may differ by a little, and no
-        // one of them is the client's server.
-        Cmd::Time => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            Reply::Array(vec![
-                Reply::bulk(now.as_secs().to_string()),
-                Reply::bulk(now.subsec_micros().to_string()),
-            ])
-        }
-        Cmd::Config => config_command(shared, topo, args),
-        // A client's writes go over connections it shares with others, so
-        // WAIT on any of them would not be about its writes.
-        Cmd::Wait => Reply::error(
-            "ERR WAIT is not supported by session-proxy: set min_replicas_ack on a backend to have every write acknowledged by its replicas before the client's reply",
+        b"SET" if names(2).any(|n| n.eq_ignore_ascii_case(b"notify-keyspace-events")) => Some(
+            Slot::ready(state.proto, Reply::error(KEYSPACE_CONFIG_REFUSED)),
         ),
-        // Routed commands never reach here.
-        _ => Reply::error("ERR internal routing error"),
+        _ => None,
     }
 }

@@ -33,6 +33,9 @@ pub(in crate::client) fn noperm_command(name: &str) -> Reply {
     ))
 }
 
+/// CONFIG SET notify-keyspace-events while the operator has not allowed it.
+pub(in crate::client) const KEYSPACE_CONFIG_REFUSED: &str = "ERR CONFIG SET notify-keyspace-events is refused by session-proxy: set [keys] allow_keyspace_config = true to apply it to every backend";
+
 /// Redis Cluster's error for keys that do not live together.
 pub(in crate::client) const CROSSSLOT: &str =
     "CROSSSLOT Keys in request don't hash to the same slot";
