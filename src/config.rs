@@ -787,6 +787,36 @@ impl BackendSpec {
     /// Resolves the endpoint and credentials; a url's credentials are used
     /// unless `username`/`password` are set explicitly.
     pub fn target(&self, field: &str) -> Result<Target, ConfigError> {
+        self.check_exclusive(field)?;
+        let mut target = Target {
+            source: Source::Fixed(Endpoint::Tcp(String::new())),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
+            aws_iam: self.aws_iam.clone(),
+            tls: self.tls.clone(),
+        };
+        if let Some(iam) = &self.aws_iam {
+            target.username = Some(iam.user.clone());
+        }
+        if target.password_file.is_some() || target.password_env.is_some() {
+            // Readable now, or the config is refused: not at the first connect.
+            let which = match target.password_file {
+                Some(_) => "password_file",
+                None => "password_env",
+            };
+            target
+                .password_now()
+                .map_err(|e| invalid(format!("{field}.{which}"), e.to_string()))?;
+        }
+        self.set_source(field, &mut target)?;
+        Ok(target)
+    }
+
+    /// One place to reach the server, and at most one source of its
+    /// password (with `aws_iam`, its user).
+    fn check_exclusive(&self, field: &str) -> Result<(), ConfigError> {
         let set = [
             self.address.is_some(),
             self.unix_socket.is_some(),
@@ -820,28 +850,13 @@ impl BackendSpec {
                 ));
             }
         }
-        let mut target = Target {
-            source: Source::Fixed(Endpoint::Tcp(String::new())),
-            username: self.username.clone(),
-            password: self.password.clone(),
-            password_file: self.password_file.clone(),
-            password_env: self.password_env.clone(),
-            aws_iam: self.aws_iam.clone(),
-            tls: self.tls.clone(),
-        };
-        if let Some(iam) = &self.aws_iam {
-            target.username = Some(iam.user.clone());
-        }
-        if target.password_file.is_some() || target.password_env.is_some() {
-            // Readable now, or the config is refused: not at the first connect.
-            let which = match target.password_file {
-                Some(_) => "password_file",
-                None => "password_env",
-            };
-            target
-                .password_now()
-                .map_err(|e| invalid(format!("{field}.{which}"), e.to_string()))?;
-        }
+        Ok(())
+    }
+
+    /// Where the server is, checked: a fixed address or socket, a URL (its
+    /// user, password and TLS where the entry has none), Sentinel, or a
+    /// Redis Cluster's seeds (the same).
+    fn set_source(&self, field: &str, target: &mut Target) -> Result<(), ConfigError> {
         if let Some(address) = &self.address {
             check_host_port(address).map_err(|m| invalid(format!("{field}.address"), m))?;
             target.source = Source::Fixed(Endpoint::Tcp(address.clone()));
@@ -850,9 +865,9 @@ impl BackendSpec {
         } else if let Some(url) = &self.url {
             let parsed = parse_url(url).map_err(|m| invalid(format!("{field}.url"), m))?;
             target.source = parsed.source;
-            target.username = target.username.or(parsed.username);
-            target.password = target.password.or(parsed.password);
-            target.tls = target.tls.or(parsed.tls);
+            target.username = target.username.take().or(parsed.username);
+            target.password = target.password.take().or(parsed.password);
+            target.tls = target.tls.take().or(parsed.tls);
         } else if let Some(sentinel) = &self.sentinel {
             if sentinel.master.is_empty() {
                 return Err(invalid(
@@ -873,11 +888,11 @@ impl BackendSpec {
                 "needs at least one node",
             )?;
             target.source = Source::Cluster(cluster.seeds.clone());
-            target.username = target.username.or_else(|| cluster.username.clone());
-            target.password = target.password.or_else(|| cluster.password.clone());
-            target.tls = target.tls.or_else(|| cluster.tls.clone());
+            target.username = target.username.take().or_else(|| cluster.username.clone());
+            target.password = target.password.take().or_else(|| cluster.password.clone());
+            target.tls = target.tls.take().or_else(|| cluster.tls.clone());
         }
-        Ok(target)
+        Ok(())
     }
 }
 
@@ -1028,6 +1043,19 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_listen()?;
+        self.validate_users()?;
+        self.validate_keys()?;
+        self.validate_limits()?;
+        self.validate_backends()?;
+        if let Some(migration) = &self.migration {
+            migration.validate()?;
+        }
+        Ok(())
+    }
+
+    /// `[listen]` and `[admin]`: addresses, databases, the default user.
+    fn validate_listen(&self) -> Result<(), ConfigError> {
         let listen = &self.listen;
         if listen.address.is_none() && listen.unix_socket.is_none() {
             return Err(invalid("listen", "set address, unix_socket or both"));
@@ -1040,16 +1068,6 @@ impl Config {
         }
         if let Some(tls) = &listen.tls {
             check_host_port(&tls.address).map_err(|m| invalid("listen.tls.address", m))?;
-        }
-        if let Some(tag) = &self.keys.hash_tag {
-            if tag.len() != 2 || tag.as_bytes()[0] == tag.as_bytes()[1] {
-                return Err(invalid(
-                    "keys.hash_tag",
-                    format!(
-                        "'{tag}' is not two different characters (Redis Cluster's is \"{{}}\")"
-                    ),
-                ));
-            }
         }
         self.unix_socket_mode()?;
         if listen.databases == 0 || listen.databases > 1 << 16 {
@@ -1064,6 +1082,12 @@ impl Config {
         if listen.username.is_some() && listen.password.is_none() {
             return Err(invalid("listen.username", "needs listen.password"));
         }
+        Ok(())
+    }
+
+    /// `[[users]]`: distinct names, no empty prefix.
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        let listen = &self.listen;
         for (i, user) in self.users.iter().enumerate() {
             let field = format!("users[{i}]");
             if user.name.is_empty()
@@ -1086,6 +1110,21 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[keys]`: the hash tag, script SHA1s, prefixes.
+    fn validate_keys(&self) -> Result<(), ConfigError> {
+        if let Some(tag) = &self.keys.hash_tag {
+            if tag.len() != 2 || tag.as_bytes()[0] == tag.as_bytes()[1] {
+                return Err(invalid(
+                    "keys.hash_tag",
+                    format!(
+                        "'{tag}' is not two different characters (Redis Cluster's is \"{{}}\")"
+                    ),
+                ));
+            }
+        }
         for (i, sha) in self.keys.scripts.iter().enumerate() {
             if sha.len() != 40 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return Err(invalid(
@@ -1102,6 +1141,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[pool]` and `[limits]`: what must be positive, and the backoff's
+    /// bounds.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let pool = &self.pool;
         for (field, value) in [
             ("pool.connections", pool.connections as u64),
@@ -1132,6 +1177,12 @@ impl Config {
                 "must be at least pool.backoff_min_ms",
             ));
         }
+        Ok(())
+    }
+
+    /// `[[backends]]`: at least one, distinct ids, positive weights, a
+    /// target each.
+    fn validate_backends(&self) -> Result<(), ConfigError> {
         if self.backends.is_empty() {
             return Err(invalid(
                 "backends",
@@ -1156,9 +1207,6 @@ impl Config {
                 ));
             }
             backend.target(&field)?;
-        }
-        if let Some(migration) = &self.migration {
-            migration.validate()?;
         }
         Ok(())
     }

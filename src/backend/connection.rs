@@ -9,12 +9,13 @@ use crate::metrics::BackendMetrics;
 use crate::net::Stream;
 use crate::protocol::{Proto, Reply};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::sync::{watch, Notify};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use super::health::Health;
@@ -423,16 +424,7 @@ impl Connection {
         let master_moved = moved.changed();
         tokio::pin!(master_moved);
         let endpoint = self.endpoint.clone();
-        // A shared connection is replaced once it is this old (`[pool]
-        // max_connection_age_s`); one held for a client (WATCH, a blocking
-        // command) keeps its client's state and is not. One to a host name
-        // looks it up again every `[pool] dns_refresh_s`: once the name no
-        // longer leads to the address reached, it is replaced as an aged one.
-        let max_age = self
-            .settings
-            .max_connection_age
-            .filter(|_| self.server_id.is_none());
-        let mut renewal = Renewal::new(max_age, self.dns_refresh(peer), peer);
+        let mut renewal = self.renewal(peer);
         let mut failover = FailoverFlag::new(self.failover.clone());
         let end = loop {
             if let Some(end) = s.finished(self.lanes.queued()) {
@@ -443,33 +435,15 @@ impl Connection {
             failover.look(&mut s);
             let held = failover.on || endpoint.has_changed().unwrap_or(true);
             // Send what the lanes let go, in one write.
-            if !s.switching && !held && self.fill(&mut s) {
-                if let Err(e) = s.outbox.write_to(&stream) {
-                    break self.lost(e.to_string());
-                }
+            if let Err(end) = self.send_turn(&mut s, &stream, held) {
+                break end;
             }
-            let due = s.due(request_timeout);
-            if let Some(at) = due.filter(|_| armed != due) {
-                deadline.as_mut().reset(at);
-            }
-            armed = due;
-
+            arm(deadline.as_mut(), &mut armed, s.due(request_timeout));
             tokio::select! {
                 biased;
                 ready = stream.readable() => {
-                    if let Err(e) = ready {
-                        break self.lost(e.to_string());
-                    }
-                    match self.on_readable(&mut s, &stream) {
-                        Ok(true) => tokio::task::yield_now().await,
-                        Ok(false) => {}
-                        Err(end) => break end,
-                    }
-                    if self.want_master.is_some() && !s.switching {
-                        // Nothing more goes to a replica: once its replies
-                        // are in, reconnect (jobs wait in the lanes).
-                        info!("the server refused a command (READONLY, LOADING): reconnecting to where its address leads now");
-                        s.switching = true;
+                    if let Err(end) = self.read_turn(&mut s, &stream, ready).await {
+                        break end;
                     }
                 }
                 ready = stream.writable(), if !s.outbox.is_empty() || stream.wants_write() => {
@@ -477,23 +451,16 @@ impl Connection {
                         break self.lost(e.to_string());
                     }
                 }
-                job = self.jobs.recv(), if !s.closing => {
-                    let Some(job) = job else {
-                        // Every handle is gone (a reload removed this backend, or
-                        // shutdown): send and answer what waits, then close.
-                        s.closing = true;
-                        continue;
-                    };
-                    self.admit_turn(job, held).await;
-                }
+                job = self.jobs.recv(), if !s.closing => match job {
+                    Some(job) => self.admit_turn(job, held).await,
+                    // Every handle is gone (a reload removed this backend, or
+                    // shutdown): send and answer what waits, then close.
+                    None => s.closing = true,
+                },
                 changed = &mut master_moved, if !s.switching => {
-                    match changed {
-                        Ok(()) => {
-                            s.switching = true;
-                            s.doubt_writes();
-                        }
-                        Err(_) => break SessionEnd::Closed,
-                    }
+                    let Ok(()) = changed else { break SessionEnd::Closed };
+                    s.switching = true;
+                    s.doubt_writes();
                 }
                 // Only while held, so the usual path pays nothing for it.
                 now = failover.changed(), if held && !s.switching => failover.set(now, &mut s),
@@ -515,6 +482,58 @@ impl Connection {
         };
         self.settle(&mut s, &end);
         end
+    }
+
+    /// The session's renewal. A shared connection is replaced once it is
+    /// this old (`[pool] max_connection_age_s`); one held for a client
+    /// (WATCH, a blocking command) keeps its client's state and is not. One
+    /// to a host name looks it up again every `[pool] dns_refresh_s`: once
+    /// the name no longer leads to the address reached, it is replaced as an
+    /// aged one.
+    fn renewal(&self, peer: Option<SocketAddr>) -> Renewal<Ready> {
+        let max_age = self
+            .settings
+            .max_connection_age
+            .filter(|_| self.server_id.is_none());
+        Renewal::new(max_age, self.dns_refresh(peer), peer)
+    }
+
+    /// Sends what the lanes let go, in one write, unless the session is
+    /// switching or held back by a failover.
+    fn send_turn(
+        &mut self,
+        s: &mut Session,
+        stream: &Stream,
+        held: bool,
+    ) -> Result<(), SessionEnd> {
+        if !s.switching && !held && self.fill(s) {
+            if let Err(e) = s.outbox.write_to(stream) {
+                return Err(self.lost(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in what the server sent; after a refusal (READONLY, LOADING)
+    /// nothing more goes to that server: once its replies are in, the
+    /// session reconnects (jobs wait in the lanes).
+    async fn read_turn(
+        &mut self,
+        s: &mut Session,
+        stream: &Stream,
+        ready: std::io::Result<()>,
+    ) -> Result<(), SessionEnd> {
+        if let Err(e) = ready {
+            return Err(self.lost(e.to_string()));
+        }
+        if self.on_readable(s, stream)? {
+            tokio::task::yield_now().await;
+        }
+        if self.want_master.is_some() && !s.switching {
+            info!("the server refused a command (READONLY, LOADING): reconnecting to where its address leads now");
+            s.switching = true;
+        }
+        Ok(())
     }
 
     /// Acts on what the session's renewal says: an aged connection's
@@ -645,4 +664,13 @@ impl Connection {
             reason,
         })
     }
+}
+
+/// Sets the session's one timer to `due`, the oldest unanswered command's
+/// deadline, when that changed.
+fn arm(deadline: Pin<&mut Sleep>, armed: &mut Option<Instant>, due: Option<Instant>) {
+    if let Some(at) = due.filter(|_| *armed != due) {
+        deadline.reset(at);
+    }
+    *armed = due;
 }

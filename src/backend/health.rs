@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// Whether a backend is serving, decided on streaks of results rather than
 /// on one: `failures` consecutive failures mark it down, `successes`
@@ -114,7 +114,7 @@ impl Health {
 /// answers without a version is left unknown):
 /// INFO and HELLO report the lowest of the backends'. Apart from the
 /// client path, so a server without INFO affects nothing else.
-pub(super) async fn learn_version(
+async fn learn_version(
     health: Arc<Health>,
     mut endpoint: watch::Receiver<Option<Endpoint>>,
     target: Target,
@@ -154,7 +154,25 @@ pub(super) struct Probe {
 }
 
 impl Probe {
-    pub(super) async fn run(self, stop: CancellationToken) {
+    /// Starts the probe and the version learner of backend `id`; both stop
+    /// when the token returned is cancelled.
+    pub(super) fn start(self, id: &str) -> CancellationToken {
+        let stop = CancellationToken::new();
+        tokio::spawn(learn_version(
+            self.health.clone(),
+            self.endpoint.clone(),
+            self.target.clone(),
+            self.settings.connect_timeout,
+            stop.clone(),
+        ));
+        tokio::spawn(
+            self.run(stop.clone())
+                .instrument(tracing::info_span!("probe", backend = %id)),
+        );
+        stop
+    }
+
+    async fn run(self, stop: CancellationToken) {
         let interval = self.settings.probe_interval;
         let mut conn: Option<(Endpoint, Stream)> = None;
         loop {

@@ -37,7 +37,7 @@ mod session;
 
 use connection::Connection;
 pub use health::Health;
-use health::{learn_version, Probe};
+use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
 pub use lease::{Held, HoldRefused, Reserved, Share};
 use lease::{HeldCount, TakeHeld};
@@ -153,6 +153,18 @@ struct WorkerPool {
     spare: std::sync::Mutex<[Option<Spare>; 2]>,
 }
 
+impl WorkerPool {
+    /// A worker's pool of `size` shared RESP2 connections, started by
+    /// `spawn` (given each connection's number); the others start on first
+    /// use.
+    fn start(size: usize, spawn: impl Fn(usize) -> mpsc::UnboundedSender<Job>) -> WorkerPool {
+        WorkerPool {
+            queues: (0..size).map(spawn).collect(),
+            ..WorkerPool::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for Spawn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Spawn")
@@ -208,25 +220,13 @@ impl Backend {
             reconnect_on_readonly,
         } = discovery;
         let health = Arc::new(Health::new(id.clone(), &settings, metrics.clone()));
-        let stop_probe = CancellationToken::new();
         let probe = Probe {
             health: health.clone(),
             endpoint: endpoint.clone(),
             target: target.clone(),
             settings: settings.clone(),
         };
-        tokio::spawn(
-            probe
-                .run(stop_probe.clone())
-                .instrument(tracing::info_span!("probe", backend = %id)),
-        );
-        tokio::spawn(learn_version(
-            health.clone(),
-            endpoint.clone(),
-            target.clone(),
-            settings.connect_timeout,
-            stop_probe.clone(),
-        ));
+        let stop_probe = probe.start(&id);
         let pool = settings.connections;
         let workers = Workers::current();
         let spawn = {
@@ -265,15 +265,7 @@ impl Backend {
             }
         };
         let pools: Vec<_> = (0..workers.len())
-            .map(|worker| WorkerPool {
-                queues: (0..pool)
-                    .map(|conn| spawn(worker, conn, Proto::Resp2, None))
-                    .collect(),
-                bulk: OnceLock::new(),
-                queues3: OnceLock::new(),
-                bulk3: OnceLock::new(),
-                spare: Default::default(),
-            })
+            .map(|worker| WorkerPool::start(pool, |conn| spawn(worker, conn, Proto::Resp2, None)))
             .collect();
         Backend {
             id,

@@ -7,15 +7,17 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::BackendError;
+use crate::backend::{Backend, BackendError, BackendResult, Held, Origin};
 use crate::client::batcher::Batcher;
+use crate::client::migrate::settle_moving;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
+use crate::clients::ClientCard;
 use crate::protocol::command::block_time;
 use crate::protocol::{Reply, Request, Spec};
 use crate::shared::Topology;
@@ -49,30 +51,68 @@ pub(in crate::client) fn blocking(
             return Slot::ready(state.proto, Reply::error(message));
         }
     };
-    let payload = request.payload();
     let blocks_for = block_time(spec, request);
-    let (origin, db) = (state.origin(), state.db);
-    let (mut tx, out) = oneshot::channel();
-    let id = backend.id.clone();
-    let (topo2, leased) = (topo.clone(), backend.clone());
-    let blocked = blocked.clone();
-    let card = state.card.clone();
-    tokio::spawn(async move {
-        // Keys still on an old server are brought to their owner first, as
-        // for any other command (an unreachable old server: as a miss).
-        if let Some(migration) = topo2.active_migration() {
-            for key in &moving {
-                let owner = &topo2.backends[topo2.route(key)];
-                match migration.settle(origin, db, key, owner, true).await {
-                    Ok(_) => {}
-                    Err(error) if error.old_location_down() => {}
-                    Err(error) => {
-                        let _ = tx.send(Err(error.into_backend()));
-                        return;
-                    }
-                }
-            }
+    let (tx, out) = oneshot::channel();
+    let lease = Lease {
+        topo: topo.clone(),
+        backend: backend.clone(),
+        held,
+        origin: state.origin(),
+        db: state.db,
+        blocks_for,
+        blocked: blocked.clone(),
+        card: state.card.clone(),
+    };
+    tokio::spawn(lease.run(request.payload(), moving, tx));
+    let mut slot = Slot::waiting(
+        topo,
+        state.proto,
+        Pending::One(out),
+        backend.id.clone(),
+        now,
+    );
+    // The client waits as long as the command may block, and a request
+    // timeout on top.
+    if let Some((deadline, ids)) = slot.deadline.take() {
+        let until = deadline.checked_add(blocks_for).unwrap_or(deadline);
+        slot.deadline = Some((until, ids));
+    }
+    slot.barrier = true;
+    slot.blocking = true;
+    slot
+}
+
+/// A blocking command on its leased connection, off the client's task.
+struct Lease {
+    topo: Arc<Topology>,
+    backend: Backend,
+    held: Held,
+    origin: Origin,
+    db: u32,
+    blocks_for: Duration,
+    blocked: Arc<std::sync::atomic::AtomicUsize>,
+    card: Arc<ClientCard>,
+}
+
+impl Lease {
+    /// Settles the keys still on an old server, then sends the command and
+    /// answers `tx` with its reply, unless the client is gone first.
+    async fn run(self, payload: Bytes, moving: Vec<Bytes>, mut tx: oneshot::Sender<BackendResult>) {
+        let Lease {
+            topo,
+            backend: leased,
+            held,
+            origin,
+            db,
+            blocks_for,
+            blocked,
+            card,
+        } = self;
+        if let Err(error) = settle_moving(&topo, origin, db, &moving).await {
+            let _ = tx.send(Err(error));
+            return;
         }
+        let id = leased.id.clone();
         let (mut rx, written) = leased.send_blocking(&held, origin, payload, db, blocks_for);
         let on = (leased.clone(), held.server_id());
         // The lease lasts until the reply comes, or the client is gone (the
@@ -95,23 +135,7 @@ pub(in crate::client) fn blocking(
             _ = tx.closed() => return,
         };
         let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
-    });
-    let mut slot = Slot::waiting(
-        topo,
-        state.proto,
-        Pending::One(out),
-        backend.id.clone(),
-        now,
-    );
-    // The client waits as long as the command may block, and a request
-    // timeout on top.
-    if let Some((deadline, ids)) = slot.deadline.take() {
-        let until = deadline.checked_add(blocks_for).unwrap_or(deadline);
-        slot.deadline = Some((until, ids));
     }
-    slot.barrier = true;
-    slot.blocking = true;
-    slot
 }
 
 /// One client counted in INFO's `blocked_clients`, and shown blocked to

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, BackendResult};
+use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::batcher::Batcher;
 use crate::client::plan::{merge, MergeHow, Plan};
 use crate::client::slot::{Pending, Slot};
@@ -75,11 +75,6 @@ pub(in crate::client) fn migrating(
     let deleting = matches!(spec.cmd, Cmd::Del | Cmd::Unlink | Cmd::GetDel);
     // Where a failed settle must fail the request too (see below).
     let must_settle = deleting || (spec.write && migration.is_settling());
-    let (origin, db, write) = (state.origin(), state.db, spec.write);
-    let deadline = now + topo.config.pool.request_timeout();
-    let settle_by = now + topo.config.pool.request_timeout() / 2;
-    let (topo, migration) = (topo.clone(), migration.clone());
-    let (tx, rx) = oneshot::channel();
     let ids: Arc<str> = match &sends {
         Sends::One { backend, .. } => topo.backends[*backend].id.clone(),
         Sends::Split { parts, .. } => {
@@ -93,57 +88,122 @@ pub(in crate::client) fn migrating(
         (Sends::One { backend, payload }, Cmd::Get) => Some((*backend, payload.clone())),
         _ => None,
     };
-    let slot_topo = topo.clone();
+    let run = Settling {
+        topo: topo.clone(),
+        migration: migration.clone(),
+        origin: state.origin(),
+        db: state.db,
+        write: spec.write,
+        must_settle,
+        settle_by: now + topo.config.pool.request_timeout() / 2,
+        deadline: now + topo.config.pool.request_timeout(),
+    };
+    let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        let result = async {
-            if let Some((backend, payload)) = read_first {
-                let first = send(&topo, origin, db, write, Sends::One { backend, payload }).await;
-                if first.as_ref().is_ok_and(|reply| !is_null(reply)) {
-                    return first;
-                }
-            }
-            for key in &keys {
-                let owner = &topo.backends[topo.route(key)];
-                // An old server that is slow to answer must not cost the
-                // client its whole request timeout: half of it, then it
-                // counts as down.
-                let settle = migration.settle(origin, db, key, owner, true);
-                let settled = tokio::time::timeout_at(settle_by.into(), settle)
-                    .await
-                    .unwrap_or_else(|_| {
-                        migration.count_old_error();
-                        Err(SettleError::OldDown(BackendError::Timeout {
-                            backend: Arc::from("old location"),
-                            timeout_ms: topo.config.pool.request_timeout_ms / 2,
-                        }))
-                    });
-                match settled {
-                    Ok(_) => {}
-                    // An old location known down: a read is answered as the
-                    // miss it would have been (counted in the report); a
-                    // slow one fails the request (see `old_location_down`). A
-                    // write too, except while a reload settles: then the
-                    // unreachable place may hold a newer copy, which a
-                    // write here would later lose to.
-                    Err(error) if error.old_location_down() && !must_settle => {}
-                    Err(error) => return Err(error.into_backend()),
-                }
-            }
-            if Instant::now() >= deadline {
-                // The client has had its timeout error: send nothing more.
-                return Err(BackendError::Timeout {
-                    backend: topo.backends[0].id.clone(),
-                    timeout_ms: topo.config.pool.request_timeout_ms,
-                });
-            }
-            send(&topo, origin, db, write, sends).await
-        }
-        .await;
-        let _ = tx.send(result);
+        let _ = tx.send(run.go(read_first, keys, sends).await);
     });
-    let mut slot = Slot::waiting(&slot_topo, state.proto, Pending::One(rx), ids, now);
+    let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), ids, now);
     slot.barrier = true;
     slot
+}
+
+/// A request whose keys a migration may still hold elsewhere, off the
+/// client's task.
+struct Settling {
+    topo: Arc<Topology>,
+    migration: Arc<Migration>,
+    origin: Origin,
+    db: u32,
+    write: bool,
+    /// Whether a failed settle fails the request too.
+    must_settle: bool,
+    /// When a slow old location counts as down.
+    settle_by: Instant,
+    /// The client's request timeout.
+    deadline: Instant,
+}
+
+impl Settling {
+    /// A GET asks the owner first; otherwise (or on a miss) the keys are
+    /// settled, then the request is sent.
+    async fn go(
+        self,
+        read_first: Option<(usize, Bytes)>,
+        keys: Vec<Bytes>,
+        sends: Sends,
+    ) -> BackendResult {
+        let (topo, origin, db, write) = (&self.topo, self.origin, self.db, self.write);
+        if let Some((backend, payload)) = read_first {
+            let first = send(topo, origin, db, write, Sends::One { backend, payload }).await;
+            if first.as_ref().is_ok_and(|reply| !is_null(reply)) {
+                return first;
+            }
+        }
+        for key in &keys {
+            self.settle(key).await?;
+        }
+        if Instant::now() >= self.deadline {
+            // The client has had its timeout error: send nothing more.
+            return Err(BackendError::Timeout {
+                backend: topo.backends[0].id.clone(),
+                timeout_ms: topo.config.pool.request_timeout_ms,
+            });
+        }
+        send(topo, origin, db, write, sends).await
+    }
+
+    /// Settles one key: an old server that is slow to answer must not cost
+    /// the client its whole request timeout: half of it, then it counts as
+    /// down.
+    async fn settle(&self, key: &Bytes) -> Result<(), BackendError> {
+        let topo = &self.topo;
+        let owner = &topo.backends[topo.route(key)];
+        let settle = self
+            .migration
+            .settle(self.origin, self.db, key, owner, true);
+        let settled = tokio::time::timeout_at(self.settle_by.into(), settle)
+            .await
+            .unwrap_or_else(|_| {
+                self.migration.count_old_error();
+                Err(SettleError::OldDown(BackendError::Timeout {
+                    backend: Arc::from("old location"),
+                    timeout_ms: topo.config.pool.request_timeout_ms / 2,
+                }))
+            });
+        match settled {
+            Ok(_) => Ok(()),
+            // An old location known down: a read is answered as the miss
+            // it would have been (counted in the report); a slow one fails
+            // the request (see `old_location_down`). A write too, except
+            // while a reload settles: then the unreachable place may hold a
+            // newer copy, which a write here would later lose to.
+            Err(error) if error.old_location_down() && !self.must_settle => Ok(()),
+            Err(error) => Err(error.into_backend()),
+        }
+    }
+}
+
+/// Brings keys still on an old server to their owner, as any command does
+/// before it runs on a connection of its own (a transaction, a blocking
+/// command); an unreachable old server counts as a miss.
+pub(in crate::client) async fn settle_moving(
+    topo: &Topology,
+    origin: Origin,
+    db: u32,
+    keys: &[Bytes],
+) -> Result<(), BackendError> {
+    let Some(migration) = topo.active_migration() else {
+        return Ok(());
+    };
+    for key in keys {
+        let owner = &topo.backends[topo.route(key)];
+        match migration.settle(origin, db, key, owner, true).await {
+            Ok(_) => {}
+            Err(error) if error.old_location_down() => {}
+            Err(error) => return Err(error.into_backend()),
+        }
+    }
+    Ok(())
 }
 
 /// Whether a backend's reply is a null (a GET's miss).

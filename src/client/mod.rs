@@ -261,7 +261,35 @@ struct Handler<'a> {
     last_reply: Instant,
 }
 
-impl Handler<'_> {
+impl<'a> Handler<'a> {
+    /// A new connection's handler, on the current topology, with its share
+    /// of `[limits] max_memory_bytes`.
+    fn new(shared: &'a Shared, stream: &'a Stream, state: &'a mut State) -> Handler<'a> {
+        let topo = shared.topology();
+        let limit = topo.config.limits.max_request_bytes;
+        let decoder = RequestDecoder::new(limit, state.authenticated);
+        let account = shared.memory.open(state.id, &state.peer);
+        Handler {
+            shared,
+            stream,
+            generation: shared.generation.load(Ordering::Acquire),
+            topo,
+            decoder,
+            account,
+            state,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            queue: VecDeque::new(),
+            batcher: Batcher::default(),
+            tally: Tally::default(),
+            eof: false,
+            blocked: false,
+            sizing: false,
+            last_read: Instant::now(),
+            last_reply: Instant::now(),
+        }
+    }
+
     /// Picks up a reload: a new topology, and its limits for this client too.
     fn refresh(&mut self) {
         let current = self.shared.generation.load(Ordering::Acquire);
@@ -697,36 +725,15 @@ async fn next_message(subscriber: &mut Option<Box<Subscriber>>) -> Bytes {
 }
 
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
-    let topo = shared.topology();
-    let decoder = RequestDecoder::new(topo.config.limits.max_request_bytes, state.authenticated);
-    // This client's share of `[limits] max_memory_bytes`.
-    let account = shared.memory.open(state.id, &state.peer);
-    let usage = Arc::clone(account.usage_handle());
+    let mut c = Handler::new(shared, stream, state);
+    // This client's share of `[limits] max_memory_bytes` is used up.
+    let usage = Arc::clone(c.account.usage_handle());
     let evicted = usage.evict.notified();
     tokio::pin!(evicted);
     // CLIENT KILL from another client.
-    let card = state.card.clone();
+    let card = c.state.card.clone();
     let killed = card.kill.notified();
     tokio::pin!(killed);
-    let mut c = Handler {
-        shared,
-        stream,
-        generation: shared.generation.load(Ordering::Acquire),
-        topo,
-        decoder,
-        account,
-        state,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        queue: VecDeque::new(),
-        batcher: Batcher::default(),
-        tally: Tally::default(),
-        eof: false,
-        blocked: false,
-        sizing: false,
-        last_read: Instant::now(),
-        last_reply: Instant::now(),
-    };
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain.subscribe();
     let mut reloads = shared.reloaded.subscribe();

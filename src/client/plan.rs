@@ -241,7 +241,6 @@ pub(in crate::client) fn plan(
     mut owner: impl FnMut(&[u8]) -> usize,
     waits: impl Fn(usize) -> bool,
 ) -> Plan {
-    let (prefixes, user_prefixes) = (policy.prefixes, policy.user_prefixes);
     match spec.route {
         Route::AllBackends if spec.cmd == Cmd::PubSub => {
             return pubsub(request, &mut owner, policy.channel_filter())
@@ -256,36 +255,63 @@ pub(in crate::client) fn plan(
         Route::Scan => return scan(request, policy),
         _ => {}
     }
-    let allowed = |key: &[u8], list: &[String]| {
-        list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
-    };
     let positions = match crate::protocol::keys::positions(spec, request) {
         Ok(positions) => positions,
         Err(error) => return Plan::Answer(Reply::error(error.as_bytes())),
     };
     if spec.route == Route::Script {
-        if positions.len() == 0 {
-            if policy.restricted() {
-                return Plan::Answer(Reply::error(
-                    "NOPERM a script without keys may touch any key: with [keys] prefixes set, session-proxy runs a script only on its declared keys (numkeys at least 1)",
-                ));
-            }
-            // No key to route by: any backend, as Redis Cluster runs it
-            // on whichever node it is sent to.
-            return Plan::Forward {
-                backend: rand::random_range(0..policy.backends.max(1)),
-                wait: false,
-            };
-        }
-        if policy.restricted() {
-            if let Some(refusal) = script_refusal(spec, request, policy.scripts) {
-                return Plan::Answer(refusal);
-            }
+        if let Some(plan) = script_plan(spec, request, policy, positions.len()) {
+            return plan;
         }
     }
-    // (arg position, backend index), listed only once there is a second key.
-    // Keys go together when they share a backend, and for a cluster
-    // backend a hash slot too (`group`).
+    let Some(grouped) = group_keys(request, positions, policy, &mut owner) else {
+        return Plan::Refused;
+    };
+    if matches!(spec.name, "sort" | "sort_ro") {
+        let key_backend = grouped.first.map(|(_, g)| g.0);
+        if let Some(refusal) = sort_refusal(spec, request, policy, key_backend, &mut owner) {
+            return Plan::Answer(refusal);
+        }
+    }
+    if !grouped.one_group && matches!(spec.route, Route::Script | Route::Specs) {
+        return across_groups(spec, &grouped.owners);
+    }
+    if grouped.one_group {
+        let backend = grouped.first.map_or(0, |(_, (b, _))| b);
+        return Plan::Forward {
+            backend,
+            wait: writes(spec, request) && waits(backend),
+        };
+    }
+    split(spec, request, &grouped.owners)
+}
+
+/// Where keys go together: a backend, and for a cluster backend a hash
+/// slot too (`u16::MAX` for a plain backend).
+type Group = (usize, u16);
+
+/// A request's keys by group.
+struct Grouped {
+    /// The first key's argument position and group.
+    first: Option<(usize, Group)>,
+    /// (argument position, group) of every key, listed only once there is
+    /// a second key.
+    owners: Vec<(usize, Group)>,
+    /// Whether every key is in the first key's group.
+    one_group: bool,
+}
+
+/// The groups of the keys at `positions`; `None` when a key is outside the
+/// proxy's or the user's prefixes.
+fn group_keys(
+    request: &Request,
+    positions: impl IntoIterator<Item = usize>,
+    policy: &Policy<'_>,
+    owner: &mut impl FnMut(&[u8]) -> usize,
+) -> Option<Grouped> {
+    let allowed = |key: &[u8], list: &[String]| {
+        list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
+    };
     let group = |backend: usize, key: &[u8]| {
         let slot = if policy.clusters.get(backend).copied().unwrap_or(false) {
             crate::cluster::slot(key)
@@ -294,64 +320,83 @@ pub(in crate::client) fn plan(
         };
         (backend, slot)
     };
-    let mut owners: Vec<(usize, (usize, u16))> = Vec::new();
-    let mut first = None;
-    let mut one_group = true;
+    let mut grouped = Grouped {
+        first: None,
+        owners: Vec::new(),
+        one_group: true,
+    };
     for pos in positions {
         let Some(key) = request.arg(pos) else {
             continue;
         };
-        if !allowed(key, prefixes) || !allowed(key, user_prefixes) {
-            return Plan::Refused;
+        if !allowed(key, policy.prefixes) || !allowed(key, policy.user_prefixes) {
+            return None;
         }
         let here = group(owner(key), key);
-        match first {
-            None => first = Some((pos, here)),
+        match grouped.first {
+            None => grouped.first = Some((pos, here)),
             Some((first_pos, first_group)) => {
-                if owners.is_empty() {
-                    owners.push((first_pos, first_group));
+                if grouped.owners.is_empty() {
+                    grouped.owners.push((first_pos, first_group));
                 }
-                owners.push((pos, here));
-                one_group &= here == first_group;
+                grouped.owners.push((pos, here));
+                grouped.one_group &= here == first_group;
             }
         }
     }
-    if matches!(spec.name, "sort" | "sort_ro") {
-        if let Some(refusal) =
-            sort_refusal(spec, request, policy, first.map(|(_, g)| g.0), &mut owner)
-        {
-            return Plan::Answer(refusal);
+    Some(grouped)
+}
+
+/// A script's own plan, before its keys are looked at: one without keys
+/// runs anywhere (refused under key prefixes), one a restricted client may
+/// not run is refused.
+fn script_plan(spec: &Spec, request: &Request, policy: &Policy<'_>, keys: usize) -> Option<Plan> {
+    if keys == 0 {
+        if policy.restricted() {
+            return Some(Plan::Answer(Reply::error(
+                "NOPERM a script without keys may touch any key: with [keys] prefixes set, session-proxy runs a script only on its declared keys (numkeys at least 1)",
+            )));
         }
+        // No key to route by: any backend, as Redis Cluster runs it
+        // on whichever node it is sent to.
+        return Some(Plan::Forward {
+            backend: rand::random_range(0..policy.backends.max(1)),
+            wait: false,
+        });
     }
-    if !one_group && matches!(spec.route, Route::Script | Route::Specs) {
-        // RENAME and RENAMENX over two plain backends are moved by the
-        // proxy (not from or to a cluster: the hidden name it uses would be
-        // in another slot).
-        let plain = |(_, slot): (usize, u16)| slot == u16::MAX;
-        if matches!(spec.cmd, Cmd::Rename | Cmd::RenameNx)
-            && owners.len() == 2
-            && plain(owners[0].1)
-            && plain(owners[1].1)
-        {
-            return Plan::Rename {
-                from: owners[0].1 .0,
-                to: owners[1].1 .0,
-            };
-        }
-        return Plan::Answer(Reply::error(CROSSSLOT));
+    if policy.restricted() {
+        return script_refusal(spec, request, policy.scripts).map(Plan::Answer);
     }
-    if one_group {
-        let backend = first.map_or(0, |(_, (b, _))| b);
-        return Plan::Forward {
-            backend,
-            wait: writes(spec, request) && waits(backend),
+    None
+}
+
+/// A script or a command of several keys whose keys are in more than one
+/// group: RENAME and RENAMENX over two plain backends are moved by the
+/// proxy (not from or to a cluster: the hidden name it uses would be in
+/// another slot); anything else is CROSSSLOT.
+fn across_groups(spec: &Spec, owners: &[(usize, Group)]) -> Plan {
+    let plain = |(_, slot): Group| slot == u16::MAX;
+    if matches!(spec.cmd, Cmd::Rename | Cmd::RenameNx)
+        && owners.len() == 2
+        && plain(owners[0].1)
+        && plain(owners[1].1)
+    {
+        return Plan::Rename {
+            from: owners[0].1 .0,
+            to: owners[1].1 .0,
         };
     }
+    Plan::Answer(Reply::error(CROSSSLOT))
+}
+
+/// One sub-command per group, with that group's keys (and their values,
+/// for MSET's kind), and how their replies merge.
+fn split(spec: &Spec, request: &Request, owners: &[(usize, Group)]) -> Plan {
     let args = request.args();
     let mut parts: Vec<(usize, Vec<Bytes>)> = Vec::new();
-    let mut groups: Vec<(usize, u16)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut positions = Vec::with_capacity(owners.len());
-    for &(pos, here) in &owners {
+    for &(pos, here) in owners {
         let part = match groups.iter().position(|g| *g == here) {
             Some(p) => p,
             None => {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::Reserved;
+use crate::backend::{BackendResult, Reserved};
 use crate::client::batcher::Batcher;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
@@ -217,9 +217,37 @@ pub(in crate::client) fn subscription(
     let subscriber = state
         .subscriber
         .get_or_insert_with(|| Box::new(Subscriber::new(share)));
-    // The backends each name goes to: every one, or a shard channel's owner.
-    let targets: Vec<(usize, Vec<Bytes>)> = match kind {
-        Kind::Shard if subscribing => group_by_owner(&names, |n| topo.route(n)),
+    let targets = targets(topo, subscriber, kind, subscribing, &names);
+    if !subscribing {
+        let reply = match unsubscribe(subscriber, &state.card, kind, &names, targets, proto) {
+            Ok(confirmations) => confirmations,
+            Err(refusal) => return Some(Slot::ready(proto, refusal)),
+        };
+        if subscriber.total() == 0 {
+            // Out of subscribed mode: the links close.
+            state.subscriber = None;
+        }
+        return Some(Slot::ready(proto, reply));
+    }
+    Some(
+        match subscribe(topo, subscriber, &state.card, kind, names, targets, proto) {
+            Ok(rx) => Slot::waiting(topo, proto, Pending::One(rx), Arc::from("*"), now),
+            Err(refusal) => Slot::ready(proto, refusal),
+        },
+    )
+}
+
+/// The backends each name goes to: every one, or a shard channel's owner
+/// (for SUNSUBSCRIBE, the backend it was subscribed on).
+fn targets(
+    topo: &Topology,
+    subscriber: &Subscriber,
+    kind: Kind,
+    subscribing: bool,
+    names: &[Bytes],
+) -> Vec<(usize, Vec<Bytes>)> {
+    match kind {
+        Kind::Shard if subscribing => group_by_owner(names, |n| topo.route(n)),
         Kind::Shard => {
             let wanted = subscriber
                 .wanted
@@ -229,75 +257,83 @@ pub(in crate::client) fn subscription(
             let chosen: Vec<Bytes> = if names.is_empty() {
                 wanted.keys().cloned().collect()
             } else {
-                names.clone()
+                names.to_vec()
             };
             group_by_owner(&chosen, |n| {
                 wanted.get(n).copied().unwrap_or_else(|| topo.route(n))
             })
         }
         _ => (0..topo.backends.len())
-            .map(|i| (i, names.clone()))
+            .map(|i| (i, names.to_vec()))
             .collect(),
-    };
-    if !subscribing {
-        let (confirmations, _) = match subscriber.wanted.lock() {
-            Ok(mut wanted) => wanted.unsubscribe(kind, &names, proto),
-            Err(_) => return Some(Slot::ready(proto, Reply::error("ERR internal error"))),
-        };
-        for (index, names) in targets {
-            // With no names, the link unsubscribes every one of the kind.
-            subscriber.order(
-                index,
-                Order {
-                    kind,
-                    subscribing,
-                    names: if names.is_empty() { Vec::new() } else { names },
-                    ack: None,
-                },
-            );
-        }
-        subscriber.show(&state.card);
-        if subscriber.total() == 0 {
-            // Out of subscribed mode: the links close.
-            state.subscriber = None;
-        }
-        return Some(Slot::ready(proto, Reply::Encoded(confirmations)));
     }
+}
+
+/// Orders the links to unsubscribe and returns the confirmations, at once.
+fn unsubscribe(
+    subscriber: &mut Subscriber,
+    card: &crate::clients::ClientCard,
+    kind: Kind,
+    names: &[Bytes],
+    targets: Vec<(usize, Vec<Bytes>)>,
+    proto: Proto,
+) -> Result<Reply, Reply> {
+    let (confirmations, _) = match subscriber.wanted.lock() {
+        Ok(mut wanted) => wanted.unsubscribe(kind, names, proto),
+        Err(_) => return Err(Reply::error("ERR internal error")),
+    };
+    for (index, names) in targets {
+        // With no names, the link unsubscribes every one of the kind.
+        let order = Order {
+            kind,
+            subscribing: false,
+            names: if names.is_empty() { Vec::new() } else { names },
+            ack: None,
+        };
+        subscriber.order(index, order);
+    }
+    subscriber.show(card);
+    Ok(Reply::Encoded(confirmations))
+}
+
+/// Links to every backend concerned and orders them to subscribe; the
+/// confirmations come once every backend has confirmed, so a message
+/// published after them reaches this client.
+fn subscribe(
+    topo: &Topology,
+    subscriber: &mut Subscriber,
+    card: &crate::clients::ClientCard,
+    kind: Kind,
+    names: Vec<Bytes>,
+    targets: Vec<(usize, Vec<Bytes>)>,
+    proto: Proto,
+) -> Result<oneshot::Receiver<BackendResult>, Reply> {
     let limit = topo.config.limits.max_subscriptions;
     if subscriber.total() + names.len() > limit {
-        return Some(Slot::ready(
-            proto,
-            Reply::error(format!(
-                "ERR too many subscriptions for one client: at most {limit} ([limits] max_subscriptions)"
-            )),
-        ));
+        return Err(Reply::error(format!(
+            "ERR too many subscriptions for one client: at most {limit} ([limits] max_subscriptions)"
+        )));
     }
     for (index, _) in &targets {
-        if let Err(refusal) = subscriber.link(topo, *index) {
-            return Some(Slot::ready(proto, refusal));
-        }
+        subscriber.link(topo, *index)?;
     }
     let confirmations = match subscriber.wanted.lock() {
         Ok(mut wanted) => wanted.subscribe(kind, &names, proto, |n| topo.route(n)),
-        Err(_) => return Some(Slot::ready(proto, Reply::error("ERR internal error"))),
+        Err(_) => return Err(Reply::error("ERR internal error")),
     };
-    subscriber.show(&state.card);
+    subscriber.show(card);
     let mut acks = Vec::with_capacity(targets.len());
     for (index, names) in targets {
         let (ack, acked) = oneshot::channel();
         acks.push(acked);
-        subscriber.order(
-            index,
-            Order {
-                kind,
-                subscribing,
-                names,
-                ack: Some(ack),
-            },
-        );
+        let order = Order {
+            kind,
+            subscribing: true,
+            names,
+            ack: Some(ack),
+        };
+        subscriber.order(index, order);
     }
-    // The confirmations go out once every backend has confirmed: a message
-    // published after them reaches this client.
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         for acked in acks {
@@ -305,13 +341,7 @@ pub(in crate::client) fn subscription(
         }
         let _ = tx.send(Ok(Reply::Encoded(confirmations)));
     });
-    Some(Slot::waiting(
-        topo,
-        proto,
-        Pending::One(rx),
-        Arc::from("*"),
-        now,
-    ))
+    Ok(rx)
 }
 
 fn group_by_owner(names: &[Bytes], owner: impl Fn(&[u8]) -> usize) -> Vec<(usize, Vec<Bytes>)> {

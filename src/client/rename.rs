@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
@@ -130,12 +131,43 @@ async fn move_value(
         timeout_ms,
     } = *rename;
     let hidden = [HIDDEN_PREFIX, source].concat();
+    let (value, ttl) = match take(from, source, &hidden, rename).await? {
+        Ok(taken) => taken,
+        Err(reply) => return Ok(reply),
+    };
+    // The copy lands before the client is answered or not at all: a RESTORE
+    // that ran on a slow destination after the client's timeout would undo
+    // the client's next requests there (a newer write, a logout).
+    let restored = restore_before(to, origin, db, target, ttl, &value, !nx, deadline).await;
+    if let Some(outcome) = not_restored(restored, nx, &to.id, timeout_ms) {
+        // Best effort: if this fails too, the value stays under its hidden
+        // name on the source, not lost.
+        let put_back = [b"EVAL", PUT_BACK.as_bytes(), b"2", source, &hidden];
+        let _ = call(from, origin, db, &put_back, true).await;
+        return outcome;
+    }
+    // The value is on the destination: the hidden copy goes. If the source
+    // cannot be reached now, the copy stays hidden (never readable).
+    let _ = call(from, origin, db, &[b"DEL", &hidden], true).await;
+    Ok(if nx { Reply::Int(1) } else { Reply::ok() })
+}
+
+/// Takes the source's value and TTL, renaming it to its hidden name (and
+/// waiting while another rename holds it); `Err` inside: the reply the
+/// client gets instead (no such key, an error).
+async fn take(
+    from: &crate::backend::Backend,
+    source: &[u8],
+    hidden: &[u8],
+    rename: &Rename,
+) -> Result<Result<(Bytes, i64), Reply>, BackendError> {
+    let (origin, db, deadline) = (rename.origin, rename.db, rename.deadline);
     let taken = loop {
         let reply = call(
             from,
             origin,
             db,
-            &[b"EVAL", TAKE.as_bytes(), b"2", source, &hidden],
+            &[b"EVAL", TAKE.as_bytes(), b"2", source, hidden],
             true,
         )
         .await?;
@@ -146,59 +178,33 @@ async fn move_value(
             other => break other,
         }
     };
-    let (value, ttl) = match taken {
-        Reply::Null => return Ok(Reply::error("ERR no such key")),
+    Ok(match taken {
+        Reply::Null => Err(Reply::error("ERR no such key")),
         Reply::Array(items) => match &items[..] {
-            [Reply::Bulk(value), Reply::Int(ttl)] => (value.clone(), (*ttl).max(0)),
-            _ => return Ok(Reply::error("ERR unexpected reply from a backend")),
+            [Reply::Bulk(value), Reply::Int(ttl)] => Ok((value.clone(), (*ttl).max(0))),
+            _ => Err(Reply::error("ERR unexpected reply from a backend")),
         },
-        Reply::Error(e) => return Ok(Reply::Error(e)),
-        _ => return Ok(Reply::error("ERR unexpected reply from a backend")),
-    };
-    // The copy lands before the client is answered or not at all: a RESTORE
-    // that ran on a slow destination after the client's timeout would undo
-    // the client's next requests there (a newer write, a logout).
-    let restored = restore_before(to, origin, db, target, ttl, &value, !nx, deadline).await;
-    let put_back = || async {
-        // Best effort: if this fails too, the value stays under its hidden
-        // name on the source, not lost.
-        let _ = call(
-            from,
-            origin,
-            db,
-            &[b"EVAL", PUT_BACK.as_bytes(), b"2", source, &hidden],
-            true,
-        )
-        .await;
-    };
+        Reply::Error(e) => Err(Reply::Error(e)),
+        _ => Err(Reply::error("ERR unexpected reply from a backend")),
+    })
+}
+
+/// What the client gets when the copy did not land (`None`: it did).
+fn not_restored(
+    restored: Result<Restored, BackendError>,
+    nx: bool,
+    to: &Arc<str>,
+    timeout_ms: u64,
+) -> Option<BackendResult> {
     match restored {
-        Ok(Restored::Done) => {}
-        Ok(Restored::Refused(e)) if nx && e.starts_with(b"BUSYKEY") => {
-            put_back().await;
-            return Ok(Reply::Int(0));
-        }
-        Ok(Restored::Refused(e)) => {
-            put_back().await;
-            return Ok(Reply::Error(e));
-        }
-        Ok(Restored::Late) => {
-            put_back().await;
-            return Err(BackendError::Timeout {
-                backend: to.id.clone(),
-                timeout_ms,
-            });
-        }
-        Ok(Restored::Unexpected) => {
-            put_back().await;
-            return Ok(Reply::error("ERR unexpected reply from a backend"));
-        }
-        Err(error) => {
-            put_back().await;
-            return Err(error);
-        }
+        Ok(Restored::Done) => None,
+        Ok(Restored::Refused(e)) if nx && e.starts_with(b"BUSYKEY") => Some(Ok(Reply::Int(0))),
+        Ok(Restored::Refused(e)) => Some(Ok(Reply::Error(e))),
+        Ok(Restored::Late) => Some(Err(BackendError::Timeout {
+            backend: to.clone(),
+            timeout_ms,
+        })),
+        Ok(Restored::Unexpected) => Some(Ok(Reply::error("ERR unexpected reply from a backend"))),
+        Err(error) => Some(Err(error)),
     }
-    // The value is on the destination: the hidden copy goes. If the source
-    // cannot be reached now, the copy stays hidden (never readable).
-    let _ = call(from, origin, db, &[b"DEL", &hidden], true).await;
-    Ok(if nx { Reply::Int(1) } else { Reply::ok() })
 }

@@ -16,9 +16,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, BackendResult, Held};
+use crate::backend::{BackendError, BackendResult, Held, Origin};
 use crate::client::errors::{CROSSSLOT, EXECABORT, NOPERM_KEY};
-use crate::client::migrate::moving_keys;
+use crate::client::migrate::{moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
@@ -78,57 +78,27 @@ pub(in crate::client) fn queue(
     request: &Request,
     policy: &Policy<'_>,
 ) -> Reply {
-    let refuse = |multi: &mut Multi, reply: Reply| {
-        multi.abort();
-        reply
-    };
-    let backend = match spec.route {
-        // Run by the backend inside the transaction, answering there.
-        Route::Local if matches!(spec.cmd, Cmd::Ping | Cmd::Echo | Cmd::Unwatch) => None,
-        Route::Key | Route::Keys(_) | Route::KeyValues | Route::Script | Route::Specs => {
-            let planned = plan(spec, request, policy, |key| topo.route(key), |_| false);
-            match planned {
-                Plan::Forward { backend, .. } => Some(backend),
-                Plan::Refused => return refuse(multi, Reply::error(NOPERM_KEY)),
-                Plan::Answer(reply) => return refuse(multi, reply),
-                _ => return refuse(multi, Reply::error(CROSSSLOT)),
-            }
+    match queued(topo, multi, watching, spec, request, policy) {
+        Ok(()) => Reply::status("QUEUED"),
+        Err(refusal) => {
+            multi.abort();
+            refusal
         }
-        _ => {
-            return refuse(
-                multi,
-                Reply::error(format!(
-                    "ERR session-proxy does not run {} inside MULTI",
-                    spec.name.to_uppercase()
-                )),
-            )
-        }
-    };
+    }
+}
+
+/// Queues the command, or says why not (the transaction is then aborted).
+fn queued(
+    topo: &Topology,
+    multi: &mut Multi,
+    watching: bool,
+    spec: &Spec,
+    request: &Request,
+    policy: &Policy<'_>,
+) -> Result<(), Reply> {
+    let backend = backend_of(topo, spec, request, policy)?;
     if let Some(backend) = backend {
-        if policy.clusters.get(backend).copied().unwrap_or(false) {
-            if let crate::cluster::Touches::Slot(slot) = crate::cluster::touches(&request.payload())
-            {
-                match multi.slots.iter().find(|(b, _)| *b == backend) {
-                    Some(&(_, first)) if first != slot => {
-                        return refuse(multi, Reply::error(CROSSSLOT));
-                    }
-                    Some(_) => {}
-                    None => multi.slots.push((backend, slot)),
-                }
-            }
-        }
-        match multi.backend {
-            Some(first) if first != backend => {
-                // Split over backends only when allowed, and never after a
-                // WATCH (its connection is the first backend's).
-                if !policy.split_transactions || watching {
-                    return refuse(multi, Reply::error(CROSSSLOT));
-                }
-                multi.spans = true;
-            }
-            Some(_) => {}
-            None => multi.backend = Some(backend),
-        }
+        join(multi, backend, watching, request, policy)?;
         if let Some(migration) = topo.active_migration() {
             multi
                 .keys
@@ -140,18 +110,74 @@ pub(in crate::client) fn queue(
     if multi.commands.len() + 1 > limits.max_pipeline
         || multi.bytes + raw_len > limits.max_request_bytes
     {
-        return refuse(
-            multi,
-            Reply::error(format!(
-                "ERR transaction too large for session-proxy: at most {} commands and {} bytes ([limits] max_pipeline, max_request_bytes)",
-                limits.max_pipeline, limits.max_request_bytes
-            )),
-        );
+        return Err(Reply::error(format!(
+            "ERR transaction too large for session-proxy: at most {} commands and {} bytes ([limits] max_pipeline, max_request_bytes)",
+            limits.max_pipeline, limits.max_request_bytes
+        )));
     }
     let raw = request.payload();
     multi.bytes += raw.len();
     multi.commands.push((backend, raw));
-    Reply::status("QUEUED")
+    Ok(())
+}
+
+/// The backend a queued command runs on: `None` for one the backend
+/// answers wherever it runs (PING, ECHO, UNWATCH).
+fn backend_of(
+    topo: &Topology,
+    spec: &Spec,
+    request: &Request,
+    policy: &Policy<'_>,
+) -> Result<Option<usize>, Reply> {
+    match spec.route {
+        // Run by the backend inside the transaction, answering there.
+        Route::Local if matches!(spec.cmd, Cmd::Ping | Cmd::Echo | Cmd::Unwatch) => Ok(None),
+        Route::Key | Route::Keys(_) | Route::KeyValues | Route::Script | Route::Specs => {
+            match plan(spec, request, policy, |key| topo.route(key), |_| false) {
+                Plan::Forward { backend, .. } => Ok(Some(backend)),
+                Plan::Refused => Err(Reply::error(NOPERM_KEY)),
+                Plan::Answer(reply) => Err(reply),
+                _ => Err(Reply::error(CROSSSLOT)),
+            }
+        }
+        _ => Err(Reply::error(format!(
+            "ERR session-proxy does not run {} inside MULTI",
+            spec.name.to_uppercase()
+        ))),
+    }
+}
+
+/// Adds `backend` to the transaction: one hash slot per cluster backend,
+/// and a second backend only where transactions may be split.
+fn join(
+    multi: &mut Multi,
+    backend: usize,
+    watching: bool,
+    request: &Request,
+    policy: &Policy<'_>,
+) -> Result<(), Reply> {
+    if policy.clusters.get(backend).copied().unwrap_or(false) {
+        if let crate::cluster::Touches::Slot(slot) = crate::cluster::touches(&request.payload()) {
+            match multi.slots.iter().find(|(b, _)| *b == backend) {
+                Some(&(_, first)) if first != slot => return Err(Reply::error(CROSSSLOT)),
+                Some(_) => {}
+                None => multi.slots.push((backend, slot)),
+            }
+        }
+    }
+    match multi.backend {
+        Some(first) if first != backend => {
+            // Split over backends only when allowed, and never after a
+            // WATCH (its connection is the first backend's).
+            if !policy.split_transactions || watching {
+                return Err(Reply::error(CROSSSLOT));
+            }
+            multi.spans = true;
+        }
+        Some(_) => {}
+        None => multi.backend = Some(backend),
+    }
+    Ok(())
 }
 
 /// EXEC: EXECABORT after a queuing error, else the transaction on its
@@ -169,12 +195,37 @@ pub(in crate::client) fn exec(
         return Slot::ready(state.proto, Reply::error(EXECABORT));
     }
     let first = multi.backend.unwrap_or(0);
-    // One transaction per backend, in the order of their first command;
-    // for each command, its backend's place in that order.
+    let (batches, places) = transactions(&multi.commands, first);
+    let (origin, db) = (state.origin(), state.db);
+    let (tx, rx) = oneshot::channel();
+    let run = Run {
+        topo: topo.clone(),
+        origin,
+        db,
+        first,
+        keys: multi.keys,
+        watching,
+    };
+    tokio::spawn(async move {
+        let _ = tx.send(run.go(batches, places).await);
+    });
+    let id = topo.backends[first].id.clone();
+    let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), id, now);
+    slot.barrier = true;
+    slot
+}
+
+/// One transaction per backend, in the order of their first command, as
+/// (backend, MULTI … EXEC payload, command count); and for each command,
+/// its backend's place in that order.
+fn transactions(
+    commands: &[(Option<usize>, Bytes)],
+    first: usize,
+) -> (Vec<(usize, Bytes, usize)>, Vec<usize>) {
     let mut order: Vec<usize> = vec![first];
     let mut batches: Vec<(BytesMut, usize)> = vec![(BytesMut::new(), 0)];
-    let mut places = Vec::with_capacity(multi.commands.len());
-    for (backend, raw) in &multi.commands {
+    let mut places = Vec::with_capacity(commands.len());
+    for (backend, raw) in commands {
         let backend = backend.unwrap_or(first);
         let place = match order.iter().position(|&b| b == backend) {
             Some(place) => place,
@@ -188,7 +239,7 @@ pub(in crate::client) fn exec(
         batches[place].1 += 1;
         places.push(place);
     }
-    let batches: Vec<(usize, Bytes, usize)> = order
+    let batches = order
         .iter()
         .zip(batches)
         .map(|(&backend, (commands, count))| {
@@ -199,25 +250,34 @@ pub(in crate::client) fn exec(
             (backend, payload.freeze(), count + 2)
         })
         .collect();
-    let (origin, db) = (state.origin(), state.db);
-    let (tx, rx) = oneshot::channel();
-    let task_topo = topo.clone();
-    let keys = multi.keys;
-    tokio::spawn(async move {
-        let topo = task_topo;
-        if let Some(migration) = topo.active_migration() {
-            for key in &keys {
-                let owner = &topo.backends[topo.route(key)];
-                match migration.settle(origin, db, key, owner, true).await {
-                    Ok(_) => {}
-                    Err(error) if error.old_location_down() => {}
-                    Err(error) => {
-                        let _ = tx.send(Err(error.into_backend()));
-                        return;
-                    }
-                }
-            }
-        }
+    (batches, places)
+}
+
+/// An EXEC under way, off the client's task.
+struct Run {
+    topo: Arc<Topology>,
+    origin: Origin,
+    db: u32,
+    first: usize,
+    keys: Vec<Bytes>,
+    /// The WATCH's held connection, kept until the transactions are done.
+    watching: Option<Watching>,
+}
+
+impl Run {
+    /// Settles the keys a migration may hold elsewhere, sends each
+    /// transaction and gathers the EXEC replies (merged in command order
+    /// when there are several).
+    async fn go(self, batches: Vec<(usize, Bytes, usize)>, places: Vec<usize>) -> BackendResult {
+        let Run {
+            topo,
+            origin,
+            db,
+            first,
+            keys,
+            watching,
+        } = self;
+        settle_moving(&topo, origin, db, &keys).await?;
         let receivers: Vec<_> = batches
             .into_iter()
             .map(|(index, payload, count)| {
@@ -239,25 +299,14 @@ pub(in crate::client) fn exec(
             execs.push(exec);
         }
         drop(watching);
-        let result = if execs.len() == 1 {
+        if execs.len() == 1 {
             execs
                 .pop()
                 .unwrap_or_else(|| Err(lost(&topo.backends[first])))
         } else {
             merge_execs(execs, &places)
-        };
-        let _ = tx.send(result);
-    });
-    let index = first;
-    let mut slot = Slot::waiting(
-        topo,
-        state.proto,
-        Pending::One(rx),
-        topo.backends[index].id.clone(),
-        now,
-    );
-    slot.barrier = true;
-    slot
+        }
+    }
 }
 
 /// WATCH outside a transaction: its keys must live on one backend (the

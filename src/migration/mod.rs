@@ -178,6 +178,127 @@ pub trait Owners: Send + Sync + 'static {
     fn owner_of(&self, key: &[u8]) -> Option<&Backend>;
 }
 
+fn failed(error: BackendError) -> SettleError {
+    SettleError::Failed(error)
+}
+
+/// What the owner made of the copy: moved, or stale (it had a newer one);
+/// else why the move failed.
+fn landed(
+    owner: &Backend,
+    restored: Result<fence::Restored, BackendError>,
+) -> Result<Settled, SettleError> {
+    match restored {
+        Ok(fence::Restored::Done) => Ok(Settled::Moved),
+        Ok(fence::Restored::Refused(e)) if e.starts_with(b"BUSYKEY") => Ok(Settled::Stale),
+        Ok(fence::Restored::Refused(e)) => Err(failed(refused(owner, &e))),
+        Ok(fence::Restored::Late) => {
+            Err(failed(unexpected(owner, "a copy within the move's lock")))
+        }
+        Ok(fence::Restored::Unexpected) => Err(failed(unexpected(owner, "OK"))),
+        Err(error) => Err(failed(error)),
+    }
+}
+
+/// One key's move from an old server to its owner, under a move lock kept
+/// beside the old copy, or at the owner (`lock_at_owner`).
+struct Move<'a> {
+    origin: Origin,
+    db: u32,
+    key: &'a Bytes,
+    owner: &'a Backend,
+    old: &'a Backend,
+    lock_at_owner: bool,
+    /// The lock's key, this move's token in it, and how long it lasts.
+    lock: Vec<u8>,
+    token: String,
+    lock_ms: String,
+}
+
+impl Move<'_> {
+    fn lock_server(&self) -> &Backend {
+        if self.lock_at_owner {
+            self.owner
+        } else {
+            self.old
+        }
+    }
+
+    /// Releases the lock if it is still this move's.
+    async fn release(&self) {
+        let args: [&[u8]; 5] = [
+            b"EVAL",
+            RELEASE.as_bytes(),
+            b"1",
+            &self.lock,
+            self.token.as_bytes(),
+        ];
+        let _ = call(self.lock_server(), self.origin, self.db, &args, false).await;
+    }
+
+    /// One try at locking the key and reading its old copy: the value and
+    /// its PTTL, a null (no old copy), or BUSY (another move holds it).
+    async fn lock_and_read(&self) -> Result<Reply, SettleError> {
+        let (origin, db, key, old) = (self.origin, self.db, self.key, self.old);
+        let (lock, token, lock_ms) = (&self.lock, self.token.as_bytes(), self.lock_ms.as_bytes());
+        if !self.lock_at_owner {
+            let args: [&[u8]; 7] = [
+                b"EVAL",
+                READ_FOR_MOVE.as_bytes(),
+                b"2",
+                key,
+                lock,
+                token,
+                lock_ms,
+            ];
+            return call(old, origin, db, &args, false)
+                .await
+                .map_err(SettleError::OldDown);
+        }
+        let args: [&[u8]; 6] = [b"EVAL", LOCK.as_bytes(), b"1", lock, token, lock_ms];
+        match call(self.owner, origin, db, &args, false)
+            .await
+            .map_err(failed)?
+        {
+            Reply::Bulk(ok) if &ok[..] == b"OK" => {
+                let args: [&[u8]; 4] = [b"EVAL", READ.as_bytes(), b"1", key];
+                let read = call(old, origin, db, &args, false).await;
+                if !matches!(read, Ok(Reply::Array(_))) {
+                    self.release().await;
+                }
+                read.map_err(SettleError::OldDown)
+            }
+            Reply::Error(e) => Err(failed(refused(self.owner, &e))),
+            other => Ok(other),
+        }
+    }
+
+    /// The owner has the key (or a newer one): the old copy goes, if it is
+    /// still the one moved.
+    async fn delete_old(&self, value: &Bytes) -> Result<(), SettleError> {
+        let args: [&[u8]; 7] = [
+            b"EVAL",
+            DELETE_IF_SAME.as_bytes(),
+            b"2",
+            self.key,
+            &self.lock,
+            value,
+            self.token.as_bytes(),
+        ];
+        let deleted = call(self.old, self.origin, self.db, &args, false).await;
+        if self.lock_at_owner {
+            // The lock is not beside the old copy: release it on the owner.
+            self.release().await;
+        }
+        match deleted {
+            Ok(Reply::Int(_)) => Ok(()),
+            Ok(Reply::Error(e)) => Err(failed(refused(self.old, &e))),
+            Ok(_) => Err(failed(unexpected(self.old, "an integer"))),
+            Err(error) => Err(failed(error)),
+        }
+    }
+}
+
 /// The migration's phase, for INFO and /topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -384,81 +505,69 @@ impl Migration {
         old: &Backend,
         lock_at_owner: bool,
     ) -> Result<Settled, SettleError> {
-        let lock = [LOCK_PREFIX, &key[..]].concat();
-        let token = rand::random::<u64>().to_string();
-        let lock_ms = self.lock_for.as_millis().to_string();
-        let lock_server = if lock_at_owner { owner } else { old };
-        let failed = |e| SettleError::Failed(e);
-        let release = || async {
-            let args: [&[u8]; 5] = [b"EVAL", RELEASE.as_bytes(), b"1", &lock, token.as_bytes()];
-            let _ = call(lock_server, origin, db, &args, false).await;
+        let mv = Move {
+            origin,
+            db,
+            key,
+            owner,
+            old,
+            lock_at_owner,
+            lock: [LOCK_PREFIX, &key[..]].concat(),
+            token: rand::random::<u64>().to_string(),
+            lock_ms: self.lock_for.as_millis().to_string(),
         };
-        // Another proxy moving the key holds its lock: wait, as long as a
-        // request may.
+        let Some((value, pttl, locked_at)) = self.take(&mv).await? else {
+            return Ok(Settled::Absent);
+        };
+        if pttl == -2 {
+            mv.release().await;
+            return Ok(Settled::Absent);
+        }
+        if locked_at.elapsed() > self.lock_for / 2 {
+            // The lock may lapse before the copy lands: try again later.
+            mv.release().await;
+            return Err(failed(unexpected(old, "a move within its lock")));
+        }
+        // RESTORE's TTL 0 means none; a key about to expire keeps 1 ms, not
+        // forever. The copy lands while the lock holds or not at all: a
+        // RESTORE that reaches a slow owner after the lock lapsed would
+        // bring back a key another proxy moved and deleted meanwhile.
+        let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
+        let until = locked_at + self.lock_for;
+        let restored =
+            fence::restore_before(owner, origin, db, key, ttl, &value, false, until).await;
+        let outcome = match landed(owner, restored) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                mv.release().await;
+                return Err(error);
+            }
+        };
+        mv.delete_old(&value).await.map(|()| outcome)
+    }
+
+    /// Locks the key and reads its old copy (value, PTTL, when the lock was
+    /// asked for), waiting while another proxy moves it, as long as a
+    /// request may; `None` when there is no old copy.
+    async fn take(&self, mv: &Move<'_>) -> Result<Option<(Bytes, i64, Instant)>, SettleError> {
         let given_up = Instant::now() + self.lock_for / 2;
-        let (value, pttl, locked_at) = loop {
+        loop {
             // The lock is taken after this: it lapses no sooner than
             // `lock_for` from here.
             let asked = Instant::now();
-            let read = if lock_at_owner {
-                let args: [&[u8]; 6] = [
-                    b"EVAL",
-                    LOCK.as_bytes(),
-                    b"1",
-                    &lock,
-                    token.as_bytes(),
-                    lock_ms.as_bytes(),
-                ];
-                match call(owner, origin, db, &args, false)
-                    .await
-                    .map_err(failed)?
-                {
-                    Reply::Bulk(ok) if &ok[..] == b"OK" => {
-                        let args: [&[u8]; 4] = [b"EVAL", READ.as_bytes(), b"1", key];
-                        match call(old, origin, db, &args, false).await {
-                            Ok(read @ (Reply::Array(_) | Reply::Null)) => {
-                                if matches!(read, Reply::Null) {
-                                    release().await;
-                                }
-                                read
-                            }
-                            Ok(other) => {
-                                release().await;
-                                other
-                            }
-                            Err(error) => {
-                                release().await;
-                                return Err(SettleError::OldDown(error));
-                            }
-                        }
-                    }
-                    Reply::Error(e) => return Err(failed(refused(owner, &e))),
-                    other => other,
-                }
-            } else {
-                let args: [&[u8]; 7] = [
-                    b"EVAL",
-                    READ_FOR_MOVE.as_bytes(),
-                    b"2",
-                    key,
-                    &lock,
-                    token.as_bytes(),
-                    lock_ms.as_bytes(),
-                ];
-                call(old, origin, db, &args, false)
-                    .await
-                    .map_err(SettleError::OldDown)?
-            };
-            match read {
+            let old = mv.old;
+            match mv.lock_and_read().await? {
                 Reply::Array(items) => match items.as_slice() {
-                    [Reply::Bulk(value), Reply::Int(pttl)] => break (value.clone(), *pttl, asked),
+                    [Reply::Bulk(value), Reply::Int(pttl)] => {
+                        return Ok(Some((value.clone(), *pttl, asked)))
+                    }
                     _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
                 },
-                Reply::Null => return Ok(Settled::Absent),
+                Reply::Null => return Ok(None),
                 Reply::Bulk(busy) if &busy[..] == b"BUSY" => {
                     if Instant::now() >= given_up {
                         return Err(failed(BackendError::Timeout {
-                            backend: lock_server.id.clone(),
+                            backend: mv.lock_server().id.clone(),
                             timeout_ms: self.lock_for.as_millis() as u64 / 2,
                         }));
                     }
@@ -467,72 +576,6 @@ impl Migration {
                 Reply::Error(e) => return Err(SettleError::OldDown(refused(old, &e))),
                 _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
             }
-        };
-        if pttl == -2 {
-            release().await;
-            return Ok(Settled::Absent);
-        }
-        if locked_at.elapsed() > self.lock_for / 2 {
-            // The lock may lapse before the copy lands: try again later.
-            release().await;
-            return Err(failed(unexpected(old, "a move within its lock")));
-        }
-        // RESTORE's TTL 0 means none; a key about to expire keeps 1 ms, not
-        // forever. The copy lands while the lock holds or not at all: a
-        // RESTORE that reaches a slow owner after the lock lapsed would
-        // bring back a key another proxy moved and deleted meanwhile.
-        let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
-        let restored = fence::restore_before(
-            owner,
-            origin,
-            db,
-            key,
-            ttl,
-            &value,
-            false,
-            locked_at + self.lock_for,
-        )
-        .await;
-        let outcome = match restored {
-            Ok(fence::Restored::Done) => Settled::Moved,
-            Ok(fence::Restored::Refused(e)) if e.starts_with(b"BUSYKEY") => Settled::Stale,
-            Ok(fence::Restored::Refused(e)) => {
-                release().await;
-                return Err(failed(refused(owner, &e)));
-            }
-            Ok(fence::Restored::Late) => {
-                release().await;
-                return Err(failed(unexpected(owner, "a copy within the move's lock")));
-            }
-            Ok(fence::Restored::Unexpected) => {
-                release().await;
-                return Err(failed(unexpected(owner, "OK")));
-            }
-            Err(error) => {
-                release().await;
-                return Err(failed(error));
-            }
-        };
-        // The owner has it (or a newer one): now the old copy may go.
-        let args: [&[u8]; 7] = [
-            b"EVAL",
-            DELETE_IF_SAME.as_bytes(),
-            b"2",
-            key,
-            &lock,
-            &value,
-            token.as_bytes(),
-        ];
-        let deleted = call(old, origin, db, &args, false).await;
-        if lock_at_owner {
-            // The lock is not beside the old copy: release it on the owner.
-            release().await;
-        }
-        match deleted {
-            Ok(Reply::Int(_)) => Ok(outcome),
-            Ok(Reply::Error(e)) => Err(failed(refused(old, &e))),
-            Ok(_) => Err(failed(unexpected(old, "an integer"))),
-            Err(error) => Err(failed(error)),
         }
     }
 

@@ -12,7 +12,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backend::{Backend, Origin};
+use crate::backend::{Backend, BackendResult, Origin};
 use crate::migration::{call, Migration, Owners, Phase, LOCK_PREFIX, RETRY_AFTER};
 use crate::protocol::Reply;
 
@@ -61,15 +61,7 @@ async fn pass(
         m.progress.scanned.store(0, Ordering::Relaxed);
         m.progress.moved_in_pass.store(0, Ordering::Relaxed);
         m.progress.to_scan.store(0, Ordering::Relaxed);
-        let mut servers: Vec<Backend> = Vec::new();
-        for layout in &m.layouts {
-            for server in &layout.servers {
-                if !servers.iter().any(|s| s.same_server(server)) {
-                    servers.push(server.clone());
-                }
-            }
-        }
-        (servers, m.keys_per_second, topo.databases())
+        (old_servers(&m), m.keys_per_second, topo.databases())
     };
     let count = (keys_per_second / 10).clamp(10, 1000).to_string();
     let started = Instant::now();
@@ -103,14 +95,9 @@ async fn pass(
                     false,
                 )
                 .await;
-                let (next, keys) = match reply {
-                    Ok(Reply::Array(mut parts)) if parts.len() == 2 => {
-                        match (parts.pop(), parts.pop()) {
-                            (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) => (next, keys),
-                            _ => (Bytes::new(), Vec::new()),
-                        }
-                    }
-                    other => {
+                let (next, keys) = match scanned(reply) {
+                    Ok(scanned) => scanned,
+                    Err(other) => {
                         warn!(server = %server.id, db, reply = ?other, "migration: SCAN failed; will retry");
                         clean = false;
                         break;
@@ -134,6 +121,31 @@ async fn pass(
     }
     info!(looked, clean, "migration: pass over the old servers done");
     Some(clean)
+}
+
+/// Every server of the old layouts, once.
+fn old_servers(m: &Migration) -> Vec<Backend> {
+    let mut servers: Vec<Backend> = Vec::new();
+    for layout in &m.layouts {
+        for server in &layout.servers {
+            if !servers.iter().any(|s| s.same_server(server)) {
+                servers.push(server.clone());
+            }
+        }
+    }
+    servers
+}
+
+/// A SCAN reply's next cursor and keys (an odd pair: none, and the end);
+/// anything else given back.
+fn scanned(reply: BackendResult) -> Result<(Bytes, Vec<Reply>), BackendResult> {
+    match reply {
+        Ok(Reply::Array(mut parts)) if parts.len() == 2 => match (parts.pop(), parts.pop()) {
+            (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) => Ok((next, keys)),
+            _ => Ok((Bytes::new(), Vec::new())),
+        },
+        other => Err(other),
+    }
 }
 
 /// Settles the keys of one SCAN batch that `server` holds under an old

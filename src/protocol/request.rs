@@ -235,36 +235,10 @@ impl RequestDecoder {
     ) -> Result<Option<Framed>, ProtocolError> {
         let mut partial = match self.partial.take() {
             Some(partial) => partial,
-            None => {
-                let Some((count, pos)) = read_line_number(buf, 1)? else {
-                    if buf.len() > MAX_LINE {
-                        return Err(ProtocolError::new("too big mbulk count string"));
-                    }
-                    return Ok(None);
-                };
-                let count = count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
-                if count <= 0 {
-                    // Redis skips empty and null multibulk requests without a reply.
-                    buf.advance(pos);
-                    return Ok(Some(Framed::Request(Request::Inline(Vec::new()))));
-                }
-                if count > i32::MAX as i64 {
-                    return Err(ProtocolError::new("invalid multibulk length"));
-                }
-                if !self.authenticated && count as usize > UNAUTH_MAX_ARGS {
-                    return Err(ProtocolError::new("unauthenticated multibulk length"));
-                }
-                let count = count as usize;
-                let refused = count >= LARGE_REQUEST_ARGS && !admit(count);
-                Partial {
-                    count,
-                    framed: 0,
-                    pos,
-                    ranges: Ranges::default(),
-                    refused,
-                    dropped: 0,
-                }
-            }
+            None => match self.begin(buf, admit)? {
+                Ok(partial) => partial,
+                Err(framed) => return Ok(framed),
+            },
         };
         // Ranges first: the buffer is split only once the whole request is
         // here. Typical commands' ranges need no allocation.
@@ -325,6 +299,44 @@ impl RequestDecoder {
             raw,
             ranges: partial.ranges,
         })))
+    }
+
+    /// Reads a multibulk request's header (`*<count>`): what framing it
+    /// starts, or (`Err`) what to return at once: nothing yet (the line is
+    /// not complete), or an empty request, which Redis skips without a
+    /// reply.
+    fn begin(
+        &self,
+        buf: &mut BytesMut,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Result<Partial, Option<Framed>>, ProtocolError> {
+        let Some((count, pos)) = read_line_number(buf, 1)? else {
+            if buf.len() > MAX_LINE {
+                return Err(ProtocolError::new("too big mbulk count string"));
+            }
+            return Ok(Err(None));
+        };
+        let count = count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+        if count <= 0 {
+            buf.advance(pos);
+            return Ok(Err(Some(Framed::Request(Request::Inline(Vec::new())))));
+        }
+        if count > i32::MAX as i64 {
+            return Err(ProtocolError::new("invalid multibulk length"));
+        }
+        if !self.authenticated && count as usize > UNAUTH_MAX_ARGS {
+            return Err(ProtocolError::new("unauthenticated multibulk length"));
+        }
+        let count = count as usize;
+        let refused = count >= LARGE_REQUEST_ARGS && !admit(count);
+        Ok(Ok(Partial {
+            count,
+            framed: 0,
+            pos,
+            ranges: Ranges::default(),
+            refused,
+            dropped: 0,
+        }))
     }
 
     /// The request is not complete yet: keep what is framed and wait for

@@ -30,6 +30,17 @@ pub struct Order {
     pub ack: Option<oneshot::Sender<()>>,
 }
 
+/// Confirmations owed, in order: how many, and who waits for them.
+type Owed = VecDeque<(usize, Option<oneshot::Sender<()>>)>;
+
+/// Why a link's session ended.
+enum End {
+    /// The client is gone: the link ends.
+    Gone,
+    /// The connection is lost: the link connects again.
+    Lost(String),
+}
+
 /// The link's task; ends when the client drops its sender.
 pub async fn run(
     backend: Backend,
@@ -51,48 +62,16 @@ pub async fn run(
         let stream = match backend.connect_apart().await {
             Ok(stream) => stream,
             Err(error) => {
-                // Not connected: what the client orders now is subscribed
-                // on connect; it is not kept waiting for that.
                 debug!(backend = %backend.id, %error, "subscription link cannot connect");
-                let wait = tokio::time::sleep(backoff.pause());
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        _ = &mut wait => break,
-                        order = orders.recv() => match order {
-                            Some(order) => acknowledge(order),
-                            None => return,
-                        },
-                    }
+                if !wait_out(&mut orders, backoff.pause()).await {
+                    return;
                 }
                 continue;
             }
         };
-        // Confirmations owed, in order: how many, and who waits for them.
-        let mut owed: VecDeque<(usize, Option<oneshot::Sender<()>>)> = VecDeque::new();
+        let mut owed = Owed::new();
         let mut wbuf = BytesMut::new();
-        {
-            let wanted = wanted.lock().unwrap_or_else(|e| e.into_inner());
-            let shards: Vec<Bytes> = wanted
-                .shards
-                .iter()
-                .filter(|(_, owner)| **owner == index)
-                .map(|(name, _)| name.clone())
-                .collect();
-            for (kind, names) in [
-                (
-                    Kind::Channel,
-                    wanted.channels.iter().cloned().collect::<Vec<_>>(),
-                ),
-                (Kind::Pattern, wanted.patterns.iter().cloned().collect()),
-                (Kind::Shard, shards),
-            ] {
-                if !names.is_empty() {
-                    owed.push_back((names.len(), None));
-                    write_order(&mut wbuf, kind, true, &names);
-                }
-            }
-        }
+        resubscribe(&wanted, index, &mut owed, &mut wbuf);
         let mut rbuf = BytesMut::new();
         let lost = 'session: loop {
             if !wbuf.is_empty() {
@@ -109,16 +88,7 @@ pub async fn run(
                 }
                 order = orders.recv() => {
                     let Some(order) = order else { return };
-                    if order.names.is_empty() && order.subscribing {
-                        acknowledge(order);
-                        continue;
-                    }
-                    write_order(&mut wbuf, order.kind, order.subscribing, &order.names);
-                    if order.subscribing {
-                        owed.push_back((order.names.len(), order.ack));
-                    } else {
-                        acknowledge(order);
-                    }
+                    take_order(order, &mut owed, &mut wbuf);
                 }
                 read = stream.read_some(&mut rbuf) => {
                     match read {
@@ -126,31 +96,10 @@ pub async fn run(
                         Err(e) => break 'session e.to_string(),
                         Ok(_) => {}
                     }
-                    loop {
-                        let len = match reply_extent(&rbuf, max_frame) {
-                            Ok(Some(len)) => len,
-                            Ok(None) => break,
-                            Err(e) => break 'session format!("{e:?}"),
-                        };
-                        let frame = rbuf.split_to(len).freeze();
-                        match classify(&frame) {
-                            Incoming::Message => {
-                                if messages.send(frame).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Incoming::Confirmed => {
-                                if let Some(front) = owed.front_mut() {
-                                    front.0 = front.0.saturating_sub(1);
-                                    if front.0 == 0 || frame.first() == Some(&b'-') {
-                                        if let Some((_, Some(ack))) = owed.pop_front() {
-                                            let _ = ack.send(());
-                                        }
-                                    }
-                                }
-                            }
-                            Incoming::Other => {}
-                        }
+                    match take_frames(&mut rbuf, max_frame, &messages, &mut owed).await {
+                        Ok(()) => {}
+                        Err(End::Gone) => return,
+                        Err(End::Lost(reason)) => break 'session reason,
                     }
                 }
             }
@@ -161,6 +110,98 @@ pub async fn run(
             if let Some(ack) = ack {
                 let _ = ack.send(());
             }
+        }
+    }
+}
+
+/// Not connected: what the client orders now is subscribed on connect, so
+/// it is acknowledged at once, not kept waiting for that. Waits `pause`;
+/// `false` once the client is gone.
+async fn wait_out(orders: &mut mpsc::UnboundedReceiver<Order>, pause: Duration) -> bool {
+    let wait = tokio::time::sleep(pause);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            _ = &mut wait => return true,
+            order = orders.recv() => match order {
+                Some(order) => acknowledge(order),
+                None => return false,
+            },
+        }
+    }
+}
+
+/// On connect: subscribes again to everything the client wants of this
+/// backend (its shard channels only those it owns).
+fn resubscribe(wanted: &Mutex<Wanted>, index: usize, owed: &mut Owed, wbuf: &mut BytesMut) {
+    let wanted = wanted.lock().unwrap_or_else(|e| e.into_inner());
+    let shards: Vec<Bytes> = wanted
+        .shards
+        .iter()
+        .filter(|(_, owner)| **owner == index)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let channels = wanted.channels.iter().cloned().collect::<Vec<_>>();
+    let patterns = wanted.patterns.iter().cloned().collect();
+    for (kind, names) in [
+        (Kind::Channel, channels),
+        (Kind::Pattern, patterns),
+        (Kind::Shard, shards),
+    ] {
+        if !names.is_empty() {
+            owed.push_back((names.len(), None));
+            write_order(wbuf, kind, true, &names);
+        }
+    }
+}
+
+/// Writes a client's order; a subscription is acknowledged once the
+/// server confirms it, the rest at once.
+fn take_order(order: Order, owed: &mut Owed, wbuf: &mut BytesMut) {
+    if order.names.is_empty() && order.subscribing {
+        acknowledge(order);
+        return;
+    }
+    write_order(wbuf, order.kind, order.subscribing, &order.names);
+    if order.subscribing {
+        owed.push_back((order.names.len(), order.ack));
+    } else {
+        acknowledge(order);
+    }
+}
+
+/// Takes the whole frames read: messages go to the client, confirmations
+/// settle what is owed.
+async fn take_frames(
+    rbuf: &mut BytesMut,
+    max_frame: usize,
+    messages: &mpsc::Sender<Bytes>,
+    owed: &mut Owed,
+) -> Result<(), End> {
+    loop {
+        let len = match reply_extent(rbuf, max_frame) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(End::Lost(format!("{e:?}"))),
+        };
+        let frame = rbuf.split_to(len).freeze();
+        match classify(&frame) {
+            Incoming::Message => {
+                if messages.send(frame).await.is_err() {
+                    return Err(End::Gone);
+                }
+            }
+            Incoming::Confirmed => {
+                if let Some(front) = owed.front_mut() {
+                    front.0 = front.0.saturating_sub(1);
+                    if front.0 == 0 || frame.first() == Some(&b'-') {
+                        if let Some((_, Some(ack))) = owed.pop_front() {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            }
+            Incoming::Other => {}
         }
     }
 }

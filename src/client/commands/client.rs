@@ -61,89 +61,98 @@ pub(in crate::client) fn client_command(
             state.publish();
             Reply::Verbatim(Bytes::from(state.card.line(Some("client|info"))))
         }
-        b"LIST" => {
-            state.publish();
-            let mut ids: Option<Vec<i64>> = None;
-            let mut normal = true;
-            let mut i = 2;
-            while i < argc {
-                if args[i].eq_ignore_ascii_case(b"ID") && i + 1 < argc {
-                    let mut wanted = Vec::new();
-                    for id in &args[i + 1..] {
-                        match parse_int(id) {
-                            Some(id) if id > 0 => wanted.push(id),
-                            _ => return Reply::error("ERR Invalid client ID"),
-                        }
-                    }
-                    ids = Some(wanted);
-                    break;
-                } else if args[i].eq_ignore_ascii_case(b"TYPE") && i + 1 < argc {
-                    normal = args[i + 1].eq_ignore_ascii_case(b"normal");
-                    i += 2;
-                } else {
-                    return Reply::error("ERR syntax error");
-                }
-            }
-            let mut text = String::new();
-            for card in same_user(shared, state) {
-                let listed = normal
-                    && ids
-                        .as_ref()
-                        .is_none_or(|ids| ids.contains(&(card.id as i64)));
-                if listed {
-                    let own = (card.id == state.id).then_some("client|list");
-                    text.push_str(&card.line(own));
-                }
-            }
-            Reply::Verbatim(Bytes::from(text))
-        }
+        b"LIST" => client_list(shared, state, args),
         b"KILL" => client_kill(shared, state, args),
-        b"REPLY" => {
-            let mode = args[2].to_ascii_uppercase();
-            match &mode[..] {
-                b"ON" => {
-                    state.replies_off = false;
-                    Reply::ok()
+        b"REPLY" => client_reply(state, &args[2]),
+        _ => client_setinfo(state, &args[2], args[3].clone()),
+    }
+}
+
+/// CLIENT LIST [TYPE normal] [ID id ...]: the clients of the caller's own
+/// user.
+fn client_list(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
+    let argc = args.len();
+    state.publish();
+    let mut ids: Option<Vec<i64>> = None;
+    let mut normal = true;
+    let mut i = 2;
+    while i < argc {
+        if args[i].eq_ignore_ascii_case(b"ID") && i + 1 < argc {
+            let mut wanted = Vec::new();
+            for id in &args[i + 1..] {
+                match parse_int(id) {
+                    Some(id) if id > 0 => wanted.push(id),
+                    _ => return Reply::error("ERR Invalid client ID"),
                 }
-                b"OFF" => {
-                    state.replies_off = true;
-                    Reply::ok()
-                }
-                // This reply and the next command's.
-                b"SKIP" => {
-                    state.skip_replies = 2;
-                    Reply::ok()
-                }
-                _ => Reply::error("ERR syntax error"),
             }
-        }
-        _ => {
-            // SETINFO, as on Redis 7.2; clients ignore the answer either way.
-            let value = args[3].clone();
-            let known = args[2].eq_ignore_ascii_case(b"LIB-NAME")
-                || args[2].eq_ignore_ascii_case(b"LIB-VER");
-            // As Redis 7.2 checks it: a space or newline would forge fields
-            // or lines in CLIENT LIST.
-            if known && value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-                let mut msg = b"ERR ".to_vec();
-                msg.extend_from_slice(c_str(&args[2], usize::MAX));
-                msg.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
-                return Reply::error(msg);
-            }
-            let value = (!value.is_empty()).then_some(value);
-            if args[2].eq_ignore_ascii_case(b"LIB-NAME") {
-                state.lib_name = value;
-            } else if args[2].eq_ignore_ascii_case(b"LIB-VER") {
-                state.lib_ver = value;
-            } else {
-                let mut msg = b"ERR Unrecognized option '".to_vec();
-                msg.extend_from_slice(c_str(&args[2], usize::MAX));
-                msg.push(b'\'');
-                return Reply::error(msg);
-            }
-            Reply::ok()
+            ids = Some(wanted);
+            break;
+        } else if args[i].eq_ignore_ascii_case(b"TYPE") && i + 1 < argc {
+            normal = args[i + 1].eq_ignore_ascii_case(b"normal");
+            i += 2;
+        } else {
+            return Reply::error("ERR syntax error");
         }
     }
+    let mut text = String::new();
+    for card in same_user(shared, state) {
+        let listed = normal
+            && ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&(card.id as i64)));
+        if listed {
+            let own = (card.id == state.id).then_some("client|list");
+            text.push_str(&card.line(own));
+        }
+    }
+    Reply::Verbatim(Bytes::from(text))
+}
+
+/// CLIENT REPLY ON|OFF|SKIP.
+fn client_reply(state: &mut State, mode: &[u8]) -> Reply {
+    let mode = mode.to_ascii_uppercase();
+    match &mode[..] {
+        b"ON" => {
+            state.replies_off = false;
+            Reply::ok()
+        }
+        b"OFF" => {
+            state.replies_off = true;
+            Reply::ok()
+        }
+        // This reply and the next command's.
+        b"SKIP" => {
+            state.skip_replies = 2;
+            Reply::ok()
+        }
+        _ => Reply::error("ERR syntax error"),
+    }
+}
+
+/// CLIENT SETINFO LIB-NAME|LIB-VER value.
+fn client_setinfo(state: &mut State, option: &[u8], value: Bytes) -> Reply {
+    // SETINFO, as on Redis 7.2; clients ignore the answer either way.
+    let known = option.eq_ignore_ascii_case(b"LIB-NAME") || option.eq_ignore_ascii_case(b"LIB-VER");
+    // As Redis 7.2 checks it: a space or newline would forge fields
+    // or lines in CLIENT LIST.
+    if known && value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        let mut msg = b"ERR ".to_vec();
+        msg.extend_from_slice(c_str(option, usize::MAX));
+        msg.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
+        return Reply::error(msg);
+    }
+    let value = (!value.is_empty()).then_some(value);
+    if option.eq_ignore_ascii_case(b"LIB-NAME") {
+        state.lib_name = value;
+    } else if option.eq_ignore_ascii_case(b"LIB-VER") {
+        state.lib_ver = value;
+    } else {
+        let mut msg = b"ERR Unrecognized option '".to_vec();
+        msg.extend_from_slice(c_str(option, usize::MAX));
+        msg.push(b'\'');
+        return Reply::error(msg);
+    }
+    Reply::ok()
 }
 
 /// CLIENT UNBLOCK id [TIMEOUT|ERROR]: a client of the caller's own user
