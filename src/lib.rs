@@ -9,14 +9,18 @@
 //! - [`shared`]: the state every connection shares (the topology: config,
 //!   router, backends; INFO counters, metrics, SLOWLOG), swapped on reload.
 //! - [`client`]: one task per client connection: the loop (`client/mod.rs`),
-//!   its batcher towards backends (`batcher.rs`), the reply order (`slot.rs`),
-//!   what each request becomes (`dispatch.rs`, carrying out the pure routing
-//!   decision of `plan.rs`), transactions (`transaction.rs`), keys a
-//!   migration still moves (`migrate.rs`), blocking commands on leased
-//!   connections (`leased.rs`), RENAME across backends (`rename.rs`), Pub/Sub
-//!   subscriptions (`pubsub.rs`), and the commands answered
-//!   here, one file per family (`commands/`: AUTH, HELLO, CLIENT, COMMAND,
-//!   CONFIG, INFO, SLOWLOG).
+//!   what Redis keeps per connection (`state.rs`), its batcher towards
+//!   backends (`batcher.rs`), the reply order (`slot.rs`, `receive.rs`) and
+//!   the replies going out (`output.rs`), whether a request may run
+//!   (`admit.rs`), what each request becomes (`dispatch.rs`, carrying out the
+//!   pure routing decision of `plan.rs`; split replies merged by
+//!   `merge.rs`), transactions (`transaction.rs`), keys a migration still
+//!   moves (`migrate.rs`), blocking commands on leased connections
+//!   (`leased.rs`), RENAME across backends (`rename.rs`), Pub/Sub
+//!   subscriptions (`pubsub.rs`), the counts of what it did (`tally.rs`),
+//!   and the commands answered here, one file per family (`commands/`:
+//!   AUTH, HELLO, CLIENT, COMMAND, CONFIG, INFO, SLOWLOG, and the
+//!   connection's own: PING, RESET, SELECT, TIME).
 //! - [`clients`]: every connected client's card, for CLIENT LIST and KILL.
 //! - [`protocol`]: request framing, the command table (its types in
 //!   `protocol/spec.rs`; the proxy's own commands in `protocol/command.rs`,
@@ -40,12 +44,16 @@
 //!   from CLUSTER SHARDS or SLOTS (`fetch` asks a node), redirections, a job's slot.
 //! - [`migration`]: moving keys from an old layout (the topology before a
 //!   reload, `[migration] from`, twemproxy's [`ketama`]) without logging
-//!   anyone out: read-through on each command, and a background mover.
+//!   anyone out: read-through on each command, and a background mover, which
+//!   sees the topology only through `migration::Owners`; [`own_keys`]: the
+//!   keys the proxy writes for itself (move locks, renames under way).
 //! - [`sentinel`]: follows a Sentinel group's master and publishes it to the
 //!   backend's connections.
 //! - [`dial`]: opening a socket to Redis, the handshake, a few commands with
 //!   AUTH, typed errors; the pool settings both of the above read.
-//! - [`config`]: the TOML file, defaults and validation.
+//! - [`config`]: the TOML file and its defaults (`config/mod.rs`), backends
+//!   and their targets (`backend.rs`), `[migration]` (`migration.rs`),
+//!   validation (`validate.rs`).
 //! - [`admin`]: the HTTP listener (/metrics, /healthz, /readyz, /topology,
 //!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG,
 //!   [`memory`] every client's buffers against `[limits] max_memory_bytes`.

@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::batcher::Batcher;
-use crate::client::plan::{merge, MergeHow, Plan};
+use crate::client::merge::{merge, MergeHow};
+use crate::client::plan::Plan;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::migration::{Migration, SettleError};

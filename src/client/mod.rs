@@ -16,147 +16,53 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio_util::codec::Encoder;
 use tracing::{debug, Instrument};
 
-use crate::backend::{BackendError, Origin, LARGE_REPLY_BYTES};
+use crate::backend::{BackendError, LARGE_REPLY_BYTES};
 use crate::memory::ARG_COST;
 use crate::net::Stream;
 use crate::protocol::request::{Framed, LARGE_REQUEST_ARGS};
-use crate::protocol::{Proto, Reply, ReplyEncoder, Request, RequestDecoder};
+use crate::protocol::{Proto, Reply, Request, RequestDecoder};
 use crate::shared::{Shared, Topology};
 
 use self::batcher::Batcher;
 use self::dispatch::dispatch;
 use self::pubsub::Subscriber;
-use self::slot::{poll_head, Kept, Pending, Slot};
-use self::transaction::{Multi, Watching};
+use self::slot::{poll_head, Pending, Slot};
+pub(in crate::client) use self::state::State;
+use self::tally::{count_received, Tally};
 
+mod admit;
 mod batcher;
 mod commands;
 mod dispatch;
 mod errors;
 mod leased;
+mod merge;
 mod migrate;
+mod output;
 mod plan;
 mod pubsub;
 mod receive;
 mod rename;
 mod slot;
+mod state;
 mod sweep;
+mod tally;
 mod transaction;
 
 /// Encoded but unwritten reply bytes above which the client is not read
 /// further until it reads its replies.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
-/// Encoded replies held back while a later reply in the pipeline is still
-/// coming, at most; see step 3 of the client loop.
-const HOLD_LIMIT: usize = 64 * 1024;
-
 /// Buffer capacity an idle client may keep.
 const IDLE_BUFFER: usize = 4096;
-
-/// The size a first reply that did not come whole from a backend (an error
-/// the proxy made, a merged reply) counts as.
-const SMALL_REPLY: usize = 64;
-
-/// Reply bytes a client encodes in one pass before it lets others run.
-const ENCODE_TURN: usize = 256 * 1024;
 
 /// Reply-queue capacity an idle client may keep.
 const IDLE_QUEUE: usize = 16;
 
 /// How long a client stays idle before its larger buffers are given back.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
-
-/// What Redis keeps per connection, and what CLIENT INFO shows of it.
-struct State {
-    id: u64,
-    proto: Proto,
-    db: u32,
-    name: Option<Bytes>,
-    lib_name: Option<Bytes>,
-    lib_ver: Option<Bytes>,
-    authenticated: bool,
-    /// The named user (`[[users]]`) the client authenticated as; `None` for
-    /// the default user.
-    user: Option<Bytes>,
-    peer: String,
-    last_command_at: Instant,
-    last_command: &'static str,
-    /// Set by QUIT or a protocol error: read no further requests.
-    closing: bool,
-    /// Moving average of the size of this client's replies from backends,
-    /// and whether it counts as a client of large replies (see [`Origin`]),
-    /// decided afresh only when nothing of its is in flight.
-    reply_bytes: u64,
-    large_replies: bool,
-    /// Commands queued since MULTI, until EXEC or DISCARD.
-    multi: Option<Multi>,
-    /// The connection WATCH was sent on, held until EXEC, DISCARD or UNWATCH.
-    watching: Option<Watching>,
-    /// What CLIENT LIST shows of this client (see `crate::clients`).
-    card: Arc<crate::clients::ClientCard>,
-    /// Pub/Sub subscriptions and their links, from the first SUBSCRIBE.
-    subscriber: Option<Box<Subscriber>>,
-    /// Wrong passwords sent on this connection (see `crate::auth_guard`).
-    auth_failures: u32,
-    /// CLIENT REPLY OFF: no reply is written until CLIENT REPLY ON.
-    replies_off: bool,
-    /// CLIENT REPLY SKIP: replies not written, this one and the next.
-    skip_replies: u8,
-}
-
-impl State {
-    /// Who sends a request, for the backend connection it goes on: one
-    /// speaking the client's protocol, so a reply is passed on as it is.
-    /// Every request of the client's own goes there, merged ones too: one
-    /// connection per backend keeps a pipeline's requests in order (a SET,
-    /// then an MGET split over backends, reads the SET). Only steps the
-    /// proxy takes alone (a sweep, a migration's reads) use
-    /// `origin().resp2()`.
-    fn origin(&self) -> Origin {
-        Origin {
-            client: self.id,
-            reply_bytes: self.reply_bytes,
-            large_replies: self.large_replies,
-            proto: self.proto,
-        }
-    }
-
-    /// The client's share of held connections: its named user and that
-    /// user's limit, or `None` for the default user.
-    fn share(&self, topo: &Topology) -> Option<(Bytes, usize)> {
-        let name = self.user.as_ref()?;
-        let user = topo.config.user(name)?;
-        Some((name.clone(), user.held_share(&topo.config.pool)))
-    }
-
-    /// Publishes what CLIENT LIST shows, after a command that may change it.
-    fn publish(&self) {
-        self.card.set_labels(crate::clients::Labels {
-            name: self.name.clone(),
-            user: self.user.clone(),
-            lib_name: self.lib_name.clone(),
-            lib_ver: self.lib_ver.clone(),
-        });
-        self.card.db.store(self.db, Ordering::Relaxed);
-        self.card
-            .proto
-            .store(self.proto.number() as u8, Ordering::Relaxed);
-    }
-
-    /// Notes the size of a backend's reply to this client: the first one
-    /// as it is, later ones into a moving average.
-    fn replied(&mut self, bytes: usize) {
-        self.reply_bytes = if self.reply_bytes == 0 {
-            bytes as u64
-        } else {
-            (self.reply_bytes * 7 + bytes as u64).div_ceil(8)
-        };
-    }
-}
 
 /// Serves one client until it disconnects or QUITs.
 pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: String) {
@@ -385,150 +291,6 @@ impl<'a> Handler<'a> {
         }
         self.batcher.flush(&self.topo, self.state.origin());
         held_back
-    }
-
-    /// The reply to a new client's first backend request is in (its slot,
-    /// the last, was a barrier): its size decides the connection for the
-    /// requests behind it. Without this, a client that connects and at once
-    /// pipelines hundreds of 100 KB GETs would put them all on the pool's
-    /// connection, ahead of everyone's small session reads, because it
-    /// moves to the connection for large replies only once nothing of its
-    /// is in flight. Nothing is in flight now: every earlier backend request
-    /// of this client was such a barrier too.
-    fn sized(&mut self) {
-        self.sizing = false;
-        let bytes = match self.queue.back().map(|s| &s.pending) {
-            Some(Pending::Ready(Reply::Raw(bytes) | Reply::Raw3(bytes))) => bytes.len(),
-            // An error the proxy made (a timeout, a backend down) or a
-            // merged reply: small, as far as the connection is concerned.
-            // It sizes the client too, or every request of a client whose
-            // backend is in trouble would wait for the one before.
-            Some(Pending::Ready(_)) => SMALL_REPLY,
-            _ => return,
-        };
-        self.state.replied(bytes);
-        self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
-    }
-
-    /// A Pub/Sub message from a link: written now if nothing is owed to the
-    /// client before it, else once the replies before it are.
-    fn deliver(&mut self, frame: Bytes) {
-        let Some(subscriber) = self.state.subscriber.as_ref() else {
-            return;
-        };
-        let wanted = subscriber.wanted.lock().is_ok_and(|w| w.wants(&frame));
-        if !wanted {
-            return;
-        }
-        // A client restricted to key prefixes hears of its own keys only.
-        let user = self
-            .state
-            .user
-            .as_ref()
-            .and_then(|n| self.topo.config.user(n));
-        if let Some(key) = crate::pubsub::notification_key(&frame) {
-            let under = |list: &[String]| {
-                list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()))
-            };
-            let user_prefixes = user.map_or(&[][..], |u| &u.prefixes[..]);
-            if !under(&self.topo.config.keys.prefixes) || !under(user_prefixes) {
-                return;
-            }
-        }
-        let frame = crate::pubsub::for_client(frame, self.state.proto);
-        if self.queue.is_empty() {
-            self.wbuf.extend_from_slice(&frame);
-        } else {
-            self.queue
-                .push_back(Slot::ready(self.state.proto, Reply::Encoded(frame)));
-        }
-    }
-
-    /// Step 2: encodes every reply that is ready, in order, up to ENCODE_TURN
-    /// bytes: a client with megabytes of large replies ready lets the others
-    /// go first (like Redis's per-client write limit per turn of its event
-    /// loop), then comes back for the rest. Returns whether more are ready.
-    fn encode_replies(&mut self, now: Instant) -> io::Result<bool> {
-        let encode_until = self.wbuf.len() + ENCODE_TURN;
-        let mut more_ready = false;
-        while let Some(slot) = self.queue.front_mut() {
-            if self.wbuf.len() >= encode_until {
-                more_ready = true;
-                break;
-            }
-            if !slot.poll_ready(&mut self.batcher, None) {
-                break;
-            }
-            let Some(slot) = self.queue.pop_front() else {
-                break;
-            };
-            let close_after = slot.close_after;
-            self.account.release(slot.charge);
-            if let Pending::Ready(reply) = slot.pending {
-                if let Some(bytes) = reply.raw_bytes() {
-                    self.state.replied(bytes.len());
-                }
-                if let Some(started) = slot.started {
-                    // From the request, or from the reply before it when
-                    // that came later: time spent waiting for the client's
-                    // earlier replies is not this request's (as Redis
-                    // times a command's execution, not its queue).
-                    let from = started.max(self.last_reply);
-                    let took = now.saturating_duration_since(from);
-                    if reply.is_error() {
-                        self.shared.error_codes.count(&reply);
-                    }
-                    observe(
-                        self.shared,
-                        &self.topo,
-                        &mut self.tally,
-                        slot.command,
-                        took,
-                        (&slot.request, slot.user.as_ref()),
-                        &self.state.peer,
-                        self.state.name.as_ref(),
-                        reply.is_error(),
-                    );
-                }
-                self.last_reply = now;
-                // CLIENT REPLY OFF silences replies, not Pub/Sub's frames
-                // (a subscribe's confirmations, in either protocol), as on
-                // Redis.
-                let pubsub = matches!(&reply, Reply::Encoded(_));
-                if !slot.silent || pubsub {
-                    let mut encoder = ReplyEncoder { proto: slot.proto };
-                    encoder
-                        .encode(reply, &mut self.wbuf)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
-                }
-            }
-            if close_after {
-                self.queue.clear();
-                break;
-            }
-        }
-        self.batcher.trim();
-        self.tally.flush(self.shared);
-        Ok(more_ready)
-    }
-
-    /// Step 3: writes what the socket takes now, unless a reply further on is
-    /// still to come. Like Redis, which writes a pipeline's replies once it
-    /// has run the whole read buffer, replies gathered from several backends
-    /// go out in one send, not one per backend that answers. The hold ends
-    /// when that reply comes or times out, or at HOLD_LIMIT bytes. Returns
-    /// whether it held.
-    fn write(&mut self) -> io::Result<bool> {
-        let hold = !self.wbuf.is_empty()
-            && self.wbuf.len() < HOLD_LIMIT
-            && self.queue.front().is_some_and(Slot::is_waiting);
-        if !hold {
-            let before = self.wbuf.len();
-            let written = self.stream.write_some(&mut self.wbuf);
-            count_sent(self.shared, before - self.wbuf.len());
-            written?;
-        }
-        Ok(hold)
     }
 
     /// Steps 1-3 of the loop: takes the new topology, runs the requests
@@ -869,83 +631,5 @@ impl Waits {
                 .reset((c.last_read + idle_timeout).into());
             self.idle_armed = true;
         }
-    }
-}
-
-/// Counts bytes written to a client (INFO and /metrics read the count).
-fn count_sent(shared: &Shared, n: usize) {
-    if n > 0 {
-        shared.stats.net_output_bytes.add(n as u64);
-        shared.stats.writes.add(1);
-    }
-}
-
-/// Counts bytes read from a client (INFO and /metrics read the count).
-fn count_received(shared: &Shared, n: usize) {
-    shared.stats.net_input_bytes.add(n as u64);
-    shared.stats.reads.add(1);
-}
-
-/// Finished requests of one command, outcome and latency in a row, counted
-/// in the metrics at once: a pipeline's replies, decoded in one pass and
-/// encoded in another, mostly share all three.
-#[derive(Default)]
-struct Tally {
-    command: usize,
-    error: bool,
-    took: Duration,
-    count: u64,
-}
-
-impl Tally {
-    fn add(&mut self, shared: &Shared, command: usize, error: bool, took: Duration) {
-        if self.count > 0 && (self.command, self.error, self.took) == (command, error, took) {
-            self.count += 1;
-            return;
-        }
-        self.flush(shared);
-        *self = Tally {
-            command,
-            error,
-            took,
-            count: 1,
-        };
-    }
-
-    fn flush(&mut self, shared: &Shared) {
-        if self.count == 0 {
-            return;
-        }
-        if let Some(metrics) = shared.metrics.command(self.command) {
-            if self.error {
-                metrics.error.add(self.count);
-            } else {
-                metrics.ok.add(self.count);
-            }
-            metrics.latency.record(self.took, self.count);
-        }
-        self.count = 0;
-    }
-}
-
-/// Counts a finished request in the metrics, and in SLOWLOG when slow.
-#[allow(clippy::too_many_arguments)]
-fn observe(
-    shared: &Shared,
-    topo: &Topology,
-    tally: &mut Tally,
-    command: usize,
-    took: Duration,
-    (request, user): (&Kept, Option<&Bytes>),
-    peer: &str,
-    name: Option<&Bytes>,
-    error: bool,
-) {
-    tally.add(shared, command, error, took);
-    let slowlog = &topo.config.slowlog;
-    if slowlog.slower_than_us >= 0 && took.as_micros() as i64 >= slowlog.slower_than_us {
-        shared
-            .slowlog
-            .record(slowlog.max_len, took, &request.args(), peer, name, user);
     }
 }

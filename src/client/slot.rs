@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::BackendResult;
 use crate::client::batcher::Batcher;
-use crate::client::plan::{merge, MergeHow};
+use crate::client::merge::{merge, MergeHow};
 use crate::client::receive::{poll_receiver, result_reply};
 use crate::protocol::command::TABLE;
 use crate::protocol::{Proto, Reply, Request};

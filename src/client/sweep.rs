@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendError, Origin};
-use crate::client::plan::KeyFilter;
+use crate::client::merge::KeyFilter;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::protocol::Reply;

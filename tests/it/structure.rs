@@ -1,7 +1,7 @@
 //! The shape of `src/`, checked: no import circle between modules, no
 //! hand-written file over 700 lines of non-test code, no function over 80
-//! lines (docs/architecture.md, "Layout"). Files still over the limit are
-//! named below; each entry must still be needed, so the list only shrinks.
+//! lines (docs/architecture.md, "Layout"). Generated code is outside the
+//! limits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,15 +11,6 @@ const GENERATED: &[&str] = &["protocol/keyed.rs"];
 
 const MAX_FILE_LINES: usize = 700;
 const MAX_FN_LINES: usize = 80;
-
-/// Files still over 700 non-test lines, to be split.
-const LONG_FILES: &[&str] = &[
-    "client/dispatch.rs",
-    "client/mod.rs",
-    "client/plan.rs",
-    "config.rs",
-];
-
 
 /// Every `.rs` file under `src/`, by its path relative to `src/`.
 fn sources() -> BTreeMap<String, String> {
@@ -290,7 +281,7 @@ fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 fn no_module_imports_one_that_imports_it_back() {
     let graph = imports(&sources());
     assert!(
-        graph["client::slot"].contains("client::plan"),
+        graph["client::slot"].contains("client::merge"),
         "the scan sees imports"
     );
     assert!(
@@ -317,26 +308,12 @@ fn a_circle_is_found_where_there_is_one() {
 fn no_hand_written_file_over_700_lines_of_code() {
     let mut long = Vec::new();
     for (file, text) in sources() {
-        if GENERATED.contains(&file.as_str()) {
-            continue;
-        }
         let lines = non_test_lines(&text).len();
-        if lines > MAX_FILE_LINES {
-            long.push(file.clone());
+        if !GENERATED.contains(&file.as_str()) && lines > MAX_FILE_LINES {
+            long.push((file, lines));
         }
-        assert!(
-            lines > MAX_FILE_LINES || !LONG_FILES.contains(&file.as_str()),
-            "{file} is {lines} lines now: take it off LONG_FILES"
-        );
     }
-    let unlisted: Vec<&String> = long
-        .iter()
-        .filter(|f| !LONG_FILES.contains(&f.as_str()))
-        .collect();
-    assert!(
-        unlisted.is_empty(),
-        "over {MAX_FILE_LINES} lines: {unlisted:?}"
-    );
+    assert!(long.is_empty(), "over {MAX_FILE_LINES} lines: {long:?}");
 }
 
 #[test]
