@@ -15,6 +15,7 @@ use crate::client::commands;
 use crate::client::commands::auth::is_restricted;
 use crate::client::commands::client::client_unblock;
 use crate::client::commands::info::{info_text, wants_memory, ScriptMemory};
+use crate::client::ctx::Ctx;
 use crate::client::errors::{arity_error, noperm_command, KEYSPACE_CONFIG_REFUSED, NOPERM_KEY};
 use crate::client::leased::blocking;
 use crate::client::merge::MergeHow;
@@ -82,26 +83,26 @@ pub(in crate::client) fn execute(
     if let Some(slot) = subscription(topo, state, batcher, spec, request, now) {
         return slot;
     }
-    if let Some(slot) = own_path(shared, topo, state, batcher, spec, request, user, now) {
+    let mut cx = Ctx {
+        shared,
+        topo,
+        state,
+        batcher,
+        spec,
+        request,
+        now,
+    };
+    if let Some(slot) = own_path(&mut cx, user) {
         return slot;
     }
     match spec.route {
         Route::Local => {
             // Gathered commands go first: a local command may change the
             // connection's state (SELECT, AUTH) or answer about it.
-            batcher.flush(topo, state.origin());
-            answer_here(shared, topo, state, spec, request)
+            cx.batcher.flush(topo, cx.state.origin());
+            answer_here(shared, topo, cx.state, spec, request)
         }
-        _ => routed(
-            shared,
-            topo,
-            state,
-            batcher,
-            spec,
-            request,
-            user_prefixes,
-            now,
-        ),
+        _ => routed(&mut cx, user_prefixes),
     }
 }
 
@@ -121,34 +122,34 @@ fn extra_arity(spec: &Spec, request: &Request) -> bool {
 /// The commands with a path of their own, after what is gathered: COMMAND
 /// DOCS, CONFIG as the backends answer it, CLIENT UNBLOCK, INFO with the
 /// backends' script memory.
-#[allow(clippy::too_many_arguments)]
-fn own_path(
-    shared: &Shared,
-    topo: &Arc<Topology>,
-    state: &mut State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    request: &Request,
-    user: Option<&User>,
-    now: Instant,
-) -> Option<Slot> {
+fn own_path(cx: &mut Ctx<'_>, user: Option<&User>) -> Option<Slot> {
+    let Ctx {
+        shared,
+        topo,
+        spec,
+        request,
+        now,
+        ..
+    } = *cx;
     let sub = |name: &[u8]| request.arg(1).is_some_and(|s| s.eq_ignore_ascii_case(name));
     if spec.cmd == Cmd::Command && sub(b"DOCS") {
-        batcher.flush(topo, state.origin());
-        return Some(command_docs(topo, state, request, now));
+        cx.batcher.flush(topo, cx.state.origin());
+        return Some(command_docs(topo, cx.state, request, now));
     }
     if spec.cmd == Cmd::Config {
-        if let Some(slot) = backend_config(shared, topo, state, batcher, spec, request, user, now) {
+        if let Some(slot) = backend_config(cx, user) {
             return Some(slot);
         }
     }
     if spec.cmd == Cmd::Client && sub(b"UNBLOCK") {
-        batcher.flush(topo, state.origin());
-        return Some(client_unblock(shared, topo, state, &request.args(), now));
+        cx.batcher.flush(topo, cx.state.origin());
+        return Some(client_unblock(shared, topo, cx.state, &request.args(), now));
     }
     if spec.cmd == Cmd::Info && wants_memory(&request.args()[1..]) {
-        batcher.flush(topo, state.origin());
-        return Some(info_with_scripts(shared, topo, state, request, user, now));
+        cx.batcher.flush(topo, cx.state.origin());
+        return Some(info_with_scripts(
+            shared, topo, cx.state, request, user, now,
+        ));
     }
     None
 }
@@ -281,19 +282,17 @@ fn transaction_step(
 /// decides; a key outside `[keys] prefixes` or the user's own `prefixes` is
 /// refused first. A key a migration may still hold elsewhere is brought to
 /// its owner first ([`migrating`]).
-#[allow(clippy::too_many_arguments)]
-pub(in crate::client) fn routed(
-    shared: &Shared,
-    topo: &Arc<Topology>,
-    state: &State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    request: &Request,
-    user_prefixes: &[String],
-    now: Instant,
-) -> Slot {
-    let proto = state.proto;
-    let planned = plan_request(topo, state, spec, request, user_prefixes);
+pub(in crate::client) fn routed(cx: &mut Ctx<'_>, user_prefixes: &[String]) -> Slot {
+    let Ctx {
+        shared,
+        topo,
+        spec,
+        request,
+        now,
+        ..
+    } = *cx;
+    let proto = cx.state.proto;
+    let planned = plan_request(topo, cx.state, spec, request, user_prefixes);
     // A blocking command runs on a connection leased to the client, once
     // keys a migration may still hold elsewhere are settled.
     if let Plan::Forward { backend, .. } = planned {
@@ -303,18 +302,14 @@ pub(in crate::client) fn routed(
                 .map(|m| moving_keys(m, topo, spec, request))
                 .unwrap_or_default();
             let blocked = &shared.stats.blocked_clients;
-            return blocking(
-                topo, state, batcher, spec, request, backend, moving, blocked, now,
-            );
+            return blocking(cx, backend, moving, blocked);
         }
     }
     if let Some(migration) = topo.active_migration() {
         if matches!(planned, Plan::Forward { .. } | Plan::Split { .. }) {
             let keys = moving_keys(migration, topo, spec, request);
             if !keys.is_empty() {
-                return migrating(
-                    topo, migration, state, batcher, spec, request, planned, keys, now,
-                );
+                return migrating(cx, migration, planned, keys);
             }
         }
     }
@@ -326,26 +321,24 @@ pub(in crate::client) fn routed(
         Plan::Answer(reply) => Slot::ready(proto, reply),
         Plan::Rename { from, to } => {
             let nx = spec.cmd == Cmd::RenameNx;
-            rename(topo, state, batcher, request, nx, from, to, now)
+            rename(cx, nx, from, to)
         }
         Plan::Kill => {
-            batcher.flush(topo, state.origin());
-            kill(topo, state, request)
+            cx.batcher.flush(topo, cx.state.origin());
+            kill(topo, cx.state, request)
         }
         Plan::Sweep { every_db, filter } => {
-            batcher.flush(topo, state.origin());
-            sweep(topo, state, every_db, filter)
+            cx.batcher.flush(topo, cx.state.origin());
+            sweep(topo, cx.state, every_db, filter)
         }
-        Plan::Forward { backend, wait } => {
-            forward(topo, state, batcher, spec, request, backend, wait, now)
-        }
-        Plan::Split { parts, how } => split(topo, state, batcher, spec, parts, how, now),
+        Plan::Forward { backend, wait } => forward(cx, backend, wait),
+        Plan::Split { parts, how } => split(topo, cx.state, cx.batcher, spec, parts, how, now),
         Plan::Every { how } => {
             let args = request.args();
-            every_backend(topo, state, batcher, args, spec.write, how, now)
+            every_backend(topo, cx.state, cx.batcher, args, spec.write, how, now)
         }
         Plan::EveryWith { args, how } => {
-            every_backend(topo, state, batcher, args, spec.write, how, now)
+            every_backend(topo, cx.state, cx.batcher, args, spec.write, how, now)
         }
     }
 }
@@ -382,30 +375,33 @@ fn plan_request(
 /// One backend has every key: forward the request as it came, gathered
 /// with the client's other commands for that backend; on its own (an
 /// inline request, or a write followed by WAIT) after what is gathered.
-#[allow(clippy::too_many_arguments)]
-fn forward(
-    topo: &Topology,
-    state: &State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    request: &Request,
-    index: usize,
-    wait: bool,
-    now: Instant,
-) -> Slot {
+fn forward(cx: &mut Ctx<'_>, index: usize, wait: bool) -> Slot {
+    let Ctx {
+        topo,
+        spec,
+        request,
+        now,
+        ..
+    } = *cx;
     let backend = &topo.backends[index];
     let raw = request.raw();
     if let Some(raw) = raw.filter(|_| !wait) {
-        let (seq, index) = batcher.add(topo, state, index, raw);
+        let (seq, index) = cx.batcher.add(topo, cx.state, index, raw);
         let pending = Pending::Batched { seq, index };
-        return Slot::waiting(topo, state.proto, pending, backend.id.clone(), now);
+        return Slot::waiting(topo, cx.state.proto, pending, backend.id.clone(), now);
     }
-    batcher.flush(topo, state.origin());
+    cx.batcher.flush(topo, cx.state.origin());
     let rx = match raw {
-        Some(raw) => backend.send(state.origin(), raw.clone(), state.db, spec.write),
-        None => backend.send_args(state.origin(), &request.args(), state.db, spec.write),
+        Some(raw) => backend.send(cx.state.origin(), raw.clone(), cx.state.db, spec.write),
+        None => backend.send_args(cx.state.origin(), &request.args(), cx.state.db, spec.write),
     };
-    Slot::waiting(topo, state.proto, Pending::One(rx), backend.id.clone(), now)
+    Slot::waiting(
+        topo,
+        cx.state.proto,
+        Pending::One(rx),
+        backend.id.clone(),
+        now,
+    )
 }
 
 /// One sub-command per backend, after what is gathered, their replies
@@ -553,17 +549,15 @@ fn every_backend(
 /// allow_keyspace_config`). GET reads the first backend; SET runs on every
 /// backend (`+OK` once each has, else the first error), for a user without
 /// restrictions. Other CONFIG commands are answered by `config_command`.
-#[allow(clippy::too_many_arguments)]
-fn backend_config(
-    shared: &Shared,
-    topo: &Arc<Topology>,
-    state: &State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    request: &Request,
-    user: Option<&crate::config::User>,
-    now: Instant,
-) -> Option<Slot> {
+fn backend_config(cx: &mut Ctx<'_>, user: Option<&crate::config::User>) -> Option<Slot> {
+    let Ctx {
+        shared,
+        topo,
+        spec,
+        request,
+        now,
+        ..
+    } = *cx;
     let keys = &topo.config.keys;
     let listed = |name: &[u8], setting: bool| {
         keys.config_set
@@ -581,26 +575,32 @@ fn backend_config(
     // Allowed to the site by the operator: `[keys] prefixes` do not stop
     // it, a user of its own prefixes or a read-only one does.
     let restricted = user.is_some_and(|u| u.read_only || !u.prefixes.is_empty());
-    let refused = || Slot::ready(state.proto, noperm_command(spec.name));
-    let to_every = |batcher: &mut Batcher| {
+    let refused = || Slot::ready(cx.state.proto, noperm_command(spec.name));
+    let to_every = |state: &State, batcher: &mut Batcher| {
         let (args, how) = (request.args(), MergeHow::AllOk);
         every_backend(topo, state, batcher, args, spec.write, how, now)
     };
     match &sub[..] {
         b"GET" if request.len() >= 3 && names(1).all(|n| listed(n, false)) => {
-            batcher.flush(topo, state.origin());
+            cx.batcher.flush(topo, cx.state.origin());
             let backend = &topo.backends[0];
-            let rx = backend.send_args(state.origin(), &request.args(), state.db, false);
+            let rx = backend.send_args(cx.state.origin(), &request.args(), cx.state.db, false);
             let id = backend.id.clone();
-            Some(Slot::waiting(topo, state.proto, Pending::One(rx), id, now))
+            Some(Slot::waiting(
+                topo,
+                cx.state.proto,
+                Pending::One(rx),
+                id,
+                now,
+            ))
         }
         b"SET" if request.len() < 4 || !request.len().is_multiple_of(2) => {
-            Some(Slot::ready(state.proto, arity_error("config|set")))
+            Some(Slot::ready(cx.state.proto, arity_error("config|set")))
         }
         b"SET" if names(2).all(|n| listed(n, true)) => Some(if restricted {
             refused()
         } else {
-            to_every(batcher)
+            to_every(cx.state, cx.batcher)
         }),
         // The backends' statistics, where the commands ran, when the
         // operator allows clients to change backend parameters at all.
@@ -609,10 +609,10 @@ fn backend_config(
                 return Some(refused());
             }
             shared.error_codes.reset();
-            Some(to_every(batcher))
+            Some(to_every(cx.state, cx.batcher))
         }
         b"SET" if names(2).any(|n| n.eq_ignore_ascii_case(b"notify-keyspace-events")) => Some(
-            Slot::ready(state.proto, Reply::error(KEYSPACE_CONFIG_REFUSED)),
+            Slot::ready(cx.state.proto, Reply::error(KEYSPACE_CONFIG_REFUSED)),
         ),
         _ => None,
     }

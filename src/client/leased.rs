@@ -7,48 +7,49 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendError, BackendResult, Held, Origin};
-use crate::client::batcher::Batcher;
+use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
 use crate::client::slot::{Pending, Slot};
-use crate::client::State;
 use crate::clients::ClientCard;
 use crate::protocol::command::block_time;
-use crate::protocol::{Reply, Request, Spec};
+use crate::protocol::Reply;
 use crate::shared::Topology;
 
 /// Runs blocking `request` on a connection of its own to backend `index`;
 /// `moving` are its keys a migration may still hold elsewhere, settled
 /// first.
-#[allow(clippy::too_many_arguments)]
 pub(in crate::client) fn blocking(
-    topo: &Arc<Topology>,
-    state: &State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    request: &Request,
+    cx: &mut Ctx<'_>,
     index: usize,
     moving: Vec<Bytes>,
     blocked: &Arc<std::sync::atomic::AtomicUsize>,
-    now: Instant,
 ) -> Slot {
+    let Ctx {
+        topo,
+        spec,
+        request,
+        now,
+        ..
+    } = *cx;
     // What is gathered goes first: those commands came before this one.
-    batcher.flush(topo, state.origin());
+    cx.batcher.flush(topo, cx.state.origin());
     let backend = &topo.backends[index];
     if let Some(refusal) = backend.cluster_refusal("a blocking command") {
-        return Slot::ready(state.proto, Reply::error(refusal));
+        return Slot::ready(cx.state.proto, Reply::error(refusal));
     }
-    let share = state.share(topo);
-    let held = match backend.hold(share.as_ref().map(|(u, n)| (u, *n)), state.proto) {
+    let share = cx.state.share(topo);
+    let held = match backend.hold(share.as_ref().map(|(u, n)| (u, *n)), cx.state.proto) {
         Ok(held) => held,
         Err(refused) => {
-            let message = refused.message(&backend.id, state.user.as_ref(), "a blocking command");
-            return Slot::ready(state.proto, Reply::error(message));
+            let message =
+                refused.message(&backend.id, cx.state.user.as_ref(), "a blocking command");
+            return Slot::ready(cx.state.proto, Reply::error(message));
         }
     };
     let blocks_for = block_time(spec, request);
@@ -57,16 +58,16 @@ pub(in crate::client) fn blocking(
         topo: topo.clone(),
         backend: backend.clone(),
         held,
-        origin: state.origin(),
-        db: state.db,
+        origin: cx.state.origin(),
+        db: cx.state.db,
         blocks_for,
         blocked: blocked.clone(),
-        card: state.card.clone(),
+        card: cx.state.card.clone(),
     };
     tokio::spawn(lease.run(request.payload(), moving, tx));
     let mut slot = Slot::waiting(
         topo,
-        state.proto,
+        cx.state.proto,
         Pending::One(out),
         backend.id.clone(),
         now,

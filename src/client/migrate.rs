@@ -11,11 +11,10 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
-use crate::client::batcher::Batcher;
+use crate::client::ctx::Ctx;
 use crate::client::merge::{merge, MergeHow};
 use crate::client::plan::Plan;
 use crate::client::slot::{Pending, Slot};
-use crate::client::State;
 use crate::migration::{Migration, SettleError};
 use crate::protocol::{Cmd, Reply, Request, Spec};
 use crate::shared::Topology;
@@ -48,20 +47,21 @@ enum Sends {
 }
 
 /// Settles `keys`, then carries out `planned` (Forward or Split).
-#[allow(clippy::too_many_arguments)]
 pub(in crate::client) fn migrating(
-    topo: &Arc<Topology>,
+    cx: &mut Ctx<'_>,
     migration: &Arc<Migration>,
-    state: &State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    request: &Request,
     planned: Plan,
     keys: Vec<Bytes>,
-    now: Instant,
 ) -> Slot {
+    let Ctx {
+        topo,
+        spec,
+        request,
+        now,
+        ..
+    } = *cx;
     // What is gathered goes first: those commands came before this one.
-    batcher.flush(topo, state.origin());
+    cx.batcher.flush(topo, cx.state.origin());
     let sends = match planned {
         Plan::Split { parts, how } => Sends::Split { parts, how },
         Plan::Forward { backend, .. } => {
@@ -69,7 +69,7 @@ pub(in crate::client) fn migrating(
             Sends::One { backend, payload }
         }
         // Refused and Every never carry keys here.
-        _ => return Slot::ready(state.proto, Reply::error("ERR internal routing error")),
+        _ => return Slot::ready(cx.state.proto, Reply::error("ERR internal routing error")),
     };
     // A delete must reach the old location too, or the session could come
     // back from there: with it unreachable, the delete fails instead.
@@ -92,8 +92,8 @@ pub(in crate::client) fn migrating(
     let run = Settling {
         topo: topo.clone(),
         migration: migration.clone(),
-        origin: state.origin(),
-        db: state.db,
+        origin: cx.state.origin(),
+        db: cx.state.db,
         write: spec.write,
         must_settle,
         settle_by: now + topo.config.pool.request_timeout() / 2,
@@ -103,7 +103,7 @@ pub(in crate::client) fn migrating(
     tokio::spawn(async move {
         let _ = tx.send(run.go(read_first, keys, sends).await);
     });
-    let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), ids, now);
+    let mut slot = Slot::waiting(topo, cx.state.proto, Pending::One(rx), ids, now);
     slot.barrier = true;
     slot
 }

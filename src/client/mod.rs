@@ -35,6 +35,7 @@ use self::tally::{count_received, Tally};
 mod admit;
 mod batcher;
 mod commands;
+mod ctx;
 mod dispatch;
 mod errors;
 mod leased;

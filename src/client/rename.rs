@@ -21,14 +21,12 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
-use crate::client::batcher::Batcher;
+use crate::client::ctx::Ctx;
 use crate::client::slot::{Pending, Slot};
-use crate::client::State;
 use crate::migration::call;
 use crate::migration::fence::{restore_before, Restored};
 use crate::own_keys::HIDDEN_PREFIX;
-use crate::protocol::{Reply, Request};
-use crate::shared::Topology;
+use crate::protocol::Reply;
 
 /// Reads KEYS[1] (DUMP and PTTL) and renames it to KEYS[2], its hidden
 /// name: nil when there is no such key, `BUSY` while another rename of it
@@ -51,21 +49,14 @@ const PUT_BACK: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
 const BUSY_RETRY: Duration = Duration::from_millis(2);
 
 /// Moves the key of RENAME / RENAMENX (`nx`) from backend `from` to `to`.
-#[allow(clippy::too_many_arguments)]
-pub(in crate::client) fn rename(
-    topo: &Arc<Topology>,
-    state: &State,
-    batcher: &mut Batcher,
-    request: &Request,
-    nx: bool,
-    from: usize,
-    to: usize,
-    now: Instant,
-) -> Slot {
-    batcher.flush(topo, state.origin());
+pub(in crate::client) fn rename(cx: &mut Ctx<'_>, nx: bool, from: usize, to: usize) -> Slot {
+    let Ctx {
+        topo, request, now, ..
+    } = *cx;
+    cx.batcher.flush(topo, cx.state.origin());
     let args = request.args();
     let (source, target) = (args[1].clone(), args[2].clone());
-    let (origin, db) = (state.origin(), state.db);
+    let (origin, db) = (cx.state.origin(), cx.state.db);
     let timeout = topo.config.pool.request_timeout();
     let rename = Rename {
         origin,
@@ -99,7 +90,7 @@ pub(in crate::client) fn rename(
         "{}', '{}",
         topo.backends[from].id, topo.backends[to].id
     ));
-    let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), ids, now);
+    let mut slot = Slot::waiting(topo, cx.state.proto, Pending::One(rx), ids, now);
     slot.barrier = true;
     slot
 }
