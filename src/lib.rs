@@ -18,6 +18,8 @@
 //!   moves (`migrate.rs`), blocking commands on leased connections
 //!   (`leased.rs`), RENAME across backends (`rename.rs`), Pub/Sub
 //!   subscriptions (`pubsub.rs`), the counts of what it did (`tally.rs`),
+//!   the errors it answers itself (`errors.rs`: `RedisError`, whose Display
+//!   is the reply's text),
 //!   and the commands answered here, one file per family (`commands/`:
 //!   AUTH, HELLO, CLIENT, COMMAND, CONFIG, INFO, SLOWLOG, and the
 //!   connection's own: PING, RESET, SELECT, TIME).

@@ -4,10 +4,7 @@
 //! wrong passwords per address.
 
 use crate::client::commands::auth::is_restricted;
-use crate::client::errors::{
-    arity_error, noperm_command, unknown_command, AUTH_BLOCKED, NOAUTH, NOPERM_CHANNEL,
-    NOPERM_NOTIFICATION, NOPERM_RESTORE,
-};
+use crate::client::errors::{arity_error, noperm_command, unknown_command, RedisError};
 use crate::client::pubsub::subscribed_refusal;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
@@ -45,7 +42,7 @@ pub(in crate::client) fn admit<'t>(
         return Err(arity_error(spec.name));
     }
     if !state.authenticated && !spec.no_auth {
-        return Err(Reply::error(NOAUTH));
+        return Err(RedisError::NoAuth.reply());
     }
     let user = match &state.user {
         None => None,
@@ -57,7 +54,7 @@ pub(in crate::client) fn admit<'t>(
                 state.authenticated = false;
                 state.user = None;
                 state.publish();
-                return Err(Reply::error(NOAUTH));
+                return Err(RedisError::NoAuth.reply());
             }
         },
     };
@@ -92,9 +89,7 @@ fn resolve(
             Err(if is_restricted(topo, user) {
                 noperm_command(name)
             } else {
-                Reply::error(format!(
-                    "ERR session-proxy cannot route '{name}': the server does not say where all of its keys are"
-                ))
+                RedisError::CannotRoute(name.to_string()).reply()
             })
         }
         (None, None) => {
@@ -127,7 +122,7 @@ fn refusal(
     }
     if spec.name == "restore" && !topo.config.keys.allow_restore && is_restricted(topo, user) {
         shared.metrics.refused_commands.increment(1);
-        return Some(Reply::error(NOPERM_RESTORE));
+        return Some(RedisError::NoPermRestore.reply());
     }
     if let Some(refusal) = subscribed_refusal(state, spec) {
         return Some(refusal);
@@ -164,7 +159,7 @@ pub(in crate::client) fn auth_refused(
     }
     shared.metrics.closed_auth.increment(1);
     state.closing = true;
-    let mut slot = Slot::ready(state.proto, Reply::error(AUTH_BLOCKED));
+    let mut slot = Slot::ready(state.proto, RedisError::AuthBlocked.reply());
     slot.close_after = true;
     Some(slot)
 }
@@ -229,7 +224,7 @@ fn channel_refusal(
     }
     if publish {
         if is_notification(request.arg(1).unwrap_or_default()) {
-            return Some(Reply::error(NOPERM_NOTIFICATION));
+            return Some(RedisError::NoPermNotification.reply());
         }
         if user.is_some_and(|u| u.read_only) {
             return Some(noperm_command(spec.name));
@@ -247,5 +242,5 @@ fn channel_refusal(
             policy.allows_channel(name)
         }
     });
-    (!allowed).then(|| Reply::error(NOPERM_CHANNEL))
+    (!allowed).then(|| RedisError::NoPermChannel.reply())
 }

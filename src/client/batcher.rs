@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendResult, BatchResult, Origin};
+use crate::client::errors::RedisError;
 use crate::client::receive::{poll_receiver, result_reply};
 use crate::client::State;
 use crate::protocol::Reply;
@@ -214,5 +215,5 @@ impl Batcher {
 }
 
 pub(in crate::client) fn reply_dropped() -> Reply {
-    Reply::error("ERR reply dropped by the proxy")
+    RedisError::ReplyDropped.reply()
 }

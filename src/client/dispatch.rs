@@ -16,7 +16,7 @@ use crate::client::commands::auth::is_restricted;
 use crate::client::commands::client::client_unblock;
 use crate::client::commands::info::{info_text, wants_memory, ScriptMemory};
 use crate::client::ctx::Ctx;
-use crate::client::errors::{arity_error, noperm_command, KEYSPACE_CONFIG_REFUSED, NOPERM_KEY};
+use crate::client::errors::{arity_error, noperm_command, RedisError};
 use crate::client::leased::blocking;
 use crate::client::merge::MergeHow;
 use crate::client::migrate::{migrating, moving_keys};
@@ -237,13 +237,13 @@ fn transaction_step(
 ) -> Option<Slot> {
     let proto = state.proto;
     let reply = match (spec.cmd, state.multi.is_some()) {
-        (Cmd::Multi, true) => Reply::error("ERR MULTI calls can not be nested"),
+        (Cmd::Multi, true) => RedisError::NestedMulti.reply(),
         (Cmd::Multi, false) => {
             state.multi = Some(Multi::after_watch(state.watching.as_ref()));
             Reply::ok()
         }
         (Cmd::Exec | Cmd::Discard, false) => {
-            Reply::error(format!("ERR {} without MULTI", spec.name.to_uppercase()))
+            RedisError::WithoutMulti(spec.name.to_uppercase()).reply()
         }
         (Cmd::Exec, true) => {
             let multi = state.multi.take()?;
@@ -255,7 +255,7 @@ fn transaction_step(
             state.watching = None;
             Reply::ok()
         }
-        (Cmd::Watch, true) => Reply::error("ERR WATCH inside MULTI is not allowed"),
+        (Cmd::Watch, true) => RedisError::WatchInMulti.reply(),
         (Cmd::Watch, false) => {
             batcher.flush(topo, state.origin());
             let policy = policy(topo, user_prefixes);
@@ -316,7 +316,7 @@ pub(in crate::client) fn routed(cx: &mut Ctx<'_>, user_prefixes: &[String]) -> S
     match planned {
         Plan::Refused => {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
-            Slot::ready(proto, Reply::error(NOPERM_KEY))
+            Slot::ready(proto, RedisError::NoPermKey.reply())
         }
         Plan::Answer(reply) => Slot::ready(proto, reply),
         Plan::Rename { from, to } => {
@@ -465,9 +465,7 @@ fn kill(topo: &Arc<Topology>, state: &State, request: &Request) -> Slot {
                 _ => {}
             }
         }
-        let _ = tx.send(Ok(answer.unwrap_or_else(|| {
-            Reply::error("NOTBUSY No scripts in execution right now.")
-        })));
+        let _ = tx.send(Ok(answer.unwrap_or_else(|| RedisError::NotBusy.reply())));
     });
     Slot::waiting(
         topo,
@@ -612,7 +610,7 @@ fn backend_config(cx: &mut Ctx<'_>, user: Option<&crate::config::User>) -> Optio
             Some(to_every(cx.state, cx.batcher))
         }
         b"SET" if names(2).any(|n| n.eq_ignore_ascii_case(b"notify-keyspace-events")) => Some(
-            Slot::ready(cx.state.proto, Reply::error(KEYSPACE_CONFIG_REFUSED)),
+            Slot::ready(cx.state.proto, RedisError::KeyspaceConfigRefused.reply()),
         ),
         _ => None,
     }

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::client::errors::RedisError;
 use crate::protocol::Reply;
 use crate::pubsub::policy::ChannelPolicy;
 
@@ -144,7 +145,7 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
         MergeHow::InKeyOrder(positions) => in_key_order(positions, &parts),
         MergeHow::Same => match parts.split_first() {
             Some((first, rest)) if rest.iter().all(|p| p == first) => first.clone(),
-            _ => Reply::error("ERR the backends gave different replies"),
+            _ => RedisError::BackendsDiffer.reply(),
         },
         MergeHow::Union(filter) => union(filter, parts),
         MergeHow::NumSub(owners, filter) => numsub(owners, filter, &parts),
@@ -167,7 +168,7 @@ pub(in crate::client) fn merge(how: &MergeHow, parts: Vec<Reply>) -> Reply {
 
 /// What a backend's reply of an unexpected shape becomes.
 fn unexpected() -> Reply {
-    Reply::error("ERR unexpected reply from a backend")
+    RedisError::UnexpectedReply.reply()
 }
 
 /// Integer replies folded into one (a sum, a maximum).

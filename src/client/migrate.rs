@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
+use crate::client::errors::RedisError;
 use crate::client::merge::{merge, MergeHow};
 use crate::client::plan::Plan;
 use crate::client::slot::{Pending, Slot};
@@ -69,7 +70,7 @@ pub(in crate::client) fn migrating(
             Sends::One { backend, payload }
         }
         // Refused and Every never carry keys here.
-        _ => return Slot::ready(cx.state.proto, Reply::error("ERR internal routing error")),
+        _ => return Slot::ready(cx.state.proto, RedisError::Routing.reply()),
     };
     // A delete must reach the old location too, or the session could come
     // back from there: with it unreachable, the delete fails instead.

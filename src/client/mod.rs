@@ -19,10 +19,11 @@ use bytes::{Bytes, BytesMut};
 use tracing::{debug, Instrument};
 
 use crate::backend::{BackendError, LARGE_REPLY_BYTES};
+use crate::client::errors::RedisError;
 use crate::memory::ARG_COST;
 use crate::net::Stream;
 use crate::protocol::request::{Framed, LARGE_REQUEST_ARGS};
-use crate::protocol::{Proto, Reply, Request, RequestDecoder};
+use crate::protocol::{Proto, Request, RequestDecoder};
 use crate::shared::{Shared, Topology};
 
 use self::batcher::Batcher;
@@ -239,52 +240,22 @@ impl<'a> Handler<'a> {
             match decoded {
                 Ok(Some(Framed::Refused { args })) => {
                     self.shared.metrics.refused_commands.increment(1);
-                    let message = format!(
-                        "OOM command not allowed: a request of {args} arguments needs about {} MiB more than [limits] max_memory_bytes leaves now",
-                        args.saturating_mul(ARG_COST) >> 20
-                    );
-                    self.queue
-                        .push_back(Slot::ready(self.state.proto, Reply::error(message)));
+                    let mib = args.saturating_mul(ARG_COST) >> 20;
+                    let refusal = RedisError::RequestTooLarge { args, mib }.reply();
+                    self.queue.push_back(Slot::ready(self.state.proto, refusal));
                 }
                 Ok(Some(Framed::Request(request))) => {
-                    if request.is_empty() {
-                        continue;
+                    if !request.is_empty() {
+                        self.take_request(request, now);
                     }
-                    // Charged when its header came (see `decode_with`).
-                    let charge = match &request {
-                        Request::Multibulk { .. } if request.len() >= LARGE_REQUEST_ARGS => {
-                            request.len() * ARG_COST
-                        }
-                        _ => 0,
-                    };
-                    if self.queue.is_empty() {
-                        // Nothing of this client's is in flight: it may move
-                        // between backend connections without reordering.
-                        self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
-                    }
-                    let mut slot = dispatch(
-                        self.shared,
-                        &self.topo,
-                        self.state,
-                        &mut self.batcher,
-                        request,
-                        now,
-                    );
-                    if self.state.reply_bytes == 0 && slot.deadline.is_some() && !slot.barrier {
-                        slot.barrier = true;
-                        self.sizing = true;
-                        // A barrier is checked before the next request: its
-                        // batch must be on its way.
-                        self.batcher.flush(&self.topo, self.state.origin());
-                    }
-                    self.decoder.authenticated = self.state.authenticated;
-                    slot.charge = charge;
-                    self.queue.push_back(slot);
                 }
                 Ok(None) => break,
                 Err(e) => {
                     self.state.closing = true;
-                    let mut slot = Slot::ready(self.state.proto, Reply::error(format!("ERR {e}")));
+                    let mut slot = Slot::ready(
+                        self.state.proto,
+                        RedisError::Protocol(e.to_string()).reply(),
+                    );
                     slot.close_after = true;
                     self.queue.push_back(slot);
                 }
@@ -292,6 +263,40 @@ impl<'a> Handler<'a> {
         }
         self.batcher.flush(&self.topo, self.state.origin());
         held_back
+    }
+
+    /// Runs one request and queues its slot.
+    fn take_request(&mut self, request: Request, now: Instant) {
+        // Charged when its header came (see `decode_with`).
+        let charge = match &request {
+            Request::Multibulk { .. } if request.len() >= LARGE_REQUEST_ARGS => {
+                request.len() * ARG_COST
+            }
+            _ => 0,
+        };
+        if self.queue.is_empty() {
+            // Nothing of this client's is in flight: it may move
+            // between backend connections without reordering.
+            self.state.large_replies = self.state.reply_bytes > LARGE_REPLY_BYTES;
+        }
+        let mut slot = dispatch(
+            self.shared,
+            &self.topo,
+            self.state,
+            &mut self.batcher,
+            request,
+            now,
+        );
+        if self.state.reply_bytes == 0 && slot.deadline.is_some() && !slot.barrier {
+            slot.barrier = true;
+            self.sizing = true;
+            // A barrier is checked before the next request: its
+            // batch must be on its way.
+            self.batcher.flush(&self.topo, self.state.origin());
+        }
+        self.decoder.authenticated = self.state.authenticated;
+        slot.charge = charge;
+        self.queue.push_back(slot);
     }
 
     /// Steps 1-3 of the loop: takes the new topology, runs the requests

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use sha1::{Digest, Sha1};
 
-use crate::client::errors::{arity_error, unknown_subcommand, CROSSSLOT};
+use crate::client::errors::{arity_error, unknown_subcommand, RedisError};
 use crate::client::merge::{ChannelFilter, KeyFilter, MergeHow, SCAN_INDEX_BITS};
 use crate::protocol::command::writes;
 use crate::protocol::{Cmd, Merge, Reply, Request, Route, Spec};
@@ -235,9 +235,7 @@ fn group_keys(
 fn script_plan(spec: &Spec, request: &Request, policy: &Policy<'_>, keys: usize) -> Option<Plan> {
     if keys == 0 {
         if policy.restricted() {
-            return Some(Plan::Answer(Reply::error(
-                "NOPERM a script without keys may touch any key: with [keys] prefixes set, session-proxy runs a script only on its declared keys (numkeys at least 1)",
-            )));
+            return Some(Plan::Answer(RedisError::ScriptWithoutKeys.reply()));
         }
         // No key to route by: any backend, as Redis Cluster runs it
         // on whichever node it is sent to.
@@ -268,7 +266,7 @@ fn across_groups(spec: &Spec, owners: &[(usize, Group)]) -> Plan {
             to: owners[1].1 .0,
         };
     }
-    Plan::Answer(Reply::error(CROSSSLOT))
+    Plan::Answer(RedisError::CrossSlot.reply())
 }
 
 /// One sub-command per group, with that group's keys (and their values,
@@ -361,7 +359,7 @@ fn narrowed(pattern: &[u8], prefix: &str) -> (Bytes, bool) {
 }
 
 fn scan(request: &Request, policy: &Policy<'_>) -> Plan {
-    let invalid = || Plan::Answer(Reply::error("ERR invalid cursor"));
+    let invalid = || Plan::Answer(RedisError::InvalidCursor.reply());
     let Some(cursor) = request
         .arg(1)
         .and_then(|c| std::str::from_utf8(c).ok())
@@ -494,9 +492,7 @@ fn sort_refusal(
         } else {
             "GET"
         };
-        return Some(Reply::error(format!(
-            "ERR {option} option of SORT denied due to insufficient ACL permissions."
-        )));
+        return Some(RedisError::SortDenied(option.to_string()).reply());
     }
     let several = policy.backends > 1 || policy.clusters.iter().any(|&c| c);
     if !several {
@@ -513,7 +509,7 @@ fn sort_refusal(
             .and_then(|tag| crate::router::tag_of(tag, key_part))
             .is_some_and(|tag| !tag.contains(&b'*') && Some(owner(key_part)) == key_backend)
     });
-    (!together).then(|| Reply::error(CROSSSLOT))
+    (!together).then(|| RedisError::CrossSlot.reply())
 }
 
 /// FUNCTION: what changes the libraries runs on every backend (each must
@@ -549,9 +545,7 @@ fn function(request: &Request, policy: &Policy<'_>) -> Plan {
         return Plan::Answer(arity_error(&name));
     }
     if policy.restricted() && sub != b"KILL".as_slice() {
-        return Plan::Answer(Reply::error(
-            "NOPERM functions may touch keys they do not declare: they are not loaded or removed while [keys] prefixes are set",
-        ));
+        return Plan::Answer(RedisError::FunctionLoadRefused.reply());
     }
     Plan::Every { how }
 }
@@ -560,10 +554,7 @@ fn function(request: &Request, policy: &Policy<'_>) -> Plan {
 /// with prefixes set, a sweep of the keys under them only.
 fn flush(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
     if !policy.allow_flush {
-        return Plan::Answer(Reply::error(format!(
-            "ERR {} is refused by session-proxy: set [keys] allow_flush = true to run it on every backend",
-            spec.name.to_uppercase()
-        )));
+        return Plan::Answer(RedisError::FlushRefused(spec.name.to_uppercase()).reply());
     }
     if !policy.restricted() {
         return Plan::Every {
@@ -579,7 +570,7 @@ fn flush(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
         _ => false,
     };
     if !mode_ok {
-        return Plan::Answer(Reply::error("ERR syntax error"));
+        return Plan::Answer(RedisError::Syntax.reply());
     }
     Plan::Sweep {
         every_db: spec.cmd == Cmd::FlushAll,
@@ -594,18 +585,10 @@ fn script_refusal(spec: &Spec, request: &Request, scripts: &[String]) -> Option<
     let sha = match spec.cmd {
         Cmd::Eval | Cmd::EvalRo => hex(&Sha1::digest(body)),
         Cmd::EvalSha | Cmd::EvalShaRo => String::from_utf8_lossy(body).to_ascii_lowercase(),
-        _ => {
-            return Some(Reply::error(
-                "NOPERM functions may touch keys they do not declare: they are refused while [keys] prefixes are set",
-            ))
-        }
+        _ => return Some(RedisError::FunctionRefused.reply()),
     };
     let listed = ALWAYS_ALLOWED_SCRIPTS.contains(&sha.as_str()) || scripts.contains(&sha);
-    (!listed).then(|| {
-        Reply::error(format!(
-            "NOPERM script {sha} may touch keys it does not declare: with [keys] prefixes set, only scripts listed in [keys] scripts run"
-        ))
-    })
+    (!listed).then(|| RedisError::ScriptRefused(sha.to_string()).reply())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -758,7 +741,7 @@ mod tests {
         ] {
             assert_eq!(
                 plan_on_cluster(args),
-                Plan::Answer(Reply::error(CROSSSLOT)),
+                Plan::Answer(RedisError::CrossSlot.reply()),
                 "{args:?}"
             );
         }
@@ -960,7 +943,10 @@ mod tests {
                 wait: false
             }
         );
-        assert_eq!(answer(&["EVALSHA", "abc", "2", "a1", "b1"], &[]), CROSSSLOT);
+        assert_eq!(
+            answer(&["EVALSHA", "abc", "2", "a1", "b1"], &[]),
+            RedisError::CrossSlot.to_string()
+        );
         assert!(matches!(
             plan_of(&["EVAL", "return 1", "0"], &[], &[]),
             Plan::Forward { .. }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{BackendResult, Reserved};
 use crate::client::batcher::Batcher;
+use crate::client::errors::RedisError;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::protocol::{Cmd, Proto, Reply, Request, Spec};
@@ -181,12 +182,7 @@ pub(in crate::client) fn subscribed_refusal(state: &State, spec: &Spec) -> Optio
     }
     let allowed =
         kind_of(spec.cmd).is_some() || matches!(spec.cmd, Cmd::Ping | Cmd::Quit | Cmd::Reset);
-    (!allowed).then(|| {
-        Reply::error(format!(
-            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
-            spec.name
-        ))
-    })
+    (!allowed).then(|| RedisError::Subscribed(spec.name.to_string()).reply())
 }
 
 /// PING in subscribed mode (RESP2): `pong` and the message, in an array.
@@ -280,7 +276,7 @@ fn unsubscribe(
 ) -> Result<Reply, Reply> {
     let (confirmations, _) = match subscriber.wanted.lock() {
         Ok(mut wanted) => wanted.unsubscribe(kind, names, proto),
-        Err(_) => return Err(Reply::error("ERR internal error")),
+        Err(_) => return Err(RedisError::Internal.reply()),
     };
     for (index, names) in targets {
         // With no names, the link unsubscribes every one of the kind.
@@ -310,16 +306,14 @@ fn subscribe(
 ) -> Result<oneshot::Receiver<BackendResult>, Reply> {
     let limit = topo.config.limits.max_subscriptions;
     if subscriber.total() + names.len() > limit {
-        return Err(Reply::error(format!(
-            "ERR too many subscriptions for one client: at most {limit} ([limits] max_subscriptions)"
-        )));
+        return Err(RedisError::TooManySubscriptions(limit).reply());
     }
     for (index, _) in &targets {
         subscriber.link(topo, *index)?;
     }
     let confirmations = match subscriber.wanted.lock() {
         Ok(mut wanted) => wanted.subscribe(kind, &names, proto, |n| topo.route(n)),
-        Err(_) => return Err(Reply::error("ERR internal error")),
+        Err(_) => return Err(RedisError::Internal.reply()),
     };
     subscriber.show(card);
     let mut acks = Vec::with_capacity(targets.len());

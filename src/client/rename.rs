@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
+use crate::client::errors::RedisError;
 use crate::client::slot::{Pending, Slot};
 use crate::migration::call;
 use crate::migration::fence::{restore_before, Restored};
@@ -170,13 +171,13 @@ async fn take(
         }
     };
     Ok(match taken {
-        Reply::Null => Err(Reply::error("ERR no such key")),
+        Reply::Null => Err(RedisError::NoSuchKey.reply()),
         Reply::Array(items) => match &items[..] {
             [Reply::Bulk(value), Reply::Int(ttl)] => Ok((value.clone(), (*ttl).max(0))),
-            _ => Err(Reply::error("ERR unexpected reply from a backend")),
+            _ => Err(RedisError::UnexpectedReply.reply()),
         },
         Reply::Error(e) => Err(Reply::Error(e)),
-        _ => Err(Reply::error("ERR unexpected reply from a backend")),
+        _ => Err(RedisError::UnexpectedReply.reply()),
     })
 }
 
@@ -195,7 +196,7 @@ fn not_restored(
             backend: to.clone(),
             timeout_ms,
         })),
-        Ok(Restored::Unexpected) => Some(Ok(Reply::error("ERR unexpected reply from a backend"))),
+        Ok(Restored::Unexpected) => Some(Ok(RedisError::UnexpectedReply.reply())),
         Err(error) => Some(Err(error)),
     }
 }

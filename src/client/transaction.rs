@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Held, Origin};
-use crate::client::errors::{CROSSSLOT, EXECABORT, NOPERM_KEY};
+use crate::client::errors::RedisError;
 use crate::client::migrate::{moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
@@ -110,10 +110,8 @@ fn queued(
     if multi.commands.len() + 1 > limits.max_pipeline
         || multi.bytes + raw_len > limits.max_request_bytes
     {
-        return Err(Reply::error(format!(
-            "ERR transaction too large for session-proxy: at most {} commands and {} bytes ([limits] max_pipeline, max_request_bytes)",
-            limits.max_pipeline, limits.max_request_bytes
-        )));
+        let (commands, bytes) = (limits.max_pipeline, limits.max_request_bytes);
+        return Err(RedisError::TransactionTooLarge { commands, bytes }.reply());
     }
     let raw = request.payload();
     multi.bytes += raw.len();
@@ -135,15 +133,12 @@ fn backend_of(
         Route::Key | Route::Keys(_) | Route::KeyValues | Route::Script | Route::Specs => {
             match plan(spec, request, policy, |key| topo.route(key), |_| false) {
                 Plan::Forward { backend, .. } => Ok(Some(backend)),
-                Plan::Refused => Err(Reply::error(NOPERM_KEY)),
+                Plan::Refused => Err(RedisError::NoPermKey.reply()),
                 Plan::Answer(reply) => Err(reply),
-                _ => Err(Reply::error(CROSSSLOT)),
+                _ => Err(RedisError::CrossSlot.reply()),
             }
         }
-        _ => Err(Reply::error(format!(
-            "ERR session-proxy does not run {} inside MULTI",
-            spec.name.to_uppercase()
-        ))),
+        _ => Err(RedisError::NotInMulti(spec.name.to_uppercase()).reply()),
     }
 }
 
@@ -159,7 +154,7 @@ fn join(
     if policy.clusters.get(backend).copied().unwrap_or(false) {
         if let crate::cluster::Touches::Slot(slot) = crate::cluster::touches(&request.payload()) {
             match multi.slots.iter().find(|(b, _)| *b == backend) {
-                Some(&(_, first)) if first != slot => return Err(Reply::error(CROSSSLOT)),
+                Some(&(_, first)) if first != slot => return Err(RedisError::CrossSlot.reply()),
                 Some(_) => {}
                 None => multi.slots.push((backend, slot)),
             }
@@ -170,7 +165,7 @@ fn join(
             // Split over backends only when allowed, and never after a
             // WATCH (its connection is the first backend's).
             if !policy.split_transactions || watching {
-                return Err(Reply::error(CROSSSLOT));
+                return Err(RedisError::CrossSlot.reply());
             }
             multi.spans = true;
         }
@@ -192,7 +187,7 @@ pub(in crate::client) fn exec(
     // EXEC ends a WATCH whatever happens.
     let watching = state.watching.take();
     if multi.aborted {
-        return Slot::ready(state.proto, Reply::error(EXECABORT));
+        return Slot::ready(state.proto, RedisError::ExecAbort.reply());
     }
     let first = multi.backend.unwrap_or(0);
     let (batches, places) = transactions(&multi.commands, first);
@@ -324,11 +319,11 @@ pub(in crate::client) fn watch(
     let mut backend = state.watching.as_ref().map(|w| w.backend);
     for key in request.args().iter().skip(1) {
         if !filter.allows(key) {
-            return Slot::ready(proto, Reply::error(NOPERM_KEY));
+            return Slot::ready(proto, RedisError::NoPermKey.reply());
         }
         let owner = topo.route(key);
         match backend {
-            Some(b) if b != owner => return Slot::ready(proto, Reply::error(CROSSSLOT)),
+            Some(b) if b != owner => return Slot::ready(proto, RedisError::CrossSlot.reply()),
             _ => backend = Some(owner),
         }
     }
@@ -352,7 +347,7 @@ pub(in crate::client) fn watch(
         });
     }
     let Some(watching) = state.watching.as_ref() else {
-        return Slot::ready(proto, Reply::error("ERR internal routing error"));
+        return Slot::ready(proto, RedisError::Routing.reply());
     };
     let payload = request.payload();
     let rx = target.send_held(&watching.held, state.origin(), payload, state.db);

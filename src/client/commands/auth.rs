@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::client::errors::{arity_error, WRONGPASS};
+use crate::client::errors::{arity_error, RedisError};
 use crate::client::State;
 use crate::protocol::Reply;
 use crate::shared::Topology;
@@ -53,14 +53,12 @@ pub(in crate::client) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub(in crate::client) fn auth(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
     if args.len() > 3 {
-        return Reply::error("ERR syntax error");
+        return RedisError::Syntax.reply();
     }
     let (user, password) = match args {
         [_, password] => {
             if topo.config.listen.password.is_none() {
-                return Reply::error(
-                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-                );
+                return RedisError::AuthWithoutPassword.reply();
             }
             (None, password)
         }
@@ -73,6 +71,6 @@ pub(in crate::client) fn auth(topo: &Topology, state: &mut State, args: &[Bytes]
             state.user = who;
             Reply::ok()
         }
-        None => Reply::error(WRONGPASS),
+        None => RedisError::WrongPass.reply(),
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::client::errors::{arity_error, c_str, unknown_subcommand};
+use crate::client::errors::{arity_error, c_str, unknown_subcommand, RedisError};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::protocol::request::parse_int;
@@ -19,9 +19,7 @@ use crate::shared::{Shared, Topology};
 
 pub(in crate::client) fn check_client_name(name: &[u8]) -> Result<(), Reply> {
     if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-        return Err(Reply::error(
-            "ERR Client names cannot contain spaces, newlines or special characters.",
-        ));
+        return Err(RedisError::ClientName.reply());
     }
     Ok(())
 }
@@ -82,7 +80,7 @@ fn client_list(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
             for id in &args[i + 1..] {
                 match parse_int(id) {
                     Some(id) if id > 0 => wanted.push(id),
-                    _ => return Reply::error("ERR Invalid client ID"),
+                    _ => return RedisError::InvalidClientId.reply(),
                 }
             }
             ids = Some(wanted);
@@ -91,7 +89,7 @@ fn client_list(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
             normal = args[i + 1].eq_ignore_ascii_case(b"normal");
             i += 2;
         } else {
-            return Reply::error("ERR syntax error");
+            return RedisError::Syntax.reply();
         }
     }
     let mut text = String::new();
@@ -125,7 +123,7 @@ fn client_reply(state: &mut State, mode: &[u8]) -> Reply {
             state.skip_replies = 2;
             Reply::ok()
         }
-        _ => Reply::error("ERR syntax error"),
+        _ => RedisError::Syntax.reply(),
     }
 }
 
@@ -188,7 +186,7 @@ pub(in crate::client) fn client_unblock(
         }
     };
     let Some(id) = parse_int(&args[2]) else {
-        return answer(Reply::error("ERR value is not an integer or out of range"));
+        return answer(RedisError::NotAnInteger.reply());
     };
     let waiting = same_user(shared, state)
         .into_iter()
@@ -235,13 +233,13 @@ fn client_kill(shared: &Shared, state: &State, args: &[Bytes]) -> Reply {
     let clients = same_user(shared, state);
     if args.len() == 3 {
         let Some(card) = clients.iter().find(|c| c.peer.as_bytes() == &args[2][..]) else {
-            return Reply::error("ERR No such client");
+            return RedisError::NoSuchClient.reply();
         };
         card.kill();
         return Reply::ok();
     }
     if !args.len().is_multiple_of(2) {
-        return Reply::error("ERR syntax error");
+        return RedisError::Syntax.reply();
     }
     let mut skip_me = true;
     let mut tests: Vec<Filter> = Vec::new();
@@ -250,7 +248,7 @@ fn client_kill(shared: &Shared, state: &State, args: &[Bytes]) -> Reply {
         match &filter[..] {
             b"ID" => match parse_int(&value) {
                 Some(id) if id > 0 => tests.push(Box::new(move |c| c.id as i64 == id)),
-                _ => return Reply::error("ERR client-id should be greater than 0"),
+                _ => return RedisError::ClientIdNotPositive.reply(),
             },
             b"ADDR" => tests.push(Box::new(move |c| c.peer.as_bytes() == &value[..])),
             b"LADDR" => tests.push(Box::new(move |c| c.local.as_bytes() == &value[..])),
@@ -269,11 +267,11 @@ fn client_kill(shared: &Shared, state: &State, args: &[Bytes]) -> Reply {
                 Some(age) => tests.push(Box::new(move |c| {
                     c.connected_at.elapsed().as_secs() as i64 >= age
                 })),
-                None => return Reply::error("ERR syntax error"),
+                None => return RedisError::Syntax.reply(),
             },
             b"SKIPME" if value.eq_ignore_ascii_case(b"yes") => skip_me = true,
             b"SKIPME" if value.eq_ignore_ascii_case(b"no") => skip_me = false,
-            _ => return Reply::error("ERR syntax error"),
+            _ => return RedisError::Syntax.reply(),
         }
     }
     let mut killed = 0;

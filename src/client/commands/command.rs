@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::client::commands::config::glob_match;
-use crate::client::errors::{arity_error, unknown_subcommand};
+use crate::client::errors::{arity_error, unknown_subcommand, RedisError};
 use crate::protocol::command::TABLE;
 use crate::protocol::{lookup, Proto, Reply, Request, Route, Spec};
 
@@ -65,22 +65,22 @@ fn getkeys(args: &[Bytes]) -> Reply {
         return arity_error("command|getkeys");
     }
     let Some(spec) = lookup(&args[2]) else {
-        return Reply::error("ERR Invalid command specified");
+        return RedisError::InvalidCommand.reply();
     };
     if !spec.arity_ok(args.len() - 2) {
-        return Reply::error("ERR Invalid number of arguments specified for command");
+        return RedisError::InvalidArgumentCount.reply();
     }
     let keyed = !matches!(spec.route, Route::Local | Route::AllBackends | Route::Scan);
     if !keyed || (spec.route == Route::Channel) {
-        return Reply::error("ERR The command has no key arguments");
+        return RedisError::NoKeyArguments.reply();
     }
     let request = Request::Inline(args[2..].to_vec());
     let Ok(positions) = crate::protocol::keys::positions(spec, &request) else {
-        return Reply::error("ERR Invalid arguments specified for command");
+        return RedisError::InvalidArguments.reply();
     };
     // A script or function may declare no keys (Redis's no-mandatory-keys).
     if positions.len() == 0 && spec.route != Route::Script {
-        return Reply::error("ERR Invalid arguments specified for command");
+        return RedisError::InvalidArguments.reply();
     }
     Reply::Array(
         positions
@@ -100,7 +100,7 @@ fn list(args: &[Bytes]) -> Reply {
         {
             Some(&args[4])
         }
-        _ => return Reply::error("ERR syntax error"),
+        _ => return RedisError::Syntax.reply(),
     };
     Reply::Array(
         TABLE

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use crate::client::errors::RedisError;
 use crate::client::pubsub::subscribed_ping;
 use crate::client::State;
 use crate::protocol::request::parse_int;
@@ -45,9 +46,9 @@ pub(in crate::client) fn reset(topo: &Topology, state: &mut State) -> Reply {
 /// SELECT, within `[listen] databases`.
 pub(in crate::client) fn select(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
     match parse_int(&args[1]) {
-        None => Reply::error("ERR value is not an integer or out of range"),
+        None => RedisError::NotAnInteger.reply(),
         Some(db) if db < 0 || db >= topo.config.listen.databases as i64 => {
-            Reply::error("ERR DB index is out of range")
+            RedisError::DbIndex.reply()
         }
         Some(db) => {
             state.db = db as u32;

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use crate::client::commands::auth::authenticate;
 use crate::client::commands::client::check_client_name;
-use crate::client::errors::{c_str, WRONGPASS};
+use crate::client::errors::{c_str, RedisError};
 use crate::client::State;
 use crate::protocol::request::parse_int;
 use crate::protocol::{Proto, Reply};
@@ -14,10 +14,10 @@ pub(in crate::client) fn hello(topo: &Topology, state: &mut State, args: &[Bytes
     let mut proto = None;
     if let Some(version) = args.get(1) {
         match parse_int(version) {
-            None => return Reply::error("ERR Protocol version is not an integer or out of range"),
+            None => return RedisError::ProtocolVersion.reply(),
             Some(2) => proto = Some(Proto::Resp2),
             Some(3) => proto = Some(Proto::Resp3),
-            Some(_) => return Reply::error("NOPROTO unsupported protocol version"),
+            Some(_) => return RedisError::NoProto.reply(),
         }
     }
     let mut credentials = None;
@@ -44,7 +44,7 @@ pub(in crate::client) fn hello(topo: &Topology, state: &mut State, args: &[Bytes
     }
     if let Some((user, password)) = credentials {
         let Some(who) = authenticate(topo, Some(user), password) else {
-            return Reply::error(WRONGPASS);
+            return RedisError::WrongPass.reply();
         };
         state.authenticated = true;
         state.user = who;

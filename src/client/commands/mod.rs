@@ -11,6 +11,7 @@ pub(in crate::client) mod slowlog;
 
 use bytes::Bytes;
 
+use crate::client::errors::RedisError;
 use crate::client::State;
 use crate::protocol::{Cmd, Reply, Spec};
 use crate::shared::{Shared, Topology};
@@ -53,6 +54,6 @@ pub(in crate::client) fn answer(
             "ERR WAIT is not supported by session-proxy: set min_replicas_ack on a backend to have every write acknowledged by its replicas before the client's reply",
         ),
         // Routed commands never reach here.
-        _ => Reply::error("ERR internal routing error"),
+        _ => RedisError::Routing.reply(),
     }
 }

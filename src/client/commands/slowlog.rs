@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::client::errors::{arity_error, unknown_subcommand};
+use crate::client::errors::{arity_error, unknown_subcommand, RedisError};
 use crate::client::State;
 use crate::protocol::request::parse_int;
 use crate::protocol::Reply;
@@ -44,7 +44,7 @@ pub(in crate::client) fn slowlog_command(
         (b"GET", 3) => match parse_int(&args[2]) {
             Some(n) if n < 0 => shared.slowlog.get(usize::MAX, viewer),
             Some(n) => shared.slowlog.get(n as usize, viewer),
-            None => Reply::error("ERR value is not an integer or out of range"),
+            None => RedisError::NotAnInteger.reply(),
         },
         (b"GET", _) => arity_error("slowlog|get"),
         (b"LEN", 2) => Reply::Int(shared.slowlog.len_for(viewer) as i64),
