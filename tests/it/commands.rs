@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::common::{proxy_over, wait_until, RawClient, Redis};
+use crate::common::{proxy_over, wait_until, Differential, RawClient, Redis};
 
 const LIBRARY: &str = "#!lua name=mylib\nredis.register_function('myget', function(keys) return redis.call('get', keys[1]) end)";
 
@@ -124,9 +124,11 @@ fn config_set_of_listed_parameters_reaches_every_backend() {
 /// names, in any case), with the fields clients and Redis's tests read.
 #[test]
 fn info_sections_are_chosen_as_redis_chooses_them() {
-    let servers: Vec<Redis> = (0..1).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers: _servers,
+        reference,
+        proxy,
+    } = Differential::start(1, "");
     let mut c = proxy.client();
     let mut direct = reference.client();
     c.cmd(&["GET", "x"]);

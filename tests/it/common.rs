@@ -397,6 +397,39 @@ pub fn proxy_over<R: std::borrow::Borrow<Redis>>(servers: &[R], extra: &str) -> 
     Proxy::start(&text)
 }
 
+/// The differential set-up: plain Redis servers behind a proxy, and a
+/// reference Redis alone, each on a free loopback port.
+pub struct Differential {
+    pub servers: Vec<Redis>,
+    pub reference: Redis,
+    pub proxy: Proxy,
+}
+
+impl Differential {
+    /// `backends` servers behind a proxy whose config has `extra` too.
+    pub fn start(backends: usize, extra: &str) -> Differential {
+        let servers: Vec<Redis> = (0..backends).map(|_| Redis::start()).collect();
+        let reference = Redis::start();
+        let proxy = proxy_over(&servers, extra);
+        Differential {
+            servers,
+            reference,
+            proxy,
+        }
+    }
+}
+
+/// A client of the proxy and one of the reference Redis, both after
+/// `HELLO 3` when `resp3`.
+pub fn pair(proxy: &Proxy, reference: &Redis, resp3: bool) -> (RawClient, RawClient) {
+    let (mut through, mut direct) = (proxy.client(), reference.client());
+    if resp3 {
+        through.hello3();
+        direct.hello3();
+    }
+    (through, direct)
+}
+
 /// A blocking RESP client that returns each reply's exact bytes.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -1056,15 +1089,24 @@ pub fn django_phase(port: u16, dir: &Path, phase: &str, expect: &str) {
 
 pub fn run_script(venv: &str, script: &str, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = python(venv)
-        .arg(root.join("tests/python").join(script))
-        .args(args)
+    run_checked(
+        python(venv)
+            .arg(root.join("tests/python").join(script))
+            .args(args),
+        &format!("{script} {args:?}"),
+    )
+}
+
+/// Runs a program to success and returns what it printed; a failure shows
+/// its output and `what` it was.
+pub fn run_checked(command: &mut Command, what: &str) -> String {
+    let output = command
         .output()
-        .expect("run python");
+        .unwrap_or_else(|e| panic!("{what}: {e} (scripts/test.sh installs what the tests run)"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "{script} {args:?} failed:\n{stdout}\n{}",
+        "{what} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
@@ -1106,14 +1148,9 @@ impl Cluster {
             replicas.to_string(),
             "--cluster-yes".into(),
         ]);
-        let out = Command::new("redis-cli")
-            .args(&args)
-            .output()
-            .expect("redis-cli must be installed (apt-get install redis-tools)");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
+        run_checked(
+            Command::new("redis-cli").args(&args),
+            "redis-cli --cluster create",
         );
         let cluster = Cluster { nodes };
         // Every node sees the cluster complete: state ok, every master with

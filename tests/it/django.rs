@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    binary, django_phase, free_port, python, wait_proxy_master, wait_until, write_file, Group,
-    Proxy, RawClient, Redis, READY_LIMIT,
+    binary, django_phase, free_port, python, run_checked, wait_proxy_master, wait_until,
+    write_file, Group, Proxy, RawClient, Redis, READY_LIMIT,
 };
 
 struct ProxyProcess {
@@ -89,13 +89,7 @@ impl Site {
         for (id, redis) in ["a", "b", "c"].iter().zip(&self.backends) {
             command.args(["--backend", &format!("{id}={}", redis.address())]);
         }
-        let output = command.output().expect("run python");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "{venv} {engine} {extra:?} failed:\n{stdout}\n{stderr}"
-        );
+        let stdout = run_checked(&mut command, &format!("{venv} {engine} {extra:?}"));
         println!("{venv} {engine} {extra:?}: {stdout}");
         let resp = if venv == "venv-redis8" {
             "\"resp\": \"3\""

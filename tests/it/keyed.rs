@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::common::{proxy_over, wait_until, Proxy, RawClient, Redis};
+use crate::common::{pair, proxy_over, wait_until, Differential, Proxy, RawClient, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -264,17 +264,6 @@ fn the_sequences_cover_every_keyed_command_of_the_table() {
     );
 }
 
-/// A client of the proxy and one of the reference Redis, both after
-/// `HELLO 3` when `resp3`.
-fn pair(proxy: &Proxy, reference: &Redis, resp3: bool) -> (RawClient, RawClient) {
-    let (mut through, mut direct) = (proxy.client(), reference.client());
-    if resp3 {
-        through.hello3();
-        direct.hello3();
-    }
-    (through, direct)
-}
-
 #[test]
 fn every_data_type_answers_as_redis_does_in_resp2() {
     every_data_type_answers_as_redis_does(false);
@@ -289,9 +278,11 @@ fn every_data_type_answers_as_redis_does_in_resp3() {
 }
 
 fn every_data_type_answers_as_redis_does(resp3: bool) {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers: _servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "");
     let (mut through, mut direct) = pair(&proxy, &reference, resp3);
     // Keys that live on one backend, so multi-key commands run there.
     let keys: Vec<String> = (0..3)
@@ -386,9 +377,11 @@ fn multi_key_commands_over_backends_are_refused_unless_redis_defines_them_per_ke
 
 #[test]
 fn rename_across_backends_moves_the_value_with_its_ttl() {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "");
     let mut through = proxy.client();
     let mut direct = reference.client();
     let (old, new) = (proxy.key_on(0, "sess:"), proxy.key_on(2, "sess:"));
@@ -480,9 +473,11 @@ fn spring_session_sequences_are_byte_identical_in_resp3() {
 }
 
 fn spring_session_sequences(resp3: bool) {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers: _servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "");
     let (mut through, mut direct) = pair(&proxy, &reference, resp3);
     let ns = "spring:session";
     for (id, new_id) in [("a1", "b7"), ("c3", "d4"), ("e5", "f6")] {
@@ -569,9 +564,11 @@ fn aspnet_core_cache_sequences_are_byte_identical_in_resp3() {
 }
 
 fn aspnet_core_cache_sequences(resp3: bool) {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers: _servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "");
     let (mut through, mut direct) = pair(&proxy, &reference, resp3);
     same(&mut through, &mut direct, &["ECHO", "hello"]);
     same(&mut through, &mut direct, &["CLIENT", "SETNAME", "web01"]);
@@ -791,9 +788,11 @@ fn prefixes_read_only_users_and_migration_apply_to_every_keyed_command() {
 
 #[test]
 fn command_getkeys_and_list_answer_as_redis_does() {
-    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers: _servers,
+        reference,
+        proxy,
+    } = Differential::start(2, "");
     let (mut through, mut direct) = (proxy.client(), reference.client());
     for case in [
         "SET a b",
@@ -825,9 +824,11 @@ fn command_getkeys_and_list_answer_as_redis_does() {
 /// after HELLO 2 and after HELLO 3, byte for byte as Redis answers.
 #[test]
 fn scripts_and_transactions_answer_as_redis_does_in_both_protocols() {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "[keys]\nsplit_transactions = true\n");
+    let Differential {
+        servers: _servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "[keys]\nsplit_transactions = true\n");
     for resp3 in [false, true] {
         let (mut through, mut direct) = pair(&proxy, &reference, resp3);
         let k = proxy.key_on(0, "rt:");
@@ -876,9 +877,11 @@ fn scripts_and_transactions_answer_as_redis_does_in_both_protocols() {
 /// same bytes where the content is the same (a split MGET, DEL, EXISTS).
 #[test]
 fn replies_the_proxy_builds_have_redis_resp3_types() {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers: _servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "");
     let (mut through, mut direct) = pair(&proxy, &reference, true);
     let keys: Vec<String> = (0..3).map(|b| proxy.key_on(b, "m:")).collect();
     for c in [&mut through, &mut direct] {

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{proxy_over, Redis};
+use crate::common::{proxy_over, run_checked, Redis};
 
 fn run(port: u16, kind: &str) -> String {
     run_script("connect_redis.cjs", &[port.to_string(), kind.to_string()])
@@ -24,19 +24,13 @@ fn run_script(script: &str, args: &[String]) -> String {
         "{} is missing: run scripts/setup-node.sh (the README's test command does)",
         modules.display()
     );
-    let output = Command::new("node")
-        .arg(root.join("tests/node").join(script))
-        .args(args)
-        .env("NODE_PATH", &modules)
-        .output()
-        .expect("node (Debian package nodejs)");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{script} {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    run_checked(
+        Command::new("node")
+            .arg(root.join("tests/node").join(script))
+            .args(args)
+            .env("NODE_PATH", &modules),
+        &format!("{script} {args:?} (node: Debian package nodejs)"),
+    )
 }
 
 #[test]

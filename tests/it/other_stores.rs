@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{proxy_over, Redis};
+use crate::common::{proxy_over, run_checked, Redis};
 
 /// Runs `program` on a script of tests/ with the port and `args`.
 fn run(program: &str, script: &str, port: u16, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    run_with(
+    run_checked(
         Command::new(program)
             .arg(root.join("tests").join(script))
             .arg(port.to_string())
@@ -28,20 +28,6 @@ fn expect_all(printed: &str, expected: &[&str], what: &str) {
     for line in expected {
         assert!(printed.contains(line), "{what}: {line} in {printed}");
     }
-}
-
-/// Runs a store's program to success; its stdout.
-fn run_with(command: &mut Command, what: &str) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e} (scripts/test.sh installs the Debian packages)"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{what}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// Runs one store's program through the proxy and directly on Redis; both
@@ -155,7 +141,7 @@ fn go_stores() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = root.join("target/go");
     let binary = out.join("stores");
-    run_with(
+    run_checked(
         Command::new("go")
             .args(["build", "-o"])
             .arg(&binary)
@@ -183,7 +169,7 @@ fn go_stores_behave_the_same_through_the_proxy() {
     );
     let direct = Redis::start();
     let ours = same_both_ways(proxy.port, direct.port, |port| {
-        run_with(
+        run_checked(
             Command::new(&binary).arg(port.to_string()),
             &format!("go stores on {port}"),
         )

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use crate::common::{proxy_over, try_wait_until, wait_until, Proxy, RawClient, Redis};
+use crate::common::{
+    proxy_over, try_wait_until, wait_until, Differential, Proxy, RawClient, Redis,
+};
 
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
@@ -30,9 +32,11 @@ fn same_frames(proxy: &mut RawClient, direct: &mut RawClient, args: &[&str], fra
 
 #[test]
 fn messages_arrive_once_and_match_redis_in_resp2_and_resp3() {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "");
     for resp3 in [false, true] {
         let mut sub = proxy.client();
         let mut direct_sub = reference.client();
@@ -95,9 +99,11 @@ fn messages_arrive_once_and_match_redis_in_resp2_and_resp3() {
 
 #[test]
 fn sharded_channels_live_on_their_owner() {
-    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-    let reference = Redis::start();
-    let proxy = proxy_over(&servers, "");
+    let Differential {
+        servers,
+        reference,
+        proxy,
+    } = Differential::start(3, "");
     let mut sub = proxy.client();
     let mut direct_sub = reference.client();
     same_frames(&mut sub, &mut direct_sub, &["SSUBSCRIBE", "orders"], 1);
