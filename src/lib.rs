@@ -18,8 +18,7 @@
 //!   moves (`migrate.rs`), blocking commands on leased connections
 //!   (`leased.rs`), RENAME across backends (`rename.rs`), Pub/Sub
 //!   subscriptions (`pubsub.rs`), the counts of what it did (`tally.rs`),
-//!   the errors it answers itself (`errors.rs`: `RedisError`, whose Display
-//!   is the reply's text),
+//!   the errors that echo the client's bytes (`errors.rs`),
 //!   and the commands answered here, one file per family (`commands/`:
 //!   AUTH, HELLO, CLIENT, COMMAND, CONFIG, INFO, SLOWLOG, and the
 //!   connection's own: PING, RESET, SELECT, TIME).
@@ -28,7 +27,8 @@
 //!   `protocol/spec.rs`; the proxy's own commands in `protocol/command.rs`,
 //!   and Redis's keyed ones with their key specs in `protocol/keyed.rs`,
 //!   generated from COMMAND INFO), replies and their
-//!   RESP2/RESP3 encoding (via `redis-protocol`).
+//!   RESP2/RESP3 encoding (via `redis-protocol`), and `RedisError`, every
+//!   error the proxy answers itself (its Display is the reply's text).
 //! - [`pubsub`]: what a subscriber is subscribed to, Redis's confirmations,
 //!   and the links that carry a client's subscriptions to every backend.
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.

@@ -15,6 +15,7 @@ use super::lanes::Queued;
 use super::retry::{self, Retry};
 use super::session::{Owed, Session, SessionEnd};
 use crate::net::Outbox;
+use crate::protocol::RedisError;
 use crate::protocol::{encode_command, reply_extent, Proto, Reply};
 
 impl Connection {
@@ -376,7 +377,7 @@ impl Connection {
             let answer = match (&write, &acked) {
                 (w, _) if w.is_error() => write,
                 (_, Reply::Int(n)) if n >= &(replicas as i64) => write,
-                (_, Reply::Int(_)) => Reply::error("NOREPLICAS Not enough good replicas to write."),
+                (_, Reply::Int(_)) => RedisError::NoReplicas.reply(),
                 (_, other) => other.clone(),
             };
             let _ = tx.send(Ok(answer));

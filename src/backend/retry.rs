@@ -9,6 +9,7 @@
 //! their places among the others ([`merge`]).
 
 use super::job::{BatchResult, Origin};
+use crate::protocol::RedisError;
 use crate::protocol::{reply_extent, Reply};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -80,7 +81,7 @@ pub(super) async fn merge(
     let fill: Vec<Reply> = match answer {
         Ok(Ok(again)) if again.len() == places.len() => again,
         Ok(Err(e)) => vec![e.to_reply(); places.len()],
-        _ => vec![Reply::error("ERR reply dropped by the proxy"); places.len()],
+        _ => vec![RedisError::ReplyDropped.reply(); places.len()],
     };
     for (place, reply) in places.into_iter().zip(fill) {
         if let Some(slot) = replies.get_mut(place) {

@@ -4,13 +4,14 @@
 //! wrong passwords per address.
 
 use crate::client::commands::auth::is_restricted;
-use crate::client::errors::{arity_error, noperm_command, unknown_command, RedisError};
+use crate::client::errors::{arity_error, noperm_command, unknown_command};
 use crate::client::pubsub::subscribed_refusal;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::config::User;
 use crate::protocol::command::{writes, TABLE};
 use crate::protocol::learned::Learned;
+use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Spec};
 use crate::shared::{Shared, Topology};
 use std::time::Instant;

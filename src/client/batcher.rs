@@ -8,9 +8,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendResult, BatchResult, Origin};
-use crate::client::errors::RedisError;
 use crate::client::receive::{poll_receiver, result_reply};
 use crate::client::State;
+use crate::protocol::RedisError;
 use crate::protocol::Reply;
 use crate::shared::Topology;
 

@@ -16,7 +16,7 @@ use crate::client::commands::auth::is_restricted;
 use crate::client::commands::client::client_unblock;
 use crate::client::commands::info::{info_text, wants_memory, ScriptMemory};
 use crate::client::ctx::Ctx;
-use crate::client::errors::{arity_error, noperm_command, RedisError};
+use crate::client::errors::{arity_error, noperm_command};
 use crate::client::leased::blocking;
 use crate::client::merge::MergeHow;
 use crate::client::migrate::{migrating, moving_keys};
@@ -29,6 +29,7 @@ use crate::client::transaction::{exec, queue, watch, Multi};
 use crate::client::State;
 use crate::config::User;
 use crate::protocol::command::{blocks, lookup_index, TABLE};
+use crate::protocol::RedisError;
 use crate::protocol::{lookup, Cmd, Reply, Request, Route, Spec};
 use crate::shared::{Shared, Topology};
 

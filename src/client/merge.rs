@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::client::errors::RedisError;
+use crate::protocol::RedisError;
 use crate::protocol::Reply;
 use crate::pubsub::policy::ChannelPolicy;
 

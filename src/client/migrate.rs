@@ -12,11 +12,11 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
-use crate::client::errors::RedisError;
 use crate::client::merge::{merge, MergeHow};
 use crate::client::plan::Plan;
 use crate::client::slot::{Pending, Slot};
 use crate::migration::{Migration, SettleError};
+use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Spec};
 use crate::shared::Topology;
 

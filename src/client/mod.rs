@@ -19,10 +19,10 @@ use bytes::{Bytes, BytesMut};
 use tracing::{debug, Instrument};
 
 use crate::backend::{BackendError, LARGE_REPLY_BYTES};
-use crate::client::errors::RedisError;
 use crate::memory::ARG_COST;
 use crate::net::Stream;
 use crate::protocol::request::{Framed, LARGE_REQUEST_ARGS};
+use crate::protocol::RedisError;
 use crate::protocol::{Proto, Request, RequestDecoder};
 use crate::shared::{Shared, Topology};
 

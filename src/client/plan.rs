@@ -10,9 +10,10 @@ use bytes::Bytes;
 
 use sha1::{Digest, Sha1};
 
-use crate::client::errors::{arity_error, unknown_subcommand, RedisError};
+use crate::client::errors::{arity_error, unknown_subcommand};
 use crate::client::merge::{ChannelFilter, KeyFilter, MergeHow, SCAN_INDEX_BITS};
 use crate::protocol::command::writes;
+use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Merge, Reply, Request, Route, Spec};
 use crate::pubsub::policy::ChannelPolicy;
 

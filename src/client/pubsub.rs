@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{BackendResult, Reserved};
 use crate::client::batcher::Batcher;
-use crate::client::errors::RedisError;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
+use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Proto, Reply, Request, Spec};
 use crate::pubsub::link::{self, Order};
 use crate::pubsub::{Kind, Wanted};

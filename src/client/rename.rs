@@ -22,11 +22,11 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
-use crate::client::errors::RedisError;
 use crate::client::slot::{Pending, Slot};
 use crate::migration::call;
 use crate::migration::fence::{restore_before, Restored};
 use crate::own_keys::HIDDEN_PREFIX;
+use crate::protocol::RedisError;
 use crate::protocol::Reply;
 
 /// Reads KEYS[1] (DUMP and PTTL) and renames it to KEYS[2], its hidden

@@ -17,11 +17,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Held, Origin};
-use crate::client::errors::RedisError;
 use crate::client::migrate::{moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
+use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Route, Spec};
 use crate::shared::Topology;
 

@@ -8,6 +8,7 @@
 //! `redis-protocol`'s encoders, in the protocol that client chose with
 //! HELLO, unless they are a backend's own in that protocol already.
 
+use super::RedisError;
 use bytes::{Bytes, BytesMut};
 use redis_protocol::bytes_utils::Str;
 use redis_protocol::resp2::types::BytesFrame as Resp2Frame;
@@ -129,17 +130,17 @@ impl Reply {
                 .flatten()
                 .is_none_or(|(_, depth)| depth > super::backend_reply::MAX_PARSE_DEPTH);
             if deep {
-                return Reply::error("ERR a backend's reply is nested too deep to merge");
+                return RedisError::NestedTooDeep.reply();
             }
         }
         match self {
             Reply::Raw(raw) => match redis_protocol::resp2::decode::decode_bytes(&raw) {
                 Ok(Some((frame, _))) => Reply::from_resp2(frame),
-                _ => Reply::error("ERR unparsable reply from a backend"),
+                _ => RedisError::UnparsableReply.reply(),
             },
             Reply::Raw3(raw) => match redis_protocol::resp3::decode::complete::decode_bytes(&raw) {
                 Ok(Some((frame, _))) => Reply::from_resp3(frame),
-                _ => Reply::error("ERR unparsable reply from a backend"),
+                _ => RedisError::UnparsableReply.reply(),
             },
             other => other,
         }
@@ -173,7 +174,7 @@ impl Reply {
                     .collect(),
             ),
             Resp3Frame::Hello { .. } | Resp3Frame::ChunkedString(_) => {
-                Reply::error("ERR unexpected reply from a backend")
+                RedisError::UnexpectedReply.reply()
             }
         }
     }

@@ -446,12 +446,6 @@ pub fn string_to_i64(text: &[u8]) -> Option<i64> {
     }
 }
 
-/// A command's integer argument as `str::parse` reads it (`+4` and `04`
-/// too).
-pub fn parse_int(arg: &[u8]) -> Option<i64> {
-    std::str::from_utf8(arg).ok()?.parse().ok()
-}
-
 /// Splits an inline command line exactly like Redis's `sdssplitargs`, which
 /// works on a C string: a NUL byte ends the line. Blanks (C's `isspace`:
 /// space, \t \n \v \f \r) separate arguments, but only space, \t, \n, \r and

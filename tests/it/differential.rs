@@ -321,8 +321,16 @@ fn fixed_cases() -> Vec<(&'static str, Vec<Vec<Vec<u8>>>)> {
                 "SELECT 16",
                 "SELECT -1",
                 "SELECT x",
+                // Redis reads integers with string2ll: no sign but '-', no
+                // leading zero.
+                "SELECT +0",
+                "SELECT 00",
                 "GET s:1",
             ]),
+        ),
+        (
+            "hello-integers",
+            case(&["HELLO +3", "HELLO 03", "HELLO +2", "PING"]),
         ),
         (
             "binary-and-empty",

@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 
-use crate::client::errors::{arity_error, RedisError};
+use crate::client::errors::arity_error;
 use crate::client::State;
+use crate::protocol::RedisError;
 use crate::protocol::Reply;
 use crate::shared::Topology;
 

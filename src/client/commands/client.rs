@@ -10,10 +10,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::client::errors::{arity_error, c_str, unknown_subcommand, RedisError};
+use crate::client::errors::{arity_error, c_str, unknown_subcommand};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
-use crate::protocol::request::parse_int;
+use crate::protocol::request::string_to_i64;
+use crate::protocol::RedisError;
 use crate::protocol::Reply;
 use crate::shared::{Shared, Topology};
 
@@ -78,7 +79,7 @@ fn client_list(shared: &Shared, state: &mut State, args: &[Bytes]) -> Reply {
         if args[i].eq_ignore_ascii_case(b"ID") && i + 1 < argc {
             let mut wanted = Vec::new();
             for id in &args[i + 1..] {
-                match parse_int(id) {
+                match string_to_i64(id) {
                     Some(id) if id > 0 => wanted.push(id),
                     _ => return RedisError::InvalidClientId.reply(),
                 }
@@ -185,7 +186,7 @@ pub(in crate::client) fn client_unblock(
             ))
         }
     };
-    let Some(id) = parse_int(&args[2]) else {
+    let Some(id) = string_to_i64(&args[2]) else {
         return answer(RedisError::NotAnInteger.reply());
     };
     let waiting = same_user(shared, state)
@@ -246,7 +247,7 @@ fn client_kill(shared: &Shared, state: &State, args: &[Bytes]) -> Reply {
     for pair in args[2..].chunks(2) {
         let (filter, value) = (pair[0].to_ascii_uppercase(), pair[1].clone());
         match &filter[..] {
-            b"ID" => match parse_int(&value) {
+            b"ID" => match string_to_i64(&value) {
                 Some(id) if id > 0 => tests.push(Box::new(move |c| c.id as i64 == id)),
                 _ => return RedisError::ClientIdNotPositive.reply(),
             },
@@ -263,7 +264,7 @@ fn client_kill(shared: &Shared, state: &State, args: &[Bytes]) -> Reply {
                 let normal = value.eq_ignore_ascii_case(b"normal");
                 tests.push(Box::new(move |_| normal));
             }
-            b"MAXAGE" => match parse_int(&value) {
+            b"MAXAGE" => match string_to_i64(&value) {
                 Some(age) => tests.push(Box::new(move |c| {
                     c.connected_at.elapsed().as_secs() as i64 >= age
                 })),

@@ -3,8 +3,9 @@
 use bytes::Bytes;
 
 use crate::client::commands::config::glob_match;
-use crate::client::errors::{arity_error, unknown_subcommand, RedisError};
+use crate::client::errors::{arity_error, unknown_subcommand};
 use crate::protocol::command::TABLE;
+use crate::protocol::RedisError;
 use crate::protocol::{lookup, Proto, Reply, Request, Route, Spec};
 
 pub(in crate::client) fn command_command(args: &[Bytes], _proto: Proto) -> Reply {

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::client::errors::RedisError;
 use crate::client::pubsub::subscribed_ping;
 use crate::client::State;
-use crate::protocol::request::parse_int;
+use crate::protocol::request::string_to_i64;
+use crate::protocol::RedisError;
 use crate::protocol::{Proto, Reply};
 use crate::shared::Topology;
 
@@ -45,7 +45,7 @@ pub(in crate::client) fn reset(topo: &Topology, state: &mut State) -> Reply {
 
 /// SELECT, within `[listen] databases`.
 pub(in crate::client) fn select(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
-    match parse_int(&args[1]) {
+    match string_to_i64(&args[1]) {
         None => RedisError::NotAnInteger.reply(),
         Some(db) if db < 0 || db >= topo.config.listen.databases as i64 => {
             RedisError::DbIndex.reply()

@@ -4,16 +4,17 @@ use bytes::Bytes;
 
 use crate::client::commands::auth::authenticate;
 use crate::client::commands::client::check_client_name;
-use crate::client::errors::{c_str, RedisError};
+use crate::client::errors::c_str;
 use crate::client::State;
-use crate::protocol::request::parse_int;
+use crate::protocol::request::string_to_i64;
+use crate::protocol::RedisError;
 use crate::protocol::{Proto, Reply};
 use crate::shared::Topology;
 
 pub(in crate::client) fn hello(topo: &Topology, state: &mut State, args: &[Bytes]) -> Reply {
     let mut proto = None;
     if let Some(version) = args.get(1) {
-        match parse_int(version) {
+        match string_to_i64(version) {
             None => return RedisError::ProtocolVersion.reply(),
             Some(2) => proto = Some(Proto::Resp2),
             Some(3) => proto = Some(Proto::Resp3),

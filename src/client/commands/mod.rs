@@ -11,8 +11,8 @@ pub(in crate::client) mod slowlog;
 
 use bytes::Bytes;
 
-use crate::client::errors::RedisError;
 use crate::client::State;
+use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Spec};
 use crate::shared::{Shared, Topology};
 

@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 
-use crate::client::errors::{arity_error, unknown_subcommand, RedisError};
+use crate::client::errors::{arity_error, unknown_subcommand};
 use crate::client::State;
-use crate::protocol::request::parse_int;
+use crate::protocol::request::string_to_i64;
+use crate::protocol::RedisError;
 use crate::protocol::Reply;
 use crate::shared::{Shared, Topology};
 use crate::slowlog::Viewer;
@@ -41,7 +42,7 @@ pub(in crate::client) fn slowlog_command(
     let sub = args[1].to_ascii_uppercase();
     match (&sub[..], args.len()) {
         (b"GET", 2) => shared.slowlog.get(10, viewer),
-        (b"GET", 3) => match parse_int(&args[2]) {
+        (b"GET", 3) => match string_to_i64(&args[2]) {
             Some(n) if n < 0 => shared.slowlog.get(usize::MAX, viewer),
             Some(n) => shared.slowlog.get(n as usize, viewer),
             None => RedisError::NotAnInteger.reply(),
