@@ -272,12 +272,12 @@ impl Cluster {
     /// backend, see `crate::client::batcher`; an ASK's pair is our own).
     fn forward(self: &Arc<Self>, mut job: Job, backend: &Backend, hops: u8) {
         let ReplyTo::One(tx) = job.reply else {
-            return backend.enqueue(job);
+            return backend.submit((job, ()), None);
         };
         let (inner, rx) = oneshot::channel();
         job.reply = ReplyTo::One(inner);
         let again = Again::of(&job, hops);
-        backend.enqueue(job);
+        backend.submit((job, ()), None);
         let cluster = self.clone();
         tokio::spawn(async move {
             if let Ok(result) = rx.await {
@@ -337,7 +337,7 @@ impl Cluster {
         // A batch carries no write that needs a WAIT: an ASK's is sent
         // without one (it happens only while a slot migrates).
         job.write = false;
-        backend.enqueue(job);
+        backend.submit((job, ()), None);
         let cluster = self.clone();
         let again = Again {
             hops: again.hops + 1,

@@ -3,8 +3,8 @@
 
 use super::lanes::Queued;
 use crate::metrics::BackendMetrics;
-use crate::protocol::{Proto, Reply};
-use bytes::Bytes;
+use crate::protocol::{encode_command, Proto, Reply};
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -106,6 +106,65 @@ impl Job {
             blocks_for: None,
             written: None,
         }
+    }
+
+    /// One command (or several answered as one reply) already encoded, and
+    /// where its reply will arrive.
+    pub fn one(
+        origin: Origin,
+        payload: Bytes,
+        db: u32,
+        write: bool,
+    ) -> (Job, oneshot::Receiver<BackendResult>) {
+        let (tx, rx) = oneshot::channel();
+        (Job::new(origin, payload, db, ReplyTo::One(tx), write), rx)
+    }
+
+    /// One command from its arguments, and where its reply will arrive.
+    pub fn command(
+        origin: Origin,
+        args: &[Bytes],
+        db: u32,
+        write: bool,
+    ) -> (Job, oneshot::Receiver<BackendResult>) {
+        let mut buf = BytesMut::new();
+        encode_command(args, &mut buf);
+        Job::one(origin, buf.freeze(), db, write)
+    }
+
+    /// `count` commands (no write that needs a WAIT among them) answered
+    /// together, in order.
+    pub fn batch(
+        origin: Origin,
+        payload: Bytes,
+        count: usize,
+        db: u32,
+    ) -> (Job, oneshot::Receiver<BatchResult>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Job::new(origin, payload, db, ReplyTo::Many { tx, count }, false),
+            rx,
+        )
+    }
+
+    /// A blocking command (BLPOP, XREAD BLOCK), for a held connection: its
+    /// reply may take `blocks_for` (plus the request timeout) without the
+    /// connection counting as dead. Where its reply will arrive, and word
+    /// once it is written to the server.
+    pub fn blocking(
+        origin: Origin,
+        payload: Bytes,
+        db: u32,
+        blocks_for: Duration,
+    ) -> (
+        Job,
+        (oneshot::Receiver<BackendResult>, oneshot::Receiver<()>),
+    ) {
+        let (mut job, rx) = Job::one(origin, payload, db, false);
+        let (written, on_written) = oneshot::channel();
+        job.blocks_for = Some(blocks_for);
+        job.written = Some(written);
+        (job, (rx, on_written))
     }
 }
 

@@ -47,7 +47,7 @@ use lanes::Lanes;
 use crate::config::{Endpoint, Target};
 pub use crate::dial::PoolSettings;
 use crate::metrics::BackendMetrics;
-use crate::protocol::{encode_command, Proto, Reply};
+use crate::protocol::{Proto, Reply};
 use crate::workers::Workers;
 
 /// Reply bytes a connection reads before it lets other tasks run.
@@ -397,40 +397,6 @@ impl Backend {
         Arc::ptr_eq(&self.pools, &other.pools)
     }
 
-    /// Queues a command and returns where its reply will arrive, on the
-    /// connection `origin` picks (see [`Origin`]).
-    pub fn send(
-        &self,
-        origin: Origin,
-        payload: Bytes,
-        db: u32,
-        write: bool,
-    ) -> oneshot::Receiver<BackendResult> {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(Job::new(origin, payload, db, ReplyTo::One(tx), write));
-        rx
-    }
-
-    /// Queues `count` commands (no write that needs a WAIT among them) that
-    /// are answered together, in order.
-    pub fn send_batch(
-        &self,
-        origin: Origin,
-        payload: Bytes,
-        count: usize,
-        db: u32,
-    ) -> oneshot::Receiver<BatchResult> {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(Job::new(
-            origin,
-            payload,
-            db,
-            ReplyTo::Many { tx, count },
-            false,
-        ));
-        rx
-    }
-
     /// A connection of its own for one client (a WATCH until its EXEC),
     /// closed when the handle is dropped; refused when `[pool]
     /// max_held_connections` are held already, or the client's user holds
@@ -528,65 +494,18 @@ impl Backend {
         Ok(Reserved { _ticket: ticket })
     }
 
-    /// Queues a command on a held connection.
-    pub fn send_held(
-        &self,
-        held: &Held,
-        origin: Origin,
-        payload: Bytes,
-        db: u32,
-    ) -> oneshot::Receiver<BackendResult> {
-        let (tx, rx) = oneshot::channel();
-        let job = Job::new(origin, payload, db, ReplyTo::One(tx), false);
-        self.enqueue_on(job, Some(&held.queue));
-        rx
-    }
-
-    /// Queues a blocking command (BLPOP, XREAD BLOCK) on a held
-    /// connection: its reply may take `blocks_for` (plus the request
-    /// timeout) without the connection counting as dead; if the client goes
-    /// away meanwhile, the connection is closed, which unblocks the server.
-    /// Queues a blocking command on a held connection: where its reply
-    /// will arrive, and word once it is written to the server.
-    pub fn send_blocking(
-        &self,
-        held: &Held,
-        origin: Origin,
-        payload: Bytes,
-        db: u32,
-        blocks_for: Duration,
-    ) -> (oneshot::Receiver<BackendResult>, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        let (written, on_written) = oneshot::channel();
-        let mut job = Job::new(origin, payload, db, ReplyTo::One(tx), false);
-        job.blocks_for = Some(blocks_for);
-        job.written = Some(written);
-        self.enqueue_on(job, Some(&held.queue));
-        (rx, on_written)
-    }
-
-    /// Queues `count` commands on a held connection, answered together.
-    pub fn send_batch_held(
-        &self,
-        held: &Held,
-        origin: Origin,
-        payload: Bytes,
-        count: usize,
-        db: u32,
-    ) -> oneshot::Receiver<BatchResult> {
-        let (tx, rx) = oneshot::channel();
-        let job = Job::new(origin, payload, db, ReplyTo::Many { tx, count }, false);
-        self.enqueue_on(job, Some(&held.queue));
-        rx
-    }
-
     /// Whether writes to this backend are followed by WAIT.
     pub fn waits_for_replicas(&self) -> bool {
         self.min_replicas_ack > 0
     }
 
-    fn enqueue(&self, job: Job) {
-        self.enqueue_on(job, None);
+    /// Queues a job made by `Job::one`, `command`, `batch` or `blocking`
+    /// and returns where its answer will arrive: on the client's own
+    /// connection when `held` is given, else on the connection its origin
+    /// picks (for a Redis Cluster, the node its slot names).
+    pub fn submit<R>(&self, (job, answer): (Job, R), held: Option<&Held>) -> R {
+        self.enqueue_on(job, held.map(|h| &h.queue));
+        answer
     }
 
     /// Queues `job` on `held`, or on the connection its origin picks.
@@ -656,18 +575,5 @@ impl Backend {
                 job.reply.fail(error, &self.health.metrics);
             }
         }
-    }
-
-    /// Sends already split arguments.
-    pub fn send_args(
-        &self,
-        origin: Origin,
-        args: &[Bytes],
-        db: u32,
-        write: bool,
-    ) -> oneshot::Receiver<BackendResult> {
-        let mut buf = BytesMut::new();
-        encode_command(args, &mut buf);
-        self.send(origin, buf.freeze(), db, write)
     }
 }

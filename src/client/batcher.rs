@@ -7,7 +7,7 @@ use std::task::Context;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendResult, BatchResult, Origin};
+use crate::backend::{BackendResult, BatchResult, Job, Origin};
 use crate::client::receive::{poll_receiver, result_reply};
 use crate::client::State;
 use crate::protocol::RedisError;
@@ -146,14 +146,18 @@ impl Batcher {
                 continue;
             };
             let replies = if open.count == 1 {
-                BatchReplies::One(backend.send(origin, open.first, open.db, false))
+                BatchReplies::One(
+                    backend.submit(Job::one(origin, open.first, open.db, false), None),
+                )
             } else {
                 let payload = self
                     .scratch
                     .get_mut(open.backend)
                     .map(|scratch| scratch.split().freeze())
                     .unwrap_or_default();
-                BatchReplies::Many(backend.send_batch(origin, payload, open.count, open.db))
+                BatchReplies::Many(
+                    backend.submit(Job::batch(origin, payload, open.count, open.db), None),
+                )
             };
             self.sent.push_back(Batch {
                 seq: open.seq,

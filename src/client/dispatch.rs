@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::backend::Job;
 use crate::client::admit::{admit, auth_refused, wrong_password};
 use crate::client::batcher::Batcher;
 use crate::client::commands;
@@ -200,7 +201,7 @@ fn command_docs(topo: &Topology, state: &State, request: &Request, now: Instant)
     let mut ask = vec![Bytes::from_static(b"COMMAND"), Bytes::from_static(b"DOCS")];
     ask.extend(named);
     let backend = &topo.backends[0];
-    let rx = backend.send_args(state.origin(), &ask, state.db, false);
+    let rx = backend.submit(Job::command(state.origin(), &ask, state.db, false), None);
     let merging = Pending::Merge(Box::new(Merging {
         parts: vec![(Some(rx), None)],
         how: MergeHow::Docs,
@@ -393,8 +394,14 @@ fn forward(cx: &mut Ctx<'_>, index: usize, wait: bool) -> Slot {
     }
     cx.batcher.flush(topo, cx.state.origin());
     let rx = match raw {
-        Some(raw) => backend.send(cx.state.origin(), raw.clone(), cx.state.db, spec.write),
-        None => backend.send_args(cx.state.origin(), &request.args(), cx.state.db, spec.write),
+        Some(raw) => backend.submit(
+            Job::one(cx.state.origin(), raw.clone(), cx.state.db, spec.write),
+            None,
+        ),
+        None => backend.submit(
+            Job::command(cx.state.origin(), &request.args(), cx.state.db, spec.write),
+            None,
+        ),
     };
     Slot::waiting(
         topo,
@@ -435,7 +442,10 @@ fn split(
         .iter()
         .zip(&targets)
         .map(|((_, sub), target)| {
-            let rx = target.send_args(state.origin(), sub, state.db, spec.write);
+            let rx = target.submit(
+                Job::command(state.origin(), sub, state.db, spec.write),
+                None,
+            );
             (Some(rx), None)
         })
         .collect();
@@ -496,7 +506,7 @@ fn info_with_scripts(
     let replies: Vec<_> = topo
         .servers()
         .iter()
-        .map(|server| server.send_args(origin, &ask, state.db, false))
+        .map(|server| server.submit(Job::command(origin, &ask, state.db, false), None))
         .collect();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -535,7 +545,7 @@ fn every_backend(
         .iter()
         .chain(old)
         .map(|backend| {
-            let rx = backend.send_args(state.origin(), &args, state.db, write);
+            let rx = backend.submit(Job::command(state.origin(), &args, state.db, write), None);
             (Some(rx), None)
         })
         .collect();
@@ -583,7 +593,10 @@ fn backend_config(cx: &mut Ctx<'_>, user: Option<&crate::config::User>) -> Optio
         b"GET" if request.len() >= 3 && names(1).all(|n| listed(n, false)) => {
             cx.batcher.flush(topo, cx.state.origin());
             let backend = &topo.backends[0];
-            let rx = backend.send_args(cx.state.origin(), &request.args(), cx.state.db, false);
+            let rx = backend.submit(
+                Job::command(cx.state.origin(), &request.args(), cx.state.db, false),
+                None,
+            );
             let id = backend.id.clone();
             Some(Slot::waiting(
                 topo,

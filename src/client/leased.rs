@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BackendError, BackendResult, Held, Origin};
+use crate::backend::{Backend, BackendError, BackendResult, Held, Job, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
 use crate::client::slot::{Pending, Slot};
@@ -114,7 +114,8 @@ impl Lease {
             return;
         }
         let id = leased.id.clone();
-        let (mut rx, written) = leased.send_blocking(&held, origin, payload, db, blocks_for);
+        let (mut rx, written) =
+            leased.submit(Job::blocking(origin, payload, db, blocks_for), Some(&held));
         let on = (leased.clone(), held.server_id());
         // The lease lasts until the reply comes, or the client is gone (the
         // connection then closes, which unblocks the server).

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, BackendResult, Origin};
+use crate::backend::{BackendError, BackendResult, Job, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::merge::{merge, MergeHow};
 use crate::client::plan::Plan;
@@ -228,14 +228,15 @@ async fn send(
     match sends {
         Sends::One { backend, payload } => {
             let backend = &topo.backends[backend];
-            let rx = backend.send(origin, payload, db, write);
+            let rx = backend.submit(Job::one(origin, payload, db, write), None);
             rx.await.unwrap_or_else(|_| Err(lost(backend)))
         }
         Sends::Split { parts, how } => {
             let receivers: Vec<_> = parts
                 .iter()
                 .map(|(b, sub)| {
-                    let rx = topo.backends[*b].send_args(origin.resp2(), sub, db, write);
+                    let rx = topo.backends[*b]
+                        .submit(Job::command(origin.resp2(), sub, db, write), None);
                     (b, rx)
                 })
                 .collect();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BackendError, Origin};
+use crate::backend::{Backend, BackendError, Job, Origin};
 use crate::client::merge::KeyFilter;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
@@ -107,7 +107,10 @@ async fn ask(
     db: u32,
     args: &[Bytes],
 ) -> Result<Reply, BackendError> {
-    match backend.send_args(origin, args, db, false).await {
+    match backend
+        .submit(Job::command(origin, args, db, false), None)
+        .await
+    {
         Ok(result) => result.map(Reply::parsed),
         Err(_) => Err(BackendError::ConnectionLost {
             backend: backend.id.clone(),

@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, BackendResult, Held, Origin};
+use crate::backend::{BackendError, BackendResult, Held, Job, Origin};
 use crate::client::migrate::{moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
@@ -278,8 +278,10 @@ impl Run {
             .map(|(index, payload, count)| {
                 let backend = &topo.backends[index];
                 let rx = match &watching {
-                    Some(w) => backend.send_batch_held(&w.held, origin, payload, count, db),
-                    None => backend.send_batch(origin, payload, count, db),
+                    Some(w) => {
+                        backend.submit(Job::batch(origin, payload, count, db), Some(&w.held))
+                    }
+                    None => backend.submit(Job::batch(origin, payload, count, db), None),
                 };
                 (backend, rx)
             })
@@ -350,7 +352,10 @@ pub(in crate::client) fn watch(
         return Slot::ready(proto, RedisError::Routing.reply());
     };
     let payload = request.payload();
-    let rx = target.send_held(&watching.held, state.origin(), payload, state.db);
+    let rx = target.submit(
+        Job::one(state.origin(), payload, state.db, false),
+        Some(&watching.held),
+    );
     Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now)
 }
 

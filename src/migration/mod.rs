@@ -25,7 +25,7 @@ use bytes::Bytes;
 use metrics::{counter, Counter};
 use tracing::info;
 
-use crate::backend::{Backend, BackendError, Origin};
+use crate::backend::{Backend, BackendError, Job, Origin};
 use crate::ketama::Ketama;
 use crate::protocol::Reply;
 use crate::router::Router;
@@ -646,7 +646,7 @@ pub(crate) async fn call(
 ) -> Result<Reply, BackendError> {
     let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
     // The mover reads these replies itself: RESP2, whatever the client speaks.
-    let rx = backend.send_args(origin.resp2(), &args, db, write);
+    let rx = backend.submit(Job::command(origin.resp2(), &args, db, write), None);
     match rx.await {
         Ok(result) => result.map(Reply::parsed),
         Err(_) => Err(BackendError::ConnectionLost {
