@@ -171,19 +171,14 @@ impl std::fmt::Debug for Spawn {
     }
 }
 
-/// A client's handle on one backend: the job queues of its connections.
+/// A client's handle on one backend: the job queues of its connections,
+/// or of a Redis Cluster's nodes.
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub id: Arc<str>,
-    /// Every worker's connections, indexed by worker: `[pool] connections`
-    /// each (and one for large replies, started on first use).
-    pools: Arc<[WorkerPool]>,
-    /// The worker threads the connections run on.
-    workers: Workers,
-    /// Starts one more connection task on a worker.
-    spawn: Spawn,
-    /// Connections held for single clients now (see [`Backend::hold`]).
-    held: Arc<HeldCount>,
+    /// What is behind the id: a server and the proxy's connections to it,
+    /// or a Redis Cluster.
+    kind: Kind,
     pub health: Arc<Health>,
     /// The address connections use: fixed, or the master the sentinels name.
     /// The sender is kept by the Sentinel monitor task (or here, for a fixed one).
@@ -196,9 +191,31 @@ pub struct Backend {
     target: Target,
     min_replicas_ack: u32,
     settings: Arc<PoolSettings>,
+}
+
+/// What is behind a backend id.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// One Redis server (fixed, by name, or the master Sentinel names) and
+    /// the proxy's connections to it.
+    Pool(Pool),
     /// A Redis Cluster: its nodes' backends, the slot map picking one per
-    /// job. No connection of this handle's own then.
-    cluster: Option<Arc<cluster::Cluster>>,
+    /// job. No connection of this handle's own.
+    Cluster(Arc<cluster::Cluster>),
+}
+
+/// A pool backend's connections, a pool per worker thread.
+#[derive(Debug, Clone)]
+struct Pool {
+    /// Every worker's connections, indexed by worker: `[pool] connections`
+    /// each (and one for large replies, started on first use).
+    pools: Arc<[WorkerPool]>,
+    /// The worker threads the connections run on.
+    workers: Workers,
+    /// Starts one more connection task on a worker.
+    spawn: Spawn,
+    /// Connections held for single clients now (see [`Backend::hold`]).
+    held: Arc<HeldCount>,
 }
 
 impl Backend {
@@ -269,10 +286,12 @@ impl Backend {
             .collect();
         Backend {
             id,
-            pools: pools.into(),
-            workers,
-            spawn: Spawn(Arc::new(spawn)),
-            held: Arc::default(),
+            kind: Kind::Pool(Pool {
+                pools: pools.into(),
+                workers,
+                spawn: Spawn(Arc::new(spawn)),
+                held: Arc::default(),
+            }),
             health,
             endpoint,
             _fixed: fixed,
@@ -280,7 +299,6 @@ impl Backend {
             target,
             min_replicas_ack,
             settings,
-            cluster: None,
         }
     }
 
@@ -302,16 +320,9 @@ impl Backend {
             min_replicas_ack,
             settings.clone(),
         );
-        // Nothing is ever sent through these: `enqueue_on` routes first,
-        // and `hold` gives no held connection.
-        let spawn =
-            |_: usize, _: usize, _: Proto, _: Option<Arc<AtomicU64>>| mpsc::unbounded_channel().0;
         Backend {
             id,
-            pools: Vec::new().into(),
-            workers: Workers::current(),
-            spawn: Spawn(Arc::new(spawn)),
-            held: Arc::default(),
+            kind: Kind::Cluster(cluster),
             health,
             endpoint,
             _fixed: Some(Arc::new(fixed)),
@@ -319,20 +330,22 @@ impl Backend {
             target,
             min_replicas_ack,
             settings,
-            cluster: Some(cluster),
         }
     }
 
     /// The cluster behind this backend, for a cluster backend.
     pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
-        self.cluster.as_ref()
+        match &self.kind {
+            Kind::Cluster(cluster) => Some(cluster),
+            Kind::Pool(_) => None,
+        }
     }
 
     /// For a cluster backend, the error a command that needs a connection
     /// of its own (`what`: a transaction, a blocking command, a
     /// subscription) gets: not supported there yet.
     pub fn cluster_refusal(&self, what: &str) -> Option<String> {
-        self.cluster.as_ref().map(|_| {
+        self.cluster().map(|_| {
             format!(
                 "ERR backend '{}' is a Redis Cluster: {what} is not supported on it yet",
                 self.id
@@ -343,11 +356,11 @@ impl Backend {
     /// Whether a client's commands may be gathered into one job for this
     /// backend: not for a cluster, whose nodes are picked per command.
     pub fn batches(&self) -> bool {
-        self.cluster.is_none()
+        self.cluster().is_none()
     }
 
     pub fn is_up(&self) -> bool {
-        match &self.cluster {
+        match self.cluster() {
             Some(cluster) => cluster.is_up(),
             None => self.health.is_up(),
         }
@@ -365,7 +378,7 @@ impl Backend {
 
     /// The server's version, once a connection has been made.
     pub fn version(&self) -> Option<crate::dial::Version> {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = self.cluster() {
             return cluster.version();
         }
         crate::dial::Version::unpacked(self.health.version.load(Ordering::Relaxed))
@@ -373,7 +386,7 @@ impl Backend {
 
     /// Established connections.
     pub fn connected(&self) -> usize {
-        match &self.cluster {
+        match self.cluster() {
             Some(cluster) => cluster.nodes().iter().map(Backend::connected).sum(),
             None => self.health.connected.load(Ordering::Relaxed),
         }
@@ -394,7 +407,11 @@ impl Backend {
 
     /// Whether two handles drive the same connection tasks.
     pub fn same_task(&self, other: &Backend) -> bool {
-        Arc::ptr_eq(&self.pools, &other.pools)
+        match (&self.kind, &other.kind) {
+            (Kind::Pool(a), Kind::Pool(b)) => Arc::ptr_eq(&a.pools, &b.pools),
+            (Kind::Cluster(a), Kind::Cluster(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// A connection of its own for one client (a WATCH until its EXEC),
@@ -402,19 +419,19 @@ impl Backend {
     /// max_held_connections` are held already, or the client's user holds
     /// its share.
     pub fn hold(&self, share: Share<'_>, proto: Proto) -> Result<Held, HoldRefused> {
-        if self.cluster.is_some() {
+        let Kind::Pool(pool) = &self.kind else {
             return Err(HoldRefused::Cluster);
-        }
-        let (ticket, count) = self.held.take(share, self.settings.max_held)?;
+        };
+        let (ticket, count) = pool.held.take(share, self.settings.max_held)?;
         // On the client's own worker, numbered after the pool's.
-        let worker = self.workers.here();
+        let worker = pool.workers.here();
         let number = self.settings.connections + 1 + count;
         let spawn = || {
             let server_id = Arc::new(AtomicU64::new(0));
-            let queue = (self.spawn.0)(worker, number, proto, Some(server_id.clone()));
+            let queue = (pool.spawn.0)(worker, number, proto, Some(server_id.clone()));
             (queue, server_id)
         };
-        let (queue, server_id) = match self.pools.get(worker) {
+        let (queue, server_id) = match pool.pools.get(worker) {
             Some(pool) => {
                 let mut spare = pool.spare.lock().unwrap_or_else(|e| e.into_inner());
                 let slot = &mut spare[usize::from(proto == Proto::Resp3)];
@@ -487,10 +504,10 @@ impl Backend {
     /// link) against `[pool] max_held_connections` and the user's share,
     /// until dropped.
     pub fn reserve(&self, share: Share<'_>) -> Result<Reserved, HoldRefused> {
-        if self.cluster.is_some() {
+        let Kind::Pool(pool) = &self.kind else {
             return Err(HoldRefused::Cluster);
-        }
-        let (ticket, _) = self.held.take(share, self.settings.max_held)?;
+        };
+        let (ticket, _) = pool.held.take(share, self.settings.max_held)?;
         Ok(Reserved { _ticket: ticket })
     }
 
@@ -510,7 +527,7 @@ impl Backend {
 
     /// Queues `job` on `held`, or on the connection its origin picks.
     fn enqueue_on(&self, job: Job, held: Option<&mpsc::UnboundedSender<Job>>) {
-        if let (Some(cluster), None) = (&self.cluster, held) {
+        if let (Kind::Cluster(cluster), None) = (&self.kind, held) {
             return cluster.route(job);
         }
         if !self.health.is_up() {
@@ -527,44 +544,10 @@ impl Backend {
             job.reply.fail(error, &self.health.metrics);
             return;
         }
-        let origin = job.origin;
-        // The caller's worker; from any other thread, worker 0's (counted).
-        let worker = if self.workers.len() == 1 {
-            0
-        } else {
-            self.workers.position().unwrap_or_else(|| {
-                self.health.metrics.cross_thread.increment(1);
-                self.health
-                    .metrics
-                    .cross_thread_jobs
-                    .fetch_add(1, Ordering::Relaxed);
-                0
-            })
-        };
-        let pool = self.pools.get(worker);
-        let large = self.settings.connections;
-        let spawn = |conn: usize, proto: Proto| (self.spawn.0)(worker, conn, proto, None);
-        let queue = match (held, pool) {
+        let queue = match (held, &self.kind) {
             (Some(held), _) => Some(held),
-            (None, Some(pool)) => {
-                let (queues, bulk) = match origin.proto {
-                    Proto::Resp2 => (&pool.queues, &pool.bulk),
-                    Proto::Resp3 => (
-                        pool.queues3.get_or_init(|| {
-                            (0..pool.queues.len())
-                                .map(|conn| spawn(conn, Proto::Resp3))
-                                .collect()
-                        }),
-                        &pool.bulk3,
-                    ),
-                };
-                if origin.large_replies {
-                    Some(bulk.get_or_init(|| spawn(large, origin.proto)))
-                } else {
-                    queues.get((origin.client % queues.len().max(1) as u64) as usize)
-                }
-            }
-            (None, None) => None,
+            (None, Kind::Pool(pool)) => self.pool_queue(pool, job.origin),
+            (None, Kind::Cluster(_)) => None,
         };
         if let Some(queue) = queue {
             if let Err(mpsc::error::SendError(job)) = queue.send(job) {
@@ -574,6 +557,48 @@ impl Backend {
                 };
                 job.reply.fail(error, &self.health.metrics);
             }
+        }
+    }
+
+    /// The connection of the caller's worker that `origin` picks: by its
+    /// protocol, and the one for large replies for a client of large
+    /// replies.
+    fn pool_queue<'p>(
+        &self,
+        pool: &'p Pool,
+        origin: Origin,
+    ) -> Option<&'p mpsc::UnboundedSender<Job>> {
+        // The caller's worker; from any other thread, worker 0's (counted).
+        let worker = if pool.workers.len() == 1 {
+            0
+        } else {
+            pool.workers.position().unwrap_or_else(|| {
+                self.health.metrics.cross_thread.increment(1);
+                self.health
+                    .metrics
+                    .cross_thread_jobs
+                    .fetch_add(1, Ordering::Relaxed);
+                0
+            })
+        };
+        let worker_pool = pool.pools.get(worker)?;
+        let large = self.settings.connections;
+        let spawn = |conn: usize, proto: Proto| (pool.spawn.0)(worker, conn, proto, None);
+        let (queues, bulk) = match origin.proto {
+            Proto::Resp2 => (&worker_pool.queues, &worker_pool.bulk),
+            Proto::Resp3 => (
+                worker_pool.queues3.get_or_init(|| {
+                    (0..worker_pool.queues.len())
+                        .map(|conn| spawn(conn, Proto::Resp3))
+                        .collect()
+                }),
+                &worker_pool.bulk3,
+            ),
+        };
+        if origin.large_replies {
+            Some(bulk.get_or_init(|| spawn(large, origin.proto)))
+        } else {
+            queues.get((origin.client % queues.len().max(1) as u64) as usize)
         }
     }
 }
