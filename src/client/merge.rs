@@ -338,3 +338,116 @@ fn allowed(filter: &KeyFilter, key: &Reply) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn merges_like_redis_would_have_answered() {
+        assert_eq!(
+            merge(&MergeHow::Sum, vec![Reply::Int(2), Reply::Int(1)]),
+            Reply::Int(3)
+        );
+        assert_eq!(
+            merge(&MergeHow::AllOk, vec![Reply::ok(), Reply::ok()]),
+            Reply::ok()
+        );
+        let mget = MergeHow::InKeyOrder(vec![(0, 0), (1, 0), (0, 1)]);
+        let parts = vec![
+            Reply::Array(vec![Reply::Bulk(Bytes::from("1")), Reply::Null]),
+            Reply::Array(vec![Reply::Bulk(Bytes::from("2"))]),
+        ];
+        assert_eq!(
+            merge(&mget, parts),
+            Reply::Array(vec![
+                Reply::Bulk(Bytes::from("1")),
+                Reply::Bulk(Bytes::from("2")),
+                Reply::Null
+            ])
+        );
+        // The first error wins; a reply of the wrong shape is an error too.
+        let error = Reply::error("ERR backend 'b' did not answer within 300 ms");
+        assert_eq!(
+            merge(&MergeHow::Sum, vec![Reply::Int(1), error.clone()]),
+            error
+        );
+        assert!(merge(&MergeHow::Sum, vec![Reply::ok()]).is_error());
+        assert!(merge(&mget, vec![Reply::Int(1), Reply::Int(2)]).is_error());
+    }
+
+    #[test]
+    fn every_backend_must_have_a_script_and_agree_on_loading_it() {
+        let exists = vec![
+            Reply::Array(vec![Reply::Int(1), Reply::Int(1), Reply::Int(0)]),
+            Reply::Array(vec![Reply::Int(1), Reply::Int(0), Reply::Int(0)]),
+        ];
+        assert_eq!(
+            merge(&MergeHow::EveryHas, exists),
+            Reply::Array(vec![Reply::Int(1), Reply::Int(0), Reply::Int(0)])
+        );
+        let sha = bulk("e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(merge(&MergeHow::Same, vec![sha.clone(), sha.clone()]), sha);
+        assert_eq!(
+            merge(&MergeHow::Same, vec![sha, bulk("other")]),
+            RedisError::BackendsDiffer.reply()
+        );
+        assert_eq!(
+            merge(
+                &MergeHow::Max,
+                vec![Reply::Int(2), Reply::Int(5), Reply::Int(3)]
+            ),
+            Reply::Int(5)
+        );
+    }
+
+    #[test]
+    fn channels_merge_once_each_and_numsub_takes_each_owners_count() {
+        let all = ChannelFilter::default();
+        let parts = vec![
+            Reply::Array(vec![bulk("a"), bulk("b")]),
+            Reply::Array(vec![bulk("b"), bulk("c")]),
+        ];
+        assert_eq!(
+            merge(&MergeHow::Union(all.clone()), parts),
+            Reply::Array(vec![bulk("a"), bulk("b"), bulk("c")])
+        );
+        // Channel x is owned by backend 1, channel y by backend 0.
+        let parts = vec![
+            Reply::Array(vec![bulk("x"), Reply::Int(0), bulk("y"), Reply::Int(4)]),
+            Reply::Array(vec![bulk("x"), Reply::Int(7), bulk("y"), Reply::Int(0)]),
+        ];
+        assert_eq!(
+            merge(&MergeHow::NumSub(vec![1, 0], all), parts),
+            Reply::Array(vec![bulk("x"), Reply::Int(7), bulk("y"), Reply::Int(4)])
+        );
+    }
+
+    #[test]
+    fn keys_merge_once_each_and_hide_what_the_filter_does_not_allow() {
+        let filter = KeyFilter {
+            prefixes: vec!["s:".into()],
+            ..KeyFilter::default()
+        };
+        let parts = vec![
+            Reply::Array(vec![
+                bulk("s:1"),
+                bulk("other"),
+                bulk("__session-proxy-moving:s:2"),
+            ]),
+            Reply::Array(vec![bulk("s:1"), bulk("s:2")]),
+        ];
+        assert_eq!(
+            merge(&MergeHow::Concat(filter.clone()), parts),
+            Reply::Array(vec![bulk("s:1"), bulk("s:2")])
+        );
+        assert_eq!(
+            merge(&MergeHow::AnyOne(filter), vec![Reply::Null, bulk("other")]),
+            Reply::Null
+        );
+    }
+}

@@ -1034,37 +1034,4 @@ mod tests {
         assert_eq!(next(&step(0), "0"), Reply::Bulk("1".into()));
         assert_eq!(next(&step(1), "0"), Reply::Bulk("0".into()));
     }
-
-    #[test]
-    fn merges_like_redis_would_have_answered() {
-        assert_eq!(
-            merge(&MergeHow::Sum, vec![Reply::Int(2), Reply::Int(1)]),
-            Reply::Int(3)
-        );
-        assert_eq!(
-            merge(&MergeHow::AllOk, vec![Reply::ok(), Reply::ok()]),
-            Reply::ok()
-        );
-        let mget = MergeHow::InKeyOrder(vec![(0, 0), (1, 0), (0, 1)]);
-        let parts = vec![
-            Reply::Array(vec![Reply::Bulk(Bytes::from("1")), Reply::Null]),
-            Reply::Array(vec![Reply::Bulk(Bytes::from("2"))]),
-        ];
-        assert_eq!(
-            merge(&mget, parts),
-            Reply::Array(vec![
-                Reply::Bulk(Bytes::from("1")),
-                Reply::Bulk(Bytes::from("2")),
-                Reply::Null
-            ])
-        );
-        // The first error wins; a reply of the wrong shape is an error too.
-        let error = Reply::error("ERR backend 'b' did not answer within 300 ms");
-        assert_eq!(
-            merge(&MergeHow::Sum, vec![Reply::Int(1), error.clone()]),
-            error
-        );
-        assert!(merge(&MergeHow::Sum, vec![Reply::ok()]).is_error());
-        assert!(merge(&mget, vec![Reply::Int(1), Reply::Int(2)]).is_error());
-    }
 }
