@@ -201,3 +201,71 @@ pub(in crate::client) fn poll_head(
         None => Poll::Pending,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendError;
+
+    fn waiting(pending: Pending) -> Slot {
+        let mut slot = Slot::ready(Proto::Resp2, Reply::Null);
+        slot.pending = pending;
+        slot
+    }
+
+    fn reply_of(slot: &Slot) -> &Reply {
+        match &slot.pending {
+            Pending::Ready(reply) => reply,
+            _ => panic!("not ready"),
+        }
+    }
+
+    #[test]
+    fn a_slot_is_ready_once_its_backend_answers() {
+        let mut batcher = Batcher::default();
+        let (tx, rx) = oneshot::channel();
+        let mut slot = waiting(Pending::One(rx));
+        assert!(slot.is_waiting());
+        assert!(!slot.poll_ready(&mut batcher, None));
+        tx.send(Ok(Reply::Int(7))).unwrap();
+        assert!(slot.poll_ready(&mut batcher, None));
+        assert!(!slot.is_waiting());
+        assert_eq!(reply_of(&slot), &Reply::Int(7));
+    }
+
+    #[test]
+    fn a_lost_answer_becomes_the_clients_error() {
+        let mut batcher = Batcher::default();
+        let (tx, rx) = oneshot::channel::<BackendResult>();
+        let mut slot = waiting(Pending::One(rx));
+        drop(tx);
+        assert!(slot.poll_ready(&mut batcher, None));
+        assert!(reply_of(&slot).is_error());
+        let (tx, rx) = oneshot::channel();
+        let mut slot = waiting(Pending::One(rx));
+        let error = BackendError::Timeout {
+            backend: Arc::from("a"),
+            timeout_ms: 5,
+        };
+        tx.send(Err(error.clone())).unwrap();
+        assert!(slot.poll_ready(&mut batcher, None));
+        assert_eq!(reply_of(&slot), &error.to_reply());
+    }
+
+    #[test]
+    fn a_split_command_waits_for_every_part_then_merges_them() {
+        let mut batcher = Batcher::default();
+        let (tx1, rx1) = oneshot::channel();
+        let (tx2, rx2) = oneshot::channel();
+        let merging = Merging {
+            parts: vec![(Some(rx1), None), (Some(rx2), None)],
+            how: MergeHow::Sum,
+        };
+        let mut slot = waiting(Pending::Merge(Box::new(merging)));
+        tx2.send(Ok(Reply::Int(2))).unwrap();
+        assert!(!slot.poll_ready(&mut batcher, None));
+        tx1.send(Ok(Reply::Int(3))).unwrap();
+        assert!(slot.poll_ready(&mut batcher, None));
+        assert_eq!(reply_of(&slot), &Reply::Int(5));
+    }
+}
