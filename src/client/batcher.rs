@@ -221,3 +221,66 @@ impl Batcher {
 pub(in crate::client) fn reply_dropped() -> Reply {
     RedisError::ReplyDropped.reply()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendError;
+
+    fn sent(batcher: &mut Batcher, seq: u64, replies: BatchReplies, left: usize) {
+        batcher.sent.push_back(Batch { seq, replies, left });
+    }
+
+    #[test]
+    fn a_batch_is_fewer_commands_the_larger_a_clients_replies() {
+        assert_eq!(batch_max(0), FIRST_BATCH);
+        assert_eq!(batch_max(100), BATCH_MAX);
+        assert_eq!(batch_max(16 * 1024), 4);
+        assert_eq!(batch_max(1 << 20), 1);
+    }
+
+    #[test]
+    fn each_slot_takes_its_own_reply_of_the_batch_and_the_batch_is_then_forgotten() {
+        let mut batcher = Batcher::default();
+        let (tx, rx) = oneshot::channel();
+        sent(&mut batcher, 0, BatchReplies::Many(rx), 2);
+        assert_eq!(batcher.poll(0, 1, None), None);
+        tx.send(Ok(vec![Reply::Int(1), Reply::Int(2)])).unwrap();
+        assert_eq!(batcher.poll(0, 1, None), Some(Reply::Int(2)));
+        batcher.trim();
+        assert_eq!(batcher.sent.len(), 1, "one reply is still owed");
+        assert_eq!(batcher.poll(0, 0, None), Some(Reply::Int(1)));
+        batcher.trim();
+        assert!(batcher.sent.is_empty());
+        // A batch no longer there answers as a dropped reply.
+        assert_eq!(batcher.poll(0, 0, None), Some(reply_dropped()));
+    }
+
+    #[test]
+    fn a_failed_batch_gives_every_slot_its_error() {
+        let mut batcher = Batcher::default();
+        let (tx, rx) = oneshot::channel();
+        sent(&mut batcher, 3, BatchReplies::Many(rx), 2);
+        let error = BackendError::ConnectionLost {
+            backend: "a".into(),
+            reason: "closed".into(),
+        };
+        tx.send(Err(error.clone())).unwrap();
+        assert_eq!(batcher.poll(3, 0, None), Some(error.to_reply()));
+        assert_eq!(batcher.poll(3, 1, None), Some(error.to_reply()));
+        // A single command's batch, and a slot that timed out instead.
+        let (tx, rx) = oneshot::channel();
+        sent(&mut batcher, 4, BatchReplies::One(rx), 1);
+        drop(tx);
+        assert!(batcher.poll(4, 0, None).is_some_and(|r| r.is_error()));
+        sent(
+            &mut batcher,
+            5,
+            BatchReplies::Done(Ok(vec![Reply::Null])),
+            1,
+        );
+        batcher.abandon(5);
+        batcher.trim();
+        assert!(batcher.sent.is_empty());
+    }
+}
