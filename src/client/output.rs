@@ -10,7 +10,7 @@ use tokio_util::codec::Encoder;
 
 use crate::backend::LARGE_REPLY_BYTES;
 use crate::client::slot::{Pending, Slot};
-use crate::client::tally::{count_sent, observe};
+use crate::client::tally::{count_sent, observe, Finished};
 use crate::client::Handler;
 use crate::protocol::{Reply, ReplyEncoder};
 
@@ -117,16 +117,20 @@ impl Handler<'_> {
                     if reply.is_error() {
                         self.shared.error_codes.count(&reply);
                     }
+                    let finished = Finished {
+                        command: slot.command,
+                        took,
+                        request: &slot.request,
+                        user: slot.user.as_ref(),
+                        error: reply.is_error(),
+                    };
                     observe(
                         self.shared,
                         &self.topo,
                         &mut self.tally,
-                        slot.command,
-                        took,
-                        (&slot.request, slot.user.as_ref()),
+                        finished,
                         &self.state.peer,
                         self.state.name.as_ref(),
-                        reply.is_error(),
                     );
                 }
                 self.last_reply = now;

@@ -24,7 +24,7 @@ use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::slot::{Pending, Slot};
 use crate::migration::call;
-use crate::migration::fence::{restore_before, Restored};
+use crate::migration::fence::{restore_before, Dumped, Restored};
 use crate::own_keys::HIDDEN_PREFIX;
 use crate::protocol::RedisError;
 use crate::protocol::Reply;
@@ -130,7 +130,13 @@ async fn move_value(
     // The copy lands before the client is answered or not at all: a RESTORE
     // that ran on a slow destination after the client's timeout would undo
     // the client's next requests there (a newer write, a logout).
-    let restored = restore_before(to, origin, db, target, ttl, &value, !nx, deadline).await;
+    let copy = Dumped {
+        key: target,
+        payload: &value,
+        ttl_ms: ttl,
+        replace: !nx,
+    };
+    let restored = restore_before(to, origin, db, copy, deadline).await;
     if let Some(outcome) = not_restored(restored, nx, &to.id, timeout_ms) {
         // Best effort: if this fails too, the value stays under its hidden
         // name on the source, not lost.

@@ -70,19 +70,32 @@ impl Tally {
     }
 }
 
+/// A request answered: its command (the table's index), how long it took,
+/// what SLOWLOG keeps of it, its user, and whether the reply was an error.
+pub(in crate::client) struct Finished<'a> {
+    pub(in crate::client) command: usize,
+    pub(in crate::client) took: Duration,
+    pub(in crate::client) request: &'a Kept,
+    pub(in crate::client) user: Option<&'a Bytes>,
+    pub(in crate::client) error: bool,
+}
+
 /// Counts a finished request in the metrics, and in SLOWLOG when slow.
-#[allow(clippy::too_many_arguments)]
 pub(in crate::client) fn observe(
     shared: &Shared,
     topo: &Topology,
     tally: &mut Tally,
-    command: usize,
-    took: Duration,
-    (request, user): (&Kept, Option<&Bytes>),
+    finished: Finished<'_>,
     peer: &str,
     name: Option<&Bytes>,
-    error: bool,
 ) {
+    let Finished {
+        command,
+        took,
+        request,
+        user,
+        error,
+    } = finished;
     tally.add(shared, command, error, took);
     let slowlog = &topo.config.slowlog;
     if slowlog.slower_than_us >= 0 && took.as_micros() as i64 >= slowlog.slower_than_us {

@@ -61,18 +61,30 @@ pub enum Restored {
     Unexpected,
 }
 
-/// RESTOREs `key` on `backend` unless the backend runs it after `deadline`.
-#[allow(clippy::too_many_arguments)]
+/// A key's copy to restore: its DUMP payload, its TTL in milliseconds (0:
+/// none), and whether it replaces a key already there.
+pub struct Dumped<'a> {
+    pub key: &'a [u8],
+    pub payload: &'a [u8],
+    pub ttl_ms: i64,
+    pub replace: bool,
+}
+
+/// RESTOREs `copy` on `backend` unless the backend runs it after
+/// `deadline`.
 pub async fn restore_before(
     backend: &Backend,
     origin: Origin,
     db: u32,
-    key: &[u8],
-    ttl_ms: i64,
-    payload: &[u8],
-    replace: bool,
+    copy: Dumped<'_>,
     deadline: Instant,
 ) -> Result<Restored, BackendError> {
+    let Dumped {
+        key,
+        payload,
+        ttl_ms,
+        replace,
+    } = copy;
     let fence = unix_ms_before(deadline, Instant::now(), SystemTime::now()).to_string();
     let ttl = ttl_ms.max(0).to_string();
     let replace: &[u8] = if replace { b"1" } else { b"0" };

@@ -534,8 +534,13 @@ impl Migration {
         // bring back a key another proxy moved and deleted meanwhile.
         let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
         let until = locked_at + self.lock_for;
-        let restored =
-            fence::restore_before(owner, origin, db, key, ttl, &value, false, until).await;
+        let copy = fence::Dumped {
+            key,
+            payload: &value,
+            ttl_ms: ttl,
+            replace: false,
+        };
+        let restored = fence::restore_before(owner, origin, db, copy, until).await;
         let outcome = match landed(owner, restored) {
             Ok(outcome) => outcome,
             Err(error) => {
