@@ -29,6 +29,7 @@ use crate::client::sweep::sweep;
 use crate::client::transaction::{exec, queue, watch, Multi};
 use crate::client::State;
 use crate::config::User;
+use crate::migration::Migration;
 use crate::protocol::command::{blocks, lookup_index, TABLE};
 use crate::protocol::RedisError;
 use crate::protocol::{lookup, Cmd, Reply, Request, Route, Spec};
@@ -280,11 +281,82 @@ fn transaction_step(
     Some(Slot::ready(proto, reply))
 }
 
+/// What a routed request becomes, decided before anything is sent: its
+/// plan, carried out on the shared connections; or, for a blocking command,
+/// a connection leased to the client; or the plan after the keys a
+/// migration still holds elsewhere are settled.
+enum Decision {
+    Plan(Plan),
+    /// A blocking command, on a connection leased to the client, once the
+    /// keys a migration may still hold elsewhere (`moving`) are settled.
+    Lease {
+        backend: usize,
+        moving: Vec<Bytes>,
+    },
+    /// Keys a migration still holds elsewhere: settled first, then the
+    /// plan.
+    Settle {
+        migration: Arc<Migration>,
+        plan: Plan,
+        keys: Vec<Bytes>,
+    },
+}
+
 /// Sends a keyed command to the backend(s) owning its keys, as [`plan`]
 /// decides; a key outside `[keys] prefixes` or the user's own `prefixes` is
 /// refused first. A key a migration may still hold elsewhere is brought to
 /// its owner first ([`migrating`]).
 pub(in crate::client) fn routed(cx: &mut Ctx<'_>, user_prefixes: &[String]) -> Slot {
+    match decide(cx, user_prefixes) {
+        Decision::Plan(plan) => carry_out(cx, plan),
+        Decision::Lease { backend, moving } => {
+            let blocked = &cx.shared.stats.blocked_clients;
+            blocking(cx, backend, moving, blocked)
+        }
+        Decision::Settle {
+            migration,
+            plan,
+            keys,
+        } => migrating(cx, &migration, plan, keys),
+    }
+}
+
+/// The decision for a routed request (see [`Decision`]).
+fn decide(cx: &Ctx<'_>, user_prefixes: &[String]) -> Decision {
+    let Ctx {
+        topo,
+        spec,
+        request,
+        ..
+    } = *cx;
+    let planned = plan_request(topo, cx.state, spec, request, user_prefixes);
+    if let Plan::Forward { backend, .. } = planned {
+        if blocks(spec, request) {
+            let moving = topo
+                .active_migration()
+                .map(|m| moving_keys(m, topo, spec, request))
+                .unwrap_or_default();
+            return Decision::Lease { backend, moving };
+        }
+    }
+    if let Some(migration) = topo.active_migration() {
+        if matches!(planned, Plan::Forward { .. } | Plan::Split { .. }) {
+            let keys = moving_keys(migration, topo, spec, request);
+            if !keys.is_empty() {
+                let migration = migration.clone();
+                return Decision::Settle {
+                    migration,
+                    plan: planned,
+                    keys,
+                };
+            }
+        }
+    }
+    Decision::Plan(planned)
+}
+
+/// Carries a plan out.
+fn carry_out(cx: &mut Ctx<'_>, planned: Plan) -> Slot {
     let Ctx {
         shared,
         topo,
@@ -294,27 +366,6 @@ pub(in crate::client) fn routed(cx: &mut Ctx<'_>, user_prefixes: &[String]) -> S
         ..
     } = *cx;
     let proto = cx.state.proto;
-    let planned = plan_request(topo, cx.state, spec, request, user_prefixes);
-    // A blocking command runs on a connection leased to the client, once
-    // keys a migration may still hold elsewhere are settled.
-    if let Plan::Forward { backend, .. } = planned {
-        if blocks(spec, request) {
-            let moving = topo
-                .active_migration()
-                .map(|m| moving_keys(m, topo, spec, request))
-                .unwrap_or_default();
-            let blocked = &shared.stats.blocked_clients;
-            return blocking(cx, backend, moving, blocked);
-        }
-    }
-    if let Some(migration) = topo.active_migration() {
-        if matches!(planned, Plan::Forward { .. } | Plan::Split { .. }) {
-            let keys = moving_keys(migration, topo, spec, request);
-            if !keys.is_empty() {
-                return migrating(cx, migration, planned, keys);
-            }
-        }
-    }
     match planned {
         Plan::Refused => {
             shared.stats.refused_keys.fetch_add(1, Ordering::Relaxed);
