@@ -11,6 +11,20 @@ pub enum Case {
     Ignore,
 }
 
+/// The pattern that matches every name starting with `prefix`: the
+/// prefix with its special characters escaped, then `*`.
+pub fn prefix_pattern(prefix: &[u8]) -> Vec<u8> {
+    let mut pattern = Vec::with_capacity(prefix.len() + 1);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            pattern.push(b'\\');
+        }
+        pattern.push(b);
+    }
+    pattern.push(b'*');
+    pattern
+}
+
 /// Whether `name` matches `pattern`.
 pub fn matches(pattern: &[u8], name: &[u8], case: Case) -> bool {
     let fold = |b: u8| match case {
@@ -80,6 +94,16 @@ fn class(pattern: &[u8], start: usize, c: u8, fold: impl Fn(u8) -> u8) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_pattern_matches_exactly_the_names_under_the_prefix() {
+        let pattern = prefix_pattern(b"s[1]*?\\:");
+        assert_eq!(pattern, b"s\\[1\\]\\*\\?\\\\:*".to_vec());
+        assert!(matches(&pattern, b"s[1]*?\\:abc", Case::Exact));
+        assert!(matches(&pattern, b"s[1]*?\\:", Case::Exact));
+        assert!(!matches(&pattern, b"s1x?\\:abc", Case::Exact));
+        assert!(!matches(&pattern, b"other", Case::Exact));
+    }
 
     #[test]
     fn globs_match_like_redis() {

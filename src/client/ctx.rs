@@ -20,3 +20,10 @@ pub(in crate::client) struct Ctx<'a> {
     pub(in crate::client) request: &'a Request,
     pub(in crate::client) now: Instant,
 }
+
+impl Ctx<'_> {
+    /// Sends what the client gathered: those commands came before this one.
+    pub(in crate::client) fn flush(&mut self) {
+        self.batcher.flush(self.topo, self.state.origin());
+    }
+}

@@ -102,7 +102,7 @@ pub(in crate::client) fn execute(
         Route::Local => {
             // Gathered commands go first: a local command may change the
             // connection's state (SELECT, AUTH) or answer about it.
-            cx.batcher.flush(topo, cx.state.origin());
+            cx.flush();
             answer_here(shared, topo, cx.state, spec, request)
         }
         _ => routed(&mut cx, user_prefixes),
@@ -136,7 +136,7 @@ fn own_path(cx: &mut Ctx<'_>, user: Option<&User>) -> Option<Slot> {
     } = *cx;
     let sub = |name: &[u8]| request.arg(1).is_some_and(|s| s.eq_ignore_ascii_case(name));
     if spec.cmd == Cmd::Command && sub(b"DOCS") {
-        cx.batcher.flush(topo, cx.state.origin());
+        cx.flush();
         return Some(command_docs(topo, cx.state, request, now));
     }
     if spec.cmd == Cmd::Config {
@@ -145,11 +145,11 @@ fn own_path(cx: &mut Ctx<'_>, user: Option<&User>) -> Option<Slot> {
         }
     }
     if spec.cmd == Cmd::Client && sub(b"UNBLOCK") {
-        cx.batcher.flush(topo, cx.state.origin());
+        cx.flush();
         return Some(client_unblock(shared, topo, cx.state, &request.args(), now));
     }
     if spec.cmd == Cmd::Info && wants_memory(&request.args()[1..]) {
-        cx.batcher.flush(topo, cx.state.origin());
+        cx.flush();
         return Some(info_with_scripts(
             shared, topo, cx.state, request, user, now,
         ));
@@ -377,11 +377,11 @@ fn carry_out(cx: &mut Ctx<'_>, planned: Plan) -> Slot {
             rename(cx, nx, from, to)
         }
         Plan::Kill => {
-            cx.batcher.flush(topo, cx.state.origin());
+            cx.flush();
             kill(topo, cx.state, request)
         }
         Plan::Sweep { every_db, filter } => {
-            cx.batcher.flush(topo, cx.state.origin());
+            cx.flush();
             sweep(topo, cx.state, every_db, filter)
         }
         Plan::Forward { backend, wait } => forward(cx, backend, wait),
@@ -443,7 +443,7 @@ fn forward(cx: &mut Ctx<'_>, index: usize, wait: bool) -> Slot {
         let pending = Pending::Batched { seq, index };
         return Slot::waiting(topo, cx.state.proto, pending, backend.id.clone(), now);
     }
-    cx.batcher.flush(topo, cx.state.origin());
+    cx.flush();
     let rx = match raw {
         Some(raw) => backend.submit(
             Job::one(cx.state.origin(), raw.clone(), cx.state.db, spec.write),
@@ -642,7 +642,7 @@ fn backend_config(cx: &mut Ctx<'_>, user: Option<&crate::config::User>) -> Optio
     };
     match &sub[..] {
         b"GET" if request.len() >= 3 && names(1).all(|n| listed(n, false)) => {
-            cx.batcher.flush(topo, cx.state.origin());
+            cx.flush();
             let backend = &topo.backends[0];
             let rx = backend.submit(
                 Job::command(cx.state.origin(), &request.args(), cx.state.db, false),

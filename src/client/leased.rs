@@ -38,7 +38,7 @@ pub(in crate::client) fn blocking(
         ..
     } = *cx;
     // What is gathered goes first: those commands came before this one.
-    cx.batcher.flush(topo, cx.state.origin());
+    cx.flush();
     let backend = &topo.backends[index];
     if let Some(refusal) = backend.cluster_refusal("a blocking command") {
         return Slot::ready(cx.state.proto, Reply::error(refusal));

@@ -95,17 +95,7 @@ impl KeyFilter {
             return vec![Bytes::from_static(b"*")];
         }
         list.iter()
-            .map(|prefix| {
-                let mut pattern = Vec::with_capacity(prefix.len() + 1);
-                for &b in prefix.as_bytes() {
-                    if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-                        pattern.push(b'\\');
-                    }
-                    pattern.push(b);
-                }
-                pattern.push(b'*');
-                Bytes::from(pattern)
-            })
+            .map(|prefix| Bytes::from(crate::glob::prefix_pattern(prefix.as_bytes())))
             .collect()
     }
 

@@ -62,7 +62,7 @@ pub(in crate::client) fn migrating(
         ..
     } = *cx;
     // What is gathered goes first: those commands came before this one.
-    cx.batcher.flush(topo, cx.state.origin());
+    cx.flush();
     let sends = match planned {
         Plan::Split { parts, how } => Sends::Split { parts, how },
         Plan::Forward { backend, .. } => {

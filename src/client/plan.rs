@@ -335,8 +335,6 @@ fn pubsub(
     Plan::Every { how }
 }
 
-/// One step of SCAN: the backend the cursor names, asked with its own
-/// cursor (MATCH, COUNT and TYPE passed on as they came).
 /// A KEYS or SCAN MATCH pattern for the backends that finds no key outside
 /// `prefix` and every key under it that `pattern` matches; and whether the
 /// proxy must still match `pattern` itself (when the backend's is wider).
@@ -348,17 +346,12 @@ fn narrowed(pattern: &[u8], prefix: &str) -> (Bytes, bool) {
     if pattern[..literal_end].starts_with(prefix.as_bytes()) {
         return (Bytes::copy_from_slice(pattern), false);
     }
-    let mut wide = Vec::with_capacity(prefix.len() + 1);
-    for &b in prefix.as_bytes() {
-        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-            wide.push(b'\\');
-        }
-        wide.push(b);
-    }
-    wide.push(b'*');
+    let wide = crate::glob::prefix_pattern(prefix.as_bytes());
     (Bytes::from(wide), true)
 }
 
+/// One step of SCAN: the backend the cursor names, asked with its own
+/// cursor (MATCH, COUNT and TYPE passed on as they came).
 fn scan(request: &Request, policy: &Policy<'_>) -> Plan {
     let invalid = || Plan::Answer(RedisError::InvalidCursor.reply());
     let Some(cursor) = request

@@ -54,7 +54,7 @@ pub(in crate::client) fn rename(cx: &mut Ctx<'_>, nx: bool, from: usize, to: usi
     let Ctx {
         topo, request, now, ..
     } = *cx;
-    cx.batcher.flush(topo, cx.state.origin());
+    cx.flush();
     let args = request.args();
     let (source, target) = (args[1].clone(), args[2].clone());
     let (origin, db) = (cx.state.origin(), cx.state.db);
