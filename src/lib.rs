@@ -35,7 +35,7 @@
 //! - [`backend`]: pipelined connections to each Redis server, with timeouts,
 //!   reconnection, health and the optional WAIT after writes: the pool handle
 //!   in `backend/mod.rs`, `job` (what is asked and its errors), `health`,
-//!   `lease` (held connections), `session` (what a connection owes, no I/O),
+//!   `lease` (connections leased to one client), `session` (what a connection owes, no I/O),
 //!   `connection` (its task); `backend::lanes` shares a connection fairly
 //!   between its clients; `backend::cluster` puts a Redis Cluster behind one
 //!   backend (a backend per master, MOVED/ASK).

@@ -175,7 +175,7 @@ pub(super) struct Connection {
     pub(super) health: Arc<Health>,
     pub(super) min_replicas_ack: u32,
     /// Writes whose reply came, waiting for the WAIT after them.
-    pub(super) held: Vec<(
+    pub(super) unconfirmed: Vec<(
         tokio::sync::oneshot::Sender<super::job::BackendResult>,
         Reply,
     )>,
@@ -192,7 +192,7 @@ pub(super) struct Connection {
     /// the one the current session speaks.
     pub(super) proto: Proto,
     pub(super) speaks: Proto,
-    /// A held connection's: where its server's client id goes after each
+    /// A leased connection's: where its server's client id goes after each
     /// handshake.
     pub(super) server_id: Option<Arc<AtomicU64>>,
     /// See [`super::Discovery`]: reconnect once the server says it is a
@@ -485,7 +485,7 @@ impl Connection {
     }
 
     /// The session's renewal. A shared connection is replaced once it is
-    /// this old (`[pool] max_connection_age_s`); one held for a client
+    /// this old (`[pool] max_connection_age_s`); one leased to a client
     /// (WATCH, a blocking command) keeps its client's state and is not. One
     /// to a host name looks it up again every `[pool] dns_refresh_s`: once
     /// the name no longer leads to the address reached, it is replaced as an
@@ -633,7 +633,7 @@ impl Connection {
         for item in s.owed.drain(..) {
             let error = owed_error(&error, item.sent_at(), now);
             match item {
-                Owed::Client { reply, .. } | Owed::Held { reply, .. } => {
+                Owed::Client { reply, .. } | Owed::Unconfirmed { reply, .. } => {
                     failed += 1;
                     let _ = reply.send(Err(error));
                 }
@@ -650,7 +650,7 @@ impl Connection {
             }
         }
         // Writes whose reply came but not their WAIT's: not confirmed.
-        for (reply, _) in self.held.drain(..) {
+        for (reply, _) in self.unconfirmed.drain(..) {
             failed += 1;
             let _ = reply.send(Err(error.clone()));
         }

@@ -86,7 +86,7 @@ pub struct Job {
     pub write: bool,
     /// It came while a failover held the connection.
     pub(super) held: bool,
-    /// A blocking command (BLPOP): its reply may take this long, on a held
+    /// A blocking command (BLPOP): its reply may take this long, on a leased
     /// connection that is not overdue meanwhile.
     pub(super) blocks_for: Option<Duration>,
     /// Told once the command is written to the server (a blocking
@@ -147,7 +147,7 @@ impl Job {
         )
     }
 
-    /// A blocking command (BLPOP, XREAD BLOCK), for a held connection: its
+    /// A blocking command (BLPOP, XREAD BLOCK), for a leased connection: its
     /// reply may take `blocks_for` (plus the request timeout) without the
     /// connection counting as dead. Where its reply will arrive, and word
     /// once it is written to the server.

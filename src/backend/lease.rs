@@ -1,5 +1,7 @@
-//! Connections a client holds for a while (WATCH, blocking commands,
-//! subscribers), counted against `[pool] max_held_connections`.
+//! Leases: a connection one client has to itself for a while (a WATCH
+//! until its EXEC, a blocking command, a subscriber's link), counted
+//! against `[pool] max_held_connections` and its user's share until the
+//! lease is dropped.
 
 use super::job::Job;
 use bytes::Bytes;
@@ -7,53 +9,72 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// A connection counted against `[pool] max_held_connections` until dropped.
+/// What a lease is for: commands on a connection the backend makes for
+/// it (speaking the client's protocol), or a link that dials its own
+/// connection (Pub/Sub: `crate::pubsub::link`) and only needs counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseFor {
+    Commands(crate::protocol::Proto),
+    Link,
+}
+
+/// A connection leased to one client, counted against `[pool]
+/// max_held_connections` until dropped; a lease for commands closes its
+/// connection then.
 #[derive(Debug)]
-pub struct Reserved {
+pub struct Lease {
+    pub(super) line: Option<Line>,
     pub(super) _ticket: Ticket,
 }
 
-/// A connection held for one client; it closes when this is dropped.
+/// The connection of a lease for commands.
 #[derive(Debug)]
-pub struct Held {
+pub(super) struct Line {
     pub(super) queue: mpsc::UnboundedSender<Job>,
     /// The server's client id of the connection (0: not known yet).
     pub(super) server_id: Arc<AtomicU64>,
-    pub(super) _ticket: Ticket,
 }
 
-impl Held {
-    /// The server's client id of this connection, as it said after the
-    /// handshake (CLIENT UNBLOCK names it); 0 when not known.
+impl Lease {
+    /// The server's client id of this lease's connection, as it said
+    /// after the handshake (CLIENT UNBLOCK names it); 0 when not known,
+    /// or for a link's lease.
     pub fn server_id(&self) -> Arc<AtomicU64> {
-        self.server_id.clone()
+        self.line
+            .as_ref()
+            .map_or_else(Arc::default, |line| line.server_id.clone())
+    }
+
+    /// Where jobs for this lease's connection go (`None` for a link's).
+    pub(super) fn queue(&self) -> Option<&mpsc::UnboundedSender<Job>> {
+        self.line.as_ref().map(|line| &line.queue)
     }
 }
 
-/// Whose connection a held one is: a named user and its share of `[pool]
+/// Whose a leased connection is: a named user and its share of `[pool]
 /// max_held_connections` on each backend, or `None` for the default user
-/// (held to the pool's limit only).
+/// (leasing up to the pool's limit only).
 pub type Share<'a> = Option<(&'a Bytes, usize)>;
 
-/// Why no connection could be held for a client.
+/// Why no connection could be leased to a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldRefused {
-    /// `[pool] max_held_connections` are held already.
+pub enum LeaseRefused {
+    /// `[pool] max_held_connections` are leased already.
     Pool,
-    /// The user holds its share already.
+    /// The user has its share leased already.
     User(usize),
-    /// A Redis Cluster backend holds no connection for one client.
+    /// A Redis Cluster backend leases no connection to one client.
     Cluster,
 }
 
-impl HoldRefused {
+impl LeaseRefused {
     /// The client's error, for `what` the connection was wanted for.
     pub fn message(self, backend: &str, user: Option<&Bytes>, what: &str) -> String {
         match self {
-            HoldRefused::Pool | HoldRefused::Cluster => format!(
+            LeaseRefused::Pool | LeaseRefused::Cluster => format!(
                 "ERR backend '{backend}' has [pool] max_held_connections held already: no connection for {what}"
             ),
-            HoldRefused::User(limit) => format!(
+            LeaseRefused::User(limit) => format!(
                 "ERR user '{}' holds {limit} connections to backend '{backend}' already, its share ([[users]] max_held_connections): no connection for {what}",
                 String::from_utf8_lossy(user.map_or(&b""[..], |u| &u[..]))
             ),
@@ -61,33 +82,33 @@ impl HoldRefused {
     }
 }
 
-/// Connections held for single clients on one backend: in all, and per
+/// Connections leased to single clients on one backend: in all, and per
 /// named user.
 #[derive(Debug, Default)]
-pub(super) struct HeldCount {
+pub(super) struct Leases {
     pub(super) total: AtomicUsize,
     pub(super) by_user: std::sync::Mutex<std::collections::HashMap<Bytes, usize>>,
 }
 
-/// One held connection's place in [`HeldCount`], given back when dropped.
+/// One lease's place in [`Leases`], given back when dropped.
 #[derive(Debug)]
 pub(super) struct Ticket {
-    pub(super) count: Arc<HeldCount>,
+    pub(super) count: Arc<Leases>,
     pub(super) user: Option<Bytes>,
 }
 
-pub(super) trait TakeHeld {
-    /// Counts one more held connection for `share`, within `max` in all;
-    /// the ticket and how many were held before it.
-    fn take(&self, share: Share<'_>, max: usize) -> Result<(Ticket, usize), HoldRefused>;
+pub(super) trait TakeLease {
+    /// Counts one more lease for `share`, within `max` in all;
+    /// the ticket and how many were leased before it.
+    fn take(&self, share: Share<'_>, max: usize) -> Result<(Ticket, usize), LeaseRefused>;
 }
 
-impl TakeHeld for Arc<HeldCount> {
-    fn take(&self, share: Share<'_>, max: usize) -> Result<(Ticket, usize), HoldRefused> {
+impl TakeLease for Arc<Leases> {
+    fn take(&self, share: Share<'_>, max: usize) -> Result<(Ticket, usize), LeaseRefused> {
         let count = self.total.fetch_add(1, Ordering::AcqRel);
         if count >= max {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(HoldRefused::Pool);
+            return Err(LeaseRefused::Pool);
         }
         if let Some((user, limit)) = share {
             let mut by_user = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,7 +116,7 @@ impl TakeHeld for Arc<HeldCount> {
             if *mine >= limit {
                 drop(by_user);
                 self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err(HoldRefused::User(limit));
+                return Err(LeaseRefused::User(limit));
             }
             *mine += 1;
         }

@@ -39,8 +39,8 @@ use connection::Connection;
 pub use health::Health;
 use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
-pub use lease::{Held, HoldRefused, Reserved, Share};
-use lease::{HeldCount, TakeHeld};
+pub use lease::{Lease, LeaseFor, LeaseRefused, Share};
+use lease::{Leases, Line, TakeLease};
 
 use lanes::Lanes;
 
@@ -116,7 +116,7 @@ impl Discovery {
 /// Starts one more connection task of a backend on a worker (numbered, for
 /// its span), speaking a protocol: `(worker, number, proto, server_id)`;
 /// with `server_id`, the connection asks the server its client id after
-/// each handshake and keeps it there (held connections: CLIENT UNBLOCK).
+/// each handshake and keeps it there (leased connections: CLIENT UNBLOCK).
 #[derive(Clone)]
 #[allow(clippy::type_complexity)]
 struct Spawn(
@@ -127,7 +127,7 @@ struct Spawn(
     >,
 );
 
-/// A connection made ahead to be held: its queue, and the server's id of
+/// A connection made ahead to be leased: its queue, and the server's id of
 /// it once connected (0 until then).
 type Spare = (mpsc::UnboundedSender<Job>, Arc<AtomicU64>);
 
@@ -145,7 +145,7 @@ struct WorkerPool {
     /// the first RESP3 request.
     queues3: OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
     bulk3: OnceLock<mpsc::UnboundedSender<Job>>,
-    /// A connection made ahead for the next client to hold one (WATCH, a
+    /// A connection made ahead for the next client to lease one (WATCH, a
     /// blocking command), per protocol, after the first did: its command
     /// then goes out at once, not after a connect and handshake (a BLPOP
     /// reaches the server before the LPUSH another client sends just after
@@ -214,8 +214,8 @@ struct Pool {
     workers: Workers,
     /// Starts one more connection task on a worker.
     spawn: Spawn,
-    /// Connections held for single clients now (see [`Backend::hold`]).
-    held: Arc<HeldCount>,
+    /// Connections leased to single clients now (see [`Backend::lease`]).
+    leases: Arc<Leases>,
 }
 
 impl Backend {
@@ -262,7 +262,7 @@ impl Backend {
                     failover: failover.clone(),
                     health: health.clone(),
                     min_replicas_ack,
-                    held: Vec::new(),
+                    unconfirmed: Vec::new(),
                     lanes: Lanes::default(),
                     // The connection after the pool's is the one for large replies.
                     read_turn: if conn >= pool { READ_TURN } else { usize::MAX },
@@ -290,7 +290,7 @@ impl Backend {
                 pools: pools.into(),
                 workers,
                 spawn: Spawn(Arc::new(spawn)),
-                held: Arc::default(),
+                leases: Arc::default(),
             }),
             health,
             endpoint,
@@ -414,15 +414,22 @@ impl Backend {
         }
     }
 
-    /// A connection of its own for one client (a WATCH until its EXEC),
-    /// closed when the handle is dropped; refused when `[pool]
-    /// max_held_connections` are held already, or the client's user holds
-    /// its share.
-    pub fn hold(&self, share: Share<'_>, proto: Proto) -> Result<Held, HoldRefused> {
+    /// A lease for one client (see [`Lease`]): for commands, a connection
+    /// of its own (a WATCH until its EXEC, a blocking command), closed
+    /// when the lease is dropped; for a link, only its count. Refused when
+    /// `[pool] max_held_connections` are leased already, or the client's
+    /// user has its share.
+    pub fn lease(&self, share: Share<'_>, to: LeaseFor) -> Result<Lease, LeaseRefused> {
         let Kind::Pool(pool) = &self.kind else {
-            return Err(HoldRefused::Cluster);
+            return Err(LeaseRefused::Cluster);
         };
-        let (ticket, count) = pool.held.take(share, self.settings.max_held)?;
+        let (ticket, count) = pool.leases.take(share, self.settings.max_held)?;
+        let LeaseFor::Commands(proto) = to else {
+            return Ok(Lease {
+                line: None,
+                _ticket: ticket,
+            });
+        };
         // On the client's own worker, numbered after the pool's.
         let worker = pool.workers.here();
         let number = self.settings.connections + 1 + count;
@@ -441,9 +448,8 @@ impl Backend {
             }
             None => spawn(),
         };
-        Ok(Held {
-            queue,
-            server_id,
+        Ok(Lease {
+            line: Some(Line { queue, server_id }),
             _ticket: ticket,
         })
     }
@@ -462,7 +468,7 @@ impl Backend {
         }
     }
 
-    /// CLIENT UNBLOCK of one of this backend's held connections (its
+    /// CLIENT UNBLOCK of one of this backend's leased connections (its
     /// server's client id), on a connection of its own: the server's
     /// answer (`:1` when the connection was blocked and is no longer).
     pub async fn unblock(
@@ -500,17 +506,6 @@ impl Backend {
         }
     }
 
-    /// Counts one more connection held for a single client (a Pub/Sub
-    /// link) against `[pool] max_held_connections` and the user's share,
-    /// until dropped.
-    pub fn reserve(&self, share: Share<'_>) -> Result<Reserved, HoldRefused> {
-        let Kind::Pool(pool) = &self.kind else {
-            return Err(HoldRefused::Cluster);
-        };
-        let (ticket, _) = pool.held.take(share, self.settings.max_held)?;
-        Ok(Reserved { _ticket: ticket })
-    }
-
     /// Whether writes to this backend are followed by WAIT.
     pub fn waits_for_replicas(&self) -> bool {
         self.min_replicas_ack > 0
@@ -518,16 +513,16 @@ impl Backend {
 
     /// Queues a job made by `Job::one`, `command`, `batch` or `blocking`
     /// and returns where its answer will arrive: on the client's own
-    /// connection when `held` is given, else on the connection its origin
-    /// picks (for a Redis Cluster, the node its slot names).
-    pub fn submit<R>(&self, (job, answer): (Job, R), held: Option<&Held>) -> R {
-        self.enqueue_on(job, held.map(|h| &h.queue));
+    /// connection when its `lease` is given, else on the connection its
+    /// origin picks (for a Redis Cluster, the node its slot names).
+    pub fn submit<R>(&self, (job, answer): (Job, R), lease: Option<&Lease>) -> R {
+        self.enqueue_on(job, lease.and_then(Lease::queue));
         answer
     }
 
-    /// Queues `job` on `held`, or on the connection its origin picks.
-    fn enqueue_on(&self, job: Job, held: Option<&mpsc::UnboundedSender<Job>>) {
-        if let (Kind::Cluster(cluster), None) = (&self.kind, held) {
+    /// Queues `job` on `leased`, or on the connection its origin picks.
+    fn enqueue_on(&self, job: Job, leased: Option<&mpsc::UnboundedSender<Job>>) {
+        if let (Kind::Cluster(cluster), None) = (&self.kind, leased) {
             return cluster.route(job);
         }
         if !self.health.is_up() {
@@ -544,8 +539,8 @@ impl Backend {
             job.reply.fail(error, &self.health.metrics);
             return;
         }
-        let queue = match (held, &self.kind) {
-            (Some(held), _) => Some(held),
+        let queue = match (leased, &self.kind) {
+            (Some(leased), _) => Some(leased),
             (None, Kind::Pool(pool)) => self.pool_queue(pool, job.origin),
             (None, Kind::Cluster(_)) => None,
         };

@@ -129,7 +129,7 @@ impl Connection {
 
     /// Appends a job's command to the outbox, preceded by a SELECT when
     /// the client's database differs from the connection's. True for a
-    /// write whose reply is held for a WAIT, which the caller appends.
+    /// write whose reply waits for a WAIT, which the caller appends.
     pub(super) fn queue(
         &self,
         job: Job,
@@ -144,7 +144,7 @@ impl Connection {
                 .increment(u64::from(job.replies()));
         }
         let client = job.origin.client;
-        // A held connection keeps its client's state (MULTI, WATCH), which
+        // A leased connection keeps its client's state (MULTI, WATCH), which
         // a command sent again on another connection would not have.
         let retry = (self.reconnect_on_readonly && self.server_id.is_none()).then(|| Retry {
             origin: job.origin,
@@ -179,7 +179,7 @@ impl Connection {
         };
         if job.write && self.min_replicas_ack > 0 {
             // The write's reply is held until WAIT says how many replicas have it.
-            owed.push_back(Owed::Held {
+            owed.push_back(Owed::Unconfirmed {
                 client,
                 reply,
                 sent_at: now,
@@ -290,7 +290,7 @@ impl Connection {
                     }
                 }
             }
-            Some(Owed::Held {
+            Some(Owed::Unconfirmed {
                 client,
                 reply: tx,
                 retry,
@@ -299,12 +299,12 @@ impl Connection {
                 self.lanes.replied(client, 1, size);
                 match retry.filter(|_| refused) {
                     Some(retry) => self.retry_later(retry, tx),
-                    None => self.held.push((tx, reply)),
+                    None => self.unconfirmed.push((tx, reply)),
                 }
             }
             Some(Owed::Wait {
                 replicas, doubted, ..
-            }) => self.decide_held(replicas, doubted, reply.parsed()),
+            }) => self.decide_unconfirmed(replicas, doubted, reply.parsed()),
             Some(Owed::Select { .. }) => {
                 if let Reply::Error(e) = reply.parsed() {
                     // Commands after it would run in the wrong database: drop the connection.
@@ -362,11 +362,11 @@ impl Connection {
         }
     }
 
-    /// The WAIT after the held writes answered `acked`: each write's client
+    /// The WAIT after the unconfirmed writes answered `acked`: each write's client
     /// gets its reply if enough replicas have it, `-NOREPLICAS` if not, and
     /// an error if a failover began meanwhile (see [`Owed::Wait`]).
-    pub(super) fn decide_held(&mut self, replicas: u32, doubted: bool, acked: Reply) {
-        for (tx, write) in self.held.drain(..) {
+    pub(super) fn decide_unconfirmed(&mut self, replicas: u32, doubted: bool, acked: Reply) {
+        for (tx, write) in self.unconfirmed.drain(..) {
             if doubted && !write.is_error() {
                 let _ = tx.send(Err(BackendError::Unavailable {
                     backend: self.backend.clone(),
@@ -430,7 +430,7 @@ mod tests {
             recheck: Some(recheck),
             failover: None,
             min_replicas_ack: 0,
-            held: Vec::new(),
+            unconfirmed: Vec::new(),
             server_id: None,
             reconnect_on_readonly: false,
             want_master: None,
@@ -490,7 +490,7 @@ mod tests {
             let mut receivers = Vec::new();
             for client in [1, 2] {
                 let (tx, rx) = oneshot::channel();
-                s.owed.push_back(Owed::Held {
+                s.owed.push_back(Owed::Unconfirmed {
                     client,
                     reply: tx,
                     sent_at: Instant::now(),
@@ -511,7 +511,7 @@ mod tests {
             assert!(conn
                 .take_replies(&mut rbuf, &mut s.owed, Instant::now())
                 .is_ok());
-            assert!(s.owed.is_empty() && conn.held.is_empty());
+            assert!(s.owed.is_empty() && conn.unconfirmed.is_empty());
             for rx in receivers {
                 let answer = rx.await.unwrap();
                 match (doubt, acked) {

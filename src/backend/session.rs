@@ -42,15 +42,15 @@ pub(super) enum Owed {
     },
     /// A SELECT the proxy inserted to switch databases.
     Select { sent_at: Instant },
-    /// A write whose reply is held until the WAIT after it answers.
-    Held {
+    /// A write whose reply waits for the WAIT after it to confirm it.
+    Unconfirmed {
         client: u64,
         reply: oneshot::Sender<BackendResult>,
         sent_at: Instant,
         /// As for [`Owed::Client`].
         retry: Option<Retry>,
     },
-    /// The WAIT after one or more held writes: it decides what each of
+    /// The WAIT after one or more unconfirmed writes: it decides what each of
     /// their clients gets.
     Wait {
         replicas: u32,
@@ -68,7 +68,7 @@ impl Owed {
             Owed::Client { sent_at, .. }
             | Owed::Batch { sent_at, .. }
             | Owed::Select { sent_at }
-            | Owed::Held { sent_at, .. }
+            | Owed::Unconfirmed { sent_at, .. }
             | Owed::Wait { sent_at, .. } => *sent_at,
         }
     }

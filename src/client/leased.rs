@@ -1,5 +1,5 @@
 //! Blocking commands (BLPOP, BZPOPMIN, BLMOVE, XREAD BLOCK, ...): each runs
-//! on a connection leased to its client for that command (`Backend::hold`,
+//! on a connection leased to its client for that command (`Backend::lease`,
 //! at most `[pool] max_held_connections` per backend), never on the shared
 //! pipelined connections, which a blocked command would stall for every
 //! other client. The slot is a barrier: the client's later requests run
@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BackendError, BackendResult, Held, Job, Origin};
+use crate::backend::{Backend, BackendError, BackendResult, Job, Lease, LeaseFor, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
 use crate::client::slot::{Pending, Slot};
@@ -44,8 +44,9 @@ pub(in crate::client) fn blocking(
         return Slot::ready(cx.state.proto, Reply::error(refusal));
     }
     let share = cx.state.share(topo);
-    let held = match backend.hold(share.as_ref().map(|(u, n)| (u, *n)), cx.state.proto) {
-        Ok(held) => held,
+    let share = share.as_ref().map(|(u, n)| (u, *n));
+    let lease = match backend.lease(share, LeaseFor::Commands(cx.state.proto)) {
+        Ok(lease) => lease,
         Err(refused) => {
             let message =
                 refused.message(&backend.id, cx.state.user.as_ref(), "a blocking command");
@@ -54,17 +55,17 @@ pub(in crate::client) fn blocking(
     };
     let blocks_for = block_time(spec, request);
     let (tx, out) = oneshot::channel();
-    let lease = Lease {
+    let run = BlockingRun {
         topo: topo.clone(),
         backend: backend.clone(),
-        held,
+        lease,
         origin: cx.state.origin(),
         db: cx.state.db,
         blocks_for,
         blocked: blocked.clone(),
         card: cx.state.card.clone(),
     };
-    tokio::spawn(lease.run(request.payload(), moving, tx));
+    tokio::spawn(run.go(request.payload(), moving, tx));
     let mut slot = Slot::waiting(
         topo,
         cx.state.proto,
@@ -84,10 +85,10 @@ pub(in crate::client) fn blocking(
 }
 
 /// A blocking command on its leased connection, off the client's task.
-struct Lease {
+struct BlockingRun {
     topo: Arc<Topology>,
     backend: Backend,
-    held: Held,
+    lease: Lease,
     origin: Origin,
     db: u32,
     blocks_for: Duration,
@@ -95,14 +96,14 @@ struct Lease {
     card: Arc<ClientCard>,
 }
 
-impl Lease {
+impl BlockingRun {
     /// Settles the keys still on an old server, then sends the command and
     /// answers `tx` with its reply, unless the client is gone first.
-    async fn run(self, payload: Bytes, moving: Vec<Bytes>, mut tx: oneshot::Sender<BackendResult>) {
-        let Lease {
+    async fn go(self, payload: Bytes, moving: Vec<Bytes>, mut tx: oneshot::Sender<BackendResult>) {
+        let BlockingRun {
             topo,
             backend: leased,
-            held,
+            lease,
             origin,
             db,
             blocks_for,
@@ -115,11 +116,11 @@ impl Lease {
         }
         let id = leased.id.clone();
         let (mut rx, written) =
-            leased.submit(Job::blocking(origin, payload, db, blocks_for), Some(&held));
-        let on = (leased.clone(), held.server_id());
+            leased.submit(Job::blocking(origin, payload, db, blocks_for), Some(&lease));
+        let on = (leased.clone(), lease.server_id());
         // The lease lasts until the reply comes, or the client is gone (the
         // connection then closes, which unblocks the server).
-        let _held = held;
+        let _lease = lease;
         // Counted in INFO's blocked_clients from when the command is
         // written to the server (so clients count in the order the server
         // blocks them) until it answers or the client is gone: the count

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{BackendResult, Reserved};
+use crate::backend::{BackendResult, Lease, LeaseFor};
 use crate::client::batcher::Batcher;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
@@ -30,7 +30,7 @@ pub(in crate::client) struct Subscriber {
     links: Vec<Option<Link>>,
     pub(in crate::client) messages: mpsc::Receiver<Bytes>,
     sender: mpsc::Sender<Bytes>,
-    /// The user whose share of held connections the links count against.
+    /// The user whose share of leased connections the links count against.
     share: Option<(Bytes, usize)>,
 }
 
@@ -38,7 +38,7 @@ pub(in crate::client) struct Subscriber {
 struct Link {
     orders: mpsc::UnboundedSender<Order>,
     backend: crate::backend::Backend,
-    _reserved: Reserved,
+    _lease: Lease,
 }
 
 impl Subscriber {
@@ -85,7 +85,7 @@ impl Subscriber {
             return Err(Reply::error(refusal));
         }
         let share = self.share.as_ref().map(|(u, n)| (u, *n));
-        let reserved = backend.reserve(share).map_err(|refused| {
+        let lease = backend.lease(share, LeaseFor::Link).map_err(|refused| {
             let user = self.share.as_ref().map(|(u, _)| u);
             Reply::error(refused.message(&backend.id, user, "a subscription"))
         })?;
@@ -101,7 +101,7 @@ impl Subscriber {
         self.links[index] = Some(Link {
             orders,
             backend: backend.clone(),
-            _reserved: reserved,
+            _lease: lease,
         });
         Ok(())
     }

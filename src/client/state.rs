@@ -38,7 +38,7 @@ pub(in crate::client) struct State {
     pub(in crate::client) large_replies: bool,
     /// Commands queued since MULTI, until EXEC or DISCARD.
     pub(in crate::client) multi: Option<Multi>,
-    /// The connection WATCH was sent on, held until EXEC, DISCARD or UNWATCH.
+    /// The connection WATCH was sent on, leased until EXEC, DISCARD or UNWATCH.
     pub(in crate::client) watching: Option<Watching>,
     /// What CLIENT LIST shows of this client (see `crate::clients`).
     pub(in crate::client) card: Arc<crate::clients::ClientCard>,
@@ -69,7 +69,7 @@ impl State {
         }
     }
 
-    /// The client's share of held connections: its named user and that
+    /// The client's share of leased connections: its named user and that
     /// user's limit, or `None` for the default user.
     pub(in crate::client) fn share(&self, topo: &Topology) -> Option<(Bytes, usize)> {
         let name = self.user.as_ref()?;

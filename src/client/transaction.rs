@@ -4,8 +4,8 @@
 //! one answers its error, and EXEC then answers EXECABORT); EXEC sends
 //! `MULTI`, the queued commands and `EXEC` as one batch, written back to
 //! back on one backend connection, so the backend runs them as one
-//! transaction, and the client gets EXEC's reply. WATCH holds a connection
-//! of the watched keys' backend for the client (`Backend::hold`): the WATCH
+//! transaction, and the client gets EXEC's reply. WATCH leases a connection
+//! of the watched keys' backend to the client (`Backend::lease`): the WATCH
 //! and later the transaction go on it, so the backend sees both on one
 //! connection and aborts EXEC when a watched key changed; EXEC, DISCARD,
 //! UNWATCH and RESET let it go.
@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, BackendResult, Held, Job, Origin};
+use crate::backend::{BackendError, BackendResult, Job, Lease, LeaseFor, Origin};
 use crate::client::migrate::{moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
@@ -50,7 +50,7 @@ pub(in crate::client) struct Multi {
 #[derive(Debug)]
 pub(in crate::client) struct Watching {
     backend: usize,
-    held: Held,
+    lease: Lease,
 }
 
 impl Multi {
@@ -255,7 +255,7 @@ struct Run {
     db: u32,
     first: usize,
     keys: Vec<Bytes>,
-    /// The WATCH's held connection, kept until the transactions are done.
+    /// The WATCH's leased connection, kept until the transactions are done.
     watching: Option<Watching>,
 }
 
@@ -279,7 +279,7 @@ impl Run {
                 let backend = &topo.backends[index];
                 let rx = match &watching {
                     Some(w) => {
-                        backend.submit(Job::batch(origin, payload, count, db), Some(&w.held))
+                        backend.submit(Job::batch(origin, payload, count, db), Some(&w.lease))
                     }
                     None => backend.submit(Job::batch(origin, payload, count, db), None),
                 };
@@ -307,7 +307,7 @@ impl Run {
 }
 
 /// WATCH outside a transaction: its keys must live on one backend (the
-/// one of an earlier WATCH too); the command goes on a connection held for
+/// one of an earlier WATCH too); the command goes on a connection leased to
 /// this client.
 pub(in crate::client) fn watch(
     topo: &Topology,
@@ -336,8 +336,9 @@ pub(in crate::client) fn watch(
             return Slot::ready(proto, Reply::error(refusal));
         }
         let share = state.share(topo);
-        let held = match target.hold(share.as_ref().map(|(u, n)| (u, *n)), state.proto) {
-            Ok(held) => held,
+        let share = share.as_ref().map(|(u, n)| (u, *n));
+        let lease = match target.lease(share, LeaseFor::Commands(state.proto)) {
+            Ok(lease) => lease,
             Err(refused) => {
                 let message = refused.message(&target.id, state.user.as_ref(), "WATCH");
                 return Slot::ready(proto, Reply::error(message));
@@ -345,7 +346,7 @@ pub(in crate::client) fn watch(
         };
         state.watching = Some(Watching {
             backend: index,
-            held,
+            lease,
         });
     }
     let Some(watching) = state.watching.as_ref() else {
@@ -354,7 +355,7 @@ pub(in crate::client) fn watch(
     let payload = request.payload();
     let rx = target.submit(
         Job::one(state.origin(), payload, state.db, false),
-        Some(&watching.held),
+        Some(&watching.lease),
     );
     Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now)
 }
