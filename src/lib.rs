@@ -12,9 +12,10 @@
 //!   what Redis keeps per connection (`state.rs`), its batcher towards
 //!   backends (`batcher.rs`), the reply order (`slot.rs`, `receive.rs`) and
 //!   the replies going out (`output.rs`), whether a request may run
-//!   (`admit.rs`), what each request becomes (`dispatch.rs`, carrying out the
-//!   pure routing decision of `plan.rs`; split replies merged by
-//!   `merge.rs`), transactions (`transaction.rs`), keys a migration still
+//!   (`admit.rs`), what each request becomes, decided once (`decide.rs`,
+//!   with the pure routing plan of `plan.rs`) and carried out
+//!   (`dispatch.rs`; the commands with a path of their own in
+//!   `own_path.rs`; split replies merged by `merge.rs`), transactions (`transaction.rs`), keys a migration still
 //!   moves (`migrate.rs`), blocking commands on leased connections
 //!   (`leased.rs`), RENAME across backends (`rename.rs`), Pub/Sub
 //!   subscriptions (`pubsub.rs`), the counts of what it did (`tally.rs`),

@@ -4,17 +4,16 @@
 //! for a RESP2 client in subscribed mode.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{BackendResult, Lease, LeaseFor};
-use crate::client::batcher::Batcher;
+use crate::client::ctx::Ctx;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::protocol::RedisError;
-use crate::protocol::{Cmd, Proto, Reply, Request, Spec};
+use crate::protocol::{Cmd, Proto, Reply, Spec};
 use crate::pubsub::link::{self, Order};
 use crate::pubsub::{Kind, Wanted};
 use crate::shared::Topology;
@@ -162,7 +161,7 @@ impl Subscriber {
 }
 
 /// The kind and direction of a (un)subscribe command.
-fn kind_of(cmd: Cmd) -> Option<(Kind, bool)> {
+pub(in crate::client) fn kind_of(cmd: Cmd) -> Option<(Kind, bool)> {
     Some(match cmd {
         Cmd::Subscribe => (Kind::Channel, true),
         Cmd::PSubscribe => (Kind::Pattern, true),
@@ -196,17 +195,12 @@ pub(in crate::client) fn subscribed_ping(state: &State, args: &[Bytes]) -> Optio
     })
 }
 
-/// Runs a (un)subscribe command; `None` for any other.
-pub(in crate::client) fn subscription(
-    topo: &Arc<Topology>,
-    state: &mut State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    request: &Request,
-    now: Instant,
-) -> Option<Slot> {
-    let (kind, subscribing) = kind_of(spec.cmd)?;
-    batcher.flush(topo, state.origin());
+/// Runs a (un)subscribe command of `kind`.
+pub(in crate::client) fn subscription(cx: &mut Ctx<'_>, kind: Kind, subscribing: bool) -> Slot {
+    let Ctx {
+        topo, request, now, ..
+    } = *cx;
+    let state = &mut *cx.state;
     let proto = state.proto;
     let names: Vec<Bytes> = request.args().split_off(1);
     let share = state.share(topo);
@@ -217,20 +211,18 @@ pub(in crate::client) fn subscription(
     if !subscribing {
         let reply = match unsubscribe(subscriber, &state.card, kind, &names, targets, proto) {
             Ok(confirmations) => confirmations,
-            Err(refusal) => return Some(Slot::ready(proto, refusal)),
+            Err(refusal) => return Slot::ready(proto, refusal),
         };
         if subscriber.total() == 0 {
             // Out of subscribed mode: the links close.
             state.subscriber = None;
         }
-        return Some(Slot::ready(proto, reply));
+        return Slot::ready(proto, reply);
     }
-    Some(
-        match subscribe(topo, subscriber, &state.card, kind, names, targets, proto) {
-            Ok(rx) => Slot::waiting(topo, proto, Pending::One(rx), Arc::from("*"), now),
-            Err(refusal) => Slot::ready(proto, refusal),
-        },
-    )
+    match subscribe(topo, subscriber, &state.card, kind, names, targets, proto) {
+        Ok(rx) => Slot::waiting(topo, proto, Pending::One(rx), Arc::from("*"), now),
+        Err(refusal) => Slot::ready(proto, refusal),
+    }
 }
 
 /// The backends each name goes to: every one, or a shard channel's owner

@@ -417,6 +417,35 @@ impl Differential {
             proxy,
         }
     }
+
+    /// One server per weight behind a proxy (backends `a`, `b`, `c`...).
+    pub fn weighted(weights: &[f64], extra: &str) -> Differential {
+        let reference = Redis::start();
+        let servers: Vec<Redis> = weights.iter().map(|_| Redis::start()).collect();
+        let ids: Vec<String> = (b'a'..)
+            .take(weights.len())
+            .map(|c| char::from(c).to_string())
+            .collect();
+        let list: Vec<(&str, String, f64)> = servers
+            .iter()
+            .zip(&ids)
+            .zip(weights)
+            .map(|((redis, id), weight)| (&id[..], redis.address(), *weight))
+            .collect();
+        let proxy = Proxy::start(&config_for(&list, extra));
+        Differential {
+            servers,
+            reference,
+            proxy,
+        }
+    }
+
+    /// Empties the reference and every server.
+    pub fn flush(&self) {
+        for redis in std::iter::once(&self.reference).chain(&self.servers) {
+            assert_eq!(redis.client().cmd(&["FLUSHALL"]), b"+OK\r\n");
+        }
+    }
 }
 
 /// A client of the proxy and one of the reference Redis, both after

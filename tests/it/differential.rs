@@ -4,37 +4,23 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::common::{config_for, Proxy, RawClient, Redis};
+use crate::common::{Differential, RawClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-struct Rig {
-    reference: Redis,
-    backends: Vec<Redis>,
-    proxy: Proxy,
+/// Three weighted backends (1, 2, 1) behind the proxy, and the reference.
+struct Rig(Differential);
+
+impl std::ops::Deref for Rig {
+    type Target = Differential;
+    fn deref(&self) -> &Differential {
+        &self.0
+    }
 }
 
 impl Rig {
     fn new() -> Rig {
-        let reference = Redis::start();
-        let backends: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
-        let list = [
-            ("a", backends[0].address(), 1.0),
-            ("b", backends[1].address(), 2.0),
-            ("c", backends[2].address(), 1.0),
-        ];
-        let proxy = Proxy::start(&config_for(&list, ""));
-        Rig {
-            reference,
-            backends,
-            proxy,
-        }
-    }
-
-    fn flush(&self) {
-        for redis in std::iter::once(&self.reference).chain(&self.backends) {
-            assert_eq!(redis.client().cmd(&["FLUSHALL"]), b"+OK\r\n");
-        }
+        Rig(Differential::weighted(&[1.0, 2.0, 1.0], ""))
     }
 
     /// Runs `case` on both sides and compares every reply.
@@ -53,7 +39,7 @@ impl Rig {
                 // reference and on the backend that owns the key.
                 let rest: Vec<&[u8]> = args[1..].iter().map(|a| a.as_slice()).collect();
                 let key = String::from_utf8_lossy(rest[1]).into_owned();
-                let owner = &self.backends[self.proxy.owner(&key)];
+                let owner = &self.servers[self.proxy.owner(&key)];
                 for redis in [&self.reference, owner] {
                     let mut c = redis.client();
                     c.send(&rest);

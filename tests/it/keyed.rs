@@ -1008,10 +1008,8 @@ fn hash_tags_keep_related_keys_together() {
 /// refusal for a user without full key access.
 #[test]
 fn sort_runs_where_its_patterns_keys_are() {
-    let one = Redis::start();
-    let reference = Redis::start();
-    let proxy = proxy_over(std::slice::from_ref(&one), "");
-    let (mut through, mut direct) = pair(&proxy, &reference, false);
+    let one = Differential::start(1, "");
+    let (mut through, mut direct) = pair(&one.proxy, &one.reference, false);
     for c in [&mut through, &mut direct] {
         c.cmd(&["RPUSH", "l", "3", "1", "2"]);
         for (id, w) in [("1", "30"), ("2", "20"), ("3", "10")] {
@@ -1030,7 +1028,7 @@ fn sort_runs_where_its_patterns_keys_are() {
     ] {
         same(&mut through, &mut direct, &args);
     }
-    drop(proxy);
+    drop(one);
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let proxy = proxy_over(&servers, "[keys]\nhash_tag = \"{}\"\n");
     let mut c = proxy.client();
