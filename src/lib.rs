@@ -14,8 +14,9 @@
 //!   the replies going out (`output.rs`), whether a request may run
 //!   (`admit.rs`), what each request becomes, decided once (`decide.rs`,
 //!   with the pure routing plan of `plan.rs`) and carried out
-//!   (`dispatch.rs`; the commands with a path of their own in
-//!   `own_path.rs`; split replies merged by `merge.rs`), transactions (`transaction.rs`), keys a migration still
+//!   (`dispatch.rs`; sent to backends by `forward.rs`; the commands with a
+//!   path of their own in `own_path.rs`; split replies merged by
+//!   `merge.rs`), transactions (`transaction.rs`), keys a migration still
 //!   moves (`migrate.rs`), blocking commands on leased connections
 //!   (`leased.rs`), RENAME across backends (`rename.rs`), Pub/Sub
 //!   subscriptions (`pubsub.rs`), the counts of what it did (`tally.rs`),

@@ -1,36 +1,32 @@
 //! From a decoded request to its slot: admitted, decided once
 //! (`decide.rs`), and the decision carried out here: commands answered
-//! here, transaction steps, subscriptions, commands routed to a backend
-//! (one, split over several, or sent to all), and Redis's errors for what
-//! is refused.
+//! here, transaction steps, subscriptions, plans followed (sent by
+//! `forward.rs`: to one backend, split over several, or to all), and
+//! Redis's errors for what is refused.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use tokio::sync::oneshot;
-
-use crate::backend::Job;
 use crate::client::admit::{admit, auth_refused, wrong_password};
 use crate::client::batcher::Batcher;
 use crate::client::commands;
 use crate::client::ctx::Ctx;
 use crate::client::decide::{decide, Decision, Step};
+use crate::client::forward::{every_backend, forward, kill, split};
 use crate::client::leased::blocking;
-use crate::client::merge::MergeHow;
 use crate::client::migrate::migrating;
 use crate::client::own_path;
 use crate::client::plan::Plan;
 use crate::client::pubsub::subscription;
 use crate::client::rename::rename;
-use crate::client::slot::{Kept, Merging, Pending, Slot};
+use crate::client::slot::{Kept, Slot};
 use crate::client::sweep::sweep;
 use crate::client::transaction::{exec, queue, watch, Multi};
 use crate::client::State;
 use crate::protocol::command::{lookup_index, TABLE};
 use crate::protocol::RedisError;
-use crate::protocol::{Cmd, Reply, Request, Route, Spec};
+use crate::protocol::{Cmd, Reply, Request, Spec};
 use crate::shared::{Shared, Topology};
 
 /// Runs one request and returns its slot.
@@ -220,144 +216,4 @@ fn follow(cx: &mut Ctx<'_>, planned: Plan) -> Slot {
         Plan::Every { how } => every_backend(cx, request.args(), how),
         Plan::EveryWith { args, how } => every_backend(cx, args, how),
     }
-}
-
-/// One backend has every key: forward the request as it came, gathered
-/// with the client's other commands for that backend; on its own (an
-/// inline request, or a write followed by WAIT) after what is gathered.
-fn forward(cx: &mut Ctx<'_>, index: usize, wait: bool) -> Slot {
-    let Ctx {
-        topo,
-        spec,
-        request,
-        now,
-        ..
-    } = *cx;
-    let backend = &topo.backends[index];
-    let raw = request.raw();
-    if let Some(raw) = raw.filter(|_| !wait) {
-        let (seq, index) = cx.batcher.add(topo, cx.state, index, raw);
-        let pending = Pending::Batched { seq, index };
-        return Slot::waiting(topo, cx.state.proto, pending, backend.id.clone(), now);
-    }
-    cx.flush();
-    let rx = match raw {
-        Some(raw) => backend.submit(
-            Job::one(cx.state.origin(), raw.clone(), cx.state.db, spec.write),
-            None,
-        ),
-        None => backend.submit(
-            Job::command(cx.state.origin(), &request.args(), cx.state.db, spec.write),
-            None,
-        ),
-    };
-    Slot::waiting(
-        topo,
-        cx.state.proto,
-        Pending::One(rx),
-        backend.id.clone(),
-        now,
-    )
-}
-
-/// One sub-command per backend, after what is gathered, their replies
-/// merged as `how` says.
-fn split(
-    topo: &Topology,
-    state: &State,
-    batcher: &mut Batcher,
-    spec: &Spec,
-    parts: Vec<(usize, Vec<Bytes>)>,
-    how: MergeHow,
-    now: Instant,
-) -> Slot {
-    batcher.flush(topo, state.origin());
-    // A part's index is a backend's, or for SCAN a server's of
-    // `Topology::servers` (a cluster's masters, a migration's old
-    // servers).
-    let targets: Vec<crate::backend::Backend> = parts
-        .iter()
-        .map(|(index, _)| {
-            let target = if spec.route == Route::Scan {
-                topo.scan_target(*index)
-            } else {
-                topo.backends.get(*index).cloned()
-            };
-            target.unwrap_or_else(|| topo.backends[0].clone())
-        })
-        .collect();
-    let receivers = parts
-        .iter()
-        .zip(&targets)
-        .map(|((_, sub), target)| {
-            let rx = target.submit(
-                Job::command(state.origin(), sub, state.db, spec.write),
-                None,
-            );
-            (Some(rx), None)
-        })
-        .collect();
-    let ids: Vec<&str> = targets.iter().map(|t| &*t.id).collect();
-    let merging = Merging {
-        parts: receivers,
-        how,
-    };
-    let pending = Pending::Merge(Box::new(merging));
-    Slot::waiting(topo, state.proto, pending, Arc::from(ids.join("', '")), now)
-}
-
-/// SCRIPT KILL or FUNCTION KILL on every backend, each over a connection
-/// made for it: the script runs on one of the pool's, which answers
-/// nothing until the script ends. `+OK` from the backend whose script
-/// was killed, else the first backend's error (`-NOTBUSY`).
-fn kill(topo: &Arc<Topology>, state: &State, request: &Request) -> Slot {
-    let servers = topo.servers();
-    let args = request.args();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut answer = None;
-        for server in servers {
-            let reply = server.ask_apart(args.clone()).await.ok();
-            match reply {
-                Some(reply) if !reply.is_error() => answer = Some(reply),
-                Some(error) if answer.is_none() => answer = Some(error),
-                _ => {}
-            }
-        }
-        let _ = tx.send(Ok(answer.unwrap_or_else(|| RedisError::NotBusy.reply())));
-    });
-    Slot::waiting(
-        topo,
-        state.proto,
-        Pending::One(rx),
-        Arc::from("*"),
-        Instant::now(),
-    )
-}
-
-/// Sends `args` to every backend, after what is gathered; the replies
-/// merged by `how`.
-pub(in crate::client) fn every_backend(cx: &mut Ctx<'_>, args: Vec<Bytes>, how: MergeHow) -> Slot {
-    cx.flush();
-    let Ctx {
-        topo, spec, now, ..
-    } = *cx;
-    let state = &*cx.state;
-    // KEYS also asks the old servers of a migration: keys not moved yet.
-    let old = match how {
-        MergeHow::Concat(_) => topo.old_servers(),
-        _ => Vec::new(),
-    };
-    // A cluster backend is asked on each of its masters.
-    let parts = topo
-        .servers()
-        .iter()
-        .chain(old)
-        .map(|backend| {
-            let job = Job::command(state.origin(), &args, state.db, spec.write);
-            (Some(backend.submit(job, None)), None)
-        })
-        .collect();
-    let merging = Pending::Merge(Box::new(Merging { parts, how }));
-    Slot::waiting(topo, state.proto, merging, Arc::from("*"), now)
 }

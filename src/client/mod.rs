@@ -40,6 +40,7 @@ mod ctx;
 mod decide;
 mod dispatch;
 mod errors;
+mod forward;
 mod leased;
 mod merge;
 mod migrate;

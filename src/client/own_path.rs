@@ -14,7 +14,7 @@ use crate::client::commands::client::client_unblock;
 use crate::client::commands::info::{info_text, ScriptMemory};
 use crate::client::ctx::Ctx;
 use crate::client::decide::Own;
-use crate::client::dispatch::every_backend;
+use crate::client::forward::every_backend;
 use crate::client::merge::MergeHow;
 use crate::client::slot::{Merging, Pending, Slot};
 use crate::client::State;
