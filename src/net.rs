@@ -176,6 +176,21 @@ impl Stream {
         read
     }
 
+    /// Makes the close that follows a reset (`SO_LINGER` 0): the kernel
+    /// drops what it still holds to send instead of delivering it later.
+    /// For a connection given up with commands unanswered: a command whose
+    /// client was told it failed must not reach the server once the
+    /// network comes back. (What the server's kernel has already taken
+    /// still runs.) A Unix socket has nothing in flight to drop.
+    pub fn abort(&self) {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.tcp(),
+            Stream::Unix(_) => return,
+        };
+        let _ = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
+    }
+
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_write_vectored(bufs),

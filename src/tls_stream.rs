@@ -96,6 +96,11 @@ impl TlsStream {
         }
     }
 
+    /// The TCP socket under the session.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -480,6 +480,11 @@ impl Connection {
                 }
             }
         };
+        if s.owes_clients() {
+            // Those clients get an error: what of theirs the kernel still
+            // holds must not reach the server later.
+            stream.abort();
+        }
         self.settle(&mut s, &end);
         end
     }

@@ -134,6 +134,14 @@ pub(super) struct Session {
 }
 
 impl Session {
+    /// Whether a client still waits for a reply (a SELECT or WAIT the
+    /// proxy added does not count).
+    pub(super) fn owes_clients(&self) -> bool {
+        self.owed
+            .iter()
+            .any(|owed| !matches!(owed, Owed::Select { .. } | Owed::Wait { .. }))
+    }
+
     /// Replaces the connection as an aged one is: nothing more is sent
     /// here, and once what was sent is answered the session ends (`Aged`).
     pub(super) fn renew(&mut self) {

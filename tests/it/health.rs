@@ -990,3 +990,42 @@ fn a_password_rotated_under_load_fails_no_request() {
         .text(&["AUTH", "first"])
         .starts_with("-WRONGPASS"));
 }
+
+/// A write sent into a silent network and given up (its client told it
+/// failed, its connection declared dead after the request timeout) does
+/// not reach the server when the network comes back: the proxy resets the
+/// connection, so its kernel drops what it had not got through. Before, the
+/// write landed after the user's next one and undid it (found by the
+/// nemesis: a session logged out came back).
+#[test]
+fn a_write_given_up_in_a_silent_network_does_not_land_later() {
+    let redis = Redis::start();
+    let relay = crate::relay::Relay::start(redis.address());
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [pool]\nconnections = 1\nrequest_timeout_ms = 300\nconnect_timeout_ms = 300\n\
+         [[backends]]\nid = \"silent\"\naddress = \"{}\"\n",
+        relay.address()
+    ));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:g", "first"]), "+OK\r\n");
+    relay.blackhole();
+    let given_up = client.text(&["SET", "session:g", "given-up"]);
+    assert!(given_up.starts_with("-ERR"), "{given_up}");
+    // The user's next write, acknowledged elsewhere meanwhile.
+    assert_eq!(
+        redis.client().text(&["SET", "session:g", "next"]),
+        "+OK\r\n"
+    );
+    relay.pass();
+    relay.wait_quiet();
+    assert_eq!(redis.client().text(&["GET", "session:g"]), "$4\r\nnext\r\n");
+    assert!(relay.dropped() >= 1, "the relay dropped nothing");
+    // The backend serves again through the proxy.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the backend back",
+        || client.text(&["GET", "session:g"]) == "$4\r\nnext\r\n",
+    );
+}

@@ -3,10 +3,15 @@
 //! forwards or new connections, holds it (a blackhole: the peer sees a silent network), or cuts
 //! every connection open now. Threads and blocking sockets; stopped when
 //! dropped.
+//!
+//! What a blackhole holds is what a real silent network leaves in the
+//! sender's kernel, unacknowledged: a sender that resets its connection
+//! meanwhile (`SO_LINGER` 0) drops it, so the relay drops it too when the
+//! network comes back, and delivers nothing more of that connection.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +35,11 @@ struct State {
     stopped: AtomicBool,
     /// Both ends of every connection open now, for `cut`.
     open: Mutex<Vec<TcpStream>>,
+    /// Pieces read and neither forwarded nor dropped yet.
+    holding: AtomicUsize,
+    /// Pieces dropped because their sender reset its connection while the
+    /// network was silent.
+    dropped: AtomicUsize,
 }
 
 pub struct Relay {
@@ -109,6 +119,24 @@ impl Relay {
         self.state.mode.store(BLACKHOLE, Ordering::Relaxed);
     }
 
+    /// Waits (at most 5 s) until no piece read is still on its way:
+    /// everything held is forwarded or dropped.
+    pub fn wait_quiet(&self) {
+        let holding = || self.state.holding.load(Ordering::Relaxed) == 0;
+        crate::common::wait_until(
+            Duration::from_secs(5),
+            POLL,
+            "the relay to go quiet",
+            holding,
+        );
+    }
+
+    /// Pieces dropped because their sender reset while the network was
+    /// silent.
+    pub fn dropped(&self) -> usize {
+        self.state.dropped.load(Ordering::Relaxed)
+    }
+
     /// Cuts every connection open now (both ends); new ones are taken.
     pub fn cut(&self) {
         for stream in self.state.open.lock().unwrap().drain(..) {
@@ -135,9 +163,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        state.holding.fetch_add(1, Ordering::Relaxed);
+        let mut silenced = false;
         loop {
             match state.mode.load(Ordering::Relaxed) {
-                BLACKHOLE if !state.stopped.load(Ordering::Relaxed) => std::thread::sleep(POLL),
+                BLACKHOLE if !state.stopped.load(Ordering::Relaxed) => {
+                    silenced = true;
+                    std::thread::sleep(POLL)
+                }
                 DELAY => {
                     std::thread::sleep(Duration::from_millis(
                         state.delay_ms.load(Ordering::Relaxed),
@@ -147,7 +180,15 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
                 _ => break,
             }
         }
-        if to.write_all(&buf[..n]).is_err() {
+        // The sender reset while the network was silent: what it had not
+        // got through is gone, as its kernel dropped it.
+        let reset = silenced && matches!(from.take_error(), Ok(Some(_)));
+        let sent = !reset && to.write_all(&buf[..n]).is_ok();
+        if reset {
+            state.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        state.holding.fetch_sub(1, Ordering::Relaxed);
+        if !sent {
             break;
         }
     }
