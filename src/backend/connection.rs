@@ -480,13 +480,20 @@ impl Connection {
                 }
             }
         };
+        self.close(&mut s, stream, &end);
+        end
+    }
+
+    /// The session is over: a connection given up with clients still owed
+    /// a reply is reset (they get an error, so what of theirs the kernel
+    /// still holds must not reach the server later), then what is owed is
+    /// settled.
+    fn close(&mut self, s: &mut Session, stream: Stream, end: &SessionEnd) {
         if s.owes_clients() {
-            // Those clients get an error: what of theirs the kernel still
-            // holds must not reach the server later.
             stream.abort();
         }
-        self.settle(&mut s, &end);
-        end
+        drop(stream);
+        self.settle(s, end);
     }
 
     /// The session's renewal. A shared connection is replaced once it is
