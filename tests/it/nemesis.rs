@@ -1,8 +1,10 @@
 //! The nemesis: simulated users keep sessions (create, read, update,
 //! regenerate the id by RENAME, log out) through two proxy processes, each
 //! request on either proxy at random, over two Sentinel groups (a master and
-//! two replicas each, `min_replicas_ack = 1`) and a plain backend, while
-//! faults come at random and overlap: SENTINEL FAILOVER, a master killed
+//! two replicas each, `min_replicas_ack = 1`), a Redis Cluster (three
+//! masters, a replica each) and a plain backend, while faults come at
+//! random and overlap: SENTINEL FAILOVER, CLUSTER FAILOVER, slots of the
+//! cluster moving to another master (`redis-cli --cluster reshard`), a master killed
 //! (SIGKILL) and restarted, a frozen replica,
 //! master or plain backend (SIGSTOP, then SIGCONT), the network to the
 //! plain backend slowed, silenced or cut (a relay of the harness's own,
@@ -15,7 +17,10 @@
 //! sequential): a read must return the value of the last acknowledged write
 //! or of a write that failed after it (which may or may not have run),
 //! never an older one (a lost write), never a session logged out before (a
-//! resurrection), never another user's. Errors are counted by whether a
+//! resurrection), never another user's. Half the users keep their session
+//! ids under a hash tag (`session:{u3}:g5`), so that a RENAME stays in one
+//! slot; the others' RENAME of a key the cluster holds to a key of another
+//! slot is refused (`-CROSSSLOT`, as a Redis Cluster does), counted apart. Errors are counted by whether a
 //! fault was in progress (with a grace after it); the history and the
 //! verdict are written to `target/nemesis/`.
 //!
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{Group, RawClient, Redis, Running};
+use crate::common::{Cluster, Group, RawClient, Redis, Running};
 use crate::relay::Relay;
 
 const USERS: usize = 12;
@@ -59,6 +64,12 @@ impl Record {
     fn failed(&self) -> bool {
         self.reply.starts_with('-') || self.reply.starts_with("!io")
     }
+
+    /// Refused by design, not by a fault: a RENAME across the cluster's
+    /// slots (it did not run).
+    fn refused(&self) -> bool {
+        self.reply.starts_with("-CROSSSLOT")
+    }
 }
 
 /// A fault and when it was in progress.
@@ -72,9 +83,10 @@ struct Fault {
 /// The proxies' client ports now (a restart changes one).
 type Ports = Arc<Mutex<Vec<u16>>>;
 
-fn body(a: &Group, b: &Group, plain: &Relay, extra: Option<&Redis>) -> String {
+fn body(a: &Group, b: &Group, cluster: &Cluster, plain: &Relay, extra: Option<&Redis>) -> String {
     let mut text = String::from(
-        "[pool]\nrequest_timeout_ms = 1500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n",
+        "[pool]\nrequest_timeout_ms = 1500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n\
+         [keys]\nhash_tag = \"{}\"\n",
     );
     for (id, group) in [("a", a), ("b", b)] {
         text.push_str(&format!(
@@ -85,6 +97,15 @@ fn body(a: &Group, b: &Group, plain: &Relay, extra: Option<&Redis>) -> String {
     text.push_str(&format!(
         "[[backends]]\nid = \"plain\"\naddress = \"{}\"\n",
         plain.address()
+    ));
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.address()))
+        .collect();
+    text.push_str(&format!(
+        "[[backends]]\nid = \"cluster\"\ncluster = {{ seeds = [{}] }}\n",
+        seeds.join(", ")
     ));
     if let Some(extra) = extra {
         text.push_str(&format!(
@@ -102,7 +123,12 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
     let mut records = Vec::new();
     let mut clients: BTreeMap<u16, RawClient> = BTreeMap::new();
     let (mut generation, mut n) = (0u64, 0u64);
-    let mut key = format!("session:u{id}:g{generation}");
+    // Odd users' ids share a hash tag: their RENAMEs stay in one slot.
+    let name = |generation: u64| match id % 2 {
+        1 => format!("session:{{u{id}}}:g{generation}"),
+        _ => format!("session:u{id}:g{generation}"),
+    };
+    let mut key = name(generation);
     let mut present = false;
     let deadline = Instant::now() + limit;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -118,8 +144,10 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
             ("GET", vec!["GET".into(), key.clone()])
         } else if roll < 93 {
             generation += 1;
-            let new = format!("session:u{id}:g{generation}");
-            ("RENAME", vec!["RENAME".into(), key.clone(), new])
+            (
+                "RENAME",
+                vec!["RENAME".into(), key.clone(), name(generation)],
+            )
         } else {
             ("DEL", vec!["DEL".into(), key.clone()])
         };
@@ -159,7 +187,7 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
             "DEL" => {
                 // Logged out: a new session under a new key.
                 generation += 1;
-                key = format!("session:u{id}:g{generation}");
+                key = name(generation);
                 present = false;
             }
             _ => {}
@@ -238,6 +266,7 @@ fn check(records: &[Record]) -> Vec<String> {
                 }
                 "DEL" if failed => possible.0.push(None),
                 "DEL" => *possible = Possible::settled(None),
+                "RENAME" if r.refused() => {}
                 "RENAME" => {
                     let moved = std::mem::take(&mut possible.0);
                     if failed {
@@ -267,6 +296,90 @@ fn bulk(reply: &str) -> Option<String> {
         return None;
     }
     reply.split("\r\n").nth(1).map(str::to_string)
+}
+
+/// The cluster's masters that hold slots, `(address, id)`, and every
+/// replica, `(address, its master's id)`, as a node that answers sees them.
+type Layout = (Vec<(String, String)>, Vec<(String, String)>);
+
+fn cluster_layout(cluster: &Cluster) -> Layout {
+    for node in &cluster.nodes {
+        let Ok(mut client) = RawClient::try_connect(node.port) else {
+            continue;
+        };
+        let text = client.text(&["CLUSTER", "NODES"]);
+        let (mut masters, mut replicas) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 8 || fields[2].contains("fail") {
+                continue;
+            }
+            let address = fields[1].split('@').next().unwrap_or_default().to_string();
+            if fields[2].contains("master") && fields.len() > 8 {
+                masters.push((address, fields[0].to_string()));
+            } else if fields[2].contains("slave") {
+                replicas.push((address, fields[3].to_string()));
+            }
+        }
+        if !masters.is_empty() {
+            return (masters, replicas);
+        }
+    }
+    (Vec::new(), Vec::new())
+}
+
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_default()
+}
+
+/// CLUSTER FAILOVER on the replica of the `pick`-th master; returns once it
+/// says it is a master (bounded: 15 s).
+fn cluster_failover(cluster: &Cluster, pick: usize) {
+    let (masters, replicas) = cluster_layout(cluster);
+    let Some((_, id)) = masters.get(pick % masters.len().max(1)) else {
+        return;
+    };
+    let Some((replica, _)) = replicas.iter().find(|(_, master)| master == id) else {
+        return;
+    };
+    let Ok(mut client) = RawClient::try_connect(port_of(replica)) else {
+        return;
+    };
+    if client.text(&["CLUSTER", "FAILOVER"]) != "+OK\r\n" {
+        return;
+    }
+    crate::common::try_wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        client.text(&["ROLE"]).contains("master")
+    });
+}
+
+/// Moves 100 slots from the `from`-th master to the one `step` after it
+/// (`redis-cli --cluster reshard`, which migrates their keys).
+fn reshard(cluster: &Cluster, from: usize, step: usize) {
+    let (masters, _) = cluster_layout(cluster);
+    if masters.len() < 2 {
+        return;
+    }
+    let source = &masters[from % masters.len()];
+    let target = &masters[(from + step) % masters.len()];
+    let _ = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            &source.0,
+            "--cluster-from",
+            &source.1,
+            "--cluster-to",
+            &target.1,
+            "--cluster-slots",
+            "100",
+            "--cluster-yes",
+        ])
+        .output();
 }
 
 /// Runs `fault` in a thread of its own, recording when it was in progress.
@@ -316,7 +429,10 @@ fn nemesis() {
     // are the network's.
     let plain = Arc::new(Relay::start(plain_server.address()));
     let extra = Arc::new(Redis::start());
-    let base = body(&a, &b, &plain, None);
+    let cluster = Arc::new(Cluster::start(3, 1));
+    // One change of the cluster's layout at a time.
+    let cluster_busy = Arc::new(AtomicBool::new(false));
+    let base = body(&a, &b, &cluster, &plain, None);
     // The config every proxy runs now (a restarted one starts with it).
     let current = Arc::new(Mutex::new(base.clone()));
     let proxies = Arc::new(Mutex::new(vec![
@@ -359,7 +475,7 @@ fn nemesis() {
         if running.len() >= 2 {
             continue;
         }
-        let choice = rng.random_range(0..12);
+        let choice = rng.random_range(0..14);
         if no_faults {
             continue;
         }
@@ -378,6 +494,23 @@ fn nemesis() {
             continue;
         }
         let handle = match choice {
+            12 | 13 if cluster_busy.swap(true, Ordering::Relaxed) => continue,
+            12 => {
+                let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
+                let pick = rng.random_range(0..3);
+                inject(&faults, "CLUSTER FAILOVER", move || {
+                    cluster_failover(&cluster, pick);
+                    busy.store(false, Ordering::Relaxed);
+                })
+            }
+            13 => {
+                let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
+                let (from, to) = (rng.random_range(0..3), rng.random_range(1..3));
+                inject(&faults, "cluster slots moved (reshard)", move || {
+                    reshard(&cluster, from, to);
+                    busy.store(false, Ordering::Relaxed);
+                })
+            }
             9 => {
                 let (plain, ms) = (plain.clone(), rng.random_range(100..600));
                 inject(&faults, "slow network to the plain backend", move || {
@@ -472,7 +605,7 @@ fn nemesis() {
             _ => {
                 extra_in = !extra_in;
                 let text = if extra_in {
-                    body(&a, &b, &plain, Some(&extra))
+                    body(&a, &b, &cluster, &plain, Some(&extra))
                 } else {
                     base.clone()
                 };
@@ -570,7 +703,7 @@ fn report(
         // The error window: first to last error while it was in progress.
         let errors: Vec<&Record> = records
             .iter()
-            .filter(|r| r.failed() && r.end >= f.start && r.start <= f.end + GRACE)
+            .filter(|r| r.failed() && !r.refused() && r.end >= f.start && r.start <= f.end + GRACE)
             .collect();
         if let (Some(first), Some(last)) = (errors.first(), errors.last()) {
             entry.1 = entry.1.max(last.end.saturating_duration_since(first.start));
@@ -579,11 +712,12 @@ fn report(
     }
     let outside: Vec<&Record> = records
         .iter()
-        .filter(|r| r.failed() && during(r).is_none())
+        .filter(|r| r.failed() && !r.refused() && during(r).is_none())
         .collect();
+    let refused = records.iter().filter(|r| r.refused()).count();
     let acknowledged = records.iter().filter(|r| !r.failed()).count();
     let mut text = format!(
-        "nemesis NEMESIS_SEED={seed}: {} requests, {acknowledged} acknowledged, {} violations, {} errors outside a fault\n\
+        "nemesis NEMESIS_SEED={seed}: {} requests, {acknowledged} acknowledged, {refused} RENAMEs across the cluster's slots refused (-CROSSSLOT), {} violations, {} errors outside a fault\n\
          | fault | count | longest error window | errors |\n|---|---|---|---|\n",
         records.len(),
         violations.len(),
