@@ -512,7 +512,7 @@ impl Migration {
             owner,
             old,
             lock_at_owner,
-            lock: [LOCK_PREFIX, &key[..]].concat(),
+            lock: lock_name(key, owner.cluster().is_some() || old.cluster().is_some()),
             token: rand::random::<u64>().to_string(),
             lock_ms: self.lock_for.as_millis().to_string(),
         };
@@ -641,6 +641,19 @@ impl Migration {
     }
 }
 
+/// The move lock's key for `key`: `LOCK_PREFIX` and the key; for a move
+/// from or to a Redis Cluster, with the part of the key the cluster hashes
+/// as its hash tag first, so that lock and key share a slot (the scripts
+/// that read or delete the old copy take both). A key that contains a `}`
+/// outside a hash tag of its own still lands elsewhere.
+fn lock_name(key: &[u8], cluster: bool) -> Vec<u8> {
+    if !cluster {
+        return [LOCK_PREFIX, key].concat();
+    }
+    let tag = crate::cluster::hash_tag(key);
+    [LOCK_PREFIX, b"{", tag, b"}", key].concat()
+}
+
 /// Sends one command and waits for its parsed reply.
 pub(crate) async fn call(
     backend: &Backend,
@@ -677,3 +690,17 @@ fn refused(backend: &Backend, error: &[u8]) -> BackendError {
 
 /// How long the mover waits before another pass after a failed one.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::lock_name;
+    use crate::cluster::slot;
+
+    #[test]
+    fn a_lock_for_a_cluster_shares_its_keys_slot() {
+        for key in [&b"session:abc"[..], b"session:{u3}:g5", b"a{b"] {
+            assert_eq!(slot(&lock_name(key, true)), slot(key), "{key:?}");
+        }
+        assert_eq!(lock_name(b"k", false), b"__session-proxy-moving:k");
+    }
+}

@@ -984,3 +984,53 @@ fn a_demoted_master_is_kept_until_its_requests_are_answered() {
         .iter()
         .all(|m| m["address"] != master.address().as_str()));
 }
+
+/// A reload that adds a plain backend beside a Redis Cluster moves keys
+/// out of the cluster: the move's lock shares the key's slot (the scripts
+/// that read and delete the old copy take both), so no read or write of a
+/// moving key gets CROSSSLOT, and every key is found with its value
+/// (found by the nemesis: "moving a key: CROSSSLOT").
+#[test]
+fn keys_move_out_of_a_cluster_on_a_reload_without_crossslot() {
+    let cluster = Cluster::start(3, 0);
+    let plain = Redis::start();
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.address()))
+        .collect();
+    let only = format!(
+        "[reload]\nsettle_ms = 0\n[[backends]]\nid = \"c\"\ncluster = {{ seeds = [{}] }}\n",
+        seeds.join(", ")
+    );
+    let proxy = crate::common::Running::start(&only);
+    let mut client = proxy.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the slot map",
+        || client.text(&["SET", "session:0", "v0"]) == "+OK\r\n",
+    );
+    for i in 0..60 {
+        let (key, value) = (format!("session:{i}"), format!("v{i}"));
+        assert_eq!(client.text(&["SET", &key, &value]), "+OK\r\n");
+    }
+    proxy.rewrite(&format!(
+        "{only}[[backends]]\nid = \"p\"\naddress = \"{}\"\n",
+        plain.address()
+    ));
+    proxy.signal("HUP");
+    wait_until(READY_LIMIT, Duration::from_millis(10), "reload", || {
+        proxy.generation() == 1
+    });
+    // Read before the mover is done: each read of a key moving to the
+    // plain backend moves it first.
+    for i in 0..60 {
+        let key = format!("session:{i}");
+        let value = format!("v{i}");
+        let want = format!("${}\r\n{value}\r\n", value.len());
+        assert_eq!(client.text(&["GET", &key]), want, "{key}");
+    }
+    let moved = plain.client().text(&["DBSIZE"]);
+    assert_ne!(moved, ":0\r\n", "no key moved to the plain backend");
+}
