@@ -81,7 +81,9 @@ const BUSY_RETRY: Duration = Duration::from_millis(2);
 /// Why a key could not be settled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettleError {
-    /// The old location did not answer: a read may go on as a miss.
+    /// The old location did not answer (its connection failed, or it is
+    /// known down): a read may go on as a miss when it is known down. An
+    /// old location that answers, even with an error, is up: `Failed`.
     #[error("old location: {0}")]
     OldDown(BackendError),
     /// Anything else (the owner refused the copy, the key stayed locked by
@@ -566,7 +568,7 @@ impl Migration {
                     [Reply::Bulk(value), Reply::Int(pttl)] => {
                         return Ok(Some((value.clone(), *pttl, asked)))
                     }
-                    _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
+                    _ => return Err(failed(unexpected(old, "a value and a TTL"))),
                 },
                 Reply::Null => return Ok(None),
                 Reply::Bulk(busy) if &busy[..] == b"BUSY" => {
@@ -578,8 +580,11 @@ impl Migration {
                     }
                     tokio::time::sleep(BUSY_RETRY).await;
                 }
-                Reply::Error(e) => return Err(SettleError::OldDown(refused(old, &e))),
-                _ => return Err(SettleError::OldDown(unexpected(old, "a value and a TTL"))),
+                // The old server answered: it is up, and may hold the
+                // session. Its refusal fails the request; a miss would log
+                // the user out.
+                Reply::Error(e) => return Err(failed(refused(old, &e))),
+                _ => return Err(failed(unexpected(old, "a value and a TTL"))),
             }
         }
     }

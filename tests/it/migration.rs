@@ -1020,3 +1020,21 @@ fn a_slow_old_location_fails_the_request_instead_of_answering_a_miss() {
         || client.text(&["GET", &key]) == "$2\r\nv1\r\n",
     );
 }
+
+/// An old server that answers the move with an error is up, and may hold
+/// the session: the read fails instead of answering a miss (a logout).
+/// Before, its refusal counted as the server down and the read came back
+/// empty (found with a Redis Cluster as the old location, whose move
+/// scripts got CROSSSLOT).
+#[test]
+fn an_old_server_refusing_the_move_fails_the_read_instead_of_a_miss() {
+    // EVAL renamed away: the move's scripts are refused as unknown.
+    let old = Redis::start_with(&["--rename-command", "EVAL", "EVAL_elsewhere"]);
+    let new = Redis::start();
+    assert_eq!(old.client().text(&["SET", "session:x", "v"]), "+OK\r\n");
+    let proxy = moving_in(&old, &[&new], 1, "");
+    let mut client = proxy.client();
+    let got = client.text(&["GET", "session:x"]);
+    assert!(got.starts_with("-ERR"), "a refused move answered {got:?}");
+    assert_eq!(old.client().text(&["GET", "session:x"]), bulk("v"));
+}
