@@ -164,11 +164,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
             Ok(n) => n,
         };
         state.holding.fetch_add(1, Ordering::Relaxed);
-        let mut silenced = false;
+        let mut reset = false;
         loop {
             match state.mode.load(Ordering::Relaxed) {
                 BLACKHOLE if !state.stopped.load(Ordering::Relaxed) => {
-                    silenced = true;
+                    // Looked at while silent, when nothing else touches the
+                    // socket: once the network is back, the other direction's
+                    // write to a reset peer would take the error first.
+                    reset |= matches!(from.take_error(), Ok(Some(_)));
                     std::thread::sleep(POLL)
                 }
                 DELAY => {
@@ -182,7 +185,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
         }
         // The sender reset while the network was silent: what it had not
         // got through is gone, as its kernel dropped it.
-        let reset = silenced && matches!(from.take_error(), Ok(Some(_)));
         let sent = !reset && to.write_all(&buf[..n]).is_ok();
         if reset {
             state.dropped.fetch_add(1, Ordering::Relaxed);
