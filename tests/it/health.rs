@@ -1012,6 +1012,15 @@ fn a_write_given_up_in_a_silent_network_does_not_land_later() {
     relay.blackhole();
     let given_up = client.text(&["SET", "session:g", "given-up"]);
     assert!(given_up.starts_with("-ERR"), "{given_up}");
+    // The proxy gives up on the connection (a moment after its client's
+    // own deadline, which counts from when the request came, not from when
+    // it was sent) and resets it.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(5),
+        "the proxy to reset the connection it gave up on",
+        || relay.resets() >= 1,
+    );
     // The user's next write, acknowledged elsewhere meanwhile.
     assert_eq!(
         redis.client().text(&["SET", "session:g", "next"]),

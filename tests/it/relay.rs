@@ -40,6 +40,8 @@ struct State {
     /// Pieces dropped because their sender reset its connection while the
     /// network was silent.
     dropped: AtomicUsize,
+    /// Resets seen from senders while the network was silent.
+    resets: AtomicUsize,
 }
 
 pub struct Relay {
@@ -137,6 +139,11 @@ impl Relay {
         self.state.dropped.load(Ordering::Relaxed)
     }
 
+    /// Resets seen from senders while the network was silent.
+    pub fn resets(&self) -> usize {
+        self.state.resets.load(Ordering::Relaxed)
+    }
+
     /// Cuts every connection open now (both ends); new ones are taken.
     pub fn cut(&self) {
         for stream in self.state.open.lock().unwrap().drain(..) {
@@ -171,7 +178,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
                     // Looked at while silent, when nothing else touches the
                     // socket: once the network is back, the other direction's
                     // write to a reset peer would take the error first.
-                    reset |= matches!(from.take_error(), Ok(Some(_)));
+                    if matches!(from.take_error(), Ok(Some(_))) {
+                        reset = true;
+                        state.resets.fetch_add(1, Ordering::Relaxed);
+                    }
                     std::thread::sleep(POLL)
                 }
                 DELAY => {
