@@ -274,8 +274,27 @@ impl Connection {
         size: usize,
         refused: bool,
     ) -> Result<(), SessionEnd> {
+        // A batch's replies are gathered where it waits, in place: moved
+        // out and back per reply, it costs two copies of the entry each.
+        if let Some(Owed::Batch {
+            count,
+            replies,
+            bytes,
+            ..
+        }) = owed.front_mut()
+        {
+            replies.push(reply);
+            *bytes += size;
+            if replies.len() < *count {
+                // More of the batch's replies are still to come.
+                return Ok(());
+            }
+            if let Some(batch) = owed.pop_front() {
+                self.answer_batch(batch);
+            }
+            return Ok(());
+        }
         match owed.pop_front() {
-            Some(batch @ Owed::Batch { .. }) => self.answer_batch(owed, batch, reply, size),
             Some(Owed::Client {
                 client,
                 reply: tx,
@@ -313,47 +332,28 @@ impl Connection {
                     );
                 }
             }
-            None => return Err(self.lost("reply to no request".into())),
+            // (A batch took its reply above.)
+            Some(Owed::Batch { .. }) | None => return Err(self.lost("reply to no request".into())),
         }
         Ok(())
     }
 
-    /// One more reply of a batch: the batch is answered once all are in
-    /// (its refused commands sent again first, when there are any).
-    pub(super) fn answer_batch(
-        &mut self,
-        owed: &mut VecDeque<Owed>,
-        batch: Owed,
-        reply: Reply,
-        size: usize,
-    ) {
+    /// A batch whose replies are all in: answered (its refused commands
+    /// sent again first, when there are any).
+    pub(super) fn answer_batch(&mut self, batch: Owed) {
         let Owed::Batch {
             client,
             reply: tx,
             count,
-            mut replies,
+            replies,
             bytes,
-            sent_at,
             retry,
+            ..
         } = batch
         else {
             return;
         };
-        replies.push(reply);
-        if replies.len() < count {
-            // More of the batch's replies are still to come.
-            owed.push_front(Owed::Batch {
-                client,
-                reply: tx,
-                count,
-                replies,
-                bytes: bytes + size,
-                sent_at,
-                retry,
-            });
-            return;
-        }
-        self.lanes.replied(client, count as u32, bytes + size);
+        self.lanes.replied(client, count as u32, bytes);
         match retry.filter(|_| self.want_master.is_some()) {
             Some(retry) => self.retry_batch_later(retry, tx, replies),
             None => {

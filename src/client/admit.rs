@@ -28,6 +28,7 @@ pub(in crate::client) fn abort_multi(state: &mut State) {
 /// The command's spec and the client's named user, once the command is
 /// known, of the right arity, authenticated and allowed; else Redis's
 /// error for it.
+#[inline]
 pub(in crate::client) fn admit<'t>(
     shared: &Shared,
     topo: &'t Topology,
@@ -68,6 +69,7 @@ pub(in crate::client) fn admit<'t>(
 
 /// The command's spec: the generated table's, else one every backend
 /// announces; otherwise the client's error (unknown, or not routable).
+#[inline]
 fn resolve(
     shared: &Shared,
     topo: &Topology,
@@ -105,6 +107,7 @@ fn resolve(
 /// read-only user, count every key (DBSIZE) or RESTORE under key prefixes,
 /// run a command subscribed mode forbids, or use a channel outside its
 /// policy.
+#[inline]
 fn refusal(
     shared: &Shared,
     topo: &Topology,
@@ -211,6 +214,7 @@ pub(in crate::client) fn wrong_password(
 /// Channels a client may not use: PUBLISH to the server's keyspace and
 /// keyevent notifications (for everyone), PUBLISH by a read-only user, and
 /// channels or patterns outside the client's channel policy.
+#[inline]
 fn channel_refusal(
     topo: &Topology,
     user: Option<&crate::config::User>,

@@ -32,6 +32,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// What the config and the user allow, for `plan`.
+    #[inline]
     pub(in crate::client) fn policy(&self) -> Policy<'a> {
         let topo: &'a Topology = self.topo;
         let keys = &topo.config.keys;

@@ -83,6 +83,7 @@ pub(in crate::client) enum Own {
 /// (commands queue in one), then Redis's in-command arity checks, a
 /// subscription, a command with its own path, one answered here, and
 /// otherwise where it is routed.
+#[inline]
 pub(in crate::client) fn decide(cx: &Ctx<'_>) -> Decision {
     let Ctx { spec, request, .. } = *cx;
     if let Some(decision) = transaction_step(spec, cx.state) {
@@ -106,6 +107,7 @@ pub(in crate::client) fn decide(cx: &Ctx<'_>) -> Decision {
 /// MULTI, EXEC, DISCARD, WATCH, UNWATCH, and any command while a
 /// transaction is open; `None` for the rest. QUIT and RESET end the
 /// transaction as they do on Redis.
+#[inline]
 fn transaction_step(spec: &Spec, state: &State) -> Option<Decision> {
     let step = match (spec.cmd, state.multi.is_some()) {
         (Cmd::Multi, true) => return Some(Decision::Reply(RedisError::NestedMulti.reply())),
@@ -128,6 +130,7 @@ fn transaction_step(spec: &Spec, state: &State) -> Option<Decision> {
 
 /// MSET needs pairs and PING at most one message; Redis checks both inside
 /// the command, so after authentication (and after MULTI queues it).
+#[inline]
 fn extra_arity(spec: &Spec, request: &Request) -> bool {
     match spec.cmd {
         Cmd::MSet => request.len().is_multiple_of(2),
@@ -142,6 +145,7 @@ fn extra_arity(spec: &Spec, request: &Request) -> bool {
 /// The commands with a path of their own: COMMAND DOCS, CONFIG as the
 /// backends answer it, CLIENT UNBLOCK, INFO with the backends' script
 /// memory.
+#[inline]
 fn own_path(
     topo: &Topology,
     spec: &Spec,
@@ -215,6 +219,7 @@ fn backend_config(
 
 /// A routed request: its plan; a lease for a blocking command; or the plan
 /// after the keys a migration still holds elsewhere are settled.
+#[inline]
 fn routed(cx: &Ctx<'_>) -> Decision {
     let Ctx {
         topo,
@@ -250,6 +255,7 @@ fn routed(cx: &Ctx<'_>) -> Decision {
 
 /// The plan for a request under the client's key prefixes (and channel
 /// policy, for PUBSUB).
+#[inline]
 fn plan_request(cx: &Ctx<'_>) -> Plan {
     let Ctx {
         topo,

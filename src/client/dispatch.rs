@@ -53,6 +53,7 @@ pub(in crate::client) fn dispatch(
 /// Runs the request whose command is `TABLE[command]` (out of range:
 /// unknown): admitted (known, of the right arity, authenticated, allowed),
 /// then decided once ([`decide`]) and carried out.
+#[inline]
 pub(in crate::client) fn execute(
     shared: &Shared,
     topo: &Arc<Topology>,
@@ -84,6 +85,7 @@ pub(in crate::client) fn execute(
 }
 
 /// The one place a decision is acted on.
+#[inline]
 fn carry_out(cx: &mut Ctx<'_>, decision: Decision) -> Slot {
     match decision {
         Decision::Reply(reply) => Slot::ready(cx.state.proto, reply),
@@ -183,6 +185,7 @@ fn transaction_step(cx: &mut Ctx<'_>, step: Step) -> Slot {
 }
 
 /// Carries a plan out on the shared connections.
+#[inline]
 fn follow(cx: &mut Ctx<'_>, planned: Plan) -> Slot {
     let Ctx {
         shared,

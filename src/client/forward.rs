@@ -22,6 +22,7 @@ use crate::shared::Topology;
 /// One backend has every key: forward the request as it came, gathered
 /// with the client's other commands for that backend; on its own (an
 /// inline request, or a write followed by WAIT) after what is gathered.
+#[inline]
 pub(in crate::client) fn forward(cx: &mut Ctx<'_>, index: usize, wait: bool) -> Slot {
     let Ctx {
         topo,

@@ -163,7 +163,7 @@ pub(in crate::client) fn plan(
         let backend = grouped.first.map_or(0, |(_, (b, _))| b);
         return Plan::Forward {
             backend,
-            wait: writes(spec, request) && waits(backend),
+            wait: waits(backend) && writes(spec, request),
         };
     }
     split(spec, request, &grouped.owners)

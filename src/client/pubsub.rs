@@ -174,6 +174,7 @@ pub(in crate::client) fn kind_of(cmd: Cmd) -> Option<(Kind, bool)> {
 }
 
 /// Redis's refusal of `spec` for a RESP2 client in subscribed mode.
+#[inline]
 pub(in crate::client) fn subscribed_refusal(state: &State, spec: &Spec) -> Option<Reply> {
     let subscribed = state.subscriber.as_ref().is_some_and(|s| s.total() > 0);
     if !subscribed || state.proto != Proto::Resp2 {

@@ -503,6 +503,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_shared_write_writes() {
+        for (name, sub) in SHARED_WRITES {
+            let spec = lookup(name.as_bytes()).unwrap();
+            let request = crate::protocol::Request::Inline(vec![
+                bytes::Bytes::from_static(name.as_bytes()),
+                bytes::Bytes::from_static(sub.as_bytes()),
+            ]);
+            assert!(writes(spec, &request), "{name} {sub}");
+        }
+    }
+
+    #[test]
     fn every_entry_is_found_by_its_own_name_in_any_case() {
         for spec in TABLE.iter() {
             let found = lookup(spec.name.as_bytes()).unwrap();
