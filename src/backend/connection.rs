@@ -145,6 +145,28 @@ impl FailoverFlag {
     }
 }
 
+/// What a turn of the session loop may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    All,
+    /// A failover holds writes: only jobs of reads, each at the head of its
+    /// client's lane (see [`super::lanes::Lanes::pop_if`]).
+    Reads,
+    Nothing,
+}
+
+impl Send {
+    /// While a failover holds writes, reads still go to the master; once
+    /// a new master is published, nothing more goes here.
+    fn now(failing_over: bool, moved: bool) -> Send {
+        match (failing_over, moved) {
+            (_, true) => Send::Nothing,
+            (true, false) => Send::Reads,
+            (false, false) => Send::All,
+        }
+    }
+}
+
 /// What a fired deadline means (see [`Connection::overdue`]).
 enum Overdue {
     Dead(SessionEnd),
@@ -433,9 +455,10 @@ impl Connection {
             // A failover under way, or a new master published that this
             // session has not switched to yet: nothing more goes out here.
             failover.look(&mut s);
-            let held = failover.on || endpoint.has_changed().unwrap_or(true);
+            let moved = endpoint.has_changed().unwrap_or(true);
+            let held = failover.on || moved;
             // Send what the lanes let go, in one write.
-            if let Err(end) = self.send_turn(&mut s, &stream, held) {
+            if let Err(end) = self.send_turn(&mut s, &stream, Send::now(failover.on, moved)) {
                 break end;
             }
             arm(deadline.as_mut(), &mut armed, s.due(request_timeout));
@@ -516,9 +539,12 @@ impl Connection {
         &mut self,
         s: &mut Session,
         stream: &Stream,
-        held: bool,
+        send: Send,
     ) -> Result<(), SessionEnd> {
-        if !s.switching && !held && self.fill(s) {
+        if s.switching || send == Send::Nothing {
+            return Ok(());
+        }
+        if self.fill(s, send == Send::Reads) {
             if let Err(e) = s.outbox.write_to(stream) {
                 return Err(self.lost(e.to_string()));
             }

@@ -84,6 +84,9 @@ pub struct Job {
     /// A single write: follow it with WAIT when the backend has
     /// `min_replicas_ack`. Batches never carry such writes.
     pub write: bool,
+    /// Only reads (no command that may write, no script): sent to the
+    /// master even while a failover holds writes, so reads go on.
+    pub read: bool,
     /// It came while a failover held the connection.
     pub(super) held: bool,
     /// A blocking command (BLPOP): its reply may take this long, on a leased
@@ -102,10 +105,17 @@ impl Job {
             db,
             reply,
             write,
+            read: false,
             held: false,
             blocks_for: None,
             written: None,
         }
+    }
+
+    /// Marks the job as reads only (see [`Job::read`]).
+    pub fn reading(mut self, read: bool) -> Job {
+        self.read = read;
+        self
     }
 
     /// One command (or several answered as one reply) already encoded, and

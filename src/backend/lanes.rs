@@ -183,6 +183,42 @@ impl<J: Queued> Lanes<J> {
         None
     }
 
+    /// As [`Lanes::pop`], taking only a job that `take` accepts at the head
+    /// of its lane: a lane whose next job it refuses is passed over, and
+    /// keeps its turn, so that no job of a client goes before an earlier one.
+    pub fn pop_if(&mut self, take: impl Fn(&J) -> bool) -> Option<(u64, J)> {
+        for _ in 0..self.turns.len() {
+            let client = self.turns.pop_front()?;
+            let Some(lane) = self.lanes.get_mut(&client) else {
+                continue;
+            };
+            while lane.jobs.front().is_some_and(|job| job.abandoned()) {
+                lane.jobs.pop_front();
+                self.queued -= 1;
+            }
+            match lane.jobs.front() {
+                None => {
+                    lane.in_turn = false;
+                    continue;
+                }
+                Some(job) if !take(job) => {
+                    self.turns.push_back(client);
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let job = lane.jobs.pop_front()?;
+            self.queued -= 1;
+            lane.in_flight += u64::from(job.replies());
+            lane.in_turn = !lane.jobs.is_empty() && lane.has_room();
+            if lane.in_turn {
+                self.turns.push_back(client);
+            }
+            return Some((client, job));
+        }
+        None
+    }
+
     /// `replies` replies of `bytes` in all came back for `client`.
     pub fn replied(&mut self, client: u64, replies: u32, bytes: usize) {
         let Some(lane) = self.lanes.get_mut(&client) else {
@@ -286,6 +322,30 @@ mod tests {
             [(1, 0), (2, 10), (3, 20), (1, 1), (2, 11), (1, 2)]
         );
         assert_eq!(lanes.queued(), 0);
+    }
+
+    #[test]
+    fn only_jobs_at_the_head_of_their_lane_are_taken_by_pop_if() {
+        // Odd ids stand for writes: while they are held, reads go on, but
+        // never one queued behind a write of its own client.
+        let mut lanes = Lanes::default();
+        lanes.push(1, job(0));
+        lanes.push(1, job(1));
+        lanes.push(1, job(2));
+        lanes.push(2, job(11));
+        lanes.push(2, job(12));
+        lanes.push(3, job(20));
+        let reads = |lanes: &mut Lanes<J>| {
+            std::iter::from_fn(|| lanes.pop_if(|j| j.id % 2 == 0).map(|(c, j)| (c, j.id)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(reads(&mut lanes), [(1, 0), (3, 20)]);
+        assert_eq!(lanes.queued(), 4);
+        for (client, replies) in [(1, 1), (3, 1)] {
+            lanes.replied(client, replies, 10);
+        }
+        // The hold ends: the writes go, each before what followed it.
+        assert_eq!(pop_all(&mut lanes), [(1, 1), (2, 11), (1, 2), (2, 12)]);
     }
 
     #[test]

@@ -31,12 +31,17 @@ impl Connection {
     }
 
     /// Moves jobs from the lanes to the outbox, round robin between clients,
-    /// while the connection has room. Returns whether any was added.
-    pub(super) fn fill(&mut self, s: &mut Session) -> bool {
+    /// while the connection has room (`only_reads`: the jobs of reads only).
+    /// Returns whether any was added.
+    pub(super) fn fill(&mut self, s: &mut Session, only_reads: bool) -> bool {
         let mut now = None;
         let mut unwaited = false;
         while s.owed.len() < self.settings.max_pending && s.outbox.len() < WRITE_HIGH_WATER {
-            let Some((_, job)) = self.lanes.pop() else {
+            let next = match only_reads {
+                false => self.lanes.pop(),
+                true => self.lanes.pop_if(|job| job.read),
+            };
+            let Some((_, job)) = next else {
                 break;
             };
             let at = *now.get_or_insert_with(Instant::now);

@@ -66,6 +66,8 @@ pub(in crate::client) struct OpenBatch {
     /// second one comes.
     pub(in crate::client) first: Bytes,
     pub(in crate::client) count: usize,
+    /// Every command in it only reads (see `crate::backend::Job::read`).
+    pub(in crate::client) read: bool,
 }
 
 pub(in crate::client) struct Batch {
@@ -84,15 +86,17 @@ pub(in crate::client) enum BatchReplies {
 }
 
 impl Batcher {
-    /// Gathers a command (never one followed by WAIT) for the backend at
-    /// `backend` and returns where its reply will be: the batch's number and
-    /// the reply's index in it (see [`Batcher::poll`]).
+    /// Gathers a command (never one followed by WAIT; `read`: it only
+    /// reads) for the backend at `backend` and returns where its reply will
+    /// be: the batch's number and the reply's index in it (see
+    /// [`Batcher::poll`]).
     pub(in crate::client) fn add(
         &mut self,
         topo: &Topology,
         state: &State,
         backend: usize,
         raw: &Bytes,
+        read: bool,
     ) -> (u64, usize) {
         // A batch holds one database's commands, and no more than
         // `batch_max` of them: a backend connection shares itself between
@@ -122,6 +126,7 @@ impl Batcher {
                     payload.extend_from_slice(raw);
                 }
                 open.count += 1;
+                open.read &= read;
                 (open.seq, open.count - 1)
             }
             None => {
@@ -133,6 +138,7 @@ impl Batcher {
                     db: state.db,
                     first: raw.clone(),
                     count: 1,
+                    read,
                 });
                 (seq, 0)
             }
@@ -146,18 +152,16 @@ impl Batcher {
                 continue;
             };
             let replies = if open.count == 1 {
-                BatchReplies::One(
-                    backend.submit(Job::one(origin, open.first, open.db, false), None),
-                )
+                let (job, rx) = Job::one(origin, open.first, open.db, false);
+                BatchReplies::One(backend.submit((job.reading(open.read), rx), None))
             } else {
                 let payload = self
                     .scratch
                     .get_mut(open.backend)
                     .map(|scratch| scratch.split().freeze())
                     .unwrap_or_default();
-                BatchReplies::Many(
-                    backend.submit(Job::batch(origin, payload, open.count, open.db), None),
-                )
+                let (job, rx) = Job::batch(origin, payload, open.count, open.db);
+                BatchReplies::Many(backend.submit((job.reading(open.read), rx), None))
             };
             self.sent.push_back(Batch {
                 seq: open.seq,

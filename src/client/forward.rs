@@ -33,22 +33,18 @@ pub(in crate::client) fn forward(cx: &mut Ctx<'_>, index: usize, wait: bool) -> 
     } = *cx;
     let backend = &topo.backends[index];
     let raw = request.raw();
+    let read = reads_only(spec);
     if let Some(raw) = raw.filter(|_| !wait) {
-        let (seq, index) = cx.batcher.add(topo, cx.state, index, raw);
+        let (seq, index) = cx.batcher.add(topo, cx.state, index, raw, read);
         let pending = Pending::Batched { seq, index };
         return Slot::waiting(topo, cx.state.proto, pending, backend.id.clone(), now);
     }
     cx.flush();
-    let rx = match raw {
-        Some(raw) => backend.submit(
-            Job::one(cx.state.origin(), raw.clone(), cx.state.db, spec.write),
-            None,
-        ),
-        None => backend.submit(
-            Job::command(cx.state.origin(), &request.args(), cx.state.db, spec.write),
-            None,
-        ),
+    let (job, rx) = match raw {
+        Some(raw) => Job::one(cx.state.origin(), raw.clone(), cx.state.db, spec.write),
+        None => Job::command(cx.state.origin(), &request.args(), cx.state.db, spec.write),
     };
+    let rx = backend.submit((job.reading(read), rx), None);
     Slot::waiting(
         topo,
         cx.state.proto,
@@ -56,6 +52,15 @@ pub(in crate::client) fn forward(cx: &mut Ctx<'_>, index: usize, wait: bool) -> 
         backend.id.clone(),
         now,
     )
+}
+
+/// A command that only reads a key's value: sent even while a failover
+/// holds writes. Scripts, commands with subcommands (whose flags differ) and
+/// those about channels or every backend count as writes.
+fn reads_only(spec: &Spec) -> bool {
+    !spec.write
+        && spec.subs.is_empty()
+        && matches!(spec.route, Route::Key | Route::Keys(_) | Route::Specs)
 }
 
 /// One sub-command per backend, after what is gathered, their replies

@@ -713,3 +713,43 @@ fn a_master_named_by_host_name_is_reached_and_followed() {
         "$1\r\n2\r\n"
     );
 }
+
+/// While a planned failover holds writes, reads go on to the master: a GET
+/// sent while the hold is on is answered before it ends (held, it would
+/// wait for the new master, past this proxy's 500 ms request timeout).
+#[test]
+fn reads_are_served_while_a_planned_failover_holds_writes() {
+    let _serial = serial();
+    let metrics = recorder();
+    let a = Group::start("shard-reads", 1, 1000);
+    let proxy = proxy_for(&[("reads", &a, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.text(&["SET", "session:held", "kept"]), "+OK\r\n");
+    let holding = || {
+        sample(
+            &metrics.render(),
+            "session_proxy_backend_holding{backend=\"reads\"}",
+        ) == Some(1.0)
+    };
+    a.failover();
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        "the proxy never held requests for the failover",
+        holding,
+    );
+    let reply = client.text(&["GET", "session:held"]);
+    let still_holding = holding();
+    assert_eq!(reply, "$4\r\nkept\r\n");
+    assert!(
+        still_holding,
+        "the read was answered only once the hold ended"
+    );
+    // The failover completes and writes go on, to the new master.
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+    assert_eq!(client.text(&["SET", "session:held", "again"]), "+OK\r\n");
+    assert_eq!(client.text(&["GET", "session:held"]), "$5\r\nagain\r\n");
+}
