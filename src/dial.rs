@@ -369,6 +369,20 @@ pub fn role_in(reply: Option<&Reply>) -> Result<String, String> {
     }
 }
 
+/// How many replicas a master's `ROLE` reply lists (those online: Redis
+/// leaves out the ones still syncing); 0 for anything else.
+pub fn replicas_in(reply: &Reply) -> usize {
+    match reply {
+        Reply::Array(items) if matches!(items.first(), Some(Reply::Bulk(r)) if &r[..] == b"master") => {
+            match items.get(2) {
+                Some(Reply::Array(replicas)) => replicas.len(),
+                _ => 0,
+            }
+        }
+        _ => 0,
+    }
+}
+
 /// Switches a connection made by [`handshake`] to RESP3 (`HELLO 3`), for
 /// the replies of RESP3 clients: `true` once it speaks RESP3, `false` when
 /// the server refused (one before Redis 6 speaks RESP2 only, and its
@@ -520,6 +534,20 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_are_counted_from_a_masters_role_only() {
+        let bulk = |s: &'static str| Reply::Bulk(Bytes::from_static(s.as_bytes()));
+        let replica = || Reply::Array(vec![bulk("127.0.0.1"), bulk("7001"), bulk("42")]);
+        let master = |replicas: Vec<Reply>| {
+            Reply::Array(vec![bulk("master"), Reply::Int(42), Reply::Array(replicas)])
+        };
+        assert_eq!(replicas_in(&master(vec![])), 0);
+        assert_eq!(replicas_in(&master(vec![replica(), replica()])), 2);
+        let slave = Reply::Array(vec![bulk("slave"), bulk("127.0.0.1"), Reply::Int(7000)]);
+        assert_eq!(replicas_in(&slave), 0);
+        assert_eq!(replicas_in(&Reply::Error(Bytes::from_static(b"ERR"))), 0);
+    }
 
     #[test]
     fn versions_are_read_from_info_and_ordered() {

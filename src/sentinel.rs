@@ -40,6 +40,7 @@ pub fn start(
     backend: Arc<str>,
     sentinel: Sentinel,
     target: &Target,
+    min_replicas_ack: u32,
     settings: Arc<PoolSettings>,
     metrics: Arc<BackendMetrics>,
 ) -> (
@@ -58,6 +59,7 @@ pub fn start(
     let monitor = Monitor {
         sentinel,
         master_target: target.clone(),
+        min_replicas_ack,
         settings,
         master: tx,
         recheck: recheck.clone(),
@@ -95,6 +97,9 @@ struct Monitor {
     /// How to reach a master for the ROLE check: its credentials (the
     /// password read at each check when it comes from a file) and TLS.
     master_target: Target,
+    /// Writes wait for this many replicas: a failover's hold ends once the
+    /// new master has them attached (within [`REPLICA_WAIT_MAX`]).
+    min_replicas_ack: u32,
     settings: Arc<PoolSettings>,
     /// Publishes the confirmed master; the monitor ends when every receiver is gone.
     master: watch::Sender<Option<Endpoint>>,
@@ -119,6 +124,9 @@ struct Hold {
     /// Begun from a sentinel's `failover_in_progress` flag rather than from
     /// an event: it also ends when no sentinel leads a failover any more.
     flagged: bool,
+    /// When the new master was published (the hold then waits for its
+    /// replicas, [`REPLICA_WAIT_MAX`] at most).
+    published: Option<Instant>,
 }
 
 /// One sentinel's answer.
@@ -183,13 +191,18 @@ impl Monitor {
                 }
                 None => warn!("no sentinel named a reachable master"),
             }
-            if let Some(current) = &hold {
+            if let Some(current) = hold.as_mut() {
                 // Released once the new master is published (connections
-                // have switched, or will before they take a request), or
-                // after HOLD_MAX if the sentinels never finish.
-                if *self.master.borrow() != current.from {
-                    info!("failover done: held requests go to the new master");
-                    self.end_hold(&mut hold);
+                // have switched, or will before they take a request) and
+                // has the replicas writes wait for, or after HOLD_MAX if the
+                // sentinels never finish.
+                let published = self.master.borrow().clone();
+                if published != current.from {
+                    let since = *current.published.get_or_insert_with(Instant::now);
+                    if self.replicas_attached(published.as_ref(), since).await {
+                        info!("failover done: held requests go to the new master");
+                        self.end_hold(&mut hold);
+                    }
                 } else if current.since.elapsed() >= HOLD_MAX {
                     warn!("failover did not finish in time: releasing held requests to the current master");
                     self.end_hold(&mut hold);
@@ -229,6 +242,7 @@ impl Monitor {
             from,
             since: Instant::now(),
             flagged,
+            published: None,
         }
     }
 
@@ -322,8 +336,38 @@ impl Monitor {
         }
     }
 
+    /// Whether the new master `master` (published at `since`) has the
+    /// replicas writes wait for attached, so that ending the hold does not
+    /// answer the held writes `-NOREPLICAS` while the sentinels are still
+    /// reconfiguring the other replicas. Past [`REPLICA_WAIT_MAX`], or with
+    /// no replicas asked for, yes: then `-NOREPLICAS` says what is so.
+    async fn replicas_attached(&self, master: Option<&Endpoint>, since: Instant) -> bool {
+        let Some(master) = master.filter(|_| self.min_replicas_ack > 0) else {
+            return true;
+        };
+        if since.elapsed() >= REPLICA_WAIT_MAX {
+            warn!(%master, "the new master has no replica attached yet: releasing held requests");
+            return true;
+        }
+        let ask = timeout(self.settings.sentinel_timeout, self.role_reply(master));
+        match ask.await {
+            Ok(Ok(reply)) => {
+                let online = crate::dial::replicas_in(&reply);
+                debug!(%master, online, "replicas attached to the new master");
+                online >= self.min_replicas_ack as usize
+            }
+            _ => false,
+        }
+    }
+
     /// The node's `ROLE`: "master", "slave" or "sentinel".
     async fn role(&self, endpoint: &Endpoint) -> Result<String, String> {
+        let reply = self.role_reply(endpoint).await?;
+        crate::dial::role_in(Some(&reply))
+    }
+
+    /// The node's `ROLE` reply.
+    async fn role_reply(&self, endpoint: &Endpoint) -> Result<Reply, String> {
         let stream = open_to(endpoint, self.master_target.tls.as_ref())
             .await
             .map_err(|e| e.to_string())?;
@@ -343,7 +387,10 @@ impl Monitor {
         )
         .await
         .map_err(|e| e.to_string())?;
-        crate::dial::role_in(replies.first())
+        replies
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no ROLE reply".to_string())
     }
 
     /// Starts a task that wakes the monitor on this sentinel's `+switch-master`.
@@ -502,6 +549,11 @@ const FAILOVER_CHANNELS: &[&str] = &[
 /// The longest requests are held for one failover; past it they go to the
 /// current master (sentinels that never finish must not stop traffic).
 const HOLD_MAX: Duration = Duration::from_secs(30);
+
+/// The longest a failover's hold waits, once the new master is published,
+/// for it to have the replicas writes wait for (the sentinels reconfigure
+/// the other replicas a second or two after the promotion).
+const REPLICA_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// What a Sentinel event says about our master's failover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

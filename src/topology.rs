@@ -409,6 +409,7 @@ fn start_backend(
                 id.clone(),
                 sentinel.clone(),
                 &target,
+                min_replicas_ack,
                 settings.clone(),
                 metrics.clone(),
             );

@@ -753,3 +753,27 @@ fn reads_are_served_while_a_planned_failover_holds_writes() {
     assert_eq!(client.text(&["SET", "session:held", "again"]), "+OK\r\n");
     assert_eq!(client.text(&["GET", "session:held"]), "$5\r\nagain\r\n");
 }
+
+/// A planned failover with `min_replicas_ack = 1` (two replicas): writes
+/// held through it go to the new master only once a replica is attached to
+/// it, so none is answered `-NOREPLICAS` for having come before the other
+/// replica was reconfigured.
+#[test]
+fn a_planned_failover_gives_no_noreplicas() {
+    let _serial = serial();
+    let a = Group::start("shard-a", 2, 1000);
+    let b = Group::start("shard-b", 1, 1000);
+    let proxy = proxy_for(&[("a", &a, 1), ("b", &b, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+
+    let f = fault_under_load(&proxy, &a, &old, false, (200, 400), || a.failover());
+    report("SENTINEL FAILOVER, min_replicas_ack = 1", &f);
+    let noreplicas = f
+        .events
+        .iter()
+        .filter(|e| e.error.starts_with("-NOREPLICAS"))
+        .count();
+    assert_eq!(noreplicas, 0, "writes answered -NOREPLICAS");
+    assert_no_acknowledged_write_lost(&proxy, &f.events);
+}
