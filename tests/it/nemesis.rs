@@ -17,7 +17,10 @@
 //! sequential): a read must return the value of the last acknowledged write
 //! or of a write that failed after it (which may or may not have run),
 //! never an older one (a lost write), never a session logged out before (a
-//! resurrection), never another user's. Half the users keep their session
+//! resurrection), never another user's. A read that differs from the one
+//! before it with no write between, explained only by a write given up (it
+//! ran after that read, or was seen and then lost at a failover, as with
+//! Redis itself when a client's timeout passes), is counted apart. Half the users keep their session
 //! ids under a hash tag (`session:{u3}:g5`), so that a RENAME stays in one
 //! slot; the others' RENAME of a key the cluster holds to a key of another
 //! slot is refused (`-CROSSSLOT`, as a Redis Cluster does), counted apart. Errors are counted by whether a
@@ -236,20 +239,40 @@ impl Possible {
     }
 }
 
-/// The checker: violations, user by user, in the order they happened.
-fn check(records: &[Record]) -> Vec<String> {
+/// What the checker found: violations of what the proxy promises, and
+/// reads that changed with no write between them that are explained only by
+/// a write given up (which may still run, as with Redis itself when a
+/// client's timeout passes): it ran after a read had seen the state before
+/// it, or a read saw it and a failover then lost it.
+#[derive(Debug, Default)]
+struct Verdict {
+    violations: Vec<String>,
+    late: Vec<String>,
+}
+
+/// The checker, user by user, in the order things happened. A read must
+/// return the value of the last acknowledged write or of a write that
+/// failed since (a write given up may run later, as on Redis); anything
+/// else is a violation: an older value (a lost write), a session logged out
+/// before (a resurrection), another user's.
+fn check(records: &[Record]) -> Verdict {
     let mut by_user: BTreeMap<usize, Vec<&Record>> = BTreeMap::new();
     for r in records {
         by_user.entry(r.user).or_default().push(r);
     }
-    let mut violations = Vec::new();
+    let mut verdict = Verdict::default();
     for (user, history) in by_user {
         let mut keys: BTreeMap<String, Possible> = BTreeMap::new();
+        // The last read of each key since the user's last write to it.
+        let mut seen: BTreeMap<String, Option<String>> = BTreeMap::new();
         for r in history {
             let possible = keys
                 .entry(r.key.clone())
                 .or_insert_with(|| Possible::settled(None));
             let failed = r.failed();
+            if r.op != "GET" {
+                seen.remove(&r.key);
+            }
             match r.op {
                 "SETEX" if failed => possible.0.push(Some(r.arg.clone())),
                 "SETEX" => *possible = Possible::settled(Some(r.arg.clone())),
@@ -257,18 +280,24 @@ fn check(records: &[Record]) -> Vec<String> {
                 "GET" => {
                     let value = bulk(&r.reply);
                     if !possible.allows(&value) {
-                        violations.push(format!(
+                        verdict.violations.push(format!(
                             "user {user}: GET {} returned {value:?}, possible {:?}",
                             r.key, possible.0
                         ));
+                    } else if let Some(before) = seen.get(&r.key).filter(|b| **b != value) {
+                        verdict.late.push(format!(
+                            "user {user}: GET {} returned {value:?} after {before:?}, possible {:?}",
+                            r.key, possible.0
+                        ));
                     }
-                    *possible = Possible::settled(value);
+                    seen.insert(r.key.clone(), value);
                 }
                 "DEL" if failed => possible.0.push(None),
                 "DEL" => *possible = Possible::settled(None),
                 "RENAME" if r.refused() => {}
                 "RENAME" => {
                     let moved = std::mem::take(&mut possible.0);
+                    seen.remove(&r.arg);
                     if failed {
                         // It may have run: the old key may be gone, the new
                         // one may hold what the old one held.
@@ -287,7 +316,7 @@ fn check(records: &[Record]) -> Vec<String> {
             }
         }
     }
-    violations
+    verdict
 }
 
 /// A bulk reply's value (`None` for a null).
@@ -669,8 +698,9 @@ fn nemesis() {
         });
     }
     let faults = faults.lock().unwrap().clone();
-    let violations = check(&records);
-    let outside = report(&records, &faults, &violations, started, seed);
+    let verdict = check(&records);
+    let outside = report(&records, &faults, &verdict, started, seed);
+    let violations = verdict.violations;
     assert_eq!(outside, 0, "errors outside a fault (NEMESIS_SEED={seed})");
     assert!(
         violations.is_empty(),
@@ -686,7 +716,7 @@ fn nemesis() {
 fn report(
     records: &[Record],
     faults: &[Fault],
-    violations: &[String],
+    verdict: &Verdict,
     t0: Instant,
     seed: u64,
 ) -> usize {
@@ -717,11 +747,12 @@ fn report(
     let refused = records.iter().filter(|r| r.refused()).count();
     let acknowledged = records.iter().filter(|r| !r.failed()).count();
     let mut text = format!(
-        "nemesis NEMESIS_SEED={seed}: {} requests, {acknowledged} acknowledged, {refused} RENAMEs across the cluster's slots refused (-CROSSSLOT), {} violations, {} errors outside a fault\n\
+        "nemesis NEMESIS_SEED={seed}: {} requests, {acknowledged} acknowledged, {refused} RENAMEs across the cluster's slots refused (-CROSSSLOT), {} violations, {} errors outside a fault, {} reads that changed with no write between them (a write given up that ran later, or one seen and then lost at a failover)\n\
          | fault | count | longest error window | errors |\n|---|---|---|---|\n",
         records.len(),
-        violations.len(),
-        outside.len()
+        verdict.violations.len(),
+        outside.len(),
+        verdict.late.len()
     );
     for (kind, (count, window, errors)) in &table {
         text.push_str(&format!(
@@ -729,8 +760,11 @@ fn report(
             window.as_secs_f64()
         ));
     }
-    for v in violations {
+    for v in &verdict.violations {
         text.push_str(&format!("violation: {v}\n"));
+    }
+    for l in verdict.late.iter().take(20) {
+        text.push_str(&format!("changed with no write between: {l}\n"));
     }
     for r in outside.iter().take(20) {
         text.push_str(&format!(
@@ -772,7 +806,7 @@ fn report(
 }
 
 #[test]
-fn the_checker_finds_a_lost_write_and_a_resurrection() {
+fn the_checker_finds_a_lost_write_and_a_resurrection_and_counts_late_writes_apart() {
     let t = Instant::now();
     let rec = |op: &'static str, key: &str, arg: &str, reply: &str| Record {
         user: 0,
@@ -798,17 +832,37 @@ fn the_checker_finds_a_lost_write_and_a_resurrection() {
         rec("DEL", "k2", "", ":1\r\n"),
         rec("GET", "k2", "", "$-1\r\n"),
     ];
-    assert!(check(&fine).is_empty(), "{:?}", check(&fine));
+    assert!(check(&fine).violations.is_empty(), "{:?}", check(&fine));
     let lost = vec![
         rec("SETEX", "k", "v1", "+OK\r\n"),
         rec("SETEX", "k", "v2", "+OK\r\n"),
         rec("GET", "k", "", "$2\r\nv1\r\n"),
     ];
-    assert_eq!(check(&lost).len(), 1);
+    assert_eq!(check(&lost).violations.len(), 1);
     let back = vec![
         rec("SETEX", "k", "v1", "+OK\r\n"),
         rec("DEL", "k", "", ":1\r\n"),
         rec("GET", "k", "", "$2\r\nv1\r\n"),
     ];
-    assert_eq!(check(&back).len(), 1);
+    assert_eq!(check(&back).violations.len(), 1);
+    let timeout = "-ERR backend 'a' did not answer within 1500 ms\r\n";
+    // A logout must stick: a write given up before it may not land after.
+    let undone_logout = vec![
+        rec("SETEX", "k", "v1", timeout),
+        rec("DEL", "k", "", ":0\r\n"),
+        rec("GET", "k", "", "$2\r\nv1\r\n"),
+    ];
+    assert_eq!(check(&undone_logout).violations.len(), 1);
+    // A write given up that ran after a read saw the state before it, and
+    // one seen and then lost: as with Redis itself, counted apart.
+    let late = vec![
+        rec("SETEX", "k", "v1", "+OK\r\n"),
+        rec("SETEX", "k", "v2", timeout),
+        rec("GET", "k", "", "$2\r\nv1\r\n"),
+        rec("GET", "k", "", "$2\r\nv2\r\n"),
+        rec("GET", "k", "", "$2\r\nv1\r\n"),
+    ];
+    let verdict = check(&late);
+    assert!(verdict.violations.is_empty(), "{verdict:?}");
+    assert_eq!(verdict.late.len(), 2);
 }
