@@ -19,6 +19,7 @@ use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use super::health::Health;
+use super::hold::{FailoverFlag, Send};
 use super::job::{BackendError, Job};
 use super::renewal::{Refresh, Renew, Renewal};
 use super::session::{owed_error, Owed, Session, SessionEnd};
@@ -96,73 +97,6 @@ impl Dialer {
                 "connect to {endpoint} timed out after {} ms",
                 limit.as_millis()
             )),
-        }
-    }
-}
-
-/// A Sentinel group's failover flag as one session sees it: while it is
-/// on, nothing new goes out; when it comes on, the writes in flight are
-/// doubted (see [`Session::doubt_writes`]).
-struct FailoverFlag {
-    rx: Option<watch::Receiver<bool>>,
-    on: bool,
-}
-
-impl FailoverFlag {
-    fn new(mut rx: Option<watch::Receiver<bool>>) -> FailoverFlag {
-        let on = rx.as_mut().is_some_and(|f| *f.borrow_and_update());
-        FailoverFlag { rx, on }
-    }
-
-    /// Reads the flag again if it moved: an atomic load, not the
-    /// channel's lock, on every turn.
-    fn look(&mut self, s: &mut Session) {
-        if let Some(rx) = self.rx.as_mut() {
-            if rx.has_changed().unwrap_or(false) {
-                let now = *rx.borrow_and_update();
-                self.set(now, s);
-            }
-        }
-    }
-
-    fn set(&mut self, now: bool, s: &mut Session) {
-        if now && !self.on {
-            s.doubt_writes();
-        }
-        self.on = now;
-    }
-
-    /// The flag's next value (never, without a Sentinel group or once its
-    /// monitor is gone, which only happens when the proxy stops).
-    async fn changed(&mut self) -> bool {
-        match self.rx.as_mut() {
-            Some(rx) => match rx.changed().await {
-                Ok(()) => *rx.borrow_and_update(),
-                Err(_) => std::future::pending().await,
-            },
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// What a turn of the session loop may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Send {
-    All,
-    /// A failover holds writes: only jobs of reads, each at the head of its
-    /// client's lane (see [`super::lanes::Lanes::pop_if`]).
-    Reads,
-    Nothing,
-}
-
-impl Send {
-    /// While a failover holds writes, reads still go to the master; once
-    /// a new master is published, nothing more goes here.
-    fn now(failing_over: bool, moved: bool) -> Send {
-        match (failing_over, moved) {
-            (_, true) => Send::Nothing,
-            (true, false) => Send::Reads,
-            (false, false) => Send::All,
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::{watch, Notify};
 pub mod cluster;
 mod connection;
 mod health;
+mod hold;
 mod job;
 mod lanes;
 mod lease;

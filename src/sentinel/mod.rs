@@ -29,6 +29,10 @@ use crate::dial::{call_with_auth, open_to, Backoff, PoolSettings};
 use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
 
+mod events;
+use events::FAILOVER_CHANNELS;
+pub use events::{failover_event, FailoverEvent};
+
 /// Longest pause before retrying an unreachable sentinel.
 const SENTINEL_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Re-check interval while no master is known.
@@ -191,23 +195,7 @@ impl Monitor {
                 }
                 None => warn!("no sentinel named a reachable master"),
             }
-            if let Some(current) = hold.as_mut() {
-                // Released once the new master is published (connections
-                // have switched, or will before they take a request) and
-                // has the replicas writes wait for, or after HOLD_MAX if the
-                // sentinels never finish.
-                let published = self.master.borrow().clone();
-                if published != current.from {
-                    let since = *current.published.get_or_insert_with(Instant::now);
-                    if self.replicas_attached(published.as_ref(), since).await {
-                        info!("failover done: held requests go to the new master");
-                        self.end_hold(&mut hold);
-                    }
-                } else if current.since.elapsed() >= HOLD_MAX {
-                    warn!("failover did not finish in time: releasing held requests to the current master");
-                    self.end_hold(&mut hold);
-                }
-            }
+            self.release_when_done(&mut hold).await;
             let wait = if found.is_some() && hold.is_none() {
                 self.settings.sentinel_recheck
             } else {
@@ -231,6 +219,26 @@ impl Monitor {
                 }
                 _ = self.master.closed() => return,
             }
+        }
+    }
+
+    /// Ends the hold once the new master is published (connections have
+    /// switched, or will before they take a request) and has the replicas
+    /// writes wait for, or after HOLD_MAX if the sentinels never finish.
+    async fn release_when_done(&self, hold: &mut Option<Hold>) {
+        let Some(current) = hold.as_mut() else {
+            return;
+        };
+        let published = self.master.borrow().clone();
+        if published != current.from {
+            let since = *current.published.get_or_insert_with(Instant::now);
+            if self.replicas_attached(published.as_ref(), since).await {
+                info!("failover done: held requests go to the new master");
+                self.end_hold(hold);
+            }
+        } else if current.since.elapsed() >= HOLD_MAX {
+            warn!("failover did not finish in time: releasing held requests to the current master");
+            self.end_hold(hold);
         }
     }
 
@@ -526,26 +534,6 @@ pub fn rank_candidates(
     candidates
 }
 
-/// The Sentinel event channels the subscribers follow: `+switch-master`,
-/// and the failover's progress (it starts, advances, ends or aborts).
-const FAILOVER_CHANNELS: &[&str] = &[
-    "+switch-master",
-    "+try-failover",
-    "+elected-leader",
-    "+failover-state-select-slave",
-    "+selected-slave",
-    "+failover-state-send-slaveof-noone",
-    "+failover-state-wait-promotion",
-    "+promoted-slave",
-    "+failover-state-reconf-slaves",
-    "+failover-end",
-    "+failover-end-for-timeout",
-    "-failover-abort-not-elected",
-    "-failover-abort-no-good-slave",
-    "-failover-abort-slave-timeout",
-    "-failover-abort-master-timeout",
-];
-
 /// The longest requests are held for one failover; past it they go to the
 /// current master (sentinels that never finish must not stop traffic).
 const HOLD_MAX: Duration = Duration::from_secs(30);
@@ -554,63 +542,6 @@ const HOLD_MAX: Duration = Duration::from_secs(30);
 /// for it to have the replicas writes wait for (the sentinels reconfigure
 /// the other replicas a second or two after the promotion).
 const REPLICA_WAIT_MAX: Duration = Duration::from_secs(5);
-
-/// What a Sentinel event says about our master's failover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailoverEvent {
-    /// It started or is under way before the promotion: hold requests.
-    Started,
-    /// It went on past the promotion or ended: look for the new master now.
-    Progress,
-    /// It was given up: the old master stays.
-    Aborted,
-    /// `+switch-master`: the sentinels name the new master.
-    Switched,
-}
-
-/// Reads a pub/sub message (`message`, channel, payload) from a sentinel.
-/// Payloads name the instance as `<type> <name> <ip> <port>`, followed for a
-/// replica by `@ <master> <ip> <port>`; `+switch-master`'s is `<master>
-/// <old ip> <old port> <new ip> <new port>`. Only events about `master` count.
-pub fn failover_event(message: &Reply, master: &str) -> Option<FailoverEvent> {
-    let Reply::Array(items) = message else {
-        return None;
-    };
-    let (Some(Reply::Bulk(kind)), Some(Reply::Bulk(channel)), Some(Reply::Bulk(payload))) =
-        (items.first(), items.get(1), items.get(2))
-    else {
-        return None;
-    };
-    if &kind[..] != b"message" {
-        return None;
-    }
-    let payload = std::str::from_utf8(payload).ok()?;
-    let words: Vec<&str> = payload.split_whitespace().collect();
-    let about = match words.iter().position(|w| *w == "@") {
-        Some(at) => words.get(at + 1).copied(),
-        None if &channel[..] == b"+switch-master" => words.first().copied(),
-        None if words.first() == Some(&"master") => words.get(1).copied(),
-        None => None,
-    };
-    if about != Some(master) {
-        return None;
-    }
-    match &channel[..] {
-        b"+try-failover"
-        | b"+elected-leader"
-        | b"+failover-state-select-slave"
-        | b"+selected-slave"
-        | b"+failover-state-send-slaveof-noone"
-        | b"+failover-state-wait-promotion" => Some(FailoverEvent::Started),
-        b"+promoted-slave"
-        | b"+failover-state-reconf-slaves"
-        | b"+failover-end"
-        | b"+failover-end-for-timeout" => Some(FailoverEvent::Progress),
-        c if c.starts_with(b"-failover-abort") => Some(FailoverEvent::Aborted),
-        b"+switch-master" => Some(FailoverEvent::Switched),
-        _ => None,
-    }
-}
 
 /// A RESP2 flat `[field, value, ...]` array as a map.
 fn flat_map(reply: &Reply) -> Option<HashMap<String, String>> {
@@ -704,70 +635,6 @@ async fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failover_events_about_our_master() {
-        let message = |channel: &str, payload: &str| {
-            Reply::Array(vec![
-                Reply::bulk(Bytes::from_static(b"message")),
-                Reply::bulk(Bytes::copy_from_slice(channel.as_bytes())),
-                Reply::bulk(Bytes::copy_from_slice(payload.as_bytes())),
-            ])
-        };
-        let ours = "master shard-a 127.0.0.1 6380";
-        assert_eq!(
-            failover_event(&message("+try-failover", ours), "shard-a"),
-            Some(FailoverEvent::Started)
-        );
-        assert_eq!(
-            failover_event(
-                &message("+try-failover", "master shard-b 127.0.0.1 6390"),
-                "shard-a"
-            ),
-            None
-        );
-        assert_eq!(
-            failover_event(
-                &message(
-                    "+promoted-slave",
-                    "slave 127.0.0.1:6381 127.0.0.1 6381 @ shard-a 127.0.0.1 6380"
-                ),
-                "shard-a"
-            ),
-            Some(FailoverEvent::Progress)
-        );
-        assert_eq!(
-            failover_event(&message("-failover-abort-no-good-slave", ours), "shard-a"),
-            Some(FailoverEvent::Aborted)
-        );
-        assert_eq!(
-            failover_event(
-                &message("+switch-master", "shard-a 127.0.0.1 6380 127.0.0.1 6381"),
-                "shard-a"
-            ),
-            Some(FailoverEvent::Switched)
-        );
-        assert_eq!(
-            failover_event(
-                &message("+switch-master", "shard-ab 127.0.0.1 6380 127.0.0.1 6381"),
-                "shard-a"
-            ),
-            None,
-            "another master whose name starts the same"
-        );
-        assert_eq!(
-            failover_event(&message("+sdown", ours), "shard-a"),
-            None,
-            "not a failover event"
-        );
-        // A subscribe confirmation is not a message.
-        let confirm = Reply::Array(vec![
-            Reply::bulk(Bytes::from_static(b"subscribe")),
-            Reply::bulk(Bytes::from_static(b"+try-failover")),
-            Reply::Int(1),
-        ]);
-        assert_eq!(failover_event(&confirm, "shard-a"), None);
-    }
 
     #[test]
     fn flat_maps() {
