@@ -68,8 +68,12 @@ async fn pass(
     let mut looked = 0u64;
     let mut clean = true;
     for server in &servers {
-        for db in 0..databases {
-            let size = match call(server, MOVER, db, &[b"DBSIZE"], false).await {
+        let Some(nodes) = scanned_nodes(server, databases) else {
+            clean = false;
+            continue;
+        };
+        for (node, db) in nodes {
+            let size = match call(&node, MOVER, db, &[b"DBSIZE"], false).await {
                 Ok(Reply::Int(n)) => n.max(0) as u64,
                 other => {
                     warn!(server = %server.id, db, reply = ?other, "migration: cannot size an old server; will retry");
@@ -88,7 +92,7 @@ async fn pass(
             let mut cursor = Bytes::from_static(b"0");
             loop {
                 let reply = call(
-                    server,
+                    &node,
                     MOVER,
                     db,
                     &[b"SCAN", &cursor, b"COUNT", count.as_bytes()],
@@ -124,6 +128,20 @@ async fn pass(
 }
 
 /// Every server of the old layouts, once.
+/// Where the mover looks for an old server's keys, and in which database:
+/// the server in each database, or a Redis Cluster's masters serving slots
+/// now, in its one database (SELECT is refused there). `None`: a cluster
+/// whose slot map is not known yet.
+fn scanned_nodes(server: &Backend, databases: u32) -> Option<Vec<(Backend, u32)>> {
+    match server.cluster() {
+        Some(cluster) => {
+            let masters = cluster.masters();
+            (!masters.is_empty()).then(|| masters.into_iter().map(|m| (m, 0)).collect())
+        }
+        None => Some((0..databases).map(|db| (server.clone(), db)).collect()),
+    }
+}
+
 fn old_servers(m: &Migration) -> Vec<Backend> {
     let mut servers: Vec<Backend> = Vec::new();
     for layout in &m.layouts {

@@ -1034,3 +1034,59 @@ fn keys_move_out_of_a_cluster_on_a_reload_without_crossslot() {
     let moved = plain.client().text(&["DBSIZE"]);
     assert_ne!(moved, ":0\r\n", "no key moved to the plain backend");
 }
+
+/// A migration out of a Redis Cluster finishes: the mover sizes and scans
+/// the cluster in its one database, not in every database the proxy
+/// accepts (`SELECT` is refused in cluster mode).
+#[test]
+fn a_migration_out_of_a_cluster_finishes() {
+    let cluster = Cluster::start(3, 0);
+    let plain = Redis::start();
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.address()))
+        .collect();
+    let only = format!(
+        "[reload]\nsettle_ms = 0\n[[backends]]\nid = \"c\"\ncluster = {{ seeds = [{}] }}\n",
+        seeds.join(", ")
+    );
+    let proxy = crate::common::Running::start(&only);
+    let mut client = proxy.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the slot map",
+        || client.text(&["SET", "session:0", "v0"]) == "+OK\r\n",
+    );
+    for i in 0..60 {
+        let (key, value) = (format!("session:{i}"), format!("v{i}"));
+        assert_eq!(client.text(&["SET", &key, &value]), "+OK\r\n");
+    }
+    proxy.rewrite(&format!(
+        "{only}[[backends]]\nid = \"p\"\naddress = \"{}\"\n",
+        plain.address()
+    ));
+    proxy.signal("HUP");
+    wait_until(READY_LIMIT, Duration::from_millis(10), "reload", || {
+        proxy.generation() == 1
+    });
+    let migration = || {
+        let (status, body) = proxy.http("GET", "/topology");
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["migration"].clone()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        "the migration out of the cluster never finished",
+        || migration()["state"] == "done",
+    );
+    assert_ne!(plain.client().text(&["DBSIZE"]), ":0\r\n", "no key moved");
+    for i in 0..60 {
+        let value = format!("v{i}");
+        let want = format!("${}\r\n{value}\r\n", value.len());
+        assert_eq!(client.text(&["GET", &format!("session:{i}")]), want);
+    }
+}
