@@ -162,25 +162,7 @@ impl<J: Queued> Lanes<J> {
     /// its replies count as in flight from now. Abandoned jobs are dropped
     /// on the way.
     pub fn pop(&mut self) -> Option<(u64, J)> {
-        while let Some(client) = self.turns.pop_front() {
-            let Some(lane) = self.lanes.get_mut(&client) else {
-                continue;
-            };
-            lane.in_turn = false;
-            while let Some(job) = lane.jobs.pop_front() {
-                self.queued -= 1;
-                if job.abandoned() {
-                    continue;
-                }
-                lane.in_flight += u64::from(job.replies());
-                if !lane.jobs.is_empty() && lane.has_room() {
-                    lane.in_turn = true;
-                    self.turns.push_back(client);
-                }
-                return Some((client, job));
-            }
-        }
-        None
+        self.pop_if(|_| true)
     }
 
     /// As [`Lanes::pop`], taking only a job that `take` accepts at the head
