@@ -5,7 +5,9 @@
 //! command's name and time with two relaxed stores.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -38,6 +40,13 @@ pub struct ClientCard {
     /// backend and the server's client id of the connection (CLIENT
     /// UNBLOCK; `flags=b` in CLIENT LIST).
     blocked_on: Mutex<Option<BlockedOn>>,
+    /// CLIENT TRACKING's flags for CLIENT LIST (`t`, `R`, `B`: bits 0-2,
+    /// see `tracking::mode::Mode::list_flags`) and `redir=`.
+    pub tracking: AtomicU8,
+    pub redir: AtomicI64,
+    /// Invalidations waiting for this client (its own, or those of a
+    /// client redirecting to it).
+    pub inbox: crate::tracking::inbox::Inbox,
 }
 
 /// Where a client's blocking command waits: the backend, and the server's
@@ -117,20 +126,25 @@ impl ClientCard {
                 .map_or("NULL", |s| s.name)
         });
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
             show(&labels.name),
             age.as_secs(),
             idle,
-            flags(self.blocked_on().is_some(), subs.iter().any(|&n| n > 0)),
+            flags(
+                self.blocked_on().is_some(),
+                subs.iter().any(|&n| n > 0),
+                self.tracking.load(Ordering::Relaxed)
+            ),
             self.db.load(Ordering::Relaxed),
             subs[0],
             subs[1],
             subs[2],
             command,
             labels.user.as_ref().map_or("default".into(), |u| String::from_utf8_lossy(u)),
+            self.redir.load(Ordering::Relaxed),
             self.proto.load(Ordering::Relaxed),
             show(&labels.lib_name),
             show(&labels.lib_ver),
@@ -138,15 +152,25 @@ impl ClientCard {
     }
 }
 
-/// CLIENT LIST's flags, in Redis's order: `b` blocked, `P` subscribed,
-/// else `N`.
-fn flags(blocked: bool, subscribed: bool) -> &'static str {
-    match (blocked, subscribed) {
-        (true, true) => "bP",
-        (true, false) => "b",
-        (false, true) => "P",
-        (false, false) => "N",
+/// CLIENT LIST's flags, in Redis's order: `P` subscribed, `b` blocked,
+/// `t` tracking, `R` its redirect broken, `B` broadcasting; else `N`.
+fn flags(blocked: bool, subscribed: bool, tracking: u8) -> String {
+    let mut flags = String::new();
+    for (on, flag) in [
+        (subscribed, 'P'),
+        (blocked, 'b'),
+        (tracking & 1 != 0, 't'),
+        (tracking & 2 != 0, 'R'),
+        (tracking & 4 != 0, 'B'),
+    ] {
+        if on {
+            flags.push(flag);
+        }
     }
+    if flags.is_empty() {
+        flags.push('N');
+    }
+    flags
 }
 
 /// The connected clients, by id.
@@ -178,6 +202,9 @@ impl Clients {
             subscriptions: Default::default(),
             kill: Notify::new(),
             blocked_on: Mutex::new(None),
+            tracking: AtomicU8::new(0),
+            redir: AtomicI64::new(-1),
+            inbox: Default::default(),
         });
         if let Ok(mut cards) = self.cards.lock() {
             cards.insert(id, card.clone());
@@ -186,6 +213,11 @@ impl Clients {
             clients: self,
             card,
         }
+    }
+
+    /// The card of client `id`, while it is connected.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientCard>> {
+        self.cards.lock().ok()?.get(&id).cloned()
     }
 
     /// Every card, in id order.

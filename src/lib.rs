@@ -33,6 +33,10 @@
 //!   error the proxy answers itself (its Display is the reply's text).
 //! - [`pubsub`]: what a subscriber is subscribed to, Redis's confirmations,
 //!   and the links that carry a client's subscriptions to every backend.
+//! - [`tracking`]: CLIENT TRACKING through the proxy: the modes
+//!   (`mode.rs`), the table of who read what (`table.rs`), each client's
+//!   waiting invalidations (`inbox.rs`) and one link per backend that hears
+//!   of every change there (`link.rs`).
 //! - [`router`]: weighted rendezvous hashing of keys to backends, pinned.
 //! - [`backend`]: pipelined connections to each Redis server, with timeouts,
 //!   reconnection, health and the optional WAIT after writes: the pool handle
@@ -102,6 +106,7 @@ pub mod slowlog;
 pub mod tls;
 pub mod tls_stream;
 pub mod topology;
+pub mod tracking;
 pub mod workers;
 
 /// The Redis version the proxy reports in HELLO and INFO: the command

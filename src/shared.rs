@@ -103,6 +103,8 @@ pub struct Shared {
     tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// Clients served now by each worker thread (see [`crate::workers`]).
     pub worker_clients: Box<[AtomicUsize]>,
+    /// CLIENT TRACKING: the proxy's tracking table and its links.
+    pub tracker: Arc<crate::tracking::Tracker>,
 }
 
 /// A reload, accepted or refused.
@@ -146,6 +148,7 @@ impl Shared {
             worker_clients: (0..crate::workers::Workers::current().len())
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            tracker: Arc::default(),
         })
     }
 
@@ -364,10 +367,14 @@ impl Shared {
                 *layout = Some(text);
             }
         }
-        match self.topology.write() {
-            Ok(mut t) => *t = topology,
-            Err(poisoned) => *poisoned.into_inner() = topology,
-        }
+        let previous = match self.topology.write() {
+            Ok(mut t) => std::mem::replace(&mut *t, topology.clone()),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), topology.clone()),
+        };
+        // Keys that may live elsewhere now: tracking clients flush.
+        let moved =
+            crate::topology::layout_changed(&previous, &topology.config, &topology.backends);
+        self.tracker.follow(&topology, moved);
         let generation = self.generation.fetch_add(1, Ordering::Release) + 1;
         self.reloaded.send_replace(generation);
     }

@@ -22,6 +22,7 @@ use crate::client::pubsub::subscription;
 use crate::client::rename::rename;
 use crate::client::slot::{Kept, Slot};
 use crate::client::sweep::sweep;
+use crate::client::tracking;
 use crate::client::transaction::{exec, queue, watch, Multi};
 use crate::client::State;
 use crate::protocol::command::{lookup_index, TABLE};
@@ -40,6 +41,11 @@ pub(in crate::client) fn dispatch(
 ) -> Slot {
     let command = request.arg(0).and_then(lookup_index).unwrap_or(TABLE.len());
     let mut slot = execute(shared, topo, state, batcher, command, &request, started);
+    if state.tracking.on {
+        if let Some(spec) = TABLE.get(command) {
+            tracking::after(shared, topo, state, spec, &request);
+        }
+    }
     // CLIENT REPLY OFF or SKIP: the reply is not written.
     slot.silent = state.replies_off || state.skip_replies > 0;
     state.skip_replies = state.skip_replies.saturating_sub(1);
@@ -99,7 +105,13 @@ fn carry_out(cx: &mut Ctx<'_>, decision: Decision) -> Slot {
             // Gathered commands go first: a local command may change the
             // connection's state (SELECT, AUTH) or answer about it.
             cx.flush();
-            answer_here(cx.shared, cx.topo, cx.state, cx.spec, cx.request)
+            let slot = answer_here(cx.shared, cx.topo, cx.state, cx.spec, cx.request);
+            if cx.spec.cmd == Cmd::Client {
+                return tracking::when_ready(
+                    cx.shared, cx.topo, cx.state, cx.request, slot, cx.now,
+                );
+            }
+            slot
         }
         Decision::Plan(plan) => follow(cx, plan),
         Decision::Lease { backend, moving } => {

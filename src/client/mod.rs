@@ -54,6 +54,7 @@ mod slot;
 mod state;
 mod sweep;
 mod tally;
+mod tracking;
 mod transaction;
 
 /// Encoded but unwritten reply bytes above which the client is not read
@@ -96,6 +97,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
         auth_failures: 0,
         replies_off: false,
         skip_replies: 0,
+        tracking: Default::default(),
     };
     let span = tracing::debug_span!("client", id = state.id, peer = %state.peer);
     async {
@@ -107,6 +109,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: String, local: Str
     }
     .instrument(span)
     .await;
+    tracking::gone(&shared, &state);
     drop(registered);
 }
 
@@ -126,6 +129,8 @@ enum Event {
     Message(Bytes),
     /// A reload: a subscriber's links follow the new topology.
     Reloaded,
+    /// CLIENT TRACKING: invalidations wait in the client's inbox.
+    Invalidated,
 }
 
 /// Ends a client that a limit closes: counted in `closed` (one of the
@@ -375,6 +380,11 @@ impl<'a> Handler<'a> {
             Event::Writable(ready) => ready?,
             Event::ReplyReady => {}
             Event::Message(frame) => self.deliver(frame),
+            Event::Invalidated => {
+                for frame in tracking::frames(self.state) {
+                    self.push_out(frame);
+                }
+            }
             // The next pass's `refresh` takes the new topology.
             Event::Reloaded => {}
             Event::Drain => waits.draining = true,
@@ -505,6 +515,10 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let card = c.state.card.clone();
     let killed = card.kill.notified();
     tokio::pin!(killed);
+    // Invalidations for this client (CLIENT TRACKING, its own or
+    // redirected to it).
+    let invalidated = card.inbox.notify.notified();
+    tokio::pin!(invalidated);
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain.subscribe();
     let mut reloads = shared.reloaded.subscribe();
@@ -561,7 +575,11 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             _ = reloads.changed(), if c.state.subscriber.is_some() => Event::Reloaded,
             _ = &mut evicted => Event::Evicted,
             _ = &mut killed => Event::Killed,
+            _ = &mut invalidated => Event::Invalidated,
         };
+        if let Event::Invalidated = event {
+            invalidated.set(card.inbox.notify.notified());
+        }
         if let Flow::End = c.on_event(event, &mut waits, now)? {
             return Ok(());
         }

@@ -75,6 +75,13 @@ impl Handler<'_> {
             }
         }
         let frame = crate::pubsub::for_client(frame, self.state.proto);
+        self.push_out(frame);
+    }
+
+    /// Writes a frame the proxy made for the client (a message, an
+    /// invalidation) behind the replies in flight: never ahead of a reply
+    /// to a request sent before it.
+    pub(super) fn push_out(&mut self, frame: Bytes) {
         if self.queue.is_empty() {
             self.wbuf.extend_from_slice(&frame);
         } else {

@@ -50,6 +50,8 @@ pub(in crate::client) struct State {
     pub(in crate::client) replies_off: bool,
     /// CLIENT REPLY SKIP: replies not written, this one and the next.
     pub(in crate::client) skip_replies: u8,
+    /// CLIENT TRACKING's settings.
+    pub(in crate::client) tracking: crate::tracking::mode::Mode,
 }
 
 impl State {

@@ -527,6 +527,10 @@ pub struct Limits {
     /// them its connections are closed at their next try until the minute
     /// is over; 0: no limit.
     pub auth_failures_per_address: u32,
+    /// Keys the CLIENT TRACKING table may remember (Redis's
+    /// `tracking-table-max-keys`); beyond it, keys are evicted and their
+    /// clients told they changed; 0: no limit.
+    pub tracking_table_keys: usize,
 }
 
 impl Default for Limits {
@@ -544,6 +548,7 @@ impl Default for Limits {
             max_scan_count: 1000,
             auth_failures_per_connection: 10,
             auth_failures_per_address: 100,
+            tracking_table_keys: 1_000_000,
         }
     }
 }

@@ -32,6 +32,7 @@ mod status_page;
 mod structure;
 mod tls;
 mod tools;
+mod tracking;
 mod transactions;
 mod users;
 mod workers;

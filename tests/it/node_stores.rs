@@ -16,7 +16,7 @@ fn run(port: u16, kind: &str) -> String {
     run_script("connect_redis.cjs", &[port.to_string(), kind.to_string()])
 }
 
-fn run_script(script: &str, args: &[String]) -> String {
+pub fn run_script(script: &str, args: &[String]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let modules = root.join("target/node/node_modules");
     assert!(

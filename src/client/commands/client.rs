@@ -41,6 +41,10 @@ pub(in crate::client) fn client_command(
         b"KILL" => ("client|kill", argc >= 3),
         b"SETINFO" => ("client|setinfo", argc == 4),
         b"REPLY" => ("client|reply", argc == 3),
+        b"TRACKING" => ("client|tracking", argc >= 3),
+        b"CACHING" => ("client|caching", argc >= 3),
+        b"GETREDIR" => ("client|getredir", argc == 2),
+        b"TRACKINGINFO" => ("client|trackinginfo", argc == 2),
         _ => return unknown_subcommand(&args[1], "CLIENT"),
     };
     if !arity_ok {
@@ -63,6 +67,9 @@ pub(in crate::client) fn client_command(
         b"LIST" => client_list(shared, state, args),
         b"KILL" => client_kill(shared, state, args),
         b"REPLY" => client_reply(state, &args[2]),
+        b"TRACKING" | b"CACHING" | b"GETREDIR" | b"TRACKINGINFO" => {
+            crate::client::tracking::subcommand(shared, state, &sub, args)
+        }
         _ => client_setinfo(state, &args[2], args[3].clone()),
     }
 }

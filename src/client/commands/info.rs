@@ -267,6 +267,8 @@ fn clients(shared: &Shared, topology: &Topology) -> Fields {
             "blocked_clients",
             stats.blocked_clients.load(Ordering::Relaxed),
         ),
+        // CLIENT TRACKING (`crate::tracking`).
+        field("tracking_clients", shared.tracker.clients()),
     ]
 }
 
@@ -302,6 +304,7 @@ fn stats(shared: &Shared) -> Fields {
         field("total_reads_processed", stats.reads.get()),
         field("total_writes_processed", stats.writes.get()),
         field("total_error_replies", shared.error_codes.total()),
+        field("tracking_total_keys", shared.tracker.keys()),
     ]
 }
 

@@ -28,7 +28,10 @@ pub(in crate::client) fn answer(
         Cmd::Ping => connection::ping(state, args),
         Cmd::Echo => Reply::Bulk(args[1].clone()),
         Cmd::Quit => Reply::ok(),
-        Cmd::Reset => connection::reset(topo, state),
+        Cmd::Reset => {
+            crate::client::tracking::off(shared, state);
+            connection::reset(topo, state)
+        }
         Cmd::Auth => auth::auth(topo, state, args),
         Cmd::Hello => hello::hello(topo, state, args),
         Cmd::Select => connection::select(topo, state, args),

@@ -1,0 +1,197 @@
+//! A client's side of CLIENT TRACKING (see [`crate::tracking`]): the
+//! subcommands, the keys of its reads remembered before they are sent, its
+//! own writes under NOLOOP, and the invalidations written to it behind the
+//! replies in flight.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::client::slot::{Pending, Slot};
+use crate::client::State;
+use crate::protocol::command::writes;
+use crate::protocol::keys::request_key_positions;
+use crate::protocol::{Cmd, Reply, Request, Route, Spec};
+use crate::shared::{Shared, Topology};
+use crate::tracking::inbox::{frame, Note};
+use crate::tracking::Tracked;
+
+/// CLIENT TRACKING, CACHING, GETREDIR and TRACKINGINFO (`args[1]`
+/// upper-cased in `sub`).
+pub(in crate::client) fn subcommand(
+    shared: &Shared,
+    state: &mut State,
+    sub: &[u8],
+    args: &[Bytes],
+) -> Reply {
+    match sub {
+        b"TRACKING" => {
+            let clients = &shared.clients;
+            if let Err(e) = state
+                .tracking
+                .tracking(args, |id| clients.get(id).is_some())
+            {
+                return e;
+            }
+            follow_mode(shared, &shared.topology(), state);
+            Reply::ok()
+        }
+        b"CACHING" => state.tracking.caching(args),
+        b"GETREDIR" => Reply::Int(state.tracking.redirect_shown()),
+        _ => state.tracking.info(),
+    }
+}
+
+/// CLIENT TRACKING ON answered once every backend's link is confirmed (at
+/// most the connect timeout; a backend down meanwhile is not waited for),
+/// so the reads behind it can be cached: a barrier, nothing after it runs
+/// before.
+pub(in crate::client) fn when_ready(
+    shared: &Shared,
+    topo: &Arc<Topology>,
+    state: &State,
+    request: &Request,
+    slot: Slot,
+    now: std::time::Instant,
+) -> Slot {
+    let turned_on = state.tracking.on
+        && request
+            .arg(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"TRACKING"))
+        && matches!(&slot.pending, Pending::Ready(Reply::Status(_)));
+    if !turned_on || shared.tracker.ready(topo) {
+        return slot;
+    }
+    let reply = Reply::ok();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tracker, topology) = (shared.tracker.clone(), topo.clone());
+    let limit = topo.config.pool.connect_timeout();
+    tokio::spawn(async move {
+        tracker.wait_ready(&topology, limit).await;
+        let _ = tx.send(Ok(reply));
+    });
+    let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), "tracking".into(), now);
+    slot.barrier = true;
+    slot
+}
+
+/// Tells the tracker and CLIENT LIST what the client's mode is now.
+fn follow_mode(shared: &Shared, topo: &Topology, state: &State) {
+    let mode = &state.tracking;
+    state
+        .card
+        .tracking
+        .store(mode.list_flags(), Ordering::Relaxed);
+    state
+        .card
+        .redir
+        .store(mode.redirect_shown(), Ordering::Relaxed);
+    if !mode.on {
+        shared.tracker.unregister(state.id);
+        return;
+    }
+    let redirect = (mode.redirect != 0).then(|| {
+        let target = shared.clients.get(mode.redirect);
+        (
+            mode.redirect,
+            target.map_or_else(std::sync::Weak::new, |t| Arc::downgrade(&t)),
+        )
+    });
+    let user = state.user.as_ref().and_then(|n| topo.config.user(n));
+    let as_bytes = |list: &[String]| -> Vec<Bytes> {
+        list.iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect()
+    };
+    let restricted_to = vec![
+        as_bytes(&topo.config.keys.prefixes),
+        as_bytes(user.map_or(&[][..], |u| &u.prefixes[..])),
+    ];
+    let tracked = Tracked {
+        card: state.card.clone(),
+        redirect,
+        bcast: mode.bcast.then(|| mode.prefixes.iter().cloned().collect()),
+        restricted_to,
+    };
+    shared.tracker.register(topo, state.id, tracked);
+}
+
+/// Tracking off (RESET), and gone from the tracker.
+pub(in crate::client) fn off(shared: &Shared, state: &mut State) {
+    if state.tracking.on {
+        state.tracking.disable();
+        follow_mode(shared, &shared.topology(), state);
+    }
+}
+
+/// The client is gone: the tracker forgets it.
+pub(in crate::client) fn gone(shared: &Shared, state: &State) {
+    if state.tracking.on {
+        shared.tracker.unregister(state.id);
+    }
+}
+
+/// After a request of a tracking client was dispatched (its jobs queued,
+/// not yet sent): the keys of a read are remembered, a NOLOOP client's
+/// writes keep it from hearing of them, and CLIENT CACHING's flag lasts one
+/// command (or one transaction).
+pub(in crate::client) fn after(
+    shared: &Shared,
+    topo: &Topology,
+    state: &mut State,
+    spec: &Spec,
+    request: &Request,
+) {
+    let mode = &state.tracking;
+    let keyed = matches!(
+        spec.route,
+        Route::Key | Route::Keys(_) | Route::KeyValues | Route::Specs
+    ) && !matches!(spec.cmd, Cmd::Publish | Cmd::SPublish);
+    if keyed {
+        let keys = || -> Vec<Bytes> {
+            request_key_positions(spec, request)
+                .into_iter()
+                .filter_map(|i| request.arg(i))
+                .map(Bytes::copy_from_slice)
+                .collect()
+        };
+        let write = writes(spec, request);
+        if !write && mode.remembers() {
+            shared.tracker.remember(topo, state.id, &keys());
+        } else if write && mode.noloop && !mode.bcast {
+            shared.tracker.wrote(state.id, &keys());
+        }
+    }
+    if state.multi.is_none() && spec.cmd != Cmd::Client {
+        state.tracking.caching = false;
+    }
+}
+
+/// The notes waiting for this client, as the frames Redis would send it
+/// (a broken redirect is also noted in its mode).
+pub(in crate::client) fn frames(state: &mut State) -> Vec<Bytes> {
+    let notes = state.card.inbox.take();
+    let subscribed = state
+        .card
+        .subscriptions
+        .iter()
+        .any(|n| n.load(Ordering::Relaxed) > 0);
+    let mut out = Vec::with_capacity(notes.len());
+    for note in notes {
+        if let Note::RedirectBroken(_) = note {
+            if !state.tracking.on {
+                continue;
+            }
+            state.tracking.broken_redirect = true;
+            state
+                .card
+                .tracking
+                .store(state.tracking.list_flags(), Ordering::Relaxed);
+        }
+        if let Some(bytes) = frame(&note, state.proto, subscribed) {
+            out.push(bytes);
+        }
+    }
+    out
+}

@@ -1,0 +1,199 @@
+//! One backend's tracking link: a connection of its own in RESP3 with
+//! `CLIENT TRACKING ON BCAST`, so Redis tells it of every key changed on
+//! that server, by anyone. It reconnects after a loss and moves with the
+//! master Sentinel names; whenever it is not confirmed, reads on that
+//! backend are not cacheable, and when it is lost every tracking client
+//! flushes (see [`super`]). A PING every second shows a silent network.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp3::decode::complete::decode_bytes;
+use redis_protocol::resp3::types::BytesFrame;
+use tracing::debug;
+
+use super::Tracker;
+use crate::backend::Backend;
+use crate::dial::Backoff;
+use crate::protocol::reply_extent;
+
+/// How long a link waits before connecting again.
+const RETRY: Duration = Duration::from_millis(200);
+/// How often a link asks whether the server still hears it.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// PINGs unanswered before the link counts as lost.
+const PINGS_UNANSWERED: u32 = 3;
+
+/// What a frame from the server means for the link.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    /// These keys changed.
+    Keys(Vec<Bytes>),
+    /// Everything may have changed (FLUSHALL, FLUSHDB).
+    Flush,
+    /// A reply to one of the link's commands.
+    Reply {
+        error: bool,
+    },
+    Other,
+}
+
+fn hear(frame: Bytes) -> Heard {
+    let Ok(Some((frame, _))) = decode_bytes(&frame) else {
+        return Heard::Other;
+    };
+    match frame {
+        BytesFrame::Push { data, .. } => {
+            let invalidate = matches!(data.first(), Some(BytesFrame::BlobString { data, .. }) if &data[..] == b"invalidate");
+            match data.get(1) {
+                Some(BytesFrame::Null) if invalidate => Heard::Flush,
+                Some(BytesFrame::Array { data: keys, .. }) if invalidate => Heard::Keys(
+                    keys.iter()
+                        .filter_map(|k| match k {
+                            BytesFrame::BlobString { data, .. } => Some(data.clone()),
+                            BytesFrame::SimpleString { data, .. } => Some(data.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => Heard::Other,
+            }
+        }
+        BytesFrame::SimpleError { .. } | BytesFrame::BlobError { .. } => {
+            Heard::Reply { error: true }
+        }
+        _ => Heard::Reply { error: false },
+    }
+}
+
+/// The link's task; stopped by the tracker when the backend is dropped.
+pub async fn run(backend: Backend, up: Arc<AtomicBool>, tracker: Weak<Tracker>, max_frame: usize) {
+    let mut master = backend.endpoint.clone();
+    let mut backoff = Backoff::new(RETRY, Duration::from_secs(2));
+    loop {
+        master.borrow_and_update();
+        let lost = match session(&backend, &up, &tracker, &mut master, max_frame).await {
+            Ok(()) => return,
+            Err(lost) => lost,
+        };
+        debug!(backend = %backend.id, reason = %lost, "tracking link lost");
+        if up.swap(false, Ordering::AcqRel) {
+            backoff = Backoff::new(RETRY, Duration::from_secs(2));
+            match tracker.upgrade() {
+                Some(tracker) => tracker.flush_all(),
+                None => return,
+            }
+        }
+        tokio::time::sleep(backoff.pause()).await;
+    }
+}
+
+/// One connection's life: `Ok` when the tracker is gone, else why it ended.
+async fn session(
+    backend: &Backend,
+    up: &AtomicBool,
+    tracker: &Weak<Tracker>,
+    master: &mut tokio::sync::watch::Receiver<Option<crate::config::Endpoint>>,
+    max_frame: usize,
+) -> Result<(), String> {
+    let stream = backend.connect_apart().await.map_err(|e| e.to_string())?;
+    let mut wbuf = BytesMut::new();
+    wbuf.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+    wbuf.extend_from_slice(b"*4\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$5\r\nBCAST\r\n");
+    // Replies owed before tracking is confirmed: HELLO's, then TRACKING's.
+    let mut confirming = 2;
+    let mut unanswered = 0u32;
+    let mut rbuf = BytesMut::new();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        if !wbuf.is_empty() {
+            stream
+                .write_all(&mut wbuf)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tokio::select! {
+            changed = master.changed() => {
+                changed.map_err(|_| "the backend is gone".to_string())?;
+                return Err("the master moved".into());
+            }
+            _ = ping.tick() => {
+                if unanswered >= PINGS_UNANSWERED {
+                    return Err("the server stopped answering".into());
+                }
+                unanswered += 1;
+                wbuf.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+            }
+            read = stream.read_some(&mut rbuf) => {
+                match read {
+                    Ok(0) => return Err("closed by the server".into()),
+                    Err(e) => return Err(e.to_string()),
+                    Ok(_) => {}
+                }
+                loop {
+                    let len = match reply_extent(&rbuf, max_frame) {
+                        Ok(Some(len)) => len,
+                        Ok(None) => break,
+                        Err(e) => return Err(format!("{e:?}")),
+                    };
+                    let heard = hear(rbuf.split_to(len).freeze());
+                    let Some(tracker) = tracker.upgrade() else {
+                        return Ok(());
+                    };
+                    match heard {
+                        Heard::Keys(keys) => tracker.invalidated(&keys),
+                        Heard::Flush => tracker.flush_all(),
+                        Heard::Reply { error } if confirming > 0 => {
+                            if error {
+                                return Err("the server refused CLIENT TRACKING".into());
+                            }
+                            confirming -= 1;
+                            if confirming == 0 {
+                                up.store(true, Ordering::Release);
+                                tracker.link_up();
+                                debug!(backend = %backend.id, "tracking link up");
+                            }
+                        }
+                        Heard::Reply { .. } => unanswered = unanswered.saturating_sub(1),
+                        Heard::Other => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hears_invalidations_and_replies() {
+        let keys = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$2\r\nbc\r\n");
+        assert_eq!(
+            hear(keys),
+            Heard::Keys(vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")])
+        );
+        assert_eq!(
+            hear(Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n_\r\n")),
+            Heard::Flush
+        );
+        assert_eq!(
+            hear(Bytes::from_static(b"+OK\r\n")),
+            Heard::Reply { error: false }
+        );
+        assert_eq!(
+            hear(Bytes::from_static(b"-ERR no\r\n")),
+            Heard::Reply { error: true }
+        );
+        assert_eq!(
+            hear(Bytes::from_static(
+                b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"
+            )),
+            Heard::Other
+        );
+    }
+}

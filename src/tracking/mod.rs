@@ -1,0 +1,339 @@
+//! Client-side caching through the proxy (CLIENT TRACKING). Redis tracks
+//! what each of its connections read, but the proxy's backend connections
+//! are shared by many clients, so the proxy keeps the tracking table itself
+//! (which of its clients read which key, [`table`]) and learns of every
+//! change from the backends: one link per backend in BCAST mode ([`link`])
+//! hears of every key changed there, by this proxy, another proxy or a
+//! client of the server's own, expiry and eviction included.
+//!
+//! Exactness rests on three rules:
+//! - a key is remembered before its read is sent, and a client is told of a
+//!   change behind the replies it has in flight ([`inbox`]), so a read that
+//!   Redis ran before a change never reaches the client after the news;
+//! - a read on a backend whose link is not confirmed (connecting, lost, a
+//!   Redis Cluster) is invalidated right behind its reply: the client may
+//!   not keep it;
+//! - when a link is lost, the master moves or a reload moves keys, every
+//!   tracking client is told to flush, as Redis tells its clients when a
+//!   tracking connection breaks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+
+use crate::backend::Backend;
+use crate::clients::ClientCard;
+use crate::topology::Topology;
+
+pub mod inbox;
+pub mod link;
+pub mod mode;
+pub mod table;
+
+use inbox::Note;
+use table::Table;
+
+/// A tracking client, as the tracker needs it.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub card: Arc<ClientCard>,
+    /// REDIRECT's target and its id.
+    pub redirect: Option<(u64, Weak<ClientCard>)>,
+    /// BCAST prefixes; `None` in default, OPTIN and OPTOUT modes.
+    pub bcast: Option<Vec<Bytes>>,
+    /// The key prefixes the client's user (and `[keys] prefixes`) keep it
+    /// to: it is told of no other key. Empty: no restriction.
+    pub restricted_to: Vec<Vec<Bytes>>,
+}
+
+impl Tracked {
+    /// Whether the client may hear of `key`.
+    fn may_hear(&self, key: &[u8]) -> bool {
+        self.restricted_to
+            .iter()
+            .all(|list| list.is_empty() || list.iter().any(|p| key.starts_with(p)))
+    }
+
+    /// Posts `note` to the client, or to the client it redirects to.
+    fn send(&self, note: Note) {
+        let Some((id, target)) = &self.redirect else {
+            return self.card.inbox.post(note);
+        };
+        match target.upgrade() {
+            Some(target) => target.inbox.post(match note {
+                Note::Keys { keys, .. } => Note::Keys {
+                    keys,
+                    redirected: true,
+                },
+                Note::Flush { .. } => Note::Flush { redirected: true },
+                other => other,
+            }),
+            None => self.card.inbox.post(Note::RedirectBroken(*id)),
+        }
+    }
+}
+
+/// One backend's link.
+struct Link {
+    backend: Backend,
+    /// Set while the link's CLIENT TRACKING is confirmed and the
+    /// connection up.
+    up: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+#[derive(Default)]
+struct Inner {
+    table: Table,
+    clients: HashMap<u64, Tracked>,
+    links: Vec<Link>,
+}
+
+/// The proxy's tracking: the table, the tracking clients and the links.
+#[derive(Default)]
+pub struct Tracker {
+    inner: Mutex<Inner>,
+    /// A client ever turned tracking on: the links run and follow reloads.
+    active: AtomicBool,
+    /// Woken when a link comes up.
+    links_changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracker")
+    }
+}
+
+impl Tracker {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A client turned tracking on (or changed its mode): the links are
+    /// started on first use.
+    pub fn register(self: &Arc<Self>, topo: &Topology, id: u64, tracked: Tracked) {
+        if !self.active.swap(true, Ordering::AcqRel) {
+            self.follow(topo, false);
+        }
+        self.inner().clients.insert(id, tracked);
+    }
+
+    /// The client turned tracking off or is gone.
+    pub fn unregister(&self, id: u64) {
+        if self.active.load(Ordering::Acquire) {
+            self.inner().clients.remove(&id);
+        }
+    }
+
+    /// Client `id` is about to read `keys` (default mode, or OPTIN/OPTOUT
+    /// as it asked): they are remembered, or where no link covers them,
+    /// invalidated at once behind the reply.
+    pub fn remember(&self, topo: &Topology, id: u64, keys: &[Bytes]) {
+        let limit = topo.config.limits.tracking_table_keys;
+        let mut inner = self.inner();
+        let mut uncovered = Vec::new();
+        let mut evicted = Vec::new();
+        for key in keys {
+            if covered(&inner.links, topo, key) {
+                evicted.extend(inner.table.remember(key, id, limit));
+            } else {
+                uncovered.push(key.clone());
+            }
+        }
+        for (key, ids) in evicted {
+            tell(&inner.clients, &ids, &key);
+        }
+        if let Some(me) = inner.clients.get(&id) {
+            for key in uncovered {
+                me.send(Note::Keys {
+                    keys: vec![key],
+                    redirected: false,
+                });
+            }
+        }
+    }
+
+    /// Client `id`, tracking with NOLOOP, writes `keys`: it is not told of
+    /// its own change.
+    pub fn wrote(&self, id: u64, keys: &[Bytes]) {
+        let mut inner = self.inner();
+        for key in keys {
+            inner.table.forget(key, id);
+        }
+    }
+
+    /// A backend says `keys` changed (in the order it sends them).
+    pub fn invalidated(&self, keys: &[Bytes]) {
+        let mut inner = self.inner();
+        let inner = &mut *inner;
+        for key in keys {
+            if let Some(ids) = inner.table.take(key) {
+                tell(&inner.clients, &ids, key);
+            }
+        }
+        for tracked in inner.clients.values() {
+            let Some(prefixes) = &tracked.bcast else {
+                continue;
+            };
+            for prefix in prefixes {
+                let under: Vec<Bytes> = keys
+                    .iter()
+                    .filter(|k| k.starts_with(prefix) && tracked.may_hear(k))
+                    .cloned()
+                    .collect();
+                if !under.is_empty() {
+                    tracked.send(Note::Keys {
+                        keys: under,
+                        redirected: false,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every tracking client is told to flush: what it cached cannot be
+    /// vouched for (a link lost, a flush on a backend, a reload).
+    pub fn flush_all(&self) {
+        let mut inner = self.inner();
+        inner.table.clear();
+        for tracked in inner.clients.values() {
+            tracked.send(Note::Flush { redirected: false });
+        }
+    }
+
+    /// Whether every backend of `topo` that can be linked (all but Redis
+    /// Clusters) has its link confirmed.
+    pub fn ready(&self, topo: &Topology) -> bool {
+        let inner = self.inner();
+        topo.backends.iter().all(|b| {
+            b.cluster().is_some()
+                || inner
+                    .links
+                    .iter()
+                    .any(|l| l.backend.same_task(b) && l.up.load(Ordering::Acquire))
+        })
+    }
+
+    /// Waits until [`Tracker::ready`], at most `limit`: CLIENT TRACKING ON
+    /// answers once the reads after it can be cached.
+    pub async fn wait_ready(&self, topo: &Topology, limit: std::time::Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.links_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.ready(topo) {
+                return;
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Links confirmed now.
+    pub fn links_up(&self) -> usize {
+        let inner = self.inner();
+        inner
+            .links
+            .iter()
+            .filter(|l| l.up.load(Ordering::Acquire))
+            .count()
+    }
+
+    /// A link came up.
+    fn link_up(&self) {
+        self.links_changed.notify_waiters();
+    }
+
+    /// Keys remembered now (INFO's `tracking_total_keys`).
+    pub fn keys(&self) -> usize {
+        self.inner().table.len()
+    }
+
+    /// Tracking clients now (INFO's `tracking_clients`).
+    pub fn clients(&self) -> usize {
+        self.inner().clients.len()
+    }
+
+    /// A new topology is in force (or tracking starts): a link for every
+    /// backend of it, those of backends it dropped stopped. `moved`: keys
+    /// may be elsewhere now, so every tracking client flushes.
+    pub fn follow(self: &Arc<Self>, topo: &Topology, moved: bool) {
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut inner = self.inner();
+            let mut kept = Vec::new();
+            for link in std::mem::take(&mut inner.links) {
+                if topo.backends.iter().any(|b| b.same_task(&link.backend)) {
+                    kept.push(link);
+                } else {
+                    link.task.abort();
+                }
+            }
+            for backend in &topo.backends {
+                if backend.cluster().is_some() || kept.iter().any(|l| l.backend.same_task(backend))
+                {
+                    continue;
+                }
+                let up = Arc::new(AtomicBool::new(false));
+                let task = runtime
+                    .spawn(link::run(
+                        backend.clone(),
+                        up.clone(),
+                        Arc::downgrade(self),
+                        topo.config.limits.max_reply_bytes,
+                    ))
+                    .abort_handle();
+                kept.push(Link {
+                    backend: backend.clone(),
+                    up,
+                    task,
+                });
+            }
+            inner.links = kept;
+        }
+        if moved {
+            self.flush_all();
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        for link in &self.inner().links {
+            link.task.abort();
+        }
+    }
+}
+
+/// Tells the clients `ids` (those still tracking in default mode) that
+/// `key` changed.
+fn tell(clients: &HashMap<u64, Tracked>, ids: &[u64], key: &Bytes) {
+    for id in ids {
+        if let Some(tracked) = clients.get(id) {
+            if tracked.bcast.is_none() && tracked.may_hear(key) {
+                tracked.send(Note::Keys {
+                    keys: vec![key.clone()],
+                    redirected: false,
+                });
+            }
+        }
+    }
+}
+
+/// Whether a confirmed link watches the backend that serves `key` now.
+fn covered(links: &[Link], topo: &Topology, key: &[u8]) -> bool {
+    let backend = &topo.backends[topo.route(key)];
+    links
+        .iter()
+        .any(|l| l.backend.same_task(backend) && l.up.load(Ordering::Acquire))
+}
