@@ -43,7 +43,7 @@ pub(in crate::client) fn dispatch(
     let mut slot = execute(shared, topo, state, batcher, command, &request, started);
     if state.tracking.on {
         if let Some(spec) = TABLE.get(command) {
-            tracking::after(shared, topo, state, spec, &request);
+            slot.arms_noloop = tracking::after(shared, topo, state, spec, &request);
         }
     }
     // CLIENT REPLY OFF or SKIP: the reply is not written.

@@ -110,6 +110,9 @@ impl Handler<'_> {
             };
             let close_after = slot.close_after;
             self.account.release(slot.charge);
+            if slot.arms_noloop {
+                self.shared.tracker.replied(self.state.id);
+            }
             if let Pending::Ready(reply) = slot.pending {
                 if let Some(bytes) = reply.raw_bytes() {
                     self.state.replied(bytes.len());

@@ -58,6 +58,9 @@ pub(in crate::client) struct Slot {
     pub(in crate::client) charge: usize,
     /// Not written to the client (CLIENT REPLY OFF or SKIP).
     pub(in crate::client) silent: bool,
+    /// A NOLOOP write: its reply arms the client's notes (see
+    /// `tracking::own_writes`).
+    pub(in crate::client) arms_noloop: bool,
 }
 
 /// What a request leaves in its slot for SLOWLOG; its arguments are taken
@@ -100,6 +103,7 @@ impl Slot {
             user: None,
             charge: 0,
             silent: false,
+            arms_noloop: false,
         }
     }
 

@@ -112,6 +112,7 @@ fn follow_mode(shared: &Shared, topo: &Topology, state: &State) {
         card: state.card.clone(),
         redirect,
         bcast: mode.bcast.then(|| mode.prefixes.iter().cloned().collect()),
+        noloop: mode.noloop,
         restricted_to,
     };
     shared.tracker.register(topo, state.id, tracked);
@@ -135,18 +136,20 @@ pub(in crate::client) fn gone(shared: &Shared, state: &State) {
 /// After a request of a tracking client was dispatched (its jobs queued,
 /// not yet sent): the keys of a read are remembered, a NOLOOP client's
 /// writes keep it from hearing of them, and CLIENT CACHING's flag lasts one
-/// command (or one transaction).
+/// command (or one transaction). Returns whether a NOLOOP write was noted:
+/// its reply arms the note (`Tracker::replied`).
 pub(in crate::client) fn after(
     shared: &Shared,
     topo: &Topology,
     state: &mut State,
     spec: &Spec,
     request: &Request,
-) {
+) -> bool {
+    let mut noted = false;
     let mode = &state.tracking;
     let keyed = matches!(
         spec.route,
-        Route::Key | Route::Keys(_) | Route::KeyValues | Route::Specs
+        Route::Key | Route::Keys(_) | Route::KeyValues | Route::Specs | Route::Script
     ) && !matches!(spec.cmd, Cmd::Publish | Cmd::SPublish);
     if keyed {
         let keys = || -> Vec<Bytes> {
@@ -156,16 +159,24 @@ pub(in crate::client) fn after(
                 .map(Bytes::copy_from_slice)
                 .collect()
         };
-        let write = writes(spec, request);
-        if !write && mode.remembers() {
+        // A script may read and write its declared keys; the proxy cannot
+        // see which it does, so both are assumed (told of more changes,
+        // never fewer).
+        let script = spec.route == Route::Script;
+        let write = writes(spec, request) || (script && !spec.name.ends_with("_ro"));
+        let read = !write || script;
+        if write && mode.noloop {
+            shared.tracker.wrote(topo, state.id, &keys());
+            noted = true;
+        }
+        if read && mode.remembers() {
             shared.tracker.remember(topo, state.id, &keys());
-        } else if write && mode.noloop && !mode.bcast {
-            shared.tracker.wrote(state.id, &keys());
         }
     }
     if state.multi.is_none() && spec.cmd != Cmd::Client {
         state.tracking.caching = false;
     }
+    noted
 }
 
 /// The notes waiting for this client, as the frames Redis would send it

@@ -14,6 +14,7 @@ use redis_protocol::resp3::decode::complete::decode_bytes;
 use redis_protocol::resp3::types::BytesFrame;
 use tracing::debug;
 
+use super::own_writes::Pings;
 use super::Tracker;
 use crate::backend::Backend;
 use crate::dial::Backoff;
@@ -23,8 +24,9 @@ use crate::protocol::reply_extent;
 const RETRY: Duration = Duration::from_millis(200);
 /// How often a link asks whether the server still hears it.
 const PING_EVERY: Duration = Duration::from_secs(1);
-/// PINGs unanswered before the link counts as lost.
-const PINGS_UNANSWERED: u32 = 3;
+/// Ticks of [`PING_EVERY`] with PINGs unanswered and nothing heard
+/// before the link counts as lost.
+const SILENT_TICKS: u32 = 3;
 
 /// What a frame from the server means for the link.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,16 +70,34 @@ fn hear(frame: Bytes) -> Heard {
     }
 }
 
+/// What the tracker reads of a link.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    /// Set while CLIENT TRACKING is confirmed and the connection up.
+    pub up: AtomicBool,
+    pub pings: Arc<Pings>,
+}
+
 /// The link's task; stopped by the tracker when the backend is dropped.
-pub async fn run(backend: Backend, up: Arc<AtomicBool>, tracker: Weak<Tracker>, max_frame: usize) {
+pub async fn run(
+    backend: Backend,
+    state: Arc<LinkState>,
+    tracker: Weak<Tracker>,
+    max_frame: usize,
+) {
+    let up = &state.up;
     let mut master = backend.endpoint.clone();
     let mut backoff = Backoff::new(RETRY, Duration::from_secs(2));
     loop {
         master.borrow_and_update();
-        let lost = match session(&backend, &up, &tracker, &mut master, max_frame).await {
+        let lost = match session(&backend, &state, &tracker, &mut master, max_frame).await {
             Ok(()) => return,
             Err(lost) => lost,
         };
+        // PINGs of the lost connection will not be answered: none keeps a
+        // NOLOOP note alive (the flush below tells everyone anyway).
+        let sent = state.pings.sent.load(Ordering::Acquire);
+        state.pings.answered.store(sent, Ordering::Release);
         debug!(backend = %backend.id, reason = %lost, "tracking link lost");
         if up.swap(false, Ordering::AcqRel) {
             backoff = Backoff::new(RETRY, Duration::from_secs(2));
@@ -93,7 +113,7 @@ pub async fn run(backend: Backend, up: Arc<AtomicBool>, tracker: Weak<Tracker>, 
 /// One connection's life: `Ok` when the tracker is gone, else why it ended.
 async fn session(
     backend: &Backend,
-    up: &AtomicBool,
+    state: &LinkState,
     tracker: &Weak<Tracker>,
     master: &mut tokio::sync::watch::Receiver<Option<crate::config::Endpoint>>,
     max_frame: usize,
@@ -105,6 +125,7 @@ async fn session(
     // Replies owed before tracking is confirmed: HELLO's, then TRACKING's.
     let mut confirming = 2;
     let mut unanswered = 0u32;
+    let (mut silent_ticks, mut heard) = (0u32, false);
     let mut rbuf = BytesMut::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -121,17 +142,23 @@ async fn session(
                 return Err("the master moved".into());
             }
             _ = ping.tick() => {
-                if unanswered >= PINGS_UNANSWERED {
+                silent_ticks = if unanswered > 0 && !heard { silent_ticks + 1 } else { 0 };
+                heard = false;
+                if silent_ticks >= SILENT_TICKS {
                     return Err("the server stopped answering".into());
                 }
                 unanswered += 1;
-                wbuf.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+                send_ping(&mut wbuf, &state.pings);
+            }
+            _ = state.pings.now.notified(), if confirming == 0 => {
+                unanswered += 1;
+                send_ping(&mut wbuf, &state.pings);
             }
             read = stream.read_some(&mut rbuf) => {
                 match read {
                     Ok(0) => return Err("closed by the server".into()),
                     Err(e) => return Err(e.to_string()),
-                    Ok(_) => {}
+                    Ok(_) => heard = true,
                 }
                 loop {
                     let len = match reply_extent(&rbuf, max_frame) {
@@ -152,18 +179,26 @@ async fn session(
                             }
                             confirming -= 1;
                             if confirming == 0 {
-                                up.store(true, Ordering::Release);
+                                state.up.store(true, Ordering::Release);
                                 tracker.link_up();
                                 debug!(backend = %backend.id, "tracking link up");
                             }
                         }
-                        Heard::Reply { .. } => unanswered = unanswered.saturating_sub(1),
+                        Heard::Reply { .. } => {
+                            unanswered = unanswered.saturating_sub(1);
+                            state.pings.answered.fetch_add(1, Ordering::AcqRel);
+                        }
                         Heard::Other => {}
                     }
                 }
             }
         }
     }
+}
+
+fn send_ping(wbuf: &mut BytesMut, pings: &Pings) {
+    wbuf.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    pings.sent.fetch_add(1, Ordering::AcqRel);
 }
 
 #[cfg(test)]

@@ -30,9 +30,12 @@ use crate::topology::Topology;
 pub mod inbox;
 pub mod link;
 pub mod mode;
+pub mod own_writes;
 pub mod table;
 
 use inbox::Note;
+use link::LinkState;
+use own_writes::OwnWrites;
 use table::Table;
 
 /// A tracking client, as the tracker needs it.
@@ -43,6 +46,8 @@ pub struct Tracked {
     pub redirect: Option<(u64, Weak<ClientCard>)>,
     /// BCAST prefixes; `None` in default, OPTIN and OPTOUT modes.
     pub bcast: Option<Vec<Bytes>>,
+    /// NOLOOP: not told of its own writes.
+    pub noloop: bool,
     /// The key prefixes the client's user (and `[keys] prefixes`) keep it
     /// to: it is told of no other key. Empty: no restriction.
     pub restricted_to: Vec<Vec<Bytes>>,
@@ -78,10 +83,14 @@ impl Tracked {
 /// One backend's link.
 struct Link {
     backend: Backend,
-    /// Set while the link's CLIENT TRACKING is confirmed and the
-    /// connection up.
-    up: Arc<AtomicBool>,
+    state: Arc<LinkState>,
     task: tokio::task::AbortHandle,
+}
+
+impl Link {
+    fn is_up(&self) -> bool {
+        self.state.up.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Default)]
@@ -89,6 +98,7 @@ struct Inner {
     table: Table,
     clients: HashMap<u64, Tracked>,
     links: Vec<Link>,
+    own: OwnWrites,
 }
 
 /// The proxy's tracking: the table, the tracking clients and the links.
@@ -124,8 +134,15 @@ impl Tracker {
     /// The client turned tracking off or is gone.
     pub fn unregister(&self, id: u64) {
         if self.active.load(Ordering::Acquire) {
-            self.inner().clients.remove(&id);
+            let mut inner = self.inner();
+            inner.clients.remove(&id);
+            inner.own.forget(id);
         }
+    }
+
+    /// A NOLOOP client's write replied (see [`own_writes`]).
+    pub fn replied(&self, id: u64) {
+        self.inner().own.arm(id);
     }
 
     /// Client `id` is about to read `keys` (default mode, or OPTIN/OPTOUT
@@ -137,7 +154,7 @@ impl Tracker {
         let mut uncovered = Vec::new();
         let mut evicted = Vec::new();
         for key in keys {
-            if covered(&inner.links, topo, key) {
+            if link_for(&inner.links, topo, key).is_some() {
                 evicted.extend(inner.table.remember(key, id, limit));
             } else {
                 uncovered.push(key.clone());
@@ -156,12 +173,15 @@ impl Tracker {
         }
     }
 
-    /// Client `id`, tracking with NOLOOP, writes `keys`: it is not told of
-    /// its own change.
-    pub fn wrote(&self, id: u64, keys: &[Bytes]) {
+    /// Client `id`, tracking with NOLOOP, is about to write `keys`: it is
+    /// not told of its own change (see [`own_writes`]).
+    pub fn wrote(&self, topo: &Topology, id: u64, keys: &[Bytes]) {
         let mut inner = self.inner();
+        let inner = &mut *inner;
         for key in keys {
-            inner.table.forget(key, id);
+            if let Some(link) = link_for(&inner.links, topo, key) {
+                inner.own.note(key, id, &link.state.pings);
+            }
         }
     }
 
@@ -170,11 +190,12 @@ impl Tracker {
         let mut inner = self.inner();
         let inner = &mut *inner;
         for key in keys {
-            if let Some(ids) = inner.table.take(key) {
+            if let Some(mut ids) = inner.table.take(key) {
+                ids.retain(|&id| !inner.own.take(key, id));
                 tell(&inner.clients, &ids, key);
             }
         }
-        for tracked in inner.clients.values() {
+        for (&id, tracked) in &inner.clients {
             let Some(prefixes) = &tracked.bcast else {
                 continue;
             };
@@ -182,6 +203,7 @@ impl Tracker {
                 let under: Vec<Bytes> = keys
                     .iter()
                     .filter(|k| k.starts_with(prefix) && tracked.may_hear(k))
+                    .filter(|k| !(tracked.noloop && inner.own.take(k, id)))
                     .cloned()
                     .collect();
                 if !under.is_empty() {
@@ -213,7 +235,7 @@ impl Tracker {
                 || inner
                     .links
                     .iter()
-                    .any(|l| l.backend.same_task(b) && l.up.load(Ordering::Acquire))
+                    .any(|l| l.backend.same_task(b) && l.is_up())
         })
     }
 
@@ -237,11 +259,7 @@ impl Tracker {
     /// Links confirmed now.
     pub fn links_up(&self) -> usize {
         let inner = self.inner();
-        inner
-            .links
-            .iter()
-            .filter(|l| l.up.load(Ordering::Acquire))
-            .count()
+        inner.links.iter().filter(|l| l.is_up()).count()
     }
 
     /// A link came up.
@@ -252,6 +270,23 @@ impl Tracker {
     /// Keys remembered now (INFO's `tracking_total_keys`).
     pub fn keys(&self) -> usize {
         self.inner().table.len()
+    }
+
+    /// Client ids remembered over all keys (INFO's `tracking_total_items`).
+    pub fn items(&self) -> usize {
+        self.inner().table.items()
+    }
+
+    /// BCAST prefixes in use, each once (INFO's `tracking_total_prefixes`).
+    pub fn prefixes(&self) -> usize {
+        let inner = self.inner();
+        let all: std::collections::BTreeSet<&Bytes> = inner
+            .clients
+            .values()
+            .filter_map(|t| t.bcast.as_ref())
+            .flatten()
+            .collect();
+        all.len()
     }
 
     /// Tracking clients now (INFO's `tracking_clients`).
@@ -284,18 +319,18 @@ impl Tracker {
                 {
                     continue;
                 }
-                let up = Arc::new(AtomicBool::new(false));
+                let state = Arc::new(LinkState::default());
                 let task = runtime
                     .spawn(link::run(
                         backend.clone(),
-                        up.clone(),
+                        state.clone(),
                         Arc::downgrade(self),
                         topo.config.limits.max_reply_bytes,
                     ))
                     .abort_handle();
                 kept.push(Link {
                     backend: backend.clone(),
-                    up,
+                    state,
                     task,
                 });
             }
@@ -330,10 +365,10 @@ fn tell(clients: &HashMap<u64, Tracked>, ids: &[u64], key: &Bytes) {
     }
 }
 
-/// Whether a confirmed link watches the backend that serves `key` now.
-fn covered(links: &[Link], topo: &Topology, key: &[u8]) -> bool {
+/// The confirmed link that watches the backend serving `key` now.
+fn link_for<'a>(links: &'a [Link], topo: &Topology, key: &[u8]) -> Option<&'a Link> {
     let backend = &topo.backends[topo.route(key)];
     links
         .iter()
-        .any(|l| l.backend.same_task(backend) && l.up.load(Ordering::Acquire))
+        .find(|l| l.backend.same_task(backend) && l.is_up())
 }

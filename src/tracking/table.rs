@@ -43,19 +43,14 @@ impl Table {
         self.keys.remove(key)
     }
 
-    /// Client `id` changed `key` itself with NOLOOP: it is not told.
-    pub fn forget(&mut self, key: &[u8], id: u64) {
-        if let Some(ids) = self.keys.get_mut(key) {
-            ids.retain(|&i| i != id);
-            if ids.is_empty() {
-                self.keys.remove(key);
-            }
-        }
-    }
-
     /// Everything is invalidated at once (a flush).
     pub fn clear(&mut self) {
         self.keys = HashMap::new();
+    }
+
+    /// Client ids over all keys.
+    pub fn items(&self) -> usize {
+        self.keys.values().map(Vec::len).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -96,17 +91,5 @@ mod tests {
         assert_eq!(evicted.len(), 1);
         assert_ne!(evicted[0].0, key("new"));
         assert_eq!(t.take(b"new"), Some(vec![7]));
-    }
-
-    #[test]
-    fn noloop_forgets_the_writer_only() {
-        let mut t = Table::default();
-        t.remember(&key("a"), 1, 0);
-        t.remember(&key("a"), 2, 0);
-        t.forget(b"a", 1);
-        assert_eq!(t.take(b"a"), Some(vec![2]));
-        t.remember(&key("b"), 1, 0);
-        t.forget(b"b", 1);
-        assert!(t.is_empty());
     }
 }

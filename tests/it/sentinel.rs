@@ -777,3 +777,55 @@ fn a_planned_failover_gives_no_noreplicas() {
     assert_eq!(noreplicas, 0, "writes answered -NOREPLICAS");
     assert_no_acknowledged_write_lost(&proxy, &f.events);
 }
+
+/// CLIENT TRACKING across a failover (issue 32): a client that cached a
+/// session is told to flush when the master moves (the old master's
+/// writes after the move are no longer heard), and once the proxy follows
+/// the new master, a change made there directly reaches the client.
+#[test]
+fn a_failover_flushes_tracking_clients() {
+    let _serial = serial();
+    let a = Group::start("shard-tracking", 1, 1000);
+    let proxy = proxy_for(&[("tracked", &a, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let mut reader = RawClient::connect(proxy.port);
+    reader.hello3();
+    assert_eq!(reader.text(&["CLIENT", "TRACKING", "on"]), "+OK\r\n");
+    assert_eq!(reader.text(&["SET", "session:t", "1"]), "+OK\r\n");
+    assert_eq!(reader.text(&["GET", "session:t"]), "$1\r\n1\r\n");
+    a.failover();
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+    let flush = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
+    assert_eq!(
+        String::from_utf8_lossy(&reader.read_reply()),
+        flush,
+        "a flush when the master moves"
+    );
+    // Read again until the read is remembered on the new master's link
+    // (not invalidated behind its reply), then change the key there.
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "a read remembered on the new master",
+        || {
+            reader.cmd(&["GET", "session:t"]);
+            let next = reader.text(&["PING"]);
+            if next == "+PONG\r\n" {
+                return true;
+            }
+            // An invalidation (or another flush) behind the read: again.
+            assert!(next.starts_with(">2\r\n$10\r\ninvalidate\r\n"), "{next:?}");
+            assert_eq!(String::from_utf8_lossy(&reader.read_reply()), "+PONG\r\n");
+            false
+        },
+    );
+    let node = a.node(&new).expect("the new master is one of the group's");
+    assert_eq!(node.client().text(&["SET", "session:t", "2"]), "+OK\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&reader.read_reply()),
+        ">2\r\n$10\r\ninvalidate\r\n*1\r\n$9\r\nsession:t\r\n"
+    );
+    assert_eq!(reader.text(&["GET", "session:t"]), "$1\r\n2\r\n");
+}

@@ -394,3 +394,175 @@ fn node_redis_client_side_cache_through_the_proxy() {
         )
     });
 }
+
+/// The model check: a client that caches what it reads and drops what it
+/// is told changed, against a writer going through two proxies, while the
+/// backends' connections are killed and a backend restarts (emptied). No
+/// cached read may return a value older than one whose write was
+/// acknowledged more than `BOUND` before the read: the news of a change
+/// reaches the client within the link's delay, and what the proxy cannot
+/// vouch for it flushes.
+#[test]
+fn cached_reads_are_never_stale_under_faults() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    const KEYS: usize = 32;
+    const BOUND: Duration = Duration::from_millis(250);
+    const RUN: Duration = Duration::from_secs(8);
+    let servers = Arc::new([Redis::start(), Redis::start()]);
+    let proxy = crate::common::proxy_over(&servers[..], "");
+    let other = crate::common::proxy_over(&servers[..], "");
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("session:m{i}")).collect();
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (acknowledged at, key, value) of every write.
+    let writes = Arc::new(Mutex::new(Vec::<(Instant, usize, u64)>::new()));
+    // (server, when it was back, emptied) of every restart.
+    let restarts = Arc::new(Mutex::new(Vec::<(usize, Instant)>::new()));
+
+    let writer = {
+        let (stop, writes, keys) = (stop.clone(), writes.clone(), keys.clone());
+        let ports = [proxy.port, other.port];
+        std::thread::spawn(move || {
+            let mut clients: Vec<Option<RawClient>> = vec![None, None];
+            let mut value = 0u64;
+            while !stop.load(Ordering::Relaxed) && value < 200_000 {
+                value += 1;
+                // Keys in a scrambled order: some go unwritten for a while.
+                let k = (value.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 59) as usize % KEYS;
+                let via = value as usize % 2;
+                let client = clients[via].get_or_insert_with(|| RawClient::connect(ports[via]));
+                let reply = client.cmd(&["SET", &keys[k], &value.to_string()]);
+                if reply == b"+OK\r\n" {
+                    writes.lock().unwrap().push((Instant::now(), k, value));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let faults = {
+        let (stop, servers, restarts) = (stop.clone(), servers.clone(), restarts.clone());
+        std::thread::spawn(move || {
+            let mut made = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(700));
+                let server = &servers[made % 2];
+                if made % 3 == 2 {
+                    server.restart();
+                    restarts.lock().unwrap().push((made % 2, Instant::now()));
+                } else {
+                    let _ = server.client().cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+                }
+                made += 1;
+            }
+            made
+        })
+    };
+
+    // The caching client.
+    let mut reader = proxy.client();
+    reader.hello3();
+    assert_eq!(text(reader.cmd(&["CLIENT", "TRACKING", "on"])), "+OK\r\n");
+    let mut cache: HashMap<usize, u64> = HashMap::new();
+    let mut rng = 0x2545f4914f6cdd1du64;
+    // (read began at, key, value) of every read served from the cache.
+    let mut cached_reads = Vec::new();
+    let (mut fetched, mut flushes) = (0u64, 0u64);
+    let take_push = |frame: &[u8], cache: &mut HashMap<usize, u64>, flushes: &mut u64| {
+        let frame = String::from_utf8_lossy(frame);
+        if frame.ends_with("invalidate\r\n_\r\n") {
+            cache.clear();
+            *flushes += 1;
+        } else {
+            for (i, key) in keys.iter().enumerate() {
+                if frame.contains(&format!("\r\n{key}\r\n")) {
+                    cache.remove(&i);
+                }
+            }
+        }
+    };
+    while start.elapsed() < RUN {
+        // What waits on the socket is taken first, as client libraries do.
+        reader
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        while let Ok(frame) = reader.try_read_reply() {
+            assert_eq!(frame[0], b'>', "only pushes come unasked");
+            take_push(&frame, &mut cache, &mut flushes);
+        }
+        reader
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let k = rng as usize % KEYS;
+        let began = Instant::now();
+        if let Some(&v) = cache.get(&k) {
+            cached_reads.push((began, k, v));
+            continue;
+        }
+        reader.send(&[b"GET", keys[k].as_bytes()]);
+        let reply = loop {
+            let frame = reader.read_reply();
+            if frame[0] == b'>' {
+                take_push(&frame, &mut cache, &mut flushes);
+                continue;
+            }
+            break frame;
+        };
+        fetched += 1;
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        if reply.starts_with('$') || reply.starts_with('_') {
+            let value = reply
+                .lines()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            cache.insert(k, value);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let made = faults.join().unwrap();
+
+    let writes = writes.lock().unwrap();
+    let restarts = restarts.lock().unwrap();
+    let mut stale = Vec::new();
+    for &(began, k, v) in &cached_reads {
+        // A restart empties the server: a value written before it is gone.
+        let owner = proxy.owner(&keys[k]);
+        let emptied = restarts
+            .iter()
+            .filter(|&&(server, back)| server == owner && back < began)
+            .map(|&(_, back)| back)
+            .max();
+        let newer = writes
+            .iter()
+            .filter(|&&(acked, key, value)| key == k && value > v && acked + BOUND < began)
+            .filter(|&&(acked, ..)| emptied.is_none_or(|back| acked > back))
+            .map(|&(_, _, value)| value)
+            .max();
+        if let Some(newer) = newer {
+            stale.push((began - start, k, v, newer));
+        }
+    }
+    println!(
+        "{} cached reads, {fetched} fetched, {} writes, {made} faults, {flushes} flushes",
+        cached_reads.len(),
+        writes.len()
+    );
+    assert!(
+        stale.is_empty(),
+        "stale cached reads: {:?}",
+        &stale[..stale.len().min(10)]
+    );
+    assert!(cached_reads.len() > 100, "the cache served reads");
+    assert!(made >= 6, "faults made");
+    assert!(flushes >= 2, "flushed");
+}

@@ -37,6 +37,10 @@ fn parameters(shared: &Shared, topo: &Topology) -> Vec<(&'static str, String)> {
         ),
         ("slowlog-max-len", config.slowlog.max_len.to_string()),
         (
+            "tracking-table-max-keys",
+            config.limits.tracking_table_keys.to_string(),
+        ),
+        (
             "proto-max-bulk-len",
             config.limits.max_request_bytes.to_string(),
         ),

@@ -305,6 +305,8 @@ fn stats(shared: &Shared) -> Fields {
         field("total_writes_processed", stats.writes.get()),
         field("total_error_replies", shared.error_codes.total()),
         field("tracking_total_keys", shared.tracker.keys()),
+        field("tracking_total_items", shared.tracker.items()),
+        field("tracking_total_prefixes", shared.tracker.prefixes()),
     ]
 }
 
