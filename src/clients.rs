@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::protocol::command::TABLE;
 
@@ -34,8 +33,6 @@ pub struct ClientCard {
     killed: AtomicBool,
     /// Pub/Sub subscriptions: channels, patterns, shard channels.
     pub subscriptions: [AtomicU32; 3],
-    /// Wakes the handler when CLIENT KILL picks this client.
-    pub kill: Notify,
     /// While a blocking command of this client waits on a server: that
     /// backend and the server's client id of the connection (CLIENT
     /// UNBLOCK; `flags=b` in CLIENT LIST).
@@ -45,7 +42,8 @@ pub struct ClientCard {
     pub tracking: AtomicU8,
     pub redir: AtomicI64,
     /// Invalidations waiting for this client (its own, or those of a
-    /// client redirecting to it).
+    /// client redirecting to it); its wake-up also tells the handler that
+    /// CLIENT KILL picked this client (one wait for both).
     pub inbox: crate::tracking::inbox::Inbox,
 }
 
@@ -83,7 +81,7 @@ impl ClientCard {
     /// Asks the handler to close the connection.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
-        self.kill.notify_one();
+        self.inbox.notify.notify_one();
     }
 
     pub fn is_killed(&self) -> bool {
@@ -200,7 +198,6 @@ impl Clients {
             last_ms: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             subscriptions: Default::default(),
-            kill: Notify::new(),
             blocked_on: Mutex::new(None),
             tracking: AtomicU8::new(0),
             redir: AtomicI64::new(-1),

@@ -511,14 +511,11 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let usage = Arc::clone(c.account.usage_handle());
     let evicted = usage.evict.notified();
     tokio::pin!(evicted);
-    // CLIENT KILL from another client.
+    // CLIENT KILL from another client, or invalidations for this client
+    // (CLIENT TRACKING, its own or redirected to it): one wake-up for both.
     let card = c.state.card.clone();
-    let killed = card.kill.notified();
-    tokio::pin!(killed);
-    // Invalidations for this client (CLIENT TRACKING, its own or
-    // redirected to it).
-    let invalidated = card.inbox.notify.notified();
-    tokio::pin!(invalidated);
+    let woken = card.inbox.notify.notified();
+    tokio::pin!(woken);
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain.subscribe();
     let mut reloads = shared.reloaded.subscribe();
@@ -565,6 +562,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             biased;
             ready = stream.writable(), if unwritten && !hold => Event::Writable(ready),
             _ = poll_fn(|cx| poll_head(&mut c.queue, &mut c.batcher, cx)), if waiting => Event::ReplyReady,
+            // Before new requests: news of a change goes out ahead of the
+            // replies to requests that come after it, as on Redis.
+            _ = &mut woken => if card.is_killed() { Event::Killed } else { Event::Invalidated },
             ready = stream.readable(), if can_read => Event::Readable(ready),
             _ = waits.timer.as_mut(), if waiting || waits.release_armed => Event::Timer,
             // Draining closes only an idle client, so a busy one need not
@@ -574,11 +574,9 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             message = next_message(&mut c.state.subscriber), if c.state.subscriber.is_some() && c.queue.len() < max_pipeline => Event::Message(message),
             _ = reloads.changed(), if c.state.subscriber.is_some() => Event::Reloaded,
             _ = &mut evicted => Event::Evicted,
-            _ = &mut killed => Event::Killed,
-            _ = &mut invalidated => Event::Invalidated,
         };
         if let Event::Invalidated = event {
-            invalidated.set(card.inbox.notify.notified());
+            woken.set(card.inbox.notify.notified());
         }
         if let Flow::End = c.on_event(event, &mut waits, now)? {
             return Ok(());

@@ -27,11 +27,12 @@ pub(in crate::client) fn subcommand(
 ) -> Reply {
     match sub {
         b"TRACKING" => {
-            let clients = &shared.clients;
-            if let Err(e) = state
-                .tracking
-                .tracking(args, |id| clients.get(id).is_some())
-            {
+            // A client may redirect to a client of its own user only, as
+            // CLIENT LIST and KILL see only those: another user's client
+            // does not exist for it.
+            let (clients, user) = (&shared.clients, state.user.clone());
+            let ours = |id| clients.get(id).is_some_and(|c| c.labels().user == user);
+            if let Err(e) = state.tracking.tracking(args, ours) {
                 return e;
             }
             follow_mode(shared, &shared.topology(), state);

@@ -1090,3 +1090,37 @@ fn a_migration_out_of_a_cluster_finishes() {
         assert_eq!(client.text(&["GET", &format!("session:{i}")]), want);
     }
 }
+
+/// CLIENT TRACKING over a Redis Cluster backend (issue 32): the proxy has
+/// no link on the cluster's nodes, so it cannot vouch for what a client
+/// reads there, and says so: each such read is invalidated right behind its
+/// reply (nothing from a cluster is kept, so no failover or reshard can
+/// leave it stale), while keys on a plain backend of the same proxy are
+/// cached as usual.
+#[test]
+fn tracking_over_a_cluster_invalidates_each_read_behind_its_reply() {
+    let cluster = Cluster::start(3, 0);
+    let plain = Redis::start();
+    let proxy = Proxy::start(&config_over(&cluster, &[("a", plain.address())]));
+    let mut reader = ready_client(&proxy);
+    reader.hello3();
+    assert_eq!(reader.text(&["CLIENT", "TRACKING", "on"]), "+OK\r\n");
+    let on_plain = proxy.key_on(0, "session:p");
+    let on_cluster = proxy.key_on(1, "session:c");
+    assert_eq!(reader.text(&["GET", &on_plain]), "_\r\n");
+    assert_eq!(
+        reader.text(&["PING"]),
+        "+PONG\r\n",
+        "a plain backend's read is kept"
+    );
+    assert_eq!(reader.text(&["GET", &on_cluster]), "_\r\n");
+    assert_eq!(
+        reader.text(&["PING"]),
+        format!(
+            ">2\r\n$10\r\ninvalidate\r\n*1\r\n${}\r\n{on_cluster}\r\n",
+            on_cluster.len()
+        ),
+        "a cluster's read is invalidated behind its reply"
+    );
+    assert_eq!(String::from_utf8_lossy(&reader.read_reply()), "+PONG\r\n");
+}

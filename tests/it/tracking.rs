@@ -566,3 +566,34 @@ fn cached_reads_are_never_stale_under_faults() {
     assert!(made >= 6, "faults made");
     assert!(flushes >= 2, "flushed");
 }
+
+/// A key the backend evicts (maxmemory) is told as changed, as Redis tells
+/// its own tracking clients.
+#[test]
+fn an_evicted_key_is_told() {
+    let server = Redis::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
+    let proxy = crate::common::proxy_over(&[&server], "");
+    let mut reader = proxy.client();
+    reader.hello3();
+    assert_eq!(text(reader.cmd(&["CLIENT", "TRACKING", "on"])), "+OK\r\n");
+    let mut writer = server.client();
+    assert_eq!(text(writer.cmd(&["SET", "session:old", "x"])), "+OK\r\n");
+    assert_eq!(text(reader.cmd(&["GET", "session:old"])), "$1\r\nx\r\n");
+    let big = "v".repeat(100_000);
+    let push = ">2\r\n$10\r\ninvalidate\r\n*1\r\n$11\r\nsession:old\r\n";
+    reader
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut told = false;
+    for i in 0..400 {
+        writer.cmd(&["SET", &format!("filler:{i}"), &big]);
+        if let Ok(frame) = reader.try_read_reply() {
+            assert_eq!(text(frame), push);
+            told = true;
+            break;
+        }
+    }
+    assert!(told, "no invalidation while the key was evicted");
+    assert_eq!(text(writer.cmd(&["EXISTS", "session:old"])), ":0\r\n");
+}

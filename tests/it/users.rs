@@ -183,3 +183,35 @@ fn user_config_errors_name_the_field() {
         assert!(error.contains(field), "{users}: {error}");
     }
 }
+
+/// CLIENT TRACKING keeps to a user's keys (issue 32): a user held to
+/// `app:` tracking in BCAST mode with no prefix hears of changes to its
+/// own keys only, and cannot redirect its invalidations to another user's
+/// client (which does not exist for it, as in CLIENT LIST).
+#[test]
+fn tracking_tells_a_user_of_its_own_keys_only() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&users_config(&redis, dir.path(), true));
+    let mut app = proxy.client();
+    assert_eq!(app.text(&["AUTH", "rw_app", "p-file"]), "+OK\r\n");
+    app.hello3();
+    let mut other = proxy.client();
+    assert_eq!(other.text(&["AUTH", "rw_all", "p1"]), "+OK\r\n");
+    let other_id = other.text(&["CLIENT", "ID"]);
+    let other_id = other_id.trim().trim_start_matches(':');
+    assert_eq!(
+        app.text(&["CLIENT", "TRACKING", "on", "REDIRECT", other_id]),
+        "-ERR The client ID you want redirect to does not exist\r\n"
+    );
+    assert_eq!(app.text(&["CLIENT", "TRACKING", "on", "BCAST"]), "+OK\r\n");
+    assert_eq!(other.text(&["SET", "secret:1", "x"]), "+OK\r\n");
+    assert_eq!(other.text(&["SET", "app:1", "x"]), "+OK\r\n");
+    // The link hears of secret:1 first: were it passed on, it would come
+    // first.
+    assert_eq!(
+        String::from_utf8_lossy(&app.read_reply()),
+        ">2\r\n$10\r\ninvalidate\r\n*1\r\n$5\r\napp:1\r\n",
+        "only the key under the user's prefix"
+    );
+}
