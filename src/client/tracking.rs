@@ -67,7 +67,9 @@ pub(in crate::client) fn when_ready(
     let reply = Reply::ok();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (tracker, topology) = (shared.tracker.clone(), topo.clone());
-    let limit = topo.config.pool.connect_timeout();
+    // Within the request timeout, whose deadline the slot carries.
+    let pool = &topo.config.pool;
+    let limit = pool.connect_timeout().min(pool.request_timeout() / 2);
     tokio::spawn(async move {
         tracker.wait_ready(&topology, limit).await;
         let _ = tx.send(Ok(reply));

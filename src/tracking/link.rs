@@ -110,6 +110,22 @@ pub async fn run(
     }
 }
 
+/// Where one connection's conversation stands.
+#[derive(Default)]
+struct Talk {
+    /// Replies owed before tracking is confirmed: HELLO's, then TRACKING's.
+    confirming: u32,
+    /// PINGs not answered yet.
+    unanswered: u32,
+    /// Ticks in a row with PINGs unanswered and nothing heard.
+    silent_ticks: u32,
+    /// Something was read since the last tick.
+    heard: bool,
+}
+
+/// Why a session ended: the tracker is gone (`Ok`), or the reason.
+type Ended = Result<(), String>;
+
 /// One connection's life: `Ok` when the tracker is gone, else why it ended.
 async fn session(
     backend: &Backend,
@@ -117,15 +133,15 @@ async fn session(
     tracker: &Weak<Tracker>,
     master: &mut tokio::sync::watch::Receiver<Option<crate::config::Endpoint>>,
     max_frame: usize,
-) -> Result<(), String> {
+) -> Ended {
     let stream = backend.connect_apart().await.map_err(|e| e.to_string())?;
     let mut wbuf = BytesMut::new();
     wbuf.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
     wbuf.extend_from_slice(b"*4\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$5\r\nBCAST\r\n");
-    // Replies owed before tracking is confirmed: HELLO's, then TRACKING's.
-    let mut confirming = 2;
-    let mut unanswered = 0u32;
-    let (mut silent_ticks, mut heard) = (0u32, false);
+    let mut talk = Talk {
+        confirming: 2,
+        ..Talk::default()
+    };
     let mut rbuf = BytesMut::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -142,56 +158,71 @@ async fn session(
                 return Err("the master moved".into());
             }
             _ = ping.tick() => {
-                silent_ticks = if unanswered > 0 && !heard { silent_ticks + 1 } else { 0 };
-                heard = false;
-                if silent_ticks >= SILENT_TICKS {
+                talk.silent_ticks = if talk.unanswered > 0 && !talk.heard { talk.silent_ticks + 1 } else { 0 };
+                talk.heard = false;
+                if talk.silent_ticks >= SILENT_TICKS {
                     return Err("the server stopped answering".into());
                 }
-                unanswered += 1;
+                talk.unanswered += 1;
                 send_ping(&mut wbuf, &state.pings);
             }
-            _ = state.pings.now.notified(), if confirming == 0 => {
-                unanswered += 1;
+            _ = state.pings.now.notified(), if talk.confirming == 0 => {
+                talk.unanswered += 1;
                 send_ping(&mut wbuf, &state.pings);
             }
             read = stream.read_some(&mut rbuf) => {
                 match read {
                     Ok(0) => return Err("closed by the server".into()),
                     Err(e) => return Err(e.to_string()),
-                    Ok(_) => heard = true,
+                    Ok(_) => talk.heard = true,
                 }
-                loop {
-                    let len = match reply_extent(&rbuf, max_frame) {
-                        Ok(Some(len)) => len,
-                        Ok(None) => break,
-                        Err(e) => return Err(format!("{e:?}")),
-                    };
-                    let heard = hear(rbuf.split_to(len).freeze());
-                    let Some(tracker) = tracker.upgrade() else {
-                        return Ok(());
-                    };
-                    match heard {
-                        Heard::Keys(keys) => tracker.invalidated(&keys),
-                        Heard::Flush => tracker.flush_all(),
-                        Heard::Reply { error } if confirming > 0 => {
-                            if error {
-                                return Err("the server refused CLIENT TRACKING".into());
-                            }
-                            confirming -= 1;
-                            if confirming == 0 {
-                                state.up.store(true, Ordering::Release);
-                                tracker.link_up();
-                                debug!(backend = %backend.id, "tracking link up");
-                            }
-                        }
-                        Heard::Reply { .. } => {
-                            unanswered = unanswered.saturating_sub(1);
-                            state.pings.answered.fetch_add(1, Ordering::AcqRel);
-                        }
-                        Heard::Other => {}
-                    }
+                if let Err(ended) = take_frames(&mut rbuf, max_frame, &mut talk, state, tracker, backend) {
+                    return ended;
                 }
             }
+        }
+    }
+}
+
+/// Acts on the whole frames read: invalidations to the tracker, replies
+/// to the link's own commands. `Err` ends the session, as [`Ended`] says.
+fn take_frames(
+    rbuf: &mut BytesMut,
+    max_frame: usize,
+    talk: &mut Talk,
+    state: &LinkState,
+    tracker: &Weak<Tracker>,
+    backend: &Backend,
+) -> Result<(), Ended> {
+    loop {
+        let len = match reply_extent(rbuf, max_frame) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(Err(format!("{e:?}"))),
+        };
+        let heard = hear(rbuf.split_to(len).freeze());
+        let Some(tracker) = tracker.upgrade() else {
+            return Err(Ok(()));
+        };
+        match heard {
+            Heard::Keys(keys) => tracker.invalidated(&keys),
+            Heard::Flush => tracker.flush_all(),
+            Heard::Reply { error: true } if talk.confirming > 0 => {
+                return Err(Err("the server refused CLIENT TRACKING".into()));
+            }
+            Heard::Reply { .. } if talk.confirming > 0 => {
+                talk.confirming -= 1;
+                if talk.confirming == 0 {
+                    state.up.store(true, Ordering::Release);
+                    tracker.link_up();
+                    debug!(backend = %backend.id, "tracking link up");
+                }
+            }
+            Heard::Reply { .. } => {
+                talk.unanswered = talk.unanswered.saturating_sub(1);
+                state.pings.answered.fetch_add(1, Ordering::AcqRel);
+            }
+            Heard::Other => {}
         }
     }
 }

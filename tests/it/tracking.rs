@@ -597,3 +597,20 @@ fn an_evicted_key_is_told() {
     assert!(told, "no invalidation while the key was evicted");
     assert_eq!(text(writer.cmd(&["EXISTS", "session:old"])), ":0\r\n");
 }
+
+/// CLIENT TRACKING ON with a backend that does not answer: the proxy waits
+/// for its link within the request timeout, then says OK (reads there are
+/// invalidated behind their replies until the link is up), not a timeout.
+#[test]
+fn tracking_on_answers_with_a_backend_stopped() {
+    let servers = [Redis::start(), Redis::start()];
+    let proxy = crate::common::proxy_over(&servers, "");
+    servers[1].signal("STOP");
+    let mut reader = proxy.client();
+    reader.hello3();
+    let reply = text(reader.cmd(&["CLIENT", "TRACKING", "on"]));
+    servers[1].signal("CONT");
+    assert_eq!(reply, "+OK\r\n");
+    let key = proxy.key_on(0, "session:");
+    assert_eq!(text(reader.cmd(&["GET", &key])), "_\r\n");
+}
