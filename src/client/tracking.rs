@@ -172,7 +172,7 @@ pub(in crate::client) fn after(
             shared.tracker.wrote(topo, state.id, &keys());
             noted = true;
         }
-        if read && mode.remembers() {
+        if read && (mode.remembers() || mode.bcast) {
             shared.tracker.remember(topo, state.id, &keys());
         }
     }

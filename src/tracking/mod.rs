@@ -97,6 +97,8 @@ impl Link {
 struct Inner {
     table: Table,
     clients: HashMap<u64, Tracked>,
+    /// The BCAST clients among them, each change being news to all of them.
+    bcast: std::collections::BTreeSet<u64>,
     links: Vec<Link>,
     own: OwnWrites,
 }
@@ -128,7 +130,13 @@ impl Tracker {
         if !self.active.swap(true, Ordering::AcqRel) {
             self.follow(topo, false);
         }
-        self.inner().clients.insert(id, tracked);
+        let mut inner = self.inner();
+        if tracked.bcast.is_some() {
+            inner.bcast.insert(id);
+        } else {
+            inner.bcast.remove(&id);
+        }
+        inner.clients.insert(id, tracked);
     }
 
     /// The client turned tracking off or is gone.
@@ -136,6 +144,7 @@ impl Tracker {
         if self.active.load(Ordering::Acquire) {
             let mut inner = self.inner();
             inner.clients.remove(&id);
+            inner.bcast.remove(&id);
             inner.own.forget(id);
         }
     }
@@ -146,18 +155,25 @@ impl Tracker {
     }
 
     /// Client `id` is about to read `keys` (default mode, or OPTIN/OPTOUT
-    /// as it asked): they are remembered, or where no link covers them,
-    /// invalidated at once behind the reply.
+    /// as it asked, or BCAST): where no link covers them, they are
+    /// invalidated at once behind the reply (a BCAST client's under its
+    /// prefixes); else, outside BCAST, remembered.
     pub fn remember(&self, topo: &Topology, id: u64, keys: &[Bytes]) {
         let limit = topo.config.limits.tracking_table_keys;
         let mut inner = self.inner();
+        let bcast = inner.clients.get(&id).and_then(|t| t.bcast.clone());
         let mut uncovered = Vec::new();
         let mut evicted = Vec::new();
         for key in keys {
-            if link_for(&inner.links, topo, key).is_some() {
-                evicted.extend(inner.table.remember(key, id, limit));
-            } else {
-                uncovered.push(key.clone());
+            let covered = link_for(&inner.links, topo, key).is_some();
+            match &bcast {
+                None if covered => evicted.extend(inner.table.remember(key, id, limit)),
+                None => uncovered.push(key.clone()),
+                Some(prefixes) => {
+                    if !covered && prefixes.iter().any(|p| key.starts_with(p)) {
+                        uncovered.push(key.clone());
+                    }
+                }
             }
         }
         for (key, ids) in evicted {
@@ -195,7 +211,10 @@ impl Tracker {
                 tell(&inner.clients, &ids, key);
             }
         }
-        for (&id, tracked) in &inner.clients {
+        for &id in &inner.bcast {
+            let Some(tracked) = inner.clients.get(&id) else {
+                continue;
+            };
             let Some(prefixes) = &tracked.bcast else {
                 continue;
             };

@@ -1123,4 +1123,19 @@ fn tracking_over_a_cluster_invalidates_each_read_behind_its_reply() {
         "a cluster's read is invalidated behind its reply"
     );
     assert_eq!(String::from_utf8_lossy(&reader.read_reply()), "+PONG\r\n");
+    // In BCAST mode too: the proxy would not hear of the cluster's changes.
+    let mut bcast = proxy.client();
+    bcast.hello3();
+    assert_eq!(
+        bcast.text(&["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "session:"]),
+        "+OK\r\n"
+    );
+    assert_eq!(bcast.text(&["GET", &on_cluster]), "_\r\n");
+    assert_eq!(
+        bcast.text(&["PING"]),
+        format!(
+            ">2\r\n$10\r\ninvalidate\r\n*1\r\n${}\r\n{on_cluster}\r\n",
+            on_cluster.len()
+        ),
+    );
 }
