@@ -4,8 +4,8 @@
 //! master (`SENTINEL GET-MASTER-ADDR-BY-NAME`, and the config epoch and
 //! flags from `SENTINEL MASTER`), orders the answers (the highest config
 //! epoch first, then those a majority of responders agree on), holds
-//! requests while a sentinel's flags say it is failing the master over,
-//! and confirms each candidate with `ROLE` before publishing it
+//! requests while a sentinel says it is failing the master over and has
+//! not promoted a replica yet, and confirms each candidate with `ROLE` before publishing it
 //! on a `watch` channel the backend's connections follow. It re-checks on a
 //! timer, at once on a `+switch-master` event from any sentinel (one
 //! subscriber task per sentinel), and when a connection asks (after a
@@ -29,7 +29,9 @@ use crate::dial::{call_with_auth, open_to, Backoff, PoolSettings};
 use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
 
+mod answers;
 mod events;
+pub use answers::{rank_candidates, read_answers, SentinelView, Stage};
 use events::FAILOVER_CHANNELS;
 pub use events::{failover_event, FailoverEvent};
 
@@ -133,25 +135,31 @@ struct Hold {
     published: Option<Instant>,
 }
 
+/// The failover stages the responding sentinels report.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    /// One leads a failover that has not promoted a replica yet: hold.
+    failing: bool,
+    /// One has promoted a replica and names it: no hold for that one.
+    promoted: bool,
+}
+
+impl Seen {
+    fn add(&mut self, stage: Stage) {
+        self.failing |= stage == Stage::Failing;
+        self.promoted |= stage == Stage::Promoted;
+    }
+
+    /// No sentinel leads a failover.
+    fn calm(&self) -> bool {
+        !self.failing && !self.promoted
+    }
+}
+
 /// One sentinel's answer.
 struct Answer {
     index: usize,
     result: Result<SentinelView, String>,
-}
-
-/// What one sentinel says of the master it monitors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelView {
-    /// The master's address (the promoted replica's once a failover has
-    /// reached the reconfiguration of the replicas).
-    pub master: Endpoint,
-    /// The configuration epoch: higher is newer.
-    pub epoch: u64,
-    /// The sentinel leads a failover of the master now (`failover_in_progress`
-    /// among its flags).
-    pub failing_over: bool,
-    /// The other sentinels it knows.
-    pub others: Vec<String>,
 }
 
 impl Monitor {
@@ -165,15 +173,15 @@ impl Monitor {
         // The failover requests are held for; `None` when none is on.
         let mut hold: Option<Hold> = None;
         loop {
-            let (found, failing_over) = self.discover(&alive).await;
-            if failing_over && hold.is_none() {
+            let (found, seen) = self.discover(&alive).await;
+            if seen.failing && hold.is_none() {
                 // A failover under way that no event told of (the proxy, or
                 // its subscribers, started after `+try-failover`): hold as if
                 // one had, before the master found is published.
                 info!("a sentinel is failing the master over: holding requests");
                 hold = Some(self.start_hold(found.clone(), true));
                 self.failover.send_replace(true);
-            } else if !failing_over && hold.as_ref().is_some_and(|h| h.flagged && h.from == found) {
+            } else if seen.calm() && hold.as_ref().is_some_and(|h| h.flagged && h.from == found) {
                 // No sentinel leads a failover any more and the master is
                 // the same: it was aborted (a switch releases it below).
                 info!("the failover is over without a switch: releasing held requests");
@@ -261,9 +269,9 @@ impl Monitor {
         self.failover.send_replace(false);
     }
 
-    /// Asks the sentinels: the confirmed master, if any, and whether any of
-    /// them leads a failover of it now.
-    async fn discover(&mut self, alive: &Arc<()>) -> (Option<Endpoint>, bool) {
+    /// Asks the sentinels: the confirmed master, if any, and how far those
+    /// leading a failover of it have taken it.
+    async fn discover(&mut self, alive: &Arc<()>) -> (Option<Endpoint>, Seen) {
         let now = Instant::now();
         let mut asks = JoinSet::new();
         for (index, known) in self.known.iter().enumerate() {
@@ -284,7 +292,7 @@ impl Monitor {
         // Per address: (votes, highest epoch).
         let mut tally: HashMap<Endpoint, (usize, u64)> = HashMap::new();
         let mut responders = 0;
-        let mut failing_over = false;
+        let mut seen = Seen::default();
         let mut learned = Vec::new();
         while let Some(joined) = asks.join_next().await {
             let Ok(Answer { index, result }) = joined else {
@@ -297,7 +305,7 @@ impl Monitor {
                 Ok(view) => {
                     known.backoff.reset();
                     responders += 1;
-                    failing_over |= view.failing_over;
+                    seen.add(view.stage);
                     let entry = tally.entry(view.master).or_insert((0, 0));
                     entry.0 += 1;
                     entry.1 = entry.1.max(view.epoch);
@@ -320,7 +328,7 @@ impl Monitor {
         self.count_sentinels(before);
         for (endpoint, votes, epoch) in rank_candidates(tally, responders) {
             match timeout(self.settings.sentinel_timeout, self.role(&endpoint)).await {
-                Ok(Ok(role)) if role == "master" => return (Some(endpoint), failing_over),
+                Ok(Ok(role)) if role == "master" => return (Some(endpoint), seen),
                 Ok(Ok(role)) => {
                     warn!(%endpoint, votes, epoch, %role, "sentinels name a node that is not a master")
                 }
@@ -328,7 +336,7 @@ impl Monitor {
                 Err(_) => debug!(%endpoint, "candidate master did not answer ROLE"),
             }
         }
-        (None, failing_over)
+        (None, seen)
     }
 
     /// The sentinels known, in the metrics, when there are new ones (`before`:
@@ -469,71 +477,6 @@ async fn ask_sentinel(address: &str, sentinel: &Sentinel) -> Result<SentinelView
     read_answers(&sentinel.master, &address, &master, &others)
 }
 
-/// What one sentinel's three answers say: the master's address, its config
-/// epoch and the other sentinels it knows. Pure, so the fuzz target can feed
-/// it whatever a sentinel might send.
-pub fn read_answers(
-    master_name: &str,
-    address: &Reply,
-    master: &Reply,
-    others: &Reply,
-) -> Result<SentinelView, String> {
-    let (ip, port) = match address {
-        Reply::Array(parts) => match parts.as_slice() {
-            [Reply::Bulk(ip), Reply::Bulk(port)] => (
-                String::from_utf8_lossy(ip).into_owned(),
-                String::from_utf8_lossy(port).into_owned(),
-            ),
-            _ => return Err("unexpected GET-MASTER-ADDR-BY-NAME reply".into()),
-        },
-        Reply::Error(e) => return Err(String::from_utf8_lossy(e).into_owned()),
-        _ => return Err(format!("sentinel does not know master '{master_name}'")),
-    };
-    let fields = flat_map(master).unwrap_or_default();
-    let epoch = fields
-        .get("config-epoch")
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(0);
-    let failing_over = fields
-        .get("flags")
-        .is_some_and(|flags| flags.split(',').any(|f| f == "failover_in_progress"));
-    let mut learned = Vec::new();
-    if let Reply::Array(entries) = others {
-        for entry in entries {
-            if let Some(f) = flat_map(entry) {
-                if let (Some(ip), Some(port)) = (f.get("ip"), f.get("port")) {
-                    learned.push(format!("{ip}:{port}"));
-                }
-            }
-        }
-    }
-    Ok(SentinelView {
-        master: Endpoint::Tcp(format!("{ip}:{port}")),
-        epoch,
-        failing_over,
-        others: learned,
-    })
-}
-
-/// The order in which the sentinels' answers are tried (each confirmed by
-/// ROLE): the newest configuration first, since a config epoch only grows
-/// by a failover a majority elected, and the sentinels that have not heard
-/// of it yet still name the old master (which stays a master until it is
-/// reconfigured: writes there would be lost); then what a majority of the
-/// responders name, then the most votes.
-pub fn rank_candidates(
-    tally: HashMap<Endpoint, (usize, u64)>,
-    responders: usize,
-) -> Vec<(Endpoint, usize, u64)> {
-    let mut candidates: Vec<(Endpoint, usize, u64)> = tally
-        .into_iter()
-        .map(|(endpoint, (votes, epoch))| (endpoint, votes, epoch))
-        .collect();
-    let majority = |votes: usize| votes * 2 > responders;
-    candidates.sort_by_key(|c| std::cmp::Reverse((c.2, majority(c.1), c.1)));
-    candidates
-}
-
 /// The longest requests are held for one failover; past it they go to the
 /// current master (sentinels that never finish must not stop traffic).
 const HOLD_MAX: Duration = Duration::from_secs(30);
@@ -542,26 +485,6 @@ const HOLD_MAX: Duration = Duration::from_secs(30);
 /// for it to have the replicas writes wait for (the sentinels reconfigure
 /// the other replicas a second or two after the promotion).
 const REPLICA_WAIT_MAX: Duration = Duration::from_secs(5);
-
-/// A RESP2 flat `[field, value, ...]` array as a map.
-fn flat_map(reply: &Reply) -> Option<HashMap<String, String>> {
-    let Reply::Array(items) = reply else {
-        return None;
-    };
-    let text = |r: &Reply| match r {
-        Reply::Bulk(b) | Reply::Status(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        _ => None,
-    };
-    let mut map = HashMap::new();
-    for pair in items.chunks(2) {
-        if let [k, v] = pair {
-            if let (Some(k), Some(v)) = (text(k), text(v)) {
-                map.insert(k, v);
-            }
-        }
-    }
-    Some(map)
-}
 
 /// Subscribes to `+switch-master` on one sentinel and wakes the monitor on
 /// each event for our master. Returns `Ok` once the monitor is gone.
@@ -629,71 +552,5 @@ async fn listen(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flat_maps() {
-        let reply = Reply::Array(vec![
-            Reply::bulk_str("ip"),
-            Reply::bulk_str("127.0.0.1"),
-            Reply::bulk_str("port"),
-            Reply::bulk_str("7000"),
-        ]);
-        let map = flat_map(&reply).unwrap();
-        assert_eq!(map["ip"], "127.0.0.1");
-        assert_eq!(map["port"], "7000");
-        assert!(flat_map(&Reply::Null).is_none());
-    }
-
-    fn fields(pairs: &[(&str, &str)]) -> Reply {
-        Reply::Array(
-            pairs
-                .iter()
-                .flat_map(|(k, v)| [Reply::bulk(k.to_string()), Reply::bulk(v.to_string())])
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn a_sentinel_leading_a_failover_says_so_in_its_flags() {
-        let address = Reply::Array(vec![Reply::bulk_str("127.0.0.1"), Reply::bulk_str("7001")]);
-        let leading = fields(&[
-            ("name", "shard-a"),
-            ("flags", "master,failover_in_progress"),
-            ("config-epoch", "3"),
-        ]);
-        let view = read_answers("shard-a", &address, &leading, &Reply::Array(vec![])).unwrap();
-        assert_eq!(view.master, Endpoint::Tcp("127.0.0.1:7001".into()));
-        assert_eq!(view.epoch, 3);
-        assert!(view.failing_over);
-        let calm = fields(&[("flags", "master"), ("config-epoch", "3")]);
-        let view = read_answers("shard-a", &address, &calm, &Reply::Null).unwrap();
-        assert!(!view.failing_over);
-        let odd = fields(&[("flags", "master,failover_in_progress_not")]);
-        assert!(
-            !read_answers("shard-a", &address, &odd, &Reply::Null)
-                .unwrap()
-                .failing_over
-        );
-    }
-
-    #[test]
-    fn a_newer_configuration_outranks_a_stale_majority() {
-        let old = Endpoint::Tcp("127.0.0.1:7001".into());
-        let new = Endpoint::Tcp("127.0.0.1:7002".into());
-        // Two of three sentinels still name the old master at epoch 1; the
-        // leader names the promoted replica at epoch 2.
-        let tally = HashMap::from([(old.clone(), (2, 1)), (new.clone(), (1, 2))]);
-        let ranked: Vec<Endpoint> = rank_candidates(tally, 3).into_iter().map(|c| c.0).collect();
-        assert_eq!(ranked, [new.clone(), old.clone()]);
-        // At one epoch, the majority first, then the most votes.
-        let tally = HashMap::from([(old.clone(), (2, 1)), (new.clone(), (1, 1))]);
-        let ranked: Vec<Endpoint> = rank_candidates(tally, 3).into_iter().map(|c| c.0).collect();
-        assert_eq!(ranked, [old, new]);
     }
 }

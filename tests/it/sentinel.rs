@@ -829,3 +829,69 @@ fn a_failover_flushes_tracking_clients() {
     );
     assert_eq!(reader.text(&["GET", "session:t"]), "$1\r\n2\r\n");
 }
+
+/// A planned failover with `min_replicas_ack = 0` (two replicas): the hold
+/// ends at the promotion, when the leading sentinel names the promoted
+/// replica at a new config epoch, not at the end of the failover, once the
+/// other replica is reconfigured and the other sentinels have switched.
+/// Ranked by the majority (who still name the old master, itself still a
+/// master until it is reconfigured), the proxy would hold until then.
+#[test]
+fn a_planned_failover_releases_writes_at_the_promotion() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("session_proxy=debug")
+        .try_init();
+    let _serial = serial();
+    let metrics = recorder();
+    let a = Group::start("shard-promoted", 2, 1000);
+    let proxy = proxy_for(&[("promoted", &a, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let holding = |on: f64| {
+        move || {
+            sample(
+                &metrics.render(),
+                "session_proxy_backend_holding{backend=\"promoted\"}",
+            ) == Some(on)
+        }
+    };
+    a.failover();
+    let what = "the proxy never held requests for the failover";
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        what,
+        holding(1.0),
+    );
+    let held = Instant::now();
+    let what = "the proxy never released the held requests";
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        what,
+        holding(0.0),
+    );
+    let released = held.elapsed();
+    // The leader (the sentinel asked to fail over) is still reconfiguring.
+    let leading = a.sentinels[0].failing_over(&a.name);
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.text(&["SET", "session:promoted", "1"]), "+OK\r\n");
+    let new = a.wait_new_master(&old);
+    println!(
+        "held {} ms; the sentinels had all switched {} ms after the hold began",
+        released.as_millis(),
+        held.elapsed().as_millis()
+    );
+    assert!(
+        leading,
+        "the hold ended only once the failover was over ({} ms)",
+        released.as_millis()
+    );
+    assert_eq!(
+        a.node(&new)
+            .unwrap()
+            .client()
+            .text(&["GET", "session:promoted"]),
+        "$1\r\n1\r\n"
+    );
+}
