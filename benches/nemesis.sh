@@ -14,5 +14,5 @@ echo "== nemesis: ${seconds} s of faults (bounded: the test stops its load ${sec
 rm -rf target/nemesis/logs
 NEMESIS_SECONDS=$seconds SESSION_PROXY_TEST_LOGS="$(pwd)/target/nemesis/logs" \
   cargo test --test it -- --ignored nemesis::nemesis --nocapture || true
-echo "== verdict: target/nemesis/verdict.md, history: target/nemesis/history.txt, proxy logs: target/nemesis/logs/"
+echo "== verdict: target/nemesis/verdict.md, history: target/nemesis/history.txt, logs of the proxies, servers and sentinels: target/nemesis/logs/"
 cat target/nemesis/verdict.md

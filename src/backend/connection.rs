@@ -168,6 +168,12 @@ pub(super) struct Connection {
     /// attempt: the old one's replies come in meanwhile, and no request
     /// waits for a connect.
     pub(super) prepared: Option<Ready>,
+    /// Until then, while no master is known yet (a Sentinel backend whose
+    /// monitor has not answered since the start), jobs wait for one in
+    /// `jobs` instead of failing at once: a proxy just (re)started gives
+    /// no error for the moment its monitor takes to find the master. Taken
+    /// by the first wait.
+    pub(super) first_master_by: Option<Instant>,
 }
 
 impl Connection {
@@ -176,6 +182,7 @@ impl Connection {
         loop {
             let current = self.endpoint.borrow_and_update().clone();
             let reason = match current {
+                None if self.first_master_found().await => continue,
                 None => BackendError::NoMaster {
                     backend: self.backend.clone(),
                 },
@@ -270,6 +277,18 @@ impl Connection {
                 Attempt::Failed(error.to_string())
             }
         }
+    }
+
+    /// No master known yet: waits for the monitor's first (jobs wait
+    /// queued meanwhile), until `first_master_by`. Whether one came.
+    async fn first_master_found(&mut self) -> bool {
+        let Some(by) = self.first_master_by.take() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout_at(by, self.endpoint.changed()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// The backend is unavailable for `reason`: what waits gets it, and

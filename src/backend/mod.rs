@@ -275,6 +275,7 @@ impl Backend {
                     want_master: None,
                     retries: Vec::new(),
                     prepared: None,
+                    first_master_by: Some(tokio::time::Instant::now() + settings.request_timeout),
                 };
                 let span =
                     tracing::info_span!("backend", id = %id, worker, conn, proto = proto.number());

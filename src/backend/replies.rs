@@ -441,6 +441,7 @@ mod tests {
             want_master: None,
             retries: Vec::new(),
             prepared: None,
+            first_master_by: None,
             lanes: Lanes::default(),
             read_turn: usize::MAX,
             metrics,

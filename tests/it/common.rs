@@ -186,6 +186,12 @@ impl Redis {
                 "no",
             ])
             .args(["--dir", dir.to_str().unwrap_or(".")])
+            .args(
+                server_log("redis", port)
+                    .map(|log| ["--logfile".to_string(), log])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -581,6 +587,16 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 /// A real redis-sentinel process.
+/// With `SESSION_PROXY_TEST_LOGS` set to a directory, where a test's
+/// redis-server or redis-sentinel on `port` logs (`{kind}-{port}.log`, appended
+/// across restarts): the nemesis keeps them beside the proxies' logs.
+fn server_log(kind: &str, port: u16) -> Option<String> {
+    let dir = std::env::var_os("SESSION_PROXY_TEST_LOGS")?;
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = Path::new(&dir).join(format!("{kind}-{port}.log"));
+    Some(path.to_str()?.to_string())
+}
+
 pub struct SentinelProc {
     pub port: u16,
     _dir: tempfile::TempDir,
@@ -657,6 +673,10 @@ impl SentinelProc {
              sentinel parallel-syncs {name} 1\n",
             dir.path().display()
         );
+        let conf = match server_log("sentinel", port) {
+            Some(log) => format!("{conf}logfile {log}\n"),
+            None => conf,
+        };
         let path = write_file(dir.path(), "sentinel.conf", &conf);
         let child = Command::new("redis-sentinel")
             .arg(&path)

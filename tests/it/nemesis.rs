@@ -25,7 +25,8 @@
 //! slot; the others' RENAME of a key the cluster holds to a key of another
 //! slot is refused (`-CROSSSLOT`, as a Redis Cluster does), counted apart. Errors are counted by whether a
 //! fault was in progress (with a grace after it); the history and the
-//! verdict are written to `target/nemesis/`.
+//! verdict are written to `target/nemesis/`, with `errors.svg`: the errors
+//! over time above the faults' windows.
 //!
 //! Bounded: `NEMESIS_SECONDS` of faults (default 45), users and fault
 //! count fixed; `NEMESIS_SEED` replays a run's random choices;
@@ -43,6 +44,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::common::{Cluster, Group, RawClient, Redis, Running};
 use crate::relay::Relay;
+
+mod plot;
 
 const USERS: usize = 12;
 /// After a fault ends, errors still count as the fault's for this long.
@@ -806,7 +809,40 @@ fn report(
         ));
     }
     let _ = std::fs::write(dir.join("history.txt"), history);
+    let _ = std::fs::write(dir.join("errors.svg"), picture(records, faults, t0, seed));
     outside.len()
+}
+
+/// The run as a picture: errors per second over the faults' windows.
+fn picture(records: &[Record], faults: &[Fault], t0: Instant, seed: u64) -> String {
+    let at = |i: Instant| i.saturating_duration_since(t0).as_secs_f64();
+    let windows: Vec<plot::Window> = faults
+        .iter()
+        .map(|f| plot::Window {
+            kind: f.kind,
+            start: at(f.start),
+            end: at(f.end),
+        })
+        .collect();
+    let in_window = |r: &Record| {
+        faults
+            .iter()
+            .any(|f| r.end >= f.start && r.start <= f.end + GRACE)
+    };
+    let failures: Vec<plot::Failure> = records
+        .iter()
+        .filter(|r| r.failed() && !r.refused())
+        .map(|r| plot::Failure {
+            at: at(r.start),
+            outside: !in_window(r),
+        })
+        .collect();
+    let length = records.iter().map(|r| at(r.end)).fold(0.0, f64::max);
+    let title = format!(
+        "nemesis NEMESIS_SEED={seed}: errors clients saw (grey; red: outside every fault's window) and the faults in progress (light: the {} s of grace after each)",
+        GRACE.as_secs()
+    );
+    plot::svg(&title, length, GRACE.as_secs_f64(), &windows, &failures)
 }
 
 #[test]

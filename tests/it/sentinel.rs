@@ -13,6 +13,7 @@ use crate::common::{
     free_port, proxy_master, recorder, sample, try_wait_until, wait_proxy_master, wait_until,
     Group, Proxy, RawClient, SentinelProc,
 };
+use crate::relay::Relay;
 
 /// One request of the load and what came back.
 #[derive(Debug, Clone)]
@@ -892,6 +893,47 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
             .unwrap()
             .client()
             .text(&["GET", "session:promoted"]),
+        "$1\r\n1\r\n"
+    );
+}
+
+/// A proxy that has just started (a rolling restart) gives no error while
+/// its monitor looks for the master: a request waits for it, within its
+/// timeout, instead of being answered "no known master yet" (the nemesis
+/// saw a few of those at each proxy restart). The sentinels are reached
+/// through relays that forward each new connection 200 ms late, so the
+/// first search takes that long.
+#[test]
+fn a_request_right_after_the_start_waits_for_the_master() {
+    let _serial = serial();
+    let a = Group::start("shard-start", 1, 1000);
+    let relays: Vec<Relay> = a
+        .sentinels
+        .iter()
+        .map(|s| {
+            let relay = Relay::start(s.address());
+            relay.slow_accept(200);
+            relay
+        })
+        .collect();
+    let list: Vec<String> = relays
+        .iter()
+        .map(|r| format!("\"{}\"", r.address()))
+        .collect();
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 1500\nsentinel_timeout_ms = 1000\n\
+         [[backends]]\nid = \"a\"\nsentinel = {{ master = \"shard-start\", addresses = [{}] }}\n",
+        list.join(", ")
+    );
+    let proxy = Proxy::start(&text);
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:first", "1"]), "+OK\r\n");
+    let master = a.master_address().unwrap();
+    assert_eq!(
+        a.node(&master)
+            .unwrap()
+            .client()
+            .text(&["GET", "session:first"]),
         "$1\r\n1\r\n"
     );
 }
