@@ -3,7 +3,9 @@
 Redis servers, interleaved (the order alternates each round): redis-benchmark
 GET and SET, 50 clients, pipeline 1 and 16, 400-byte values, random keys, and
 the Django-like mix of examples/loadgen.rs. Prints per workload the medians
-of req/s, their ratio (B / A) and the ratio round by round, and each
+of req/s, their ratio (B / A) and the ratio round by round, the noise (how
+far either binary's rounds stray from its own median) and whether B / A is
+worse or better than 1 beyond it, and each
 proxy's CPU microseconds per request (from /proc, which holds steadier than
 throughput on a shared VM) with its ratio. Run through benches/ab.sh, which
 builds both binaries.
@@ -43,6 +45,25 @@ def measure(port, test, pipeline):
     return float(row.split(",")[1].strip('"')), requests
 
 
+def noise(a, b):
+    """How far one binary's rounds stray from its own median (the larger of
+    A's and B's, as a fraction): what the same binary gives twice on this
+    machine, against which B / A is read."""
+    return max(max(abs(x / statistics.median(xs) - 1) for x in xs) for xs in (a, b))
+
+
+def verdict(ratio, spread, ratios):
+    """"worse" when B / A falls below 1 by more than the noise; "B behind in
+    every round" is said too, as a sign the noise may hide a real loss."""
+    if ratio < 1 - spread:
+        return "worse"
+    if ratio > 1 + spread:
+        return "better"
+    if all(r < 1 for r in ratios):
+        return "within noise (B behind in every round)"
+    return "within noise"
+
+
 def main():
     binaries = {"A": sys.argv[1], "B": sys.argv[2]}
     work = tempfile.mkdtemp(prefix="session-proxy-ab-")
@@ -77,15 +98,19 @@ def main():
                     cpu.setdefault((test, pipeline, name), []).append(cpu_us)
                     print(f"round {rnd + 1}/{ROUNDS} {test} P{pipeline} {name}: {rps:,.0f} req/s, "
                           f"{cpu_us:.2f} µs CPU/request", file=sys.stderr)
-        print("| workload | A req/s | B req/s | B / A | B / A by round | A CPU µs/req | B CPU µs/req | B / A |")
-        print("|---|---:|---:|---:|---|---:|---:|---:|")
+        print("| workload | A req/s | B req/s | B / A | B / A by round | noise | verdict "
+              "| A CPU µs/req | B CPU µs/req | B / A |")
+        print("|---|---:|---:|---:|---|---:|---|---:|---:|---:|")
         for test, pipeline in WORKLOADS:
             a, b = results[(test, pipeline, "A")], results[(test, pipeline, "B")]
             ca, cb = (statistics.median(cpu[(test, pipeline, n)]) for n in ("A", "B"))
             label = "Django mix" if test == "mix" else f"{test.upper()} P{pipeline}"
-            by_round = ", ".join(f"{y / x:.2f}" for x, y in zip(a, b))
+            ratios = [y / x for x, y in zip(a, b)]
+            by_round = ", ".join(f"{r:.2f}" for r in ratios)
+            ratio = statistics.median(b) / statistics.median(a)
+            spread = noise(a, b)
             print(f"| {label} | {statistics.median(a):,.0f} | {statistics.median(b):,.0f} "
-                  f"| {statistics.median(b) / statistics.median(a):.3f} | {by_round} "
+                  f"| {ratio:.3f} | {by_round} | ±{spread:.3f} | {verdict(ratio, spread, ratios)} "
                   f"| {ca:.2f} | {cb:.2f} | {cb / ca:.3f} |")
     finally:
         for p in procs:
