@@ -134,9 +134,8 @@ impl Settling {
         keys: Vec<Bytes>,
         sends: Sends,
     ) -> BackendResult {
-        let (topo, origin, db, write) = (&self.topo, self.origin, self.db, self.write);
         if let Some((backend, payload)) = read_first {
-            let first = send(topo, origin, db, write, Sends::One { backend, payload }).await;
+            let first = self.send(Sends::One { backend, payload }).await;
             if first.as_ref().is_ok_and(|reply| !is_null(reply)) {
                 return first;
             }
@@ -144,14 +143,27 @@ impl Settling {
         for key in &keys {
             self.settle(key).await?;
         }
+        self.send(sends).await
+    }
+
+    /// Sends and waits until the client's deadline at most. Past it the
+    /// client has had its timeout error, so nothing more is sent, and a job
+    /// still waiting in its backend (held by a failover, say) is dropped
+    /// with its receiver, not sent later: a write must not land after what
+    /// the client did next (the nemesis saw a logout undone so).
+    async fn send(&self, sends: Sends) -> BackendResult {
+        let (topo, origin, db, write) = (&self.topo, self.origin, self.db, self.write);
+        let timed_out = || BackendError::Timeout {
+            backend: topo.backends[0].id.clone(),
+            timeout_ms: topo.config.pool.request_timeout_ms,
+        };
         if Instant::now() >= self.deadline {
-            // The client has had its timeout error: send nothing more.
-            return Err(BackendError::Timeout {
-                backend: topo.backends[0].id.clone(),
-                timeout_ms: topo.config.pool.request_timeout_ms,
-            });
+            return Err(timed_out());
         }
-        send(topo, origin, db, write, sends).await
+        let sent = send(topo, origin, db, write, sends);
+        tokio::time::timeout_at(self.deadline.into(), sent)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
     }
 
     /// Settles one key: an old server that is slow to answer must not cost

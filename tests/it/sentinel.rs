@@ -937,3 +937,75 @@ fn a_request_right_after_the_start_waits_for_the_master() {
         "$1\r\n1\r\n"
     );
 }
+
+/// A write held by a failover whose client gave up (its request timeout
+/// passed) is never sent once the hold ends: the client was told it
+/// failed, and it must not land after what the client did next. The
+/// nemesis saw three sessions come back so (a logout undone, an older value
+/// over a newer one): each write was on a key a migration still moved,
+/// whose request runs in a task of its own, and that task kept waiting for
+/// the held write after its client had its error. Here a migration from an
+/// old Redis is under way, and the write comes while the hold waits for the
+/// new master's replica.
+#[test]
+fn a_held_write_given_up_by_its_client_is_never_sent() {
+    let _serial = serial();
+    let metrics = recorder();
+    let a = Group::start("shard-given-up", 1, 1000);
+    let old_server = crate::common::Redis::start();
+    let mut direct = old_server.client();
+    for i in 0..200 {
+        direct.text(&["SET", &format!("session:old:{i}"), "v"]);
+    }
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 300\n\
+         [[backends]]\nid = \"given-up\"\nsentinel = {}\nmin_replicas_ack = 1\n\
+         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+        a.sentinel_toml(),
+        old_server.address()
+    );
+    let proxy = Proxy::start(&text);
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let holding = |on: f64| {
+        move || {
+            sample(
+                &metrics.render(),
+                "session_proxy_backend_holding{backend=\"given-up\"}",
+            ) == Some(on)
+        }
+    };
+    let mut client = RawClient::connect(proxy.port);
+    a.failover();
+    let what = "the proxy never held requests for the failover";
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        what,
+        holding(1.0),
+    );
+    // The new master is published; the hold waits for its replica.
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+    assert!(holding(1.0)(), "the hold ended before the write");
+    let reply = client.text(&["SET", "session:given-up", "late"]);
+    assert_eq!(
+        reply,
+        "-ERR backend 'given-up' did not answer within 300 ms\r\n"
+    );
+    let what = "the proxy never released the held requests";
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        what,
+        holding(0.0),
+    );
+    assert_eq!(client.text(&["GET", "session:given-up"]), "$-1\r\n");
+    assert_eq!(
+        a.node(&new)
+            .unwrap()
+            .client()
+            .text(&["GET", "session:given-up"]),
+        "$-1\r\n"
+    );
+}
