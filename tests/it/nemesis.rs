@@ -838,10 +838,7 @@ fn picture(records: &[Record], faults: &[Fault], t0: Instant, seed: u64) -> Stri
         })
         .collect();
     let length = records.iter().map(|r| at(r.end)).fold(0.0, f64::max);
-    let title = format!(
-        "nemesis NEMESIS_SEED={seed}: errors clients saw (grey; red: outside every fault's window) and the faults in progress (light: the {} s of grace after each)",
-        GRACE.as_secs()
-    );
+    let title = format!("nemesis NEMESIS_SEED={seed}");
     plot::svg(&title, length, GRACE.as_secs_f64(), &windows, &failures)
 }
 

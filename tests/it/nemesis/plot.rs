@@ -22,7 +22,7 @@ pub struct Failure {
 const WIDTH: f64 = 1200.0;
 const LEFT: f64 = 230.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 55.0;
 /// The height of the error bars' panel.
 const BARS: f64 = 180.0;
 /// The height of one fault type's lane.
@@ -71,8 +71,12 @@ pub fn svg(
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         out,
-        r#"<text x="{LEFT}" y="20" font-size="13">{}</text>"#,
+        r#"<text x="{LEFT}" y="18" font-size="13">{}</text>"#,
         escape(title)
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="36">errors clients saw (grey; red: outside every fault's window) above the faults in progress (light: the {grace} s after each, when its errors still count)</text>"#
     );
     // The error bars, with the most errors in a slice as the scale.
     let _ = writeln!(
