@@ -249,8 +249,7 @@ impl Backend {
         let workers = Workers::current();
         let spawn = {
             let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
-            let (endpoint, health) = (endpoint.clone(), health.clone());
-            let workers = workers.clone();
+            let (endpoint, health, workers) = (endpoint.clone(), health.clone(), workers.clone());
             move |worker: usize, conn: usize, proto: Proto, server_id: Option<Arc<AtomicU64>>| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = Connection {

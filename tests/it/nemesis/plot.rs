@@ -53,7 +53,9 @@ pub fn svg(
             counts[i].0 += 1;
         }
     }
-    let most = counts.iter().map(|(a, b)| a + b).max().unwrap_or(0).max(1);
+    let seen = counts.iter().map(|(a, b)| a + b).max().unwrap_or(0);
+    // The bars' scale: 1 when there was no error at all.
+    let most = seen.max(1);
     let lanes: BTreeMap<&str, usize> = {
         let mut kinds: Vec<&str> = windows.iter().map(|w| w.kind).collect();
         kinds.sort_unstable();
@@ -81,7 +83,7 @@ pub fn svg(
     // The error bars, with the most errors in a slice as the scale.
     let _ = writeln!(
         out,
-        r#"<text x="{}" y="{}" text-anchor="end">errors per {slice} s (most: {most})</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="end">errors per {slice} s (most: {seen})</text>"#,
         LEFT - 8.0,
         TOP + 10.0
     );
@@ -199,6 +201,7 @@ fn the_plot_draws_each_fault_window_and_the_errors_outside_them_in_red() {
     assert!(svg.contains("(most: 2)"));
     assert_eq!(svg.matches(r##"fill="#555""##).count(), 1);
     assert_eq!(svg.matches(r##"fill="#d00""##).count(), 1);
+    assert!(self::svg("none", 30.0, 6.0, &windows, &[]).contains("(most: 0)"));
     assert_eq!(tick_step(30.0), 5.0);
     assert_eq!(tick_step(1800.0), 300.0);
 }
