@@ -172,6 +172,13 @@ fn report(label: &str, f: &Faulted) -> (Duration, usize, usize) {
     (window, errors_a, errors_other)
 }
 
+/// Whether the proxy's requests to `backend` are held for a failover now
+/// (`session_proxy_backend_holding` reads `on`: 1 held, 0 not).
+fn holding(backend: &str, on: f64) -> impl Fn() -> bool + '_ {
+    let series = format!("session_proxy_backend_holding{{backend=\"{backend}\"}}");
+    move || sample(&recorder().render(), &series) == Some(on)
+}
+
 fn proxy_for(groups: &[(&str, &Group, u32)], extra: &str) -> Proxy {
     proxy_on(groups, extra, None)
 }
@@ -721,25 +728,21 @@ fn a_master_named_by_host_name_is_reached_and_followed() {
 #[test]
 fn reads_are_served_while_a_planned_failover_holds_writes() {
     let _serial = serial();
-    let metrics = recorder();
+    // The recorder is in place before the proxy starts.
+    recorder();
     let a = Group::start("shard-reads", 1, 1000);
     let proxy = proxy_for(&[("reads", &a, 0)], "");
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.text(&["SET", "session:held", "kept"]), "+OK\r\n");
-    let holding = || {
-        sample(
-            &metrics.render(),
-            "session_proxy_backend_holding{backend=\"reads\"}",
-        ) == Some(1.0)
-    };
+    let holding = holding("reads", 1.0);
     a.failover();
     wait_until(
         Duration::from_secs(30),
         Duration::from_millis(1),
         "the proxy never held requests for the failover",
-        holding,
+        &holding,
     );
     let reply = client.text(&["GET", "session:held"]);
     let still_holding = holding();
@@ -843,26 +846,19 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
         .with_env_filter("session_proxy=debug")
         .try_init();
     let _serial = serial();
-    let metrics = recorder();
+    // The recorder is in place before the proxy starts.
+    recorder();
     let a = Group::start("shard-promoted", 2, 1000);
     let proxy = proxy_for(&[("promoted", &a, 0)], "");
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
-    let holding = |on: f64| {
-        move || {
-            sample(
-                &metrics.render(),
-                "session_proxy_backend_holding{backend=\"promoted\"}",
-            ) == Some(on)
-        }
-    };
     a.failover();
     let what = "the proxy never held requests for the failover";
     wait_until(
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(1.0),
+        holding("promoted", 1.0),
     );
     let held = Instant::now();
     let what = "the proxy never released the held requests";
@@ -870,7 +866,7 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(0.0),
+        holding("promoted", 0.0),
     );
     let released = held.elapsed();
     // The leader (the sentinel asked to fail over) is still reconfiguring.
@@ -950,7 +946,8 @@ fn a_request_right_after_the_start_waits_for_the_master() {
 #[test]
 fn a_held_write_given_up_by_its_client_is_never_sent() {
     let _serial = serial();
-    let metrics = recorder();
+    // The recorder is in place before the proxy starts.
+    recorder();
     let a = Group::start("shard-given-up", 1, 1000);
     let old_server = crate::common::Redis::start();
     let mut direct = old_server.client();
@@ -967,14 +964,6 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
     let proxy = Proxy::start(&text);
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
-    let holding = |on: f64| {
-        move || {
-            sample(
-                &metrics.render(),
-                "session_proxy_backend_holding{backend=\"given-up\"}",
-            ) == Some(on)
-        }
-    };
     let mut client = RawClient::connect(proxy.port);
     a.failover();
     let what = "the proxy never held requests for the failover";
@@ -982,12 +971,15 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(1.0),
+        holding("given-up", 1.0),
     );
     // The new master is published; the hold waits for its replica.
     let new = a.wait_new_master(&old);
     wait_proxy_master(&proxy, 0, &new);
-    assert!(holding(1.0)(), "the hold ended before the write");
+    assert!(
+        holding("given-up", 1.0)(),
+        "the hold ended before the write"
+    );
     let reply = client.text(&["SET", "session:given-up", "late"]);
     assert_eq!(
         reply,
@@ -998,7 +990,7 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(0.0),
+        holding("given-up", 0.0),
     );
     assert_eq!(client.text(&["GET", "session:given-up"]), "$-1\r\n");
     assert_eq!(
