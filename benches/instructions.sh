@@ -7,6 +7,8 @@
 # (apt-get install valgrind).
 #   benches/instructions.sh target/ab/release/session-proxy target/release/session-proxy
 #   C=50 N=200000 benches/instructions.sh A B
+# KEEP=DIR keeps each binary's callgrind profile as DIR/<n>.out, for
+# callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: benches/instructions.sh BINARY..." >&2; exit 2; }
@@ -34,5 +36,6 @@ for bin in "$@"; do
   kill "$pid"; wait "$pid" 2>/dev/null || true
   total=$(callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "$bin: $(( total / N )) instructions per GET (C=$C, P=$P, N=$N)"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; n=$(( ${n:-0} + 1 )); cp "$work/cg.out.1" "$KEEP/$n.out"; fi
   rm -f "$work"/cg.out*
 done

@@ -224,11 +224,11 @@ fn follow(cx: &mut Ctx<'_>, planned: Plan) -> Slot {
         }
         Plan::Sweep { every_db, filter } => {
             cx.flush();
-            sweep(topo, cx.state, every_db, filter)
+            sweep(topo, cx.state, every_db, *filter)
         }
         Plan::Forward { backend, wait } => forward(cx, backend, wait),
-        Plan::Split { parts, how } => split(topo, cx.state, cx.batcher, spec, parts, how, now),
-        Plan::Every { how } => every_backend(cx, request.args(), how),
-        Plan::EveryWith { args, how } => every_backend(cx, args, how),
+        Plan::Split { parts, how } => split(topo, cx.state, cx.batcher, spec, parts, *how, now),
+        Plan::Every { how } => every_backend(cx, request.args(), *how),
+        Plan::EveryWith { args, how } => every_backend(cx, args, *how),
     }
 }

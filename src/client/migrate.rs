@@ -64,7 +64,7 @@ pub(in crate::client) fn migrating(
     // What is gathered goes first: those commands came before this one.
     cx.flush();
     let sends = match planned {
-        Plan::Split { parts, how } => Sends::Split { parts, how },
+        Plan::Split { parts, how } => Sends::Split { parts, how: *how },
         Plan::Forward { backend, .. } => {
             let payload = request.payload();
             Sends::One { backend, payload }

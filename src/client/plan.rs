@@ -37,20 +37,26 @@ pub(in crate::client) enum Plan {
     /// Keys on several backends: a sub-command for each, merged by `how`.
     Split {
         parts: Vec<(usize, Vec<Bytes>)>,
-        how: MergeHow,
+        how: Box<MergeHow>,
     },
     /// A command about every backend (DBSIZE, SCRIPT LOAD): the request goes
     /// to each, and their replies are merged by `how`.
-    Every { how: MergeHow },
+    Every { how: Box<MergeHow> },
     /// As `Every`, with these arguments instead of the request's (KEYS with
     /// a restricted client's prefix pushed down into its pattern).
-    EveryWith { args: Vec<Bytes>, how: MergeHow },
+    EveryWith {
+        args: Vec<Bytes>,
+        how: Box<MergeHow>,
+    },
     /// RENAME or RENAMENX whose two keys live on backends `from` and `to`:
     /// the proxy moves the value (`client/rename.rs`).
     Rename { from: usize, to: usize },
     /// FLUSHDB or FLUSHALL (`every_db`) with prefixes set: on every backend,
     /// only the keys the filter allows are deleted (SCAN, then UNLINK).
-    Sweep { every_db: bool, filter: KeyFilter },
+    Sweep {
+        every_db: bool,
+        filter: Box<KeyFilter>,
+    },
     /// SCRIPT KILL or FUNCTION KILL: sent to every backend on a connection
     /// of its own, since the pool's may be the one the script is running on.
     Kill,
@@ -300,7 +306,10 @@ fn split(spec: &Spec, request: &Request, owners: &[(usize, Group)]) -> Plan {
         Route::Keys(Merge::InKeyOrder) => MergeHow::InKeyOrder(positions),
         _ => MergeHow::AllOk,
     };
-    Plan::Split { parts, how }
+    Plan::Split {
+        parts,
+        how: Box::new(how),
+    }
 }
 
 /// Where a request's keys are: a stepped range, or listed.
@@ -332,7 +341,7 @@ fn pubsub(
             ))
         }
     };
-    Plan::Every { how }
+    Plan::Every { how: Box::new(how) }
 }
 
 /// A KEYS or SCAN MATCH pattern for the backends that finds no key outside
@@ -400,11 +409,11 @@ fn scan(request: &Request, policy: &Policy<'_>) -> Plan {
     }
     Plan::Split {
         parts: vec![(index, args)],
-        how: MergeHow::ScanStep {
+        how: Box::new(MergeHow::ScanStep {
             index,
             backends: policy.backends,
             filter,
-        },
+        }),
     }
 }
 
@@ -417,7 +426,7 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
             let prefix = policy.narrowing_prefix().filter(|_| policy.restricted());
             let Some(prefix) = prefix else {
                 return Plan::Every {
-                    how: MergeHow::Concat(filter),
+                    how: Box::new(MergeHow::Concat(filter)),
                 };
             };
             // The backends list only the client's keys: its prefix pushed
@@ -430,18 +439,22 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
             }
             return Plan::EveryWith {
                 args: vec![Bytes::from_static(b"KEYS"), pattern],
-                how: MergeHow::Concat(filter),
+                how: Box::new(MergeHow::Concat(filter)),
             };
         }
         Cmd::RandomKey => {
             return Plan::Every {
-                how: MergeHow::AnyOne(policy.filter()),
+                how: Box::new(MergeHow::AnyOne(policy.filter())),
             }
         }
         Cmd::FlushDb | Cmd::FlushAll => return flush(spec, request, policy),
         Cmd::Function => return function(request, policy),
         Cmd::Script => {}
-        _ => return Plan::Every { how: MergeHow::Sum },
+        _ => {
+            return Plan::Every {
+                how: Box::new(MergeHow::Sum),
+            }
+        }
     }
     let sub = request.arg(1).unwrap_or_default().to_ascii_uppercase();
     let argc = request.len();
@@ -462,7 +475,7 @@ fn every(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
         let name = format!("script|{}", String::from_utf8_lossy(&sub).to_lowercase());
         return Plan::Answer(arity_error(&name));
     }
-    Plan::Every { how }
+    Plan::Every { how: Box::new(how) }
 }
 
 /// SORT's BY and GET patterns read keys the arguments do not name: refused
@@ -541,7 +554,7 @@ fn function(request: &Request, policy: &Policy<'_>) -> Plan {
     if policy.restricted() && sub != b"KILL".as_slice() {
         return Plan::Answer(RedisError::FunctionLoadRefused.reply());
     }
-    Plan::Every { how }
+    Plan::Every { how: Box::new(how) }
 }
 
 /// FLUSHDB and FLUSHALL: refused unless allowed; then on every backend, or
@@ -552,7 +565,7 @@ fn flush(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
     }
     if !policy.restricted() {
         return Plan::Every {
-            how: MergeHow::AllOk,
+            how: Box::new(MergeHow::AllOk),
         };
     }
     let mode_ok = match request.len() {
@@ -568,7 +581,7 @@ fn flush(spec: &Spec, request: &Request, policy: &Policy<'_>) -> Plan {
     }
     Plan::Sweep {
         every_db: spec.cmd == Cmd::FlushAll,
-        filter: policy.filter(),
+        filter: Box::new(policy.filter()),
     }
 }
 
@@ -602,6 +615,14 @@ mod tests {
 
     /// Keys starting with "a" live on backend 0, the rest on backend 1;
     /// backend 1 waits for replicas.
+    #[test]
+    fn a_plan_and_a_decision_move_without_a_memcpy_call() {
+        // The rare plans' merge rules are boxed: past 128 bytes, every move
+        // of a plan or a decision on the forwarding path is a memcpy call.
+        assert!(std::mem::size_of::<Plan>() <= 48);
+        assert!(std::mem::size_of::<crate::client::decide::Decision>() <= 128);
+    }
+
     fn plan_of(args: &[&str], prefixes: &[&str], user: &[&str]) -> Plan {
         let spec = lookup(args[0].as_bytes()).unwrap();
         let owned = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
@@ -644,7 +665,7 @@ mod tests {
             panic!()
         };
         assert_eq!(args, bytes(&["KEYS", "s:a:*"]));
-        let MergeHow::Concat(filter) = how else {
+        let MergeHow::Concat(filter) = *how else {
             panic!()
         };
         assert!(filter.allows(b"s:a:x:1"));
@@ -709,7 +730,7 @@ mod tests {
                     (1, bytes(&["MGET", "bar"])),
                     (1, bytes(&["MGET", "{t}x"])),
                 ],
-                how: MergeHow::InKeyOrder(vec![(0, 0), (1, 0), (2, 0)]),
+                how: Box::new(MergeHow::InKeyOrder(vec![(0, 0), (1, 0), (2, 0)])),
             }
         );
         assert_eq!(
@@ -807,14 +828,14 @@ mod tests {
                     (0, bytes(&["MGET", "a1", "a2"])),
                     (1, bytes(&["MGET", "b1", "b2"]))
                 ],
-                how: MergeHow::InKeyOrder(vec![(0, 0), (1, 0), (0, 1), (1, 1)]),
+                how: Box::new(MergeHow::InKeyOrder(vec![(0, 0), (1, 0), (0, 1), (1, 1)])),
             }
         );
         assert_eq!(
             plan_of(&["DEL", "b1", "a1"], &[], &[]),
             Plan::Split {
                 parts: vec![(1, bytes(&["DEL", "b1"])), (0, bytes(&["DEL", "a1"]))],
-                how: MergeHow::Sum,
+                how: Box::new(MergeHow::Sum),
             }
         );
         assert_eq!(
@@ -824,7 +845,7 @@ mod tests {
                     (0, bytes(&["MSET", "a1", "x", "a2", "z"])),
                     (1, bytes(&["MSET", "b1", "y"]))
                 ],
-                how: MergeHow::AllOk,
+                how: Box::new(MergeHow::AllOk),
             }
         );
     }
@@ -889,24 +910,26 @@ mod tests {
     fn a_command_about_every_backend_goes_to_every_backend() {
         assert_eq!(
             plan_of(&["DBSIZE"], &[], &[]),
-            Plan::Every { how: MergeHow::Sum }
+            Plan::Every {
+                how: Box::new(MergeHow::Sum)
+            }
         );
         assert_eq!(
             plan_of(&["SCRIPT", "load", "return 1"], &[], &[]),
             Plan::Every {
-                how: MergeHow::Same
+                how: Box::new(MergeHow::Same)
             }
         );
         assert_eq!(
             plan_of(&["SCRIPT", "EXISTS", "a", "b"], &[], &[]),
             Plan::Every {
-                how: MergeHow::EveryHas
+                how: Box::new(MergeHow::EveryHas)
             }
         );
         assert_eq!(
             plan_of(&["SCRIPT", "FLUSH", "ASYNC"], &[], &[]),
             Plan::Every {
-                how: MergeHow::AllOk
+                how: Box::new(MergeHow::AllOk)
             }
         );
         assert_eq!(plan_of(&["SCRIPT", "KILL"], &[], &[]), Plan::Kill);
@@ -999,7 +1022,7 @@ mod tests {
             scan_on("0"),
             Plan::Split {
                 parts: vec![(0, bytes(&["SCAN", "0", "COUNT", "5"]))],
-                how: step(0),
+                how: Box::new(step(0)),
             }
         );
         let cursor = (7u64 << SCAN_INDEX_BITS | 1).to_string();
@@ -1007,7 +1030,7 @@ mod tests {
             scan_on(&cursor),
             Plan::Split {
                 parts: vec![(1, bytes(&["SCAN", "7", "COUNT", "5"]))],
-                how: step(1),
+                how: Box::new(step(1)),
             }
         );
         assert!(matches!(scan_on("2"), Plan::Answer(_)));

@@ -120,16 +120,23 @@ impl From<std::io::Error> for ProtocolError {
 }
 
 /// Where a multibulk request's arguments lie in its bytes: the first few
-/// inline, the rest (a long MSET, say) on the heap.
+/// inline, the rest (a long MSET, say) on the heap. Offsets are kept as
+/// `u32` (the decoder refuses a request past 4 GiB), which keeps a
+/// [`Request`] small enough to move without a `memcpy` call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ranges {
-    inline: [(usize, usize); 6],
+    inline: [(u32, u32); 6],
     len: usize,
-    more: Vec<(usize, usize)>,
+    more: Vec<(u32, u32)>,
 }
 
+/// The largest offset a [`Ranges`] holds.
+const MAX_OFFSET: usize = u32::MAX as usize;
+
 impl Ranges {
-    fn push(&mut self, range: (usize, usize)) {
+    /// Both ends are at most [`MAX_OFFSET`] (checked by the decoder).
+    fn push(&mut self, (start, end): (usize, usize)) {
+        let range = (start as u32, end as u32);
         match self.inline.get_mut(self.len) {
             Some(slot) => *slot = range,
             None => self.more.push(range),
@@ -142,11 +149,12 @@ impl Ranges {
     }
 
     fn get(&self, index: usize) -> Option<(usize, usize)> {
-        match self.inline.get(index) {
-            Some(&range) if index < self.len => Some(range),
-            Some(_) => None,
-            None => self.more.get(index - self.inline.len()).copied(),
-        }
+        let (start, end) = match self.inline.get(index) {
+            Some(&range) if index < self.len => range,
+            Some(_) => return None,
+            None => *self.more.get(index - self.inline.len())?,
+        };
+        Some((start as usize, end as usize))
     }
 
     fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -154,7 +162,7 @@ impl Ranges {
             .iter()
             .take(self.len)
             .chain(self.more.iter())
-            .copied()
+            .map(|&(start, end)| (start as usize, end as usize))
     }
 }
 
@@ -270,6 +278,9 @@ impl RequestDecoder {
                 return Err(ProtocolError::new("unauthenticated bulk length"));
             }
             let end = after + len;
+            if end + 2 > MAX_OFFSET {
+                return Err(ProtocolError::new("too big request"));
+            }
             if buf.len() < end + 2 {
                 // Nothing is reserved for the announced size: the buffer grows
                 // as the bytes arrive, so a header alone costs no memory.
@@ -770,6 +781,28 @@ mod tests {
         assert!(decoder.decode(&mut buf).is_err());
         let mut buf = BytesMut::from(vec![b'a'; INLINE_MAX + 1].as_slice());
         assert!(decoder.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_request_past_4_gib_is_refused_whatever_the_limit() {
+        // Argument offsets are kept as u32: past them, the request is
+        // refused from its header alone, before any of its bytes come.
+        let mut decoder = RequestDecoder::new(8 << 30, true);
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$4294967290\r\n"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(ProtocolError::new("too big request"))
+        );
+        let mut decoder = RequestDecoder::new(8 << 30, true);
+        let mut buf = BytesMut::from(&b"*1\r\n$4294967200\r\n"[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn a_request_moves_without_a_memcpy_call() {
+        // Larger than 128 bytes, a move of a request becomes a call to
+        // memcpy (several per request on the forwarding path).
+        assert!(std::mem::size_of::<Request>() <= 128);
     }
 
     #[test]
