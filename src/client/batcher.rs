@@ -261,6 +261,39 @@ mod tests {
     }
 
     #[test]
+    fn batches_answered_out_of_order_are_all_forgotten_once_taken() {
+        // Slots take their replies in request order, which interleaves
+        // batches to different backends: batch 0 (two commands to one
+        // backend) around batch 1 (one to another), then batch 2, whose
+        // slot times out. Nothing stays behind in `sent`, however long the
+        // connection, once each slot is answered or given up.
+        let mut batcher = Batcher::default();
+        for round in 0..1000u64 {
+            let seq = round * 3;
+            let done = |replies: Vec<Reply>| BatchReplies::Done(Ok(replies));
+            sent(
+                &mut batcher,
+                seq,
+                done(vec![Reply::Int(0), Reply::Int(2)]),
+                2,
+            );
+            sent(&mut batcher, seq + 1, done(vec![Reply::Int(1)]), 1);
+            sent(&mut batcher, seq + 2, done(vec![Reply::Int(3)]), 1);
+            assert_eq!(batcher.poll(seq, 0, None), Some(Reply::Int(0)));
+            batcher.trim();
+            assert_eq!(batcher.poll(seq + 1, 0, None), Some(Reply::Int(1)));
+            batcher.trim();
+            assert_eq!(batcher.sent.len(), 3, "batch {seq} still owes a reply");
+            assert_eq!(batcher.poll(seq, 1, None), Some(Reply::Int(2)));
+            batcher.trim();
+            assert_eq!(batcher.sent.len(), 1);
+            batcher.abandon(seq + 2);
+            batcher.trim();
+            assert!(batcher.sent.is_empty(), "round {round}");
+        }
+    }
+
+    #[test]
     fn a_failed_batch_gives_every_slot_its_error() {
         let mut batcher = Batcher::default();
         let (tx, rx) = oneshot::channel();

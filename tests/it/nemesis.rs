@@ -186,7 +186,11 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
         };
         let failed = record.failed();
         match op {
-            "SETEX" => present = true,
+            // A SETEX that failed may not have run: the session is there
+            // only if it was before or the SETEX was acknowledged (else the
+            // next RENAME would get "no such key", an error of the
+            // generator's making).
+            "SETEX" => present |= !failed,
             // The user goes on with the new id whether or not the rename
             // was acknowledged, as a site would after a failed request.
             "RENAME" => key = record.arg.clone(),
