@@ -613,8 +613,6 @@ mod tests {
         Request::Inline(args.iter().map(|a| Bytes::from(a.to_string())).collect())
     }
 
-    /// Keys starting with "a" live on backend 0, the rest on backend 1;
-    /// backend 1 waits for replicas.
     #[test]
     fn a_plan_and_a_decision_move_without_a_memcpy_call() {
         // The rare plans' merge rules are boxed: past 128 bytes, every move
@@ -623,6 +621,8 @@ mod tests {
         assert!(std::mem::size_of::<crate::client::decide::Decision>() <= 128);
     }
 
+    /// Keys starting with "a" live on backend 0, the rest on backend 1;
+    /// backend 1 waits for replicas.
     fn plan_of(args: &[&str], prefixes: &[&str], user: &[&str]) -> Plan {
         let spec = lookup(args[0].as_bytes()).unwrap();
         let owned = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
