@@ -67,7 +67,8 @@
 //!   [`memory`] every client's buffers against `[limits] max_memory_bytes`.
 //! - [`net`], [`shutdown`]: socket and signal plumbing; [`tls`]: rustls on
 //!   both sides (configuration and handshakes), [`tls_stream`] the session
-//!   carried by the connection's own socket.
+//!   carried by the connection's own socket; [`rare`]: futures a client
+//!   waits on that almost never come, polled only after they woke it.
 //!
 //! Errors are typed at each boundary: [`protocol::ProtocolError`] (the client
 //! framed a request wrongly), [`backend::BackendError`] (a backend failed),
@@ -94,6 +95,7 @@ pub mod net;
 pub mod own_keys;
 pub mod protocol;
 pub mod pubsub;
+pub mod rare;
 pub mod reload_state;
 pub mod report;
 pub mod resolve;

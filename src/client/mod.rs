@@ -24,6 +24,7 @@ use crate::net::Stream;
 use crate::protocol::request::{Framed, LARGE_REQUEST_ARGS};
 use crate::protocol::RedisError;
 use crate::protocol::{Proto, Request, RequestDecoder};
+use crate::rare::{self, Rare};
 use crate::shared::{Shared, Topology};
 
 use self::batcher::Batcher;
@@ -507,14 +508,16 @@ async fn next_message(subscriber: &mut Option<Box<Subscriber>>) -> Bytes {
 
 async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<()> {
     let mut c = Handler::new(shared, stream, state);
+    // The signals below almost never come: polled once they woke the task.
+    let wakes = rare::Wakes::new();
     // This client's share of `[limits] max_memory_bytes` is used up.
     let usage = Arc::clone(c.account.usage_handle());
-    let evicted = usage.evict.notified();
+    let evicted = Rare::new(usage.evict.notified(), &wakes);
     tokio::pin!(evicted);
     // CLIENT KILL from another client, or invalidations for this client
     // (CLIENT TRACKING, its own or redirected to it): one wake-up for both.
     let card = c.state.card.clone();
-    let woken = card.inbox.notify.notified();
+    let woken = Rare::new(card.inbox.notify.notified(), &wakes);
     tokio::pin!(woken);
     // Set when the proxy drains: the client is closed once it is idle.
     let mut drain = shared.drain.subscribe();
@@ -522,14 +525,13 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
     let mut waits = Waits::new(*drain.borrow());
     // One wait for the drain signal for the whole connection: a fresh
     // `changed()` per pass would register and unregister a waiter each time.
-    let drain_started = drain.changed();
+    let drain_started = Rare::new(drain.changed(), &wakes);
     tokio::pin!(drain_started);
 
     loop {
         // Steps 1-3: take the new topology, run what was read, encode what
-        // came back, write it.
-        // One clock reading per pass serves every request decoded and every
-        // reply encoded in it.
+        // came back, write it. One clock reading per pass serves every
+        // request decoded and every reply encoded in it.
         let now = Instant::now();
         let hold = match c.pass(now)? {
             Pass::Again => continue,
@@ -576,7 +578,7 @@ async fn run(shared: &Shared, stream: &Stream, state: &mut State) -> io::Result<
             _ = &mut evicted => Event::Evicted,
         };
         if let Event::Invalidated = event {
-            woken.set(card.inbox.notify.notified());
+            woken.set(Rare::new(card.inbox.notify.notified(), &wakes));
         }
         if let Flow::End = c.on_event(event, &mut waits, now)? {
             return Ok(());
