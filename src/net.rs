@@ -126,7 +126,7 @@ impl Stream {
     /// `chunk` is reserved whenever less than a quarter of it is free.
     pub fn try_read_buf(&self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
         if let Stream::Tls(s) = self {
-            return s.try_read_buf(buf, false);
+            return s.try_read_buf(buf, chunk, false);
         }
         reserve(buf, chunk);
         let spare = buf.capacity() - buf.len();
@@ -167,7 +167,7 @@ impl Stream {
         let socket = match self {
             Stream::Tcp(s) => socket2::SockRef::from(s),
             Stream::Unix(s) => socket2::SockRef::from(s),
-            Stream::Tls(s) => return s.try_read_buf(buf, true),
+            Stream::Tls(s) => return s.try_read_buf(buf, chunk, true),
         };
         let start = buf.len();
         buf.resize(buf.capacity(), 0);

@@ -163,61 +163,205 @@ impl TlsStream {
     }
 
     /// Reads what plaintext is available into `buf`: `Ok(0)` at the end of
-    /// the stream, `WouldBlock` when none is.
-    pub fn try_read_buf(&self, buf: &mut BytesMut, raw: bool) -> io::Result<usize> {
+    /// the stream, `WouldBlock` when none is. One `recv` takes as much as
+    /// `chunk` bytes of records, through this thread's scratch buffer
+    /// (rustls alone asks the socket for 4 KiB at a time: two or three
+    /// `recv`s for a batch of replies), and every record in it is
+    /// decrypted into `buf` before this returns, so `buf` grows by no more
+    /// than a plain read of `chunk` would add.
+    pub fn try_read_buf(&self, buf: &mut BytesMut, chunk: usize, raw: bool) -> io::Result<usize> {
         let mut state = self.state();
+        let start = buf.len();
         loop {
-            let io_state = match state.conn.process_new_packets() {
-                Ok(io_state) => io_state,
-                Err(e) => {
-                    // The alert telling the peer why, as far as it goes.
-                    let _ = self.send_what_fits(&mut state);
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-            };
-            // rustls's own messages (a key update) go out with the reads.
-            self.send_what_fits(&mut state)?;
-            state.buffered = false;
-            let waiting = io_state.plaintext_bytes_to_read();
-            if waiting > 0 {
-                return take_plaintext(&mut state.conn, waiting, buf);
+            let closed = self.decrypt(&mut state, buf)?;
+            if buf.len() > start {
+                return Ok(buf.len() - start);
             }
-            if io_state.peer_has_closed() {
+            if closed {
                 return Ok(0);
             }
             let mut io = Io {
                 tcp: &self.tcp,
                 raw,
             };
-            if state.conn.read_tls(&mut io)? == 0 {
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                let want = chunk.clamp(1, MAX_SCRATCH);
+                if scratch.len() < want {
+                    scratch.resize(want, 0);
+                }
+                let n = io.read(&mut scratch[..want])?;
+                let mut rest = &scratch[..n];
+                while !rest.is_empty() {
+                    // rustls takes at most 4 KiB a call; every complete
+                    // record is decrypted before the next.
+                    if state.conn.read_tls(&mut rest)? == 0 {
+                        // After the peer's close_notify: nothing more counts.
+                        break;
+                    }
+                    self.decrypt(&mut state, buf)?;
+                }
+                Ok::<_, io::Error>(n)
+            })?;
+            if read == 0 {
                 // The socket's end: what it completed, then the end.
-                let waiting = state
-                    .conn
-                    .process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-                    .plaintext_bytes_to_read();
-                return take_plaintext(&mut state.conn, waiting, buf);
+                self.decrypt(&mut state, buf)?;
+                return Ok(buf.len() - start);
             }
         }
     }
+
+    /// Decrypts the complete records rustls holds, and moves their
+    /// plaintext into `buf`; whether the peer has closed the session.
+    fn decrypt(&self, state: &mut State, buf: &mut BytesMut) -> io::Result<bool> {
+        let io_state = match state.conn.process_new_packets() {
+            Ok(io_state) => io_state,
+            Err(e) => {
+                // The alert telling the peer why, as far as it goes.
+                let _ = self.send_what_fits(state);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        };
+        // rustls's own messages (a key update) go out with the reads.
+        self.send_what_fits(state)?;
+        state.buffered = false;
+        let waiting = io_state.plaintext_bytes_to_read();
+        if waiting > 0 {
+            take_plaintext(&mut state.conn, waiting, buf)?;
+        }
+        Ok(io_state.peer_has_closed())
+    }
 }
 
-/// Moves the `waiting` bytes of plaintext rustls holds into `buf`.
+/// The most one read of records takes: a backend's read size
+/// (`BACKEND_READ` in `net`, which this module may not import back).
+const MAX_SCRATCH: usize = 128 * 1024;
+
+thread_local! {
+    /// Where one `recv` of records lands before rustls takes them: one per
+    /// thread, as big as the largest read asked of it (at most
+    /// [`MAX_SCRATCH`]); empty again by the time a read returns.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Moves the `waiting` bytes of plaintext rustls holds into `buf`, chunk
+/// by chunk from rustls's own buffer (no zeroed room to read into first).
 fn take_plaintext(conn: &mut Connection, waiting: usize, buf: &mut BytesMut) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + waiting, 0);
-    let mut filled = 0;
-    let result = loop {
-        if filled == waiting {
-            break Ok(filled);
+    use std::io::BufRead;
+    buf.reserve(waiting);
+    let mut reader = conn.reader();
+    let mut taken = 0;
+    while taken < waiting {
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if would_block(&e) => break,
+            Err(e) if taken == 0 => return Err(e),
+            Err(_) => break,
+        };
+        if chunk.is_empty() {
+            break;
         }
-        match conn.reader().read(&mut buf[start + filled..]) {
-            Ok(0) => break Ok(filled),
-            Ok(n) => filled += n,
-            Err(e) if would_block(&e) => break Ok(filled),
-            Err(e) => break Err(e),
+        let n = chunk.len();
+        buf.extend_from_slice(chunk);
+        reader.consume(n);
+        taken += n;
+    }
+    Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ListenTls, TlsClient};
+    use std::path::Path;
+    use tokio::io::AsyncWriteExt;
+
+    /// A CA and a server certificate it signed for 127.0.0.1, made by openssl.
+    fn certificates(dir: &Path) {
+        let run = |command: &str| {
+            let status = std::process::Command::new("openssl")
+                .args(command.split_whitespace())
+                .current_dir(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(status.success(), "openssl {command}");
+        };
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=ca");
+        run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=server");
+        run(
+            "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+             -out server.crt -days 2 -extfile ext.cnf",
+        );
+    }
+
+    /// Records already in the socket are taken by one read, as many as
+    /// `chunk` holds (rustls alone asks the socket for 4 KiB at a time, and
+    /// a read used to stop at the first record), and no more than that.
+    #[tokio::test]
+    async fn one_read_takes_every_record_the_socket_holds_up_to_the_chunk() {
+        const RECORD: usize = 8 * 1024;
+        // TLS 1.3's framing of a record: header, content type and tag.
+        const FRAMING: usize = 5 + 1 + 16;
+        let dir = tempfile::tempdir().unwrap();
+        certificates(dir.path());
+        let acceptor = crate::tls::acceptor(&ListenTls {
+            address: String::new(),
+            cert: dir.path().join("server.crt"),
+            key: dir.path().join("server.key"),
+            client_ca: None,
+        })
+        .unwrap();
+        let connector = crate::tls::connector(&TlsClient {
+            ca: Some(dir.path().join("ca.crt")),
+            server_name: None,
+            cert: None,
+            key: None,
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accepted, accepted_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            // Written once the server holds the session, so that nothing
+            // came with the end of the handshake.
+            accepted_rx.await.unwrap();
+            for byte in b"abcd" {
+                tls.write_all(&[*byte; RECORD]).await.unwrap();
+            }
+            tls.flush().await.unwrap();
+            tls
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (tcp, session) = acceptor.accept(tcp).await.unwrap().into_inner();
+        let stream = TlsStream::new(tcp, session);
+        accepted.send(()).unwrap();
+        let _client = client.await.unwrap();
+        // The four records are all in the socket.
+        let mut peeked = vec![0; 8 * RECORD];
+        while stream.tcp().peek(&mut peeked).await.unwrap() < 4 * (RECORD + FRAMING) {
+            tokio::task::yield_now().await;
         }
-    };
-    buf.truncate(start + filled);
-    result
+        let mut buf = BytesMut::new();
+        stream.tcp().readable().await.unwrap();
+        // A chunk that holds one record takes one.
+        let n = stream
+            .try_read_buf(&mut buf, RECORD + FRAMING, false)
+            .unwrap();
+        assert_eq!(n, RECORD);
+        // A bigger one takes the three others, in one read.
+        stream.tcp().readable().await.unwrap();
+        let n = stream.try_read_buf(&mut buf, 128 * 1024, false).unwrap();
+        assert_eq!(n, 3 * RECORD);
+        let expected: Vec<u8> = b"abcd".iter().flat_map(|b| [*b; RECORD]).collect();
+        assert!(buf[..] == expected[..]);
+    }
 }
