@@ -393,3 +393,76 @@ fn large_pipelined_values_cross_tls_on_both_sides_whole() {
     });
     assert_eq!(proxy.client().text(&["DBSIZE"]), ":120\r\n");
 }
+
+/// Records already in a socket are taken by one read of the TLS stream, as
+/// many as its `chunk` holds (rustls alone asks the socket for 4 KiB at a
+/// time, and a read used to stop at the first record), and no more.
+#[test]
+fn one_read_takes_every_record_the_socket_holds_up_to_the_chunk() {
+    use session_proxy::config::{ListenTls, TlsClient};
+    use session_proxy::tls_stream::TlsStream;
+    use tokio::io::AsyncWriteExt;
+    const RECORD: usize = 8 * 1024;
+    // TLS 1.3's framing of a record: header, content type and tag.
+    const FRAMING: usize = 5 + 1 + 16;
+    let certs = Certs::make();
+    let acceptor = session_proxy::tls::acceptor(&ListenTls {
+        address: String::new(),
+        cert: certs.path("server.crt"),
+        key: certs.path("server.key"),
+        client_ca: None,
+    })
+    .unwrap();
+    let connector = session_proxy::tls::connector(&TlsClient {
+        ca: Some(certs.path("ca.crt")),
+        server_name: None,
+        cert: None,
+        key: None,
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accepted, accepted_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            // Written once the server holds the session, so that nothing
+            // came with the end of the handshake.
+            accepted_rx.await.unwrap();
+            for byte in b"abcd" {
+                tls.write_all(&[*byte; RECORD]).await.unwrap();
+            }
+            tls.flush().await.unwrap();
+            tls
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (tcp, session) = acceptor.accept(tcp).await.unwrap().into_inner();
+        let stream = TlsStream::new(tcp, session);
+        accepted.send(()).unwrap();
+        let _client = client.await.unwrap();
+        // The four records are all in the socket.
+        let mut peeked = vec![0; 8 * RECORD];
+        while stream.tcp().peek(&mut peeked).await.unwrap() < 4 * (RECORD + FRAMING) {
+            tokio::task::yield_now().await;
+        }
+        let mut buf = bytes::BytesMut::new();
+        stream.tcp().readable().await.unwrap();
+        // A chunk that holds one record takes one.
+        let n = stream
+            .try_read_buf(&mut buf, RECORD + FRAMING, false)
+            .unwrap();
+        assert_eq!(n, RECORD);
+        // A bigger one takes the three others, in one read.
+        stream.tcp().readable().await.unwrap();
+        let n = stream.try_read_buf(&mut buf, 128 * 1024, false).unwrap();
+        assert_eq!(n, 3 * RECORD);
+        let expected: Vec<u8> = b"abcd".iter().flat_map(|b| [*b; RECORD]).collect();
+        assert!(buf[..] == expected[..]);
+    });
+}
