@@ -31,9 +31,11 @@ use crate::protocol::{BackendReplyDecoder, Reply};
 
 mod answers;
 mod events;
+mod hold;
 pub use answers::{rank_candidates, read_answers, SentinelView, Stage};
 use events::FAILOVER_CHANNELS;
 pub use events::{failover_event, FailoverEvent};
+use hold::{Hold, Next, Seen, REPLICA_WAIT_MAX};
 
 /// Longest pause before retrying an unreachable sentinel.
 const SENTINEL_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -122,40 +124,6 @@ struct Monitor {
     metrics: Arc<BackendMetrics>,
 }
 
-/// Requests held for a failover.
-struct Hold {
-    /// The master being failed over: the hold ends once another is published.
-    from: Option<Endpoint>,
-    since: Instant,
-    /// Begun from a sentinel's `failover_in_progress` flag rather than from
-    /// an event: it also ends when no sentinel leads a failover any more.
-    flagged: bool,
-    /// When the new master was published (the hold then waits for its
-    /// replicas, [`REPLICA_WAIT_MAX`] at most).
-    published: Option<Instant>,
-}
-
-/// The failover stages the responding sentinels report.
-#[derive(Debug, Default, Clone, Copy)]
-struct Seen {
-    /// One leads a failover that has not promoted a replica yet: hold.
-    failing: bool,
-    /// One has promoted a replica and names it: no hold for that one.
-    promoted: bool,
-}
-
-impl Seen {
-    fn add(&mut self, stage: Stage) {
-        self.failing |= stage == Stage::Failing;
-        self.promoted |= stage == Stage::Promoted;
-    }
-
-    /// No sentinel leads a failover.
-    fn calm(&self) -> bool {
-        !self.failing && !self.promoted
-    }
-}
-
 /// One sentinel's answer.
 struct Answer {
     index: usize,
@@ -177,11 +145,17 @@ impl Monitor {
             if seen.failing && hold.is_none() {
                 // A failover under way that no event told of (the proxy, or
                 // its subscribers, started after `+try-failover`): hold as if
-                // one had, before the master found is published.
+                // one had, before the master found is published. The master
+                // failed over is the one found, or, when it answers nobody
+                // (frozen, killed), the one published last.
                 info!("a sentinel is failing the master over: holding requests");
-                hold = Some(self.start_hold(found.clone(), true));
+                let from = found.clone().or_else(|| self.master.borrow().clone());
+                hold = Some(self.start_hold(from, true));
                 self.failover.send_replace(true);
-            } else if seen.calm() && hold.as_ref().is_some_and(|h| h.flagged && h.from == found) {
+            } else if hold
+                .as_ref()
+                .is_some_and(|h| h.aborted(found.as_ref(), seen))
+            {
                 // No sentinel leads a failover any more and the master is
                 // the same: it was aborted (a switch releases it below).
                 info!("the failover is over without a switch: releasing held requests");
@@ -203,7 +177,7 @@ impl Monitor {
                 }
                 None => warn!("no sentinel named a reachable master"),
             }
-            self.release_when_done(&mut hold).await;
+            self.release_when_done(&mut hold, seen).await;
             let wait = if found.is_some() && hold.is_none() {
                 self.settings.sentinel_recheck
             } else {
@@ -231,22 +205,27 @@ impl Monitor {
     }
 
     /// Ends the hold once the new master is published (connections have
-    /// switched, or will before they take a request) and has the replicas
-    /// writes wait for, or after HOLD_MAX if the sentinels never finish.
-    async fn release_when_done(&self, hold: &mut Option<Hold>) {
+    /// switched, or will before they take a request), no sentinel still
+    /// leads a failover that has not promoted a replica, and the new master
+    /// has the replicas writes wait for; or after [`hold::HOLD_MAX`] if the
+    /// sentinels never finish (see [`Hold::next`]).
+    async fn release_when_done(&self, hold: &mut Option<Hold>, seen: Seen) {
         let Some(current) = hold.as_mut() else {
             return;
         };
         let published = self.master.borrow().clone();
-        if published != current.from {
-            let since = *current.published.get_or_insert_with(Instant::now);
-            if self.replicas_attached(published.as_ref(), since).await {
-                info!("failover done: held requests go to the new master");
+        match current.next(published.as_ref(), seen, Instant::now()) {
+            Next::Keep => {}
+            Next::AwaitReplicas(since) => {
+                if self.replicas_attached(published.as_ref(), since).await {
+                    info!("failover done: held requests go to the new master");
+                    self.end_hold(hold);
+                }
+            }
+            Next::GiveUp => {
+                warn!("failover did not finish in time: releasing held requests to the current master");
                 self.end_hold(hold);
             }
-        } else if current.since.elapsed() >= HOLD_MAX {
-            warn!("failover did not finish in time: releasing held requests to the current master");
-            self.end_hold(hold);
         }
     }
 
@@ -254,12 +233,7 @@ impl Monitor {
     fn start_hold(&self, from: Option<Endpoint>, flagged: bool) -> Hold {
         self.metrics.failover_holds.increment(1);
         self.metrics.holding.set(1.0);
-        Hold {
-            from,
-            since: Instant::now(),
-            flagged,
-            published: None,
-        }
+        Hold::new(from, flagged, Instant::now())
     }
 
     /// Ends the hold: the backend's connections take requests again.
@@ -476,15 +450,6 @@ async fn ask_sentinel(address: &str, sentinel: &Sentinel) -> Result<SentinelView
     let address = replies.pop().unwrap_or(Reply::Null);
     read_answers(&sentinel.master, &address, &master, &others)
 }
-
-/// The longest requests are held for one failover; past it they go to the
-/// current master (sentinels that never finish must not stop traffic).
-const HOLD_MAX: Duration = Duration::from_secs(30);
-
-/// The longest a failover's hold waits, once the new master is published,
-/// for it to have the replicas writes wait for (the sentinels reconfigure
-/// the other replicas a second or two after the promotion).
-const REPLICA_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// Subscribes to `+switch-master` on one sentinel and wakes the monitor on
 /// each event for our master. Returns `Ok` once the monitor is gone.

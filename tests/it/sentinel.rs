@@ -1001,3 +1001,165 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         "$-1\r\n"
     );
 }
+
+/// Sentinel's view of `group` in flat `key, value` words (`SENTINEL
+/// MASTER` or `SENTINEL REPLICAS`, one sentinel's).
+fn sentinel_words(sentinel: &SentinelProc, what: &str, group: &Group) -> Vec<String> {
+    let Ok(mut client) = RawClient::try_connect(sentinel.port) else {
+        return Vec::new();
+    };
+    let reply = client.cmd(&["SENTINEL", what, &group.name]);
+    String::from_utf8_lossy(&reply)
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with('$'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The replica a sentinel leading a failover of `group` has selected for
+/// promotion (flagged `promoted`), if one has.
+fn selected_replica(group: &Group) -> Option<String> {
+    for sentinel in &group.sentinels {
+        let words = sentinel_words(sentinel, "REPLICAS", group);
+        let mut name = None;
+        for pair in words.chunks(2) {
+            match pair {
+                [key, value] if key == "name" => name = Some(value.clone()),
+                [key, value] if key == "flags" && value.split(',').any(|f| f == "promoted") => {
+                    return name;
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Whether a sentinel leads a failover of `group` that has not promoted
+/// its replica yet (the old master is still the one the sentinels name).
+fn leading_before_promotion(group: &Group) -> bool {
+    group.sentinels.iter().any(|sentinel| {
+        let words = sentinel_words(sentinel, "MASTER", group);
+        let field = |name: &str| {
+            words
+                .chunks(2)
+                .find(|pair| pair[0] == name)
+                .and_then(|pair| pair.get(1).cloned())
+                .unwrap_or_default()
+        };
+        field("flags")
+            .split(',')
+            .any(|f| f == "failover_in_progress")
+            && !matches!(
+                field("failover-state").as_str(),
+                "reconf_slaves" | "update_config"
+            )
+    })
+}
+
+/// A master frozen past down-after answers again while the sentinels are
+/// still failing it over: the failover goes on, and until the promoted
+/// replica takes over the old master takes writes, and the replica it
+/// still feeds acknowledges them (`WAIT 1`) until the sentinels move that
+/// replica to the promoted one: every such write is lost. The proxy keeps
+/// holding writes while a sentinel leads a failover that has not promoted
+/// a replica, whatever master answers meanwhile. The nemesis's seed
+/// 6003725342667586850 lost a session so: the proxy's hold had begun while
+/// no master answered, and it ended at the first master found, the old
+/// one. Here the proxy starts then (its hold has no master to begin
+/// from), and the selected replica is frozen so that the failover stays
+/// before the promotion (until the sentinels give up, 5 s on).
+#[test]
+fn the_old_master_answering_again_mid_failover_gets_no_write() {
+    let _serial = serial();
+    // The recorder is in place before the proxy starts.
+    recorder();
+    let a = Group::start("shard-back", 2, 1000);
+    let old = a.master_address().unwrap();
+    let old_node = a.node(&old).unwrap();
+    old_node.signal("STOP");
+    let mut selected = None;
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        "no sentinel selected a replica to promote",
+        || {
+            selected = selected_replica(&a);
+            selected.is_some()
+        },
+    );
+    let selected = a.node(&selected.unwrap()).unwrap();
+    selected.signal("STOP");
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 500\n\
+         [[backends]]\nid = \"back\"\nsentinel = {}\nmin_replicas_ack = 1\n",
+        a.sentinel_toml()
+    );
+    let proxy = Proxy::start(&text);
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(1),
+        "the proxy never held requests for the failover",
+        holding("back", 1.0),
+    );
+    // Writers keep a write held at every moment, from before the old
+    // master answers again until well after the proxy found it again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let found = Arc::new(AtomicBool::new(false));
+    let writers: Vec<JoinHandle<Vec<(bool, String)>>> = (0..4)
+        .map(|t| {
+            let (stop, found, port) = (stop.clone(), found.clone(), proxy.port);
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                let mut replies = Vec::new();
+                // Bounded: 10 s.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                        break;
+                    }
+                    let key = format!("session:back:{t}:{i}");
+                    let after = found.load(Ordering::Relaxed);
+                    replies.push((after, client.text(&["SETEX", &key, "3600", "v"])));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                replies
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    old_node.signal("CONT");
+    // The old master answers ROLE again: the proxy finds and publishes it.
+    wait_proxy_master(&proxy, 0, &old);
+    found.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let replies: Vec<(bool, String)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let still = leading_before_promotion(&a);
+    selected.signal("CONT");
+    assert!(
+        still,
+        "the failover went past the promotion during the writes"
+    );
+    let acknowledged: Vec<&String> = replies
+        .iter()
+        .map(|(_, reply)| reply)
+        .filter(|reply| !reply.starts_with('-'))
+        .collect();
+    assert!(
+        acknowledged.is_empty(),
+        "writes acknowledged by the master being failed over: {} of {}",
+        acknowledged.len(),
+        replies.len()
+    );
+    // Writes were held (and timed out) while the old master answered.
+    let timed_out = "-ERR backend 'back' did not answer within 500 ms\r\n";
+    let held = replies
+        .iter()
+        .filter(|(after, reply)| *after && reply == timed_out)
+        .count();
+    assert!(held >= 4, "{replies:?}");
+}
