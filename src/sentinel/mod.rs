@@ -30,9 +30,11 @@ use crate::metrics::BackendMetrics;
 use crate::protocol::{BackendReplyDecoder, Reply};
 
 mod answers;
+mod attempts;
 mod events;
 mod hold;
 pub use answers::{rank_candidates, read_answers, SentinelView, Stage};
+use attempts::Attempts;
 use events::FAILOVER_CHANNELS;
 pub use events::{failover_event, FailoverEvent};
 use hold::{Hold, Next, Seen, REPLICA_WAIT_MAX};
@@ -58,7 +60,7 @@ pub fn start(
 ) {
     let (tx, rx) = watch::channel(None);
     let recheck = Arc::new(Notify::new());
-    let (failover, failover_rx) = watch::channel(false);
+    let (failover, failover_rx) = Attempts::new();
     let known = sentinel
         .addresses
         .iter()
@@ -118,8 +120,9 @@ struct Monitor {
     /// aborted): the backend's connections take no new requests meanwhile,
     /// so no write reaches a master that is being demoted and lost when it
     /// resyncs. Set by the subscribers, cleared by the monitor (or by a
-    /// subscriber on an abort).
-    failover: Arc<watch::Sender<bool>>,
+    /// subscriber on an abort, when no other sentinel's attempt is on:
+    /// see [`Attempts`]).
+    failover: Arc<Attempts>,
     known: Vec<Known>,
     metrics: Arc<BackendMetrics>,
 }
@@ -151,7 +154,7 @@ impl Monitor {
                 info!("a sentinel is failing the master over: holding requests");
                 let from = found.clone().or_else(|| self.master.borrow().clone());
                 hold = Some(self.start_hold(from, true));
-                self.failover.send_replace(true);
+                self.failover.hold();
             } else if hold
                 .as_ref()
                 .is_some_and(|h| h.aborted(found.as_ref(), seen))
@@ -240,7 +243,7 @@ impl Monitor {
     fn end_hold(&self, hold: &mut Option<Hold>) {
         *hold = None;
         self.metrics.holding.set(0.0);
-        self.failover.send_replace(false);
+        self.failover.end();
     }
 
     /// Asks the sentinels: the confirmed master, if any, and how far those
@@ -457,7 +460,7 @@ async fn listen(
     address: &str,
     sentinel: &Sentinel,
     recheck: &Notify,
-    failover: &watch::Sender<bool>,
+    failover: &Attempts,
     alive: &Weak<()>,
     limit: Duration,
 ) -> Result<(), String> {
@@ -491,10 +494,10 @@ async fn listen(
             let message = Reply::from_resp2(frame);
             match failover_event(&message, &sentinel.master) {
                 // send_replace returns the previous value: log changes only.
-                Some(FailoverEvent::Started) if !failover.send_replace(true) => {
+                Some(FailoverEvent::Started) if failover.started(address) => {
                     info!(event = ?message, "failover started: holding requests");
                 }
-                Some(FailoverEvent::Aborted) if failover.send_replace(false) => {
+                Some(FailoverEvent::Aborted) if failover.aborted(address) => {
                     info!(event = ?message, "failover aborted: requests go to the old master");
                 }
                 Some(FailoverEvent::Started | FailoverEvent::Aborted) => {}
