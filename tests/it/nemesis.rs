@@ -6,7 +6,8 @@
 //! random and overlap: SENTINEL FAILOVER, CLUSTER FAILOVER, slots of the
 //! cluster moving to another master (`redis-cli --cluster reshard`), a master killed
 //! (SIGKILL) and restarted, a frozen replica,
-//! master or plain backend (SIGSTOP, then SIGCONT), the network to the
+//! master or plain backend (SIGSTOP, then SIGCONT), a frozen master of the
+//! cluster (1-5 s: past `cluster-node-timeout` its replica takes over), the network to the
 //! plain backend slowed, silenced or cut (a relay of the harness's own,
 //! [`crate::relay`]), a sentinel killed, a
 //! proxy restarted by SIGTERM (a rolling restart), a reload that adds a
@@ -515,7 +516,7 @@ fn nemesis() {
         if running.len() >= 2 {
             continue;
         }
-        let choice = rng.random_range(0..14);
+        let choice = rng.random_range(0..15);
         if no_faults {
             continue;
         }
@@ -534,7 +535,7 @@ fn nemesis() {
             continue;
         }
         let handle = match choice {
-            12 | 13 if cluster_busy.swap(true, Ordering::Relaxed) => continue,
+            12..=14 if cluster_busy.swap(true, Ordering::Relaxed) => continue,
             12 => {
                 let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
                 let pick = rng.random_range(0..3);
@@ -548,6 +549,24 @@ fn nemesis() {
                 let (from, to) = (rng.random_range(0..3), rng.random_range(1..3));
                 inject(&faults, "cluster slots moved (reshard)", move || {
                     reshard(&cluster, from, to);
+                    busy.store(false, Ordering::Relaxed);
+                })
+            }
+            14 => {
+                let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
+                let pick = rng.random_range(0..3);
+                // Past cluster-node-timeout (2 s) and the replica's election
+                // delay, the cluster fails the frozen master over.
+                let pause = Duration::from_millis(rng.random_range(1000..5000));
+                inject(&faults, "freeze a cluster master", move || {
+                    let (masters, _) = cluster_layout(&cluster);
+                    if let Some((address, _)) = masters.get(pick % masters.len().max(1)) {
+                        if let Some(node) = cluster.nodes.iter().find(|n| &n.address() == address) {
+                            node.signal("STOP");
+                            std::thread::sleep(pause);
+                            node.signal("CONT");
+                        }
+                    }
                     busy.store(false, Ordering::Relaxed);
                 })
             }
