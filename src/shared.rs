@@ -300,7 +300,17 @@ impl Shared {
         let settle = next.config.reload.settle();
         let next = Arc::new(next);
         if !layout_changed(current, &next.config, &next.backends) {
-            next.start_mover();
+            if current.settling() {
+                // It came while another reload settled and puts keys back
+                // where the layout in force puts them. Other proxies may
+                // have switched to that reload's layout already and stay
+                // on it until their own settle of this one ends: a mover
+                // taking keys from there now would race their writes (the
+                // nemesis lost sessions so). It waits as after any reload.
+                next.start_mover_after(settle * 2);
+            } else {
+                next.start_mover();
+            }
             self.install(next, Some(text));
             return;
         }

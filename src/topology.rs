@@ -191,6 +191,17 @@ impl Topology {
         self.migration.as_ref().filter(|m| m.is_active())
     }
 
+    /// Whether a reload is settling in this topology: keys are also
+    /// brought back from a layout ahead (see [`crate::migration::AHEAD`]),
+    /// where proxies that switched already may have put them.
+    pub(crate) fn settling(&self) -> bool {
+        self.active_migration().is_some_and(|m| {
+            m.layouts
+                .iter()
+                .any(|l| l.source == crate::migration::AHEAD)
+        })
+    }
+
     /// Starts the mover of this topology's migration, if it has one.
     pub(crate) fn start_mover(self: &Arc<Self>) {
         if let Some(migration) = self.active_migration() {
