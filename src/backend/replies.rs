@@ -34,6 +34,13 @@ impl Connection {
     /// while the connection has room (`only_reads`: the jobs of reads only).
     /// Returns whether any was added.
     pub(super) fn fill(&mut self, s: &mut Session, only_reads: bool) -> bool {
+        // While a WAIT is out (it blocks the connection up to its timeout
+        // when replicas are missing), a write sent behind it would run on
+        // the server only once it returns: maybe after its client had its
+        // timeout error and went on, undoing what came next (the nemesis
+        // saw a session go back so). Writes wait in the lanes meanwhile,
+        // where one whose client gave up is dropped, never sent.
+        let only_reads = only_reads || (self.min_replicas_ack > 0 && s.waiting());
         let mut now = None;
         let mut unwaited = false;
         while s.owed.len() < self.settings.max_pending && s.outbox.len() < WRITE_HIGH_WATER {

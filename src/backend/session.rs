@@ -142,6 +142,14 @@ impl Session {
             .any(|owed| !matches!(owed, Owed::Select { .. } | Owed::Wait { .. }))
     }
 
+    /// Whether a WAIT is out, not answered yet.
+    pub(super) fn waiting(&self) -> bool {
+        self.owed
+            .iter()
+            .rev()
+            .any(|owed| matches!(owed, Owed::Wait { .. }))
+    }
+
     /// Replaces the connection as an aged one is: nothing more is sent
     /// here, and once what was sent is answered the session ends (`Aged`).
     pub(super) fn renew(&mut self) {

@@ -1170,3 +1170,73 @@ fn the_old_master_answering_again_mid_failover_gets_no_write() {
         .count();
     assert!(held >= 4, "{replies:?}");
 }
+
+/// With `min_replicas_ack` and no replica attached, each WAIT blocks the
+/// backend connection for its whole timeout. A write the proxy sent behind
+/// a WAIT ran on the server only once that returned, maybe after its
+/// client had its timeout error and wrote again elsewhere (another proxy,
+/// a retry): the old write then undid the newer one (the nemesis's
+/// 30-minute run saw a session go back so, after a failover whose new
+/// master had no replica yet). Writes now wait in the lanes while a WAIT
+/// is out, and one whose client gave up is never sent. Here writers keep
+/// the proxy's one connection waiting; a write times out there; the newer
+/// value is written straight to the server; once everything queued is
+/// done, the newer value is still there.
+#[test]
+fn a_write_timed_out_behind_a_wait_never_runs_after_a_newer_one() {
+    let server = crate::common::Redis::start();
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 400\n\
+         [[backends]]\nid = \"lonely\"\naddress = \"{}\"\nmin_replicas_ack = 1\n",
+        server.address()
+    );
+    let proxy = Proxy::start_on(&text, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<JoinHandle<()>> = (0..8)
+        .map(|t| {
+            let (stop, port) = (stop.clone(), proxy.port);
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                // Bounded: 10 s.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    client.text(&["SET", &format!("noise:{t}"), "x"]);
+                }
+            })
+        })
+        .collect();
+    let mut client = proxy.client();
+    let mut direct = server.client();
+    let mut timed_out = Vec::new();
+    // Bounded: 20 tries.
+    for i in 0..20 {
+        let key = format!("session:behind:{i}");
+        let reply = client.text(&["SET", &key, "old"]);
+        if reply == "-ERR backend 'lonely' did not answer within 400 ms\r\n" {
+            assert_eq!(direct.text(&["SET", &key, "new"]), "+OK\r\n");
+            timed_out.push(key);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    // Everything the proxy sent has run once a PING through it is answered.
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "the proxy's connection never drained",
+        || client.text(&["PING"]) == "+PONG\r\n",
+    );
+    assert!(!timed_out.is_empty(), "no write timed out behind a WAIT");
+    let undone: Vec<&String> = timed_out
+        .iter()
+        .filter(|key| direct.text(&["GET", key]) != "$3\r\nnew\r\n")
+        .collect();
+    assert!(
+        undone.is_empty(),
+        "{} of {} newer writes undone by a timed-out one: {undone:?}",
+        undone.len(),
+        timed_out.len()
+    );
+}
