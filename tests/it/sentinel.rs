@@ -248,8 +248,10 @@ fn wait_resynced_as_replica(group: &Group, old: &str) {
         Duration::from_millis(20),
         "the old master never resynced as a replica",
         || {
-            let info = old_node.client().text(&["INFO", "replication"]);
-            info.contains("role:slave") && info.contains("master_link_status:up")
+            // One connection per look: the sentinels kill a node's clients
+            // when they make it a replica, and a look cut short is a "not yet".
+            let info = RawClient::try_once(old_node.port, &["INFO", "replication"]);
+            info.is_ok_and(|i| i.contains("role:slave") && i.contains("master_link_status:up"))
         },
     );
 }
