@@ -193,7 +193,10 @@ impl Topology {
 
     /// Whether a reload is settling in this topology: keys are also
     /// brought back from a layout ahead (see [`crate::migration::AHEAD`]),
-    /// where proxies that switched already may have put them.
+    /// where proxies that switched already may have put them. Wider than
+    /// [`Migration::is_settling`], which is the settling topology alone:
+    /// this is also one built from it (a reload that came meanwhile) while
+    /// its migration, which still reads the layout ahead, goes on.
     pub(crate) fn settling(&self) -> bool {
         self.active_migration().is_some_and(|m| {
             m.layouts

@@ -22,14 +22,14 @@ pub(super) const REPLICA_WAIT_MAX: Duration = Duration::from_secs(5);
 pub(super) struct Hold {
     /// The master being failed over: the hold ends once another is
     /// published. `None` only when no master was ever published.
-    pub(super) from: Option<Endpoint>,
-    pub(super) since: Instant,
+    from: Option<Endpoint>,
+    since: Instant,
     /// Begun from a sentinel's `failover_in_progress` flag rather than from
     /// an event: it also ends when no sentinel leads a failover any more.
-    pub(super) flagged: bool,
+    flagged: bool,
     /// When the new master was published (the hold then waits for its
     /// replicas, [`REPLICA_WAIT_MAX`] at most).
-    pub(super) published: Option<Instant>,
+    published: Option<Instant>,
 }
 
 /// The failover stages the responding sentinels report.
@@ -38,7 +38,7 @@ pub(super) struct Seen {
     /// One leads a failover that has not promoted a replica yet: hold.
     pub(super) failing: bool,
     /// One has promoted a replica and names it: no hold for that one.
-    pub(super) promoted: bool,
+    promoted: bool,
 }
 
 impl Seen {

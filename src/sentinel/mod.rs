@@ -493,7 +493,7 @@ async fn listen(
         {
             let message = Reply::from_resp2(frame);
             match failover_event(&message, &sentinel.master) {
-                // send_replace returns the previous value: log changes only.
+                // `started` and `aborted` say whether the flag moved: log changes only.
                 Some(FailoverEvent::Started) if failover.started(address) => {
                     info!(event = ?message, "failover started: holding requests");
                 }
