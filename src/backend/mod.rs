@@ -367,6 +367,16 @@ impl Backend {
         }
     }
 
+    /// How long the server has gone without answering (a reply, a connect
+    /// or a probe: a live one is probed when idle, so this stays under the
+    /// probe interval). Zero for a Redis Cluster, whose nodes answer apart.
+    pub fn unanswered_for(&self) -> Duration {
+        match self.cluster() {
+            Some(_) => Duration::ZERO,
+            None => self.health.idle_for(),
+        }
+    }
+
     /// Sentinels known to this backend's monitor (0 for a fixed address).
     pub fn sentinels_known(&self) -> usize {
         self.health.metrics.sentinels.load(Ordering::Relaxed)

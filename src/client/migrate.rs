@@ -92,6 +92,7 @@ pub(in crate::client) fn migrating(
     };
     let run = Settling {
         topo: topo.clone(),
+        backends: ids.clone(),
         migration: migration.clone(),
         origin: cx.state.origin(),
         db: cx.state.db,
@@ -113,6 +114,8 @@ pub(in crate::client) fn migrating(
 /// client's task.
 struct Settling {
     topo: Arc<Topology>,
+    /// The backend(s) the request goes to, named by its timeout error.
+    backends: Arc<str>,
     migration: Arc<Migration>,
     origin: Origin,
     db: u32,
@@ -154,7 +157,7 @@ impl Settling {
     async fn send(&self, sends: Sends) -> BackendResult {
         let (topo, origin, db, write) = (&self.topo, self.origin, self.db, self.write);
         let timed_out = || BackendError::Timeout {
-            backend: topo.backends[0].id.clone(),
+            backend: self.backends.clone(),
             timeout_ms: topo.config.pool.request_timeout_ms,
         };
         if Instant::now() >= self.deadline {
@@ -186,12 +189,12 @@ impl Settling {
             });
         match settled {
             Ok(_) => Ok(()),
-            // An old location known down: a read is answered as the miss
-            // it would have been (counted in the report); a slow one fails
-            // the request (see `old_location_down`). A write too, except
-            // while a reload settles: then the unreachable place may hold a
-            // newer copy, which a write here would later lose to.
-            Err(error) if error.old_location_down() && !self.must_settle => Ok(()),
+            // A read of a key on an old server known down is answered as
+            // the miss it would have been (counted in the report); a write
+            // goes on only once that server is taken for gone; a slow old
+            // server, a delete, or a write while a reload settles fail the
+            // request (see `SettleError::request_goes_on`).
+            Err(error) if error.request_goes_on(self.write, self.must_settle) => Ok(()),
             Err(error) => Err(error.into_backend()),
         }
     }
@@ -199,7 +202,8 @@ impl Settling {
 
 /// Brings keys still on an old server to their owner, as any command does
 /// before it runs on a connection of its own (a transaction, a blocking
-/// command); an unreachable old server counts as a miss.
+/// command). These may write: an old server known down fails them until it
+/// is taken for gone, as for any write.
 pub(in crate::client) async fn settle_moving(
     topo: &Topology,
     origin: Origin,
@@ -213,7 +217,7 @@ pub(in crate::client) async fn settle_moving(
         let owner = &topo.backends[topo.route(key)];
         match migration.settle(origin, db, key, owner, true).await {
             Ok(_) => {}
-            Err(error) if error.old_location_down() => {}
+            Err(error) if error.request_goes_on(true, false) => {}
             Err(error) => return Err(error.into_backend()),
         }
     }

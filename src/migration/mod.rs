@@ -33,6 +33,9 @@ use crate::router::Router;
 pub mod fence;
 pub mod locks;
 pub mod mover;
+mod settle_error;
+
+pub use settle_error::{SettleError, GONE_AFTER};
 
 use locks::KeyLocks;
 
@@ -77,41 +80,6 @@ const LOCK_MIN: Duration = Duration::from_secs(10);
 
 /// How often a settle looks again while another proxy moves the key.
 const BUSY_RETRY: Duration = Duration::from_millis(2);
-
-/// Why a key could not be settled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettleError {
-    /// The old location did not answer (its connection failed, or it is
-    /// known down): a read may go on as a miss when it is known down. An
-    /// old location that answers, even with an error, is up: `Failed`.
-    #[error("old location: {0}")]
-    OldDown(BackendError),
-    /// Anything else (the owner refused the copy, the key stayed locked by
-    /// another move): the command must not go on as if nothing were there.
-    #[error("{0}")]
-    Failed(BackendError),
-}
-
-impl SettleError {
-    /// Whether a request may go on as if the key were not on the old
-    /// location: only when that server is known down (its connections
-    /// fail), not when it is slow or its answer was lost. A slow server may
-    /// hold the session: a miss would log its user out, and a write beside
-    /// it would leave a stale copy there, which wins if the layout turns
-    /// back (the nemesis met both).
-    pub fn old_location_down(&self) -> bool {
-        matches!(
-            self,
-            SettleError::OldDown(BackendError::Unavailable { .. } | BackendError::NoMaster { .. })
-        )
-    }
-
-    pub fn into_backend(self) -> BackendError {
-        match self {
-            SettleError::OldDown(e) | SettleError::Failed(e) => e,
-        }
-    }
-}
 
 /// How an old layout spread keys over its servers.
 pub enum Spread {
@@ -477,7 +445,7 @@ impl Migration {
                 Ok(found) => found,
                 Err(error) => {
                     self.progress.old_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(error);
+                    return Err(error.gone_if_unanswered_for(old.unanswered_for()));
                 }
             };
             if found != Settled::Absent {

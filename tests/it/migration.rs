@@ -1088,3 +1088,59 @@ fn an_old_server_refusing_the_move_fails_the_read_instead_of_a_miss() {
     assert!(got.starts_with("-ERR"), "a refused move answered {got:?}");
     assert_eq!(old.client().text(&["GET", "session:x"]), bulk("v"));
 }
+
+/// An old server known down (its connections refused) for a moment: a read
+/// of a session still there answers as the miss it would have been, but a
+/// write fails rather than go to the owner beside that copy, which would be
+/// stale and win if the layout turned back before the mover removed it (a
+/// 30-minute nemesis saw a session go back to an older value so). Once the
+/// old server answers, the session is there and the write goes through.
+#[test]
+fn a_write_beside_an_old_server_down_for_a_moment_fails_instead_of_forking_the_session() {
+    let old = Redis::start();
+    let relay = crate::relay::Relay::start(old.address());
+    let new = Redis::start();
+    let mut direct = old.client();
+    for i in 0..200 {
+        direct.text(&["SET", &format!("session:down:{i}"), "v1"]);
+    }
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 400\n{}\
+         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+        backends_toml(&[("a", &new)]),
+        relay.address()
+    ));
+    let mut client = proxy.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the mover's first batch",
+        || report(&proxy).keys_moved >= 1,
+    );
+    let key = (0..200)
+        .map(|i| format!("session:down:{i}"))
+        .find(|k| direct.text(&["EXISTS", k]) == ":1\r\n")
+        .unwrap();
+    // Connections to the old server are refused from now on.
+    relay.retarget(format!("127.0.0.1:{}", free_port()));
+    relay.cut();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the old server known down (a read answered as a miss)",
+        || client.text(&["GET", &key]) == "$-1\r\n",
+    );
+    let write = client.text(&["SET", &key, "v2"]);
+    assert!(write.starts_with("-ERR backend 'old'"), "{write}");
+    assert_eq!(new.client().text(&["EXISTS", &key]), ":0\r\n");
+    relay.retarget(old.address());
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the session back",
+        || client.text(&["GET", &key]) == bulk("v1"),
+    );
+    assert_eq!(client.text(&["SET", &key, "v2"]), "+OK\r\n");
+    assert_eq!(client.text(&["GET", &key]), bulk("v2"));
+    assert_eq!(direct.text(&["EXISTS", &key]), ":0\r\n");
+}
