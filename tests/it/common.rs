@@ -218,13 +218,22 @@ impl Redis {
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same port,
-    /// directory and arguments, empty (nothing is saved): a crashed node
-    /// coming back, which Sentinel turns into a replica of the new master.
+    /// directory and arguments: a crashed node coming back, which Sentinel
+    /// turns into a replica of the new master. Nothing is saved by the
+    /// server itself, but a replica keeps the RDB of its last full sync on
+    /// disk and loads it again: it may come back with old data.
     pub fn restart(&self) {
+        self.restart_with(&[]);
+    }
+
+    /// [`Redis::restart`] with `more` arguments this time only.
+    pub fn restart_with(&self, more: &[&str]) {
+        let mut args = self.extra.clone();
+        args.extend(more.iter().map(|a| a.to_string()));
         let mut child = self.child.lock().unwrap();
         let _ = child.kill();
         let _ = child.wait();
-        *child = Redis::spawn(self.ip, self.port, self._dir.path(), &self.extra);
+        *child = Redis::spawn(self.ip, self.port, self._dir.path(), &args);
         drop(child);
         assert!(self.wait_started(), "redis-server on {} exited", self.port);
     }
