@@ -66,7 +66,7 @@ impl SettleError {
         match self {
             _ if must_settle => false,
             SettleError::OldGone(_) => true,
-            SettleError::OldDown(_) => !write && self.old_location_down(),
+            SettleError::OldDown(error) => !write && known_down(error),
             SettleError::Failed(_) => false,
         }
     }

@@ -1019,19 +1019,25 @@ fn a_reload_undone_while_it_settles_moves_nothing_until_the_others_are_back() {
     }
 }
 
-/// An old location that is slow rather than down (the network to it stalls)
-/// may hold the session: a read fails with an error rather than answer a
-/// miss, which would log its user out, and a write fails rather than go to
-/// the owner beside a copy that would be stale if the layout turned back.
-/// Once the old server answers again, the session is there.
-#[test]
-fn a_slow_old_location_fails_the_request_instead_of_answering_a_miss() {
+/// An old server behind a relay holding 200 sessions `session:{name}:N`,
+/// one new server, and a proxy moving them at one key a second, once its
+/// connection to the old server is up (the mover's first batch moved).
+struct BehindRelay {
+    old: Redis,
+    relay: crate::relay::Relay,
+    new: Redis,
+    proxy: Proxy,
+    /// A session still on the old server.
+    key: String,
+}
+
+fn moving_in_behind_a_relay(name: &str) -> BehindRelay {
     let old = Redis::start();
     let relay = crate::relay::Relay::start(old.address());
     let new = Redis::start();
     let mut direct = old.client();
     for i in 0..200 {
-        direct.text(&["SET", &format!("session:slow:{i}"), "v1"]);
+        direct.text(&["SET", &format!("session:{name}:{i}"), "v1"]);
     }
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 400\n{}\
@@ -1039,10 +1045,6 @@ fn a_slow_old_location_fails_the_request_instead_of_answering_a_miss() {
         backends_toml(&[("a", &new)]),
         relay.address()
     ));
-    let mut client = proxy.client();
-    // The proxy's connection to the old server is up (the mover's first
-    // batch moved); then the network to it stalls, with most sessions
-    // still there.
     wait_until(
         READY_LIMIT,
         Duration::from_millis(20),
@@ -1050,9 +1052,36 @@ fn a_slow_old_location_fails_the_request_instead_of_answering_a_miss() {
         || report(&proxy).keys_moved >= 1,
     );
     let key = (0..200)
-        .map(|i| format!("session:slow:{i}"))
+        .map(|i| format!("session:{name}:{i}"))
         .find(|k| direct.text(&["EXISTS", k]) == ":1\r\n")
         .unwrap();
+    BehindRelay {
+        old,
+        relay,
+        new,
+        proxy,
+        key,
+    }
+}
+
+/// An old location that is slow rather than down (the network to it stalls)
+/// may hold the session: a read fails with an error rather than answer a
+/// miss, which would log its user out, and a write fails rather than go to
+/// the owner beside a copy that would be stale if the layout turned back.
+/// Once the old server answers again, the session is there.
+#[test]
+fn a_slow_old_location_fails_the_request_instead_of_answering_a_miss() {
+    let BehindRelay {
+        old: _old,
+        relay,
+        new,
+        proxy,
+        key,
+    } = moving_in_behind_a_relay("slow");
+    let mut client = proxy.client();
+    // The proxy's connection to the old server is up (the mover's first
+    // batch moved); then the network to it stalls, with most sessions
+    // still there.
     relay.blackhole();
     let read = client.text(&["GET", &key]);
     assert!(
@@ -1097,30 +1126,15 @@ fn an_old_server_refusing_the_move_fails_the_read_instead_of_a_miss() {
 /// old server answers, the session is there and the write goes through.
 #[test]
 fn a_write_beside_an_old_server_down_for_a_moment_fails_instead_of_forking_the_session() {
-    let old = Redis::start();
-    let relay = crate::relay::Relay::start(old.address());
-    let new = Redis::start();
-    let mut direct = old.client();
-    for i in 0..200 {
-        direct.text(&["SET", &format!("session:down:{i}"), "v1"]);
-    }
-    let proxy = Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 400\n{}\
-         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n",
-        backends_toml(&[("a", &new)]),
-        relay.address()
-    ));
+    let BehindRelay {
+        old,
+        relay,
+        new,
+        proxy,
+        key,
+    } = moving_in_behind_a_relay("down");
     let mut client = proxy.client();
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "the mover's first batch",
-        || report(&proxy).keys_moved >= 1,
-    );
-    let key = (0..200)
-        .map(|i| format!("session:down:{i}"))
-        .find(|k| direct.text(&["EXISTS", k]) == ":1\r\n")
-        .unwrap();
+    let mut direct = old.client();
     // Connections to the old server are refused from now on.
     relay.retarget(format!("127.0.0.1:{}", free_port()));
     relay.cut();
