@@ -268,6 +268,16 @@ impl Redis {
         RawClient::try_connect_to(self.ip, self.port).expect("connect")
     }
 
+    /// Waits (at most `limit`) until the server's `INFO replication`
+    /// satisfies `holds`; false if it never did. One connection per look:
+    /// the sentinels kill a node's clients when they change its role, and a
+    /// look cut short is a "not yet".
+    pub fn replication_until(&self, limit: Duration, holds: impl Fn(&str) -> bool) -> bool {
+        try_wait_until(limit, Duration::from_millis(20), || {
+            RawClient::try_once(self.port, &["INFO", "replication"]).is_ok_and(|i| holds(&i))
+        })
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.pid().to_string()])

@@ -126,9 +126,8 @@ fn body(a: &Group, b: &Group, cluster: &Cluster, plain: &Relay, extra: Option<&R
 /// Whether the master `node` has a replica that finished its sync
 /// (`state=online` in INFO), waiting for one at most 30 s.
 fn has_replica_in_sync(node: &Redis) -> bool {
-    crate::common::try_wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        RawClient::try_once(node.port, &["INFO", "replication"])
-            .is_ok_and(|info| info.contains(",state=online,"))
+    node.replication_until(Duration::from_secs(30), |info| {
+        info.contains(",state=online,")
     })
 }
 
@@ -141,11 +140,9 @@ fn has_replica_in_sync(node: &Redis) -> bool {
 /// same.
 fn restart_as_replica(node: &Redis) {
     node.restart_with(&["--replica-priority", "0"]);
-    let synced =
-        crate::common::try_wait_until(Duration::from_secs(60), Duration::from_millis(50), || {
-            RawClient::try_once(node.port, &["INFO", "replication"])
-                .is_ok_and(|info| info.contains("master_link_status:up"))
-        });
+    let synced = node.replication_until(Duration::from_secs(60), |info| {
+        info.contains("master_link_status:up")
+    });
     if synced {
         let _ = RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "100"]);
     }

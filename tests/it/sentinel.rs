@@ -243,17 +243,10 @@ fn fault_under_load(
 /// what it acknowledged and the new master lacks is gone by then.
 fn wait_resynced_as_replica(group: &Group, old: &str) {
     let old_node = group.node(old).unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        "the old master never resynced as a replica",
-        || {
-            // One connection per look: the sentinels kill a node's clients
-            // when they make it a replica, and a look cut short is a "not yet".
-            let info = RawClient::try_once(old_node.port, &["INFO", "replication"]);
-            info.is_ok_and(|i| i.contains("role:slave") && i.contains("master_link_status:up"))
-        },
-    );
+    let resynced = old_node.replication_until(Duration::from_secs(30), |i| {
+        i.contains("role:slave") && i.contains("master_link_status:up")
+    });
+    assert!(resynced, "the old master never resynced as a replica");
 }
 
 /// Every acknowledged SETEX (more than 500 of them) still reads back its value.
