@@ -1,17 +1,25 @@
 //! The keys the proxy writes for itself on backends, never shown to
-//! clients: a key's move lock while a migration moves it, and a key's hidden
-//! copy while RENAME moves it between backends.
+//! clients: a key's move lock while a migration moves it, a key's
+//! tombstone (deleted while its old server was taken for gone), and a
+//! key's hidden copy while RENAME moves it between backends.
 
 /// The move lock of key K on an old server is `LOCK_PREFIX` + K; the mover
 /// skips such keys.
 pub const LOCK_PREFIX: &[u8] = b"__session-proxy-moving:";
+
+/// The tombstone of key K, on its owner, is `TOMBSTONE_PREFIX` + K: K was
+/// deleted while an old server that may hold a copy of it was taken for
+/// gone, and that copy must not be moved in should the server come back.
+pub const TOMBSTONE_PREFIX: &[u8] = b"__session-proxy-deleted:";
 
 /// The hidden name of a key being renamed, on its source backend.
 pub const HIDDEN_PREFIX: &[u8] = b"__session-proxy-renaming:";
 
 /// Whether `key` is one of the proxy's own.
 pub fn is_own(key: &[u8]) -> bool {
-    key.starts_with(LOCK_PREFIX) || key.starts_with(HIDDEN_PREFIX)
+    key.starts_with(LOCK_PREFIX)
+        || key.starts_with(TOMBSTONE_PREFIX)
+        || key.starts_with(HIDDEN_PREFIX)
 }
 
 #[cfg(test)]
@@ -22,6 +30,7 @@ mod tests {
     fn locks_and_hidden_copies_are_the_proxys_own() {
         assert!(is_own(b"__session-proxy-moving:session:1"));
         assert!(is_own(b"__session-proxy-renaming:a"));
+        assert!(is_own(b"__session-proxy-deleted:session:1"));
         assert!(!is_own(b"session:1"));
         assert!(!is_own(b"__session-proxy-"));
     }

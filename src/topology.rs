@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::backend::{Backend, Discovery};
-use crate::config::{Config, OldHash, OnBackendDown};
+use crate::config::{Config, MigrationTuning, OldHash, OnBackendDown};
 use crate::config::{Source, Target};
 use crate::dial::PoolSettings;
 use crate::ketama::Ketama;
@@ -98,14 +98,10 @@ impl Topology {
             }
             None => Arc::default(),
         };
-        let keys_per_second = config
-            .migration
-            .as_ref()
-            .map_or(1000, |m| m.keys_per_second);
         let migration = Migration::new(
             layouts,
             locks,
-            keys_per_second,
+            MigrationTuning::of(config.migration.as_ref()),
             config.pool.request_timeout(),
         );
         Ok(Topology {
@@ -390,14 +386,10 @@ fn migration_for(
         .and_then(|p| p.migration.as_ref())
         .map(|m| m.locks.clone())
         .unwrap_or_default();
-    let keys_per_second = config
-        .migration
-        .as_ref()
-        .map_or(1000, |m| m.keys_per_second);
     Ok(Some(Arc::new(Migration::new(
         layouts,
         locks,
-        keys_per_second,
+        MigrationTuning::of(config.migration.as_ref()),
         config.pool.request_timeout(),
     ))))
 }

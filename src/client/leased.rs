@@ -110,7 +110,7 @@ impl BlockingRun {
             blocked,
             card,
         } = self;
-        if let Err(error) = settle_moving(&topo, origin, db, &moving).await {
+        if let Err(error) = settle_moving(&topo, origin, db, &moving, &[]).await {
             let _ = tx.send(Err(error));
             return;
         }

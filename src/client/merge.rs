@@ -100,7 +100,7 @@ impl KeyFilter {
     }
 
     /// Whether a key is shown: under both prefix lists, and not one of the
-    /// proxy's own (a move lock, a key being renamed).
+    /// proxy's own (a move lock, a tombstone, a key being renamed).
     pub(in crate::client) fn allows(&self, key: &[u8]) -> bool {
         let under =
             |list: &[String]| list.is_empty() || list.iter().any(|p| key.starts_with(p.as_bytes()));

@@ -15,7 +15,7 @@ use crate::client::ctx::Ctx;
 use crate::client::merge::{merge, MergeHow};
 use crate::client::plan::Plan;
 use crate::client::slot::{Pending, Slot};
-use crate::migration::{Migration, SettleError};
+use crate::migration::{Migration, Purpose, SettleError};
 use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Spec};
 use crate::shared::Topology;
@@ -33,6 +33,13 @@ pub(in crate::client) fn moving_keys(
         .filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))
         .map(Bytes::copy_from_slice)
         .collect()
+}
+
+/// Whether `cmd` deletes its keys: a delete must reach a key's old location
+/// too (or leave a tombstone beside one taken for gone), or the session
+/// could come back from there.
+pub(in crate::client) fn deletes(cmd: Cmd) -> bool {
+    matches!(cmd, Cmd::Del | Cmd::Unlink | Cmd::GetDel)
 }
 
 /// What to send once the keys are settled: the plan's sends, owned.
@@ -74,7 +81,7 @@ pub(in crate::client) fn migrating(
     };
     // A delete must reach the old location too, or the session could come
     // back from there: with it unreachable, the delete fails instead.
-    let deleting = matches!(spec.cmd, Cmd::Del | Cmd::Unlink | Cmd::GetDel);
+    let deleting = deletes(spec.cmd);
     // Where a failed settle must fail the request too (see below).
     let must_settle = deleting || (spec.write && migration.is_settling());
     let ids: Arc<str> = match &sends {
@@ -97,6 +104,11 @@ pub(in crate::client) fn migrating(
         origin: cx.state.origin(),
         db: cx.state.db,
         write: spec.write,
+        purpose: if deleting {
+            Purpose::Delete
+        } else {
+            Purpose::Client
+        },
         must_settle,
         settle_by: now + topo.config.pool.request_timeout() / 2,
         deadline: now + topo.config.pool.request_timeout(),
@@ -120,6 +132,8 @@ struct Settling {
     origin: Origin,
     db: u32,
     write: bool,
+    /// A delete's keys leave a tombstone beside an old server taken for gone.
+    purpose: Purpose,
     /// Whether a failed settle fails the request too.
     must_settle: bool,
     /// When a slow old location counts as down.
@@ -175,9 +189,14 @@ impl Settling {
     async fn settle(&self, key: &Bytes) -> Result<(), BackendError> {
         let topo = &self.topo;
         let owner = &topo.backends[topo.route(key)];
-        let settle = self
-            .migration
-            .settle(self.origin, self.db, key, owner, true);
+        let settle = self.migration.settle(
+            self.origin,
+            self.db,
+            key,
+            owner,
+            self.purpose,
+            self.settle_by,
+        );
         let settled = tokio::time::timeout_at(self.settle_by.into(), settle)
             .await
             .unwrap_or_else(|_| {
@@ -189,12 +208,12 @@ impl Settling {
             });
         match settled {
             Ok(_) => Ok(()),
-            // A read of a key on an old server known down is answered as
-            // the miss it would have been (counted in the report); a write
-            // goes on only once that server is taken for gone; a slow old
-            // server, a delete, or a write while a reload settles fail the
-            // request (see `SettleError::request_goes_on`).
-            Err(error) if error.request_goes_on(self.write, self.must_settle) => Ok(()),
+            // A request beside an old server known down goes on (a read
+            // answered as the miss it would have been) only once that
+            // server is taken for gone; a slow old server, a delete, or a
+            // write while a reload settles fail it (see
+            // `SettleError::request_goes_on`).
+            Err(error) if error.request_goes_on(self.must_settle) => Ok(()),
             Err(error) => Err(error.into_backend()),
         }
     }
@@ -203,21 +222,29 @@ impl Settling {
 /// Brings keys still on an old server to their owner, as any command does
 /// before it runs on a connection of its own (a transaction, a blocking
 /// command). These may write: an old server known down fails them until it
-/// is taken for gone, as for any write.
+/// is taken for gone, as for any write; the keys in `deleted` leave a
+/// tombstone beside it then, as a DEL's do.
 pub(in crate::client) async fn settle_moving(
     topo: &Topology,
     origin: Origin,
     db: u32,
     keys: &[Bytes],
+    deleted: &[Bytes],
 ) -> Result<(), BackendError> {
     let Some(migration) = topo.active_migration() else {
         return Ok(());
     };
     for key in keys {
         let owner = &topo.backends[topo.route(key)];
-        match migration.settle(origin, db, key, owner, true).await {
+        let by = migration.patience();
+        let purpose = if deleted.contains(key) {
+            Purpose::Delete
+        } else {
+            Purpose::Client
+        };
+        match migration.settle(origin, db, key, owner, purpose, by).await {
             Ok(_) => {}
-            Err(error) if error.request_goes_on(true, false) => {}
+            Err(error) if error.request_goes_on(false) => {}
             Err(error) => return Err(error.into_backend()),
         }
     }

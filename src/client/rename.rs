@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::slot::{Pending, Slot};
-use crate::migration::call;
 use crate::migration::fence::{restore_before, Dumped, Restored};
+use crate::migration::{call, Purpose};
 use crate::own_keys::HIDDEN_PREFIX;
 use crate::protocol::RedisError;
 use crate::protocol::Reply;
@@ -76,7 +76,7 @@ pub(in crate::client) fn rename(cx: &mut Ctx<'_>, nx: bool, from: usize, to: usi
                     let owner = &topo.backends[topo.route(key)];
                     if migration.is_moving(key, owner) {
                         migration
-                            .settle(origin, db, key, owner, true)
+                            .settle(origin, db, key, owner, Purpose::Client, rename.deadline)
                             .await
                             .map_err(|e| e.into_backend())?;
                     }
@@ -135,6 +135,7 @@ async fn move_value(
         payload: &value,
         ttl_ms: ttl,
         replace: !nx,
+        unless_buried: None,
     };
     let restored = restore_before(to, origin, db, copy, deadline).await;
     if let Some(outcome) = not_restored(restored, nx, &to.id, timeout_ms) {
@@ -202,7 +203,9 @@ fn not_restored(
             backend: to.clone(),
             timeout_ms,
         })),
-        Ok(Restored::Unexpected) => Some(Ok(RedisError::UnexpectedReply.reply())),
+        Ok(Restored::Unexpected | Restored::Buried) => {
+            Some(Ok(RedisError::UnexpectedReply.reply()))
+        }
         Err(error) => Some(Err(error)),
     }
 }

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Job, Lease, LeaseFor, Origin};
-use crate::client::migrate::{moving_keys, settle_moving};
+use crate::client::migrate::{deletes, moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
@@ -42,6 +42,8 @@ pub(in crate::client) struct Multi {
     slots: Vec<(usize, u16)>,
     /// Keys a migration may still hold elsewhere, settled before EXEC.
     keys: Vec<Bytes>,
+    /// Those of them a queued DEL, UNLINK or GETDEL deletes.
+    deleted: Vec<Bytes>,
     /// A queuing error happened: EXEC answers EXECABORT.
     aborted: bool,
 }
@@ -100,9 +102,11 @@ fn queued(
     if let Some(backend) = backend {
         join(multi, backend, watching, request, policy)?;
         if let Some(migration) = topo.active_migration() {
-            multi
-                .keys
-                .extend(moving_keys(migration, topo, spec, request));
+            let moving = moving_keys(migration, topo, spec, request);
+            if deletes(spec.cmd) {
+                multi.deleted.extend(moving.iter().cloned());
+            }
+            multi.keys.extend(moving);
         }
     }
     let limits = &topo.config.limits;
@@ -199,6 +203,7 @@ pub(in crate::client) fn exec(
         db,
         first,
         keys: multi.keys,
+        deleted: multi.deleted,
         watching,
     };
     tokio::spawn(async move {
@@ -255,6 +260,7 @@ struct Run {
     db: u32,
     first: usize,
     keys: Vec<Bytes>,
+    deleted: Vec<Bytes>,
     /// The WATCH's leased connection, kept until the transactions are done.
     watching: Option<Watching>,
 }
@@ -270,9 +276,10 @@ impl Run {
             db,
             first,
             keys,
+            deleted,
             watching,
         } = self;
-        settle_moving(&topo, origin, db, &keys).await?;
+        settle_moving(&topo, origin, db, &keys, &deleted).await?;
         let receivers: Vec<_> = batches
             .into_iter()
             .map(|(index, payload, count)| {

@@ -1,5 +1,7 @@
 //! `[migration]`: where keys lived before this topology.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::{invalid, BackendSpec, ConfigError};
@@ -17,10 +19,56 @@ pub struct MigrationConfig {
     /// Keys the background mover looks at per second, at most.
     #[serde(default = "default_keys_per_second")]
     pub keys_per_second: u64,
+    /// How long an old server known down goes without answering before it
+    /// is taken for gone: writes to its keys then go to their owner, and
+    /// deletes leave a tombstone there.
+    #[serde(default = "default_gone_after_s")]
+    pub gone_after_s: u64,
+    /// How long a tombstone lasts: a copy of the deleted key on a server
+    /// taken for gone is not moved in should that server come back within
+    /// this long.
+    #[serde(default = "default_tombstone_ttl_s")]
+    pub tombstone_ttl_s: u64,
 }
 
 fn default_keys_per_second() -> u64 {
     1000
+}
+
+fn default_gone_after_s() -> u64 {
+    30
+}
+
+/// Two weeks: Django's default session age (`SESSION_COOKIE_AGE`).
+fn default_tombstone_ttl_s() -> u64 {
+    14 * 24 * 3600
+}
+
+/// What `[migration]` tunes in a migration, its defaults where there is
+/// none (the moves after a reload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationTuning {
+    pub keys_per_second: u64,
+    pub gone_after: Duration,
+    pub tombstone_for: Duration,
+}
+
+impl MigrationTuning {
+    pub fn of(config: Option<&MigrationConfig>) -> MigrationTuning {
+        let (keys_per_second, gone_after_s, tombstone_ttl_s) = config.map_or(
+            (
+                default_keys_per_second(),
+                default_gone_after_s(),
+                default_tombstone_ttl_s(),
+            ),
+            |m| (m.keys_per_second, m.gone_after_s, m.tombstone_ttl_s),
+        );
+        MigrationTuning {
+            keys_per_second,
+            gone_after: Duration::from_secs(gone_after_s),
+            tombstone_for: Duration::from_secs(tombstone_ttl_s),
+        }
+    }
 }
 
 /// The old layout's hash.
@@ -45,6 +93,14 @@ impl MigrationConfig {
                 "migration.keys_per_second",
                 "must be greater than 0",
             ));
+        }
+        for (field, value) in [
+            ("migration.gone_after_s", self.gone_after_s),
+            ("migration.tombstone_ttl_s", self.tombstone_ttl_s),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
         }
         for (i, old) in self.from.iter().enumerate() {
             let field = format!("migration.from[{i}]");

@@ -16,7 +16,7 @@ mod validate;
 pub use backend::{
     parse_url, BackendSpec, ClusterSpec, Endpoint, Sentinel, Source, Target, TlsClient,
 };
-pub use migration::{MigrationConfig, OldHash};
+pub use migration::{MigrationConfig, MigrationTuning, OldHash};
 
 /// A config file that cannot be used; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -786,6 +786,10 @@ mod tests {
         let migration = config.migration.unwrap();
         assert_eq!(migration.hash, OldHash::Rendezvous);
         assert_eq!(migration.keys_per_second, 1000);
+        let tuning = MigrationTuning::of(Some(&migration));
+        assert_eq!(tuning, MigrationTuning::of(None));
+        assert_eq!(tuning.gone_after, std::time::Duration::from_secs(30));
+        assert_eq!(tuning.tombstone_for.as_secs(), 14 * 24 * 3600);
         assert_eq!(
             migration.from[0].target("f").unwrap().password.as_deref(),
             Some("pw")
@@ -795,6 +799,12 @@ mod tests {
             "{base}keys_per_second = 0\nfrom = [ {{ id = \"o\", address = \"h:1\" }} ]\n"
         ))
         .contains("migration.keys_per_second"));
+        for field in ["gone_after_s", "tombstone_ttl_s"] {
+            assert!(err(&format!(
+                "{base}{field} = 0\nfrom = [ {{ id = \"o\", address = \"h:1\" }} ]\n"
+            ))
+            .contains(&format!("migration.{field}")));
+        }
         // twemproxy weights are whole numbers.
         assert!(err(&format!(
             "{base}hash = \"ketama\"\nfrom = [ {{ id = \"o\", address = \"h:1\", weight = 1.5 }} ]\n"

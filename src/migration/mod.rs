@@ -31,48 +31,27 @@ use crate::protocol::Reply;
 use crate::router::Router;
 
 pub mod fence;
+mod key_move;
 pub mod locks;
 pub mod mover;
 mod settle_error;
 
-pub use settle_error::{SettleError, GONE_AFTER};
+pub use settle_error::SettleError;
 
+use crate::config::MigrationTuning;
+use key_move::{landed, lock_name, tombstone_name, Move};
 use locks::KeyLocks;
 
-/// Reads a key for a move: its serialized value and remaining TTL in ms, at
-/// one instant, and takes the key's move lock on the old server (KEYS[2],
-/// token ARGV[1], for ARGV[2] ms), which every proxy's settle of the key
-/// takes: nil when there is no such key, `BUSY` while another move of it
-/// is under way.
-const READ_FOR_MOVE: &str = "local v = redis.call('DUMP', KEYS[1]) \
-     if not v then return false end \
-     if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'BUSY' end \
-     return {v, redis.call('PTTL', KEYS[1])}";
-
-/// Deletes a key only if it still holds the value read for the move
-/// (ARGV[1]), and releases the move lock if it is still ours (ARGV[2]).
-const DELETE_IF_SAME: &str = "local n = 0 \
-     if redis.call('DUMP', KEYS[1]) == ARGV[1] then n = redis.call('DEL', KEYS[1]) end \
-     if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end \
-     return n";
-
-/// Takes the move lock KEYS[1] (token ARGV[1], for ARGV[2] ms): `BUSY`
-/// while another move of the key holds it. For a layout ahead, whose lock
-/// is on the owner: see [`Layout::lock_at_owner`].
-const LOCK: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
-     return 'OK' end return 'BUSY'";
-
-/// Reads a key for a move without a lock beside it (the lock is on the
-/// owner): nil when there is no such key.
-const READ: &str = "local v = redis.call('DUMP', KEYS[1]) \
-     if not v then return false end \
-     return {v, redis.call('PTTL', KEYS[1])}";
-
-/// Releases the move lock if it is still ours, after a failed move.
-const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-     return redis.call('DEL', KEYS[1]) end return 0";
-
 pub use crate::own_keys::LOCK_PREFIX;
+
+/// Adds the server ARGV[1] to the tombstone KEYS[1] (a set: a key may have
+/// several old servers taken for gone), which lasts ARGV[2] ms from now.
+const BURY: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
+     return redis.call('PEXPIRE', KEYS[1], ARGV[2])";
+
+/// Takes the server ARGV[1] out of the tombstone KEYS[1] (gone with its
+/// last server).
+const UNBURY: &str = "return redis.call('SREM', KEYS[1], ARGV[1])";
 
 /// How long a move lock lasts at least, should its proxy die holding it. A
 /// move that has held it for half that long gives up before writing.
@@ -127,6 +106,22 @@ impl Layout {
     }
 }
 
+/// Whom a key is settled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The background mover.
+    Mover,
+    /// A client's request: a key found is counted as a miss served.
+    Client,
+    /// A client's delete of the key (DEL, UNLINK, GETDEL). An old server
+    /// taken for gone does not fail it: a tombstone goes on the owner
+    /// (`TOMBSTONE_PREFIX` + key, naming that server, for `[migration]
+    /// tombstone_ttl_s`), and a move of the key from that server, should
+    /// it come back, lands nothing while the tombstone is there, so the
+    /// session deleted stays deleted.
+    Delete,
+}
+
 /// What a settle found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -148,125 +143,14 @@ pub trait Owners: Send + Sync + 'static {
     fn owner_of(&self, key: &[u8]) -> Option<&Backend>;
 }
 
+/// Whether a move between `owner` and `old` involves a Redis Cluster: its
+/// lock and tombstone are then named to share the key's slot.
+fn across_cluster(owner: &Backend, old: &Backend) -> bool {
+    owner.cluster().is_some() || old.cluster().is_some()
+}
+
 fn failed(error: BackendError) -> SettleError {
     SettleError::Failed(error)
-}
-
-/// What the owner made of the copy: moved, or stale (it had a newer one);
-/// else why the move failed.
-fn landed(
-    owner: &Backend,
-    restored: Result<fence::Restored, BackendError>,
-) -> Result<Settled, SettleError> {
-    match restored {
-        Ok(fence::Restored::Done) => Ok(Settled::Moved),
-        Ok(fence::Restored::Refused(e)) if e.starts_with(b"BUSYKEY") => Ok(Settled::Stale),
-        Ok(fence::Restored::Refused(e)) => Err(failed(refused(owner, &e))),
-        Ok(fence::Restored::Late) => {
-            Err(failed(unexpected(owner, "a copy within the move's lock")))
-        }
-        Ok(fence::Restored::Unexpected) => Err(failed(unexpected(owner, "OK"))),
-        Err(error) => Err(failed(error)),
-    }
-}
-
-/// One key's move from an old server to its owner, under a move lock kept
-/// beside the old copy, or at the owner (`lock_at_owner`).
-struct Move<'a> {
-    origin: Origin,
-    db: u32,
-    key: &'a Bytes,
-    owner: &'a Backend,
-    old: &'a Backend,
-    lock_at_owner: bool,
-    /// The lock's key, this move's token in it, and how long it lasts.
-    lock: Vec<u8>,
-    token: String,
-    lock_ms: String,
-}
-
-impl Move<'_> {
-    fn lock_server(&self) -> &Backend {
-        if self.lock_at_owner {
-            self.owner
-        } else {
-            self.old
-        }
-    }
-
-    /// Releases the lock if it is still this move's.
-    async fn release(&self) {
-        let args: [&[u8]; 5] = [
-            b"EVAL",
-            RELEASE.as_bytes(),
-            b"1",
-            &self.lock,
-            self.token.as_bytes(),
-        ];
-        let _ = call(self.lock_server(), self.origin, self.db, &args, false).await;
-    }
-
-    /// One try at locking the key and reading its old copy: the value and
-    /// its PTTL, a null (no old copy), or BUSY (another move holds it).
-    async fn lock_and_read(&self) -> Result<Reply, SettleError> {
-        let (origin, db, key, old) = (self.origin, self.db, self.key, self.old);
-        let (lock, token, lock_ms) = (&self.lock, self.token.as_bytes(), self.lock_ms.as_bytes());
-        if !self.lock_at_owner {
-            let args: [&[u8]; 7] = [
-                b"EVAL",
-                READ_FOR_MOVE.as_bytes(),
-                b"2",
-                key,
-                lock,
-                token,
-                lock_ms,
-            ];
-            return call(old, origin, db, &args, false)
-                .await
-                .map_err(SettleError::OldDown);
-        }
-        let args: [&[u8]; 6] = [b"EVAL", LOCK.as_bytes(), b"1", lock, token, lock_ms];
-        match call(self.owner, origin, db, &args, false)
-            .await
-            .map_err(failed)?
-        {
-            Reply::Bulk(ok) if &ok[..] == b"OK" => {
-                let args: [&[u8]; 4] = [b"EVAL", READ.as_bytes(), b"1", key];
-                let read = call(old, origin, db, &args, false).await;
-                if !matches!(read, Ok(Reply::Array(_))) {
-                    self.release().await;
-                }
-                read.map_err(SettleError::OldDown)
-            }
-            Reply::Error(e) => Err(failed(refused(self.owner, &e))),
-            other => Ok(other),
-        }
-    }
-
-    /// The owner has the key (or a newer one): the old copy goes, if it is
-    /// still the one moved.
-    async fn delete_old(&self, value: &Bytes) -> Result<(), SettleError> {
-        let args: [&[u8]; 7] = [
-            b"EVAL",
-            DELETE_IF_SAME.as_bytes(),
-            b"2",
-            self.key,
-            &self.lock,
-            value,
-            self.token.as_bytes(),
-        ];
-        let deleted = call(self.old, self.origin, self.db, &args, false).await;
-        if self.lock_at_owner {
-            // The lock is not beside the old copy: release it on the owner.
-            self.release().await;
-        }
-        match deleted {
-            Ok(Reply::Int(_)) => Ok(()),
-            Ok(Reply::Error(e)) => Err(failed(refused(self.old, &e))),
-            Ok(_) => Err(failed(unexpected(self.old, "an integer"))),
-            Err(error) => Err(failed(error)),
-        }
-    }
 }
 
 /// The migration's phase, for INFO and /topology.
@@ -296,6 +180,8 @@ impl Phase {
 pub struct Progress {
     pub moved: AtomicU64,
     pub stale: AtomicU64,
+    /// Deletes that left a tombstone (see [`Purpose::Delete`]).
+    pub buried: AtomicU64,
     pub misses_served: AtomicU64,
     pub old_errors: AtomicU64,
     /// Keys looked at in this pass, and the old servers' size at its start.
@@ -314,6 +200,7 @@ pub struct Report {
     pub sources: Vec<String>,
     pub keys_moved: u64,
     pub keys_stale: u64,
+    pub keys_buried: u64,
     pub misses_served: u64,
     pub old_location_errors: u64,
     pub passes: u64,
@@ -332,8 +219,15 @@ pub struct Migration {
     pub layouts: Vec<Arc<Layout>>,
     pub locks: Arc<KeyLocks>,
     pub keys_per_second: u64,
+    /// How long an old server known down goes unanswered before it is
+    /// taken for gone (see [`SettleError::gone_if_unanswered_for`]).
+    gone_after: Duration,
+    /// How long a key's tombstone lasts (see [`Purpose::Delete`]).
+    tombstone_for: Duration,
     /// How long a move lock on an old server lasts.
     lock_for: Duration,
+    /// How long a step of a move waits for its server (the pool's).
+    request_timeout: Duration,
     pub progress: Progress,
     done: AtomicBool,
     started: Instant,
@@ -348,14 +242,17 @@ impl Migration {
     pub fn new(
         layouts: Vec<Arc<Layout>>,
         locks: Arc<KeyLocks>,
-        keys_per_second: u64,
+        tuning: MigrationTuning,
         request_timeout: Duration,
     ) -> Migration {
         Migration {
             layouts,
             locks,
-            keys_per_second,
+            keys_per_second: tuning.keys_per_second,
+            gone_after: tuning.gone_after,
+            tombstone_for: tuning.tombstone_for,
             lock_for: LOCK_MIN.max(request_timeout * 4),
+            request_timeout,
             progress: Progress::default(),
             done: AtomicBool::new(false),
             started: Instant::now(),
@@ -425,27 +322,44 @@ impl Migration {
         self.is_active() && !self.old_locations(key, owner).is_empty()
     }
 
+    /// The moment a settle that starts now stops waiting, unless its caller
+    /// gives up sooner: while another move holds the key, half its lock.
+    pub fn patience(&self) -> Instant {
+        Instant::now() + self.lock_for / 2
+    }
+
     /// Brings `key` (in `db`) from its old locations to `owner`, if it is
     /// there; see the module's doc for the order of the steps. Nothing is
-    /// deleted anywhere when a step fails. `for_client` counts a found key
-    /// as a miss served.
+    /// deleted anywhere when a step fails. `purpose` says whom for (see
+    /// [`Purpose`]). `by` is when the caller stops waiting (the client's
+    /// answer is due; else [`Migration::patience`]): no move's lock is
+    /// taken for it later.
     pub async fn settle(
         &self,
         origin: Origin,
         db: u32,
         key: &Bytes,
         owner: &Backend,
-        for_client: bool,
+        purpose: Purpose,
+        by: Instant,
     ) -> Result<Settled, SettleError> {
         let mut outcome = Settled::Absent;
         for (old, layout) in self.old_locations(key, owner) {
             let _guard = self.locks.lock(db, key).await;
-            let settled = self.settle_from(origin, db, key, owner, old, layout.lock_at_owner());
+            let lock_at_owner = layout.lock_at_owner();
+            let settled = self.settle_from(origin, db, key, (owner, old), lock_at_owner, by);
             let found = match settled.await {
                 Ok(found) => found,
                 Err(error) => {
                     self.progress.old_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(error.gone_if_unanswered_for(old.unanswered_for()));
+                    let unanswered = old.unanswered_for();
+                    let error = error.gone_if_unanswered_for(unanswered, self.gone_after);
+                    if purpose == Purpose::Delete && matches!(error, SettleError::OldGone(_)) {
+                        self.bury(origin, db, key, owner, old).await?;
+                        self.progress.buried.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    return Err(error);
                 }
             };
             if found != Settled::Absent {
@@ -454,7 +368,7 @@ impl Migration {
                 if found == Settled::Moved {
                     self.progress.moved.fetch_add(1, Ordering::Relaxed);
                     self.moved_total.increment(1);
-                    if for_client {
+                    if purpose != Purpose::Mover {
                         self.progress.misses_served.fetch_add(1, Ordering::Relaxed);
                         self.misses_total.increment(1);
                     }
@@ -471,10 +385,11 @@ impl Migration {
         origin: Origin,
         db: u32,
         key: &Bytes,
-        owner: &Backend,
-        old: &Backend,
+        (owner, old): (&Backend, &Backend),
         lock_at_owner: bool,
+        by: Instant,
     ) -> Result<Settled, SettleError> {
+        let cluster = across_cluster(owner, old);
         let mv = Move {
             origin,
             db,
@@ -482,11 +397,18 @@ impl Migration {
             owner,
             old,
             lock_at_owner,
-            lock: lock_name(key, owner.cluster().is_some() || old.cluster().is_some()),
+            lock: lock_name(key, cluster),
             token: rand::random::<u64>().to_string(),
             lock_ms: self.lock_for.as_millis().to_string(),
         };
-        let Some((value, pttl, locked_at)) = self.take(&mv).await? else {
+        // Dropped here, or failed (a reply lost after its request was
+        // sent), the lock may be taken for nobody: it is released.
+        let unlock = mv.release_if_dropped();
+        let taken = self.take(&mv, by).await;
+        if taken.is_ok() {
+            unlock.disarm();
+        }
+        let Some((value, pttl, locked_at)) = taken? else {
             return Ok(Settled::Absent);
         };
         if pttl == -2 {
@@ -504,13 +426,18 @@ impl Migration {
         // bring back a key another proxy moved and deleted meanwhile.
         let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
         let until = locked_at + self.lock_for;
+        // Not over a tombstone that names the old server: the key was
+        // deleted while that server was taken for gone.
+        let tombstone = tombstone_name(key, cluster);
         let copy = fence::Dumped {
             key,
             payload: &value,
             ttl_ms: ttl,
             replace: false,
+            unless_buried: Some((&tombstone, old.id.as_bytes())),
         };
         let restored = fence::restore_before(owner, origin, db, copy, until).await;
+        let buried = matches!(restored, Ok(fence::Restored::Buried));
         let outcome = match landed(owner, restored) {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -518,20 +445,64 @@ impl Migration {
                 return Err(error);
             }
         };
-        mv.delete_old(&value).await.map(|()| outcome)
+        if mv.delete_old(&value).await? && buried {
+            // The copy the tombstone kept out is gone: so is the server's
+            // name in it, lest it refuse a newer copy from there later.
+            let args: [&[u8]; 5] = [
+                b"EVAL",
+                UNBURY.as_bytes(),
+                b"1",
+                &tombstone,
+                old.id.as_bytes(),
+            ];
+            let _ = call(owner, origin, db, &args, true).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Leaves `key`'s tombstone on `owner`, naming `old` (taken for gone):
+    /// see [`Purpose::Delete`].
+    async fn bury(
+        &self,
+        origin: Origin,
+        db: u32,
+        key: &Bytes,
+        owner: &Backend,
+        old: &Backend,
+    ) -> Result<(), SettleError> {
+        let tombstone = tombstone_name(key, across_cluster(owner, old));
+        let ms = self.tombstone_for.as_millis().to_string();
+        let (bury, server) = (BURY.as_bytes(), old.id.as_bytes());
+        let args: [&[u8]; 6] = [b"EVAL", bury, b"1", &tombstone, server, ms.as_bytes()];
+        match call(owner, origin, db, &args, true).await {
+            Ok(Reply::Int(1)) => Ok(()),
+            Ok(Reply::Error(e)) => Err(failed(refused(owner, &e))),
+            Ok(_) => Err(failed(unexpected(owner, "1"))),
+            Err(error) => Err(failed(error)),
+        }
     }
 
     /// Locks the key and reads its old copy (value, PTTL, when the lock was
-    /// asked for), waiting while another proxy moves it, as long as a
-    /// request may; `None` when there is no old copy.
-    async fn take(&self, mv: &Move<'_>) -> Result<Option<(Bytes, i64, Instant)>, SettleError> {
-        let given_up = Instant::now() + self.lock_for / 2;
+    /// asked for), waiting while another proxy moves it, until `by` at
+    /// most; `None` when there is no old copy. Each try at the lock is
+    /// fenced by when it stops being waited for: `by`, or the request
+    /// timeout after it was asked.
+    async fn take(
+        &self,
+        mv: &Move<'_>,
+        by: Instant,
+    ) -> Result<Option<(Bytes, i64, Instant)>, SettleError> {
+        let started = Instant::now();
+        let given_up = by.min(self.patience());
         loop {
             // The lock is taken after this: it lapses no sooner than
             // `lock_for` from here.
             let asked = Instant::now();
             let old = mv.old;
-            match mv.lock_and_read().await? {
+            match mv
+                .lock_and_read(by.min(asked + self.request_timeout))
+                .await?
+            {
                 Reply::Array(items) => match items.as_slice() {
                     [Reply::Bulk(value), Reply::Int(pttl)] => {
                         return Ok(Some((value.clone(), *pttl, asked)))
@@ -543,7 +514,8 @@ impl Migration {
                     if Instant::now() >= given_up {
                         return Err(failed(BackendError::Timeout {
                             backend: mv.lock_server().id.clone(),
-                            timeout_ms: self.lock_for.as_millis() as u64 / 2,
+                            timeout_ms: given_up.saturating_duration_since(started).as_millis()
+                                as u64,
                         }));
                     }
                     tokio::time::sleep(BUSY_RETRY).await;
@@ -594,6 +566,7 @@ impl Migration {
                 .collect(),
             keys_moved: load(&p.moved),
             keys_stale: load(&p.stale),
+            keys_buried: load(&p.buried),
             misses_served: load(&p.misses_served),
             old_location_errors: load(&p.old_errors),
             passes: load(&p.passes),
@@ -612,19 +585,6 @@ impl Migration {
             running_s: self.started.elapsed().as_secs(),
         }
     }
-}
-
-/// The move lock's key for `key`: `LOCK_PREFIX` and the key; for a move
-/// from or to a Redis Cluster, with the part of the key the cluster hashes
-/// as its hash tag first, so that lock and key share a slot (the scripts
-/// that read or delete the old copy take both). A key that contains a `}`
-/// outside a hash tag of its own still lands elsewhere.
-fn lock_name(key: &[u8], cluster: bool) -> Vec<u8> {
-    if !cluster {
-        return [LOCK_PREFIX, key].concat();
-    }
-    let tag = crate::cluster::hash_tag(key);
-    [LOCK_PREFIX, b"{", tag, b"}", key].concat()
 }
 
 /// Sends one command and waits for its parsed reply.
@@ -663,17 +623,3 @@ fn refused(backend: &Backend, error: &[u8]) -> BackendError {
 
 /// How long the mover waits before another pass after a failed one.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-#[cfg(test)]
-mod tests {
-    use super::lock_name;
-    use crate::cluster::slot;
-
-    #[test]
-    fn a_lock_for_a_cluster_shares_its_keys_slot() {
-        for key in [&b"session:abc"[..], b"session:{u3}:g5", b"a{b"] {
-            assert_eq!(slot(&lock_name(key, true)), slot(key), "{key:?}");
-        }
-        assert_eq!(lock_name(b"k", false), b"__session-proxy-moving:k");
-    }
-}

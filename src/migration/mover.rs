@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, BackendResult, Origin};
-use crate::migration::{call, Migration, Owners, Phase, LOCK_PREFIX, RETRY_AFTER};
+use crate::migration::{call, Migration, Owners, Phase, Purpose, LOCK_PREFIX, RETRY_AFTER};
+use crate::own_keys::TOMBSTONE_PREFIX;
 use crate::protocol::Reply;
 
 /// The mover's lane on backend connections.
@@ -184,7 +185,8 @@ async fn settle_batch(
     for key in keys {
         m.progress.scanned.fetch_add(1, Ordering::Relaxed);
         let Reply::Bulk(key) = key else { continue };
-        if key.starts_with(LOCK_PREFIX) {
+        // Locks and tombstones are the proxy's, and go with nothing.
+        if key.starts_with(LOCK_PREFIX) || key.starts_with(TOMBSTONE_PREFIX) {
             continue;
         }
         let Some(owner) = topo.owner_of(key) else {
@@ -195,7 +197,10 @@ async fn settle_batch(
             continue;
         }
         let (m, owner, key) = (m.clone(), owner.clone(), key.clone());
-        settles.spawn(async move { m.settle(MOVER, db, &key, &owner, false).await });
+        settles.spawn(async move {
+            let by = m.patience();
+            m.settle(MOVER, db, &key, &owner, Purpose::Mover, by).await
+        });
     }
     let mut clean = true;
     while let Some(settled) = settles.join_next().await {

@@ -5,12 +5,6 @@ use std::time::Duration;
 
 use crate::backend::BackendError;
 
-/// How long an old server known down must have gone without answering
-/// before it is taken for gone: then a write to one of its keys goes to
-/// the owner beside whatever copy it holds, rather than fail until the
-/// server is back (which, for a server that died, is never).
-pub const GONE_AFTER: Duration = Duration::from_secs(30);
-
 /// Why a key could not be settled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettleError {
@@ -19,8 +13,11 @@ pub enum SettleError {
     /// old location that answers, even with an error, is up: `Failed`.
     #[error("old location: {0}")]
     OldDown(BackendError),
-    /// The old location is known down and has not answered for
-    /// [`GONE_AFTER`]: taken for gone.
+    /// The old location is known down and has not answered for `[migration]
+    /// gone_after_s`: taken for gone. A write to one of its keys then goes
+    /// to the owner beside whatever copy it holds, and a delete leaves a
+    /// tombstone there, rather than fail until the server is back (which,
+    /// for a server that died, is never).
     #[error("old location: {0}")]
     OldGone(BackendError),
     /// Anything else (the owner refused the copy, the key stayed locked by
@@ -44,10 +41,10 @@ impl SettleError {
     }
 
     /// The same error, taken for gone if its old location is known down and
-    /// has gone `unanswered` for [`GONE_AFTER`].
-    pub fn gone_if_unanswered_for(self, unanswered: Duration) -> SettleError {
+    /// has gone `unanswered` for `gone_after`.
+    pub fn gone_if_unanswered_for(self, unanswered: Duration, gone_after: Duration) -> SettleError {
         match self {
-            SettleError::OldDown(error) if unanswered >= GONE_AFTER && known_down(&error) => {
+            SettleError::OldDown(error) if unanswered >= gone_after && known_down(&error) => {
                 SettleError::OldGone(error)
             }
             other => other,
@@ -55,20 +52,20 @@ impl SettleError {
     }
 
     /// Whether the request whose key this settle failed for may go on as if
-    /// the key were not on the old location. A read may when that server is
-    /// known down: it answers as the miss it would have been. A write only
-    /// once the server is taken for gone: a write beside a copy on a server
-    /// that is down for a moment leaves that copy stale, and it wins if the
-    /// layout turns back before the mover removes it (a 30-minute nemesis
-    /// saw a session go back to an older value so). A request that
-    /// `must_settle` (a delete, a write while a reload settles) never.
-    pub fn request_goes_on(&self, write: bool, must_settle: bool) -> bool {
-        match self {
-            _ if must_settle => false,
-            SettleError::OldGone(_) => true,
-            SettleError::OldDown(error) => !write && known_down(error),
-            SettleError::Failed(_) => false,
-        }
+    /// the key were not on the old location: only once that server is taken
+    /// for gone, a read (answered as the miss it would have been) as a
+    /// write. Before, the server may hold the session and be down only for
+    /// a moment (frozen, restarting, failing over): a miss would log its
+    /// user out (a 30-minute nemesis saw one: a read beside the layout a
+    /// reload was switching to, whose master was frozen), and a write beside
+    /// it would leave that copy stale, to win if the layout turned back
+    /// before the mover removed it (a nemesis saw a session go back to an
+    /// older value so). A request that `must_settle` (a delete, a write
+    /// while a reload settles) never: a delete beside a server taken for
+    /// gone goes on with a tombstone instead, left by the settle (see
+    /// [`crate::migration::Purpose`]).
+    pub fn request_goes_on(&self, must_settle: bool) -> bool {
+        !must_settle && matches!(self, SettleError::OldGone(_))
     }
 
     pub fn into_backend(self) -> BackendError {
@@ -89,9 +86,11 @@ fn known_down(error: &BackendError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{SettleError, GONE_AFTER};
+    use super::SettleError;
     use crate::backend::BackendError;
     use std::time::Duration;
+
+    const GONE_AFTER: Duration = Duration::from_secs(30);
 
     fn down() -> BackendError {
         BackendError::Unavailable {
@@ -107,35 +106,22 @@ mod tests {
         }
     }
 
-    /// (error, unanswered for) -> may a read, a write, a delete go on?
+    /// (error, unanswered for) -> may a read or write, a delete go on?
     #[test]
-    fn reads_go_on_beside_a_server_down_writes_only_beside_one_gone() {
+    fn requests_go_on_only_beside_a_server_taken_for_gone() {
         let moment = Duration::from_secs(2);
         let cases = [
-            (SettleError::OldDown(down()), moment, [true, false, false]),
-            (
-                SettleError::OldDown(down()),
-                GONE_AFTER,
-                [true, true, false],
-            ),
-            (SettleError::OldDown(slow()), moment, [false, false, false]),
-            (
-                SettleError::OldDown(slow()),
-                GONE_AFTER,
-                [false, false, false],
-            ),
-            (
-                SettleError::Failed(down()),
-                GONE_AFTER,
-                [false, false, false],
-            ),
+            (SettleError::OldDown(down()), moment, [false, false]),
+            (SettleError::OldDown(down()), GONE_AFTER, [true, false]),
+            (SettleError::OldDown(slow()), moment, [false, false]),
+            (SettleError::OldDown(slow()), GONE_AFTER, [false, false]),
+            (SettleError::Failed(down()), GONE_AFTER, [false, false]),
         ];
-        for (error, unanswered, [read, write, delete]) in cases {
-            let error = error.gone_if_unanswered_for(unanswered);
+        for (error, unanswered, [goes_on, delete]) in cases {
+            let error = error.gone_if_unanswered_for(unanswered, GONE_AFTER);
             let what = format!("{error:?} after {unanswered:?}");
-            assert_eq!(error.request_goes_on(false, false), read, "read: {what}");
-            assert_eq!(error.request_goes_on(true, false), write, "write: {what}");
-            assert_eq!(error.request_goes_on(true, true), delete, "delete: {what}");
+            assert_eq!(error.request_goes_on(false), goes_on, "{what}");
+            assert_eq!(error.request_goes_on(true), delete, "delete: {what}");
         }
     }
 }

@@ -265,8 +265,9 @@ fn every_kind_of_command_reads_through_and_deletes_reach_both_places() {
         assert!(info.contains(field), "{field} not in {info}");
     }
 
-    // The old location down: a read answers as a miss would have, a delete
-    // fails rather than leave the session to come back. (Two keys the
+    // The old location down: a read fails rather than answer a miss that
+    // would log its user out (until the server is taken for gone, 30 s),
+    // a delete rather than leave the session to come back. (Two keys the
     // mover's first batch did not take.)
     let still_old: Vec<String> = (20..40)
         .map(|i| format!("s:{i}"))
@@ -274,7 +275,8 @@ fn every_kind_of_command_reads_through_and_deletes_reach_both_places() {
         .take(2)
         .collect();
     drop(old);
-    assert_eq!(client.text(&["GET", &still_old[0]]), "$-1\r\n");
+    let read = client.text(&["GET", &still_old[0]]);
+    assert!(read.starts_with("-ERR backend 'old'"), "{read}");
     let refused = client.text(&["DEL", &still_old[1]]);
     assert!(refused.starts_with("-ERR backend 'old'"), "{refused}");
     assert!(report(&proxy).old_location_errors >= 2);
@@ -620,11 +622,10 @@ fn the_mover_waits_out_a_stopped_old_server_and_leaves_other_prefixes_alone() {
         "mover retrying",
         || report(&proxy).state == "retrying",
     );
-    // A read meanwhile answers as a miss (the old server known down) or
-    // with an error (a connection to it still trying); nothing is moved or
-    // lost.
+    // A read meanwhile fails with an error (the session may be there: a
+    // miss would log its user out); nothing is moved or lost.
     let read = proxy.client().text(&["GET", "session:1"]);
-    assert!(read == "$-1\r\n" || read.starts_with("-ERR"), "{read}");
+    assert!(read.starts_with("-ERR"), "{read}");
     assert_eq!(new.iter().map(dbsize).sum::<i64>(), 0);
     old.signal("CONT");
     let done = wait_done(&proxy);
@@ -1032,6 +1033,11 @@ struct BehindRelay {
 }
 
 fn moving_in_behind_a_relay(name: &str) -> BehindRelay {
+    moving_in_behind_a_relay_with(name, "")
+}
+
+/// [`moving_in_behind_a_relay`], with more of `[migration]`.
+fn moving_in_behind_a_relay_with(name: &str, migration: &str) -> BehindRelay {
     let old = Redis::start();
     let relay = crate::relay::Relay::start(old.address());
     let new = Redis::start();
@@ -1041,7 +1047,8 @@ fn moving_in_behind_a_relay(name: &str) -> BehindRelay {
     }
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 400\n{}\
-         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+         [migration]\nkeys_per_second = 1\n{migration}\
+         from = [ {{ id = \"old\", address = \"{}\" }} ]\n",
         backends_toml(&[("a", &new)]),
         relay.address()
     ));
@@ -1119,11 +1126,12 @@ fn an_old_server_refusing_the_move_fails_the_read_instead_of_a_miss() {
 }
 
 /// An old server known down (its connections refused) for a moment: a read
-/// of a session still there answers as the miss it would have been, but a
-/// write fails rather than go to the owner beside that copy, which would be
-/// stale and win if the layout turned back before the mover removed it (a
-/// 30-minute nemesis saw a session go back to an older value so). Once the
-/// old server answers, the session is there and the write goes through.
+/// of a session still there fails rather than answer a miss, which would
+/// log its user out (a 30-minute nemesis saw one), and a write fails rather
+/// than go to the owner beside that copy, which would be stale and win if
+/// the layout turned back before the mover removed it (a 30-minute nemesis
+/// saw a session go back to an older value so). Once the old server
+/// answers, the session is there and the write goes through.
 #[test]
 fn a_write_beside_an_old_server_down_for_a_moment_fails_instead_of_forking_the_session() {
     let BehindRelay {
@@ -1141,8 +1149,12 @@ fn a_write_beside_an_old_server_down_for_a_moment_fails_instead_of_forking_the_s
     wait_until(
         READY_LIMIT,
         Duration::from_millis(20),
-        "the old server known down (a read answered as a miss)",
-        || client.text(&["GET", &key]) == "$-1\r\n",
+        "the old server known down",
+        || {
+            let read = client.text(&["GET", &key]);
+            assert!(read.starts_with("-ERR"), "a miss, or the session: {read}");
+            read.starts_with("-ERR backend 'old' is unavailable")
+        },
     );
     let write = client.text(&["SET", &key, "v2"]);
     assert!(write.starts_with("-ERR backend 'old'"), "{write}");
@@ -1157,4 +1169,231 @@ fn a_write_beside_an_old_server_down_for_a_moment_fails_instead_of_forking_the_s
     assert_eq!(client.text(&["SET", &key, "v2"]), "+OK\r\n");
     assert_eq!(client.text(&["GET", &key]), bulk("v2"));
     assert_eq!(direct.text(&["EXISTS", &key]), ":0\r\n");
+}
+
+/// An old server that died (its connections refused for `[migration]
+/// gone_after_s`, 3 s here) does not refuse its sessions' logouts for good:
+/// a DEL, or a DEL in a transaction, goes through and leaves a tombstone
+/// naming that server on the owner. Should the server come back with the
+/// sessions, they stay deleted: reads find nothing, the copies there are
+/// removed, and so is the server's name in the tombstones then. Fails
+/// without the tombstone: the session comes back (and before it, the
+/// delete was refused until the server answered).
+#[test]
+fn a_logout_beside_an_old_server_taken_for_gone_goes_through_and_stays_done() {
+    let BehindRelay {
+        old,
+        relay,
+        new,
+        proxy,
+        key,
+    } = moving_in_behind_a_relay_with("gone", "gone_after_s = 3\n");
+    let mut client = proxy.client();
+    let mut direct = old.client();
+    let other = (0..200)
+        .map(|i| format!("session:gone:{i}"))
+        .find(|k| *k != key && direct.text(&["EXISTS", k]) == ":1\r\n")
+        .unwrap();
+    relay.retarget(format!("127.0.0.1:{}", free_port()));
+    relay.cut();
+    // Known down at once, but not gone for 3 s (an idle server is probed
+    // every 500 ms, so it had answered well within that): refused.
+    let refused = client.text(&["DEL", &key]);
+    assert!(refused.starts_with("-ERR"), "{refused}");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(50),
+        "the old server taken for gone (a delete through)",
+        || client.text(&["DEL", &key]) == ":0\r\n",
+    );
+    for args in [&["MULTI"][..], &["DEL", &other]] {
+        client.text(args);
+    }
+    assert_eq!(client.text(&["EXEC"]), "*1\r\n:0\r\n");
+    let tombstone = |k: &str| format!("__session-proxy-deleted:{k}");
+    let mut owner = new.client();
+    for k in [&key, &other] {
+        let names = owner.text(&["SMEMBERS", &tombstone(k)]);
+        assert_eq!(names, format!("*1\r\n{}", bulk("old")), "{k}");
+        assert_eq!(client.text(&["GET", k]), "$-1\r\n", "{k}");
+    }
+    // The old server back, with both sessions: they stay deleted.
+    relay.retarget(old.address());
+    for k in [&key, &other] {
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(20),
+            "the old copy removed",
+            || {
+                // A miss, or an error while the proxy finds the server up.
+                let read = client.text(&["GET", k]);
+                assert!(
+                    read == "$-1\r\n" || read.starts_with("-ERR"),
+                    "{k} came back: {read}"
+                );
+                direct.text(&["EXISTS", k]) == ":0\r\n"
+            },
+        );
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(20),
+            "no tombstone",
+            || owner.text(&["EXISTS", &tombstone(k)]) == ":0\r\n",
+        );
+        assert_eq!(owner.text(&["EXISTS", k]), ":0\r\n");
+    }
+    let done = report(&proxy);
+    assert!(done.keys_stale >= 2 && done.keys_buried >= 2, "{done:?}");
+    assert!(client
+        .text(&["INFO", "migration"])
+        .contains("migration_keys_buried:"));
+}
+
+/// The move lock of `key` (on the server that holds locks for it).
+fn lock_of(key: &str) -> String {
+    format!(
+        "{}{key}",
+        String::from_utf8_lossy(session_proxy::migration::LOCK_PREFIX)
+    )
+}
+
+/// How long a frozen server stays frozen after the request that met it was
+/// answered: past that request's fence (its settle's deadline plus the
+/// clock allowance), as the nemesis's freezes of a second or so.
+const FROZEN_FOR: Duration = Duration::from_secs(1);
+
+/// Sends `args` through `client` while `server` is frozen (SIGSTOP): the
+/// request, whose move's lock request waits in the server's socket, fails
+/// with an error; the server wakes `FROZEN_FOR` after.
+fn sent_while_frozen(server: &Redis, client: &mut RawClient, args: &[&str], what: &str) {
+    server.signal("STOP");
+    let reply = client.text(args);
+    assert!(
+        reply.starts_with("-ERR"),
+        "a frozen {what} answered {reply:?}"
+    );
+    std::thread::sleep(FROZEN_FOR);
+    server.signal("CONT");
+}
+
+/// A move's lock asked of an old server that froze (SIGSTOP) while the
+/// request sat in its socket is not taken when the server wakes: the
+/// request was answered with a timeout long before, and a lock taken for
+/// nobody would make every request for that session wait on it until it
+/// lapsed (ten seconds). Fails without the lock's fence: the lock is there.
+#[test]
+fn a_lock_asked_of_a_frozen_old_server_is_not_taken_when_it_wakes() {
+    let BehindRelay {
+        old,
+        relay: _relay,
+        new,
+        proxy,
+        key,
+    } = moving_in_behind_a_relay("frozen");
+    let mut client = proxy.client();
+    sent_while_frozen(&old, &mut client, &["GET", &key], "old location");
+    // A connection made after the wake is read after the request that
+    // waited in the old server's socket has run.
+    let mut direct = old.client();
+    assert_eq!(direct.text(&["GET", &key]), bulk("v1"));
+    assert_eq!(direct.text(&["EXISTS", &lock_of(&key)]), ":0\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the session back",
+        || client.text(&["GET", &key]) == bulk("v1"),
+    );
+    assert_eq!(new.client().text(&["GET", &key]), bulk("v1"));
+}
+
+/// The same for a reload undone while it settles, whose move locks are on
+/// the owner (the layout before the reload): a lock asked of an owner that
+/// froze is not taken when it wakes. A 30-minute nemesis (seed
+/// 886053317423872126) saw every write to two sessions fail for ten seconds
+/// after their owner woke so.
+#[test]
+fn a_lock_asked_of_a_frozen_owner_while_a_reload_settles_is_not_taken_when_it_wakes() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let layout = |n: usize| reload_layout(&servers[..n], 60_000);
+    let proxy = Running::start(&layout(2));
+    let (_, now) = crate::common::router_for(&layout(2));
+    let (_, ahead) = crate::common::router_for(&layout(3));
+    let key = (0..400)
+        .map(|i| format!("session:frozen-owner:{i}"))
+        .find(|k| ahead.owner(k.as_bytes()) == 2)
+        .unwrap();
+    let owner = &servers[now.owner(key.as_bytes())];
+    // Another proxy, on the layout ahead, wrote the session there.
+    assert_eq!(
+        servers[2].client().text(&["SETEX", &key, "3600", "v1"]),
+        "+OK\r\n"
+    );
+    proxy.rewrite(&layout(3));
+    assert_eq!(proxy.http("POST", "/reload").0, 200);
+    proxy.rewrite(&layout(2));
+    assert_eq!(proxy.http("POST", "/reload").0, 200);
+    let mut client = proxy.client();
+    let write = ["SETEX", key.as_str(), "3600", "v2"];
+    sent_while_frozen(owner, &mut client, &write, "owner");
+    let mut direct = owner.client();
+    assert_eq!(direct.text(&["EXISTS", &key]), ":0\r\n");
+    assert_eq!(direct.text(&["EXISTS", &lock_of(&key)]), ":0\r\n");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the write through",
+        || client.text(&["SETEX", &key, "3600", "v2"]) == "+OK\r\n",
+    );
+    assert_eq!(direct.text(&["GET", &key]), bulk("v2"));
+    assert_eq!(servers[2].client().text(&["EXISTS", &key]), ":0\r\n");
+}
+
+/// A move's lock whose answer comes after the request that asked for it
+/// had its timeout error (the network to the old server slow both ways):
+/// the lock was taken, for nobody, and is released at once rather than
+/// left to lapse ten seconds later, every request for that session failing
+/// meanwhile. The old server's keyspace events say which: `del`, not
+/// `expired`.
+#[test]
+fn a_lock_answered_after_its_request_gave_up_is_released_not_left_to_lapse() {
+    let BehindRelay {
+        old,
+        relay,
+        new: _new,
+        proxy,
+        key,
+    } = moving_in_behind_a_relay("late");
+    let lock = lock_of(&key);
+    let mut direct = old.client();
+    assert_eq!(
+        direct.text(&["CONFIG", "SET", "notify-keyspace-events", "KA"]),
+        "+OK\r\n"
+    );
+    let mut events = old.client();
+    events.cmd(&["SUBSCRIBE", &format!("__keyspace@0__:{lock}")]);
+    // Each way 160 ms: the request runs on the old server well before its
+    // fence (the settle's 200 ms and the 250 ms allowance), and its answer
+    // comes back after the settle gave up.
+    relay.delay(160);
+    let mut client = proxy.client();
+    let read = client.text(&["GET", &key]);
+    assert!(
+        read.starts_with("-ERR"),
+        "a slow old location answered {read:?}"
+    );
+    relay.pass();
+    let mut next_event = || {
+        let event = String::from_utf8_lossy(&events.read_reply()).into_owned();
+        event.rsplit("\r\n").nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!(next_event(), "set", "the lock was taken");
+    // `expire` is the SET's own PX; a lock left to lapse ends `expired`.
+    assert_eq!(next_event(), "expire");
+    assert_eq!(next_event(), "del", "the lock was left to lapse");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the session back",
+        || client.text(&["GET", &key]) == bulk("v1"),
+    );
 }

@@ -364,6 +364,7 @@ fn migration_fields(r: crate::migration::Report) -> Fields {
         field("migration_state", r.state),
         field("migration_keys_moved", r.keys_moved),
         field("migration_keys_stale", r.keys_stale),
+        field("migration_keys_buried", r.keys_buried),
         field("migration_misses_served", r.misses_served),
         field("migration_old_location_errors", r.old_location_errors),
         field("migration_passes", r.passes),
