@@ -203,6 +203,10 @@ pub struct Report {
     pub keys_buried: u64,
     pub misses_served: u64,
     pub old_location_errors: u64,
+    /// Old servers known down now, and those among them taken for gone
+    /// (see [`Migration::servers_down`]).
+    pub old_servers_down: Vec<String>,
+    pub old_servers_gone: Vec<String>,
     pub passes: u64,
     pub keys_scanned_in_pass: u64,
     /// An estimate: what is still to scan in this pass, times the share of
@@ -315,6 +319,35 @@ impl Migration {
             }
         }
         found
+    }
+
+    /// Every server of the old layouts, once.
+    pub fn servers(&self) -> Vec<&Backend> {
+        let mut servers: Vec<&Backend> = Vec::new();
+        for layout in &self.layouts {
+            for server in &layout.servers {
+                if !servers.iter().any(|s| s.same_server(server)) {
+                    servers.push(server);
+                }
+            }
+        }
+        servers
+    }
+
+    /// The ids of the old servers known down now (their connections fail),
+    /// and of those among them taken for gone (unanswered for `[migration]
+    /// gone_after_s`): the mover cannot end while one is down, and what it
+    /// holds fails or, once gone, answers as missing (see
+    /// [`SettleError::request_goes_on`]).
+    pub fn servers_down(&self) -> (Vec<String>, Vec<String>) {
+        let down: Vec<&Backend> = self.servers().into_iter().filter(|s| !s.is_up()).collect();
+        let ids = |servers: &[&Backend]| servers.iter().map(|s| s.id.to_string()).collect();
+        let gone: Vec<&Backend> = down
+            .iter()
+            .copied()
+            .filter(|s| s.unanswered_for() >= self.gone_after)
+            .collect();
+        (ids(&down), ids(&gone))
     }
 
     /// Whether `key` may still be somewhere else than on `owner`.
@@ -550,6 +583,7 @@ impl Migration {
             load(&p.moved_in_pass) as f64 / scanned as f64
         };
         let done = self.phase() == Phase::Done;
+        let (old_servers_down, old_servers_gone) = self.servers_down();
         Report {
             state: if self.is_settling() {
                 "settling"
@@ -569,6 +603,8 @@ impl Migration {
             keys_buried: load(&p.buried),
             misses_served: load(&p.misses_served),
             old_location_errors: load(&p.old_errors),
+            old_servers_down,
+            old_servers_gone,
             passes: load(&p.passes),
             keys_scanned_in_pass: scanned,
             keys_left: if done {

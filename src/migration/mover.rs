@@ -4,8 +4,10 @@
 //! looked at per second. A pass with no error ends the migration; a pass
 //! with one (an old server down, say) is followed by another after a wait.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{sleep_until, Instant};
@@ -25,10 +27,32 @@ const MOVER: Origin = Origin {
     proto: crate::protocol::Proto::Resp2,
 };
 
+/// How often the mover logs trouble with one old server: one that died
+/// fails every pass, and a pass comes every second.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// When the mover last logged trouble with each old server.
+#[derive(Default)]
+struct Warned(HashMap<Arc<str>, Instant>);
+
+impl Warned {
+    /// Whether trouble with `server` is to be logged at `now` (noted so).
+    fn due(&mut self, server: &Arc<str>, now: Instant) -> bool {
+        match self.0.get(server) {
+            Some(&last) if now.duration_since(last) < WARN_EVERY => false,
+            _ => {
+                self.0.insert(server.clone(), now);
+                true
+            }
+        }
+    }
+}
+
 /// Runs passes until one is clean or the migration is replaced.
 pub async fn run(migration: Weak<Migration>, topology: Weak<dyn Owners>, stop: CancellationToken) {
+    let mut warned = Warned::default();
     loop {
-        let Some(clean) = pass(&migration, &topology, &stop).await else {
+        let Some(clean) = pass(&migration, &topology, &stop, &mut warned).await else {
             return;
         };
         let Some(m) = migration.upgrade() else {
@@ -54,6 +78,7 @@ async fn pass(
     migration: &Weak<Migration>,
     topology: &Weak<dyn Owners>,
     stop: &CancellationToken,
+    warned: &mut Warned,
 ) -> Option<bool> {
     let (servers, keys_per_second, databases) = {
         let m = migration.upgrade()?;
@@ -62,11 +87,19 @@ async fn pass(
         m.progress.scanned.store(0, Ordering::Relaxed);
         m.progress.moved_in_pass.store(0, Ordering::Relaxed);
         m.progress.to_scan.store(0, Ordering::Relaxed);
-        (old_servers(&m), m.keys_per_second, topo.databases())
+        let servers: Vec<Backend> = m.servers().into_iter().cloned().collect();
+        (servers, m.keys_per_second, topo.databases())
     };
-    let count = (keys_per_second / 10).clamp(10, 1000).to_string();
-    let started = Instant::now();
-    let mut looked = 0u64;
+    let mut this = Pass {
+        migration,
+        topology,
+        stop,
+        warned,
+        count: (keys_per_second / 10).clamp(10, 1000).to_string(),
+        keys_per_second,
+        started: Instant::now(),
+        looked: 0,
+    };
     let mut clean = true;
     for server in &servers {
         let Some(nodes) = scanned_nodes(server, databases) else {
@@ -77,7 +110,10 @@ async fn pass(
             let size = match call(&node, MOVER, db, &[b"DBSIZE"], false).await {
                 Ok(Reply::Int(n)) => n.max(0) as u64,
                 other => {
-                    warn!(server = %server.id, db, reply = ?other, "migration: cannot size an old server; will retry");
+                    if this.warned.due(&server.id, Instant::now()) {
+                        let unanswered_s = server.unanswered_for().as_secs();
+                        warn!(server = %server.id, db, reply = ?other, unanswered_s, "migration: cannot size an old server; the mover retries every second (logged once a minute)");
+                    }
                     clean = false;
                     break;
                 }
@@ -90,45 +126,62 @@ async fn pass(
                 .progress
                 .to_scan
                 .fetch_add(size, Ordering::Relaxed);
-            let mut cursor = Bytes::from_static(b"0");
-            loop {
-                let reply = call(
-                    &node,
-                    MOVER,
-                    db,
-                    &[b"SCAN", &cursor, b"COUNT", count.as_bytes()],
-                    false,
-                )
-                .await;
-                let (next, keys) = match scanned(reply) {
-                    Ok(scanned) => scanned,
-                    Err(other) => {
-                        warn!(server = %server.id, db, reply = ?other, "migration: SCAN failed; will retry");
-                        clean = false;
-                        break;
-                    }
-                };
-                clean &= settle_batch(migration, topology, server, db, &keys).await?;
-                looked += keys.len() as u64;
-                if next.is_empty() || &next[..] == b"0" {
-                    break;
-                }
-                cursor = next;
-                // At most keys_per_second keys looked at per second.
-                let due = started
-                    + std::time::Duration::from_secs_f64(looked as f64 / keys_per_second as f64);
-                tokio::select! {
-                    _ = sleep_until(due) => {}
-                    _ = stop.cancelled() => return None,
-                }
-            }
+            clean &= this.scan(server, &node, db).await?;
         }
     }
+    let looked = this.looked;
     info!(looked, clean, "migration: pass over the old servers done");
     Some(clean)
 }
 
-/// Every server of the old layouts, once.
+/// A pass under way: where it reports, its pace (at most `keys_per_second`
+/// keys looked at per second since `started`, SCAN's COUNT a tenth of
+/// that), and what it logged.
+struct Pass<'a> {
+    migration: &'a Weak<Migration>,
+    topology: &'a Weak<dyn Owners>,
+    stop: &'a CancellationToken,
+    warned: &'a mut Warned,
+    count: String,
+    keys_per_second: u64,
+    started: Instant,
+    looked: u64,
+}
+
+impl Pass<'_> {
+    /// SCANs `node` (of the old server `server`) in `db`, settling each batch.
+    /// Whether all went well; `None` when stopped.
+    async fn scan(&mut self, server: &Backend, node: &Backend, db: u32) -> Option<bool> {
+        let mut clean = true;
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let scan: [&[u8]; 4] = [b"SCAN", &cursor, b"COUNT", self.count.as_bytes()];
+            let (next, keys) = match scanned(call(node, MOVER, db, &scan, false).await) {
+                Ok(scanned) => scanned,
+                Err(other) => {
+                    if self.warned.due(&server.id, Instant::now()) {
+                        warn!(server = %server.id, db, reply = ?other, "migration: SCAN failed; the mover retries every second (logged once a minute)");
+                    }
+                    return Some(false);
+                }
+            };
+            let (migration, topology) = (self.migration, self.topology);
+            clean &= settle_batch(migration, topology, (server, db), &keys, self.warned).await?;
+            self.looked += keys.len() as u64;
+            if next.is_empty() || &next[..] == b"0" {
+                return Some(clean);
+            }
+            cursor = next;
+            let due = self.started
+                + Duration::from_secs_f64(self.looked as f64 / self.keys_per_second as f64);
+            tokio::select! {
+                _ = sleep_until(due) => {}
+                _ = self.stop.cancelled() => return None,
+            }
+        }
+    }
+}
+
 /// Where the mover looks for an old server's keys, and in which database:
 /// the server in each database, or a Redis Cluster's masters serving slots
 /// now, in its one database (SELECT is refused there). `None`: a cluster
@@ -141,18 +194,6 @@ fn scanned_nodes(server: &Backend, databases: u32) -> Option<Vec<(Backend, u32)>
         }
         None => Some((0..databases).map(|db| (server.clone(), db)).collect()),
     }
-}
-
-fn old_servers(m: &Migration) -> Vec<Backend> {
-    let mut servers: Vec<Backend> = Vec::new();
-    for layout in &m.layouts {
-        for server in &layout.servers {
-            if !servers.iter().any(|s| s.same_server(server)) {
-                servers.push(server.clone());
-            }
-        }
-    }
-    servers
 }
 
 /// A SCAN reply's next cursor and keys (an odd pair: none, and the end);
@@ -169,13 +210,14 @@ fn scanned(reply: BackendResult) -> Result<(Bytes, Vec<Reply>), BackendResult> {
 
 /// Settles the keys of one SCAN batch that `server` holds under an old
 /// layout and the current topology owns elsewhere. Returns whether all went
-/// well; `None` once the migration or topology is gone.
+/// well (the first failure logged, at most once a minute for the server);
+/// `None` once the migration or topology is gone.
 async fn settle_batch(
     migration: &Weak<Migration>,
     topology: &Weak<dyn Owners>,
-    server: &Backend,
-    db: u32,
+    (server, db): (&Backend, u32),
     keys: &[Reply],
+    warned: &mut Warned,
 ) -> Option<bool> {
     let m: Arc<Migration> = migration.upgrade()?;
     let topo = topology.upgrade()?;
@@ -202,19 +244,36 @@ async fn settle_batch(
             m.settle(MOVER, db, &key, &owner, Purpose::Mover, by).await
         });
     }
-    let mut clean = true;
+    let mut failed = 0usize;
     while let Some(settled) = settles.join_next().await {
-        match settled {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                warn!(%error, "migration: a key could not be moved; will retry");
-                clean = false;
-            }
-            Err(error) => {
-                warn!(%error, "migration: a move ended abnormally; will retry");
-                clean = false;
-            }
+        let error = match settled {
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => format!("the move ended abnormally: {error}"),
+        };
+        failed += 1;
+        if failed == 1 && warned.due(&server.id, Instant::now()) {
+            warn!(server = %server.id, %error, "migration: a key could not be moved; the mover retries every second (logged once a minute)");
         }
     }
-    Some(clean)
+    Some(failed == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Warned, WARN_EVERY};
+    use std::sync::Arc;
+    use tokio::time::Instant;
+
+    #[test]
+    fn trouble_with_a_server_is_logged_once_a_minute_each() {
+        let mut warned = Warned::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let t0 = Instant::now();
+        assert!(warned.due(&a, t0));
+        assert!(!warned.due(&a, t0 + WARN_EVERY / 2));
+        assert!(warned.due(&b, t0 + WARN_EVERY / 2));
+        assert!(warned.due(&a, t0 + WARN_EVERY));
+        assert!(!warned.due(&a, t0 + WARN_EVERY * 3 / 2));
+    }
 }

@@ -1210,6 +1210,13 @@ fn a_logout_beside_an_old_server_taken_for_gone_goes_through_and_stays_done() {
         client.text(args);
     }
     assert_eq!(client.text(&["EXEC"]), "*1\r\n:0\r\n");
+    let info = client.text(&["INFO", "migration"]);
+    for line in [
+        "migration_old_servers_down:old\r\n",
+        "migration_old_servers_gone:old\r\n",
+    ] {
+        assert!(info.contains(line), "{info}");
+    }
     let tombstone = |k: &str| format!("__session-proxy-deleted:{k}");
     let mut owner = new.client();
     for k in [&key, &other] {
@@ -1244,6 +1251,7 @@ fn a_logout_beside_an_old_server_taken_for_gone_goes_through_and_stays_done() {
     }
     let done = report(&proxy);
     assert!(done.keys_stale >= 2 && done.keys_buried >= 2, "{done:?}");
+    assert!(done.old_servers_down.is_empty(), "{done:?}");
     assert!(client
         .text(&["INFO", "migration"])
         .contains("migration_keys_buried:"));

@@ -367,6 +367,8 @@ fn migration_fields(r: crate::migration::Report) -> Fields {
         field("migration_keys_buried", r.keys_buried),
         field("migration_misses_served", r.misses_served),
         field("migration_old_location_errors", r.old_location_errors),
+        field("migration_old_servers_down", r.old_servers_down.join(",")),
+        field("migration_old_servers_gone", r.old_servers_gone.join(",")),
         field("migration_passes", r.passes),
         field("migration_keys_left", r.keys_left),
         field("migration_seconds_left", r.seconds_left),
