@@ -12,6 +12,22 @@ use crate::backend::{Backend, BackendError, Origin};
 use crate::own_keys::TOMBSTONE_PREFIX;
 use crate::protocol::Reply;
 
+/// One step of a settle: from `old` to `owner`, under a lock beside the
+/// old copy or at the owner; `newer` are the key's holders in the layouts
+/// newer than the one that put it on `old`.
+pub(super) struct Step<'a> {
+    pub(super) owner: &'a Backend,
+    pub(super) old: &'a Backend,
+    pub(super) newer: &'a [&'a Backend],
+    pub(super) lock_at_owner: bool,
+}
+
+/// Whether a move between `owner` and `old` involves a Redis Cluster: its
+/// lock and tombstone are then named to share the key's slot.
+pub(super) fn across_cluster(owner: &Backend, old: &Backend) -> bool {
+    owner.cluster().is_some() || old.cluster().is_some()
+}
+
 /// Reads a key for a move: its serialized value and remaining TTL in ms, at
 /// one instant, and takes the key's move lock on the old server (KEYS[2],
 /// token ARGV[1], for ARGV[2] ms), which every proxy's settle of the key
@@ -48,6 +64,10 @@ const LOCK: &str = concat!(
 const READ: &str = "local v = redis.call('DUMP', KEYS[1]) \
      if not v then return false end \
      return {v, redis.call('PTTL', KEYS[1])}";
+
+/// Takes the server ARGV[1] out of the tombstone KEYS[1] (gone with its
+/// last server).
+const UNBURY: &str = "return redis.call('SREM', KEYS[1], ARGV[1])";
 
 /// Releases the move lock if it is still ours, after a failed move.
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
@@ -176,6 +196,36 @@ impl Move<'_> {
             Reply::Error(e) => Err(failed(refused(self.owner, &e))),
             other => Ok(other),
         }
+    }
+
+    /// Whether a holder of the key in a layout newer than the old server's
+    /// (`newer`, owner then) has the key's tombstone naming the old server:
+    /// the key was deleted while that server was taken for gone, and a
+    /// reload gave it the owner it has now, where no tombstone is. The
+    /// lock is released when the answer is not known.
+    pub(super) async fn buried_beside(&self, newer: &[&Backend]) -> Result<bool, SettleError> {
+        for &holder in newer {
+            let tombstone = tombstone_name(self.key, across_cluster(holder, self.old));
+            let args: [&[u8]; 3] = [b"SISMEMBER", &tombstone, self.old.id.as_bytes()];
+            let error = match call(holder, self.origin, self.db, &args, false).await {
+                Ok(Reply::Int(0)) => continue,
+                Ok(Reply::Int(_)) => return Ok(true),
+                Ok(Reply::Error(e)) => refused(holder, &e),
+                Ok(_) => unexpected(holder, "an integer"),
+                Err(error) => error,
+            };
+            self.release().await;
+            return Err(failed(error));
+        }
+        Ok(false)
+    }
+
+    /// Takes the old server out of the owner's `tombstone` of the key, once
+    /// the copy it kept out is gone (lest it refuse a newer one later).
+    pub(super) async fn unbury(&self, tombstone: &[u8]) {
+        let server = self.old.id.as_bytes();
+        let args: [&[u8]; 5] = [b"EVAL", UNBURY.as_bytes(), b"1", tombstone, server];
+        let _ = call(self.owner, self.origin, self.db, &args, true).await;
     }
 
     /// The owner has the key (or a newer one): the old copy goes, if it is

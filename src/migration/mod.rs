@@ -39,7 +39,7 @@ mod settle_error;
 pub use settle_error::SettleError;
 
 use crate::config::MigrationTuning;
-use key_move::{landed, lock_name, tombstone_name, Move};
+use key_move::{across_cluster, landed, lock_name, tombstone_name, Move, Step};
 use locks::KeyLocks;
 
 pub use crate::own_keys::LOCK_PREFIX;
@@ -48,10 +48,6 @@ pub use crate::own_keys::LOCK_PREFIX;
 /// several old servers taken for gone), which lasts ARGV[2] ms from now.
 const BURY: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
      return redis.call('PEXPIRE', KEYS[1], ARGV[2])";
-
-/// Takes the server ARGV[1] out of the tombstone KEYS[1] (gone with its
-/// last server).
-const UNBURY: &str = "return redis.call('SREM', KEYS[1], ARGV[1])";
 
 /// How long a move lock lasts at least, should its proxy die holding it. A
 /// move that has held it for half that long gives up before writing.
@@ -141,12 +137,6 @@ pub trait Owners: Send + Sync + 'static {
     /// The backend that owns `key` now; `None` for a key outside the
     /// configured prefixes (`[keys] prefixes`), which the mover leaves be.
     fn owner_of(&self, key: &[u8]) -> Option<&Backend>;
-}
-
-/// Whether a move between `owner` and `old` involves a Redis Cluster: its
-/// lock and tombstone are then named to share the key's slot.
-fn across_cluster(owner: &Backend, old: &Backend) -> bool {
-    owner.cluster().is_some() || old.cluster().is_some()
 }
 
 fn failed(error: BackendError) -> SettleError {
@@ -377,10 +367,17 @@ impl Migration {
         by: Instant,
     ) -> Result<Settled, SettleError> {
         let mut outcome = Settled::Absent;
-        for (old, layout) in self.old_locations(key, owner) {
+        let olds = self.old_locations(key, owner);
+        let holders: Vec<&Backend> = olds.iter().map(|&(old, _)| old).collect();
+        for (i, &(old, layout)) in olds.iter().enumerate() {
             let _guard = self.locks.lock(db, key).await;
-            let lock_at_owner = layout.lock_at_owner();
-            let settled = self.settle_from(origin, db, key, (owner, old), lock_at_owner, by);
+            let step = Step {
+                owner,
+                old,
+                newer: &holders[..i],
+                lock_at_owner: layout.lock_at_owner(),
+            };
+            let settled = self.settle_from(origin, db, key, step, by);
             let found = match settled.await {
                 Ok(found) => found,
                 Err(error) => {
@@ -418,10 +415,15 @@ impl Migration {
         origin: Origin,
         db: u32,
         key: &Bytes,
-        (owner, old): (&Backend, &Backend),
-        lock_at_owner: bool,
+        step: Step<'_>,
         by: Instant,
     ) -> Result<Settled, SettleError> {
+        let Step {
+            owner,
+            old,
+            newer,
+            lock_at_owner,
+        } = step;
         let cluster = across_cluster(owner, old);
         let mv = Move {
             origin,
@@ -459,6 +461,10 @@ impl Migration {
         // bring back a key another proxy moved and deleted meanwhile.
         let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
         let until = locked_at + self.lock_for;
+        // Deleted while a newer layout's holder owned it: the copy goes.
+        if mv.buried_beside(newer).await? {
+            return mv.delete_old(&value).await.map(|_| Settled::Stale);
+        }
         // Not over a tombstone that names the old server: the key was
         // deleted while that server was taken for gone.
         let tombstone = tombstone_name(key, cluster);
@@ -479,16 +485,7 @@ impl Migration {
             }
         };
         if mv.delete_old(&value).await? && buried {
-            // The copy the tombstone kept out is gone: so is the server's
-            // name in it, lest it refuse a newer copy from there later.
-            let args: [&[u8]; 5] = [
-                b"EVAL",
-                UNBURY.as_bytes(),
-                b"1",
-                &tombstone,
-                old.id.as_bytes(),
-            ];
-            let _ = call(owner, origin, db, &args, true).await;
+            mv.unbury(&tombstone).await;
         }
         Ok(outcome)
     }

@@ -1257,6 +1257,72 @@ fn a_logout_beside_an_old_server_taken_for_gone_goes_through_and_stays_done() {
         .contains("migration_keys_buried:"));
 }
 
+/// A logout beside an old server taken for gone leaves its tombstone on the
+/// owner then; a reload that gives the key another owner before the old
+/// server comes back leaves the tombstone behind, on a server now in the
+/// reload's old layout. The session must stay deleted all the same: the
+/// move from the old server finds the tombstone on that newer holder and
+/// lands nothing. Fails without the check there: the session comes back on
+/// its new owner.
+#[test]
+fn a_logout_beside_a_gone_server_holds_across_a_reload_that_moves_its_key() {
+    let old = Redis::start();
+    let relay = crate::relay::Relay::start(old.address());
+    let (new, next) = (Redis::start(), Redis::start());
+    let mut direct = old.client();
+    for i in 0..50 {
+        direct.text(&["SET", &format!("session:kept:{i}"), "v1"]);
+    }
+    let layout = |owner: &Redis| {
+        format!(
+            "[pool]\nrequest_timeout_ms = 400\n[reload]\nsettle_ms = 0\n{}\
+             [migration]\nkeys_per_second = 1\ngone_after_s = 3\n\
+             from = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+            backends_toml(&[("a", owner)]),
+            relay.address()
+        )
+    };
+    let proxy = Running::start(&layout(&new));
+    let mut client = proxy.client();
+    let key = (0..50)
+        .map(|i| format!("session:kept:{i}"))
+        .find(|k| direct.text(&["EXISTS", k]) == ":1\r\n")
+        .unwrap();
+    relay.retarget(format!("127.0.0.1:{}", free_port()));
+    relay.cut();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(50),
+        "the old server taken for gone (a delete through)",
+        || client.text(&["DEL", &key]) == ":0\r\n",
+    );
+    let tombstone = format!("__session-proxy-deleted:{key}");
+    assert_eq!(
+        new.client().text(&["SISMEMBER", &tombstone, "old"]),
+        ":1\r\n"
+    );
+    // The reload: the key to another server, the old one still gone.
+    proxy.rewrite(&layout(&next));
+    assert_eq!(proxy.http("POST", "/reload").0, 200);
+    // The old server back, with the session: it stays deleted.
+    relay.retarget(old.address());
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the old copy removed",
+        || {
+            let read = client.text(&["GET", &key]);
+            assert!(
+                read == "$-1\r\n" || read.starts_with("-ERR"),
+                "the session came back: {read}"
+            );
+            direct.text(&["EXISTS", &key]) == ":0\r\n"
+        },
+    );
+    assert_eq!(next.client().text(&["EXISTS", &key]), ":0\r\n");
+    assert_eq!(client.text(&["GET", &key]), "$-1\r\n");
+}
+
 /// The move lock of `key` (on the server that holds locks for it).
 fn lock_of(key: &str) -> String {
     format!(
