@@ -7,18 +7,18 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::{call, failed, fence, refused, unexpected, SettleError, Settled, LOCK_PREFIX};
+use super::{call, failed, fence, refused, unexpected, Layout, SettleError, Settled, LOCK_PREFIX};
 use crate::backend::{Backend, BackendError, Origin};
 use crate::own_keys::TOMBSTONE_PREFIX;
 use crate::protocol::Reply;
 
 /// One step of a settle: from `old` to `owner`, under a lock beside the
-/// old copy or at the owner; `newer` are the key's holders in the layouts
-/// newer than the one that put it on `old`.
+/// old copy or at the owner; `newer` are the key's old locations in the
+/// layouts newer than the one that put it on `old` (the ones settled before).
 pub(super) struct Step<'a> {
     pub(super) owner: &'a Backend,
     pub(super) old: &'a Backend,
-    pub(super) newer: &'a [&'a Backend],
+    pub(super) newer: &'a [(&'a Backend, &'a Layout)],
     pub(super) lock_at_owner: bool,
 }
 
@@ -203,8 +203,11 @@ impl Move<'_> {
     /// the key was deleted while that server was taken for gone, and a
     /// reload gave it the owner it has now, where no tombstone is. The
     /// lock is released when the answer is not known.
-    pub(super) async fn buried_beside(&self, newer: &[&Backend]) -> Result<bool, SettleError> {
-        for &holder in newer {
+    pub(super) async fn buried_beside(
+        &self,
+        newer: &[(&Backend, &Layout)],
+    ) -> Result<bool, SettleError> {
+        for &(holder, _) in newer {
             let tombstone = tombstone_name(self.key, across_cluster(holder, self.old));
             let args: [&[u8]; 3] = [b"SISMEMBER", &tombstone, self.old.id.as_bytes()];
             let error = match call(holder, self.origin, self.db, &args, false).await {

@@ -368,13 +368,12 @@ impl Migration {
     ) -> Result<Settled, SettleError> {
         let mut outcome = Settled::Absent;
         let olds = self.old_locations(key, owner);
-        let holders: Vec<&Backend> = olds.iter().map(|&(old, _)| old).collect();
         for (i, &(old, layout)) in olds.iter().enumerate() {
             let _guard = self.locks.lock(db, key).await;
             let step = Step {
                 owner,
                 old,
-                newer: &holders[..i],
+                newer: &olds[..i],
                 lock_at_owner: layout.lock_at_owner(),
             };
             let settled = self.settle_from(origin, db, key, step, by);
