@@ -776,7 +776,18 @@ pub struct Group {
 
 impl Group {
     pub fn start(name: &str, replicas: usize, down_after_ms: u64) -> Group {
-        Group::start_with_sentinels(name, replicas, down_after_ms, None)
+        Group::start_with_sentinels(name, replicas, down_after_ms, None, &[])
+    }
+
+    /// A group whose data nodes run with `node_args` too (kept across
+    /// their restarts).
+    pub fn start_with_node_args(
+        name: &str,
+        replicas: usize,
+        down_after_ms: u64,
+        node_args: &[&str],
+    ) -> Group {
+        Group::start_with_sentinels(name, replicas, down_after_ms, None, node_args)
     }
 
     /// Starts a group whose sentinels listen on the given ports.
@@ -786,21 +797,25 @@ impl Group {
         down_after_ms: u64,
         sentinel_ports: Vec<u16>,
     ) -> Group {
-        Group::start_with_sentinels(name, replicas, down_after_ms, Some(sentinel_ports))
+        Group::start_with_sentinels(name, replicas, down_after_ms, Some(sentinel_ports), &[])
     }
 
-    /// Sentinels on `sentinel_ports`, or on free ports (retried) when `None`.
+    /// Sentinels on `sentinel_ports`, or on free ports (retried) when
+    /// `None`; data nodes with `node_args`.
     fn start_with_sentinels(
         name: &str,
         replicas: usize,
         down_after_ms: u64,
         sentinel_ports: Option<Vec<u16>>,
+        node_args: &[&str],
     ) -> Group {
-        let master = Redis::start();
+        let master = Redis::start_with(node_args);
         let mut nodes = vec![master];
         for _ in 0..replicas {
             let port = nodes[0].port.to_string();
-            nodes.push(Redis::start_with(&["--replicaof", "127.0.0.1", &port]));
+            let mut args = vec!["--replicaof", "127.0.0.1", &port];
+            args.extend_from_slice(node_args);
+            nodes.push(Redis::start_with(&args));
         }
         let master_port = nodes[0].port;
         let sentinels = match sentinel_ports {
