@@ -163,20 +163,28 @@ fn restart_as_replica(node: &Redis) {
 /// 2382753998327480785) lost five sessions and brought back one logged
 /// out so, when a sentinel took the next master for down a second after
 /// its promotion. Set at once on waking, before the sentinels can demote
-/// it, as an operator does when a stalled master comes back.
-fn thaw_master(group: &Group, node: &Redis) {
+/// it, as an operator does when a stalled master comes back; the fault
+/// ends there, and a thread of its own (60 s at most) sets the priority
+/// back, so the fault's window stays the freeze.
+fn thaw_master(group: &Arc<Group>, node: &Redis) {
     node.signal("CONT");
     let _ = RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "0"]);
-    let settled = node.replication_until(Duration::from_secs(60), |info| {
-        let synced = info.contains("role:slave") && info.contains("master_link_status:up");
-        let still_master = info.contains("role:master")
-            && group.master_address().as_deref() == Some(node.address().as_str())
-            && !group.failing_over();
-        synced || still_master
+    let (group, address) = (group.clone(), node.address());
+    std::thread::spawn(move || {
+        let Some(node) = group.node(&address) else {
+            return;
+        };
+        let settled = node.replication_until(Duration::from_secs(60), |info| {
+            let synced = info.contains("role:slave") && info.contains("master_link_status:up");
+            let still_master = info.contains("role:master")
+                && group.master_address().as_deref() == Some(address.as_str())
+                && !group.failing_over();
+            synced || still_master
+        });
+        if settled {
+            let _ = RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "100"]);
+        }
     });
-    if settled {
-        let _ = RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "100"]);
-    }
 }
 
 /// One user's requests until `stop` (or, bounded, `limit`), each on a
