@@ -165,24 +165,34 @@ fn restart_as_replica(node: &Redis) {
 /// its promotion. Set at once on waking, before the sentinels can demote
 /// it, as an operator does when a stalled master comes back; the fault
 /// ends there, and a thread of its own (60 s at most) sets the priority
-/// back, so the fault's window stays the freeze.
+/// back, so the fault's window stays the freeze. The thread holds the
+/// group only while it looks, so the group's servers still stop with the
+/// test.
 fn thaw_master(group: &Arc<Group>, node: &Redis) {
     node.signal("CONT");
     let _ = RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "0"]);
-    let (group, address) = (group.clone(), node.address());
+    let (group, address) = (Arc::downgrade(group), node.address());
     std::thread::spawn(move || {
-        let Some(node) = group.node(&address) else {
-            return;
-        };
-        let settled = node.replication_until(Duration::from_secs(60), |info| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let Some(group) = group.upgrade() else {
+                return;
+            };
+            let Some(node) = group.node(&address) else {
+                return;
+            };
+            let info = RawClient::try_once(node.port, &["INFO", "replication"]).unwrap_or_default();
             let synced = info.contains("role:slave") && info.contains("master_link_status:up");
             let still_master = info.contains("role:master")
                 && group.master_address().as_deref() == Some(address.as_str())
                 && !group.failing_over();
-            synced || still_master
-        });
-        if settled {
-            let _ = RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "100"]);
+            if synced || still_master {
+                let _ =
+                    RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "100"]);
+                return;
+            }
+            drop(group);
+            std::thread::sleep(Duration::from_millis(20));
         }
     });
 }
