@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{Cluster, Group, RawClient, Redis, Running};
+use crate::common::{try_wait_until, Cluster, Group, RawClient, Redis, Running};
 use crate::relay::Relay;
 
 mod plot;
@@ -173,13 +173,14 @@ fn thaw_master(group: &Arc<Group>, node: &Redis) {
     let _ = RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "0"]);
     let (group, address) = (Arc::downgrade(group), node.address());
     std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
+        // Every 100 ms: while the sentinels still flag it, each look also
+        // asks every sentinel, on a machine already loaded.
+        try_wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
             let Some(group) = group.upgrade() else {
-                return;
+                return true;
             };
             let Some(node) = group.node(&address) else {
-                return;
+                return true;
             };
             let info = RawClient::try_once(node.port, &["INFO", "replication"]).unwrap_or_default();
             let synced = info.contains("role:slave") && info.contains("master_link_status:up");
@@ -189,11 +190,9 @@ fn thaw_master(group: &Arc<Group>, node: &Redis) {
             if synced || still_master {
                 let _ =
                     RawClient::try_once(node.port, &["CONFIG", "SET", "replica-priority", "100"]);
-                return;
             }
-            drop(group);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            synced || still_master
+        });
     });
 }
 
