@@ -1,7 +1,13 @@
 //! Redis Cluster's key space, for a cluster backend: a key's hash slot, as
 //! Redis Cluster computes it, the slot map a node describes in CLUSTER
 //! SHARDS, the slot a job's commands touch, and the redirections a node
-//! answers (`-MOVED`, `-ASK`). Pure; the I/O is `crate::backend::cluster`.
+//! answers (`-MOVED`, `-ASK`). Pure but for [`fetch`], which asks nodes
+//! for the map; the rest of the I/O is `crate::backend::cluster`.
+
+mod fetch;
+mod views;
+
+pub use fetch::{fetch, VIEWS};
 
 use bytes::Bytes;
 
@@ -285,70 +291,6 @@ impl SlotMap {
     pub fn is_complete(&self) -> bool {
         self.owners.iter().all(|&o| o != u16::MAX)
     }
-}
-
-/// Asks the first of `seeds` that answers for the slot map (CLUSTER
-/// SHARDS), with AUTH when a password is given and TLS when `tls` is; the
-/// last error when none does.
-pub async fn fetch(
-    seeds: &[String],
-    username: Option<&str>,
-    password: Option<&str>,
-    tls: Option<&crate::config::TlsClient>,
-    timeout: std::time::Duration,
-) -> Result<SlotMap, crate::dial::DialError> {
-    use crate::dial::{call_with_auth, open_to, DialError};
-    let mut last = DialError::Closed;
-    for seed in seeds {
-        let endpoint = crate::config::Endpoint::Tcp(seed.clone());
-        let asked = tokio::time::timeout(timeout, async {
-            let stream = open_to(&endpoint, tls).await?;
-            let mut rbuf = bytes::BytesMut::new();
-            let ask =
-                |sub: &'static [u8]| vec![Bytes::from_static(b"CLUSTER"), Bytes::from_static(sub)];
-            let replies =
-                call_with_auth(&stream, &mut rbuf, username, password, vec![ask(b"SHARDS")])
-                    .await?;
-            // CLUSTER SHARDS is Redis 7's; before it, CLUSTER SLOTS.
-            if let Some(Reply::Error(_)) = replies.first() {
-                return call_with_auth(&stream, &mut rbuf, username, password, vec![ask(b"SLOTS")])
-                    .await
-                    .map(|r| (r, true));
-            }
-            Ok((replies, false))
-        })
-        .await;
-        match asked {
-            Ok(Ok((replies, slots))) => {
-                let parsed = replies.first().and_then(|r| {
-                    if slots {
-                        parse_slots(r)
-                    } else {
-                        parse_shards(r)
-                    }
-                });
-                match parsed {
-                    Some(mut shards) => {
-                        for shard in &mut shards {
-                            shard.master = with_host(&shard.master, seed);
-                            for replica in &mut shard.replicas {
-                                *replica = with_host(replica, seed);
-                            }
-                        }
-                        return Ok(SlotMap::from_shards(&shards));
-                    }
-                    None => {
-                        last = DialError::Protocol(format!(
-                            "{seed}: not a CLUSTER SHARDS or SLOTS reply"
-                        ))
-                    }
-                }
-            }
-            Ok(Err(error)) => last = error,
-            Err(_) => last = DialError::Protocol(format!("{seed}: no answer within {timeout:?}")),
-        }
-    }
-    Err(last)
 }
 
 /// Where a node sends a request it does not serve.

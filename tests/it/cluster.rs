@@ -108,6 +108,40 @@ fn the_slot_map_follows_a_failover() {
     assert!(map.is_complete());
 }
 
+#[test]
+fn a_frozen_node_holds_up_no_slot_map() {
+    let cluster = Cluster::start(3, 1);
+    let mut seeds: Vec<String> = cluster.nodes.iter().map(|n| n.address()).collect();
+    let frozen = &cluster.nodes[0];
+    // First in the list, a node that takes connections and never answers
+    // (a master being failed over), with no timeout to give up on it: the
+    // map comes from the nodes asked beside it.
+    seeds.retain(|s| *s != frozen.address());
+    seeds.insert(0, frozen.address());
+    frozen.signal("STOP");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fetched = runtime.block_on(async {
+        // The test's own bound, so that a fetch waiting on the frozen node
+        // fails the test instead of hanging it.
+        tokio::time::timeout(
+            crate::common::READY_LIMIT,
+            session_proxy::cluster::fetch(
+                &seeds,
+                None,
+                None,
+                None,
+                std::time::Duration::from_secs(3600),
+            ),
+        )
+        .await
+    });
+    frozen.signal("CONT");
+    let map = fetched
+        .expect("a slot map while one node is frozen")
+        .expect("a slot map");
+    assert!(map.is_complete());
+}
+
 /// Config text for a proxy whose backend "c" is `cluster`, after `plain`
 /// backends (id, address).
 fn config_over(cluster: &Cluster, plain: &[(&str, String)]) -> String {

@@ -1,0 +1,136 @@
+//! Which slot map to believe when several nodes were asked: the one a
+//! majority of them describe. A node that has not heard of a failover yet
+//! (it was frozen, or cut off with the minority) describes the old master;
+//! the others already name the new one, as the cluster itself decides by
+//! majority. Pure; the asking is [`super::fetch`].
+
+use super::SlotMap;
+
+/// The maps the nodes asked have described so far, each with how many
+/// described it (the same slots on the same masters, whatever the order
+/// of the shards), in the order they first came.
+#[derive(Debug, Default)]
+pub struct Views {
+    seen: Vec<(SlotMap, usize)>,
+    total: usize,
+}
+
+impl Views {
+    /// One node's map.
+    pub fn add(&mut self, map: SlotMap) {
+        self.total += 1;
+        match self
+            .seen
+            .iter_mut()
+            .find(|(seen, _)| seen.routes_like(&map))
+        {
+            Some((_, count)) => *count += 1,
+            None => self.seen.push((map, 1)),
+        }
+    }
+
+    /// The map described by more than half of the nodes that answered
+    /// and the `to_come` that may still answer, if one is: no answer to
+    /// come could make another the most described.
+    pub fn agreed(&self, to_come: usize) -> Option<&SlotMap> {
+        self.seen
+            .iter()
+            .find(|(_, count)| 2 * count > self.total + to_come)
+            .map(|(map, _)| map)
+    }
+
+    /// The most described map (of equals, the first to come), once no
+    /// more answers will come.
+    pub fn most_described(self) -> Option<SlotMap> {
+        let mut best: Option<(SlotMap, usize)> = None;
+        for (map, count) in self.seen {
+            if best.as_ref().is_none_or(|(_, most)| count > *most) {
+                best = Some((map, count));
+            }
+        }
+        best.map(|(map, _)| map)
+    }
+}
+
+impl SlotMap {
+    /// Whether both maps send every slot to the same master (the masters'
+    /// order may differ: each node lists the shards in its own).
+    pub fn routes_like(&self, other: &SlotMap) -> bool {
+        (0..super::SLOTS).all(|slot| self.master_of_slot(slot) == other.master_of_slot(slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Shard;
+
+    fn map(shards: &[(&str, u16, u16)]) -> SlotMap {
+        let shards: Vec<Shard> = shards
+            .iter()
+            .map(|&(master, start, end)| Shard {
+                master: master.to_string(),
+                replicas: Vec::new(),
+                ranges: vec![(start, end)],
+            })
+            .collect();
+        SlotMap::from_shards(&shards)
+    }
+
+    fn before() -> SlotMap {
+        map(&[("a:1", 0, 8191), ("b:1", 8192, 16383)])
+    }
+
+    /// After b's replica b:2 took over.
+    fn after() -> SlotMap {
+        map(&[("a:1", 0, 8191), ("b:2", 8192, 16383)])
+    }
+
+    #[test]
+    fn the_order_of_the_shards_does_not_make_another_map() {
+        let reordered = map(&[("b:1", 8192, 16383), ("a:1", 0, 8191)]);
+        assert_ne!(before(), reordered);
+        assert!(before().routes_like(&reordered));
+        assert!(!before().routes_like(&after()));
+        // A slot no master serves differs from one that a master does.
+        let partial = map(&[("a:1", 0, 8191)]);
+        assert!(!before().routes_like(&partial));
+    }
+
+    #[test]
+    fn a_majority_of_the_nodes_asked_decides_at_once() {
+        let mut views = Views::default();
+        views.add(after());
+        assert_eq!(views.agreed(2), None, "one of three is no majority");
+        views.add(after());
+        assert_eq!(views.agreed(1), Some(&after()), "two of three, one to come");
+        // Two answers apart, one to come: it decides.
+        let mut split = Views::default();
+        split.add(before());
+        split.add(after());
+        assert_eq!(split.agreed(1), None);
+        split.add(after());
+        assert_eq!(split.agreed(0), Some(&after()));
+        // Alone, a node is its own majority.
+        let mut one = Views::default();
+        one.add(before());
+        assert_eq!(one.agreed(0), Some(&before()));
+    }
+
+    #[test]
+    fn without_a_majority_the_most_described_map_wins_then_the_first() {
+        let mut views = Views::default();
+        views.add(before());
+        views.add(after());
+        views.add(after());
+        views.add(map(&[("a:1", 0, 16383)]));
+        assert_eq!(views.agreed(0), None, "two of four");
+        assert_eq!(views.most_described(), Some(after()));
+
+        let mut tied = Views::default();
+        tied.add(after());
+        tied.add(before());
+        assert_eq!(tied.most_described(), Some(after()));
+        assert_eq!(Views::default().most_described(), None);
+    }
+}
