@@ -32,12 +32,11 @@ pub async fn fetch(
     timeout: Duration,
 ) -> Result<SlotMap, DialError> {
     let mut views = Views::default();
-    let mut described = 0;
     let mut asking = JoinSet::new();
     let mut unasked = seeds.iter();
     let mut last = DialError::Closed;
     loop {
-        while described + asking.len() < VIEWS {
+        while views.described() + asking.len() < VIEWS {
             let Some(seed) = unasked.next() else {
                 break;
             };
@@ -63,7 +62,6 @@ pub async fn fetch(
         };
         match answered {
             Ok(Ok(map)) => {
-                described += 1;
                 views.add(map);
                 if let Some(map) = views.agreed(asking.len()) {
                     // Dropping `asking` aborts the asks still out.
@@ -89,30 +87,19 @@ async fn ask(
     let stream = open_to(&endpoint, tls.as_ref()).await?;
     let mut rbuf = BytesMut::new();
     let (username, password) = (username.as_deref(), password.as_deref());
-    let command =
-        |sub: &'static [u8]| vec![Bytes::from_static(b"CLUSTER"), Bytes::from_static(sub)];
-    let mut replies = call_with_auth(
-        &stream,
-        &mut rbuf,
-        username,
-        password,
-        vec![command(b"SHARDS")],
-    )
-    .await?;
     // CLUSTER SHARDS is Redis 7's; before it, CLUSTER SLOTS.
-    let mut parse: fn(&Reply) -> Option<Vec<super::Shard>> = parse_shards;
-    if let Some(Reply::Error(_)) = replies.first() {
-        replies = call_with_auth(
-            &stream,
-            &mut rbuf,
-            username,
-            password,
-            vec![command(b"SLOTS")],
-        )
-        .await?;
-        parse = parse_slots;
+    type Parse = fn(&Reply) -> Option<Vec<super::Shard>>;
+    let asks: [(&'static [u8], Parse); 2] = [(b"SHARDS", parse_shards), (b"SLOTS", parse_slots)];
+    let mut shards = None;
+    for (sub, parse) in asks {
+        let command = vec![Bytes::from_static(b"CLUSTER"), Bytes::from_static(sub)];
+        let replies = call_with_auth(&stream, &mut rbuf, username, password, vec![command]).await?;
+        if !matches!(replies.first(), Some(Reply::Error(_))) {
+            shards = replies.first().and_then(parse);
+            break;
+        }
     }
-    let Some(mut shards) = replies.first().and_then(parse) else {
+    let Some(mut shards) = shards else {
         return Err(DialError::Protocol(format!(
             "{seed}: not a CLUSTER SHARDS or SLOTS reply"
         )));

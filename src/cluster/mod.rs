@@ -7,7 +7,7 @@
 mod fetch;
 mod views;
 
-pub use fetch::{fetch, VIEWS};
+pub use fetch::fetch;
 
 use bytes::Bytes;
 

@@ -29,6 +29,11 @@ impl Views {
         }
     }
 
+    /// How many nodes described a map.
+    pub fn described(&self) -> usize {
+        self.total
+    }
+
     /// The map described by more than half of the nodes that answered
     /// and the `to_come` that may still answer, if one is: no answer to
     /// come could make another the most described.
