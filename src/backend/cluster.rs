@@ -197,13 +197,9 @@ impl Cluster {
     /// keys); a job whose keys are in several slots gets `-CROSSSLOT`, as
     /// from Redis Cluster.
     pub(super) fn route(self: &Arc<Self>, job: Job) {
-        if job.db != 0 {
-            return answer(job.reply, "ERR SELECT is not allowed in cluster mode");
-        }
-        let slot = match cluster::touches(&job.payload) {
-            Touches::CrossSlot => return answer(job.reply, cluster::CROSSSLOT),
-            Touches::Slot(slot) => Some(slot),
-            Touches::NoKey => None,
+        let slot = match slot_of(cluster::touches(&job.payload), job.db) {
+            Ok(slot) => slot,
+            Err(line) => return answer(job.reply, line),
         };
         let Some(map) = self.map() else {
             // Held until the first map, as many as one connection may have
@@ -215,25 +211,48 @@ impl Cluster {
             }
             if waiting.len() >= self.settings.max_pending {
                 drop(waiting);
-                return answer(job.reply, "CLUSTERDOWN no slot map from any node yet");
+                return answer(job.reply, NO_MAP);
             }
             waiting.push(job);
             drop(waiting);
             self.refresh.notify_one();
             return;
         };
-        let owner = match slot {
-            Some(slot) => map.owners.get(slot as usize).copied(),
-            None => map.owners.iter().copied().find(|&o| o != u16::MAX),
-        };
-        match owner.and_then(|o| map.nodes.get(o as usize)) {
+        match map.master_of(slot) {
             Some(node) => self.forward(job, node, 0),
             None => {
                 // Its master failed and no replica is known to have taken
                 // over yet: ask again (a burst of these asks once).
                 self.refresh.notify_one();
-                answer(job.reply, "CLUSTERDOWN Hash slot not served");
+                answer(job.reply, NOT_SERVED);
             }
+        }
+    }
+
+    /// The master that serves the keys of `payload` now, for a connection
+    /// leased to one client there (a WATCH and its transaction, a
+    /// blocking command); else the error the client gets, Redis Cluster's
+    /// own where it has one.
+    pub(super) fn master_for(&self, keys: &[&[u8]], db: u32) -> Result<Backend, &'static str> {
+        let slot = slot_of(cluster::keys_touch(keys.iter().copied()), db)?;
+        let map = self.map();
+        let node = map.as_ref().and_then(|map| map.master_of(slot));
+        node.cloned().ok_or_else(|| {
+            self.refresh.notify_one();
+            if map.is_some() {
+                NOT_SERVED
+            } else {
+                NO_MAP
+            }
+        })
+    }
+
+    /// Notes a reply that came on a connection leased on a node, which
+    /// cannot follow it: a `-MOVED` says the map is behind, so that the
+    /// client's next try goes to the slot's new master.
+    pub(super) fn heard(&self, reply: &Reply) {
+        if let Some(Redirect::Moved { slot, node }) = cluster::redirect(reply) {
+            self.moved(slot, &node);
         }
     }
 
@@ -422,6 +441,16 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// The backend of the master serving `slot` (for `None`, of any
+    /// master that serves a slot).
+    fn master_of(&self, slot: Option<u16>) -> Option<&Backend> {
+        let owner = match slot {
+            Some(slot) => self.owners.get(slot as usize).copied(),
+            None => self.owners.iter().copied().find(|&o| o != u16::MAX),
+        };
+        owner.and_then(|o| self.nodes.get(o as usize))
+    }
+
     /// How many slots each master (by index) serves.
     fn slots_per_master(&self) -> Vec<u32> {
         let mut counts = vec![0u32; self.masters.len()];
@@ -463,6 +492,25 @@ impl Again {
 
     fn job(&self, tx: oneshot::Sender<BackendResult>, payload: Bytes) -> Job {
         Job::new(self.origin, payload, self.db, ReplyTo::One(tx), self.write)
+    }
+}
+
+/// The error a command for a slot without a master gets: its master failed
+/// and no replica is known to have taken over yet.
+const NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
+/// The error a command gets that cannot wait for the first slot map.
+const NO_MAP: &str = "CLUSTERDOWN no slot map from any node yet";
+
+/// The one slot of keys that `touch` it (`None`: no key), or Redis
+/// Cluster's error: keys in several slots, or a database other than 0.
+fn slot_of(touches: Touches, db: u32) -> Result<Option<u16>, &'static str> {
+    if db != 0 {
+        return Err("ERR SELECT is not allowed in cluster mode");
+    }
+    match touches {
+        Touches::CrossSlot => Err(cluster::CROSSSLOT),
+        Touches::Slot(slot) => Ok(Some(slot)),
+        Touches::NoKey => Ok(None),
     }
 }
 

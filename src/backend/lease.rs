@@ -82,6 +82,28 @@ impl LeaseRefused {
     }
 }
 
+/// Why no connection was leased for a client's commands about some keys
+/// ([`super::Backend::lease_for_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unleased {
+    /// The backend (the node, for a cluster) leases no more.
+    Refused(LeaseRefused),
+    /// A cluster's own error line: keys in several slots, no master for
+    /// their slot, no slot map yet, a database other than 0.
+    Cluster(&'static str),
+}
+
+impl Unleased {
+    /// The client's error, for `what` the connection was wanted for, on
+    /// the configured `backend`.
+    pub fn message(self, backend: &str, user: Option<&Bytes>, what: &str) -> String {
+        match self {
+            Unleased::Refused(refused) => refused.message(backend, user, what),
+            Unleased::Cluster(line) => line.to_string(),
+        }
+    }
+}
+
 /// Connections leased to single clients on one backend: in all, and per
 /// named user.
 #[derive(Debug, Default)]

@@ -40,7 +40,7 @@ use connection::Connection;
 pub use health::Health;
 use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
-pub use lease::{Lease, LeaseFor, LeaseRefused, Share};
+pub use lease::{Lease, LeaseFor, LeaseRefused, Share, Unleased};
 use lease::{Leases, Line, TakeLease};
 
 use lanes::Lanes;
@@ -342,9 +342,10 @@ impl Backend {
         }
     }
 
-    /// For a cluster backend, the error a command that needs a connection
-    /// of its own (`what`: a transaction, a blocking command, a
-    /// subscription) gets: not supported there yet.
+    /// For a cluster backend, the error a command that needs a link of its
+    /// own (`what`: Pub/Sub) gets: not supported there yet. (A WATCH or a
+    /// blocking command leases a connection on its slot's master:
+    /// [`Backend::lease_for_keys`].)
     pub fn cluster_refusal(&self, what: &str) -> Option<String> {
         self.cluster().map(|_| {
             format!(
@@ -463,6 +464,38 @@ impl Backend {
             line: Some(Line { queue, server_id }),
             _ticket: ticket,
         })
+    }
+
+    /// A connection of its own for a client's commands about `keys` (in
+    /// database `db`), and the backend to submit them to with the lease:
+    /// this one, or for a cluster backend the master that serves the keys'
+    /// slot now (a WATCH and its transaction, a blocking command run on
+    /// that node, as a cluster client would run them).
+    pub fn lease_for_keys(
+        &self,
+        keys: &[&[u8]],
+        db: u32,
+        share: Share<'_>,
+        proto: Proto,
+    ) -> Result<(Backend, Lease), Unleased> {
+        let on = match &self.kind {
+            Kind::Cluster(cluster) => cluster.master_for(keys, db).map_err(Unleased::Cluster)?,
+            Kind::Pool(_) => self.clone(),
+        };
+        let lease = on
+            .lease(share, LeaseFor::Commands(proto))
+            .map_err(Unleased::Refused)?;
+        Ok((on, lease))
+    }
+
+    /// Notes a reply to a command sent on a connection leased by
+    /// [`Backend::lease_for_keys`]: for a cluster, a `-MOVED` (which a
+    /// lease cannot follow: the client gets it) corrects the slot map for
+    /// the client's next try.
+    pub fn heard(&self, reply: &Reply) {
+        if let Kind::Cluster(cluster) = &self.kind {
+            cluster.heard(reply);
+        }
     }
 
     /// One command on a connection made for it, with AUTH only (SCRIPT KILL

@@ -1,6 +1,8 @@
 //! Blocking commands (BLPOP, BZPOPMIN, BLMOVE, XREAD BLOCK, ...): each runs
-//! on a connection leased to its client for that command (`Backend::lease`,
-//! at most `[pool] max_held_connections` per backend), never on the shared
+//! on a connection leased to its client for that command
+//! (`Backend::lease_for_keys`: on a cluster backend, to the master of the
+//! keys' slot; at most `[pool] max_held_connections` per backend or
+//! node), never on the shared
 //! pipelined connections, which a blocked command would stall for every
 //! other client. The slot is a barrier: the client's later requests run
 //! after it, as they would on Redis.
@@ -12,12 +14,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BackendError, BackendResult, Job, Lease, LeaseFor, Origin};
+use crate::backend::{Backend, BackendError, BackendResult, Job, Lease, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
 use crate::client::slot::{Pending, Slot};
 use crate::clients::ClientCard;
 use crate::protocol::command::block_time;
+use crate::protocol::keys::request_key_positions;
 use crate::protocol::Reply;
 use crate::shared::Topology;
 
@@ -40,16 +43,17 @@ pub(in crate::client) fn blocking(
     // What is gathered goes first: those commands came before this one.
     cx.flush();
     let backend = &topo.backends[index];
-    if let Some(refusal) = backend.cluster_refusal("a blocking command") {
-        return Slot::ready(cx.state.proto, Reply::error(refusal));
-    }
     let share = cx.state.share(topo);
     let share = share.as_ref().map(|(u, n)| (u, *n));
-    let lease = match backend.lease(share, LeaseFor::Commands(cx.state.proto)) {
-        Ok(lease) => lease,
-        Err(refused) => {
+    let keys: Vec<&[u8]> = request_key_positions(spec, request)
+        .into_iter()
+        .filter_map(|position| request.arg(position))
+        .collect();
+    let (on, lease) = match backend.lease_for_keys(&keys, cx.state.db, share, cx.state.proto) {
+        Ok(leased) => leased,
+        Err(unleased) => {
             let message =
-                refused.message(&backend.id, cx.state.user.as_ref(), "a blocking command");
+                unleased.message(&backend.id, cx.state.user.as_ref(), "a blocking command");
             return Slot::ready(cx.state.proto, Reply::error(message));
         }
     };
@@ -57,7 +61,8 @@ pub(in crate::client) fn blocking(
     let (tx, out) = oneshot::channel();
     let run = BlockingRun {
         topo: topo.clone(),
-        backend: backend.clone(),
+        routed: backend.clone(),
+        backend: on,
         lease,
         origin: cx.state.origin(),
         db: cx.state.db,
@@ -87,6 +92,9 @@ pub(in crate::client) fn blocking(
 /// A blocking command on its leased connection, off the client's task.
 struct BlockingRun {
     topo: Arc<Topology>,
+    /// The configured backend of the command's keys, and the one it runs
+    /// on (for a cluster, the master of their slot).
+    routed: Backend,
     backend: Backend,
     lease: Lease,
     origin: Origin,
@@ -102,6 +110,7 @@ impl BlockingRun {
     async fn go(self, payload: Bytes, moving: Vec<Bytes>, mut tx: oneshot::Sender<BackendResult>) {
         let BlockingRun {
             topo,
+            routed,
             backend: leased,
             lease,
             origin,
@@ -128,6 +137,9 @@ impl BlockingRun {
         let _blocked = tokio::select! {
             sent = written => sent.ok().map(|()| Blocked::count(&blocked, card, on)),
             reply = &mut rx => {
+                if let Ok(Ok(reply)) = &reply {
+                    routed.heard(reply);
+                }
                 let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
                 return;
             }
@@ -137,6 +149,9 @@ impl BlockingRun {
             reply = rx => reply,
             _ = tx.closed() => return,
         };
+        if let Ok(Ok(reply)) = &reply {
+            routed.heard(reply);
+        }
         let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
     }
 }

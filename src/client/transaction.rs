@@ -5,10 +5,11 @@
 //! `MULTI`, the queued commands and `EXEC` as one batch, written back to
 //! back on one backend connection, so the backend runs them as one
 //! transaction, and the client gets EXEC's reply. WATCH leases a connection
-//! of the watched keys' backend to the client (`Backend::lease`): the WATCH
-//! and later the transaction go on it, so the backend sees both on one
-//! connection and aborts EXEC when a watched key changed; EXEC, DISCARD,
-//! UNWATCH and RESET let it go.
+//! of the watched keys' backend to the client (`Backend::lease_for_keys`;
+//! on a cluster backend, of the master of their slot): the WATCH and later
+//! the transaction go on it, so the server sees both on one connection and
+//! aborts EXEC when a watched key changed; EXEC, DISCARD, UNWATCH and RESET
+//! let it go.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,11 +17,12 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, BackendResult, Job, Lease, LeaseFor, Origin};
+use crate::backend::{Backend, BackendError, BackendResult, Job, Lease, Origin};
 use crate::client::migrate::{deletes, moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
+use crate::cluster::{keys_touch, redirect, Redirect, Touches};
 use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Route, Spec};
 use crate::shared::Topology;
@@ -48,18 +50,27 @@ pub(in crate::client) struct Multi {
     aborted: bool,
 }
 
-/// A WATCH in force: the backend of its keys and the connection it is on.
+/// A WATCH in force: the backend of its keys, the connection it is on and
+/// the backend that connection is of (for a cluster backend, the master of
+/// the keys' slot, which is then `slot`).
 #[derive(Debug)]
 pub(in crate::client) struct Watching {
     backend: usize,
+    on: Backend,
     lease: Lease,
+    slot: Option<u16>,
 }
 
 impl Multi {
-    /// A transaction after WATCH: its keys must be on the watched backend.
+    /// A transaction after WATCH: its keys must be on the watched backend
+    /// (in the watched slot, for a cluster).
     pub(in crate::client) fn after_watch(watching: Option<&Watching>) -> Multi {
         Multi {
             backend: watching.map(|w| w.backend),
+            slots: watching
+                .and_then(|w| Some((w.backend, w.slot?)))
+                .into_iter()
+                .collect(),
             ..Multi::default()
         }
     }
@@ -280,25 +291,41 @@ impl Run {
             watching,
         } = self;
         settle_moving(&topo, origin, db, &keys, &deleted).await?;
+        let send = |backend: &Backend, payload: Bytes, count: usize| match &watching {
+            Some(w) => {
+                w.on.submit(Job::batch(origin, payload, count, db), Some(&w.lease))
+            }
+            None => backend.submit(Job::batch(origin, payload, count, db), None),
+        };
         let receivers: Vec<_> = batches
             .into_iter()
             .map(|(index, payload, count)| {
                 let backend = &topo.backends[index];
-                let rx = match &watching {
-                    Some(w) => {
-                        backend.submit(Job::batch(origin, payload, count, db), Some(&w.lease))
-                    }
-                    None => backend.submit(Job::batch(origin, payload, count, db), None),
-                };
-                (backend, rx)
+                let rx = send(backend, payload.clone(), count);
+                (backend, payload, count, rx)
             })
             .collect();
         let mut execs = Vec::with_capacity(receivers.len());
-        for (backend, rx) in receivers {
-            let exec = match rx.await {
-                Ok(Ok(mut replies)) => replies.pop().ok_or_else(|| lost(backend)),
-                Ok(Err(error)) => Err(error),
-                Err(_) => Err(lost(backend)),
+        for (backend, payload, count, mut rx) in receivers {
+            let mut tries = 1;
+            let exec = loop {
+                let replies = match rx.await {
+                    Ok(Ok(replies)) => replies,
+                    Ok(Err(error)) => break Err(error),
+                    Err(_) => break Err(lost(backend)),
+                };
+                replies.iter().for_each(|reply| backend.heard(reply));
+                // Refused whole by a cluster node that no longer serves
+                // the slot: nothing ran, and the map is corrected (heard),
+                // so it goes again, to the slot's master now. Not after a
+                // WATCH, whose connection is that node's.
+                if watching.is_none() && tries < MAX_TRIES && moved_away(&replies) {
+                    tries += 1;
+                    rx = send(backend, payload.clone(), count);
+                    continue;
+                }
+                let mut replies = replies;
+                break replies.pop().ok_or_else(|| lost(backend));
             };
             execs.push(exec);
         }
@@ -326,7 +353,9 @@ pub(in crate::client) fn watch(
     let proto = state.proto;
     let filter = policy.filter();
     let mut backend = state.watching.as_ref().map(|w| w.backend);
-    for key in request.args().iter().skip(1) {
+    let args = request.args();
+    let keys: Vec<&[u8]> = args.iter().skip(1).map(|key| &key[..]).collect();
+    for &key in &keys {
         if !filter.allows(key) {
             return Slot::ready(proto, RedisError::NoPermKey.reply());
         }
@@ -338,33 +367,86 @@ pub(in crate::client) fn watch(
     }
     let index = backend.unwrap_or(0);
     let target = &topo.backends[index];
-    if state.watching.is_none() {
-        if let Some(refusal) = target.cluster_refusal("a transaction (MULTI, WATCH)") {
-            return Slot::ready(proto, Reply::error(refusal));
+    // On a cluster the watched keys, and the transaction's after them, are
+    // in one slot, whose master runs them all on the leased connection.
+    let slot = match target.cluster().map(|_| keys_touch(keys.iter().copied())) {
+        Some(Touches::CrossSlot) => return Slot::ready(proto, RedisError::CrossSlot.reply()),
+        Some(Touches::Slot(slot)) => Some(slot),
+        Some(Touches::NoKey) | None => None,
+    };
+    match state.watching.as_ref() {
+        Some(watching) if watching.slot != slot => {
+            return Slot::ready(proto, RedisError::CrossSlot.reply());
         }
-        let share = state.share(topo);
-        let share = share.as_ref().map(|(u, n)| (u, *n));
-        let lease = match target.lease(share, LeaseFor::Commands(state.proto)) {
-            Ok(lease) => lease,
-            Err(refused) => {
-                let message = refused.message(&target.id, state.user.as_ref(), "WATCH");
-                return Slot::ready(proto, Reply::error(message));
-            }
-        };
-        state.watching = Some(Watching {
-            backend: index,
-            lease,
-        });
+        Some(_) => {}
+        None => {
+            let share = state.share(topo);
+            let share = share.as_ref().map(|(u, n)| (u, *n));
+            let (on, lease) = match target.lease_for_keys(&keys, state.db, share, state.proto) {
+                Ok(leased) => leased,
+                Err(unleased) => {
+                    let message = unleased.message(&target.id, state.user.as_ref(), "WATCH");
+                    return Slot::ready(proto, Reply::error(message));
+                }
+            };
+            state.watching = Some(Watching {
+                backend: index,
+                on,
+                lease,
+                slot,
+            });
+        }
     }
     let Some(watching) = state.watching.as_ref() else {
         return Slot::ready(proto, RedisError::Routing.reply());
     };
-    let payload = request.payload();
-    let rx = target.submit(
-        Job::one(state.origin(), payload, state.db, false),
+    let rx = watching.on.submit(
+        Job::one(state.origin(), request.payload(), state.db, false),
         Some(&watching.lease),
     );
+    let rx = heeded(target, rx);
     Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now)
+}
+
+/// The reply `rx` will carry, once `backend` has heard it (see
+/// [`Backend::heard`]: a cluster learns of a `-MOVED` on a leased
+/// connection); `rx` itself for a backend that is not a cluster.
+fn heeded(
+    backend: &Backend,
+    rx: oneshot::Receiver<BackendResult>,
+) -> oneshot::Receiver<BackendResult> {
+    if backend.cluster().is_none() {
+        return rx;
+    }
+    let backend = backend.clone();
+    let (tx, heeded) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(result) = rx.await {
+            if let Ok(reply) = &result {
+                backend.heard(reply);
+            }
+            let _ = tx.send(result);
+        }
+    });
+    heeded
+}
+
+/// How many times a transaction goes to a cluster whose slot map was
+/// behind (see [`moved_away`]) before its client gets the refusal.
+const MAX_TRIES: u32 = 3;
+
+/// Whether a transaction's replies (MULTI's, each command's, EXEC's) say
+/// that a cluster node refused it whole for a slot it no longer serves: a
+/// command queued answered `-MOVED` and EXEC an error (EXECABORT), so
+/// nothing of it ran.
+fn moved_away(replies: &[Reply]) -> bool {
+    let Some((exec, queued)) = replies.split_last() else {
+        return false;
+    };
+    exec.is_error()
+        && queued
+            .iter()
+            .any(|reply| matches!(redirect(reply), Some(Redirect::Moved { .. })))
 }
 
 /// EXEC's reply from one EXEC per backend: each command's reply from its
@@ -411,5 +493,45 @@ fn lost(backend: &crate::backend::Backend) -> BackendError {
     BackendError::ConnectionLost {
         backend: backend.id.clone(),
         reason: "proxy is shutting down".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(line: &'static str) -> Reply {
+        Reply::Raw(Bytes::from_static(line.as_bytes()))
+    }
+
+    /// A transaction goes again only when a node refused it whole for a
+    /// slot it no longer serves: a queued command moved and EXEC aborted.
+    #[test]
+    fn only_a_transaction_refused_whole_for_a_moved_slot_goes_again() {
+        let moved = raw("-MOVED 3999 127.0.0.1:7002\r\n");
+        let abort = raw("-EXECABORT Transaction discarded because of previous errors.\r\n");
+        let ok = raw("+OK\r\n");
+        assert!(moved_away(&[ok.clone(), moved.clone(), abort.clone()]));
+        // It ran: the node served the slot.
+        assert!(!moved_away(&[
+            ok.clone(),
+            raw("+QUEUED\r\n"),
+            raw("*1\r\n+OK\r\n")
+        ]));
+        // Aborted for another reason (a wrong command), or ASKed elsewhere
+        // (the slot is being migrated: ASKING first, which a transaction
+        // does not do).
+        assert!(!moved_away(&[
+            ok.clone(),
+            raw("-ERR wrong\r\n"),
+            abort.clone()
+        ]));
+        assert!(!moved_away(&[
+            ok.clone(),
+            raw("-ASK 3999 127.0.0.1:7002\r\n"),
+            abort
+        ]));
+        assert!(!moved_away(&[]));
+        assert!(!moved_away(&[moved]));
     }
 }

@@ -342,6 +342,29 @@ pub enum Touches {
     CrossSlot,
 }
 
+impl Touches {
+    /// What these keys and one more, of slot `here`, touch.
+    fn and(self, here: u16) -> Touches {
+        match self {
+            Touches::NoKey => Touches::Slot(here),
+            Touches::Slot(s) if s == here => self,
+            _ => Touches::CrossSlot,
+        }
+    }
+}
+
+/// The slot of every key in `keys`.
+pub fn keys_touch<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Touches {
+    let mut found = Touches::NoKey;
+    for key in keys {
+        found = found.and(slot(key));
+        if found == Touches::CrossSlot {
+            break;
+        }
+    }
+    found
+}
+
 /// Redis Cluster's answer to a command whose keys are in several slots.
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
@@ -362,11 +385,9 @@ pub fn touches(payload: &[u8]) -> Touches {
             let Some(key) = request.arg(position) else {
                 continue;
             };
-            let here = slot(key);
-            match found {
-                Touches::NoKey => found = Touches::Slot(here),
-                Touches::Slot(s) if s == here => {}
-                _ => return Touches::CrossSlot,
+            found = found.and(slot(key));
+            if found == Touches::CrossSlot {
+                return found;
             }
         }
     }

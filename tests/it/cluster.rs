@@ -318,20 +318,183 @@ fn sessions_go_to_their_slots_master_and_crossslot_is_redis_clusters() {
             format!("${}\r\n{data}\r\n", data.len()).into_bytes()
         );
     }
-    // What needs a connection of its own is refused with a clear error.
-    for args in [vec!["BLPOP", "session:q", "1"], vec!["SUBSCRIBE", "news"]] {
-        let refused = client.text(&args);
-        assert!(
-            refused.contains("is a Redis Cluster"),
-            "{args:?}: {refused}"
-        );
-    }
+    // Pub/Sub is refused with a clear error.
+    let refused = client.text(&["SUBSCRIBE", "news"]);
+    assert!(refused.contains("is a Redis Cluster"), "{refused}");
     // A transaction of one slot's keys runs (MULTI .. EXEC go together).
     assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
     assert_eq!(client.text(&["SET", "session:9", "y"]), "+QUEUED\r\n");
     assert_eq!(client.text(&["EXPIRE", "session:9", "60"]), "+QUEUED\r\n");
     assert_eq!(client.text(&["EXEC"]), "*2\r\n+OK\r\n:1\r\n");
     assert_eq!(client.text(&["GET", "session:9"]), "$1\r\ny\r\n");
+}
+
+/// A WATCH holds a connection of its own to the master of the watched
+/// key's slot, and the transaction after it runs there: a change by
+/// another client aborts EXEC, as on Redis, byte for byte as the slot's
+/// master answers the same steps directly. A blocking command waits on
+/// that master until another client pushes. Keys of several slots get
+/// Redis Cluster's CROSSSLOT.
+#[test]
+fn watch_and_blocking_commands_run_on_the_slots_master() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let key = "session:watched";
+    let node = master_of(&cluster, key);
+    let steps = |proto: &str, client: &mut RawClient, other: &mut RawClient| -> Vec<String> {
+        client.cmd(&["HELLO", proto]);
+        other.cmd(&["HELLO", proto]);
+        let mut seen = vec![
+            client.text(&["SET", key, "v0"]),
+            client.text(&["WATCH", key]),
+        ];
+        seen.push(other.text(&["SET", key, "changed"]));
+        for args in [
+            vec!["MULTI"],
+            vec!["SET", key, "mine"],
+            vec!["EXEC"],
+            vec!["GET", key],
+            vec!["WATCH", key],
+            vec!["GET", key],
+            vec!["MULTI"],
+            vec!["SET", key, "mine"],
+            vec!["EXPIRE", key, "60"],
+            vec!["EXEC"],
+            vec!["GET", key],
+            vec!["WATCH", "{a}x", "{b}x"],
+            vec!["BLPOP", "{a}x", "{b}x", "1"],
+            vec!["BLPOP", "session:none", "0.01"],
+        ] {
+            seen.push(client.text(&args));
+        }
+        seen
+    };
+    let mut client = ready_client(&proxy);
+    let mut other = proxy.client();
+    for (proto, null) in [("3", "_\r\n"), ("2", "*-1\r\n")] {
+        let direct = steps(proto, &mut node.client(), &mut node.client());
+        assert_eq!(direct[5], null, "the lost race: {direct:?}");
+        assert!(direct[14].starts_with("-CROSSSLOT"), "{direct:?}");
+        assert_eq!(steps(proto, &mut client, &mut other), direct, "RESP{proto}");
+    }
+    // Later WATCHes, and the transaction after them, stay in the slot.
+    assert_eq!(client.text(&["WATCH", "{u1}a"]), "+OK\r\n");
+    assert!(client.text(&["WATCH", "{u2}b"]).starts_with("-CROSSSLOT"));
+    assert_eq!(client.text(&["WATCH", "{u1}c"]), "+OK\r\n");
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert!(client
+        .text(&["SET", "{u2}b", "1"])
+        .starts_with("-CROSSSLOT"));
+    assert!(client.text(&["EXEC"]).starts_with("-EXECABORT"));
+    assert_eq!(client.text(&["WATCH", "{u1}a"]), "+OK\r\n");
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", "{u1}c", "1"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXEC"]), "*1\r\n+OK\r\n");
+    // A BLPOP waits on the queue's master until a push.
+    let queue = "session:queue";
+    let port = proxy.port;
+    let blocked = std::thread::spawn(move || {
+        let mut waiter = RawClient::connect(port);
+        waiter.text(&["BLPOP", queue, "30"])
+    });
+    let server = master_of(&cluster, queue);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        "the BLPOP blocked on the slot's master",
+        || {
+            server
+                .client()
+                .text(&["INFO", "clients"])
+                .contains("blocked_clients:1")
+        },
+    );
+    assert_eq!(other.text(&["LPUSH", queue, "job"]), ":1\r\n");
+    assert_eq!(
+        blocked.join().unwrap(),
+        format!("*2\r\n${}\r\n{queue}\r\n$3\r\njob\r\n", queue.len())
+    );
+}
+
+/// A slot moved by hand behind the proxy's back: a command on a connection
+/// of its own (a WATCH) gets the old master's `-MOVED`, which corrects the
+/// proxy's slot map, so the client's next WATCH runs on the new master; a
+/// transaction without WATCH refused whole by the old master (its commands
+/// MOVED, EXEC aborted, nothing run) goes again to the new one.
+#[test]
+fn a_moved_answer_on_a_connection_of_its_own_corrects_the_slot_map() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut client = ready_client(&proxy);
+    let (watched, written) = ("{moved}watched", "{moved}written");
+    assert_eq!(client.text(&["SET", watched, "before"]), "+OK\r\n");
+    let (source, target) = master_and_another(&cluster, watched);
+    move_slot(&cluster, watched, source, target);
+    // The proxy's map still names `source` (it refreshes every 5 s): the
+    // first WATCH goes there, unless a refresh came first.
+    let first = client.text(&["WATCH", watched]);
+    assert!(first == "+OK\r\n" || first.starts_with("-MOVED"), "{first}");
+    assert_eq!(client.text(&["UNWATCH"]), "+OK\r\n");
+    assert_eq!(client.text(&["WATCH", watched]), "+OK\r\n");
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", watched, "after"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXEC"]), "*1\r\n+OK\r\n");
+    assert_eq!(target.client().text(&["GET", watched]), "$5\r\nafter\r\n");
+    // Moved back behind the proxy's back: a plain transaction of the slot
+    // finds the old master refusing it, and goes again to the new one.
+    move_slot(&cluster, watched, target, source);
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", written, "1"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["INCR", written]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXEC"]), "*2\r\n+OK\r\n:2\r\n");
+    assert_eq!(source.client().text(&["GET", written]), "$1\r\n2\r\n");
+    assert_eq!(client.text(&["GET", watched]), "$5\r\nafter\r\n");
+}
+
+/// The master of `key`'s slot, and another master.
+fn master_and_another<'a>(cluster: &'a Cluster, key: &str) -> (&'a Redis, &'a Redis) {
+    let source = master_of(cluster, key);
+    let target = cluster
+        .nodes
+        .iter()
+        .find(|n| n.port != source.port)
+        .unwrap();
+    (source, target)
+}
+
+/// `CLUSTER SETSLOT <key's slot> how id` on `node`.
+fn set_slot(node: &Redis, key: &str, how: &str, id: &str) {
+    let the_slot = slot(key.as_bytes()).to_string();
+    assert_eq!(
+        node.client()
+            .text(&["CLUSTER", "SETSLOT", &the_slot, how, id]),
+        "+OK\r\n"
+    );
+}
+
+/// Begins moving `key`'s slot from `source` to `target` by hand, as
+/// `redis-cli --cluster reshard` does, and moves `key`: the slot is then
+/// half way, `key` answered `-ASK` by `source`.
+fn begin_move(key: &str, source: &Redis, target: &Redis) {
+    set_slot(target, key, "IMPORTING", &Cluster::id_of(source));
+    set_slot(source, key, "MIGRATING", &Cluster::id_of(target));
+    let port = target.port.to_string();
+    assert_eq!(
+        source
+            .client()
+            .text(&["MIGRATE", "127.0.0.1", &port, key, "0", "5000"]),
+        "+OK\r\n"
+    );
+}
+
+/// Moves `key`'s slot, with `key`, from `source` to `target` by hand, and
+/// tells every node (the proxy is not told).
+fn move_slot(cluster: &Cluster, key: &str, source: &Redis, target: &Redis) {
+    begin_move(key, source, target);
+    let target_id = Cluster::id_of(target);
+    for node in &cluster.nodes {
+        set_slot(node, key, "NODE", &target_id);
+    }
 }
 
 /// What a load saw: errors, the round each key was last acknowledged in,
@@ -742,34 +905,9 @@ fn ask_is_followed_for_a_slot_being_migrated() {
     let mut client = ready_client(&proxy);
     let key = "session:asked";
     assert_eq!(client.text(&["SET", key, "here"]), "+OK\r\n");
-    let source = master_of(&cluster, key);
-    let target = cluster
-        .nodes
-        .iter()
-        .find(|n| n.port != source.port)
-        .unwrap();
+    let (source, target) = master_and_another(&cluster, key);
+    begin_move(key, source, target);
     let the_slot = slot(key.as_bytes());
-    let slot_text = the_slot.to_string();
-    let (source_id, target_id) = (Cluster::id_of(source), Cluster::id_of(target));
-    assert_eq!(
-        target
-            .client()
-            .text(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id]),
-        "+OK\r\n"
-    );
-    assert_eq!(
-        source
-            .client()
-            .text(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target_id]),
-        "+OK\r\n"
-    );
-    let port = target.port.to_string();
-    assert_eq!(
-        source
-            .client()
-            .text(&["MIGRATE", "127.0.0.1", &port, key, "0", "5000"]),
-        "+OK\r\n"
-    );
     let (_, asked_before) = redirects(&proxy);
     assert_eq!(client.text(&["GET", key]), "$4\r\nhere\r\n");
     // A new key of the migrating slot is written on the importing node.
