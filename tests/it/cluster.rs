@@ -414,6 +414,23 @@ fn watch_and_blocking_commands_run_on_the_slots_master() {
         blocked.join().unwrap(),
         format!("*2\r\n${}\r\n{queue}\r\n$3\r\njob\r\n", queue.len())
     );
+    // CLIENT UNBLOCK reaches the node the client is blocked on.
+    let mut blocked = proxy.client();
+    let id = blocked.text(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    blocked.send(&[b"BLPOP", queue.as_bytes(), b"0"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(5),
+        "the client is blocked",
+        || {
+            other
+                .text(&["CLIENT", "LIST", "ID", &id])
+                .contains("flags=b")
+        },
+    );
+    assert_eq!(other.text(&["CLIENT", "UNBLOCK", &id]), ":1\r\n");
+    assert_eq!(blocked.read_reply(), b"*-1\r\n");
 }
 
 /// A slot moved by hand behind the proxy's back: a command on a connection
