@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{run_script, wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -431,6 +431,26 @@ fn watch_and_blocking_commands_run_on_the_slots_master() {
     );
     assert_eq!(other.text(&["CLIENT", "UNBLOCK", &id]), ":1\r\n");
     assert_eq!(blocked.read_reply(), b"*-1\r\n");
+}
+
+/// redis-py's optimistic transaction helper (WATCH, a read, MULTI/EXEC,
+/// again after another client's change) and BLPOP through the proxy over a
+/// cluster backend, as directly on the keys' master
+/// (tests/python/watch_and_block.py).
+#[test]
+fn redis_py_transactions_and_blpop_behave_the_same_over_a_cluster() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    ready_client(&proxy);
+    let direct = master_of(&cluster, "{py}").port.to_string();
+    let port = proxy.port.to_string();
+    let ours = run_script("venv-redis8", "watch_and_block.py", &["--port", &port]);
+    let theirs = run_script("venv-redis8", "watch_and_block.py", &["--port", &direct]);
+    assert_eq!(ours, theirs);
+    println!("{ours}");
+    // The first try lost the race and the second won it, both protocols.
+    assert_eq!(ours.matches("\"tries\": [10, 15]").count(), 2, "{ours}");
+    assert_eq!(ours.matches("\"final\": \"16\"").count(), 2, "{ours}");
 }
 
 /// A slot moved by hand behind the proxy's back: a command on a connection
