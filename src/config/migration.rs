@@ -119,12 +119,6 @@ impl MigrationConfig {
                     "must be a positive number (a whole one for ketama)",
                 ));
             }
-            if old.cluster.is_some() {
-                return Err(invalid(
-                    format!("{field}.cluster"),
-                    "moving keys out of a Redis Cluster is not supported yet",
-                ));
-            }
             old.target(&field)?;
         }
         Ok(())

@@ -1306,6 +1306,80 @@ fn a_migration_out_of_a_cluster_finishes() {
     }
 }
 
+/// The day a site that ran on a Redis Cluster moves onto the proxy over
+/// plain servers, `[migration] from` naming the cluster: every session
+/// written on the cluster (on its slot's master, as a cluster client puts
+/// it) reads back through the proxy with its TTL, a logout holds, and the
+/// mover empties the cluster's masters into the new servers.
+#[test]
+fn sessions_move_in_from_a_redis_cluster_without_a_logout() {
+    let cluster = Cluster::start(3, 0);
+    // The site's cluster client, as it wrote before the move.
+    let site = Proxy::start(&config_over(&cluster, &[]));
+    let mut before = ready_client(&site);
+    assert_eq!(before.text(&["DEL", "session:probe"]), ":1\r\n");
+    for i in 0..300 {
+        let (key, data) = (format!("session:{i}"), format!("data{i}"));
+        assert_eq!(before.text(&["SETEX", &key, "3600", &data]), "+OK\r\n");
+    }
+    drop(site);
+    let new: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.address()))
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [[backends]]\nid = \"a\"\naddress = \"{}\"\n\
+         [[backends]]\nid = \"b\"\naddress = \"{}\"\n\
+         [migration]\nkeys_per_second = 200\n\
+         from = [ {{ id = \"old\", cluster = {{ seeds = [{}] }} }} ]\n",
+        new[0].address(),
+        new[1].address(),
+        seeds.join(", ")
+    ));
+    let mut client = proxy.client();
+    for i in 0..100 {
+        let data = format!("data{i}");
+        let got = client.text(&["GET", &format!("session:{i}")]);
+        assert_eq!(got, format!("${}\r\n{data}\r\n", data.len()), "session:{i}");
+    }
+    for i in 100..120 {
+        assert_eq!(client.text(&["DEL", &format!("session:{i}")]), ":1\r\n");
+    }
+    let report = || {
+        let topology = proxy.shared.topology();
+        topology.migration.as_ref().expect("a migration").report()
+    };
+    wait_until(
+        Duration::from_secs(90),
+        Duration::from_millis(20),
+        "the mover done",
+        || report().state == "done",
+    );
+    let keys = |redis: &Redis| {
+        let size = redis.client().text(&["DBSIZE"]);
+        size.trim_start_matches(':')
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert_eq!(cluster.nodes.iter().map(keys).sum::<usize>(), 0);
+    assert_eq!(new.iter().map(keys).sum::<usize>(), 280);
+    for i in 0..300 {
+        let got = client.text(&["GET", &format!("session:{i}")]);
+        let want = match i {
+            100..120 => "$-1\r\n".to_string(),
+            _ => format!("${}\r\ndata{i}\r\n", format!("data{i}").len()),
+        };
+        assert_eq!(got, want, "session:{i}");
+    }
+    let ttl = client.text(&["TTL", "session:299"]);
+    let ttl: u64 = ttl.trim_start_matches(':').trim().parse().unwrap();
+    assert!((3000..=3600).contains(&ttl), "{ttl}");
+}
+
 /// CLIENT TRACKING over a Redis Cluster backend (issue 32): the proxy has
 /// no link on the cluster's nodes, so it cannot vouch for what a client
 /// reads there, and says so: each such read is invalidated right behind its
