@@ -1,5 +1,6 @@
-//! The nemesis: simulated users keep sessions (create, read, update,
-//! regenerate the id by RENAME, log out) through two proxy processes, each
+//! The nemesis: simulated users keep sessions (create, read, update, some
+//! updates in a MULTI/EXEC transaction, regenerate the id by RENAME, log
+//! out) through two proxy processes, each
 //! request on either proxy at random, over two Sentinel groups (a master and
 //! two replicas each, `min_replicas_ack = 1`), a Redis Cluster (three
 //! masters, a replica each) and a plain backend, while faults come at
@@ -220,6 +221,14 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
                 "SETEX",
                 vec!["SETEX".into(), key.clone(), "3600".into(), value],
             )
+        } else if roll < 55 {
+            // The same write in a transaction (MULTI, SETEX, EXEC), as
+            // django-redis's set_many and redis-py's pipelines send them.
+            let value = format!("u{id}:{n}");
+            (
+                "MULTI SETEX",
+                vec!["SETEX".into(), key.clone(), "3600".into(), value],
+            )
         } else if roll < 85 {
             ("GET", vec!["GET".into(), key.clone()])
         } else if roll < 93 {
@@ -236,7 +245,11 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
             ports[rng.random_range(0..ports.len())]
         };
         let start = Instant::now();
-        let reply = match ask(&mut clients, port, &args) {
+        let asked = match op {
+            "MULTI SETEX" => in_transaction(&mut clients, port, &args),
+            _ => ask(&mut clients, port, &args),
+        };
+        let reply = match asked {
             Ok(reply) => reply,
             Err(e) => {
                 clients.remove(&port);
@@ -264,7 +277,7 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
             // only if it was before or the SETEX was acknowledged (else the
             // next RENAME would get "no such key", an error of the
             // generator's making).
-            "SETEX" => present |= !failed,
+            "SETEX" | "MULTI SETEX" => present |= !failed,
             // The user goes on with the new id whether or not the rename
             // was acknowledged, as a site would after a failed request.
             "RENAME" => key = record.arg.clone(),
@@ -283,6 +296,26 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
         std::thread::sleep(Duration::from_millis(rng.random_range(2..12)));
     }
     records
+}
+
+/// `args` in a transaction: MULTI, the command and EXEC, one after another.
+/// EXEC's reply when it ran the command (`+OK`, the command's own), else
+/// what failed: an error, or the transaction's reply, marked failed.
+fn in_transaction(
+    clients: &mut BTreeMap<u16, RawClient>,
+    port: u16,
+    args: &[String],
+) -> std::io::Result<String> {
+    let replies = [
+        ask(clients, port, &["MULTI".to_string()])?,
+        ask(clients, port, args)?,
+        ask(clients, port, &["EXEC".to_string()])?,
+    ];
+    Ok(match replies {
+        [_, _, exec] if exec == "*1\r\n+OK\r\n" => "+OK\r\n".to_string(),
+        [_, _, exec] if exec.starts_with('-') => exec,
+        replies => format!("-UNEXPECTED {replies:?}"),
+    })
 }
 
 fn ask(
@@ -355,8 +388,8 @@ fn check(records: &[Record]) -> Verdict {
                 seen.remove(&r.key);
             }
             match r.op {
-                "SETEX" if failed => possible.0.push(Some(r.arg.clone())),
-                "SETEX" => *possible = Possible::settled(Some(r.arg.clone())),
+                "SETEX" | "MULTI SETEX" if failed => possible.0.push(Some(r.arg.clone())),
+                "SETEX" | "MULTI SETEX" => *possible = Possible::settled(Some(r.arg.clone())),
                 "GET" if failed => {}
                 "GET" => {
                     let value = bulk(&r.reply);
@@ -1084,4 +1117,23 @@ fn the_checker_finds_a_lost_write_and_a_resurrection_and_counts_late_writes_apar
     let verdict = check(&late);
     assert!(verdict.violations.is_empty(), "{verdict:?}");
     assert_eq!(verdict.late.len(), 2);
+    // A write in a transaction is a write: acknowledged, it must read back;
+    // aborted, it may or may not have run.
+    let lost_in_multi = vec![
+        rec("SETEX", "k", "v1", "+OK\r\n"),
+        rec("MULTI SETEX", "k", "v2", "+OK\r\n"),
+        rec("GET", "k", "", "$2\r\nv1\r\n"),
+    ];
+    assert_eq!(check(&lost_in_multi).violations.len(), 1);
+    let aborted = vec![
+        rec("SETEX", "k", "v1", "+OK\r\n"),
+        rec(
+            "MULTI SETEX",
+            "k",
+            "v2",
+            "-EXECABORT Transaction discarded\r\n",
+        ),
+        rec("GET", "k", "", "$2\r\nv1\r\n"),
+    ];
+    assert!(check(&aborted).violations.is_empty());
 }
