@@ -7,7 +7,7 @@ use crate::dial::PoolSettings;
 use crate::dial::{handshake, Backoff, DialError};
 use crate::metrics::BackendMetrics;
 use crate::net::Stream;
-use crate::protocol::{Proto, Reply};
+use crate::protocol::Proto;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +22,7 @@ use super::health::Health;
 use super::hold::{FailoverFlag, Send};
 use super::job::{BackendError, Job};
 use super::renewal::{Refresh, Renew, Renewal};
-use super::session::{owed_error, Owed, Session, SessionEnd};
+use super::session::{owed_error, Owed, Session, SessionEnd, Unconfirmed};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -131,10 +131,7 @@ pub(super) struct Connection {
     pub(super) health: Arc<Health>,
     pub(super) min_replicas_ack: u32,
     /// Writes whose reply came, waiting for the WAIT after them.
-    pub(super) unconfirmed: Vec<(
-        tokio::sync::oneshot::Sender<super::job::BackendResult>,
-        Reply,
-    )>,
+    pub(super) unconfirmed: Vec<Unconfirmed>,
     /// Jobs taken from `jobs`, waiting for their client's turn; kept across
     /// sessions (a master switch sends them to the new master).
     pub(super) lanes: Lanes<Job>,
@@ -641,9 +638,17 @@ impl Connection {
             }
         }
         // Writes whose reply came but not their WAIT's: not confirmed.
-        for (reply, _) in self.unconfirmed.drain(..) {
-            failed += 1;
-            let _ = reply.send(Err(error.clone()));
+        for unconfirmed in self.unconfirmed.drain(..) {
+            match unconfirmed {
+                Unconfirmed::One { reply, .. } => {
+                    failed += 1;
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Unconfirmed::Transaction { reply, replies } => {
+                    failed += replies.len() as u64;
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
         }
         self.metrics.failed.add(failed);
         self.lanes.clear_in_flight();

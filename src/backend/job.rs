@@ -81,9 +81,14 @@ pub struct Job {
     /// The database the client has selected.
     pub db: u32,
     pub reply: ReplyTo,
-    /// A single write: follow it with WAIT when the backend has
-    /// `min_replicas_ack`. Batches never carry such writes.
+    /// A write: follow it with WAIT when the backend has
+    /// `min_replicas_ack` (of batches, only a transaction may be one: the
+    /// WAIT then decides its EXEC's reply).
     pub write: bool,
+    /// A batch that is one `MULTI` … `EXEC` transaction: all of it runs or
+    /// none, so refused in part (`-READONLY`, `-LOADING` at queue time,
+    /// and EXEC's `-EXECABORT`) it goes again whole.
+    pub(super) transaction: bool,
     /// Only reads (no command that may write, no script): sent to the
     /// master even while a failover holds writes, so reads go on.
     pub read: bool,
@@ -105,6 +110,7 @@ impl Job {
             db,
             reply,
             write,
+            transaction: false,
             read: false,
             held: false,
             blocks_for: None,
@@ -143,7 +149,7 @@ impl Job {
     }
 
     /// `count` commands (no write that needs a WAIT among them) answered
-    /// together, in order.
+    /// together, in order (a transaction: [`Job::transaction`]).
     pub fn batch(
         origin: Origin,
         payload: Bytes,
@@ -155,6 +161,22 @@ impl Job {
             Job::new(origin, payload, db, ReplyTo::Many { tx, count }, false),
             rx,
         )
+    }
+
+    /// A `MULTI` … `EXEC` transaction of `count` commands (MULTI and EXEC
+    /// included), answered together; `write` when any of its commands
+    /// writes (see [`Job::write`]).
+    pub fn transaction(
+        origin: Origin,
+        payload: Bytes,
+        count: usize,
+        db: u32,
+        write: bool,
+    ) -> (Job, oneshot::Receiver<BatchResult>) {
+        let (mut job, rx) = Job::batch(origin, payload, count, db);
+        job.write = write;
+        job.transaction = true;
+        (job, rx)
     }
 
     /// A blocking command (BLPOP, XREAD BLOCK), for a leased connection: its

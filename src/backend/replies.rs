@@ -13,9 +13,8 @@ use super::connection::{Connection, WRITE_HIGH_WATER};
 use super::job::{BackendError, Job, ReplyTo};
 use super::lanes::Queued;
 use super::retry::{self, Retry};
-use super::session::{Owed, Session, SessionEnd};
+use super::session::{verdict, Owed, Session, SessionEnd, Unconfirmed, Verdict};
 use crate::net::Outbox;
-use crate::protocol::RedisError;
 use crate::protocol::{encode_command, reply_extent, Proto, Reply};
 
 impl Connection {
@@ -101,15 +100,17 @@ impl Connection {
     }
 
     /// A batch answered with some of its commands refused: those go again
-    /// as a batch of their own, and the client gets the whole batch once
-    /// they are answered (see [`retry::merge`]).
+    /// as a batch of their own (all of a transaction's, none of which ran),
+    /// and the client gets the whole batch once they are answered (see
+    /// [`retry::merge`]).
     pub(super) fn retry_batch_later(
         &mut self,
         retry: Retry,
         reply: tokio::sync::oneshot::Sender<super::job::BatchResult>,
         replies: Vec<Reply>,
+        (transaction, write): (bool, bool),
     ) {
-        let Some((payload, places)) = retry::refused_in_batch(&retry, &replies) else {
+        let Some((payload, places)) = retry::refused_in_batch(&retry, &replies, transaction) else {
             let _ = reply.send(Ok(replies));
             return;
         };
@@ -123,8 +124,9 @@ impl Connection {
             payload,
             retry.db,
             ReplyTo::Many { tx: again, count },
-            false,
+            write,
         );
+        job.transaction = transaction;
         job.held = true;
         self.metrics.held_requests.increment(count as u64);
         self.retries.push(job);
@@ -177,6 +179,9 @@ impl Connection {
         let reply = match job.reply {
             ReplyTo::One(reply) => reply,
             ReplyTo::Many { tx, count } => {
+                // A transaction's EXEC reply is held until WAIT says how
+                // many replicas have its writes.
+                let confirm = job.write && job.transaction && self.min_replicas_ack > 0;
                 owed.push_back(Owed::Batch {
                     client,
                     reply: tx,
@@ -185,8 +190,10 @@ impl Connection {
                     bytes: 0,
                     sent_at: now,
                     retry,
+                    transaction: job.transaction,
+                    confirm,
                 });
-                return false;
+                return confirm;
             }
         };
         if job.write && self.min_replicas_ack > 0 {
@@ -330,7 +337,10 @@ impl Connection {
                 self.lanes.replied(client, 1, size);
                 match retry.filter(|_| refused) {
                     Some(retry) => self.retry_later(retry, tx),
-                    None => self.unconfirmed.push((tx, reply)),
+                    None => self.unconfirmed.push(Unconfirmed::One {
+                        reply: tx,
+                        wrote: reply,
+                    }),
                 }
             }
             Some(Owed::Wait {
@@ -351,7 +361,8 @@ impl Connection {
     }
 
     /// A batch whose replies are all in: answered (its refused commands
-    /// sent again first, when there are any).
+    /// sent again first, when there are any; a transaction that writes
+    /// once the WAIT after it decides).
     pub(super) fn answer_batch(&mut self, batch: Owed) {
         let Owed::Batch {
             client,
@@ -360,6 +371,8 @@ impl Connection {
             replies,
             bytes,
             retry,
+            transaction,
+            confirm,
             ..
         } = batch
         else {
@@ -367,32 +380,54 @@ impl Connection {
         };
         self.lanes.replied(client, count as u32, bytes);
         match retry.filter(|_| self.want_master.is_some()) {
-            Some(retry) => self.retry_batch_later(retry, tx, replies),
+            Some(retry) => self.retry_batch_later(retry, tx, replies, (transaction, confirm)),
+            None if confirm => self
+                .unconfirmed
+                .push(Unconfirmed::Transaction { reply: tx, replies }),
             None => {
                 let _ = tx.send(Ok(replies));
             }
         }
     }
 
-    /// The WAIT after the unconfirmed writes answered `acked`: each write's client
-    /// gets its reply if enough replicas have it, `-NOREPLICAS` if not, and
-    /// an error if a failover began meanwhile (see [`Owed::Wait`]).
+    /// The WAIT after the unconfirmed writes answered `acked`: each write's
+    /// client gets its reply if enough replicas have it, `-NOREPLICAS` if
+    /// not, and an error if a failover began meanwhile (see [`Owed::Wait`]
+    /// and [`verdict`]). A transaction's verdict is its EXEC reply's.
     pub(super) fn decide_unconfirmed(&mut self, replicas: u32, doubted: bool, acked: Reply) {
-        for (tx, write) in self.unconfirmed.drain(..) {
-            if doubted && !write.is_error() {
-                let _ = tx.send(Err(BackendError::Unavailable {
-                    backend: self.backend.clone(),
-                    reason: "a failover began before the write was confirmed: it may not be on the new master".into(),
-                }));
-                continue;
+        let doubt = || BackendError::Unavailable {
+            backend: self.backend.clone(),
+            reason:
+                "a failover began before the write was confirmed: it may not be on the new master"
+                    .into(),
+        };
+        for unconfirmed in std::mem::take(&mut self.unconfirmed) {
+            match unconfirmed {
+                Unconfirmed::One { reply, wrote } => {
+                    let answer = match verdict(!wrote.is_error(), replicas, doubted, &acked) {
+                        Verdict::Stands => Ok(wrote),
+                        Verdict::Doubted => Err(doubt()),
+                        Verdict::Instead(instead) => Ok(instead),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Unconfirmed::Transaction { reply, mut replies } => {
+                    let ran = replies
+                        .last()
+                        .is_some_and(|exec| !exec.is_error() && !exec.is_null());
+                    let answer = match verdict(ran, replicas, doubted, &acked) {
+                        Verdict::Stands => Ok(replies),
+                        Verdict::Doubted => Err(doubt()),
+                        Verdict::Instead(instead) => {
+                            if let Some(exec) = replies.last_mut() {
+                                *exec = instead;
+                            }
+                            Ok(replies)
+                        }
+                    };
+                    let _ = reply.send(answer);
+                }
             }
-            let answer = match (&write, &acked) {
-                (w, _) if w.is_error() => write,
-                (_, Reply::Int(n)) if n >= &(replicas as i64) => write,
-                (_, Reply::Int(_)) => RedisError::NoReplicas.reply(),
-                (_, other) => other.clone(),
-            };
-            let _ = tx.send(Ok(answer));
         }
     }
 }
@@ -490,11 +525,12 @@ mod tests {
         assert!(!notified_now(&recheck).await);
     }
 
-    /// Two writes and the one WAIT after them: the WAIT's count decides
-    /// both. Acknowledged by their replicas while a failover began, they
-    /// are not confirmed to the clients: the replicas that have them may be
-    /// resynced from a new master that does not (the nemesis lost such
-    /// writes). Too few replicas: NOREPLICAS for each.
+    /// Two writes, a transaction that writes and the one WAIT after them:
+    /// the WAIT's count decides all three. Acknowledged by their replicas
+    /// while a failover began, they are not confirmed to the clients: the
+    /// replicas that have them may be resynced from a new master that does
+    /// not (the nemesis lost such writes). Too few replicas: NOREPLICAS for
+    /// each write, and for the transaction's EXEC.
     #[tokio::test]
     async fn one_wait_decides_the_writes_before_it() {
         for (doubt, acked) in [(false, 1), (true, 1), (false, 0)] {
@@ -511,6 +547,8 @@ mod tests {
                 });
                 receivers.push(rx);
             }
+            let (tx, transaction) = oneshot::channel();
+            s.owed.push_back(Owed::three(tx, None, true, true));
             s.owed.push_back(Owed::Wait {
                 replicas: 1,
                 sent_at: Instant::now(),
@@ -519,14 +557,21 @@ mod tests {
             if doubt {
                 s.doubt_writes();
             }
-            let bytes = format!("+OK\r\n+OK\r\n:{acked}\r\n");
+            let bytes = format!("+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n:{acked}\r\n");
             let mut rbuf = BytesMut::from(bytes.as_bytes());
             assert!(conn
                 .take_replies(&mut rbuf, &mut s.owed, Instant::now())
                 .is_ok());
             assert!(s.owed.is_empty() && conn.unconfirmed.is_empty());
+            let exec = transaction
+                .await
+                .unwrap()
+                .map(|mut replies| replies.pop().unwrap());
+            let mut answers = Vec::new();
             for rx in receivers {
-                let answer = rx.await.unwrap();
+                answers.push(rx.await.unwrap());
+            }
+            for answer in answers.into_iter().chain([exec]) {
                 match (doubt, acked) {
                     (true, _) => {
                         let error = answer.unwrap_err().to_string();
@@ -542,6 +587,78 @@ mod tests {
         }
     }
 
+    /// A transaction that wrote nothing stands whatever the WAIT says: one
+    /// aborted (EXECABORT, or a WATCH's null), and one that only reads,
+    /// which no WAIT follows.
+    #[tokio::test]
+    async fn a_transaction_that_wrote_nothing_is_not_refused_for_replicas() {
+        let mut conn = connection(Arc::new(Notify::new()));
+        conn.min_replicas_ack = 1;
+        let mut s = Session::new(0);
+        let mut receivers = Vec::new();
+        for (transaction, confirm) in [(true, true), (true, true), (true, false)] {
+            let (tx, rx) = oneshot::channel();
+            s.owed
+                .push_back(Owed::three(tx, None, transaction, confirm));
+            receivers.push(rx);
+        }
+        s.owed.push_back(Owed::Wait {
+            replicas: 1,
+            sent_at: Instant::now(),
+            doubted: false,
+        });
+        let aborted = "+OK\r\n-ERR wrong number of arguments for 'set' command\r\n-EXECABORT Transaction discarded because of previous errors.\r\n";
+        let bytes =
+            format!("{aborted}+OK\r\n+QUEUED\r\n*-1\r\n+OK\r\n+QUEUED\r\n*1\r\n$1\r\nv\r\n:0\r\n");
+        let mut rbuf = BytesMut::from(bytes.as_bytes());
+        assert!(conn
+            .take_replies(&mut rbuf, &mut s.owed, Instant::now())
+            .is_ok());
+        let mut execs = Vec::new();
+        for rx in receivers {
+            execs.push(rx.await.unwrap().unwrap().pop().unwrap());
+        }
+        let raw = |s: &'static str| Reply::Raw(Bytes::from(s));
+        assert_eq!(
+            execs,
+            vec![
+                raw("-EXECABORT Transaction discarded because of previous errors.\r\n"),
+                raw("*-1\r\n"),
+                raw("*1\r\n$1\r\nv\r\n"),
+            ]
+        );
+    }
+
+    /// A transaction a demoted master refused at queue time (-READONLY,
+    /// and EXEC's -EXECABORT) ran none of its commands: all of it is kept
+    /// to go again, as one transaction, not the refused write alone.
+    #[tokio::test]
+    async fn a_refused_transaction_goes_again_whole() {
+        let mut conn = connection(Arc::new(Notify::new()));
+        conn.reconnect_on_readonly = true;
+        let payload = Bytes::from_static(
+            b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*1\r\n$4\r\nEXEC\r\n",
+        );
+        let (tx, _rx) = oneshot::channel();
+        let mut s = Session::new(0);
+        s.owed.push_back(Owed::three(
+            tx,
+            Some(refused_from_7(payload.clone())),
+            true,
+            false,
+        ));
+        let bytes = "+OK\r\n-READONLY You can't write against a read only replica.\r\n-EXECABORT Transaction discarded because of previous errors.\r\n";
+        let mut rbuf = BytesMut::from(bytes);
+        assert!(conn
+            .take_replies(&mut rbuf, &mut s.owed, Instant::now())
+            .is_ok());
+        conn.settle(&mut s, &SessionEnd::Switched);
+        let (_, again) = conn.lanes.pop().expect("the transaction goes again");
+        assert_eq!(again.payload, payload);
+        assert!(again.transaction);
+        assert!(matches!(again.reply, ReplyTo::Many { count: 3, .. }));
+    }
+
     /// A fixed endpoint's server became a replica: the writes it refused
     /// with -READONLY (they did not run) are not answered, but kept to go
     /// again first, in their order, once a master is reached; a read's
@@ -550,12 +667,6 @@ mod tests {
     async fn writes_refused_with_readonly_go_again() {
         let mut conn = connection(Arc::new(Notify::new()));
         conn.reconnect_on_readonly = true;
-        let origin = Origin {
-            client: 7,
-            reply_bytes: 0,
-            large_replies: false,
-            proto: Proto::Resp2,
-        };
         let mut s = Session::new(0);
         let mut receivers = Vec::new();
         for (payload, retry) in [("SET a 1", true), ("GET a", false), ("SET b 2", true)] {
@@ -565,11 +676,7 @@ mod tests {
                 reply: tx,
                 sent_at: Instant::now(),
                 blocked_until: None,
-                retry: retry.then(|| Retry {
-                    origin,
-                    payload: Bytes::from(payload),
-                    db: 0,
-                }),
+                retry: retry.then(|| refused_from_7(Bytes::from(payload))),
             });
             receivers.push(rx);
         }
@@ -602,12 +709,6 @@ mod tests {
     async fn the_refused_commands_of_a_batch_go_again_and_take_their_places() {
         let mut conn = connection(Arc::new(Notify::new()));
         conn.reconnect_on_readonly = true;
-        let origin = Origin {
-            client: 7,
-            reply_bytes: 0,
-            large_replies: false,
-            proto: Proto::Resp2,
-        };
         let commands: Vec<Vec<u8>> = [&["SET", "a", "1"][..], &["GET", "a"], &["GET", "b"]]
             .iter()
             .map(|args| {
@@ -619,19 +720,12 @@ mod tests {
             .collect();
         let (tx, rx) = oneshot::channel();
         let mut s = Session::new(0);
-        s.owed.push_back(Owed::Batch {
-            client: 7,
-            reply: tx,
-            count: 3,
-            replies: Vec::new(),
-            bytes: 0,
-            sent_at: Instant::now(),
-            retry: Some(Retry {
-                origin,
-                payload: Bytes::from(commands.concat()),
-                db: 0,
-            }),
-        });
+        s.owed.push_back(Owed::three(
+            tx,
+            Some(refused_from_7(Bytes::from(commands.concat()))),
+            false,
+            false,
+        ));
         let bytes = "-READONLY You can't write against a read only replica.\r\n$1\r\n1\r\n-LOADING Redis is loading the dataset in memory\r\n";
         let mut rbuf = BytesMut::from(bytes);
         assert!(conn
@@ -655,6 +749,21 @@ mod tests {
             replies,
             vec![ok("+OK\r\n"), ok("$1\r\n1\r\n"), ok("$1\r\n2\r\n")]
         );
+    }
+
+    /// What client 7's `payload` needs to go again after a refusal.
+    fn refused_from_7(payload: Bytes) -> Retry {
+        let origin = Origin {
+            client: 7,
+            reply_bytes: 0,
+            large_replies: false,
+            proto: Proto::Resp2,
+        };
+        Retry {
+            origin,
+            payload,
+            db: 0,
+        }
     }
 
     /// Whether a notification is already stored, without waiting for one.

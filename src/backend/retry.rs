@@ -6,7 +6,8 @@
 //! connection to a fixed endpoint keeps what it needs to send it again
 //! ([`Retry`]) and does so once its endpoint leads to a master that serves.
 //! For a batch, only the commands refused go again, and their replies take
-//! their places among the others ([`merge`]).
+//! their places among the others ([`merge`]); a transaction, refused in
+//! part, ran none of its commands, and goes again whole.
 
 use super::job::{BatchResult, Origin};
 use crate::protocol::RedisError;
@@ -36,14 +37,22 @@ fn refused_reply(reply: &Reply) -> bool {
 }
 
 /// A batch answered with some of its commands refused: the retry holding
-/// only those, and where their replies go. `None` when nothing was refused
-/// (or the payload does not hold `replies.len()` commands).
-pub(super) fn refused_in_batch(retry: &Retry, replies: &[Reply]) -> Option<(Bytes, Vec<usize>)> {
+/// only those (all of a `transaction`'s: refused in part, none of it ran),
+/// and where their replies go. `None` when nothing was refused (or the
+/// payload does not hold `replies.len()` commands).
+pub(super) fn refused_in_batch(
+    retry: &Retry,
+    replies: &[Reply],
+    transaction: bool,
+) -> Option<(Bytes, Vec<usize>)> {
     let places: Vec<usize> = (0..replies.len())
         .filter(|&i| refused_reply(&replies[i]))
         .collect();
     if places.is_empty() {
         return None;
+    }
+    if transaction {
+        return Some((retry.payload.clone(), (0..replies.len()).collect()));
     }
     let commands = split_commands(&retry.payload, replies.len())?;
     let mut payload = BytesMut::new();
@@ -118,14 +127,37 @@ mod tests {
             ok(b"$1\r\n1\r\n"),
             ok(b"-READONLY You can't write against a read only replica.\r\n"),
         ];
-        let (payload, places) = refused_in_batch(&r, &replies).unwrap();
+        let (payload, places) = refused_in_batch(&r, &replies, false).unwrap();
         assert_eq!(places, vec![2]);
         assert_eq!(&payload[..], b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n");
         let none = [ok(b"+OK\r\n"), ok(b"$1\r\n1\r\n"), ok(b"-ERR other\r\n")];
-        assert!(refused_in_batch(&r, &none).is_none());
+        assert!(refused_in_batch(&r, &none, false).is_none());
         // A payload that does not hold as many commands is sent as it came.
         let loading = [ok(b"-LOADING Redis is loading\r\n")];
-        assert!(refused_in_batch(&r, &loading).is_none());
+        assert!(refused_in_batch(&r, &loading, false).is_none());
+    }
+
+    /// A transaction refused at queue time (EXEC then aborts it) ran none
+    /// of its commands: all of it goes again, MULTI and EXEC with it, not
+    /// the refused command alone outside a transaction.
+    #[test]
+    fn a_transaction_refused_in_part_goes_again_whole() {
+        let r = retry(
+            b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*1\r\n$4\r\nEXEC\r\n",
+        );
+        let ok = |s: &'static [u8]| Reply::Raw(Bytes::from_static(s));
+        let replies = [
+            ok(b"+OK\r\n"),
+            ok(b"-READONLY You can't write against a read only replica.\r\n"),
+            ok(b"-EXECABORT Transaction discarded because of previous errors.\r\n"),
+        ];
+        let (payload, places) = refused_in_batch(&r, &replies, true).unwrap();
+        assert_eq!(places, vec![0, 1, 2]);
+        assert_eq!(payload, r.payload);
+        let (partial, _) = refused_in_batch(&r, &replies, false).unwrap();
+        assert_ne!(partial, r.payload, "a pipeline sends only the refused");
+        let ran = [ok(b"+OK\r\n"), ok(b"+QUEUED\r\n"), ok(b"*1\r\n+OK\r\n")];
+        assert!(refused_in_batch(&r, &ran, true).is_none());
     }
 
     #[tokio::test]

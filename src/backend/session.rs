@@ -37,8 +37,14 @@ pub(super) enum Owed {
         /// Bytes of the replies so far.
         bytes: usize,
         sent_at: Instant,
-        /// As for [`Owed::Client`]: the commands refused go again.
+        /// As for [`Owed::Client`]: the commands refused go again (all of
+        /// them, for a transaction).
         retry: Option<Retry>,
+        /// One `MULTI` … `EXEC` transaction (see `Job::transaction`).
+        transaction: bool,
+        /// A transaction that writes, followed by a WAIT: its replies wait
+        /// for the WAIT's answer, which decides its EXEC's reply.
+        confirm: bool,
     },
     /// A SELECT the proxy inserted to switch databases.
     Select { sent_at: Instant },
@@ -71,6 +77,45 @@ impl Owed {
             | Owed::Unconfirmed { sent_at, .. }
             | Owed::Wait { sent_at, .. } => *sent_at,
         }
+    }
+}
+
+/// A write whose reply came, waiting for the answer to the WAIT after it.
+pub(super) enum Unconfirmed {
+    /// A single write and its reply.
+    One {
+        reply: oneshot::Sender<BackendResult>,
+        wrote: Reply,
+    },
+    /// A transaction's replies (MULTI's, each queued command's, EXEC's).
+    Transaction {
+        reply: oneshot::Sender<BatchResult>,
+        replies: Vec<Reply>,
+    },
+}
+
+/// What the WAIT after a write (answered `acked`, `replicas` wanted) makes
+/// of the write's reply; `ran`: the reply says something was written
+/// (not an error; for a transaction, neither an error nor a WATCH's null).
+#[derive(Debug, PartialEq)]
+pub(super) enum Verdict {
+    /// The reply stands: enough replicas have the write, or nothing was written.
+    Stands,
+    /// A failover began before the write was confirmed: it may not be on
+    /// the new master (see [`Owed::Wait`]'s `doubted`).
+    Doubted,
+    /// The client gets this instead: `-NOREPLICAS` for too few replicas,
+    /// or the WAIT's own error.
+    Instead(Reply),
+}
+
+pub(super) fn verdict(ran: bool, replicas: u32, doubted: bool, acked: &Reply) -> Verdict {
+    match acked {
+        _ if !ran => Verdict::Stands,
+        _ if doubted => Verdict::Doubted,
+        Reply::Int(n) if *n >= i64::from(replicas) => Verdict::Stands,
+        Reply::Int(_) => Verdict::Instead(crate::protocol::RedisError::NoReplicas.reply()),
+        other => Verdict::Instead(other.clone()),
     }
 }
 
@@ -256,6 +301,27 @@ impl Owed {
             sent_at,
             blocked_until: None,
             retry: None,
+        }
+    }
+
+    /// Client 7's batch of three commands, sent now: `retry`, for a fixed
+    /// endpoint; a `transaction`, which may wait for a WAIT (`confirm`).
+    pub(super) fn three(
+        reply: oneshot::Sender<BatchResult>,
+        retry: Option<Retry>,
+        transaction: bool,
+        confirm: bool,
+    ) -> Owed {
+        Owed::Batch {
+            client: 7,
+            reply,
+            count: 3,
+            replies: Vec::new(),
+            bytes: 0,
+            sent_at: Instant::now(),
+            retry,
+            transaction,
+            confirm,
         }
     }
 }

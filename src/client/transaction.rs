@@ -23,6 +23,7 @@ use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::cluster::{keys_touch, redirect, Redirect, Touches};
+use crate::protocol::command::writes;
 use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Route, Spec};
 use crate::shared::Topology;
@@ -30,9 +31,8 @@ use crate::shared::Topology;
 /// A transaction being queued.
 #[derive(Debug, Default)]
 pub(in crate::client) struct Multi {
-    /// The queued commands, RESP-encoded, each with the backend of its keys
-    /// (`None`: no key, PING say).
-    commands: Vec<(Option<usize>, Bytes)>,
+    /// The queued commands.
+    commands: Vec<Queued>,
     bytes: usize,
     /// The backend of the first key.
     backend: Option<usize>,
@@ -48,6 +48,16 @@ pub(in crate::client) struct Multi {
     deleted: Vec<Bytes>,
     /// A queuing error happened: EXEC answers EXECABORT.
     aborted: bool,
+}
+
+/// A queued command, RESP-encoded, with the backend of its keys (`None`:
+/// no key, PING say) and whether it writes (a transaction that writes is
+/// followed by WAIT where the backend has `min_replicas_ack`).
+#[derive(Debug)]
+struct Queued {
+    backend: Option<usize>,
+    raw: Bytes,
+    write: bool,
 }
 
 /// A WATCH in force: the backend of its keys, the connection it is on and
@@ -130,7 +140,11 @@ fn queued(
     }
     let raw = request.payload();
     multi.bytes += raw.len();
-    multi.commands.push((backend, raw));
+    multi.commands.push(Queued {
+        backend,
+        raw,
+        write: writes(spec, request),
+    });
     Ok(())
 }
 
@@ -226,39 +240,52 @@ pub(in crate::client) fn exec(
     slot
 }
 
-/// One transaction per backend, in the order of their first command, as
-/// (backend, MULTI … EXEC payload, command count); and for each command,
-/// its backend's place in that order.
-fn transactions(
-    commands: &[(Option<usize>, Bytes)],
-    first: usize,
-) -> (Vec<(usize, Bytes, usize)>, Vec<usize>) {
+/// One backend's transaction: MULTI, its commands and EXEC.
+struct Batch {
+    backend: usize,
+    payload: Bytes,
+    /// Commands, MULTI and EXEC included.
+    count: usize,
+    /// Any of its commands writes.
+    write: bool,
+}
+
+/// One transaction per backend, in the order of their first command; and
+/// for each command, its backend's place in that order.
+fn transactions(commands: &[Queued], first: usize) -> (Vec<Batch>, Vec<usize>) {
     let mut order: Vec<usize> = vec![first];
-    let mut batches: Vec<(BytesMut, usize)> = vec![(BytesMut::new(), 0)];
+    let mut batches: Vec<(BytesMut, usize, bool)> = vec![(BytesMut::new(), 0, false)];
     let mut places = Vec::with_capacity(commands.len());
-    for (backend, raw) in commands {
-        let backend = backend.unwrap_or(first);
+    for command in commands {
+        let backend = command.backend.unwrap_or(first);
         let place = match order.iter().position(|&b| b == backend) {
             Some(place) => place,
             None => {
                 order.push(backend);
-                batches.push((BytesMut::new(), 0));
+                batches.push((BytesMut::new(), 0, false));
                 order.len() - 1
             }
         };
-        batches[place].0.extend_from_slice(raw);
-        batches[place].1 += 1;
+        let batch = &mut batches[place];
+        batch.0.extend_from_slice(&command.raw);
+        batch.1 += 1;
+        batch.2 |= command.write;
         places.push(place);
     }
     let batches = order
         .iter()
         .zip(batches)
-        .map(|(&backend, (commands, count))| {
+        .map(|(&backend, (commands, count, write))| {
             let mut payload = BytesMut::with_capacity(commands.len() + 32);
             payload.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
             payload.extend_from_slice(&commands);
             payload.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-            (backend, payload.freeze(), count + 2)
+            Batch {
+                backend,
+                payload: payload.freeze(),
+                count: count + 2,
+                write,
+            }
         })
         .collect();
     (batches, places)
@@ -280,7 +307,7 @@ impl Run {
     /// Settles the keys a migration may hold elsewhere, sends each
     /// transaction and gathers the EXEC replies (merged in command order
     /// when there are several).
-    async fn go(self, batches: Vec<(usize, Bytes, usize)>, places: Vec<usize>) -> BackendResult {
+    async fn go(self, batches: Vec<Batch>, places: Vec<usize>) -> BackendResult {
         let Run {
             topo,
             origin,
@@ -291,22 +318,23 @@ impl Run {
             watching,
         } = self;
         settle_moving(&topo, origin, db, &keys, &deleted).await?;
-        let send = |backend: &Backend, payload: Bytes, count: usize| match &watching {
-            Some(w) => {
-                w.on.submit(Job::batch(origin, payload, count, db), Some(&w.lease))
+        let send = |backend: &Backend, batch: &Batch| {
+            let job = Job::transaction(origin, batch.payload.clone(), batch.count, db, batch.write);
+            match &watching {
+                Some(w) => w.on.submit(job, Some(&w.lease)),
+                None => backend.submit(job, None),
             }
-            None => backend.submit(Job::batch(origin, payload, count, db), None),
         };
         let receivers: Vec<_> = batches
             .into_iter()
-            .map(|(index, payload, count)| {
-                let backend = &topo.backends[index];
-                let rx = send(backend, payload.clone(), count);
-                (backend, payload, count, rx)
+            .map(|batch| {
+                let backend = &topo.backends[batch.backend];
+                let rx = send(backend, &batch);
+                (backend, batch, rx)
             })
             .collect();
         let mut execs = Vec::with_capacity(receivers.len());
-        for (backend, payload, count, mut rx) in receivers {
+        for (backend, batch, mut rx) in receivers {
             let mut tries = 1;
             let exec = loop {
                 let replies = match rx.await {
@@ -321,7 +349,7 @@ impl Run {
                 // WATCH, whose connection is that node's.
                 if watching.is_none() && tries < MAX_TRIES && moved_away(&replies) {
                     tries += 1;
-                    rx = send(backend, payload.clone(), count);
+                    rx = send(backend, &batch);
                     continue;
                 }
                 let mut replies = replies;

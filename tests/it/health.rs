@@ -380,21 +380,7 @@ fn a_moved_endpoint_is_followed_after_readonly() {
         || replica.text(&["GET", "session:m"]) == "$2\r\nv1\r\n",
     );
     // The failover: b is the master, a its replica; the name moves to b.
-    // (FAILOVER refuses until the master counts its replica online.)
-    let port = b.port.to_string();
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "FAILOVER taken",
-        || a.client().text(&["FAILOVER", "TO", "127.0.0.1", &port]) == "+OK\r\n",
-    );
-    let role = |redis: &Redis| redis.client().text(&["ROLE"]);
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "the failover",
-        || role(&b).contains("master") && role(&a).contains("slave"),
-    );
+    fail_over(&a, &b);
     relay.retarget(b.address());
     let mut refused = 0;
     wait_until(
@@ -412,6 +398,76 @@ fn a_moved_endpoint_is_followed_after_readonly() {
     println!("{refused} writes refused with READONLY before the proxy followed");
     assert_eq!(replica.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
     assert_eq!(client.text(&["GET", "session:m"]), "$2\r\nv2\r\n");
+}
+
+/// Redis's own FAILOVER from `master` to its replica `to`, as a managed
+/// service makes it: done once `to` is master and `master` its replica.
+/// (FAILOVER refuses until the master counts its replica online.)
+fn fail_over(master: &Redis, to: &Redis) {
+    let port = to.port.to_string();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "FAILOVER taken",
+        || {
+            master
+                .client()
+                .text(&["FAILOVER", "TO", "127.0.0.1", &port])
+                == "+OK\r\n"
+        },
+    );
+    let role = |redis: &Redis| redis.client().text(&["ROLE"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the failover",
+        || role(to).contains("master") && role(master).contains("slave"),
+    );
+}
+
+/// A transaction sent to a master just demoted by a managed failover is
+/// refused at queue time (-READONLY, then EXEC's -EXECABORT): none of it
+/// ran, so all of it goes again, as one transaction, once the endpoint
+/// leads to the new master; its client gets EXEC's reply from there. Sent
+/// again in part, the refused write would run alone, outside MULTI, and
+/// the client would be told EXECABORT for a write that ran.
+#[test]
+fn a_transaction_refused_by_a_demoted_master_runs_whole_on_the_new_one() {
+    crate::common::recorder();
+    let a = Redis::start();
+    let b = Redis::start_with(&["--replicaof", "127.0.0.1", &a.port.to_string()]);
+    let relay = crate::relay::Relay::start(a.address());
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [pool]\nrequest_timeout_ms = 4000\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+         [[backends]]\nid = \"demoted\"\naddress = \"{}\"\n",
+        relay.address()
+    ));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "session:n", "1"]), "+OK\r\n");
+    // The failover, the name still leading to the old master (a replica now).
+    fail_over(&a, &b);
+    let exec = std::thread::scope(|scope| {
+        // The name moves once the proxy holds what the old master refused.
+        scope.spawn(|| {
+            wait_until(
+                READY_LIMIT,
+                Duration::from_millis(5),
+                "the transaction held",
+                || refused_replies("demoted") > 0.0,
+            );
+            relay.retarget(b.address());
+        });
+        assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(client.text(&["INCR", "session:n"]), "+QUEUED\r\n");
+        assert_eq!(client.text(&["SET", "session:m", "v"]), "+QUEUED\r\n");
+        client.text(&["EXEC"])
+    });
+    assert_eq!(exec, "*2\r\n:2\r\n+OK\r\n");
+    assert_eq!(
+        b.client().text(&["MGET", "session:n", "session:m"]),
+        "*2\r\n$1\r\n2\r\n$1\r\nv\r\n"
+    );
 }
 
 /// Four clients writing sessions through a proxy until stopped: two one

@@ -5,7 +5,8 @@
 //! with `split_transactions = false` CROSSSLOT and nothing runs), atomicity against
 //! another client, and a transaction on a key a migration still holds.
 
-use crate::common::{proxy_over, Proxy, RawClient, Redis};
+use crate::common::{proxy_over, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use std::time::Duration;
 
 fn same(ours: &mut RawClient, theirs: &mut RawClient, steps: &[&[&str]]) {
     for args in steps {
@@ -280,4 +281,96 @@ fn by_default_keys_on_several_backends_run_one_transaction_each() {
         "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
     );
     assert!(ours.text(&["EXEC"]).starts_with("-EXECABORT"));
+}
+
+/// MULTI, the commands (each answered +QUEUED) and EXEC's reply.
+fn transaction(client: &mut RawClient, commands: &[&[&str]]) -> String {
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    for command in commands {
+        assert_eq!(client.text(command), "+QUEUED\r\n", "{command:?}");
+    }
+    client.text(&["EXEC"])
+}
+
+/// `min_replicas_ack` holds a transaction that writes to the promise a
+/// single write has: a WAIT after it decides its EXEC's reply. Without a
+/// replica its EXEC gets -NOREPLICAS, as a SETEX does (it ran on the
+/// master, which no replica copies); a transaction that only reads, or
+/// one aborted at queue time, is answered as it came. With a replica in
+/// sync, the EXEC's own reply, and the replica has the writes.
+#[test]
+fn min_replicas_ack_confirms_a_transaction_as_a_write() {
+    let master = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 1000\n\
+         [[backends]]\nid = \"a\"\naddress = \"{}\"\nmin_replicas_ack = 1\n",
+        master.address()
+    ));
+    let mut client = proxy.client();
+    let no_replicas = "-NOREPLICAS Not enough good replicas to write.\r\n";
+    assert_eq!(client.text(&["SETEX", "session:t", "60", "v"]), no_replicas);
+    let write = ["SETEX", "session:t", "60", "w"];
+    for proto in ["2", "3"] {
+        assert!(client.text(&["HELLO", proto]).starts_with(['*', '%']));
+        assert_eq!(
+            transaction(&mut client, &[&write, &["GET", "session:t"]]),
+            no_replicas,
+            "RESP{proto}"
+        );
+    }
+    client.text(&["HELLO", "2"]);
+    assert_eq!(
+        transaction(&mut client, &[&["GET", "session:t"]]),
+        "*1\r\n$1\r\nw\r\n"
+    );
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert!(client
+        .text(&["SETEX", "session:t"])
+        .starts_with("-ERR wrong number"));
+    assert_eq!(
+        client.text(&["EXEC"]),
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    // Ready once the replica has loaded its copy and has a write made
+    // after it: a replica just synced is sent the later writes only from
+    // its first ACK on, which may come a second later.
+    let mut on_replica = replica.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the replica's copy",
+        || {
+            on_replica
+                .text(&["INFO", "replication"])
+                .contains("master_link_status:up")
+        },
+    );
+    let mut on_master = master.client();
+    let mut n = 0;
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "writes streamed to the replica",
+        || {
+            n += 1;
+            on_master.text(&["SET", "ready", &n.to_string()]);
+            on_replica.text(&["GET", "ready"]) == format!("${}\r\n{n}\r\n", n.to_string().len())
+        },
+    );
+    assert_eq!(
+        transaction(
+            &mut client,
+            &[
+                &["SETEX", "session:t", "60", "x"],
+                &["SET", "session:u", "y"]
+            ]
+        ),
+        "*2\r\n+OK\r\n+OK\r\n"
+    );
+    assert_eq!(
+        on_replica.text(&["MGET", "session:t", "session:u"]),
+        "*2\r\n$1\r\nx\r\n$1\r\ny\r\n"
+    );
 }
