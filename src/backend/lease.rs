@@ -63,7 +63,10 @@ pub enum LeaseRefused {
     Pool,
     /// The user has its share leased already.
     User(usize),
-    /// A Redis Cluster backend leases no connection to one client.
+    /// A Redis Cluster backend leases no connection of its own to one
+    /// client: a client's WATCH or blocking command leases one on the
+    /// node of its keys ([`super::Backend::lease_for_keys`]); Pub/Sub is
+    /// not supported there yet.
     Cluster,
 }
 
@@ -71,8 +74,11 @@ impl LeaseRefused {
     /// The client's error, for `what` the connection was wanted for.
     pub fn message(self, backend: &str, user: Option<&Bytes>, what: &str) -> String {
         match self {
-            LeaseRefused::Pool | LeaseRefused::Cluster => format!(
+            LeaseRefused::Pool => format!(
                 "ERR backend '{backend}' has [pool] max_held_connections held already: no connection for {what}"
+            ),
+            LeaseRefused::Cluster => format!(
+                "ERR backend '{backend}' is a Redis Cluster: no connection of its own for {what} (not supported on it yet)"
             ),
             LeaseRefused::User(limit) => format!(
                 "ERR user '{}' holds {limit} connections to backend '{backend}' already, its share ([[users]] max_held_connections): no connection for {what}",

@@ -342,19 +342,6 @@ impl Backend {
         }
     }
 
-    /// For a cluster backend, the error a command that needs a link of its
-    /// own (`what`: Pub/Sub) gets: not supported there yet. (A WATCH or a
-    /// blocking command leases a connection on its slot's master:
-    /// [`Backend::lease_for_keys`].)
-    pub fn cluster_refusal(&self, what: &str) -> Option<String> {
-        self.cluster().map(|_| {
-            format!(
-                "ERR backend '{}' is a Redis Cluster: {what} is not supported on it yet",
-                self.id
-            )
-        })
-    }
-
     /// Whether a client's commands may be gathered into one job for this
     /// backend: not for a cluster, whose nodes are picked per command.
     pub fn batches(&self) -> bool {

@@ -134,19 +134,16 @@ impl BlockingRun {
         // written to the server (so clients count in the order the server
         // blocks them) until it answers or the client is gone: the count
         // goes down when this task ends, however.
-        let _blocked = tokio::select! {
-            sent = written => sent.ok().map(|()| Blocked::count(&blocked, card, on)),
-            reply = &mut rx => {
-                if let Ok(Ok(reply)) = &reply {
-                    routed.heard(reply);
-                }
-                let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
-                return;
-            }
-            _ = tx.closed() => return,
-        };
+        let mut _blocked = None;
         let reply = tokio::select! {
-            reply = rx => reply,
+            sent = written => {
+                _blocked = sent.ok().map(|()| Blocked::count(&blocked, card, on));
+                tokio::select! {
+                    reply = rx => reply,
+                    _ = tx.closed() => return,
+                }
+            }
+            reply = &mut rx => reply,
             _ = tx.closed() => return,
         };
         if let Ok(Ok(reply)) = &reply {

@@ -80,9 +80,6 @@ impl Subscriber {
             return Ok(());
         }
         let backend = &topo.backends[index];
-        if let Some(refusal) = backend.cluster_refusal("Pub/Sub") {
-            return Err(Reply::error(refusal));
-        }
         let share = self.share.as_ref().map(|(u, n)| (u, *n));
         let lease = backend.lease(share, LeaseFor::Link).map_err(|refused| {
             let user = self.share.as_ref().map(|(u, _)| u);
