@@ -257,7 +257,7 @@ impl Cluster {
     }
 
     /// The backend of the node at `address`, started on first use.
-    fn node(&self, address: &str) -> Backend {
+    pub(super) fn node(&self, address: &str) -> Backend {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(backend) = nodes.get(address) {
             return backend.clone();

@@ -342,6 +342,13 @@ impl Backend {
         }
     }
 
+    /// For a cluster backend, the node at `address` (a `-ASK`'s, where one
+    /// request goes after ASKING); `None` for a backend that is not a
+    /// cluster.
+    pub fn node_at(&self, address: &str) -> Option<Backend> {
+        self.cluster().map(|cluster| cluster.node(address))
+    }
+
     /// Whether a client's commands may be gathered into one job for this
     /// backend: not for a cluster, whose nodes are picked per command.
     pub fn batches(&self) -> bool {

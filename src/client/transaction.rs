@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BackendError, BackendResult, Job, Lease, Origin};
+use crate::backend::{Backend, BackendError, BackendResult, BatchResult, Job, Lease, Origin};
 use crate::client::migrate::{deletes, moving_keys, settle_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
@@ -343,17 +343,26 @@ impl Run {
                     Err(_) => break Err(lost(backend)),
                 };
                 replies.iter().for_each(|reply| backend.heard(reply));
-                // Refused whole by a cluster node that no longer serves
-                // the slot: nothing ran, and the map is corrected (heard),
-                // so it goes again, to the slot's master now. Not after a
-                // WATCH, whose connection is that node's.
-                if watching.is_none() && tries < MAX_TRIES && moved_away(&replies) {
-                    tries += 1;
-                    rx = send(backend, &batch);
-                    continue;
-                }
-                let mut replies = replies;
-                break replies.pop().ok_or_else(|| lost(backend));
+                // Refused whole by a cluster node for a slot it no longer
+                // serves, nothing ran: it goes again, to the slot's master
+                // now (the map was corrected, heard), or after ASKING to
+                // the node importing the slot. Not after a WATCH, whose
+                // connection is that node's.
+                let again = match refused_for_slot(&replies) {
+                    Some(redirect) if watching.is_none() && tries < MAX_TRIES => redirect,
+                    _ => {
+                        let mut replies = replies;
+                        break replies.pop().ok_or_else(|| lost(backend));
+                    }
+                };
+                tries += 1;
+                rx = match again {
+                    Redirect::Moved { .. } => send(backend, &batch),
+                    Redirect::Ask { node, .. } => match backend.node_at(&node) {
+                        Some(importing) => importing.submit(asking(origin, db, &batch), None),
+                        None => break Err(lost(backend)),
+                    },
+                };
             };
             execs.push(exec);
         }
@@ -460,21 +469,30 @@ fn heeded(
 }
 
 /// How many times a transaction goes to a cluster whose slot map was
-/// behind (see [`moved_away`]) before its client gets the refusal.
+/// behind (see [`refused_for_slot`]) before its client gets the refusal.
 const MAX_TRIES: u32 = 3;
 
-/// Whether a transaction's replies (MULTI's, each command's, EXEC's) say
-/// that a cluster node refused it whole for a slot it no longer serves: a
-/// command queued answered `-MOVED` and EXEC an error (EXECABORT), so
-/// nothing of it ran.
-fn moved_away(replies: &[Reply]) -> bool {
-    let Some((exec, queued)) = replies.split_last() else {
-        return false;
-    };
-    exec.is_error()
-        && queued
-            .iter()
-            .any(|reply| matches!(redirect(reply), Some(Redirect::Moved { .. })))
+/// Where a cluster node that refused a transaction whole for its slot
+/// sends it, if its replies (MULTI's, each command's, EXEC's) say so: a
+/// command queued answered `-MOVED` (the slot lives elsewhere now) or
+/// `-ASK` (its keys moved on with a slot being migrated), and EXEC an
+/// error (EXECABORT), so nothing of it ran.
+fn refused_for_slot(replies: &[Reply]) -> Option<Redirect> {
+    let (exec, queued) = replies.split_last()?;
+    if !exec.is_error() {
+        return None;
+    }
+    queued.iter().find_map(redirect)
+}
+
+/// `batch` again after ASKING, for the node importing its slot: the
+/// ASKING flag holds through MULTI until EXEC, so every queued command
+/// runs there. EXEC's reply is still the last.
+fn asking(origin: Origin, db: u32, batch: &Batch) -> (Job, oneshot::Receiver<BatchResult>) {
+    let mut payload = BytesMut::with_capacity(batch.payload.len() + 20);
+    payload.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+    payload.extend_from_slice(&batch.payload);
+    Job::transaction(origin, payload.freeze(), batch.count + 1, db, batch.write)
 }
 
 /// EXEC's reply from one EXEC per backend: each command's reply from its
@@ -533,33 +551,41 @@ mod tests {
     }
 
     /// A transaction goes again only when a node refused it whole for a
-    /// slot it no longer serves: a queued command moved and EXEC aborted.
+    /// slot it no longer serves (a queued command moved, or asked to the
+    /// node importing the slot, and EXEC aborted), to where it says.
     #[test]
-    fn only_a_transaction_refused_whole_for_a_moved_slot_goes_again() {
+    fn only_a_transaction_refused_whole_for_its_slot_goes_again() {
         let moved = raw("-MOVED 3999 127.0.0.1:7002\r\n");
+        let asked = raw("-ASK 3999 127.0.0.1:7003\r\n");
         let abort = raw("-EXECABORT Transaction discarded because of previous errors.\r\n");
         let ok = raw("+OK\r\n");
-        assert!(moved_away(&[ok.clone(), moved.clone(), abort.clone()]));
+        let to = |node: &str| node.to_string();
+        assert_eq!(
+            refused_for_slot(&[ok.clone(), moved.clone(), abort.clone()]),
+            Some(Redirect::Moved {
+                slot: 3999,
+                node: to("127.0.0.1:7002")
+            })
+        );
+        assert_eq!(
+            refused_for_slot(&[ok.clone(), asked.clone(), abort.clone()]),
+            Some(Redirect::Ask {
+                slot: 3999,
+                node: to("127.0.0.1:7003")
+            })
+        );
         // It ran: the node served the slot.
-        assert!(!moved_away(&[
-            ok.clone(),
-            raw("+QUEUED\r\n"),
-            raw("*1\r\n+OK\r\n")
-        ]));
-        // Aborted for another reason (a wrong command), or ASKed elsewhere
-        // (the slot is being migrated: ASKING first, which a transaction
-        // does not do).
-        assert!(!moved_away(&[
-            ok.clone(),
-            raw("-ERR wrong\r\n"),
-            abort.clone()
-        ]));
-        assert!(!moved_away(&[
-            ok.clone(),
-            raw("-ASK 3999 127.0.0.1:7002\r\n"),
-            abort
-        ]));
-        assert!(!moved_away(&[]));
-        assert!(!moved_away(&[moved]));
+        assert_eq!(
+            refused_for_slot(&[ok.clone(), raw("+QUEUED\r\n"), raw("*1\r\n+OK\r\n")]),
+            None
+        );
+        // Aborted for another reason (a wrong command).
+        assert_eq!(
+            refused_for_slot(&[ok.clone(), raw("-ERR wrong\r\n"), abort]),
+            None
+        );
+        assert_eq!(refused_for_slot(&[]), None);
+        assert_eq!(refused_for_slot(&[moved]), None);
+        assert_eq!(refused_for_slot(&[ok, asked]), None);
     }
 }

@@ -965,6 +965,53 @@ fn ask_is_followed_for_a_slot_being_migrated() {
     );
 }
 
+/// A transaction on a key whose slot is half way through a migration,
+/// the key already moved: the old node refuses it whole (`-ASK` for the
+/// queued command, EXEC `-EXECABORT`, nothing ran), so the proxy sends it
+/// again, after ASKING, to the importing node, where it runs; a key of
+/// that slot not moved yet runs its transaction on the old node.
+#[test]
+fn a_transaction_on_a_key_already_migrated_follows_ask() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut client = ready_client(&proxy);
+    let key = "session:tx-asked";
+    let the_slot = slot(key.as_bytes());
+    let stays = (0..100_000)
+        .map(|i| format!("session:{i}"))
+        .find(|k| slot(k.as_bytes()) == the_slot)
+        .unwrap();
+    assert_eq!(client.text(&["SET", key, "1"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", &stays, "1"]), "+OK\r\n");
+    let (source, target) = master_and_another(&cluster, key);
+    begin_move(key, source, target);
+    let transaction = |client: &mut RawClient, key: &str| {
+        assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(client.text(&["INCR", key]), "+QUEUED\r\n");
+        assert_eq!(client.text(&["EXPIRE", key, "60"]), "+QUEUED\r\n");
+        client.text(&["EXEC"])
+    };
+    for proto in ["3", "2"] {
+        client.text(&["HELLO", proto]);
+        let n = if proto == "3" { 2 } else { 3 };
+        let expected = format!("*2\r\n:{n}\r\n:1\r\n");
+        assert_eq!(transaction(&mut client, key), expected, "RESP{proto}");
+        assert_eq!(transaction(&mut client, &stays), expected, "RESP{proto}");
+    }
+    // Keys of the slot on both nodes: the importing node's -TRYAGAIN, as
+    // from Redis Cluster, and nothing ran.
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["INCR", key]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["INCR", &stays]), "+QUEUED\r\n");
+    let split = client.text(&["EXEC"]);
+    assert!(split.starts_with("-TRYAGAIN"), "{split}");
+    let mut on_target = target.client();
+    on_target.send(&[b"ASKING"]);
+    on_target.read_reply();
+    assert_eq!(on_target.text(&["GET", key]), "$1\r\n3\r\n");
+    assert_eq!(source.client().text(&["GET", &stays]), "$1\r\n3\r\n");
+}
+
 /// SCAN, KEYS, DBSIZE, SCRIPT LOAD and FLUSHDB reach every master of a
 /// cluster backend: a connect-redis style listing sees every session, a
 /// loaded script runs by its SHA on whichever node a key is on.
