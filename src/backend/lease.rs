@@ -49,7 +49,20 @@ impl Lease {
     pub(super) fn queue(&self) -> Option<&mpsc::UnboundedSender<Job>> {
         self.line.as_ref().map(|line| &line.queue)
     }
+
+    /// Where jobs for this lease's connection go, for a task that submits
+    /// one later (see [`super::Backend::submit_later`]); `None` for a
+    /// link's lease.
+    pub fn later(&self) -> Option<LeaseQueue> {
+        self.queue().cloned().map(LeaseQueue)
+    }
 }
+
+/// A lease's connection, for a job submitted after the client's turn (a
+/// WATCH whose keys a migration settles first). It keeps the connection
+/// open while held, so it lives no longer than that one job's task.
+#[derive(Debug, Clone)]
+pub struct LeaseQueue(pub(super) mpsc::UnboundedSender<Job>);
 
 /// Whose a leased connection is: a named user and its share of `[pool]
 /// max_held_connections` on each backend, or `None` for the default user

@@ -40,7 +40,7 @@ use connection::Connection;
 pub use health::Health;
 use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
-pub use lease::{Lease, LeaseFor, LeaseRefused, Share, Unleased};
+pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, Share, Unleased};
 use lease::{Leases, Line, TakeLease};
 
 use lanes::Lanes;
@@ -555,6 +555,13 @@ impl Backend {
     /// origin picks (for a Redis Cluster, the node its slot names).
     pub fn submit<R>(&self, (job, answer): (Job, R), lease: Option<&Lease>) -> R {
         self.enqueue_on(job, lease.and_then(Lease::queue));
+        answer
+    }
+
+    /// As [`Backend::submit`] on a lease, from a task that holds only its
+    /// queue ([`Lease::later`]).
+    pub fn submit_later<R>(&self, (job, answer): (Job, R), queue: &LeaseQueue) -> R {
+        self.enqueue_on(job, Some(&queue.0));
         answer
     }
 

@@ -381,7 +381,7 @@ impl Run {
 /// one of an earlier WATCH too); the command goes on a connection leased to
 /// this client.
 pub(in crate::client) fn watch(
-    topo: &Topology,
+    topo: &Arc<Topology>,
     state: &mut State,
     request: &Request,
     policy: &Policy<'_>,
@@ -437,12 +437,49 @@ pub(in crate::client) fn watch(
     let Some(watching) = state.watching.as_ref() else {
         return Slot::ready(proto, RedisError::Routing.reply());
     };
-    let rx = watching.on.submit(
-        Job::one(state.origin(), request.payload(), state.db, false),
-        Some(&watching.lease),
-    );
+    let job = Job::one(state.origin(), request.payload(), state.db, false);
+    let (rx, settles) = send_watch(topo, watching, &keys, job);
     let rx = heeded(target, rx);
-    Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now)
+    let mut slot = Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now);
+    // The client's later requests wait for it, as they would on Redis,
+    // where the WATCH would have run before them.
+    slot.barrier = settles;
+    slot
+}
+
+/// Sends a WATCH's `job` on the lease of `watching`; true when its `keys`
+/// a migration may still hold elsewhere are brought to their owner first:
+/// moved there after the WATCH, they would abort the EXEC though no one
+/// changed them.
+fn send_watch(
+    topo: &Arc<Topology>,
+    watching: &Watching,
+    keys: &[&[u8]],
+    job: (Job, oneshot::Receiver<BackendResult>),
+) -> (oneshot::Receiver<BackendResult>, bool) {
+    let moving: Vec<Bytes> = match topo.active_migration() {
+        Some(migration) => keys
+            .iter()
+            .filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))
+            .map(|key| Bytes::copy_from_slice(key))
+            .collect(),
+        None => Vec::new(),
+    };
+    let Some(queue) = watching.lease.later().filter(|_| !moving.is_empty()) else {
+        return (watching.on.submit(job, Some(&watching.lease)), false);
+    };
+    let (tx, rx) = oneshot::channel();
+    let (topo, on) = (topo.clone(), watching.on.clone());
+    let (origin, db) = (job.0.origin, job.0.db);
+    tokio::spawn(async move {
+        if let Err(error) = settle_moving(&topo, origin, db, &moving, &[]).await {
+            let _ = tx.send(Err(error));
+            return;
+        }
+        let reply = on.submit_later(job, &queue).await;
+        let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&on))));
+    });
+    (rx, true)
 }
 
 /// The reply `rx` will carry, once `backend` has heard it (see

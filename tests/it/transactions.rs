@@ -172,6 +172,45 @@ fn a_transaction_on_a_key_still_on_the_old_server_finds_it() {
     assert_eq!(old.client().text(&["EXISTS", "s:1"]), ":0\r\n");
 }
 
+/// WATCH on a key a migration still holds on its old server: the key is
+/// brought to its owner before the WATCH, so its move aborts nothing, and
+/// EXEC runs as on Redis, where no one changed the key (HELLO 2 and 3,
+/// against a direct Redis holding the same keys).
+#[test]
+fn watch_on_a_key_still_on_the_old_server_is_not_aborted_by_its_move() {
+    let old = Redis::start();
+    let new = Redis::start();
+    let direct_redis = Redis::start();
+    for server in [&old, &direct_redis] {
+        server.client().text(&["MSET", "s:2", "10", "s:3", "20"]);
+    }
+    // The proxy's user on the old server may not SCAN: its background
+    // mover moves nothing, and the keys stay there until a command's
+    // settle brings them.
+    assert_eq!(
+        old.client()
+            .text(&["ACL", "SETUSER", "mover", "on", ">pw", "~*", "+@all", "-scan"]),
+        "+OK\r\n"
+    );
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"a\"\naddress = \"{}\"\n\
+         [migration]\nfrom = [ {{ id = \"old\", url = \"redis://mover:pw@{}\" }} ]\n",
+        new.address(),
+        old.address()
+    ));
+    let mut ours = proxy.client();
+    let mut theirs = direct_redis.client();
+    for (proto, key) in [("2", "s:2"), ("3", "s:3")] {
+        let hello = ["HELLO", proto];
+        let (watch, get, incr) = (["WATCH", key], ["GET", key], ["INCR", key]);
+        let steps: [&[&str]; 6] = [&watch, &get, &["MULTI"], &incr, &["EXEC"], &get];
+        ours.text(&hello);
+        theirs.text(&hello);
+        same(&mut ours, &mut theirs, &steps);
+    }
+    assert_eq!(old.client().text(&["EXISTS", "s:2", "s:3"]), ":0\r\n");
+}
+
 #[test]
 fn watch_aborts_exec_when_a_watched_key_changed_as_on_redis() {
     let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
