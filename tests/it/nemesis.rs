@@ -1,6 +1,6 @@
 //! The nemesis: simulated users keep sessions (create, read, update, some
-//! updates in a MULTI/EXEC transaction, regenerate the id by RENAME, log
-//! out) through two proxy processes, each
+//! updates in a MULTI/EXEC transaction, some read and updated under WATCH,
+//! regenerate the id by RENAME, log out) through two proxy processes, each
 //! request on either proxy at random, over two Sentinel groups (a master and
 //! two replicas each, `min_replicas_ack = 1`), a Redis Cluster (three
 //! masters, a replica each) and a plain backend, while faults come at
@@ -71,6 +71,11 @@ struct Record {
 impl Record {
     fn failed(&self) -> bool {
         self.reply.starts_with('-') || self.reply.starts_with("!io")
+    }
+
+    /// A transaction a WATCH aborted (EXEC's null): nothing ran.
+    fn aborted(&self) -> bool {
+        self.reply == "*-1\r\n"
     }
 
     /// Refused by design, not by a fault: a RENAME across the cluster's
@@ -229,6 +234,14 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
                 "MULTI SETEX",
                 vec!["SETEX".into(), key.clone(), "3600".into(), value],
             )
+        } else if roll < 60 {
+            // Read and updated under WATCH (WATCH, GET, MULTI, SETEX,
+            // EXEC), as a store that checks before it writes does.
+            let value = format!("u{id}:{n}");
+            (
+                "WATCH SETEX",
+                vec!["SETEX".into(), key.clone(), "3600".into(), value],
+            )
         } else if roll < 85 {
             ("GET", vec!["GET".into(), key.clone()])
         } else if roll < 93 {
@@ -246,7 +259,14 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
         };
         let start = Instant::now();
         let asked = match op {
-            "MULTI SETEX" => in_transaction(&mut clients, port, &args),
+            "MULTI SETEX" => in_transaction(&mut clients, port, &[], &args),
+            "WATCH SETEX" => {
+                let watch = [
+                    vec!["WATCH".to_string(), key.clone()],
+                    vec!["GET".to_string(), key.clone()],
+                ];
+                in_transaction(&mut clients, port, &watch, &args)
+            }
             _ => ask(&mut clients, port, &args),
         };
         let reply = match asked {
@@ -277,7 +297,7 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
             // only if it was before or the SETEX was acknowledged (else the
             // next RENAME would get "no such key", an error of the
             // generator's making).
-            "SETEX" | "MULTI SETEX" => present |= !failed,
+            "SETEX" | "MULTI SETEX" | "WATCH SETEX" => present |= !failed && !record.aborted(),
             // The user goes on with the new id whether or not the rename
             // was acknowledged, as a site would after a failed request.
             "RENAME" => key = record.arg.clone(),
@@ -298,14 +318,20 @@ fn user(id: usize, seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Durati
     records
 }
 
-/// `args` in a transaction: MULTI, the command and EXEC, one after another.
-/// EXEC's reply when it ran the command (`+OK`, the command's own), else
-/// what failed: an error, or the transaction's reply, marked failed.
+/// `args` in a transaction: the commands `before` it (a WATCH), then
+/// MULTI, the command and EXEC, one after another. EXEC's reply when it
+/// ran the command (`+OK`, the command's own) or a WATCH aborted it (a
+/// null), else what failed: an error, or the transaction's reply, marked
+/// failed.
 fn in_transaction(
     clients: &mut BTreeMap<u16, RawClient>,
     port: u16,
+    before: &[Vec<String>],
     args: &[String],
 ) -> std::io::Result<String> {
+    for command in before {
+        ask(clients, port, command)?;
+    }
     let replies = [
         ask(clients, port, &["MULTI".to_string()])?,
         ask(clients, port, args)?,
@@ -313,7 +339,7 @@ fn in_transaction(
     ];
     Ok(match replies {
         [_, _, exec] if exec == "*1\r\n+OK\r\n" => "+OK\r\n".to_string(),
-        [_, _, exec] if exec.starts_with('-') => exec,
+        [_, _, exec] if exec.starts_with('-') || exec == "*-1\r\n" => exec,
         replies => format!("-UNEXPECTED {replies:?}"),
     })
 }
@@ -388,8 +414,13 @@ fn check(records: &[Record]) -> Verdict {
                 seen.remove(&r.key);
             }
             match r.op {
-                "SETEX" | "MULTI SETEX" if failed => possible.0.push(Some(r.arg.clone())),
-                "SETEX" | "MULTI SETEX" => *possible = Possible::settled(Some(r.arg.clone())),
+                "WATCH SETEX" if r.aborted() => {}
+                "SETEX" | "MULTI SETEX" | "WATCH SETEX" if failed => {
+                    possible.0.push(Some(r.arg.clone()))
+                }
+                "SETEX" | "MULTI SETEX" | "WATCH SETEX" => {
+                    *possible = Possible::settled(Some(r.arg.clone()))
+                }
                 "GET" if failed => {}
                 "GET" => {
                     let value = bulk(&r.reply);
@@ -1117,23 +1148,27 @@ fn the_checker_finds_a_lost_write_and_a_resurrection_and_counts_late_writes_apar
     let verdict = check(&late);
     assert!(verdict.violations.is_empty(), "{verdict:?}");
     assert_eq!(verdict.late.len(), 2);
-    // A write in a transaction is a write: acknowledged, it must read back;
-    // aborted, it may or may not have run.
-    let lost_in_multi = vec![
+    // A write in a transaction, under WATCH or not, is a write:
+    // acknowledged, it must read back; aborted, it may or may not have run.
+    for op in ["MULTI SETEX", "WATCH SETEX"] {
+        let lost = vec![
+            rec("SETEX", "k", "v1", "+OK\r\n"),
+            rec(op, "k", "v2", "+OK\r\n"),
+            rec("GET", "k", "", "$2\r\nv1\r\n"),
+        ];
+        assert_eq!(check(&lost).violations.len(), 1, "{op}");
+        let aborted = vec![
+            rec("SETEX", "k", "v1", "+OK\r\n"),
+            rec(op, "k", "v2", "-EXECABORT Transaction discarded\r\n"),
+            rec("GET", "k", "", "$2\r\nv1\r\n"),
+        ];
+        assert!(check(&aborted).violations.is_empty(), "{op}");
+    }
+    // A WATCH's abort (a null) wrote nothing.
+    let watch_aborted = vec![
         rec("SETEX", "k", "v1", "+OK\r\n"),
-        rec("MULTI SETEX", "k", "v2", "+OK\r\n"),
-        rec("GET", "k", "", "$2\r\nv1\r\n"),
+        rec("WATCH SETEX", "k", "v2", "*-1\r\n"),
+        rec("GET", "k", "", "$2\r\nv2\r\n"),
     ];
-    assert_eq!(check(&lost_in_multi).violations.len(), 1);
-    let aborted = vec![
-        rec("SETEX", "k", "v1", "+OK\r\n"),
-        rec(
-            "MULTI SETEX",
-            "k",
-            "v2",
-            "-EXECABORT Transaction discarded\r\n",
-        ),
-        rec("GET", "k", "", "$2\r\nv1\r\n"),
-    ];
-    assert!(check(&aborted).violations.is_empty());
+    assert_eq!(check(&watch_aborted).violations.len(), 1);
 }
