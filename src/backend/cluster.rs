@@ -339,11 +339,8 @@ impl Cluster {
     /// command's reply is the client's (or followed again).
     fn ask(self: &Arc<Self>, tx: oneshot::Sender<BackendResult>, again: Again, address: &str) {
         let backend = self.node(address);
-        let mut payload = BytesMut::with_capacity(again.payload.len() + 20);
-        payload.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
-        payload.extend_from_slice(&again.payload);
         let (inner, rx) = oneshot::channel();
-        let mut job = again.job(tx, payload.freeze());
+        let mut job = again.job(tx, cluster::after_asking(&again.payload));
         let ReplyTo::One(tx) = std::mem::replace(
             &mut job.reply,
             ReplyTo::Many {

@@ -27,10 +27,19 @@ pub(in crate::client) fn moving_keys(
     spec: &Spec,
     request: &Request,
 ) -> Vec<Bytes> {
-    crate::protocol::keys::request_key_positions(spec, request)
+    let keys = crate::protocol::keys::request_key_positions(spec, request)
         .into_iter()
-        .filter_map(|pos| request.arg(pos))
-        .filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))
+        .filter_map(|pos| request.arg(pos));
+    still_moving(migration, topo, keys)
+}
+
+/// Those of `keys` that may still be on an old server.
+pub(in crate::client) fn still_moving<'k>(
+    migration: &Migration,
+    topo: &Topology,
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> Vec<Bytes> {
+    keys.filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))
         .map(Bytes::copy_from_slice)
         .collect()
 }

@@ -18,11 +18,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendError, BackendResult, BatchResult, Job, Lease, Origin};
-use crate::client::migrate::{deletes, moving_keys, settle_moving};
+use crate::client::migrate::{deletes, moving_keys, settle_moving, still_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
-use crate::cluster::{keys_touch, redirect, Redirect, Touches};
+use crate::cluster::{after_asking, keys_touch, redirect, Redirect, Touches};
 use crate::protocol::command::writes;
 use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Route, Spec};
@@ -457,14 +457,10 @@ fn send_watch(
     keys: &[&[u8]],
     job: (Job, oneshot::Receiver<BackendResult>),
 ) -> (oneshot::Receiver<BackendResult>, bool) {
-    let moving: Vec<Bytes> = match topo.active_migration() {
-        Some(migration) => keys
-            .iter()
-            .filter(|key| migration.is_moving(key, &topo.backends[topo.route(key)]))
-            .map(|key| Bytes::copy_from_slice(key))
-            .collect(),
-        None => Vec::new(),
-    };
+    let moving = topo
+        .active_migration()
+        .map(|migration| still_moving(migration, topo, keys.iter().copied()))
+        .unwrap_or_default();
     let Some(queue) = watching.lease.later().filter(|_| !moving.is_empty()) else {
         return (watching.on.submit(job, Some(&watching.lease)), false);
     };
@@ -526,10 +522,8 @@ fn refused_for_slot(replies: &[Reply]) -> Option<Redirect> {
 /// ASKING flag holds through MULTI until EXEC, so every queued command
 /// runs there. EXEC's reply is still the last.
 fn asking(origin: Origin, db: u32, batch: &Batch) -> (Job, oneshot::Receiver<BatchResult>) {
-    let mut payload = BytesMut::with_capacity(batch.payload.len() + 20);
-    payload.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
-    payload.extend_from_slice(&batch.payload);
-    Job::transaction(origin, payload.freeze(), batch.count + 1, db, batch.write)
+    let payload = after_asking(&batch.payload);
+    Job::transaction(origin, payload, batch.count + 1, db, batch.write)
 }
 
 /// EXEC's reply from one EXEC per backend: each command's reply from its

@@ -293,6 +293,14 @@ impl SlotMap {
     }
 }
 
+/// `payload` (one command, or a MULTI … EXEC transaction) after ASKING,
+/// for the node a `-ASK` names: ASKING holds for the next command, and
+/// through MULTI until EXEC. Its replies: ASKING's `+OK`, then the payload's.
+pub fn after_asking(payload: &[u8]) -> Bytes {
+    const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+    [ASKING, payload].concat().into()
+}
+
 /// Where a node sends a request it does not serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redirect {
