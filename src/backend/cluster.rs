@@ -3,8 +3,9 @@
 //! [`Backend`] of its own (pooled, fair, health-checked connections, metrics
 //! labelled `id@host:port`). A `-MOVED` reply is followed at once (the job
 //! is sent again, to the node named, and the slot map refreshed in the
-//! background); `-ASK` is followed with ASKING for that one request. The
-//! map comes from CLUSTER SHARDS of any node known: at start, after a
+//! background); `-ASK` is followed with ASKING for that one request;
+//! `-TRYAGAIN` (keys split by a slot's migration) is sent again a moment
+//! later, within the request timeout. The map comes from CLUSTER SHARDS of any node known: at start, after a
 //! MOVED, when a node fails, and every [`REFRESH_EVERY`].
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +21,9 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 const REFRESH_GAP: Duration = Duration::from_millis(100);
 /// Redirections one request follows at most; then the client gets the last.
 const MAX_REDIRECTS: u8 = 5;
+/// The pause before a request answered `-TRYAGAIN` goes again: a slot's
+/// migration moves its keys in batches of a few milliseconds each.
+const TRY_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
 /// What a cluster backend knows of its cluster.
 pub struct Cluster {
@@ -42,6 +46,7 @@ pub struct Cluster {
     /// Redirections followed, and slot maps installed.
     pub moved: AtomicU64,
     pub asked: AtomicU64,
+    pub tried_again: AtomicU64,
     pub maps: AtomicU64,
     counters: Counters,
 }
@@ -50,6 +55,7 @@ pub struct Cluster {
 struct Counters {
     moved: metrics::Counter,
     asked: metrics::Counter,
+    tried_again: metrics::Counter,
     maps: metrics::Counter,
 }
 
@@ -59,6 +65,10 @@ impl Counters {
         Counters {
             moved: metrics::counter!("session_proxy_cluster_redirects_total", &labels("moved")),
             asked: metrics::counter!("session_proxy_cluster_redirects_total", &labels("ask")),
+            tried_again: metrics::counter!(
+                "session_proxy_cluster_redirects_total",
+                &labels("tryagain")
+            ),
             maps: metrics::counter!("session_proxy_cluster_slot_maps_total", "backend" => id.to_string()),
         }
     }
@@ -103,6 +113,7 @@ impl Cluster {
             refresh: refresh.clone(),
             moved: AtomicU64::new(0),
             asked: AtomicU64::new(0),
+            tried_again: AtomicU64::new(0),
             maps: AtomicU64::new(0),
             counters: Counters::new(&id),
         });
@@ -177,6 +188,7 @@ impl Cluster {
             "slots_served": map.as_ref().map_or(0, |m| m.owners.iter().filter(|&&o| o != u16::MAX).count()),
             "moved_total": self.moved.load(Ordering::Relaxed),
             "ask_total": self.asked.load(Ordering::Relaxed),
+            "tryagain_total": self.tried_again.load(Ordering::Relaxed),
             "slot_maps_total": self.maps.load(Ordering::Relaxed),
             "retired_nodes": self.retired.lock().map_or(0, |r| r.len()),
         })
@@ -197,6 +209,12 @@ impl Cluster {
     /// keys); a job whose keys are in several slots gets `-CROSSSLOT`, as
     /// from Redis Cluster.
     pub(super) fn route(self: &Arc<Self>, job: Job) {
+        self.route_from(job, 0, Instant::now());
+    }
+
+    /// [`Cluster::route`] for a job that was sent `since` and followed
+    /// `hops` redirections already.
+    fn route_from(self: &Arc<Self>, job: Job, hops: u8, since: Instant) {
         let slot = match slot_of(cluster::touches(&job.payload), job.db) {
             Ok(slot) => slot,
             Err(line) => return answer(job.reply, line),
@@ -219,7 +237,7 @@ impl Cluster {
             return;
         };
         match map.master_of(slot) {
-            Some(node) => self.forward(job, node, 0),
+            Some(node) => self.forward(job, node, hops, since),
             None => {
                 // Its master failed and no replica is known to have taken
                 // over yet: ask again (a burst of these asks once).
@@ -289,13 +307,13 @@ impl Cluster {
     /// Sends `job` to the node at `address`, watching a single command's
     /// reply for a redirection (batches are never made for a cluster
     /// backend, see `crate::client::batcher`; an ASK's pair is our own).
-    fn forward(self: &Arc<Self>, mut job: Job, backend: &Backend, hops: u8) {
+    fn forward(self: &Arc<Self>, mut job: Job, backend: &Backend, hops: u8, since: Instant) {
         let ReplyTo::One(tx) = job.reply else {
             return backend.submit((job, ()), None);
         };
         let (inner, rx) = oneshot::channel();
         job.reply = ReplyTo::One(inner);
-        let again = Again::of(&job, hops);
+        let again = Again::of(&job, hops, since);
         backend.submit((job, ()), None);
         let cluster = self.clone();
         tokio::spawn(async move {
@@ -319,14 +337,21 @@ impl Cluster {
                     self.counters.moved.increment(1);
                     self.moved(slot, &node);
                     let job = again.job(tx, again.payload.clone());
-                    return self.forward(job, &self.node(&node), again.hops + 1);
+                    return self.forward(job, &self.node(&node), again.hops + 1, again.since);
                 }
                 Some(Redirect::Ask { node, .. }) => {
                     self.asked.fetch_add(1, Ordering::Relaxed);
                     self.counters.asked.increment(1);
                     return self.ask(tx, again, &node);
                 }
-                None => {}
+                Some(Redirect::TryAgain)
+                    if again.since.elapsed() + TRY_AGAIN_AFTER < self.settings.request_timeout =>
+                {
+                    self.tried_again.fetch_add(1, Ordering::Relaxed);
+                    self.counters.tried_again.increment(1);
+                    return self.try_again(tx, again);
+                }
+                _ => {}
             },
             Ok(_) => {}
             // A node that fails may be failing over: the map is asked again.
@@ -365,6 +390,20 @@ impl Cluster {
             };
             let result = result.map(|mut replies| replies.pop().unwrap_or(Reply::Null));
             cluster.settle(result, tx, again);
+        });
+    }
+
+    /// Follows `-TRYAGAIN`: the same command again after [`TRY_AGAIN_AFTER`],
+    /// to its slot's master then (its redirections counted afresh: the
+    /// time since it was first sent bounds it), unless its client has gone.
+    fn try_again(self: &Arc<Self>, tx: oneshot::Sender<BackendResult>, again: Again) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(TRY_AGAIN_AFTER).await;
+            if !tx.is_closed() {
+                let job = again.job(tx, again.payload.clone());
+                cluster.route_from(job, 0, again.since);
+            }
         });
     }
 
@@ -474,16 +513,19 @@ struct Again {
     db: u32,
     write: bool,
     hops: u8,
+    /// When the client's request was first sent.
+    since: Instant,
 }
 
 impl Again {
-    fn of(job: &Job, hops: u8) -> Again {
+    fn of(job: &Job, hops: u8, since: Instant) -> Again {
         Again {
             origin: job.origin,
             payload: job.payload.clone(),
             db: job.db,
             write: job.write,
             hops,
+            since,
         }
     }
 

@@ -12,7 +12,7 @@
 //! let it go.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -333,38 +333,11 @@ impl Run {
                 (backend, batch, rx)
             })
             .collect();
+        let timeout = topo.config.pool.request_timeout();
         let mut execs = Vec::with_capacity(receivers.len());
-        for (backend, batch, mut rx) in receivers {
-            let mut tries = 1;
-            let exec = loop {
-                let replies = match rx.await {
-                    Ok(Ok(replies)) => replies,
-                    Ok(Err(error)) => break Err(error),
-                    Err(_) => break Err(lost(backend)),
-                };
-                replies.iter().for_each(|reply| backend.heard(reply));
-                // Refused whole by a cluster node for a slot it no longer
-                // serves, nothing ran: it goes again, to the slot's master
-                // now (the map was corrected, heard), or after ASKING to
-                // the node importing the slot. Not after a WATCH, whose
-                // connection is that node's.
-                let again = match refused_for_slot(&replies) {
-                    Some(redirect) if watching.is_none() && tries < MAX_TRIES => redirect,
-                    _ => {
-                        let mut replies = replies;
-                        break replies.pop().ok_or_else(|| lost(backend));
-                    }
-                };
-                tries += 1;
-                rx = match again {
-                    Redirect::Moved { .. } => send(backend, &batch),
-                    Redirect::Ask { node, .. } => match backend.node_at(&node) {
-                        Some(importing) => importing.submit(asking(origin, db, &batch), None),
-                        None => break Err(lost(backend)),
-                    },
-                };
-            };
-            execs.push(exec);
+        for (backend, batch, rx) in receivers {
+            let again = watching.is_none().then_some(&send);
+            execs.push(exec_reply(backend, &batch, rx, again, (origin, db), timeout).await);
         }
         drop(watching);
         if execs.len() == 1 {
@@ -374,6 +347,59 @@ impl Run {
         } else {
             merge_execs(execs, &places)
         }
+    }
+}
+
+/// A transaction's EXEC reply from `backend`. One refused whole by a
+/// cluster node for its slot, nothing ran (see [`refused_for_slot`]), goes
+/// again through `again` where there is one (not after a WATCH, whose
+/// connection is that node's): to the slot's master now (the map was
+/// corrected, heard), after ASKING to the node importing the slot, or, for
+/// keys split by the slot's migration (`-TRYAGAIN`), a moment later, within
+/// `timeout` of the first send.
+async fn exec_reply<F>(
+    backend: &Backend,
+    batch: &Batch,
+    mut rx: oneshot::Receiver<BatchResult>,
+    again: Option<&F>,
+    (origin, db): (Origin, u32),
+    timeout: Duration,
+) -> BackendResult
+where
+    F: Fn(&Backend, &Batch) -> oneshot::Receiver<BatchResult>,
+{
+    let since = Instant::now();
+    let mut tries = 1;
+    loop {
+        let mut replies = match rx.await {
+            Ok(Ok(replies)) => replies,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(lost(backend)),
+        };
+        replies.iter().for_each(|reply| backend.heard(reply));
+        let (Some(send), Some(redirect)) = (again, refused_for_slot(&replies)) else {
+            return replies.pop().ok_or_else(|| lost(backend));
+        };
+        rx = match redirect {
+            Redirect::TryAgain if since.elapsed() + TRY_AGAIN_AFTER < timeout => {
+                // Afresh: the slot's master, then its redirections.
+                tries = 1;
+                tokio::time::sleep(TRY_AGAIN_AFTER).await;
+                send(backend, batch)
+            }
+            Redirect::Moved { .. } if tries < MAX_TRIES => {
+                tries += 1;
+                send(backend, batch)
+            }
+            Redirect::Ask { node, .. } if tries < MAX_TRIES => {
+                tries += 1;
+                match backend.node_at(&node) {
+                    Some(importing) => importing.submit(asking(origin, db, batch), None),
+                    None => return Err(lost(backend)),
+                }
+            }
+            _ => return replies.pop().ok_or_else(|| lost(backend)),
+        };
     }
 }
 
@@ -504,18 +530,21 @@ fn heeded(
 /// How many times a transaction goes to a cluster whose slot map was
 /// behind (see [`refused_for_slot`]) before its client gets the refusal.
 const MAX_TRIES: u32 = 3;
+/// The pause before a transaction refused `-TRYAGAIN` goes again.
+const TRY_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
 /// Where a cluster node that refused a transaction whole for its slot
 /// sends it, if its replies (MULTI's, each command's, EXEC's) say so: a
-/// command queued answered `-MOVED` (the slot lives elsewhere now) or
-/// `-ASK` (its keys moved on with a slot being migrated), and EXEC an
-/// error (EXECABORT), so nothing of it ran.
+/// command queued, or EXEC itself, answered `-MOVED` (the slot lives
+/// elsewhere now), `-ASK` (its keys moved on with a slot being migrated)
+/// or `-TRYAGAIN` (its keys split by that migration), and EXEC an error
+/// (EXECABORT, or the redirection), so nothing of it ran.
 fn refused_for_slot(replies: &[Reply]) -> Option<Redirect> {
-    let (exec, queued) = replies.split_last()?;
+    let exec = replies.last()?;
     if !exec.is_error() {
         return None;
     }
-    queued.iter().find_map(redirect)
+    replies.iter().find_map(redirect)
 }
 
 /// `batch` again after ASKING, for the node importing its slot: the
@@ -616,7 +645,24 @@ mod tests {
             None
         );
         assert_eq!(refused_for_slot(&[]), None);
-        assert_eq!(refused_for_slot(&[moved]), None);
-        assert_eq!(refused_for_slot(&[ok, asked]), None);
+        // EXEC itself refused (its queued commands' keys checked together):
+        // the transaction was discarded.
+        let queued = raw("+QUEUED\r\n");
+        assert_eq!(
+            refused_for_slot(&[ok.clone(), queued.clone(), moved]),
+            Some(Redirect::Moved {
+                slot: 3999,
+                node: to("127.0.0.1:7002")
+            })
+        );
+        let split = raw("-TRYAGAIN Multiple keys request during rehashing of slot\r\n");
+        assert_eq!(
+            refused_for_slot(&[ok.clone(), queued.clone(), queued, split.clone()]),
+            Some(Redirect::TryAgain)
+        );
+        assert_eq!(
+            refused_for_slot(&[ok, split, raw("-EXECABORT Transaction discarded\r\n")]),
+            Some(Redirect::TryAgain)
+        );
     }
 }

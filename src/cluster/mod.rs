@@ -308,16 +308,25 @@ pub enum Redirect {
     Moved { slot: u16, node: String },
     /// `-ASK slot host:port`: this one request goes there, after ASKING.
     Ask { slot: u16, node: String },
+    /// `-TRYAGAIN ...`: the request's keys are split between the two nodes
+    /// of a slot being migrated; the same request, a moment later, to the
+    /// slot's master then (which answers it, or redirects it once the keys
+    /// are together).
+    TryAgain,
 }
 
 /// The redirection in a node's reply, if it is one. An error reply is
-/// `-MOVED 3999 127.0.0.1:6381` (or `-ASK ...`), as raw bytes or parsed.
+/// `-MOVED 3999 127.0.0.1:6381` (or `-ASK ...`, `-TRYAGAIN ...`), as raw
+/// bytes or parsed.
 pub fn redirect(reply: &Reply) -> Option<Redirect> {
     let line: &[u8] = match reply {
         Reply::Error(line) => line,
         Reply::Raw(raw) | Reply::Raw3(raw) => raw.strip_prefix(b"-")?.strip_suffix(b"\r\n")?,
         _ => return None,
     };
+    if line == b"TRYAGAIN" || line.starts_with(b"TRYAGAIN ") {
+        return Some(Redirect::TryAgain);
+    }
     let (ask, rest) = if let Some(rest) = line.strip_prefix(b"MOVED ") {
         (false, rest)
     } else if let Some(rest) = line.strip_prefix(b"ASK ") {
@@ -478,7 +487,13 @@ mod more_tests {
                 node: "10.0.0.2:7000".into()
             })
         );
+        let split = Reply::Raw(Bytes::from_static(
+            b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+        ));
+        assert_eq!(redirect(&split), Some(Redirect::TryAgain));
         for other in [
+            Reply::Error(Bytes::from_static(b"ERR TRYAGAIN")),
+            Reply::Error(Bytes::from_static(b"TRYAGAINX")),
             Reply::Error(Bytes::from_static(b"ERR MOVED 1 a:1")),
             Reply::Error(Bytes::from_static(b"MOVED 16384 a:1")),
             Reply::Error(Bytes::from_static(b"MOVED 1 :6381")),
