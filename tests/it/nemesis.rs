@@ -83,14 +83,50 @@ impl Record {
     fn refused(&self) -> bool {
         self.reply.starts_with("-CROSSSLOT")
     }
+
+    /// The backends an error names (`'a'`, `'cluster@host:port'` as
+    /// "cluster"); a cluster's own errors name the cluster. Empty where it
+    /// names none (a timeout of the proxy's connection, EXECABORT).
+    fn backends(&self) -> Vec<&str> {
+        if self.reply.starts_with("-CLUSTERDOWN") || self.reply.starts_with("-TRYAGAIN") {
+            return vec!["cluster"];
+        }
+        self.reply
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(|name| name.split('@').next().unwrap_or(name))
+            .collect()
+    }
 }
 
 /// A fault and when it was in progress.
 #[derive(Debug, Clone)]
 struct Fault {
     kind: &'static str,
+    /// The backend it hits (`None`: every one, a proxy's restart or reload).
+    on: Option<&'static str>,
     start: Instant,
     end: Instant,
+}
+
+impl Fault {
+    /// Whether `r` came while the fault was in progress (or in the grace
+    /// after it).
+    fn during(&self, r: &Record) -> bool {
+        r.end >= self.start && r.start <= self.end + GRACE
+    }
+
+    /// Whether the error `r` may be this fault's: in its time, and on its
+    /// backend where both say which.
+    fn explains(&self, r: &Record) -> bool {
+        let named = r.backends();
+        self.during(r)
+            && match self.on {
+                Some(on) => named.is_empty() || named.contains(&on),
+                None => true,
+            }
+    }
 }
 
 /// The proxies' client ports now (a restart changes one).
@@ -616,9 +652,10 @@ fn reshard(cluster: &Cluster, from: usize, step: usize) {
 fn inject(
     faults: &Arc<Mutex<Vec<Fault>>>,
     kind: &'static str,
+    on: Option<&'static str>,
     fault: impl FnOnce() + Send + 'static,
 ) -> JoinHandle<()> {
-    inject_as(faults, kind, move || {
+    inject_as(faults, kind, on, move || {
         fault();
         kind
     })
@@ -629,6 +666,7 @@ fn inject(
 fn inject_as(
     faults: &Arc<Mutex<Vec<Fault>>>,
     planned: &'static str,
+    on: Option<&'static str>,
     fault: impl FnOnce() -> &'static str + Send + 'static,
 ) -> JoinHandle<()> {
     let faults = faults.clone();
@@ -645,6 +683,7 @@ fn inject_as(
         };
         faults.lock().unwrap().push(Fault {
             kind,
+            on,
             start,
             end: Instant::now(),
         });
@@ -739,6 +778,7 @@ fn nemesis() {
         } else {
             b.clone()
         };
+        let on_group = if Arc::ptr_eq(&group, &b) { "b" } else { "a" };
         let pause = Duration::from_millis(rng.random_range(300..2500));
         // A fault that makes the sentinels fail a master over waits until
         // the group is settled: one on top of an unfinished failover (its
@@ -753,7 +793,7 @@ fn nemesis() {
             12 => {
                 let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
                 let pick = rng.random_range(0..3);
-                inject(&faults, "CLUSTER FAILOVER", move || {
+                inject(&faults, "CLUSTER FAILOVER", Some("cluster"), move || {
                     cluster_failover(&cluster, pick);
                     busy.store(false, Ordering::Relaxed);
                 })
@@ -761,10 +801,15 @@ fn nemesis() {
             13 => {
                 let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
                 let (from, to) = (rng.random_range(0..3), rng.random_range(1..3));
-                inject(&faults, "cluster slots moved (reshard)", move || {
-                    reshard(&cluster, from, to);
-                    busy.store(false, Ordering::Relaxed);
-                })
+                inject(
+                    &faults,
+                    "cluster slots moved (reshard)",
+                    Some("cluster"),
+                    move || {
+                        reshard(&cluster, from, to);
+                        busy.store(false, Ordering::Relaxed);
+                    },
+                )
             }
             14 => {
                 let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
@@ -772,41 +817,63 @@ fn nemesis() {
                 // Past cluster-node-timeout (2 s) and the replica's election
                 // delay, the cluster fails the frozen master over.
                 let pause = Duration::from_millis(rng.random_range(1000..5000));
-                inject(&faults, "freeze a cluster master", move || {
-                    let (masters, _) = cluster_layout(&cluster);
-                    if let Some((address, _)) = masters.get(pick % masters.len().max(1)) {
-                        if let Some(node) = cluster.nodes.iter().find(|n| &n.address() == address) {
-                            node.signal("STOP");
-                            std::thread::sleep(pause);
-                            node.signal("CONT");
+                inject(
+                    &faults,
+                    "freeze a cluster master",
+                    Some("cluster"),
+                    move || {
+                        let (masters, _) = cluster_layout(&cluster);
+                        if let Some((address, _)) = masters.get(pick % masters.len().max(1)) {
+                            if let Some(node) =
+                                cluster.nodes.iter().find(|n| &n.address() == address)
+                            {
+                                node.signal("STOP");
+                                std::thread::sleep(pause);
+                                node.signal("CONT");
+                            }
                         }
-                    }
-                    busy.store(false, Ordering::Relaxed);
-                })
+                        busy.store(false, Ordering::Relaxed);
+                    },
+                )
             }
             9 => {
                 let (plain, ms) = (plain.clone(), rng.random_range(100..600));
-                inject(&faults, "slow network to the plain backend", move || {
-                    plain.delay(ms);
-                    std::thread::sleep(pause);
-                    plain.pass();
-                })
+                inject(
+                    &faults,
+                    "slow network to the plain backend",
+                    Some("plain"),
+                    move || {
+                        plain.delay(ms);
+                        std::thread::sleep(pause);
+                        plain.pass();
+                    },
+                )
             }
             10 => {
                 let plain = plain.clone();
-                inject(&faults, "silent network to the plain backend", move || {
-                    plain.blackhole();
-                    std::thread::sleep(pause);
-                    plain.pass();
-                })
+                inject(
+                    &faults,
+                    "silent network to the plain backend",
+                    Some("plain"),
+                    move || {
+                        plain.blackhole();
+                        std::thread::sleep(pause);
+                        plain.pass();
+                    },
+                )
             }
             11 => {
                 let plain = plain.clone();
-                inject(&faults, "connections to the plain backend cut", move || {
-                    plain.cut();
-                })
+                inject(
+                    &faults,
+                    "connections to the plain backend cut",
+                    Some("plain"),
+                    move || {
+                        plain.cut();
+                    },
+                )
             }
-            8 => inject_as(&faults, KILL, move || {
+            8 => inject_as(&faults, KILL, Some(on_group), move || {
                 // SIGKILL: the sentinels fail it over after down-after; it
                 // comes back (with the RDB of its last full sync, if it
                 // had one) and is made a replica of the new master. Only a
@@ -825,12 +892,12 @@ fn nemesis() {
                 restart_as_replica(node);
                 KILL
             }),
-            0 => inject(&faults, "SENTINEL FAILOVER", move || {
+            0 => inject(&faults, "SENTINEL FAILOVER", Some(on_group), move || {
                 let old = group.master_address().unwrap_or_default();
                 group.failover();
                 group.wait_new_master(&old);
             }),
-            1 => inject(&faults, "freeze a replica", move || {
+            1 => inject(&faults, "freeze a replica", Some(on_group), move || {
                 let master = group.master_address().unwrap_or_default();
                 if let Some(replica) = group.nodes.iter().find(|n| n.address() != master) {
                     replica.signal("STOP");
@@ -838,7 +905,7 @@ fn nemesis() {
                     replica.signal("CONT");
                 }
             }),
-            2 => inject(&faults, "freeze a master", move || {
+            2 => inject(&faults, "freeze a master", Some(on_group), move || {
                 let master = group.master_address().unwrap_or_default();
                 if let Some(node) = group.node(&master) {
                     node.signal("STOP");
@@ -848,11 +915,16 @@ fn nemesis() {
             }),
             3 => {
                 let plain = plain_server.clone();
-                inject(&faults, "freeze the plain backend", move || {
-                    plain.signal("STOP");
-                    std::thread::sleep(pause);
-                    plain.signal("CONT");
-                })
+                inject(
+                    &faults,
+                    "freeze the plain backend",
+                    Some("plain"),
+                    move || {
+                        plain.signal("STOP");
+                        std::thread::sleep(pause);
+                        plain.signal("CONT");
+                    },
+                )
             }
             4 => {
                 let index = usize::from(Arc::ptr_eq(&group, &b));
@@ -863,7 +935,7 @@ fn nemesis() {
                 // SentinelProc is killed by a signal: the group keeps two
                 // of three, a quorum.
                 let address = group.sentinels[2].address();
-                inject(&faults, "kill a sentinel", move || {
+                inject(&faults, "kill a sentinel", Some(on_group), move || {
                     let port = address.rsplit(':').next().unwrap_or_default().to_string();
                     let _ = std::process::Command::new("redis-cli")
                         .args(["-p", &port, "SHUTDOWN", "NOSAVE"])
@@ -875,7 +947,7 @@ fn nemesis() {
             5 => {
                 let proxies = proxies.clone();
                 let which = rng.random_range(0..2);
-                inject(&faults, "restart a proxy (SIGTERM)", move || {
+                inject(&faults, "restart a proxy (SIGTERM)", None, move || {
                     // Out of the list while it restarts: a reload meanwhile
                     // reaches the other one only, as a rolling restart
                     // would have it.
@@ -899,7 +971,7 @@ fn nemesis() {
                 } else {
                     "reload removing it"
                 };
-                inject(&faults, kind, move || {
+                inject(&faults, kind, None, move || {
                     let list = proxies.lock().unwrap();
                     for proxy in list.iter() {
                         proxy.rewrite(&text);
@@ -973,20 +1045,15 @@ fn report(
     t0: Instant,
     seed: u64,
 ) -> usize {
-    let during = |r: &Record| {
-        faults
-            .iter()
-            .find(|f| r.end >= f.start && r.start <= f.end + GRACE)
-            .map(|f| f.kind)
-    };
     let mut table: BTreeMap<&str, (usize, Duration, usize)> = BTreeMap::new();
     for f in faults {
         let entry = table.entry(f.kind).or_default();
         entry.0 += 1;
-        // The error window: first to last error while it was in progress.
+        // The error window: first to last error while it was in progress,
+        // on its backend (a fault beside it on another backend has its own).
         let errors: Vec<&Record> = records
             .iter()
-            .filter(|r| r.failed() && !r.refused() && r.end >= f.start && r.start <= f.end + GRACE)
+            .filter(|r| r.failed() && !r.refused() && f.explains(r))
             .collect();
         if let (Some(first), Some(last)) = (errors.first(), errors.last()) {
             entry.1 = entry.1.max(last.end.saturating_duration_since(first.start));
@@ -995,16 +1062,23 @@ fn report(
     }
     let outside: Vec<&Record> = records
         .iter()
-        .filter(|r| r.failed() && !r.refused() && during(r).is_none())
+        .filter(|r| r.failed() && !r.refused() && !faults.iter().any(|f| f.during(r)))
+        .collect();
+    // In a fault's time, but on a backend no fault then was hitting.
+    let beside: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.failed() && !r.refused() && faults.iter().any(|f| f.during(r)))
+        .filter(|r| !faults.iter().any(|f| f.explains(r)))
         .collect();
     let refused = records.iter().filter(|r| r.refused()).count();
     let acknowledged = records.iter().filter(|r| !r.failed()).count();
     let mut text = format!(
-        "nemesis NEMESIS_SEED={seed}: {} requests, {acknowledged} acknowledged, {refused} RENAMEs across the cluster's slots refused (-CROSSSLOT), {} violations, {} errors outside a fault, {} reads that changed with no write between them (a write given up that ran later, or one seen and then lost at a failover)\n\
-         | fault | count | longest error window | errors |\n|---|---|---|---|\n",
+        "nemesis NEMESIS_SEED={seed}: {} requests, {acknowledged} acknowledged, {refused} RENAMEs across the cluster's slots refused (-CROSSSLOT), {} violations, {} errors outside a fault ({} in a fault's time on a backend no fault was hitting), {} reads that changed with no write between them (a write given up that ran later, or one seen and then lost at a failover)\n\
+         | fault | count | longest error window (its backend's errors) | errors |\n|---|---|---|---|\n",
         records.len(),
         verdict.violations.len(),
         outside.len(),
+        beside.len(),
         verdict.late.len()
     );
     for (kind, (count, window, errors)) in &table {
@@ -1018,6 +1092,15 @@ fn report(
     }
     for l in verdict.late.iter().take(20) {
         text.push_str(&format!("changed with no write between: {l}\n"));
+    }
+    for r in beside.iter().take(10) {
+        text.push_str(&format!(
+            "error beside faults of other backends at {:.1} s: {} {} -> {}\n",
+            r.start.saturating_duration_since(t0).as_secs_f64(),
+            r.op,
+            r.key,
+            r.reply.trim()
+        ));
     }
     for r in outside.iter().take(20) {
         text.push_str(&format!(
@@ -1035,10 +1118,11 @@ fn report(
     let mut history = String::new();
     for f in faults {
         history.push_str(&format!(
-            "fault {:.3} {:.3} {}\n",
+            "fault {:.3} {:.3} {} (backend {})\n",
             f.start.saturating_duration_since(t0).as_secs_f64(),
             f.end.saturating_duration_since(t0).as_secs_f64(),
-            f.kind
+            f.kind,
+            f.on.unwrap_or("every")
         ));
     }
     for r in records {
@@ -1070,11 +1154,7 @@ fn picture(records: &[Record], faults: &[Fault], t0: Instant, seed: u64) -> Stri
             end: at(f.end),
         })
         .collect();
-    let in_window = |r: &Record| {
-        faults
-            .iter()
-            .any(|f| r.end >= f.start && r.start <= f.end + GRACE)
-    };
+    let in_window = |r: &Record| faults.iter().any(|f| f.during(r));
     let failures: Vec<plot::Failure> = records
         .iter()
         .filter(|r| r.failed() && !r.refused())
@@ -1171,4 +1251,50 @@ fn the_checker_finds_a_lost_write_and_a_resurrection_and_counts_late_writes_apar
         rec("GET", "k", "", "$2\r\nv2\r\n"),
     ];
     assert_eq!(check(&watch_aborted).violations.len(), 1);
+}
+
+#[test]
+fn an_error_counts_for_the_faults_on_the_backend_it_names() {
+    let t = Instant::now();
+    let error = |reply: &str| Record {
+        user: 0,
+        op: "GET",
+        key: "k".into(),
+        arg: String::new(),
+        reply: reply.into(),
+        port: 0,
+        start: t,
+        end: t,
+    };
+    let fault = |on: Option<&'static str>| Fault {
+        kind: "a fault",
+        on,
+        start: t,
+        end: t,
+    };
+    let on_a = error("-ERR backend 'a' is unavailable: down; probed every 100 ms\r\n");
+    let on_node = error("-ERR backend 'cluster@127.0.0.1:7001' connection lost: reset\r\n");
+    let both = error("-ERR backend 'plain', 'b' did not answer within 1500 ms\r\n");
+    let cluster = error("-CLUSTERDOWN Hash slot not served\r\n");
+    let unnamed = error("-EXECABORT Transaction discarded because of previous errors.\r\n");
+    assert_eq!(on_a.backends(), ["a"]);
+    assert_eq!(on_node.backends(), ["cluster"]);
+    assert_eq!(both.backends(), ["plain", "b"]);
+    assert_eq!(cluster.backends(), ["cluster"]);
+    assert!(unnamed.backends().is_empty());
+    assert!(fault(Some("a")).explains(&on_a));
+    assert!(!fault(Some("b")).explains(&on_a));
+    assert!(fault(Some("b")).explains(&both));
+    assert!(fault(Some("cluster")).explains(&on_node));
+    assert!(fault(Some("cluster")).explains(&cluster));
+    assert!(!fault(Some("plain")).explains(&cluster));
+    assert!(fault(Some("plain")).explains(&unnamed));
+    assert!(fault(None).explains(&on_a));
+    // Out of its time (and grace), no fault explains anything.
+    let later = Record {
+        start: t + GRACE + Duration::from_secs(1),
+        end: t + GRACE + Duration::from_secs(1),
+        ..on_a.clone()
+    };
+    assert!(!fault(Some("a")).explains(&later));
 }
