@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, BackendResult, Job, Origin};
+use crate::backend::{Backend, BackendError, BackendResult, Job, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::merge::{merge, MergeHow};
 use crate::client::plan::Plan;
@@ -211,7 +211,7 @@ impl Settling {
             .unwrap_or_else(|_| {
                 self.migration.count_old_error();
                 Err(SettleError::OldDown(BackendError::Timeout {
-                    backend: Arc::from("old location"),
+                    backend: settled_on(&self.migration, key, owner),
                     timeout_ms: topo.config.pool.request_timeout_ms / 2,
                 }))
             });
@@ -226,6 +226,19 @@ impl Settling {
             Err(error) => Err(error.into_backend()),
         }
     }
+}
+
+/// The servers a settle of `key` talks to, as an error names them: its old
+/// locations, newest first, then its owner (the move's lock is there).
+fn settled_on(migration: &Migration, key: &[u8], owner: &Backend) -> Arc<str> {
+    let mut ids: Vec<&str> = Vec::new();
+    let olds = migration.old_locations(key, owner);
+    for id in olds.iter().map(|(old, _)| &*old.id).chain([&*owner.id]) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Arc::from(ids.join("', '"))
 }
 
 /// Brings keys still on an old server to their owner, as any command does

@@ -1004,7 +1004,7 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         "a read the old location answers in time",
         || {
             read = client.text(&["GET", "session:given-up"]);
-            !read.starts_with("-ERR backend 'old location' did not answer")
+            !read.starts_with("-ERR backend 'old', 'given-up' did not answer")
         },
     );
     assert_eq!(read, "$-1\r\n");
