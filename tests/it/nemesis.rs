@@ -85,11 +85,16 @@ impl Record {
     }
 
     /// The backends an error names (`'a'`, `'cluster@host:port'` as
-    /// "cluster"); a cluster's own errors name the cluster. Empty where it
-    /// names none (a timeout of the proxy's connection, EXECABORT).
+    /// "cluster"); a cluster's own errors name the cluster, and a failed
+    /// connection to the proxy (`!io`) "proxy", which only a fault on every
+    /// backend (a proxy's restart, a reload) explains. Empty where it names
+    /// none (EXECABORT).
     fn backends(&self) -> Vec<&str> {
         if self.reply.starts_with("-CLUSTERDOWN") || self.reply.starts_with("-TRYAGAIN") {
             return vec!["cluster"];
+        }
+        if self.reply.starts_with("!io") {
+            return vec!["proxy"];
         }
         self.reply
             .split('\'')
@@ -1277,6 +1282,10 @@ fn an_error_counts_for_the_faults_on_the_backend_it_names() {
     let both = error("-ERR backend 'plain', 'b' did not answer within 1500 ms\r\n");
     let cluster = error("-CLUSTERDOWN Hash slot not served\r\n");
     let unnamed = error("-EXECABORT Transaction discarded because of previous errors.\r\n");
+    let cut = error("!io unexpected end of file");
+    assert_eq!(cut.backends(), ["proxy"]);
+    assert!(!fault(Some("a")).explains(&cut));
+    assert!(fault(None).explains(&cut));
     assert_eq!(on_a.backends(), ["a"]);
     assert_eq!(on_node.backends(), ["cluster"]);
     assert_eq!(both.backends(), ["plain", "b"]);
