@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock, Weak};
 
 use super::*;
-use crate::cluster::{self, Redirect, SlotMap, Touches};
+use crate::cluster::{self, Redirect, SlotMap, Touches, TRY_AGAIN_AFTER};
 use crate::config::Source;
 
 /// How often the slot map is asked for when nothing asks sooner.
@@ -21,9 +21,6 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 const REFRESH_GAP: Duration = Duration::from_millis(100);
 /// Redirections one request follows at most; then the client gets the last.
 const MAX_REDIRECTS: u8 = 5;
-/// The pause before a request answered `-TRYAGAIN` goes again: a slot's
-/// migration moves its keys in batches of a few milliseconds each.
-const TRY_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
 /// What a cluster backend knows of its cluster.
 pub struct Cluster {

@@ -12,7 +12,7 @@
 //! let it go.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -22,7 +22,7 @@ use crate::client::migrate::{deletes, moving_keys, settle_moving, still_moving};
 use crate::client::plan::{plan, Plan, Policy};
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
-use crate::cluster::{after_asking, keys_touch, redirect, Redirect, Touches};
+use crate::cluster::{after_asking, keys_touch, redirect, Redirect, Touches, TRY_AGAIN_AFTER};
 use crate::protocol::command::writes;
 use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Route, Spec};
@@ -318,6 +318,9 @@ impl Run {
             watching,
         } = self;
         settle_moving(&topo, origin, db, &keys, &deleted).await?;
+        // A transaction refused -TRYAGAIN goes again until a request
+        // timeout after it was first sent.
+        let deadline = Instant::now() + topo.config.pool.request_timeout();
         let send = |backend: &Backend, batch: &Batch| {
             let job = Job::transaction(origin, batch.payload.clone(), batch.count, db, batch.write);
             match &watching {
@@ -333,11 +336,10 @@ impl Run {
                 (backend, batch, rx)
             })
             .collect();
-        let timeout = topo.config.pool.request_timeout();
         let mut execs = Vec::with_capacity(receivers.len());
         for (backend, batch, rx) in receivers {
             let again = watching.is_none().then_some(&send);
-            execs.push(exec_reply(backend, &batch, rx, again, (origin, db), timeout).await);
+            execs.push(exec_reply(backend, &batch, rx, again, (origin, db), deadline).await);
         }
         drop(watching);
         if execs.len() == 1 {
@@ -355,20 +357,19 @@ impl Run {
 /// again through `again` where there is one (not after a WATCH, whose
 /// connection is that node's): to the slot's master now (the map was
 /// corrected, heard), after ASKING to the node importing the slot, or, for
-/// keys split by the slot's migration (`-TRYAGAIN`), a moment later, within
-/// `timeout` of the first send.
+/// keys split by the slot's migration (`-TRYAGAIN`), a moment later, until
+/// `deadline`.
 async fn exec_reply<F>(
     backend: &Backend,
     batch: &Batch,
     mut rx: oneshot::Receiver<BatchResult>,
     again: Option<&F>,
     (origin, db): (Origin, u32),
-    timeout: Duration,
+    deadline: Instant,
 ) -> BackendResult
 where
     F: Fn(&Backend, &Batch) -> oneshot::Receiver<BatchResult>,
 {
-    let since = Instant::now();
     let mut tries = 1;
     loop {
         let mut replies = match rx.await {
@@ -381,7 +382,7 @@ where
             return replies.pop().ok_or_else(|| lost(backend));
         };
         rx = match redirect {
-            Redirect::TryAgain if since.elapsed() + TRY_AGAIN_AFTER < timeout => {
+            Redirect::TryAgain if Instant::now() + TRY_AGAIN_AFTER < deadline => {
                 // Afresh: the slot's master, then its redirections.
                 tries = 1;
                 tokio::time::sleep(TRY_AGAIN_AFTER).await;
@@ -530,8 +531,6 @@ fn heeded(
 /// How many times a transaction goes to a cluster whose slot map was
 /// behind (see [`refused_for_slot`]) before its client gets the refusal.
 const MAX_TRIES: u32 = 3;
-/// The pause before a transaction refused `-TRYAGAIN` goes again.
-const TRY_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
 /// Where a cluster node that refused a transaction whole for its slot
 /// sends it, if its replies (MULTI's, each command's, EXEC's) say so: a

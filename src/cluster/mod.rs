@@ -301,6 +301,10 @@ pub fn after_asking(payload: &[u8]) -> Bytes {
     [ASKING, payload].concat().into()
 }
 
+/// The pause before a request answered `-TRYAGAIN` goes again: a slot's
+/// migration moves its keys in batches of a few milliseconds each.
+pub const TRY_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Where a node sends a request it does not serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redirect {

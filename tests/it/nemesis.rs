@@ -1100,23 +1100,20 @@ fn report(
     for l in verdict.late.iter().take(20) {
         text.push_str(&format!("changed with no write between: {l}\n"));
     }
-    for r in beside.iter().take(10) {
-        text.push_str(&format!(
-            "error beside faults of other backends at {:.1} s: {} {} -> {}\n",
-            r.start.saturating_duration_since(t0).as_secs_f64(),
-            r.op,
-            r.key,
-            r.reply.trim()
-        ));
-    }
-    for r in outside.iter().take(20) {
-        text.push_str(&format!(
-            "error outside a fault at {:.1} s: {} {} -> {}\n",
-            r.start.saturating_duration_since(t0).as_secs_f64(),
-            r.op,
-            r.key,
-            r.reply.trim()
-        ));
+    let listed = [
+        ("error beside faults of other backends", &beside, 10),
+        ("error outside a fault", &outside, 20),
+    ];
+    for (what, errors, most) in listed {
+        for r in errors.iter().take(most) {
+            text.push_str(&format!(
+                "{what} at {:.1} s: {} {} -> {}\n",
+                r.start.saturating_duration_since(t0).as_secs_f64(),
+                r.op,
+                r.key,
+                r.reply.trim()
+            ));
+        }
     }
     println!("{text}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nemesis");
