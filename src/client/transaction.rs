@@ -221,7 +221,7 @@ pub(in crate::client) fn exec(
     let first = multi.backend.unwrap_or(0);
     let (batches, places) = transactions(&multi.commands, first);
     let (origin, db) = (state.origin(), state.db);
-    let (tx, rx) = oneshot::channel();
+    let (mut tx, rx) = oneshot::channel();
     let run = Run {
         topo: topo.clone(),
         origin,
@@ -231,8 +231,17 @@ pub(in crate::client) fn exec(
         deleted: multi.deleted,
         watching,
     };
+    // Once the client has had its error (its request timeout) or left, the
+    // run is dropped, and with it the receivers of its batches, so a batch
+    // still waiting in its backend (held by a failover, behind a WAIT)
+    // counts as abandoned and is never sent after what the client did next.
     tokio::spawn(async move {
-        let _ = tx.send(run.go(batches, places).await);
+        tokio::select! {
+            result = run.go(batches, places) => {
+                let _ = tx.send(result);
+            }
+            () = tx.closed() => {}
+        }
     });
     let id = topo.backends[first].id.clone();
     let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), id, now);

@@ -1017,6 +1017,61 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
     );
 }
 
+/// A MULTI/EXEC transaction held by a failover until its client has had
+/// its timeout error is never sent once the hold ends, as a single write
+/// given up is not: its run, a task of its own, used to wait on after its
+/// client's error and send it then (the nemesis saw a logout undone so,
+/// with seed 3334300041522306003).
+#[test]
+fn a_held_transaction_given_up_by_its_client_is_never_sent() {
+    let _serial = serial();
+    recorder();
+    let a = Group::start("shard-tx-given-up", 1, 1000);
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 300\n\
+         [[backends]]\nid = \"tx-given-up\"\nsentinel = {}\nmin_replicas_ack = 1\n",
+        a.sentinel_toml(),
+    );
+    let proxy = Proxy::start(&text);
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let mut client = RawClient::connect(proxy.port);
+    a.failover();
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        "the proxy never held requests for the failover",
+        holding("tx-given-up", 1.0),
+    );
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+    assert!(
+        holding("tx-given-up", 1.0)(),
+        "the hold ended before the write"
+    );
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        client.text(&["SET", "session:tx-given-up", "late"]),
+        "+QUEUED\r\n"
+    );
+    let reply = client.text(&["EXEC"]);
+    assert!(reply.contains("did not answer within 300 ms"), "{reply}");
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        "the proxy never released the held requests",
+        holding("tx-given-up", 0.0),
+    );
+    // Anything released is answered by now: a later read sees it.
+    assert_eq!(client.text(&["PING"]), "+PONG\r\n");
+    let on_new = a
+        .node(&new)
+        .unwrap()
+        .client()
+        .text(&["GET", "session:tx-given-up"]);
+    assert_eq!(on_new, "$-1\r\n");
+}
+
 /// Sentinel's view of `group` in flat `key, value` words (`SENTINEL
 /// MASTER` or `SENTINEL REPLICAS`, one sentinel's).
 fn sentinel_words(sentinel: &SentinelProc, what: &str, group: &Group) -> Vec<String> {
