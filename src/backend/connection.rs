@@ -171,6 +171,11 @@ pub(super) struct Connection {
     /// no error for the moment its monitor takes to find the master. Taken
     /// by the first wait.
     pub(super) first_master_by: Option<Instant>,
+    /// A leased connection that has sent its client's commands: the
+    /// server keeps that client's state (a WATCH) on this session only,
+    /// so once it ends the lease sends nothing more (see
+    /// [`Connection::refuse_until_dropped`]).
+    pub(super) carried: bool,
 }
 
 impl Connection {
@@ -184,8 +189,9 @@ impl Connection {
                     backend: self.backend.clone(),
                 },
                 Some(endpoint) => match self.attempt(&endpoint, &mut backoff).await {
-                    Attempt::Again => continue,
                     Attempt::Stop => return,
+                    _ if self.carried => return self.refuse_until_dropped().await,
+                    Attempt::Again => continue,
                     Attempt::Failed(reason) => {
                         self.health.failure();
                         self.ask_recheck();
@@ -312,6 +318,23 @@ impl Connection {
                 }
                 _ = sleep_until(retry_at) => return true,
             }
+        }
+    }
+
+    /// A leased connection whose session ended after carrying its
+    /// client's commands: the server dropped that client's state (a
+    /// WATCH) with the session, and a new one would not have it, so an
+    /// EXEC sent there would run unwatched. What waits, and every job
+    /// until the lease is dropped, gets [`BackendError::LeaseEnded`]
+    /// unsent (its client aborts the EXEC).
+    async fn refuse_until_dropped(&mut self) {
+        let ended = BackendError::LeaseEnded {
+            backend: self.backend.clone(),
+        };
+        info!("leased connection ended: its client's WATCH went with it");
+        self.fail_waiting(&ended);
+        while let Some(job) = self.jobs.recv().await {
+            job.reply.fail(ended.clone(), &self.metrics);
         }
     }
 
@@ -495,6 +518,7 @@ impl Connection {
             return Ok(());
         }
         if self.fill(s, send == Send::Reads) {
+            self.carried = self.server_id.is_some();
             if let Err(e) = s.outbox.write_to(stream) {
                 return Err(self.lost(e.to_string()));
             }

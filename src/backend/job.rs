@@ -20,6 +20,13 @@ pub enum BackendError {
     Timeout { backend: Arc<str>, timeout_ms: u64 },
     #[error("backend '{backend}' connection lost: {reason}")]
     ConnectionLost { backend: Arc<str>, reason: String },
+    /// A leased connection's session ended after it had carried its
+    /// client's commands, whose state (a WATCH) the server dropped with
+    /// it: nothing more is sent on it (see [`super::Lease`]).
+    #[error(
+        "backend '{backend}' connection lost: the connection this client's WATCH was sent on ended"
+    )]
+    LeaseEnded { backend: Arc<str> },
 }
 
 impl BackendError {

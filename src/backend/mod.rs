@@ -53,6 +53,17 @@ use crate::workers::Workers;
 
 /// Reply bytes a connection reads before it lets other tasks run.
 const READ_TURN: usize = 256 * 1024;
+
+/// How many reply bytes connection `conn` of a worker's `pool` reads in
+/// a turn: [`READ_TURN`] for the one after the pool's, the connection
+/// for large replies; no limit on the others.
+fn read_turn(conn: usize, pool: usize) -> usize {
+    if conn >= pool {
+        READ_TURN
+    } else {
+        usize::MAX
+    }
+}
 /// A client whose replies from backends average more than this goes on
 /// its backend's connection for large replies (see [`Origin`]).
 pub const LARGE_REPLY_BYTES: u64 = 16 * 1024;
@@ -264,8 +275,7 @@ impl Backend {
                     min_replicas_ack,
                     unconfirmed: Vec::new(),
                     lanes: Lanes::default(),
-                    // The connection after the pool's is the one for large replies.
-                    read_turn: if conn >= pool { READ_TURN } else { usize::MAX },
+                    read_turn: read_turn(conn, pool),
                     metrics: metrics.clone(),
                     proto,
                     speaks: Proto::Resp2,
@@ -275,6 +285,7 @@ impl Backend {
                     retries: Vec::new(),
                     prepared: None,
                     first_master_by: Some(tokio::time::Instant::now() + settings.request_timeout),
+                    carried: false,
                 };
                 let span =
                     tracing::info_span!("backend", id = %id, worker, conn, proto = proto.number());

@@ -484,6 +484,7 @@ mod tests {
             retries: Vec::new(),
             prepared: None,
             first_master_by: None,
+            carried: false,
             lanes: Lanes::default(),
             read_turn: usize::MAX,
             metrics,

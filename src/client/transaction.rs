@@ -348,7 +348,16 @@ impl Run {
         let mut execs = Vec::with_capacity(receivers.len());
         for (backend, batch, rx) in receivers {
             let again = watching.is_none().then_some(&send);
-            execs.push(exec_reply(backend, &batch, rx, again, (origin, db), deadline).await);
+            let exec = exec_reply(backend, &batch, rx, again, (origin, db), deadline).await;
+            execs.push(match exec {
+                // The WATCH's connection ended before the transaction was
+                // sent (a failover): the server that heard the WATCH can no
+                // longer say whether a watched key changed, so the EXEC
+                // aborts, as Redis aborts one whose watched key changed,
+                // and nothing of it ran.
+                Err(BackendError::LeaseEnded { .. }) => Ok(aborted()),
+                exec => exec,
+            });
         }
         drop(watching);
         if execs.len() == 1 {
@@ -514,27 +523,37 @@ fn send_watch(
     (rx, true)
 }
 
-/// The reply `rx` will carry, once `backend` has heard it (see
-/// [`Backend::heard`]: a cluster learns of a `-MOVED` on a leased
-/// connection); `rx` itself for a backend that is not a cluster.
+/// The reply `rx` will carry to a WATCH, once `backend` has heard it
+/// (see [`Backend::heard`]: a cluster learns of a `-MOVED` on a leased
+/// connection). A WATCH whose leased connection had ended (a failover)
+/// is answered `+OK`, as Redis answers every WATCH: the earlier WATCHes
+/// went with that connection, so the EXEC aborts anyway ([`Run::go`]).
 fn heeded(
     backend: &Backend,
     rx: oneshot::Receiver<BackendResult>,
 ) -> oneshot::Receiver<BackendResult> {
-    if backend.cluster().is_none() {
-        return rx;
-    }
     let backend = backend.clone();
     let (tx, heeded) = oneshot::channel();
     tokio::spawn(async move {
         if let Ok(result) = rx.await {
-            if let Ok(reply) = &result {
-                backend.heard(reply);
-            }
+            let result = match result {
+                Ok(reply) => {
+                    backend.heard(&reply);
+                    Ok(reply)
+                }
+                Err(BackendError::LeaseEnded { .. }) => Ok(Reply::ok()),
+                Err(error) => Err(error),
+            };
             let _ = tx.send(result);
         }
     });
     heeded
+}
+
+/// EXEC's reply to a transaction aborted by its WATCH: a null array
+/// (RESP3's null for a RESP3 client).
+fn aborted() -> Reply {
+    Reply::Raw(Bytes::from_static(b"*-1\r\n"))
 }
 
 /// How many times a transaction goes to a cluster whose slot map was

@@ -1072,6 +1072,72 @@ fn a_held_transaction_given_up_by_its_client_is_never_sent() {
     assert_eq!(on_new, "$-1\r\n");
 }
 
+/// A WATCH lives on the server connection it was sent on: once a
+/// failover ended that connection (the proxy's lease of it), the EXEC
+/// after it aborts, as Redis aborts one whose watched key changed, where
+/// it used to run unwatched on a new connection to the new master and
+/// overwrite what another client wrote meanwhile. After HELLO 2 and HELLO
+/// 3, byte for byte as the new master aborts a WATCH whose key changed;
+/// a WATCH sent after the failover is answered `+OK` and the EXEC still
+/// aborts, and a WATCH after that EXEC works again.
+#[test]
+fn a_watch_a_failover_ended_aborts_its_exec() {
+    let _serial = serial();
+    recorder();
+    let a = Group::start("shard-watch-ended", 1, 1000);
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"watch-ended\"\nsentinel = {}\n",
+        a.sentinel_toml(),
+    );
+    let proxy = Proxy::start(&text);
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let key = "session:watch-ended";
+    let mut resp2 = RawClient::connect(proxy.port);
+    let mut resp3 = RawClient::connect(proxy.port);
+    resp3.hello3();
+    for client in [&mut resp2, &mut resp3] {
+        assert_eq!(client.text(&["WATCH", key]), "+OK\r\n");
+    }
+    assert_eq!(resp2.text(&["GET", key]), "$-1\r\n");
+    a.failover();
+    let new = a.wait_new_master(&old);
+    wait_proxy_master(&proxy, 0, &new);
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(other.text(&["SET", key, "other"]), "+OK\r\n");
+    assert_eq!(resp3.text(&["WATCH", key]), "+OK\r\n");
+    // What the new master answers a client whose watched key changed.
+    let direct = |hello3: bool| {
+        let mut direct = a.node(&new).unwrap().client();
+        let mut writer = a.node(&new).unwrap().client();
+        if hello3 {
+            direct.hello3();
+        }
+        direct.text(&["WATCH", key]);
+        writer.text(&["SET", key, "other"]);
+        direct.text(&["MULTI"]);
+        direct.text(&["SET", key, "direct"]);
+        direct.text(&["EXEC"])
+    };
+    for (client, hello3, mine) in [(&mut resp2, false, "mine2"), (&mut resp3, true, "mine3")] {
+        assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(client.text(&["SET", key, mine]), "+QUEUED\r\n");
+        let exec = client.text(&["EXEC"]);
+        assert_eq!(
+            exec,
+            direct(hello3),
+            "EXEC after HELLO {}",
+            2 + u8::from(hello3)
+        );
+    }
+    assert_eq!(other.text(&["GET", key]), "$5\r\nother\r\n");
+    assert_eq!(resp2.text(&["WATCH", key]), "+OK\r\n");
+    assert_eq!(resp2.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(resp2.text(&["SET", key, "after"]), "+QUEUED\r\n");
+    assert_eq!(resp2.text(&["EXEC"]), "*1\r\n+OK\r\n");
+    assert_eq!(other.text(&["GET", key]), "$5\r\nafter\r\n");
+}
+
 /// Sentinel's view of `group` in flat `key, value` words (`SENTINEL
 /// MASTER` or `SENTINEL REPLICAS`, one sentinel's).
 fn sentinel_words(sentinel: &SentinelProc, what: &str, group: &Group) -> Vec<String> {
