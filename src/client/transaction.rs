@@ -372,11 +372,11 @@ impl Run {
 
 /// A transaction's EXEC reply from `backend`. One refused whole by a
 /// cluster node for its slot, nothing ran (see [`refused_for_slot`]), goes
-/// again through `again` where there is one (not after a WATCH, whose
-/// connection is that node's): to the slot's master now (the map was
-/// corrected, heard), after ASKING to the node importing the slot, or, for
-/// keys split by the slot's migration (`-TRYAGAIN`), a moment later, until
-/// `deadline`.
+/// again through `again` where there is one: to the slot's master now (the
+/// map was corrected, heard), after ASKING to the node importing the slot,
+/// or, for keys split by the slot's migration (`-TRYAGAIN`), a moment
+/// later, until `deadline`. After a WATCH, whose connection is that
+/// node's, there is none, and the EXEC aborts.
 async fn exec_reply<F>(
     backend: &Backend,
     batch: &Batch,
@@ -396,8 +396,16 @@ where
             Err(_) => return Err(lost(backend)),
         };
         replies.iter().for_each(|reply| backend.heard(reply));
-        let (Some(send), Some(redirect)) = (again, refused_for_slot(&replies)) else {
+        let Some(redirect) = refused_for_slot(&replies) else {
             return replies.pop().ok_or_else(|| lost(backend));
+        };
+        let Some(send) = again else {
+            // After a WATCH, on that node's connection: the slot moved on
+            // from the node that heard the WATCH, which can no longer say
+            // whether a watched key changed. Nothing ran; the EXEC aborts
+            // as for a changed key, and the client's next WATCH goes
+            // where the corrected map says.
+            return Ok(aborted());
         };
         rx = match redirect {
             Redirect::TryAgain if Instant::now() + TRY_AGAIN_AFTER < deadline => {

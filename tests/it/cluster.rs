@@ -529,7 +529,8 @@ fn redis_py_transactions_and_blpop_behave_the_same_over_a_cluster() {
 /// of its own (a WATCH) gets the old master's `-MOVED`, which corrects the
 /// proxy's slot map, so the client's next WATCH runs on the new master; a
 /// transaction without WATCH refused whole by the old master (its commands
-/// MOVED, EXEC aborted, nothing run) goes again to the new one.
+/// MOVED, EXEC aborted, nothing run) goes again to the new one, and one
+/// after a WATCH answers EXEC's null array, as for a changed key.
 #[test]
 fn a_moved_answer_on_a_connection_of_its_own_corrects_the_slot_map() {
     let cluster = Cluster::start(3, 0);
@@ -558,6 +559,22 @@ fn a_moved_answer_on_a_connection_of_its_own_corrects_the_slot_map() {
     assert_eq!(client.text(&["EXEC"]), "*2\r\n+OK\r\n:2\r\n");
     assert_eq!(source.client().text(&["GET", written]), "$1\r\n2\r\n");
     assert_eq!(client.text(&["GET", watched]), "$5\r\nafter\r\n");
+    // Moved on between a WATCH and its EXEC: the node that heard the WATCH
+    // refuses the transaction (nothing runs), and the EXEC aborts as for a
+    // changed key, where it answered -EXECABORT; the next WATCH goes to
+    // the slot's master now. (`move_slot` moves the watched key only.)
+    assert_eq!(client.text(&["DEL", written]), ":1\r\n");
+    assert_eq!(client.text(&["WATCH", watched]), "+OK\r\n");
+    move_slot(&cluster, watched, source, target);
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", watched, "lost"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXEC"]), "*-1\r\n");
+    assert_eq!(target.client().text(&["GET", watched]), "$5\r\nafter\r\n");
+    assert_eq!(client.text(&["WATCH", watched]), "+OK\r\n");
+    assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.text(&["SET", watched, "again"]), "+QUEUED\r\n");
+    assert_eq!(client.text(&["EXEC"]), "*1\r\n+OK\r\n");
+    assert_eq!(target.client().text(&["GET", watched]), "$5\r\nagain\r\n");
 }
 
 /// The master of `key`'s slot, and another master.
