@@ -64,6 +64,7 @@ fn read_turn(conn: usize, pool: usize) -> usize {
         usize::MAX
     }
 }
+
 /// A client whose replies from backends average more than this goes on
 /// its backend's connection for large replies (see [`Origin`]).
 pub const LARGE_REPLY_BYTES: u64 = 16 * 1024;
