@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendError, BackendResult, Job, Origin};
 use crate::client::ctx::Ctx;
 use crate::client::merge::{merge, MergeHow};
 use crate::client::plan::Plan;
-use crate::client::slot::{Pending, Slot};
+use crate::client::slot::{off_task, Pending, Slot};
 use crate::migration::{Migration, Purpose, SettleError};
 use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Reply, Request, Spec};
@@ -122,10 +121,7 @@ pub(in crate::client) fn migrating(
         settle_by: now + topo.config.pool.request_timeout() / 2,
         deadline: now + topo.config.pool.request_timeout(),
     };
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let _ = tx.send(run.go(read_first, keys, sends).await);
-    });
+    let rx = off_task(run.go(read_first, keys, sends));
     let mut slot = Slot::waiting(topo, cx.state.proto, Pending::One(rx), ids, now);
     slot.barrier = true;
     slot

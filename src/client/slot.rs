@@ -17,6 +17,30 @@ use crate::protocol::command::TABLE;
 use crate::protocol::{Proto, Reply, Request};
 use crate::shared::Topology;
 
+/// Runs `work` in a task of its own, for a request whose reply is the
+/// receiver returned. Once the client's slot stops waiting for it (the
+/// request timeout passed, or the client's task ended: CLIENT KILL, an
+/// eviction for memory), `work` is dropped, and with it the receivers of what
+/// it still waits for in a backend (held by a failover, behind a WAIT),
+/// which then count as abandoned and are never sent: a write must not
+/// land after what the client did next. (A client that merely closes
+/// its connection is still answered what it sent, as Redis runs it.)
+pub(in crate::client) fn off_task<F>(work: F) -> oneshot::Receiver<BackendResult>
+where
+    F: std::future::Future<Output = BackendResult> + Send + 'static,
+{
+    let (mut tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            result = work => {
+                let _ = tx.send(result);
+            }
+            () = tx.closed() => {}
+        }
+    });
+    rx
+}
+
 /// Where a reply will come from.
 pub(in crate::client) enum Pending {
     Ready(Reply),

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::backend::{Backend, BackendError, BackendResult, BatchResult, Job, Lease, Origin};
 use crate::client::migrate::{deletes, moving_keys, settle_moving, still_moving};
 use crate::client::plan::{plan, Plan, Policy};
-use crate::client::slot::{Pending, Slot};
+use crate::client::slot::{off_task, Pending, Slot};
 use crate::client::State;
 use crate::cluster::{after_asking, keys_touch, redirect, Redirect, Touches, TRY_AGAIN_AFTER};
 use crate::protocol::command::writes;
@@ -221,7 +221,6 @@ pub(in crate::client) fn exec(
     let first = multi.backend.unwrap_or(0);
     let (batches, places) = transactions(&multi.commands, first);
     let (origin, db) = (state.origin(), state.db);
-    let (mut tx, rx) = oneshot::channel();
     let run = Run {
         topo: topo.clone(),
         origin,
@@ -231,18 +230,7 @@ pub(in crate::client) fn exec(
         deleted: multi.deleted,
         watching,
     };
-    // Once the client has had its error (its request timeout) or left, the
-    // run is dropped, and with it the receivers of its batches, so a batch
-    // still waiting in its backend (held by a failover, behind a WAIT)
-    // counts as abandoned and is never sent after what the client did next.
-    tokio::spawn(async move {
-        tokio::select! {
-            result = run.go(batches, places) => {
-                let _ = tx.send(result);
-            }
-            () = tx.closed() => {}
-        }
-    });
+    let rx = off_task(run.go(batches, places));
     let id = topo.backends[first].id.clone();
     let mut slot = Slot::waiting(topo, state.proto, Pending::One(rx), id, now);
     slot.barrier = true;
