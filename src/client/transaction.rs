@@ -336,16 +336,7 @@ impl Run {
         let mut execs = Vec::with_capacity(receivers.len());
         for (backend, batch, rx) in receivers {
             let again = watching.is_none().then_some(&send);
-            let exec = exec_reply(backend, &batch, rx, again, (origin, db), deadline).await;
-            execs.push(match exec {
-                // The WATCH's connection ended before the transaction was
-                // sent (a failover): the server that heard the WATCH can no
-                // longer say whether a watched key changed, so the EXEC
-                // aborts, as Redis aborts one whose watched key changed,
-                // and nothing of it ran.
-                Err(BackendError::LeaseEnded { .. }) => Ok(aborted()),
-                exec => exec,
-            });
+            execs.push(exec_reply(backend, &batch, rx, again, (origin, db), deadline).await);
         }
         drop(watching);
         if execs.len() == 1 {
@@ -364,7 +355,8 @@ impl Run {
 /// map was corrected, heard), after ASKING to the node importing the slot,
 /// or, for keys split by the slot's migration (`-TRYAGAIN`), a moment
 /// later, until `deadline`. After a WATCH, whose connection is that
-/// node's, there is none, and the EXEC aborts.
+/// node's, there is none, and the EXEC aborts, as it does when that
+/// connection ended before the transaction was sent.
 async fn exec_reply<F>(
     backend: &Backend,
     batch: &Batch,
@@ -380,6 +372,11 @@ where
     loop {
         let mut replies = match rx.await {
             Ok(Ok(replies)) => replies,
+            // The WATCH's connection ended before the transaction was sent
+            // (a failover): the server that heard the WATCH can no longer
+            // say whether a watched key changed, so the EXEC aborts, as
+            // Redis aborts one whose watched key changed; nothing ran.
+            Ok(Err(BackendError::LeaseEnded { .. })) => return Ok(aborted()),
             Ok(Err(error)) => return Err(error),
             Err(_) => return Err(lost(backend)),
         };
