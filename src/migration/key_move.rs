@@ -85,9 +85,7 @@ pub(super) fn landed(
         // Deleted while its old server was taken for gone: as stale.
         Ok(fence::Restored::Buried) => Ok(Settled::Stale),
         Ok(fence::Restored::Refused(e)) => Err(failed(refused(owner, &e))),
-        Ok(fence::Restored::Late) => {
-            Err(failed(unexpected(owner, "a copy within the move's lock")))
-        }
+        Ok(fence::Restored::Late) => Err(failed(unexpected(owner, "a copy before its deadline"))),
         Ok(fence::Restored::Unexpected) => Err(failed(unexpected(owner, "OK"))),
         Err(error) => Err(failed(error)),
     }
@@ -127,17 +125,22 @@ impl Move<'_> {
     /// dropped armed: the move was dropped (its client had its timeout
     /// error) or failed while its lock request was out, and the request
     /// may still run, or have run, and hold the lock for nobody until it
-    /// lapses. Disarmed once the lock is taken (or not) and the move goes
-    /// on: a copy on its way to the owner is fenced by the lock's lapse,
-    /// which a release would cut short.
+    /// lapses. Once the lock is taken and a copy may be on its way to the
+    /// owner, the release waits for the copy's deadline
+    /// ([`ReleaseIfDropped::not_before`]): released sooner, another move
+    /// could go on while the copy can still land. Disarmed once the move
+    /// is done (or found nothing to move).
     pub(super) fn release_if_dropped(&self) -> ReleaseIfDropped {
-        ReleaseIfDropped(Some(Lock {
-            server: self.lock_server().clone(),
-            origin: self.origin,
-            db: self.db,
-            key: self.lock.clone(),
-            token: self.token.clone(),
-        }))
+        ReleaseIfDropped {
+            lock: Some(Lock {
+                server: self.lock_server().clone(),
+                origin: self.origin,
+                db: self.db,
+                key: self.lock.clone(),
+                token: self.token.clone(),
+            }),
+            not_before: None,
+        }
     }
 
     /// One try at locking the key and reading its old copy: the value and
@@ -273,21 +276,35 @@ struct Lock {
 }
 
 /// See [`Move::release_if_dropped`].
-pub(super) struct ReleaseIfDropped(Option<Lock>);
+pub(super) struct ReleaseIfDropped {
+    lock: Option<Lock>,
+    /// Released no sooner than this: a copy fenced by it may still land.
+    not_before: Option<Instant>,
+}
 
 impl ReleaseIfDropped {
     pub(super) fn disarm(mut self) {
-        self.0 = None;
+        self.lock = None;
+    }
+
+    /// A release from now on waits until `deadline`, past which no copy
+    /// of this move lands.
+    pub(super) fn not_before(&mut self, deadline: Instant) {
+        self.not_before = Some(deadline);
     }
 }
 
 impl Drop for ReleaseIfDropped {
     fn drop(&mut self) {
-        let (Some(lock), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        let (Some(lock), Ok(runtime)) = (self.lock.take(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
+        let not_before = self.not_before;
         runtime.spawn(async move {
+            if let Some(deadline) = not_before {
+                tokio::time::sleep_until(deadline.into()).await;
+            }
             let Lock {
                 server,
                 origin,

@@ -437,14 +437,41 @@ impl Migration {
         };
         // Dropped here, or failed (a reply lost after its request was
         // sent), the lock may be taken for nobody: it is released.
-        let unlock = mv.release_if_dropped();
-        let taken = self.take(&mv, by).await;
-        if taken.is_ok() {
+        let mut unlock = mv.release_if_dropped();
+        let Some((value, pttl, locked_at)) = self.take(&mv, by).await? else {
             unlock.disarm();
-        }
-        let Some((value, pttl, locked_at)) = taken? else {
             return Ok(Settled::Absent);
         };
+        // The copy lands while the lock holds or not at all (a RESTORE that
+        // reaches a slow owner after the lock is gone would bring back a
+        // key another proxy moved and deleted meanwhile), and no later than
+        // when the caller stops waiting, on the backends' clocks: a move
+        // its caller gave up (the owner frozen, the copy in its socket)
+        // then releases the lock, where it held the key for nobody until it
+        // lapsed, every request for the session failing meanwhile (a
+        // 15-minute nemesis saw ten seconds of them).
+        let until = (locked_at + self.lock_for).min(by + fence::CLOCK_ALLOWANCE);
+        unlock.not_before(until);
+        let carried = self.carry(&mv, newer, &value, pttl, locked_at, until).await;
+        if carried.is_ok() {
+            unlock.disarm();
+        }
+        carried
+    }
+
+    /// The rest of a move once the lock is taken and the old copy read:
+    /// the copy to the owner (fenced by `until`), then the old copy
+    /// deleted, which releases the lock.
+    async fn carry(
+        &self,
+        mv: &Move<'_>,
+        newer: &[(&Backend, &Layout)],
+        value: &Bytes,
+        pttl: i64,
+        locked_at: Instant,
+        until: Instant,
+    ) -> Result<Settled, SettleError> {
+        let (key, owner, old) = (mv.key, mv.owner, mv.old);
         if pttl == -2 {
             mv.release().await;
             return Ok(Settled::Absent);
@@ -455,26 +482,23 @@ impl Migration {
             return Err(failed(unexpected(old, "a move within its lock")));
         }
         // RESTORE's TTL 0 means none; a key about to expire keeps 1 ms, not
-        // forever. The copy lands while the lock holds or not at all: a
-        // RESTORE that reaches a slow owner after the lock lapsed would
-        // bring back a key another proxy moved and deleted meanwhile.
+        // forever.
         let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
-        let until = locked_at + self.lock_for;
         // Deleted while a newer layout's holder owned it: the copy goes.
         if mv.buried_beside(newer).await? {
-            return mv.delete_old(&value).await.map(|_| Settled::Stale);
+            return mv.delete_old(value).await.map(|_| Settled::Stale);
         }
         // Not over a tombstone that names the old server: the key was
         // deleted while that server was taken for gone.
-        let tombstone = tombstone_name(key, cluster);
+        let tombstone = tombstone_name(key, across_cluster(owner, old));
         let copy = fence::Dumped {
             key,
-            payload: &value,
+            payload: value,
             ttl_ms: ttl,
             replace: false,
             unless_buried: Some((&tombstone, old.id.as_bytes())),
         };
-        let restored = fence::restore_before(owner, origin, db, copy, until).await;
+        let restored = fence::restore_before(owner, mv.origin, mv.db, copy, until).await;
         let buried = matches!(restored, Ok(fence::Restored::Buried));
         let outcome = match landed(owner, restored) {
             Ok(outcome) => outcome,
@@ -483,7 +507,7 @@ impl Migration {
                 return Err(error);
             }
         };
-        if mv.delete_old(&value).await? && buried {
+        if mv.delete_old(value).await? && buried {
             mv.unbury(&tombstone).await;
         }
         Ok(outcome)

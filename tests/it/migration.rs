@@ -1332,6 +1332,33 @@ fn lock_of(key: &str) -> String {
     )
 }
 
+/// A client subscribed to `old`'s keyspace events for `key`'s move lock
+/// (turned on there): see [`next_event`].
+fn lock_events(old: &Redis, key: &str) -> RawClient {
+    assert_eq!(
+        old.client()
+            .text(&["CONFIG", "SET", "notify-keyspace-events", "KA"]),
+        "+OK\r\n"
+    );
+    let mut events = old.client();
+    events.cmd(&["SUBSCRIBE", &format!("__keyspace@0__:{}", lock_of(key))]);
+    events
+}
+
+/// The next event [`lock_events`] reads: `set`, `expire`, `del`, `expired`.
+fn next_event(events: &mut RawClient) -> String {
+    let event = String::from_utf8_lossy(&events.read_reply()).into_owned();
+    event.rsplit("\r\n").nth(1).unwrap_or_default().to_string()
+}
+
+/// The lock was taken, then released (`del`), not left to lapse
+/// (`expired`, ten seconds later; `expire` is the SET's own PX).
+fn taken_and_released(events: &mut RawClient) {
+    assert_eq!(next_event(events), "set", "the lock was taken");
+    assert_eq!(next_event(events), "expire");
+    assert_eq!(next_event(events), "del", "the lock was left to lapse");
+}
+
 /// How long a frozen server stays frozen after the request that met it was
 /// answered: past that request's fence (its settle's deadline plus the
 /// clock allowance), as the nemesis's freezes of a second or so.
@@ -1438,14 +1465,7 @@ fn a_lock_answered_after_its_request_gave_up_is_released_not_left_to_lapse() {
         proxy,
         key,
     } = moving_in_behind_a_relay("late");
-    let lock = lock_of(&key);
-    let mut direct = old.client();
-    assert_eq!(
-        direct.text(&["CONFIG", "SET", "notify-keyspace-events", "KA"]),
-        "+OK\r\n"
-    );
-    let mut events = old.client();
-    events.cmd(&["SUBSCRIBE", &format!("__keyspace@0__:{lock}")]);
+    let mut events = lock_events(&old, &key);
     // Each way 160 ms: the request runs on the old server well before its
     // fence (the settle's 200 ms and the 250 ms allowance), and its answer
     // comes back after the settle gave up.
@@ -1457,18 +1477,51 @@ fn a_lock_answered_after_its_request_gave_up_is_released_not_left_to_lapse() {
         "a slow old location answered {read:?}"
     );
     relay.pass();
-    let mut next_event = || {
-        let event = String::from_utf8_lossy(&events.read_reply()).into_owned();
-        event.rsplit("\r\n").nth(1).unwrap_or_default().to_string()
-    };
-    assert_eq!(next_event(), "set", "the lock was taken");
-    // `expire` is the SET's own PX; a lock left to lapse ends `expired`.
-    assert_eq!(next_event(), "expire");
-    assert_eq!(next_event(), "del", "the lock was left to lapse");
+    taken_and_released(&mut events);
     wait_until(
         READY_LIMIT,
         Duration::from_millis(20),
         "the session back",
         || client.text(&["GET", &key]) == bulk("v1"),
     );
+}
+
+/// A move whose copy went to an owner that froze (SIGSTOP) with it in its
+/// socket, its request answered with a timeout: the move's lock, taken
+/// beside the old copy, is released once the copy's deadline (the
+/// request's own) has passed, and the copy, run when the owner wakes, is
+/// not written. Before, the copy was fenced by the lock's lapse: it landed
+/// when the owner woke, and every request for the session failed until the
+/// lock lapsed ten seconds later (a 15-minute nemesis, seed
+/// 1250433849109947004, saw a session's writes fail so after a frozen
+/// cluster master woke). The old server's keyspace events say which: `del`,
+/// not `expired`.
+#[test]
+fn a_move_whose_owner_froze_with_the_copy_releases_its_lock_at_the_copys_deadline() {
+    let BehindRelay {
+        old,
+        relay: _relay,
+        new,
+        proxy,
+        key,
+    } = moving_in_behind_a_relay("owner-frozen");
+    let mut events = lock_events(&old, &key);
+    let mut client = proxy.client();
+    let write = ["SETEX", key.as_str(), "3600", "v2"];
+    sent_while_frozen(&new, &mut client, &write, "owner");
+    // Read after the copy that waited in the owner's socket has run.
+    assert_eq!(
+        new.client().text(&["EXISTS", &key]),
+        ":0\r\n",
+        "a late copy landed"
+    );
+    taken_and_released(&mut events);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the write through",
+        || client.text(&write) == "+OK\r\n",
+    );
+    assert_eq!(new.client().text(&["GET", &key]), bulk("v2"));
+    assert_eq!(old.client().text(&["EXISTS", &key]), ":0\r\n");
 }
