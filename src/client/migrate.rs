@@ -194,24 +194,16 @@ impl Settling {
     async fn settle(&self, key: &Bytes) -> Result<(), BackendError> {
         let topo = &self.topo;
         let owner = &topo.backends[topo.route(key)];
-        let settle = self.migration.settle(
-            self.origin,
-            self.db,
+        let settled = settle_within(
+            &self.migration,
+            (self.origin, self.db),
             key,
             owner,
             self.purpose,
             self.settle_by,
+            topo.config.pool.request_timeout_ms / 2,
         );
-        let settled = tokio::time::timeout_at(self.settle_by.into(), settle)
-            .await
-            .unwrap_or_else(|_| {
-                self.migration.count_old_error();
-                Err(SettleError::OldDown(BackendError::Timeout {
-                    backend: settled_on(&self.migration, key, owner),
-                    timeout_ms: topo.config.pool.request_timeout_ms / 2,
-                }))
-            });
-        match settled {
+        match settled.await.map(|_| ()) {
             Ok(_) => Ok(()),
             // A request beside an old server known down goes on (a read
             // answered as the miss it would have been) only once that
@@ -222,6 +214,31 @@ impl Settling {
             Err(error) => Err(error.into_backend()),
         }
     }
+}
+
+/// Settles `key` (see [`Migration::settle`]) until `settle_by` at most,
+/// `waited_ms` after the request came: an old server slow to answer then
+/// counts as down, and the error names the key's old locations and its
+/// owner, the servers the settle waited on.
+pub(in crate::client) async fn settle_within(
+    migration: &Migration,
+    (origin, db): (Origin, u32),
+    key: &Bytes,
+    owner: &Backend,
+    purpose: Purpose,
+    settle_by: Instant,
+    waited_ms: u64,
+) -> Result<crate::migration::Settled, SettleError> {
+    let settle = migration.settle(origin, db, key, owner, purpose, settle_by);
+    tokio::time::timeout_at(settle_by.into(), settle)
+        .await
+        .unwrap_or_else(|_| {
+            migration.count_old_error();
+            Err(SettleError::OldDown(BackendError::Timeout {
+                backend: settled_on(migration, key, owner),
+                timeout_ms: waited_ms,
+            }))
+        })
 }
 
 /// The servers a settle of `key` talks to, as an error names them: its old

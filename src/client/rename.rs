@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
+use crate::client::migrate::settle_within;
 use crate::client::slot::{Pending, Slot};
 use crate::migration::fence::{restore_before, Dumped, Restored};
 use crate::migration::{call, Purpose};
@@ -72,11 +73,15 @@ pub(in crate::client) fn rename(cx: &mut Ctx<'_>, nx: bool, from: usize, to: usi
         let topo = topo2;
         let moved = async {
             if let Some(migration) = topo.active_migration() {
+                // As any request's: an old location slow to answer fails
+                // the rename at half its timeout, named in the error.
+                let half = timeout / 2;
                 for key in [&source, &target] {
                     let owner = &topo.backends[topo.route(key)];
                     if migration.is_moving(key, owner) {
-                        migration
-                            .settle(origin, db, key, owner, Purpose::Client, rename.deadline)
+                        let (by, waited_ms) = (now + half, half.as_millis() as u64);
+                        let client = Purpose::Client;
+                        settle_within(migration, (origin, db), key, owner, client, by, waited_ms)
                             .await
                             .map_err(|e| e.into_backend())?;
                     }
@@ -138,7 +143,11 @@ async fn move_value(
         unless_buried: None,
     };
     let restored = restore_before(to, origin, db, copy, deadline).await;
-    if let Some(outcome) = not_restored(restored, nx, &to.id, timeout_ms) {
+    // Late: the time went on the steps before as much as on the copy (a
+    // source frozen or held by a failover), so the error names both
+    // backends, as the client's own timeout would.
+    let both: Arc<str> = Arc::from(format!("{}', '{}", from.id, to.id));
+    if let Some(outcome) = not_restored(restored, nx, both, timeout_ms) {
         // Best effort: if this fails too, the value stays under its hidden
         // name on the source, not lost.
         let put_back = [b"EVAL", PUT_BACK.as_bytes(), b"2", source, &hidden];
@@ -192,7 +201,7 @@ async fn take(
 fn not_restored(
     restored: Result<Restored, BackendError>,
     nx: bool,
-    to: &Arc<str>,
+    both: Arc<str>,
     timeout_ms: u64,
 ) -> Option<BackendResult> {
     match restored {
@@ -200,7 +209,7 @@ fn not_restored(
         Ok(Restored::Refused(e)) if nx && e.starts_with(b"BUSYKEY") => Some(Ok(Reply::Int(0))),
         Ok(Restored::Refused(e)) => Some(Ok(Reply::Error(e))),
         Ok(Restored::Late) => Some(Err(BackendError::Timeout {
-            backend: to.clone(),
+            backend: both,
             timeout_ms,
         })),
         Ok(Restored::Unexpected | Restored::Buried) => {

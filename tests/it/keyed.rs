@@ -459,6 +459,35 @@ fn a_rename_answered_with_a_timeout_does_not_land_afterwards() {
     );
 }
 
+/// A RENAME whose source was slow (frozen here; held by a failover in the
+/// nemesis) gets to the copy too late: its destination refuses the copy
+/// past the fence, and the timeout names both backends, as the client's
+/// own timeout does, not the destination alone, which answered at once (a
+/// 30-minute nemesis counted such an error as one beside the faults, on
+/// the destination while the source was failing over). Nothing is lost:
+/// the value stays under its old name.
+#[test]
+fn a_rename_made_late_by_its_source_names_both_backends() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let proxy = proxy_over(&servers, "[pool]\nrequest_timeout_ms = 400\n");
+    let (old, new) = (proxy.key_on(0, "sess:"), proxy.key_on(1, "sess:"));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", &old, "v1"]), "+OK\r\n");
+    servers[0].signal("STOP");
+    client.send(&[b"RENAME", old.as_bytes(), new.as_bytes()]);
+    // The source wakes past the copy's fence (the 400 ms deadline less the
+    // 250 ms clock allowance) and well before the client's timeout.
+    std::thread::sleep(Duration::from_millis(250));
+    servers[0].signal("CONT");
+    let answer = String::from_utf8_lossy(&client.read_reply()).into_owned();
+    assert_eq!(
+        answer, "-ERR backend 'b0', 'b1' did not answer within 400 ms\r\n",
+        "a late copy's error"
+    );
+    assert_eq!(servers[1].client().text(&["EXISTS", &new]), ":0\r\n");
+    assert_eq!(client.text(&["GET", &old]), "$2\r\nv1\r\n");
+}
+
 /// Spring Session Data Redis: the commands its repositories send, in order
 /// (RedisSessionRepository, RedisIndexedSessionRepository).
 #[test]

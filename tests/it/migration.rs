@@ -1525,3 +1525,39 @@ fn a_move_whose_owner_froze_with_the_copy_releases_its_lock_at_the_copys_deadlin
     assert_eq!(new.client().text(&["GET", &key]), bulk("v2"));
     assert_eq!(old.client().text(&["EXISTS", &key]), ":0\r\n");
 }
+
+/// A cross-backend RENAME of a key a migration may still hold on an old
+/// server that froze: as for any request, the settle gives up at half the
+/// request timeout and the error names the old server and the owner, where
+/// the rename waited its whole timeout and named only its own two backends
+/// (a 30-minute nemesis, seed 15636585165430381068, counted two such errors
+/// beside the faults: the frozen old location was the plain backend).
+#[test]
+fn a_rename_beside_a_frozen_old_location_names_it() {
+    let old = Redis::start();
+    let news: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 400\n{}\
+         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+        backends_toml(&[("a", &news[0]), ("b", &news[1])]),
+        old.address()
+    ));
+    let source = proxy.key_on(0, "session:rename-from:");
+    let target = proxy.key_on(1, "session:rename-to:");
+    assert_eq!(old.client().text(&["SET", &source, "v1"]), "+OK\r\n");
+    let mut client = proxy.client();
+    old.signal("STOP");
+    let answer = client.text(&["RENAME", &source, &target]);
+    old.signal("CONT");
+    assert_eq!(
+        answer,
+        "-ERR backend 'old', 'a' did not answer within 200 ms\r\n"
+    );
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the rename through",
+        || client.text(&["RENAME", &source, &target]) == "+OK\r\n",
+    );
+    assert_eq!(client.text(&["GET", &target]), bulk("v1"));
+}
