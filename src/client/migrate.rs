@@ -203,8 +203,8 @@ impl Settling {
             self.settle_by,
             topo.config.pool.request_timeout_ms / 2,
         );
-        match settled.await.map(|_| ()) {
-            Ok(_) => Ok(()),
+        match settled.await {
+            Ok(()) => Ok(()),
             // A request beside an old server known down goes on (a read
             // answered as the miss it would have been) only once that
             // server is taken for gone; a slow old server, a delete, or a
@@ -228,10 +228,11 @@ pub(in crate::client) async fn settle_within(
     purpose: Purpose,
     settle_by: Instant,
     waited_ms: u64,
-) -> Result<crate::migration::Settled, SettleError> {
+) -> Result<(), SettleError> {
     let settle = migration.settle(origin, db, key, owner, purpose, settle_by);
     tokio::time::timeout_at(settle_by.into(), settle)
         .await
+        .map(|settled| settled.map(|_| ()))
         .unwrap_or_else(|_| {
             migration.count_old_error();
             Err(SettleError::OldDown(BackendError::Timeout {

@@ -60,12 +60,18 @@ pub(in crate::client) fn rename(cx: &mut Ctx<'_>, nx: bool, from: usize, to: usi
     let (source, target) = (args[1].clone(), args[2].clone());
     let (origin, db) = (cx.state.origin(), cx.state.db);
     let timeout = topo.config.pool.request_timeout();
+    // Both backends, as a late rename's error names them.
+    let both: Arc<str> = Arc::from(format!(
+        "{}', '{}",
+        topo.backends[from].id, topo.backends[to].id
+    ));
     let rename = Rename {
         origin,
         db,
         nx,
         deadline: now + timeout,
         timeout_ms: timeout.as_millis() as u64,
+        both: both.clone(),
     };
     let topo2 = topo.clone();
     let (tx, rx) = oneshot::channel();
@@ -92,11 +98,7 @@ pub(in crate::client) fn rename(cx: &mut Ctx<'_>, nx: bool, from: usize, to: usi
         };
         let _ = tx.send(moved.await);
     });
-    let ids: Arc<str> = Arc::from(format!(
-        "{}', '{}",
-        topo.backends[from].id, topo.backends[to].id
-    ));
-    let mut slot = Slot::waiting(topo, cx.state.proto, Pending::One(rx), ids, now);
+    let mut slot = Slot::waiting(topo, cx.state.proto, Pending::One(rx), both, now);
     slot.barrier = true;
     slot
 }
@@ -110,6 +112,8 @@ struct Rename {
     /// When the client is answered with a timeout.
     deadline: Instant,
     timeout_ms: u64,
+    /// The two backends, named as `from', 'to`.
+    both: Arc<str>,
 }
 
 /// The three steps; the client's reply.
@@ -126,6 +130,7 @@ async fn move_value(
         nx,
         deadline,
         timeout_ms,
+        ref both,
     } = *rename;
     let hidden = [HIDDEN_PREFIX, source].concat();
     let (value, ttl) = match take(from, source, &hidden, rename).await? {
@@ -146,8 +151,7 @@ async fn move_value(
     // Late: the time went on the steps before as much as on the copy (a
     // source frozen or held by a failover), so the error names both
     // backends, as the client's own timeout would.
-    let both: Arc<str> = Arc::from(format!("{}', '{}", from.id, to.id));
-    if let Some(outcome) = not_restored(restored, nx, both, timeout_ms) {
+    if let Some(outcome) = not_restored(restored, nx, both.clone(), timeout_ms) {
         // Best effort: if this fails too, the value stays under its hidden
         // name on the source, not lost.
         let put_back = [b"EVAL", PUT_BACK.as_bytes(), b"2", source, &hidden];
