@@ -12,15 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock, Weak};
 
 use super::*;
-use crate::cluster::{self, Redirect, SlotMap, Touches, TRY_AGAIN_AFTER};
+use crate::cluster::{self, Redirect, SlotMap, Touches, MAX_REDIRECTS, TRY_AGAIN_AFTER};
 use crate::config::Source;
 
 /// How often the slot map is asked for when nothing asks sooner.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// The least time between two asks (a burst of MOVED asks once).
 const REFRESH_GAP: Duration = Duration::from_millis(100);
-/// Redirections one request follows at most; then the client gets the last.
-const MAX_REDIRECTS: u8 = 5;
 
 /// What a cluster backend knows of its cluster.
 pub struct Cluster {

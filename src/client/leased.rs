@@ -11,17 +11,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError, BackendResult, Job, Lease, Origin};
+use crate::backend::{
+    Backend, BackendError, BackendResult, Job, Lease, LeaseFor, Origin, Unleased,
+};
 use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
 use crate::client::slot::{Pending, Slot};
 use crate::clients::ClientCard;
-use crate::protocol::command::block_time;
+use crate::cluster::{self, Redirect, MAX_REDIRECTS, TRY_AGAIN_AFTER};
+use crate::protocol::command::{block_arg, block_time, with_block_time, BlockArg, Spec};
 use crate::protocol::keys::request_key_positions;
-use crate::protocol::Reply;
+use crate::protocol::{encode_command, Proto, Reply, Request};
 use crate::shared::Topology;
 
 /// Runs blocking `request` on a connection of its own to backend `index`;
@@ -43,8 +47,8 @@ pub(in crate::client) fn blocking(
     // What is gathered goes first: those commands came before this one.
     cx.flush();
     let backend = &topo.backends[index];
-    let share = cx.state.share(topo);
-    let share = share.as_ref().map(|(u, n)| (u, *n));
+    let owned_share = cx.state.share(topo);
+    let share = owned_share.as_ref().map(|(u, n)| (u, *n));
     let keys: Vec<&[u8]> = request_key_positions(spec, request)
         .into_iter()
         .filter_map(|position| request.arg(position))
@@ -59,18 +63,23 @@ pub(in crate::client) fn blocking(
     };
     let blocks_for = block_time(spec, request);
     let (tx, out) = oneshot::channel();
+    // On a cluster, a node that refuses the command (a redirection) ran
+    // nothing: it goes again where the node says.
+    let proto = cx.state.proto;
+    let again = backend
+        .cluster()
+        .map(|_| Again::of(spec, request, owned_share.clone(), proto));
     let run = BlockingRun {
         topo: topo.clone(),
         routed: backend.clone(),
-        backend: on,
-        lease,
         origin: cx.state.origin(),
         db: cx.state.db,
         blocks_for,
         blocked: blocked.clone(),
         card: cx.state.card.clone(),
+        again,
     };
-    tokio::spawn(run.go(request.payload(), moving, tx));
+    tokio::spawn(run.go(Leased { on, lease }, request.payload(), moving, tx));
     let mut slot = Slot::waiting(
         topo,
         cx.state.proto,
@@ -92,66 +101,209 @@ pub(in crate::client) fn blocking(
 /// A blocking command on its leased connection, off the client's task.
 struct BlockingRun {
     topo: Arc<Topology>,
-    /// The configured backend of the command's keys, and the one it runs
-    /// on (for a cluster, the master of their slot).
+    /// The configured backend of the command's keys (the command runs on
+    /// it, or for a cluster on the master of their slot).
     routed: Backend,
-    backend: Backend,
-    lease: Lease,
     origin: Origin,
     db: u32,
     blocks_for: Duration,
     blocked: Arc<std::sync::atomic::AtomicUsize>,
     card: Arc<ClientCard>,
+    again: Option<Again>,
+}
+
+/// A connection of the command's own, and the backend it is on.
+struct Leased {
+    on: Backend,
+    lease: Lease,
 }
 
 impl BlockingRun {
-    /// Settles the keys still on an old server, then sends the command and
-    /// answers `tx` with its reply, unless the client is gone first.
-    async fn go(self, payload: Bytes, moving: Vec<Bytes>, mut tx: oneshot::Sender<BackendResult>) {
-        let BlockingRun {
-            topo,
-            routed,
-            backend: leased,
-            lease,
-            origin,
-            db,
-            blocks_for,
-            blocked,
-            card,
-        } = self;
-        if let Err(error) = settle_moving(&topo, origin, db, &moving, &[]).await {
+    /// Settles the keys still on an old server, then sends the command (to
+    /// where a cluster's node redirects it, if one does) and answers `tx`
+    /// with its reply, unless the client is gone first.
+    async fn go(
+        mut self,
+        mut leased: Leased,
+        mut payload: Bytes,
+        moving: Vec<Bytes>,
+        mut tx: oneshot::Sender<BackendResult>,
+    ) {
+        if let Err(error) = settle_moving(&self.topo, self.origin, self.db, &moving, &[]).await {
             let _ = tx.send(Err(error));
             return;
         }
-        let id = leased.id.clone();
-        let (mut rx, written) =
-            leased.submit(Job::blocking(origin, payload, db, blocks_for), Some(&lease));
-        let on = (leased.clone(), lease.server_id());
-        // The lease lasts until the reply comes, or the client is gone (the
-        // connection then closes, which unblocks the server).
-        let _lease = lease;
-        // Counted in INFO's blocked_clients from when the command is
-        // written to the server (so clients count in the order the server
-        // blocks them) until it answers or the client is gone: the count
-        // goes down when this task ends, however.
-        let mut _blocked = None;
-        let reply = tokio::select! {
-            sent = written => {
-                _blocked = sent.ok().map(|()| Blocked::count(&blocked, card, on));
+        let started = Instant::now();
+        let (mut asking, mut blocks_for) = (false, self.blocks_for);
+        loop {
+            let Some(reply) = self
+                .send(&leased, &payload, asking, blocks_for, &mut tx)
+                .await
+            else {
+                return;
+            };
+            if let Ok(reply) = &reply {
+                self.routed.heard(reply);
+            }
+            let timeout = self.topo.config.pool.request_timeout();
+            let follow = match (&reply, self.again.as_mut()) {
+                (Ok(reply), Some(again)) => again.follow(reply, Instant::now(), timeout),
+                _ => None,
+            };
+            let Some(redirect) = follow else {
+                let _ = tx.send(reply);
+                return;
+            };
+            drop(leased);
+            if redirect == Redirect::TryAgain {
                 tokio::select! {
-                    reply = rx => reply,
+                    _ = tokio::time::sleep(TRY_AGAIN_AFTER) => {}
                     _ = tx.closed() => return,
                 }
             }
-            reply = &mut rx => reply,
-            _ = tx.closed() => return,
-        };
-        if let Ok(Ok(reply)) = &reply {
-            routed.heard(reply);
+            blocks_for = self.blocks_for.saturating_sub(started.elapsed());
+            let Some(again) = self.again.as_ref() else {
+                return;
+            };
+            match again.relet(&self.routed, &redirect, self.db) {
+                Ok(next) => leased = next,
+                Err(message) => {
+                    let _ = tx.send(Ok(Reply::error(message)));
+                    return;
+                }
+            }
+            asking = matches!(redirect, Redirect::Ask { .. });
+            payload = again.payload(blocks_for);
         }
-        let _ = tx.send(reply.unwrap_or_else(|_| Err(lost(&id))));
+    }
+
+    /// Sends the command (after ASKING when `asking`) on `leased`, and waits
+    /// for its reply; `None` once the client is gone.
+    async fn send(
+        &self,
+        leased: &Leased,
+        payload: &Bytes,
+        asking: bool,
+        blocks_for: Duration,
+        tx: &mut oneshot::Sender<BackendResult>,
+    ) -> Option<BackendResult> {
+        let Leased { on, lease } = leased;
+        // ASKING's reply is awaited by no one, but its job must not look
+        // abandoned (it would be skipped): its receiver lives until the
+        // command's reply.
+        let _asked = asking.then(|| {
+            let asking = Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n");
+            on.submit(Job::one(self.origin, asking, self.db, false), Some(lease))
+        });
+        let job = Job::blocking(self.origin, payload.clone(), self.db, blocks_for);
+        let (mut rx, written) = on.submit(job, Some(lease));
+        // Counted in INFO's blocked_clients from when the command is
+        // written to the server (so clients count in the order the server
+        // blocks them) until it answers or the client is gone: the count
+        // goes down when this returns, however. The lease lasts as long
+        // (the connection then closes, which unblocks the server).
+        let mut _blocked = None;
+        let reply = tokio::select! {
+            sent = written => {
+                let here = (on.clone(), lease.server_id());
+                _blocked = sent.ok().map(|()| Blocked::count(&self.blocked, self.card.clone(), here));
+                tokio::select! {
+                    reply = rx => reply,
+                    _ = tx.closed() => return None,
+                }
+            }
+            reply = &mut rx => reply,
+            _ = tx.closed() => return None,
+        };
+        Some(reply.unwrap_or_else(|_| Err(lost(&on.id))))
     }
 }
+
+/// What sending a blocking command again takes, on a cluster backend,
+/// where a node refuses a command it does not serve (`-MOVED`, `-ASK`,
+/// `-TRYAGAIN`, and `-MOVED` to a command blocked on a slot that has moved
+/// on): nothing ran, so it goes again where the node says, with the time
+/// left to block, as a cluster client sends it.
+struct Again {
+    args: Vec<Bytes>,
+    keys: Vec<Bytes>,
+    timeout: Option<BlockArg>,
+    share: Option<(Bytes, usize)>,
+    proto: Proto,
+    hops: u8,
+    /// When the first `-TRYAGAIN` came: they are followed for a request
+    /// timeout from then.
+    tried_since: Option<Instant>,
+}
+
+impl Again {
+    fn of(spec: &Spec, request: &Request, share: Option<(Bytes, usize)>, proto: Proto) -> Again {
+        let args = request.args();
+        let keys = request_key_positions(spec, request)
+            .into_iter()
+            .filter_map(|position| args.get(position).cloned())
+            .collect();
+        Again {
+            args,
+            keys,
+            timeout: block_arg(spec, request).map(|(at, _)| at),
+            share,
+            proto,
+            hops: 0,
+            tried_since: None,
+        }
+    }
+
+    /// The redirection in `reply` to follow, if it is one and within
+    /// bounds: [`MAX_REDIRECTS`] moves, and `-TRYAGAIN` for `timeout`.
+    fn follow(&mut self, reply: &Reply, now: Instant, timeout: Duration) -> Option<Redirect> {
+        let redirect = cluster::redirect(reply)?;
+        if redirect == Redirect::TryAgain {
+            let since = *self.tried_since.get_or_insert(now);
+            return (now.duration_since(since) + TRY_AGAIN_AFTER < timeout).then_some(redirect);
+        }
+        self.hops += 1;
+        (self.hops <= MAX_REDIRECTS).then_some(redirect)
+    }
+
+    /// A connection of its own where `redirect` says: the node an `-ASK`
+    /// names, else the master of the keys' slot now (a `-MOVED` has
+    /// corrected the slot map already). Else the client's error.
+    fn relet(&self, routed: &Backend, redirect: &Redirect, db: u32) -> Result<Leased, String> {
+        let share = self.share.as_ref().map(|(user, n)| (user, *n));
+        let leased = match redirect {
+            Redirect::Ask { node, .. } => match routed.node_at(node) {
+                Some(on) => on
+                    .lease(share, LeaseFor::Commands(self.proto))
+                    .map(|lease| (on, lease))
+                    .map_err(Unleased::Refused),
+                None => Err(Unleased::Cluster(NOT_CLUSTER)),
+            },
+            _ => {
+                let keys: Vec<&[u8]> = self.keys.iter().map(|key| &key[..]).collect();
+                routed.lease_for_keys(&keys, db, share, self.proto)
+            }
+        };
+        let user = share.map(|(user, _)| user);
+        leased
+            .map(|(on, lease)| Leased { on, lease })
+            .map_err(|why| why.message(&routed.id, user, "a blocking command"))
+    }
+
+    /// The command again, with `left` to block where it has a timeout.
+    fn payload(&self, left: Duration) -> Bytes {
+        let mut args = self.args.clone();
+        if let Some(at) = self.timeout {
+            with_block_time(&mut args, at, left);
+        }
+        let mut buf = BytesMut::new();
+        encode_command(&args, &mut buf);
+        buf.freeze()
+    }
+}
+
+/// Never sent: only a cluster backend's commands are followed.
+const NOT_CLUSTER: &str = "ERR not a cluster";
 
 /// One client counted in INFO's `blocked_clients`, and shown blocked to
 /// CLIENT LIST and CLIENT UNBLOCK, while it lives.
@@ -186,5 +338,55 @@ fn lost(backend: &Arc<str>) -> BackendError {
     BackendError::ConnectionLost {
         backend: backend.clone(),
         reason: "proxy is shutting down".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn again() -> Again {
+        Again {
+            args: Vec::new(),
+            keys: Vec::new(),
+            timeout: None,
+            share: None,
+            proto: Proto::Resp2,
+            hops: 0,
+            tried_since: None,
+        }
+    }
+
+    /// Moves and asks are followed [`MAX_REDIRECTS`] times, `-TRYAGAIN`
+    /// for a request timeout from the first; anything else is the
+    /// client's reply.
+    #[test]
+    fn redirections_are_followed_within_bounds() {
+        let now = Instant::now();
+        let timeout = Duration::from_millis(100);
+        let mut moved = again();
+        let line = Reply::error("MOVED 3999 127.0.0.1:7001");
+        for _ in 0..MAX_REDIRECTS {
+            assert!(matches!(
+                moved.follow(&line, now, timeout),
+                Some(Redirect::Moved { slot: 3999, .. })
+            ));
+        }
+        assert_eq!(moved.follow(&line, now, timeout), None);
+        let ask = Reply::error("ASK 3999 127.0.0.1:7002");
+        assert!(matches!(
+            again().follow(&ask, now, timeout),
+            Some(Redirect::Ask { .. })
+        ));
+        let mut tried = again();
+        let line = Reply::error("TRYAGAIN Multiple keys request during rehashing of slot");
+        for _ in 0..10 {
+            assert_eq!(tried.follow(&line, now, timeout), Some(Redirect::TryAgain));
+        }
+        let later = now + timeout;
+        assert_eq!(tried.follow(&line, later, timeout), None);
+        for other in [Reply::error("WRONGTYPE x"), Reply::Null, Reply::ok()] {
+            assert_eq!(again().follow(&other, now, timeout), None);
+        }
     }
 }

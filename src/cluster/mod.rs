@@ -305,6 +305,9 @@ pub fn after_asking(payload: &[u8]) -> Bytes {
 /// migration moves its keys in batches of a few milliseconds each.
 pub const TRY_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Redirections one request follows at most; then the client gets the last.
+pub const MAX_REDIRECTS: u8 = 5;
+
 /// Where a node sends a request it does not serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redirect {

@@ -59,30 +59,65 @@ pub fn blocks(spec: &Spec, request: &crate::protocol::Request) -> bool {
     true
 }
 
-/// How long a blocking request may block, from its own timeout argument
-/// (0, or one that does not parse, is as long as Redis allows: "forever").
+/// How long `request` may block on the server: its timeout argument (0,
+/// or none readable, counts as forever).
 pub fn block_time(spec: &Spec, request: &crate::protocol::Request) -> std::time::Duration {
     const FOREVER: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
-    let seconds = |arg: Option<&[u8]>| {
-        arg.and_then(|a| std::str::from_utf8(a).ok())
+    block_arg(spec, request).map_or(FOREVER, |(_, time)| time.min(FOREVER))
+}
+
+/// Where a blocking command's timeout is: its argument's index, and
+/// whether it counts milliseconds (XREAD's BLOCK) rather than seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockArg {
+    pub index: usize,
+    pub millis: bool,
+}
+
+/// `request`'s timeout argument and the time it gives, when it gives one
+/// (a positive number; 0 blocks forever).
+pub fn block_arg(
+    spec: &Spec,
+    request: &crate::protocol::Request,
+) -> Option<(BlockArg, std::time::Duration)> {
+    let positive = |index: usize| {
+        request
+            .arg(index)
+            .and_then(|a| std::str::from_utf8(a).ok())
             .and_then(|a| a.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
     };
-    let found = match spec.name {
-        "xread" | "xreadgroup" => (1..request.len())
-            .find(|&i| {
+    let (index, millis) = match spec.name {
+        "xread" | "xreadgroup" => {
+            let block = (1..request.len()).find(|&i| {
                 request
                     .arg(i)
                     .is_some_and(|a| a.eq_ignore_ascii_case(b"BLOCK"))
-            })
-            .and_then(|i| seconds(request.arg(i + 1)))
-            .map(|ms| ms / 1000.0),
-        "blmpop" | "bzmpop" => seconds(request.arg(1)),
-        _ => seconds(request.arg(request.len().saturating_sub(1))),
+            })?;
+            (block + 1, true)
+        }
+        "blmpop" | "bzmpop" => (1, false),
+        _ => (request.len().checked_sub(1)?, false),
     };
-    found
-        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
-        .map_or(FOREVER, |d| d.min(FOREVER))
+    let value = positive(index)?;
+    let seconds = if millis { value / 1000.0 } else { value };
+    let time = std::time::Duration::try_from_secs_f64(seconds).ok()?;
+    Some((BlockArg { index, millis }, time))
+}
+
+/// A blocking command's arguments again with the timeout at `at` set to
+/// `left` (at least a millisecond: 0 would block forever), for the command
+/// sent again after it had blocked a while elsewhere.
+pub fn with_block_time(args: &mut [bytes::Bytes], at: BlockArg, left: std::time::Duration) {
+    let left = left.max(std::time::Duration::from_millis(1));
+    let text = if at.millis {
+        left.as_millis().to_string()
+    } else {
+        format!("{}.{:03}", left.as_secs(), left.subsec_millis())
+    };
+    if let Some(arg) = args.get_mut(at.index) {
+        *arg = bytes::Bytes::from(text);
+    }
 }
 
 /// docs/commands.md's list of the commands routed by key, by data type: the
@@ -501,6 +536,62 @@ pub fn subcommand(spec: &Spec, args: &[&[u8]]) -> Result<Option<&'static Sub>, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(line: &str) -> crate::protocol::Request {
+        crate::protocol::Request::Inline(
+            line.split(' ')
+                .map(|a| bytes::Bytes::copy_from_slice(a.as_bytes()))
+                .collect(),
+        )
+    }
+
+    /// The timeout of each kind of blocking command is found, and set to
+    /// the time left, in its own unit; 0 (forever) and a timeout that does
+    /// not parse give none to set.
+    #[test]
+    fn a_blocking_commands_timeout_is_found_and_set_to_the_time_left() {
+        let left = std::time::Duration::from_millis(2_345);
+        for (line, index, millis, was, now) in [
+            ("BLPOP a b 30", 3, false, 30_000, "BLPOP a b 2.345"),
+            ("BZPOPMIN a 0.5", 2, false, 500, "BZPOPMIN a 2.345"),
+            (
+                "BLMPOP 10 2 a b LEFT",
+                1,
+                false,
+                10_000,
+                "BLMPOP 2.345 2 a b LEFT",
+            ),
+            (
+                "XREAD COUNT 2 BLOCK 1500 STREAMS s $",
+                4,
+                true,
+                1_500,
+                "XREAD COUNT 2 BLOCK 2345 STREAMS s $",
+            ),
+        ] {
+            let request = request(line);
+            let spec = lookup(request.arg(0).unwrap()).unwrap();
+            let (at, time) = block_arg(spec, &request).unwrap();
+            assert_eq!(at, BlockArg { index, millis }, "{line}");
+            assert_eq!(time.as_millis(), was, "{line}");
+            assert_eq!(block_time(spec, &request), time, "{line}");
+            let mut args = request.args();
+            with_block_time(&mut args, at, left);
+            assert_eq!(args.join(&b' '), now.as_bytes(), "{line}");
+        }
+        for line in ["BLPOP a 0", "BLPOP a soon", "XREAD BLOCK 0 STREAMS s $"] {
+            let request = request(line);
+            let spec = lookup(request.arg(0).unwrap()).unwrap();
+            assert_eq!(block_arg(spec, &request), None, "{line}");
+            assert!(block_time(spec, &request) > std::time::Duration::from_secs(86_400 * 365));
+        }
+        // Never 0, which would block forever.
+        let request = request("BLPOP a 1");
+        let (at, _) = block_arg(lookup(b"blpop").unwrap(), &request).unwrap();
+        let mut args = request.args();
+        with_block_time(&mut args, at, std::time::Duration::ZERO);
+        assert_eq!(&args[2][..], b"0.001");
+    }
 
     #[test]
     fn every_shared_write_writes() {

@@ -577,6 +577,100 @@ fn a_moved_answer_on_a_connection_of_its_own_corrects_the_slot_map() {
     assert_eq!(target.client().text(&["GET", watched]), "$5\r\nagain\r\n");
 }
 
+/// A blocking command refused by a node that does not serve its slot ran
+/// nothing there; a cluster client would send it again where the node
+/// says, and so does the proxy, for the time the command has left to
+/// block: the client gets the element pushed on the slot's master, not a
+/// redirection. Three ways: the slot moved behind the proxy's back (the
+/// old master answers `-MOVED` at once), the slot moved while the command
+/// was blocked (Redis unblocks it with `-MOVED`), and the slot half way
+/// through a migration (`-ASK`, followed with ASKING on the importing node).
+#[test]
+fn a_blocking_command_follows_its_slot_where_a_node_redirects_it() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    ready_client(&proxy);
+    let queue = "{blocked}queue";
+    let (source, target) = master_and_another(&cluster, queue);
+    let port = proxy.port;
+    let blpop =
+        move || std::thread::spawn(move || RawClient::connect(port).text(&["BLPOP", queue, "30"]));
+    let popped = |item: &str| {
+        format!(
+            "*2\r\n${}\r\n{queue}\r\n${}\r\n{item}\r\n",
+            queue.len(),
+            item.len()
+        )
+    };
+    // Moved behind the proxy's back: its map still names `source`.
+    hand_over(&cluster, queue, source, target);
+    let blocked = blpop();
+    blocked_on(target);
+    assert_eq!(target.client().text(&["LPUSH", queue, "one"]), ":1\r\n");
+    assert_eq!(blocked.join().unwrap(), popped("one"));
+    // Moved while blocked: sent again with the time it had left.
+    let blocked = blpop();
+    blocked_on(target);
+    let mut monitor = source.client();
+    assert_eq!(monitor.text(&["MONITOR"]), "+OK\r\n");
+    hand_over(&cluster, queue, target, source);
+    blocked_on(source);
+    let again = loop {
+        let line = String::from_utf8(monitor.read_reply()).unwrap();
+        if line.contains("\"BLPOP\"") {
+            break line;
+        }
+    };
+    let left: f64 = again
+        .trim_end()
+        .rsplit('"')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        left > 0.0 && left < 30.0,
+        "sent again with {left} s left: {again}"
+    );
+    assert_eq!(source.client().text(&["LPUSH", queue, "two"]), ":1\r\n");
+    assert_eq!(blocked.join().unwrap(), popped("two"));
+    // Half way through a migration: `-ASK` from `source`, which lacks the
+    // key; ASKING and the command on `target`, which imports the slot.
+    set_slot(target, queue, "IMPORTING", &Cluster::id_of(source));
+    set_slot(source, queue, "MIGRATING", &Cluster::id_of(target));
+    let blocked = blpop();
+    blocked_on(target);
+    let mut pusher = target.client();
+    assert_eq!(pusher.text(&["ASKING"]), "+OK\r\n");
+    assert_eq!(pusher.text(&["LPUSH", queue, "three"]), ":1\r\n");
+    assert_eq!(blocked.join().unwrap(), popped("three"));
+}
+
+/// Hands `key`'s slot, which holds no key, from `source` to `target`, and
+/// tells every node (the proxy is not told).
+fn hand_over(cluster: &Cluster, key: &str, source: &Redis, target: &Redis) {
+    set_slot(target, key, "IMPORTING", &Cluster::id_of(source));
+    set_slot(source, key, "MIGRATING", &Cluster::id_of(target));
+    let target_id = Cluster::id_of(target);
+    for node in &cluster.nodes {
+        set_slot(node, key, "NODE", &target_id);
+    }
+}
+
+/// Waits until one client is blocked on `node`.
+fn blocked_on(node: &Redis) {
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(10),
+        &format!("a client blocked on :{}", node.port),
+        || {
+            node.client()
+                .text(&["INFO", "clients"])
+                .contains("blocked_clients:1\r\n")
+        },
+    );
+}
+
 /// The master of `key`'s slot, and another master.
 fn master_and_another<'a>(cluster: &'a Cluster, key: &str) -> (&'a Redis, &'a Redis) {
     let source = master_of(cluster, key);
