@@ -608,7 +608,7 @@ impl Connection {
         stream: &Stream,
     ) -> Result<bool, SessionEnd> {
         match stream.try_read_buf(&mut s.rbuf, crate::net::BACKEND_READ) {
-            Ok(0) => Err(self.lost("closed by the server".into())),
+            Ok(0) => Err(self.lost(super::CLOSED_BY_THE_SERVER.into())),
             Ok(n) => {
                 s.progress = Instant::now();
                 self.take_replies(&mut s.rbuf, &mut s.owed, s.progress)?;

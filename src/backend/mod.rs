@@ -65,6 +65,10 @@ fn read_turn(conn: usize, pool: usize) -> usize {
     }
 }
 
+/// Why a connection was lost when its server closed it: anything it had
+/// answered came before the close.
+pub const CLOSED_BY_THE_SERVER: &str = "closed by the server";
+
 /// A client whose replies from backends average more than this goes on
 /// its backend's connection for large replies (see [`Origin`]).
 pub const LARGE_REPLY_BYTES: u64 = 16 * 1024;

@@ -5,13 +5,16 @@
 //! node), never on the shared
 //! pipelined connections, which a blocked command would stall for every
 //! other client. The slot is a barrier: the client's later requests run
-//! after it, as they would on Redis.
+//! after it, as they would on Redis. A server that refuses it without
+//! running it (a cluster node that does not serve its slot, a master
+//! demoted while it blocked) has it sent again where it says
+//! (`super::resend`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -20,12 +23,13 @@ use crate::backend::{
 };
 use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
+use crate::client::resend::{Go, Resend};
 use crate::client::slot::{Pending, Slot};
 use crate::clients::ClientCard;
-use crate::cluster::{self, Redirect, MAX_REDIRECTS, TRY_AGAIN_AFTER};
-use crate::protocol::command::{block_arg, block_time, with_block_time, BlockArg, Spec};
+use crate::cluster::TRY_AGAIN_AFTER;
+use crate::protocol::command::block_time;
 use crate::protocol::keys::request_key_positions;
-use crate::protocol::{encode_command, Proto, Reply, Request};
+use crate::protocol::Reply;
 use crate::shared::Topology;
 
 /// Runs blocking `request` on a connection of its own to backend `index`;
@@ -63,12 +67,9 @@ pub(in crate::client) fn blocking(
     };
     let blocks_for = block_time(spec, request);
     let (tx, out) = oneshot::channel();
-    // On a cluster, a node that refuses the command (a redirection) ran
-    // nothing: it goes again where the node says.
-    let proto = cx.state.proto;
-    let again = backend
-        .cluster()
-        .map(|_| Again::of(spec, request, owned_share.clone(), proto));
+    // A server that refuses the command (a cluster's redirection, a
+    // master demoted under it) ran nothing: it goes again where it says.
+    let resend = Resend::of(spec, request, owned_share.clone(), cx.state.proto);
     let run = BlockingRun {
         topo: topo.clone(),
         routed: backend.clone(),
@@ -77,7 +78,7 @@ pub(in crate::client) fn blocking(
         blocks_for,
         blocked: blocked.clone(),
         card: cx.state.card.clone(),
-        again,
+        resend,
     };
     tokio::spawn(run.go(Leased { on, lease }, request.payload(), moving, tx));
     let mut slot = Slot::waiting(
@@ -109,7 +110,7 @@ struct BlockingRun {
     blocks_for: Duration,
     blocked: Arc<std::sync::atomic::AtomicUsize>,
     card: Arc<ClientCard>,
-    again: Option<Again>,
+    resend: Resend,
 }
 
 /// A connection of the command's own, and the backend it is on.
@@ -146,35 +147,56 @@ impl BlockingRun {
                 self.routed.heard(reply);
             }
             let timeout = self.topo.config.pool.request_timeout();
-            let follow = match (&reply, self.again.as_mut()) {
-                (Ok(reply), Some(again)) => again.follow(reply, Instant::now(), timeout),
-                _ => None,
-            };
-            let Some(redirect) = follow else {
+            let Some(go) = self.resend.follow(&reply, Instant::now(), timeout) else {
                 let _ = tx.send(reply);
                 return;
             };
             drop(leased);
-            if redirect == Redirect::TryAgain {
+            if go == Go::Later {
                 tokio::select! {
                     _ = tokio::time::sleep(TRY_AGAIN_AFTER) => {}
                     _ = tx.closed() => return,
                 }
             }
-            blocks_for = self.blocks_for.saturating_sub(started.elapsed());
-            let Some(again) = self.again.as_ref() else {
-                return;
-            };
-            match again.relet(&self.routed, &redirect, self.db) {
-                Ok(next) => leased = next,
+            leased = match self.relet(&go) {
+                Ok(next) => next,
                 Err(message) => {
                     let _ = tx.send(Ok(Reply::error(message)));
                     return;
                 }
-            }
-            asking = matches!(redirect, Redirect::Ask { .. });
-            payload = again.payload(blocks_for);
+            };
+            blocks_for = self.blocks_for.saturating_sub(started.elapsed());
+            payload = self.resend.payload(blocks_for);
+            asking = matches!(go, Go::Ask(_));
         }
+    }
+
+    /// A connection of its own where `go` says: the cluster node an `-ASK`
+    /// names, else the master of the keys now (a `-MOVED` has corrected
+    /// the slot map already). Else the client's error.
+    fn relet(&self, go: &Go) -> Result<Leased, String> {
+        let Resend {
+            keys, share, proto, ..
+        } = &self.resend;
+        let share = share.as_ref().map(|(user, n)| (user, *n));
+        let routed = &self.routed;
+        let leased = match go {
+            Go::Ask(node) => match routed.node_at(node) {
+                Some(on) => on
+                    .lease(share, LeaseFor::Commands(*proto))
+                    .map(|lease| (on, lease))
+                    .map_err(Unleased::Refused),
+                None => Err(Unleased::Cluster(NOT_CLUSTER)),
+            },
+            Go::Master | Go::Later => {
+                let keys: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
+                routed.lease_for_keys(&keys, self.db, share, *proto)
+            }
+        };
+        let user = share.map(|(user, _)| user);
+        leased
+            .map(|(on, lease)| Leased { on, lease })
+            .map_err(|why| why.message(&routed.id, user, "a blocking command"))
     }
 
     /// Sends the command (after ASKING when `asking`) on `leased`, and waits
@@ -219,90 +241,7 @@ impl BlockingRun {
     }
 }
 
-/// What sending a blocking command again takes, on a cluster backend,
-/// where a node refuses a command it does not serve (`-MOVED`, `-ASK`,
-/// `-TRYAGAIN`, and `-MOVED` to a command blocked on a slot that has moved
-/// on): nothing ran, so it goes again where the node says, with the time
-/// left to block, as a cluster client sends it.
-struct Again {
-    args: Vec<Bytes>,
-    keys: Vec<Bytes>,
-    timeout: Option<BlockArg>,
-    share: Option<(Bytes, usize)>,
-    proto: Proto,
-    hops: u8,
-    /// When the first `-TRYAGAIN` came: they are followed for a request
-    /// timeout from then.
-    tried_since: Option<Instant>,
-}
-
-impl Again {
-    fn of(spec: &Spec, request: &Request, share: Option<(Bytes, usize)>, proto: Proto) -> Again {
-        let args = request.args();
-        let keys = request_key_positions(spec, request)
-            .into_iter()
-            .filter_map(|position| args.get(position).cloned())
-            .collect();
-        Again {
-            args,
-            keys,
-            timeout: block_arg(spec, request).map(|(at, _)| at),
-            share,
-            proto,
-            hops: 0,
-            tried_since: None,
-        }
-    }
-
-    /// The redirection in `reply` to follow, if it is one and within
-    /// bounds: [`MAX_REDIRECTS`] moves, and `-TRYAGAIN` for `timeout`.
-    fn follow(&mut self, reply: &Reply, now: Instant, timeout: Duration) -> Option<Redirect> {
-        let redirect = cluster::redirect(reply)?;
-        if redirect == Redirect::TryAgain {
-            let since = *self.tried_since.get_or_insert(now);
-            return (now.duration_since(since) + TRY_AGAIN_AFTER < timeout).then_some(redirect);
-        }
-        self.hops += 1;
-        (self.hops <= MAX_REDIRECTS).then_some(redirect)
-    }
-
-    /// A connection of its own where `redirect` says: the node an `-ASK`
-    /// names, else the master of the keys' slot now (a `-MOVED` has
-    /// corrected the slot map already). Else the client's error.
-    fn relet(&self, routed: &Backend, redirect: &Redirect, db: u32) -> Result<Leased, String> {
-        let share = self.share.as_ref().map(|(user, n)| (user, *n));
-        let leased = match redirect {
-            Redirect::Ask { node, .. } => match routed.node_at(node) {
-                Some(on) => on
-                    .lease(share, LeaseFor::Commands(self.proto))
-                    .map(|lease| (on, lease))
-                    .map_err(Unleased::Refused),
-                None => Err(Unleased::Cluster(NOT_CLUSTER)),
-            },
-            _ => {
-                let keys: Vec<&[u8]> = self.keys.iter().map(|key| &key[..]).collect();
-                routed.lease_for_keys(&keys, db, share, self.proto)
-            }
-        };
-        let user = share.map(|(user, _)| user);
-        leased
-            .map(|(on, lease)| Leased { on, lease })
-            .map_err(|why| why.message(&routed.id, user, "a blocking command"))
-    }
-
-    /// The command again, with `left` to block where it has a timeout.
-    fn payload(&self, left: Duration) -> Bytes {
-        let mut args = self.args.clone();
-        if let Some(at) = self.timeout {
-            with_block_time(&mut args, at, left);
-        }
-        let mut buf = BytesMut::new();
-        encode_command(&args, &mut buf);
-        buf.freeze()
-    }
-}
-
-/// Never sent: only a cluster backend's commands are followed.
+/// Never sent: only a cluster backend's commands are asked elsewhere.
 const NOT_CLUSTER: &str = "ERR not a cluster";
 
 /// One client counted in INFO's `blocked_clients`, and shown blocked to
@@ -338,55 +277,5 @@ fn lost(backend: &Arc<str>) -> BackendError {
     BackendError::ConnectionLost {
         backend: backend.clone(),
         reason: "proxy is shutting down".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn again() -> Again {
-        Again {
-            args: Vec::new(),
-            keys: Vec::new(),
-            timeout: None,
-            share: None,
-            proto: Proto::Resp2,
-            hops: 0,
-            tried_since: None,
-        }
-    }
-
-    /// Moves and asks are followed [`MAX_REDIRECTS`] times, `-TRYAGAIN`
-    /// for a request timeout from the first; anything else is the
-    /// client's reply.
-    #[test]
-    fn redirections_are_followed_within_bounds() {
-        let now = Instant::now();
-        let timeout = Duration::from_millis(100);
-        let mut moved = again();
-        let line = Reply::error("MOVED 3999 127.0.0.1:7001");
-        for _ in 0..MAX_REDIRECTS {
-            assert!(matches!(
-                moved.follow(&line, now, timeout),
-                Some(Redirect::Moved { slot: 3999, .. })
-            ));
-        }
-        assert_eq!(moved.follow(&line, now, timeout), None);
-        let ask = Reply::error("ASK 3999 127.0.0.1:7002");
-        assert!(matches!(
-            again().follow(&ask, now, timeout),
-            Some(Redirect::Ask { .. })
-        ));
-        let mut tried = again();
-        let line = Reply::error("TRYAGAIN Multiple keys request during rehashing of slot");
-        for _ in 0..10 {
-            assert_eq!(tried.follow(&line, now, timeout), Some(Redirect::TryAgain));
-        }
-        let later = now + timeout;
-        assert_eq!(tried.follow(&line, later, timeout), None);
-        for other in [Reply::error("WRONGTYPE x"), Reply::Null, Reply::ok()] {
-            assert_eq!(again().follow(&other, now, timeout), None);
-        }
     }
 }

@@ -51,6 +51,7 @@ mod plan;
 mod pubsub;
 mod receive;
 mod rename;
+mod resend;
 mod slot;
 mod state;
 mod sweep;

@@ -326,11 +326,7 @@ pub enum Redirect {
 /// `-MOVED 3999 127.0.0.1:6381` (or `-ASK ...`, `-TRYAGAIN ...`), as raw
 /// bytes or parsed.
 pub fn redirect(reply: &Reply) -> Option<Redirect> {
-    let line: &[u8] = match reply {
-        Reply::Error(line) => line,
-        Reply::Raw(raw) | Reply::Raw3(raw) => raw.strip_prefix(b"-")?.strip_suffix(b"\r\n")?,
-        _ => return None,
-    };
+    let line = reply.error_line()?;
     if line == b"TRYAGAIN" || line.starts_with(b"TRYAGAIN ") {
         return Some(Redirect::TryAgain);
     }

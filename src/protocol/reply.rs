@@ -100,6 +100,16 @@ impl Reply {
         }
     }
 
+    /// A simple error's line, without its `-` and line end, parsed or as
+    /// a backend's raw bytes.
+    pub fn error_line(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Error(line) => Some(&line[..]),
+            Reply::Raw(raw) | Reply::Raw3(raw) => raw.strip_prefix(b"-")?.strip_suffix(b"\r\n"),
+            _ => None,
+        }
+    }
+
     /// A backend's reply whose bytes are passed on, in either protocol.
     pub fn raw_bytes(&self) -> Option<&Bytes> {
         match self {

@@ -1376,3 +1376,56 @@ fn a_write_timed_out_behind_a_wait_never_runs_after_a_newer_one() {
         timed_out.len()
     );
 }
+
+/// A BLPOP blocked on a master that a SENTINEL FAILOVER demotes: the
+/// sentinel's `REPLICAOF` unblocks it unserved and its `CLIENT KILL TYPE
+/// normal` closes the connection before the `-UNBLOCKED` goes out. Nothing
+/// ran, so the proxy sends it again to the new master, with the time it
+/// has left: the client gets the element pushed after the failover, where
+/// it got `-ERR backend 'a' connection lost: closed by the server`, and the
+/// failover does not show.
+#[test]
+fn a_blocking_command_follows_a_failover_that_demotes_its_master() {
+    let _serial = serial();
+    let a = Group::start("shard-a", 1, 1000);
+    let proxy = proxy_for(&[("a", &a, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let port = proxy.port;
+    let blocked =
+        std::thread::spawn(move || RawClient::connect(port).text(&["BLPOP", "queue", "60"]));
+    let blocked_on = |node: &crate::common::Redis| {
+        node.client()
+            .text(&["INFO", "clients"])
+            .contains("blocked_clients:1\r\n")
+    };
+    let every = Duration::from_millis(20);
+    let old_node = a.node(&old).unwrap();
+    wait_until(
+        crate::common::READY_LIMIT,
+        every,
+        "BLPOP blocked on the master",
+        || blocked_on(old_node),
+    );
+    a.failover();
+    let limit = Duration::from_secs(60);
+    wait_until(limit, every, "the old master demoted", || {
+        old_node.client().text(&["ROLE"]).contains("slave")
+    });
+    let new = a.master_address().unwrap();
+    let new_node = a.node(&new).unwrap();
+    let moved = try_wait_until(limit, every, || {
+        blocked_on(new_node) || blocked.is_finished()
+    });
+    assert!(moved, "BLPOP blocked on the new master");
+    assert!(
+        !blocked.is_finished(),
+        "the client was answered: {:?}",
+        blocked.join()
+    );
+    assert_eq!(new_node.client().text(&["LPUSH", "queue", "job"]), ":1\r\n");
+    assert_eq!(
+        blocked.join().unwrap(),
+        "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+    );
+}

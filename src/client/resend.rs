@@ -1,0 +1,209 @@
+//! When a blocking command goes again, and as what: a server that refused
+//! it ran nothing, so it can be sent again where the refusal says, as a
+//! cluster client sends it, with the time it has left to block. The
+//! decisions only; `leased` leases the connections and sends.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use crate::backend::{BackendError, BackendResult, CLOSED_BY_THE_SERVER};
+use crate::cluster::{self, Redirect, MAX_REDIRECTS, TRY_AGAIN_AFTER};
+use crate::protocol::command::{block_arg, with_block_time, BlockArg, Spec};
+use crate::protocol::keys::request_key_positions;
+use crate::protocol::{encode_command, Proto, Request};
+
+/// What Redis answers a command blocked on a master that turns into a
+/// replica (a cluster node failed over; a Sentinel failover closes the
+/// connection instead, with `CLIENT KILL`): unblocked without being
+/// served.
+const DEMOTED: &[u8] =
+    b"UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)";
+
+/// Where a refused command goes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::client) enum Go {
+    /// To the master of its keys now, on a new connection: a cluster's
+    /// `-MOVED` (the slot map is corrected by it first), or a master
+    /// demoted while the command was blocked, or a server that closed the
+    /// connection without answering it (a Sentinel failover's `CLIENT
+    /// KILL`, a master killed): the backend follows the new master.
+    Master,
+    /// After ASKING, to the cluster node at this address (`-ASK`).
+    Ask(String),
+    /// To the master of its keys, after [`TRY_AGAIN_AFTER`] (`-TRYAGAIN`).
+    Later,
+}
+
+/// A blocking command, as it may be sent again.
+pub(in crate::client) struct Resend {
+    args: Vec<Bytes>,
+    /// Its keys, for the lease of a new connection.
+    pub(in crate::client) keys: Vec<Bytes>,
+    timeout: Option<BlockArg>,
+    /// The client's share of held connections, and its protocol.
+    pub(in crate::client) share: Option<(Bytes, usize)>,
+    pub(in crate::client) proto: Proto,
+    hops: u8,
+    /// When the first `-TRYAGAIN` came: they are followed for a request
+    /// timeout from then.
+    tried_since: Option<Instant>,
+}
+
+impl Resend {
+    pub(in crate::client) fn of(
+        spec: &Spec,
+        request: &Request,
+        share: Option<(Bytes, usize)>,
+        proto: Proto,
+    ) -> Resend {
+        let args = request.args();
+        let keys = request_key_positions(spec, request)
+            .into_iter()
+            .filter_map(|position| args.get(position).cloned())
+            .collect();
+        Resend {
+            args,
+            keys,
+            timeout: block_arg(spec, request).map(|(at, _)| at),
+            share,
+            proto,
+            hops: 0,
+            tried_since: None,
+        }
+    }
+
+    /// Where `reply` sends the command again, if it is a refusal, or the
+    /// server closed the connection without a reply (a reply it wrote
+    /// first would have come first, so the command was not served, or was
+    /// served and its reply lost by the server itself, whose element the
+    /// client would not get either way), and within bounds:
+    /// [`MAX_REDIRECTS`] moves (demotions and closes count as moves), and
+    /// `-TRYAGAIN` for `timeout` from the first.
+    pub(in crate::client) fn follow(
+        &mut self,
+        reply: &BackendResult,
+        now: Instant,
+        timeout: Duration,
+    ) -> Option<Go> {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(BackendError::ConnectionLost { reason, .. }) if reason == CLOSED_BY_THE_SERVER => {
+                self.hops += 1;
+                return (self.hops <= MAX_REDIRECTS).then_some(Go::Master);
+            }
+            Err(_) => return None,
+        };
+        let go = match cluster::redirect(reply) {
+            Some(Redirect::TryAgain) => {
+                let since = *self.tried_since.get_or_insert(now);
+                let within = now.duration_since(since) + TRY_AGAIN_AFTER < timeout;
+                return within.then_some(Go::Later);
+            }
+            Some(Redirect::Moved { .. }) => Go::Master,
+            Some(Redirect::Ask { node, .. }) => Go::Ask(node),
+            None if reply.error_line() == Some(DEMOTED) => Go::Master,
+            None => return None,
+        };
+        self.hops += 1;
+        (self.hops <= MAX_REDIRECTS).then_some(go)
+    }
+
+    /// The command again, with `left` to block where it has a timeout.
+    pub(in crate::client) fn payload(&self, left: Duration) -> Bytes {
+        let mut args = self.args.clone();
+        if let Some(at) = self.timeout {
+            with_block_time(&mut args, at, left);
+        }
+        let mut buf = BytesMut::new();
+        encode_command(&args, &mut buf);
+        buf.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Reply;
+
+    fn resend() -> Resend {
+        let request = Request::Inline(
+            ["BLPOP", "q", "30"]
+                .iter()
+                .map(|a| Bytes::from_static(a.as_bytes()))
+                .collect(),
+        );
+        let spec = crate::protocol::command::lookup(b"blpop").unwrap();
+        Resend::of(spec, &request, None, Proto::Resp2)
+    }
+
+    /// Moves, asks, demotions and closes by the server are followed
+    /// [`MAX_REDIRECTS`] times in all, `-TRYAGAIN` for a request timeout
+    /// from the first; anything else (another error, `CLIENT UNBLOCK ...
+    /// ERROR`'s, a timeout, the proxy's own close) is the client's reply.
+    #[test]
+    fn refusals_are_followed_within_bounds() {
+        let now = Instant::now();
+        let timeout = Duration::from_millis(100);
+        let lost = |reason: &str| {
+            Err(BackendError::ConnectionLost {
+                backend: "a".into(),
+                reason: reason.into(),
+            })
+        };
+        let mut moved = resend();
+        let line = Ok(Reply::error("MOVED 3999 127.0.0.1:7001"));
+        for _ in 0..MAX_REDIRECTS - 2 {
+            assert_eq!(moved.follow(&line, now, timeout), Some(Go::Master));
+        }
+        let demoted = Ok(Reply::error(DEMOTED));
+        assert_eq!(moved.follow(&demoted, now, timeout), Some(Go::Master));
+        let closed = lost(CLOSED_BY_THE_SERVER);
+        assert_eq!(moved.follow(&closed, now, timeout), Some(Go::Master));
+        assert_eq!(moved.follow(&line, now, timeout), None);
+        let ask = Ok(Reply::error("ASK 3999 127.0.0.1:7002"));
+        let node = "127.0.0.1:7002".to_string();
+        assert_eq!(resend().follow(&ask, now, timeout), Some(Go::Ask(node)));
+        let mut tried = resend();
+        let line = Ok(Reply::error(
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ));
+        for _ in 0..10 {
+            assert_eq!(tried.follow(&line, now, timeout), Some(Go::Later));
+        }
+        assert_eq!(tried.follow(&line, now + timeout, timeout), None);
+        let unblocked = Reply::error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+        let others = [
+            Reply::error("WRONGTYPE x"),
+            unblocked,
+            Reply::Null,
+            Reply::ok(),
+        ];
+        for other in others {
+            assert_eq!(resend().follow(&Ok(other), now, timeout), None);
+        }
+        let timed_out = Err(BackendError::Timeout {
+            backend: "a".into(),
+            timeout_ms: 100,
+        });
+        let own = [
+            lost("proxy is shutting down"),
+            lost("bad reply: x"),
+            timed_out,
+        ];
+        for other in own {
+            assert_eq!(resend().follow(&other, now, timeout), None);
+        }
+    }
+
+    /// Sent again with the time left, as a RESP array.
+    #[test]
+    fn the_command_goes_again_with_the_time_left() {
+        let payload = resend().payload(Duration::from_millis(12_500));
+        assert_eq!(
+            &payload[..],
+            b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$6\r\n12.500\r\n"
+        );
+    }
+}
