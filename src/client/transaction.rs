@@ -11,6 +11,7 @@
 //! aborts EXEC when a watched key changed; EXEC, DISCARD, UNWATCH and RESET
 //! let it go.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -69,6 +70,10 @@ pub(in crate::client) struct Watching {
     on: Backend,
     lease: Lease,
     slot: Option<u16>,
+    /// Set when a cluster node refused one of its WATCHes for a slot it
+    /// does not serve (the map was behind): that WATCH watched nothing,
+    /// so the EXEC aborts without being sent.
+    refused: Arc<AtomicBool>,
 }
 
 impl Multi {
@@ -314,6 +319,12 @@ impl Run {
             deleted,
             watching,
         } = self;
+        if watching
+            .as_ref()
+            .is_some_and(|w| w.refused.load(Ordering::Acquire))
+        {
+            return Ok(aborted());
+        }
         settle_moving(&topo, origin, db, &keys, &deleted).await?;
         // A transaction refused -TRYAGAIN goes again until a request
         // timeout after it was first sent.
@@ -469,6 +480,7 @@ pub(in crate::client) fn watch(
                 on,
                 lease,
                 slot,
+                refused: Arc::default(),
             });
         }
     }
@@ -477,11 +489,12 @@ pub(in crate::client) fn watch(
     };
     let job = Job::one(state.origin(), request.payload(), state.db, false);
     let (rx, settles) = send_watch(topo, watching, &keys, job);
-    let rx = heeded(target, rx);
+    let rx = heeded(target, rx, watching.refused.clone());
     let mut slot = Slot::waiting(topo, proto, Pending::One(rx), target.id.clone(), now);
     // The client's later requests wait for it, as they would on Redis,
-    // where the WATCH would have run before them.
-    slot.barrier = settles;
+    // where the WATCH would have run before them; on a cluster, so that an
+    // EXEC comes after a refusal is known.
+    slot.barrier = settles || target.cluster().is_some();
     slot
 }
 
@@ -521,9 +534,14 @@ fn send_watch(
 /// connection). A WATCH whose leased connection had ended (a failover)
 /// is answered `+OK`, as Redis answers every WATCH: the earlier WATCHes
 /// went with that connection, so the EXEC aborts anyway ([`Run::go`]).
+/// So is one a cluster node refused for a slot it does not serve
+/// (`-MOVED`, `-ASK`, `-TRYAGAIN`): it watched nothing, `refused` is set
+/// and the EXEC aborts, as Redis aborts one whose watched keys moved
+/// away; the client's next WATCH goes where the corrected map says.
 fn heeded(
     backend: &Backend,
     rx: oneshot::Receiver<BackendResult>,
+    refused: Arc<AtomicBool>,
 ) -> oneshot::Receiver<BackendResult> {
     let backend = backend.clone();
     let (tx, heeded) = oneshot::channel();
@@ -532,7 +550,12 @@ fn heeded(
             let result = match result {
                 Ok(reply) => {
                     backend.heard(&reply);
-                    Ok(reply)
+                    if backend.cluster().is_some() && redirect(&reply).is_some() {
+                        refused.store(true, Ordering::Release);
+                        Ok(Reply::ok())
+                    } else {
+                        Ok(reply)
+                    }
                 }
                 Err(BackendError::LeaseEnded { .. }) => Ok(Reply::ok()),
                 Err(error) => Err(error),

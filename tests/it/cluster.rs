@@ -671,6 +671,50 @@ fn blocked_on(node: &Redis) {
     );
 }
 
+/// A WATCH that a node refuses for a slot it no longer serves (the proxy's
+/// map was behind) watched nothing. The client gets `+OK`, as from Redis,
+/// and its EXEC aborts with the null array, nothing sent, as Redis aborts
+/// a transaction whose watched key moved away; the optimistic-locking
+/// loop's next try watches on the slot's new master and goes through.
+/// Before, the WATCH answered the node's `-MOVED`, an error to a client
+/// that is not a cluster client.
+#[test]
+fn a_watch_refused_for_its_slot_answers_ok_and_aborts_its_exec() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut client = ready_client(&proxy);
+    let key = "{refused}watched";
+    let (mut source, mut target) = master_and_another(&cluster, key);
+    assert_eq!(client.text(&["SET", key, "v0"]), "+OK\r\n");
+    let moved = |node: &Redis| errors(node, "MOVED");
+    let transaction = |client: &mut RawClient, value: &str| {
+        assert_eq!(client.text(&["WATCH", key]), "+OK\r\n");
+        assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(client.text(&["SET", key, value]), "+QUEUED\r\n");
+        client.text(&["EXEC"])
+    };
+    // The proxy asks for the map every 5 s: within a few tries a WATCH
+    // reaches the old master before the proxy has heard of the move.
+    let mut refused = false;
+    for round in 0..5 {
+        move_slot(&cluster, key, source, target);
+        let before = moved(source);
+        let exec = transaction(&mut client, &format!("lost{round}"));
+        if moved(source) > before {
+            refused = true;
+            assert_eq!(exec, "*-1\r\n", "round {round}");
+            assert_eq!(target.client().text(&["GET", key]), "$2\r\nv0\r\n");
+            assert_eq!(transaction(&mut client, "won"), "*1\r\n+OK\r\n");
+            assert_eq!(target.client().text(&["GET", key]), "$3\r\nwon\r\n");
+            break;
+        }
+        assert_eq!(exec, "*1\r\n+OK\r\n", "round {round}");
+        assert_eq!(client.text(&["SET", key, "v0"]), "+OK\r\n");
+        std::mem::swap(&mut source, &mut target);
+    }
+    assert!(refused, "no WATCH reached the old master in 5 tries");
+}
+
 /// The master of `key`'s slot, and another master.
 fn master_and_another<'a>(cluster: &'a Cluster, key: &str) -> (&'a Redis, &'a Redis) {
     let source = master_of(cluster, key);
@@ -1190,9 +1234,15 @@ fn a_transaction_on_a_key_already_migrated_follows_ask() {
 
 /// How many `-TRYAGAIN` answers `node` has given (its INFO errorstats).
 fn try_agains(node: &Redis) -> u64 {
+    errors(node, "TRYAGAIN")
+}
+
+/// How many errors of `kind` (`MOVED`, `TRYAGAIN`) `node` has answered.
+fn errors(node: &Redis, kind: &str) -> u64 {
     let info = node.client().text(&["INFO", "errorstats"]);
+    let prefix = format!("errorstat_{kind}:count=");
     info.lines()
-        .find_map(|line| line.strip_prefix("errorstat_TRYAGAIN:count="))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .map_or(0, |count| count.trim().parse().unwrap())
 }
 
