@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::{debug, info};
 
 use crate::backend::{
     Backend, BackendError, BackendResult, Job, Lease, LeaseFor, Origin, Unleased,
@@ -151,6 +152,11 @@ impl BlockingRun {
                 let _ = tx.send(reply);
                 return;
             };
+            if go == Go::Later {
+                debug!(backend = %self.routed.id, "a blocking command answered -TRYAGAIN goes again");
+            } else {
+                info!(backend = %self.routed.id, ?go, "a blocking command given back unserved goes again");
+            }
             drop(leased);
             if go == Go::Later {
                 tokio::select! {

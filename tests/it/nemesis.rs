@@ -13,7 +13,9 @@
 //! [`crate::relay`]), a sentinel killed, a
 //! proxy restarted by SIGTERM (a rolling restart), a reload that adds a
 //! backend and one that removes it again (keys move), the two proxies
-//! reloading a moment apart.
+//! reloading a moment apart. Beside the sessions, work queues: a producer
+//! pushes items and a consumer takes them with a blocking pop, mostly
+//! blocked when a fault comes ([`queues`]).
 //!
 //! The checker reads the history, user by user (each user's requests are
 //! sequential): a read must return the value of the last acknowledged write
@@ -48,6 +50,7 @@ use crate::common::{try_wait_until, Cluster, Group, RawClient, Redis, Running};
 use crate::relay::Relay;
 
 mod plot;
+mod queues;
 
 const USERS: usize = 12;
 /// After a fault ends, errors still count as the fault's for this long.
@@ -429,6 +432,8 @@ impl Possible {
 struct Verdict {
     violations: Vec<String>,
     late: Vec<String>,
+    /// The work queues' (their violations are in `violations` too).
+    queues: queues::QueueVerdict,
 }
 
 /// The checker, user by user, in the order things happened. A read must
@@ -438,10 +443,14 @@ struct Verdict {
 /// before (a resurrection), another user's.
 fn check(records: &[Record]) -> Verdict {
     let mut by_user: BTreeMap<usize, Vec<&Record>> = BTreeMap::new();
-    for r in records {
+    for r in records.iter().filter(|r| !queues::is_queue_op(r.op)) {
         by_user.entry(r.user).or_default().push(r);
     }
-    let mut verdict = Verdict::default();
+    let mut verdict = Verdict {
+        queues: queues::check(records),
+        ..Verdict::default()
+    };
+    verdict.violations = verdict.queues.violations.clone();
     for (user, history) in by_user {
         let mut keys: BTreeMap<String, Possible> = BTreeMap::new();
         // The last read of each key since the user's last write to it.
@@ -762,6 +771,12 @@ fn nemesis() {
             let limit = Duration::from_secs(seconds + 120) + GRACE;
             std::thread::spawn(move || user(id, seed, ports, stop, limit))
         })
+        .chain((0..queues::QUEUES * 2).map(|n| {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            let limit = Duration::from_secs(seconds + 120) + GRACE;
+            let (q, consumer) = (n / 2, n % 2 == 1);
+            std::thread::spawn(move || queues::worker(q, consumer, seed, ports, stop, limit))
+        }))
         .collect();
 
     let faults: Arc<Mutex<Vec<Fault>>> = Arc::new(Mutex::new(Vec::new()));
@@ -1007,6 +1022,7 @@ fn nemesis() {
     let mut last = RawClient::connect(port);
     let keys: std::collections::BTreeSet<(usize, String)> = records
         .iter()
+        .filter(|r| !queues::is_queue_op(r.op))
         .flat_map(|r| {
             let mut keys = vec![(r.user, r.key.clone())];
             if r.op == "RENAME" {
@@ -1029,6 +1045,7 @@ fn nemesis() {
             end: Instant::now(),
         });
     }
+    records.extend(queues::read_all(&mut last, port));
     let faults = faults.lock().unwrap().clone();
     let verdict = check(&records);
     let outside = report(&records, &faults, &verdict, started, seed);
@@ -1094,8 +1111,19 @@ fn report(
             window.as_secs_f64()
         ));
     }
+    let q = &verdict.queues;
+    text.push_str(&format!(
+        "work queues: {} items pushed and acknowledged, {} taken, {} left at the end, {} taken again after a failover\n",
+        q.pushed,
+        q.taken,
+        q.left,
+        q.again.len()
+    ));
     for v in &verdict.violations {
         text.push_str(&format!("violation: {v}\n"));
+    }
+    for again in q.again.iter().take(10) {
+        text.push_str(&format!("taken again: {again}\n"));
     }
     for l in verdict.late.iter().take(20) {
         text.push_str(&format!("changed with no write between: {l}\n"));
