@@ -646,6 +646,32 @@ fn a_blocking_command_follows_its_slot_where_a_node_redirects_it() {
     assert_eq!(blocked.join().unwrap(), popped("three"));
 }
 
+/// A blocking command on a master that a CLUSTER FAILOVER demotes: Redis
+/// unblocks it unserved (`-UNBLOCKED force unblock from blocking
+/// operation, instance state changed (master -> replica?)`). The proxy
+/// sends it again to the slot's master (the old one, a replica now,
+/// answers `-MOVED` to it first), with the time it has left, so the client
+/// gets the element pushed on the new master, and the failover does not
+/// show.
+#[test]
+fn a_blocking_command_follows_a_cluster_failover() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    ready_client(&proxy);
+    let queue = "{failover}queue";
+    let old = master_of(&cluster, queue);
+    let replica = cluster.replica_of(old.port);
+    let port = proxy.port;
+    let blocked =
+        std::thread::spawn(move || RawClient::connect(port).text(&["BLPOP", queue, "30"]));
+    blocked_on(old);
+    promote(&cluster, replica, queue);
+    blocked_on(replica);
+    assert_eq!(replica.client().text(&["LPUSH", queue, "job"]), ":1\r\n");
+    let popped = format!("*2\r\n${}\r\n{queue}\r\n$3\r\njob\r\n", queue.len());
+    assert_eq!(blocked.join().unwrap(), popped);
+}
+
 /// Hands `key`'s slot, which holds no key, from `source` to `target`, and
 /// tells every node (the proxy is not told).
 fn hand_over(cluster: &Cluster, key: &str, source: &Redis, target: &Redis) {
