@@ -1113,7 +1113,7 @@ fn report(
     }
     let q = &verdict.queues;
     text.push_str(&format!(
-        "work queues: {} items pushed and acknowledged, {} taken, {} left at the end, {} taken again after a failover\n",
+        "work queues: {} items pushed and acknowledged, {} taken, {} left at the end, {} taken twice (a pop lost at a failover, or a list used through two proxies a reload step apart: docs/migration.md)\n",
         q.pushed,
         q.taken,
         q.left,

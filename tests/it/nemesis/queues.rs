@@ -12,7 +12,9 @@
 //! item lost. An item taken twice is counted apart: a pop is not followed
 //! by `WAIT` (a pop confirmed to no replica would leave its client an
 //! error for an item already gone), so a failover may bring back an item
-//! already taken, as with Redis itself.
+//! already taken, as with Redis itself; and while the two proxies are a
+//! reload's step apart, a key used by two clients at once may be moved
+//! between a settle and the command after it (docs/migration.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
