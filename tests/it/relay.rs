@@ -33,8 +33,11 @@ struct State {
     /// forwarded: a server slow to take connections.
     accept_delay_ms: AtomicU64,
     stopped: AtomicBool,
-    /// Both ends of every connection open now, for `cut`.
-    open: Mutex<Vec<TcpStream>>,
+    /// Both ends of every connection open now, for `cut`, by a number of
+    /// its own (a connection's entry goes when both its pumps have ended).
+    open: Mutex<std::collections::BTreeMap<u64, [TcpStream; 2]>>,
+    /// The next connection's number.
+    next: AtomicU64,
     /// Pieces read and neither forwarded nor dropped yet.
     holding: AtomicUsize,
     /// Pieces dropped because their sender reset its connection while the
@@ -75,15 +78,25 @@ impl Relay {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
+                let id = shared.next.fetch_add(1, Ordering::Relaxed);
                 if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
-                    shared.open.lock().unwrap().extend([c, s]);
+                    shared.open.lock().unwrap().insert(id, [c, s]);
                 }
+                // The pumps still running: the last one to end closes the
+                // relay's own copies of the two ends.
+                let pumps = Arc::new(AtomicUsize::new(2));
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
+                        pumps.fetch_sub(1, Ordering::Relaxed);
                         continue;
                     };
-                    let state = shared.clone();
-                    std::thread::spawn(move || pump(from, to, &state));
+                    let (state, pumps) = (shared.clone(), pumps.clone());
+                    std::thread::spawn(move || {
+                        pump(from, to, &state);
+                        if pumps.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            state.open.lock().unwrap().remove(&id);
+                        }
+                    });
                 }
             }
         });
@@ -146,7 +159,8 @@ impl Relay {
 
     /// Cuts every connection open now (both ends); new ones are taken.
     pub fn cut(&self) {
-        for stream in self.state.open.lock().unwrap().drain(..) {
+        let open = std::mem::take(&mut *self.state.open.lock().unwrap());
+        for stream in open.into_values().flatten() {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
