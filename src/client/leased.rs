@@ -29,7 +29,6 @@ use crate::client::slot::{Pending, Slot};
 use crate::clients::ClientCard;
 use crate::cluster::TRY_AGAIN_AFTER;
 use crate::protocol::command::block_time;
-use crate::protocol::keys::request_key_positions;
 use crate::protocol::Reply;
 use crate::shared::Topology;
 
@@ -52,25 +51,21 @@ pub(in crate::client) fn blocking(
     // What is gathered goes first: those commands came before this one.
     cx.flush();
     let backend = &topo.backends[index];
-    let owned_share = cx.state.share(topo);
-    let share = owned_share.as_ref().map(|(u, n)| (u, *n));
-    let keys: Vec<&[u8]> = request_key_positions(spec, request)
-        .into_iter()
-        .filter_map(|position| request.arg(position))
-        .collect();
-    let (on, lease) = match backend.lease_for_keys(&keys, cx.state.db, share, cx.state.proto) {
+    // A server that refuses the command (a cluster's redirection, a
+    // master demoted under it) ran nothing: it goes again where it says.
+    let resend = Resend::of(
+        spec,
+        request,
+        cx.state.share(topo),
+        cx.state.proto,
+        backend.cluster().is_some(),
+    );
+    let leased = match lease(backend, cx.state.db, &resend, &Go::Master) {
         Ok(leased) => leased,
-        Err(unleased) => {
-            let message =
-                unleased.message(&backend.id, cx.state.user.as_ref(), "a blocking command");
-            return Slot::ready(cx.state.proto, Reply::error(message));
-        }
+        Err(message) => return Slot::ready(cx.state.proto, Reply::error(message)),
     };
     let blocks_for = block_time(spec, request);
     let (tx, out) = oneshot::channel();
-    // A server that refuses the command (a cluster's redirection, a
-    // master demoted under it) ran nothing: it goes again where it says.
-    let resend = Resend::of(spec, request, owned_share.clone(), cx.state.proto);
     let run = BlockingRun {
         topo: topo.clone(),
         routed: backend.clone(),
@@ -81,7 +76,7 @@ pub(in crate::client) fn blocking(
         card: cx.state.card.clone(),
         resend,
     };
-    tokio::spawn(run.go(Leased { on, lease }, request.payload(), moving, tx));
+    tokio::spawn(run.go(leased, request.payload(), moving, tx));
     let mut slot = Slot::waiting(
         topo,
         cx.state.proto,
@@ -152,19 +147,17 @@ impl BlockingRun {
                 let _ = tx.send(reply);
                 return;
             };
-            if go == Go::Later {
-                debug!(backend = %self.routed.id, "a blocking command answered -TRYAGAIN goes again");
-            } else {
-                info!(backend = %self.routed.id, ?go, "a blocking command given back unserved goes again");
-            }
             drop(leased);
             if go == Go::Later {
+                debug!(backend = %self.routed.id, "a blocking command answered -TRYAGAIN goes again");
                 tokio::select! {
                     _ = tokio::time::sleep(TRY_AGAIN_AFTER) => {}
                     _ = tx.closed() => return,
                 }
+            } else {
+                info!(backend = %self.routed.id, ?go, "a blocking command given back unserved goes again");
             }
-            leased = match self.relet(&go) {
+            leased = match lease(&self.routed, self.db, &self.resend, &go) {
                 Ok(next) => next,
                 Err(message) => {
                     let _ = tx.send(Ok(Reply::error(message)));
@@ -175,34 +168,6 @@ impl BlockingRun {
             payload = self.resend.payload(blocks_for);
             asking = matches!(go, Go::Ask(_));
         }
-    }
-
-    /// A connection of its own where `go` says: the cluster node an `-ASK`
-    /// names, else the master of the keys now (a `-MOVED` has corrected
-    /// the slot map already). Else the client's error.
-    fn relet(&self, go: &Go) -> Result<Leased, String> {
-        let Resend {
-            keys, share, proto, ..
-        } = &self.resend;
-        let share = share.as_ref().map(|(user, n)| (user, *n));
-        let routed = &self.routed;
-        let leased = match go {
-            Go::Ask(node) => match routed.node_at(node) {
-                Some(on) => on
-                    .lease(share, LeaseFor::Commands(*proto))
-                    .map(|lease| (on, lease))
-                    .map_err(Unleased::Refused),
-                None => Err(Unleased::Cluster(NOT_CLUSTER)),
-            },
-            Go::Master | Go::Later => {
-                let keys: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
-                routed.lease_for_keys(&keys, self.db, share, *proto)
-            }
-        };
-        let user = share.map(|(user, _)| user);
-        leased
-            .map(|(on, lease)| Leased { on, lease })
-            .map_err(|why| why.message(&routed.id, user, "a blocking command"))
     }
 
     /// Sends the command (after ASKING when `asking`) on `leased`, and waits
@@ -247,8 +212,34 @@ impl BlockingRun {
     }
 }
 
-/// Never sent: only a cluster backend's commands are asked elsewhere.
-const NOT_CLUSTER: &str = "ERR not a cluster";
+/// A connection of its own for the command where `go` says: the cluster
+/// node an `-ASK` names, else the master of its keys now (a `-MOVED` has
+/// corrected the slot map already), on `routed` (a cluster's node, or the
+/// configured backend). Else the client's error.
+fn lease(routed: &Backend, db: u32, resend: &Resend, go: &Go) -> Result<Leased, String> {
+    let Resend {
+        keys, share, proto, ..
+    } = resend;
+    let share = share.as_ref().map(|(user, n)| (user, *n));
+    let asked = match go {
+        Go::Ask(node) => routed.node_at(node),
+        Go::Master | Go::Later => None,
+    };
+    let leased = match asked {
+        Some(on) => on
+            .lease(share, LeaseFor::Commands(*proto))
+            .map(|lease| (on, lease))
+            .map_err(Unleased::Refused),
+        None => {
+            let keys: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
+            routed.lease_for_keys(&keys, db, share, *proto)
+        }
+    };
+    let user = share.map(|(user, _)| user);
+    leased
+        .map(|(on, lease)| Leased { on, lease })
+        .map_err(|why| why.message(&routed.id, user, "a blocking command"))
+}
 
 /// One client counted in INFO's `blocked_clients`, and shown blocked to
 /// CLIENT LIST and CLIENT UNBLOCK, while it lives.

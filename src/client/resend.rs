@@ -45,6 +45,9 @@ pub(in crate::client) struct Resend {
     /// The client's share of held connections, and its protocol.
     pub(in crate::client) share: Option<(Bytes, usize)>,
     pub(in crate::client) proto: Proto,
+    /// Whether it runs on a Redis Cluster, whose redirections it follows
+    /// (another server's `-MOVED` is its client's reply).
+    cluster: bool,
     hops: u8,
     /// When the first `-TRYAGAIN` came: they are followed for a request
     /// timeout from then.
@@ -57,6 +60,7 @@ impl Resend {
         request: &Request,
         share: Option<(Bytes, usize)>,
         proto: Proto,
+        cluster: bool,
     ) -> Resend {
         let args = request.args();
         let keys = request_key_positions(spec, request)
@@ -69,6 +73,7 @@ impl Resend {
             timeout: block_arg(spec, request).map(|(at, _)| at),
             share,
             proto,
+            cluster,
             hops: 0,
             tried_since: None,
         }
@@ -80,7 +85,8 @@ impl Resend {
     /// served and its reply lost by the server itself, whose element the
     /// client would not get either way), and within bounds:
     /// [`MAX_REDIRECTS`] moves (demotions and closes count as moves), and
-    /// `-TRYAGAIN` for `timeout` from the first.
+    /// `-TRYAGAIN` for `timeout` from the first. Redirections are followed
+    /// on a cluster only.
     pub(in crate::client) fn follow(
         &mut self,
         reply: &BackendResult,
@@ -95,7 +101,8 @@ impl Resend {
             }
             Err(_) => return None,
         };
-        let go = match cluster::redirect(reply) {
+        let redirect = self.cluster.then(|| cluster::redirect(reply)).flatten();
+        let go = match redirect {
             Some(Redirect::TryAgain) => {
                 let since = *self.tried_since.get_or_insert(now);
                 let within = now.duration_since(since) + TRY_AGAIN_AFTER < timeout;
@@ -128,6 +135,10 @@ mod tests {
     use crate::protocol::Reply;
 
     fn resend() -> Resend {
+        resend_on(true)
+    }
+
+    fn resend_on(cluster: bool) -> Resend {
         let request = Request::Inline(
             ["BLPOP", "q", "30"]
                 .iter()
@@ -135,7 +146,7 @@ mod tests {
                 .collect(),
         );
         let spec = crate::protocol::command::lookup(b"blpop").unwrap();
-        Resend::of(spec, &request, None, Proto::Resp2)
+        Resend::of(spec, &request, None, Proto::Resp2, cluster)
     }
 
     /// Moves, asks, demotions and closes by the server are followed
@@ -195,6 +206,36 @@ mod tests {
         for other in own {
             assert_eq!(resend().follow(&other, now, timeout), None);
         }
+    }
+
+    /// A server that is not a cluster node redirects nothing: its
+    /// `-MOVED`, `-ASK` or `-TRYAGAIN` is the client's reply; a demotion
+    /// or a close by the server is followed there too.
+    #[test]
+    fn only_a_cluster_redirects() {
+        let now = Instant::now();
+        let timeout = Duration::from_millis(100);
+        for line in [
+            "MOVED 3999 127.0.0.1:7001",
+            "ASK 3999 127.0.0.1:7002",
+            "TRYAGAIN x",
+        ] {
+            let reply = Ok(Reply::error(line));
+            assert_eq!(resend_on(false).follow(&reply, now, timeout), None);
+        }
+        let demoted = Ok(Reply::error(DEMOTED));
+        assert_eq!(
+            resend_on(false).follow(&demoted, now, timeout),
+            Some(Go::Master)
+        );
+        let closed = Err(BackendError::ConnectionLost {
+            backend: "a".into(),
+            reason: CLOSED_BY_THE_SERVER.into(),
+        });
+        assert_eq!(
+            resend_on(false).follow(&closed, now, timeout),
+            Some(Go::Master)
+        );
     }
 
     /// Sent again with the time left, as a RESP array.
