@@ -171,8 +171,10 @@ pub(super) struct Connection {
     /// no error for the moment its monitor takes to find the master. Taken
     /// by the first wait.
     pub(super) first_master_by: Option<Instant>,
-    /// A leased connection that has sent its client's commands: the
-    /// server keeps that client's state (a WATCH) on this session only,
+    /// A leased connection that has sent its client's commands, other
+    /// than blocking ones (which leave none once answered, so their
+    /// connection can serve the next lease): the server keeps that
+    /// client's state (a WATCH) on this session only,
     /// so once it ends the lease sends nothing more (see
     /// [`Connection::refuse_until_dropped`]).
     pub(super) carried: bool,
@@ -518,7 +520,6 @@ impl Connection {
             return Ok(());
         }
         if self.fill(s, send == Send::Reads) {
-            self.carried = self.server_id.is_some();
             if let Err(e) = s.outbox.write_to(stream) {
                 return Err(self.lost(e.to_string()));
             }

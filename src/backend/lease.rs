@@ -33,6 +33,8 @@ pub(super) struct Line {
     pub(super) queue: mpsc::UnboundedSender<Job>,
     /// The server's client id of the connection (0: not known yet).
     pub(super) server_id: Arc<AtomicU64>,
+    /// The protocol it speaks to its client.
+    pub(super) proto: crate::protocol::Proto,
 }
 
 impl Lease {

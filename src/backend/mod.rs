@@ -11,7 +11,7 @@
 //! exactly one answer: the backend's reply, or an error when the connection
 //! fails, times out or cannot be made. Nothing waits forever.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +35,7 @@ mod renewal;
 mod replies;
 mod retry;
 mod session;
+mod worker_pool;
 
 use connection::Connection;
 pub use health::Health;
@@ -44,6 +45,8 @@ pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, Share, Unleased};
 use lease::{Leases, Line, TakeLease};
 
 use lanes::Lanes;
+use worker_pool::WorkerPool;
+pub use worker_pool::IDLE_LEASED;
 
 use crate::config::{Endpoint, Target};
 pub use crate::dial::PoolSettings;
@@ -143,44 +146,6 @@ struct Spawn(
             + Sync,
     >,
 );
-
-/// A connection made ahead to be leased: its queue, and the server's id of
-/// it once connected (0 until then).
-type Spare = (mpsc::UnboundedSender<Job>, Arc<AtomicU64>);
-
-/// One worker thread's connections to a backend (see [`crate::workers`]):
-/// a client's jobs go on its own worker's, so they never cross threads.
-#[derive(Debug, Default)]
-struct WorkerPool {
-    /// One sender per connection task; the tasks end when every handle is dropped.
-    /// Unbounded: what one client can queue is bounded by its pipeline limit
-    /// (`limits.max_pipeline`), so all of it by `max_clients` times that.
-    queues: Vec<mpsc::UnboundedSender<Job>>,
-    /// The connection for clients of large replies, started on first use.
-    bulk: OnceLock<mpsc::UnboundedSender<Job>>,
-    /// The same for RESP3 clients: connections speaking RESP3, started on
-    /// the first RESP3 request.
-    queues3: OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
-    bulk3: OnceLock<mpsc::UnboundedSender<Job>>,
-    /// A connection made ahead for the next client to lease one (WATCH, a
-    /// blocking command), per protocol, after the first did: its command
-    /// then goes out at once, not after a connect and handshake (a BLPOP
-    /// reaches the server before the LPUSH another client sends just after
-    /// it, as it would on Redis).
-    spare: std::sync::Mutex<[Option<Spare>; 2]>,
-}
-
-impl WorkerPool {
-    /// A worker's pool of `size` shared RESP2 connections, started by
-    /// `spawn` (given each connection's number); the others start on first
-    /// use.
-    fn start(size: usize, spawn: impl Fn(usize) -> mpsc::UnboundedSender<Job>) -> WorkerPool {
-        WorkerPool {
-            queues: (0..size).map(spawn).collect(),
-            ..WorkerPool::default()
-        }
-    }
-}
 
 impl std::fmt::Debug for Spawn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -461,19 +426,33 @@ impl Backend {
             (queue, server_id)
         };
         let (queue, server_id) = match pool.pools.get(worker) {
-            Some(pool) => {
-                let mut spare = pool.spare.lock().unwrap_or_else(|e| e.into_inner());
-                let slot = &mut spare[usize::from(proto == Proto::Resp3)];
-                let ready = slot.take().filter(|(q, _)| !q.is_closed());
-                *slot = Some(spawn());
-                ready.unwrap_or_else(spawn)
-            }
+            Some(pool) => pool.take_spare(proto, spawn),
             None => spawn(),
         };
         Ok(Lease {
-            line: Some(Line { queue, server_id }),
+            line: Some(Line {
+                queue,
+                server_id,
+                proto,
+            }),
             _ticket: ticket,
         })
+    }
+
+    /// Takes back a lease for commands whose connection is as a new one
+    /// would be (a blocking command was answered on it, and nothing but
+    /// blocking commands was sent): the next client to lease one on this
+    /// worker gets it, while fewer than [`IDLE_LEASED`] (and `[pool]
+    /// max_held_connections`) wait. Else, as for any lease dropped, the
+    /// connection closes.
+    pub fn give_back(&self, lease: Lease) {
+        let (Kind::Pool(pool), Some(line)) = (&self.kind, lease.line) else {
+            return;
+        };
+        if let Some(here) = pool.pools.get(pool.workers.here()) {
+            let most = IDLE_LEASED.min(self.settings.max_held);
+            here.keep_spare(line.proto, (line.queue, line.server_id), most);
+        }
     }
 
     /// A connection of its own for a client's commands about `keys` (in

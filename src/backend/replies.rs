@@ -51,6 +51,9 @@ impl Connection {
                 break;
             };
             let at = *now.get_or_insert_with(Instant::now);
+            // A blocking command leaves no state on the server once
+            // answered; anything else sent on a leased connection may.
+            self.carried |= self.server_id.is_some() && job.blocks_for.is_none();
             unwaited |= self.queue(job, at, &mut s.db, &mut s.outbox, &mut s.owed);
         }
         if let (true, Some(at)) = (unwaited, now) {

@@ -144,6 +144,11 @@ impl BlockingRun {
             }
             let timeout = self.topo.config.pool.request_timeout();
             let Some(go) = self.resend.follow(&reply, Instant::now(), timeout) else {
+                // Answered on a connection that had only this command
+                // (no ASKING before it): it serves the next lease.
+                if reply.is_ok() && !asking {
+                    leased.on.give_back(leased.lease);
+                }
                 let _ = tx.send(reply);
                 return;
             };

@@ -411,6 +411,15 @@ pub fn router_for(body: &str) -> (Config, session_proxy::router::Router) {
 
 /// A proxy on a free port in front of `servers`, with backend ids b0, b1,
 /// ... in order, and `extra` config text.
+/// Connections the backend has accepted so far, asked over `direct`.
+pub fn connections_received(direct: &mut RawClient) -> u64 {
+    let info = direct.text(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
+
 pub fn proxy_over<R: std::borrow::Borrow<Redis>>(servers: &[R], extra: &str) -> Proxy {
     let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
     for (i, redis) in servers.iter().enumerate() {

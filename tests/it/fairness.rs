@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{
+    config_for, connections_received, wait_until, Proxy, RawClient, Redis, READY_LIMIT,
+};
 
 const BIG: usize = 100 * 1024;
 const HEAVY_CLIENTS: usize = 8;
@@ -79,15 +81,6 @@ fn normal_client(port: u16, count: usize) -> (usize, Duration) {
         slowest = slowest.max(started.elapsed());
     }
     (failed, slowest)
-}
-
-/// Connections the backend has accepted so far, asked over `direct`.
-fn connections_received(direct: &mut RawClient) -> u64 {
-    let info = direct.text(&["INFO", "stats"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_connections_received:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("INFO stats has total_connections_received")
 }
 
 /// A Redis with a small and a big session, a direct client on it, and the

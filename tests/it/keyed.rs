@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::common::{pair, proxy_over, wait_until, Differential, Proxy, RawClient, Redis};
+use crate::common::{
+    connections_received, pair, proxy_over, wait_until, Differential, Proxy, RawClient, Redis,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -747,6 +749,53 @@ fn blocking_commands_run_on_leased_connections_without_stalling_others() {
     other.text(&["XADD", &stream, "1-1", "f", "v"]);
     let read = String::from_utf8(reader.read_reply()).unwrap();
     assert!(read.contains("1-1"), "{read}");
+}
+
+/// A blocking command's connection, once the command is answered, serves
+/// the next: a queue's consumer sending BRPOP after BRPOP (answered at
+/// once, or at its timeout) connects to the server once, not once per
+/// command, and a transaction leased after them runs as on a new
+/// connection.
+#[test]
+fn a_blocking_commands_connection_serves_the_next_one() {
+    let redis = Redis::start();
+    let proxy = proxy_over(std::slice::from_ref(&redis), "");
+    let mut direct = redis.client();
+    let mut consumer = proxy.client();
+    let queue = "queue:jobs";
+    // The first lease connects (and makes one more ahead).
+    assert_eq!(consumer.text(&["BRPOP", queue, "0.01"]), "*-1\r\n");
+    let before = connections_received(&mut direct);
+    for i in 0..20 {
+        direct.text(&["LPUSH", queue, &format!("job{i}")]);
+        let reply = consumer.text(&["BRPOP", queue, "1"]);
+        assert!(reply.ends_with(&format!("\r\njob{i}\r\n")), "{reply}");
+        assert_eq!(consumer.text(&["BRPOP", queue, "0.01"]), "*-1\r\n");
+    }
+    // The one made ahead may connect after `before` was read.
+    let made = connections_received(&mut direct) - before;
+    assert!(
+        made <= 1,
+        "{made} connections made for 40 blocking commands"
+    );
+    // A WATCH leases one of them: its EXEC aborts when the key changed.
+    let mut other = proxy.client();
+    for changed in [false, true] {
+        assert_eq!(consumer.text(&["WATCH", queue]), "+OK\r\n");
+        if changed {
+            assert_eq!(other.text(&["LPUSH", queue, "x"]), ":1\r\n");
+        }
+        assert_eq!(consumer.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(consumer.text(&["LLEN", queue]), "+QUEUED\r\n");
+        let exec = consumer.text(&["EXEC"]);
+        let expected = if changed { "*-1\r\n" } else { "*1\r\n:0\r\n" };
+        assert_eq!(exec, expected);
+        let popped = match changed {
+            true => "*2\r\n$10\r\nqueue:jobs\r\n$1\r\nx\r\n",
+            false => "*-1\r\n",
+        };
+        assert_eq!(consumer.text(&["BRPOP", queue, "0.01"]), popped);
+    }
 }
 
 #[test]

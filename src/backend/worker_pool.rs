@@ -1,0 +1,83 @@
+//! One worker thread's connections to a backend: the shared ones, and
+//! those ready to be leased to one client (made ahead, or given back by a
+//! blocking command).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::mpsc;
+
+use super::job::Job;
+use crate::protocol::Proto;
+
+/// A connection made ahead to be leased: its queue, and the server's id of
+/// it once connected (0 until then).
+pub(super) type Spare = (mpsc::UnboundedSender<Job>, Arc<AtomicU64>);
+
+/// One worker thread's connections to a backend (see [`crate::workers`]):
+/// a client's jobs go on its own worker's, so they never cross threads.
+#[derive(Debug, Default)]
+pub(super) struct WorkerPool {
+    /// One sender per connection task; the tasks end when every handle is dropped.
+    /// Unbounded: what one client can queue is bounded by its pipeline limit
+    /// (`limits.max_pipeline`), so all of it by `max_clients` times that.
+    pub(super) queues: Vec<mpsc::UnboundedSender<Job>>,
+    /// The connection for clients of large replies, started on first use.
+    pub(super) bulk: OnceLock<mpsc::UnboundedSender<Job>>,
+    /// The same for RESP3 clients: connections speaking RESP3, started on
+    /// the first RESP3 request.
+    pub(super) queues3: OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
+    pub(super) bulk3: OnceLock<mpsc::UnboundedSender<Job>>,
+    /// Connections ready for the next client to lease one (WATCH, a
+    /// blocking command), per protocol, after the first did: one made
+    /// ahead, and those a blocking command gave back (at most
+    /// [`IDLE_LEASED`]). A leased command then goes out at once, not after
+    /// a connect and handshake (a BLPOP reaches the server before the
+    /// LPUSH another client sends just after it, as it would on Redis).
+    pub(super) spare: std::sync::Mutex<[Vec<Spare>; 2]>,
+}
+
+/// How many connections given back by blocking commands wait for the next
+/// lease, per worker and protocol, at most (and never more than `[pool]
+/// max_held_connections`): a queue's consumers, each sending BRPOP after
+/// BRPOP, take one back each time instead of connecting anew.
+pub const IDLE_LEASED: usize = 8;
+
+impl WorkerPool {
+    /// A worker's pool of `size` shared RESP2 connections, started by
+    /// `spawn` (given each connection's number); the others start on first
+    /// use.
+    pub(super) fn start(
+        size: usize,
+        spawn: impl Fn(usize) -> mpsc::UnboundedSender<Job>,
+    ) -> WorkerPool {
+        WorkerPool {
+            queues: (0..size).map(spawn).collect(),
+            ..WorkerPool::default()
+        }
+    }
+
+    /// A connection ready to lease for `proto`, the last one given back
+    /// first, or one made by `spawn`; one more is made ahead whenever none
+    /// is left ready.
+    pub(super) fn take_spare(&self, proto: Proto, spawn: impl Fn() -> Spare) -> Spare {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = &mut spare[usize::from(proto == Proto::Resp3)];
+        ready.retain(|(queue, _)| !queue.is_closed());
+        let taken = ready.pop();
+        if ready.is_empty() {
+            ready.push(spawn());
+        }
+        taken.unwrap_or_else(spawn)
+    }
+
+    /// Keeps a leased connection given back for the next lease, while
+    /// fewer than `most` wait; else it closes (its queue is dropped).
+    pub(super) fn keep_spare(&self, proto: Proto, given: Spare, most: usize) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = &mut spare[usize::from(proto == Proto::Resp3)];
+        if ready.len() < most {
+            ready.push(given);
+        }
+    }
+}
