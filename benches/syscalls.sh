@@ -22,12 +22,7 @@ plain=$(free_port); secure=$(free_port)
 redis_args=(--port "$plain" --bind 127.0.0.1 --save "" --appendonly no --dir "$work")
 bench_tls=()
 if [ "$TLS" = 1 ]; then
-  (cd "$work"
-   printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext.cnf
-   openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=ca 2>/dev/null
-   openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=server 2>/dev/null
-   openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
-     -days 2 -extfile ext.cnf 2>/dev/null)
+  benches/certs.sh "$work"
   redis_args+=(--tls-port "$secure" --tls-cert-file "$work/server.crt" --tls-key-file "$work/server.key"
                --tls-ca-cert-file "$work/ca.crt" --tls-auth-clients no)
   bench_tls=(--tls --cacert "$work/ca.crt")

@@ -46,7 +46,6 @@ use lease::{Leases, Line, TakeLease};
 
 use lanes::Lanes;
 use worker_pool::WorkerPool;
-pub use worker_pool::IDLE_LEASED;
 
 use crate::config::{Endpoint, Target};
 pub use crate::dial::PoolSettings;
@@ -442,15 +441,15 @@ impl Backend {
     /// Takes back a lease for commands whose connection is as a new one
     /// would be (a blocking command was answered on it, and nothing but
     /// blocking commands was sent): the next client to lease one on this
-    /// worker gets it, while fewer than [`IDLE_LEASED`] (and `[pool]
-    /// max_held_connections`) wait. Else, as for any lease dropped, the
-    /// connection closes.
+    /// worker gets it, while fewer than `[pool] max_held_connections` wait
+    /// there (so about as many stay connected as its clients held at
+    /// once). Else, as for any lease dropped, the connection closes.
     pub fn give_back(&self, lease: Lease) {
         let (Kind::Pool(pool), Some(line)) = (&self.kind, lease.line) else {
             return;
         };
         if let Some(here) = pool.pools.get(pool.workers.here()) {
-            let most = IDLE_LEASED.min(self.settings.max_held);
+            let most = self.settings.max_held;
             here.keep_spare(line.proto, (line.queue, line.server_id), most);
         }
     }

@@ -30,18 +30,12 @@ pub(super) struct WorkerPool {
     pub(super) bulk3: OnceLock<mpsc::UnboundedSender<Job>>,
     /// Connections ready for the next client to lease one (WATCH, a
     /// blocking command), per protocol, after the first did: one made
-    /// ahead, and those a blocking command gave back (at most
-    /// [`IDLE_LEASED`]). A leased command then goes out at once, not after
+    /// ahead, and those a blocking command gave back (at most `[pool]
+    /// max_held_connections`). A leased command then goes out at once, not after
     /// a connect and handshake (a BLPOP reaches the server before the
     /// LPUSH another client sends just after it, as it would on Redis).
     pub(super) spare: std::sync::Mutex<[Vec<Spare>; 2]>,
 }
-
-/// How many connections given back by blocking commands wait for the next
-/// lease, per worker and protocol, at most (and never more than `[pool]
-/// max_held_connections`): a queue's consumers, each sending BRPOP after
-/// BRPOP, take one back each time instead of connecting anew.
-pub const IDLE_LEASED: usize = 8;
 
 impl WorkerPool {
     /// A worker's pool of `size` shared RESP2 connections, started by

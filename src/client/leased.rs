@@ -8,7 +8,8 @@
 //! after it, as they would on Redis. A server that refuses it without
 //! running it (a cluster node that does not serve its slot, a master
 //! demoted while it blocked) has it sent again where it says
-//! (`super::resend`).
+//! (`super::resend`). Once answered, its connection is given back for the
+//! next lease (`Backend::give_back`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
