@@ -48,9 +48,37 @@ pub struct ClientCard {
     pub inbox: crate::tracking::inbox::Inbox,
 }
 
-/// Where a client's blocking command waits: the backend, and the server's
-/// client id of the connection it holds there.
-pub type BlockedOn = (crate::backend::Backend, Arc<AtomicU64>);
+/// Where a client's blocking command waits: the backend, the server's
+/// client id of the connection it holds there, and whether a CLIENT
+/// UNBLOCK is aimed at it.
+pub type BlockedOn = (crate::backend::Backend, Arc<AtomicU64>, Arc<Aim>);
+
+/// Whether a CLIENT UNBLOCK is aimed at a blocking command's connection,
+/// decided once between the UNBLOCK and the command's end: an UNBLOCK that
+/// comes later is not sent, and a connection one was aimed at is not given
+/// to the next lease, whose command it could otherwise reach.
+#[derive(Debug, Default)]
+pub struct Aim(AtomicU8);
+
+const WAITING: u8 = 0;
+const AIMED: u8 = 1;
+const OVER: u8 = 2;
+
+impl Aim {
+    /// An UNBLOCK takes aim: whether the command still waits (else it is
+    /// over, and the UNBLOCK answers 0 unsent).
+    pub fn take(&self) -> bool {
+        let aimed = self
+            .0
+            .compare_exchange(WAITING, AIMED, Ordering::AcqRel, Ordering::Acquire);
+        aimed.is_ok()
+    }
+
+    /// The command is over: whether no UNBLOCK was aimed at it.
+    pub fn end(&self) -> bool {
+        self.0.swap(OVER, Ordering::AcqRel) != AIMED
+    }
+}
 
 /// The text labels of a client.
 #[derive(Debug, Default, Clone)]
@@ -250,5 +278,20 @@ mod tests {
         // Every connected client has one: 10,000 idle clients hold 10,000.
         // A blocking command's backend handle is boxed, not inline.
         assert!(std::mem::size_of::<ClientCard>() <= 400);
+    }
+
+    /// Of an UNBLOCK and the command's end, the first decides: an UNBLOCK
+    /// first keeps the connection from the next lease; the end first
+    /// leaves the UNBLOCK nothing to aim at.
+    #[test]
+    fn an_unblock_and_the_end_of_its_command_are_ordered_once() {
+        let aim = Aim::default();
+        assert!(aim.take());
+        assert!(!aim.take());
+        assert!(!aim.end());
+        let aim = Aim::default();
+        assert!(aim.end());
+        assert!(!aim.take());
+        assert!(aim.end());
     }
 }

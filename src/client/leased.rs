@@ -27,7 +27,7 @@ use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
 use crate::client::resend::{Go, Resend};
 use crate::client::slot::{Pending, Slot};
-use crate::clients::ClientCard;
+use crate::clients::{Aim, ClientCard};
 use crate::cluster::TRY_AGAIN_AFTER;
 use crate::protocol::command::block_time;
 use crate::protocol::Reply;
@@ -110,10 +110,12 @@ struct BlockingRun {
     resend: Resend,
 }
 
-/// A connection of the command's own, and the backend it is on.
+/// A connection of the command's own, the backend it is on, and whether a
+/// CLIENT UNBLOCK is aimed at the command on it.
 struct Leased {
     on: Backend,
     lease: Lease,
+    aim: Arc<Aim>,
 }
 
 impl BlockingRun {
@@ -146,8 +148,9 @@ impl BlockingRun {
             let timeout = self.topo.config.pool.request_timeout();
             let Some(go) = self.resend.follow(&reply, Instant::now(), timeout) else {
                 // Answered on a connection that had only this command
-                // (no ASKING before it): it serves the next lease.
-                if reply.is_ok() && !asking {
+                // (no ASKING before it), and no CLIENT UNBLOCK aimed at it
+                // (which could reach the next lease's): it serves the next.
+                if leased.aim.end() && reply.is_ok() && !asking {
                     leased.on.give_back(leased.lease);
                 }
                 let _ = tx.send(reply);
@@ -186,7 +189,7 @@ impl BlockingRun {
         blocks_for: Duration,
         tx: &mut oneshot::Sender<BackendResult>,
     ) -> Option<BackendResult> {
-        let Leased { on, lease } = leased;
+        let Leased { on, lease, aim } = leased;
         // ASKING's reply is awaited by no one, but its job must not look
         // abandoned (it would be skipped): its receiver lives until the
         // command's reply.
@@ -204,7 +207,7 @@ impl BlockingRun {
         let mut _blocked = None;
         let reply = tokio::select! {
             sent = written => {
-                let here = (on.clone(), lease.server_id());
+                let here = (on.clone(), lease.server_id(), aim.clone());
                 _blocked = sent.ok().map(|()| Blocked::count(&self.blocked, self.card.clone(), here));
                 tokio::select! {
                     reply = rx => reply,
@@ -243,7 +246,11 @@ fn lease(routed: &Backend, db: u32, resend: &Resend, go: &Go) -> Result<Leased, 
     };
     let user = share.map(|(user, _)| user);
     leased
-        .map(|(on, lease)| Leased { on, lease })
+        .map(|(on, lease)| Leased {
+            on,
+            lease,
+            aim: Arc::default(),
+        })
         .map_err(|why| why.message(&routed.id, user, "a blocking command"))
 }
 

@@ -200,11 +200,11 @@ pub(in crate::client) fn client_unblock(
         .into_iter()
         .find(|card| card.id as i64 == id)
         .and_then(|card| card.blocked_on());
-    let Some((backend, server_id)) = waiting else {
+    let Some((backend, server_id, aim)) = waiting else {
         return answer(Reply::Int(0));
     };
     let server_id = server_id.load(Ordering::Relaxed);
-    if server_id == 0 {
+    if server_id == 0 || !aim.take() {
         return answer(Reply::Int(0));
     }
     let (tx, rx) = oneshot::channel();
