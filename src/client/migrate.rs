@@ -259,7 +259,9 @@ fn settled_on(migration: &Migration, key: &[u8], owner: &Backend) -> Arc<str> {
 /// before it runs on a connection of its own (a transaction, a blocking
 /// command). These may write: an old server known down fails them until it
 /// is taken for gone, as for any write; the keys in `deleted` leave a
-/// tombstone beside it then, as a DEL's do.
+/// tombstone beside it then, as a DEL's do. As for any request, an old
+/// server slow to answer fails them at half the request timeout, named
+/// in the error.
 pub(in crate::client) async fn settle_moving(
     topo: &Topology,
     origin: Origin,
@@ -270,16 +272,17 @@ pub(in crate::client) async fn settle_moving(
     let Some(migration) = topo.active_migration() else {
         return Ok(());
     };
+    let half = topo.config.pool.request_timeout() / 2;
+    let (by, waited_ms) = (Instant::now() + half, half.as_millis() as u64);
     for key in keys {
         let owner = &topo.backends[topo.route(key)];
-        let by = migration.patience();
         let purpose = if deleted.contains(key) {
             Purpose::Delete
         } else {
             Purpose::Client
         };
-        match migration.settle(origin, db, key, owner, purpose, by).await {
-            Ok(_) => {}
+        match settle_within(migration, (origin, db), key, owner, purpose, by, waited_ms).await {
+            Ok(()) => {}
             Err(error) if error.request_goes_on(false) => {}
             Err(error) => return Err(error.into_backend()),
         }

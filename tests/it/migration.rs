@@ -1532,6 +1532,48 @@ fn a_move_whose_owner_froze_with_the_copy_releases_its_lock_at_the_copys_deadlin
 /// the rename waited its whole timeout and named only its own two backends
 /// (a 30-minute nemesis, seed 15636585165430381068, counted two such errors
 /// beside the faults: the frozen old location was the plain backend).
+/// A transaction and a blocking command settle their keys first, as any
+/// request does: an old location that does not answer fails them at half
+/// the request timeout, and the error names it with the owner (they
+/// waited the whole request timeout, and the error named the owner only).
+#[test]
+fn a_transaction_or_blocking_command_beside_a_frozen_old_location_names_it() {
+    let named = "-ERR backend 'old', 'a' did not answer within 200 ms\r\n";
+    let exec = beside_a_frozen_old_location(&["SET", "session:x", "v1"], |client| {
+        assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(client.text(&["SET", "session:x", "v2"]), "+QUEUED\r\n");
+        client.text(&["EXEC"])
+    });
+    assert_eq!(exec, named);
+    let popped = beside_a_frozen_old_location(&["RPUSH", "queue:x", "job"], |client| {
+        client.text(&["BLPOP", "queue:x", "1"])
+    });
+    assert_eq!(popped, named);
+}
+
+/// `run`'s answer through a proxy migrating from a server, frozen
+/// meanwhile, that holds what `seed` wrote (request timeout 400 ms).
+fn beside_a_frozen_old_location(
+    seed: &[&str],
+    run: impl FnOnce(&mut RawClient) -> String,
+) -> String {
+    let old = Redis::start();
+    let new = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 400\n{}\
+         [migration]\nkeys_per_second = 1\nfrom = [ {{ id = \"old\", address = \"{}\" }} ]\n",
+        backends_toml(&[("a", &new)]),
+        old.address()
+    ));
+    let mut direct = old.client();
+    assert!(!direct.text(seed).starts_with('-'));
+    let mut client = proxy.client();
+    old.signal("STOP");
+    let answer = run(&mut client);
+    old.signal("CONT");
+    answer
+}
+
 #[test]
 fn a_rename_beside_a_frozen_old_location_names_it() {
     let old = Redis::start();

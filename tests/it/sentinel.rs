@@ -1392,8 +1392,14 @@ fn a_blocking_command_follows_a_failover_that_demotes_its_master() {
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
     let port = proxy.port;
-    let blocked =
-        std::thread::spawn(move || RawClient::connect(port).text(&["BLPOP", "queue", "60"]));
+    // Its reply may take as long as the failover: longer than a reply's
+    // usual limit on a loaded host.
+    let blocked = std::thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let limit = Some(Duration::from_secs(90));
+        client.stream.set_read_timeout(limit).unwrap();
+        client.text(&["BLPOP", "queue", "60"])
+    });
     let blocked_on = |node: &crate::common::Redis| {
         node.client()
             .text(&["INFO", "clients"])
