@@ -573,10 +573,13 @@ impl Connection {
     /// is ready this turn queues its command first (one yield puts this task
     /// behind them and behind the next poll of the sockets), then they go
     /// out at once: bigger batches cost Redis and the proxy fewer syscalls
-    /// per command. See benches/README.md.
+    /// per command. See benches/README.md. A leased connection has one
+    /// client, whose jobs queued so far are taken without the yield.
     async fn admit_turn(&mut self, job: Job, held: bool) {
         self.admit(job, held);
-        tokio::task::yield_now().await;
+        if self.server_id.is_none() {
+            tokio::task::yield_now().await;
+        }
         while let Ok(job) = self.jobs.try_recv() {
             self.admit(job, held);
         }

@@ -168,8 +168,9 @@ pub struct Backend {
     _fixed: Option<Arc<watch::Sender<Option<Endpoint>>>>,
     /// Stops the health probe when the last handle is dropped.
     _probe: Arc<DropGuard>,
-    /// What it was started with, so a reload can tell whether it changed.
-    target: Target,
+    /// What it was started with, so a reload can tell whether it changed
+    /// (shared: a blocking command's run clones its backend's handle).
+    target: Arc<Target>,
     min_replicas_ack: u32,
     settings: Arc<PoolSettings>,
 }
@@ -277,7 +278,7 @@ impl Backend {
             endpoint,
             _fixed: fixed,
             _probe: Arc::new(stop_probe.drop_guard()),
-            target,
+            target: Arc::new(target),
             min_replicas_ack,
             settings,
         }
@@ -308,7 +309,7 @@ impl Backend {
             endpoint,
             _fixed: Some(Arc::new(fixed)),
             _probe: Arc::new(CancellationToken::new().drop_guard()),
-            target,
+            target: Arc::new(target),
             min_replicas_ack,
             settings,
         }
@@ -380,7 +381,7 @@ impl Backend {
 
     /// Whether this backend was started with these settings (a reload keeps it).
     pub fn same_as(&self, target: &Target, min_replicas_ack: u32, settings: &PoolSettings) -> bool {
-        self.target == *target
+        *self.target == *target
             && self.min_replicas_ack == min_replicas_ack
             && *self.settings == *settings
     }

@@ -52,17 +52,18 @@ impl WorkerPool {
     }
 
     /// A connection ready to lease for `proto`, the last one given back
-    /// first, or one made by `spawn`; one more is made ahead whenever none
-    /// is left ready.
+    /// first, or one made by `spawn`; one more is made ahead (after it)
+    /// whenever none is left ready.
     pub(super) fn take_spare(&self, proto: Proto, spawn: impl Fn() -> Spare) -> Spare {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         let ready = &mut spare[usize::from(proto == Proto::Resp3)];
         ready.retain(|(queue, _)| !queue.is_closed());
-        let taken = ready.pop();
+        // The one taken connects first, then the one made ahead.
+        let taken = ready.pop().unwrap_or_else(&spawn);
         if ready.is_empty() {
             ready.push(spawn());
         }
-        taken.unwrap_or_else(spawn)
+        taken
     }
 
     /// Keeps a leased connection given back for the next lease, while

@@ -77,7 +77,14 @@ pub(in crate::client) fn blocking(
         card: cx.state.card.clone(),
         resend,
     };
-    tokio::spawn(run.go(leased, request.payload(), moving, tx));
+    // Sent now, from the client's task, where no key needs settling
+    // first: clients' blocking commands reach the server in the order
+    // they came, and before a command another client sends after them.
+    let payload = request.payload();
+    let first = moving
+        .is_empty()
+        .then(|| run.submit(&leased, &payload, false, blocks_for));
+    tokio::spawn(run.go(leased, payload, moving, first, tx));
     let mut slot = Slot::waiting(
         topo,
         cx.state.proto,
@@ -127,19 +134,24 @@ impl BlockingRun {
         mut leased: Leased,
         mut payload: Bytes,
         moving: Vec<Bytes>,
+        first: Option<Sent>,
         mut tx: oneshot::Sender<BackendResult>,
     ) {
-        if let Err(error) = settle_moving(&self.topo, self.origin, self.db, &moving, &[]).await {
-            let _ = tx.send(Err(error));
-            return;
-        }
         let started = Instant::now();
         let (mut asking, mut blocks_for) = (false, self.blocks_for);
+        let mut sent = match first {
+            Some(sent) => sent,
+            None => {
+                let settled = settle_moving(&self.topo, self.origin, self.db, &moving, &[]);
+                if let Err(error) = settled.await {
+                    let _ = tx.send(Err(error));
+                    return;
+                }
+                self.submit(&leased, &payload, asking, blocks_for)
+            }
+        };
         loop {
-            let Some(reply) = self
-                .send(&leased, &payload, asking, blocks_for, &mut tx)
-                .await
-            else {
+            let Some(reply) = self.reply(&leased, sent, &mut tx).await else {
                 return;
             };
             if let Ok(reply) = &reply {
@@ -176,29 +188,43 @@ impl BlockingRun {
             blocks_for = self.blocks_for.saturating_sub(started.elapsed());
             payload = self.resend.payload(blocks_for);
             asking = matches!(go, Go::Ask(_));
+            sent = self.submit(&leased, &payload, asking, blocks_for);
         }
     }
 
-    /// Sends the command (after ASKING when `asking`) on `leased`, and waits
-    /// for its reply; `None` once the client is gone.
-    async fn send(
-        &self,
-        leased: &Leased,
-        payload: &Bytes,
-        asking: bool,
-        blocks_for: Duration,
-        tx: &mut oneshot::Sender<BackendResult>,
-    ) -> Option<BackendResult> {
-        let Leased { on, lease, aim } = leased;
+    /// Sends the command (after ASKING when `asking`) on `leased`.
+    fn submit(&self, leased: &Leased, payload: &Bytes, asking: bool, blocks_for: Duration) -> Sent {
+        let Leased { on, lease, .. } = leased;
         // ASKING's reply is awaited by no one, but its job must not look
         // abandoned (it would be skipped): its receiver lives until the
         // command's reply.
-        let _asked = asking.then(|| {
+        let asked = asking.then(|| {
             let asking = Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n");
             on.submit(Job::one(self.origin, asking, self.db, false), Some(lease))
         });
         let job = Job::blocking(self.origin, payload.clone(), self.db, blocks_for);
-        let (mut rx, written) = on.submit(job, Some(lease));
+        let (reply, written) = on.submit(job, Some(lease));
+        Sent {
+            reply,
+            written,
+            _asked: asked,
+        }
+    }
+
+    /// Waits for the reply of the command `sent` on `leased`; `None` once
+    /// the client is gone.
+    async fn reply(
+        &self,
+        leased: &Leased,
+        sent: Sent,
+        tx: &mut oneshot::Sender<BackendResult>,
+    ) -> Option<BackendResult> {
+        let Leased { on, lease, aim } = leased;
+        let Sent {
+            reply: mut rx,
+            written,
+            _asked,
+        } = sent;
         // Counted in INFO's blocked_clients from when the command is
         // written to the server (so clients count in the order the server
         // blocks them) until it answers or the client is gone: the count
@@ -219,6 +245,14 @@ impl BlockingRun {
         };
         Some(reply.unwrap_or_else(|_| Err(lost(&on.id))))
     }
+}
+
+/// A blocking command sent on its connection: where its reply comes, word
+/// once it is written, and an ASKING's reply before it (awaited by no one).
+struct Sent {
+    reply: oneshot::Receiver<BackendResult>,
+    written: oneshot::Receiver<()>,
+    _asked: Option<oneshot::Receiver<BackendResult>>,
 }
 
 /// A connection of its own for the command where `go` says: the cluster

@@ -798,6 +798,54 @@ fn a_blocking_commands_connection_serves_the_next_one() {
     }
 }
 
+/// Clients' blocking commands reach the server in the order they came,
+/// on connections given back by earlier ones, and before another client's
+/// push sent just after them (Redis's own list suite, "BRPOPLPUSH with
+/// multiple blocked clients": the first gets WRONGTYPE, the second the
+/// element). A leased connection's task yielded before writing, as the
+/// shared ones do to gather other clients' commands, and the runtime woke
+/// the yielded tasks last first: the second client's command and the push
+/// went out before the first's, which then blocked for good.
+#[test]
+fn blocking_commands_reach_the_server_in_the_order_they_came() {
+    let redis = Redis::start();
+    // One worker thread, as on two cores: clients on two workers race.
+    let config = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"b0\"\naddress = \"{}\"\n",
+        redis.address()
+    );
+    let proxy = Proxy::start_on(&config, 1);
+    let mut other = proxy.client();
+    let mut clients: Vec<RawClient> = (0..2).map(|_| proxy.client()).collect();
+    let both_blocked = |command: &str| {
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(5),
+            "both blocked",
+            || blocked_in(&redis, command) == 2,
+        )
+    };
+    // Two connections given back, for the rounds to lease.
+    for client in &mut clients {
+        client.send(&[b"BRPOP", b"warm", b"0"]);
+    }
+    both_blocked("brpop");
+    assert_eq!(other.text(&["LPUSH", "warm", "a", "b"]), ":2\r\n");
+    for client in &mut clients {
+        client.read_reply();
+    }
+    for round in 0..20 {
+        assert_eq!(other.text(&["SET", "target1", "nolist"]), "+OK\r\n");
+        other.text(&["DEL", "target2"]);
+        clients[0].send(&[b"BRPOPLPUSH", b"blist", b"target1", b"0"]);
+        clients[1].send(&[b"BRPOPLPUSH", b"blist", b"target2", b"0"]);
+        assert_eq!(other.text(&["LPUSH", "blist", "foo"]), ":1\r\n");
+        let first = String::from_utf8(clients[0].read_reply()).unwrap();
+        assert!(first.starts_with("-WRONGTYPE"), "round {round}: {first}");
+        assert_eq!(clients[1].read_reply(), b"$3\r\nfoo\r\n");
+    }
+}
+
 #[test]
 fn prefixes_read_only_users_and_migration_apply_to_every_keyed_command() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
