@@ -423,18 +423,18 @@ impl Backend {
         let spawn = || {
             let server_id = Arc::new(AtomicU64::new(0));
             let queue = (pool.spawn.0)(worker, number, proto, Some(server_id.clone()));
-            (queue, server_id)
+            Line {
+                queue,
+                server_id,
+                proto,
+            }
         };
-        let (queue, server_id) = match pool.pools.get(worker) {
+        let line = match pool.pools.get(worker) {
             Some(pool) => pool.take_spare(proto, spawn),
             None => spawn(),
         };
         Ok(Lease {
-            line: Some(Line {
-                queue,
-                server_id,
-                proto,
-            }),
+            line: Some(line),
             _ticket: ticket,
         })
     }
@@ -450,8 +450,7 @@ impl Backend {
             return;
         };
         if let Some(here) = pool.pools.get(pool.workers.here()) {
-            let most = self.settings.max_held;
-            here.keep_spare(line.proto, (line.queue, line.server_id), most);
+            here.keep_spare(line, self.settings.max_held);
         }
     }
 

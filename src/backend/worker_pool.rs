@@ -2,17 +2,13 @@
 //! those ready to be leased to one client (made ahead, or given back by a
 //! blocking command).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use tokio::sync::mpsc;
 
 use super::job::Job;
+use super::lease::Line;
 use crate::protocol::Proto;
-
-/// A connection made ahead to be leased: its queue, and the server's id of
-/// it once connected (0 until then).
-pub(super) type Spare = (mpsc::UnboundedSender<Job>, Arc<AtomicU64>);
 
 /// One worker thread's connections to a backend (see [`crate::workers`]):
 /// a client's jobs go on its own worker's, so they never cross threads.
@@ -34,7 +30,7 @@ pub(super) struct WorkerPool {
     /// max_held_connections`). A leased command then goes out at once, not after
     /// a connect and handshake (a BLPOP reaches the server before the
     /// LPUSH another client sends just after it, as it would on Redis).
-    pub(super) spare: std::sync::Mutex<[Vec<Spare>; 2]>,
+    pub(super) spare: std::sync::Mutex<[Vec<Line>; 2]>,
 }
 
 impl WorkerPool {
@@ -54,25 +50,31 @@ impl WorkerPool {
     /// A connection ready to lease for `proto`, the last one given back
     /// first, or one made by `spawn`; one more is made ahead (after it)
     /// whenever none is left ready.
-    pub(super) fn take_spare(&self, proto: Proto, spawn: impl Fn() -> Spare) -> Spare {
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        let ready = &mut spare[usize::from(proto == Proto::Resp3)];
-        ready.retain(|(queue, _)| !queue.is_closed());
-        // The one taken connects first, then the one made ahead.
-        let taken = ready.pop().unwrap_or_else(&spawn);
-        if ready.is_empty() {
-            ready.push(spawn());
-        }
-        taken
+    pub(super) fn take_spare(&self, proto: Proto, spawn: impl Fn() -> Line) -> Line {
+        self.with_ready(proto, |ready| {
+            ready.retain(|line| !line.queue.is_closed());
+            // The one taken connects first, then the one made ahead.
+            let taken = ready.pop().unwrap_or_else(&spawn);
+            if ready.is_empty() {
+                ready.push(spawn());
+            }
+            taken
+        })
     }
 
     /// Keeps a leased connection given back for the next lease, while
     /// fewer than `most` wait; else it closes (its queue is dropped).
-    pub(super) fn keep_spare(&self, proto: Proto, given: Spare, most: usize) {
+    pub(super) fn keep_spare(&self, given: Line, most: usize) {
+        self.with_ready(given.proto, |ready| {
+            if ready.len() < most {
+                ready.push(given);
+            }
+        })
+    }
+
+    /// Runs `f` on the connections ready for `proto`, under their lock.
+    fn with_ready<R>(&self, proto: Proto, f: impl FnOnce(&mut Vec<Line>) -> R) -> R {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        let ready = &mut spare[usize::from(proto == Proto::Resp3)];
-        if ready.len() < most {
-            ready.push(given);
-        }
+        f(&mut spare[usize::from(proto == Proto::Resp3)])
     }
 }

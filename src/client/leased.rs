@@ -68,6 +68,7 @@ pub(in crate::client) fn blocking(
     let blocks_for = block_time(spec, request);
     let (tx, out) = oneshot::channel();
     let run = BlockingRun {
+        started: Instant::now(),
         topo: topo.clone(),
         routed: backend.clone(),
         origin: cx.state.origin(),
@@ -111,6 +112,9 @@ struct BlockingRun {
     routed: Backend,
     origin: Origin,
     db: u32,
+    /// When it was first sent (or settled), and how long it may block
+    /// from then: a resend blocks for what is left.
+    started: Instant,
     blocks_for: Duration,
     blocked: Arc<std::sync::atomic::AtomicUsize>,
     card: Arc<ClientCard>,
@@ -137,7 +141,6 @@ impl BlockingRun {
         first: Option<Sent>,
         mut tx: oneshot::Sender<BackendResult>,
     ) {
-        let started = Instant::now();
         let (mut asking, mut blocks_for) = (false, self.blocks_for);
         let mut sent = match first {
             Some(sent) => sent,
@@ -185,7 +188,7 @@ impl BlockingRun {
                     return;
                 }
             };
-            blocks_for = self.blocks_for.saturating_sub(started.elapsed());
+            blocks_for = self.blocks_for.saturating_sub(self.started.elapsed());
             payload = self.resend.payload(blocks_for);
             asking = matches!(go, Go::Ask(_));
             sent = self.submit(&leased, &payload, asking, blocks_for);

@@ -5,7 +5,7 @@
 //! next requests wait for it and keep their order.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -118,7 +118,7 @@ pub(in crate::client) fn migrating(
             Purpose::Client
         },
         must_settle,
-        settle_by: now + topo.config.pool.request_timeout() / 2,
+        settle_by: SettleBy::half_of(topo.config.pool.request_timeout(), now),
         deadline: now + topo.config.pool.request_timeout(),
     };
     let rx = off_task(run.go(read_first, keys, sends));
@@ -142,7 +142,7 @@ struct Settling {
     /// Whether a failed settle fails the request too.
     must_settle: bool,
     /// When a slow old location counts as down.
-    settle_by: Instant,
+    settle_by: SettleBy,
     /// The client's request timeout.
     deadline: Instant,
 }
@@ -201,7 +201,6 @@ impl Settling {
             owner,
             self.purpose,
             self.settle_by,
-            topo.config.pool.request_timeout_ms / 2,
         );
         match settled.await {
             Ok(()) => Ok(()),
@@ -216,21 +215,40 @@ impl Settling {
     }
 }
 
-/// Settles `key` (see [`Migration::settle`]) until `settle_by` at most,
-/// `waited_ms` after the request came: an old server slow to answer then
-/// counts as down, and the error names the key's old locations and its
-/// owner, the servers the settle waited on.
+/// How long a request's settles may wait: half its timeout from when it
+/// came, so that an old server slow to answer counts as down while the
+/// client's own deadline is still ahead.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::client) struct SettleBy {
+    by: Instant,
+    /// The wait, as the timeout error names it.
+    waited_ms: u64,
+}
+
+impl SettleBy {
+    /// Half of `timeout` from `came`.
+    pub(in crate::client) fn half_of(timeout: Duration, came: Instant) -> SettleBy {
+        let half = timeout / 2;
+        SettleBy {
+            by: came + half,
+            waited_ms: half.as_millis() as u64,
+        }
+    }
+}
+
+/// Settles `key` (see [`Migration::settle`]) until `settle_by` at most: an
+/// old server slow to answer then counts as down, and the error names the
+/// key's old locations and its owner, the servers the settle waited on.
 pub(in crate::client) async fn settle_within(
     migration: &Migration,
     (origin, db): (Origin, u32),
     key: &Bytes,
     owner: &Backend,
     purpose: Purpose,
-    settle_by: Instant,
-    waited_ms: u64,
+    SettleBy { by, waited_ms }: SettleBy,
 ) -> Result<(), SettleError> {
-    let settle = migration.settle(origin, db, key, owner, purpose, settle_by);
-    tokio::time::timeout_at(settle_by.into(), settle)
+    let settle = migration.settle(origin, db, key, owner, purpose, by);
+    tokio::time::timeout_at(by.into(), settle)
         .await
         .map(|settled| settled.map(|_| ()))
         .unwrap_or_else(|_| {
@@ -272,8 +290,7 @@ pub(in crate::client) async fn settle_moving(
     let Some(migration) = topo.active_migration() else {
         return Ok(());
     };
-    let half = topo.config.pool.request_timeout() / 2;
-    let (by, waited_ms) = (Instant::now() + half, half.as_millis() as u64);
+    let by = SettleBy::half_of(topo.config.pool.request_timeout(), Instant::now());
     for key in keys {
         let owner = &topo.backends[topo.route(key)];
         let purpose = if deleted.contains(key) {
@@ -281,7 +298,7 @@ pub(in crate::client) async fn settle_moving(
         } else {
             Purpose::Client
         };
-        match settle_within(migration, (origin, db), key, owner, purpose, by, waited_ms).await {
+        match settle_within(migration, (origin, db), key, owner, purpose, by).await {
             Ok(()) => {}
             Err(error) if error.request_goes_on(false) => {}
             Err(error) => return Err(error.into_backend()),

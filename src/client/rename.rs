@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult, Origin};
 use crate::client::ctx::Ctx;
-use crate::client::migrate::settle_within;
+use crate::client::migrate::{settle_within, SettleBy};
 use crate::client::slot::{Pending, Slot};
 use crate::migration::fence::{restore_before, Dumped, Restored};
 use crate::migration::{call, Purpose};
@@ -81,13 +81,12 @@ pub(in crate::client) fn rename(cx: &mut Ctx<'_>, nx: bool, from: usize, to: usi
             if let Some(migration) = topo.active_migration() {
                 // As any request's: an old location slow to answer fails
                 // the rename at half its timeout, named in the error.
-                let half = timeout / 2;
+                let by = SettleBy::half_of(timeout, now);
                 for key in [&source, &target] {
                     let owner = &topo.backends[topo.route(key)];
                     if migration.is_moving(key, owner) {
-                        let (by, waited_ms) = (now + half, half.as_millis() as u64);
                         let client = Purpose::Client;
-                        settle_within(migration, (origin, db), key, owner, client, by, waited_ms)
+                        settle_within(migration, (origin, db), key, owner, client, by)
                             .await
                             .map_err(|e| e.into_backend())?;
                     }
