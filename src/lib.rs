@@ -105,6 +105,7 @@ pub mod server;
 pub mod shared;
 pub mod shutdown;
 pub mod slowlog;
+pub mod switch_time;
 pub mod tls;
 pub mod tls_stream;
 pub mod topology;

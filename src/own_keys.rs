@@ -15,11 +15,16 @@ pub const TOMBSTONE_PREFIX: &[u8] = b"__session-proxy-deleted:";
 /// The hidden name of a key being renamed, on its source backend.
 pub const HIDDEN_PREFIX: &[u8] = b"__session-proxy-renaming:";
 
+/// When the proxies' first reload of a layout change was
+/// (`crate::switch_time`), on the first backend of the layout before it.
+pub const RELOAD_PREFIX: &[u8] = b"__session-proxy-reload:";
+
 /// Whether `key` is one of the proxy's own.
 pub fn is_own(key: &[u8]) -> bool {
     key.starts_with(LOCK_PREFIX)
         || key.starts_with(TOMBSTONE_PREFIX)
         || key.starts_with(HIDDEN_PREFIX)
+        || key.starts_with(RELOAD_PREFIX)
 }
 
 #[cfg(test)]
@@ -31,6 +36,7 @@ mod tests {
         assert!(is_own(b"__session-proxy-moving:session:1"));
         assert!(is_own(b"__session-proxy-renaming:a"));
         assert!(is_own(b"__session-proxy-deleted:session:1"));
+        assert!(is_own(b"__session-proxy-reload:0123456789abcdef"));
         assert!(!is_own(b"session:1"));
         assert!(!is_own(b"__session-proxy-"));
     }

@@ -17,6 +17,7 @@ use crate::memory::ClientMemory;
 use crate::metrics::{render_value, Metrics, Sharded};
 use crate::reload_state::{self, ReloadState, Step};
 use crate::slowlog::SlowLog;
+use crate::switch_time;
 use crate::topology::layout_changed;
 pub use crate::topology::Topology;
 
@@ -331,8 +332,10 @@ impl Shared {
                 };
                 ahead.start_learner();
                 self.install(ahead.clone(), None);
+                let (before, own) = (current.clone(), Instant::now() + left);
                 tokio::spawn(async move {
-                    tokio::time::sleep(left).await;
+                    let at = shared.switch_when(&before, &next, own, &text).await;
+                    tokio::time::sleep_until(at.into()).await;
                     if !Arc::ptr_eq(&shared.topology(), &ahead) {
                         // A newer reload replaced it, with a settle of its own.
                         return;
@@ -348,6 +351,62 @@ impl Shared {
                 self.install(next.clone(), Some(text));
                 tokio::spawn(async move { shared.forget_when_moved(next).await });
             }
+        }
+    }
+
+    /// When to switch from `before` to `next`: at `own` (this proxy's
+    /// reload plus the settle), or with the first proxy to reload the same
+    /// change, as the first backend of `before` says (see
+    /// [`crate::switch_time`]); then a restart goes on from that moment
+    /// too (the state file of `text` is moved back by the difference).
+    async fn switch_when(
+        &self,
+        before: &Topology,
+        next: &Topology,
+        own: Instant,
+        text: &str,
+    ) -> Instant {
+        let Some(server) = before.backends.first() else {
+            return own;
+        };
+        let settle = next.config.reload.settle();
+        let key = switch_time::key_for(&before.config, &next.config);
+        let left = own.saturating_duration_since(Instant::now());
+        let wait = before.config.pool.request_timeout().min(left);
+        let ago = match switch_time::first_reload_ago(server, &key, settle, wait).await {
+            Ok(ago) => ago,
+            Err(error) => {
+                warn!(server = %server.id, %error, "when other proxies reloaded is not known: switching on this proxy's own time");
+                return own;
+            }
+        };
+        let at = switch_time::switch_at(own, Instant::now(), ago, settle);
+        let sooner = own.saturating_duration_since(at);
+        if !sooner.is_zero() {
+            info!(
+                first_reload_ms_ago = ago.as_millis() as u64,
+                sooner_ms = sooner.as_millis() as u64,
+                "another proxy reloaded first: switching with it"
+            );
+            self.move_state_back(text, sooner);
+        }
+        at
+    }
+
+    /// Moves the reload of `text`'s state file back by `by`, so that a
+    /// restart goes on from the moment the proxies agreed on.
+    fn move_state_back(&self, text: &str, by: Duration) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        let path = reload_state::path_for(path);
+        let Some(mut state) = ReloadState::load(&path).filter(|s| s.next == text) else {
+            return;
+        };
+        let by_ms = by.as_millis() as u64;
+        state.reloaded_at_unix_ms = state.reloaded_at_unix_ms.saturating_sub(by_ms);
+        if let Err(error) = state.save(&path) {
+            warn!(%error, "the reload's state could not be written");
         }
     }
 

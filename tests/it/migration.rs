@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    free_port, run_script, wait_until, write_file, Proxy, RawClient, Redis, Running, READY_LIMIT,
+    free_port, run_script, try_wait_until, wait_until, write_file, Proxy, RawClient, Redis,
+    Running, READY_LIMIT,
 };
 use session_proxy::ketama::Ketama;
 use session_proxy::migration::Report;
@@ -906,6 +907,70 @@ fn two_proxies_reloading_a_second_apart_lose_no_session_and_bring_back_no_logout
     }
 }
 
+/// A proxy's migration state, as /topology says (`none` without one).
+fn migration_state(proxy: &Running) -> String {
+    let (_, body) = proxy.http("GET", "/topology");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["migration"]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// Two proxies reloaded (a backend added) 1.5 s apart switch to the new
+/// layout together, when the first one's settle ends (`[reload] settle_ms =
+/// 3000`): the second learns when the first reloaded from the first
+/// backend of the old layout (`session_proxy::switch_time`), and its state
+/// file is moved back to that moment, so a restart agrees too. Before, each
+/// switched on its own clock, 1.5 s apart, and in between two clients using
+/// one key at once through the two were not serialized (docs/migration.md).
+#[test]
+fn two_proxies_reloaded_apart_switch_together() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let layout = |n: usize| reload_layout(&servers[..n], 3000);
+    let proxies = [Running::start(&layout(2)), Running::start(&layout(2))];
+    let state = migration_state;
+    for proxy in &proxies {
+        proxy.rewrite(&layout(3));
+    }
+    assert_eq!(proxies[0].http("POST", "/reload").0, 200);
+    // The operator's skew between the two reloads.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(proxies[1].http("POST", "/reload").0, 200);
+    assert_eq!(state(&proxies[1]), "settling");
+    // The moment is the proxies' own key, kept until the switch, not a
+    // client's.
+    let mut direct = RawClient::connect(servers[0].port);
+    let keys = direct.text(&["KEYS", "__session-proxy-reload:*"]);
+    assert!(keys.starts_with("*1\r\n"), "{keys}");
+    let mut client = proxies[0].client();
+    assert_eq!(client.text(&["KEYS", "__session-proxy-reload:*"]), "*0\r\n");
+    wait_until(
+        MOVER_LIMIT,
+        Duration::from_millis(10),
+        "the first switch",
+        || state(&proxies[0]) != "settling",
+    );
+    // Without the agreement the second switches 1.5 s after the first.
+    let together = try_wait_until(
+        Duration::from_millis(500),
+        Duration::from_millis(10),
+        || state(&proxies[1]) != "settling",
+    );
+    assert!(
+        together,
+        "the second proxy still settles after the first switched"
+    );
+    let reloaded_at = |proxy: &Running| {
+        let file = session_proxy::reload_state::path_for(proxy.config_path());
+        session_proxy::reload_state::ReloadState::load(&file)
+            .expect("a state file")
+            .reloaded_at_unix_ms
+    };
+    let apart = reloaded_at(&proxies[0]).abs_diff(reloaded_at(&proxies[1]));
+    assert!(apart < 500, "the state files are {apart} ms apart");
+}
+
 /// A proxy restarted while a reload that moves keys is under way goes on
 /// where it was (the state file beside its config): still settling on the
 /// old layout, or switched with the old layout as the keys' old location,
@@ -922,14 +987,7 @@ fn a_proxy_restarted_during_a_reload_goes_on_where_it_was() {
         assert_eq!(client.text(&["SETEX", key, "3600", key]), "+OK\r\n");
     }
     drop(client);
-    let state = |proxy: &Running| {
-        let (_, body) = proxy.http("GET", "/topology");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["migration"]["state"]
-            .as_str()
-            .unwrap_or("none")
-            .to_string()
-    };
+    let state = migration_state;
     let all_readable = |proxy: &Running| {
         let mut client = proxy.client();
         for key in &keys {
