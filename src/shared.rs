@@ -332,9 +332,12 @@ impl Shared {
                 };
                 ahead.start_learner();
                 self.install(ahead.clone(), None);
-                let (before, own) = (current.clone(), Instant::now() + left);
+                // What the task asks, not the topology itself: holding the
+                // one replaced would keep its mover running beside the next.
+                let asking = switch_time::Asking::of(current, &next);
+                let own = Instant::now() + left;
                 tokio::spawn(async move {
-                    let at = shared.switch_when(&before, &next, own, &text).await;
+                    let at = shared.switch_when(asking, settle, own, &text).await;
                     tokio::time::sleep_until(at.into()).await;
                     if !Arc::ptr_eq(&shared.topology(), &ahead) {
                         // A newer reload replaced it, with a settle of its own.
@@ -354,29 +357,26 @@ impl Shared {
         }
     }
 
-    /// When to switch from `before` to `next`: at `own` (this proxy's
-    /// reload plus the settle), or with the first proxy to reload the same
-    /// change, as the first backend of `before` says (see
-    /// [`crate::switch_time`]); then a restart goes on from that moment
-    /// too (the state file of `text` is moved back by the difference).
+    /// When to switch: at `own` (this proxy's reload plus the settle), or
+    /// with the first proxy to reload the same change, as `asking` finds
+    /// (see [`crate::switch_time`]); then a restart goes on from that
+    /// moment too (the state file of `text` is moved back by the
+    /// difference).
     async fn switch_when(
         &self,
-        before: &Topology,
-        next: &Topology,
+        asking: Option<switch_time::Asking>,
+        settle: Duration,
         own: Instant,
         text: &str,
     ) -> Instant {
-        let Some(server) = before.backends.first() else {
+        let Some(asking) = asking else {
             return own;
         };
-        let settle = next.config.reload.settle();
-        let key = switch_time::key_for(&before.config, &next.config);
         let left = own.saturating_duration_since(Instant::now());
-        let wait = before.config.pool.request_timeout().min(left);
-        let ago = match switch_time::first_reload_ago(server, &key, settle, wait).await {
+        let ago = match asking.first_reload_ago(settle, left).await {
             Ok(ago) => ago,
             Err(error) => {
-                warn!(server = %server.id, %error, "when other proxies reloaded is not known: switching on this proxy's own time");
+                warn!(server = %asking.server.id, %error, "when other proxies reloaded is not known: switching on this proxy's own time");
                 return own;
             }
         };
@@ -440,6 +440,15 @@ impl Shared {
             Ok(mut t) => std::mem::replace(&mut *t, topology.clone()),
             Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), topology.clone()),
         };
+        // Its mover stops now, not when the last client holding it moves
+        // on: it would move keys by a layout no longer in force, beside
+        // the next one's mover (the new migration has its layouts).
+        if let Some(replaced) = &previous.migration {
+            let kept = topology.migration.as_ref();
+            if !kept.is_some_and(|m| Arc::ptr_eq(m, replaced)) {
+                replaced.stop_mover();
+            }
+        }
         // Keys that may live elsewhere now: tracking clients flush.
         let moved =
             crate::topology::layout_changed(&previous, &topology.config, &topology.backends);

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::migration::call;
 use crate::own_keys::RELOAD_PREFIX;
 use crate::protocol::Reply;
+use crate::topology::Topology;
 
 /// The proxy's lane on backend connections for this question.
 const ASKER: Origin = Origin {
@@ -74,29 +75,49 @@ pub fn switch_at(own: Instant, heard: Instant, first_ago: Duration, settle: Dura
     own.min(theirs)
 }
 
-/// How long ago the first proxy reloaded the change named by `key`, as
-/// `server` says within `wait`; else why not (the caller keeps its own
-/// time).
-pub async fn first_reload_ago(
-    server: &Backend,
-    key: &[u8],
-    settle: Duration,
-    wait: Duration,
-) -> Result<Duration, String> {
-    let settle_ms = settle.as_millis().to_string();
-    let args: [&[u8]; 5] = [
-        b"EVAL",
-        FIRST_RELOAD.as_bytes(),
-        b"1",
-        key,
-        settle_ms.as_bytes(),
-    ];
-    let asked = call(server, ASKER, 0, &args, true);
-    match tokio::time::timeout(wait, asked).await {
-        Ok(Ok(Reply::Int(ms))) if ms >= 0 => Ok(Duration::from_millis(ms as u64)),
-        Ok(Ok(other)) => Err(format!("unexpected reply {:?}", reply_text(&other))),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", wait.as_millis())),
+/// What a proxy asks at a reload: the server all proxies share (the first
+/// backend of the layout before it) and the key naming the change.
+pub struct Asking {
+    pub server: Backend,
+    key: Vec<u8>,
+    request_timeout: Duration,
+}
+
+impl Asking {
+    /// The question for the change from `before` to `next`; `None` when
+    /// `before` has no backend.
+    pub fn of(before: &Topology, next: &Topology) -> Option<Asking> {
+        Some(Asking {
+            server: before.backends.first()?.clone(),
+            key: key_for(&before.config, &next.config),
+            request_timeout: before.config.pool.request_timeout(),
+        })
+    }
+
+    /// How long ago the first proxy reloaded the change, as the server
+    /// says within the request timeout and `left` (this proxy's own time to
+    /// its switch); else why not (the caller keeps its own time).
+    pub async fn first_reload_ago(
+        &self,
+        settle: Duration,
+        left: Duration,
+    ) -> Result<Duration, String> {
+        let wait = self.request_timeout.min(left);
+        let settle_ms = settle.as_millis().to_string();
+        let args: [&[u8]; 5] = [
+            b"EVAL",
+            FIRST_RELOAD.as_bytes(),
+            b"1",
+            &self.key,
+            settle_ms.as_bytes(),
+        ];
+        let asked = call(&self.server, ASKER, 0, &args, true);
+        match tokio::time::timeout(wait, asked).await {
+            Ok(Ok(Reply::Int(ms))) if ms >= 0 => Ok(Duration::from_millis(ms as u64)),
+            Ok(Ok(other)) => Err(format!("unexpected reply {:?}", reply_text(&other))),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", wait.as_millis())),
+        }
     }
 }
 

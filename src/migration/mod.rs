@@ -227,7 +227,8 @@ pub struct Migration {
     started: Instant,
     moved_total: Counter,
     misses_total: Counter,
-    /// Stops the mover when the migration is dropped (a reload replaced it).
+    /// Stops the mover when dropped: when the migration is, or when a
+    /// reload replaced its topology ([`Migration::stop_mover`]).
     stop: Mutex<Option<tokio_util::sync::DropGuard>>,
 }
 
@@ -590,6 +591,14 @@ impl Migration {
             *stop = Some(token.clone().drop_guard());
         }
         tokio::spawn(mover::run(Arc::downgrade(self), topology, token));
+    }
+
+    /// Stops the mover (a reload replaced the topology; the next
+    /// migration has this one's layouts and a mover of its own).
+    pub fn stop_mover(&self) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.take();
+        }
     }
 
     pub fn report(&self) -> Report {

@@ -971,6 +971,63 @@ fn two_proxies_reloaded_apart_switch_together() {
     assert!(apart < 500, "the state files are {apart} ms apart");
 }
 
+/// A reload that replaces a topology whose mover is still moving stops that
+/// mover, though a client (idle since) still holds the topology: it would
+/// go on moving keys by a layout no longer in force, beside the next
+/// migration's mover, and a key it moved after that one's pass was lost
+/// (a 30-minute nemesis lost 3,519 sessions so while a task held the
+/// replaced topology). Here the first reload's mover is slow (20 keys a
+/// second), the second one's fast: before, the first kept moving keys to
+/// the server the second had emptied, where no read looked any more.
+#[test]
+fn a_replaced_topologys_mover_stops_though_a_client_still_holds_it() {
+    let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    // `[migration]` needs a server to move in from: an empty one.
+    let empty = Redis::start();
+    let layout = |n: usize, rate: u64| {
+        let text = reload_layout(&servers[..n], 0);
+        let from = format!("[ {{ id = \"old\", address = \"{}\" }} ]", empty.address());
+        format!("{text}[migration]\nkeys_per_second = {rate}\nfrom = {from}\n")
+    };
+    let proxy = Running::start(&layout(2, 20));
+    let keys: Vec<String> = (0..300).map(|i| format!("session:held:{i}")).collect();
+    let mut client = proxy.client();
+    for key in &keys {
+        assert_eq!(client.text(&["SETEX", key, "3600", key]), "+OK\r\n");
+    }
+    let moved = || {
+        let (_, body) = proxy.http("GET", "/topology");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["migration"]["keys_moved"].as_u64().unwrap_or(0)
+    };
+    proxy.rewrite(&layout(3, 20));
+    assert_eq!(proxy.http("POST", "/reload").0, 200);
+    // An idle client holds the topology of the first reload.
+    let mut idle = proxy.client();
+    assert_eq!(idle.text(&["PING"]), "+PONG\r\n");
+    wait_until(
+        MOVER_LIMIT,
+        Duration::from_millis(20),
+        "a key moved",
+        || moved() >= 5,
+    );
+    proxy.rewrite(&layout(2, 1000));
+    assert_eq!(proxy.http("POST", "/reload").0, 200);
+    wait_until(MOVER_LIMIT, Duration::from_millis(20), "the mover", || {
+        migration_state(&proxy) == "done"
+    });
+    // The first mover would take minutes more; for three seconds nothing
+    // lands on the third server again.
+    for _ in 0..30 {
+        assert_eq!(dbsize(&servers[2]), 0, "a replaced mover moved a key there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for key in &keys {
+        assert_eq!(client.text(&["GET", key]), bulk(key), "{key}");
+    }
+    assert_eq!(idle.text(&["PING"]), "+PONG\r\n");
+}
+
 /// A proxy restarted while a reload that moves keys is under way goes on
 /// where it was (the state file beside its config): still settling on the
 /// old layout, or switched with the old layout as the keys' old location,
