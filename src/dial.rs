@@ -69,6 +69,8 @@ pub struct PoolSettings {
     pub probe_interval: Duration,
     /// Connections held for single clients at once, at most.
     pub max_held: usize,
+    /// `[pool] spare_idle_s`, when set.
+    pub spare_idle: Option<Duration>,
     /// `[pool] max_connection_age_s`, when set.
     pub max_connection_age: Option<Duration>,
     /// `[pool] dns_refresh_s`, when set.
@@ -83,6 +85,7 @@ impl PoolSettings {
         PoolSettings {
             connections: pool.connections,
             max_held: pool.max_held_connections,
+            spare_idle: (pool.spare_idle_s > 0).then(|| Duration::from_secs(pool.spare_idle_s)),
             connect_timeout: pool.connect_timeout(),
             request_timeout: pool.request_timeout(),
             backoff_min: Duration::from_millis(pool.backoff_min_ms),

@@ -263,13 +263,13 @@ impl Backend {
                 tx
             }
         };
-        let pools: Vec<_> = (0..workers.len())
-            .map(|worker| WorkerPool::start(pool, |conn| spawn(worker, conn, Proto::Resp2, None)))
-            .collect();
+        let pools = WorkerPool::start_all(workers.len(), pool, settings.spare_idle, |w, conn| {
+            spawn(w, conn, Proto::Resp2, None)
+        });
         Backend {
             id,
             kind: Kind::Pool(Pool {
-                pools: pools.into(),
+                pools,
                 workers,
                 spawn: Spawn(Arc::new(spawn)),
                 leases: Arc::default(),

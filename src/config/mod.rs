@@ -431,6 +431,10 @@ pub struct Pool {
     /// Connections a backend may have held for single clients at once
     /// (a WATCH until its EXEC), besides the shared ones.
     pub max_held_connections: usize,
+    /// A connection given back by a blocking command (or made ahead for
+    /// the next lease) that no lease takes for this long closes, but the
+    /// last of each worker and protocol (0: never).
+    pub spare_idle_s: u64,
     /// A shared backend connection older than this is replaced (0: never):
     /// it takes no new request, its replies come in, and it reconnects,
     /// the requests meanwhile waiting for the new one. For services that
@@ -475,6 +479,7 @@ impl Default for Pool {
             sentinel_recheck_ms: 1000,
             probe_interval_ms: 500,
             max_held_connections: 64,
+            spare_idle_s: 60,
             max_connection_age_s: 0,
             dns_refresh_s: 30,
             hosts_file: None,

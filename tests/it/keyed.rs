@@ -798,6 +798,47 @@ fn a_blocking_commands_connection_serves_the_next_one() {
     }
 }
 
+/// Connections given back by blocking commands that no lease takes within
+/// `[pool] spare_idle_s` close, but the last of each worker thread: a burst
+/// of consumers does not leave its connections open on the server for
+/// good (before, the eight stayed until the backend was dropped).
+#[test]
+fn connections_given_back_and_left_idle_close() {
+    let redis = Redis::start();
+    let proxy = proxy_over(std::slice::from_ref(&redis), "[pool]\nspare_idle_s = 1\n");
+    // The server's connections whose last command was a BRPOP.
+    let popped_on = || {
+        let list = redis.client().text(&["CLIENT", "LIST"]);
+        list.lines().filter(|l| l.contains(" cmd=brpop ")).count()
+    };
+    // Eight consumers blocked at once: eight connections leased.
+    let mut consumers: Vec<RawClient> = (0..8).map(|_| proxy.client()).collect();
+    for consumer in &mut consumers {
+        consumer.send(&[b"BRPOP", b"queue:burst", b"1"]);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        "eight blocked",
+        || blocked_in(&redis, "brpop") == 8,
+    );
+    for consumer in &mut consumers {
+        assert_eq!(consumer.read_reply(), b"*-1\r\n");
+    }
+    assert_eq!(popped_on(), 8, "the connections are given back, not closed");
+    // One per worker thread (two in tests) stays ready; the rest close.
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "idle connections close",
+        || popped_on() <= 2,
+    );
+    assert_eq!(
+        consumers[0].text(&["BRPOP", "queue:burst", "0.01"]),
+        "*-1\r\n"
+    );
+}
+
 /// Clients' blocking commands reach the server in the order they came,
 /// on connections given back by earlier ones, and before another client's
 /// push sent just after them (Redis's own list suite, "BRPOPLPUSH with
