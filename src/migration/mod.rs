@@ -229,7 +229,7 @@ pub struct Migration {
     misses_total: Counter,
     /// Stops the mover when dropped: when the migration is, or when a
     /// reload replaced its topology ([`Migration::stop_mover`]).
-    stop: Mutex<Option<tokio_util::sync::DropGuard>>,
+    stop: Mutex<mover::MoverStop>,
 }
 
 impl Migration {
@@ -253,7 +253,7 @@ impl Migration {
             started: Instant::now(),
             moved_total: counter!(crate::metrics::MIGRATION_MOVED),
             misses_total: counter!(crate::metrics::MIGRATION_MISSES),
-            stop: Mutex::new(None),
+            stop: Mutex::default(),
         }
     }
 
@@ -580,24 +580,6 @@ impl Migration {
                 Reply::Error(e) => return Err(failed(refused(old, &e))),
                 _ => return Err(failed(unexpected(old, "a value and a TTL"))),
             }
-        }
-    }
-
-    /// Starts the background mover; it stops when this migration is dropped
-    /// or its topology is gone.
-    pub fn start_mover(self: &Arc<Self>, topology: std::sync::Weak<dyn Owners>) {
-        let token = tokio_util::sync::CancellationToken::new();
-        if let Ok(mut stop) = self.stop.lock() {
-            *stop = Some(token.clone().drop_guard());
-        }
-        tokio::spawn(mover::run(Arc::downgrade(self), topology, token));
-    }
-
-    /// Stops the mover (a reload replaced the topology; the next
-    /// migration has this one's layouts and a mover of its own).
-    pub fn stop_mover(&self) {
-        if let Ok(mut stop) = self.stop.lock() {
-            stop.take();
         }
     }
 

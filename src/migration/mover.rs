@@ -48,6 +48,39 @@ impl Warned {
     }
 }
 
+/// The mover's stop: dropped with the migration, or taken when a reload
+/// replaced its topology (after which no mover starts).
+#[derive(Default)]
+pub(super) struct MoverStop {
+    guard: Option<tokio_util::sync::DropGuard>,
+    replaced: bool,
+}
+
+impl Migration {
+    /// Starts the background mover; it stops when this migration is dropped,
+    /// its topology is gone or a reload replaced it. Not once stopped
+    /// ([`Migration::stop_mover`]): a start delayed past a reload
+    /// (`Topology::start_mover_after`) starts nothing.
+    pub fn start_mover(self: &Arc<Self>, topology: Weak<dyn Owners>) {
+        let token = CancellationToken::new();
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if stop.replaced {
+            return;
+        }
+        stop.guard = Some(token.clone().drop_guard());
+        tokio::spawn(run(Arc::downgrade(self), topology, token));
+    }
+
+    /// Stops the mover, and any start of it to come (a reload replaced the
+    /// topology; the next migration has this one's layouts and a mover of
+    /// its own).
+    pub fn stop_mover(&self) {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        stop.replaced = true;
+        stop.guard = None;
+    }
+}
+
 /// Runs passes until one is clean or the migration is replaced.
 pub async fn run(migration: Weak<Migration>, topology: Weak<dyn Owners>, stop: CancellationToken) {
     let mut warned = Warned::default();

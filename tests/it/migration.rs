@@ -981,15 +981,33 @@ fn two_proxies_reloaded_apart_switch_together() {
 /// the server the second had emptied, where no read looked any more.
 #[test]
 fn a_replaced_topologys_mover_stops_though_a_client_still_holds_it() {
+    replaced_mover_moves_nothing(0);
+}
+
+/// The same for a mover not started yet when its topology is replaced (a
+/// reload between the switch and the mover's start, `settle_ms` later): it
+/// never starts. Before, its delayed start started it on the replaced
+/// topology that an idle client still held.
+#[test]
+fn a_replaced_topologys_mover_due_later_never_starts() {
+    replaced_mover_moves_nothing(1000);
+}
+
+/// Moves 300 sessions to a third server by a reload whose settle is
+/// `first_settle_ms` and whose mover is slow, a client holding its
+/// topology, then back by a second reload as soon as the first moved some
+/// (or, with a settle, switched): once the second is done, nothing lands
+/// on the third server again and every session reads back.
+fn replaced_mover_moves_nothing(first_settle_ms: u64) {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     // `[migration]` needs a server to move in from: an empty one.
     let empty = Redis::start();
-    let layout = |n: usize, rate: u64| {
-        let text = reload_layout(&servers[..n], 0);
+    let layout = |n: usize, settle_ms: u64, rate: u64| {
+        let text = reload_layout(&servers[..n], settle_ms);
         let from = format!("[ {{ id = \"old\", address = \"{}\" }} ]", empty.address());
         format!("{text}[migration]\nkeys_per_second = {rate}\nfrom = {from}\n")
     };
-    let proxy = Running::start(&layout(2, 20));
+    let proxy = Running::start(&layout(2, 0, 20));
     let keys: Vec<String> = (0..300).map(|i| format!("session:held:{i}")).collect();
     let mut client = proxy.client();
     for key in &keys {
@@ -1000,24 +1018,27 @@ fn a_replaced_topologys_mover_stops_though_a_client_still_holds_it() {
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         json["migration"]["keys_moved"].as_u64().unwrap_or(0)
     };
-    proxy.rewrite(&layout(3, 20));
+    proxy.rewrite(&layout(3, first_settle_ms, 20));
     assert_eq!(proxy.http("POST", "/reload").0, 200);
+    let every = Duration::from_millis(10);
+    if first_settle_ms == 0 {
+        wait_until(MOVER_LIMIT, every, "a key moved", || moved() >= 5);
+    } else {
+        // Switched; the mover starts a settle later.
+        wait_until(MOVER_LIMIT, every, "the switch", || {
+            migration_state(&proxy) != "settling"
+        });
+    }
     // An idle client holds the topology of the first reload.
     let mut idle = proxy.client();
     assert_eq!(idle.text(&["PING"]), "+PONG\r\n");
-    wait_until(
-        MOVER_LIMIT,
-        Duration::from_millis(20),
-        "a key moved",
-        || moved() >= 5,
-    );
-    proxy.rewrite(&layout(2, 1000));
+    proxy.rewrite(&layout(2, 0, 1000));
     assert_eq!(proxy.http("POST", "/reload").0, 200);
-    wait_until(MOVER_LIMIT, Duration::from_millis(20), "the mover", || {
+    wait_until(MOVER_LIMIT, every, "the mover", || {
         migration_state(&proxy) == "done"
     });
-    // The first mover would take minutes more; for three seconds nothing
-    // lands on the third server again.
+    // The first mover would take seconds more (or start meanwhile): for
+    // three seconds nothing lands on the third server again.
     for _ in 0..30 {
         assert_eq!(dbsize(&servers[2]), 0, "a replaced mover moved a key there");
         std::thread::sleep(Duration::from_millis(100));
