@@ -14,20 +14,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Origin};
+use crate::backend::Backend;
 use crate::config::Config;
-use crate::migration::call;
+use crate::migration::{call, PROXY_LANE};
 use crate::own_keys::RELOAD_PREFIX;
 use crate::protocol::Reply;
 use crate::topology::Topology;
-
-/// The proxy's lane on backend connections for this question.
-const ASKER: Origin = Origin {
-    client: u64::MAX,
-    reply_bytes: 0,
-    large_replies: false,
-    proto: crate::protocol::Proto::Resp2,
-};
 
 /// Answers how long ago (ms, by the server's clock) the first proxy
 /// reloaded this change, noting now as that moment when none did within
@@ -111,7 +103,7 @@ impl Asking {
             &self.key,
             settle_ms.as_bytes(),
         ];
-        let asked = call(&self.server, ASKER, 0, &args, true);
+        let asked = call(&self.server, PROXY_LANE, 0, &args, true);
         match tokio::time::timeout(wait, asked).await {
             Ok(Ok(Reply::Int(ms))) if ms >= 0 => Ok(Duration::from_millis(ms as u64)),
             Ok(Ok(other)) => Err(format!("unexpected reply {:?}", reply_text(&other))),

@@ -634,6 +634,15 @@ impl Migration {
     }
 }
 
+/// The lane on backend connections of what the proxy asks for itself (the
+/// mover, `crate::switch_time`): no client's.
+pub(crate) const PROXY_LANE: Origin = Origin {
+    client: u64::MAX,
+    reply_bytes: 0,
+    large_replies: false,
+    proto: crate::protocol::Proto::Resp2,
+};
+
 /// Sends one command and waits for its parsed reply.
 pub(crate) async fn call(
     backend: &Backend,

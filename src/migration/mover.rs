@@ -19,13 +19,8 @@ use crate::migration::{call, Migration, Owners, Phase, Purpose, LOCK_PREFIX, RET
 use crate::own_keys::TOMBSTONE_PREFIX;
 use crate::protocol::Reply;
 
-/// The mover's lane on backend connections.
-const MOVER: Origin = Origin {
-    client: u64::MAX,
-    reply_bytes: 0,
-    large_replies: false,
-    proto: crate::protocol::Proto::Resp2,
-};
+/// The mover's lane on backend connections: the proxy's own.
+const MOVER: Origin = super::PROXY_LANE;
 
 /// How often the mover logs trouble with one old server: one that died
 /// fails every pass, and a pass comes every second.
