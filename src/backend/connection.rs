@@ -22,7 +22,7 @@ use super::health::Health;
 use super::hold::{FailoverFlag, Send};
 use super::job::{BackendError, Job};
 use super::renewal::{Refresh, Renew, Renewal};
-use super::session::{owed_error, Owed, Session, SessionEnd, Unconfirmed};
+use super::session::{owed_error, Overdue, Owed, Session, SessionEnd, Unconfirmed};
 
 /// Unwritten bytes per connection before it stops taking jobs.
 pub(super) const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -99,15 +99,6 @@ impl Dialer {
             )),
         }
     }
-}
-
-/// What a fired deadline means (see [`Connection::overdue`]).
-enum Overdue {
-    Dead(SessionEnd),
-    /// A blocking command's client is still there: look again later.
-    Rearm,
-    /// Replies are still coming: the deadline moved on.
-    Alive,
 }
 
 /// A session shorter than this counts as a failed attempt for the backoff.
@@ -457,7 +448,7 @@ impl Connection {
                 },
                 changed = &mut master_moved, if !s.switching => {
                     let Ok(()) = changed else { break SessionEnd::Closed };
-                    s.switching = true;
+                    s.leave();
                     s.doubt_writes();
                 }
                 // Only while held, so the usual path pays nothing for it.
@@ -470,7 +461,7 @@ impl Connection {
                     self.on_renew(renew, &mut renewal, &mut s);
                 }
                 _ = &mut deadline, if armed.is_some() => {
-                    match self.overdue(&mut s) {
+                    match s.overdue(&self.backend, self.settings.request_timeout) {
                         Overdue::Dead(end) => break end,
                         Overdue::Rearm => armed = None,
                         Overdue::Alive => {}
@@ -565,7 +556,10 @@ impl Connection {
                 self.prepared = ready;
                 s.renew();
             }
-            Renew::Moved => s.renew(),
+            Renew::Moved => {
+                s.renew();
+                s.leave();
+            }
         }
     }
 
@@ -583,25 +577,6 @@ impl Connection {
         while let Ok(job) = self.jobs.try_recv() {
             self.admit(job, held);
         }
-    }
-
-    /// The deadline of the oldest reply owed fired: whether the connection
-    /// is dead (no reply bytes for a request timeout; or the client of a
-    /// blocking command gone, closing it unblocks the server), or alive.
-    fn overdue(&self, s: &mut Session) -> Overdue {
-        let request_timeout = self.settings.request_timeout;
-        match s.blocked(request_timeout) {
-            Some(true) => return Overdue::Dead(SessionEnd::Closed),
-            Some(false) => return Overdue::Rearm,
-            None => {}
-        }
-        if s.still_alive(request_timeout) {
-            return Overdue::Alive;
-        }
-        Overdue::Dead(SessionEnd::Failed(BackendError::Timeout {
-            backend: self.backend.clone(),
-            timeout_ms: request_timeout.as_millis() as u64,
-        }))
     }
 
     /// Reads what the socket has and hands out every complete reply. Returns

@@ -71,6 +71,11 @@ fn read_turn(conn: usize, pool: usize) -> usize {
 /// answered came before the close.
 pub const CLOSED_BY_THE_SERVER: &str = "closed by the server";
 
+/// Why a blocking command's connection was given up when a failover left
+/// it unanswered on a silent old master (see `session::BlockedNow`): the
+/// command goes again on the new master, as after [`CLOSED_BY_THE_SERVER`].
+pub const LEFT_BEHIND: &str = "the old master did not answer after a failover";
+
 /// A client whose replies from backends average more than this goes on
 /// its backend's connection for large replies (see [`Origin`]).
 pub const LARGE_REPLY_BYTES: u64 = 16 * 1024;

@@ -7,13 +7,40 @@ use crate::net::Outbox;
 use crate::protocol::Reply;
 use bytes::BytesMut;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::warn;
 
 /// How often a connection blocked on a client's BLPOP looks whether that
 /// client is still there.
 pub(super) const BLOCKED_CHECK: Duration = Duration::from_millis(500);
+
+/// What a fired deadline means (see [`Session::overdue`]).
+pub(super) enum Overdue {
+    Dead(SessionEnd),
+    /// A blocking command's client is still there: look again later.
+    Rearm,
+    /// Replies are still coming: the deadline moved on.
+    Alive,
+}
+
+/// A blocking command owed first, at its deadline (see [`Session::blocked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BlockedNow {
+    /// Its client is gone: closing the connection unblocks the server.
+    ClientGone,
+    /// It may still be blocked: look again later.
+    Waiting,
+    /// The address led elsewhere a request timeout ago (a failover named a
+    /// new master, or the name moved) and this server has not answered
+    /// it: one that is still up and demoted closes it or answers
+    /// `-UNBLOCKED` about then, so it is silent (frozen, or cut off), and
+    /// it would block here, unserved, while what is pushed goes to the new
+    /// master. The session ends and the command goes again there.
+    LeftBehind,
+}
 
 /// A reply the connection owes, in the order the commands were written.
 pub(super) enum Owed {
@@ -174,6 +201,11 @@ pub(super) struct Session {
     /// The switch is a renewal (the connection aged, or its name moved),
     /// not a new master.
     pub(super) aging: bool,
+    /// When the address stopped leading to this session's server (a new
+    /// master was named, or the name moved): a blocking command still
+    /// owed a request timeout later is left behind (see
+    /// [`Session::blocked`]).
+    pub(super) left_at: Option<Instant>,
     /// The job queue is closed: send what waits, answer it, then end.
     pub(super) closing: bool,
 }
@@ -202,6 +234,14 @@ impl Session {
         self.switching = true;
     }
 
+    /// The address leads elsewhere now (a new master, or the name moved):
+    /// nothing more is sent here, what was sent is answered, then the
+    /// session ends.
+    pub(super) fn leave(&mut self) {
+        self.switching = true;
+        self.left_at.get_or_insert_with(Instant::now);
+    }
+
     /// A failover began or a new master was named: every write in flight
     /// waiting for its replicas' acknowledgement is answered with an error
     /// instead (see [`Owed::Wait`]'s `doubted`), whatever the old master says.
@@ -225,6 +265,7 @@ impl Session {
             read_in_turn: 0,
             switching: false,
             aging: false,
+            left_at: None,
             closing: false,
         }
     }
@@ -261,23 +302,53 @@ impl Session {
         Some(first.sent_at().max(self.floor) + request_timeout)
     }
 
-    /// At the deadline, for a blocking command owed first: `Some(true)` when
-    /// its client is gone (close the connection: the server unblocks),
-    /// `Some(false)` while it may still be blocked.
-    pub(super) fn blocked(&self, request_timeout: Duration) -> Option<bool> {
+    /// At the deadline, for a blocking command owed first: what became of
+    /// it (`None`: not a blocking command, or its time is up).
+    pub(super) fn blocked(&self, request_timeout: Duration) -> Option<BlockedNow> {
         match self.owed.front()? {
             Owed::Client {
                 reply,
                 blocked_until: Some(until),
                 ..
             } => {
+                let now = Instant::now();
                 if reply.is_closed() {
-                    return Some(true);
+                    return Some(BlockedNow::ClientGone);
                 }
-                (Instant::now() < *until + request_timeout).then_some(false)
+                if self.left_at.is_some_and(|at| now >= at + request_timeout) {
+                    return Some(BlockedNow::LeftBehind);
+                }
+                (now < *until + request_timeout).then_some(BlockedNow::Waiting)
             }
             _ => None,
         }
+    }
+
+    /// The deadline of the oldest reply owed fired: whether the connection
+    /// is dead (no reply bytes for a request timeout; the client of a
+    /// blocking command gone, closing it unblocks the server; or a
+    /// blocking command left behind by a failover), or alive.
+    pub(super) fn overdue(&mut self, backend: &Arc<str>, request_timeout: Duration) -> Overdue {
+        let lost = |reason: &str| BackendError::ConnectionLost {
+            backend: backend.clone(),
+            reason: reason.into(),
+        };
+        match self.blocked(request_timeout) {
+            Some(BlockedNow::ClientGone) => return Overdue::Dead(SessionEnd::Closed),
+            Some(BlockedNow::Waiting) => return Overdue::Rearm,
+            Some(BlockedNow::LeftBehind) => {
+                warn!("a blocking command left unanswered on the old master after a failover goes again on the new one");
+                return Overdue::Dead(SessionEnd::Failed(lost(super::LEFT_BEHIND)));
+            }
+            None => {}
+        }
+        if self.still_alive(request_timeout) {
+            return Overdue::Alive;
+        }
+        Overdue::Dead(SessionEnd::Failed(BackendError::Timeout {
+            backend: backend.clone(),
+            timeout_ms: request_timeout.as_millis() as u64,
+        }))
     }
 
     /// The deadline fired: whether replies are still coming (the connection
@@ -376,6 +447,45 @@ mod tests {
         assert!(s.finished(0).is_none(), "a reply is still owed");
         s.owed.clear();
         assert!(matches!(s.finished(5), Some(SessionEnd::Aged)));
+    }
+
+    /// A blocking command waits while it may block, unless its client is
+    /// gone; once the address led elsewhere a request timeout ago (a new
+    /// master) with the command still unanswered, it is left behind.
+    #[test]
+    fn a_blocking_command_on_a_server_left_a_request_timeout_ago_is_left_behind() {
+        let timeout = Duration::from_millis(300);
+        let blocking = |s: &mut Session| {
+            let (tx, rx) = oneshot::channel();
+            s.owed.push_back(Owed::Client {
+                client: 1,
+                reply: tx,
+                sent_at: Instant::now(),
+                blocked_until: Some(Instant::now() + Duration::from_secs(3600)),
+                retry: None,
+            });
+            rx
+        };
+        let mut s = Session::new(0);
+        let _rx = blocking(&mut s);
+        assert_eq!(s.blocked(timeout), Some(BlockedNow::Waiting));
+        s.leave();
+        assert!(s.switching);
+        assert_eq!(s.blocked(timeout), Some(BlockedNow::Waiting), "just left");
+        s.left_at = Some(Instant::now() - timeout);
+        assert_eq!(s.blocked(timeout), Some(BlockedNow::LeftBehind));
+        // Left again later: the first time counts.
+        s.leave();
+        assert_eq!(s.blocked(timeout), Some(BlockedNow::LeftBehind));
+        drop(_rx);
+        assert_eq!(s.blocked(timeout), Some(BlockedNow::ClientGone));
+        // A renewal of an aged connection (its server still where the
+        // address leads) leaves nothing behind.
+        let mut aged = Session::new(0);
+        let _rx = blocking(&mut aged);
+        aged.renew();
+        assert_eq!(aged.left_at, None);
+        assert_eq!(aged.blocked(timeout), Some(BlockedNow::Waiting));
     }
 
     #[test]

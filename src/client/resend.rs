@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::backend::{BackendError, BackendResult, CLOSED_BY_THE_SERVER};
+use crate::backend::{BackendError, BackendResult, CLOSED_BY_THE_SERVER, LEFT_BEHIND};
 use crate::cluster::{self, Redirect, MAX_REDIRECTS, TRY_AGAIN_AFTER};
 use crate::protocol::command::{block_arg, with_block_time, BlockArg, Spec};
 use crate::protocol::keys::request_key_positions;
@@ -83,7 +83,10 @@ impl Resend {
     /// server closed the connection without a reply (a reply it wrote
     /// first would have come first, so the command was not served, or was
     /// served and its reply lost by the server itself, whose element the
-    /// client would not get either way), and within bounds:
+    /// client would not get either way), or a failover left it on a silent
+    /// old master (which answered nothing for a request timeout after the
+    /// new master was named: what it might still serve, the client would
+    /// not get from a server it cannot reach either), and within bounds:
     /// [`MAX_REDIRECTS`] moves (demotions and closes count as moves), and
     /// `-TRYAGAIN` for `timeout` from the first. Redirections are followed
     /// on a cluster only.
@@ -95,7 +98,9 @@ impl Resend {
     ) -> Option<Go> {
         let reply = match reply {
             Ok(reply) => reply,
-            Err(BackendError::ConnectionLost { reason, .. }) if reason == CLOSED_BY_THE_SERVER => {
+            Err(BackendError::ConnectionLost { reason, .. })
+                if reason == CLOSED_BY_THE_SERVER || reason == LEFT_BEHIND =>
+            {
                 self.hops += 1;
                 return (self.hops <= MAX_REDIRECTS).then_some(Go::Master);
             }
@@ -149,7 +154,8 @@ mod tests {
         Resend::of(spec, &request, None, Proto::Resp2, cluster)
     }
 
-    /// Moves, asks, demotions and closes by the server are followed
+    /// Moves, asks, demotions, closes by the server and commands a
+    /// failover left on a silent old master are followed
     /// [`MAX_REDIRECTS`] times in all, `-TRYAGAIN` for a request timeout
     /// from the first; anything else (another error, `CLIENT UNBLOCK ...
     /// ERROR`'s, a timeout, the proxy's own close) is the client's reply.
@@ -165,13 +171,15 @@ mod tests {
         };
         let mut moved = resend();
         let line = Ok(Reply::error("MOVED 3999 127.0.0.1:7001"));
-        for _ in 0..MAX_REDIRECTS - 2 {
+        for _ in 0..MAX_REDIRECTS - 3 {
             assert_eq!(moved.follow(&line, now, timeout), Some(Go::Master));
         }
         let demoted = Ok(Reply::error(DEMOTED));
         assert_eq!(moved.follow(&demoted, now, timeout), Some(Go::Master));
         let closed = lost(CLOSED_BY_THE_SERVER);
         assert_eq!(moved.follow(&closed, now, timeout), Some(Go::Master));
+        let left = lost(LEFT_BEHIND);
+        assert_eq!(moved.follow(&left, now, timeout), Some(Go::Master));
         assert_eq!(moved.follow(&line, now, timeout), None);
         let ask = Ok(Reply::error("ASK 3999 127.0.0.1:7002"));
         let node = "127.0.0.1:7002".to_string();

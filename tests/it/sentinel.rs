@@ -1377,6 +1377,54 @@ fn a_write_timed_out_behind_a_wait_never_runs_after_a_newer_one() {
     );
 }
 
+/// A client of the proxy at `port` sending `BLPOP queue <timeout>`, on a
+/// thread of its own: its reply may take as long as a failover, longer
+/// than a reply's usual limit on a loaded host.
+fn blpop_on_a_thread(port: u16, timeout: &'static str) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let limit = Some(Duration::from_secs(90));
+        client.stream.set_read_timeout(limit).unwrap();
+        client.text(&["BLPOP", "queue", timeout])
+    })
+}
+
+/// Whether `node` answers `args` with `wanted`, polled on a connection of
+/// its own, which the sentinels' `CLIENT KILL TYPE normal` may close
+/// mid-poll (CI saw a reset): no answer yet.
+fn answers(node: &crate::common::Redis, args: &[&str], wanted: &str) -> bool {
+    RawClient::try_once(node.port, args).is_ok_and(|reply| reply.contains(wanted))
+}
+
+fn blocks_one(node: &crate::common::Redis) -> bool {
+    answers(node, &["INFO", "clients"], "blocked_clients:1\r\n")
+}
+
+const POLL: Duration = Duration::from_millis(20);
+const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
+
+/// The client's BLPOP, given up by the old master, blocks on `new_node`
+/// unanswered until an element is pushed there, which it then gets.
+fn blpop_gets_what_the_new_master_gets(
+    blocked: std::thread::JoinHandle<String>,
+    new_node: &crate::common::Redis,
+) {
+    let moved = try_wait_until(FAILOVER_LIMIT, POLL, || {
+        blocks_one(new_node) || blocked.is_finished()
+    });
+    assert!(moved, "BLPOP never blocked on the new master");
+    assert!(
+        !blocked.is_finished(),
+        "the client was answered: {:?}",
+        blocked.join()
+    );
+    assert_eq!(new_node.client().text(&["LPUSH", "queue", "job"]), ":1\r\n");
+    assert_eq!(
+        blocked.join().unwrap(),
+        "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+    );
+}
+
 /// A BLPOP blocked on a master that a SENTINEL FAILOVER demotes: the
 /// sentinel's `REPLICAOF` unblocks it unserved and its `CLIENT KILL TYPE
 /// normal` closes the connection before the `-UNBLOCKED` goes out. Nothing
@@ -1391,49 +1439,46 @@ fn a_blocking_command_follows_a_failover_that_demotes_its_master() {
     let proxy = proxy_for(&[("a", &a, 0)], "");
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
-    let port = proxy.port;
-    // Its reply may take as long as the failover: longer than a reply's
-    // usual limit on a loaded host.
-    let blocked = std::thread::spawn(move || {
-        let mut client = RawClient::connect(port);
-        let limit = Some(Duration::from_secs(90));
-        client.stream.set_read_timeout(limit).unwrap();
-        client.text(&["BLPOP", "queue", "60"])
-    });
-    // Polled on connections of their own, which the sentinels' `CLIENT
-    // KILL TYPE normal` may close mid-poll (CI saw a reset): no answer yet.
-    let asked = |node: &crate::common::Redis, args: &[&str], wanted: &str| {
-        RawClient::try_once(node.port, args).is_ok_and(|reply| reply.contains(wanted))
-    };
-    let blocked_on =
-        |node: &crate::common::Redis| asked(node, &["INFO", "clients"], "blocked_clients:1\r\n");
-    let every = Duration::from_millis(20);
+    let blocked = blpop_on_a_thread(proxy.port, "60");
     let old_node = a.node(&old).unwrap();
-    wait_until(
-        crate::common::READY_LIMIT,
-        every,
-        "BLPOP blocked on the master",
-        || blocked_on(old_node),
-    );
+    let ready = crate::common::READY_LIMIT;
+    wait_until(ready, POLL, "BLPOP blocked on the master", || {
+        blocks_one(old_node)
+    });
     a.failover();
-    let limit = Duration::from_secs(60);
-    wait_until(limit, every, "the old master demoted", || {
-        asked(old_node, &["ROLE"], "slave")
+    wait_until(FAILOVER_LIMIT, POLL, "the old master demoted", || {
+        answers(old_node, &["ROLE"], "slave")
     });
     let new = a.master_address().unwrap();
-    let new_node = a.node(&new).unwrap();
-    let moved = try_wait_until(limit, every, || {
-        blocked_on(new_node) || blocked.is_finished()
+    blpop_gets_what_the_new_master_gets(blocked, a.node(&new).unwrap());
+}
+
+/// A BLPOP blocked (with no timeout) on a master that freezes: the
+/// sentinels fail it over, and the old master can neither close the
+/// connection nor answer `-UNBLOCKED`. A request timeout after the new
+/// master is named, the proxy gives the silent one up and sends the
+/// command again to the new master, where the element pushed after the
+/// failover reaches the client. Before, the client stayed blocked on the
+/// frozen server, for ever, while every push went to the new master.
+#[test]
+fn a_blocking_command_left_on_a_frozen_master_follows_the_failover() {
+    let _serial = serial();
+    let a = Group::start("shard-a", 1, 1000);
+    let proxy = proxy_for(&[("a", &a, 0)], "");
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let blocked = blpop_on_a_thread(proxy.port, "0");
+    let old_node = a.node(&old).unwrap();
+    let ready = crate::common::READY_LIMIT;
+    wait_until(ready, POLL, "BLPOP blocked on the master", || {
+        blocks_one(old_node)
     });
-    assert!(moved, "BLPOP blocked on the new master");
-    assert!(
-        !blocked.is_finished(),
-        "the client was answered: {:?}",
-        blocked.join()
-    );
-    assert_eq!(new_node.client().text(&["LPUSH", "queue", "job"]), ":1\r\n");
-    assert_eq!(
-        blocked.join().unwrap(),
-        "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
-    );
+    old_node.signal("STOP");
+    wait_until(FAILOVER_LIMIT, POLL, "a new master named", || {
+        a.master_address().is_some_and(|now| now != old)
+    });
+    let new = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &new);
+    blpop_gets_what_the_new_master_gets(blocked, a.node(&new).unwrap());
+    old_node.signal("CONT");
 }
