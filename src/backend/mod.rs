@@ -459,6 +459,16 @@ impl Backend {
         }
     }
 
+    /// For a cluster backend, the master that serves `keys` (in database
+    /// `db`) by the proxy's slot map now; `None` for another backend, or
+    /// where the map names none.
+    pub fn serving(&self, keys: &[&[u8]], db: u32) -> Option<Backend> {
+        match &self.kind {
+            Kind::Cluster(cluster) => cluster.master_for(keys, db).ok(),
+            Kind::Pool(_) => None,
+        }
+    }
+
     /// A connection of its own for a client's commands about `keys` (in
     /// database `db`), and the backend to submit them to with the lease:
     /// this one, or for a cluster backend the master that serves the keys'

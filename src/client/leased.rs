@@ -21,11 +21,11 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::backend::{
-    Backend, BackendError, BackendResult, Job, Lease, LeaseFor, Origin, Unleased,
+    Backend, BackendError, BackendResult, Job, Lease, LeaseFor, Origin, Unleased, LEFT_BEHIND,
 };
 use crate::client::ctx::Ctx;
 use crate::client::migrate::settle_moving;
-use crate::client::resend::{Go, Resend};
+use crate::client::resend::{Elsewhere, Go, Resend, LEFT_CHECK};
 use crate::client::slot::{Pending, Slot};
 use crate::clients::{Aim, ClientCard};
 use crate::cluster::TRY_AGAIN_AFTER;
@@ -121,12 +121,14 @@ struct BlockingRun {
     resend: Resend,
 }
 
-/// A connection of the command's own, the backend it is on, and whether a
-/// CLIENT UNBLOCK is aimed at the command on it.
+/// A connection of the command's own, the backend it is on, whether a
+/// CLIENT UNBLOCK is aimed at the command on it, and whether it is where
+/// an `-ASK` sent it (not where the slot map names).
 struct Leased {
     on: Backend,
     lease: Lease,
     aim: Arc<Aim>,
+    asked: bool,
 }
 
 impl BlockingRun {
@@ -222,7 +224,7 @@ impl BlockingRun {
         sent: Sent,
         tx: &mut oneshot::Sender<BackendResult>,
     ) -> Option<BackendResult> {
-        let Leased { on, lease, aim } = leased;
+        let Leased { on, lease, aim, .. } = leased;
         let Sent {
             reply: mut rx,
             written,
@@ -241,12 +243,41 @@ impl BlockingRun {
                 tokio::select! {
                     reply = rx => reply,
                     _ = tx.closed() => return None,
+                    () = self.left_behind(leased) => Ok(Err(BackendError::ConnectionLost {
+                        backend: on.id.clone(),
+                        reason: LEFT_BEHIND.into(),
+                    })),
                 }
             }
             reply = &mut rx => reply,
             _ = tx.closed() => return None,
         };
         Some(reply.unwrap_or_else(|_| Err(lost(&on.id))))
+    }
+}
+
+impl BlockingRun {
+    /// Resolves once a cluster's slot map has named another master than
+    /// the node `leased` is on for the command's keys, for a request
+    /// timeout ([`Elsewhere`]); never on another backend (a Sentinel
+    /// backend's connection gives such a command up itself, see
+    /// `backend::session::BlockedNow`) or after an `-ASK`.
+    async fn left_behind(&self, leased: &Leased) {
+        if self.routed.cluster().is_none() || leased.asked {
+            return std::future::pending().await;
+        }
+        let timeout = self.topo.config.pool.request_timeout();
+        let keys: Vec<&[u8]> = self.resend.keys.iter().map(|key| &key[..]).collect();
+        let mut elsewhere = Elsewhere::default();
+        loop {
+            tokio::time::sleep(LEFT_CHECK).await;
+            let serving = self.routed.serving(&keys, self.db);
+            let moved = serving.is_some_and(|node| node.id != leased.on.id);
+            if elsewhere.left_behind(moved, Instant::now(), timeout) {
+                info!(node = %leased.on.id, "a blocking command left on a node the slot map no longer names goes again");
+                return;
+            }
+        }
     }
 }
 
@@ -287,6 +318,7 @@ fn lease(routed: &Backend, db: u32, resend: &Resend, go: &Go) -> Result<Leased, 
             on,
             lease,
             aim: Arc::default(),
+            asked: matches!(go, Go::Ask(_)),
         })
         .map_err(|why| why.message(&routed.id, user, "a blocking command"))
 }

@@ -134,6 +134,40 @@ impl Resend {
     }
 }
 
+/// How often a blocking command waiting on a cluster node looks whether
+/// the slot map still names that node for its keys.
+pub(in crate::client) const LEFT_CHECK: Duration = Duration::from_millis(500);
+
+/// Whether a blocking command waiting on a cluster node is left behind:
+/// the slot map has named another master of its keys for a request
+/// timeout, and the node neither redirected the command (`-MOVED`, as a
+/// node that is up does once its slot is elsewhere) nor closed: its
+/// replica took over while it was frozen or cut off, and it would block
+/// there, unserved, while what is pushed goes to the new master. The
+/// command then goes again there (see `backend::LEFT_BEHIND`).
+#[derive(Debug, Default)]
+pub(in crate::client) struct Elsewhere {
+    since: Option<Instant>,
+}
+
+impl Elsewhere {
+    /// Notes whether the map names another master at `now`; true once it
+    /// has named one, without a break, for `timeout`.
+    pub(in crate::client) fn left_behind(
+        &mut self,
+        elsewhere: bool,
+        now: Instant,
+        timeout: Duration,
+    ) -> bool {
+        if !elsewhere {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        now.duration_since(since) >= timeout
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +248,23 @@ mod tests {
         for other in own {
             assert_eq!(resend().follow(&other, now, timeout), None);
         }
+    }
+
+    /// Left behind once the map has named another master for a request
+    /// timeout without a break; a map that names the node again starts
+    /// the count over.
+    #[test]
+    fn a_command_is_left_behind_once_its_keys_were_elsewhere_for_a_timeout() {
+        let (now, timeout) = (Instant::now(), Duration::from_millis(500));
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let mut e = Elsewhere::default();
+        assert!(!e.left_behind(false, at(0), timeout));
+        assert!(!e.left_behind(true, at(100), timeout));
+        assert!(!e.left_behind(true, at(599), timeout));
+        assert!(!e.left_behind(false, at(700), timeout), "named again");
+        assert!(!e.left_behind(true, at(800), timeout));
+        assert!(!e.left_behind(true, at(1299), timeout));
+        assert!(e.left_behind(true, at(1300), timeout));
     }
 
     /// A server that is not a cluster node redirects nothing: its

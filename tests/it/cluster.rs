@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{run_script, wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{
+    run_script, try_wait_until, wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT,
+};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -1182,6 +1184,60 @@ fn a_killed_master_is_followed_to_its_promoted_replica() {
             "session:{i}: {got}"
         );
     }
+}
+
+/// A BLPOP (no timeout) blocked on a cluster master that freezes: its
+/// replica takes over (`cluster-node-timeout` 2 s here), and the frozen
+/// node can neither redirect the command (`-MOVED`, as a node that is up
+/// does) nor close. Once the proxy's slot map has named the new master for
+/// a request timeout, the command goes again there, where the element
+/// pushed after the failover reaches the client. Before, the client stayed
+/// blocked on the frozen node for ever while pushes went to the new master.
+#[test]
+fn a_blocking_command_left_on_a_frozen_master_follows_its_slot() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&format!(
+        "{}[pool]\nrequest_timeout_ms = 500\nconnect_timeout_ms = 300\n",
+        config_over(&cluster, &[])
+    ));
+    ready_client(&proxy);
+    let queue = "session:queue";
+    let frozen = master_of(&cluster, queue);
+    let replica = cluster.replica_of(frozen.port);
+    let port = proxy.port;
+    let blocked = std::thread::spawn(move || {
+        let mut waiter = RawClient::connect(port);
+        let limit = Some(Duration::from_secs(90));
+        waiter.stream.set_read_timeout(limit).unwrap();
+        waiter.text(&["BLPOP", queue, "0"])
+    });
+    let blocks_one = |node: &Redis| {
+        RawClient::try_once(node.port, &["INFO", "clients"])
+            .is_ok_and(|reply| reply.contains("blocked_clients:1\r\n"))
+    };
+    let every = Duration::from_millis(20);
+    wait_until(
+        READY_LIMIT,
+        every,
+        "the BLPOP blocked on the master",
+        || blocks_one(frozen),
+    );
+    frozen.signal("STOP");
+    let moved = try_wait_until(Duration::from_secs(60), every, || {
+        blocks_one(replica) || blocked.is_finished()
+    });
+    assert!(moved, "BLPOP never blocked on the promoted replica");
+    assert!(
+        !blocked.is_finished(),
+        "the client was answered: {:?}",
+        blocked.join()
+    );
+    assert_eq!(replica.client().text(&["LPUSH", queue, "job"]), ":1\r\n");
+    assert_eq!(
+        blocked.join().unwrap(),
+        format!("*2\r\n${}\r\n{queue}\r\n$3\r\njob\r\n", queue.len())
+    );
+    frozen.signal("CONT");
 }
 
 /// A slot half way through a migration, made by hand as `redis-cli
