@@ -349,7 +349,7 @@ fn migration_for(
             layouts.extend(old.layouts.iter().filter(|l| l.source != "config").cloned());
         }
     }
-    if let Some(from) = &config.migration {
+    if let Some(from) = config.migration.as_ref().filter(|m| !m.from.is_empty()) {
         let mut servers = Vec::with_capacity(from.from.len());
         for (i, spec) in from.from.iter().enumerate() {
             let target = spec.target(&format!("migration.from[{i}]"))?;

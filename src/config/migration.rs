@@ -11,7 +11,9 @@ use super::{invalid, BackendSpec, ConfigError};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationConfig {
-    /// The old servers, with the same fields as `[[backends]]`.
+    /// The old servers, with the same fields as `[[backends]]`; none: the
+    /// section only tunes the moves after a reload.
+    #[serde(default)]
     pub from: Vec<BackendSpec>,
     /// How the old layout spread keys over `from`; one server needs none.
     #[serde(default)]
@@ -85,9 +87,6 @@ pub enum OldHash {
 
 impl MigrationConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        if self.from.is_empty() {
-            return Err(invalid("migration.from", "needs at least one server"));
-        }
         if self.keys_per_second == 0 {
             return Err(invalid(
                 "migration.keys_per_second",

@@ -379,6 +379,33 @@ fn keys_written_through_twemproxy_ketama_are_all_found() {
     }
 }
 
+/// `[migration]` without `from` tunes the moves after a reload: a reload
+/// that adds a backend moves keys at its `keys_per_second`. Before, `from`
+/// was required, so such a reload was refused (missing field `from`) and
+/// the pace of a reload's moves could not be set.
+#[test]
+fn migration_tuning_without_old_servers_applies_to_a_reload() {
+    let servers: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let proxy = Running::start(&backends_toml(&[("a", &servers[0])]));
+    let two = backends_toml(&[("a", &servers[0]), ("b", &servers[1])]);
+    proxy.rewrite(&format!(
+        "[reload]\nsettle_ms = 0\n[migration]\nkeys_per_second = 7\n{two}"
+    ));
+    proxy.signal("HUP");
+    wait_until(READY_LIMIT, Duration::from_millis(10), "reload", || {
+        proxy.generation() == 1
+    });
+    let (status, body) = proxy.http("GET", "/topology");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["migration"]["keys_per_second"], 7, "{body}");
+    assert_eq!(
+        json["migration"]["sources"],
+        serde_json::json!(["reload: a"]),
+        "{body}"
+    );
+}
+
 #[test]
 fn a_reload_adding_a_backend_under_a_django_load_logs_nobody_out() {
     let servers: Vec<Redis> = (0..4).map(|_| Redis::start()).collect();
