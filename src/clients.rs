@@ -51,7 +51,11 @@ pub struct ClientCard {
 /// Where a client's blocking command waits: the backend, the server's
 /// client id of the connection it holds there, and whether a CLIENT
 /// UNBLOCK is aimed at it.
-pub type BlockedOn = (crate::backend::Backend, Arc<AtomicU64>, Arc<Aim>);
+pub type BlockedOn = (
+    crate::backend::Backend,
+    Arc<crate::backend::ServerId>,
+    Arc<Aim>,
+);
 
 /// Whether a CLIENT UNBLOCK is aimed at a blocking command's connection,
 /// decided once between the UNBLOCK and the command's end: an UNBLOCK that

@@ -10,7 +10,7 @@ use crate::net::Stream;
 use crate::protocol::Proto;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::health::Health;
 use super::hold::{FailoverFlag, Send};
 use super::job::{BackendError, Job};
+use super::lease::ServerId;
 use super::renewal::{Refresh, Renew, Renewal};
 use super::session::{owed_error, Overdue, Owed, Session, SessionEnd, Unconfirmed};
 
@@ -55,7 +56,7 @@ struct Dialer {
     target: Target,
     settings: Arc<PoolSettings>,
     proto: Proto,
-    server_id: Option<Arc<AtomicU64>>,
+    server_id: Option<Arc<ServerId>>,
 }
 
 impl Dialer {
@@ -67,7 +68,7 @@ impl Dialer {
             let done = handshake(&endpoint, &self.target, &self.settings).await?;
             let stream = done.stream;
             if let Some(server_id) = &self.server_id {
-                server_id.store(crate::dial::client_id(&stream).await?, Ordering::Relaxed);
+                server_id.set(endpoint.clone(), crate::dial::client_id(&stream).await?);
             }
             // A server that cannot speak RESP3 answers in RESP2, and its
             // replies are converted for RESP3 clients.
@@ -138,7 +139,7 @@ pub(super) struct Connection {
     pub(super) speaks: Proto,
     /// A leased connection's: where its server's client id goes after each
     /// handshake.
-    pub(super) server_id: Option<Arc<AtomicU64>>,
+    pub(super) server_id: Option<Arc<ServerId>>,
     /// See [`super::Discovery`]: reconnect once the server says it is a
     /// replica now (`-READONLY`) or loading its data (`-LOADING`).
     pub(super) reconnect_on_readonly: bool,
@@ -482,7 +483,17 @@ impl Connection {
             stream.abort();
         }
         drop(stream);
+        self.forget_server_id();
         self.settle(s, end);
+    }
+
+    /// A closed connection's client id names nothing on its server (a
+    /// server restarted at the same address counts its ids again): a
+    /// CLIENT UNBLOCK aimed at it is answered 0 until the next handshake.
+    fn forget_server_id(&self) {
+        if let Some(id) = &self.server_id {
+            id.forget();
+        }
     }
 
     /// The session's renewal. A shared connection is replaced once it is
@@ -556,10 +567,7 @@ impl Connection {
                 self.prepared = ready;
                 s.renew();
             }
-            Renew::Moved => {
-                s.renew();
-                s.leave();
-            }
+            Renew::Moved => s.renew(),
         }
     }
 

@@ -5,9 +5,32 @@
 
 use super::job::Job;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// A leased connection's server and its client id there, as the server
+/// said after the connection's last handshake: CLIENT UNBLOCK names it, on
+/// that server only (another server's client of that id is another
+/// client: the address may lead to a new master since). None before a
+/// handshake, and once the connection is closed.
+#[derive(Debug, Default)]
+pub struct ServerId(std::sync::Mutex<Option<(crate::config::Endpoint, u64)>>);
+
+impl ServerId {
+    pub(super) fn set(&self, at: crate::config::Endpoint, id: u64) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, id));
+    }
+
+    pub(super) fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The server and the connection's client id there, if known.
+    pub fn get(&self) -> Option<(crate::config::Endpoint, u64)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 /// What a lease is for: commands on a connection the backend makes for
 /// it (speaking the client's protocol), or a link that dials its own
@@ -31,17 +54,17 @@ pub struct Lease {
 #[derive(Debug)]
 pub(super) struct Line {
     pub(super) queue: mpsc::UnboundedSender<Job>,
-    /// The server's client id of the connection (0: not known yet).
-    pub(super) server_id: Arc<AtomicU64>,
+    /// The server's client id of the connection.
+    pub(super) server_id: Arc<ServerId>,
     /// The protocol it speaks to its client.
     pub(super) proto: crate::protocol::Proto,
 }
 
 impl Lease {
     /// The server's client id of this lease's connection, as it said
-    /// after the handshake (CLIENT UNBLOCK names it); 0 when not known,
-    /// or for a link's lease.
-    pub fn server_id(&self) -> Arc<AtomicU64> {
+    /// after the handshake (CLIENT UNBLOCK names it); none for a link's
+    /// lease.
+    pub fn server_id(&self) -> Arc<ServerId> {
         self.line
             .as_ref()
             .map_or_else(Arc::default, |line| line.server_id.clone())

@@ -41,7 +41,7 @@ use connection::Connection;
 pub use health::Health;
 use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
-pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, Share, Unleased};
+pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, ServerId, Share, Unleased};
 use lease::{Leases, Line, TakeLease};
 
 use lanes::Lanes;
@@ -145,7 +145,7 @@ impl Discovery {
 #[allow(clippy::type_complexity)]
 struct Spawn(
     Arc<
-        dyn Fn(usize, usize, Proto, Option<Arc<AtomicU64>>) -> mpsc::UnboundedSender<Job>
+        dyn Fn(usize, usize, Proto, Option<Arc<ServerId>>) -> mpsc::UnboundedSender<Job>
             + Send
             + Sync,
     >,
@@ -236,7 +236,7 @@ impl Backend {
         let spawn = {
             let (id, target, settings) = (id.clone(), target.clone(), settings.clone());
             let (endpoint, health, workers) = (endpoint.clone(), health.clone(), workers.clone());
-            move |worker: usize, conn: usize, proto: Proto, server_id: Option<Arc<AtomicU64>>| {
+            move |worker: usize, conn: usize, proto: Proto, server_id: Option<Arc<ServerId>>| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = Connection {
                     backend: id.clone(),
@@ -426,7 +426,7 @@ impl Backend {
         let worker = pool.workers.here();
         let number = self.settings.connections + 1 + count;
         let spawn = || {
-            let server_id = Arc::new(AtomicU64::new(0));
+            let server_id: Arc<ServerId> = Arc::default();
             let queue = (pool.spawn.0)(worker, number, proto, Some(server_id.clone()));
             Line {
                 queue,
@@ -508,7 +508,16 @@ impl Backend {
         let Some(endpoint) = endpoint else {
             return Err(crate::dial::DialError::Closed);
         };
-        let asked = crate::dial::ask_once(&endpoint, &self.target, args);
+        self.ask_at(&endpoint, args).await
+    }
+
+    /// As [`Backend::ask_apart`], of the server at `endpoint`.
+    async fn ask_at(
+        &self,
+        endpoint: &Endpoint,
+        args: Vec<Bytes>,
+    ) -> Result<Reply, crate::dial::DialError> {
+        let asked = crate::dial::ask_once(endpoint, &self.target, args);
         match timeout(self.settings.connect_timeout, asked).await {
             Ok(done) => done,
             Err(_) => Err(crate::dial::DialError::Closed),
@@ -516,20 +525,24 @@ impl Backend {
     }
 
     /// CLIENT UNBLOCK of one of this backend's leased connections (its
-    /// server's client id), on a connection of its own: the server's
-    /// answer (`:1` when the connection was blocked and is no longer).
+    /// server's client id), on a connection of its own to that server
+    /// (the address may lead elsewhere since): the server's answer (`:1`
+    /// when the connection was blocked and is no longer).
     pub async fn unblock(
         &self,
-        server_id: u64,
+        (at, server_id): (Endpoint, u64),
         error: bool,
     ) -> Result<Reply, crate::dial::DialError> {
         let reason: &'static [u8] = if error { b"ERROR" } else { b"TIMEOUT" };
-        self.ask_apart(vec![
-            Bytes::from_static(b"CLIENT"),
-            Bytes::from_static(b"UNBLOCK"),
-            Bytes::from(server_id.to_string()),
-            Bytes::from_static(reason),
-        ])
+        self.ask_at(
+            &at,
+            vec![
+                Bytes::from_static(b"CLIENT"),
+                Bytes::from_static(b"UNBLOCK"),
+                Bytes::from(server_id.to_string()),
+                Bytes::from_static(reason),
+            ],
+        )
         .await
     }
 

@@ -34,7 +34,7 @@ pub(super) enum BlockedNow {
     /// It may still be blocked: look again later.
     Waiting,
     /// The address led elsewhere a request timeout ago (a failover named a
-    /// new master, or the name moved) and this server has not answered
+    /// new master) and this server has not answered
     /// it: one that is still up and demoted closes it or answers
     /// `-UNBLOCKED` about then, so it is silent (frozen, or cut off), and
     /// it would block here, unserved, while what is pushed goes to the new
@@ -202,9 +202,8 @@ pub(super) struct Session {
     /// not a new master.
     pub(super) aging: bool,
     /// When the address stopped leading to this session's server (a new
-    /// master was named, or the name moved): a blocking command still
-    /// owed a request timeout later is left behind (see
-    /// [`Session::blocked`]).
+    /// master was named): a blocking command still owed a request timeout
+    /// later is left behind (see [`Session::blocked`]).
     pub(super) left_at: Option<Instant>,
     /// The job queue is closed: send what waits, answer it, then end.
     pub(super) closing: bool,
@@ -234,9 +233,8 @@ impl Session {
         self.switching = true;
     }
 
-    /// The address leads elsewhere now (a new master, or the name moved):
-    /// nothing more is sent here, what was sent is answered, then the
-    /// session ends.
+    /// The address leads elsewhere now (a new master): nothing more is
+    /// sent here, what was sent is answered, then the session ends.
     pub(super) fn leave(&mut self) {
         self.switching = true;
         self.left_at.get_or_insert_with(Instant::now);

@@ -1453,6 +1453,24 @@ fn a_blocking_command_follows_a_failover_that_demotes_its_master() {
     blpop_gets_what_the_new_master_gets(blocked, a.node(&new).unwrap());
 }
 
+/// Once a BLPOP through `proxy` blocks on `old_node`, the master of `a`,
+/// freezes that node (SIGSTOP) and waits until the sentinels have named
+/// a new master and the proxy follows it; its address.
+fn freeze_under_a_blpop(a: &Group, proxy: &Proxy, old_node: &crate::common::Redis) -> String {
+    let ready = crate::common::READY_LIMIT;
+    wait_until(ready, POLL, "BLPOP blocked on the master", || {
+        blocks_one(old_node)
+    });
+    old_node.signal("STOP");
+    let old = old_node.address();
+    wait_until(FAILOVER_LIMIT, POLL, "a new master named", || {
+        a.master_address().is_some_and(|now| now != old)
+    });
+    let new = a.master_address().unwrap();
+    wait_proxy_master(proxy, 0, &new);
+    new
+}
+
 /// A BLPOP blocked (with no timeout) on a master that freezes: the
 /// sentinels fail it over, and the old master can neither close the
 /// connection nor answer `-UNBLOCKED`. A request timeout after the new
@@ -1469,16 +1487,54 @@ fn a_blocking_command_left_on_a_frozen_master_follows_the_failover() {
     wait_proxy_master(&proxy, 0, &old);
     let blocked = blpop_on_a_thread(proxy.port, "0");
     let old_node = a.node(&old).unwrap();
-    let ready = crate::common::READY_LIMIT;
-    wait_until(ready, POLL, "BLPOP blocked on the master", || {
-        blocks_one(old_node)
-    });
-    old_node.signal("STOP");
-    wait_until(FAILOVER_LIMIT, POLL, "a new master named", || {
-        a.master_address().is_some_and(|now| now != old)
-    });
-    let new = a.master_address().unwrap();
-    wait_proxy_master(&proxy, 0, &new);
+    let new = freeze_under_a_blpop(&a, &proxy, old_node);
     blpop_gets_what_the_new_master_gets(blocked, a.node(&new).unwrap());
+    old_node.signal("CONT");
+}
+
+/// CLIENT UNBLOCK of a client whose BLPOP waits on a master that froze and
+/// was failed over (the command not sent again yet: the request timeout
+/// after the switch is long here) is asked of the server the command is
+/// blocked on, by the connection's client id there, not of the new master
+/// the backend's address leads to now, where that id names another
+/// client or none: the frozen server does not answer, so the client gets
+/// the proxy's error, and the new master sees no CLIENT UNBLOCK. Before,
+/// it went to the new master. The command then goes again there.
+#[test]
+fn client_unblock_after_a_failover_asks_the_server_the_command_waits_on() {
+    let _serial = serial();
+    let a = Group::start("shard-a", 1, 1000);
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 5000\n\
+         connect_timeout_ms = 300\nbackoff_max_ms = 300\n\
+         [[backends]]\nid = \"a\"\nsentinel = {}\n",
+        a.sentinel_toml()
+    ));
+    let old = a.master_address().unwrap();
+    wait_proxy_master(&proxy, 0, &old);
+    let mut blocked = proxy.client();
+    let limit = Some(Duration::from_secs(90));
+    blocked.stream.set_read_timeout(limit).unwrap();
+    let id = blocked.text(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    blocked.send(&[b"BLPOP", b"queue", b"0"]);
+    let old_node = a.node(&old).unwrap();
+    let new = freeze_under_a_blpop(&a, &proxy, old_node);
+    let new_node = a.node(&new).unwrap();
+    let unblocked = proxy.client().text(&["CLIENT", "UNBLOCK", &id]);
+    assert!(
+        unblocked.starts_with("-ERR backend 'a' could not be asked to unblock the client"),
+        "{unblocked}"
+    );
+    let stats = new_node.client().text(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_client|unblock"), "{stats}");
+    wait_until(
+        FAILOVER_LIMIT,
+        POLL,
+        "BLPOP blocked on the new master",
+        || blocks_one(new_node),
+    );
+    assert_eq!(new_node.client().text(&["LPUSH", "queue", "job"]), ":1\r\n");
+    assert_eq!(blocked.read_reply(), b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n");
     old_node.signal("CONT");
 }

@@ -3,7 +3,6 @@
 //! default user, or of one named user): other users' clients are their
 //! business.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -203,8 +202,10 @@ pub(in crate::client) fn client_unblock(
     let Some((backend, server_id, aim)) = waiting else {
         return answer(Reply::Int(0));
     };
-    let server_id = server_id.load(Ordering::Relaxed);
-    if server_id == 0 || !aim.take() {
+    let Some(server_id) = server_id.get() else {
+        return answer(Reply::Int(0));
+    };
+    if !aim.take() {
         return answer(Reply::Int(0));
     }
     let (tx, rx) = oneshot::channel();
