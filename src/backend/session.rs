@@ -327,16 +327,16 @@ impl Session {
     /// blocking command gone, closing it unblocks the server; or a
     /// blocking command left behind by a failover), or alive.
     pub(super) fn overdue(&mut self, backend: &Arc<str>, request_timeout: Duration) -> Overdue {
-        let lost = |reason: &str| BackendError::ConnectionLost {
-            backend: backend.clone(),
-            reason: reason.into(),
-        };
         match self.blocked(request_timeout) {
             Some(BlockedNow::ClientGone) => return Overdue::Dead(SessionEnd::Closed),
             Some(BlockedNow::Waiting) => return Overdue::Rearm,
             Some(BlockedNow::LeftBehind) => {
                 warn!("a blocking command left unanswered on the old master after a failover goes again on the new one");
-                return Overdue::Dead(SessionEnd::Failed(lost(super::LEFT_BEHIND)));
+                let lost = BackendError::ConnectionLost {
+                    backend: backend.clone(),
+                    reason: super::LEFT_BEHIND.into(),
+                };
+                return Overdue::Dead(SessionEnd::Failed(lost));
             }
             None => {}
         }

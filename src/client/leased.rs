@@ -84,7 +84,7 @@ pub(in crate::client) fn blocking(
     let payload = request.payload();
     let first = moving
         .is_empty()
-        .then(|| run.submit(&leased, &payload, false, blocks_for));
+        .then(|| run.submit(&leased, &payload, blocks_for));
     tokio::spawn(run.go(leased, payload, moving, first, tx));
     let mut slot = Slot::waiting(
         topo,
@@ -143,7 +143,7 @@ impl BlockingRun {
         first: Option<Sent>,
         mut tx: oneshot::Sender<BackendResult>,
     ) {
-        let (mut asking, mut blocks_for) = (false, self.blocks_for);
+        let mut blocks_for = self.blocks_for;
         let mut sent = match first {
             Some(sent) => sent,
             None => {
@@ -152,7 +152,7 @@ impl BlockingRun {
                     let _ = tx.send(Err(error));
                     return;
                 }
-                self.submit(&leased, &payload, asking, blocks_for)
+                self.submit(&leased, &payload, blocks_for)
             }
         };
         loop {
@@ -167,7 +167,7 @@ impl BlockingRun {
                 // Answered on a connection that had only this command
                 // (no ASKING before it), and no CLIENT UNBLOCK aimed at it
                 // (which could reach the next lease's): it serves the next.
-                if leased.aim.end() && reply.is_ok() && !asking {
+                if leased.aim.end() && reply.is_ok() && !leased.asked {
                     leased.on.give_back(leased.lease);
                 }
                 let _ = tx.send(reply);
@@ -192,18 +192,19 @@ impl BlockingRun {
             };
             blocks_for = self.blocks_for.saturating_sub(self.started.elapsed());
             payload = self.resend.payload(blocks_for);
-            asking = matches!(go, Go::Ask(_));
-            sent = self.submit(&leased, &payload, asking, blocks_for);
+            sent = self.submit(&leased, &payload, blocks_for);
         }
     }
 
-    /// Sends the command (after ASKING when `asking`) on `leased`.
-    fn submit(&self, leased: &Leased, payload: &Bytes, asking: bool, blocks_for: Duration) -> Sent {
-        let Leased { on, lease, .. } = leased;
+    /// Sends the command on `leased` (after ASKING where an `-ASK` sent it).
+    fn submit(&self, leased: &Leased, payload: &Bytes, blocks_for: Duration) -> Sent {
+        let Leased {
+            on, lease, asked, ..
+        } = leased;
         // ASKING's reply is awaited by no one, but its job must not look
         // abandoned (it would be skipped): its receiver lives until the
         // command's reply.
-        let asked = asking.then(|| {
+        let asked = asked.then(|| {
             let asking = Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n");
             on.submit(Job::one(self.origin, asking, self.db, false), Some(lease))
         });
@@ -254,9 +255,7 @@ impl BlockingRun {
         };
         Some(reply.unwrap_or_else(|_| Err(lost(&on.id))))
     }
-}
 
-impl BlockingRun {
     /// Resolves once a cluster's slot map has named another master than
     /// the node `leased` is on for the command's keys, for a request
     /// timeout ([`Elsewhere`]); never on another backend (a Sentinel
