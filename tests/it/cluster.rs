@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
-    run_script, try_wait_until, wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT,
+    blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, run_script, wait_until, Cluster,
+    Proxy, RawClient, Redis, READY_LIMIT,
 };
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -1204,17 +1205,7 @@ fn a_blocking_command_left_on_a_frozen_master_follows_its_slot() {
     let queue = "session:queue";
     let frozen = master_of(&cluster, queue);
     let replica = cluster.replica_of(frozen.port);
-    let port = proxy.port;
-    let blocked = std::thread::spawn(move || {
-        let mut waiter = RawClient::connect(port);
-        let limit = Some(Duration::from_secs(90));
-        waiter.stream.set_read_timeout(limit).unwrap();
-        waiter.text(&["BLPOP", queue, "0"])
-    });
-    let blocks_one = |node: &Redis| {
-        RawClient::try_once(node.port, &["INFO", "clients"])
-            .is_ok_and(|reply| reply.contains("blocked_clients:1\r\n"))
-    };
+    let blocked = blpop_on_a_thread(proxy.port, queue, "0");
     let every = Duration::from_millis(20);
     wait_until(
         READY_LIMIT,
@@ -1223,20 +1214,7 @@ fn a_blocking_command_left_on_a_frozen_master_follows_its_slot() {
         || blocks_one(frozen),
     );
     frozen.signal("STOP");
-    let moved = try_wait_until(Duration::from_secs(60), every, || {
-        blocks_one(replica) || blocked.is_finished()
-    });
-    assert!(moved, "BLPOP never blocked on the promoted replica");
-    assert!(
-        !blocked.is_finished(),
-        "the client was answered: {:?}",
-        blocked.join()
-    );
-    assert_eq!(replica.client().text(&["LPUSH", queue, "job"]), ":1\r\n");
-    assert_eq!(
-        blocked.join().unwrap(),
-        format!("*2\r\n${}\r\n{queue}\r\n$3\r\njob\r\n", queue.len())
-    );
+    blpop_gets_what_is_pushed_on(blocked, replica, queue);
     frozen.signal("CONT");
 }
 

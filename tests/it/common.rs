@@ -59,6 +59,55 @@ pub fn try_wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -
     true
 }
 
+/// A client of the proxy at `port` sending `BLPOP key timeout`, on a
+/// thread of its own: its reply may take as long as a failover, longer
+/// than a reply's usual limit on a loaded host.
+pub fn blpop_on_a_thread(
+    port: u16,
+    key: &'static str,
+    timeout: &'static str,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let limit = Some(Duration::from_secs(90));
+        client.stream.set_read_timeout(limit).unwrap();
+        client.text(&["BLPOP", key, timeout])
+    })
+}
+
+/// Whether `node` has one client blocked, polled on a connection of its
+/// own, which a failover (the sentinels' `CLIENT KILL TYPE normal`) may
+/// close mid-poll: no answer yet.
+pub fn blocks_one(node: &Redis) -> bool {
+    RawClient::try_once(node.port, &["INFO", "clients"])
+        .is_ok_and(|reply| reply.contains("blocked_clients:1\r\n"))
+}
+
+/// The BLPOP of `key` on `blocked`, given up by the server it blocked on
+/// first, blocks on `node` unanswered until an element is pushed there,
+/// which it then gets.
+pub fn blpop_gets_what_is_pushed_on(
+    blocked: std::thread::JoinHandle<String>,
+    node: &Redis,
+    key: &str,
+) {
+    let every = Duration::from_millis(20);
+    let moved = try_wait_until(Duration::from_secs(60), every, || {
+        blocks_one(node) || blocked.is_finished()
+    });
+    assert!(moved, "BLPOP never blocked on {}", node.address());
+    assert!(
+        !blocked.is_finished(),
+        "the client was answered: {:?}",
+        blocked.join()
+    );
+    assert_eq!(node.client().text(&["LPUSH", key, "job"]), ":1\r\n");
+    assert_eq!(
+        blocked.join().unwrap(),
+        format!("*2\r\n${}\r\n{key}\r\n$3\r\njob\r\n", key.len())
+    );
+}
+
 /// A free loopback port (never 6379), and never one this process handed
 /// out before: every test runs in one process, and a port released here
 /// may be given again before the server it was meant for binds it.

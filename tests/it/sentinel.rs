@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    free_port, proxy_master, recorder, sample, try_wait_until, wait_proxy_master, wait_until,
-    Group, Proxy, RawClient, SentinelProc,
+    blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, free_port, proxy_master, recorder,
+    sample, try_wait_until, wait_proxy_master, wait_until, Group, Proxy, RawClient, SentinelProc,
 };
 use crate::relay::Relay;
 
@@ -1377,18 +1377,6 @@ fn a_write_timed_out_behind_a_wait_never_runs_after_a_newer_one() {
     );
 }
 
-/// A client of the proxy at `port` sending `BLPOP queue <timeout>`, on a
-/// thread of its own: its reply may take as long as a failover, longer
-/// than a reply's usual limit on a loaded host.
-fn blpop_on_a_thread(port: u16, timeout: &'static str) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut client = RawClient::connect(port);
-        let limit = Some(Duration::from_secs(90));
-        client.stream.set_read_timeout(limit).unwrap();
-        client.text(&["BLPOP", "queue", timeout])
-    })
-}
-
 /// Whether `node` answers `args` with `wanted`, polled on a connection of
 /// its own, which the sentinels' `CLIENT KILL TYPE normal` may close
 /// mid-poll (CI saw a reset): no answer yet.
@@ -1396,34 +1384,8 @@ fn answers(node: &crate::common::Redis, args: &[&str], wanted: &str) -> bool {
     RawClient::try_once(node.port, args).is_ok_and(|reply| reply.contains(wanted))
 }
 
-fn blocks_one(node: &crate::common::Redis) -> bool {
-    answers(node, &["INFO", "clients"], "blocked_clients:1\r\n")
-}
-
 const POLL: Duration = Duration::from_millis(20);
 const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
-
-/// The client's BLPOP, given up by the old master, blocks on `new_node`
-/// unanswered until an element is pushed there, which it then gets.
-fn blpop_gets_what_the_new_master_gets(
-    blocked: std::thread::JoinHandle<String>,
-    new_node: &crate::common::Redis,
-) {
-    let moved = try_wait_until(FAILOVER_LIMIT, POLL, || {
-        blocks_one(new_node) || blocked.is_finished()
-    });
-    assert!(moved, "BLPOP never blocked on the new master");
-    assert!(
-        !blocked.is_finished(),
-        "the client was answered: {:?}",
-        blocked.join()
-    );
-    assert_eq!(new_node.client().text(&["LPUSH", "queue", "job"]), ":1\r\n");
-    assert_eq!(
-        blocked.join().unwrap(),
-        "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
-    );
-}
 
 /// A BLPOP blocked on a master that a SENTINEL FAILOVER demotes: the
 /// sentinel's `REPLICAOF` unblocks it unserved and its `CLIENT KILL TYPE
@@ -1439,7 +1401,7 @@ fn a_blocking_command_follows_a_failover_that_demotes_its_master() {
     let proxy = proxy_for(&[("a", &a, 0)], "");
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
-    let blocked = blpop_on_a_thread(proxy.port, "60");
+    let blocked = blpop_on_a_thread(proxy.port, "queue", "60");
     let old_node = a.node(&old).unwrap();
     let ready = crate::common::READY_LIMIT;
     wait_until(ready, POLL, "BLPOP blocked on the master", || {
@@ -1450,7 +1412,7 @@ fn a_blocking_command_follows_a_failover_that_demotes_its_master() {
         answers(old_node, &["ROLE"], "slave")
     });
     let new = a.master_address().unwrap();
-    blpop_gets_what_the_new_master_gets(blocked, a.node(&new).unwrap());
+    blpop_gets_what_is_pushed_on(blocked, a.node(&new).unwrap(), "queue");
 }
 
 /// Once a BLPOP through `proxy` blocks on `old_node`, the master of `a`,
@@ -1485,10 +1447,10 @@ fn a_blocking_command_left_on_a_frozen_master_follows_the_failover() {
     let proxy = proxy_for(&[("a", &a, 0)], "");
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
-    let blocked = blpop_on_a_thread(proxy.port, "0");
+    let blocked = blpop_on_a_thread(proxy.port, "queue", "0");
     let old_node = a.node(&old).unwrap();
     let new = freeze_under_a_blpop(&a, &proxy, old_node);
-    blpop_gets_what_the_new_master_gets(blocked, a.node(&new).unwrap());
+    blpop_gets_what_is_pushed_on(blocked, a.node(&new).unwrap(), "queue");
     old_node.signal("CONT");
 }
 
