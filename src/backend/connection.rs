@@ -342,13 +342,11 @@ impl Connection {
         }
     }
 
-    /// What a session refreshes its host name with: a shared connection
-    /// that reached `peer` through a name, with `[pool] dns_refresh_s` set.
+    /// What a session refreshes its host name with: a connection that
+    /// reached `peer` through a name, with `[pool] dns_refresh_s` set.
     fn dns_refresh(&self, peer: Option<SocketAddr>) -> Option<Refresh> {
         let every = self.settings.dns_refresh?;
-        if self.server_id.is_some() || peer.is_none() {
-            return None;
-        }
+        peer?;
         match &*self.endpoint.borrow() {
             Some(Endpoint::Tcp(address)) if crate::resolve::is_name(address) => Some(Refresh {
                 every,
@@ -500,8 +498,9 @@ impl Connection {
     /// this old (`[pool] max_connection_age_s`); one leased to a client
     /// (WATCH, a blocking command) keeps its client's state and is not. One
     /// to a host name looks it up again every `[pool] dns_refresh_s`: once
-    /// the name no longer leads to the address reached, it is replaced as an
-    /// aged one.
+    /// the name no longer leads to the address reached, a shared one is
+    /// replaced as an aged one, and a leased one leaves as after a new
+    /// master.
     fn renewal(&self, peer: Option<SocketAddr>) -> Renewal<Ready> {
         let max_age = self
             .settings
@@ -567,6 +566,11 @@ impl Connection {
                 self.prepared = ready;
                 s.renew();
             }
+            // A leased connection leaves as after a new master: a blocking
+            // command on a primary gone silent at a managed service's
+            // failover goes again where the name leads, a request timeout
+            // later (see `Session::blocked`); a WATCH ends with its lease.
+            Renew::Moved if self.server_id.is_some() => s.leave(),
             Renew::Moved => s.renew(),
         }
     }

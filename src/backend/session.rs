@@ -202,7 +202,8 @@ pub(super) struct Session {
     /// not a new master.
     pub(super) aging: bool,
     /// When the address stopped leading to this session's server (a new
-    /// master was named): a blocking command still owed a request timeout
+    /// master was named, or a leased connection's host name leads
+    /// elsewhere now): a blocking command still owed a request timeout
     /// later is left behind (see [`Session::blocked`]).
     pub(super) left_at: Option<Instant>,
     /// The job queue is closed: send what waits, answer it, then end.
@@ -233,8 +234,9 @@ impl Session {
         self.switching = true;
     }
 
-    /// The address leads elsewhere now (a new master): nothing more is
-    /// sent here, what was sent is answered, then the session ends.
+    /// The address leads elsewhere now (a new master, or a leased
+    /// connection's name moved): nothing more is sent here, what was sent
+    /// is answered, then the session ends.
     pub(super) fn leave(&mut self) {
         self.switching = true;
         self.left_at.get_or_insert_with(Instant::now);

@@ -79,7 +79,7 @@ pub fn blpop_on_a_thread(
 /// own, which a failover (the sentinels' `CLIENT KILL TYPE normal`) may
 /// close mid-poll: no answer yet.
 pub fn blocks_one(node: &Redis) -> bool {
-    RawClient::try_once(node.port, &["INFO", "clients"])
+    RawClient::try_once_to(node.ip, node.port, &["INFO", "clients"])
         .is_ok_and(|reply| reply.contains("blocked_clients:1\r\n"))
 }
 
@@ -323,7 +323,8 @@ impl Redis {
     /// look cut short is a "not yet".
     pub fn replication_until(&self, limit: Duration, holds: impl Fn(&str) -> bool) -> bool {
         try_wait_until(limit, Duration::from_millis(20), || {
-            RawClient::try_once(self.port, &["INFO", "replication"]).is_ok_and(|i| holds(&i))
+            RawClient::try_once_to(self.ip, self.port, &["INFO", "replication"])
+                .is_ok_and(|i| holds(&i))
         })
     }
 
@@ -581,7 +582,12 @@ impl RawClient {
     /// One command on a new connection, for a server that may close it
     /// (Sentinel kills a promoted replica's clients): the reply, or the error.
     pub fn try_once(port: u16, args: &[&str]) -> std::io::Result<String> {
-        let mut client = RawClient::try_connect(port)?;
+        RawClient::try_once_to("127.0.0.1", port, args)
+    }
+
+    /// [`RawClient::try_once`] to a server on `ip`.
+    pub fn try_once_to(ip: &str, port: u16, args: &[&str]) -> std::io::Result<String> {
+        let mut client = RawClient::try_connect_to(ip, port)?;
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         client.stream.write_all(&RawClient::encode(&args))?;
         Ok(String::from_utf8_lossy(&client.try_read_reply()?).into_owned())

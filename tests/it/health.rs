@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{config_for, free_port, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{
+    blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, config_for, free_port, wait_until,
+    Proxy, RawClient, Redis, READY_LIMIT,
+};
 
 const FAST: &str = "[pool]\nprobe_interval_ms = 100\nconnect_timeout_ms = 300\nrequest_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200";
 
@@ -780,6 +783,31 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
     );
 }
 
+/// A hosts file (`[pool] hosts_file`) giving one name one address, which
+/// the test moves as a managed service moves its endpoint's name: the file
+/// is replaced whole, so no lookup reads it half written.
+struct HostsFile {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    name: &'static str,
+}
+
+impl HostsFile {
+    fn naming(name: &'static str, ip: &str) -> HostsFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let file = HostsFile { dir, path, name };
+        file.point(ip);
+        file
+    }
+
+    fn point(&self, ip: &str) {
+        let next = self.dir.path().join("hosts.next");
+        std::fs::write(&next, format!("{ip} {}\n", self.name)).unwrap();
+        std::fs::rename(&next, &self.path).unwrap();
+    }
+}
+
 /// The same with a host name (an ElastiCache primary endpoint, an Azure
 /// host name): two servers on 127.0.0.1 and 127.0.0.2, one port, the name
 /// pinned by `[pool] hosts_file` and moved by the test after FAILOVER.
@@ -803,14 +831,7 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
             "127.0.0.2",
         ],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    let point = |ip: &str| {
-        let next = dir.path().join("hosts.next");
-        std::fs::write(&next, format!("{ip} sessions.redis.test\n")).unwrap();
-        std::fs::rename(&next, &hosts).unwrap();
-    };
-    point("127.0.0.1");
+    let hosts = HostsFile::naming("sessions.redis.test", "127.0.0.1");
     let timeout = Duration::from_millis(2000);
     crate::common::recorder();
     let proxy = Proxy::start(&format!(
@@ -819,7 +840,7 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
          dns_refresh_s = 1\nhosts_file = \"{}\"\n\
          [[backends]]\nid = \"named\"\naddress = \"sessions.redis.test:{port}\"\n",
         timeout.as_millis(),
-        hosts.display()
+        hosts.path.display()
     ));
     let resolved = || {
         let report = session_proxy::report::BackendReport::all(&proxy.shared.topology());
@@ -835,7 +856,7 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
     );
     assert_eq!(resolved(), (Some(format!("127.0.0.1:{port}")), 0));
     failover(&a, &b);
-    point("127.0.0.2");
+    hosts.point("127.0.0.2");
     let moved = std::time::Instant::now();
     let before = load.acknowledged();
     wait_until(
@@ -855,7 +876,7 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
     let c = Redis::start_at("127.0.0.3", port, &[]);
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", "session:where", "b"]), "+OK\r\n");
-    point("127.0.0.3");
+    hosts.point("127.0.0.3");
     wait_until(
         READY_LIMIT,
         Duration::from_millis(50),
@@ -883,6 +904,92 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
         "session_proxy_backend_address_changes_total{backend=\"named\"}",
     );
     assert_eq!(changes, Some(2.0));
+}
+
+/// A BLPOP (no timeout) through the proxy blocks on a managed service's
+/// primary, reached by host name, which freezes; its replica is promoted
+/// and the name moves to it, as the service does at a failover. The
+/// frozen server can neither answer `-UNBLOCKED` nor close the
+/// connection: the leased connection looks the name up as a shared one
+/// does (`dns_refresh_s`), and a request timeout after it led elsewhere
+/// gives the silent server up and sends the command again where the name
+/// leads, where the element pushed reaches the client. Before, the client
+/// stayed blocked on the frozen server for ever.
+#[test]
+fn a_blocking_command_on_a_primary_gone_silent_follows_its_host_name() {
+    let port = free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at(
+        "127.0.0.2",
+        port,
+        &["--replicaof", "127.0.0.1", &port.to_string()],
+    );
+    let hosts = HostsFile::naming("queues.redis.test", "127.0.0.1");
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\
+         [pool]\nrequest_timeout_ms = 1000\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+         dns_refresh_s = 1\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\naddress = \"queues.redis.test:{port}\"\n",
+        hosts.path.display()
+    ));
+    let blocked = blpop_on_a_thread(proxy.port, "queue", "0");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "BLPOP blocked on the primary",
+        || blocks_one(&a),
+    );
+    a.signal("STOP");
+    assert_eq!(b.client().text(&["REPLICAOF", "NO", "ONE"]), "+OK\r\n");
+    hosts.point("127.0.0.2");
+    blpop_gets_what_is_pushed_on(blocked, &b, "queue");
+    a.signal("CONT");
+}
+
+/// A WATCH through the proxy holds a leased connection to the server a
+/// host name leads to; the name moves to another server. The leased
+/// connection looks the name up as a shared one does and ends its lease,
+/// so the EXEC is aborted (nil, as for a watched key that changed) and the
+/// client's retry writes where the name leads now. Before, the EXEC ran
+/// on the old server, which the site no longer reads from: the write was
+/// as good as lost.
+#[test]
+fn a_watch_held_across_a_host_name_move_aborts_its_exec() {
+    let port = free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at("127.0.0.2", port, &[]);
+    let hosts = HostsFile::naming("sessions.redis.test", "127.0.0.1");
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\ndns_refresh_s = 1\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\naddress = \"sessions.redis.test:{port}\"\n",
+        hosts.path.display()
+    ));
+    let mut client = proxy.client();
+    let watching = |redis: &Redis| {
+        redis
+            .client()
+            .text(&["CLIENT", "LIST"])
+            .contains("cmd=watch")
+    };
+    assert_eq!(client.text(&["WATCH", "session:k"]), "+OK\r\n");
+    assert!(watching(&a));
+    hosts.point("127.0.0.2");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the leased connection to leave the old server",
+        || !watching(&a),
+    );
+    let transaction = |client: &mut RawClient| {
+        assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+        assert_eq!(client.text(&["SET", "session:k", "v"]), "+QUEUED\r\n");
+        client.text(&["EXEC"])
+    };
+    assert_eq!(transaction(&mut client), "*-1\r\n");
+    assert_eq!(client.text(&["WATCH", "session:k"]), "+OK\r\n");
+    assert_eq!(transaction(&mut client), "*1\r\n+OK\r\n");
+    assert_eq!(b.client().text(&["GET", "session:k"]), "$1\r\nv\r\n");
+    assert_eq!(a.client().text(&["EXISTS", "session:k"]), ":0\r\n");
 }
 
 /// ElastiCache/MemoryDB IAM authentication: tokens as the AWS SDK makes
