@@ -43,6 +43,7 @@ use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
 pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, ServerId, Share, Unleased};
 use lease::{Leases, Line, TakeLease};
+pub use retry::refusal;
 
 use lanes::Lanes;
 use worker_pool::WorkerPool;

@@ -26,7 +26,12 @@ pub(super) struct Retry {
 /// (or the same, later) will: `-READONLY` (it is a replica now) or
 /// `-LOADING` (it is loading its data).
 pub(super) fn refused(frame: &[u8]) -> bool {
-    frame.starts_with(b"-READONLY") || frame.starts_with(b"-LOADING")
+    frame.strip_prefix(b"-").is_some_and(refusal)
+}
+
+/// The same, of an error's line without its `-`.
+pub fn refusal(line: &[u8]) -> bool {
+    line.starts_with(b"READONLY") || line.starts_with(b"LOADING")
 }
 
 fn refused_reply(reply: &Reply) -> bool {

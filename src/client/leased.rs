@@ -175,7 +175,7 @@ impl BlockingRun {
             };
             drop(leased);
             if go == Go::Later {
-                debug!(backend = %self.routed.id, "a blocking command answered -TRYAGAIN goes again");
+                debug!(backend = %self.routed.id, "a blocking command answered -TRYAGAIN, -READONLY or -LOADING goes again");
                 tokio::select! {
                     _ = tokio::time::sleep(TRY_AGAIN_AFTER) => {}
                     _ = tx.closed() => return,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::backend::{BackendError, BackendResult, CLOSED_BY_THE_SERVER, LEFT_BEHIND};
+use crate::backend::{refusal, BackendError, BackendResult, CLOSED_BY_THE_SERVER, LEFT_BEHIND};
 use crate::cluster::{self, Redirect, MAX_REDIRECTS, TRY_AGAIN_AFTER};
 use crate::protocol::command::{block_arg, with_block_time, BlockArg, Spec};
 use crate::protocol::keys::request_key_positions;
@@ -32,7 +32,11 @@ pub(in crate::client) enum Go {
     Master,
     /// After ASKING, to the cluster node at this address (`-ASK`).
     Ask(String),
-    /// To the master of its keys, after [`TRY_AGAIN_AFTER`] (`-TRYAGAIN`).
+    /// To the master of its keys, after [`TRY_AGAIN_AFTER`] (`-TRYAGAIN`;
+    /// `-READONLY` or `-LOADING`: the connection reached a replica, as in
+    /// the moment between a managed failover's demotion and its name's
+    /// move, or a server loading its data; the connection that met it
+    /// reconnects meanwhile).
     Later,
 }
 
@@ -49,8 +53,8 @@ pub(in crate::client) struct Resend {
     /// (another server's `-MOVED` is its client's reply).
     cluster: bool,
     hops: u8,
-    /// When the first `-TRYAGAIN` came: they are followed for a request
-    /// timeout from then.
+    /// When the first `-TRYAGAIN` (or `-READONLY`, `-LOADING`) came: they
+    /// are followed for a request timeout from then.
     tried_since: Option<Instant>,
 }
 
@@ -86,10 +90,11 @@ impl Resend {
     /// client would not get either way), or a failover left it on a silent
     /// old master (which answered nothing for a request timeout after the
     /// new master was named: what it might still serve, the client would
-    /// not get from a server it cannot reach either), and within bounds:
+    /// not get from a server it cannot reach either), or a replica or a
+    /// loading server refused it (it did not run), and within bounds:
     /// [`MAX_REDIRECTS`] moves (demotions and closes count as moves), and
-    /// `-TRYAGAIN` for `timeout` from the first. Redirections are followed
-    /// on a cluster only.
+    /// `-TRYAGAIN`, `-READONLY` and `-LOADING` for `timeout` from the
+    /// first. Redirections are followed on a cluster only.
     pub(in crate::client) fn follow(
         &mut self,
         reply: &BackendResult,
@@ -107,12 +112,10 @@ impl Resend {
             Err(_) => return None,
         };
         let redirect = self.cluster.then(|| cluster::redirect(reply)).flatten();
+        let refused = reply.error_line().is_some_and(refusal);
         let go = match redirect {
-            Some(Redirect::TryAgain) => {
-                let since = *self.tried_since.get_or_insert(now);
-                let within = now.duration_since(since) + TRY_AGAIN_AFTER < timeout;
-                return within.then_some(Go::Later);
-            }
+            Some(Redirect::TryAgain) => return self.later(now, timeout),
+            None if refused => return self.later(now, timeout),
             Some(Redirect::Moved { .. }) => Go::Master,
             Some(Redirect::Ask { node, .. }) => Go::Ask(node),
             None if reply.error_line() == Some(DEMOTED) => Go::Master,
@@ -120,6 +123,14 @@ impl Resend {
         };
         self.hops += 1;
         (self.hops <= MAX_REDIRECTS).then_some(go)
+    }
+
+    /// Again after [`TRY_AGAIN_AFTER`], while within `timeout` of the first
+    /// such answer.
+    fn later(&mut self, now: Instant, timeout: Duration) -> Option<Go> {
+        let since = *self.tried_since.get_or_insert(now);
+        let within = now.duration_since(since) + TRY_AGAIN_AFTER < timeout;
+        within.then_some(Go::Later)
     }
 
     /// The command again, with `left` to block where it has a timeout.
@@ -226,6 +237,16 @@ mod tests {
             assert_eq!(tried.follow(&line, now, timeout), Some(Go::Later));
         }
         assert_eq!(tried.follow(&line, now + timeout, timeout), None);
+        // A replica's or loading server's refusal, cluster or not.
+        for line in [
+            "READONLY You can't write against a read only replica.",
+            "LOADING Redis is loading the dataset in memory",
+        ] {
+            let mut refused = resend_on(false);
+            let line = Ok(Reply::error(line));
+            assert_eq!(refused.follow(&line, now, timeout), Some(Go::Later));
+            assert_eq!(refused.follow(&line, now + timeout, timeout), None);
+        }
         let unblocked = Reply::error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
         let others = [
             Reply::error("WRONGTYPE x"),

@@ -108,6 +108,31 @@ pub fn blpop_gets_what_is_pushed_on(
     );
 }
 
+/// A hosts file (`[pool] hosts_file`) giving one name one address, which
+/// the test moves as a managed service moves its endpoint's name: the file
+/// is replaced whole, so no lookup reads it half written.
+pub struct HostsFile {
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+    name: &'static str,
+}
+
+impl HostsFile {
+    pub fn naming(name: &'static str, ip: &str) -> HostsFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let file = HostsFile { dir, path, name };
+        file.point(ip);
+        file
+    }
+
+    pub fn point(&self, ip: &str) {
+        let next = self.dir.path().join("hosts.next");
+        std::fs::write(&next, format!("{ip} {}\n", self.name)).unwrap();
+        std::fs::rename(&next, &self.path).unwrap();
+    }
+}
+
 /// A free loopback port (never 6379), and never one this process handed
 /// out before: every test runs in one process, and a port released here
 /// may be given again before the server it was meant for binds it.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::common::{
     blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, config_for, free_port, wait_until,
-    Proxy, RawClient, Redis, READY_LIMIT,
+    HostsFile, Proxy, RawClient, Redis, READY_LIMIT,
 };
 
 const FAST: &str = "[pool]\nprobe_interval_ms = 100\nconnect_timeout_ms = 300\nrequest_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200";
@@ -783,31 +783,6 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
     );
 }
 
-/// A hosts file (`[pool] hosts_file`) giving one name one address, which
-/// the test moves as a managed service moves its endpoint's name: the file
-/// is replaced whole, so no lookup reads it half written.
-struct HostsFile {
-    dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    name: &'static str,
-}
-
-impl HostsFile {
-    fn naming(name: &'static str, ip: &str) -> HostsFile {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts");
-        let file = HostsFile { dir, path, name };
-        file.point(ip);
-        file
-    }
-
-    fn point(&self, ip: &str) {
-        let next = self.dir.path().join("hosts.next");
-        std::fs::write(&next, format!("{ip} {}\n", self.name)).unwrap();
-        std::fs::rename(&next, &self.path).unwrap();
-    }
-}
-
 /// The same with a host name (an ElastiCache primary endpoint, an Azure
 /// host name): two servers on 127.0.0.1 and 127.0.0.2, one port, the name
 /// pinned by `[pool] hosts_file` and moved by the test after FAILOVER.
@@ -944,6 +919,57 @@ fn a_blocking_command_on_a_primary_gone_silent_follows_its_host_name() {
     hosts.point("127.0.0.2");
     blpop_gets_what_is_pushed_on(blocked, &b, "queue");
     a.signal("CONT");
+}
+
+/// A blocking command sent in the moment a managed failover has demoted
+/// the primary and not yet moved its name: the old primary, a replica now,
+/// refuses it (-READONLY: it did not run), and the proxy sends it again,
+/// every 20 ms within a request timeout, until the name leads to the new
+/// primary, where the element pushed reaches the client. Before, the
+/// client got the -READONLY (the nemesis's queue consumers met it).
+#[test]
+fn a_blocking_command_refused_by_a_demoted_primary_goes_where_its_name_moves() {
+    let port = free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at(
+        "127.0.0.2",
+        port,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &port.to_string(),
+            "--replica-announce-ip",
+            "127.0.0.2",
+        ],
+    );
+    let hosts = HostsFile::naming("queues.redis.test", "127.0.0.1");
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 5000\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\naddress = \"queues.redis.test:{port}\"\n",
+        hosts.path.display()
+    ));
+    wait_until(READY_LIMIT, Duration::from_millis(20), "the sync", || {
+        b.client()
+            .text(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    failover(&a, &b);
+    let blocked = blpop_on_a_thread(proxy.port, "queue", "0");
+    let refused = || {
+        let stats = a.client().text(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find(|line| line.starts_with("cmdstat_blpop:"))
+            .is_some_and(|line| !line.contains("rejected_calls=0,"))
+    };
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the demoted primary to refuse the BLPOP",
+        refused,
+    );
+    hosts.point("127.0.0.2");
+    blpop_gets_what_is_pushed_on(blocked, &b, "queue");
 }
 
 /// A WATCH through the proxy holds a leased connection to the server a
