@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The nemesis (tests/it/nemesis.rs): simulated users through two proxies over
-# two Sentinel groups and a plain backend while faults overlap; the checker's
+# two Sentinel groups, a Redis Cluster, a plain backend and a managed one (a
+# host name that failovers move) while faults overlap; the checker's
 # verdict and the history go to target/nemesis/.
 #
 #   benches/nemesis.sh                 # 45 s of faults

@@ -3,7 +3,8 @@
 //! regenerate the id by RENAME, log out) through two proxy processes, each
 //! request on either proxy at random, over two Sentinel groups (a master and
 //! two replicas each, `min_replicas_ack = 1`), a Redis Cluster (three
-//! masters, a replica each) and a plain backend, while faults come at
+//! masters, a replica each), a plain backend and a managed one (a primary
+//! and its replica reached by a host name, [`managed`]), while faults come at
 //! random and overlap: SENTINEL FAILOVER, CLUSTER FAILOVER, slots of the
 //! cluster moving to another master (`redis-cli --cluster reshard`), a master killed
 //! (SIGKILL) and restarted, a frozen replica,
@@ -12,7 +13,9 @@
 //! plain backend slowed, silenced or cut (a relay of the harness's own,
 //! [`crate::relay`]), a sentinel killed, a
 //! proxy restarted by SIGTERM (a rolling restart), a reload that adds a
-//! backend and one that removes it again (keys move), the two proxies
+//! backend and one that removes it again (keys move), a managed failover
+//! (Redis's FAILOVER, or the primary frozen and its replica promoted, the
+//! name moved to the new primary), the two proxies
 //! reloading a moment apart. Beside the sessions, work queues: a producer
 //! pushes items and a consumer takes them with a blocking pop, mostly
 //! blocked when a fault comes ([`queues`]).
@@ -49,8 +52,11 @@ use rand::{Rng, SeedableRng};
 use crate::common::{try_wait_until, Cluster, Group, RawClient, Redis, Running};
 use crate::relay::Relay;
 
+mod managed;
 mod plot;
 mod queues;
+
+use managed::Managed;
 
 const USERS: usize = 12;
 /// After a fault ends, errors still count as the fault's for this long.
@@ -140,10 +146,27 @@ impl Fault {
 /// The proxies' client ports now (a restart changes one).
 type Ports = Arc<Mutex<Vec<u16>>>;
 
-fn body(a: &Group, b: &Group, cluster: &Cluster, plain: &Relay, extra: Option<&Redis>) -> String {
-    let mut text = String::from(
-        "[pool]\nrequest_timeout_ms = 1500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n\
-         [keys]\nhash_tag = \"{}\"\n",
+/// The backends every proxy runs with.
+struct Backends {
+    a: Arc<Group>,
+    b: Arc<Group>,
+    cluster: Arc<Cluster>,
+    plain: Arc<Relay>,
+    managed: Arc<Managed>,
+}
+
+fn body(backends: &Backends, extra: Option<&Redis>) -> String {
+    let Backends {
+        a,
+        b,
+        cluster,
+        plain,
+        managed,
+    } = backends;
+    let mut text = format!(
+        "[pool]\nrequest_timeout_ms = 1500\nconnect_timeout_ms = 300\nbackoff_max_ms = 300\n{}\
+         [keys]\nhash_tag = \"{{}}\"\n",
+        managed.pool_toml()
     );
     for (id, group) in [("a", a), ("b", b)] {
         text.push_str(&format!(
@@ -164,6 +187,7 @@ fn body(a: &Group, b: &Group, cluster: &Cluster, plain: &Relay, extra: Option<&R
         "[[backends]]\nid = \"cluster\"\ncluster = {{ seeds = [{}] }}\n",
         seeds.join(", ")
     ));
+    text.push_str(&managed.backend_toml());
     if let Some(extra) = extra {
         text.push_str(&format!(
             "[[backends]]\nid = \"extra\"\naddress = \"{}\"\n",
@@ -740,9 +764,19 @@ fn nemesis() {
     // As docs/cluster.md advises: a failed master costs only its own slots.
     let coverage = ["--cluster-require-full-coverage", "no"];
     let cluster = Arc::new(Cluster::start_with(3, 1, &coverage));
+    let managed = Arc::new(Managed::start(&node_args));
+    let backends = Backends {
+        a: a.clone(),
+        b: b.clone(),
+        cluster: cluster.clone(),
+        plain: plain.clone(),
+        managed: managed.clone(),
+    };
     // One change of the cluster's layout at a time.
     let cluster_busy = Arc::new(AtomicBool::new(false));
-    let base = body(&a, &b, &cluster, &plain, None);
+    // One managed failover at a time.
+    let managed_busy = Arc::new(AtomicBool::new(false));
+    let base = body(&backends, None);
     // The config every proxy runs now (a restarted one starts with it).
     let current = Arc::new(Mutex::new(base.clone()));
     let proxies = Arc::new(Mutex::new(vec![
@@ -791,7 +825,7 @@ fn nemesis() {
         if running.len() >= 2 {
             continue;
         }
-        let choice = rng.random_range(0..15);
+        let choice = rng.random_range(0..17);
         if no_faults {
             continue;
         }
@@ -811,6 +845,34 @@ fn nemesis() {
             continue;
         }
         let handle = match choice {
+            15 | 16 if managed_busy.swap(true, Ordering::Relaxed) => continue,
+            15 => {
+                let (managed, busy) = (managed.clone(), managed_busy.clone());
+                inject(
+                    &faults,
+                    "managed failover (FAILOVER, name moved)",
+                    Some("managed"),
+                    move || {
+                        managed.failover();
+                        busy.store(false, Ordering::Relaxed);
+                    },
+                )
+            }
+            16 => {
+                let (managed, busy) = (managed.clone(), managed_busy.clone());
+                // Past two of the name's lookups (every second) and a
+                // request timeout: every connection has left the old node.
+                let pause = Duration::from_millis(rng.random_range(2500..4500));
+                inject(
+                    &faults,
+                    "managed primary frozen, replica promoted, name moved",
+                    Some("managed"),
+                    move || {
+                        managed.freeze_and_promote(pause);
+                        busy.store(false, Ordering::Relaxed);
+                    },
+                )
+            }
             12..=14 if cluster_busy.swap(true, Ordering::Relaxed) => continue,
             12 => {
                 let (cluster, busy) = (cluster.clone(), cluster_busy.clone());
@@ -981,7 +1043,7 @@ fn nemesis() {
             _ => {
                 extra_in = !extra_in;
                 let text = if extra_in {
-                    body(&a, &b, &cluster, &plain, Some(&extra))
+                    body(&backends, Some(&extra))
                 } else {
                     base.clone()
                 };
