@@ -128,6 +128,18 @@ pub async fn open_via(
     tls: Option<&crate::config::TlsClient>,
     hosts_file: Option<&Path>,
 ) -> Result<(Stream, Option<SocketAddr>), DialError> {
+    open_at(endpoint, None, tls, hosts_file).await
+}
+
+/// [`open_via`], to `peer` when given rather than where the endpoint's
+/// name leads now: the address a connection to `endpoint` reached once,
+/// to reach that server again (TLS still checks the endpoint's name).
+pub async fn open_at(
+    endpoint: &Endpoint,
+    peer: Option<SocketAddr>,
+    tls: Option<&crate::config::TlsClient>,
+    hosts_file: Option<&Path>,
+) -> Result<(Stream, Option<SocketAddr>), DialError> {
     let address = match endpoint {
         Endpoint::Tcp(address) => address,
         Endpoint::Unix(path) => {
@@ -140,7 +152,10 @@ pub async fn open_via(
             return Ok((Stream::Unix(unix), None));
         }
     };
-    let (tcp, peer) = connect_tcp(address, hosts_file).await?;
+    let (tcp, peer) = match peer {
+        Some(peer) => (connect_to(address, peer).await?, peer),
+        None => connect_tcp(address, hosts_file).await?,
+    };
     let Some(settings) = tls else {
         return Ok((Stream::Tcp(tcp), Some(peer)));
     };
@@ -158,6 +173,18 @@ pub async fn open_via(
     let (tcp, session) = stream.into_inner();
     let stream = crate::tls_stream::TlsStream::new(tcp, session);
     Ok((Stream::Tls(Box::new(stream)), Some(peer)))
+}
+
+/// Connects to `peer`, an address `address` led to.
+async fn connect_to(address: &str, peer: SocketAddr) -> Result<TcpStream, DialError> {
+    let tcp = TcpStream::connect(peer)
+        .await
+        .map_err(|error| DialError::Connect {
+            address: format!("{address} ({peer})"),
+            error,
+        })?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 /// Connects to the first of the addresses `address` resolves to that
@@ -298,12 +325,15 @@ pub struct Handshaken {
 /// One command on a connection of its own, after AUTH but without the
 /// handshake's SELECT: a server busy with a script answers only a few
 /// commands (SCRIPT KILL, FUNCTION KILL), and SELECT is not one of them.
+/// To `peer` when given (see [`open_at`]), else where the endpoint leads
+/// now, its name resolved through `hosts_file` first.
 pub async fn ask_once(
-    endpoint: &Endpoint,
+    (endpoint, peer): (&Endpoint, Option<SocketAddr>),
     target: &Target,
+    hosts_file: Option<&Path>,
     args: Vec<Bytes>,
 ) -> Result<Reply, DialError> {
-    let stream = open_to(endpoint, target.tls.as_ref()).await?;
+    let (stream, _) = open_at(endpoint, peer, target.tls.as_ref(), hosts_file).await?;
     let mut rbuf = BytesMut::new();
     let password = target.password_for_connect().await?;
     let mut replies = call_with_auth(

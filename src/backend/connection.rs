@@ -68,7 +68,11 @@ impl Dialer {
             let done = handshake(&endpoint, &self.target, &self.settings).await?;
             let stream = done.stream;
             if let Some(server_id) = &self.server_id {
-                server_id.set(endpoint.clone(), crate::dial::client_id(&stream).await?);
+                let at = super::ServerAt {
+                    endpoint: endpoint.clone(),
+                    peer: done.peer,
+                };
+                server_id.set(at, crate::dial::client_id(&stream).await?);
             }
             // A server that cannot speak RESP3 answers in RESP2, and its
             // replies are converted for RESP3 clients.

@@ -15,10 +15,19 @@ use tokio::sync::mpsc;
 /// client: the address may lead to a new master since). None before a
 /// handshake, and once the connection is closed.
 #[derive(Debug, Default)]
-pub struct ServerId(std::sync::Mutex<Option<(crate::config::Endpoint, u64)>>);
+pub struct ServerId(std::sync::Mutex<Option<(ServerAt, u64)>>);
+
+/// A server a connection reached: the endpoint it dialled and the address
+/// that led to (a host name may lead elsewhere since: a managed service's
+/// failover moves it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAt {
+    pub endpoint: crate::config::Endpoint,
+    pub peer: Option<std::net::SocketAddr>,
+}
 
 impl ServerId {
-    pub(super) fn set(&self, at: crate::config::Endpoint, id: u64) {
+    pub(super) fn set(&self, at: ServerAt, id: u64) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, id));
     }
 
@@ -27,7 +36,7 @@ impl ServerId {
     }
 
     /// The server and the connection's client id there, if known.
-    pub fn get(&self) -> Option<(crate::config::Endpoint, u64)> {
+    pub fn get(&self) -> Option<(ServerAt, u64)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -41,7 +41,7 @@ use connection::Connection;
 pub use health::Health;
 use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
-pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, ServerId, Share, Unleased};
+pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, ServerAt, ServerId, Share, Unleased};
 use lease::{Leases, Line, TakeLease};
 pub use retry::refusal;
 
@@ -509,16 +509,18 @@ impl Backend {
         let Some(endpoint) = endpoint else {
             return Err(crate::dial::DialError::Closed);
         };
-        self.ask_at(&endpoint, args).await
+        self.ask_at((&endpoint, None), args).await
     }
 
-    /// As [`Backend::ask_apart`], of the server at `endpoint`.
+    /// As [`Backend::ask_apart`], of the server at `endpoint` (at `peer`,
+    /// the address it led to once, when given).
     async fn ask_at(
         &self,
-        endpoint: &Endpoint,
+        at: (&Endpoint, Option<std::net::SocketAddr>),
         args: Vec<Bytes>,
     ) -> Result<Reply, crate::dial::DialError> {
-        let asked = crate::dial::ask_once(endpoint, &self.target, args);
+        let hosts_file = self.settings.hosts_file.as_deref();
+        let asked = crate::dial::ask_once(at, &self.target, hosts_file, args);
         match timeout(self.settings.connect_timeout, asked).await {
             Ok(done) => done,
             Err(_) => Err(crate::dial::DialError::Closed),
@@ -526,17 +528,18 @@ impl Backend {
     }
 
     /// CLIENT UNBLOCK of one of this backend's leased connections (its
-    /// server's client id), on a connection of its own to that server
-    /// (the address may lead elsewhere since): the server's answer (`:1`
-    /// when the connection was blocked and is no longer).
+    /// server's client id), on a connection of its own to that server, at
+    /// the address the connection reached (the endpoint, or its name, may
+    /// lead elsewhere since): the server's answer (`:1` when the
+    /// connection was blocked and is no longer).
     pub async fn unblock(
         &self,
-        (at, server_id): (Endpoint, u64),
+        (at, server_id): (ServerAt, u64),
         error: bool,
     ) -> Result<Reply, crate::dial::DialError> {
         let reason: &'static [u8] = if error { b"ERROR" } else { b"TIMEOUT" };
         self.ask_at(
-            &at,
+            (&at.endpoint, at.peer),
             vec![
                 Bytes::from_static(b"CLIENT"),
                 Bytes::from_static(b"UNBLOCK"),

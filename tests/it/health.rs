@@ -972,6 +972,60 @@ fn a_blocking_command_refused_by_a_demoted_primary_goes_where_its_name_moves() {
     blpop_gets_what_is_pushed_on(blocked, &b, "queue");
 }
 
+/// CLIENT UNBLOCK of a client whose BLPOP waits on a server reached by a
+/// host name that has moved since (the command not given up there yet:
+/// the request timeout is long) asks the server the command waits on, at
+/// the address its connection reached, not where the name leads now: that
+/// server unblocks it (the client gets a nil, as from Redis), and the new
+/// one sees no CLIENT UNBLOCK. Before, it was asked where the name led, as
+/// the system's resolver has it (the hosts file unread).
+#[test]
+fn client_unblock_after_a_host_name_moved_asks_the_server_the_command_waits_on() {
+    let port = free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at("127.0.0.2", port, &[]);
+    let hosts = HostsFile::naming("queues.redis.test", "127.0.0.1");
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 30000\n\
+         dns_refresh_s = 1\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\naddress = \"queues.redis.test:{port}\"\n",
+        hosts.path.display()
+    ));
+    let mut blocked = proxy.client();
+    let id = blocked.text(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    blocked.send(&[b"BLPOP", b"queue", b"0"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "BLPOP blocked",
+        || blocks_one(&a),
+    );
+    hosts.point("127.0.0.2");
+    let resolved = || {
+        session_proxy::report::BackendReport::all(&proxy.shared.topology())[0]
+            .resolved
+            .clone()
+    };
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(50),
+        "the proxy to follow the name",
+        || resolved() == Some(format!("127.0.0.2:{port}")),
+    );
+    assert!(blocks_one(&a), "the BLPOP left the old server already");
+    assert_eq!(proxy.client().text(&["CLIENT", "UNBLOCK", &id]), ":1\r\n");
+    assert_eq!(blocked.read_reply(), b"*-1\r\n");
+    let unblocks = |redis: &Redis| {
+        redis
+            .client()
+            .text(&["INFO", "commandstats"])
+            .contains("cmdstat_client|unblock:calls=1,")
+    };
+    assert!(unblocks(&a));
+    assert!(!unblocks(&b));
+}
+
 /// A WATCH through the proxy holds a leased connection to the server a
 /// host name leads to; the name moves to another server. The leased
 /// connection looks the name up as a shared one does and ends its lease,
