@@ -349,16 +349,7 @@ impl Connection {
     /// What a session refreshes its host name with: a connection that
     /// reached `peer` through a name, with `[pool] dns_refresh_s` set.
     fn dns_refresh(&self, peer: Option<SocketAddr>) -> Option<Refresh> {
-        let every = self.settings.dns_refresh?;
-        peer?;
-        match &*self.endpoint.borrow() {
-            Some(Endpoint::Tcp(address)) if crate::resolve::is_name(address) => Some(Refresh {
-                every,
-                address: address.clone(),
-                hosts_file: self.settings.hosts_file.clone(),
-            }),
-            _ => None,
-        }
+        Refresh::of(&self.settings, self.endpoint.borrow().as_ref(), peer)
     }
 
     /// The endpoint leads to a replica still (or a master loading its

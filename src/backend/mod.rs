@@ -551,8 +551,12 @@ impl Backend {
     }
 
     /// A connection apart from the pool, to the current endpoint, made
-    /// ready as the pool's are (Pub/Sub links: `crate::pubsub::link`).
-    pub async fn connect_apart(&self) -> Result<crate::net::Stream, crate::dial::DialError> {
+    /// ready as the pool's are (Pub/Sub links: `crate::pubsub::link`;
+    /// tracking links), and the address it reached (see
+    /// [`Backend::name_moved`]).
+    pub async fn connect_apart(
+        &self,
+    ) -> Result<(crate::net::Stream, Option<std::net::SocketAddr>), crate::dial::DialError> {
         let endpoint = self.endpoint.borrow().clone();
         let Some(endpoint) = endpoint else {
             return Err(crate::dial::DialError::Io(std::io::Error::new(
@@ -562,12 +566,24 @@ impl Backend {
         };
         let connecting = crate::dial::handshake(&endpoint, &self.target, &self.settings);
         match timeout(self.settings.connect_timeout, connecting).await {
-            Ok(done) => done.map(|done| done.stream),
+            Ok(done) => done.map(|done| (done.stream, done.peer)),
             Err(_) => Err(crate::dial::DialError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connect timed out",
             ))),
         }
+    }
+
+    /// Returns once the backend's host name no longer leads to `peer`, the
+    /// address a connection apart reached (looked up every `[pool]
+    /// dns_refresh_s`, as the pool's connections look it up); never for a
+    /// backend given by address, or with the lookups off. A link on a
+    /// managed service's old primary would miss what happens on the new
+    /// one (its keyspace events), or hear nothing at all from a primary
+    /// gone silent.
+    pub async fn name_moved(&self, peer: Option<std::net::SocketAddr>) {
+        let refresh = renewal::Refresh::of(&self.settings, self.endpoint.borrow().as_ref(), peer);
+        renewal::name_moved(refresh, peer).await
     }
 
     /// Whether writes to this backend are followed by WAIT.

@@ -19,6 +19,42 @@ pub(super) struct Refresh {
     pub(super) hosts_file: Option<std::path::PathBuf>,
 }
 
+impl Refresh {
+    /// For a connection that reached `peer` through `endpoint`: when the
+    /// endpoint is a host name and `[pool] dns_refresh_s` is set.
+    pub(super) fn of(
+        settings: &crate::dial::PoolSettings,
+        endpoint: Option<&crate::config::Endpoint>,
+        peer: Option<SocketAddr>,
+    ) -> Option<Refresh> {
+        let every = settings.dns_refresh?;
+        peer?;
+        match endpoint? {
+            crate::config::Endpoint::Tcp(address) if crate::resolve::is_name(address) => {
+                Some(Refresh {
+                    every,
+                    address: address.clone(),
+                    hosts_file: settings.hosts_file.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Returns once the host name a connection reached `peer` through no
+/// longer leads there (looked up every `refresh.every`); never without a
+/// refresh. For the connections apart from the pool (a subscriber's link,
+/// a tracking link), which have no renewal of their own.
+pub(super) async fn name_moved(refresh: Option<Refresh>, peer: Option<SocketAddr>) {
+    let mut renewal: Renewal<()> = Renewal::new(None, refresh, peer);
+    if !renewal.armed() {
+        return std::future::pending().await;
+    }
+    // Without an age, only a move ends the wait.
+    while !matches!(renewal.next().await, Renew::Moved) {}
+}
+
 /// The timers and background work of one session's renewal; `R` is the
 /// replacement connection it prepares.
 pub(super) struct Renewal<R> {

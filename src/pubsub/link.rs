@@ -2,7 +2,8 @@
 //! client wants there (again after every reconnect, so a subscriber lives
 //! through a backend restart or a failover), sends its (un)subscribes on,
 //! tells it when Redis has confirmed a subscribe, and hands it the messages.
-//! When Sentinel names a new master, the link moves to it.
+//! When Sentinel names a new master, or the backend's host name leads
+//! elsewhere (`[pool] dns_refresh_s`), the link moves to it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -59,8 +60,8 @@ pub async fn run(
         // Orders wait while connecting (at most the connect timeout): the
         // subscription is made on connect, from `wanted`, and they are
         // confirmed then.
-        let stream = match backend.connect_apart().await {
-            Ok(stream) => stream,
+        let (stream, peer) = match backend.connect_apart().await {
+            Ok(reached) => reached,
             Err(error) => {
                 debug!(backend = %backend.id, %error, "subscription link cannot connect");
                 if !wait_out(&mut orders, backoff.pause()).await {
@@ -73,6 +74,9 @@ pub async fn run(
         let mut wbuf = BytesMut::new();
         resubscribe(&wanted, index, &mut owed, &mut wbuf);
         let mut rbuf = BytesMut::new();
+        // A managed service's failover moves its name, not a Sentinel master.
+        let name_moved = backend.name_moved(peer);
+        tokio::pin!(name_moved);
         let lost = 'session: loop {
             if !wbuf.is_empty() {
                 if let Err(e) = stream.write_all(&mut wbuf).await {
@@ -86,6 +90,7 @@ pub async fn run(
                     }
                     break 'session "the master moved".to_string();
                 }
+                () = &mut name_moved => break 'session "the name leads elsewhere".to_string(),
                 order = orders.recv() => {
                     let Some(order) = order else { return };
                     take_order(order, &mut owed, &mut wbuf);

@@ -1,7 +1,7 @@
 //! One backend's tracking link: a connection of its own in RESP3 with
 //! `CLIENT TRACKING ON BCAST`, so Redis tells it of every key changed on
 //! that server, by anyone. It reconnects after a loss and moves with the
-//! master Sentinel names; whenever it is not confirmed, reads on that
+//! master Sentinel names, or with the backend's host name; whenever it is not confirmed, reads on that
 //! backend are not cacheable, and when it is lost every tracking client
 //! flushes (see [`super`]). A PING every second shows a silent network.
 
@@ -134,7 +134,9 @@ async fn session(
     master: &mut tokio::sync::watch::Receiver<Option<crate::config::Endpoint>>,
     max_frame: usize,
 ) -> Ended {
-    let stream = backend.connect_apart().await.map_err(|e| e.to_string())?;
+    let (stream, peer) = backend.connect_apart().await.map_err(|e| e.to_string())?;
+    let name_moved = backend.name_moved(peer);
+    tokio::pin!(name_moved);
     let mut wbuf = BytesMut::new();
     wbuf.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
     wbuf.extend_from_slice(b"*4\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$5\r\nBCAST\r\n");
@@ -157,6 +159,7 @@ async fn session(
                 changed.map_err(|_| "the backend is gone".to_string())?;
                 return Err("the master moved".into());
             }
+            () = &mut name_moved => return Err("the name leads elsewhere".into()),
             _ = ping.tick() => {
                 talk.silent_ticks = if talk.unanswered > 0 && !talk.heard { talk.silent_ticks + 1 } else { 0 };
                 talk.heard = false;

@@ -395,3 +395,43 @@ fn a_subscriber_follows_a_sentinel_failover() {
         "*3\r\n$7\r\nmessage\r\n$6\r\nevents\r\n$5\r\nafter\r\n"
     );
 }
+
+/// A subscriber through the proxy to a backend given by host name (a
+/// managed service's primary endpoint): the name moves to another server,
+/// and the subscriber's link follows it as the pool's connections do
+/// (`dns_refresh_s`), subscribing there, so what is published there
+/// reaches the client. Before, the link stayed on the old server for good:
+/// after a managed failover, on a replica that fires no `expired` events,
+/// or on a primary gone silent.
+#[test]
+fn a_subscriber_follows_its_backends_host_name() {
+    let port = crate::common::free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at("127.0.0.2", port, &[]);
+    let hosts = crate::common::HostsFile::naming("events.redis.test", "127.0.0.1");
+    let proxy = Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\ndns_refresh_s = 1\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\naddress = \"events.redis.test:{port}\"\n",
+        hosts.path.display()
+    ));
+    let mut subscriber = proxy.client();
+    assert_eq!(
+        text(subscriber.cmd(&["SUBSCRIBE", "news"])),
+        "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    let subscribed = |redis: &Redis| redis.client().text(&["PUBSUB", "NUMSUB", "news"]);
+    assert_eq!(subscribed(&a), "*2\r\n$4\r\nnews\r\n:1\r\n");
+    hosts.point("127.0.0.2");
+    wait_until(
+        crate::common::READY_LIMIT,
+        Duration::from_millis(50),
+        "the link to follow the name",
+        || subscribed(&b) == "*2\r\n$4\r\nnews\r\n:1\r\n",
+    );
+    assert_eq!(subscribed(&a), "*2\r\n$4\r\nnews\r\n:0\r\n");
+    assert_eq!(b.client().text(&["PUBLISH", "news", "moved"]), ":1\r\n");
+    assert_eq!(
+        text(subscriber.read_reply()),
+        "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nmoved\r\n"
+    );
+}

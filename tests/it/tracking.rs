@@ -259,6 +259,26 @@ fn changes_from_anywhere_invalidate() {
     }
 }
 
+/// Reads `k` until the read is remembered (the backend's tracking link
+/// confirmed): not invalidated right behind its reply.
+fn until_remembered(reader: &mut RawClient) {
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "the read remembered",
+        || {
+            reader.cmd(&["GET", "k"]);
+            let next = text(reader.cmd(&["PING"]));
+            if next == "+PONG\r\n" {
+                return true;
+            }
+            assert_eq!(next, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n");
+            assert_eq!(text(reader.read_reply()), "+PONG\r\n");
+            false
+        },
+    );
+}
+
 /// What the proxy cannot vouch for, it flushes: a backend that restarts
 /// (its writes while the link was down would be unknown), a reload that
 /// adds a backend (keys move).
@@ -277,23 +297,8 @@ fn a_restart_or_a_reload_flushes() {
         ">2\r\n$10\r\ninvalidate\r\n_\r\n",
         "a flush when the backend restarts"
     );
-    // Once the link is back, a read is remembered again: not invalidated
-    // right behind its reply.
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "the read remembered again",
-        || {
-            reader.cmd(&["GET", "k"]);
-            let next = text(reader.cmd(&["PING"]));
-            if next == "+PONG\r\n" {
-                return true;
-            }
-            assert_eq!(next, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n");
-            assert_eq!(text(reader.read_reply()), "+PONG\r\n");
-            false
-        },
-    );
+    // Once the link is back, a read is remembered again.
+    until_remembered(&mut reader);
     servers[0].client().cmd(&["SET", "k", "1"]);
     assert_eq!(
         text(reader.read_reply()),
@@ -613,4 +618,50 @@ fn tracking_on_answers_with_a_backend_stopped() {
     assert_eq!(reply, "+OK\r\n");
     let key = proxy.key_on(0, "session:");
     assert_eq!(text(reader.cmd(&["GET", &key])), "_\r\n");
+}
+
+/// A backend given by host name whose name moves to another server (a
+/// managed service's failover, or its endpoint moved): the tracking link
+/// follows the name as the pool's connections do (`dns_refresh_s`), and
+/// since it cannot vouch for what clients cached from the old server,
+/// every tracking client flushes. Before, the link stayed on the old
+/// server and nothing was flushed, while reads went to the new one: a
+/// client kept the old server's value of a key.
+#[test]
+fn a_host_name_that_moves_flushes() {
+    let port = crate::common::free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at("127.0.0.2", port, &[]);
+    a.client().cmd(&["SET", "k", "a"]);
+    b.client().cmd(&["SET", "k", "b"]);
+    let hosts = crate::common::HostsFile::naming("cache.redis.test", "127.0.0.1");
+    let proxy = crate::common::Proxy::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\ndns_refresh_s = 1\nhosts_file = \"{}\"\n\
+         [[backends]]\nid = \"named\"\naddress = \"cache.redis.test:{port}\"\n",
+        hosts.path.display()
+    ));
+    let mut reader = proxy.client();
+    reader.hello3();
+    assert_eq!(text(reader.cmd(&["CLIENT", "TRACKING", "on"])), "+OK\r\n");
+    assert_eq!(text(reader.cmd(&["GET", "k"])), "$1\r\na\r\n");
+    until_remembered(&mut reader);
+    hosts.point("127.0.0.2");
+    assert_eq!(
+        text(reader.read_reply()),
+        ">2\r\n$10\r\ninvalidate\r\n_\r\n",
+        "a flush when the name moves"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "reads to follow the name",
+        || {
+            let value = text(reader.cmd(&["GET", "k"]));
+            if value.starts_with('>') {
+                reader.read_reply();
+                return false;
+            }
+            value == "$1\r\nb\r\n"
+        },
+    );
 }
