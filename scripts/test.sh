@@ -177,7 +177,7 @@ SESSION_PROXY_TEST_SERVER="$(pwd)/target/valkey-server" RUST_TEST_THREADS=2 \
 phase "8/9 Redis's own test suite (tcl units of Redis 7.0.15), directly and through the proxy"
 python3 scripts/redis-suite.py
 
-phase "9/9 the nemesis, 60 s (two proxies over two Sentinel groups, a Redis Cluster and a plain backend; overlapping faults and reloads; fails on any lost write, logout undone or error outside a fault)"
+phase "9/9 the nemesis, 60 s (two proxies over two Sentinel groups, a Redis Cluster, a plain backend and a managed one (a host name its failovers move); overlapping faults and reloads; fails on any lost write, logout undone or error outside a fault)"
 # Bounded: 60 s of faults, then 6 s of quiet and a final read of every key.
 # The verdict, the history and the proxies' logs stay in target/nemesis/
 # for a failed run (its seed, in the verdict, replays it).
