@@ -126,6 +126,18 @@ impl HostsFile {
         file
     }
 
+    /// A proxy's config with one backend, `named`, reached by this name at
+    /// `port`, this file as its `[pool] hosts_file`; `pool` adds the
+    /// section's other lines.
+    pub fn proxy_config(&self, port: u16, pool: &str) -> String {
+        format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\n{pool}hosts_file = \"{}\"\n\
+             [[backends]]\nid = \"named\"\naddress = \"{}:{port}\"\n",
+            self.path.display(),
+            self.name
+        )
+    }
+
     pub fn point(&self, ip: &str) {
         let next = self.dir.path().join("hosts.next");
         std::fs::write(&next, format!("{ip} {}\n", self.name)).unwrap();

@@ -783,6 +783,27 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
     );
 }
 
+/// A primary on 127.0.0.1 and its replica on 127.0.0.2, one port (the
+/// two servers a managed service's primary endpoint leads to in turn).
+fn primary_and_replica() -> (u16, Redis, Redis) {
+    let port = free_port();
+    let primary = Redis::start_at("127.0.0.1", port, &[]);
+    let replica = Redis::start_at(
+        "127.0.0.2",
+        port,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &port.to_string(),
+            // Its connection to the primary comes from 127.0.0.1: FAILOVER
+            // TO names the replica by the address it announces.
+            "--replica-announce-ip",
+            "127.0.0.2",
+        ],
+    );
+    (port, primary, replica)
+}
+
 /// The same with a host name (an ElastiCache primary endpoint, an Azure
 /// host name): two servers on 127.0.0.1 and 127.0.0.2, one port, the name
 /// pinned by `[pool] hosts_file` and moved by the test after FAILOVER.
@@ -791,31 +812,17 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
 /// the address each time.
 #[test]
 fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
-    let port = free_port();
-    let a = Redis::start_at("127.0.0.1", port, &[]);
-    let b = Redis::start_at(
-        "127.0.0.2",
-        port,
-        &[
-            "--replicaof",
-            "127.0.0.1",
-            &port.to_string(),
-            // Its connection to the master comes from 127.0.0.1: FAILOVER
-            // TO names the replica by the address it announces.
-            "--replica-announce-ip",
-            "127.0.0.2",
-        ],
-    );
+    let (port, a, b) = primary_and_replica();
     let hosts = HostsFile::naming("sessions.redis.test", "127.0.0.1");
     let timeout = Duration::from_millis(2000);
     crate::common::recorder();
-    let proxy = Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n\
-         [pool]\nrequest_timeout_ms = {}\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
-         dns_refresh_s = 1\nhosts_file = \"{}\"\n\
-         [[backends]]\nid = \"named\"\naddress = \"sessions.redis.test:{port}\"\n",
-        timeout.as_millis(),
-        hosts.path.display()
+    let proxy = Proxy::start(&hosts.proxy_config(
+        port,
+        &format!(
+            "request_timeout_ms = {}\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+             dns_refresh_s = 1\n",
+            timeout.as_millis()
+        ),
     ));
     let resolved = || {
         let report = session_proxy::report::BackendReport::all(&proxy.shared.topology());
@@ -892,20 +899,12 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
 /// stayed blocked on the frozen server for ever.
 #[test]
 fn a_blocking_command_on_a_primary_gone_silent_follows_its_host_name() {
-    let port = free_port();
-    let a = Redis::start_at("127.0.0.1", port, &[]);
-    let b = Redis::start_at(
-        "127.0.0.2",
-        port,
-        &["--replicaof", "127.0.0.1", &port.to_string()],
-    );
+    let (port, a, b) = primary_and_replica();
     let hosts = HostsFile::naming("queues.redis.test", "127.0.0.1");
-    let proxy = Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n\
-         [pool]\nrequest_timeout_ms = 1000\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
-         dns_refresh_s = 1\nhosts_file = \"{}\"\n\
-         [[backends]]\nid = \"named\"\naddress = \"queues.redis.test:{port}\"\n",
-        hosts.path.display()
+    let proxy = Proxy::start(&hosts.proxy_config(
+        port,
+        "request_timeout_ms = 1000\nconnect_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+         dns_refresh_s = 1\n",
     ));
     let blocked = blpop_on_a_thread(proxy.port, "queue", "0");
     wait_until(
@@ -929,25 +928,9 @@ fn a_blocking_command_on_a_primary_gone_silent_follows_its_host_name() {
 /// client got the -READONLY (the nemesis's queue consumers met it).
 #[test]
 fn a_blocking_command_refused_by_a_demoted_primary_goes_where_its_name_moves() {
-    let port = free_port();
-    let a = Redis::start_at("127.0.0.1", port, &[]);
-    let b = Redis::start_at(
-        "127.0.0.2",
-        port,
-        &[
-            "--replicaof",
-            "127.0.0.1",
-            &port.to_string(),
-            "--replica-announce-ip",
-            "127.0.0.2",
-        ],
-    );
+    let (port, a, b) = primary_and_replica();
     let hosts = HostsFile::naming("queues.redis.test", "127.0.0.1");
-    let proxy = Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 5000\nhosts_file = \"{}\"\n\
-         [[backends]]\nid = \"named\"\naddress = \"queues.redis.test:{port}\"\n",
-        hosts.path.display()
-    ));
+    let proxy = Proxy::start(&hosts.proxy_config(port, "request_timeout_ms = 5000\n"));
     wait_until(READY_LIMIT, Duration::from_millis(20), "the sync", || {
         b.client()
             .text(&["INFO", "replication"])
@@ -985,12 +968,8 @@ fn client_unblock_after_a_host_name_moved_asks_the_server_the_command_waits_on()
     let a = Redis::start_at("127.0.0.1", port, &[]);
     let b = Redis::start_at("127.0.0.2", port, &[]);
     let hosts = HostsFile::naming("queues.redis.test", "127.0.0.1");
-    let proxy = Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 30000\n\
-         dns_refresh_s = 1\nhosts_file = \"{}\"\n\
-         [[backends]]\nid = \"named\"\naddress = \"queues.redis.test:{port}\"\n",
-        hosts.path.display()
-    ));
+    let proxy =
+        Proxy::start(&hosts.proxy_config(port, "request_timeout_ms = 30000\ndns_refresh_s = 1\n"));
     let mut blocked = proxy.client();
     let id = blocked.text(&["CLIENT", "ID"]);
     let id = id.trim_start_matches(':').trim_end().to_string();
@@ -1039,11 +1018,7 @@ fn a_watch_held_across_a_host_name_move_aborts_its_exec() {
     let a = Redis::start_at("127.0.0.1", port, &[]);
     let b = Redis::start_at("127.0.0.2", port, &[]);
     let hosts = HostsFile::naming("sessions.redis.test", "127.0.0.1");
-    let proxy = Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\ndns_refresh_s = 1\nhosts_file = \"{}\"\n\
-         [[backends]]\nid = \"named\"\naddress = \"sessions.redis.test:{port}\"\n",
-        hosts.path.display()
-    ));
+    let proxy = Proxy::start(&hosts.proxy_config(port, "dns_refresh_s = 1\n"));
     let mut client = proxy.client();
     let watching = |redis: &Redis| {
         redis

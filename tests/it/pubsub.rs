@@ -409,11 +409,7 @@ fn a_subscriber_follows_its_backends_host_name() {
     let a = Redis::start_at("127.0.0.1", port, &[]);
     let b = Redis::start_at("127.0.0.2", port, &[]);
     let hosts = crate::common::HostsFile::naming("events.redis.test", "127.0.0.1");
-    let proxy = Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\ndns_refresh_s = 1\nhosts_file = \"{}\"\n\
-         [[backends]]\nid = \"named\"\naddress = \"events.redis.test:{port}\"\n",
-        hosts.path.display()
-    ));
+    let proxy = Proxy::start(&hosts.proxy_config(port, "dns_refresh_s = 1\n"));
     let mut subscriber = proxy.client();
     assert_eq!(
         text(subscriber.cmd(&["SUBSCRIBE", "news"])),

@@ -635,11 +635,7 @@ fn a_host_name_that_moves_flushes() {
     a.client().cmd(&["SET", "k", "a"]);
     b.client().cmd(&["SET", "k", "b"]);
     let hosts = crate::common::HostsFile::naming("cache.redis.test", "127.0.0.1");
-    let proxy = crate::common::Proxy::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\ndns_refresh_s = 1\nhosts_file = \"{}\"\n\
-         [[backends]]\nid = \"named\"\naddress = \"cache.redis.test:{port}\"\n",
-        hosts.path.display()
-    ));
+    let proxy = crate::common::Proxy::start(&hosts.proxy_config(port, "dns_refresh_s = 1\n"));
     let mut reader = proxy.client();
     reader.hello3();
     assert_eq!(text(reader.cmd(&["CLIENT", "TRACKING", "on"])), "+OK\r\n");
