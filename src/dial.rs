@@ -77,6 +77,8 @@ pub struct PoolSettings {
     pub dns_refresh: Option<Duration>,
     /// `[pool] hosts_file`.
     pub hosts_file: Option<PathBuf>,
+    /// `[pool] tcp_keepalive_s` (zero: off).
+    pub tcp_keepalive: Duration,
 }
 
 impl PoolSettings {
@@ -102,6 +104,7 @@ impl PoolSettings {
                 .then(|| Duration::from_secs(pool.max_connection_age_s)),
             dns_refresh: (pool.dns_refresh_s > 0).then(|| Duration::from_secs(pool.dns_refresh_s)),
             hosts_file: pool.hosts_file.clone(),
+            tcp_keepalive: Duration::from_secs(pool.tcp_keepalive_s),
         }
     }
 }
@@ -290,6 +293,7 @@ pub async fn handshake(
         settings.hosts_file.as_deref(),
     )
     .await?;
+    stream.keep_alive(settings.tcp_keepalive)?;
     let db = databases.saturating_sub(1);
     let select = vec![Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
     let mut rbuf = BytesMut::new();

@@ -87,6 +87,7 @@ pub mod config;
 pub mod dial;
 pub mod errorstats;
 pub mod glob;
+pub mod keepalive;
 pub mod ketama;
 pub mod memory;
 pub mod metrics;

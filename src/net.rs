@@ -191,6 +191,16 @@ impl Stream {
         let _ = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
     }
 
+    /// Turns TCP keepalive on with Redis's probes for `period` (see
+    /// [`crate::keepalive`]); nothing for a Unix socket or a zero period.
+    pub fn keep_alive(&self, period: std::time::Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => crate::keepalive::set(s, period),
+            Stream::Tls(s) => crate::keepalive::set(s.tcp(), period),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_write_vectored(bufs),

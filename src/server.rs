@@ -197,6 +197,10 @@ async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, cli
                     });
                     continue;
                 }
+                let keepalive = shared.topology().config.listen.tcp_keepalive_s;
+                if let Err(error) = stream.keep_alive(Duration::from_secs(keepalive)) {
+                    debug!(%error, "keepalive not set");
+                }
                 let worker = next;
                 next = (next + 1) % workers.len();
                 let client = Client {

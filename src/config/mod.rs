@@ -282,6 +282,9 @@ pub struct Listen {
     /// How many databases SELECT accepts (0 .. databases-1); each backend must
     /// have at least this many.
     pub databases: u32,
+    /// TCP keepalive on clients' connections, as Redis's `tcp-keepalive`
+    /// (see [`crate::keepalive`]); 0: off.
+    pub tcp_keepalive_s: u64,
 }
 
 impl Default for Listen {
@@ -294,6 +297,7 @@ impl Default for Listen {
             password: None,
             username: None,
             databases: 16,
+            tcp_keepalive_s: 300,
         }
     }
 }
@@ -448,6 +452,9 @@ pub struct Pool {
     /// resolver, read at each lookup: to pin a backend's name without
     /// touching /etc/hosts, and for tests that move a name.
     pub hosts_file: Option<PathBuf>,
+    /// TCP keepalive on backend and sentinel connections (see
+    /// [`crate::keepalive`]); 0: off.
+    pub tcp_keepalive_s: u64,
 }
 
 /// `[pool] on_backend_down`.
@@ -483,6 +490,7 @@ impl Default for Pool {
             max_connection_age_s: 0,
             dns_refresh_s: 30,
             hosts_file: None,
+            tcp_keepalive_s: 60,
         }
     }
 }

@@ -397,15 +397,7 @@ impl Monitor {
             async move {
                 let mut backoff = Backoff::new(settings.backoff_min, SENTINEL_BACKOFF_MAX);
                 while alive.strong_count() > 0 {
-                    match listen(
-                        &address,
-                        &sentinel,
-                        &recheck,
-                        &failover,
-                        &alive,
-                        settings.sentinel_timeout,
-                    )
-                    .await
+                    match listen(&address, &sentinel, &recheck, &failover, &alive, &settings).await
                     {
                         Ok(()) => return,
                         Err(error) => debug!(%error, "subscription lost"),
@@ -462,12 +454,17 @@ async fn listen(
     recheck: &Notify,
     failover: &Attempts,
     alive: &Weak<()>,
-    limit: Duration,
+    settings: &PoolSettings,
 ) -> Result<(), String> {
+    let limit = settings.sentinel_timeout;
     let endpoint = sentinel_endpoint(address);
     let stream = timeout(limit, open_to(&endpoint, sentinel.tls.as_ref()))
         .await
         .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    // Waits for events only: keepalive notices a sentinel that vanished.
+    stream
+        .keep_alive(settings.tcp_keepalive)
         .map_err(|e| e.to_string())?;
     let subscribe: Vec<Bytes> = std::iter::once(&b"SUBSCRIBE"[..])
         .chain(FAILOVER_CHANNELS.iter().map(|c| c.as_bytes()))

@@ -245,6 +245,78 @@ fn idle_clients_are_closed_after_the_idle_timeout() {
     assert!(idle.is_closed());
 }
 
+/// Established TCP sockets of this machine (`/proc/net/tcp`) from
+/// `local` to `remote` ports (either may be any): the keepalive timer's
+/// time left for each, `None` where no keepalive is pending.
+fn keepalive_timers(local: Option<u16>, remote: Option<u16>) -> Vec<Option<Duration>> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (from, to, state, timer) = (fields[1], fields[2], fields[3], fields[5]);
+            let wanted = |want: Option<u16>, address| want.is_none() || want == port(address);
+            (state == "01" && wanted(local, from) && wanted(remote, to)).then_some(timer)
+        })
+        .map(|timer| {
+            // `tr:tm->when`: timer 2 is the socket's keepalive, in 1/100 s.
+            let (kind, when) = timer.split_once(':').expect("tr:when");
+            let left = u64::from_str_radix(when, 16).expect("hex");
+            (kind == "02").then(|| Duration::from_millis(left * 10))
+        })
+        .collect()
+}
+
+/// Clients' and backends' connections carry TCP keepalive, as Redis's
+/// `tcp-keepalive` sets it (`[listen]` and `[pool] tcp_keepalive_s`): a
+/// peer that vanished without a reset (its host down, a network cut) is
+/// noticed. Before, nothing was: a client blocked in BLPOP 0 through the
+/// proxy whose host died kept its lease blocked on the server for good,
+/// ready to take the next element for nobody, and a blocking command or a
+/// subscriber's link on a backend that vanished waited for ever.
+#[test]
+fn connections_probe_for_a_peer_that_vanished() {
+    let redis = Redis::start();
+    let port: u16 = redis.address().rsplit(':').next().unwrap().parse().unwrap();
+    let extra = "tcp_keepalive_s = 200\n[pool]\ntcp_keepalive_s = 50\n";
+    let proxy = Proxy::start(&config_for(&[("b0", redis.address(), 1.0)], extra));
+    let mut client = proxy.client();
+    assert_eq!(client.text(&["SET", "k", "v"]), "+OK\r\n");
+    client.send(&[b"BLPOP", b"queue", b"0"]);
+    // The shared connection, the blocked lease (and maybe one made ahead).
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "the backend connections probed within 50 s",
+        || {
+            let timers = keepalive_timers(None, Some(port));
+            timers.len() >= 2
+                && timers
+                    .iter()
+                    .all(|t| t.is_some_and(|t| t <= Duration::from_secs(50)))
+        },
+    );
+    let accepted = keepalive_timers(Some(proxy.port), None);
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let left = accepted[0].expect("the client's connection is probed");
+    assert!(
+        left > Duration::from_secs(100) && left <= Duration::from_secs(200),
+        "{left:?}"
+    );
+    // 0 turns it off.
+    let off = Proxy::start(&config_for(
+        &[("b0", redis.address(), 1.0)],
+        "tcp_keepalive_s = 0\n",
+    ));
+    let mut unprobed = off.client();
+    assert_eq!(unprobed.text(&["PING"]), "+PONG\r\n");
+    assert_eq!(keepalive_timers(Some(off.port), None), vec![None]);
+    redis.client().text(&["RPUSH", "queue", "job"]);
+    assert_eq!(client.read_reply(), b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n");
+}
+
 #[test]
 fn a_bulk_header_reserves_nothing_until_its_bytes_come() {
     let redis = Redis::start();
