@@ -86,6 +86,7 @@ pub mod cluster;
 pub mod config;
 pub mod dial;
 pub mod errorstats;
+pub mod fd_limit;
 pub mod glob;
 pub mod keepalive;
 pub mod ketama;

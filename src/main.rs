@@ -184,6 +184,8 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     // clients from accept to close with connections of its own to every
     // backend: a request never crosses threads (see `workers`).
     let threads = config.runtime.threads();
+    // As Redis does: room for max_clients, or fewer clients.
+    session_proxy::fd_limit::adjust(&config, threads);
     session_proxy::workers::run(threads, || async move {
         // The recorder goes in before any metric handle is created.
         let prometheus = PrometheusBuilder::new()

@@ -183,7 +183,8 @@ async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, cli
     loop {
         match listener.accept(&local).await {
             Ok((stream, peer)) => {
-                let max_clients = shared.topology().config.limits.max_clients;
+                let configured = shared.topology().config.limits.max_clients;
+                let max_clients = crate::fd_limit::max_clients(configured);
                 let count = &shared.stats.connected_clients;
                 if count.fetch_add(1, Ordering::AcqRel) >= max_clients {
                     count.fetch_sub(1, Ordering::AcqRel);

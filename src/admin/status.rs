@@ -79,7 +79,7 @@ pub fn status(shared: &Shared) -> Value {
             "admin": config.admin.address,
         },
         "connected_clients": shared.stats.connected_clients.load(Ordering::Relaxed),
-        "max_clients": config.limits.max_clients,
+        "max_clients": crate::fd_limit::max_clients(config.limits.max_clients),
         "clients_per_worker": shared.clients_per_worker(),
         "clients": clients,
         "latency_bounds_s": LATENCY_BUCKETS,

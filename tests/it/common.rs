@@ -1065,6 +1065,8 @@ pub struct Running {
     config: PathBuf,
     /// Environment variables the process starts with.
     env: Vec<(String, String)>,
+    /// Its open files limit, `soft:hard` as `prlimit --nofile` takes it.
+    nofile: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -1080,15 +1082,21 @@ impl Running {
     /// [`Running::start`], with these environment variables set for the
     /// process.
     pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Running {
+        Running::start_limited(body, env, None)
+    }
+
+    /// [`Running::start_with_env`], with the open files limit `nofile`
+    /// (`soft:hard`, as `prlimit --nofile` takes it) when given.
+    pub fn start_limited(body: &str, env: &[(&str, &str)], nofile: Option<&str>) -> Running {
         for _ in 0..5 {
-            if let Some(running) = Running::try_start(body, env) {
+            if let Some(running) = Running::try_start(body, env, nofile) {
                 return running;
             }
         }
         panic!("the proxy did not start on any of 5 pairs of free ports");
     }
 
-    fn try_start(body: &str, env: &[(&str, &str)]) -> Option<Running> {
+    fn try_start(body: &str, env: &[(&str, &str)], nofile: Option<&str>) -> Option<Running> {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
         let text = format!(
@@ -1099,12 +1107,14 @@ impl Running {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let nofile = nofile.map(str::to_string);
         let mut running = Running {
-            child: Running::spawn(&config, &env),
+            child: Running::spawn(&config, &env, nofile.as_deref()),
             port,
             admin,
             config,
             env,
+            nofile,
             _dir: dir,
         };
         running.wait_ready().then_some(running)
@@ -1113,7 +1123,7 @@ impl Running {
     /// Starts the binary. With `SESSION_PROXY_TEST_LOGS` set to a
     /// directory, its log goes to a file there named after the config's
     /// directory (the nemesis keeps them beside its history).
-    fn spawn(config: &Path, env: &[(String, String)]) -> Child {
+    fn spawn(config: &Path, env: &[(String, String)], nofile: Option<&str>) -> Child {
         let log = std::env::var_os("SESSION_PROXY_TEST_LOGS").and_then(|dir| {
             let name = config.parent()?.file_name()?.to_string_lossy().into_owned();
             std::fs::create_dir_all(&dir).ok()?;
@@ -1127,7 +1137,15 @@ impl Running {
             Some(file) => Stdio::from(file),
             None => Stdio::null(),
         };
-        Command::new(binary())
+        let mut command = match nofile {
+            Some(limit) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={limit}")).arg(binary());
+                prlimit
+            }
+            None => Command::new(binary()),
+        };
+        command
             .arg("--config")
             .arg(config)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -1161,7 +1179,7 @@ impl Running {
     pub fn restart(&mut self) {
         self.signal("TERM");
         self.wait_exit(Duration::from_secs(30));
-        self.child = Running::spawn(&self.config, &self.env);
+        self.child = Running::spawn(&self.config, &self.env, self.nofile.as_deref());
         assert!(self.wait_ready(), "the restarted proxy exited");
     }
 

@@ -8,7 +8,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use crate::common::{config_for, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{
+    backends_toml, config_for, wait_until, Proxy, RawClient, Redis, Running, READY_LIMIT,
+};
 
 /// A fake backend: answers the proxy's handshake with `+OK`, then answers
 /// whatever comes next with `payload`, sent in `repeat` writes (an endless
@@ -243,6 +245,69 @@ fn idle_clients_are_closed_after_the_idle_timeout() {
     let mut idle = proxy.client();
     assert_eq!(idle.text(&["PING"]), "+PONG\r\n");
     assert!(idle.is_closed());
+}
+
+/// The open files limit of process `pid`: soft and hard, `None` for
+/// unlimited.
+fn nofile_of(pid: &str) -> (Option<u64>, Option<u64>) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let mut values = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().ok());
+    (values.next().flatten(), values.next().flatten())
+}
+
+/// The open files a shell or service manager gives a process (often 1024
+/// soft) are raised at start to what `[limits] max_clients` needs, as
+/// Redis raises its own; where the hard limit is too low, clients are
+/// capped below it (Redis lowers its maxclients), so the client over the
+/// cap gets Redis's error and the backends' connections keep their files.
+/// Before, under a soft limit of 128 the hundredth-odd client waited
+/// unanswered in the accept queue, and so did every one after it.
+#[test]
+fn the_open_files_limit_makes_room_for_max_clients() {
+    let redis = Redis::start();
+    let body = backends_toml(&[("b0", &redis, 1.0)]);
+    let hard = nofile_of("self").1.unwrap_or(4096).min(4096);
+    let roomy = Running::start_limited(&body, &[], Some(&format!("128:{hard}")));
+    let mut clients: Vec<RawClient> = (0..300).map(|_| roomy.client()).collect();
+    for client in &mut clients {
+        assert_eq!(client.text(&["PING"]), "+PONG\r\n");
+    }
+    let pid = roomy.pid().to_string();
+    assert_eq!(
+        nofile_of(&pid),
+        (Some(hard), Some(hard)),
+        "raised to the hard limit"
+    );
+    drop(clients);
+    // A hard limit of 200: fewer clients than max_clients, and said so.
+    let tight = Running::start_limited(&body, &[], Some("200:200"));
+    let mut first = tight.client();
+    let said = first.text(&["CONFIG", "GET", "maxclients"]);
+    let cap: usize = said
+        .lines()
+        .nth(4)
+        .and_then(|n| n.parse().ok())
+        .expect(&said);
+    assert!(cap > 20 && cap < 200, "{said}");
+    let mut clients: Vec<RawClient> = (1..cap).map(|_| tight.client()).collect();
+    for client in &mut clients {
+        assert_eq!(client.text(&["PING"]), "+PONG\r\n");
+    }
+    let mut over = tight.client();
+    assert_eq!(
+        over.text(&["PING"]),
+        "-ERR max number of clients reached\r\n"
+    );
+    // The backend's connections still find files: a lease (a blocking
+    // command's) is made, and the shared connection serves.
+    assert_eq!(first.text(&["BLPOP", "queue", "0.01"]), "*-1\r\n");
+    assert_eq!(clients[0].text(&["SET", "k", "v"]), "+OK\r\n");
 }
 
 /// Established TCP sockets of this machine (`/proc/net/tcp`) from

@@ -21,7 +21,11 @@ fn parameters(shared: &Shared, topo: &Topology) -> Vec<(&'static str, String)> {
         .map_or(String::new(), |(host, _)| host.to_string());
     vec![
         ("databases", config.listen.databases.to_string()),
-        ("maxclients", config.limits.max_clients.to_string()),
+        (
+            "maxclients",
+            crate::fd_limit::max_clients(config.limits.max_clients).to_string(),
+        ),
+        ("tcp-keepalive", config.listen.tcp_keepalive_s.to_string()),
         ("timeout", config.limits.idle_timeout_s.to_string()),
         ("port", shared.tcp_port.to_string()),
         ("bind", bind),

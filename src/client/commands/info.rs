@@ -262,7 +262,10 @@ fn clients(shared: &Shared, topology: &Topology) -> Fields {
             "connected_clients",
             stats.connected_clients.load(Ordering::Relaxed),
         ),
-        field("maxclients", topology.config.limits.max_clients),
+        field(
+            "maxclients",
+            crate::fd_limit::max_clients(topology.config.limits.max_clients),
+        ),
         field(
             "blocked_clients",
             stats.blocked_clients.load(Ordering::Relaxed),
