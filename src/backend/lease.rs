@@ -112,8 +112,8 @@ pub enum LeaseRefused {
     User(usize),
     /// A Redis Cluster backend leases no connection of its own to one
     /// client: a client's WATCH or blocking command leases one on the
-    /// node of its keys ([`super::Backend::lease_for_keys`]); Pub/Sub is
-    /// not supported there yet.
+    /// node of its keys ([`super::Backend::lease_for_keys`]), a
+    /// subscriber's links one on each master (`crate::pubsub::cluster_link`).
     Cluster,
 }
 

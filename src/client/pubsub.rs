@@ -14,6 +14,7 @@ use crate::client::slot::{Pending, Slot};
 use crate::client::State;
 use crate::protocol::RedisError;
 use crate::protocol::{Cmd, Proto, Reply, Spec};
+use crate::pubsub::cluster_link;
 use crate::pubsub::link::{self, Order};
 use crate::pubsub::{Kind, Wanted};
 use crate::shared::Topology;
@@ -33,11 +34,12 @@ pub(in crate::client) struct Subscriber {
     share: Option<(Bytes, usize)>,
 }
 
-/// One link: its orders; it counts against `[pool] max_held_connections`.
+/// One link: its orders; it counts against `[pool] max_held_connections`
+/// (on a cluster backend, its masters' links count on each node).
 struct Link {
     orders: mpsc::UnboundedSender<Order>,
     backend: crate::backend::Backend,
-    _lease: Lease,
+    _lease: Option<Lease>,
 }
 
 impl Subscriber {
@@ -81,19 +83,42 @@ impl Subscriber {
         }
         let backend = &topo.backends[index];
         let share = self.share.as_ref().map(|(u, n)| (u, *n));
-        let lease = backend.lease(share, LeaseFor::Link).map_err(|refused| {
-            let user = self.share.as_ref().map(|(u, _)| u);
-            Reply::error(refused.message(&backend.id, user, "a subscription"))
-        })?;
+        let user = self.share.as_ref().map(|(u, _)| u);
         let (orders, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(link::run(
-            backend.clone(),
-            index,
-            self.wanted.clone(),
-            receiver,
-            self.sender.clone(),
-            topo.config.limits.max_reply_bytes,
-        ));
+        let max_frame = topo.config.limits.max_reply_bytes;
+        let lease = if backend.cluster().is_some() {
+            let leased =
+                cluster_link::lease_masters(backend, share).map_err(|(node, refused)| {
+                    Reply::error(refused.message(&node, user, "a subscription"))
+                })?;
+            let client = cluster_link::Client {
+                wanted: self.wanted.clone(),
+                messages: self.sender.clone(),
+                max_frame,
+                share: self.share.clone(),
+            };
+            tokio::spawn(cluster_link::run(
+                backend.clone(),
+                index,
+                client,
+                leased,
+                receiver,
+            ));
+            None
+        } else {
+            let lease = backend.lease(share, LeaseFor::Link).map_err(|refused| {
+                Reply::error(refused.message(&backend.id, user, "a subscription"))
+            })?;
+            tokio::spawn(link::run(
+                backend.clone(),
+                link::Scope::backend(index),
+                self.wanted.clone(),
+                receiver,
+                self.sender.clone(),
+                max_frame,
+            ));
+            Some(lease)
+        };
         self.links[index] = Some(Link {
             orders,
             backend: backend.clone(),

@@ -6,6 +6,7 @@
 //! elsewhere (`[pool] dns_refresh_s`), the link moves to it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::{classify, Incoming, Kind, Wanted};
+use super::{classify, is_shard_message, notification_key, Incoming, Kind, Wanted};
 use crate::backend::Backend;
 use crate::dial::Backoff;
 use crate::protocol::{encode_command, reply_extent};
@@ -31,6 +32,43 @@ pub struct Order {
     pub ack: Option<oneshot::Sender<()>>,
 }
 
+/// Whether a shard channel (its name, and the index of the backend that
+/// owns it) is subscribed on a link.
+pub type ShardHere = Box<dyn Fn(&[u8], usize) -> bool + Send + Sync>;
+
+/// Which of a client's subscriptions a link carries, and which messages it
+/// passes on.
+pub struct Scope {
+    /// Whether a shard channel, subscribed on the backend of that index,
+    /// is subscribed on this link.
+    pub shard_here: ShardHere,
+    /// `None`: every message. Else every message while set, and while not
+    /// only keyspace notifications and shard channels' messages (a cluster
+    /// node's link: a client's PUBLISH reaches every node, a notification
+    /// only its key's; see [`super::cluster_link`]).
+    pub every_message: Option<Arc<AtomicBool>>,
+}
+
+impl Scope {
+    /// A backend's link: the shard channels that backend owns, and every
+    /// message.
+    pub fn backend(index: usize) -> Scope {
+        Scope {
+            shard_here: Box::new(move |_, owner| owner == index),
+            every_message: None,
+        }
+    }
+
+    /// Whether `frame`, a message, goes on to the client.
+    fn passes(&self, frame: &[u8]) -> bool {
+        self.every_message
+            .as_ref()
+            .is_none_or(|every| every.load(Ordering::Relaxed))
+            || notification_key(frame).is_some()
+            || is_shard_message(frame)
+    }
+}
+
 /// Confirmations owed, in order: how many, and who waits for them.
 type Owed = VecDeque<(usize, Option<oneshot::Sender<()>>)>;
 
@@ -45,7 +83,7 @@ enum End {
 /// The link's task; ends when the client drops its sender.
 pub async fn run(
     backend: Backend,
-    index: usize,
+    scope: Scope,
     wanted: Arc<Mutex<Wanted>>,
     mut orders: mpsc::UnboundedReceiver<Order>,
     messages: mpsc::Sender<Bytes>,
@@ -72,7 +110,7 @@ pub async fn run(
         };
         let mut owed = Owed::new();
         let mut wbuf = BytesMut::new();
-        resubscribe(&wanted, index, &mut owed, &mut wbuf);
+        resubscribe(&wanted, &scope, &mut owed, &mut wbuf);
         let mut rbuf = BytesMut::new();
         // A managed service's failover moves its name, not a Sentinel master.
         let name_moved = backend.name_moved(peer);
@@ -101,7 +139,7 @@ pub async fn run(
                         Err(e) => break 'session e.to_string(),
                         Ok(_) => {}
                     }
-                    match take_frames(&mut rbuf, max_frame, &messages, &mut owed).await {
+                    match take_frames(&mut rbuf, max_frame, (&messages, &scope), &mut owed).await {
                         Ok(()) => {}
                         Err(End::Gone) => return,
                         Err(End::Lost(reason)) => break 'session reason,
@@ -137,13 +175,13 @@ async fn wait_out(orders: &mut mpsc::UnboundedReceiver<Order>, pause: Duration) 
 }
 
 /// On connect: subscribes again to everything the client wants of this
-/// backend (its shard channels only those it owns).
-fn resubscribe(wanted: &Mutex<Wanted>, index: usize, owed: &mut Owed, wbuf: &mut BytesMut) {
+/// backend (its shard channels only those its scope carries).
+fn resubscribe(wanted: &Mutex<Wanted>, scope: &Scope, owed: &mut Owed, wbuf: &mut BytesMut) {
     let wanted = wanted.lock().unwrap_or_else(|e| e.into_inner());
     let shards: Vec<Bytes> = wanted
         .shards
         .iter()
-        .filter(|(_, owner)| **owner == index)
+        .filter(|(name, owner)| (scope.shard_here)(name, **owner))
         .map(|(name, _)| name.clone())
         .collect();
     let channels = wanted.channels.iter().cloned().collect::<Vec<_>>();
@@ -180,7 +218,7 @@ fn take_order(order: Order, owed: &mut Owed, wbuf: &mut BytesMut) {
 async fn take_frames(
     rbuf: &mut BytesMut,
     max_frame: usize,
-    messages: &mpsc::Sender<Bytes>,
+    (messages, scope): (&mpsc::Sender<Bytes>, &Scope),
     owed: &mut Owed,
 ) -> Result<(), End> {
     loop {
@@ -191,6 +229,7 @@ async fn take_frames(
         };
         let frame = rbuf.split_to(len).freeze();
         match classify(&frame) {
+            Incoming::Message if !scope.passes(&frame) => {}
             Incoming::Message => {
                 if messages.send(frame).await.is_err() {
                     return Err(End::Gone);

@@ -3,7 +3,8 @@
 //! all of them, so keyspace notifications of every shard reach it, while a
 //! PUBLISH goes to one backend, the channel's owner by rendezvous: each
 //! message is delivered exactly once. SSUBSCRIBE goes to the channel's
-//! owner only, as SPUBLISH does.
+//! owner only, as SPUBLISH does. On a Redis Cluster backend the link is
+//! one to every master ([`cluster_link`]).
 //!
 //! This module holds what is decided without I/O: which subscriptions a
 //! client has ([`Wanted`]), the confirmations Redis would send for a
@@ -15,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::Proto;
 
+pub mod cluster_link;
 pub mod link;
 pub mod policy;
 
@@ -198,6 +200,11 @@ pub fn notification_key(frame: &[u8]) -> Option<&[u8]> {
         return Some(key);
     }
     after(b"__keyevent@").map(|_| message)
+}
+
+/// Whether a message frame is a shard channel's (`smessage`).
+pub fn is_shard_message(frame: &[u8]) -> bool {
+    bulk_items(frame, 1).is_some_and(|kind| kind[0] == b"smessage")
 }
 
 /// What a frame from a backend's subscription connection is.

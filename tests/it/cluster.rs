@@ -393,9 +393,6 @@ fn sessions_go_to_their_slots_master_and_crossslot_is_redis_clusters() {
             format!("${}\r\n{data}\r\n", data.len()).into_bytes()
         );
     }
-    // Pub/Sub is refused with a clear error.
-    let refused = client.text(&["SUBSCRIBE", "news"]);
-    assert!(refused.contains("is a Redis Cluster"), "{refused}");
     // A transaction of one slot's keys runs (MULTI .. EXEC go together).
     assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
     assert_eq!(client.text(&["SET", "session:9", "y"]), "+QUEUED\r\n");
@@ -1826,5 +1823,127 @@ fn tracking_over_a_cluster_invalidates_each_read_behind_its_reply() {
             ">2\r\n$10\r\ninvalidate\r\n*1\r\n${}\r\n{on_cluster}\r\n",
             on_cluster.len()
         ),
+    );
+}
+
+/// A key `session:{n}` of each master's, in the order of `masters`.
+fn a_key_on_each(cluster: &Cluster, masters: &[u16]) -> Vec<String> {
+    masters
+        .iter()
+        .map(|port| {
+            (0..)
+                .map(|n| format!("session:{n}"))
+                .find(|key| master_of(cluster, key).port == *port)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The `set` event of `key`, as a subscriber to `__keyevent@0__:*` reads it.
+fn set_event(key: &str) -> String {
+    format!(
+        "*4\r\n$8\r\npmessage\r\n$16\r\n__keyevent@0__:*\r\n$18\r\n__keyevent@0__:set\r\n${}\r\n{key}\r\n",
+        key.len()
+    )
+}
+
+/// Pub/Sub through a cluster backend, as on one Redis (before, SUBSCRIBE
+/// was refused when the topology had a cluster): a keyspace notification
+/// reaches the subscriber from whichever master holds its key (the proxy
+/// links to every master), a message published through the proxy reaches
+/// it once although the cluster sends it to every node, a shard channel's
+/// message comes from its slot's master, and after a failover the promoted
+/// master's notifications reach it too, the old master's link gone.
+#[test]
+fn subscribers_hear_every_master_of_a_cluster_once() {
+    let cluster = Cluster::start(3, 1);
+    for node in &cluster.nodes {
+        let set = node
+            .client()
+            .text(&["CONFIG", "SET", "notify-keyspace-events", "E$"]);
+        assert_eq!(set, "+OK\r\n");
+    }
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut publisher = ready_client(&proxy);
+    let masters: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.client().text(&["ROLE"]).contains("master"))
+        .map(|n| n.port)
+        .collect();
+    let keys = a_key_on_each(&cluster, &masters);
+    let mut subscriber = proxy.client();
+    let events = b"__keyevent@0__:*";
+    subscriber.send(&[b"PSUBSCRIBE", events]);
+    let confirmed = "*3\r\n$10\r\npsubscribe\r\n$16\r\n__keyevent@0__:*\r\n:1\r\n";
+    assert_eq!(
+        String::from_utf8(subscriber.read_reply()).unwrap(),
+        confirmed
+    );
+    // Every node has dispatched "hi" to its subscribers (the proxy's links
+    // among them) before it runs the SET that follows: a duplicate would
+    // come before that node's event.
+    let mut direct: Vec<RawClient> = masters
+        .iter()
+        .map(|port| {
+            let node = cluster.nodes.iter().find(|n| n.port == *port).unwrap();
+            let mut client = node.client();
+            client.cmd(&["SUBSCRIBE", "news"]);
+            client
+        })
+        .collect();
+    subscriber.send(&[b"SUBSCRIBE", b"news"]);
+    let confirmed = "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:2\r\n";
+    assert_eq!(
+        String::from_utf8(subscriber.read_reply()).unwrap(),
+        confirmed
+    );
+    assert_eq!(publisher.text(&["PUBLISH", "news", "hi"]), ":2\r\n");
+    let hi = "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n";
+    for client in &mut direct {
+        assert_eq!(String::from_utf8(client.read_reply()).unwrap(), hi);
+    }
+    for key in &keys {
+        assert_eq!(publisher.text(&["SET", key, "v"]), "+OK\r\n");
+    }
+    let mut heard: Vec<String> = (0..4)
+        .map(|_| String::from_utf8(subscriber.read_reply()).unwrap())
+        .collect();
+    heard.sort();
+    let mut expected: Vec<String> = keys.iter().map(|k| set_event(k)).collect();
+    expected.push(hi.to_string());
+    expected.sort();
+    assert_eq!(heard, expected, "each event once, and the message once");
+    // A shard channel: on its slot's master.
+    subscriber.send(&[b"SSUBSCRIBE", b"{s}orders"]);
+    let confirmed = "*3\r\n$10\r\nssubscribe\r\n$9\r\n{s}orders\r\n:1\r\n";
+    assert_eq!(
+        String::from_utf8(subscriber.read_reply()).unwrap(),
+        confirmed
+    );
+    assert_eq!(publisher.text(&["SPUBLISH", "{s}orders", "o1"]), ":1\r\n");
+    let o1 = "*3\r\n$8\r\nsmessage\r\n$9\r\n{s}orders\r\n$2\r\no1\r\n";
+    assert_eq!(String::from_utf8(subscriber.read_reply()).unwrap(), o1);
+    // A failover: the promoted master's events reach the subscriber.
+    let old = master_of(&cluster, &keys[0]);
+    let replica = cluster.replica_of(old.port);
+    promote(&cluster, replica, &keys[0]);
+    let linked = |node: &Redis| node.client().text(&["PUBSUB", "NUMPAT"]) == ":1\r\n";
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "a link on the new master",
+        || linked(replica),
+    );
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the old master's link gone",
+        || !linked(old),
+    );
+    assert_eq!(publisher.text(&["SET", &keys[0], "w"]), "+OK\r\n");
+    assert_eq!(
+        String::from_utf8(subscriber.read_reply()).unwrap(),
+        set_event(&keys[0])
     );
 }
