@@ -4,22 +4,26 @@
 //! (which of its clients read which key, [`table`]) and learns of every
 //! change from the backends: one link per backend in BCAST mode ([`link`])
 //! hears of every key changed there, by this proxy, another proxy or a
-//! client of the server's own, expiry and eviction included.
+//! client of the server's own, expiry and eviction included. A Redis
+//! Cluster backend has one on each master serving slots, kept as the
+//! masters change ([`watch_masters`]).
 //!
 //! Exactness rests on three rules:
 //! - a key is remembered before its read is sent, and a client is told of a
 //!   change behind the replies it has in flight ([`inbox`]), so a read that
 //!   Redis ran before a change never reaches the client after the news;
 //! - a read on a backend whose link is not confirmed (connecting, lost, a
-//!   Redis Cluster) is invalidated right behind its reply: the client may
-//!   not keep it;
-//! - when a link is lost, the master moves or a reload moves keys, every
+//!   cluster master not linked yet) is invalidated right behind its reply:
+//!   the client may not keep it;
+//! - when a link is lost, the master moves (a cluster's masters change) or
+//!   a reload moves keys, every
 //!   tracking client is told to flush, as Redis tells its clients when a
 //!   tracking connection breaks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -101,6 +105,28 @@ struct Inner {
     bcast: std::collections::BTreeSet<u64>,
     links: Vec<Link>,
     own: OwnWrites,
+    /// The topology's backends, whose servers have links.
+    backends: Vec<Backend>,
+    /// The largest frame a link takes (`[limits] max_reply_bytes`).
+    max_frame: usize,
+    /// The task that follows the masters of cluster backends, once one is
+    /// in the topology.
+    watcher: Option<tokio::task::AbortHandle>,
+}
+
+/// How often the masters of cluster backends are looked at.
+const MASTERS_POLL: Duration = Duration::from_millis(250);
+
+/// The servers that have a link: every backend, and in a Redis Cluster
+/// backend's place each master serving slots.
+fn linked_servers(backends: &[Backend]) -> Vec<Backend> {
+    backends
+        .iter()
+        .flat_map(|backend| match backend.cluster() {
+            Some(cluster) => cluster.masters(),
+            None => vec![backend.clone()],
+        })
+        .collect()
 }
 
 /// The proxy's tracking: the table, the tracking clients and the links.
@@ -245,16 +271,15 @@ impl Tracker {
         }
     }
 
-    /// Whether every backend of `topo` that can be linked (all but Redis
-    /// Clusters) has its link confirmed.
+    /// Whether every server of `topo` (each backend, a cluster's masters)
+    /// has its link confirmed.
     pub fn ready(&self, topo: &Topology) -> bool {
         let inner = self.inner();
-        topo.backends.iter().all(|b| {
-            b.cluster().is_some()
-                || inner
-                    .links
-                    .iter()
-                    .any(|l| l.backend.same_task(b) && l.is_up())
+        linked_servers(&topo.backends).iter().all(|server| {
+            inner
+                .links
+                .iter()
+                .any(|l| l.backend.same_task(server) && l.is_up())
         })
     }
 
@@ -314,7 +339,7 @@ impl Tracker {
     }
 
     /// A new topology is in force (or tracking starts): a link for every
-    /// backend of it, those of backends it dropped stopped. `moved`: keys
+    /// server of it, those of servers it dropped stopped. `moved`: keys
     /// may be elsewhere now, so every tracking client flushes.
     pub fn follow(self: &Arc<Self>, topo: &Topology, moved: bool) {
         if !self.active.load(Ordering::Acquire) {
@@ -325,46 +350,89 @@ impl Tracker {
         };
         {
             let mut inner = self.inner();
-            let mut kept = Vec::new();
-            for link in std::mem::take(&mut inner.links) {
-                if topo.backends.iter().any(|b| b.same_task(&link.backend)) {
-                    kept.push(link);
-                } else {
-                    link.task.abort();
-                }
+            inner.backends = topo.backends.clone();
+            inner.max_frame = topo.config.limits.max_reply_bytes;
+            self.link_servers(&mut inner, &runtime);
+            let clusters = topo.backends.iter().any(|b| b.cluster().is_some());
+            if clusters && inner.watcher.is_none() {
+                let watcher = runtime.spawn(watch_masters(Arc::downgrade(self)));
+                inner.watcher = Some(watcher.abort_handle());
             }
-            for backend in &topo.backends {
-                if backend.cluster().is_some() || kept.iter().any(|l| l.backend.same_task(backend))
-                {
-                    continue;
-                }
-                let state = Arc::new(LinkState::default());
-                let task = runtime
-                    .spawn(link::run(
-                        backend.clone(),
-                        state.clone(),
-                        Arc::downgrade(self),
-                        topo.config.limits.max_reply_bytes,
-                    ))
-                    .abort_handle();
-                kept.push(Link {
-                    backend: backend.clone(),
-                    state,
-                    task,
-                });
-            }
-            inner.links = kept;
         }
         if moved {
             self.flush_all();
+        }
+    }
+
+    /// A link to every server of the backends (see [`linked_servers`]),
+    /// none to another; whether any was stopped or started.
+    fn link_servers(self: &Arc<Self>, inner: &mut Inner, runtime: &tokio::runtime::Handle) -> bool {
+        let servers = linked_servers(&inner.backends);
+        let mut changed = false;
+        let mut kept = Vec::new();
+        for link in std::mem::take(&mut inner.links) {
+            if servers.iter().any(|s| s.same_task(&link.backend)) {
+                kept.push(link);
+            } else {
+                link.task.abort();
+                changed = true;
+            }
+        }
+        for server in servers {
+            if kept.iter().any(|l| l.backend.same_task(&server)) {
+                continue;
+            }
+            let state = Arc::new(LinkState::default());
+            let run = link::run(
+                server.clone(),
+                state.clone(),
+                Arc::downgrade(self),
+                inner.max_frame,
+            );
+            kept.push(Link {
+                backend: server,
+                state,
+                task: runtime.spawn(run).abort_handle(),
+            });
+            changed = true;
+        }
+        inner.links = kept;
+        changed
+    }
+}
+
+/// Follows the masters of the cluster backends, every [`MASTERS_POLL`]:
+/// a link on a master that came (a failover's, a node given slots), none
+/// on one gone; and since the changes on a new master before its link
+/// came up were not heard, every tracking client flushes then, as for a
+/// Sentinel master that moved.
+async fn watch_masters(tracker: Weak<Tracker>) {
+    let mut every = tokio::time::interval(MASTERS_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(tracker) = tracker.upgrade() else {
+            return;
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let changed = {
+            let mut inner = tracker.inner();
+            tracker.link_servers(&mut inner, &runtime)
+        };
+        if changed {
+            tracker.flush_all();
         }
     }
 }
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        for link in &self.inner().links {
+        let inner = self.inner();
+        for link in &inner.links {
             link.task.abort();
+        }
+        if let Some(watcher) = &inner.watcher {
+            watcher.abort();
         }
     }
 }
@@ -384,10 +452,13 @@ fn tell(clients: &HashMap<u64, Tracked>, ids: &[u64], key: &Bytes) {
     }
 }
 
-/// The confirmed link that watches the backend serving `key` now.
+/// The confirmed link that watches the server serving `key` now (its
+/// backend, or a cluster backend's master of its slot).
 fn link_for<'a>(links: &'a [Link], topo: &Topology, key: &[u8]) -> Option<&'a Link> {
     let backend = &topo.backends[topo.route(key)];
+    let master = backend.serving(&[key], 0);
+    let server = master.as_ref().unwrap_or(backend);
     links
         .iter()
-        .find(|l| l.backend.same_task(backend) && l.is_up())
+        .find(|l| l.backend.same_task(server) && l.is_up())
 }

@@ -1947,3 +1947,51 @@ fn subscribers_hear_every_master_of_a_cluster_once() {
         set_event(&keys[0])
     );
 }
+
+/// Client-side caching through a cluster backend: a tracking link on
+/// every master, so a read is remembered and a change on its node, by
+/// anyone, is told (before, every read through a cluster backend was
+/// invalidated right behind its reply: nothing could be cached); a
+/// failover flushes, as what changed on the new master before its link
+/// came up was not heard.
+#[test]
+fn tracking_clients_cache_what_they_read_from_a_cluster() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&config_over(&cluster, &[]));
+    let mut writer = ready_client(&proxy);
+    let masters: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.client().text(&["ROLE"]).contains("master"))
+        .map(|n| n.port)
+        .collect();
+    let keys = a_key_on_each(&cluster, &masters);
+    for key in &keys {
+        assert_eq!(writer.text(&["SET", key, "v0"]), "+OK\r\n");
+    }
+    let mut reader = proxy.client();
+    reader.hello3();
+    assert_eq!(reader.text(&["CLIENT", "TRACKING", "on"]), "+OK\r\n");
+    for key in &keys {
+        assert_eq!(reader.text(&["GET", key]), "$2\r\nv0\r\n");
+        assert_eq!(
+            reader.text(&["PING"]),
+            "+PONG\r\n",
+            "{key}'s read remembered"
+        );
+    }
+    for key in &keys {
+        let node = master_of(&cluster, key);
+        assert_eq!(node.client().text(&["SET", key, "v1"]), "+OK\r\n");
+        let told = format!(
+            ">2\r\n$10\r\ninvalidate\r\n*1\r\n${}\r\n{key}\r\n",
+            key.len()
+        );
+        assert_eq!(String::from_utf8(reader.read_reply()).unwrap(), told);
+    }
+    let old = master_of(&cluster, &keys[0]);
+    let replica = cluster.replica_of(old.port);
+    promote(&cluster, replica, &keys[0]);
+    let flush = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
+    assert_eq!(String::from_utf8(reader.read_reply()).unwrap(), flush);
+}
