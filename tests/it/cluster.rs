@@ -1826,6 +1826,16 @@ fn tracking_over_a_cluster_invalidates_each_read_behind_its_reply() {
     );
 }
 
+/// The ports of the cluster's masters now.
+fn masters_now(cluster: &Cluster) -> Vec<u16> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| n.client().text(&["ROLE"]).contains("master"))
+        .map(|n| n.port)
+        .collect()
+}
+
 /// A key `session:{n}` of each master's, in the order of `masters`.
 fn a_key_on_each(cluster: &Cluster, masters: &[u16]) -> Vec<String> {
     masters
@@ -1865,12 +1875,7 @@ fn subscribers_hear_every_master_of_a_cluster_once() {
     }
     let proxy = Proxy::start(&config_over(&cluster, &[]));
     let mut publisher = ready_client(&proxy);
-    let masters: Vec<u16> = cluster
-        .nodes
-        .iter()
-        .filter(|n| n.client().text(&["ROLE"]).contains("master"))
-        .map(|n| n.port)
-        .collect();
+    let masters = masters_now(&cluster);
     let keys = a_key_on_each(&cluster, &masters);
     let mut subscriber = proxy.client();
     let events = b"__keyevent@0__:*";
@@ -1959,12 +1964,7 @@ fn tracking_clients_cache_what_they_read_from_a_cluster() {
     let cluster = Cluster::start(3, 1);
     let proxy = Proxy::start(&config_over(&cluster, &[]));
     let mut writer = ready_client(&proxy);
-    let masters: Vec<u16> = cluster
-        .nodes
-        .iter()
-        .filter(|n| n.client().text(&["ROLE"]).contains("master"))
-        .map(|n| n.port)
-        .collect();
+    let masters = masters_now(&cluster);
     let keys = a_key_on_each(&cluster, &masters);
     for key in &keys {
         assert_eq!(writer.text(&["SET", key, "v0"]), "+OK\r\n");
