@@ -4,7 +4,8 @@
 //! that, clients are capped below it instead, as Redis lowers its
 //! `maxclients`: one over the cap gets Redis's `max number of clients
 //! reached`, and the backends' connections still find file descriptors.
-//! Left as it was (a shell's soft limit is often 1024), the client past it
+//! A reload adjusts it again (more clients, more backends). Left as it
+//! was (a shell's soft limit is often 1024), the client past it
 //! was left unanswered in the accept queue, and every reconnect to a
 //! backend failed with "too many open files", for every user.
 
@@ -21,6 +22,10 @@ pub const RESERVED: u64 = 32;
 
 /// Clients the open files allow; no cap until [`adjust`] finds one.
 static CLIENTS_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The worker threads [`adjust`] counted, once it has run (the proxy's
+/// binary; not a proxy run inside tests): a reload adjusts again.
+static ADJUSTED_FOR: AtomicUsize = AtomicUsize::new(0);
 
 /// The clients accepted at most: `[limits] max_clients`, or fewer when the
 /// open files do not allow that many.
@@ -78,6 +83,7 @@ pub fn plan(soft: Option<u64>, hard: Option<u64>, clients: usize, besides: u64) 
 /// Raises the soft limit for `config` run on `threads` workers, or caps
 /// the clients where it cannot; logs what it did.
 pub fn adjust(config: &Config, threads: usize) {
+    ADJUSTED_FOR.store(threads.max(1), Ordering::Relaxed);
     let clients = config.limits.max_clients;
     let besides = besides_clients(config, threads);
     let limit = getrlimit(Resource::Nofile);
@@ -97,6 +103,7 @@ pub fn adjust(config: &Config, threads: usize) {
             }
         }
     }
+    CLIENTS_CAP.store(plan.cap.unwrap_or(usize::MAX), Ordering::Relaxed);
     if let Some(cap) = plan.cap {
         warn!(
             max_clients = clients,
@@ -104,7 +111,15 @@ pub fn adjust(config: &Config, threads: usize) {
             allowed = cap,
             "max_clients needs more open files than the limit allows (ulimit -n, systemd's LimitNOFILE): clients are capped"
         );
-        CLIENTS_CAP.store(cap, Ordering::Relaxed);
+    }
+}
+
+/// After a reload: [`adjust`] again for the new config, where it ran at
+/// start.
+pub fn readjust(config: &Config) {
+    match ADJUSTED_FOR.load(Ordering::Relaxed) {
+        0 => {}
+        threads => adjust(config, threads),
     }
 }
 

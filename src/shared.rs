@@ -172,6 +172,7 @@ impl Shared {
         let result = self.try_reload();
         let detail = match &result {
             Ok(summary) => {
+                crate::fd_limit::readjust(&self.topology().config);
                 self.metrics.reloads_ok.increment(1);
                 info!(%summary, "config reloaded");
                 summary.clone()

@@ -308,6 +308,16 @@ fn the_open_files_limit_makes_room_for_max_clients() {
     // command's) is made, and the shared connection serves.
     assert_eq!(first.text(&["BLPOP", "queue", "0.01"]), "*-1\r\n");
     assert_eq!(clients[0].text(&["SET", "k", "v"]), "+OK\r\n");
+    // A reload adjusts again: fewer held connections leave more clients.
+    tight.rewrite(&format!("{body}[pool]\nmax_held_connections = 8\n"));
+    assert_eq!(tight.http("POST", "/reload").0, 200);
+    let said = first.text(&["CONFIG", "GET", "maxclients"]);
+    let now: usize = said
+        .lines()
+        .nth(4)
+        .and_then(|n| n.parse().ok())
+        .expect(&said);
+    assert!(now > cap, "{now} after the reload, {cap} before");
 }
 
 /// Established TCP sockets of this machine (`/proc/net/tcp`) from
