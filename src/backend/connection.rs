@@ -266,6 +266,14 @@ impl Connection {
                 backoff.reset();
                 Attempt::Again
             }
+            // Not the backend's failure: where it leads now serves (the
+            // session logged why).
+            SessionEnd::Failed(BackendError::ConnectionLost { reason, .. })
+                if reason == super::LEFT_BEHIND =>
+            {
+                backoff.reset();
+                Attempt::Again
+            }
             SessionEnd::Failed(error) => {
                 warn!(%error, "backend connection failed");
                 self.health.failure();

@@ -333,7 +333,7 @@ impl Session {
             Some(BlockedNow::ClientGone) => return Overdue::Dead(SessionEnd::Closed),
             Some(BlockedNow::Waiting) => return Overdue::Rearm,
             Some(BlockedNow::LeftBehind) => {
-                warn!("a blocking command left unanswered on the old master after a failover goes again on the new one");
+                warn!("a blocking command left unanswered where its backend no longer leads (a new master, or its host name moved) goes again where it leads now");
                 let lost = BackendError::ConnectionLost {
                     backend: backend.clone(),
                     reason: super::LEFT_BEHIND.into(),

@@ -1005,6 +1005,43 @@ fn client_unblock_after_a_host_name_moved_asks_the_server_the_command_waits_on()
     assert!(!unblocks(&b));
 }
 
+/// A blocking command left behind where its backend no longer leads (here
+/// a host name moved, its old server up and still blocking it) goes again
+/// where the name leads, and that is not the backend failing: before, the
+/// left-behind session counted as one of the backend's consecutive
+/// failures, so a few consumers left behind at once (here one, with
+/// `health_failures = 1`) marked the whole backend down, and every key
+/// on it got `backend is unavailable` until it was seen up again.
+#[test]
+fn a_blocking_command_left_behind_is_not_the_backend_failing() {
+    let port = free_port();
+    let a = Redis::start_at("127.0.0.1", port, &[]);
+    let b = Redis::start_at("127.0.0.2", port, &[]);
+    let hosts = HostsFile::naming("consumers.redis.test", "127.0.0.1");
+    let pool = "request_timeout_ms = 500\ndns_refresh_s = 1\nhealth_failures = 1\nhealth_successes = 1000\n";
+    let proxy = Proxy::start(&hosts.proxy_config(port, pool));
+    let mut consumer = proxy.client();
+    consumer.send(&[b"BLPOP", b"queue", b"0"]);
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "BLPOP blocked",
+        || blocks_one(&a),
+    );
+    hosts.point("127.0.0.2");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "BLPOP blocked on b",
+        || blocks_one(&b),
+    );
+    let up = session_proxy::report::BackendReport::all(&proxy.shared.topology())[0].up;
+    assert!(up, "the backend was marked down");
+    assert_eq!(proxy.client().text(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(b.client().text(&["RPUSH", "queue", "job"]), ":1\r\n");
+    assert_eq!(consumer.read_reply(), b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n");
+}
+
 /// A WATCH through the proxy holds a leased connection to the server a
 /// host name leads to; the name moves to another server. The leased
 /// connection looks the name up as a shared one does and ends its lease,
