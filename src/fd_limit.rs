@@ -95,7 +95,11 @@ pub fn adjust(config: &Config, threads: usize) {
         };
         match setrlimit(Resource::Nofile, new) {
             Ok(()) => {
-                info!(from = ?limit.current, to = raised, "open files limit raised for max_clients")
+                info!(
+                    from = limit.current.unwrap_or(u64::MAX),
+                    to = raised,
+                    "open files limit raised for max_clients"
+                )
             }
             Err(error) => {
                 warn!(%error, "the open files limit could not be raised");
