@@ -1122,6 +1122,25 @@ fn nemesis() {
     assert!(records.iter().filter(|r| !r.failed()).count() > 1000);
 }
 
+/// Each error a fault explains, given to one fault: of those that explain
+/// it, the one begun last. Two faults of one backend a few seconds apart
+/// (a kill, then a freeze in its grace) then each keep their own errors,
+/// where before the first one's window ran on to the second's last error.
+fn attributed<'a>(records: &'a [Record], faults: &[Fault]) -> Vec<Vec<&'a Record>> {
+    let mut errors = vec![Vec::new(); faults.len()];
+    for r in records.iter().filter(|r| r.failed() && !r.refused()) {
+        let latest = faults
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.explains(r))
+            .max_by_key(|(_, f)| f.start);
+        if let Some((at, _)) = latest {
+            errors[at].push(r);
+        }
+    }
+    errors
+}
+
 /// Prints the table per fault type and writes the history and the verdict.
 /// Returns how many errors came outside every fault's window.
 fn report(
@@ -1132,17 +1151,14 @@ fn report(
     seed: u64,
 ) -> usize {
     let mut table: BTreeMap<&str, (usize, Duration, usize)> = BTreeMap::new();
-    for f in faults {
+    for (f, errors) in faults.iter().zip(attributed(records, faults)) {
         let entry = table.entry(f.kind).or_default();
         entry.0 += 1;
-        // The error window: first to last error while it was in progress,
-        // on its backend (a fault beside it on another backend has its own).
-        let errors: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.failed() && !r.refused() && f.explains(r))
-            .collect();
-        if let (Some(first), Some(last)) = (errors.first(), errors.last()) {
-            entry.1 = entry.1.max(last.end.saturating_duration_since(first.start));
+        // The error window: first to last of its errors.
+        let first = errors.iter().map(|r| r.start).min();
+        let last = errors.iter().map(|r| r.end).max();
+        if let (Some(first), Some(last)) = (first, last) {
+            entry.1 = entry.1.max(last.saturating_duration_since(first));
         }
         entry.2 += errors.len();
     }
