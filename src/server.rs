@@ -183,8 +183,8 @@ async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, cli
     loop {
         match listener.accept(&local).await {
             Ok((stream, peer)) => {
-                let configured = shared.topology().config.limits.max_clients;
-                let max_clients = crate::fd_limit::max_clients(configured);
+                let topology = shared.topology();
+                let max_clients = crate::fd_limit::max_clients(topology.config.limits.max_clients);
                 let count = &shared.stats.connected_clients;
                 if count.fetch_add(1, Ordering::AcqRel) >= max_clients {
                     count.fetch_sub(1, Ordering::AcqRel);
@@ -198,8 +198,8 @@ async fn accept_loop(listener: Listener, local: String, shared: Arc<Shared>, cli
                     });
                     continue;
                 }
-                let keepalive = shared.topology().config.listen.tcp_keepalive_s;
-                if let Err(error) = stream.keep_alive(Duration::from_secs(keepalive)) {
+                let keepalive = Duration::from_secs(topology.config.listen.tcp_keepalive_s);
+                if let Err(error) = stream.keep_alive(keepalive) {
                     debug!(%error, "keepalive not set");
                 }
                 let worker = next;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
-    blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, run_script, wait_until, Cluster,
-    Proxy, RawClient, Redis, READY_LIMIT,
+    blpop_gets_what_is_pushed_on, blpop_on_a_thread, run_script, until_blocks_one, wait_until,
+    Cluster, Proxy, RawClient, Redis, READY_LIMIT,
 };
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -1203,13 +1203,7 @@ fn a_blocking_command_left_on_a_frozen_master_follows_its_slot() {
     let frozen = master_of(&cluster, queue);
     let replica = cluster.replica_of(frozen.port);
     let blocked = blpop_on_a_thread(proxy.port, queue, "0");
-    let every = Duration::from_millis(20);
-    wait_until(
-        READY_LIMIT,
-        every,
-        "the BLPOP blocked on the master",
-        || blocks_one(frozen),
-    );
+    until_blocks_one(frozen, "the BLPOP blocked on the master");
     frozen.signal("STOP");
     blpop_gets_what_is_pushed_on(blocked, replica, queue);
     frozen.signal("CONT");

@@ -83,6 +83,13 @@ pub fn blocks_one(node: &Redis) -> bool {
         .is_ok_and(|reply| reply.contains("blocked_clients:1\r\n"))
 }
 
+/// Waits until `node` has one client blocked (see [`blocks_one`]).
+pub fn until_blocks_one(node: &Redis, what: &str) {
+    wait_until(READY_LIMIT, Duration::from_millis(20), what, || {
+        blocks_one(node)
+    });
+}
+
 /// The BLPOP of `key` on `blocked`, given up by the server it blocked on
 /// first, blocks on `node` unanswered until an element is pushed there,
 /// which it then gets.

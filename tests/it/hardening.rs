@@ -261,6 +261,15 @@ fn nofile_of(pid: &str) -> (Option<u64>, Option<u64>) {
     (values.next().flatten(), values.next().flatten())
 }
 
+/// The proxy's `maxclients`, as `CONFIG GET` answers it to `client`.
+fn maxclients(client: &mut RawClient) -> usize {
+    let said = client.text(&["CONFIG", "GET", "maxclients"]);
+    said.lines()
+        .nth(4)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"))
+}
+
 /// The open files a shell or service manager gives a process (often 1024
 /// soft) are raised at start to what `[limits] max_clients` needs, as
 /// Redis raises its own; where the hard limit is too low, clients are
@@ -288,13 +297,8 @@ fn the_open_files_limit_makes_room_for_max_clients() {
     // A hard limit of 200: fewer clients than max_clients, and said so.
     let tight = Running::start_limited(&body, &[], Some("200:200"));
     let mut first = tight.client();
-    let said = first.text(&["CONFIG", "GET", "maxclients"]);
-    let cap: usize = said
-        .lines()
-        .nth(4)
-        .and_then(|n| n.parse().ok())
-        .expect(&said);
-    assert!(cap > 20 && cap < 200, "{said}");
+    let cap = maxclients(&mut first);
+    assert!(cap > 20 && cap < 200, "{cap}");
     let mut clients: Vec<RawClient> = (1..cap).map(|_| tight.client()).collect();
     for client in &mut clients {
         assert_eq!(client.text(&["PING"]), "+PONG\r\n");
@@ -311,12 +315,7 @@ fn the_open_files_limit_makes_room_for_max_clients() {
     // A reload adjusts again: fewer held connections leave more clients.
     tight.rewrite(&format!("{body}[pool]\nmax_held_connections = 8\n"));
     assert_eq!(tight.http("POST", "/reload").0, 200);
-    let said = first.text(&["CONFIG", "GET", "maxclients"]);
-    let now: usize = said
-        .lines()
-        .nth(4)
-        .and_then(|n| n.parse().ok())
-        .expect(&said);
+    let now = maxclients(&mut first);
     assert!(now > cap, "{now} after the reload, {cap} before");
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
-    blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, config_for, free_port, wait_until,
-    HostsFile, Proxy, RawClient, Redis, READY_LIMIT,
+    blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, config_for, free_port,
+    until_blocks_one, wait_until, HostsFile, Proxy, RawClient, Redis, READY_LIMIT,
 };
 
 const FAST: &str = "[pool]\nprobe_interval_ms = 100\nconnect_timeout_ms = 300\nrequest_timeout_ms = 300\nbackoff_min_ms = 50\nbackoff_max_ms = 200";
@@ -907,12 +907,7 @@ fn a_blocking_command_on_a_primary_gone_silent_follows_its_host_name() {
          dns_refresh_s = 1\n",
     ));
     let blocked = blpop_on_a_thread(proxy.port, "queue", "0");
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "BLPOP blocked on the primary",
-        || blocks_one(&a),
-    );
+    until_blocks_one(&a, "BLPOP blocked on the primary");
     a.signal("STOP");
     assert_eq!(b.client().text(&["REPLICAOF", "NO", "ONE"]), "+OK\r\n");
     hosts.point("127.0.0.2");
@@ -974,12 +969,7 @@ fn client_unblock_after_a_host_name_moved_asks_the_server_the_command_waits_on()
     let id = blocked.text(&["CLIENT", "ID"]);
     let id = id.trim_start_matches(':').trim_end().to_string();
     blocked.send(&[b"BLPOP", b"queue", b"0"]);
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "BLPOP blocked",
-        || blocks_one(&a),
-    );
+    until_blocks_one(&a, "BLPOP blocked");
     hosts.point("127.0.0.2");
     let resolved = || {
         session_proxy::report::BackendReport::all(&proxy.shared.topology())[0]
@@ -1022,19 +1012,9 @@ fn a_blocking_command_left_behind_is_not_the_backend_failing() {
     let proxy = Proxy::start(&hosts.proxy_config(port, pool));
     let mut consumer = proxy.client();
     consumer.send(&[b"BLPOP", b"queue", b"0"]);
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "BLPOP blocked",
-        || blocks_one(&a),
-    );
+    until_blocks_one(&a, "BLPOP blocked");
     hosts.point("127.0.0.2");
-    wait_until(
-        READY_LIMIT,
-        Duration::from_millis(20),
-        "BLPOP blocked on b",
-        || blocks_one(&b),
-    );
+    until_blocks_one(&b, "BLPOP blocked on b");
     let up = session_proxy::report::BackendReport::all(&proxy.shared.topology())[0].up;
     assert!(up, "the backend was marked down");
     assert_eq!(proxy.client().text(&["SET", "k", "v"]), "+OK\r\n");
