@@ -1068,6 +1068,11 @@ fn replies_the_proxy_builds_have_redis_resp3_types() {
     );
     same(&mut through, &mut direct, &["KEYS", "nomatch*"]);
     same(&mut through, &mut direct, &["GET", &keys[1]]);
+    // The keepalive the proxy applies, Redis's default, in both protocols.
+    let keepalive = ["CONFIG", "GET", "tcp-keepalive"];
+    same(&mut through, &mut direct, &keepalive);
+    let (mut through2, mut direct2) = pair(&proxy, &reference, false);
+    same(&mut through2, &mut direct2, &keepalive);
     // Built here: the same types.
     for args in [
         vec!["CONFIG", "GET", "maxclients"],
