@@ -447,7 +447,8 @@ impl Backend {
 
     /// Takes back a lease for commands whose connection is as a new one
     /// would be (a blocking command was answered on it, and nothing but
-    /// blocking commands was sent): the next client to lease one on this
+    /// blocking commands was sent; or a WATCH's transaction, whose EXEC
+    /// the server answered): the next client to lease one on this
     /// worker gets it, while fewer than `[pool] max_held_connections` wait
     /// there (so about as many stay connected as its clients held at
     /// once). Else, as for any lease dropped, the connection closes.

@@ -9,7 +9,10 @@
 //! on a cluster backend, of the master of their slot): the WATCH and later
 //! the transaction go on it, so the server sees both on one connection and
 //! aborts EXEC when a watched key changed; EXEC, DISCARD, UNWATCH and RESET
-//! let it go.
+//! let it go. Once the server answered the EXEC on it (which unwatched
+//! every key there), the connection serves the next lease
+//! (`Backend::give_back`), so a client saving under WATCH connects once,
+//! not once per transaction; after DISCARD or UNWATCH it closes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -345,11 +348,20 @@ impl Run {
             })
             .collect();
         let mut execs = Vec::with_capacity(receivers.len());
+        let mut answered = true;
         for (backend, batch, rx) in receivers {
             let again = watching.is_none().then_some(&send);
-            execs.push(exec_reply(backend, &batch, rx, again, (origin, db), deadline).await);
+            let (exec, heard) =
+                exec_reply(backend, &batch, rx, again, (origin, db), deadline).await;
+            answered &= heard;
+            execs.push(exec);
         }
-        drop(watching);
+        // The server answered the EXEC on the WATCH's connection, which
+        // unwatched every key and ended the MULTI there: it is as a new
+        // one, and serves the next lease. Else it closes.
+        if let Some(watching) = watching.filter(|_| answered) {
+            watching.on.give_back(watching.lease);
+        }
         if execs.len() == 1 {
             execs
                 .pop()
@@ -367,7 +379,8 @@ impl Run {
 /// or, for keys split by the slot's migration (`-TRYAGAIN`), a moment
 /// later, until `deadline`. After a WATCH, whose connection is that
 /// node's, there is none, and the EXEC aborts, as it does when that
-/// connection ended before the transaction was sent.
+/// connection ended before the transaction was sent. With the reply,
+/// whether the server answered the transaction's EXEC.
 async fn exec_reply<F>(
     backend: &Backend,
     batch: &Batch,
@@ -375,7 +388,7 @@ async fn exec_reply<F>(
     again: Option<&F>,
     (origin, db): (Origin, u32),
     deadline: Instant,
-) -> BackendResult
+) -> (BackendResult, bool)
 where
     F: Fn(&Backend, &Batch) -> oneshot::Receiver<BatchResult>,
 {
@@ -387,13 +400,13 @@ where
             // (a failover): the server that heard the WATCH can no longer
             // say whether a watched key changed, so the EXEC aborts, as
             // Redis aborts one whose watched key changed; nothing ran.
-            Ok(Err(BackendError::LeaseEnded { .. })) => return Ok(aborted()),
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(lost(backend)),
+            Ok(Err(BackendError::LeaseEnded { .. })) => return (Ok(aborted()), false),
+            Ok(Err(error)) => return (Err(error), false),
+            Err(_) => return (Err(lost(backend)), false),
         };
         replies.iter().for_each(|reply| backend.heard(reply));
         let Some(redirect) = refused_for_slot(&replies) else {
-            return replies.pop().ok_or_else(|| lost(backend));
+            return (replies.pop().ok_or_else(|| lost(backend)), true);
         };
         let Some(send) = again else {
             // After a WATCH, on that node's connection: the slot moved on
@@ -401,7 +414,7 @@ where
             // whether a watched key changed. Nothing ran; the EXEC aborts
             // as for a changed key, and the client's next WATCH goes
             // where the corrected map says.
-            return Ok(aborted());
+            return (Ok(aborted()), true);
         };
         rx = match redirect {
             Redirect::TryAgain if Instant::now() + TRY_AGAIN_AFTER < deadline => {
@@ -418,10 +431,10 @@ where
                 tries += 1;
                 match backend.node_at(&node) {
                     Some(importing) => importing.submit(asking(origin, db, batch), None),
-                    None => return Err(lost(backend)),
+                    None => return (Err(lost(backend)), false),
                 }
             }
-            _ => return replies.pop().ok_or_else(|| lost(backend)),
+            _ => return (replies.pop().ok_or_else(|| lost(backend)), true),
         };
     }
 }

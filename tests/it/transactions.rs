@@ -5,7 +5,7 @@
 //! with `split_transactions = false` CROSSSLOT and nothing runs), atomicity against
 //! another client, and a transaction on a key a migration still holds.
 
-use crate::common::{proxy_over, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
+use crate::common::{self, proxy_over, wait_until, Proxy, RawClient, Redis, READY_LIMIT};
 use std::time::Duration;
 
 fn same(ours: &mut RawClient, theirs: &mut RawClient, steps: &[&[&str]]) {
@@ -284,6 +284,82 @@ fn watch_aborts_exec_when_a_watched_key_changed_as_on_redis() {
         "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
     );
     assert!(ours_other.text(&["EXEC"]).starts_with("-EXECABORT"));
+}
+
+/// A WATCH's connection, once the server answered its EXEC, serves the
+/// next lease: a client saving a session under WATCH, transaction after
+/// transaction, connects to the server once, not once per transaction (on
+/// a managed service, a TLS handshake each). Nothing of one transaction
+/// stays on it for the next: a key an earlier one watched, changed since,
+/// aborts nothing; a key the next one watches still aborts its EXEC when
+/// changed; and each runs in its client's database, in either protocol
+/// (HELLO 2 and 3 against a direct Redis).
+#[test]
+fn a_watchs_connection_serves_the_next_transaction() {
+    let redis = Redis::start();
+    let proxy = proxy_over(std::slice::from_ref(&redis), "");
+    let direct_redis = Redis::start();
+    let mut direct = redis.client();
+    let mut other = proxy.client();
+    for hello in ["2", "3"] {
+        let (mut ours, mut theirs) = (proxy.client(), direct_redis.client());
+        for client in [&mut ours, &mut theirs] {
+            assert!(client.text(&["HELLO", hello]).contains("proto"));
+        }
+        let save = |client: &mut RawClient, key: &str, db: &str| {
+            let mut replies = vec![client.text(&["SELECT", db]), client.text(&["WATCH", key])];
+            replies.push(client.text(&["GET", key]));
+            replies.push(transaction(client, &[&["SET", key, db], &["GET", key]]));
+            replies
+        };
+        // The first lease connects.
+        assert_eq!(
+            save(&mut ours, "s:first", "0"),
+            save(&mut theirs, "s:first", "0")
+        );
+        let before = common::connections_received(&mut direct);
+        for i in 0..20 {
+            let (key, db) = (format!("s:{hello}:{i}"), ["0", "1"][i % 2]);
+            assert_eq!(
+                save(&mut ours, &key, db),
+                save(&mut theirs, &key, db),
+                "{key}"
+            );
+        }
+        let made = common::connections_received(&mut direct) - before;
+        assert!(
+            made <= 1,
+            "{made} connections made for 20 transactions under WATCH"
+        );
+        // Each ran in its own database.
+        assert_eq!(direct.text(&["SELECT", "1"]), "+OK\r\n");
+        assert_eq!(
+            direct.text(&["GET", &format!("s:{hello}:19")]),
+            "$1\r\n1\r\n"
+        );
+        assert_eq!(direct.text(&["SELECT", "0"]), "+OK\r\n");
+        assert_eq!(
+            direct.text(&["GET", &format!("s:{hello}:18")]),
+            "$1\r\n0\r\n"
+        );
+        // A key an earlier transaction watched, changed since, aborts nothing...
+        assert_eq!(ours.text(&["SELECT", "0"]), theirs.text(&["SELECT", "0"]));
+        assert_eq!(
+            other.text(&["SET", &format!("s:{hello}:18"), "x"]),
+            "+OK\r\n"
+        );
+        let key = format!("s:{hello}:next");
+        assert_eq!(ours.text(&["WATCH", &key]), "+OK\r\n");
+        let exec = transaction(&mut ours, &[&["SET", &key, "1"]]);
+        assert_eq!(exec, transaction(&mut theirs, &[&["SET", &key, "1"]]));
+        assert!(exec.ends_with("+OK\r\n"), "{exec}");
+        // ...and a watched key changed still aborts its EXEC.
+        assert_eq!(ours.text(&["WATCH", &key]), "+OK\r\n");
+        assert_eq!(other.text(&["SET", &key, "changed"]), "+OK\r\n");
+        let exec = transaction(&mut ours, &[&["SET", &key, "mine"]]);
+        let null = if hello == "3" { "_\r\n" } else { "*-1\r\n" };
+        assert_eq!(exec, null);
+    }
 }
 
 #[test]
