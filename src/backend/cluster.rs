@@ -38,6 +38,10 @@ pub struct Cluster {
     /// rather than a closed connection's error.
     retired: Mutex<Vec<(Instant, Backend)>>,
     refresh: Arc<Notify>,
+    /// Counts the changes of the slot map (a map unlike the last, a
+    /// `-MOVED` noted): what follows the masters waits on it
+    /// ([`Cluster::changes`]).
+    changes: tokio::sync::watch::Sender<u64>,
     /// Redirections followed, and slot maps installed.
     pub moved: AtomicU64,
     pub asked: AtomicU64,
@@ -106,6 +110,7 @@ impl Cluster {
             waiting: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
             refresh: refresh.clone(),
+            changes: tokio::sync::watch::channel(0).0,
             moved: AtomicU64::new(0),
             asked: AtomicU64::new(0),
             tried_again: AtomicU64::new(0),
@@ -122,6 +127,13 @@ impl Cluster {
     /// The slot map in force, if one came.
     pub fn map(&self) -> Option<Arc<Routing>> {
         self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Told of each change of the slot map from now on (a master come or
+    /// gone, a slot moved): links that follow the masters (a subscriber's,
+    /// the tracker's) wait on it rather than look again and again.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Up when a slot map is known, every slot has a master and every
@@ -412,6 +424,7 @@ impl Cluster {
                 routing.nodes.push(backend);
             }
         }
+        self.changes.send_modify(|n| *n += 1);
         self.refresh.notify_one();
     }
 
@@ -441,8 +454,12 @@ impl Cluster {
             retired.extend(gone);
         }
         let nodes = map.masters.iter().map(|m| self.node(m)).collect();
+        let changed = self.map().is_none_or(|old| old.map != map);
         *self.map.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Arc::new(Routing { map, nodes }));
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+        }
         self.maps.fetch_add(1, Ordering::Relaxed);
         self.counters.maps.increment(1);
         let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
@@ -603,5 +620,61 @@ async fn refresher(cluster: Weak<Cluster>, refresh: Arc<Notify>) {
             _ = refresh.notified() => {}
             _ = tokio::time::sleep(REFRESH_EVERY) => {}
         }
+    }
+}
+
+/// Waits until one of `changes` (see [`Cluster::changes`]) is told of a
+/// change; for none, or only clusters gone, for ever.
+pub async fn any_changed(changes: &mut [tokio::sync::watch::Receiver<u64>]) {
+    let mut waits: Vec<_> = changes
+        .iter_mut()
+        .map(|rx| {
+            Box::pin(async move {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+        })
+        .collect();
+    std::future::poll_fn(|cx| {
+        for wait in &mut waits {
+            if std::future::Future::poll(wait.as_mut(), cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::any_changed;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use tokio::sync::watch;
+
+    /// Whether `any_changed` is done at its first poll.
+    fn told(changes: &mut [watch::Receiver<u64>]) -> bool {
+        let mut wait = Box::pin(any_changed(changes));
+        let ready = wait.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        ready == Poll::Ready(())
+    }
+
+    #[test]
+    fn any_changed_is_told_of_a_change_of_any_cluster_once() {
+        let (a, ra) = watch::channel(0u64);
+        let (b, rb) = watch::channel(0u64);
+        let mut changes = vec![ra, rb];
+        assert!(!told(&mut changes), "nothing changed yet");
+        b.send_modify(|n| *n += 1);
+        assert!(told(&mut changes), "b changed");
+        assert!(!told(&mut changes), "b's change was seen");
+        a.send_modify(|n| *n += 1);
+        assert!(told(&mut changes), "a changed");
+        // A cluster gone is no change: its waits end never, not at once.
+        drop(a);
+        assert!(!told(&mut changes));
+        assert!(!told(&mut []), "no cluster");
     }
 }

@@ -1,6 +1,7 @@
 //! A subscribing client's link to a Redis Cluster backend: a link of its
 //! own ([`super::link`]) to every master serving slots, kept as the slot
-//! map changes (a failover's new master, a master added or gone). Channels
+//! map changes (a failover's new master, a master added or gone: told by
+//! [`crate::backend::Cluster::changes`]). Channels
 //! and patterns are subscribed on every master, since a keyspace
 //! notification is published on its key's node only (Spring Session's
 //! `expired` events); a message a client publishes, which the cluster
@@ -19,10 +20,12 @@ use tracing::warn;
 
 use super::link::{self, Order, Scope};
 use super::{Kind, Wanted};
+use crate::backend::cluster::any_changed;
 use crate::backend::{Backend, Lease, LeaseFor, LeaseRefused};
 
-/// How often the slot map is looked at for masters that came or went.
-const MAP_POLL: Duration = Duration::from_millis(250);
+/// How soon a master that refused a link (its `[pool]
+/// max_held_connections` held) is asked again.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
 
 /// What the links pass on to, and for whom.
 pub struct Client {
@@ -89,17 +92,28 @@ pub async fn run(
         nodes: BTreeMap::new(),
         shards_on: HashMap::new(),
     };
+    let mut changes: Vec<_> = links
+        .backend
+        .cluster()
+        .map(|c| c.changes())
+        .into_iter()
+        .collect();
     // The links are there before the first order, so that it is
     // confirmed once the masters have confirmed it.
-    links.follow_map(&mut leased);
-    let mut poll = tokio::time::interval(MAP_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut linked = links.follow_map(&mut leased);
     loop {
+        let retry = async {
+            match linked {
+                true => std::future::pending().await,
+                false => tokio::time::sleep(RETRY_AFTER).await,
+            }
+        };
         tokio::select! {
-            _ = poll.tick() => {
-                links.follow_map(&mut leased);
+            _ = any_changed(&mut changes) => {
+                linked = links.follow_map(&mut leased);
                 links.move_shards();
             }
+            _ = retry => linked = links.follow_map(&mut leased),
             order = orders.recv() => match order {
                 Some(order) => links.dispatch(order),
                 None => return,
@@ -110,16 +124,18 @@ pub async fn run(
 
 impl Links {
     /// A link to every master serving slots, none to a node that serves
-    /// none now; the first master's passes every message on.
-    fn follow_map(&mut self, leased: &mut Vec<(Backend, Lease)>) {
+    /// none now; the first master's passes every message on. False where
+    /// a master refused one (or no map came yet): asked again soon.
+    fn follow_map(&mut self, leased: &mut Vec<(Backend, Lease)>) -> bool {
         let masters = self
             .backend
             .cluster()
             .map(|c| c.masters())
             .unwrap_or_default();
         if masters.is_empty() {
-            return;
+            return false;
         }
+        let mut linked = true;
         self.nodes
             .retain(|id, _| masters.iter().any(|master| master.id == *id));
         for (place, master) in masters.iter().enumerate() {
@@ -136,6 +152,7 @@ impl Links {
                         let user = self.client.share.as_ref().map(|(u, _)| u);
                         let why = refused.message(&master.id, user, "a subscription");
                         warn!(node = %master.id, %why, "no subscription link on a master yet");
+                        linked = false;
                         continue;
                     }
                 }
@@ -145,6 +162,7 @@ impl Links {
             }
         }
         leased.clear();
+        linked
     }
 
     /// Starts `master`'s link: it subscribes what the client wants when

@@ -23,7 +23,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -109,13 +108,10 @@ struct Inner {
     backends: Vec<Backend>,
     /// The largest frame a link takes (`[limits] max_reply_bytes`).
     max_frame: usize,
-    /// The task that follows the masters of cluster backends, once one is
-    /// in the topology.
+    /// The task that follows the masters of the topology's cluster
+    /// backends, while it has one.
     watcher: Option<tokio::task::AbortHandle>,
 }
-
-/// How often the masters of cluster backends are looked at.
-const MASTERS_POLL: Duration = Duration::from_millis(250);
 
 /// The servers that have a link: every backend, and in a Redis Cluster
 /// backend's place each master serving slots.
@@ -352,10 +348,18 @@ impl Tracker {
             let mut inner = self.inner();
             inner.backends = topo.backends.clone();
             inner.max_frame = topo.config.limits.max_reply_bytes;
+            // Told of every change from before the links are made.
+            let changes: Vec<_> = topo
+                .backends
+                .iter()
+                .filter_map(|b| Some(b.cluster()?.changes()))
+                .collect();
             self.link_servers(&mut inner, &runtime);
-            let clusters = topo.backends.iter().any(|b| b.cluster().is_some());
-            if clusters && inner.watcher.is_none() {
-                let watcher = runtime.spawn(watch_masters(Arc::downgrade(self)));
+            if let Some(watcher) = inner.watcher.take() {
+                watcher.abort();
+            }
+            if !changes.is_empty() {
+                let watcher = runtime.spawn(watch_masters(Arc::downgrade(self), changes));
                 inner.watcher = Some(watcher.abort_handle());
             }
         }
@@ -401,16 +405,18 @@ impl Tracker {
     }
 }
 
-/// Follows the masters of the cluster backends, every [`MASTERS_POLL`]:
-/// a link on a master that came (a failover's, a node given slots), none
-/// on one gone; and since the changes on a new master before its link
-/// came up were not heard, every tracking client flushes then, as for a
-/// Sentinel master that moved.
-async fn watch_masters(tracker: Weak<Tracker>) {
-    let mut every = tokio::time::interval(MASTERS_POLL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Follows the masters of the cluster backends, told by their `changes`
+/// (see [`crate::backend::Cluster::changes`]): a link on a master that
+/// came (a failover's, a node given slots), none on one gone; and since
+/// the changes on a new master before its link came up were not heard,
+/// every tracking client flushes then, as for a Sentinel master that
+/// moved.
+async fn watch_masters(
+    tracker: Weak<Tracker>,
+    mut changes: Vec<tokio::sync::watch::Receiver<u64>>,
+) {
     loop {
-        every.tick().await;
+        crate::backend::cluster::any_changed(&mut changes).await;
         let Some(tracker) = tracker.upgrade() else {
             return;
         };
