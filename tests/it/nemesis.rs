@@ -18,7 +18,9 @@
 //! name moved to the new primary), the two proxies
 //! reloading a moment apart. Beside the sessions, work queues: a producer
 //! pushes items and a consumer takes them with a blocking pop, mostly
-//! blocked when a fault comes ([`queues`]).
+//! blocked when a fault comes ([`queues`]); and client-side caching: a
+//! writer sets keys that readers keep in caches of their own, told of
+//! changes by CLIENT TRACKING ([`cache`]).
 //!
 //! The checker reads the history, user by user (each user's requests are
 //! sequential): a read must return the value of the last acknowledged write
@@ -52,6 +54,7 @@ use rand::{Rng, SeedableRng};
 use crate::common::{try_wait_until, Cluster, Group, RawClient, Redis, Running};
 use crate::relay::Relay;
 
+mod cache;
 mod managed;
 mod plot;
 mod queues;
@@ -458,6 +461,14 @@ struct Verdict {
     late: Vec<String>,
     /// The work queues' (their violations are in `violations` too).
     queues: queues::QueueVerdict,
+    /// The cache workload's (its violations are in `violations` too).
+    cache: cache::CacheVerdict,
+}
+
+/// Whether a record is a side workload's (a queue's, the cache's), not a
+/// session's.
+fn is_side_op(op: &str) -> bool {
+    queues::is_queue_op(op) || cache::is_cache_op(op)
 }
 
 /// The checker, user by user, in the order things happened. A read must
@@ -467,7 +478,7 @@ struct Verdict {
 /// before (a resurrection), another user's.
 fn check(records: &[Record]) -> Verdict {
     let mut by_user: BTreeMap<usize, Vec<&Record>> = BTreeMap::new();
-    for r in records.iter().filter(|r| !queues::is_queue_op(r.op)) {
+    for r in records.iter().filter(|r| !is_side_op(r.op)) {
         by_user.entry(r.user).or_default().push(r);
     }
     let mut verdict = Verdict {
@@ -811,6 +822,18 @@ fn nemesis() {
             let (q, consumer) = (n / 2, n % 2 == 1);
             std::thread::spawn(move || queues::worker(q, consumer, seed, ports, stop, limit))
         }))
+        .chain(std::iter::once(()).map(|()| {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            let limit = Duration::from_secs(seconds + 120) + GRACE;
+            std::thread::spawn(move || cache::writer(seed, ports, stop, limit))
+        }))
+        .collect();
+    let readers: Vec<JoinHandle<(Vec<Record>, Vec<String>)>> = (0..cache::READERS)
+        .map(|r| {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            let limit = Duration::from_secs(seconds + 120) + GRACE;
+            std::thread::spawn(move || cache::reader(r, seed, ports, stop, limit))
+        })
         .collect();
 
     let faults: Arc<Mutex<Vec<Fault>>> = Arc::new(Mutex::new(Vec::new()));
@@ -1077,6 +1100,12 @@ fn nemesis() {
         .into_iter()
         .flat_map(|u| u.join().unwrap_or_default())
         .collect();
+    let mut held_stale = Vec::new();
+    for reader in readers {
+        let (read, stale) = reader.join().unwrap_or_default();
+        records.extend(read);
+        held_stale.extend(stale);
+    }
     records.sort_by_key(|r| r.start);
     // Last, every key any user had is read once more: a logged-out session
     // must stay gone, the latest must hold its last acknowledged value.
@@ -1084,7 +1113,7 @@ fn nemesis() {
     let mut last = RawClient::connect(port);
     let keys: std::collections::BTreeSet<(usize, String)> = records
         .iter()
-        .filter(|r| !queues::is_queue_op(r.op))
+        .filter(|r| !is_side_op(r.op))
         .flat_map(|r| {
             let mut keys = vec![(r.user, r.key.clone())];
             if r.op == "RENAME" {
@@ -1109,7 +1138,11 @@ fn nemesis() {
     }
     records.extend(queues::read_all(&mut last, port));
     let faults = faults.lock().unwrap().clone();
-    let verdict = check(&records);
+    let mut verdict = check(&records);
+    verdict.cache = cache::check(&records, held_stale);
+    verdict
+        .violations
+        .extend(verdict.cache.violations.iter().cloned());
     let outside = report(&records, &faults, &verdict, started, seed);
     let violations = verdict.violations;
     assert_eq!(outside, 0, "errors outside a fault (NEMESIS_SEED={seed})");
@@ -1196,6 +1229,15 @@ fn report(
         q.taken,
         q.left,
         q.again.len()
+    ));
+    let c = &verdict.cache;
+    text.push_str(&format!(
+        "client-side caching: {} reads, {} hits, {} hits of a value a write acknowledged before them had replaced (told a moment later; longest lag {:.2} s), {} values held at the end that the keys no longer hold\n",
+        c.reads,
+        c.hits,
+        c.behind,
+        c.longest_behind.as_secs_f64(),
+        c.held_stale
     ));
     for v in &verdict.violations {
         text.push_str(&format!("violation: {v}\n"));

@@ -1,0 +1,366 @@
+//! Client-side caching beside the sessions: a writer sets a few keys
+//! (through either proxy at random), and readers keep them in a cache of
+//! their own as a client library does (RESP3, CLIENT TRACKING ON on a
+//! proxy: a value read is kept until an invalidation push names its key,
+//! or a null push says flush everything; a lost connection drops the whole
+//! cache). Each reader's turn is a PING, so the pushes before its reply are
+//! taken, then a key: served from the cache where held (a hit), else read
+//! with GET and kept.
+//!
+//! The checker: a hit must serve a value that was written (or the key's
+//! absence before any write); and at the end, once the faults are over
+//! and the writer stopped, every value a reader holds must come to equal
+//! what the key holds (within [`SETTLE`]): a value held past that is a
+//! change the proxy never told, a violation. A hit whose value a write
+//! acknowledged before the hit's PING had replaced is counted apart with
+//! its lag: the proxy learns of changes through its links, a moment after
+//! the writer's acknowledgement, as a client of Redis does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{ask, Ports, Record};
+use crate::common::RawClient;
+
+/// Keys set and cached.
+const KEYS: usize = 12;
+/// Readers, each with a cache of its own.
+pub const READERS: usize = 2;
+/// The history's user numbers: the writer's, then the readers'.
+const FIRST: usize = 2000;
+/// How long a value held at the end may take to be told of.
+const SETTLE: Duration = Duration::from_secs(15);
+
+fn key(k: usize) -> String {
+    format!("cache:{k}")
+}
+
+/// Whether a record is the cache workload's.
+pub fn is_cache_op(op: &str) -> bool {
+    op.starts_with('C')
+}
+
+/// The writer: SET of a random key to a value never written before, until
+/// `stop` or `limit`.
+pub fn writer(seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Duration) -> Vec<Record> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xCAC4E);
+    let mut clients = BTreeMap::new();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + limit;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        n += 1;
+        let (key, value) = (key(rng.random_range(0..KEYS)), format!("w{n}"));
+        let port = pick(&ports, &mut rng);
+        let start = Instant::now();
+        let args = ["SET".to_string(), key.clone(), value.clone()];
+        let reply = ask(&mut clients, port, &args).unwrap_or_else(|e| {
+            clients.remove(&port);
+            format!("!io {e}")
+        });
+        records.push(Record {
+            user: FIRST,
+            op: "CSET",
+            key,
+            arg: value,
+            reply,
+            port,
+            start,
+            end: Instant::now(),
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..60)));
+    }
+    records
+}
+
+fn pick(ports: &Ports, rng: &mut StdRng) -> u16 {
+    let ports = ports.lock().unwrap();
+    ports[rng.random_range(0..ports.len())]
+}
+
+/// A value as a GET reply gives it (`None`: absent); `Err` for an error.
+fn value(reply: &str) -> Result<Option<String>, ()> {
+    match reply.as_bytes().first() {
+        Some(b'$') if reply.starts_with("$-1") => Ok(None),
+        Some(b'_') => Ok(None),
+        Some(b'$') => Ok(reply.split("\r\n").nth(1).map(str::to_string)),
+        _ => Err(()),
+    }
+}
+
+/// A reader's connection and what it holds.
+struct Reader {
+    user: usize,
+    port: u16,
+    client: Option<RawClient>,
+    cache: HashMap<String, Option<String>>,
+}
+
+impl Reader {
+    /// Connects (RESP3, tracking on) where there is no connection; the
+    /// cache starts empty, as a library's does on a new connection.
+    fn connect(&mut self, port: u16) -> Result<(), String> {
+        if self.client.is_some() {
+            return Ok(());
+        }
+        self.cache.clear();
+        self.port = port;
+        let client = RawClient::try_connect(port).map_err(|e| format!("!io {e}"))?;
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| format!("!io {e}"))?;
+        self.client = Some(client);
+        let hello = self.command(&["HELLO", "3"])?;
+        if !hello.starts_with('%') {
+            return Err(self.lost(hello));
+        }
+        match self.command(&["CLIENT", "TRACKING", "ON"])? {
+            ok if ok == "+OK\r\n" => Ok(()),
+            refused => Err(self.lost(refused)),
+        }
+    }
+
+    /// Drops the connection and the cache; `why` back.
+    fn lost(&mut self, why: String) -> String {
+        self.client = None;
+        self.cache.clear();
+        why
+    }
+
+    /// Sends a command and reads its reply, taking the pushes before it
+    /// (each drops the keys it names from the cache, a null push all).
+    fn command(&mut self, args: &[&str]) -> Result<String, String> {
+        let Some(client) = self.client.as_mut() else {
+            return Err("!io not connected".into());
+        };
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let read = client
+            .stream
+            .write_all(&RawClient::encode(&bytes))
+            .and_then(|()| loop {
+                let reply = String::from_utf8_lossy(&client.try_read_reply()?).into_owned();
+                if !reply.starts_with('>') {
+                    return Ok(reply);
+                }
+                let lines: Vec<&str> = reply.split("\r\n").collect();
+                if lines.get(2) != Some(&"invalidate") {
+                    continue;
+                }
+                match lines.get(3) {
+                    Some(&"_") => self.cache.clear(),
+                    _ => lines.iter().skip(5).step_by(2).for_each(|key| {
+                        self.cache.remove(*key);
+                    }),
+                }
+            });
+        read.map_err(|e| self.lost(format!("!io {e}")))
+    }
+
+    /// One turn on `key`: the record of its hit or its read.
+    fn turn(&mut self, key: String, port: u16) -> Record {
+        let start = Instant::now();
+        let (op, reply) = match self.connect(port).and_then(|()| self.command(&["PING"])) {
+            Err(error) => ("CPING", error),
+            Ok(_) if self.cache.contains_key(&key) => ("CHIT", "+HIT".to_string()),
+            Ok(_) => match self.command(&["GET", &key]) {
+                Ok(reply) => {
+                    if let Ok(held) = value(&reply) {
+                        self.cache.insert(key.clone(), held);
+                    }
+                    ("CGET", reply)
+                }
+                Err(error) => ("CGET", error),
+            },
+        };
+        let arg = match op {
+            "CHIT" => self.cache[&key].clone().unwrap_or_default(),
+            _ => value(&reply).ok().flatten().unwrap_or_default(),
+        };
+        let port = self.port;
+        Record {
+            user: self.user,
+            op,
+            key,
+            arg,
+            reply,
+            port,
+            start,
+            end: Instant::now(),
+        }
+    }
+
+    /// At the end: the values held that the keys do not hold, once every
+    /// push so far is taken; none once they agree within [`SETTLE`], or
+    /// the connection is lost (the cache goes with it).
+    fn held_stale(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + SETTLE;
+        let mut fresh = BTreeMap::new();
+        loop {
+            if self.command(&["PING"]).is_err() {
+                return Vec::new();
+            }
+            let mut stale = Vec::new();
+            let held: Vec<(String, Option<String>)> = self
+                .cache
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (key, held) in held {
+                let args = ["GET".to_string(), key.clone()];
+                let now = ask(&mut fresh, self.port, &args);
+                if let Ok(now) = now.as_ref().map(|r| value(r)) {
+                    if now.as_ref() != Ok(&held) {
+                        stale.push(format!("{key}: held {held:?}, the key holds {now:?}"));
+                    }
+                }
+            }
+            if stale.is_empty() || Instant::now() > deadline {
+                return stale;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Reader `r`, until `stop` or `limit`; then what it still holds that the
+/// keys do not (violations).
+pub fn reader(
+    r: usize,
+    seed: u64,
+    ports: Ports,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> (Vec<Record>, Vec<String>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (0xCAC4E + r as u64));
+    let mut reader = Reader {
+        user: FIRST + 1 + r,
+        port: 0,
+        client: None,
+        cache: HashMap::new(),
+    };
+    let mut records = Vec::new();
+    let deadline = Instant::now() + limit;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let port = pick(&ports, &mut rng);
+        let record = reader.turn(key(rng.random_range(0..KEYS)), port);
+        let failed = record.failed();
+        records.push(record);
+        let pause = if failed { 50..100 } else { 5..20 };
+        std::thread::sleep(Duration::from_millis(rng.random_range(pause)));
+    }
+    let stale = reader.held_stale();
+    let stale = stale
+        .into_iter()
+        .map(|s| format!("cache reader {r}: a change never told: {s}"))
+        .collect();
+    (records, stale)
+}
+
+/// What the checker found in the cache workload.
+#[derive(Debug, Default)]
+pub struct CacheVerdict {
+    pub violations: Vec<String>,
+    pub hits: usize,
+    pub reads: usize,
+    /// Hits of a value a write acknowledged before them had replaced, and
+    /// the longest such lag.
+    pub behind: usize,
+    pub longest_behind: Duration,
+    /// Values held at the end that the keys no longer held.
+    pub held_stale: usize,
+}
+
+/// Checks the hits (see the module's comment); `stale`: what the readers
+/// held at the end.
+pub fn check(records: &[Record], stale: Vec<String>) -> CacheVerdict {
+    let mut verdict = CacheVerdict {
+        held_stale: stale.len(),
+        violations: stale,
+        ..CacheVerdict::default()
+    };
+    let writes: Vec<&Record> = records.iter().filter(|r| r.op == "CSET").collect();
+    for hit in records.iter().filter(|r| r.op == "CHIT") {
+        verdict.hits += 1;
+        let of_key = writes.iter().filter(|w| w.key == hit.key);
+        let wrote = of_key.clone().find(|w| w.arg == hit.arg);
+        if !hit.arg.is_empty() && wrote.is_none() {
+            verdict.violations.push(format!(
+                "{}: a hit on {:?}, never written",
+                hit.key, hit.arg
+            ));
+            continue;
+        }
+        // The last write acknowledged before the hit's PING.
+        let before = of_key
+            .clone()
+            .filter(|w| !w.failed() && w.end < hit.start)
+            .max_by_key(|w| w.end);
+        let Some(before) = before else { continue };
+        // Explained where the value held is that write's or one that may
+        // have run after it (begun after it began).
+        let explained = before.arg == hit.arg || wrote.is_some_and(|w| w.start > before.start);
+        if !explained {
+            verdict.behind += 1;
+            verdict.longest_behind = verdict
+                .longest_behind
+                .max(hit.start.saturating_duration_since(before.end));
+        }
+    }
+    verdict.reads = records.iter().filter(|r| r.op == "CGET").count();
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(op: &'static str, arg: &str, reply: &str, at: (u64, u64)) -> Record {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let t0 = *T0.get_or_init(Instant::now);
+        Record {
+            user: FIRST,
+            op,
+            key: key(0),
+            arg: arg.into(),
+            reply: reply.into(),
+            port: 1,
+            start: t0 + Duration::from_millis(at.0),
+            end: t0 + Duration::from_millis(at.1),
+        }
+    }
+
+    /// A hit of a value never written is a violation; one of a value a
+    /// write acknowledged before it replaced is counted behind, with its
+    /// lag; one a write begun later may explain is not; what readers held
+    /// at the end is a violation each.
+    #[test]
+    fn the_cache_checker_finds_a_value_never_written_and_counts_hits_behind() {
+        let records = vec![
+            record("CSET", "w1", "+OK\r\n", (0, 10)),
+            record("CHIT", "w1", "+HIT", (20, 21)),
+            record("CSET", "w2", "+OK\r\n", (30, 40)),
+            // Behind: w2 was acknowledged 60 ms before.
+            record("CHIT", "w1", "+HIT", (100, 101)),
+            // A write given up may have run after w2.
+            record("CSET", "w3", "!io timed out", (110, 2000)),
+            record("CHIT", "w3", "+HIT", (2100, 2101)),
+            record("CHIT", "w9", "+HIT", (2200, 2201)),
+            // Absent, before any write acknowledged: not behind.
+            record("CHIT", "", "+HIT", (5, 6)),
+        ];
+        let verdict = check(&records, vec!["held at the end".into()]);
+        assert_eq!(verdict.hits, 5);
+        assert_eq!(verdict.behind, 1);
+        assert_eq!(verdict.longest_behind, Duration::from_millis(60));
+        assert_eq!(verdict.held_stale, 1);
+        assert_eq!(verdict.violations.len(), 2, "{:?}", verdict.violations);
+        assert!(verdict.violations[1].contains("\"w9\", never written"));
+    }
+}
