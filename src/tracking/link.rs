@@ -217,7 +217,7 @@ fn take_frames(
                 talk.confirming -= 1;
                 if talk.confirming == 0 {
                     state.up.store(true, Ordering::Release);
-                    tracker.link_up();
+                    tracker.link_up(backend);
                     debug!(backend = %backend.id, "tracking link up");
                 }
             }

@@ -257,6 +257,18 @@ impl Tracker {
         }
     }
 
+    /// The BCAST clients are told to flush: what they cached under their
+    /// prefixes, not in the table, cannot be vouched for (a cluster's
+    /// masters changed).
+    fn flush_bcast(&self) {
+        let inner = self.inner();
+        for id in &inner.bcast {
+            if let Some(tracked) = inner.clients.get(id) {
+                tracked.send(Note::Flush { redirected: false });
+            }
+        }
+    }
+
     /// Every tracking client is told to flush: what it cached cannot be
     /// vouched for (a link lost, a flush on a backend, a reload).
     pub fn flush_all(&self) {
@@ -302,8 +314,33 @@ impl Tracker {
         inner.links.iter().filter(|l| l.is_up()).count()
     }
 
-    /// A link came up.
-    fn link_up(&self) {
+    /// The link on `server` came up. Where it is a cluster's master
+    /// (a failover's, a node given slots), what changed on it before was
+    /// not heard: the keys its slots hold, which clients read from the
+    /// master before it, are invalidated (only those, not every client's
+    /// whole cache).
+    fn link_up(&self, server: &Backend) {
+        {
+            let mut inner = self.inner();
+            let inner = &mut *inner;
+            let clusters: Vec<&Backend> = inner
+                .backends
+                .iter()
+                .filter(|b| b.cluster().is_some())
+                .collect();
+            if !clusters.is_empty() {
+                let served = |key: &[u8]| {
+                    let serving = |c: &&Backend| c.serving(&[key], 0);
+                    clusters
+                        .iter()
+                        .filter_map(serving)
+                        .any(|m| m.same_task(server))
+                };
+                for (key, ids) in inner.table.take_where(served) {
+                    tell(&inner.clients, &ids, &key);
+                }
+            }
+        }
         self.links_changed.notify_waiters();
     }
 
@@ -407,10 +444,10 @@ impl Tracker {
 
 /// Follows the masters of the cluster backends, told by their `changes`
 /// (see [`crate::backend::Cluster::changes`]): a link on a master that
-/// came (a failover's, a node given slots), none on one gone; and since
-/// the changes on a new master before its link came up were not heard,
-/// every tracking client flushes then, as for a Sentinel master that
-/// moved.
+/// came (a failover's, a node given slots), none on one gone. The changes
+/// on a new master before its link came up were not heard: once it is up,
+/// the keys its slots hold are invalidated ([`Tracker::link_up`]); BCAST
+/// clients, whose keys the table does not hold, flush when it starts.
 async fn watch_masters(
     tracker: Weak<Tracker>,
     mut changes: Vec<tokio::sync::watch::Receiver<u64>>,
@@ -426,7 +463,7 @@ async fn watch_masters(
             tracker.link_servers(&mut inner, &runtime)
         };
         if changed {
-            tracker.flush_all();
+            tracker.flush_bcast();
         }
     }
 }

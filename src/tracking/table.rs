@@ -43,6 +43,16 @@ impl Table {
         self.keys.remove(key)
     }
 
+    /// The keys `which` picks, taken out of the table with their clients
+    /// (to be told they changed).
+    pub fn take_where(&mut self, which: impl Fn(&[u8]) -> bool) -> Vec<Taken> {
+        let picked: Vec<Bytes> = self.keys.keys().filter(|k| which(k)).cloned().collect();
+        picked
+            .into_iter()
+            .filter_map(|key| self.keys.remove(&key).map(|ids| (key, ids)))
+            .collect()
+    }
+
     /// Everything is invalidated at once (a flush).
     pub fn clear(&mut self) {
         self.keys = HashMap::new();
@@ -91,5 +101,18 @@ mod tests {
         assert_eq!(evicted.len(), 1);
         assert_ne!(evicted[0].0, key("new"));
         assert_eq!(t.take(b"new"), Some(vec![7]));
+    }
+
+    #[test]
+    fn keys_picked_are_taken_with_their_clients_and_the_rest_kept() {
+        let mut t = Table::default();
+        for (k, id) in [("a:1", 1), ("b:1", 1), ("a:2", 2), ("a:1", 3)] {
+            t.remember(&key(k), id, 0);
+        }
+        let mut taken = t.take_where(|k| k.starts_with(b"a:"));
+        taken.sort();
+        assert_eq!(taken, vec![(key("a:1"), vec![1, 3]), (key("a:2"), vec![2])]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.take(b"b:1"), Some(vec![1]));
     }
 }

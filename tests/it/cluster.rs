@@ -1938,9 +1938,11 @@ fn subscribers_hear_every_master_of_a_cluster_once() {
 /// Client-side caching through a cluster backend: a tracking link on
 /// every master, so a read is remembered and a change on its node, by
 /// anyone, is told (before, every read through a cluster backend was
-/// invalidated right behind its reply: nothing could be cached); a
-/// failover flushes, as what changed on the new master before its link
-/// came up was not heard.
+/// invalidated right behind its reply: nothing could be cached). After a
+/// failover, what changed on the new master before its link came up was
+/// not heard: the keys of its slots are invalidated, and only those (the
+/// others stay cached; before, every client flushed its whole cache); a
+/// BCAST client, whose keys the proxy does not list, flushes.
 #[test]
 fn tracking_clients_cache_what_they_read_from_a_cluster() {
     let cluster = Cluster::start(3, 1);
@@ -1971,9 +1973,37 @@ fn tracking_clients_cache_what_they_read_from_a_cluster() {
         );
         assert_eq!(String::from_utf8(reader.read_reply()).unwrap(), told);
     }
+    // Read again, remembered again.
+    for key in &keys {
+        assert_eq!(reader.text(&["GET", key]), "$2\r\nv1\r\n");
+    }
+    assert_eq!(reader.text(&["PING"]), "+PONG\r\n");
+    let mut bcast = proxy.client();
+    bcast.hello3();
+    assert_eq!(
+        bcast.text(&["CLIENT", "TRACKING", "on", "BCAST"]),
+        "+OK\r\n"
+    );
     let old = master_of(&cluster, &keys[0]);
     let replica = cluster.replica_of(old.port);
     promote(&cluster, replica, &keys[0]);
+    let told = |key: &str| {
+        format!(
+            ">2\r\n$10\r\ninvalidate\r\n*1\r\n${}\r\n{key}\r\n",
+            key.len()
+        )
+    };
+    assert_eq!(
+        String::from_utf8(reader.read_reply()).unwrap(),
+        told(&keys[0])
+    );
     let flush = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
-    assert_eq!(String::from_utf8(reader.read_reply()).unwrap(), flush);
+    assert_eq!(String::from_utf8(bcast.read_reply()).unwrap(), flush);
+    // The other masters' keys are still remembered: a change is told.
+    assert_eq!(reader.text(&["PING"]), "+PONG\r\n", "nothing else told");
+    for key in &keys[1..] {
+        let node = master_of(&cluster, key);
+        assert_eq!(node.client().text(&["SET", key, "v2"]), "+OK\r\n");
+        assert_eq!(String::from_utf8(reader.read_reply()).unwrap(), told(key));
+    }
 }

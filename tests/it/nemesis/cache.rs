@@ -29,7 +29,7 @@ use super::{ask, Ports, Record};
 use crate::common::RawClient;
 
 /// Keys set and cached.
-const KEYS: usize = 12;
+const KEYS: usize = 24;
 /// Readers, each with a cache of its own.
 pub const READERS: usize = 2;
 /// The history's user numbers: the writer's, then the readers'.
