@@ -227,7 +227,7 @@ impl Queued for Job {
 /// Who sends a job, which decides the connection it goes on: a client
 /// always uses the same one of `[pool] connections` (its commands to one
 /// backend stay in order), unless its replies are large (over
-/// [`LARGE_REPLY_BYTES`] on average), when it uses the backend's connection
+/// [`super::LARGE_REPLY_BYTES`] on average), when it uses the backend's connection
 /// for large replies, started on first use. So a client that pipelines
 /// hundreds of 100 KB GETs queues nothing ahead of anyone's small session
 /// reads: Redis serves the two connections in turn, as it would the clients

@@ -41,8 +41,8 @@ use connection::Connection;
 pub use health::Health;
 use health::Probe;
 pub use job::{BackendError, BackendResult, BatchResult, Job, Origin, ReplyTo};
+use lease::Leases;
 pub use lease::{Lease, LeaseFor, LeaseQueue, LeaseRefused, ServerAt, ServerId, Share, Unleased};
-use lease::{Leases, Line, TakeLease};
 pub use retry::refusal;
 
 use lanes::Lanes;
@@ -404,60 +404,6 @@ impl Backend {
             (Kind::Pool(a), Kind::Pool(b)) => Arc::ptr_eq(&a.pools, &b.pools),
             (Kind::Cluster(a), Kind::Cluster(b)) => Arc::ptr_eq(a, b),
             _ => false,
-        }
-    }
-
-    /// A lease for one client (see [`Lease`]): for commands, a connection
-    /// of its own (a WATCH until its EXEC, a blocking command), closed
-    /// when the lease is dropped; for a link, only its count. Refused when
-    /// `[pool] max_held_connections` are leased already, or the client's
-    /// user has its share.
-    pub fn lease(&self, share: Share<'_>, to: LeaseFor) -> Result<Lease, LeaseRefused> {
-        let Kind::Pool(pool) = &self.kind else {
-            return Err(LeaseRefused::Cluster);
-        };
-        let (ticket, count) = pool.leases.take(share, self.settings.max_held)?;
-        let LeaseFor::Commands(proto) = to else {
-            return Ok(Lease {
-                line: None,
-                _ticket: ticket,
-            });
-        };
-        // On the client's own worker, numbered after the pool's.
-        let worker = pool.workers.here();
-        let number = self.settings.connections + 1 + count;
-        let spawn = || {
-            let server_id: Arc<ServerId> = Arc::default();
-            let queue = (pool.spawn.0)(worker, number, proto, Some(server_id.clone()));
-            Line {
-                queue,
-                server_id,
-                proto,
-            }
-        };
-        let line = match pool.pools.get(worker) {
-            Some(pool) => pool.take_spare(proto, spawn),
-            None => spawn(),
-        };
-        Ok(Lease {
-            line: Some(line),
-            _ticket: ticket,
-        })
-    }
-
-    /// Takes back a lease for commands whose connection is as a new one
-    /// would be (a blocking command was answered on it, and nothing but
-    /// blocking commands was sent; or a WATCH's transaction, whose EXEC
-    /// the server answered): the next client to lease one on this
-    /// worker gets it, while fewer than `[pool] max_held_connections` wait
-    /// there (so about as many stay connected as its clients held at
-    /// once). Else, as for any lease dropped, the connection closes.
-    pub fn give_back(&self, lease: Lease) {
-        let (Kind::Pool(pool), Some(line)) = (&self.kind, lease.line) else {
-            return;
-        };
-        if let Some(here) = pool.pools.get(pool.workers.here()) {
-            here.keep_spare(line, self.settings.max_held);
         }
     }
 

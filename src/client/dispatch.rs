@@ -172,7 +172,9 @@ fn transaction_step(cx: &mut Ctx<'_>, step: Step) -> Slot {
         }
         Step::Discard => {
             cx.state.multi = None;
-            cx.state.watching = None;
+            if let Some(watching) = cx.state.watching.take() {
+                watching.release(cx.state.origin(), cx.state.db);
+            }
             Reply::ok()
         }
         Step::Watch => {
@@ -181,7 +183,9 @@ fn transaction_step(cx: &mut Ctx<'_>, step: Step) -> Slot {
             return watch(cx.topo, cx.state, cx.request, &policy, cx.now);
         }
         Step::Unwatch => {
-            cx.state.watching = None;
+            if let Some(watching) = cx.state.watching.take() {
+                watching.release(cx.state.origin(), cx.state.db);
+            }
             Reply::ok()
         }
         Step::Queue => {

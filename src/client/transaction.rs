@@ -10,9 +10,9 @@
 //! the transaction go on it, so the server sees both on one connection and
 //! aborts EXEC when a watched key changed; EXEC, DISCARD, UNWATCH and RESET
 //! let it go. Once the server answered the EXEC on it (which unwatched
-//! every key there), the connection serves the next lease
-//! (`Backend::give_back`), so a client saving under WATCH connects once,
-//! not once per transaction; after DISCARD or UNWATCH it closes.
+//! every key there), or an UNWATCH sent for a DISCARD or UNWATCH, the
+//! connection serves the next lease (`Backend::give_back`), so a client
+//! saving under WATCH connects once, not once per transaction.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -77,6 +77,22 @@ pub(in crate::client) struct Watching {
     /// does not serve (the map was behind): that WATCH watched nothing,
     /// so the EXEC aborts without being sent.
     refused: Arc<AtomicBool>,
+}
+
+impl Watching {
+    /// Ends the WATCH without an EXEC (DISCARD, UNWATCH): an UNWATCH on
+    /// its connection clears the server's watches, and once answered the
+    /// connection serves the next lease; else it closes.
+    /// The lease no longer counts from now (another client may WATCH at
+    /// once, as on Redis).
+    pub(in crate::client) fn release(self, origin: Origin, db: u32) {
+        let unwatch = Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n");
+        let answer = self
+            .on
+            .submit(Job::one(origin, unwatch, db, false), Some(&self.lease));
+        let clean = async move { matches!(answer.await, Ok(Ok(reply)) if !reply.is_error()) };
+        self.on.give_back_when(self.lease, clean);
+    }
 }
 
 impl Multi {

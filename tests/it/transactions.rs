@@ -362,6 +362,50 @@ fn a_watchs_connection_serves_the_next_transaction() {
     }
 }
 
+/// UNWATCH, and DISCARD after WATCH, clear the server's watches with an
+/// UNWATCH on the WATCH's connection, which then serves the next lease
+/// rather than close: the server sees the UNWATCH on a connection that
+/// stays open, and a key watched before it, changed since, aborts no
+/// later transaction on that connection.
+#[test]
+fn unwatch_and_discard_give_the_watchs_connection_back() {
+    let redis = Redis::start();
+    let proxy = proxy_over(std::slice::from_ref(&redis), "");
+    let mut client = proxy.client();
+    let mut other = proxy.client();
+    // The server's connections whose last command was an UNWATCH.
+    let unwatched = || {
+        let list = redis.client().text(&["CLIENT", "LIST"]);
+        list.lines().filter(|l| l.contains(" cmd=unwatch ")).count()
+    };
+    for discard in [false, true] {
+        let key = format!("w:{discard}");
+        assert_eq!(client.text(&["WATCH", &key]), "+OK\r\n");
+        if discard {
+            assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
+            assert_eq!(client.text(&["SET", &key, "x"]), "+QUEUED\r\n");
+            assert_eq!(client.text(&["DISCARD"]), "+OK\r\n");
+        } else {
+            assert_eq!(client.text(&["UNWATCH"]), "+OK\r\n");
+        }
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            "the WATCH's connection unwatched and kept",
+            || unwatched() == 1,
+        );
+        // Changed after the UNWATCH: the next transaction is not aborted.
+        assert_eq!(other.text(&["SET", &key, "changed"]), "+OK\r\n");
+        let next = format!("n:{discard}");
+        assert_eq!(client.text(&["WATCH", &next]), "+OK\r\n");
+        assert_eq!(
+            transaction(&mut client, &[&["SET", &next, "1"]]),
+            "*1\r\n+OK\r\n"
+        );
+        assert_eq!(client.text(&["GET", &key]), "$7\r\nchanged\r\n");
+    }
+}
+
 #[test]
 fn by_default_keys_on_several_backends_run_one_transaction_each() {
     let servers: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
