@@ -328,7 +328,11 @@ impl Tracker {
                 .iter()
                 .filter(|b| b.cluster().is_some())
                 .collect();
-            if !clusters.is_empty() {
+            let a_master = clusters
+                .iter()
+                .filter_map(|b| b.cluster())
+                .any(|cluster| cluster.masters().iter().any(|m| m.same_task(server)));
+            if a_master {
                 let served = |key: &[u8]| {
                     let serving = |c: &&Backend| c.serving(&[key], 0);
                     clusters
