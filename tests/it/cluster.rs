@@ -1933,6 +1933,36 @@ fn subscribers_hear_every_master_of_a_cluster_once() {
         String::from_utf8(subscriber.read_reply()).unwrap(),
         set_event(&keys[0])
     );
+    // In RESP3 a subscriber through the proxy gets what Redis sends, byte
+    // for byte: against direct RESP3 subscribers on a master, and on the
+    // shard channel's master.
+    let mut ours = proxy.client();
+    ours.hello3();
+    let mut theirs = master_of(&cluster, &keys[1]).client();
+    theirs.hello3();
+    let mut shard = master_of(&cluster, "{s}orders").client();
+    shard.hello3();
+    let steps: [(&[&[u8]], &[&str]); 2] = [
+        (&[b"SUBSCRIBE", b"news"], &["PUBLISH", "news", "hi3"]),
+        (
+            &[b"SSUBSCRIBE", b"{s}orders"],
+            &["SPUBLISH", "{s}orders", "o3"],
+        ),
+    ];
+    for (subscribe, publish) in steps {
+        let direct = if subscribe[0] == b"SUBSCRIBE" {
+            &mut theirs
+        } else {
+            &mut shard
+        };
+        ours.send(subscribe);
+        direct.send(subscribe);
+        assert_eq!(ours.read_reply(), direct.read_reply(), "{publish:?}");
+        assert!(publisher.text(publish).starts_with(':'));
+        let got = String::from_utf8(ours.read_reply()).unwrap();
+        assert_eq!(got, String::from_utf8(direct.read_reply()).unwrap());
+        assert!(got.starts_with(">3\r\n"), "{got}");
+    }
 }
 
 /// Client-side caching through a cluster backend: a tracking link on
