@@ -606,8 +606,13 @@ async fn refresher(cluster: Weak<Cluster>, refresh: Arc<Notify>) {
         };
         match fetched {
             Ok(map) if !map.masters.is_empty() => {
-                if me.map().as_deref().map(|r| &r.map) != Some(&map) {
+                let before = me.map();
+                if before.as_deref().map(|r| &r.map) != Some(&map) {
                     debug!(masters = map.masters.len(), "slot map");
+                    let unserved = before.map_or_else(Vec::new, |b| map.unserved_since(&b.map));
+                    if let Some(first) = unserved.first() {
+                        warn!(slots = unserved.len(), first, "the slot map names no master for slots it did (their master failed, no replica known to have taken over yet): their requests get CLUSTERDOWN until one does");
+                    }
                 }
                 me.install(map);
             }

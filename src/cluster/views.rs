@@ -63,6 +63,15 @@ impl SlotMap {
     pub fn routes_like(&self, other: &SlotMap) -> bool {
         (0..super::SLOTS).all(|slot| self.master_of_slot(slot) == other.master_of_slot(slot))
     }
+
+    /// The slots `before` named a master for and this map names none for
+    /// (their master failed, and no replica is known to have taken over).
+    pub fn unserved_since(&self, before: &SlotMap) -> Vec<u16> {
+        (0..super::SLOTS)
+            .filter(|&slot| before.master_of_slot(slot).is_some())
+            .filter(|&slot| self.master_of_slot(slot).is_none())
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +98,15 @@ mod tests {
     /// After b's replica b:2 took over.
     fn after() -> SlotMap {
         map(&[("a:1", 0, 8191), ("b:2", 8192, 16383)])
+    }
+
+    #[test]
+    fn slots_left_without_a_master_are_named() {
+        let gone = map(&[("a:1", 0, 8191)]);
+        assert_eq!(gone.unserved_since(&before()).len(), 8192);
+        assert_eq!(gone.unserved_since(&before())[0], 8192);
+        assert!(after().unserved_since(&before()).is_empty());
+        assert!(before().unserved_since(&gone).is_empty());
     }
 
     #[test]
