@@ -82,9 +82,8 @@ pub(in crate::client) struct Watching {
 impl Watching {
     /// Ends the WATCH without an EXEC (DISCARD, UNWATCH): an UNWATCH on
     /// its connection clears the server's watches, and once answered the
-    /// connection serves the next lease; else it closes.
-    /// The lease no longer counts from now (another client may WATCH at
-    /// once, as on Redis).
+    /// connection serves the next lease; else it closes. The lease stops
+    /// counting at once (another client may WATCH at once, as on Redis).
     pub(in crate::client) fn release(self, origin: Origin, db: u32) {
         let unwatch = Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n");
         let answer = self

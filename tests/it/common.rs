@@ -503,8 +503,14 @@ pub fn router_for(body: &str) -> (Config, session_proxy::router::Router) {
     (config, router)
 }
 
-/// A proxy on a free port in front of `servers`, with backend ids b0, b1,
-/// ... in order, and `extra` config text.
+/// Connections of `redis` whose last command was `command` (CLIENT LIST's
+/// `cmd=`): a leased connection given back stays listed with it.
+pub fn last_ran(redis: &Redis, command: &str) -> usize {
+    let list = redis.client().text(&["CLIENT", "LIST"]);
+    let cmd = format!(" cmd={command} ");
+    list.lines().filter(|l| l.contains(&cmd)).count()
+}
+
 /// Connections the backend has accepted so far, asked over `direct`.
 pub fn connections_received(direct: &mut RawClient) -> u64 {
     let info = direct.text(&["INFO", "stats"]);
@@ -514,6 +520,8 @@ pub fn connections_received(direct: &mut RawClient) -> u64 {
         .expect("INFO stats has total_connections_received")
 }
 
+/// A proxy on a free port in front of `servers`, with backend ids b0, b1,
+/// ... in order, and `extra` config text.
 pub fn proxy_over<R: std::borrow::Borrow<Redis>>(servers: &[R], extra: &str) -> Proxy {
     let mut text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{extra}\n");
     for (i, redis) in servers.iter().enumerate() {

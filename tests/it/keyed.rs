@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use crate::common::{
-    connections_received, pair, proxy_over, wait_until, Differential, Proxy, RawClient, Redis,
+    connections_received, last_ran, pair, proxy_over, wait_until, Differential, Proxy, RawClient,
+    Redis,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -807,10 +808,7 @@ fn connections_given_back_and_left_idle_close() {
     let redis = Redis::start();
     let proxy = proxy_over(std::slice::from_ref(&redis), "[pool]\nspare_idle_s = 1\n");
     // The server's connections whose last command was a BRPOP.
-    let popped_on = || {
-        let list = redis.client().text(&["CLIENT", "LIST"]);
-        list.lines().filter(|l| l.contains(" cmd=brpop ")).count()
-    };
+    let popped_on = || last_ran(&redis, "brpop");
     // Eight consumers blocked at once: eight connections leased.
     let mut consumers: Vec<RawClient> = (0..8).map(|_| proxy.client()).collect();
     for consumer in &mut consumers {

@@ -374,10 +374,7 @@ fn unwatch_and_discard_give_the_watchs_connection_back() {
     let mut client = proxy.client();
     let mut other = proxy.client();
     // The server's connections whose last command was an UNWATCH.
-    let unwatched = || {
-        let list = redis.client().text(&["CLIENT", "LIST"]);
-        list.lines().filter(|l| l.contains(" cmd=unwatch ")).count()
-    };
+    let unwatched = || common::last_ran(&redis, "unwatch");
     for discard in [false, true] {
         let key = format!("w:{discard}");
         assert_eq!(client.text(&["WATCH", &key]), "+OK\r\n");
