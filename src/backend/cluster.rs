@@ -6,11 +6,13 @@
 //! background); `-ASK` is followed with ASKING for that one request;
 //! `-TRYAGAIN` (keys split by a slot's migration) is sent again a moment
 //! later, within the request timeout. The map comes from CLUSTER SHARDS of any node known: at start, after a
-//! MOVED, when a node fails, and every [`REFRESH_EVERY`].
+//! MOVED, when a node fails, and every `REFRESH_EVERY` (5 s).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock, Weak};
 
+pub use super::routing::Routing;
+use super::routing::Slots;
 use super::*;
 use crate::cluster::{self, Redirect, SlotMap, Touches, MAX_REDIRECTS, TRY_AGAIN_AFTER};
 use crate::config::Source;
@@ -127,6 +129,14 @@ impl Cluster {
     /// The slot map in force, if one came.
     pub fn map(&self) -> Option<Arc<Routing>> {
         self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The slots `server` serves now (none where it is not one of the
+    /// masters).
+    pub fn slots_served_by(&self, server: &Backend) -> Slots {
+        self.map()
+            .map(|routing| routing.served_by(server))
+            .unwrap_or_default()
     }
 
     /// Told of each change of the slot map from now on (a master come or
@@ -477,44 +487,6 @@ impl Cluster {
             }
         }
         nodes
-    }
-}
-
-/// A slot map with the backend of each of its masters (`nodes[i]` is
-/// `map.masters[i]`'s), so a job finds its node by index, without a lookup.
-#[derive(Clone)]
-pub struct Routing {
-    pub map: SlotMap,
-    nodes: Vec<Backend>,
-}
-
-impl Routing {
-    /// The backend of the master serving `slot` (for `None`, of any
-    /// master that serves a slot).
-    fn master_of(&self, slot: Option<u16>) -> Option<&Backend> {
-        let owner = match slot {
-            Some(slot) => self.owners.get(slot as usize).copied(),
-            None => self.owners.iter().copied().find(|&o| o != u16::MAX),
-        };
-        owner.and_then(|o| self.nodes.get(o as usize))
-    }
-
-    /// How many slots each master (by index) serves.
-    fn slots_per_master(&self) -> Vec<u32> {
-        let mut counts = vec![0u32; self.masters.len()];
-        for &owner in &self.owners {
-            if let Some(c) = counts.get_mut(owner as usize) {
-                *c += 1;
-            }
-        }
-        counts
-    }
-}
-
-impl std::ops::Deref for Routing {
-    type Target = SlotMap;
-    fn deref(&self) -> &SlotMap {
-        &self.map
     }
 }
 

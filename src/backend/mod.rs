@@ -5,7 +5,7 @@
 //!
 //! Each connection is one task that owns its socket, a queue of jobs from
 //! clients (`mpsc`), their lanes (one per client, taken in turn: see
-//! [`lanes`]) and the FIFO of replies it owes (`owed`). Reading and
+//! `lanes.rs`) and the FIFO of replies it owes (`owed`). Reading and
 //! writing happen in the same `select!` loop, so there is no lock and no way
 //! for a full socket in one direction to stall the other. Every job gets
 //! exactly one answer: the backend's reply, or an error when the connection
@@ -34,6 +34,7 @@ mod lease;
 mod renewal;
 mod replies;
 mod retry;
+mod routing;
 mod session;
 mod worker_pool;
 

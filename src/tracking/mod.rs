@@ -6,7 +6,7 @@
 //! hears of every key changed there, by this proxy, another proxy or a
 //! client of the server's own, expiry and eviction included. A Redis
 //! Cluster backend has one on each master serving slots, kept as the
-//! masters change ([`watch_masters`]).
+//! masters change (`watch_masters`).
 //!
 //! Exactness rests on three rules:
 //! - a key is remembered before its read is sent, and a client is told of a
@@ -323,24 +323,19 @@ impl Tracker {
         {
             let mut inner = self.inner();
             let inner = &mut *inner;
-            let clusters: Vec<&Backend> = inner
+            // The slots it serves in each cluster, each map read once.
+            let served: Vec<_> = inner
                 .backends
                 .iter()
-                .filter(|b| b.cluster().is_some())
+                .filter_map(Backend::cluster)
+                .map(|cluster| cluster.slots_served_by(server))
+                .filter(|slots| !slots.is_empty())
                 .collect();
-            let a_master = clusters
-                .iter()
-                .filter_map(|b| b.cluster())
-                .any(|cluster| cluster.masters().iter().any(|m| m.same_task(server)));
-            if a_master {
-                let served = |key: &[u8]| {
-                    let serving = |c: &&Backend| c.serving(&[key], 0);
-                    clusters
-                        .iter()
-                        .filter_map(serving)
-                        .any(|m| m.same_task(server))
-                };
-                for (key, ids) in inner.table.take_where(served) {
+            if !served.is_empty() {
+                let taken = inner
+                    .table
+                    .take_where(|key| served.iter().any(|slots| slots.has_key(key)));
+                for (key, ids) in taken {
                     tell(&inner.clients, &ids, &key);
                 }
             }
