@@ -2,7 +2,7 @@
 # Runs every test: unit tests, integration tests against real redis-server
 # and redis-sentinel processes, differential tests, the Django end-to-end
 # tests, the tool tests and the status page in headless Chromium; checks
-# formatting, clippy and the Prometheus alert rules. Prints one line per
+# formatting, clippy, the API docs and the Prometheus alert rules. Prints one line per
 # phase and a summary at the end; .ci/run installs what it needs on a fresh
 # machine.
 set -euo pipefail
@@ -147,8 +147,10 @@ scripts/setup-node.sh
 phase "3/9 cargo fmt --check"
 cargo fmt --check
 
-phase "4/9 cargo clippy (first run: builds every dependency, several minutes on 2 cores)"
+phase "4/9 cargo clippy and cargo doc (first run: builds every dependency, several minutes on 2 cores)"
 cargo clippy --all-targets -- -D warnings
+# The API docs build without a broken or private link.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 phase "5/9 alert rules and dashboard"
 python3 -c 'import json, sys; json.load(open("config/grafana-dashboard.json"))'

@@ -2,7 +2,7 @@
 //! backends and the migration of keys an older layout put elsewhere), how
 //! one is built from the one before it (reusing the backends that did not
 //! change), and the layout a settling reload keeps in force
-//! ([`Topology::ahead`]). `shared.rs` swaps topologies whole.
+//! (`Topology::ahead`). `shared.rs` swaps topologies whole.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

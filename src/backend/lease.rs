@@ -273,7 +273,7 @@ impl super::Backend {
 
     /// Lets `lease` go at once (it no longer counts against `[pool]
     /// max_held_connections`) and gives its connection back as
-    /// [`Backend::give_back`] does once `clean` says so (the reply of a
+    /// [`super::Backend::give_back`] does once `clean` says so (the reply of a
     /// command sent on it that leaves it as a new one: UNWATCH); else it
     /// closes.
     pub fn give_back_when(

@@ -18,7 +18,7 @@ use crate::protocol::Reply;
 /// place of each that cannot answer.
 pub const VIEWS: usize = 3;
 
-/// Asks `seeds`, in their order, [`VIEWS`] at a time, for the slot map
+/// Asks `seeds`, in their order, `VIEWS` (3) at a time, for the slot map
 /// (CLUSTER SHARDS, or CLUSTER SLOTS before Redis 7), with AUTH when a
 /// password is given and TLS when `tls` is, each within `timeout`. Returns
 /// as soon as most of the nodes asked (and still answering) describe the

@@ -81,13 +81,13 @@ fn unix_ms_at(instant: Instant, now: Instant, wall_now: SystemTime) -> u64 {
     wall_ms + instant.saturating_duration_since(now).as_millis() as u64
 }
 
-/// [`unix_ms_at`] `deadline`, less the clock allowance: the last moment a
+/// `unix_ms_at` `deadline`, less the clock allowance: the last moment a
 /// backend may run a write that must land before `deadline`.
 pub fn unix_ms_before(deadline: Instant, now: Instant, wall_now: SystemTime) -> u64 {
     unix_ms_at(deadline, now, wall_now).saturating_sub(CLOCK_ALLOWANCE.as_millis() as u64)
 }
 
-/// [`unix_ms_at`] `answer_by` (when a request's sender stops waiting for
+/// `unix_ms_at` `answer_by` (when a request's sender stops waiting for
 /// its answer), plus the clock allowance: the last moment a backend may
 /// take a move's lock for it.
 pub fn unix_ms_by(answer_by: Instant, now: Instant, wall_now: SystemTime) -> u64 {

@@ -21,7 +21,7 @@ const SHARED_WRITES: &[(&str, &str)] = &[
 ];
 
 /// Whether `request` writes: the command's flag, or its subcommand's (or
-/// one of [`SHARED_WRITES`]).
+/// one of `SHARED_WRITES`).
 pub fn writes(spec: &Spec, request: &crate::protocol::Request) -> bool {
     if spec.write {
         return true;
@@ -229,7 +229,7 @@ const ONE: (i64, i64, i64) = (1, 1, 1);
 const ALL: (i64, i64, i64) = (1, -1, 1);
 
 /// Every command the proxy accepts, in the order COMMAND lists them: its
-/// own ([`HAND`]), then Redis's keyed commands ([`super::keyed::KEYED`]).
+/// own (`HAND`), then Redis's keyed commands ([`super::keyed::KEYED`]).
 pub static TABLE: std::sync::LazyLock<Vec<&'static Spec>> = std::sync::LazyLock::new(|| {
     let mut table: Vec<&'static Spec> = HAND.iter().collect();
     for spec in super::keyed::KEYED {

@@ -1,7 +1,7 @@
 //! A subscribing client's link to a Redis Cluster backend: a link of its
 //! own ([`super::link`]) to every master serving slots, kept as the slot
 //! map changes (a failover's new master, a master added or gone: told by
-//! [`crate::backend::Cluster::changes`]). Channels
+//! [`crate::backend::cluster::Cluster::changes`]). Channels
 //! and patterns are subscribed on every master, since a keyspace
 //! notification is published on its key's node only (Spring Session's
 //! `expired` events); a message a client publishes, which the cluster
