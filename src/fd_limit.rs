@@ -4,12 +4,16 @@
 //! that, clients are capped below it instead, as Redis lowers its
 //! `maxclients`: one over the cap gets Redis's `max number of clients
 //! reached`, and the backends' connections still find file descriptors.
-//! A reload adjusts it again (more clients, more backends). Left as it
+//! A reload adjusts it again (more clients, more backends), and so does a
+//! cluster backend's slot map that names more masters than counted (a
+//! cluster grown past the seeds its config names). Left as it
 //! was (a shell's soft limit is often 1024), the client past it
 //! was left unanswered in the accept queue, and every reconnect to a
 //! backend failed with "too many open files", for every user.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use tracing::{info, warn};
@@ -27,6 +31,14 @@ static CLIENTS_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// binary; not a proxy run inside tests): a reload adjusts again.
 static ADJUSTED_FOR: AtomicUsize = AtomicUsize::new(0);
 
+/// The config [`adjust`] last counted, to count again when a cluster
+/// grows.
+static COUNTED: Mutex<Option<Config>> = Mutex::new(None);
+
+/// The most masters each cluster backend's slot maps have named, by
+/// backend id.
+static MASTERS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
 /// The clients accepted at most: `[limits] max_clients`, or fewer when the
 /// open files do not allow that many.
 pub fn max_clients(configured: usize) -> usize {
@@ -36,15 +48,20 @@ pub fn max_clients(configured: usize) -> usize {
 /// Files the backends' connections may take, with `threads` workers: each
 /// server's shared connections on every worker, the connections it may
 /// lease to single clients (blocking commands, WATCHes, subscribers'
-/// links), a cluster's seeds counted as its servers, and two per sentinel.
-pub fn besides_clients(config: &Config, threads: usize) -> u64 {
+/// links), a cluster's seeds or the masters its maps have named
+/// (`masters`, by backend id), whichever are more, counted as its
+/// servers, and two per sentinel.
+pub fn besides_clients(config: &Config, threads: usize, masters: &BTreeMap<String, usize>) -> u64 {
     let pool = &config.pool;
     let per_server = (pool.connections * threads + pool.max_held_connections) as u64;
     let backends: u64 = config
         .backends
         .iter()
         .map(|backend| {
-            let servers = backend.cluster.as_ref().map_or(1, |c| c.seeds.len().max(1));
+            let servers = backend.cluster.as_ref().map_or(1, |c| {
+                let named = masters.get(&backend.id).copied().unwrap_or(0);
+                c.seeds.len().max(named).max(1)
+            });
             let sentinels = backend.sentinel.as_ref().map_or(0, |s| s.addresses.len());
             servers as u64 * per_server + 2 * sentinels as u64
         })
@@ -84,8 +101,10 @@ pub fn plan(soft: Option<u64>, hard: Option<u64>, clients: usize, besides: u64) 
 /// the clients where it cannot; logs what it did.
 pub fn adjust(config: &Config, threads: usize) {
     ADJUSTED_FOR.store(threads.max(1), Ordering::Relaxed);
+    *COUNTED.lock().unwrap_or_else(|e| e.into_inner()) = Some(config.clone());
     let clients = config.limits.max_clients;
-    let besides = besides_clients(config, threads);
+    let masters = MASTERS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let besides = besides_clients(config, threads, &masters);
     let limit = getrlimit(Resource::Nofile);
     let mut plan = plan(limit.current, limit.maximum, clients, besides);
     if let Some(raised) = plan.raise_to {
@@ -124,6 +143,25 @@ pub fn readjust(config: &Config) {
     match ADJUSTED_FOR.load(Ordering::Relaxed) {
         0 => {}
         threads => adjust(config, threads),
+    }
+}
+
+/// Cluster backend `id`'s new slot map names `masters`: where that is more
+/// than its maps named before, the limit is adjusted again for them (once
+/// [`adjust`] has run).
+pub fn cluster_masters(id: &str, masters: usize) {
+    {
+        let mut known = MASTERS.lock().unwrap_or_else(|e| e.into_inner());
+        let before = known.get(id).copied().unwrap_or(0);
+        if masters <= before {
+            return;
+        }
+        known.insert(id.to_string(), masters);
+    }
+    let threads = ADJUSTED_FOR.load(Ordering::Relaxed);
+    let counted = COUNTED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let (Some(config), 1..) = (counted, threads) {
+        adjust(&config, threads);
     }
 }
 
@@ -170,5 +208,26 @@ mod tests {
                 cap: Some(924)
             }
         );
+    }
+
+    /// A cluster backend counts its seeds as its servers until its maps
+    /// name more masters; then those.
+    #[test]
+    fn a_cluster_counts_the_masters_its_maps_named_past_its_seeds() {
+        let config = Config::parse(
+            "[listen]\naddress = \"127.0.0.1:0\"\n\
+             [pool]\nconnections = 2\nmax_held_connections = 10\n\
+             [[backends]]\nid = \"a\"\naddress = \"127.0.0.1:7000\"\n\
+             [[backends]]\nid = \"c\"\ncluster = { seeds = [\"127.0.0.1:7001\"] }\n",
+        )
+        .unwrap();
+        // Each server: 2 connections on each of 3 workers, 10 leased.
+        let none = BTreeMap::new();
+        assert_eq!(besides_clients(&config, 3, &none), RESERVED + 2 * 16);
+        let grown = BTreeMap::from([("c".to_string(), 6)]);
+        assert_eq!(besides_clients(&config, 3, &grown), RESERVED + 7 * 16);
+        // Another backend's count, or fewer masters than seeds, change nothing.
+        let other = BTreeMap::from([("a".to_string(), 6), ("c".to_string(), 0)]);
+        assert_eq!(besides_clients(&config, 3, &other), RESERVED + 2 * 16);
     }
 }

@@ -463,6 +463,7 @@ impl Cluster {
             retired.retain(|(since, _)| now.saturating_duration_since(*since) < keep_for);
             retired.extend(gone);
         }
+        crate::fd_limit::cluster_masters(&self.id, map.masters.len());
         let nodes = map.masters.iter().map(|m| self.node(m)).collect();
         let changed = self.map().is_none_or(|old| old.map != map);
         *self.map.write().unwrap_or_else(|e| e.into_inner()) =

@@ -319,6 +319,46 @@ fn the_open_files_limit_makes_room_for_max_clients() {
     assert!(now > cap, "{now} after the reload, {cap} before");
 }
 
+/// A cluster backend's servers count towards the open files as the masters
+/// its slot map names once that is more than the seeds its config names:
+/// a proxy given one seed of a three-master cluster comes to the same
+/// clients cap as one given all three. Before, it kept room for one
+/// server, and the other masters' connections took files the cap had
+/// left to clients.
+#[test]
+fn a_cluster_grown_past_its_seeds_counts_its_masters_files() {
+    let cluster = crate::common::Cluster::start(3, 0);
+    let body = |seeds: usize| {
+        let seeds: Vec<String> = cluster.nodes[..seeds]
+            .iter()
+            .map(|n| format!("\"{}\"", n.address()))
+            .collect();
+        format!(
+            "[[backends]]\nid = \"c\"\ncluster = {{ seeds = [{}] }}\n",
+            seeds.join(", ")
+        )
+    };
+    let every = Running::start_limited(&body(3), &[], Some("400:400"));
+    let one = Running::start_limited(&body(1), &[], Some("400:400"));
+    let (mut every, mut one) = (every.client(), one.client());
+    for client in [&mut every, &mut one] {
+        wait_until(
+            READY_LIMIT,
+            Duration::from_millis(20),
+            "no slot map",
+            || client.text(&["SET", "k", "v"]) == "+OK\r\n",
+        );
+    }
+    let cap = maxclients(&mut every);
+    assert!(cap > 1 && cap < 400, "{cap}");
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the one seed's proxy never counted the other masters",
+        || maxclients(&mut one) == cap,
+    );
+}
+
 /// Established TCP sockets of this machine (`/proc/net/tcp`) from
 /// `local` to `remote` ports (either may be any): the keepalive timer's
 /// time left for each, `None` where no keepalive is pending.
