@@ -18,9 +18,12 @@
 //! name moved to the new primary), the two proxies
 //! reloading a moment apart. Beside the sessions, work queues: a producer
 //! pushes items and a consumer takes them with a blocking pop, mostly
-//! blocked when a fault comes ([`queues`]); and client-side caching: a
+//! blocked when a fault comes ([`queues`]); client-side caching: a
 //! writer sets keys that readers keep in caches of their own, told of
-//! changes by CLIENT TRACKING ([`cache`]).
+//! changes by CLIENT TRACKING ([`cache`]); and Pub/Sub: a publisher's
+//! numbered messages on channels of several backends, subscribers (RESP2
+//! and RESP3) that must get each once, none lost outside a fault
+//! ([`pubsub`]).
 //!
 //! The checker reads the history, user by user (each user's requests are
 //! sequential): a read must return the value of the last acknowledged write
@@ -57,6 +60,7 @@ use crate::relay::Relay;
 mod cache;
 mod managed;
 mod plot;
+mod pubsub;
 mod queues;
 
 use managed::Managed;
@@ -436,6 +440,60 @@ fn ask(
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
+/// A side workload's writer: which user it is in the history, its
+/// records' op, and the command it sends (key, then value).
+struct Writer {
+    user: usize,
+    op: &'static str,
+    command: &'static str,
+}
+
+/// Runs `writer` until `stop` or `limit`: its `n`-th turn writes the value
+/// `next` makes to the key it picks, through either proxy at random, then
+/// waits 20-60 ms. A record of each.
+fn write_turns(
+    writer: Writer,
+    mut rng: StdRng,
+    ports: &Ports,
+    stop: &AtomicBool,
+    limit: Duration,
+    mut next: impl FnMut(&mut StdRng, u64) -> (String, String),
+) -> Vec<Record> {
+    let mut clients = BTreeMap::new();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + limit;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        n += 1;
+        let (key, value) = next(&mut rng, n);
+        let port = pick(ports, &mut rng);
+        let start = Instant::now();
+        let args = [writer.command.to_string(), key.clone(), value.clone()];
+        let reply = ask(&mut clients, port, &args).unwrap_or_else(|e| {
+            clients.remove(&port);
+            format!("!io {e}")
+        });
+        records.push(Record {
+            user: writer.user,
+            op: writer.op,
+            key,
+            arg: value,
+            reply,
+            port,
+            start,
+            end: Instant::now(),
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..60)));
+    }
+    records
+}
+
+/// Either proxy's port, at random.
+fn pick(ports: &Ports, rng: &mut StdRng) -> u16 {
+    let ports = ports.lock().unwrap();
+    ports[rng.random_range(0..ports.len())]
+}
+
 /// What a user's key may hold: the values of its last acknowledged write
 /// and of the writes that failed since (`None`: absent).
 #[derive(Debug, Default)]
@@ -463,12 +521,14 @@ struct Verdict {
     queues: queues::QueueVerdict,
     /// The cache workload's (its violations are in `violations` too).
     cache: cache::CacheVerdict,
+    /// The Pub/Sub workload's (its violations are in `violations` too).
+    pubsub: pubsub::PubSubVerdict,
 }
 
 /// Whether a record is a side workload's (a queue's, the cache's), not a
 /// session's.
 fn is_side_op(op: &str) -> bool {
-    queues::is_queue_op(op) || cache::is_cache_op(op)
+    queues::is_queue_op(op) || cache::is_cache_op(op) || pubsub::is_pubsub_op(op)
 }
 
 /// The checker, user by user, in the order things happened. A read must
@@ -827,6 +887,16 @@ fn nemesis() {
             let limit = Duration::from_secs(seconds + 120) + GRACE;
             std::thread::spawn(move || cache::writer(seed, ports, stop, limit))
         }))
+        .chain(std::iter::once(()).map(|()| {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            let limit = Duration::from_secs(seconds + 120) + GRACE;
+            std::thread::spawn(move || pubsub::publisher(seed, ports, stop, limit))
+        }))
+        .chain((0..pubsub::SUBSCRIBERS).map(|s| {
+            let (ports, stop) = (ports.clone(), stop.clone());
+            let limit = Duration::from_secs(seconds + 120) + GRACE;
+            std::thread::spawn(move || pubsub::subscriber(s, seed, ports, stop, limit))
+        }))
         .collect();
     let readers: Vec<JoinHandle<(Vec<Record>, Vec<String>)>> = (0..cache::READERS)
         .map(|r| {
@@ -1143,6 +1213,12 @@ fn nemesis() {
     verdict
         .violations
         .extend(verdict.cache.violations.iter().cloned());
+    verdict.pubsub = pubsub::check(&records);
+    verdict
+        .violations
+        .extend(verdict.pubsub.violations.iter().cloned());
+    // A message lost while subscribed is an error at its publishing.
+    records.extend(verdict.pubsub.lost.iter().cloned());
     let outside = report(&records, &faults, &verdict, started, seed);
     let violations = verdict.violations;
     assert_eq!(outside, 0, "errors outside a fault (NEMESIS_SEED={seed})");
@@ -1238,6 +1314,14 @@ fn report(
         c.behind,
         c.longest_behind.as_secs_f64(),
         c.held_stale
+    ));
+    let p = &verdict.pubsub;
+    text.push_str(&format!(
+        "Pub/Sub: {} messages published and acknowledged, {} received, {} subscriptions, {} acknowledged while a subscriber was subscribed and never received by it (each an error at its publishing)\n",
+        p.published,
+        p.received,
+        p.subscriptions,
+        p.lost.len()
     ));
     for v in &verdict.violations {
         text.push_str(&format!("violation: {v}\n"));

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{ask, Ports, Record};
+use super::{ask, pick, write_turns, Ports, Record, Writer};
 use crate::common::RawClient;
 
 /// Keys set and cached.
@@ -49,39 +49,15 @@ pub fn is_cache_op(op: &str) -> bool {
 /// The writer: SET of a random key to a value never written before, until
 /// `stop` or `limit`.
 pub fn writer(seed: u64, ports: Ports, stop: Arc<AtomicBool>, limit: Duration) -> Vec<Record> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xCAC4E);
-    let mut clients = BTreeMap::new();
-    let mut records = Vec::new();
-    let deadline = Instant::now() + limit;
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        n += 1;
-        let (key, value) = (key(rng.random_range(0..KEYS)), format!("w{n}"));
-        let port = pick(&ports, &mut rng);
-        let start = Instant::now();
-        let args = ["SET".to_string(), key.clone(), value.clone()];
-        let reply = ask(&mut clients, port, &args).unwrap_or_else(|e| {
-            clients.remove(&port);
-            format!("!io {e}")
-        });
-        records.push(Record {
-            user: FIRST,
-            op: "CSET",
-            key,
-            arg: value,
-            reply,
-            port,
-            start,
-            end: Instant::now(),
-        });
-        std::thread::sleep(Duration::from_millis(rng.random_range(20..60)));
-    }
-    records
-}
-
-fn pick(ports: &Ports, rng: &mut StdRng) -> u16 {
-    let ports = ports.lock().unwrap();
-    ports[rng.random_range(0..ports.len())]
+    let writer = Writer {
+        user: FIRST,
+        op: "CSET",
+        command: "SET",
+    };
+    let rng = StdRng::seed_from_u64(seed ^ 0xCAC4E);
+    write_turns(writer, rng, &ports, &stop, limit, |rng, n| {
+        (key(rng.random_range(0..KEYS)), format!("w{n}"))
+    })
 }
 
 /// A value as a GET reply gives it (`None`: absent); `Err` for an error.
@@ -285,10 +261,14 @@ pub fn check(records: &[Record], stale: Vec<String>) -> CacheVerdict {
         violations: stale,
         ..CacheVerdict::default()
     };
-    let writes: Vec<&Record> = records.iter().filter(|r| r.op == "CSET").collect();
+    // Each key's writes, so a long run's check is not hits times writes.
+    let mut writes: HashMap<&str, Vec<&Record>> = HashMap::new();
+    for w in records.iter().filter(|r| r.op == "CSET") {
+        writes.entry(w.key.as_str()).or_default().push(w);
+    }
     for hit in records.iter().filter(|r| r.op == "CHIT") {
         verdict.hits += 1;
-        let of_key = writes.iter().filter(|w| w.key == hit.key);
+        let of_key = writes.get(hit.key.as_str()).into_iter().flatten();
         let wrote = of_key.clone().find(|w| w.arg == hit.arg);
         if !hit.arg.is_empty() && wrote.is_none() {
             verdict.violations.push(format!(
