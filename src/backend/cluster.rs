@@ -578,13 +578,14 @@ async fn refresher(cluster: Weak<Cluster>, refresh: Arc<Notify>) {
             return;
         };
         match fetched {
-            Ok(map) if !map.masters.is_empty() => {
+            Ok(view) if !view.map.masters.is_empty() => {
+                let (map, from) = (view.map, view.from);
                 let before = me.map();
                 if before.as_deref().map(|r| &r.map) != Some(&map) {
-                    debug!(masters = map.masters.len(), "slot map");
+                    debug!(masters = map.masters.len(), ?from, "slot map");
                     let unserved = before.map_or_else(Vec::new, |b| map.unserved_since(&b.map));
                     if let Some(first) = unserved.first() {
-                        warn!(slots = unserved.len(), first, "the slot map names no master for slots it did (their master failed, no replica known to have taken over yet): their requests get CLUSTERDOWN until one does");
+                        warn!(slots = unserved.len(), first, ?from, "the slot map names no master for slots it did (their master failed, no replica known to have taken over yet): their requests get CLUSTERDOWN until one does");
                     }
                 }
                 me.install(map);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
-use super::views::Views;
+use super::views::{View, Views};
 use super::{parse_shards, parse_slots, with_host, SlotMap};
 use crate::config::{Endpoint, TlsClient};
 use crate::dial::{call_with_auth, open_to, DialError};
@@ -23,14 +23,15 @@ pub const VIEWS: usize = 3;
 /// password is given and TLS when `tls` is, each within `timeout`. Returns
 /// as soon as most of the nodes asked (and still answering) describe the
 /// same map; otherwise, once every node asked has answered or failed, the
-/// map most of them described; the last error when none did.
+/// map most of them described; either with the nodes that described it.
+/// The last error when none did.
 pub async fn fetch(
     seeds: &[String],
     username: Option<&str>,
     password: Option<&str>,
     tls: Option<&TlsClient>,
     timeout: Duration,
-) -> Result<SlotMap, DialError> {
+) -> Result<View, DialError> {
     let mut views = Views::default();
     let mut asking = JoinSet::new();
     let mut unasked = seeds.iter();
@@ -48,27 +49,28 @@ pub async fn fetch(
             );
             let seed = seed.clone();
             asking.spawn(async move {
-                tokio::time::timeout(timeout, asked)
+                let answer = tokio::time::timeout(timeout, asked)
                     .await
                     .unwrap_or_else(|_| {
                         Err(DialError::Protocol(format!(
                             "{seed}: no answer within {timeout:?}"
                         )))
-                    })
+                    });
+                (seed, answer)
             });
         }
         let Some(answered) = asking.join_next().await else {
             break;
         };
         match answered {
-            Ok(Ok(map)) => {
-                views.add(map);
-                if let Some(map) = views.agreed(asking.len()) {
+            Ok((seed, Ok(map))) => {
+                views.add(map, &seed);
+                if let Some(view) = views.agreed(asking.len()) {
                     // Dropping `asking` aborts the asks still out.
-                    return Ok(map.clone());
+                    return Ok(view.clone());
                 }
             }
-            Ok(Err(error)) => last = error,
+            Ok((_, Err(error))) => last = error,
             Err(error) => last = DialError::Protocol(format!("asking for the slot map: {error}")),
         }
     }

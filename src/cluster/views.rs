@@ -6,26 +6,32 @@
 
 use super::SlotMap;
 
-/// The maps the nodes asked have described so far, each with how many
-/// described it (the same slots on the same masters, whatever the order
-/// of the shards), in the order they first came.
+/// The maps the nodes asked have described so far, each with the nodes
+/// that described it (the same slots on the same masters, whatever the
+/// order of the shards), in the order they first came.
 #[derive(Debug, Default)]
 pub struct Views {
-    seen: Vec<(SlotMap, usize)>,
+    seen: Vec<View>,
     total: usize,
 }
 
+/// One map and the nodes that described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub map: SlotMap,
+    pub from: Vec<String>,
+}
+
 impl Views {
-    /// One node's map.
-    pub fn add(&mut self, map: SlotMap) {
+    /// The map node `from` described.
+    pub fn add(&mut self, map: SlotMap, from: &str) {
         self.total += 1;
-        match self
-            .seen
-            .iter_mut()
-            .find(|(seen, _)| seen.routes_like(&map))
-        {
-            Some((_, count)) => *count += 1,
-            None => self.seen.push((map, 1)),
+        match self.seen.iter_mut().find(|seen| seen.map.routes_like(&map)) {
+            Some(seen) => seen.from.push(from.to_string()),
+            None => self.seen.push(View {
+                map,
+                from: vec![from.to_string()],
+            }),
         }
     }
 
@@ -37,23 +43,25 @@ impl Views {
     /// The map described by more than half of the nodes that answered
     /// and the `to_come` that may still answer, if one is: no answer to
     /// come could make another the most described.
-    pub fn agreed(&self, to_come: usize) -> Option<&SlotMap> {
+    pub fn agreed(&self, to_come: usize) -> Option<&View> {
         self.seen
             .iter()
-            .find(|(_, count)| 2 * count > self.total + to_come)
-            .map(|(map, _)| map)
+            .find(|seen| 2 * seen.from.len() > self.total + to_come)
     }
 
     /// The most described map (of equals, the first to come), once no
     /// more answers will come.
-    pub fn most_described(self) -> Option<SlotMap> {
-        let mut best: Option<(SlotMap, usize)> = None;
-        for (map, count) in self.seen {
-            if best.as_ref().is_none_or(|(_, most)| count > *most) {
-                best = Some((map, count));
+    pub fn most_described(self) -> Option<View> {
+        let mut best: Option<View> = None;
+        for seen in self.seen {
+            if best
+                .as_ref()
+                .is_none_or(|most| seen.from.len() > most.from.len())
+            {
+                best = Some(seen);
             }
         }
-        best.map(|(map, _)| map)
+        best
     }
 }
 
@@ -123,37 +131,50 @@ mod tests {
     #[test]
     fn a_majority_of_the_nodes_asked_decides_at_once() {
         let mut views = Views::default();
-        views.add(after());
-        assert_eq!(views.agreed(2), None, "one of three is no majority");
-        views.add(after());
-        assert_eq!(views.agreed(1), Some(&after()), "two of three, one to come");
+        views.add(after(), "n1");
+        assert_eq!(
+            views.agreed(2).map(|v| v.map.clone()),
+            None,
+            "one of three is no majority"
+        );
+        views.add(after(), "n2");
+        assert_eq!(
+            views.agreed(1).map(|v| v.map.clone()),
+            Some(after()),
+            "two of three, one to come"
+        );
         // Two answers apart, one to come: it decides.
         let mut split = Views::default();
-        split.add(before());
-        split.add(after());
-        assert_eq!(split.agreed(1), None);
-        split.add(after());
-        assert_eq!(split.agreed(0), Some(&after()));
+        split.add(before(), "n3");
+        split.add(after(), "n4");
+        assert_eq!(split.agreed(1).map(|v| v.map.clone()), None);
+        split.add(after(), "n5");
+        assert_eq!(split.agreed(0).map(|v| v.map.clone()), Some(after()));
+        assert_eq!(
+            split.agreed(0).unwrap().from,
+            ["n4", "n5"],
+            "who described it"
+        );
         // Alone, a node is its own majority.
         let mut one = Views::default();
-        one.add(before());
-        assert_eq!(one.agreed(0), Some(&before()));
+        one.add(before(), "n6");
+        assert_eq!(one.agreed(0).map(|v| v.map.clone()), Some(before()));
     }
 
     #[test]
     fn without_a_majority_the_most_described_map_wins_then_the_first() {
         let mut views = Views::default();
-        views.add(before());
-        views.add(after());
-        views.add(after());
-        views.add(map(&[("a:1", 0, 16383)]));
-        assert_eq!(views.agreed(0), None, "two of four");
-        assert_eq!(views.most_described(), Some(after()));
+        views.add(before(), "n7");
+        views.add(after(), "n8");
+        views.add(after(), "n9");
+        views.add(map(&[("a:1", 0, 16383)]), "n10");
+        assert_eq!(views.agreed(0).map(|v| v.map.clone()), None, "two of four");
+        assert_eq!(views.most_described().map(|v| v.map), Some(after()));
 
         let mut tied = Views::default();
-        tied.add(after());
-        tied.add(before());
-        assert_eq!(tied.most_described(), Some(after()));
+        tied.add(after(), "n11");
+        tied.add(before(), "n12");
+        assert_eq!(tied.most_described().map(|v| v.map), Some(after()));
         assert_eq!(Views::default().most_described(), None);
     }
 }

@@ -81,6 +81,7 @@ fn the_slot_map_follows_a_failover() {
                 std::time::Duration::from_secs(5),
             ))
             .expect("a slot map")
+            .map
     };
     let map = fetch();
     assert!(map.is_complete());
@@ -108,7 +109,8 @@ fn the_slot_map_follows_a_failover() {
             std::time::Duration::from_secs(5),
         ))
         .unwrap();
-    assert!(map.is_complete());
+    assert!(map.map.is_complete());
+    assert!(!map.from.contains(&with_dead[0]), "{:?}", map.from);
 }
 
 #[test]
@@ -139,9 +141,12 @@ fn a_frozen_node_holds_up_no_slot_map() {
         .await
     });
     frozen.signal("CONT");
-    let map = fetched
+    let view = fetched
         .expect("a slot map while one node is frozen")
         .expect("a slot map");
+    // Described by nodes that answered, the frozen one not among them.
+    assert!(!view.from.is_empty() && !view.from.contains(&frozen.address()));
+    let map = view.map;
     assert!(map.is_complete());
 }
 

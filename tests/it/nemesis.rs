@@ -733,7 +733,8 @@ fn heal_nodes_stuck_in_fail(cluster: &Cluster) {
 }
 
 /// Moves 100 slots from the `from`-th master to the one `step` after it
-/// (`redis-cli --cluster reshard`, which migrates their keys).
+/// (`redis-cli --cluster reshard`, which migrates their keys); what it
+/// printed goes to `reshard.log` beside the servers' logs.
 fn reshard(cluster: &Cluster, from: usize, step: usize) {
     let (masters, _) = cluster_layout(cluster);
     if masters.len() < 2 {
@@ -741,7 +742,7 @@ fn reshard(cluster: &Cluster, from: usize, step: usize) {
     }
     let source = &masters[from % masters.len()];
     let target = &masters[(from + step) % masters.len()];
-    let _ = std::process::Command::new("redis-cli")
+    let output = std::process::Command::new("redis-cli")
         .args([
             "--cluster",
             "reshard",
@@ -755,6 +756,30 @@ fn reshard(cluster: &Cluster, from: usize, step: usize) {
             "--cluster-yes",
         ])
         .output();
+    // What redis-cli said (each slot moved, or where it stopped), beside
+    // the servers' logs.
+    let (Some(dir), Ok(output)) = (std::env::var_os("SESSION_PROXY_TEST_LOGS"), output) else {
+        return;
+    };
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::path::Path::new(&dir).join("reshard.log"));
+    if let Ok(mut log) = log {
+        let _ = writeln!(
+            log,
+            "== {:.3} (unix s) {} -> {}, {}",
+            since_epoch.as_secs_f64(),
+            source.0,
+            target.0,
+            output.status
+        );
+        let _ = log.write_all(&output.stdout);
+        let _ = log.write_all(&output.stderr);
+    }
 }
 
 /// Runs `fault` in a thread of its own, recording when it was in progress.
