@@ -8,6 +8,7 @@ mod fetch;
 mod views;
 
 pub use fetch::fetch;
+pub use views::View;
 
 use bytes::Bytes;
 
