@@ -463,13 +463,14 @@ impl Cluster {
             retired.retain(|(since, _)| now.saturating_duration_since(*since) < keep_for);
             retired.extend(gone);
         }
-        crate::fd_limit::cluster_masters(&self.id, map.masters.len());
         let nodes = map.masters.iter().map(|m| self.node(m)).collect();
         let changed = self.map().is_none_or(|old| old.map != map);
+        let masters = map.masters.len();
         *self.map.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Arc::new(Routing { map, nodes }));
         if changed {
             self.changes.send_modify(|n| *n += 1);
+            crate::fd_limit::cluster_masters(&self.id, masters);
         }
         self.maps.fetch_add(1, Ordering::Relaxed);
         self.counters.maps.increment(1);
