@@ -227,6 +227,12 @@ impl BackendSpec {
                 "set at most one of password, password_file, password_env, aws_iam",
             ));
         }
+        if self.aws_iam.is_some() && !cfg!(feature = "aws-iam") {
+            return Err(invalid(
+                format!("{field}.aws_iam"),
+                crate::aws_iam::IamError::NotBuilt.to_string(),
+            ));
+        }
         if let (Some(iam), Some(user)) = (&self.aws_iam, &self.username) {
             if *user != iam.user {
                 return Err(invalid(

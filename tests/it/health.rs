@@ -1071,6 +1071,7 @@ fn a_watch_held_across_a_host_name_move_aborts_its_exec() {
 /// in its environment logs in as the IAM user (Redis stands for the
 /// service: the user takes any password there, so what is checked is that
 /// the proxy makes a token and AUTHs as that user).
+#[cfg(feature = "aws-iam")]
 #[test]
 fn aws_iam_tokens_are_the_sdks_and_the_proxy_logs_in_with_one() {
     use session_proxy::aws_iam::{token, AwsIam, IamService};
@@ -1133,6 +1134,75 @@ fn aws_iam_tokens_are_the_sdks_and_the_proxy_logs_in_with_one() {
         assert_eq!(token(&iam, credentials, at).unwrap(), sdk, "{cluster}");
     }
 
+    logs_in_as_the_iam_user(
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            // Nothing beyond loopback: no instance metadata.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+        || (),
+    );
+}
+
+/// IAM credentials from a container's credentials endpoint (ECS, EKS Pod
+/// Identity: `AWS_CONTAINER_CREDENTIALS_FULL_URI`), asked over HTTP by the
+/// client the proxy gives aws-config: with nothing else in its environment,
+/// the proxy asks the endpoint and logs in as the IAM user. (The endpoint is
+/// played by a loopback listener answering what the ECS agent answers.)
+#[cfg(feature = "aws-iam")]
+#[test]
+fn aws_iam_credentials_come_from_a_containers_endpoint() {
+    use std::io::{Read, Write};
+    let endpoint = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}/v2/credentials", endpoint.local_addr().unwrap());
+    let (asked, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // A few requests at most: the proxy asks once per renewal.
+        for stream in endpoint.incoming().take(8) {
+            let mut stream = stream.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = r#"{"AccessKeyId":"AKIDCONTAINER","SecretAccessKey":"secret","Token":"session-token","Expiration":"2099-01-01T00:00:00Z"}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if asked.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    logs_in_as_the_iam_user(
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+        || {
+            let first = requests
+                .recv_timeout(READY_LIMIT)
+                .expect("the proxy never asked the container's endpoint");
+            assert_eq!(first, "GET /v2/credentials HTTP/1.1");
+        },
+    );
+}
+
+/// A proxy with `aws_iam` and `env` in its environment, in front of a Redis
+/// whose `iam-user` takes any password (standing for the service: what is
+/// checked is that the proxy makes a token and AUTHs as that user): a
+/// session write goes through, `then` runs, and the server names the IAM
+/// user among its clients.
+#[cfg(feature = "aws-iam")]
+fn logs_in_as_the_iam_user(env: &[(&str, &str)], then: impl FnOnce()) {
     let redis = Redis::start();
     let mut admin = redis.client();
     assert_eq!(
@@ -1144,17 +1214,10 @@ fn aws_iam_tokens_are_the_sdks_and_the_proxy_logs_in_with_one() {
          aws_iam = {{ region = \"us-east-1\", cluster_id = \"sessions\", user = \"iam-user\" }}\n",
         redis.address()
     );
-    let running = crate::common::Running::start_with_env(
-        &body,
-        &[
-            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-            ("AWS_SECRET_ACCESS_KEY", secret),
-            // Nothing beyond loopback: no instance metadata.
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
-    );
+    let running = crate::common::Running::start_with_env(&body, env);
     let mut client = running.client();
     assert_eq!(client.text(&["SET", "session:iam", "1"]), "+OK\r\n");
+    then();
     let list = admin.text(&["CLIENT", "LIST"]);
     assert!(
         list.lines().any(|l| l.contains("user=iam-user")),

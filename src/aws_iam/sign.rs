@@ -1,53 +1,24 @@
-//! ElastiCache and MemoryDB IAM authentication: the AUTH password is a
-//! SigV4-presigned `connect` request (valid 15 minutes) for the IAM user,
-//! signed with credentials from the usual AWS sources (environment, web
-//! identity token file, container or instance metadata, via aws-config).
-//! Tokens are renewed before they expire; each (re)connect takes the
-//! current one.
+//! The token: a SigV4 presigned URL, signed with credentials from
+//! aws-config's default chain.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use aws_config::provider_config::ProviderConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
 };
 use aws_sigv4::sign::v4;
-use serde::Deserialize;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use tokio::sync::OnceCell;
 
-/// How long a token is valid (the services' limit).
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+use super::{AwsIam, IamError, IamService, TOKEN_LIFETIME};
+
 /// A token this old is replaced: well before it expires.
 const RENEW_AFTER: Duration = Duration::from_secs(600);
-
-/// `[[backends]] aws_iam = { ... }`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsIam {
-    /// The region of the cache, e.g. `us-east-1`.
-    pub region: String,
-    /// The replication group or cache (cluster) name, lower case.
-    pub cluster_id: String,
-    /// The IAM-enabled user, also the AUTH user name.
-    pub user: String,
-    #[serde(default)]
-    pub service: IamService,
-    /// An ElastiCache Serverless cache.
-    #[serde(default)]
-    pub serverless: bool,
-}
-
-/// Which service signs the token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IamService {
-    #[default]
-    Elasticache,
-    Memorydb,
-}
 
 impl IamService {
     fn name(self) -> &'static str {
@@ -56,15 +27,6 @@ impl IamService {
             IamService::Memorydb => "memorydb",
         }
     }
-}
-
-/// Why no token could be made.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum IamError {
-    #[error("AWS credentials: {0}")]
-    Credentials(String),
-    #[error("signing the IAM token: {0}")]
-    Signing(String),
 }
 
 /// The token for `iam` signed with `credentials` at `at`: the presigned URL
@@ -182,7 +144,14 @@ impl TokenSource {
         let chain = self
             .chain
             .get_or_init(|| async {
+                // The sources that ask over HTTP (container and instance
+                // metadata, STS for a web identity) use rustls with ring, as
+                // the proxy's own TLS does, and the system's trusted roots.
+                let https = aws_smithy_http_client::Builder::new()
+                    .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                    .build_https();
                 aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .configure(ProviderConfig::default().with_http_client(https))
                     .region(region)
                     .build()
                     .await
