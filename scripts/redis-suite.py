@@ -10,6 +10,7 @@ under "Redis's own test suite" with the reason. Prints per-unit counts
     scripts/redis-suite.py                  # every unit, every mode
     scripts/redis-suite.py --units unit/type/incr --modes direct,one
     scripts/redis-suite.py --quick          # the CI subset
+    scripts/redis-suite.py --parallel 1     # the modes one after another
 
 The suite comes from Debian's source package (`apt-get source redis`, with
 a deb-src line for bookworm): REDIS_SRC names its directory, else
@@ -18,6 +19,7 @@ target/debug/session-proxy (`cargo build`), or SESSION_PROXY.
 """
 
 import argparse
+import concurrent.futures
 import glob
 import os
 import re
@@ -233,12 +235,40 @@ class Servers:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# Each mode's runs have a suite of their own (its tests/tmp, which the
+# suite empties at each start) and ports of their own (the suite's test
+# server listens just below its base port).
+MODE_PORTS = {"direct": 21111, "one": 23111, "three": 25111}
+
+
+def say(line):
+    """One line of progress, whole (the modes print from threads of their own)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def suite_copy(src, mode):
+    """A directory where `mode`'s runs start: links to the source's entries,
+    with a copy of its tests/."""
+    copy = os.path.join(os.path.dirname(src), "run-" + mode)
+    shutil.rmtree(copy, ignore_errors=True)
+    os.makedirs(copy)
+    for entry in os.listdir(src):
+        if entry == "tests":
+            shutil.copytree(os.path.join(src, entry), os.path.join(copy, entry), symlinks=True)
+        else:
+            os.symlink(os.path.join(src, entry), os.path.join(copy, entry))
+    return copy
+
+
 def run_unit(src, port, unit, timeout, mode):
     """Runs one unit against 127.0.0.1:port: ({test: status}, timed out)."""
     proxied = mode != "direct"
+    base = MODE_PORTS[mode.removesuffix("-again")]
     cmd = ["./runtest", "--host", "127.0.0.1", "--port", str(port), "--singledb",
            "--ignore-encoding", "--ignore-digest", "--clients", "1", "--tags", TAGS,
-           "--timeout", str(timeout), "--single", unit]
+           "--timeout", str(timeout), "--baseport", str(base), "--portcount", "1000",
+           "--single", unit]
     if proxied:
         for test in SKIP_THROUGH_PROXY:
             cmd += ["--skiptest", test]
@@ -286,7 +316,7 @@ def run_mode(src, mode, units, timeout):
                 results[unit], timed_out = run_unit(src, port, unit, timeout, mode)
                 ok = sum(1 for s in results[unit].values() if s == "ok")
                 note = " (timed out)" if timed_out else ""
-                print(f"   {mode} {unit}: {ok} passed ({time.time() - started:.0f} s){note}", flush=True)
+                say(f"   {mode} {unit}: {ok} passed ({time.time() - started:.0f} s){note}")
             finally:
                 servers.close()
             if not timed_out:
@@ -344,18 +374,26 @@ def main():
     parser.add_argument("--timeout", type=int, default=60,
                         help="seconds a unit may go without progress")
     parser.add_argument("--list-failures", action="store_true")
+    parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1,
+                        help="modes run at once (default: one per core)")
     args = parser.parse_args()
     units = args.units.split(",") if args.units else (QUICK if args.quick else UNITS)
     modes = args.modes.split(",")
     src = redis_source()
-    results = {}
-    for mode in ["direct", "one", "three"]:
-        if mode != "direct" and mode not in modes:
-            continue
+    # The modes run side by side, each on servers of its own: the suite's
+    # client waits for each reply, so one mode keeps about one core busy.
+    wanted = [m for m in ["direct", "one", "three"] if m == "direct" or m in modes]
+    parallel = max(1, min(args.parallel, len(wanted)))
+
+    def run(mode):
         started = time.time()
-        print(f"== redis-suite: {mode}: {len(units)} units", flush=True)
-        results[mode] = run_mode(src, mode, units, args.timeout)
-        print(f"== redis-suite: {mode} done in {time.time() - started:.0f} s", flush=True)
+        say(f"== redis-suite: {mode}: {len(units)} units")
+        found = run_mode(suite_copy(src, mode), mode, units, args.timeout)
+        say(f"== redis-suite: {mode} done in {time.time() - started:.0f} s")
+        return found
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        results = dict(zip(wanted, pool.map(run, wanted)))
     known = known_failures()
     unexpected = []
     print("| unit | pass directly | " + " | ".join(
