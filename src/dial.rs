@@ -406,13 +406,27 @@ pub fn role_in(reply: Option<&Reply>) -> Result<String, String> {
     }
 }
 
-/// How many replicas a master's `ROLE` reply lists (those online: Redis
-/// leaves out the ones still syncing); 0 for anything else.
+/// How many replicas a master's `ROLE` reply lists that can acknowledge a
+/// write now: online (Redis leaves out the ones still syncing) and with an
+/// offset acknowledged (one that has just taken a full resync is listed
+/// online before its first `REPLCONF ACK`, at offset 0, and counts for no
+/// `WAIT` until it has loaded what it was sent); 0 for anything else.
 pub fn replicas_in(reply: &Reply) -> usize {
+    let acked = |replica: &Reply| match replica {
+        Reply::Array(fields) => match fields.get(2) {
+            Some(Reply::Bulk(offset)) => std::str::from_utf8(offset)
+                .ok()
+                .and_then(|o| o.parse::<u64>().ok())
+                .is_some_and(|o| o > 0),
+            Some(Reply::Int(offset)) => *offset > 0,
+            _ => false,
+        },
+        _ => false,
+    };
     match reply {
         Reply::Array(items) if matches!(items.first(), Some(Reply::Bulk(r)) if &r[..] == b"master") => {
             match items.get(2) {
-                Some(Reply::Array(replicas)) => replicas.len(),
+                Some(Reply::Array(replicas)) => replicas.iter().filter(|r| acked(r)).count(),
                 _ => 0,
             }
         }
@@ -581,6 +595,9 @@ mod tests {
         };
         assert_eq!(replicas_in(&master(vec![])), 0);
         assert_eq!(replicas_in(&master(vec![replica(), replica()])), 2);
+        // Online, but no acknowledgement yet: loading a full resync.
+        let loading = Reply::Array(vec![bulk("127.0.0.1"), bulk("7002"), bulk("0")]);
+        assert_eq!(replicas_in(&master(vec![replica(), loading])), 1);
         let slave = Reply::Array(vec![bulk("slave"), bulk("127.0.0.1"), Reply::Int(7000)]);
         assert_eq!(replicas_in(&slave), 0);
         assert_eq!(replicas_in(&Reply::Error(Bytes::from_static(b"ERR"))), 0);
