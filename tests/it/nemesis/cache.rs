@@ -5,7 +5,9 @@
 //! or a null push says flush everything; a lost connection drops the whole
 //! cache). Each reader's turn is a PING, so the pushes before its reply are
 //! taken, then a key: served from the cache where held (a hit), else read
-//! with GET and kept.
+//! with GET and kept. The readers track in each of Redis's three ways: by
+//! default (the keys read), OPTIN (`CLIENT CACHING YES` before each read
+//! kept) and BCAST (every key under the workload's prefix).
 //!
 //! The checker: a hit must serve a value that was written (or the key's
 //! absence before any write); and at the end, once the faults are over
@@ -30,8 +32,31 @@ use crate::common::RawClient;
 
 /// Keys set and cached.
 const KEYS: usize = 24;
-/// Readers, each with a cache of its own.
-pub const READERS: usize = 2;
+/// Readers, each with a cache of its own, and how each tracks.
+pub const READERS: usize = 3;
+const MODES: [Mode; READERS] = [Mode::Default, Mode::Optin, Mode::Bcast];
+
+/// How a reader asks to be told of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `CLIENT TRACKING ON`: the keys it reads.
+    Default,
+    /// `CLIENT TRACKING ON OPTIN`: the keys read right after
+    /// `CLIENT CACHING YES`.
+    Optin,
+    /// `CLIENT TRACKING ON BCAST PREFIX cache:`: every key under the prefix.
+    Bcast,
+}
+
+impl Mode {
+    fn tracking(self) -> &'static [&'static str] {
+        match self {
+            Mode::Default => &["CLIENT", "TRACKING", "ON"],
+            Mode::Optin => &["CLIENT", "TRACKING", "ON", "OPTIN"],
+            Mode::Bcast => &["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "cache:"],
+        }
+    }
+}
 /// The history's user numbers: the writer's, then the readers'.
 const FIRST: usize = 2000;
 /// How long a value held at the end may take to be told of.
@@ -73,6 +98,7 @@ fn value(reply: &str) -> Result<Option<String>, ()> {
 /// A reader's connection and what it holds.
 struct Reader {
     user: usize,
+    mode: Mode,
     port: u16,
     client: Option<RawClient>,
     cache: HashMap<String, Option<String>>,
@@ -97,7 +123,7 @@ impl Reader {
         if !hello.starts_with('%') {
             return Err(self.lost(hello));
         }
-        match self.command(&["CLIENT", "TRACKING", "ON"])? {
+        match self.command(self.mode.tracking())? {
             ok if ok == "+OK\r\n" => Ok(()),
             refused => Err(self.lost(refused)),
         }
@@ -139,13 +165,25 @@ impl Reader {
         read.map_err(|e| self.lost(format!("!io {e}")))
     }
 
+    /// A GET whose value is kept: after `CLIENT CACHING YES` for OPTIN
+    /// (an error there is the read's).
+    fn read(&mut self, key: &str) -> Result<String, String> {
+        if self.mode == Mode::Optin {
+            let yes = self.command(&["CLIENT", "CACHING", "YES"])?;
+            if yes != "+OK\r\n" {
+                return Ok(yes);
+            }
+        }
+        self.command(&["GET", key])
+    }
+
     /// One turn on `key`: the record of its hit or its read.
     fn turn(&mut self, key: String, port: u16) -> Record {
         let start = Instant::now();
         let (op, reply) = match self.connect(port).and_then(|()| self.command(&["PING"])) {
             Err(error) => ("CPING", error),
             Ok(_) if self.cache.contains_key(&key) => ("CHIT", "+HIT".to_string()),
-            Ok(_) => match self.command(&["GET", &key]) {
+            Ok(_) => match self.read(&key) {
                 Ok(reply) => {
                     if let Ok(held) = value(&reply) {
                         self.cache.insert(key.clone(), held);
@@ -217,6 +255,7 @@ pub fn reader(
     let mut rng = StdRng::seed_from_u64(seed ^ (0xCAC4E + r as u64));
     let mut reader = Reader {
         user: FIRST + 1 + r,
+        mode: MODES[r],
         port: 0,
         client: None,
         cache: HashMap::new(),
@@ -234,7 +273,12 @@ pub fn reader(
     let stale = reader.held_stale();
     let stale = stale
         .into_iter()
-        .map(|s| format!("cache reader {r}: a change never told: {s}"))
+        .map(|s| {
+            format!(
+                "cache reader {r} ({:?}): a change never told: {s}",
+                MODES[r]
+            )
+        })
         .collect();
     (records, stale)
 }
