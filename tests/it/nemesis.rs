@@ -893,7 +893,6 @@ fn nemesis() {
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let blocked = queues::blocked();
     let users: Vec<JoinHandle<Vec<Record>>> = (0..USERS)
         .map(|id| {
             let (ports, stop) = (ports.clone(), stop.clone());
@@ -903,15 +902,10 @@ fn nemesis() {
             std::thread::spawn(move || user(id, seed, ports, stop, limit))
         })
         .chain((0..queues::QUEUES * 2).map(|n| {
-            let (ports, stop) = ((ports.clone(), blocked.clone()), stop.clone());
+            let (ports, stop) = (ports.clone(), stop.clone());
             let limit = Duration::from_secs(seconds + 120) + GRACE;
             let (q, consumer) = (n / 2, n % 2 == 1);
             std::thread::spawn(move || queues::worker(q, consumer, seed, ports, stop, limit))
-        }))
-        .chain((0..queues::QUEUES).map(|q| {
-            let (blocked, stop) = (blocked.clone(), stop.clone());
-            let limit = Duration::from_secs(seconds + 120) + GRACE;
-            std::thread::spawn(move || queues::unblocker(q, seed, blocked, stop, limit))
         }))
         .chain(std::iter::once(()).map(|()| {
             let (ports, stop) = (ports.clone(), stop.clone());
@@ -1331,12 +1325,11 @@ fn report(
     }
     let q = &verdict.queues;
     text.push_str(&format!(
-        "work queues: {} items pushed and acknowledged, {} taken, {} left at the end, {} taken twice (a pop lost at a failover, or a list used through two proxies a reload step apart: docs/migration.md), {} pops ended by CLIENT UNBLOCK\n",
+        "work queues: {} items pushed and acknowledged, {} taken, {} left at the end, {} taken twice (a pop lost at a failover, or a list used through two proxies a reload step apart: docs/migration.md)\n",
         q.pushed,
         q.taken,
         q.left,
-        q.again.len(),
-        q.unblocked
+        q.again.len()
     ));
     let c = &verdict.cache;
     text.push_str(&format!(
