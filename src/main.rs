@@ -192,6 +192,10 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
             .install_recorder()?;
         session_proxy::metrics::describe();
+        // SIGHUP is taken before the ports open: one sent as soon as the
+        // proxy answers reloads it, rather than meeting the default
+        // action (the process ends) or an inherited SIG_IGN (nohup).
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let listeners = Listeners::bind(&config).await?;
         let admin = match config.admin.bind_address() {
             Some(address) => Some(
@@ -227,7 +231,7 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
                 Some(prometheus),
             ));
         }
-        tokio::spawn(reload_on_sighup(shared.clone()));
+        tokio::spawn(reload_on_sighup(shared.clone(), hangup));
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(async move {
             shutdown::signal().await;
@@ -243,10 +247,13 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     })?
 }
 
-/// Re-reads the config file on every SIGHUP.
-async fn reload_on_sighup(shared: Arc<Shared>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+/// Re-reads the config file on every SIGHUP (`hangup`: its stream, taken
+/// at start).
+async fn reload_on_sighup(
+    shared: Arc<Shared>,
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hangup) = hangup else {
         tracing::warn!("no SIGHUP handler; reload through POST /reload");
         return;
     };
