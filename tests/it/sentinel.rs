@@ -763,7 +763,7 @@ fn reads_are_served_while_a_planned_failover_holds_writes() {
 /// it, so none is answered `-NOREPLICAS` for having come before the other
 /// replica was reconfigured. (A 2 s request timeout: each WAIT waits 1 s,
 /// so what is checked is whether a replica was there to acknowledge, not
-/// how fast it did on a busy machine: with 500 ms, CI at 9bf4385 saw WAITs
+/// how fast it did on a busy machine: with 500 ms, CI at 0cbc13f saw WAITs
 /// of 250 ms go unanswered while a replica was attached and acknowledging.)
 #[test]
 fn a_planned_failover_gives_no_noreplicas() {
