@@ -36,6 +36,7 @@ mod replies;
 mod retry;
 mod routing;
 mod session;
+mod unblock;
 mod worker_pool;
 
 use connection::Connection;
@@ -478,24 +479,22 @@ impl Backend {
     /// CLIENT UNBLOCK of one of this backend's leased connections (its
     /// server's client id), on a connection of its own to that server, at
     /// the address the connection reached (the endpoint, or its name, may
-    /// lead elsewhere since): the server's answer (`:1` when the
-    /// connection was blocked and is no longer).
+    /// lead elsewhere since), run when no write pause is on (see
+    /// `unblock.rs`): the server's answer (`:1` when the connection was
+    /// blocked and is no longer; `:0` when a write pause outlasted the
+    /// patience `unblock::patience` gives).
     pub async fn unblock(
         &self,
         (at, server_id): (ServerAt, u64),
         error: bool,
     ) -> Result<Reply, crate::dial::DialError> {
-        let reason: &'static [u8] = if error { b"ERROR" } else { b"TIMEOUT" };
-        self.ask_at(
-            (&at.endpoint, at.peer),
-            vec![
-                Bytes::from_static(b"CLIENT"),
-                Bytes::from_static(b"UNBLOCK"),
-                Bytes::from(server_id.to_string()),
-                Bytes::from_static(reason),
-            ],
-        )
-        .await
+        let asking = unblock::Asking {
+            at: &at,
+            target: &self.target,
+            hosts_file: self.settings.hosts_file.as_deref(),
+            patience: unblock::patience(&self.settings),
+        };
+        unblock::ask(asking, server_id, error).await
     }
 
     /// A connection apart from the pool, to the current endpoint, made

@@ -487,3 +487,71 @@ fn unblock(
     assert_eq!(admin.text(&args), ":1\r\n", "{reason:?}");
     String::from_utf8(blocked.read_reply()).unwrap()
 }
+
+/// CLIENT UNBLOCK of a client whose blocking command a write pause holds
+/// (`CLIENT PAUSE ... WRITE`, as a FAILOVER pauses): asked of Redis 7.0
+/// directly, its TIMEOUT form panics the server (`Unknown btype in
+/// replyToBlockedClientTimedOut()`) and its ERROR form answers the command
+/// and runs it again later. Through the proxy the UNBLOCK waits for the
+/// pause, up to the connect timeout (half the request timeout at most): a
+/// pause that outlasts that leaves the
+/// command blocked and answers 0, and the server lives on; a pause that ends
+/// first lets the command block on its key again, and the UNBLOCK ends it
+/// there, once.
+#[test]
+fn client_unblock_of_a_command_a_write_pause_holds_leaves_the_server_up() {
+    let redis = Redis::start();
+    let proxy = proxy_over(
+        std::slice::from_ref(&redis),
+        "[pool]\nconnect_timeout_ms = 3000\nrequest_timeout_ms = 6000\n",
+    );
+    let mut direct = RawClient::connect(redis.port);
+    let mut admin = proxy.client();
+    let held = |direct: &mut RawClient, command: &str| {
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(5),
+            "a command is held by the pause",
+            || {
+                let list = direct.text(&["CLIENT", "LIST"]);
+                list.lines().any(|l| {
+                    let flags = l.split(' ').find_map(|f| f.strip_prefix("flags="));
+                    flags.is_some_and(|f| f.contains('b'))
+                        && l.contains(&format!(" cmd={command} "))
+                })
+            },
+        );
+    };
+    // A pause that outlasts the UNBLOCK's patience.
+    let mut blocked = proxy.client();
+    let id = blocked.text(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    assert_eq!(
+        direct.text(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        "+OK\r\n"
+    );
+    blocked.send(&[b"BLPOP", b"pause:l", b"0"]);
+    held(&mut direct, "blpop");
+    assert_eq!(admin.text(&["CLIENT", "UNBLOCK", &id]), ":0\r\n");
+    assert_eq!(direct.text(&["PING"]), "+PONG\r\n");
+    assert_eq!(direct.text(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    assert_eq!(direct.text(&["LPUSH", "pause:l", "v"]), ":1\r\n");
+    assert_eq!(blocked.read_reply(), b"*2\r\n$7\r\npause:l\r\n$1\r\nv\r\n");
+    // A pause that ends while the UNBLOCK waits.
+    assert_eq!(
+        direct.text(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        "+OK\r\n"
+    );
+    blocked.send(&[b"BLPOP", b"pause:l", b"0"]);
+    held(&mut direct, "blpop");
+    admin.send(&[b"CLIENT", b"UNBLOCK", id.as_bytes(), b"ERROR"]);
+    held(&mut direct, "publish");
+    assert_eq!(direct.text(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    assert_eq!(admin.read_reply(), b":1\r\n");
+    assert_eq!(
+        blocked.read_reply(),
+        b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
+    );
+    assert_eq!(blocked.text(&["PING"]), "+PONG\r\n");
+    assert_eq!(direct.text(&["PING"]), "+PONG\r\n");
+}
