@@ -70,9 +70,11 @@ pub(super) async fn ask(
             call_with_auth(&stream, &mut rbuf, user, password.as_deref(), vec![multi()]).await?;
         Ok::<_, DialError>((stream, multi))
     };
-    let (stream, multi) = timeout_at(deadline, begun)
-        .await
-        .map_err(|_| DialError::Closed)??;
+    let silent = || {
+        let waited = format!("no answer within {} ms", asking.patience.as_millis());
+        DialError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, waited))
+    };
+    let (stream, multi) = timeout_at(deadline, begun).await.map_err(|_| silent())??;
     let held = async {
         let published = call(&stream, &mut rbuf, &[publish()]).await?;
         let queued: Vec<Reply> = multi.into_iter().chain(published).collect();

@@ -893,6 +893,7 @@ fn nemesis() {
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let blocked = queues::blocked();
     let users: Vec<JoinHandle<Vec<Record>>> = (0..USERS)
         .map(|id| {
             let (ports, stop) = (ports.clone(), stop.clone());
@@ -902,10 +903,15 @@ fn nemesis() {
             std::thread::spawn(move || user(id, seed, ports, stop, limit))
         })
         .chain((0..queues::QUEUES * 2).map(|n| {
-            let (ports, stop) = (ports.clone(), stop.clone());
+            let (ports, stop) = ((ports.clone(), blocked.clone()), stop.clone());
             let limit = Duration::from_secs(seconds + 120) + GRACE;
             let (q, consumer) = (n / 2, n % 2 == 1);
             std::thread::spawn(move || queues::worker(q, consumer, seed, ports, stop, limit))
+        }))
+        .chain((0..queues::QUEUES).map(|q| {
+            let (blocked, stop) = (blocked.clone(), stop.clone());
+            let limit = Duration::from_secs(seconds + 120) + GRACE;
+            std::thread::spawn(move || queues::unblocker(q, seed, blocked, stop, limit))
         }))
         .chain(std::iter::once(()).map(|()| {
             let (ports, stop) = (ports.clone(), stop.clone());
@@ -923,7 +929,7 @@ fn nemesis() {
             std::thread::spawn(move || pubsub::subscriber(s, seed, ports, stop, limit))
         }))
         .collect();
-    let readers: Vec<JoinHandle<(Vec<Record>, Vec<String>)>> = (0..cache::READERS)
+    let readers: Vec<JoinHandle<(Vec<Record>, cache::Held)>> = (0..cache::READERS)
         .map(|r| {
             let (ports, stop) = (ports.clone(), stop.clone());
             let limit = Duration::from_secs(seconds + 120) + GRACE;
@@ -1195,11 +1201,12 @@ fn nemesis() {
         .into_iter()
         .flat_map(|u| u.join().unwrap_or_default())
         .collect();
-    let mut held_stale = Vec::new();
+    let mut held = cache::Held::default();
     for reader in readers {
-        let (read, stale) = reader.join().unwrap_or_default();
+        let (read, end) = reader.join().unwrap_or_default();
         records.extend(read);
-        held_stale.extend(stale);
+        held.stale.extend(end.stale);
+        held.unreadable += end.unreadable;
     }
     records.sort_by_key(|r| r.start);
     // Last, every key any user had is read once more: a logged-out session
@@ -1234,7 +1241,7 @@ fn nemesis() {
     records.extend(queues::read_all(&mut last, port));
     let faults = faults.lock().unwrap().clone();
     let mut verdict = check(&records);
-    verdict.cache = cache::check(&records, held_stale);
+    verdict.cache = cache::check(&records, held);
     verdict
         .violations
         .extend(verdict.cache.violations.iter().cloned());
@@ -1325,20 +1332,22 @@ fn report(
     }
     let q = &verdict.queues;
     text.push_str(&format!(
-        "work queues: {} items pushed and acknowledged, {} taken, {} left at the end, {} taken twice (a pop lost at a failover, or a list used through two proxies a reload step apart: docs/migration.md)\n",
+        "work queues: {} items pushed and acknowledged, {} taken, {} left at the end, {} taken twice (a pop lost at a failover, or a list used through two proxies a reload step apart: docs/migration.md), {} pops ended by CLIENT UNBLOCK\n",
         q.pushed,
         q.taken,
         q.left,
-        q.again.len()
+        q.again.len(),
+        q.unblocked
     ));
     let c = &verdict.cache;
     text.push_str(&format!(
-        "client-side caching: {} reads, {} hits, {} hits of a value a write acknowledged before them had replaced (told a moment later; longest lag {:.2} s), {} values held at the end that the keys no longer hold\n",
+        "client-side caching: {} reads, {} hits, {} hits of a value a write acknowledged before them had replaced (told a moment later; longest lag {:.2} s), {} values held at the end that the keys no longer hold, {} held whose keys could not be read at the end (not judged)\n",
         c.reads,
         c.hits,
         c.behind,
         c.longest_behind.as_secs_f64(),
-        c.held_stale
+        c.held_stale,
+        c.unreadable
     ));
     let p = &verdict.pubsub;
     text.push_str(&format!(

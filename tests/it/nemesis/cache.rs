@@ -212,15 +212,16 @@ impl Reader {
 
     /// At the end: the values held that the keys do not hold, once every
     /// push so far is taken; none once they agree within [`SETTLE`], or
-    /// the connection is lost (the cache goes with it).
-    fn held_stale(&mut self) -> Vec<String> {
+    /// the connection is lost (the cache goes with it). A key whose GET
+    /// fails is counted apart: what it holds is not known.
+    fn held_stale(&mut self) -> Held {
         let deadline = Instant::now() + SETTLE;
         let mut fresh = BTreeMap::new();
         loop {
             if self.command(&["PING"]).is_err() {
-                return Vec::new();
+                return Held::default();
             }
-            let mut stale = Vec::new();
+            let mut seen = Held::default();
             let held: Vec<(String, Option<String>)> = self
                 .cache
                 .iter()
@@ -228,17 +229,35 @@ impl Reader {
                 .collect();
             for (key, held) in held {
                 let args = ["GET".to_string(), key.clone()];
-                let now = ask(&mut fresh, self.port, &args);
-                if let Ok(now) = now.as_ref().map(|r| value(r)) {
-                    if now.as_ref() != Ok(&held) {
-                        stale.push(format!("{key}: held {held:?}, the key holds {now:?}"));
-                    }
-                }
+                let now = ask(&mut fresh, self.port, &args).ok();
+                seen.compare(&key, &held, now.as_deref());
             }
-            if stale.is_empty() || Instant::now() > deadline {
-                return stale;
+            if seen.stale.is_empty() || Instant::now() > deadline {
+                return seen;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// What a reader held at the end: values the keys no longer hold, and how
+/// many keys could not be read.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub stale: Vec<String>,
+    pub unreadable: usize,
+}
+
+impl Held {
+    /// Notes `key`'s value `held` against the reply to a GET of it (none:
+    /// the connection failed).
+    fn compare(&mut self, key: &str, held: &Option<String>, reply: Option<&str>) {
+        match reply.map(value) {
+            Some(Ok(now)) if &now != held => self
+                .stale
+                .push(format!("{key}: held {held:?}, the key holds {now:?}")),
+            Some(Ok(_)) => {}
+            Some(Err(())) | None => self.unreadable += 1,
         }
     }
 }
@@ -251,7 +270,7 @@ pub fn reader(
     ports: Ports,
     stop: Arc<AtomicBool>,
     limit: Duration,
-) -> (Vec<Record>, Vec<String>) {
+) -> (Vec<Record>, Held) {
     let mut rng = StdRng::seed_from_u64(seed ^ (0xCAC4E + r as u64));
     let mut reader = Reader {
         user: FIRST + 1 + r,
@@ -270,17 +289,14 @@ pub fn reader(
         let pause = if failed { 50..100 } else { 5..20 };
         std::thread::sleep(Duration::from_millis(rng.random_range(pause)));
     }
-    let stale = reader.held_stale();
-    let stale = stale
-        .into_iter()
-        .map(|s| {
-            format!(
-                "cache reader {r} ({:?}): a change never told: {s}",
-                MODES[r]
-            )
-        })
-        .collect();
-    (records, stale)
+    let mut held = reader.held_stale();
+    for s in &mut held.stale {
+        *s = format!(
+            "cache reader {r} ({:?}): a change never told: {s}",
+            MODES[r]
+        );
+    }
+    (records, held)
 }
 
 /// What the checker found in the cache workload.
@@ -295,14 +311,17 @@ pub struct CacheVerdict {
     pub longest_behind: Duration,
     /// Values held at the end that the keys no longer held.
     pub held_stale: usize,
+    /// Keys held at the end whose GET failed (not judged).
+    pub unreadable: usize,
 }
 
-/// Checks the hits (see the module's comment); `stale`: what the readers
+/// Checks the hits (see the module's comment); `held`: what the readers
 /// held at the end.
-pub fn check(records: &[Record], stale: Vec<String>) -> CacheVerdict {
+pub fn check(records: &[Record], held: Held) -> CacheVerdict {
     let mut verdict = CacheVerdict {
-        held_stale: stale.len(),
-        violations: stale,
+        held_stale: held.stale.len(),
+        violations: held.stale,
+        unreadable: held.unreadable,
         ..CacheVerdict::default()
     };
     // Each key's writes, so a long run's check is not hits times writes.
@@ -379,12 +398,32 @@ mod tests {
             // Absent, before any write acknowledged: not behind.
             record("CHIT", "", "+HIT", (5, 6)),
         ];
-        let verdict = check(&records, vec!["held at the end".into()]);
+        let held = Held {
+            stale: vec!["held at the end".into()],
+            unreadable: 2,
+        };
+        let verdict = check(&records, held);
         assert_eq!(verdict.hits, 5);
         assert_eq!(verdict.behind, 1);
         assert_eq!(verdict.longest_behind, Duration::from_millis(60));
-        assert_eq!(verdict.held_stale, 1);
+        assert_eq!((verdict.held_stale, verdict.unreadable), (1, 2));
         assert_eq!(verdict.violations.len(), 2, "{:?}", verdict.violations);
         assert!(verdict.violations[1].contains("\"w9\", never written"));
+    }
+
+    /// A value held that the key no longer holds is stale; a key whose GET
+    /// fails (an error, a lost connection) is unreadable, not stale.
+    #[test]
+    fn a_key_that_cannot_be_read_at_the_end_is_not_held_stale() {
+        let mut held = Held::default();
+        let v1 = Some("v1".to_string());
+        held.compare("k", &v1, Some("$2\r\nv1\r\n"));
+        held.compare("k", &None, Some("$-1\r\n"));
+        held.compare("k", &v1, Some("$2\r\nv2\r\n"));
+        held.compare("k", &v1, Some("_\r\n"));
+        held.compare("k", &v1, Some("-ERR backend 'm' is down\r\n"));
+        held.compare("k", &v1, None);
+        assert_eq!(held.stale.len(), 2, "{:?}", held.stale);
+        assert_eq!(held.unreadable, 2);
     }
 }

@@ -3,7 +3,11 @@
 //! (BRPOP, one second), each through either proxy at random, so that a
 //! consumer is mostly blocked when a fault comes (a failover, a frozen
 //! master, a reload moving the queue's key). At the end each queue is read
-//! whole (LRANGE).
+//! whole (LRANGE). Beside each consumer, an unblocker sends `CLIENT
+//! UNBLOCK` now and then, through the proxy the consumer is connected to,
+//! aimed at its connection (the id `CLIENT ID` gave there): a pop it ends
+//! answers nil, and one whose item the server had taken at that moment
+//! must still hand the item over.
 //!
 //! The checker: an item taken must have been pushed (acknowledged, or
 //! failed and so perhaps run), never another queue's; an acknowledged push
@@ -18,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -33,6 +37,18 @@ pub const QUEUES: usize = 3;
 /// the next): after the sessions' users.
 const FIRST: usize = 1000;
 
+/// The history's user number of queue `q`'s unblocker.
+const UNBLOCKERS: usize = 1100;
+
+/// Where each queue's consumer is blocked, or about to be: the proxy's
+/// port and the id of its connection there.
+pub type Blocked = Arc<Mutex<Vec<Option<(u16, String)>>>>;
+
+/// Nobody blocked yet.
+pub fn blocked() -> Blocked {
+    Arc::new(Mutex::new(vec![None; QUEUES]))
+}
+
 /// Queue `q`'s key.
 pub fn key(q: usize) -> String {
     format!("queue:{q}")
@@ -40,7 +56,7 @@ pub fn key(q: usize) -> String {
 
 /// Whether a record is a queue's (not a session's).
 pub fn is_queue_op(op: &str) -> bool {
-    matches!(op, "LPUSH" | "BRPOP" | "LRANGE")
+    matches!(op, "LPUSH" | "BRPOP" | "LRANGE" | "UNBLOCK")
 }
 
 /// Queue `q`'s producer (`consumer` false) or consumer, until `stop` or
@@ -49,13 +65,15 @@ pub fn worker(
     q: usize,
     consumer: bool,
     seed: u64,
-    ports: Ports,
+    (ports, blocked): (Ports, Blocked),
     stop: Arc<AtomicBool>,
     limit: Duration,
 ) -> Vec<Record> {
     let user = FIRST + 2 * q + usize::from(consumer);
     let mut rng = StdRng::seed_from_u64(seed ^ (user as u64).wrapping_mul(0x9E37_79B9));
     let mut clients = BTreeMap::new();
+    // The id of the consumer's connection to each proxy.
+    let mut ids: BTreeMap<u16, String> = BTreeMap::new();
     let (key, mut n) = (key(q), 0u64);
     let mut records = Vec::new();
     let deadline = Instant::now() + limit;
@@ -71,11 +89,19 @@ pub fn worker(
             let ports = ports.lock().unwrap();
             ports[rng.random_range(0..ports.len())]
         };
+        if consumer {
+            let id = client_id(&mut clients, &mut ids, port);
+            blocked.lock().unwrap()[q] = id.map(|id| (port, id));
+        }
         let start = Instant::now();
         let reply = ask(&mut clients, port, &args).unwrap_or_else(|e| {
             clients.remove(&port);
+            ids.remove(&port);
             format!("!io {e}")
         });
+        if consumer {
+            blocked.lock().unwrap()[q] = None;
+        }
         let failed = reply.starts_with('-') || reply.starts_with("!io");
         records.push(Record {
             user,
@@ -98,6 +124,73 @@ pub fn worker(
             // A worker backs off after an error rather than spin on it.
             std::thread::sleep(Duration::from_millis(rng.random_range(50..100)));
         }
+    }
+    records
+}
+
+/// The id of the connection to `port` (`CLIENT ID` on a new one), if it
+/// answers.
+fn client_id(
+    clients: &mut BTreeMap<u16, RawClient>,
+    ids: &mut BTreeMap<u16, String>,
+    port: u16,
+) -> Option<String> {
+    if !clients.contains_key(&port) {
+        ids.remove(&port);
+    }
+    if let Some(id) = ids.get(&port) {
+        return Some(id.clone());
+    }
+    let args = ["CLIENT".to_string(), "ID".into()];
+    match ask(clients, port, &args) {
+        Ok(reply) if reply.starts_with(':') => {
+            let id = reply.trim_start_matches(':').trim_end().to_string();
+            ids.insert(port, id.clone());
+            Some(id)
+        }
+        _ => {
+            clients.remove(&port);
+            None
+        }
+    }
+}
+
+/// Queue `q`'s unblocker: every 0.3-1.5 s a `CLIENT UNBLOCK` (its
+/// TIMEOUT form: the pop answers nil) aimed at the consumer's connection,
+/// through the proxy it is connected to, until `stop` or `limit`.
+pub fn unblocker(
+    q: usize,
+    seed: u64,
+    blocked: Blocked,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> Vec<Record> {
+    let user = UNBLOCKERS + q;
+    let mut rng = StdRng::seed_from_u64(seed ^ (user as u64).wrapping_mul(0x9E37_79B9));
+    let mut clients = BTreeMap::new();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + limit;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        let Some((port, id)) = blocked.lock().unwrap()[q].clone() else {
+            continue;
+        };
+        let args = ["CLIENT".to_string(), "UNBLOCK".into(), id.clone()];
+        let start = Instant::now();
+        let reply = ask(&mut clients, port, &args).unwrap_or_else(|e| {
+            clients.remove(&port);
+            format!("!io {e}")
+        });
+        records.push(Record {
+            user,
+            op: "UNBLOCK",
+            key: key(q),
+            arg: id,
+            reply,
+            port,
+            start,
+            end: Instant::now(),
+        });
     }
     records
 }
@@ -131,6 +224,8 @@ pub struct QueueVerdict {
     pub pushed: usize,
     pub taken: usize,
     pub left: usize,
+    /// Pops a `CLIENT UNBLOCK` ended (it answered 1).
+    pub unblocked: usize,
 }
 
 /// The items of an array reply (a pop's `[key, item]`, LRANGE's list).
@@ -194,6 +289,10 @@ pub fn check(records: &[Record]) -> QueueVerdict {
                 &lost[..lost.len().min(5)]
             ));
         }
+        verdict.unblocked += ours
+            .iter()
+            .filter(|r| r.op == "UNBLOCK" && r.reply == ":1\r\n")
+            .count();
         verdict.pushed += acked.len();
         verdict.taken += taken.len();
         verdict.left += left.len();
@@ -224,7 +323,8 @@ mod tests {
     }
 
     /// An item lost, one never pushed, one taken twice; and a loss that a
-    /// failed pop explains.
+    /// failed pop explains. A pop ended by CLIENT UNBLOCK is counted (an
+    /// UNBLOCK that found nothing blocked is not).
     #[test]
     fn the_queue_checker_finds_a_lost_item_and_one_never_pushed() {
         let records = vec![
@@ -242,9 +342,12 @@ mod tests {
             record(FIRST + 1, "BRPOP", "", &popped("q0:9")),
             record(FIRST + 1, "BRPOP", "", &popped("q0:4")),
             record(FIRST + 1, "BRPOP", "", "*-1\r\n"),
+            record(UNBLOCKERS, "UNBLOCK", "7", ":1\r\n"),
+            record(UNBLOCKERS, "UNBLOCK", "7", ":0\r\n"),
             record(FIRST, "LRANGE", "", "*1\r\n$4\r\nq0:3\r\n"),
         ];
         let verdict = check(&records);
+        assert_eq!(verdict.unblocked, 1);
         assert_eq!(verdict.again, vec!["queue:0: q0:1 taken 2 times"]);
         assert_eq!(verdict.violations.len(), 2, "{:?}", verdict.violations);
         assert!(verdict.violations[0].contains("\"q0:9\", never pushed"));
