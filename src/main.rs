@@ -192,10 +192,12 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
             .install_recorder()?;
         session_proxy::metrics::describe();
-        // SIGHUP is taken before the ports open: one sent as soon as the
-        // proxy answers reloads it, rather than meeting the default
-        // action (the process ends) or an inherited SIG_IGN (nohup).
+        // The signals are taken before the ports open: one sent as soon as
+        // the proxy answers reloads (SIGHUP) or drains it (SIGTERM,
+        // SIGINT), rather than meeting the default action (the process
+        // ends) or an inherited SIG_IGN (nohup).
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let mut signals = shutdown::Signals::take();
         let listeners = Listeners::bind(&config).await?;
         let admin = match config.admin.bind_address() {
             Some(address) => Some(
@@ -234,10 +236,10 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         tokio::spawn(reload_on_sighup(shared.clone(), hangup));
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(async move {
-            shutdown::signal().await;
+            signals.next().await;
             trigger.fire();
             // A second signal while draining: stop at once.
-            shutdown::signal().await;
+            signals.next().await;
             tracing::warn!("second signal: exiting without draining");
             std::process::exit(1);
         });

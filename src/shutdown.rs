@@ -30,18 +30,33 @@ impl Shutdown {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still ends on the default action.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, taken at start (before the ports open, so that one
+/// sent as soon as the proxy answers drains it rather than ending it at
+/// once by the default action, or being lost to an inherited SIG_IGN).
+pub struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Takes both signals; without handlers (none could be installed) the
+    /// process still ends on the default action.
+    pub fn take() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => Signals(None),
+        }
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT (sent since they were taken).
+    pub async fn next(&mut self) {
+        let Some((term, int)) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
