@@ -873,6 +873,8 @@ fn nemesis() {
     // One managed failover at a time.
     let managed_busy = Arc::new(AtomicBool::new(false));
     let base = body(&backends, None);
+    // Each channel's backend in both layouts, for the Pub/Sub checker.
+    let owners = pubsub::owners(&[base.clone(), body(&backends, Some(&extra))]);
     // The config every proxy runs now (a restarted one starts with it).
     let current = Arc::new(Mutex::new(base.clone()));
     let proxies = Arc::new(Mutex::new(vec![
@@ -1245,7 +1247,7 @@ fn nemesis() {
     verdict
         .violations
         .extend(verdict.cache.violations.iter().cloned());
-    verdict.pubsub = pubsub::check(&records);
+    verdict.pubsub = pubsub::check(&records, &owners);
     verdict
         .violations
         .extend(verdict.pubsub.violations.iter().cloned());

@@ -243,8 +243,32 @@ pub struct PubSubVerdict {
     pub subscriptions: usize,
 }
 
-/// Checks the messages (see the module's comment).
-pub fn check(records: &[Record]) -> PubSubVerdict {
+/// The backends each channel is published to, in each of the layouts
+/// (config texts, without `[listen]`) the run used: its owner by
+/// rendezvous, as the proxy routes PUBLISH.
+pub fn owners(layouts: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for text in layouts {
+        let text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{text}");
+        let config = session_proxy::config::Config::parse(&text).expect("the nemesis's config");
+        let router = session_proxy::router::Router::new(config.route_members())
+            .expect("the nemesis's backends")
+            .with_hash_tag(config.keys.hash_tag());
+        for c in 0..CHANNELS {
+            let id = &config.backends[router.owner(channel(c).as_bytes())].id;
+            let ids = owners.entry(channel(c)).or_default();
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+    }
+    owners
+}
+
+/// Checks the messages (see the module's comment); `owners`: each
+/// channel's backends (see [`owners`]), named in a lost message's record
+/// so that only a fault of theirs explains it.
+pub fn check(records: &[Record], owners: &BTreeMap<String, Vec<String>>) -> PubSubVerdict {
     let published: BTreeMap<&str, &Record> = records
         .iter()
         .filter(|r| r.op == "PSPUB")
@@ -297,8 +321,10 @@ pub fn check(records: &[Record]) -> PubSubVerdict {
                     user,
                     op: "PSLOSTMSG",
                     reply: format!(
-                        "-LOST message {} on {}, never received by subscriber {user}",
-                        p.arg, p.key
+                        "-LOST message {} on {} (published to {}), never received by subscriber {user}",
+                        p.arg,
+                        p.key,
+                        published_to(owners, &p.key)
                     ),
                     ..(*p).clone()
                 });
@@ -306,6 +332,18 @@ pub fn check(records: &[Record]) -> PubSubVerdict {
         }
     }
     verdict
+}
+
+/// A channel's backends as a record names them: `'a' or 'extra'`.
+fn published_to(owners: &BTreeMap<String, Vec<String>>, channel: &str) -> String {
+    match owners.get(channel) {
+        Some(ids) => ids
+            .iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        None => "an unknown backend".into(),
+    }
 }
 
 #[cfg(test)]
@@ -370,7 +408,8 @@ mod tests {
             record(s, "PSLOST", "", "", "!io reset", (60, 60)),
             record(FIRST, "PSPUB", "news:1", "m6", ":0\r\n", (70, 75)),
         ];
-        let verdict = check(&records);
+        let owners = BTreeMap::from([("news:1".to_string(), vec!["a".into(), "extra".into()])]);
+        let verdict = check(&records, &owners);
         assert_eq!(verdict.published, 5);
         assert_eq!(verdict.received, 4);
         assert_eq!(verdict.subscriptions, 1);
@@ -383,5 +422,31 @@ mod tests {
         assert_eq!(lost, ["m5"]);
         assert!(verdict.lost.iter().all(Record::failed));
         assert_eq!(verdict.lost[0].start, records[9].start);
+        // Only a fault of the channel's backends explains it.
+        assert_eq!(verdict.lost[0].backends(), ["a", "extra"]);
+    }
+
+    /// Each channel's owner in each layout, as the proxy routes PUBLISH: one
+    /// per layout, named once however many layouts name it.
+    #[test]
+    fn a_channels_owners_are_its_backends_in_each_layout() {
+        let layout = |ids: &[&str]| {
+            let mut text = String::new();
+            for (i, id) in ids.iter().enumerate() {
+                text.push_str(&format!(
+                    "[[backends]]\nid = \"{id}\"\naddress = \"127.0.0.1:{}\"\n",
+                    7000 + i
+                ));
+            }
+            text
+        };
+        let one = owners(&[layout(&["x", "y"]), layout(&["x", "y"])]);
+        assert_eq!(one.len(), CHANNELS);
+        assert!(one.values().all(|ids| ids.len() == 1));
+        let two = owners(&[layout(&["x", "y"]), layout(&["x", "y", "z"])]);
+        for (channel, ids) in &two {
+            assert_eq!(ids[0], one[channel][0]);
+            assert!(ids.len() == 1 || ids[1] == "z", "{ids:?}");
+        }
     }
 }

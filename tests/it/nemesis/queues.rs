@@ -177,7 +177,17 @@ pub fn unblocker(
         };
         let args = ["CLIENT".to_string(), "UNBLOCK".into(), id.clone()];
         let start = Instant::now();
-        let reply = ask(&mut clients, port, &args).unwrap_or_else(|e| {
+        // A connection kept since before a restart of that proxy is closed
+        // (its next use reads the end of file at once, maybe after the
+        // restart's window): it is made again and the UNBLOCK sent once
+        // more, as a client library does with a pooled connection.
+        let kept = clients.contains_key(&port);
+        let mut reply = ask(&mut clients, port, &args);
+        if kept && reply.is_err() {
+            clients.remove(&port);
+            reply = ask(&mut clients, port, &args);
+        }
+        let reply = reply.unwrap_or_else(|e| {
             clients.remove(&port);
             format!("!io {e}")
         });
