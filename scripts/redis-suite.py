@@ -100,9 +100,14 @@ SKIP_THROUGH_PROXY = [
     "flushdb tracking invalidation message is not interleaved with transaction response",
 ]
 # Over three backends, also skipped: a test whose CROSSSLOT error (keys on
-# two backends, as Redis Cluster answers) would stop the rest of its unit.
+# two backends, as Redis Cluster answers) would stop the rest of its unit,
+# or leave a client behind that changes what later tests see.
 SKIP_OVER_THREE = [
     "EXEC fail on WATCHed key modified by SORT with STORE even if the result is empty",
+    # Its error leaves its other client blocked in `BZMPOP 0 ... myzset`
+    # for good, which pops the member `a` that "ZRANDMEMBER - listpack"
+    # adds later (that test then draws only b and c).
+    "BZMPOP should not blocks on non key arguments - #10762",
 ]
 RESULT = re.compile(r"^\[(?:\x1b\[[0-9;]*m)?(ok|err|exception|skip|ignore)(?:\x1b\[[0-9;]*m)?\]: (.*?)(?: \(\d+ ms\))?$")
 UNIT_START = re.compile(r"Testing (unit/\S+)")
