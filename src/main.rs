@@ -84,8 +84,8 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return usage_error(e),
             };
-            let router = match Router::new(config.route_members()) {
-                Ok(router) => router.with_hash_tag(config.keys.hash_tag()),
+            let router = match Router::of(&config) {
+                Ok(router) => router,
                 Err(e) => return usage_error(e),
             };
             for key in keys {

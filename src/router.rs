@@ -206,6 +206,12 @@ impl Router {
         })
     }
 
+    /// The router a config gives: its backends by weight, hashing the
+    /// tagged part of keys when `[keys] hash_tag` is set.
+    pub fn of(config: &crate::config::Config) -> Result<Router, RouterError> {
+        Ok(Router::new(config.route_members())?.with_hash_tag(config.keys.hash_tag()))
+    }
+
     /// The same router, hashing only the tagged part of keys that have one.
     pub fn with_hash_tag(mut self, tag: Option<[u8; 2]>) -> Router {
         self.hash_tag = tag;

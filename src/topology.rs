@@ -43,7 +43,7 @@ impl Topology {
     /// `previous` whose id, address, credentials and pool settings are
     /// unchanged, so their connections stay up.
     pub(crate) fn build(config: Config, previous: Option<&Topology>) -> anyhow::Result<Topology> {
-        let router = Router::new(config.route_members())?.with_hash_tag(config.keys.hash_tag());
+        let router = Router::of(&config)?;
         let settings = Arc::new(PoolSettings::from_config(&config));
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, spec) in config.backends.iter().enumerate() {
@@ -82,12 +82,9 @@ impl Topology {
         let mut config = next.config.clone();
         config.backends = current.config.backends.clone();
         config.keys.hash_tag = current.config.keys.hash_tag.clone();
-        let router = Router::new(config.route_members())?.with_hash_tag(config.keys.hash_tag());
+        let router = Router::of(&config)?;
         let mut layouts = vec![Arc::new(Layout {
-            spread: Spread::Rendezvous(
-                Router::new(next.config.route_members())?
-                    .with_hash_tag(next.config.keys.hash_tag()),
-            ),
+            spread: Spread::Rendezvous(Router::of(&next.config)?),
             servers: next.backends.clone(),
             source: crate::migration::AHEAD,
         })];
@@ -335,10 +332,7 @@ fn migration_for(
     if let Some(previous) = previous {
         if layout_changed(previous, config, backends) {
             layouts.push(Arc::new(Layout {
-                spread: Spread::Rendezvous(
-                    Router::new(previous.config.route_members())?
-                        .with_hash_tag(previous.config.keys.hash_tag()),
-                ),
+                spread: Spread::Rendezvous(Router::of(&previous.config)?),
                 servers: previous.backends.clone(),
                 source: "reload",
             }));

@@ -497,9 +497,7 @@ pub fn backends_toml(list: &[(&str, &Redis, f64)]) -> String {
 /// after `[listen]`).
 pub fn router_for(body: &str) -> (Config, session_proxy::router::Router) {
     let config = Config::parse(&format!("[listen]\naddress = \"127.0.0.1:1\"\n{body}")).unwrap();
-    let router = session_proxy::router::Router::new(config.route_members())
-        .unwrap()
-        .with_hash_tag(config.keys.hash_tag());
+    let router = session_proxy::router::Router::of(&config).unwrap();
     (config, router)
 }
 

@@ -249,11 +249,7 @@ pub struct PubSubVerdict {
 pub fn owners(layouts: &[String]) -> BTreeMap<String, Vec<String>> {
     let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for text in layouts {
-        let text = format!("[listen]\naddress = \"127.0.0.1:0\"\n{text}");
-        let config = session_proxy::config::Config::parse(&text).expect("the nemesis's config");
-        let router = session_proxy::router::Router::new(config.route_members())
-            .expect("the nemesis's backends")
-            .with_hash_tag(config.keys.hash_tag());
+        let (config, router) = crate::common::router_for(text);
         for c in 0..CHANNELS {
             let id = &config.backends[router.owner(channel(c).as_bytes())].id;
             let ids = owners.entry(channel(c)).or_default();
