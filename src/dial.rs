@@ -332,23 +332,36 @@ pub struct Handshaken {
 /// To `peer` when given (see [`open_at`]), else where the endpoint leads
 /// now, its name resolved through `hosts_file` first.
 pub async fn ask_once(
-    (endpoint, peer): (&Endpoint, Option<SocketAddr>),
+    at: (&Endpoint, Option<SocketAddr>),
     target: &Target,
     hosts_file: Option<&Path>,
     args: Vec<Bytes>,
 ) -> Result<Reply, DialError> {
+    let (_, _, mut replies) = open_and_call(at, target, hosts_file, vec![args]).await?;
+    replies.pop().ok_or(DialError::Closed)
+}
+
+/// Connects to `endpoint` (at `peer`, the address it led to once, when
+/// given) and sends `commands` after AUTH, as [`ask_once`]: the
+/// connection, its read buffer and the commands' replies, one each.
+pub async fn open_and_call(
+    (endpoint, peer): (&Endpoint, Option<SocketAddr>),
+    target: &Target,
+    hosts_file: Option<&Path>,
+    commands: Vec<Vec<Bytes>>,
+) -> Result<(Stream, BytesMut, Vec<Reply>), DialError> {
     let (stream, _) = open_at(endpoint, peer, target.tls.as_ref(), hosts_file).await?;
     let mut rbuf = BytesMut::new();
     let password = target.password_for_connect().await?;
-    let mut replies = call_with_auth(
+    let replies = call_with_auth(
         &stream,
         &mut rbuf,
         target.username.as_deref(),
         password.as_deref(),
-        vec![args],
+        commands,
     )
     .await?;
-    replies.pop().ok_or(DialError::Closed)
+    Ok((stream, rbuf, replies))
 }
 
 /// The server's client id of a connection made by [`handshake`] (`CLIENT

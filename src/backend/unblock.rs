@@ -20,12 +20,12 @@
 //! that refuses the `PUBLISH` (the proxy's user may not publish on the
 //! channel) is not asked at all (0, and a warning).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::time::{timeout_at, Instant};
 use tracing::warn;
 
 use crate::config::Target;
-use crate::dial::{call, call_with_auth, open_at, DialError};
+use crate::dial::{call, open_and_call, DialError};
 use crate::protocol::Reply;
 
 use super::ServerAt;
@@ -55,26 +55,13 @@ pub(super) async fn ask(
     error: bool,
 ) -> Result<Reply, DialError> {
     let deadline = Instant::now() + asking.patience;
-    let mut rbuf = BytesMut::new();
-    let begun = async {
-        let (stream, _) = open_at(
-            &asking.at.endpoint,
-            asking.at.peer,
-            asking.target.tls.as_ref(),
-            asking.hosts_file,
-        )
-        .await?;
-        let password = asking.target.password_for_connect().await?;
-        let user = asking.target.username.as_deref();
-        let multi =
-            call_with_auth(&stream, &mut rbuf, user, password.as_deref(), vec![multi()]).await?;
-        Ok::<_, DialError>((stream, multi))
-    };
+    let at = (&asking.at.endpoint, asking.at.peer);
+    let begun = open_and_call(at, asking.target, asking.hosts_file, vec![multi()]);
     let silent = || {
         let waited = format!("no answer within {} ms", asking.patience.as_millis());
         DialError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, waited))
     };
-    let (stream, multi) = timeout_at(deadline, begun).await.map_err(|_| silent())??;
+    let (stream, mut rbuf, multi) = timeout_at(deadline, begun).await.map_err(|_| silent())??;
     let held = async {
         let published = call(&stream, &mut rbuf, &[publish()]).await?;
         let queued: Vec<Reply> = multi.into_iter().chain(published).collect();
