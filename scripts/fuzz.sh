@@ -12,7 +12,7 @@ seconds=${1:-60}
 command -v cargo-fuzz >/dev/null || { echo "missing cargo-fuzz: cargo install cargo-fuzz --locked" >&2; exit 1; }
 rustup run nightly rustc --version >/dev/null 2>&1 || { echo "missing the nightly toolchain: rustup toolchain install nightly" >&2; exit 1; }
 
-targets=(request_framer backend_reply sentinel_reply key_lookup)
+targets=(request_framer backend_reply sentinel_reply key_lookup cluster_reply)
 rm -rf fuzz/artifacts
 echo "== fuzz: building ${#targets[@]} targets (nightly, AddressSanitizer)"
 (cd fuzz && cargo +nightly fuzz build)

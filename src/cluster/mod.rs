@@ -10,12 +10,19 @@ mod views;
 pub use fetch::fetch;
 pub use views::View;
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 
 use crate::protocol::Reply;
 
 /// Redis Cluster's hash slots.
 pub const SLOTS: u16 = 16384;
+
+/// The most masters a slot map names: one per slot. A reply naming more is
+/// not a cluster's (a hostile or broken node's), and a map's owners, kept
+/// as `u16` indexes, could not tell them apart.
+pub const MAX_MASTERS: usize = SLOTS as usize;
 
 /// The hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag
 /// (the part between the first `{` and the next `}`, when not empty), mod
@@ -66,18 +73,26 @@ pub struct Shard {
 /// Reads a CLUSTER SHARDS reply (Redis 7): each shard's slot ranges and its
 /// nodes, the master being the node whose role is "master" and whose health
 /// is "online", each at its preferred endpoint. `None` when the reply is
-/// not of that shape.
+/// not of that shape, or names more masters or slot ranges than a cluster
+/// can have (a hostile node's: the map's size and the work of building it
+/// stay bounded by the slots, whatever a node sends).
 pub fn parse_shards(reply: &Reply) -> Option<Vec<Shard>> {
     let Reply::Array(shards) = reply else {
         return None;
     };
+    if shards.len() > MAX_MASTERS {
+        return None;
+    }
     let mut out = Vec::with_capacity(shards.len());
+    // Ranges do not overlap: no more of them than slots.
+    let mut ranges_left = SLOTS as usize;
     for shard in shards {
         let fields = pairs(shard)?;
         let slots = match field(&fields, "slots")? {
             Reply::Array(items) => items,
             _ => return None,
         };
+        ranges_left = ranges_left.checked_sub(slots.len() / 2)?;
         let mut ranges = Vec::new();
         for pair in slots.chunks(2) {
             match pair {
@@ -134,7 +149,8 @@ pub fn parse_shards(reply: &Reply) -> Option<Vec<Shard>> {
 
 /// Reads a CLUSTER SLOTS reply (Redis 3 to 7): each entry is a slot range,
 /// its master `[ip, port, id, ...]` and its replicas; ranges of one master
-/// are gathered into one shard. `None` when the reply is not of that shape.
+/// are gathered into one shard. `None` when the reply is not of that shape,
+/// or has more entries than slots.
 pub fn parse_slots(reply: &Reply) -> Option<Vec<Shard>> {
     let Reply::Array(entries) = reply else {
         return None;
@@ -152,7 +168,12 @@ pub fn parse_slots(reply: &Reply) -> Option<Vec<Shard>> {
         };
         Some(format!("{host}:{port}"))
     };
+    // Each entry is a range of its own: no more than the slots.
+    if entries.len() > SLOTS as usize {
+        return None;
+    }
     let mut out: Vec<Shard> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for entry in entries {
         let Reply::Array(fields) = entry else {
             return None;
@@ -167,13 +188,16 @@ pub fn parse_slots(reply: &Reply) -> Option<Vec<Shard>> {
         }
         let master = node(fields.get(2)?)?;
         let replicas: Vec<String> = fields[3..].iter().filter_map(node).collect();
-        match out.iter_mut().find(|s| s.master == master) {
-            Some(shard) => shard.ranges.push((start, end)),
-            None => out.push(Shard {
-                master,
-                replicas,
-                ranges: vec![(start, end)],
-            }),
+        match index.get(&master) {
+            Some(&i) => out[i].ranges.push((start, end)),
+            None => {
+                index.insert(master.clone(), out.len());
+                out.push(Shard {
+                    master,
+                    replicas,
+                    ranges: vec![(start, end)],
+                });
+            }
         }
     }
     Some(out)
@@ -248,10 +272,12 @@ pub struct SlotMap {
 }
 
 impl SlotMap {
+    /// The map `shards` describe; past [`MAX_MASTERS`] shards, the rest
+    /// are left out (the parsers refuse such replies).
     pub fn from_shards(shards: &[Shard]) -> SlotMap {
         let mut owners = vec![u16::MAX; SLOTS as usize];
-        let mut masters = Vec::with_capacity(shards.len());
-        for (i, shard) in shards.iter().enumerate() {
+        let mut masters = Vec::with_capacity(shards.len().min(MAX_MASTERS));
+        for (i, shard) in shards.iter().take(MAX_MASTERS).enumerate() {
             masters.push(shard.master.clone());
             for &(start, end) in &shard.ranges {
                 for owner in &mut owners[start as usize..=end as usize] {
@@ -273,13 +299,15 @@ impl SlotMap {
         self.masters.get(owner as usize).map(String::as_str)
     }
 
-    /// Notes what a `-MOVED` said: `slot` is served by `node` now.
+    /// Notes what a `-MOVED` said: `slot` is served by `node` now. A node
+    /// past [`MAX_MASTERS`] is not noted (the map fetched next says).
     pub fn set(&mut self, slot: u16, node: &str) {
         let Some(owner) = self.owners.get_mut(slot as usize) else {
             return;
         };
         let index = match self.masters.iter().position(|m| m == node) {
             Some(i) => i,
+            None if self.masters.len() >= MAX_MASTERS => return,
             None => {
                 self.masters.push(node.to_string());
                 self.masters.len() - 1
@@ -586,5 +614,60 @@ mod more_tests {
         assert_eq!(map.master_of_slot(6), Some("a:1"));
         map.set(7, "b:2");
         assert_eq!(map.masters.len(), 2);
+    }
+
+    /// A hostile node's map: more entries, masters or ranges than a cluster
+    /// can have is refused, and no map ever names more masters than slots
+    /// (each slot's owner is a `u16` index, `u16::MAX` for none).
+    #[test]
+    fn a_map_never_names_more_masters_than_slots() {
+        let text = |s: String| Reply::Bulk(Bytes::from(s));
+        let entry = |slot: i64, master: usize| {
+            let node = Reply::Array(vec![text(format!("10.0.{}.1", master)), Reply::Int(7000)]);
+            Reply::Array(vec![Reply::Int(slot), Reply::Int(slot), node])
+        };
+        // One master per slot: the largest map there is.
+        let every: Vec<Reply> = (0..SLOTS as usize).map(|i| entry(i as i64, i)).collect();
+        let shards = parse_slots(&Reply::Array(every.clone())).unwrap();
+        assert_eq!(shards.len(), MAX_MASTERS);
+        let map = SlotMap::from_shards(&shards);
+        assert_eq!(map.master_of_slot(SLOTS - 1), Some("10.0.16383.1:7000"));
+        let mut more = every;
+        more.push(entry(0, 0));
+        assert_eq!(parse_slots(&Reply::Array(more)), None);
+        // CLUSTER SHARDS: too many shards, or too many ranges in all.
+        let shard = |ranges: Vec<Reply>| {
+            Reply::Array(vec![
+                text("slots".into()),
+                Reply::Array(ranges),
+                text("nodes".into()),
+                Reply::Array(vec![]),
+            ])
+        };
+        let many = vec![shard(vec![]); MAX_MASTERS + 1];
+        assert_eq!(parse_shards(&Reply::Array(many)), None);
+        let full = [Reply::Int(0), Reply::Int(SLOTS as i64 - 1)];
+        let ranges: Vec<Reply> = full
+            .iter()
+            .cycle()
+            .take(2 * SLOTS as usize + 2)
+            .cloned()
+            .collect();
+        assert_eq!(parse_shards(&Reply::Array(vec![shard(ranges)])), None);
+        // A map built from more shards, or told of more masters by MOVED,
+        // keeps every owner within its masters.
+        let shards: Vec<Shard> = (0..70_000)
+            .map(|i| Shard {
+                master: format!("m{i}:1"),
+                replicas: vec![],
+                ranges: vec![((i % SLOTS as usize) as u16, (i % SLOTS as usize) as u16)],
+            })
+            .collect();
+        let mut map = SlotMap::from_shards(&shards);
+        assert_eq!(map.masters.len(), MAX_MASTERS);
+        assert!(map.owners.iter().all(|&o| (o as usize) < map.masters.len()));
+        map.set(3, "new:1");
+        assert_eq!(map.masters.len(), MAX_MASTERS);
+        assert_eq!(map.master_of_slot(3), Some("m3:1"));
     }
 }
