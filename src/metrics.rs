@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use metrics::{counter, gauge, Counter, Gauge};
+use metrics::{counter, Counter};
+
+use crate::gauges::Level;
 
 use crate::protocol::command::TABLE;
 
@@ -509,12 +511,16 @@ pub struct BackendMetrics {
     /// rates.
     pub replies: Sharded,
     pub failed: Sharded,
+    /// The labels of its series, rendered: `backend="a"`, and a cluster
+    /// node's `node="host:port"`.
+    pub labels: String,
     /// Connections currently established, and made since start (a healthy
-    /// backend's count stays put).
-    pub connections: Gauge,
+    /// backend's count stays put). The gauges are rendered at each scrape
+    /// from the backends in force ([`crate::gauges`]).
+    pub connections: Level,
     pub connects: Counter,
     /// 1 while the backend is considered up.
-    pub up: Gauge,
+    pub up: Level,
     pub errors: Counter,
     /// Replies that were not valid, too deep or too large: each ended its connection.
     pub protocol_errors: Counter,
@@ -522,7 +528,7 @@ pub struct BackendMetrics {
     /// Failovers during which the backend's requests were held, and 1 while
     /// they are.
     pub failover_holds: Counter,
-    pub holding: Gauge,
+    pub holding: Level,
     /// Requests that waited for a failover to end, and those of them sent
     /// afterwards (the rest timed out or their client left).
     pub held_requests: Counter,
@@ -537,9 +543,8 @@ pub struct BackendMetrics {
     /// [`crate::workers`]), and the same count readable here.
     pub cross_thread: Counter,
     pub cross_thread_jobs: AtomicU64,
-    /// Sentinels the monitor knows of (configured and learned); 0 for a fixed backend.
-    pub sentinels_known: Gauge,
-    /// The same count, readable here for INFO and /topology.
+    /// Sentinels the monitor knows of (configured and learned); 0 for a
+    /// fixed backend. Read for INFO, /topology and the gauge.
     pub sentinels: std::sync::atomic::AtomicUsize,
     /// Their addresses, for the status page; kept by the Sentinel monitor.
     pub sentinel_list: Mutex<Vec<String>>,
@@ -584,20 +589,20 @@ impl BackendMetrics {
             }
             labels
         };
-        let up = gauge!("session_proxy_backend_up", with(None));
-        up.set(1.0);
+        let rendered = crate::gauges::render_labels(&labels);
         BackendMetrics {
+            labels: rendered,
             latency: LatencyHistogram::default(),
             replies: Sharded::default(),
             failed: Sharded::default(),
-            connections: gauge!("session_proxy_backend_connections", with(None)),
+            connections: Level::default(),
             connects: counter!("session_proxy_backend_connects_total", with(None)),
-            up,
+            up: Level::new(1),
             errors: counter!("session_proxy_backend_errors_total", with(None)),
             protocol_errors: counter!("session_proxy_backend_protocol_errors_total", with(None)),
             sentinel_switches: counter!("session_proxy_sentinel_switches_total", with(None)),
             failover_holds: counter!("session_proxy_failover_holds_total", with(None)),
-            holding: gauge!("session_proxy_backend_holding", with(None)),
+            holding: Level::default(),
             held_requests: counter!("session_proxy_held_requests_total", with(None)),
             released_requests: counter!("session_proxy_released_requests_total", with(None)),
             probes_ok: counter!(
@@ -611,7 +616,6 @@ impl BackendMetrics {
             fast_failures: counter!("session_proxy_backend_fast_failures_total", with(None)),
             cross_thread: counter!("session_proxy_backend_cross_thread_jobs_total", with(None)),
             cross_thread_jobs: AtomicU64::new(0),
-            sentinels_known: gauge!("session_proxy_sentinels_known", with(None)),
             sentinels: std::sync::atomic::AtomicUsize::new(0),
             sentinel_list: Mutex::new(Vec::new()),
             switches: Mutex::new(VecDeque::new()),
@@ -657,6 +661,35 @@ impl BackendMetrics {
     }
 }
 
+/// The state gauges (see [`crate::gauges`]), each with how a backend's
+/// metrics give its value.
+type Reading = fn(&BackendMetrics) -> i64;
+const STATES: [(&str, Reading); 4] = [
+    ("session_proxy_backend_up", |m| m.up.get()),
+    ("session_proxy_backend_connections", |m| m.connections.get()),
+    ("session_proxy_backend_holding", |m| m.holding.get()),
+    ("session_proxy_sentinels_known", |m| {
+        m.sentinels.load(Ordering::Relaxed) as i64
+    }),
+];
+
+/// The state gauges of `backends` (those in force) in Prometheus text, one
+/// family after another. A label set met twice is rendered once, from its
+/// first: a scrape with a series twice would be refused whole.
+pub fn render_states<'a>(backends: impl IntoIterator<Item = &'a BackendMetrics>, out: &mut String) {
+    let mut seen = std::collections::HashSet::new();
+    let backends: Vec<&BackendMetrics> = backends
+        .into_iter()
+        .filter(|m| seen.insert(m.labels.as_str()))
+        .collect();
+    for (name, reading) in STATES {
+        header_of(name, out);
+        for m in &backends {
+            let _ = writeln!(out, "{name}{{{}}} {}", m.labels, reading(m));
+        }
+    }
+}
+
 /// Seconds since the epoch, for event times.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -667,6 +700,39 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_backend_in_force_has_its_state_once_and_no_other_has_any() {
+        let a = BackendMetrics::new("a");
+        let node = BackendMetrics::for_node("c", "10.0.0.1:7000");
+        let again = BackendMetrics::new("a");
+        again.up.set(0);
+        node.connections.add(2);
+        node.connections.add(-1);
+        a.holding.set(1);
+        let mut out = String::new();
+        render_states([&a, &node, &again], &mut out);
+        let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        let node_labels = "backend=\"c\",node=\"10.0.0.1:7000\"";
+        assert_eq!(
+            samples,
+            [
+                "session_proxy_backend_up{backend=\"a\"} 1".to_string(),
+                format!("session_proxy_backend_up{{{node_labels}}} 1"),
+                "session_proxy_backend_connections{backend=\"a\"} 0".to_string(),
+                format!("session_proxy_backend_connections{{{node_labels}}} 1"),
+                "session_proxy_backend_holding{backend=\"a\"} 1".to_string(),
+                format!("session_proxy_backend_holding{{{node_labels}}} 0"),
+                "session_proxy_sentinels_known{backend=\"a\"} 0".to_string(),
+                format!("session_proxy_sentinels_known{{{node_labels}}} 0"),
+            ]
+        );
+        assert!(out.contains("# TYPE session_proxy_backend_up gauge\n"));
+        // A backend gone is simply not among those rendered.
+        let mut out = String::new();
+        render_states([&node], &mut out);
+        assert!(!out.contains("backend=\"a\""), "{out}");
+    }
 
     #[test]
     fn alerts_and_the_dashboard_use_only_exported_series() {

@@ -152,14 +152,35 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             let mut text = handle.render() + &state.shared.metrics.render();
             state.shared.stats.render(&mut text);
             state.shared.render_workers(&mut text);
+            let topology = state.shared.topology();
             crate::metrics::histogram_header(crate::metrics::BACKEND_DURATION, &mut text);
-            for backend in &state.shared.topology().backends {
+            for backend in &topology.backends {
                 backend.metrics().render(&backend.id, &mut text);
             }
+            let in_force = in_force(&topology);
+            crate::metrics::render_states(in_force.iter().map(|b| b.metrics()), &mut text);
             ([("content-type", "text/plain; version=0.0.4")], text).into_response()
         }
         None => (StatusCode::NOT_FOUND, "no metrics recorder\n").into_response(),
     }
+}
+
+/// The backends in force, whose state gauges a scrape shows (see
+/// [`crate::gauges`]): the topology's, each cluster's nodes, and, while a
+/// migration is on, the servers of the layouts keys are moved from.
+fn in_force(topology: &crate::shared::Topology) -> Vec<crate::backend::Backend> {
+    let mut backends = topology.backends.clone();
+    for backend in &topology.backends {
+        if let Some(cluster) = backend.cluster() {
+            backends.extend(cluster.nodes());
+        }
+    }
+    if let Some(migration) = topology.migration.as_ref().filter(|m| m.is_active()) {
+        for layout in &migration.layouts {
+            backends.extend(layout.servers.iter().cloned());
+        }
+    }
+    backends
 }
 
 async fn healthz() -> &'static str {

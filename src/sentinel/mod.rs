@@ -198,7 +198,7 @@ impl Monitor {
                         } else if !on {
                             // A subscriber saw the abort and said so.
                             hold = None;
-                            self.metrics.holding.set(0.0);
+                            self.metrics.holding.set(0);
                         }
                     }
                 }
@@ -235,14 +235,14 @@ impl Monitor {
     /// A hold beginning now, of the failover away from `from`.
     fn start_hold(&self, from: Option<Endpoint>, flagged: bool) -> Hold {
         self.metrics.failover_holds.increment(1);
-        self.metrics.holding.set(1.0);
+        self.metrics.holding.set(1);
         Hold::new(from, flagged, Instant::now())
     }
 
     /// Ends the hold: the backend's connections take requests again.
     fn end_hold(&self, hold: &mut Option<Hold>) {
         *hold = None;
-        self.metrics.holding.set(0.0);
+        self.metrics.holding.set(0);
         self.failover.end();
     }
 
@@ -325,7 +325,6 @@ impl Monitor {
             if let Ok(mut list) = self.metrics.sentinel_list.lock() {
                 *list = self.known.iter().map(|k| k.address.clone()).collect();
             }
-            self.metrics.sentinels_known.set(self.known.len() as f64);
         }
     }
 

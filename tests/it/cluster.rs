@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
-    blpop_gets_what_is_pushed_on, blpop_on_a_thread, run_script, until_blocks_one, wait_until,
-    Cluster, Proxy, RawClient, Redis, READY_LIMIT,
+    blpop_gets_what_is_pushed_on, blpop_on_a_thread, run_script, state_series, until_blocks_one,
+    wait_until, Cluster, Proxy, RawClient, Redis, READY_LIMIT,
 };
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -1187,6 +1187,59 @@ fn a_killed_master_is_followed_to_its_promoted_replica() {
             "session:{i}: {got}"
         );
     }
+}
+
+/// A master killed and replaced by its replica: once the proxy's slot map
+/// names the replica, `/metrics` shows nothing of the killed node's state.
+/// Before, its `session_proxy_backend_up` (and connections) stayed at their
+/// last values for as long as the proxy ran: at 0 once the node was marked
+/// down, so `config/alerts.yml`'s SessionProxyBackendDown paged for good.
+#[test]
+fn a_replaced_master_leaves_no_state_gauge_behind() {
+    let mut cluster = Cluster::start(3, 1);
+    let body = config_over(&cluster, &[]).replacen("[listen]\naddress = \"127.0.0.1:0\"\n", "", 1);
+    let proxy = crate::common::Running::start(&format!(
+        "{body}[pool]\nrequest_timeout_ms = 500\nconnect_timeout_ms = 300\n"
+    ));
+    let mut client = proxy.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the slot map",
+        || client.text(&["SET", "session:0", "v"]) == "+OK\r\n",
+    );
+    let victim = master_of(&cluster, "session:0").port;
+    let replica = cluster.replica_of(victim).port;
+    // A node's series end with its label, `node="host:port"`.
+    let of = |port: u16| format!(":{port}\"}}");
+    let up = |metrics: &str, port: u16| -> Vec<String> {
+        state_series(metrics, &of(port))
+            .into_iter()
+            .filter(|l| l.starts_with("session_proxy_backend_up{"))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let before = proxy.http("GET", "/metrics").1;
+    assert_eq!(up(&before, victim), ["1"], "{before}");
+    let index = cluster.nodes.iter().position(|n| n.port == victim).unwrap();
+    drop(cluster.nodes.remove(index));
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "a write through the proxy on the new master",
+        || client.text(&["SET", "session:0", "after"]) == "+OK\r\n",
+    );
+    let mut metrics = String::new();
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "the killed master's series gone from /metrics",
+        || {
+            metrics = proxy.http("GET", "/metrics").1;
+            state_series(&metrics, &of(victim)).is_empty()
+        },
+    );
+    assert_eq!(up(&metrics, replica), ["1"], "{metrics}");
 }
 
 /// A BLPOP (no timeout) blocked on a cluster master that freezes: its

@@ -27,6 +27,20 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The lines of a backend's state gauges (up, connections, holding,
+/// sentinels known) in `text` whose labels contain `label`.
+pub fn state_series<'a>(text: &'a str, label: &str) -> Vec<&'a str> {
+    let states = [
+        "session_proxy_backend_up{",
+        "session_proxy_backend_connections{",
+        "session_proxy_backend_holding{",
+        "session_proxy_sentinels_known{",
+    ];
+    text.lines()
+        .filter(|l| states.iter().any(|s| l.starts_with(s)) && l.contains(label))
+        .collect()
+}
+
 /// A Prometheus recorder for this test binary, so an in-process proxy's
 /// counters can be read. Install it before starting the proxy whose counters
 /// a test reads: handles are bound to the recorder in place when made.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    backends_toml, router_for, sample, wait_until, RawClient, Redis, Running, READY_LIMIT,
+    backends_toml, router_for, sample, state_series, wait_until, RawClient, Redis, Running,
+    READY_LIMIT,
 };
 
 #[test]
@@ -115,6 +116,53 @@ fn metrics_count_known_traffic() {
     assert_eq!(json["backends"][1]["endpoint"], b.address());
     assert_eq!(json["backends"][1]["up"], true);
     assert_eq!(proxy.http("GET", "/healthz").0, 200);
+}
+
+/// A backend a reload removes: once the keys are moved from it, `/metrics`
+/// shows nothing of its state. Before, its `session_proxy_backend_up` and
+/// connections stayed at their last values for as long as the proxy ran (a
+/// backend that was down when it was removed paged for good).
+#[test]
+fn a_backend_a_reload_removes_leaves_no_state_gauge_behind() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let settle = "[reload]\nsettle_ms = 0\n";
+    let proxy = Running::start(&format!(
+        "{settle}{}",
+        backends_toml(&[("a", &a, 1.0), ("b", &b, 1.0)])
+    ));
+    let mut client = proxy.client();
+    for i in 0..20 {
+        let key = format!("session:{i}");
+        assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
+    }
+    let up_b = "session_proxy_backend_up{backend=\"b\"}";
+    assert_eq!(sample(&proxy.http("GET", "/metrics").1, up_b), Some(1.0));
+    proxy.rewrite(&format!("{settle}{}", backends_toml(&[("a", &a, 1.0)])));
+    proxy.signal("HUP");
+    wait_until(READY_LIMIT, Duration::from_millis(10), "reload", || {
+        proxy.generation() == 1
+    });
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        "the move off b never finished",
+        || {
+            let body = proxy.http("GET", "/topology").1;
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            json["migration"]["state"] == "done"
+        },
+    );
+    let metrics = proxy.http("GET", "/metrics").1;
+    let left = state_series(&metrics, "backend=\"b\"");
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        sample(&metrics, "session_proxy_backend_up{backend=\"a\"}"),
+        Some(1.0)
+    );
+    for i in 0..20 {
+        let got = client.text(&["GET", &format!("session:{i}")]);
+        assert_eq!(got, "$1\r\nv\r\n", "session:{i}");
+    }
 }
 
 #[test]

@@ -174,9 +174,12 @@ fn report(label: &str, f: &Faulted) -> (Duration, usize, usize) {
 
 /// Whether the proxy's requests to `backend` are held for a failover now
 /// (`session_proxy_backend_holding` reads `on`: 1 held, 0 not).
-fn holding(backend: &str, on: f64) -> impl Fn() -> bool + '_ {
-    let series = format!("session_proxy_backend_holding{{backend=\"{backend}\"}}");
-    move || sample(&recorder().render(), &series) == Some(on)
+fn holding<'a>(proxy: &'a Proxy, backend: &'a str, on: i64) -> impl Fn() -> bool + 'a {
+    move || {
+        let topology = proxy.shared.topology();
+        let found = topology.backends.iter().find(|b| &*b.id == backend);
+        found.map(|b| b.metrics().holding.get()) == Some(on)
+    }
 }
 
 fn proxy_for(groups: &[(&str, &Group, u32)], extra: &str) -> Proxy {
@@ -728,15 +731,13 @@ fn a_master_named_by_host_name_is_reached_and_followed() {
 #[test]
 fn reads_are_served_while_a_planned_failover_holds_writes() {
     let _serial = serial();
-    // The recorder is in place before the proxy starts.
-    recorder();
     let a = Group::start("shard-reads", 1, 1000);
     let proxy = proxy_for(&[("reads", &a, 0)], "");
     let old = a.master_address().unwrap();
     wait_proxy_master(&proxy, 0, &old);
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.text(&["SET", "session:held", "kept"]), "+OK\r\n");
-    let holding = holding("reads", 1.0);
+    let holding = holding(&proxy, "reads", 1);
     a.failover();
     wait_until(
         Duration::from_secs(30),
@@ -860,8 +861,6 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
         .with_env_filter("session_proxy=debug")
         .try_init();
     let _serial = serial();
-    // The recorder is in place before the proxy starts.
-    recorder();
     let a = Group::start("shard-promoted", 2, 1000);
     let proxy = proxy_for(&[("promoted", &a, 0)], "");
     let old = a.master_address().unwrap();
@@ -872,7 +871,7 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding("promoted", 1.0),
+        holding(&proxy, "promoted", 1),
     );
     let held = Instant::now();
     let what = "the proxy never released the held requests";
@@ -880,7 +879,7 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding("promoted", 0.0),
+        holding(&proxy, "promoted", 0),
     );
     let released = held.elapsed();
     // The leader (the sentinel asked to fail over) is still reconfiguring.
@@ -960,8 +959,6 @@ fn a_request_right_after_the_start_waits_for_the_master() {
 #[test]
 fn a_held_write_given_up_by_its_client_is_never_sent() {
     let _serial = serial();
-    // The recorder is in place before the proxy starts.
-    recorder();
     let a = Group::start("shard-given-up", 1, 1000);
     let old_server = crate::common::Redis::start();
     let mut direct = old_server.client();
@@ -985,13 +982,13 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding("given-up", 1.0),
+        holding(&proxy, "given-up", 1),
     );
     // The new master is published; the hold waits for its replica.
     let new = a.wait_new_master(&old);
     wait_proxy_master(&proxy, 0, &new);
     assert!(
-        holding("given-up", 1.0)(),
+        holding(&proxy, "given-up", 1)(),
         "the hold ended before the write"
     );
     let reply = client.text(&["SET", "session:given-up", "late"]);
@@ -1004,7 +1001,7 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding("given-up", 0.0),
+        holding(&proxy, "given-up", 0),
     );
     // The read looks at the old server too (the key may be moving): on a
     // busy machine that may not answer within half the request timeout
@@ -1037,7 +1034,6 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
 #[test]
 fn a_held_transaction_given_up_by_its_client_is_never_sent() {
     let _serial = serial();
-    recorder();
     let a = Group::start("shard-tx-given-up", 1, 1000);
     let text = format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nrequest_timeout_ms = 300\n\
@@ -1053,12 +1049,12 @@ fn a_held_transaction_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         "the proxy never held requests for the failover",
-        holding("tx-given-up", 1.0),
+        holding(&proxy, "tx-given-up", 1),
     );
     let new = a.wait_new_master(&old);
     wait_proxy_master(&proxy, 0, &new);
     assert!(
-        holding("tx-given-up", 1.0)(),
+        holding(&proxy, "tx-given-up", 1)(),
         "the hold ended before the write"
     );
     assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
@@ -1072,7 +1068,7 @@ fn a_held_transaction_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         "the proxy never released the held requests",
-        holding("tx-given-up", 0.0),
+        holding(&proxy, "tx-given-up", 0),
     );
     // Anything released is answered by now: a later read sees it.
     assert_eq!(client.text(&["PING"]), "+PONG\r\n");
@@ -1095,7 +1091,6 @@ fn a_held_transaction_given_up_by_its_client_is_never_sent() {
 #[test]
 fn a_watch_a_failover_ended_aborts_its_exec() {
     let _serial = serial();
-    recorder();
     let a = Group::start("shard-watch-ended", 1, 1000);
     let text = format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[[backends]]\nid = \"watch-ended\"\nsentinel = {}\n",
@@ -1220,8 +1215,6 @@ fn leading_before_promotion(group: &Group) -> bool {
 #[test]
 fn the_old_master_answering_again_mid_failover_gets_no_write() {
     let _serial = serial();
-    // The recorder is in place before the proxy starts.
-    recorder();
     let a = Group::start("shard-back", 2, 1000);
     // The failover stays before the promotion until the test lets it go on,
     // however slow the machine: the sentinels give it 20 s, not 5.
@@ -1255,7 +1248,7 @@ fn the_old_master_answering_again_mid_failover_gets_no_write() {
         Duration::from_secs(10),
         Duration::from_millis(1),
         "the proxy never held requests for the failover",
-        holding("back", 1.0),
+        holding(&proxy, "back", 1),
     );
     // Writers keep a write held at every moment, from before the old
     // master answers again until well after the proxy found it again.
