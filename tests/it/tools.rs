@@ -87,6 +87,51 @@ fn route_prints_the_router_owner_of_each_key() {
     }
 }
 
+/// With `[keys] hash_tag`, `route` answers for the tag: every key of one
+/// tag on the backend that owns the tag itself.
+#[test]
+fn route_follows_the_hash_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let tagged = EXAMPLE.replace("[keys]\n", "[keys]\nhash_tag = \"{}\"\n");
+    let file = write_file(dir.path(), "c.toml", &tagged);
+    let tags: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+    let keys: Vec<String> = tags
+        .iter()
+        .flat_map(|tag| {
+            [
+                format!("session:{{{tag}}}:a"),
+                format!("session:{{{tag}}}:b"),
+            ]
+        })
+        .collect();
+    let out = Command::new(binary())
+        .arg("route")
+        .arg("--config")
+        .arg(&file)
+        .args(&keys)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let config = Config::parse(&tagged).unwrap();
+    let router = Router::new(config.route_members()).unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let owners: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(owners.len(), keys.len());
+    for (i, tag) in tags.iter().enumerate() {
+        let want = &config.backends[router.owner(tag.as_bytes())].id;
+        assert_eq!(
+            (owners[2 * i], owners[2 * i + 1]),
+            (want.as_str(), want.as_str()),
+            "{tag}"
+        );
+    }
+    // Not every tag on one backend: the tag, not the whole key, decided.
+    assert!(owners.iter().any(|o| *o != owners[0]));
+}
+
 #[test]
 fn version_flag() {
     let out = Command::new(binary()).arg("--version").output().unwrap();
