@@ -63,22 +63,27 @@ fn shipped_example_configs_are_valid() {
     assert!(seen >= 2, "expected example configs in config/");
 }
 
-#[test]
-fn route_prints_the_router_owner_of_each_key() {
+/// What `session-proxy route` prints for `keys` with the config `text`.
+fn route(text: &str, keys: &[String]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let file = write_file(dir.path(), "c.toml", EXAMPLE);
-    let keys: Vec<String> = (0..50).map(|i| format!("session:{i}")).collect();
+    let file = write_file(dir.path(), "c.toml", text);
     let out = Command::new(binary())
         .arg("route")
         .arg("--config")
         .arg(&file)
-        .args(&keys)
+        .args(keys)
         .output()
         .unwrap();
     assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn route_prints_the_router_owner_of_each_key() {
+    let keys: Vec<String> = (0..50).map(|i| format!("session:{i}")).collect();
+    let stdout = route(EXAMPLE, &keys);
     let config = Config::parse(EXAMPLE).unwrap();
     let router = Router::new(config.route_members()).unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), keys.len());
     for (line, key) in lines.iter().zip(&keys) {
@@ -91,9 +96,7 @@ fn route_prints_the_router_owner_of_each_key() {
 /// tag on the backend that owns the tag itself.
 #[test]
 fn route_follows_the_hash_tag() {
-    let dir = tempfile::tempdir().unwrap();
     let tagged = EXAMPLE.replace("[keys]\n", "[keys]\nhash_tag = \"{}\"\n");
-    let file = write_file(dir.path(), "c.toml", &tagged);
     let tags: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
     let keys: Vec<String> = tags
         .iter()
@@ -104,17 +107,9 @@ fn route_follows_the_hash_tag() {
             ]
         })
         .collect();
-    let out = Command::new(binary())
-        .arg("route")
-        .arg("--config")
-        .arg(&file)
-        .args(&keys)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let stdout = route(&tagged, &keys);
     let config = Config::parse(&tagged).unwrap();
     let router = Router::new(config.route_members()).unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
     let owners: Vec<&str> = stdout
         .lines()
         .map(|l| l.split('\t').nth(1).unwrap())
