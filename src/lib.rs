@@ -63,8 +63,7 @@
 //!   and their targets (`backend.rs`), `[migration]` (`migration.rs`),
 //!   validation (`validate.rs`).
 //! - [`admin`]: the HTTP listener (/metrics, /healthz, /readyz, /topology,
-//!   /reload); [`metrics`] holds the Prometheus handles ([`gauges`]: the
-//!   backends' state, rendered at each scrape), [`slowlog`] SLOWLOG,
+//!   /reload); [`metrics`] holds the Prometheus handles, [`slowlog`] SLOWLOG,
 //!   [`memory`] every client's buffers against `[limits] max_memory_bytes`.
 //! - [`net`], [`shutdown`]: socket and signal plumbing; [`tls`]: rustls on
 //!   both sides (configuration and handshakes), [`tls_stream`] the session
@@ -88,7 +87,6 @@ pub mod config;
 pub mod dial;
 pub mod errorstats;
 pub mod fd_limit;
-pub mod gauges;
 pub mod glob;
 pub mod keepalive;
 pub mod ketama;

@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::backend::Backend;
 use crate::report::BackendReport;
 use crate::shared::Shared;
 
@@ -158,7 +159,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
                 backend.metrics().render(&backend.id, &mut text);
             }
             let in_force = in_force(&topology);
-            crate::metrics::render_states(in_force.iter().map(|b| b.metrics()), &mut text);
+            crate::metrics::render_states(in_force.iter().map(Backend::state_row), &mut text);
             ([("content-type", "text/plain; version=0.0.4")], text).into_response()
         }
         None => (StatusCode::NOT_FOUND, "no metrics recorder\n").into_response(),
@@ -166,9 +167,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 /// The backends in force, whose state gauges a scrape shows (see
-/// [`crate::gauges`]): the topology's, each cluster's nodes, and, while a
-/// migration is on, the servers of the layouts keys are moved from.
-fn in_force(topology: &crate::shared::Topology) -> Vec<crate::backend::Backend> {
+/// [`crate::metrics::render_states`]): the topology's, each cluster's
+/// nodes, and, while a migration is on, the servers of the layouts keys are
+/// moved from.
+fn in_force(topology: &crate::shared::Topology) -> Vec<Backend> {
     let mut backends = topology.backends.clone();
     for backend in &topology.backends {
         if let Some(cluster) = backend.cluster() {

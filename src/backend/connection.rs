@@ -243,10 +243,8 @@ impl Connection {
         self.health.success();
         let started = Instant::now();
         self.health.connected.fetch_add(1, Ordering::Relaxed);
-        self.metrics.connections.add(1);
         let end = self.session(ready.stream, ready.db, ready.peer).await;
         self.health.connected.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.connections.add(-1);
         match end {
             SessionEnd::Closed => {
                 self.fail_waiting(&BackendError::ConnectionLost {

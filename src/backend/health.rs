@@ -86,7 +86,6 @@ impl Health {
         }
         let streak = self.record(|s| if s < 0 { 1 } else { s.saturating_add(1) });
         if streak >= self.successes && !self.up.swap(true, Ordering::Relaxed) {
-            self.metrics.up.set(1);
             info!(backend = %self.id, "backend is up");
         }
     }
@@ -95,7 +94,6 @@ impl Health {
         let streak = self.record(|s| if s > 0 { -1 } else { s.saturating_sub(1) });
         self.metrics.errors.increment(1);
         if -streak >= self.failures && self.up.swap(false, Ordering::Relaxed) {
-            self.metrics.up.set(0);
             warn!(backend = %self.id, "backend is down");
         }
     }

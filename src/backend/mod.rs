@@ -371,6 +371,15 @@ impl Backend {
         &self.health.metrics
     }
 
+    /// Its state gauges, from its own health (a cluster's nodes have rows of
+    /// their own).
+    pub fn state_row(&self) -> crate::metrics::StateRow<'_> {
+        let connections = self.health.connected.load(Ordering::Relaxed);
+        self.health
+            .metrics
+            .state_row(self.health.is_up(), connections)
+    }
+
     /// The server's version, once a connection has been made.
     pub fn version(&self) -> Option<crate::dial::Version> {
         if let Some(cluster) = self.cluster() {

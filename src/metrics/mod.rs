@@ -6,13 +6,12 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{counter, Counter};
 
-use crate::gauges::Level;
 use crate::protocol::command::TABLE;
 
 mod catalogue;
@@ -330,21 +329,18 @@ pub struct BackendMetrics {
     /// The labels of its series, rendered: `backend="a"`, and a cluster
     /// node's `node="host:port"`.
     pub labels: String,
-    /// Connections currently established, and made since start (a healthy
-    /// backend's count stays put). The gauges are rendered at each scrape
-    /// from the backends in force ([`crate::gauges`]).
-    pub connections: Level,
+    /// Connections made since start (a healthy backend's count stays put).
+    /// Those established now, and whether the backend is up, are its
+    /// health's, rendered as gauges at each scrape (see [`render_states`]).
     pub connects: Counter,
-    /// 1 while the backend is considered up.
-    pub up: Level,
     pub errors: Counter,
     /// Replies that were not valid, too deep or too large: each ended its connection.
     pub protocol_errors: Counter,
     pub sentinel_switches: Counter,
-    /// Failovers during which the backend's requests were held, and 1 while
-    /// they are.
+    /// Failovers during which the backend's requests were held, and whether
+    /// they are now.
     pub failover_holds: Counter,
-    pub holding: Level,
+    pub holding: AtomicBool,
     /// Requests that waited for a failover to end, and those of them sent
     /// afterwards (the rest timed out or their client left).
     pub held_requests: Counter,
@@ -405,20 +401,18 @@ impl BackendMetrics {
             }
             labels
         };
-        let rendered = crate::gauges::render_labels(&labels);
+        let rendered = render_labels(&labels);
         BackendMetrics {
             labels: rendered,
             latency: LatencyHistogram::default(),
             replies: Sharded::default(),
             failed: Sharded::default(),
-            connections: Level::default(),
             connects: counter!("session_proxy_backend_connects_total", with(None)),
-            up: Level::new(1),
             errors: counter!("session_proxy_backend_errors_total", with(None)),
             protocol_errors: counter!("session_proxy_backend_protocol_errors_total", with(None)),
             sentinel_switches: counter!("session_proxy_sentinel_switches_total", with(None)),
             failover_holds: counter!("session_proxy_failover_holds_total", with(None)),
-            holding: Level::default(),
+            holding: AtomicBool::new(false),
             held_requests: counter!("session_proxy_held_requests_total", with(None)),
             released_requests: counter!("session_proxy_released_requests_total", with(None)),
             probes_ok: counter!(
@@ -477,33 +471,66 @@ impl BackendMetrics {
     }
 }
 
-/// The state gauges (see [`crate::gauges`]), each with how a backend's
-/// metrics give its value.
-type Reading = fn(&BackendMetrics) -> i64;
-const STATES: [(&str, Reading); 4] = [
-    ("session_proxy_backend_up", |m| m.up.get()),
-    ("session_proxy_backend_connections", |m| m.connections.get()),
-    ("session_proxy_backend_holding", |m| m.holding.get()),
-    ("session_proxy_sentinels_known", |m| {
-        m.sentinels.load(Ordering::Relaxed) as i64
-    }),
+/// The state gauges, in the order of a [`StateRow`]'s values: up,
+/// connections established now, a failover's hold, sentinels known.
+const STATES: [&str; 4] = [
+    "session_proxy_backend_up",
+    "session_proxy_backend_connections",
+    "session_proxy_backend_holding",
+    "session_proxy_sentinels_known",
 ];
 
-/// The state gauges of `backends` (those in force) in Prometheus text, one
-/// family after another. A label set met twice is rendered once, from its
-/// first: a scrape with a series twice would be refused whole.
-pub fn render_states<'a>(backends: impl IntoIterator<Item = &'a BackendMetrics>, out: &mut String) {
-    let mut seen = std::collections::HashSet::new();
-    let backends: Vec<&BackendMetrics> = backends
-        .into_iter()
-        .filter(|m| seen.insert(m.labels.as_str()))
-        .collect();
-    for (name, reading) in STATES {
-        header_of(name, out);
-        for m in &backends {
-            let _ = writeln!(out, "{name}{{{}}} {}", m.labels, reading(m));
+/// One backend's state gauges: its labels and their values (up,
+/// connections, holding, sentinels known).
+pub struct StateRow<'a> {
+    pub labels: &'a str,
+    pub values: [i64; 4],
+}
+
+impl BackendMetrics {
+    /// This backend's state gauges, given what its health says.
+    pub fn state_row(&self, up: bool, connections: usize) -> StateRow<'_> {
+        let sentinels = self.sentinels.load(Ordering::Relaxed);
+        let holding = self.holding.load(Ordering::Relaxed);
+        StateRow {
+            labels: &self.labels,
+            values: [
+                up as i64,
+                connections as i64,
+                holding as i64,
+                sentinels as i64,
+            ],
         }
     }
+}
+
+/// The state gauges of the backends in force in Prometheus text, one family
+/// after another, rendered at each scrape rather than kept in the recorder:
+/// a recorder's gauge outlives its backend at its last value, so after a
+/// reload that drops a backend, or a cluster's master replaced in a
+/// failover, `session_proxy_backend_up 0` would stay and page for good
+/// (`config/alerts.yml`). A label set met twice is rendered once, from its
+/// first: a scrape with a series twice would be refused whole.
+pub fn render_states<'a>(rows: impl IntoIterator<Item = StateRow<'a>>, out: &mut String) {
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<StateRow> = rows.into_iter().filter(|r| seen.insert(r.labels)).collect();
+    for (i, name) in STATES.iter().enumerate() {
+        header_of(name, out);
+        for row in &rows {
+            let _ = writeln!(out, "{name}{{{}}} {}", row.labels, row.values[i]);
+        }
+    }
+}
+
+/// Labels as they appear between a series' braces, values escaped as the
+/// exporter escapes them.
+fn render_labels(labels: &[metrics::Label]) -> String {
+    use metrics_exporter_prometheus::formatting::sanitize_label_value;
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}=\"{}\"", l.key(), sanitize_label_value(l.value())))
+        .collect();
+    pairs.join(",")
 }
 
 /// Seconds since the epoch, for event times.
@@ -522,12 +549,14 @@ mod tests {
         let a = BackendMetrics::new("a");
         let node = BackendMetrics::for_node("c", "10.0.0.1:7000");
         let again = BackendMetrics::new("a");
-        again.up.set(0);
-        node.connections.add(2);
-        node.connections.add(-1);
-        a.holding.set(1);
+        a.holding.store(true, Ordering::Relaxed);
         let mut out = String::new();
-        render_states([&a, &node, &again], &mut out);
+        let rows = [
+            a.state_row(true, 0),
+            node.state_row(true, 1),
+            again.state_row(false, 0),
+        ];
+        render_states(rows, &mut out);
         let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
         let node_labels = "backend=\"c\",node=\"10.0.0.1:7000\"";
         assert_eq!(
@@ -546,8 +575,14 @@ mod tests {
         assert!(out.contains("# TYPE session_proxy_backend_up gauge\n"));
         // A backend gone is simply not among those rendered.
         let mut out = String::new();
-        render_states([&node], &mut out);
+        render_states([node.state_row(true, 1)], &mut out);
         assert!(!out.contains("backend=\"a\""), "{out}");
+        // Label values escaped as Prometheus wants them.
+        let labels = [
+            metrics::Label::new("backend", "c"),
+            metrics::Label::new("node", "x\"y\\z"),
+        ];
+        assert_eq!(render_labels(&labels), "backend=\"c\",node=\"x\\\"y\\\\z\"");
     }
 
     #[test]

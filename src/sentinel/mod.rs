@@ -14,6 +14,7 @@
 //! `SENTINEL SENTINELS <name>`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -198,7 +199,7 @@ impl Monitor {
                         } else if !on {
                             // A subscriber saw the abort and said so.
                             hold = None;
-                            self.metrics.holding.set(0);
+                            self.metrics.holding.store(false, Ordering::Relaxed);
                         }
                     }
                 }
@@ -235,14 +236,14 @@ impl Monitor {
     /// A hold beginning now, of the failover away from `from`.
     fn start_hold(&self, from: Option<Endpoint>, flagged: bool) -> Hold {
         self.metrics.failover_holds.increment(1);
-        self.metrics.holding.set(1);
+        self.metrics.holding.store(true, Ordering::Relaxed);
         Hold::new(from, flagged, Instant::now())
     }
 
     /// Ends the hold: the backend's connections take requests again.
     fn end_hold(&self, hold: &mut Option<Hold>) {
         *hold = None;
-        self.metrics.holding.set(0);
+        self.metrics.holding.store(false, Ordering::Relaxed);
         self.failover.end();
     }
 

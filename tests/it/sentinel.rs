@@ -174,11 +174,11 @@ fn report(label: &str, f: &Faulted) -> (Duration, usize, usize) {
 
 /// Whether the proxy's requests to `backend` are held for a failover now
 /// (`session_proxy_backend_holding` reads `on`: 1 held, 0 not).
-fn holding<'a>(proxy: &'a Proxy, backend: &'a str, on: i64) -> impl Fn() -> bool + 'a {
+fn holding<'a>(proxy: &'a Proxy, backend: &'a str, on: bool) -> impl Fn() -> bool + 'a {
     move || {
         let topology = proxy.shared.topology();
         let found = topology.backends.iter().find(|b| &*b.id == backend);
-        found.map(|b| b.metrics().holding.get()) == Some(on)
+        found.map(|b| b.metrics().holding.load(Ordering::Relaxed)) == Some(on)
     }
 }
 
@@ -737,7 +737,7 @@ fn reads_are_served_while_a_planned_failover_holds_writes() {
     wait_proxy_master(&proxy, 0, &old);
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.text(&["SET", "session:held", "kept"]), "+OK\r\n");
-    let holding = holding(&proxy, "reads", 1);
+    let holding = holding(&proxy, "reads", true);
     a.failover();
     wait_until(
         Duration::from_secs(30),
@@ -871,7 +871,7 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(&proxy, "promoted", 1),
+        holding(&proxy, "promoted", true),
     );
     let held = Instant::now();
     let what = "the proxy never released the held requests";
@@ -879,7 +879,7 @@ fn a_planned_failover_releases_writes_at_the_promotion() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(&proxy, "promoted", 0),
+        holding(&proxy, "promoted", false),
     );
     let released = held.elapsed();
     // The leader (the sentinel asked to fail over) is still reconfiguring.
@@ -982,13 +982,13 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(&proxy, "given-up", 1),
+        holding(&proxy, "given-up", true),
     );
     // The new master is published; the hold waits for its replica.
     let new = a.wait_new_master(&old);
     wait_proxy_master(&proxy, 0, &new);
     assert!(
-        holding(&proxy, "given-up", 1)(),
+        holding(&proxy, "given-up", true)(),
         "the hold ended before the write"
     );
     let reply = client.text(&["SET", "session:given-up", "late"]);
@@ -1001,7 +1001,7 @@ fn a_held_write_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         what,
-        holding(&proxy, "given-up", 0),
+        holding(&proxy, "given-up", false),
     );
     // The read looks at the old server too (the key may be moving): on a
     // busy machine that may not answer within half the request timeout
@@ -1049,12 +1049,12 @@ fn a_held_transaction_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         "the proxy never held requests for the failover",
-        holding(&proxy, "tx-given-up", 1),
+        holding(&proxy, "tx-given-up", true),
     );
     let new = a.wait_new_master(&old);
     wait_proxy_master(&proxy, 0, &new);
     assert!(
-        holding(&proxy, "tx-given-up", 1)(),
+        holding(&proxy, "tx-given-up", true)(),
         "the hold ended before the write"
     );
     assert_eq!(client.text(&["MULTI"]), "+OK\r\n");
@@ -1068,7 +1068,7 @@ fn a_held_transaction_given_up_by_its_client_is_never_sent() {
         Duration::from_secs(30),
         Duration::from_millis(1),
         "the proxy never released the held requests",
-        holding(&proxy, "tx-given-up", 0),
+        holding(&proxy, "tx-given-up", false),
     );
     // Anything released is answered by now: a later read sees it.
     assert_eq!(client.text(&["PING"]), "+PONG\r\n");
@@ -1248,7 +1248,7 @@ fn the_old_master_answering_again_mid_failover_gets_no_write() {
         Duration::from_secs(10),
         Duration::from_millis(1),
         "the proxy never held requests for the failover",
-        holding(&proxy, "back", 1),
+        holding(&proxy, "back", true),
     );
     // Writers keep a write held at every moment, from before the old
     // master answers again until well after the proxy found it again.
