@@ -5,7 +5,8 @@
 //! is sent again, to the node named, and the slot map refreshed in the
 //! background); `-ASK` is followed with ASKING for that one request;
 //! `-TRYAGAIN` (keys split by a slot's migration) is sent again a moment
-//! later, within the request timeout. The map comes from CLUSTER SHARDS of any node known: at start, after a
+//! later, within the request timeout. At most [`MAX_UNMAPPED`] nodes
+//! named only by redirections are started between two maps. The map comes from CLUSTER SHARDS of any node known: at start, after a
 //! MOVED, when a node fails, and every `REFRESH_EVERY` (5 s).
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +22,11 @@ use crate::config::Source;
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// The least time between two asks (a burst of MOVED asks once).
 const REFRESH_GAP: Duration = Duration::from_millis(100);
+/// New nodes that redirections (`-MOVED`, `-ASK`) may name between two
+/// slot maps: a node that names ever new addresses cannot make the proxy
+/// start a backend (connections, series) for each. A job redirected
+/// beyond them waits for the next map.
+const MAX_UNMAPPED: usize = 16;
 
 /// What a cluster backend knows of its cluster.
 pub struct Cluster {
@@ -31,10 +37,12 @@ pub struct Cluster {
     settings: Arc<PoolSettings>,
     /// `None` until the first map came.
     map: RwLock<Option<Arc<Routing>>>,
-    /// A backend per master, by `host:port`.
-    nodes: Mutex<HashMap<String, Backend>>,
-    /// Jobs that came before the first map, sent once it comes.
-    waiting: Mutex<Vec<Job>>,
+    /// A backend per master, by `host:port`, and per node redirected to.
+    nodes: Mutex<Nodes>,
+    /// Jobs that came before the first map, or were redirected to a node
+    /// past [`MAX_UNMAPPED`], sent once the next map comes: each with the
+    /// redirections it followed and when it was first sent.
+    waiting: Mutex<Vec<(Job, u8, Instant)>>,
     /// Backends of nodes that stopped being masters, kept a while: the
     /// requests they still carry get their answers (a `-MOVED`, followed)
     /// rather than a closed connection's error.
@@ -50,6 +58,14 @@ pub struct Cluster {
     pub tried_again: AtomicU64,
     pub maps: AtomicU64,
     counters: Counters,
+}
+
+/// The backends of a cluster's nodes.
+#[derive(Default)]
+struct Nodes {
+    by_address: HashMap<String, Backend>,
+    /// Started for a redirection since the last map.
+    unmapped: usize,
 }
 
 /// The cluster's own series in /metrics.
@@ -108,7 +124,7 @@ impl Cluster {
             min_replicas_ack,
             settings,
             map: RwLock::new(None),
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(Nodes::default()),
             waiting: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
             refresh: refresh.clone(),
@@ -219,7 +235,7 @@ impl Cluster {
     /// The masters' backends now.
     pub fn nodes(&self) -> Vec<Backend> {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        nodes.values().cloned().collect()
+        nodes.by_address.values().cloned().collect()
     }
 
     /// Sends `job` to the master of its slot (any master for a job without
@@ -237,21 +253,7 @@ impl Cluster {
             Err(line) => return answer(job.reply, line),
         };
         let Some(map) = self.map() else {
-            // Held until the first map, as many as one connection may have
-            // unanswered (`[pool] max_pending`); those whose client gave up
-            // are dropped first.
-            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            if waiting.len() >= self.settings.max_pending {
-                waiting.retain(|j| !j.reply.is_closed());
-            }
-            if waiting.len() >= self.settings.max_pending {
-                drop(waiting);
-                return answer(job.reply, NO_MAP);
-            }
-            waiting.push(job);
-            drop(waiting);
-            self.refresh.notify_one();
-            return;
+            return self.hold(job, hops, since, NO_MAP);
         };
         match map.master_of(slot) {
             Some(node) => self.forward(job, node, hops, since),
@@ -262,6 +264,24 @@ impl Cluster {
                 answer(job.reply, NOT_SERVED);
             }
         }
+    }
+
+    /// Holds `job` until the next map (`hops` and `since` as for
+    /// [`Cluster::route_from`]), as many as one connection may have
+    /// unanswered (`[pool] max_pending`; those whose client gave up are
+    /// dropped first); past them it gets `full`.
+    fn hold(&self, job: Job, hops: u8, since: Instant, full: &str) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.len() >= self.settings.max_pending {
+            waiting.retain(|(j, ..)| !j.reply.is_closed());
+        }
+        if waiting.len() >= self.settings.max_pending {
+            drop(waiting);
+            return answer(job.reply, full);
+        }
+        waiting.push((job, hops, since));
+        drop(waiting);
+        self.refresh.notify_one();
     }
 
     /// The master that serves the keys of `payload` now, for a connection
@@ -287,16 +307,37 @@ impl Cluster {
     /// client's next try goes to the slot's new master.
     pub(super) fn heard(&self, reply: &Reply) {
         if let Some(Redirect::Moved { slot, node }) = cluster::redirect(reply) {
-            self.moved(slot, &node);
+            match self.redirected_to(&node) {
+                Some(backend) => self.moved(slot, &node, &backend),
+                None => self.refresh.notify_one(),
+            }
         }
     }
 
-    /// The backend of the node at `address`, started on first use.
-    pub(super) fn node(&self, address: &str) -> Backend {
+    /// The backend of a master of the map, started on first use.
+    fn node(&self, address: &str) -> Backend {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(backend) = nodes.get(address) {
+        if let Some(backend) = nodes.by_address.get(address) {
             return backend.clone();
         }
+        self.start_node(&mut nodes, address)
+    }
+
+    /// The backend of a node a redirection names: started on first use
+    /// unless [`MAX_UNMAPPED`] were since the last map.
+    pub(super) fn redirected_to(&self, address: &str) -> Option<Backend> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(backend) = nodes.by_address.get(address) {
+            return Some(backend.clone());
+        }
+        if nodes.unmapped >= MAX_UNMAPPED {
+            return None;
+        }
+        nodes.unmapped += 1;
+        Some(self.start_node(&mut nodes, address))
+    }
+
+    fn start_node(&self, nodes: &mut Nodes, address: &str) -> Backend {
         let id: Arc<str> = Arc::from(format!("{}@{address}", self.id));
         let endpoint = Endpoint::Tcp(address.to_string());
         let target = Target {
@@ -317,7 +358,9 @@ impl Cluster {
             Discovery::cluster_node(endpoint),
             metrics,
         );
-        nodes.insert(address.to_string(), backend.clone());
+        nodes
+            .by_address
+            .insert(address.to_string(), backend.clone());
         backend
     }
 
@@ -352,9 +395,12 @@ impl Cluster {
                 Some(Redirect::Moved { slot, node }) => {
                     self.moved.fetch_add(1, Ordering::Relaxed);
                     self.counters.moved.increment(1);
-                    self.moved(slot, &node);
                     let job = again.job(tx, again.payload.clone());
-                    return self.forward(job, &self.node(&node), again.hops + 1, again.since);
+                    let Some(backend) = self.redirected_to(&node) else {
+                        return self.hold(job, again.hops + 1, again.since, UNMAPPED);
+                    };
+                    self.moved(slot, &node, &backend);
+                    return self.forward(job, &backend, again.hops + 1, again.since);
                 }
                 Some(Redirect::Ask { node, .. }) => {
                     self.asked.fetch_add(1, Ordering::Relaxed);
@@ -380,7 +426,10 @@ impl Cluster {
     /// Follows `-ASK`: ASKING and the command, together, to `address`; the
     /// command's reply is the client's (or followed again).
     fn ask(self: &Arc<Self>, tx: oneshot::Sender<BackendResult>, again: Again, address: &str) {
-        let backend = self.node(address);
+        let Some(backend) = self.redirected_to(address) else {
+            let job = again.job(tx, again.payload.clone());
+            return self.hold(job, again.hops + 1, again.since, UNMAPPED);
+        };
         let (inner, rx) = oneshot::channel();
         let mut job = again.job(tx, cluster::after_asking(&again.payload));
         let ReplyTo::One(tx) = std::mem::replace(
@@ -425,13 +474,12 @@ impl Cluster {
     }
 
     /// Notes a `-MOVED`: the slot's new master at once, the whole map soon.
-    fn moved(&self, slot: u16, node: &str) {
-        let backend = self.node(node);
+    fn moved(&self, slot: u16, node: &str, backend: &Backend) {
         if let Some(routing) = self.map.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
             let routing = Arc::make_mut(routing);
             routing.map.set(slot, node);
             if routing.nodes.len() < routing.map.masters.len() {
-                routing.nodes.push(backend);
+                routing.nodes.push(backend.clone());
             }
         }
         self.changes.send_modify(|n| *n += 1);
@@ -445,16 +493,17 @@ impl Cluster {
         let masters: HashSet<&String> = map.masters.iter().collect();
         let now = Instant::now();
         let mut gone = Vec::new();
-        self.nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|address, backend| {
+        {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.unmapped = 0;
+            nodes.by_address.retain(|address, backend| {
                 let keep = masters.contains(address);
                 if !keep {
                     gone.push((now, backend.clone()));
                 }
                 keep
             });
+        }
         {
             // Kept twice the request timeout: every request they carry has
             // been answered, or has timed out, by then.
@@ -475,8 +524,8 @@ impl Cluster {
         self.maps.fetch_add(1, Ordering::Relaxed);
         self.counters.maps.increment(1);
         let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
-        for job in waiting {
-            self.route(job);
+        for (job, hops, since) in waiting {
+            self.route_from(job, hops, since);
         }
     }
 
@@ -525,6 +574,9 @@ impl Again {
 const NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
 /// The error a command gets that cannot wait for the first slot map.
 const NO_MAP: &str = "CLUSTERDOWN no slot map from any node yet";
+/// The error a command redirected past [`MAX_UNMAPPED`] gets when it
+/// cannot wait for the next map either.
+const UNMAPPED: &str = "TRYAGAIN redirected to a node the slot map does not name yet";
 
 /// The one slot of keys that `touch` it (`None`: no key), or Redis
 /// Cluster's error: keys in several slots, or a database other than 0.

@@ -333,9 +333,11 @@ impl Backend {
 
     /// For a cluster backend, the node at `address` (a `-ASK`'s, where one
     /// request goes after ASKING); `None` for a backend that is not a
-    /// cluster.
+    /// cluster, or when redirections named as many new nodes as the
+    /// cluster starts between two slot maps.
     pub fn node_at(&self, address: &str) -> Option<Backend> {
-        self.cluster().map(|cluster| cluster.node(address))
+        self.cluster()
+            .and_then(|cluster| cluster.redirected_to(address))
     }
 
     /// Whether a client's commands may be gathered into one job for this

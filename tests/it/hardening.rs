@@ -497,3 +497,123 @@ fn a_hostile_backend_does_not_stop_subscribers() {
         assert_eq!(proxy.client().text(&["PING"]), "+PONG\r\n", "{name}");
     }
 }
+
+/// A fake Redis Cluster node of one shard (itself, every slot), hostile
+/// in one way: every GET is answered `-MOVED` to a node never named
+/// before (`127.0.0.N:port`, where nothing listens), and after the first
+/// slot map it answers no more (the proxy keeps the map it has, with the
+/// nodes it started for redirections).
+struct MovingNode {
+    port: u16,
+}
+
+impl MovingNode {
+    fn start() -> MovingNode {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let maps = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let moves = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (maps, moves) = (maps.clone(), moves.clone());
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                    let mut writer = stream;
+                    while let Some(args) = read_command(&mut reader) {
+                        let reply = answer_as_moving_node(&args, port, &maps, &moves);
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        MovingNode { port }
+    }
+}
+
+/// One RESP command of bulk strings, upper-cased; `None` at the end.
+fn read_command(reader: &mut impl std::io::BufRead) -> Option<Vec<String>> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+    let mut args = Vec::with_capacity(count);
+    for _ in 0..count {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+        let mut arg = vec![0u8; len + 2];
+        reader.read_exact(&mut arg).ok()?;
+        arg.truncate(len);
+        args.push(String::from_utf8_lossy(&arg).to_uppercase());
+    }
+    Some(args)
+}
+
+fn answer_as_moving_node(
+    args: &[String],
+    port: u16,
+    maps: &std::sync::atomic::AtomicUsize,
+    moves: &std::sync::atomic::AtomicUsize,
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["CLUSTER", "SLOTS"] if maps.fetch_add(1, Relaxed) == 0 => {
+            format!("*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n")
+        }
+        ["CLUSTER", ..] => "-ERR not now\r\n".into(),
+        ["PING", ..] => "+PONG\r\n".into(),
+        ["CLIENT", "ID"] => ":7\r\n".into(),
+        ["INFO", ..] => {
+            let info = "# Server\r\nredis_version:7.0.15\r\n";
+            format!("${}\r\n{info}\r\n", info.len())
+        }
+        ["GET", ..] => {
+            let n = moves.fetch_add(1, Relaxed);
+            format!("-MOVED {n} 127.0.{}.{}:{port}\r\n", n / 250, n % 250 + 2)
+        }
+        _ => "+OK\r\n".into(),
+    }
+}
+
+/// A cluster node that redirects every request to a new address makes the
+/// proxy start at most a few backends for those addresses until the next
+/// slot map: 1 + 16 node backends here for 60 redirections (without the
+/// bound, 61). Every request is answered, the proxy goes on.
+#[test]
+fn a_cluster_node_cannot_make_the_proxy_start_a_node_per_redirection() {
+    let node = MovingNode::start();
+    let proxy = Running::start(&format!(
+        "[[backends]]\nid = \"c\"\ncluster = {{ seeds = [\"127.0.0.1:{}\"] }}\n\
+         [pool]\nrequest_timeout_ms = 500\nconnect_timeout_ms = 300\n",
+        node.port
+    ));
+    let mut client = proxy.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the slot map (a first redirection)",
+        || client.text(&["GET", "session:first"]).starts_with('-'),
+    );
+    let requests = 60;
+    for i in 0..requests {
+        client.send(&[b"GET", format!("session:{i}").as_bytes()]);
+    }
+    for _ in 0..requests {
+        let reply = client.read_reply();
+        assert!(
+            reply.starts_with(b"-"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    let metrics = proxy.http("GET", "/metrics").1;
+    let nodes = metrics
+        .lines()
+        .filter(|l| l.starts_with("session_proxy_backend_up{backend=\"c\",node="))
+        .count();
+    assert!(nodes <= 17, "{nodes} node backends:\n{metrics}");
+    assert_eq!(client.text(&["PING"]), "+PONG\r\n");
+}
