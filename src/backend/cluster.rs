@@ -5,9 +5,10 @@
 //! is sent again, to the node named, and the slot map refreshed in the
 //! background); `-ASK` is followed with ASKING for that one request;
 //! `-TRYAGAIN` (keys split by a slot's migration) is sent again a moment
-//! later, within the request timeout. At most [`MAX_UNMAPPED`] nodes
-//! named only by redirections are started between two maps. The map comes from CLUSTER SHARDS of any node known: at start, after a
-//! MOVED, when a node fails, and every `REFRESH_EVERY` (5 s).
+//! later, within the request timeout. At most 16 (`MAX_UNMAPPED`) nodes
+//! named only by redirections are started between two maps. The map comes
+//! from CLUSTER SHARDS of any node known: at start, after a MOVED, when a
+//! node fails, and every `REFRESH_EVERY` (5 s).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock, Weak};
