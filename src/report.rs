@@ -71,9 +71,7 @@ impl BackendReport {
                         .lock()
                         .ok()
                         .and_then(|r| r.map(|a| a.to_string())),
-                    address_changes: metrics
-                        .address_changes_seen
-                        .load(std::sync::atomic::Ordering::Relaxed),
+                    address_changes: metrics.address_changes.get(),
                     up: backend.is_up(),
                     connections: backend.connected(),
                     min_replicas_ack: spec.min_replicas_ack,

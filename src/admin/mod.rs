@@ -159,15 +159,15 @@ async fn metrics(State(state): State<AdminState>) -> Response {
                 backend.metrics().render(&backend.id, &mut text);
             }
             let in_force = in_force(&topology);
-            crate::metrics::render_states(in_force.iter().map(Backend::state_row), &mut text);
+            crate::metrics::render_backends(in_force.iter().map(Backend::row), &mut text);
             ([("content-type", "text/plain; version=0.0.4")], text).into_response()
         }
         None => (StatusCode::NOT_FOUND, "no metrics recorder\n").into_response(),
     }
 }
 
-/// The backends in force, whose state gauges a scrape shows (see
-/// [`crate::metrics::render_states`]): the topology's, each cluster's
+/// The backends in force, whose state gauges and counters a scrape shows (see
+/// [`crate::metrics::render_backends`]): the topology's, each cluster's
 /// nodes, and, while a migration is on, the servers of the layouts keys are
 /// moved from.
 fn in_force(topology: &crate::shared::Topology) -> Vec<Backend> {

@@ -373,13 +373,11 @@ impl Backend {
         &self.health.metrics
     }
 
-    /// Its state gauges, from its own health (a cluster's nodes have rows of
-    /// their own).
-    pub fn state_row(&self) -> crate::metrics::StateRow<'_> {
+    /// Its series at a scrape, its state from its own health (a cluster's
+    /// nodes have rows of their own).
+    pub fn row(&self) -> crate::metrics::BackendRow<'_> {
         let connections = self.health.connected.load(Ordering::Relaxed);
-        self.health
-            .metrics
-            .state_row(self.health.is_up(), connections)
+        self.health.metrics.row(self.health.is_up(), connections)
     }
 
     /// The server's version, once a connection has been made.
@@ -614,10 +612,6 @@ impl Backend {
         } else {
             pool.workers.position().unwrap_or_else(|| {
                 self.health.metrics.cross_thread.increment(1);
-                self.health
-                    .metrics
-                    .cross_thread_jobs
-                    .fetch_add(1, Ordering::Relaxed);
                 0
             })
         };

@@ -4,16 +4,15 @@
 //! struct field; nothing is looked up by name per request. Without an
 //! installed recorder (the library used in tests) the handles are no-ops.
 
-use std::collections::VecDeque;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, Counter};
 
 use crate::protocol::command::TABLE;
 
+mod backend;
 mod catalogue;
 
 /// Bucket bounds for every `_seconds` histogram: 50 µs to 2.5 s.
@@ -30,6 +29,7 @@ pub const MIGRATION_MISSES: &str = "session_proxy_migration_misses_served_total"
 /// The backend round-trip histogram's name.
 pub const BACKEND_DURATION: &str = "session_proxy_backend_request_duration_seconds";
 
+pub use backend::{render_backends, BackendMetrics, BackendRow, Count, Switch};
 pub use catalogue::CATALOGUE;
 
 /// Gives the installed recorder the HELP text of every series it exports.
@@ -315,224 +315,6 @@ impl Default for Metrics {
     }
 }
 
-/// Per-backend handles, shared by its connection tasks and its Sentinel monitor.
-#[derive(Debug)]
-pub struct BackendMetrics {
-    /// Time from writing a command to reading its reply (first reply of a
-    /// read); rendered by [`BackendMetrics::render`], read by the status page.
-    pub latency: LatencyHistogram,
-    /// Replies read from the backend, and requests answered with a backend
-    /// error instead (down, timed out, connection lost): the status page's
-    /// rates.
-    pub replies: Sharded,
-    pub failed: Sharded,
-    /// The labels of its series, rendered: `backend="a"`, and a cluster
-    /// node's `node="host:port"`.
-    pub labels: String,
-    /// Connections made since start (a healthy backend's count stays put).
-    /// Those established now, and whether the backend is up, are its
-    /// health's, rendered as gauges at each scrape (see [`render_states`]).
-    pub connects: Counter,
-    pub errors: Counter,
-    /// Replies that were not valid, too deep or too large: each ended its connection.
-    pub protocol_errors: Counter,
-    pub sentinel_switches: Counter,
-    /// Failovers during which the backend's requests were held, and whether
-    /// they are now.
-    pub failover_holds: Counter,
-    pub holding: AtomicBool,
-    /// Requests that waited for a failover to end, and those of them sent
-    /// afterwards (the rest timed out or their client left).
-    pub held_requests: Counter,
-    pub released_requests: Counter,
-    /// Health probes, by outcome.
-    pub probes_ok: Counter,
-    pub probes_failed: Counter,
-    /// Requests answered at once because the backend was down.
-    pub fast_failures: Counter,
-    /// Jobs queued from a thread other than the worker whose connections
-    /// carry them (0 while every client is served on a worker: see
-    /// [`crate::workers`]), and the same count readable here.
-    pub cross_thread: Counter,
-    pub cross_thread_jobs: AtomicU64,
-    /// Sentinels the monitor knows of (configured and learned); 0 for a
-    /// fixed backend. Read for INFO, /topology and the gauge.
-    pub sentinels: std::sync::atomic::AtomicUsize,
-    /// Their addresses, for the status page; kept by the Sentinel monitor.
-    pub sentinel_list: Mutex<Vec<String>>,
-    /// The last master switches, newest last.
-    pub switches: Mutex<VecDeque<Switch>>,
-    /// The address the backend's last connection reached (a host name's
-    /// resolution), and how often it changed.
-    pub resolved: Mutex<Option<std::net::SocketAddr>>,
-    pub address_changes: Counter,
-    pub address_changes_seen: AtomicU64,
-}
-
-/// A master switch the Sentinel monitor followed.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Switch {
-    pub at_unix: u64,
-    pub from: String,
-    pub to: String,
-}
-
-/// Switches kept per backend for the status page.
-const SWITCHES_KEPT: usize = 10;
-
-impl BackendMetrics {
-    pub fn new(id: &str) -> BackendMetrics {
-        BackendMetrics::labelled(vec![metrics::Label::new("backend", id.to_string())])
-    }
-
-    /// A cluster backend's node: its series carry `backend` and `node`.
-    pub fn for_node(backend: &str, node: &str) -> BackendMetrics {
-        BackendMetrics::labelled(vec![
-            metrics::Label::new("backend", backend.to_string()),
-            metrics::Label::new("node", node.to_string()),
-        ])
-    }
-
-    fn labelled(labels: Vec<metrics::Label>) -> BackendMetrics {
-        let with = |extra: Option<(&'static str, &'static str)>| {
-            let mut labels = labels.clone();
-            if let Some((k, v)) = extra {
-                labels.push(metrics::Label::new(k, v));
-            }
-            labels
-        };
-        let rendered = render_labels(&labels);
-        BackendMetrics {
-            labels: rendered,
-            latency: LatencyHistogram::default(),
-            replies: Sharded::default(),
-            failed: Sharded::default(),
-            connects: counter!("session_proxy_backend_connects_total", with(None)),
-            errors: counter!("session_proxy_backend_errors_total", with(None)),
-            protocol_errors: counter!("session_proxy_backend_protocol_errors_total", with(None)),
-            sentinel_switches: counter!("session_proxy_sentinel_switches_total", with(None)),
-            failover_holds: counter!("session_proxy_failover_holds_total", with(None)),
-            holding: AtomicBool::new(false),
-            held_requests: counter!("session_proxy_held_requests_total", with(None)),
-            released_requests: counter!("session_proxy_released_requests_total", with(None)),
-            probes_ok: counter!(
-                "session_proxy_backend_probes_total",
-                with(Some(("outcome", "ok")))
-            ),
-            probes_failed: counter!(
-                "session_proxy_backend_probes_total",
-                with(Some(("outcome", "error")))
-            ),
-            fast_failures: counter!("session_proxy_backend_fast_failures_total", with(None)),
-            cross_thread: counter!("session_proxy_backend_cross_thread_jobs_total", with(None)),
-            cross_thread_jobs: AtomicU64::new(0),
-            sentinels: std::sync::atomic::AtomicUsize::new(0),
-            sentinel_list: Mutex::new(Vec::new()),
-            switches: Mutex::new(VecDeque::new()),
-            resolved: Mutex::new(None),
-            address_changes: counter!("session_proxy_backend_address_changes_total", with(None)),
-            address_changes_seen: AtomicU64::new(0),
-        }
-    }
-
-    /// A connection to `endpoint` reached `peer`: a change from the last
-    /// one reached is counted and logged (a moved host name).
-    pub fn reached(&self, endpoint: &impl std::fmt::Display, peer: std::net::SocketAddr) {
-        let Ok(mut resolved) = self.resolved.lock() else {
-            return;
-        };
-        if let Some(before) = resolved.replace(peer).filter(|before| *before != peer) {
-            self.address_changes.increment(1);
-            self.address_changes_seen
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(%endpoint, from = %before, to = %peer, "backend address changed");
-        }
-    }
-
-    /// Records a master switch.
-    pub fn switched(&self, from: String, to: String) {
-        self.sentinel_switches.increment(1);
-        if let Ok(mut switches) = self.switches.lock() {
-            switches.push_back(Switch {
-                at_unix: unix_now(),
-                from,
-                to,
-            });
-            while switches.len() > SWITCHES_KEPT {
-                switches.pop_front();
-            }
-        }
-    }
-
-    /// The backend's latency histogram in Prometheus text.
-    pub fn render(&self, id: &str, out: &mut String) {
-        self.latency
-            .render(BACKEND_DURATION, &format!("backend=\"{id}\""), out);
-    }
-}
-
-/// The state gauges, in the order of a [`StateRow`]'s values: up,
-/// connections established now, a failover's hold, sentinels known.
-const STATES: [&str; 4] = [
-    "session_proxy_backend_up",
-    "session_proxy_backend_connections",
-    "session_proxy_backend_holding",
-    "session_proxy_sentinels_known",
-];
-
-/// One backend's state gauges: its labels and their values (up,
-/// connections, holding, sentinels known).
-pub struct StateRow<'a> {
-    pub labels: &'a str,
-    pub values: [i64; 4],
-}
-
-impl BackendMetrics {
-    /// This backend's state gauges, given what its health says.
-    pub fn state_row(&self, up: bool, connections: usize) -> StateRow<'_> {
-        let sentinels = self.sentinels.load(Ordering::Relaxed);
-        let holding = self.holding.load(Ordering::Relaxed);
-        StateRow {
-            labels: &self.labels,
-            values: [
-                up as i64,
-                connections as i64,
-                holding as i64,
-                sentinels as i64,
-            ],
-        }
-    }
-}
-
-/// The state gauges of the backends in force in Prometheus text, one family
-/// after another, rendered at each scrape rather than kept in the recorder:
-/// a recorder's gauge outlives its backend at its last value, so after a
-/// reload that drops a backend, or a cluster's master replaced in a
-/// failover, `session_proxy_backend_up 0` would stay and page for good
-/// (`config/alerts.yml`). A label set met twice is rendered once, from its
-/// first: a scrape with a series twice would be refused whole.
-pub fn render_states<'a>(rows: impl IntoIterator<Item = StateRow<'a>>, out: &mut String) {
-    let mut seen = std::collections::HashSet::new();
-    let rows: Vec<StateRow> = rows.into_iter().filter(|r| seen.insert(r.labels)).collect();
-    for (i, name) in STATES.iter().enumerate() {
-        header_of(name, out);
-        for row in &rows {
-            let _ = writeln!(out, "{name}{{{}}} {}", row.labels, row.values[i]);
-        }
-    }
-}
-
-/// Labels as they appear between a series' braces, values escaped as the
-/// exporter escapes them.
-fn render_labels(labels: &[metrics::Label]) -> String {
-    use metrics_exporter_prometheus::formatting::sanitize_label_value;
-    let pairs: Vec<String> = labels
-        .iter()
-        .map(|l| format!("{}=\"{}\"", l.key(), sanitize_label_value(l.value())))
-        .collect();
-    pairs.join(",")
-}
-
 /// Seconds since the epoch, for event times.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -543,47 +325,6 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_backend_in_force_has_its_state_once_and_no_other_has_any() {
-        let a = BackendMetrics::new("a");
-        let node = BackendMetrics::for_node("c", "10.0.0.1:7000");
-        let again = BackendMetrics::new("a");
-        a.holding.store(true, Ordering::Relaxed);
-        let mut out = String::new();
-        let rows = [
-            a.state_row(true, 0),
-            node.state_row(true, 1),
-            again.state_row(false, 0),
-        ];
-        render_states(rows, &mut out);
-        let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
-        let node_labels = "backend=\"c\",node=\"10.0.0.1:7000\"";
-        assert_eq!(
-            samples,
-            [
-                "session_proxy_backend_up{backend=\"a\"} 1".to_string(),
-                format!("session_proxy_backend_up{{{node_labels}}} 1"),
-                "session_proxy_backend_connections{backend=\"a\"} 0".to_string(),
-                format!("session_proxy_backend_connections{{{node_labels}}} 1"),
-                "session_proxy_backend_holding{backend=\"a\"} 1".to_string(),
-                format!("session_proxy_backend_holding{{{node_labels}}} 0"),
-                "session_proxy_sentinels_known{backend=\"a\"} 0".to_string(),
-                format!("session_proxy_sentinels_known{{{node_labels}}} 0"),
-            ]
-        );
-        assert!(out.contains("# TYPE session_proxy_backend_up gauge\n"));
-        // A backend gone is simply not among those rendered.
-        let mut out = String::new();
-        render_states([node.state_row(true, 1)], &mut out);
-        assert!(!out.contains("backend=\"a\""), "{out}");
-        // Label values escaped as Prometheus wants them.
-        let labels = [
-            metrics::Label::new("backend", "c"),
-            metrics::Label::new("node", "x\"y\\z"),
-        ];
-        assert_eq!(render_labels(&labels), "backend=\"c\",node=\"x\\\"y\\\\z\"");
-    }
 
     #[test]
     fn alerts_and_the_dashboard_use_only_exported_series() {

@@ -27,17 +27,11 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The lines of a backend's state gauges (up, connections, holding,
-/// sentinels known) in `text` whose labels contain `label`.
-pub fn state_series<'a>(text: &'a str, label: &str) -> Vec<&'a str> {
-    let states = [
-        "session_proxy_backend_up{",
-        "session_proxy_backend_connections{",
-        "session_proxy_backend_holding{",
-        "session_proxy_sentinels_known{",
-    ];
+/// The samples in `text` whose labels contain `label` (a backend's
+/// series: its state gauges, counters and latency).
+pub fn series_of<'a>(text: &'a str, label: &str) -> Vec<&'a str> {
     text.lines()
-        .filter(|l| states.iter().any(|s| l.starts_with(s)) && l.contains(label))
+        .filter(|l| l.starts_with("session_proxy_") && l.contains(label))
         .collect()
 }
 

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use session_proxy::metrics::{BackendMetrics, Count};
+
 use crate::common::{
     blocks_one, blpop_gets_what_is_pushed_on, blpop_on_a_thread, config_for, free_port,
     until_blocks_one, wait_until, HostsFile, Proxy, RawClient, Redis, READY_LIMIT,
@@ -256,19 +258,24 @@ fn a_rotated_password_file_is_read_at_the_next_connect() {
     assert!(error.contains("password_file"), "{error}");
 }
 
+/// One of the in-process proxy's backends' metrics, read with `count`
+/// (0 for a backend it does not have).
+fn count_of(proxy: &Proxy, backend: &str, count: fn(&BackendMetrics) -> &Count) -> f64 {
+    let topology = proxy.shared.topology();
+    let found = topology.backends.iter().find(|b| &*b.id == backend);
+    found.map_or(0, |b| count(b.metrics()).get()) as f64
+}
+
 /// Connections the in-process proxy made to `backend` so far
-/// (`session_proxy_backend_connects_total`; 0 before the first). The
-/// recorder must be installed before the proxy starts.
-fn connects_of(backend: &str) -> f64 {
-    let series = format!("session_proxy_backend_connects_total{{backend=\"{backend}\"}}");
-    crate::common::sample(&crate::common::recorder().render(), &series).unwrap_or(0.0)
+/// (`session_proxy_backend_connects_total`).
+fn connects_of(proxy: &Proxy, backend: &str) -> f64 {
+    count_of(proxy, backend, |m| &m.connects)
 }
 
 /// A backend's held requests so far: for a fixed endpoint, the commands it
 /// refused (-READONLY, -LOADING) that the proxy holds to send again.
-fn refused_replies(backend: &str) -> f64 {
-    let series = format!("session_proxy_held_requests_total{{backend=\"{backend}\"}}");
-    crate::common::sample(&crate::common::recorder().render(), &series).unwrap_or(0.0)
+fn refused_replies(proxy: &Proxy, backend: &str) -> f64 {
+    count_of(proxy, backend, |m| &m.held_requests)
 }
 
 /// `[pool] max_connection_age_s`: under a steady load, shared connections
@@ -277,15 +284,13 @@ fn refused_replies(backend: &str) -> f64 {
 /// and the requests meanwhile wait for the new one.
 #[test]
 fn connections_aged_out_under_load_fail_no_request() {
-    // The recorder first: the proxy's counters are made at its start.
-    crate::common::recorder();
     let redis = Redis::start();
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nmax_connection_age_s = 1\n\
          [[backends]]\nid = \"aging\"\naddress = \"{}\"\n",
         redis.address()
     ));
-    let connects = || connects_of("aging");
+    let connects = || connects_of(&proxy, "aging");
     let mut client = proxy.client();
     assert_eq!(client.text(&["SET", "session:age", "0"]), "+OK\r\n");
     let before = connects();
@@ -317,7 +322,6 @@ fn connections_aged_out_under_load_fail_no_request() {
 /// replaced if they waited for the new one; none does.
 #[test]
 fn an_aged_connection_is_replaced_before_it_is_let_go() {
-    crate::common::recorder();
     let redis = Redis::start();
     let relay = crate::relay::Relay::start(redis.address());
     relay.slow_accept(600);
@@ -327,7 +331,7 @@ fn an_aged_connection_is_replaced_before_it_is_let_go() {
          [[backends]]\nid = \"slow-to-open\"\naddress = \"{}\"\n",
         relay.address()
     ));
-    let connects = || connects_of("slow-to-open");
+    let connects = || connects_of(&proxy, "slow-to-open");
     let mut client = proxy.client();
     // The first connection is slow to come: wait for it.
     wait_until(
@@ -436,7 +440,6 @@ fn fail_over(master: &Redis, to: &Redis) {
 /// the client would be told EXECABORT for a write that ran.
 #[test]
 fn a_transaction_refused_by_a_demoted_master_runs_whole_on_the_new_one() {
-    crate::common::recorder();
     let a = Redis::start();
     let b = Redis::start_with(&["--replicaof", "127.0.0.1", &a.port.to_string()]);
     let relay = crate::relay::Relay::start(a.address());
@@ -457,7 +460,7 @@ fn a_transaction_refused_by_a_demoted_master_runs_whole_on_the_new_one() {
                 READY_LIMIT,
                 Duration::from_millis(5),
                 "the transaction held",
-                || refused_replies("demoted") > 0.0,
+                || refused_replies(&proxy, "demoted") > 0.0,
             );
             relay.retarget(b.address());
         });
@@ -713,7 +716,6 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
         },
     );
     let relay = crate::relay::Relay::start(a.address());
-    crate::common::recorder();
     let timeout = Duration::from_millis(4000);
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n\
@@ -773,7 +775,7 @@ fn a_node_still_loading_its_data_holds_requests_instead_of_refusing_them() {
     );
     // The proxy did meet the node loading, and held what it refused.
     assert!(
-        refused_replies("replaced") > 0.0,
+        refused_replies(&proxy, "replaced") > 0.0,
         "no -LOADING reached the proxy: the test saw no loading"
     );
     println!(
@@ -815,7 +817,6 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
     let (port, a, b) = primary_and_replica();
     let hosts = HostsFile::naming("sessions.redis.test", "127.0.0.1");
     let timeout = Duration::from_millis(2000);
-    crate::common::recorder();
     let proxy = Proxy::start(&hosts.proxy_config(
         port,
         &format!(
@@ -881,11 +882,8 @@ fn a_host_name_is_followed_through_a_failover_and_when_it_moves() {
     assert_eq!(c.client().text(&["GET", "session:where"]), "$1\r\nc\r\n");
     assert_eq!(b.client().text(&["GET", "session:where"]), "$1\r\nb\r\n");
     assert_eq!(resolved().1, 2);
-    let changes = crate::common::sample(
-        &crate::common::recorder().render(),
-        "session_proxy_backend_address_changes_total{backend=\"named\"}",
-    );
-    assert_eq!(changes, Some(2.0));
+    // (`session_proxy_backend_address_changes_total`, as the status says.)
+    assert_eq!(count_of(&proxy, "named", |m| &m.address_changes), 2.0);
 }
 
 /// A BLPOP (no timeout) through the proxy blocks on a managed service's
@@ -1236,14 +1234,13 @@ fn a_password_rotated_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backend.password");
     std::fs::write(&file, "first\n").unwrap();
-    crate::common::recorder();
     let proxy = Proxy::start(&format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[pool]\nmax_connection_age_s = 1\n\
          [[backends]]\nid = \"rotating\"\naddress = \"{}\"\npassword_file = \"{}\"\n",
         redis.address(),
         file.display()
     ));
-    let connects = || connects_of("rotating");
+    let connects = || connects_of(&proxy, "rotating");
     let load = SessionLoad::start(proxy.port);
     let mut admin = redis.client();
     admin.text(&["AUTH", "first"]);

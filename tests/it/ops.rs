@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    backends_toml, router_for, sample, state_series, wait_until, RawClient, Redis, Running,
+    backends_toml, router_for, sample, series_of, wait_until, RawClient, Redis, Running,
     READY_LIMIT,
 };
 
@@ -119,11 +119,12 @@ fn metrics_count_known_traffic() {
 }
 
 /// A backend a reload removes: once the keys are moved from it, `/metrics`
-/// shows nothing of its state. Before, its `session_proxy_backend_up` and
+/// shows nothing of it. Before, its `session_proxy_backend_up` and
 /// connections stayed at their last values for as long as the proxy ran (a
-/// backend that was down when it was removed paged for good).
+/// backend that was down when it was removed paged for good), and its
+/// counters with them.
 #[test]
-fn a_backend_a_reload_removes_leaves_no_state_gauge_behind() {
+fn a_backend_a_reload_removes_leaves_no_series_behind() {
     let (a, b) = (Redis::start(), Redis::start());
     let settle = "[reload]\nsettle_ms = 0\n";
     let proxy = Running::start(&format!(
@@ -135,8 +136,11 @@ fn a_backend_a_reload_removes_leaves_no_state_gauge_behind() {
         let key = format!("session:{i}");
         assert_eq!(client.text(&["SET", &key, "v"]), "+OK\r\n");
     }
+    let before = proxy.http("GET", "/metrics").1;
     let up_b = "session_proxy_backend_up{backend=\"b\"}";
-    assert_eq!(sample(&proxy.http("GET", "/metrics").1, up_b), Some(1.0));
+    assert_eq!(sample(&before, up_b), Some(1.0));
+    let connects_b = "session_proxy_backend_connects_total{backend=\"b\"}";
+    assert!(sample(&before, connects_b) >= Some(1.0), "{before}");
     proxy.rewrite(&format!("{settle}{}", backends_toml(&[("a", &a, 1.0)])));
     proxy.signal("HUP");
     wait_until(READY_LIMIT, Duration::from_millis(10), "reload", || {
@@ -153,7 +157,7 @@ fn a_backend_a_reload_removes_leaves_no_state_gauge_behind() {
         },
     );
     let metrics = proxy.http("GET", "/metrics").1;
-    let left = state_series(&metrics, "backend=\"b\"");
+    let left = series_of(&metrics, "backend=\"b\"");
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(
         sample(&metrics, "session_proxy_backend_up{backend=\"a\"}"),

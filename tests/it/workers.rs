@@ -4,7 +4,6 @@
 //! reload, a drain; a Sentinel switch is in tests/sentinel.rs) reaches every
 //! worker's clients and connections.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::{
@@ -57,7 +56,7 @@ fn every_worker_serves_its_clients_on_connections_of_its_own() {
             || backend.connected() == 2 * THREADS,
         );
         assert_eq!(
-            backend.metrics().cross_thread_jobs.load(Ordering::Relaxed),
+            backend.metrics().cross_thread.get(),
             0,
             "a job for backend {} crossed threads",
             backend.id
