@@ -4,7 +4,7 @@
 //! wrong passwords per address.
 
 use crate::client::commands::auth::is_restricted;
-use crate::client::errors::{arity_error, noperm_command, unknown_command};
+use crate::client::errors::{arity_error, noperm_command, refused_in_multi, unknown_command};
 use crate::client::pubsub::subscribed_refusal;
 use crate::client::slot::{Pending, Slot};
 use crate::client::State;
@@ -96,9 +96,16 @@ fn resolve(
             })
         }
         (None, None) => {
-            state.last_command = "NULL";
             shared.metrics.refused_commands.increment(1);
-            Err(unknown_command(&request.args()))
+            let args = request.args();
+            if let Some((name, refusal)) =
+                state.multi.as_ref().and_then(|_| refused_in_multi(&args))
+            {
+                state.last_command = name;
+                return Err(refusal);
+            }
+            state.last_command = "NULL";
+            Err(unknown_command(&args))
         }
     }
 }

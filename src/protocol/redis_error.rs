@@ -119,6 +119,9 @@ pub enum RedisError {
     TransactionTooLarge { commands: usize, bytes: usize },
     #[error("ERR session-proxy does not run {0} inside MULTI")]
     NotInMulti(String),
+    /// Redis's own, for a `no-multi` command after MULTI.
+    #[error("ERR Command not allowed inside a transaction")]
+    NoMulti,
     #[error("NOPERM a script without keys may touch any key: with [keys] prefixes set, session-proxy runs a script only on its declared keys (numkeys at least 1)")]
     ScriptWithoutKeys,
     #[error("NOPERM script {0} may touch keys it does not declare: with [keys] prefixes set, only scripts listed in [keys] scripts run")]

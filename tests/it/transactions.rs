@@ -64,6 +64,18 @@ fn transactions_answer_like_redis() {
         vec!["MULTI"],
         vec!["RESET"],
         vec!["EXEC"],
+        // Commands Redis refuses after MULTI (`no-multi`), which the proxy
+        // does not run at all: Redis's errors, and EXECABORT.
+        vec!["MULTI"],
+        vec!["SET", &k, "6"],
+        vec!["SAVE"],
+        vec!["SAVE", "x"],
+        vec!["SHUTDOWN", "NOSAVE"],
+        vec!["SYNC"],
+        vec!["PSYNC", "?"],
+        vec!["PSYNC", "?", "-1"],
+        vec!["EXEC"],
+        vec!["GET", &k],
     ];
     let steps: Vec<&[&str]> = steps.iter().map(Vec::as_slice).collect();
     same(&mut ours, &mut theirs, &steps);
