@@ -67,6 +67,8 @@ struct Nodes {
     by_address: HashMap<String, Backend>,
     /// Started for a redirection since the last map.
     unmapped: usize,
+    /// Whether a redirection past them was logged since the last map.
+    told: bool,
 }
 
 /// The cluster's own series in /metrics.
@@ -332,6 +334,9 @@ impl Cluster {
             return Some(backend.clone());
         }
         if nodes.unmapped >= MAX_UNMAPPED {
+            if !std::mem::replace(&mut nodes.told, true) {
+                warn!(address, "redirections named more new nodes than {MAX_UNMAPPED} since the last slot map: requests redirected to others wait for the next map");
+            }
             return None;
         }
         nodes.unmapped += 1;
@@ -497,6 +502,7 @@ impl Cluster {
         {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             nodes.unmapped = 0;
+            nodes.told = false;
             nodes.by_address.retain(|address, backend| {
                 let keep = masters.contains(address);
                 if !keep {
