@@ -11,7 +11,7 @@
 //! subscriber task per sentinel), and when a connection asks (after a
 //! `-READONLY` or `-LOADING` reply, or a failed connection). Unreachable
 //! sentinels are skipped and retried with backoff; the list grows from
-//! `SENTINEL SENTINELS <name>`.
+//! `SENTINEL SENTINELS <name>`, to a bound (16, the `known` module).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -34,11 +34,13 @@ mod answers;
 mod attempts;
 mod events;
 mod hold;
+mod known;
 pub use answers::{rank_candidates, read_answers, SentinelView, Stage};
 use attempts::Attempts;
 use events::FAILOVER_CHANNELS;
 pub use events::{failover_event, FailoverEvent};
 use hold::{Hold, Next, Seen, REPLICA_WAIT_MAX};
+use known::{learn, take, Known, Learn};
 
 /// Longest pause before retrying an unreachable sentinel.
 const SENTINEL_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -84,25 +86,6 @@ pub fn start(
     (rx, recheck, failover_rx)
 }
 
-/// A sentinel the monitor knows of.
-struct Known {
-    address: String,
-    /// Not asked again before this, after failures.
-    retry_at: Instant,
-    /// The wait after a failure: twice the backoff's minimum, doubling.
-    backoff: Backoff,
-}
-
-impl Known {
-    fn new(address: String, settings: &PoolSettings) -> Known {
-        Known {
-            address,
-            retry_at: Instant::now(),
-            backoff: Backoff::new(settings.backoff_min * 2, SENTINEL_BACKOFF_MAX).exact(),
-        }
-    }
-}
-
 struct Monitor {
     sentinel: Sentinel,
     /// How to reach a master for the ROLE check: its credentials (the
@@ -136,16 +119,16 @@ struct Answer {
 
 impl Monitor {
     async fn run(mut self) {
-        // Subscribers hold only a weak handle: they stop once the monitor is gone.
-        let alive = Arc::new(());
+        // Subscribers hold only a weak handle: they stop once their
+        // sentinel is forgotten or the monitor is gone.
         for known in &self.known {
-            self.subscribe(known.address.clone(), Arc::downgrade(&alive));
+            self.subscribe(known.address.clone(), Arc::downgrade(&known.alive));
         }
         let mut failover = self.failover.subscribe();
         // The failover requests are held for; `None` when none is on.
         let mut hold: Option<Hold> = None;
         loop {
-            let (found, seen) = self.discover(&alive).await;
+            let (found, seen) = self.discover().await;
             if seen.failing && hold.is_none() {
                 // A failover under way that no event told of (the proxy, or
                 // its subscribers, started after `+try-failover`): hold as if
@@ -249,7 +232,7 @@ impl Monitor {
 
     /// Asks the sentinels: the confirmed master, if any, and how far those
     /// leading a failover of it have taken it.
-    async fn discover(&mut self, alive: &Arc<()>) -> (Option<Endpoint>, Seen) {
+    async fn discover(&mut self) -> (Option<Endpoint>, Seen) {
         let now = Instant::now();
         let mut asks = JoinSet::new();
         for (index, known) in self.known.iter().enumerate() {
@@ -282,6 +265,7 @@ impl Monitor {
             match result {
                 Ok(view) => {
                     known.backoff.reset();
+                    known.failed = false;
                     responders += 1;
                     seen.add(view.stage);
                     let entry = tally.entry(view.master).or_insert((0, 0));
@@ -290,20 +274,13 @@ impl Monitor {
                     learned.extend(view.others);
                 }
                 Err(error) => {
+                    known.failed = true;
                     known.retry_at = Instant::now() + known.backoff.pause();
                     debug!(sentinel = %known.address, %error, "sentinel unreachable");
                 }
             }
         }
-        let before = self.known.len();
-        for address in learned {
-            if !self.known.iter().any(|k| k.address == address) {
-                info!(sentinel = %address, "learned a sentinel");
-                self.subscribe(address.clone(), Arc::downgrade(alive));
-                self.known.push(Known::new(address, &self.settings));
-            }
-        }
-        self.count_sentinels(before);
+        self.learn(learned);
         for (endpoint, votes, epoch) in rank_candidates(tally, responders) {
             match timeout(self.settings.sentinel_timeout, self.role(&endpoint)).await {
                 Ok(Ok(role)) if role == "master" => return (Some(endpoint), seen),
@@ -317,11 +294,31 @@ impl Monitor {
         (None, seen)
     }
 
-    /// The sentinels known, in the metrics, when there are new ones (`before`:
-    /// how many there were) or none were counted yet.
-    fn count_sentinels(&self, before: usize) {
+    /// Takes in the sentinels the others named (see [`known`]).
+    fn learn(&mut self, named: Vec<String>) {
+        let mut changed = false;
+        let mut replaced = false;
+        for address in named {
+            let decision = learn(&self.known, &address, replaced);
+            replaced |= matches!(decision, Learn::Replace(_));
+            let (gone, at) = take(&mut self.known, address, decision, &self.settings);
+            if let Some(gone) = gone {
+                info!(sentinel = %gone.address, "forgot a learned sentinel that does not answer, for room");
+            }
+            if let Some(known) = at.and_then(|at| self.known.get(at)) {
+                info!(sentinel = %known.address, "learned a sentinel");
+                self.subscribe(known.address.clone(), Arc::downgrade(&known.alive));
+                changed = true;
+            }
+        }
+        self.count_sentinels(changed);
+    }
+
+    /// The sentinels known, in the metrics, when the list `changed` or none
+    /// were counted yet.
+    fn count_sentinels(&self, changed: bool) {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.known.len() != before || self.metrics.sentinels.load(Relaxed) == 0 {
+        if changed || self.metrics.sentinels.load(Relaxed) == 0 {
             self.metrics.sentinels.store(self.known.len(), Relaxed);
             if let Ok(mut list) = self.metrics.sentinel_list.lock() {
                 *list = self.known.iter().map(|k| k.address.clone()).collect();

@@ -6,6 +6,8 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
@@ -509,28 +511,37 @@ struct MovingNode {
 
 impl MovingNode {
     fn start() -> MovingNode {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let maps = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let moves = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let (maps, moves) = (maps.clone(), moves.clone());
-                std::thread::spawn(move || {
-                    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
-                    let mut writer = stream;
-                    while let Some(args) = read_command(&mut reader) {
-                        let reply = answer_as_moving_node(&args, port, &maps, &moves);
-                        if writer.write_all(reply.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
+        let maps = AtomicUsize::new(0);
+        let moves = AtomicUsize::new(0);
+        let port = fake_server(move |args, port| {
+            answer_as_moving_node(args, port, &maps, &moves).into_bytes()
         });
         MovingNode { port }
     }
+}
+
+/// A fake server on a loopback port of its own (returned): a thread per
+/// connection answers each command with `answer(args, port)`.
+fn fake_server(answer: impl Fn(&[String], u16) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                while let Some(args) = read_command(&mut reader) {
+                    if writer.write_all(&answer(&args, port)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
 }
 
 /// One RESP command of bulk strings, upper-cased; `None` at the end.
@@ -554,10 +565,9 @@ fn read_command(reader: &mut impl std::io::BufRead) -> Option<Vec<String>> {
 fn answer_as_moving_node(
     args: &[String],
     port: u16,
-    maps: &std::sync::atomic::AtomicUsize,
-    moves: &std::sync::atomic::AtomicUsize,
+    maps: &AtomicUsize,
+    moves: &AtomicUsize,
 ) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["CLUSTER", "SLOTS"] if maps.fetch_add(1, Relaxed) == 0 => {
@@ -616,4 +626,86 @@ fn a_cluster_node_cannot_make_the_proxy_start_a_node_per_redirection() {
         .count();
     assert!(nodes <= 17, "{nodes} node backends:\n{metrics}");
     assert_eq!(client.text(&["PING"]), "+PONG\r\n");
+}
+
+/// A fake sentinel of master `m` (a real Redis at `master_port`), hostile
+/// in one way: each `SENTINEL SENTINELS` names 50 sentinels never named
+/// before (`127.0.N.M:26379`, where nothing listens). Its port, and how
+/// many it named so far.
+fn naming_sentinel(master_port: u16) -> (u16, Arc<AtomicUsize>) {
+    let named = Arc::new(AtomicUsize::new(0));
+    let count = named.clone();
+    let port = fake_server(move |args, _| answer_as_naming_sentinel(args, master_port, &named));
+    (port, count)
+}
+
+fn answer_as_naming_sentinel(args: &[String], master_port: u16, named: &AtomicUsize) -> Vec<u8> {
+    let array = |items: &[String]| {
+        let mut out = format!("*{}\r\n", items.len()).into_bytes();
+        for item in items {
+            out.extend(format!("${}\r\n{item}\r\n", item.len()).into_bytes());
+        }
+        out
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["SENTINEL", "GET-MASTER-ADDR-BY-NAME", _] => {
+            array(&["127.0.0.1".into(), master_port.to_string()])
+        }
+        ["SENTINEL", "MASTER", _] => {
+            let fields = ["name", "m", "ip", "127.0.0.1", "flags", "master"];
+            let mut fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            fields.extend(["port".into(), master_port.to_string()]);
+            fields.extend(["config-epoch".into(), "0".into()]);
+            array(&fields)
+        }
+        ["SENTINEL", "SENTINELS", _] => {
+            let first = named.fetch_add(50, Relaxed);
+            let mut out = b"*50\r\n".to_vec();
+            for n in first..first + 50 {
+                let ip = format!("127.0.{}.{}", 1 + n / 250, n % 250 + 2);
+                let fields = ["name", &format!("s{n}"), "ip", &ip, "port", "26379"];
+                let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+                out.extend(array(&fields));
+            }
+            out
+        }
+        ["SUBSCRIBE", ..] => b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n".to_vec(),
+        ["PING", ..] => b"+PONG\r\n".to_vec(),
+        _ => b"+OK\r\n".to_vec(),
+    }
+}
+
+/// A sentinel that names ever new sentinels cannot grow the list the
+/// monitor asks and subscribes to: it stays at most 16 (without the
+/// bound, 50 more at every check), and the master it names is followed.
+#[test]
+fn a_sentinel_cannot_make_the_proxy_know_ever_more_sentinels() {
+    let redis = Redis::start();
+    let (sentinel, named) = naming_sentinel(redis.port);
+    let proxy = Running::start(&format!(
+        "[pool]\nconnect_timeout_ms = 300\nsentinel_recheck_ms = 100\n\
+         [[backends]]\nid = \"s\"\nsentinel = {{ master = \"m\", addresses = [\"127.0.0.1:{sentinel}\"] }}\n"
+    ));
+    let mut client = proxy.client();
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the master the sentinel names",
+        || client.text(&["SET", "session:s", "v"]) == "+OK\r\n",
+    );
+    let known = || {
+        let metrics = proxy.http("GET", "/metrics").1;
+        crate::common::sample(&metrics, "session_proxy_sentinels_known{backend=\"s\"}")
+    };
+    // Five checks, each naming 50 new ones.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "five checks",
+        || named.load(Relaxed) >= 250,
+    );
+    let now = known();
+    assert_eq!(now, Some(16.0), "sentinels known");
+    assert_eq!(client.text(&["GET", "session:s"]), "$1\r\nv\r\n");
 }
