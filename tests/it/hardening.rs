@@ -709,3 +709,57 @@ fn a_sentinel_cannot_make_the_proxy_know_ever_more_sentinels() {
     assert_eq!(now, Some(16.0), "sentinels known");
     assert_eq!(client.text(&["GET", "session:s"]), "$1\r\nv\r\n");
 }
+
+/// A fake Redis Cluster node of one shard (itself, every slot), slow in
+/// one way: it answers each connection's handshake (SELECT) after
+/// `handshake`. It counts the SETs it is sent.
+fn slow_node(handshake: Duration, sets: Arc<AtomicUsize>) -> u16 {
+    fake_server(move |args, port| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = match args.as_slice() {
+            ["CLUSTER", "SLOTS"] => {
+                format!("*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n")
+            }
+            ["CLUSTER", ..] => "-ERR unknown subcommand\r\n".into(),
+            ["SELECT", ..] => {
+                std::thread::sleep(handshake);
+                "+OK\r\n".into()
+            }
+            ["SET", ..] => {
+                sets.fetch_add(1, Relaxed);
+                "+OK\r\n".into()
+            }
+            ["GET", ..] => "$-1\r\n".into(),
+            ["PING", ..] => "+PONG\r\n".into(),
+            ["CLIENT", "ID"] => ":7\r\n".into(),
+            _ => "+OK\r\n".into(),
+        };
+        reply.into_bytes()
+    })
+}
+
+/// A write to a cluster node that its client gave up on (the request
+/// timeout passed while the node's connection was still being made) is
+/// not sent once the connection is up, as on a plain backend: the client
+/// was told it failed, and a retry of it may have been acknowledged since.
+#[test]
+fn a_cluster_write_its_client_gave_up_on_is_not_sent_later() {
+    let sets = Arc::new(AtomicUsize::new(0));
+    let node = slow_node(Duration::from_millis(1500), sets.clone());
+    let proxy = Running::start(&format!(
+        "[pool]\nrequest_timeout_ms = 300\nconnect_timeout_ms = 5000\n\
+         [[backends]]\nid = \"c\"\ncluster = {{ seeds = [\"127.0.0.1:{node}\"] }}\n"
+    ));
+    let mut client = proxy.client();
+    let set = client.text(&["SET", "session:late", "v"]);
+    assert!(set.starts_with('-'), "{set}");
+    // Once a GET is answered, the node's connection is up and every job
+    // queued before it was sent or dropped.
+    wait_until(
+        READY_LIMIT,
+        Duration::from_millis(20),
+        "the node's connection",
+        || client.text(&["GET", "session:late"]) == "$-1\r\n",
+    );
+    assert_eq!(sets.load(Relaxed), 0, "the SET given up on was sent");
+}
