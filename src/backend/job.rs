@@ -257,6 +257,21 @@ impl Origin {
     }
 }
 
+/// What `rx` brings, unless the client behind `tx` gives up first
+/// (`None`): `rx` is then dropped, so a job sent with its sender counts as
+/// abandoned and a connection drops it unsent (see [`Queued::abandoned`]):
+/// a write its client was told failed does not run later.
+pub(super) async fn unless_abandoned<T, U>(
+    rx: oneshot::Receiver<T>,
+    tx: &mut oneshot::Sender<U>,
+) -> Option<Result<T, oneshot::error::RecvError>> {
+    tokio::select! {
+        biased;
+        result = rx => Some(result),
+        _ = tx.closed() => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! their places among the others ([`merge`]); a transaction, refused in
 //! part, ran none of its commands, and goes again whole.
 
-use super::job::{BatchResult, Origin};
+use super::job::{unless_abandoned, BatchResult, Origin};
 use crate::protocol::RedisError;
 use crate::protocol::{reply_extent, Reply};
 use bytes::{Bytes, BytesMut};
@@ -88,9 +88,8 @@ pub(super) async fn merge(
     places: Vec<usize>,
     again: oneshot::Receiver<BatchResult>,
 ) {
-    let answer = tokio::select! {
-        answer = again => answer,
-        _ = tx.closed() => return,
+    let Some(answer) = unless_abandoned(again, &mut tx).await else {
+        return;
     };
     let fill: Vec<Reply> = match answer {
         Ok(Ok(again)) if again.len() == places.len() => again,

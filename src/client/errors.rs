@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::protocol::spec::arity_fits;
 use crate::protocol::{RedisError, Reply};
 
 pub(in crate::client) fn noperm_command(name: &str) -> Reply {
@@ -39,7 +40,7 @@ pub(in crate::client) fn c_str(arg: &[u8], max: usize) -> &[u8] {
 /// Redis's commands refused after MULTI (flagged `no-multi`), with their
 /// arity. The proxy runs none of them, and answers them as unknown; after
 /// MULTI, as Redis does.
-const NO_MULTI: [(&str, i64); 4] = [("save", 1), ("shutdown", -1), ("sync", 1), ("psync", -3)];
+const NO_MULTI: [(&str, i32); 4] = [("save", 1), ("shutdown", -1), ("sync", 1), ("psync", -3)];
 
 /// What Redis answers a `no-multi` command after MULTI (its arity's error,
 /// else "not allowed"), with the command's name; `None` for any other.
@@ -48,13 +49,7 @@ pub(in crate::client) fn refused_in_multi(args: &[Bytes]) -> Option<(&'static st
     let &(known, arity) = NO_MULTI
         .iter()
         .find(|(known, _)| name.eq_ignore_ascii_case(known.as_bytes()))?;
-    let argc = args.len() as i64;
-    let fits = if arity >= 0 {
-        argc == arity
-    } else {
-        argc >= -arity
-    };
-    let reply = if fits {
+    let reply = if arity_fits(arity, args.len()) {
         RedisError::NoMulti.reply()
     } else {
         arity_error(known)

@@ -522,9 +522,7 @@ pub fn subcommand(spec: &Spec, args: &[&[u8]]) -> Result<Option<&'static Sub>, S
             spec.name.to_uppercase()
         ));
     };
-    let argc = args.len() as i64;
-    let arity = sub.arity as i64;
-    if (arity >= 0 && argc != arity) || argc < -arity {
+    if !super::spec::arity_fits(sub.arity, args.len()) {
         return Err(format!(
             "ERR wrong number of arguments for '{}' command",
             sub.name

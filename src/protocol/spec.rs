@@ -193,12 +193,17 @@ pub struct Spec {
 
 impl Spec {
     pub fn arity_ok(&self, argc: usize) -> bool {
-        let argc = argc as i64;
-        let arity = self.arity as i64;
-        if arity >= 0 {
-            argc == arity
-        } else {
-            argc >= -arity
-        }
+        arity_fits(self.arity, argc)
+    }
+}
+
+/// Whether `argc` words fit Redis's `arity`: N means exactly N, -N at
+/// least N.
+pub fn arity_fits(arity: i32, argc: usize) -> bool {
+    let (argc, arity) = (argc as i64, arity as i64);
+    if arity >= 0 {
+        argc == arity
+    } else {
+        argc >= -arity
     }
 }

@@ -4,6 +4,7 @@
 //! not sent on.
 
 use super::*;
+use crate::backend::job::unless_abandoned;
 
 impl Cluster {
     /// Sends `job` to the node at `address`, watching a single command's
@@ -26,7 +27,7 @@ impl Cluster {
         let cluster = self.clone();
         tokio::spawn(async move {
             let mut tx = tx;
-            if let Some(result) = unless_abandoned(rx, &mut tx).await {
+            if let Some(Ok(result)) = unless_abandoned(rx, &mut tx).await {
                 cluster.settle(result, tx, again);
             }
         });
@@ -101,7 +102,7 @@ impl Cluster {
         };
         tokio::spawn(async move {
             let mut tx = tx;
-            let Some(result) = unless_abandoned(rx, &mut tx).await else {
+            let Some(Ok(result)) = unless_abandoned(rx, &mut tx).await else {
                 return;
             };
             let result = result.map(|mut replies| replies.pop().unwrap_or(Reply::Null));
@@ -149,20 +150,5 @@ impl Again {
 
     fn job(&self, tx: oneshot::Sender<BackendResult>, payload: Bytes) -> Job {
         Job::new(self.origin, payload, self.db, ReplyTo::One(tx), self.write)
-    }
-}
-
-/// The node's answer to a job sent on with `rx`'s sender, unless the
-/// client (`tx`) gives up first: then `rx` is dropped, so the node's
-/// connection drops the job if it has not sent it yet, as a plain
-/// backend's does: a write its client was told failed does not run later.
-async fn unless_abandoned<T>(
-    rx: oneshot::Receiver<T>,
-    tx: &mut oneshot::Sender<BackendResult>,
-) -> Option<T> {
-    tokio::select! {
-        biased;
-        result = rx => result.ok(),
-        _ = tx.closed() => None,
     }
 }
