@@ -156,7 +156,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             let topology = state.shared.topology();
             crate::metrics::histogram_header(crate::metrics::BACKEND_DURATION, &mut text);
             for backend in &topology.backends {
-                backend.metrics().render(&backend.id, &mut text);
+                backend.metrics().render(&mut text);
             }
             let in_force = in_force(&topology);
             crate::metrics::render_backends(in_force.iter().map(Backend::row), &mut text);

@@ -136,9 +136,8 @@ impl BackendMetrics {
     }
 
     /// The backend's latency histogram in Prometheus text.
-    pub fn render(&self, id: &str, out: &mut String) {
-        self.latency
-            .render(BACKEND_DURATION, &format!("backend=\"{id}\""), out);
+    pub fn render(&self, out: &mut String) {
+        self.latency.render(BACKEND_DURATION, &self.labels, out);
     }
 
     /// Its counts, in the order of [`COUNTS`].

@@ -79,16 +79,18 @@ pub(super) fn take(
     decision: Learn,
     settings: &PoolSettings,
 ) -> (Option<Known>, Option<usize>) {
-    let mut entry = Known::new(address, settings);
-    entry.learned = true;
+    let entry = || Known {
+        learned: true,
+        ..Known::new(address, settings)
+    };
     match decision {
         Learn::Skip => (None, None),
         Learn::Add => {
-            known.push(entry);
+            known.push(entry());
             (None, Some(known.len() - 1))
         }
         Learn::Replace(index) => {
-            let gone = std::mem::replace(&mut known[index], entry);
+            let gone = std::mem::replace(&mut known[index], entry());
             (Some(gone), Some(index))
         }
     }

@@ -237,7 +237,8 @@ impl Cluster {
         self.nodes().iter().filter_map(Backend::version).min()
     }
 
-    /// The masters' backends now.
+    /// The backends of the nodes now: the map's masters, and those
+    /// redirections named since it came.
     pub fn nodes(&self) -> Vec<Backend> {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes.by_address.values().cloned().collect()
