@@ -79,9 +79,10 @@ fn transactions_answer_like_redis() {
     ];
     let steps: Vec<&[&str]> = steps.iter().map(Vec::as_slice).collect();
     same(&mut ours, &mut theirs, &steps);
-    // In RESP3 too (a null inside EXEC's reply).
+    // In RESP3 too: every step again, and a null inside EXEC's reply.
     ours.hello3();
     theirs.hello3();
+    same(&mut ours, &mut theirs, &steps);
     let missing = proxy.key_on(1, "missing:");
     same(
         &mut ours,
